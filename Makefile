@@ -1,0 +1,161 @@
+# Meshwright — build, test and demo.
+#
+#   make demo   start the local cluster, run the operator, apply the sample MeshInstallation
+#   make test   unit, integration (envtest) and end-to-end (local cluster) tests
+#
+# The first run builds the local cluster's components from Go modules (≈45 minutes on 2 cores);
+# they are cached per user under $(COMPONENT_CACHE) and reused by every checkout afterwards.
+
+SHELL := /usr/bin/env bash -o pipefail
+.SHELLFLAGS := -ec
+.DEFAULT_GOAL := help
+
+# The Go module proxy is the only registry reachable here; never fall back to fetching from VCS.
+export GOPROXY := $(shell go env GOPROXY | sed -e 's/,direct$$//' -e 's/|direct$$//')
+export GOFLAGS := -buildvcs=false
+export CGO_ENABLED ?= 0
+
+BIN := $(CURDIR)/bin
+export MESHWRIGHT_BIN_DIR := $(BIN)
+COMPONENT_CACHE := $${XDG_CACHE_HOME:-$$HOME/.cache}/meshwright
+
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+IMG ?= meshwright/meshwright:$(VERSION)
+
+K8S_VERSION := 1.37.2
+KUBE_LDFLAGS := -s -w -X k8s.io/component-base/version.gitVersion=v$(K8S_VERSION) \
+	-X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37
+CONTROLLER_GEN_VERSION := v0.23.0
+KUSTOMIZE_VERSION := v5.8.2
+
+CONTROLLER_GEN := $(BIN)/controller-gen-$(CONTROLLER_GEN_VERSION)
+KUSTOMIZE := $(BIN)/kustomize-$(KUSTOMIZE_VERSION)
+KUBECTL := $(BIN)/kubectl
+DEMO_DIR := $(CURDIR)/.demo
+
+E2E_TIMEOUT ?= 30m
+
+##@ General
+
+.PHONY: help
+help: ## Show the targets.
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make \033[36m<target>\033[0m\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: manifests
+manifests: $(CONTROLLER_GEN) ## Generate the CRD and RBAC manifests from the markers in the code.
+	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths="./api/...;./controllers/...;./internal/...;./cmd/..." \
+		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+
+.PHONY: generate
+generate: $(CONTROLLER_GEN) ## Generate the DeepCopy methods of the API types.
+	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./api/..."
+
+.PHONY: verify-generated
+verify-generated: manifests generate ## Fail if generated files differ from what the markers produce.
+	@if [ -n "$$(git status --porcelain -- api config)" ]; then \
+		git --no-pager diff -- api config; \
+		echo "generated files are out of date: run 'make manifests generate' and commit the result" >&2; exit 1; fi
+
+.PHONY: fmt
+fmt: ## Format the Go code.
+	gofmt -l -w $$(git ls-files '*.go')
+
+.PHONY: vet
+vet: ## Vet every module.
+	go vet ./...
+	cd test && go vet ./...
+
+.PHONY: lint-fmt
+lint-fmt:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed on:" $$out >&2; exit 1; fi
+
+##@ Test
+
+.PHONY: test
+test: lint-fmt vet verify-generated test-unit test-e2e ## Run every test: unit, integration (envtest) and e2e (local cluster).
+
+.PHONY: test-unit
+test-unit: cluster-bins ## Unit and integration tests (envtest on the locally built etcd and kube-apiserver).
+	KUBEBUILDER_ASSETS=$(BIN) go test ./... -count=1
+
+.PHONY: test-e2e
+test-e2e: cluster-bins ## End-to-end tests on the local cluster.
+	cd test && go test ./... -count=1 -timeout $(E2E_TIMEOUT) -v 2>&1 | tee $(BIN)/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)' || { tail -n 80 $(BIN)/e2e.log; exit 1; }
+
+.PHONY: fuzz
+fuzz: ## Fuzz the API's JSON round trip for a minute.
+	go test ./api/v1alpha1 -run '^$$' -fuzz FuzzMeshInstallationRoundTrip -fuzztime 60s
+
+##@ Local cluster
+
+.PHONY: cluster-bins
+cluster-bins: ## Build (or take from the per-user cache) etcd, Kubernetes, kwok and cert-manager.
+	@hack/build-component.sh etcd $(BIN) "-s -w"
+	@hack/build-component.sh kubernetes $(BIN) "$(KUBE_LDFLAGS)"
+	@hack/build-component.sh kwok $(BIN) "-s -w"
+	@hack/build-component.sh certmanager $(BIN) "-s -w"
+	@cd test && go build -o $(BIN)/localcluster ./cmd/localcluster
+
+.PHONY: cluster-up
+cluster-up: cluster-bins ## Start the local cluster in .cluster/ and print its KUBECONFIG.
+	$(BIN)/localcluster up --dir .cluster
+
+.PHONY: cluster-down
+cluster-down: ## Stop the local cluster in .cluster/.
+	@[ ! -x $(BIN)/localcluster ] || $(BIN)/localcluster down --dir .cluster
+
+##@ Demo
+
+.PHONY: demo
+demo: build cluster-bins ## Start the local cluster, run the operator, apply config/samples/ and show the result.
+	@DEMO_DIR=$(DEMO_DIR) BIN=$(BIN) hack/demo.sh up
+
+.PHONY: demo-down
+demo-down: ## Stop the demo's operator and local cluster.
+	@DEMO_DIR=$(DEMO_DIR) BIN=$(BIN) hack/demo.sh down
+
+##@ Build
+
+.PHONY: build
+build: ## Build the operator binary.
+	go build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN)/manager ./cmd
+
+.PHONY: run
+run: manifests generate ## Run the operator against the cluster of the current KUBECONFIG.
+	go run ./cmd --metrics-bind-address=0 --health-probe-bind-address=127.0.0.1:8081
+
+.PHONY: docker-build
+docker-build: ## Build the container image (needs a container engine; there is none on the dev machines).
+	docker build --build-arg VERSION=$(VERSION) -t $(IMG) .
+
+##@ Deployment
+
+.PHONY: install
+install: manifests $(KUSTOMIZE) ## Install the CRDs into the cluster of the current KUBECONFIG.
+	$(KUSTOMIZE) build config/crd | kubectl apply --server-side -f -
+
+.PHONY: uninstall
+uninstall: manifests $(KUSTOMIZE) ## Remove the CRDs (and with them every MeshInstallation).
+	$(KUSTOMIZE) build config/crd | kubectl delete --ignore-not-found -f -
+
+.PHONY: deploy
+deploy: manifests $(KUSTOMIZE) ## Deploy the operator with kustomize (config/default).
+	cd config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
+	$(KUSTOMIZE) build config/default | kubectl apply --server-side -f -
+
+.PHONY: build-installer
+build-installer: manifests $(KUSTOMIZE) ## Write dist/install.yaml: CRDs and the operator in one file.
+	mkdir -p dist
+	$(KUSTOMIZE) build config/default > dist/install.yaml
+
+##@ Tools
+
+$(CONTROLLER_GEN):
+	GOBIN=$(BIN) go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)
+	mv $(BIN)/controller-gen $@
+
+$(KUSTOMIZE):
+	GOBIN=$(BIN) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+	mv $(BIN)/kustomize $@

@@ -1,0 +1,319 @@
+package v1alpha1
+
+import (
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// AdoptionLevel is a rung of the adoption ladder. Namespaces climb it one rung at a time, each
+// rung gated on the health of the one before, so that no step can break traffic.
+// +kubebuilder:validation:Enum=Off;Observe;MutualTLS;ZeroTrust
+type AdoptionLevel string
+
+const (
+	// LevelOff leaves a namespace out of the mesh.
+	LevelOff AdoptionLevel = "Off"
+	// LevelObserve injects sidecars with PERMISSIVE mTLS: traffic is unchanged, telemetry gained.
+	LevelObserve AdoptionLevel = "Observe"
+	// LevelMutualTLS makes the namespace accept only mTLS (PeerAuthentication STRICT).
+	LevelMutualTLS AdoptionLevel = "MutualTLS"
+	// LevelZeroTrust adds default-deny authorization with explicit allow rules.
+	LevelZeroTrust AdoptionLevel = "ZeroTrust"
+)
+
+// Stage names a step of the staged rollout; status.stage shows the one in progress.
+type Stage string
+
+const (
+	// StageCertificates sets up the mesh CA with cert-manager.
+	StageCertificates Stage = "Certificates"
+	// StageControlPlane installs Istio's CRDs, istiod and its webhooks.
+	StageControlPlane Stage = "ControlPlane"
+	// StageInjection verifies the injection webhook and enrolls namespaces.
+	StageInjection Stage = "Injection"
+	// StagePolicies applies mesh-wide and per-namespace security policies.
+	StagePolicies Stage = "Policies"
+	// StageComplete means every stage is Ready.
+	StageComplete Stage = "Complete"
+)
+
+// Defaults the operator applies in code, where a schema default would be wrong (it would be
+// persisted and survive an operator upgrade that changes it) or would conflict with a rule.
+const (
+	// DefaultControlPlaneNamespace is where istiod and the cacerts Secret live.
+	DefaultControlPlaneNamespace = "istio-system"
+	// DefaultCADuration is the lifetime of istiod's intermediate CA certificate.
+	DefaultCADuration = "8760h"
+	// DefaultRootDuration is the lifetime of the self-signed root the operator manages.
+	DefaultRootDuration = "87600h"
+)
+
+// MeshInstallationSpec is everything a platform team decides about its mesh: one document, from
+// which the operator derives every object it creates.
+// +kubebuilder:validation:XValidation:rule="!has(self.certificates) || !has(self.certificates.issuerRef) || !has(self.certificates.rootDuration)",message="certificates.rootDuration applies only to the self-signed root the operator manages; remove it when certificates.issuerRef names your own issuer"
+type MeshInstallationSpec struct {
+	// Version is the Istio release to install, as MAJOR.MINOR.PATCH (for example "1.31.4").
+	// Leave it empty to install the version this operator embeds.
+	// +optional
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[0-9]+[.][0-9]+[.][0-9]+$')",message="version must be an Istio release written MAJOR.MINOR.PATCH, for example '1.31.4'; leave it empty for the version this operator embeds"
+	Version string `json:"version,omitempty"`
+
+	// Certificates configures the mesh CA that signs every workload certificate.
+	// +optional
+	Certificates CertificatesSpec `json:"certificates,omitempty"`
+
+	// ControlPlane configures Istio's control plane.
+	// +optional
+	ControlPlane ControlPlaneSpec `json:"controlPlane,omitempty"`
+
+	// Rollout sets how fast and how far the operator moves namespaces up the adoption ladder.
+	// +optional
+	// +kubebuilder:default={}
+	Rollout RolloutSpec `json:"rollout,omitempty"`
+
+	// Namespaces maps namespaces to the adoption level they should reach. A namespace matched by
+	// no rule stays Off. kube-system, the control-plane namespace and the operator's own namespace
+	// are never enrolled, whatever the selectors say.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:XValidation:rule="self.all(a, self.all(b, a.selector != b.selector || a.level == b.level))",message="two namespace rules have the same selector but different levels; merge them into one rule or give them the same level"
+	Namespaces []NamespaceRule `json:"namespaces,omitempty"`
+}
+
+// CertificatesSpec configures the mesh CA. By default the operator manages a self-signed root and
+// issues istiod's intermediate from it; with IssuerRef the intermediate comes from the user's PKI.
+// +kubebuilder:validation:XValidation:rule="!has(self.renewBefore) || duration(self.renewBefore) < duration(has(self.duration) ? self.duration : '8760h')",message="certificates.renewBefore must be shorter than certificates.duration (default 8760h)"
+type CertificatesSpec struct {
+	// IssuerRef names an existing cert-manager Issuer or ClusterIssuer (Vault, a corporate PKI)
+	// that issues istiod's intermediate CA. An Issuer must live in the control-plane namespace.
+	// Omit it to have the operator manage a self-signed root.
+	// +optional
+	IssuerRef *IssuerReference `json:"issuerRef,omitempty"`
+
+	// Duration is the lifetime of istiod's intermediate CA certificate. Default 8760h (one year).
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('1h')",message="certificates.duration must be a duration of at least 1h, such as '8760h' for one year"
+	Duration *metav1.Duration `json:"duration,omitempty"`
+
+	// RenewBefore is how long before expiry cert-manager renews the intermediate. Default: a
+	// third of Duration (cert-manager's default).
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('5m')",message="certificates.renewBefore must be a duration of at least 5m, such as '720h'"
+	RenewBefore *metav1.Duration `json:"renewBefore,omitempty"`
+
+	// RootDuration is the lifetime of the self-signed root CA. Default 87600h (ten years). Only
+	// valid without IssuerRef.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('24h')",message="certificates.rootDuration must be a duration of at least 24h, such as '87600h' for ten years"
+	RootDuration *metav1.Duration `json:"rootDuration,omitempty"`
+
+	// PrivateKey sets the key algorithm and size of the CA keys. Default ECDSA P-256.
+	// +optional
+	PrivateKey PrivateKeySpec `json:"privateKey,omitempty"`
+}
+
+// IssuerReference points at a cert-manager issuer the user already runs.
+type IssuerReference struct {
+	// Kind is Issuer (in the control-plane namespace) or ClusterIssuer.
+	// +kubebuilder:validation:Enum=Issuer;ClusterIssuer
+	// +kubebuilder:default=ClusterIssuer
+	// +optional
+	Kind string `json:"kind,omitempty"`
+
+	// Name of the issuer.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="certificates.issuerRef.name must be a DNS name of lower-case letters, digits, '-' and '.', such as 'corp-ca'"
+	Name string `json:"name"`
+}
+
+// KeyAlgorithm is a private key algorithm cert-manager can generate.
+// +kubebuilder:validation:Enum=ECDSA;RSA;Ed25519
+type KeyAlgorithm string
+
+const (
+	// KeyAlgorithmECDSA is the default: small keys, fast handshakes.
+	KeyAlgorithmECDSA KeyAlgorithm = "ECDSA"
+	// KeyAlgorithmRSA is for PKIs that require RSA.
+	KeyAlgorithmRSA KeyAlgorithm = "RSA"
+	// KeyAlgorithmEd25519 is for PKIs that accept Ed25519.
+	KeyAlgorithmEd25519 KeyAlgorithm = "Ed25519"
+)
+
+// PrivateKeySpec sets the CA key algorithm.
+// +kubebuilder:validation:XValidation:rule="!has(self.size) || (self.algorithm == 'ECDSA' && self.size in [256, 384, 521]) || (self.algorithm == 'RSA' && self.size >= 2048 && self.size <= 8192)",message="privateKey.size must be 256, 384 or 521 for ECDSA, 2048 to 8192 for RSA, and omitted for Ed25519"
+type PrivateKeySpec struct {
+	// Algorithm is ECDSA (default), RSA or Ed25519.
+	// +kubebuilder:default=ECDSA
+	// +optional
+	Algorithm KeyAlgorithm `json:"algorithm,omitempty"`
+
+	// Size is the key size in bits: 256 (default), 384 or 521 for ECDSA; 2048 to 8192 for RSA
+	// (default 2048); omitted for Ed25519.
+	// +optional
+	Size *int32 `json:"size,omitempty"`
+}
+
+// ControlPlaneSpec configures Istio's control plane.
+type ControlPlaneSpec struct {
+	// Namespace is where istiod and the cacerts Secret live. Default istio-system. It cannot be
+	// changed once set: create a new MeshInstallation to move the control plane.
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="controlPlane.namespace must be a DNS label: at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit, such as 'istio-system'"
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="controlPlane.namespace cannot be changed; delete and re-create the MeshInstallation to move the control plane"
+	Namespace string `json:"namespace,omitempty"`
+
+	// Values are Istio Helm chart values, passed through over the operator's own defaults (which
+	// wire in the mesh CA). See Istio's charts for what they mean.
+	// +optional
+	// +kubebuilder:validation:Type=object
+	// +kubebuilder:pruning:PreserveUnknownFields
+	Values *apiextensionsv1.JSON `json:"values,omitempty"`
+}
+
+// RolloutSpec bounds how much of the cluster changes at once.
+type RolloutSpec struct {
+	// Paused freezes every namespace where it stands; stages already Ready stay as they are.
+	// +optional
+	Paused bool `json:"paused,omitempty"`
+
+	// MaxNamespacesInProgress is how many namespaces may be stepping up or down the ladder at
+	// the same time.
+	// +optional
+	// +kubebuilder:default=2
+	// +kubebuilder:validation:XValidation:rule="self >= 1 && self <= 1000",message="rollout.maxNamespacesInProgress must be a whole number from 1 to 1000: how many namespaces may change level at the same time"
+	MaxNamespacesInProgress int32 `json:"maxNamespacesInProgress,omitempty"`
+
+	// MaxUnavailablePerNamespace is how many pods of a namespace may be restarting at once while
+	// sidecars are injected: a number of pods (2) or a percentage of the namespace's pods ("25%").
+	// +optional
+	// +kubebuilder:default="25%"
+	// +kubebuilder:validation:XIntOrString
+	// +kubebuilder:validation:XValidation:rule="type(self) == int ? self >= 1 : self.matches('^(100|[1-9][0-9]?)%$')",message="rollout.maxUnavailablePerNamespace must be a number of pods of at least 1 (such as 2) or a percentage from 1% to 100% (such as '25%')"
+	MaxUnavailablePerNamespace *intstr.IntOrString `json:"maxUnavailablePerNamespace,omitempty"`
+
+	// SoakTime is how long a namespace must hold MutualTLS, and then run its ZeroTrust policies
+	// in dry-run, before the next rung.
+	// +optional
+	// +kubebuilder:default="1h"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('0s')",message="rollout.soakTime must be a duration such as '30m' or '1h'"
+	SoakTime *metav1.Duration `json:"soakTime,omitempty"`
+}
+
+// NamespaceRule sets the target level of the namespaces its selector matches.
+type NamespaceRule struct {
+	// Selector matches namespaces by their labels. An empty selector matches every namespace.
+	Selector metav1.LabelSelector `json:"selector"`
+
+	// Level is the adoption level these namespaces should reach: Off, Observe, MutualTLS or
+	// ZeroTrust.
+	Level AdoptionLevel `json:"level"`
+
+	// AllowFrom lists the other namespaces whose workloads may call these namespaces once they
+	// reach ZeroTrust. Workloads of the same namespace are always allowed.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=64
+	AllowFrom []AllowSource `json:"allowFrom,omitempty"`
+}
+
+// AllowSource is a namespace whose workloads may call a ZeroTrust namespace.
+type AllowSource struct {
+	// Namespace is the name of the calling namespace.
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="allowFrom.namespace must be a namespace name: at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit"
+	Namespace string `json:"namespace"`
+}
+
+// MeshInstallationStatus is what the operator observed and did, for kubectl and for automation.
+type MeshInstallationStatus struct {
+	// ObservedGeneration is the generation of the spec the last successful pass acted on.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// Stage is the stage in progress, or Complete.
+	// +optional
+	Stage Stage `json:"stage,omitempty"`
+
+	// Version is the Istio version the operator is installing or has installed.
+	// +optional
+	Version string `json:"version,omitempty"`
+
+	// Conditions: CertificatesReady, ControlPlaneReady, InjectionReady, PoliciesReady, Ready,
+	// Progressing and Degraded.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// Namespaces counts namespaces per adoption level and lists the ones that are held back.
+	// +optional
+	Namespaces NamespacesStatus `json:"namespaces,omitempty"`
+}
+
+// NamespacesStatus summarises where the enrolled namespaces stand on the ladder.
+type NamespacesStatus struct {
+	// Enrolled is the number of namespaces whose target level is above Off.
+	Enrolled int32 `json:"enrolled"`
+	// Observe is the number of namespaces currently at Observe.
+	Observe int32 `json:"observe"`
+	// MutualTLS is the number of namespaces currently at MutualTLS.
+	MutualTLS int32 `json:"mutualTLS"`
+	// ZeroTrust is the number of namespaces currently at ZeroTrust.
+	ZeroTrust int32 `json:"zeroTrust"`
+	// Blocked lists namespaces held below their target, with why.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	Blocked []BlockedNamespace `json:"blocked,omitempty"`
+}
+
+// BlockedNamespace is a namespace held below its target level, and why.
+type BlockedNamespace struct {
+	// Name of the namespace.
+	Name string `json:"name"`
+	// Reason is a CamelCase reason, such as UninjectedPods.
+	Reason string `json:"reason"`
+	// Message says what holds the namespace back and how to unblock it.
+	// +optional
+	Message string `json:"message,omitempty"`
+}
+
+// MeshInstallation is a service mesh rolled out in gated stages, and the adoption level of each
+// namespace. A cluster has one active MeshInstallation; a second one is reported as Conflict.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Cluster,shortName=mesh,categories=meshwright
+// +kubebuilder:printcolumn:name="Version",type=string,JSONPath=`.status.version`
+// +kubebuilder:printcolumn:name="Stage",type=string,JSONPath=`.status.stage`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Namespaces",type=integer,JSONPath=`.status.namespaces.enrolled`,description="Namespaces enrolled in the mesh"
+// +kubebuilder:printcolumn:name="Observe",type=integer,JSONPath=`.status.namespaces.observe`,priority=1
+// +kubebuilder:printcolumn:name="MutualTLS",type=integer,JSONPath=`.status.namespaces.mutualTLS`,priority=1
+// +kubebuilder:printcolumn:name="ZeroTrust",type=integer,JSONPath=`.status.namespaces.zeroTrust`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type MeshInstallation struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// +optional
+	Spec MeshInstallationSpec `json:"spec,omitempty"`
+	// +optional
+	Status MeshInstallationStatus `json:"status,omitempty"`
+}
+
+// MeshInstallationList is a list of MeshInstallations, for clients that list them.
+// +kubebuilder:object:root=true
+type MeshInstallationList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []MeshInstallation `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&MeshInstallation{}, &MeshInstallationList{})
+}

@@ -1,0 +1,298 @@
+// Package schematest checks the MeshInstallation CRD schema against a real API server: what it
+// refuses, with which message, and that valid specs round-trip unchanged.
+package schematest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/testenv"
+)
+
+var k8s client.Client
+
+func TestMain(m *testing.M) {
+	env, cfg, err := testenv.Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	scheme := runtime.NewScheme()
+	_ = meshv1.AddToScheme(scheme)
+	k8s, err = client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = env.Stop()
+	os.Exit(code)
+}
+
+// object parses a MeshInstallation written as a user would write it, so the test exercises the
+// same schema validation `kubectl apply` meets, including values of the wrong type.
+func object(t *testing.T, name, spec string) *unstructured.Unstructured {
+	t.Helper()
+	doc := fmt.Sprintf("apiVersion: meshwright.io/v1alpha1\nkind: MeshInstallation\nmetadata:\n  name: %s\nspec:\n%s", name, indent(spec))
+	u := &unstructured.Unstructured{}
+	if err := yaml.Unmarshal([]byte(doc), &u.Object); err != nil {
+		t.Fatalf("test YAML does not parse: %v\n%s", err, doc)
+	}
+	return u
+}
+
+func indent(s string) string {
+	lines := strings.Split(strings.Trim(s, "\n"), "\n")
+	for i, l := range lines {
+		lines[i] = "  " + l
+	}
+	return strings.Join(lines, "\n")
+}
+
+func TestInvalidSpecsAreRefused(t *testing.T) {
+	tests := map[string]struct {
+		spec string
+		want string // a part of the API server's message
+	}{
+		"unknown level": {
+			spec: "namespaces:\n- selector: {matchLabels: {team: a}}\n  level: Strict",
+			want: `supported values: "Off", "Observe", "MutualTLS", "ZeroTrust"`,
+		},
+		"level missing": {
+			spec: "namespaces:\n- selector: {matchLabels: {team: a}}",
+			want: "spec.namespaces[0].level: Required value",
+		},
+		"version without patch": {
+			spec: `version: "1.31"`,
+			want: "version must be an Istio release written MAJOR.MINOR.PATCH, for example '1.31.4'",
+		},
+		"version as a word": {
+			spec: "version: latest",
+			want: "version must be an Istio release written MAJOR.MINOR.PATCH",
+		},
+		"zero namespaces in progress": {
+			spec: "rollout: {maxNamespacesInProgress: 0}",
+			want: "rollout.maxNamespacesInProgress must be a whole number from 1 to 1000",
+		},
+		"negative namespaces in progress": {
+			spec: "rollout: {maxNamespacesInProgress: -3}",
+			want: "rollout.maxNamespacesInProgress must be a whole number from 1 to 1000",
+		},
+		"maxUnavailable a bare string": {
+			spec: `rollout: {maxUnavailablePerNamespace: "25"}`,
+			want: "rollout.maxUnavailablePerNamespace must be a number of pods of at least 1 (such as 2) or a percentage from 1% to 100% (such as '25%')",
+		},
+		"maxUnavailable over 100%": {
+			spec: `rollout: {maxUnavailablePerNamespace: "150%"}`,
+			want: "rollout.maxUnavailablePerNamespace must be a number of pods of at least 1",
+		},
+		"maxUnavailable zero pods": {
+			spec: "rollout: {maxUnavailablePerNamespace: 0}",
+			want: "rollout.maxUnavailablePerNamespace must be a number of pods of at least 1",
+		},
+		"issuer of another kind": {
+			spec: "certificates:\n  issuerRef: {kind: VaultIssuer, name: corp-ca}",
+			want: `supported values: "Issuer", "ClusterIssuer"`,
+		},
+		"issuer without a name": {
+			spec: "certificates:\n  issuerRef: {kind: ClusterIssuer}",
+			want: "spec.certificates.issuerRef.name: Required value",
+		},
+		"issuer name not a DNS name": {
+			spec: "certificates:\n  issuerRef: {name: Corp CA}",
+			want: "certificates.issuerRef.name must be a DNS name",
+		},
+		"same selector, different levels": {
+			spec: "namespaces:\n- selector: {matchLabels: {team: a}}\n  level: Observe\n- selector: {matchLabels: {team: a}}\n  level: MutualTLS",
+			want: "two namespace rules have the same selector but different levels",
+		},
+		"allowFrom namespace not a DNS label": {
+			spec: "namespaces:\n- selector: {matchLabels: {team: a}}\n  level: ZeroTrust\n  allowFrom: [{namespace: Ingress_NS}]",
+			want: "allowFrom.namespace must be a namespace name",
+		},
+		"control-plane namespace not a DNS label": {
+			spec: "controlPlane: {namespace: Istio.System}",
+			want: "controlPlane.namespace must be a DNS label",
+		},
+		"CA duration too short": {
+			spec: "certificates: {duration: 30m}",
+			want: "certificates.duration must be a duration of at least 1h",
+		},
+		"CA duration not a duration": {
+			spec: "certificates: {duration: one year}",
+			want: "certificates.duration must be a duration of at least 1h",
+		},
+		"renewBefore not shorter than duration": {
+			spec: "certificates: {duration: 24h, renewBefore: 48h}",
+			want: "certificates.renewBefore must be shorter than certificates.duration",
+		},
+		"rootDuration with the user's issuer": {
+			spec: "certificates:\n  issuerRef: {name: corp-ca}\n  rootDuration: 87600h",
+			want: "certificates.rootDuration applies only to the self-signed root",
+		},
+		"ECDSA key of an RSA size": {
+			spec: "certificates:\n  privateKey: {algorithm: ECDSA, size: 2048}",
+			want: "privateKey.size must be 256, 384 or 521 for ECDSA",
+		},
+		"Ed25519 with a size": {
+			spec: "certificates:\n  privateKey: {algorithm: Ed25519, size: 256}",
+			want: "omitted for Ed25519",
+		},
+		"unknown key algorithm": {
+			spec: "certificates:\n  privateKey: {algorithm: DSA}",
+			want: `supported values: "ECDSA", "RSA", "Ed25519"`,
+		},
+		"values not an object": {
+			spec: "controlPlane: {values: \"global.hub=foo\"}",
+			want: `spec.controlPlane.values: Invalid value: "string": spec.controlPlane.values in body must be of type object`,
+		},
+		"soak time not a duration": {
+			spec: "rollout: {soakTime: -5m}",
+			want: "rollout.soakTime must be a duration such as '30m' or '1h'",
+		},
+		"unknown field": {
+			spec: "rollout: {maxInFlight: 3}",
+			want: `unknown field "spec.rollout.maxInFlight"`,
+		},
+	}
+	ctx := context.Background()
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			obj := object(t, "invalid", tc.spec)
+			err := k8s.Create(ctx, obj, client.FieldValidation("Strict"))
+			if err == nil {
+				_ = k8s.Delete(ctx, obj)
+				t.Fatalf("the API server accepted an invalid spec:\n%s", tc.spec)
+			}
+			if !apierrors.IsInvalid(err) && !apierrors.IsBadRequest(err) {
+				t.Fatalf("want an Invalid or BadRequest error, got %v", err)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("message does not say what to write:\n got: %v\nwant: …%s…", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestControlPlaneNamespaceIsImmutable(t *testing.T) {
+	ctx := context.Background()
+	obj := object(t, "immutable-ns", "controlPlane: {namespace: mesh-system}")
+	if err := k8s.Create(ctx, obj); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(ctx, obj) })
+	if err := unstructured.SetNestedField(obj.Object, "other-system", "spec", "controlPlane", "namespace"); err != nil {
+		t.Fatal(err)
+	}
+	err := k8s.Update(ctx, obj)
+	if err == nil || !strings.Contains(err.Error(), "controlPlane.namespace cannot be changed") {
+		t.Fatalf("want the change refused with a message saying so, got %v", err)
+	}
+}
+
+func TestValidSpecsRoundTrip(t *testing.T) {
+	tests := map[string]struct {
+		spec string
+		// defaults are fields the API server adds, as YAML merged over spec for comparison.
+		defaults string
+	}{
+		"empty spec gets the rollout defaults": {
+			spec:     "{}",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h}",
+		},
+		"the sample's shape": {
+			spec: `
+version: 1.31.4
+certificates: {duration: 8760h, renewBefore: 720h, rootDuration: 87600h, privateKey: {algorithm: ECDSA, size: 384}}
+controlPlane:
+  namespace: istio-system
+  values: {global: {logging: {level: "default:debug"}}, pilot: {autoscaleEnabled: false, replicaCount: 2}}
+rollout: {paused: true, maxNamespacesInProgress: 5, maxUnavailablePerNamespace: 3, soakTime: 30m}
+namespaces:
+- selector: {matchLabels: {team: payments}}
+  level: MutualTLS
+  allowFrom: [{namespace: ingress}, {namespace: monitoring}]
+- selector: {matchExpressions: [{key: tier, operator: In, values: [web, api]}]}
+  level: ZeroTrust
+- selector: {}
+  level: Observe
+`,
+		},
+		"the user's cluster issuer": {
+			spec:     "certificates:\n  issuerRef: {name: vault-issuer}\n  privateKey: {algorithm: RSA, size: 4096}",
+			defaults: "certificates: {issuerRef: {kind: ClusterIssuer}}\nrollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h}",
+		},
+		"a namespaced issuer and Ed25519": {
+			spec:     "certificates:\n  issuerRef: {kind: Issuer, name: corp.ca-1}\n  privateKey: {algorithm: Ed25519}",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h}",
+		},
+		"same selector, same level twice": {
+			spec:     "namespaces:\n- selector: {matchLabels: {team: a}}\n  level: Observe\n- selector: {matchLabels: {team: a}}\n  level: Observe",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h}",
+		},
+	}
+	ctx := context.Background()
+	i := 0
+	for name, tc := range tests {
+		i++
+		t.Run(name, func(t *testing.T) {
+			obj := object(t, fmt.Sprintf("valid-%d", i), tc.spec)
+			if err := k8s.Create(ctx, obj, client.FieldValidation("Strict")); err != nil {
+				t.Fatalf("a valid spec was refused: %v", err)
+			}
+			t.Cleanup(func() { _ = k8s.Delete(ctx, obj) })
+
+			got := &unstructured.Unstructured{}
+			got.SetGroupVersionKind(obj.GroupVersionKind())
+			if err := k8s.Get(ctx, client.ObjectKeyFromObject(obj), got); err != nil {
+				t.Fatal(err)
+			}
+			want := object(t, "x", tc.spec).Object["spec"]
+			if tc.defaults != "" {
+				want = merge(want, object(t, "x", tc.defaults).Object["spec"])
+			}
+			wantJSON, _ := yaml.Marshal(want)
+			gotJSON, _ := yaml.Marshal(got.Object["spec"])
+			if string(wantJSON) != string(gotJSON) {
+				t.Fatalf("spec did not round-trip unchanged:\n got:\n%s\nwant:\n%s", gotJSON, wantJSON)
+			}
+
+			// The typed API reads it back too: no field of the schema is missing in the Go types.
+			typed := &meshv1.MeshInstallation{}
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(got.Object, typed, true); err != nil {
+				t.Fatalf("the Go types cannot hold what the API server stored: %v", err)
+			}
+		})
+	}
+}
+
+// merge overlays b onto a, recursively for maps.
+func merge(a, b any) any {
+	am, aok := a.(map[string]any)
+	bm, bok := b.(map[string]any)
+	if !aok || !bok {
+		return b
+	}
+	out := map[string]any{}
+	for k, v := range am {
+		out[k] = v
+	}
+	for k, v := range bm {
+		if av, ok := out[k]; ok {
+			out[k] = merge(av, v)
+		} else {
+			out[k] = v
+		}
+	}
+	return out
+}

@@ -1,0 +1,356 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+)
+
+// writeCounter counts the write requests a reconciler makes, by verb.
+type writeCounter struct {
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+func (w *writeCounter) add(verb string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.counts == nil {
+		w.counts = map[string]int{}
+	}
+	w.counts[verb]++
+}
+
+func (w *writeCounter) total() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, c := range w.counts {
+		n += c
+	}
+	return n
+}
+
+func (w *writeCounter) reset() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.counts = nil
+}
+
+// countingClient wraps the real client and counts every write, including status writes.
+func countingClient(t *testing.T, w *writeCounter, extra interceptor.Funcs) client.WithWatch {
+	t.Helper()
+	base, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	funcs := interceptor.Funcs{
+		Create: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.CreateOption) error {
+			w.add("create")
+			return c.Create(ctx, o, opts...)
+		},
+		Update: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.UpdateOption) error {
+			w.add("update")
+			return c.Update(ctx, o, opts...)
+		},
+		Patch: func(ctx context.Context, c client.WithWatch, o client.Object, p client.Patch, opts ...client.PatchOption) error {
+			w.add("patch")
+			if extra.Patch != nil {
+				return extra.Patch(ctx, c, o, p, opts...)
+			}
+			return c.Patch(ctx, o, p, opts...)
+		},
+		Delete: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.DeleteOption) error {
+			w.add("delete")
+			return c.Delete(ctx, o, opts...)
+		},
+		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, o client.Object, p client.Patch, opts ...client.SubResourcePatchOption) error {
+			w.add("patch/" + sub)
+			if extra.SubResourcePatch != nil {
+				return extra.SubResourcePatch(ctx, c, sub, o, p, opts...)
+			}
+			return c.SubResource(sub).Patch(ctx, o, p, opts...)
+		},
+		SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, o client.Object, opts ...client.SubResourceUpdateOption) error {
+			w.add("update/" + sub)
+			return c.SubResource(sub).Update(ctx, o, opts...)
+		},
+		List: extra.List,
+		Get:  extra.Get,
+	}
+	return interceptor.NewClient(base, funcs)
+}
+
+func newMesh(t *testing.T, name string) *meshv1.MeshInstallation {
+	t.Helper()
+	m := &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if err := k8s.Create(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { deleteMesh(t, name) })
+	return m
+}
+
+// deleteMesh removes a MeshInstallation even when no controller is left to release its finalizer.
+func deleteMesh(t *testing.T, name string) {
+	ctx := context.Background()
+	m := &meshv1.MeshInstallation{}
+	if err := k8s.Get(ctx, client.ObjectKey{Name: name}, m); err != nil {
+		return
+	}
+	_ = k8s.Delete(ctx, m)
+	if err := k8s.Get(ctx, client.ObjectKey{Name: name}, m); err == nil && len(m.Finalizers) > 0 {
+		m.Finalizers = nil
+		_ = k8s.Update(ctx, m)
+	}
+}
+
+func reconcileOnce(t *testing.T, r *MeshInstallationReconciler, name string) (ctrl.Result, error) {
+	t.Helper()
+	return r.Reconcile(context.Background(), reconcile.Request{NamespacedName: client.ObjectKey{Name: name}})
+}
+
+func getMesh(t *testing.T, name string) *meshv1.MeshInstallation {
+	t.Helper()
+	m := &meshv1.MeshInstallation{}
+	if err := k8s.Get(context.Background(), client.ObjectKey{Name: name}, m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func TestFirstPassSetsFinalizerAndEveryCondition(t *testing.T) {
+	newMesh(t, "first-pass")
+	r := &MeshInstallationReconciler{Client: k8s}
+	if _, err := reconcileOnce(t, r, "first-pass"); err != nil {
+		t.Fatal(err)
+	}
+	m := getMesh(t, "first-pass")
+	if !containsString(m.Finalizers, meshv1.Finalizer) {
+		t.Fatalf("finalizer %s missing: %v", meshv1.Finalizer, m.Finalizers)
+	}
+	if m.Status.ObservedGeneration != m.Generation {
+		t.Fatalf("observedGeneration = %d, want %d", m.Status.ObservedGeneration, m.Generation)
+	}
+	if m.Status.Version == "" {
+		t.Fatal("status.version is empty; want the default Istio version")
+	}
+	want := append(append([]string{}, meshv1.StageConditionTypes...), meshv1.ConditionReady, meshv1.ConditionProgressing, meshv1.ConditionDegraded)
+	for _, typ := range want {
+		c := meta.FindStatusCondition(m.Status.Conditions, typ)
+		if c == nil {
+			t.Fatalf("condition %s missing; have %v", typ, m.Status.Conditions)
+		}
+		if c.Status != metav1.ConditionUnknown || c.Reason != meshv1.ReasonPending || c.ObservedGeneration != m.Generation || c.Message == "" {
+			t.Errorf("condition %s = %s/%s gen %d %q; want Unknown/Pending at generation %d with a message", typ, c.Status, c.Reason, c.ObservedGeneration, c.Message, m.Generation)
+		}
+	}
+}
+
+func TestNoWritesWhenNothingChanged(t *testing.T) {
+	newMesh(t, "no-op")
+	w := &writeCounter{}
+	r := &MeshInstallationReconciler{Client: countingClient(t, w, interceptor.Funcs{})}
+	if _, err := reconcileOnce(t, r, "no-op"); err != nil {
+		t.Fatal(err)
+	}
+	if w.total() == 0 {
+		t.Fatal("the first pass wrote nothing; the finalizer and status should have been written")
+	}
+	for pass := 2; pass <= 3; pass++ {
+		w.reset()
+		if _, err := reconcileOnce(t, r, "no-op"); err != nil {
+			t.Fatal(err)
+		}
+		if n := w.total(); n != 0 {
+			t.Fatalf("pass %d with nothing changed made %d writes: %v", pass, n, w.counts)
+		}
+	}
+
+	// A spec change is one status write: observedGeneration moves.
+	m := getMesh(t, "no-op")
+	m.Spec.Rollout.Paused = true
+	if err := k8s.Update(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	w.reset()
+	if _, err := reconcileOnce(t, r, "no-op"); err != nil {
+		t.Fatal(err)
+	}
+	if w.counts["patch/status"] != 1 || w.total() != 1 {
+		t.Fatalf("after a spec change want exactly one status patch, got %v", w.counts)
+	}
+	if got := getMesh(t, "no-op"); got.Status.ObservedGeneration != got.Generation {
+		t.Fatalf("observedGeneration %d, want %d", got.Status.ObservedGeneration, got.Generation)
+	}
+}
+
+func TestErrorPolicy(t *testing.T) {
+	gr := schema.GroupResource{Group: meshv1.GroupVersion.Group, Resource: "meshinstallations"}
+	tests := map[string]struct {
+		funcs interceptor.Funcs
+		// check the result of the pass that met the fault.
+		wantRequeue  bool
+		wantErr      bool
+		wantTerminal bool
+		// wantReady is the Ready reason written by the faulty pass; empty when no status can be
+		// written (the status write itself is what failed).
+		wantReady string
+	}{
+		"conflict writing status is requeued quietly": {
+			funcs: interceptor.Funcs{SubResourcePatch: func(ctx context.Context, c client.Client, sub string, o client.Object, p client.Patch, opts ...client.SubResourcePatchOption) error {
+				return apierrors.NewConflict(gr, o.GetName(), errors.New("the object has been modified"))
+			}},
+			wantRequeue: true,
+		},
+		"server error listing is retried with backoff and reported": {
+			funcs: interceptor.Funcs{List: func(ctx context.Context, c client.WithWatch, l client.ObjectList, opts ...client.ListOption) error {
+				return apierrors.NewInternalError(errors.New("etcdserver: request timed out"))
+			}},
+			wantErr:   true,
+			wantReady: meshv1.ReasonReconcileError,
+		},
+		"invalid write is terminal": {
+			funcs: interceptor.Funcs{Patch: func(ctx context.Context, c client.WithWatch, o client.Object, p client.Patch, opts ...client.PatchOption) error {
+				return apierrors.NewInvalid(schema.GroupKind{Group: gr.Group, Kind: "MeshInstallation"}, o.GetName(), nil)
+			}},
+			wantErr:      true,
+			wantTerminal: true,
+		},
+	}
+	i := 0
+	for name, tc := range tests {
+		i++
+		t.Run(name, func(t *testing.T) {
+			meshName := fmt.Sprintf("fault-%d", i)
+			newMesh(t, meshName)
+			r := &MeshInstallationReconciler{Client: countingClient(t, &writeCounter{}, tc.funcs)}
+			res, err := reconcileOnce(t, r, meshName)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("err = %v, want error: %v", err, tc.wantErr)
+			}
+			if tc.wantTerminal != errors.Is(err, reconcile.TerminalError(nil)) {
+				t.Fatalf("terminal = %v, want %v (err %v)", !tc.wantTerminal, tc.wantTerminal, err)
+			}
+			if tc.wantRequeue && res.RequeueAfter == 0 {
+				t.Fatalf("want a requeue, got %+v", res)
+			}
+			if tc.wantReady != "" {
+				c := meta.FindStatusCondition(getMesh(t, meshName).Status.Conditions, meshv1.ConditionReady)
+				if c == nil || c.Reason != tc.wantReady {
+					t.Fatalf("Ready = %+v, want reason %s", c, tc.wantReady)
+				}
+				if getMesh(t, meshName).Status.ObservedGeneration != 0 {
+					t.Fatal("observedGeneration moved on a failed pass")
+				}
+			}
+		})
+	}
+}
+
+func TestDeletionReleasesFinalizer(t *testing.T) {
+	newMesh(t, "to-delete")
+	r := &MeshInstallationReconciler{Client: k8s}
+	if _, err := reconcileOnce(t, r, "to-delete"); err != nil {
+		t.Fatal(err)
+	}
+	if err := k8s.Delete(context.Background(), getMesh(t, "to-delete")); err != nil {
+		t.Fatal(err)
+	}
+	if m := getMesh(t, "to-delete"); m.DeletionTimestamp.IsZero() {
+		t.Fatal("the finalizer should hold the object until the controller has run")
+	}
+	if _, err := reconcileOnce(t, r, "to-delete"); err != nil {
+		t.Fatal(err)
+	}
+	err := k8s.Get(context.Background(), client.ObjectKey{Name: "to-delete"}, &meshv1.MeshInstallation{})
+	if !apierrors.IsNotFound(err) {
+		t.Fatalf("want the MeshInstallation gone, got %v", err)
+	}
+}
+
+// TestSecondInstallationIsConflictUntilTheFirstGoes runs the controller in a manager, so the
+// watches are part of what is tested: the second installation takes over without a restart.
+func TestSecondInstallationIsConflictUntilTheFirstGoes(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:     scheme,
+		Metrics:    metricsserver.Options{BindAddress: "0"},
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := (&MeshInstallationReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("meshwright")}).SetupWithManager(mgr); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+
+	newMesh(t, "aaa-first")
+	waitFor(t, "aaa-first to be active", func() bool {
+		c := meta.FindStatusCondition(getMesh(t, "aaa-first").Status.Conditions, meshv1.ConditionReady)
+		return c != nil && c.Reason == meshv1.ReasonPending
+	})
+	time.Sleep(1100 * time.Millisecond) // creation timestamps have one-second resolution
+	newMesh(t, "zzz-second")
+	waitFor(t, "zzz-second to report Conflict", func() bool {
+		c := meta.FindStatusCondition(getMesh(t, "zzz-second").Status.Conditions, meshv1.ConditionReady)
+		return c != nil && c.Status == metav1.ConditionFalse && c.Reason == meshv1.ReasonConflict
+	})
+	if got := getMesh(t, "zzz-second"); got.Status.ObservedGeneration != 0 || got.Status.Version != "" {
+		t.Fatalf("a Conflict installation must not be acted on, got status %+v", got.Status)
+	}
+
+	if err := k8s.Delete(ctx, getMesh(t, "aaa-first")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "zzz-second to take over", func() bool {
+		c := meta.FindStatusCondition(getMesh(t, "zzz-second").Status.Conditions, meshv1.ConditionReady)
+		return c != nil && c.Reason == meshv1.ReasonPending
+	})
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func containsString(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

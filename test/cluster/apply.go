@@ -1,0 +1,133 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
+)
+
+// ApplyFiles server-side-applies every object in the YAML files (CRDs such as cert-manager's are
+// too large for client-side apply) and waits for applied CRDs to be Established, so the caller
+// can create objects of their kinds at once.
+func ApplyFiles(ctx context.Context, cfg *rest.Config, paths ...string) error {
+	var objs []*unstructured.Unstructured
+	for _, path := range paths {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		decoded, err := decodeYAML(b)
+		if err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		objs = append(objs, decoded...)
+	}
+	return Apply(ctx, cfg, objs...)
+}
+
+// Apply server-side-applies objects with the harness's field manager, CRDs first.
+func Apply(ctx context.Context, cfg *rest.Config, objs ...*unstructured.Unstructured) error {
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
+	var crds, rest []*unstructured.Unstructured
+	for _, o := range objs {
+		if o.GetKind() == "CustomResourceDefinition" {
+			crds = append(crds, o)
+		} else {
+			rest = append(rest, o)
+		}
+	}
+	for _, batch := range [][]*unstructured.Unstructured{crds, rest} {
+		for _, o := range batch {
+			gvk := o.GroupVersionKind()
+			m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+			if err != nil {
+				return fmt.Errorf("%s %s: %w", gvk.Kind, o.GetName(), err)
+			}
+			var ri dynamic.ResourceInterface = dyn.Resource(m.Resource)
+			if m.Scope.Name() == meta.RESTScopeNameNamespace {
+				ns := o.GetNamespace()
+				if ns == "" {
+					ns = "default"
+				}
+				ri = dyn.Resource(m.Resource).Namespace(ns)
+			}
+			if _, err := ri.Apply(ctx, o.GetName(), o, metav1.ApplyOptions{FieldManager: fieldManager, Force: true}); err != nil {
+				return fmt.Errorf("applying %s %s: %w", gvk.Kind, o.GetName(), err)
+			}
+		}
+		if len(batch) > 0 && batch[0].GetKind() == "CustomResourceDefinition" {
+			if err := waitEstablished(ctx, dyn, batch); err != nil {
+				return err
+			}
+			mapper.Reset()
+		}
+	}
+	return nil
+}
+
+func waitEstablished(ctx context.Context, dyn dynamic.Interface, crds []*unstructured.Unstructured) error {
+	crdRes := dyn.Resource(crdGVR)
+	for _, crd := range crds {
+		err := poll(ctx, "CRD "+crd.GetName()+" to be Established", 100*time.Millisecond, nil, func(ctx context.Context) (bool, error) {
+			got, err := crdRes.Get(ctx, crd.GetName(), metav1.GetOptions{})
+			if err != nil {
+				return false, client404(err)
+			}
+			conds, _, _ := unstructured.NestedSlice(got.Object, "status", "conditions")
+			for _, c := range conds {
+				cm, _ := c.(map[string]any)
+				if cm["type"] == "Established" && cm["status"] == "True" {
+					return true, nil
+				}
+			}
+			return false, nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func decodeYAML(b []byte) ([]*unstructured.Unstructured, error) {
+	dec := yaml.NewYAMLOrJSONDecoder(bytes.NewReader(b), 4096)
+	var out []*unstructured.Unstructured
+	for {
+		obj := map[string]any{}
+		if err := dec.Decode(&obj); err != nil {
+			if err == io.EOF {
+				return out, nil
+			}
+			return nil, err
+		}
+		if len(obj) == 0 {
+			continue
+		}
+		out = append(out, &unstructured.Unstructured{Object: obj})
+	}
+}
+
+
+var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}

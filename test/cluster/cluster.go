@@ -1,0 +1,458 @@
+// Package cluster runs a real local Kubernetes cluster made of processes built from Go modules:
+// etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok (simulated nodes and pod
+// lifecycle) and the real cert-manager controller. The end-to-end tests and `make demo` use it
+// where other projects would use kind, which needs a container engine this machine lacks.
+//
+// Every listener binds 127.0.0.1 on a free port and every key is generated at start, so several
+// clusters can run side by side and nothing secret is on disk outside the cluster's directory.
+package cluster
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+)
+
+const (
+	serviceCIDR = "10.0.0.0/24"
+	serviceIP   = "10.0.0.1"
+	// KwokNodeAnnotation marks the nodes kwok simulates; the harness creates its nodes with it.
+	KwokNodeAnnotation = "kwok.x-k8s.io/node"
+	// CertManagerNamespace holds the Secrets of cert-manager's ClusterIssuers.
+	CertManagerNamespace = "cert-manager"
+	fieldManager         = "meshwright-local-cluster"
+	stateFile            = "cluster.json"
+)
+
+// Options choose what the cluster runs.
+type Options struct {
+	// BinDir holds the component binaries; default $MESHWRIGHT_BIN_DIR, else the repository's bin/.
+	BinDir string
+	// Dir holds the cluster's PKI, data, logs and kubeconfig; default a new temporary directory,
+	// removed by Stop.
+	Dir string
+	// Detached lets the components outlive this process (for `localcluster up`); otherwise they
+	// are killed when it dies.
+	Detached bool
+	// WithoutCertManager leaves cert-manager (CRDs and controller) out, for tests of how the
+	// operator behaves without it.
+	WithoutCertManager bool
+	// Nodes is the number of kwok nodes; default 1.
+	Nodes int
+	// Timeout bounds the whole start; default 3 minutes.
+	Timeout time.Duration
+}
+
+// Cluster is a running local cluster.
+type Cluster struct {
+	// Dir is the cluster's directory.
+	Dir string `json:"dir"`
+	// Kubeconfig is the path of an admin kubeconfig for the cluster.
+	Kubeconfig string `json:"kubeconfig"`
+	// Server is the apiserver's URL.
+	Server string `json:"server"`
+	// Processes are the running components, in start order.
+	Processes []*process `json:"processes"`
+
+	removeDir bool
+	restCfg   *rest.Config
+}
+
+// Start starts a cluster and returns when every component is ready: the apiserver serves,
+// nodes are Ready, the default ServiceAccount exists, cert-manager's CRDs are Established.
+func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
+	if opts.Nodes == 0 {
+		opts.Nodes = 1
+	}
+	if opts.Timeout == 0 {
+		opts.Timeout = 3 * time.Minute
+	}
+	if opts.BinDir == "" {
+		opts.BinDir, err = DefaultBinDir()
+		if err != nil {
+			return nil, err
+		}
+	}
+	c = &Cluster{}
+	if opts.Dir == "" {
+		if opts.Dir, err = os.MkdirTemp("", "meshwright-cluster-"); err != nil {
+			return nil, err
+		}
+		c.removeDir = !opts.Detached
+	}
+	if c.Dir, err = filepath.Abs(opts.Dir); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
+	defer cancel()
+	defer func() {
+		if err != nil {
+			c.Stop()
+		}
+	}()
+
+	logDir := filepath.Join(c.Dir, "logs")
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		return nil, err
+	}
+	p, err := newPKI(filepath.Join(c.Dir, "pki"))
+	if err != nil {
+		return nil, fmt.Errorf("generating PKI: %w", err)
+	}
+	bin := func(name string) string { return filepath.Join(opts.BinDir, name) }
+	start := func(name string, args ...string) (*process, error) {
+		proc, err := startProcess(name, bin(name), args, nil, logDir, opts.Detached)
+		if err != nil {
+			return nil, err
+		}
+		c.Processes = append(c.Processes, proc)
+		return proc, c.save()
+	}
+
+	// etcd
+	clientPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	peerPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	etcdURL := "http://127.0.0.1:" + strconv.Itoa(clientPort)
+	peerURL := "http://127.0.0.1:" + strconv.Itoa(peerPort)
+	etcd, err := start("etcd",
+		"--name=default",
+		"--data-dir="+filepath.Join(c.Dir, "etcd"),
+		"--listen-client-urls="+etcdURL, "--advertise-client-urls="+etcdURL,
+		"--listen-peer-urls="+peerURL, "--initial-advertise-peer-urls="+peerURL,
+		"--initial-cluster=default="+peerURL,
+		"--unsafe-no-fsync", "--log-level=warn",
+	)
+	if err != nil {
+		return nil, err
+	}
+	if err := poll(ctx, "etcd", 100*time.Millisecond, []*process{etcd}, func(ctx context.Context) (bool, error) {
+		return httpOK(ctx, http.DefaultClient, etcdURL+"/health")
+	}); err != nil {
+		return nil, err
+	}
+
+	// kube-apiserver
+	apiPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	c.Server = "https://127.0.0.1:" + strconv.Itoa(apiPort)
+	apiserver, err := start("kube-apiserver",
+		"--etcd-servers="+etcdURL,
+		"--bind-address=127.0.0.1", "--secure-port="+strconv.Itoa(apiPort),
+		// Advertising 127.0.0.1 is refused unless the endpoint reconciler is off.
+		"--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none",
+		"--cert-dir="+filepath.Join(c.Dir, "apiserver"),
+		"--tls-cert-file="+p.servingCert, "--tls-private-key-file="+p.servingKey,
+		"--client-ca-file="+p.caCert,
+		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+		"--service-account-key-file="+p.saPub, "--service-account-signing-key-file="+p.saKey,
+		"--service-cluster-ip-range="+serviceCIDR,
+		"--authorization-mode=RBAC", "--allow-privileged=true", "--profiling=false",
+	)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.writeKubeconfig(p); err != nil {
+		return nil, err
+	}
+	httpc, err := adminHTTPClient(p)
+	if err != nil {
+		return nil, err
+	}
+	if err := poll(ctx, "kube-apiserver", 200*time.Millisecond, []*process{etcd, apiserver}, func(ctx context.Context) (bool, error) {
+		return httpOK(ctx, httpc, c.Server+"/readyz")
+	}); err != nil {
+		return nil, err
+	}
+	kc, err := kubernetes.NewForConfig(c.RESTConfig())
+	if err != nil {
+		return nil, err
+	}
+
+	// Controllers, scheduler and kwok.
+	kcm, err := start("kube-controller-manager",
+		"--kubeconfig="+c.Kubeconfig,
+		"--bind-address=127.0.0.1", "--secure-port=0",
+		"--leader-elect=false",
+		"--service-account-private-key-file="+p.saKey, "--root-ca-file="+p.caCert,
+		"--cluster-signing-cert-file="+p.caCert, "--cluster-signing-key-file="+p.caKey,
+		"--use-service-account-credentials",
+	)
+	if err != nil {
+		return nil, err
+	}
+	sched, err := start("kube-scheduler",
+		"--kubeconfig="+c.Kubeconfig, "--bind-address=127.0.0.1", "--secure-port=0", "--leader-elect=false",
+	)
+	if err != nil {
+		return nil, err
+	}
+	kwokCfg := filepath.Join(c.Dir, "kwok.yaml")
+	if err := os.WriteFile(kwokCfg, []byte(kwokConfiguration), 0o644); err != nil {
+		return nil, err
+	}
+	kwok, err := start("kwok", "--kubeconfig="+c.Kubeconfig, "--config="+kwokCfg)
+	if err != nil {
+		return nil, err
+	}
+	watched := []*process{etcd, apiserver, kcm, sched, kwok}
+
+	// cert-manager: CRDs first (the controller's informers need them), then the controller.
+	if !opts.WithoutCertManager {
+		if err := ensureNamespace(ctx, kc, CertManagerNamespace); err != nil {
+			return nil, err
+		}
+		crds, err := filepath.Glob(filepath.Join(opts.BinDir, "cert-manager-crds", "*.yaml"))
+		if err != nil || len(crds) == 0 {
+			return nil, fmt.Errorf("cert-manager CRDs not found under %s (run `make cluster-bins`)", opts.BinDir)
+		}
+		if err := ApplyFiles(ctx, c.RESTConfig(), crds...); err != nil {
+			return nil, fmt.Errorf("installing cert-manager CRDs: %w", err)
+		}
+		cm, err := start("certmanager", "--kubeconfig="+c.Kubeconfig, "--cluster-resource-namespace="+CertManagerNamespace)
+		if err != nil {
+			return nil, err
+		}
+		watched = append(watched, cm)
+	}
+
+	for i := range opts.Nodes {
+		if err := createKwokNode(ctx, kc, fmt.Sprintf("kwok-node-%d", i)); err != nil {
+			return nil, err
+		}
+	}
+	if err := poll(ctx, "kwok nodes to be Ready", 200*time.Millisecond, watched, func(ctx context.Context) (bool, error) {
+		nodes, err := kc.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, err
+		}
+		ready := 0
+		for _, n := range nodes.Items {
+			for _, cond := range n.Status.Conditions {
+				if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
+					ready++
+				}
+			}
+		}
+		return ready >= opts.Nodes, nil
+	}); err != nil {
+		return nil, err
+	}
+	// Pods cannot be created in a namespace before its default ServiceAccount exists.
+	if err := poll(ctx, "the default ServiceAccount", 200*time.Millisecond, watched, func(ctx context.Context) (bool, error) {
+		_, err := kc.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{})
+		return err == nil, client404(err)
+	}); err != nil {
+		return nil, err
+	}
+	return c, c.save()
+}
+
+// Load reads back a cluster that `localcluster up` left running in dir.
+func Load(dir string) (*Cluster, error) {
+	b, err := os.ReadFile(filepath.Join(dir, stateFile))
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{}
+	if err := json.Unmarshal(b, c); err != nil {
+		return nil, fmt.Errorf("reading %s: %w", filepath.Join(dir, stateFile), err)
+	}
+	return c, nil
+}
+
+// Stop stops every component, last started first, and removes a temporary directory.
+func (c *Cluster) Stop() {
+	for i := len(c.Processes) - 1; i >= 0; i-- {
+		c.Processes[i].stop(10*time.Second, c.Dir)
+	}
+	c.Processes = nil
+	if c.removeDir {
+		_ = os.RemoveAll(c.Dir)
+	} else {
+		_ = os.Remove(filepath.Join(c.Dir, stateFile))
+	}
+}
+
+// RESTConfig is an admin client configuration for the cluster.
+func (c *Cluster) RESTConfig() *rest.Config {
+	if c.restCfg == nil {
+		cfg, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
+		if err != nil {
+			panic(fmt.Sprintf("the harness wrote an unreadable kubeconfig %s: %v", c.Kubeconfig, err))
+		}
+		cfg.QPS, cfg.Burst = 200, 400
+		c.restCfg = cfg
+	}
+	return rest.CopyConfig(c.restCfg)
+}
+
+// LogPath is the log file of a component, for tests that want to show it on failure.
+func (c *Cluster) LogPath(component string) string {
+	return filepath.Join(c.Dir, "logs", component+".log")
+}
+
+func (c *Cluster) save() error {
+	b, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(c.Dir, stateFile), b, 0o644)
+}
+
+func (c *Cluster) writeKubeconfig(p *pki) error {
+	ca, err := os.ReadFile(p.caCert)
+	if err != nil {
+		return err
+	}
+	cert, err := os.ReadFile(p.adminCert)
+	if err != nil {
+		return err
+	}
+	key, err := os.ReadFile(p.adminKey)
+	if err != nil {
+		return err
+	}
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["meshwright-local"] = &clientcmdapi.Cluster{Server: c.Server, CertificateAuthorityData: ca}
+	cfg.AuthInfos["admin"] = &clientcmdapi.AuthInfo{ClientCertificateData: cert, ClientKeyData: key}
+	cfg.Contexts["meshwright-local"] = &clientcmdapi.Context{Cluster: "meshwright-local", AuthInfo: "admin"}
+	cfg.CurrentContext = "meshwright-local"
+	c.Kubeconfig = filepath.Join(c.Dir, "kubeconfig")
+	return clientcmd.WriteToFile(*cfg, c.Kubeconfig)
+}
+
+// DefaultBinDir finds the component binaries: $MESHWRIGHT_BIN_DIR, else bin/ of the repository
+// that contains the working directory.
+func DefaultBinDir() (string, error) {
+	if d := os.Getenv("MESHWRIGHT_BIN_DIR"); d != "" {
+		return filepath.Abs(d)
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "PROJECT")); err == nil {
+			return filepath.Join(dir, "bin"), nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("cannot find the component binaries: set MESHWRIGHT_BIN_DIR or run from the repository (make cluster-bins builds them)")
+		}
+		dir = parent
+	}
+}
+
+func adminHTTPClient(p *pki) (*http.Client, error) {
+	ca, err := os.ReadFile(p.caCert)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca)
+	cert, err := tls.LoadX509KeyPair(p.adminCert, p.adminKey)
+	if err != nil {
+		return nil, err
+	}
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+	}}, nil
+}
+
+func httpOK(ctx context.Context, c *http.Client, url string) (bool, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return false, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return false, err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		return false, fmt.Errorf("%s: %s: %s", url, resp.Status, strings.TrimSpace(string(body)))
+	}
+	return true, nil
+}
+
+func ensureNamespace(ctx context.Context, kc kubernetes.Interface, name string) error {
+	_, err := kc.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{FieldManager: fieldManager})
+	if apierrors.IsAlreadyExists(err) {
+		return nil
+	}
+	return err
+}
+
+// createKwokNode registers a node for kwok to simulate: large enough for any test's pods, and
+// untainted so that ordinary workloads schedule on it.
+func createKwokNode(ctx context.Context, kc kubernetes.Interface, name string) error {
+	capacity := corev1.ResourceList{
+		corev1.ResourceCPU:    resource.MustParse("64"),
+		corev1.ResourceMemory: resource.MustParse("512Gi"),
+		corev1.ResourcePods:   resource.MustParse("2000"),
+	}
+	node := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:        name,
+			Annotations: map[string]string{KwokNodeAnnotation: "fake", "node.alpha.kubernetes.io/ttl": "0"},
+			Labels: map[string]string{
+				"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+				"type": "kwok",
+			},
+		},
+		Status: corev1.NodeStatus{Capacity: capacity, Allocatable: capacity},
+	}
+	_, err := kc.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{FieldManager: fieldManager})
+	if apierrors.IsAlreadyExists(err) {
+		return nil
+	}
+	return err
+}
+
+func client404(err error) error {
+	if err == nil || apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+// kwokConfiguration makes kwok manage only the nodes the harness creates. The parallelism
+// settings must be explicit: kwok applies no defaults to a configuration file.
+const kwokConfiguration = `apiVersion: config.kwok.x-k8s.io/v1alpha1
+kind: KwokConfiguration
+options:
+  manageNodesWithAnnotationSelector: ` + KwokNodeAnnotation + `=fake
+  nodeLeaseDurationSeconds: 40
+  nodeLeaseParallelism: 4
+  nodePlayStageParallelism: 4
+  podPlayStageParallelism: 8
+  podsOnNodeSyncParallelism: 4
+`

@@ -1,0 +1,93 @@
+// Package e2e runs the operator and its dependencies on the local cluster of package cluster:
+// a real kube-apiserver, controller-manager, scheduler, kwok nodes and cert-manager.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	cmv1 "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/test/cluster"
+)
+
+var (
+	lc     *cluster.Cluster
+	k8s    client.Client
+	scheme = k8sruntime.NewScheme()
+	// repoRoot is the operator's repository, two levels above this file.
+	repoRoot string
+	// managerBin is the operator binary built for this run.
+	managerBin string
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	_, file, _, _ := runtime.Caller(0)
+	repoRoot = filepath.Join(filepath.Dir(file), "..", "..")
+	_ = clientgoscheme.AddToScheme(scheme)
+	_ = meshv1.AddToScheme(scheme)
+	_ = cmv1.AddToScheme(scheme)
+
+	tmp, err := os.MkdirTemp("", "meshwright-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(tmp)
+	managerBin = filepath.Join(tmp, "manager")
+	build := exec.Command("go", "build", "-o", managerBin, "./cmd")
+	build.Dir = repoRoot
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building the operator:", err)
+		return 1
+	}
+
+	start := time.Now()
+	lc, err = cluster.Start(context.Background(), cluster.Options{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "starting the local cluster:", err)
+		return 1
+	}
+	defer lc.Stop()
+	fmt.Fprintf(os.Stderr, "local cluster ready in %.1fs\n", time.Since(start).Seconds())
+	if k8s, err = client.New(lc.RESTConfig(), client.Options{Scheme: scheme}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return m.Run()
+}
+
+// eventually polls cond until it holds or the timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, error)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var lastErr error
+	for {
+		ok, err := cond()
+		if ok {
+			return
+		}
+		if err != nil {
+			lastErr = err
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s (last error: %v)", timeout, what, lastErr)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
