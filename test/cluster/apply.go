@@ -129,5 +129,4 @@ func decodeYAML(b []byte) ([]*unstructured.Unstructured, error) {
 	}
 }
 
-
 var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
