@@ -58,6 +58,11 @@ verify-generated: manifests generate ## Fail if generated files differ from what
 		git --no-pager diff -- api config; \
 		echo "generated files are out of date: run 'make manifests generate' and commit the result" >&2; exit 1; fi
 
+.PHONY: verify-kustomize
+verify-kustomize: $(KUSTOMIZE) ## Fail if a kustomization under config/ does not build.
+	@for k in config/default config/crd config/rbac config/manager config/samples; do \
+		$(KUSTOMIZE) build $$k > /dev/null || { echo "kustomize build $$k failed" >&2; exit 1; }; done
+
 .PHONY: fmt
 fmt: ## Format the Go code.
 	gofmt -l -w $$(git ls-files '*.go')
@@ -74,7 +79,7 @@ lint-fmt:
 ##@ Test
 
 .PHONY: test
-test: lint-fmt vet verify-generated test-unit test-e2e ## Run every test: unit, integration (envtest) and e2e (local cluster).
+test: lint-fmt vet verify-generated verify-kustomize test-unit test-e2e ## Run every test: unit, integration (envtest) and e2e (local cluster).
 
 .PHONY: test-unit
 test-unit: cluster-bins ## Unit and integration tests (envtest on the locally built etcd and kube-apiserver).

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -325,6 +326,18 @@ func TestSecondInstallationIsConflictUntilTheFirstGoes(t *testing.T) {
 	if got := getMesh(t, "zzz-second"); got.Status.ObservedGeneration != 0 || got.Status.Version != "" {
 		t.Fatalf("a Conflict installation must not be acted on, got status %+v", got.Status)
 	}
+	waitFor(t, "a Warning Event for the Conflict", func() bool {
+		events := &eventsv1.EventList{}
+		if err := k8s.List(ctx, events); err != nil {
+			return false
+		}
+		for _, e := range events.Items {
+			if e.Regarding.Name == "zzz-second" && e.Reason == meshv1.ReasonConflict && e.Type == "Warning" {
+				return true
+			}
+		}
+		return false
+	})
 
 	if err := k8s.Delete(ctx, getMesh(t, "aaa-first")); err != nil {
 		t.Fatal(err)
