@@ -4,7 +4,7 @@
 #   make test   unit, integration (envtest) and end-to-end (local cluster) tests
 #
 # The first run builds the local cluster's components from Go modules (≈45 minutes on 2 cores);
-# they are cached per user under $(COMPONENT_CACHE) and reused by every checkout afterwards.
+# they are cached per user under ~/.cache/meshwright and reused by every checkout afterwards.
 
 SHELL := /usr/bin/env bash -o pipefail
 .SHELLFLAGS := -ec
@@ -17,7 +17,6 @@ export CGO_ENABLED ?= 0
 
 BIN := $(CURDIR)/bin
 export MESHWRIGHT_BIN_DIR := $(BIN)
-COMPONENT_CACHE := $${XDG_CACHE_HOME:-$$HOME/.cache}/meshwright
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 IMG ?= meshwright/meshwright:$(VERSION)
@@ -30,7 +29,7 @@ KUSTOMIZE_VERSION := v5.8.2
 
 CONTROLLER_GEN := $(BIN)/controller-gen-$(CONTROLLER_GEN_VERSION)
 KUSTOMIZE := $(BIN)/kustomize-$(KUSTOMIZE_VERSION)
-KUBECTL := $(BIN)/kubectl
+KUBECTL ?= $(shell [ -x $(BIN)/kubectl ] && echo $(BIN)/kubectl || echo kubectl)
 DEMO_DIR := $(CURDIR)/.demo
 
 E2E_TIMEOUT ?= 30m
@@ -52,11 +51,15 @@ manifests: $(CONTROLLER_GEN) ## Generate the CRD and RBAC manifests from the mar
 generate: $(CONTROLLER_GEN) ## Generate the DeepCopy methods of the API types.
 	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./api/..."
 
+GENERATED := api/v1alpha1/zz_generated.deepcopy.go config/crd/bases/*.yaml config/rbac/role.yaml
+
 .PHONY: verify-generated
-verify-generated: manifests generate ## Fail if generated files differ from what the markers produce.
-	@if [ -n "$$(git status --porcelain -- api config)" ]; then \
-		git --no-pager diff -- api config; \
-		echo "generated files are out of date: run 'make manifests generate' and commit the result" >&2; exit 1; fi
+verify-generated: $(CONTROLLER_GEN) ## Fail if generated files differ from what the markers produce.
+	@before=$$(cat $(GENERATED) | sha256sum); \
+	$(MAKE) -s manifests generate >/dev/null; \
+	if [ "$$before" != "$$(cat $(GENERATED) | sha256sum)" ]; then \
+		git --no-pager diff -- $(GENERATED); \
+		echo "generated files were out of date and have been regenerated: review and commit them" >&2; exit 1; fi
 
 .PHONY: verify-kustomize
 verify-kustomize: $(KUSTOMIZE) ## Fail if a kustomization under config/ does not build.
@@ -87,7 +90,7 @@ test-unit: cluster-bins ## Unit and integration tests (envtest on the locally bu
 
 .PHONY: test-e2e
 test-e2e: cluster-bins ## End-to-end tests on the local cluster.
-	cd test && go test ./... -count=1 -timeout $(E2E_TIMEOUT) -v 2>&1 | tee $(BIN)/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)' || { tail -n 80 $(BIN)/e2e.log; exit 1; }
+	cd test && go test ./... -p 1 -count=1 -timeout $(E2E_TIMEOUT) -v 2>&1 | tee $(BIN)/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)' || { tail -n 80 $(BIN)/e2e.log; exit 1; }
 
 .PHONY: fuzz
 fuzz: ## Fuzz the API's JSON round trip for a minute.
@@ -139,16 +142,16 @@ docker-build: ## Build the container image (needs a container engine; there is n
 
 .PHONY: install
 install: manifests $(KUSTOMIZE) ## Install the CRDs into the cluster of the current KUBECONFIG.
-	$(KUSTOMIZE) build config/crd | kubectl apply --server-side -f -
+	$(KUSTOMIZE) build config/crd | $(KUBECTL) apply --server-side -f -
 
 .PHONY: uninstall
 uninstall: manifests $(KUSTOMIZE) ## Remove the CRDs (and with them every MeshInstallation).
-	$(KUSTOMIZE) build config/crd | kubectl delete --ignore-not-found -f -
+	$(KUSTOMIZE) build config/crd | $(KUBECTL) delete --ignore-not-found -f -
 
 .PHONY: deploy
 deploy: manifests $(KUSTOMIZE) ## Deploy the operator with kustomize (config/default).
 	cd config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
-	$(KUSTOMIZE) build config/default | kubectl apply --server-side -f -
+	$(KUSTOMIZE) build config/default | $(KUBECTL) apply --server-side -f -
 
 .PHONY: build-installer
 build-installer: manifests $(KUSTOMIZE) ## Write dist/install.yaml: CRDs and the operator in one file.

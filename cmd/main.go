@@ -8,16 +8,13 @@ import (
 	"os"
 	"time"
 
-	"k8s.io/apimachinery/pkg/runtime"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/controllers"
 )
 
@@ -51,9 +48,7 @@ func main() {
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	log := ctrl.Log.WithName("setup")
 
-	scheme := runtime.NewScheme()
-	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
-	utilruntime.Must(meshv1.AddToScheme(scheme))
+	scheme := controllers.NewScheme()
 
 	metricsOpts := metricsserver.Options{
 		BindAddress:   metricsAddr,
@@ -75,6 +70,10 @@ func main() {
 		// Step down at once on SIGTERM so a new replica takes over without waiting for the lease.
 		LeaderElectionReleaseOnCancel: true,
 		GracefulShutdownTimeout:       &shutdownTimeout,
+		Cache:                         controllers.CacheOptions(),
+		// cert-manager objects are read as unstructured (the operator does not link their Go
+		// types); reading them from the cache keeps an unchanged pass free of API requests.
+		Client: client.Options{Cache: &client.CacheOptions{Unstructured: true}},
 	})
 	if err != nil {
 		log.Error(err, "unable to create the manager")

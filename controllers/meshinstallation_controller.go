@@ -5,23 +5,38 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/apply"
 	"github.com/meshwright/meshwright/internal/arbiter"
+	"github.com/meshwright/meshwright/internal/certificates"
+	"github.com/meshwright/meshwright/internal/stages"
 )
 
 // FieldManager is the one field manager the operator writes with, so server-side apply can tell
@@ -33,12 +48,20 @@ type MeshInstallationReconciler struct {
 	client.Client
 	// Recorder emits an Event on every condition transition, for `kubectl describe`.
 	Recorder recorder.EventRecorder
+	// Stages are the rollout's stages in order; NewStages builds the standard list.
+	Stages []stages.Stage
+
+	controller          controller.Controller
+	cache               cache.Cache
+	watchMu             sync.Mutex
+	watchingCertManager bool
 }
 
 // +kubebuilder:rbac:groups=meshwright.io,resources=meshinstallations,verbs=get;list;watch;update;patch
 // +kubebuilder:rbac:groups=meshwright.io,resources=meshinstallations/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=meshwright.io,resources=meshinstallations/finalizers,verbs=update
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=apiextensions.k8s.io,resources=customresourcedefinitions,verbs=get;list;watch
 
 // Reconcile runs one pass for one MeshInstallation: load it, hold it with a finalizer, decide
 // whether it is the active installation, run the stages, and write status once at the end.
@@ -53,25 +76,35 @@ func (r *MeshInstallationReconciler) Reconcile(ctx context.Context, req ctrl.Req
 	}
 	if !controllerutil.ContainsFinalizer(mesh, meshv1.Finalizer) {
 		// The finalizer goes on before anything is created, so nothing can be orphaned.
-		patch := client.MergeFrom(mesh.DeepCopy())
+		// With the optimistic lock, a concurrent change to the finalizer list is a conflict and
+		// a retry, never a lost finalizer of someone else's.
+		patch := client.MergeFromWithOptions(mesh.DeepCopy(), client.MergeFromWithOptimisticLock{})
 		controllerutil.AddFinalizer(mesh, meshv1.Finalizer)
-		if err := r.Patch(ctx, mesh, patch); err != nil {
+		if err := r.Patch(ctx, mesh, patch, client.FieldOwner(FieldManager)); err != nil {
 			return handleError(ctx, fmt.Errorf("adding finalizer: %w", err))
 		}
 	}
 
 	before := mesh.DeepCopy()
-	obs := observation{generation: mesh.Generation, now: metav1.Now()}
+	obs := observation{generation: mesh.Generation, now: metav1.Now(), stageTypes: stageTypes(r.Stages)}
+	// passErr is the raw error of the pass, whatever the error policy makes of it: a conflict
+	// that is requeued quietly is still a pass that did not succeed.
+	var passErr error
 	defer func() {
-		obs.err = retErr
-		if err := r.writeStatus(ctx, before, mesh, obs); err != nil && retErr == nil {
+		obs.err = passErr
+		if err := r.writeStatus(ctx, before, mesh, obs); err != nil {
+			if retErr != nil {
+				log.FromContext(ctx).Error(err, "writing status after a failed pass")
+				return
+			}
 			res, retErr = handleError(ctx, fmt.Errorf("writing status: %w", err))
 		}
 	}()
 
 	all := &meshv1.MeshInstallationList{}
 	if err := r.List(ctx, all); err != nil {
-		return handleError(ctx, fmt.Errorf("listing MeshInstallations: %w", err))
+		passErr = fmt.Errorf("listing MeshInstallations: %w", err)
+		return handleError(ctx, passErr)
 	}
 	obs.activeName = arbiter.Active(all.Items)
 	if obs.activeName != mesh.Name {
@@ -81,18 +114,50 @@ func (r *MeshInstallationReconciler) Reconcile(ctx context.Context, req ctrl.Req
 	}
 	obs.active = true
 	obs.version = desiredVersion(mesh)
-	return ctrl.Result{}, nil
+	obs.outcome = stages.Run(ctx, r.Stages, mesh)
+	if obs.outcome.Err != nil {
+		passErr = fmt.Errorf("%s stage: %w", obs.outcome.Current, obs.outcome.Err)
+		return handleError(ctx, passErr)
+	}
+	return ctrl.Result{RequeueAfter: capRequeue(obs.outcome.RequeueAfter)}, nil
 }
 
-// reconcileDelete removes what the MeshInstallation created, then releases the finalizer.
-// Nothing is created yet at this stage of the project, so only the finalizer goes.
+// capRequeue bounds how long the operator goes without looking, so that a missed event is
+// corrected within hours, not months.
+func capRequeue(d time.Duration) time.Duration {
+	const maxRequeue = 10 * time.Hour
+	if d > maxRequeue {
+		return maxRequeue
+	}
+	return d
+}
+
+func stageTypes(list []stages.Stage) []string {
+	out := make([]string, 0, len(list))
+	for _, s := range list {
+		out = append(out, s.ConditionType())
+	}
+	return out
+}
+
+// reconcileDelete removes what the MeshInstallation created, last stage first, then releases
+// the finalizer. An installation that never became active created nothing and is released at once.
 func (r *MeshInstallationReconciler) reconcileDelete(ctx context.Context, mesh *meshv1.MeshInstallation) (ctrl.Result, error) {
 	if !controllerutil.ContainsFinalizer(mesh, meshv1.Finalizer) {
 		return ctrl.Result{}, nil
 	}
-	patch := client.MergeFrom(mesh.DeepCopy())
+	if mesh.Status.ObservedGeneration > 0 {
+		done, err := stages.Cleanup(ctx, r.Stages, mesh)
+		if err != nil {
+			return handleError(ctx, fmt.Errorf("removing what the installation created: %w", err))
+		}
+		if !done {
+			return ctrl.Result{RequeueAfter: time.Second}, nil
+		}
+	}
+	patch := client.MergeFromWithOptions(mesh.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	controllerutil.RemoveFinalizer(mesh, meshv1.Finalizer)
-	if err := r.Patch(ctx, mesh, patch); err != nil {
+	if err := r.Patch(ctx, mesh, patch, client.FieldOwner(FieldManager)); err != nil {
 		return handleError(ctx, fmt.Errorf("removing finalizer: %w", err))
 	}
 	return ctrl.Result{}, nil
@@ -105,10 +170,14 @@ func (r *MeshInstallationReconciler) writeStatus(ctx context.Context, before, me
 	if equality.Semantic.DeepEqual(before.Status, mesh.Status) {
 		return nil
 	}
-	r.recordTransitions(before, mesh)
-	if err := r.Status().Patch(ctx, mesh, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
+	if err := r.Status().Patch(ctx, mesh, client.MergeFrom(before), client.FieldOwner(FieldManager)); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
 		return err
 	}
+	// Events only for transitions that were written, so a retried write does not repeat them.
+	r.recordTransitions(before, mesh)
 	return nil
 }
 
@@ -153,13 +222,92 @@ func (r *MeshInstallationReconciler) requeueMeshes(ctx context.Context, _ client
 	return reqs
 }
 
-// SetupWithManager registers the reconciler and what it watches.
+// SetupWithManager registers the reconciler and what it watches, and builds the standard
+// stages when none were given.
 func (r *MeshInstallationReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewControllerManagedBy(mgr).
+	if r.Stages == nil {
+		r.Stages = NewStages(mgr.GetClient(), mgr.GetRESTMapper(), r.watchCertManager)
+	}
+	c, err := ctrl.NewControllerManagedBy(mgr).
 		Named("meshinstallation").
-		Watches(&meshv1.MeshInstallation{}, handler.EnqueueRequestsFromMapFunc(r.requeueMeshes)).
-		Complete(r)
+		// Status and finalizer writes (the operator's own) do not start a pass: reacting to them
+		// would run a pass on a cache that may not hold the status just written, and write again.
+		Watches(&meshv1.MeshInstallation{}, handler.EnqueueRequestsFromMapFunc(r.requeueMeshes),
+			builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{},
+				predicate.AnnotationChangedPredicate{}, deletionStarted{}))).
+		// The Secrets the operator creates (cacerts) are cached by label only; see cmd/main.go.
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(byInstallationLabel)).
+		// cert-manager may be installed after the operator: its CRDs appearing restarts the rollout.
+		WatchesMetadata(&apiextensionsv1.CustomResourceDefinition{}, handler.EnqueueRequestsFromMapFunc(r.requeueMeshes),
+			builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
+				return strings.HasSuffix(o.GetName(), ".cert-manager.io")
+			}))).
+		Build(r)
+	if err != nil {
+		return err
+	}
+	r.controller = c
+	r.cache = mgr.GetCache()
+	return nil
+}
+
+// NewStages is the rollout, in order. Stages this version does not carry out yet stop the
+// rollout with reason NotImplemented.
+func NewStages(c client.Client, mapper meta.RESTMapper, certManagerFound func() error) []stages.Stage {
+	return []stages.Stage{
+		&certificates.Stage{
+			Client: c, Mapper: mapper, CertManagerFound: certManagerFound,
+			Applier: &apply.Applier{Client: c, FieldManager: FieldManager},
+		},
+		notBuilt{name: meshv1.StageControlPlane, cond: meshv1.ConditionControlPlaneReady},
+		notBuilt{name: meshv1.StageInjection, cond: meshv1.ConditionInjectionReady},
+		notBuilt{name: meshv1.StagePolicies, cond: meshv1.ConditionPoliciesReady},
+	}
+}
+
+// watchCertManager starts watching cert-manager's kinds once they are served. Watching them
+// from the start would stall the manager's start-up when cert-manager is not installed.
+func (r *MeshInstallationReconciler) watchCertManager() error {
+	r.watchMu.Lock()
+	defer r.watchMu.Unlock()
+	if r.watchingCertManager || r.controller == nil {
+		return nil
+	}
+	for _, gvk := range []schema.GroupVersionKind{certificates.CertificateGVK, certificates.IssuerGVK} {
+		u := &unstructured.Unstructured{}
+		u.SetGroupVersionKind(gvk)
+		if err := r.controller.Watch(source.Kind[client.Object](r.cache, u, handler.EnqueueRequestsFromMapFunc(byInstallationLabel))); err != nil {
+			return fmt.Errorf("watching %s: %w", gvk.Kind, err)
+		}
+	}
+	r.watchingCertManager = true
+	return nil
+}
+
+// byInstallationLabel maps an object the operator created to its MeshInstallation.
+func byInstallationLabel(_ context.Context, o client.Object) []reconcile.Request {
+	if name := o.GetLabels()[meshv1.LabelInstallation]; name != "" {
+		return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: name}}}
+	}
+	return nil
 }
 
 // conflictRetry is how soon a pass that hit an optimistic-lock conflict runs again.
 const conflictRetry = 200 * time.Millisecond
+
+// CacheOptions limits what the manager caches to what the operator needs: of all Secrets, only
+// those it created (they carry its managed-by label), so memory does not grow with the cluster.
+func CacheOptions() cache.Options {
+	return cache.Options{ByObject: map[client.Object]cache.ByObject{
+		&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{meshv1.LabelManagedBy: meshv1.ManagedByValue})},
+	}}
+}
+
+// deletionStarted passes the update that sets deletionTimestamp, so clean-up starts at once.
+type deletionStarted struct{ predicate.Funcs }
+
+// Update implements predicate.Predicate.
+func (deletionStarted) Update(e event.UpdateEvent) bool {
+	return e.ObjectOld != nil && e.ObjectNew != nil &&
+		e.ObjectOld.GetDeletionTimestamp().IsZero() && !e.ObjectNew.GetDeletionTimestamp().IsZero()
+}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,81 +21,17 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/writecount"
 )
 
-// writeCounter counts the write requests a reconciler makes, by verb.
-type writeCounter struct {
-	mu     sync.Mutex
-	counts map[string]int
-}
-
-func (w *writeCounter) add(verb string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.counts == nil {
-		w.counts = map[string]int{}
-	}
-	w.counts[verb]++
-}
-
-func (w *writeCounter) total() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	n := 0
-	for _, c := range w.counts {
-		n += c
-	}
-	return n
-}
-
-func (w *writeCounter) reset() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.counts = nil
-}
-
 // countingClient wraps the real client and counts every write, including status writes.
-func countingClient(t *testing.T, w *writeCounter, extra interceptor.Funcs) client.WithWatch {
+func countingClient(t *testing.T, w *writecount.Counter, faults interceptor.Funcs) client.WithWatch {
 	t.Helper()
 	base, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme})
 	if err != nil {
 		t.Fatal(err)
 	}
-	funcs := interceptor.Funcs{
-		Create: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.CreateOption) error {
-			w.add("create")
-			return c.Create(ctx, o, opts...)
-		},
-		Update: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.UpdateOption) error {
-			w.add("update")
-			return c.Update(ctx, o, opts...)
-		},
-		Patch: func(ctx context.Context, c client.WithWatch, o client.Object, p client.Patch, opts ...client.PatchOption) error {
-			w.add("patch")
-			if extra.Patch != nil {
-				return extra.Patch(ctx, c, o, p, opts...)
-			}
-			return c.Patch(ctx, o, p, opts...)
-		},
-		Delete: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.DeleteOption) error {
-			w.add("delete")
-			return c.Delete(ctx, o, opts...)
-		},
-		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, o client.Object, p client.Patch, opts ...client.SubResourcePatchOption) error {
-			w.add("patch/" + sub)
-			if extra.SubResourcePatch != nil {
-				return extra.SubResourcePatch(ctx, c, sub, o, p, opts...)
-			}
-			return c.SubResource(sub).Patch(ctx, o, p, opts...)
-		},
-		SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, o client.Object, opts ...client.SubResourceUpdateOption) error {
-			w.add("update/" + sub)
-			return c.SubResource(sub).Update(ctx, o, opts...)
-		},
-		List: extra.List,
-		Get:  extra.Get,
-	}
-	return interceptor.NewClient(base, funcs)
+	return w.Wrap(base, faults)
 }
 
 func newMesh(t *testing.T, name string) *meshv1.MeshInstallation {
@@ -139,7 +74,7 @@ func getMesh(t *testing.T, name string) *meshv1.MeshInstallation {
 
 func TestFirstPassSetsFinalizerAndEveryCondition(t *testing.T) {
 	newMesh(t, "first-pass")
-	r := &MeshInstallationReconciler{Client: k8s}
+	r := newReconciler(t, k8s)
 	if _, err := reconcileOnce(t, r, "first-pass"); err != nil {
 		t.Fatal(err)
 	}
@@ -153,35 +88,56 @@ func TestFirstPassSetsFinalizerAndEveryCondition(t *testing.T) {
 	if m.Status.Version == "" {
 		t.Fatal("status.version is empty; want the default Istio version")
 	}
-	want := append(append([]string{}, meshv1.StageConditionTypes...), meshv1.ConditionReady, meshv1.ConditionProgressing, meshv1.ConditionDegraded)
-	for _, typ := range want {
+	// envtest has no cert-manager: the first stage says so and nothing past it is touched.
+	want := map[string]struct {
+		status metav1.ConditionStatus
+		reason string
+	}{
+		meshv1.ConditionCertificatesReady: {metav1.ConditionFalse, meshv1.ReasonCertManagerNotFound},
+		meshv1.ConditionControlPlaneReady: {metav1.ConditionUnknown, meshv1.ReasonWaitingForPreviousStage},
+		meshv1.ConditionInjectionReady:    {metav1.ConditionUnknown, meshv1.ReasonWaitingForPreviousStage},
+		meshv1.ConditionPoliciesReady:     {metav1.ConditionUnknown, meshv1.ReasonWaitingForPreviousStage},
+		meshv1.ConditionReady:             {metav1.ConditionFalse, meshv1.ReasonCertManagerNotFound},
+		meshv1.ConditionProgressing:       {metav1.ConditionFalse, meshv1.ReasonCertManagerNotFound},
+		meshv1.ConditionDegraded:          {metav1.ConditionFalse, meshv1.ReasonAsExpected},
+	}
+	for typ, w := range want {
 		c := meta.FindStatusCondition(m.Status.Conditions, typ)
 		if c == nil {
 			t.Fatalf("condition %s missing; have %v", typ, m.Status.Conditions)
 		}
-		if c.Status != metav1.ConditionUnknown || c.Reason != meshv1.ReasonPending || c.ObservedGeneration != m.Generation || c.Message == "" {
-			t.Errorf("condition %s = %s/%s gen %d %q; want Unknown/Pending at generation %d with a message", typ, c.Status, c.Reason, c.ObservedGeneration, c.Message, m.Generation)
+		if c.Status != w.status || c.Reason != w.reason || c.ObservedGeneration != m.Generation || c.Message == "" {
+			t.Errorf("condition %s = %s/%s gen %d %q; want %s/%s at generation %d with a message", typ, c.Status, c.Reason, c.ObservedGeneration, c.Message, w.status, w.reason, m.Generation)
 		}
 	}
+	if m.Status.Stage != meshv1.StageCertificates {
+		t.Errorf("stage = %q, want %q", m.Status.Stage, meshv1.StageCertificates)
+	}
+}
+
+// newReconciler builds the reconciler with the standard stages over the given client.
+func newReconciler(t *testing.T, c client.Client) *MeshInstallationReconciler {
+	t.Helper()
+	return &MeshInstallationReconciler{Client: c, Stages: NewStages(c, k8s.RESTMapper(), nil)}
 }
 
 func TestNoWritesWhenNothingChanged(t *testing.T) {
 	newMesh(t, "no-op")
-	w := &writeCounter{}
-	r := &MeshInstallationReconciler{Client: countingClient(t, w, interceptor.Funcs{})}
+	w := &writecount.Counter{}
+	r := newReconciler(t, countingClient(t, w, interceptor.Funcs{}))
 	if _, err := reconcileOnce(t, r, "no-op"); err != nil {
 		t.Fatal(err)
 	}
-	if w.total() == 0 {
+	if w.Total() == 0 {
 		t.Fatal("the first pass wrote nothing; the finalizer and status should have been written")
 	}
 	for pass := 2; pass <= 3; pass++ {
-		w.reset()
+		w.Reset()
 		if _, err := reconcileOnce(t, r, "no-op"); err != nil {
 			t.Fatal(err)
 		}
-		if n := w.total(); n != 0 {
-			t.Fatalf("pass %d with nothing changed made %d writes: %v", pass, n, w.counts)
+		if n := w.Total(); n != 0 {
+			t.Fatalf("pass %d with nothing changed made %d writes: %v", pass, n, w.Counts())
 		}
 	}
 
@@ -191,12 +147,12 @@ func TestNoWritesWhenNothingChanged(t *testing.T) {
 	if err := k8s.Update(context.Background(), m); err != nil {
 		t.Fatal(err)
 	}
-	w.reset()
+	w.Reset()
 	if _, err := reconcileOnce(t, r, "no-op"); err != nil {
 		t.Fatal(err)
 	}
-	if w.counts["patch/status"] != 1 || w.total() != 1 {
-		t.Fatalf("after a spec change want exactly one status patch, got %v", w.counts)
+	if w.Counts()["patch/status"] != 1 || w.Total() != 1 {
+		t.Fatalf("after a spec change want exactly one status patch, got %v", w.Counts())
 	}
 	if got := getMesh(t, "no-op"); got.Status.ObservedGeneration != got.Generation {
 		t.Fatalf("observedGeneration %d, want %d", got.Status.ObservedGeneration, got.Generation)
@@ -242,7 +198,7 @@ func TestErrorPolicy(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			meshName := fmt.Sprintf("fault-%d", i)
 			newMesh(t, meshName)
-			r := &MeshInstallationReconciler{Client: countingClient(t, &writeCounter{}, tc.funcs)}
+			r := newReconciler(t, countingClient(t, &writecount.Counter{}, tc.funcs))
 			res, err := reconcileOnce(t, r, meshName)
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("err = %v, want error: %v", err, tc.wantErr)
@@ -268,7 +224,7 @@ func TestErrorPolicy(t *testing.T) {
 
 func TestDeletionReleasesFinalizer(t *testing.T) {
 	newMesh(t, "to-delete")
-	r := &MeshInstallationReconciler{Client: k8s}
+	r := newReconciler(t, k8s)
 	if _, err := reconcileOnce(t, r, "to-delete"); err != nil {
 		t.Fatal(err)
 	}
@@ -315,7 +271,7 @@ func TestSecondInstallationIsConflictUntilTheFirstGoes(t *testing.T) {
 	newMesh(t, "aaa-first")
 	waitFor(t, "aaa-first to be active", func() bool {
 		c := meta.FindStatusCondition(getMesh(t, "aaa-first").Status.Conditions, meshv1.ConditionReady)
-		return c != nil && c.Reason == meshv1.ReasonPending
+		return c != nil && c.Reason == meshv1.ReasonCertManagerNotFound
 	})
 	time.Sleep(1100 * time.Millisecond) // creation timestamps have one-second resolution
 	newMesh(t, "zzz-second")
@@ -344,7 +300,7 @@ func TestSecondInstallationIsConflictUntilTheFirstGoes(t *testing.T) {
 	}
 	waitFor(t, "zzz-second to take over", func() bool {
 		c := meta.FindStatusCondition(getMesh(t, "zzz-second").Status.Conditions, meshv1.ConditionReady)
-		return c != nil && c.Reason == meshv1.ReasonPending
+		return c != nil && c.Reason == meshv1.ReasonCertManagerNotFound
 	})
 }
 

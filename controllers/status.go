@@ -8,6 +8,7 @@ import (
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/release"
+	"github.com/meshwright/meshwright/internal/stages"
 )
 
 // observation is what one pass found. The status is a pure function of it, so the same cluster
@@ -20,22 +21,34 @@ type observation struct {
 	// active is true when this installation is the active one and the pass got to run its stages.
 	active  bool
 	version string
+	// stageTypes are the condition types of the stages, in order.
+	stageTypes []string
+	// outcome is what the stage engine found.
+	outcome stages.Outcome
 	// err is the error the pass ended with, if any.
 	err error
 }
 
+// conflicting is true when another installation manages the mesh.
+func (o observation) conflicting() bool { return !o.active && o.activeName != "" }
+
 // computeStatus rewrites status from an observation. Conditions keep their lastTransitionTime
 // unless their status changes, so recomputing an unchanged state is a no-op.
 func computeStatus(status *meshv1.MeshInstallationStatus, obs observation) {
-	for _, t := range meshv1.StageConditionTypes {
-		setCondition(status, obs, determineStageCondition(t, obs))
+	for _, t := range obs.stageTypes {
+		if c, ok := determineStageCondition(t, obs); ok {
+			setCondition(status, obs, c)
+		}
 	}
 	setCondition(status, obs, determineReadyCondition(obs))
 	setCondition(status, obs, determineProgressingCondition(obs))
 	setCondition(status, obs, determineDegradedCondition(obs))
-	if obs.active {
+	switch {
+	case obs.active:
 		status.Version = obs.version
-		status.Stage = meshv1.StageCertificates
+		status.Stage = obs.outcome.Current
+	case obs.conflicting():
+		status.Version, status.Stage, status.Certificates = "", "", nil
 	}
 	// observedGeneration moves only when a pass of the active installation succeeded, so it
 	// tells users that what status says is about the spec they wrote.
@@ -50,61 +63,95 @@ func setCondition(status *meshv1.MeshInstallationStatus, obs observation, c meta
 	meta.SetStatusCondition(&status.Conditions, c)
 }
 
-// determineStageCondition reports one stage. The stages themselves are not built yet: every
-// stage stays Pending and nothing is changed in the cluster.
-func determineStageCondition(conditionType string, obs observation) metav1.Condition {
-	c := metav1.Condition{Type: conditionType, Status: metav1.ConditionUnknown, Reason: meshv1.ReasonPending}
-	switch {
-	case !obs.active && obs.activeName != "":
+// determineStageCondition reports one stage: its own result if it ran, waiting if an earlier
+// stage held it back. ok is false when the condition should keep its previous value (the pass
+// failed on an API error in or before this stage, so nothing new is known about it).
+func determineStageCondition(conditionType string, obs observation) (metav1.Condition, bool) {
+	c := metav1.Condition{Type: conditionType}
+	if obs.conflicting() {
+		c.Status, c.Reason = metav1.ConditionUnknown, meshv1.ReasonConflict
 		c.Message = fmt.Sprintf("Not acted on: MeshInstallation %q manages the mesh in this cluster.", obs.activeName)
+		return c, true
+	}
+	if res, ran := obs.outcome.ResultOf(conditionType); ran {
+		c.Status = metav1.ConditionFalse
+		if res.State == stages.Ready {
+			c.Status = metav1.ConditionTrue
+		}
+		c.Reason, c.Message = res.Reason, res.Message
+		return c, true
+	}
+	if obs.err != nil {
+		return c, false
+	}
+	c.Status, c.Reason = metav1.ConditionUnknown, meshv1.ReasonWaitingForPreviousStage
+	c.Message = fmt.Sprintf("Waiting for the %s stage to be Ready.", obs.outcome.Current)
+	if !obs.active {
+		c.Reason, c.Message = meshv1.ReasonPending, "No pass has run yet."
+	}
+	return c, true
+}
+
+// current returns the result of the stage in progress, if it ran.
+func (o observation) current() (stages.Result, bool) {
+	if n := len(o.outcome.Ran); n > 0 && o.outcome.Current != meshv1.StageComplete {
+		return o.outcome.Ran[n-1].Result, true
+	}
+	return stages.Result{}, false
+}
+
+// determineReadyCondition summarises the stages: True only when every stage is Ready.
+func determineReadyCondition(obs observation) metav1.Condition {
+	c := metav1.Condition{Type: meshv1.ConditionReady, Status: metav1.ConditionFalse}
+	switch res, ok := obs.current(); {
+	case obs.conflicting():
+		c.Reason = meshv1.ReasonConflict
+		c.Message = fmt.Sprintf("MeshInstallation %q already manages the mesh in this cluster and only one can; delete one of the two. This one is left alone until then.", obs.activeName)
+	case obs.err != nil:
+		c.Status, c.Reason = metav1.ConditionUnknown, meshv1.ReasonReconcileError
+		c.Message = "The last pass failed: " + obs.err.Error()
+	case obs.active && obs.outcome.Current == meshv1.StageComplete:
+		c.Status, c.Reason, c.Message = metav1.ConditionTrue, meshv1.ReasonAllStagesReady, "Every stage is Ready."
+	case ok:
+		c.Reason = res.Reason
+		c.Message = fmt.Sprintf("%s stage: %s", obs.outcome.Current, res.Message)
 	default:
-		c.Message = "Waiting: this build of Meshwright validates the spec but does not run the rollout stages yet."
+		c.Status, c.Reason, c.Message = metav1.ConditionUnknown, meshv1.ReasonPending, "No pass has run yet."
 	}
 	return c
 }
 
-// determineReadyCondition summarises the stages.
-func determineReadyCondition(obs observation) metav1.Condition {
-	switch {
-	case !obs.active && obs.activeName != "":
-		return metav1.Condition{
-			Type: meshv1.ConditionReady, Status: metav1.ConditionFalse, Reason: meshv1.ReasonConflict,
-			Message: fmt.Sprintf("MeshInstallation %q already manages the mesh in this cluster and only one can; delete one of the two. This one is left alone until then.", obs.activeName),
-		}
-	case obs.err != nil:
-		return metav1.Condition{
-			Type: meshv1.ConditionReady, Status: metav1.ConditionUnknown, Reason: meshv1.ReasonReconcileError,
-			Message: "The last pass failed and is retried: " + obs.err.Error(),
-		}
-	default:
-		return metav1.Condition{
-			Type: meshv1.ConditionReady, Status: metav1.ConditionUnknown, Reason: meshv1.ReasonPending,
-			Message: "Waiting for the rollout stages, which this build of Meshwright does not run yet.",
-		}
-	}
-}
-
-// determineProgressingCondition says whether the operator is moving the mesh.
+// determineProgressingCondition is True while a stage is working towards its goal.
 func determineProgressingCondition(obs observation) metav1.Condition {
-	if !obs.active && obs.activeName != "" {
-		return metav1.Condition{
-			Type: meshv1.ConditionProgressing, Status: metav1.ConditionFalse, Reason: meshv1.ReasonConflict,
-			Message: "Not acted on while another MeshInstallation is active.",
-		}
+	c := metav1.Condition{Type: meshv1.ConditionProgressing, Status: metav1.ConditionFalse}
+	switch res, ok := obs.current(); {
+	case obs.conflicting():
+		c.Reason, c.Message = meshv1.ReasonConflict, "Not acted on while another MeshInstallation is active."
+	case obs.err != nil:
+		c.Status, c.Reason = metav1.ConditionTrue, meshv1.ReasonReconcileError
+		c.Message = "Retrying after an API error: " + obs.err.Error()
+	case obs.active && obs.outcome.Current == meshv1.StageComplete:
+		c.Reason, c.Message = meshv1.ReasonAsExpected, "Every stage is Ready; nothing to do."
+	case ok && res.State == stages.NotReady:
+		c.Status, c.Reason = metav1.ConditionTrue, meshv1.ReasonStageInProgress
+		c.Message = fmt.Sprintf("%s stage: %s", obs.outcome.Current, res.Message)
+	case ok:
+		c.Reason = res.Reason
+		c.Message = fmt.Sprintf("Stopped at the %s stage, which cannot progress until the spec or the cluster changes.", obs.outcome.Current)
+	default:
+		c.Status, c.Reason, c.Message = metav1.ConditionUnknown, meshv1.ReasonPending, "No pass has run yet."
 	}
-	return metav1.Condition{
-		Type: meshv1.ConditionProgressing, Status: metav1.ConditionUnknown, Reason: meshv1.ReasonPending,
-		Message: "No stage has run yet.",
-	}
+	return c
 }
 
-// determineDegradedCondition says whether something that worked has stopped working. Nothing
-// runs yet, so nothing can degrade.
+// determineDegradedCondition is True when a stage that is Ready needs attention.
 func determineDegradedCondition(obs observation) metav1.Condition {
-	return metav1.Condition{
-		Type: meshv1.ConditionDegraded, Status: metav1.ConditionUnknown, Reason: meshv1.ReasonPending,
-		Message: "No stage has run yet.",
+	for _, r := range obs.outcome.Ran {
+		if r.Result.Degraded {
+			return metav1.Condition{Type: meshv1.ConditionDegraded, Status: metav1.ConditionTrue, Reason: r.Result.Reason, Message: r.Result.Message}
+		}
 	}
+	return metav1.Condition{Type: meshv1.ConditionDegraded, Status: metav1.ConditionFalse, Reason: meshv1.ReasonAsExpected, Message: "Nothing needs attention."}
 }
 
 // desiredVersion is the Istio version the spec asks for.

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
@@ -10,37 +11,62 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/stages"
 )
+
+type stubStage struct{ name meshv1.Stage }
+
+func (s stubStage) Name() meshv1.Stage    { return s.name }
+func (s stubStage) ConditionType() string { return string(s.name) + "Ready" }
+func (s stubStage) Reconcile(context.Context, *meshv1.MeshInstallation) (stages.Result, error) {
+	return stages.Result{}, nil
+}
 
 func TestComputeStatus(t *testing.T) {
 	now := metav1.NewTime(time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC))
+	list := []stages.Stage{stubStage{meshv1.StageCertificates}, stubStage{meshv1.StageControlPlane}, stubStage{meshv1.StageInjection}, stubStage{meshv1.StagePolicies}}
+	types := stageTypes(list)
+	ready := stages.Result{State: stages.Ready, Reason: "R", Message: "ok"}
+	var allReady stages.Outcome
+	allReady.Current = meshv1.StageComplete
+	for _, s := range list {
+		allReady.Ran = append(allReady.Ran, stages.Ran{Stage: s, Result: ready})
+	}
+	secondWaiting := stages.Outcome{Current: meshv1.StageControlPlane, Ran: []stages.Ran{
+		{Stage: list[0], Result: ready},
+		{Stage: list[1], Result: stages.Result{State: stages.NotReady, Reason: "Waiting", Message: "istiod is starting"}},
+	}}
+	firstErr := stages.Outcome{Current: meshv1.StageCertificates, Err: errors.New("boom")}
 	tests := map[string]struct {
-		obs           observation
-		wantReady     metav1.ConditionStatus
-		wantReason    string
-		wantObserved  int64
-		wantVersion   string
-		wantStageCond string // reason of every stage condition
+		obs          observation
+		wantReady    metav1.ConditionStatus
+		wantReason   string
+		wantObserved int64
+		wantVersion  string
+		// wantStageReasons are the stage conditions' reasons; "" means left unset.
+		wantStageReasons []string
 	}{
-		"active, pass succeeded": {
-			obs:       observation{generation: 3, now: now, activeName: "default", active: true, version: "1.31.4"},
-			wantReady: metav1.ConditionUnknown, wantReason: meshv1.ReasonPending,
-			wantObserved: 3, wantVersion: "1.31.4", wantStageCond: meshv1.ReasonPending,
+		"every stage ready": {
+			obs:       observation{generation: 3, now: now, activeName: "default", active: true, version: "1.31.4", stageTypes: types, outcome: allReady},
+			wantReady: metav1.ConditionTrue, wantReason: meshv1.ReasonAllStagesReady,
+			wantObserved: 3, wantVersion: "1.31.4", wantStageReasons: []string{"R", "R", "R", "R"},
+		},
+		"stopped at the second stage": {
+			obs:       observation{generation: 3, now: now, activeName: "default", active: true, version: "1.31.4", stageTypes: types, outcome: secondWaiting},
+			wantReady: metav1.ConditionFalse, wantReason: "Waiting",
+			wantObserved: 3, wantVersion: "1.31.4",
+			wantStageReasons: []string{"R", "Waiting", meshv1.ReasonWaitingForPreviousStage, meshv1.ReasonWaitingForPreviousStage},
 		},
 		"active, pass failed: observedGeneration does not move": {
-			obs:       observation{generation: 3, now: now, activeName: "default", active: true, version: "1.31.4", err: errors.New("boom")},
+			obs:       observation{generation: 3, now: now, activeName: "default", active: true, version: "1.31.4", stageTypes: types, outcome: firstErr, err: errors.New("boom")},
 			wantReady: metav1.ConditionUnknown, wantReason: meshv1.ReasonReconcileError,
-			wantObserved: 0, wantVersion: "1.31.4", wantStageCond: meshv1.ReasonPending,
+			wantObserved: 0, wantVersion: "1.31.4", wantStageReasons: []string{"", "", "", ""},
 		},
 		"another installation is active": {
-			obs:       observation{generation: 1, now: now, activeName: "other"},
+			obs:       observation{generation: 1, now: now, activeName: "other", stageTypes: types},
 			wantReady: metav1.ConditionFalse, wantReason: meshv1.ReasonConflict,
-			wantObserved: 0, wantVersion: "", wantStageCond: meshv1.ReasonPending,
-		},
-		"listing failed before the arbiter ran": {
-			obs:       observation{generation: 1, now: now, err: errors.New("timeout")},
-			wantReady: metav1.ConditionUnknown, wantReason: meshv1.ReasonReconcileError,
-			wantObserved: 0, wantStageCond: meshv1.ReasonPending,
+			wantObserved: 0, wantVersion: "",
+			wantStageReasons: []string{meshv1.ReasonConflict, meshv1.ReasonConflict, meshv1.ReasonConflict, meshv1.ReasonConflict},
 		},
 	}
 	for name, tc := range tests {
@@ -57,13 +83,17 @@ func TestComputeStatus(t *testing.T) {
 			if st.Version != tc.wantVersion {
 				t.Fatalf("version = %q, want %q", st.Version, tc.wantVersion)
 			}
-			for _, typ := range meshv1.StageConditionTypes {
-				if c := meta.FindStatusCondition(st.Conditions, typ); c == nil || c.Reason != tc.wantStageCond {
-					t.Fatalf("%s = %+v, want reason %s", typ, c, tc.wantStageCond)
+			for i, typ := range types {
+				c := meta.FindStatusCondition(st.Conditions, typ)
+				if tc.wantStageReasons[i] == "" {
+					if c != nil {
+						t.Fatalf("%s = %+v, want it left unset", typ, c)
+					}
+					continue
 				}
-			}
-			if len(st.Conditions) != len(meshv1.StageConditionTypes)+3 {
-				t.Fatalf("want %d conditions, got %d", len(meshv1.StageConditionTypes)+3, len(st.Conditions))
+				if c == nil || c.Reason != tc.wantStageReasons[i] {
+					t.Fatalf("%s = %+v, want reason %s", typ, c, tc.wantStageReasons[i])
+				}
 			}
 
 			// Recomputing the same observation later changes nothing: no write, no new

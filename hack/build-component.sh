@@ -40,7 +40,10 @@ if [ -f "$moddir/assets" ]; then
     [ -n "$mod" ] && [ "${mod#\#}" = "$mod" ] || continue
     if [ ! -d "$cache/$dest" ]; then
       src=$(cd "$moddir" && go list -m -f '{{.Dir}}' "$mod")/$sub
-      rm -rf "$cache/$dest.tmp" && cp -r "$src" "$cache/$dest.tmp" && chmod -R u+w "$cache/$dest.tmp" && mv "$cache/$dest.tmp" "$cache/$dest"
+      rm -rf "$cache/$dest.tmp"
+      cp -r "$src" "$cache/$dest.tmp"
+      chmod -R u+w "$cache/$dest.tmp"
+      mv "$cache/$dest.tmp" "$cache/$dest"
     fi
   done < "$moddir/assets"
 fi
@@ -50,6 +53,7 @@ for f in "$cache"/*; do
   if [ -d "$f" ]; then
     rm -rf "$bindir/$name" && cp -r "$f" "$bindir/$name"
   elif ! cmp -s "$f" "$bindir/$name"; then
-    cp "$f" "$bindir/$name"
+    # Copy then rename: a binary of a running cluster cannot be overwritten in place.
+    cp "$f" "$bindir/.$name.tmp" && mv -f "$bindir/.$name.tmp" "$bindir/$name"
   fi
 done

@@ -30,11 +30,13 @@ up)
 
   echo ">> installing the MeshInstallation CRD"
   kubectl apply --server-side -f "$root/config/crd/bases" >/dev/null
+  kubectl wait --for=condition=Established crd/meshinstallations.meshwright.io --timeout=30s >/dev/null
 
   if manager_running; then
     echo ">> restarting the operator with the freshly built binary"
     kill "$(cat "$DEMO_DIR/manager.pid")"
     for _ in $(seq 50); do manager_running || break; sleep 0.2; done
+    if manager_running; then kill -9 "$(cat "$DEMO_DIR/manager.pid")"; fi
   fi
   echo ">> starting the operator (log: $DEMO_DIR/logs/manager.log)"
   setsid "$BIN/manager" --kubeconfig "$DEMO_DIR/kubeconfig" \

@@ -49,6 +49,40 @@ const (
 	ReasonReconcileError = "ReconcileError"
 	// ReasonAsExpected is the reason of a summary condition that has nothing to report.
 	ReasonAsExpected = "AsExpected"
+	// ReasonCertManagerNotFound means cert-manager's CRDs are not installed; the rollout waits
+	// for them and continues by itself once they appear.
+	ReasonCertManagerNotFound = "CertManagerNotFound"
+	// ReasonIssuing means cert-manager is issuing the mesh CA.
+	ReasonIssuing = "Issuing"
+	// ReasonIssuerNotReady means the issuer that signs the intermediate CA is missing or not
+	// Ready (for a user-provided issuerRef: check that issuer).
+	ReasonIssuerNotReady = "IssuerNotReady"
+	// ReasonInvalidCA means the cacerts Secret exists but does not hold a CA certificate that
+	// chains to its root; istiod would sign with a broken chain.
+	ReasonInvalidCA = "InvalidCA"
+	// ReasonCAExpiringSoon means the intermediate CA is close to expiry and has not been renewed.
+	ReasonCAExpiringSoon = "CAExpiringSoon"
+	// ReasonCAReady means the cacerts Secret holds a valid intermediate CA.
+	ReasonCAReady = "CAReady"
+	// ReasonWaitingForPreviousStage means an earlier stage is not Ready yet, so this one has
+	// not been touched.
+	ReasonWaitingForPreviousStage = "WaitingForPreviousStage"
+	// ReasonStageFailed is the Ready reason when a stage cannot progress without a change.
+	ReasonStageFailed = "StageFailed"
+	// ReasonStageInProgress is the Ready and Progressing reason while a stage works.
+	ReasonStageInProgress = "StageInProgress"
+	// ReasonAllStagesReady is the Ready reason once every stage is Ready.
+	ReasonAllStagesReady = "AllStagesReady"
+)
+
+// Labels the operator puts on everything it creates, so it can find, watch and remove them.
+const (
+	// LabelManagedBy is the standard label; its value is ManagedByValue.
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	// ManagedByValue marks objects created by the operator.
+	ManagedByValue = "meshwright"
+	// LabelInstallation names the MeshInstallation an object belongs to.
+	LabelInstallation = "meshwright.io/installation"
 )
 
 // Finalizer holds a MeshInstallation until the operator has removed what it created for it.

@@ -57,7 +57,7 @@ type MeshInstallationSpec struct {
 	// Leave it empty to install the version this operator embeds.
 	// +optional
 	// +kubebuilder:validation:MaxLength=32
-	// +kubebuilder:validation:XValidation:rule="self.matches('^[0-9]+[.][0-9]+[.][0-9]+$')",message="version must be an Istio release written MAJOR.MINOR.PATCH, for example '1.31.4'; leave it empty for the version this operator embeds"
+	// +kubebuilder:validation:XValidation:rule="self == '' || self.matches('^[0-9]+[.][0-9]+[.][0-9]+$')",message="version must be an Istio release written MAJOR.MINOR.PATCH, for example '1.31.4'; leave it empty for the version this operator embeds"
 	Version string `json:"version,omitempty"`
 
 	// Certificates configures the mesh CA that signs every workload certificate.
@@ -66,6 +66,7 @@ type MeshInstallationSpec struct {
 
 	// ControlPlane configures Istio's control plane.
 	// +optional
+	// +kubebuilder:default={}
 	ControlPlane ControlPlaneSpec `json:"controlPlane,omitempty"`
 
 	// Rollout sets how fast and how far the operator moves namespaces up the adoption ladder.
@@ -86,6 +87,7 @@ type MeshInstallationSpec struct {
 // CertificatesSpec configures the mesh CA. By default the operator manages a self-signed root and
 // issues istiod's intermediate from it; with IssuerRef the intermediate comes from the user's PKI.
 // +kubebuilder:validation:XValidation:rule="!has(self.renewBefore) || duration(self.renewBefore) < duration(has(self.duration) ? self.duration : '8760h')",message="certificates.renewBefore must be shorter than certificates.duration (default 8760h)"
+// +kubebuilder:validation:XValidation:rule="has(self.issuerRef) || duration(has(self.duration) ? self.duration : '8760h') < duration(has(self.rootDuration) ? self.rootDuration : '87600h')",message="certificates.duration must be shorter than certificates.rootDuration (default 87600h): the intermediate CA cannot outlive the root that signs it"
 type CertificatesSpec struct {
 	// IssuerRef names an existing cert-manager Issuer or ClusterIssuer (Vault, a corporate PKI)
 	// that issues istiod's intermediate CA. An Issuer must live in the control-plane namespace.
@@ -158,13 +160,13 @@ type PrivateKeySpec struct {
 }
 
 // ControlPlaneSpec configures Istio's control plane.
+// +kubebuilder:validation:XValidation:rule="(has(self.__namespace__) ? self.__namespace__ : 'istio-system') == (has(oldSelf.__namespace__) ? oldSelf.__namespace__ : 'istio-system')",message="controlPlane.namespace cannot be changed (an unset namespace means istio-system); delete and re-create the MeshInstallation to move the control plane"
 type ControlPlaneSpec struct {
 	// Namespace is where istiod and the cacerts Secret live. Default istio-system. It cannot be
 	// changed once set: create a new MeshInstallation to move the control plane.
 	// +optional
 	// +kubebuilder:validation:MaxLength=63
 	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="controlPlane.namespace must be a DNS label: at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit, such as 'istio-system'"
-	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="controlPlane.namespace cannot be changed; delete and re-create the MeshInstallation to move the control plane"
 	Namespace string `json:"namespace,omitempty"`
 
 	// Values are Istio Helm chart values, passed through over the operator's own defaults (which
@@ -250,9 +252,24 @@ type MeshInstallationStatus struct {
 	// +listMapKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 
+	// Certificates reports the mesh CA istiod signs with.
+	// +optional
+	Certificates *CertificatesStatus `json:"certificates,omitempty"`
+
 	// Namespaces counts namespaces per adoption level and lists the ones that are held back.
 	// +optional
 	Namespaces NamespacesStatus `json:"namespaces,omitempty"`
+}
+
+// CertificatesStatus reports the intermediate CA in the cacerts Secret.
+type CertificatesStatus struct {
+	// NotAfter is when istiod's intermediate CA certificate expires. cert-manager renews it
+	// before then; the operator warns when renewal is overdue.
+	// +optional
+	NotAfter *metav1.Time `json:"notAfter,omitempty"`
+	// Issuer names the cert-manager issuer that signs the intermediate, as Kind/name.
+	// +optional
+	Issuer string `json:"issuer,omitempty"`
 }
 
 // NamespacesStatus summarises where the enrolled namespaces stand on the ladder.

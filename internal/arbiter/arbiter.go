@@ -7,15 +7,16 @@ import (
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 )
 
-// Active returns the name of the MeshInstallation that manages the mesh: the oldest one that is
-// not being deleted, ties broken by name so every replica of the operator picks the same one.
-// While the active one is being deleted it keeps the role, so that its clean-up is not raced by
-// a newcomer installing on top of it. Empty when the list is empty.
+// Active returns the name of the MeshInstallation that manages the mesh. One that has already
+// acted (its status has an observedGeneration) keeps the role, so a newcomer created in the same
+// second cannot displace it; otherwise the oldest wins, ties broken by name so every replica of
+// the operator picks the same one. The active one keeps the role while it is being deleted, so
+// its clean-up is not raced by a newcomer installing on top of it. Empty for an empty list.
 func Active(items []meshv1.MeshInstallation) string {
 	var best *meshv1.MeshInstallation
 	for i := range items {
 		m := &items[i]
-		if best == nil || before(m, best) {
+		if best == nil || hasActed(m) && !hasActed(best) || hasActed(m) == hasActed(best) && before(m, best) {
 			best = m
 		}
 	}
@@ -33,3 +34,5 @@ func before(a, b *meshv1.MeshInstallation) bool {
 	}
 	return a.Name < b.Name
 }
+
+func hasActed(m *meshv1.MeshInstallation) bool { return m.Status.ObservedGeneration > 0 }

@@ -22,6 +22,11 @@ func mesh(name string, age time.Duration, deleting bool) meshv1.MeshInstallation
 	return m
 }
 
+func acted(m meshv1.MeshInstallation) meshv1.MeshInstallation {
+	m.Status.ObservedGeneration = 1
+	return m
+}
+
 func TestActive(t *testing.T) {
 	tests := map[string]struct {
 		items []meshv1.MeshInstallation
@@ -31,6 +36,10 @@ func TestActive(t *testing.T) {
 		"one":                {items: []meshv1.MeshInstallation{mesh("default", time.Hour, false)}, want: "default"},
 		"oldest wins":        {items: []meshv1.MeshInstallation{mesh("new", time.Minute, false), mesh("old", time.Hour, false)}, want: "old"},
 		"tie broken by name": {items: []meshv1.MeshInstallation{mesh("b", time.Hour, false), mesh("a", time.Hour, false)}, want: "a"},
+		"one that has acted keeps the role against an older newcomer": {
+			items: []meshv1.MeshInstallation{acted(mesh("b-acted", time.Minute, false)), mesh("a-old", time.Hour, false)},
+			want:  "b-acted",
+		},
 		"deleting active keeps the role": {
 			items: []meshv1.MeshInstallation{mesh("old", time.Hour, true), mesh("new", time.Minute, false)},
 			want:  "old",

@@ -79,7 +79,17 @@ type Cluster struct {
 
 // Start starts a cluster and returns when every component is ready: the apiserver serves,
 // nodes are Ready, the default ServiceAccount exists, cert-manager's CRDs are Established.
-func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
+func Start(ctx context.Context, opts Options) (*Cluster, error) {
+	c := &Cluster{}
+	if err := c.start(ctx, opts); err != nil {
+		// Whatever did start is stopped: a failed start leaves no process behind.
+		c.Stop()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Cluster) start(ctx context.Context, opts Options) (err error) {
 	if opts.Nodes == 0 {
 		opts.Nodes = 1
 	}
@@ -89,34 +99,28 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	if opts.BinDir == "" {
 		opts.BinDir, err = DefaultBinDir()
 		if err != nil {
-			return nil, err
+			return err
 		}
 	}
-	c = &Cluster{}
 	if opts.Dir == "" {
 		if opts.Dir, err = os.MkdirTemp("", "meshwright-cluster-"); err != nil {
-			return nil, err
+			return err
 		}
 		c.removeDir = !opts.Detached
 	}
 	if c.Dir, err = filepath.Abs(opts.Dir); err != nil {
-		return nil, err
+		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
-	defer func() {
-		if err != nil {
-			c.Stop()
-		}
-	}()
 
 	logDir := filepath.Join(c.Dir, "logs")
 	if err := os.MkdirAll(logDir, 0o755); err != nil {
-		return nil, err
+		return err
 	}
 	p, err := newPKI(filepath.Join(c.Dir, "pki"))
 	if err != nil {
-		return nil, fmt.Errorf("generating PKI: %w", err)
+		return fmt.Errorf("generating PKI: %w", err)
 	}
 	bin := func(name string) string { return filepath.Join(opts.BinDir, name) }
 	start := func(name string, args ...string) (*process, error) {
@@ -131,11 +135,11 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	// etcd
 	clientPort, err := freePort()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	peerPort, err := freePort()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	etcdURL := "http://127.0.0.1:" + strconv.Itoa(clientPort)
 	peerURL := "http://127.0.0.1:" + strconv.Itoa(peerPort)
@@ -148,18 +152,18 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		"--unsafe-no-fsync", "--log-level=warn",
 	)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := poll(ctx, "etcd", 100*time.Millisecond, []*process{etcd}, func(ctx context.Context) (bool, error) {
 		return httpOK(ctx, http.DefaultClient, etcdURL+"/health")
 	}); err != nil {
-		return nil, err
+		return err
 	}
 
 	// kube-apiserver
 	apiPort, err := freePort()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	c.Server = "https://127.0.0.1:" + strconv.Itoa(apiPort)
 	apiserver, err := start("kube-apiserver",
@@ -176,23 +180,23 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		"--authorization-mode=RBAC", "--allow-privileged=true", "--profiling=false",
 	)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := c.writeKubeconfig(p); err != nil {
-		return nil, err
+		return err
 	}
 	httpc, err := adminHTTPClient(p)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := poll(ctx, "kube-apiserver", 200*time.Millisecond, []*process{etcd, apiserver}, func(ctx context.Context) (bool, error) {
 		return httpOK(ctx, httpc, c.Server+"/readyz")
 	}); err != nil {
-		return nil, err
+		return err
 	}
 	kc, err := kubernetes.NewForConfig(c.RESTConfig())
 	if err != nil {
-		return nil, err
+		return err
 	}
 
 	// Controllers, scheduler and kwok.
@@ -205,46 +209,46 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		"--use-service-account-credentials",
 	)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	sched, err := start("kube-scheduler",
 		"--kubeconfig="+c.Kubeconfig, "--bind-address=127.0.0.1", "--secure-port=0", "--leader-elect=false",
 	)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	kwokCfg := filepath.Join(c.Dir, "kwok.yaml")
 	if err := os.WriteFile(kwokCfg, []byte(kwokConfiguration), 0o644); err != nil {
-		return nil, err
+		return err
 	}
 	kwok, err := start("kwok", "--kubeconfig="+c.Kubeconfig, "--config="+kwokCfg)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	watched := []*process{etcd, apiserver, kcm, sched, kwok}
 
 	// cert-manager: CRDs first (the controller's informers need them), then the controller.
 	if !opts.WithoutCertManager {
 		if err := ensureNamespace(ctx, kc, CertManagerNamespace); err != nil {
-			return nil, err
+			return err
 		}
 		crds, err := filepath.Glob(filepath.Join(opts.BinDir, "cert-manager-crds", "*.yaml"))
 		if err != nil || len(crds) == 0 {
-			return nil, fmt.Errorf("cert-manager CRDs not found under %s (run `make cluster-bins`)", opts.BinDir)
+			return fmt.Errorf("cert-manager CRDs not found under %s (run `make cluster-bins`)", opts.BinDir)
 		}
 		if err := ApplyFiles(ctx, c.RESTConfig(), crds...); err != nil {
-			return nil, fmt.Errorf("installing cert-manager CRDs: %w", err)
+			return fmt.Errorf("installing cert-manager CRDs: %w", err)
 		}
 		cm, err := start("certmanager", "--kubeconfig="+c.Kubeconfig, "--cluster-resource-namespace="+CertManagerNamespace)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		watched = append(watched, cm)
 	}
 
 	for i := range opts.Nodes {
 		if err := createKwokNode(ctx, kc, fmt.Sprintf("kwok-node-%d", i)); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if err := poll(ctx, "kwok nodes to be Ready", 200*time.Millisecond, watched, func(ctx context.Context) (bool, error) {
@@ -262,16 +266,16 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		}
 		return ready >= opts.Nodes, nil
 	}); err != nil {
-		return nil, err
+		return err
 	}
 	// Pods cannot be created in a namespace before its default ServiceAccount exists.
 	if err := poll(ctx, "the default ServiceAccount", 200*time.Millisecond, watched, func(ctx context.Context) (bool, error) {
 		_, err := kc.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{})
 		return err == nil, client404(err)
 	}); err != nil {
-		return nil, err
+		return err
 	}
-	return c, c.save()
+	return c.save()
 }
 
 // Load reads back a cluster that `localcluster up` left running in dir.

@@ -111,3 +111,12 @@ func decodeAddr(s string) string {
 	}
 	return "[" + hostHex + "]:" + strconv.FormatUint(port, 10)
 }
+
+// TestFailedStartSaysWhyAndLeavesNothing: a start that cannot work returns an error that says
+// what to do, and stops what it had started.
+func TestFailedStartSaysWhyAndLeavesNothing(t *testing.T) {
+	_, err := Start(context.Background(), Options{BinDir: t.TempDir(), Dir: t.TempDir()})
+	if err == nil || !strings.Contains(err.Error(), "make cluster-bins") {
+		t.Fatalf("want an error that points at `make cluster-bins`, got %v", err)
+	}
+}

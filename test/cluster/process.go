@@ -3,7 +3,6 @@ package cluster
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -165,5 +164,3 @@ func poll(ctx context.Context, what string, interval time.Duration, procs []*pro
 		}
 	}
 }
-
-var errNotReady = errors.New("not ready")

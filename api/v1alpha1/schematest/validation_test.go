@@ -160,6 +160,10 @@ func TestInvalidSpecsAreRefused(t *testing.T) {
 			spec: "rollout: {soakTime: -5m}",
 			want: "rollout.soakTime must be a duration such as '30m' or '1h'",
 		},
+		"intermediate outlives the root": {
+			spec: "certificates: {duration: 87600h, rootDuration: 43800h}",
+			want: "certificates.duration must be shorter than certificates.rootDuration",
+		},
 		"unknown field": {
 			spec: "rollout: {maxInFlight: 3}",
 			want: `unknown field "spec.rollout.maxInFlight"`,
@@ -185,18 +189,43 @@ func TestInvalidSpecsAreRefused(t *testing.T) {
 }
 
 func TestControlPlaneNamespaceIsImmutable(t *testing.T) {
+	tests := map[string]struct {
+		from, to string // "" is unset, which means istio-system
+		refused  bool
+	}{
+		"set to another":       {from: "mesh-system", to: "other-system", refused: true},
+		"unset to set":         {from: "", to: "mesh-system", refused: true},
+		"set to unset":         {from: "mesh-system", to: "", refused: true},
+		"unset to its default": {from: "", to: "istio-system"},
+		"unchanged":            {from: "mesh-system", to: "mesh-system"},
+	}
 	ctx := context.Background()
-	obj := object(t, "immutable-ns", "controlPlane: {namespace: mesh-system}")
-	if err := k8s.Create(ctx, obj); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = k8s.Delete(ctx, obj) })
-	if err := unstructured.SetNestedField(obj.Object, "other-system", "spec", "controlPlane", "namespace"); err != nil {
-		t.Fatal(err)
-	}
-	err := k8s.Update(ctx, obj)
-	if err == nil || !strings.Contains(err.Error(), "controlPlane.namespace cannot be changed") {
-		t.Fatalf("want the change refused with a message saying so, got %v", err)
+	i := 0
+	for name, tc := range tests {
+		i++
+		t.Run(name, func(t *testing.T) {
+			spec := "{}"
+			if tc.from != "" {
+				spec = "controlPlane: {namespace: " + tc.from + "}"
+			}
+			obj := object(t, fmt.Sprintf("immutable-ns-%d", i), spec)
+			if err := k8s.Create(ctx, obj); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = k8s.Delete(ctx, obj) })
+			if tc.to == "" {
+				unstructured.RemoveNestedField(obj.Object, "spec", "controlPlane", "namespace")
+			} else if err := unstructured.SetNestedField(obj.Object, tc.to, "spec", "controlPlane", "namespace"); err != nil {
+				t.Fatal(err)
+			}
+			err := k8s.Update(ctx, obj)
+			if tc.refused && (err == nil || !strings.Contains(err.Error(), "controlPlane.namespace cannot be changed")) {
+				t.Fatalf("want the change refused with a message saying so, got %v", err)
+			}
+			if !tc.refused && err != nil {
+				t.Fatalf("want the update accepted, got %v", err)
+			}
+		})
 	}
 }
 
@@ -206,9 +235,13 @@ func TestValidSpecsRoundTrip(t *testing.T) {
 		// defaults are fields the API server adds, as YAML merged over spec for comparison.
 		defaults string
 	}{
+		"an explicitly empty version": {
+			spec:     `version: ""`,
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h}\ncontrolPlane: {}",
+		},
 		"empty spec gets the rollout defaults": {
 			spec:     "{}",
-			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h}",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h}\ncontrolPlane: {}",
 		},
 		"the sample's shape": {
 			spec: `
@@ -230,15 +263,15 @@ namespaces:
 		},
 		"the user's cluster issuer": {
 			spec:     "certificates:\n  issuerRef: {name: vault-issuer}\n  privateKey: {algorithm: RSA, size: 4096}",
-			defaults: "certificates: {issuerRef: {kind: ClusterIssuer}}\nrollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h}",
+			defaults: "certificates: {issuerRef: {kind: ClusterIssuer}}\nrollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h}\ncontrolPlane: {}",
 		},
 		"a namespaced issuer and Ed25519": {
 			spec:     "certificates:\n  issuerRef: {kind: Issuer, name: corp.ca-1}\n  privateKey: {algorithm: Ed25519}",
-			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h}",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h}\ncontrolPlane: {}",
 		},
 		"same selector, same level twice": {
 			spec:     "namespaces:\n- selector: {matchLabels: {team: a}}\n  level: Observe\n- selector: {matchLabels: {team: a}}\n  level: Observe",
-			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h}",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h}\ncontrolPlane: {}",
 		},
 	}
 	ctx := context.Background()

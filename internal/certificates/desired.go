@@ -1,0 +1,159 @@
+// Package certificates is the first rollout stage: the mesh CA. By default it manages a
+// self-signed root with cert-manager (SelfSigned Issuer → root CA Certificate → CA Issuer) and
+// issues istiod's intermediate CA from it into the cacerts Secret, in the layout istiod reads
+// (tls.crt, tls.key, ca.crt). With spec.certificates.issuerRef the user's issuer signs the
+// intermediate and no root is created. Rotation is cert-manager's; this stage checks the result.
+package certificates
+
+import (
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+)
+
+// Names of the objects this stage creates in the control-plane namespace.
+const (
+	SelfSignedIssuer = "meshwright-selfsigned"
+	RootCertificate  = "meshwright-root-ca"
+	RootSecret       = "meshwright-root-ca"
+	RootIssuer       = "meshwright-root-ca"
+	CACertificate    = "meshwright-istio-ca"
+	// CASecret is the Secret istiod reads its signing CA from.
+	CASecret = "cacerts"
+)
+
+const certManagerAPI = "cert-manager.io/v1"
+
+// Settings are the spec's certificate choices with the defaults filled in.
+type Settings struct {
+	Namespace    string
+	Duration     time.Duration
+	RenewBefore  time.Duration // zero: cert-manager's default (a third of Duration)
+	RootDuration time.Duration
+	Algorithm    string
+	Size         int64 // zero: cert-manager's default for the algorithm
+	// IssuerKind and IssuerName sign the intermediate: the user's issuer, or the managed root.
+	IssuerKind, IssuerName string
+	SelfSigned             bool
+}
+
+// SettingsFor fills in the defaults of spec.certificates.
+func SettingsFor(mesh *meshv1.MeshInstallation) Settings {
+	c := mesh.Spec.Certificates
+	s := Settings{
+		Namespace:    ControlPlaneNamespace(mesh),
+		Duration:     durationOr(c.Duration, meshv1.DefaultCADuration),
+		RootDuration: durationOr(c.RootDuration, meshv1.DefaultRootDuration),
+		Algorithm:    string(meshv1.KeyAlgorithmECDSA),
+		Size:         256,
+	}
+	if c.RenewBefore != nil {
+		s.RenewBefore = c.RenewBefore.Duration
+	}
+	if c.PrivateKey.Algorithm != "" {
+		s.Algorithm = string(c.PrivateKey.Algorithm)
+		s.Size = 0
+	}
+	if c.PrivateKey.Size != nil {
+		s.Size = int64(*c.PrivateKey.Size)
+	}
+	if s.Algorithm == string(meshv1.KeyAlgorithmECDSA) && s.Size == 0 {
+		s.Size = 256
+	}
+	if ref := c.IssuerRef; ref != nil {
+		s.IssuerKind, s.IssuerName = ref.Kind, ref.Name
+		if s.IssuerKind == "" {
+			s.IssuerKind = "ClusterIssuer"
+		}
+	} else {
+		s.SelfSigned = true
+		s.IssuerKind, s.IssuerName = "Issuer", RootIssuer
+	}
+	return s
+}
+
+// ControlPlaneNamespace is where istiod and its CA live.
+func ControlPlaneNamespace(mesh *meshv1.MeshInstallation) string {
+	if ns := mesh.Spec.ControlPlane.Namespace; ns != "" {
+		return ns
+	}
+	return meshv1.DefaultControlPlaneNamespace
+}
+
+func durationOr(d *metav1.Duration, def string) time.Duration {
+	if d != nil {
+		return d.Duration
+	}
+	v, _ := time.ParseDuration(def)
+	return v
+}
+
+// Desired returns the objects of the stage, in the order they must be applied. It is a pure
+// function of the installation's name and settings.
+func Desired(installation string, s Settings) []*unstructured.Unstructured {
+	labels := map[string]any{meshv1.LabelManagedBy: meshv1.ManagedByValue, meshv1.LabelInstallation: installation}
+	obj := func(apiVersion, kind, name, ns string, spec map[string]any) *unstructured.Unstructured {
+		meta := map[string]any{"name": name, "labels": copyMap(labels)}
+		if ns != "" {
+			meta["namespace"] = ns
+		}
+		u := &unstructured.Unstructured{Object: map[string]any{"apiVersion": apiVersion, "kind": kind, "metadata": meta}}
+		if spec != nil {
+			u.Object["spec"] = spec
+		}
+		return u
+	}
+	key := map[string]any{"algorithm": s.Algorithm}
+	if s.Size > 0 {
+		key["size"] = s.Size
+	}
+
+	out := []*unstructured.Unstructured{obj("v1", "Namespace", s.Namespace, "", nil)}
+	if s.SelfSigned {
+		rootKey := copyMap(key)
+		// The root keeps its key across renewals so that trust in it does not break; replacing
+		// the root is a deliberate rotation, not a renewal.
+		rootKey["rotationPolicy"] = "Never"
+		out = append(out,
+			obj(certManagerAPI, "Issuer", SelfSignedIssuer, s.Namespace, map[string]any{"selfSigned": map[string]any{}}),
+			obj(certManagerAPI, "Certificate", RootCertificate, s.Namespace, map[string]any{
+				"isCA":       true,
+				"commonName": "Meshwright root CA",
+				"subject":    map[string]any{"organizations": []any{"Meshwright"}},
+				"duration":   metav1.Duration{Duration: s.RootDuration}.Duration.String(),
+				"secretName": RootSecret,
+				"privateKey": rootKey,
+				"issuerRef":  map[string]any{"group": "cert-manager.io", "kind": "Issuer", "name": SelfSignedIssuer},
+				"secretTemplate": map[string]any{"labels": copyMap(labels)},
+			}),
+			obj(certManagerAPI, "Issuer", RootIssuer, s.Namespace, map[string]any{"ca": map[string]any{"secretName": RootSecret}}),
+		)
+	}
+	caSpec := map[string]any{
+		"isCA":       true,
+		"commonName": "Istio intermediate CA (" + s.Namespace + ")",
+		"subject":    map[string]any{"organizations": []any{"Meshwright"}},
+		"duration":   s.Duration.String(),
+		"secretName": CASecret,
+		"privateKey": copyMap(key),
+		"usages":     []any{"cert sign", "crl sign", "digital signature"},
+		"issuerRef":  map[string]any{"group": "cert-manager.io", "kind": s.IssuerKind, "name": s.IssuerName},
+		// The label lets the operator cache only its own Secrets, not every Secret of the cluster.
+		"secretTemplate": map[string]any{"labels": copyMap(labels)},
+	}
+	if s.RenewBefore > 0 {
+		caSpec["renewBefore"] = s.RenewBefore.String()
+	}
+	return append(out, obj(certManagerAPI, "Certificate", CACertificate, s.Namespace, caSpec))
+}
+
+func copyMap(m map[string]any) map[string]any {
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}

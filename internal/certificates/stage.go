@@ -1,0 +1,239 @@
+package certificates
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/apply"
+	"github.com/meshwright/meshwright/internal/stages"
+)
+
+// +kubebuilder:rbac:groups=cert-manager.io,resources=certificates;issuers,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=cert-manager.io,resources=clusterissuers,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;delete
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch;create;update;patch
+
+// Kinds of cert-manager this stage reads and writes; the controller watches them once they exist.
+var (
+	CertificateGVK   = schema.GroupVersionKind{Group: "cert-manager.io", Version: "v1", Kind: "Certificate"}
+	IssuerGVK        = schema.GroupVersionKind{Group: "cert-manager.io", Version: "v1", Kind: "Issuer"}
+	ClusterIssuerGVK = schema.GroupVersionKind{Group: "cert-manager.io", Version: "v1", Kind: "ClusterIssuer"}
+)
+
+// certManagerMissingRetry is how often the stage looks for cert-manager when it is missing, in
+// case the CRD watch misses its arrival.
+const certManagerMissingRetry = time.Minute
+
+// Stage is the Certificates stage.
+type Stage struct {
+	// Client reads from the manager's cache (unstructured objects included) and writes.
+	Client  client.Client
+	Applier *apply.Applier
+	// Mapper tells whether cert-manager's CRDs are installed.
+	Mapper meta.RESTMapper
+	// CertManagerFound is called once cert-manager's kinds are served, so the controller can
+	// start watching them; it must be idempotent.
+	CertManagerFound func() error
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// Name implements stages.Stage.
+func (s *Stage) Name() meshv1.Stage { return meshv1.StageCertificates }
+
+// ConditionType implements stages.Stage.
+func (s *Stage) ConditionType() string { return meshv1.ConditionCertificatesReady }
+
+// Reconcile applies the issuers and Certificates and checks the issued CA.
+func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (stages.Result, error) {
+	if missing, err := s.certManagerMissing(); err != nil {
+		return stages.Result{}, err
+	} else if missing {
+		return stages.Result{
+			State: stages.Failed, Reason: meshv1.ReasonCertManagerNotFound, RequeueAfter: certManagerMissingRetry,
+			Message: "cert-manager is not installed (no cert-manager.io/v1 Certificate and Issuer kinds are served). " +
+				"Install cert-manager (https://cert-manager.io/docs/installation/); the rollout continues by itself once its CRDs exist.",
+		}, nil
+	}
+	if s.CertManagerFound != nil {
+		if err := s.CertManagerFound(); err != nil {
+			return stages.Result{}, err
+		}
+	}
+
+	set := SettingsFor(mesh)
+	issuer := set.IssuerKind + "/" + set.IssuerName
+	if mesh.Status.Certificates == nil {
+		mesh.Status.Certificates = &meshv1.CertificatesStatus{}
+	}
+	mesh.Status.Certificates.Issuer = issuer
+	for _, obj := range Desired(mesh.Name, set) {
+		if _, err := s.Applier.Apply(ctx, obj); err != nil {
+			return stages.Result{}, err
+		}
+	}
+
+	if !set.SelfSigned {
+		if res, waiting, err := s.checkUserIssuer(ctx, set); err != nil || waiting {
+			return res, err
+		}
+	}
+
+	cert := &unstructured.Unstructured{}
+	cert.SetGroupVersionKind(CertificateGVK)
+	if err := s.Client.Get(ctx, client.ObjectKey{Namespace: set.Namespace, Name: CACertificate}, cert); err != nil {
+		if apierrors.IsNotFound(err) {
+			return issuing("the Certificate was just created"), nil
+		}
+		return stages.Result{}, err
+	}
+	if ok, reason, msg := readyCondition(cert); !ok {
+		if reason == "" {
+			msg = "cert-manager has not reported on it yet"
+		}
+		return issuing(msg), nil
+	}
+
+	secret := &corev1.Secret{}
+	if err := s.Client.Get(ctx, client.ObjectKey{Namespace: set.Namespace, Name: CASecret}, secret); err != nil {
+		if apierrors.IsNotFound(err) {
+			return issuing("the cacerts Secret is not written yet"), nil
+		}
+		return stages.Result{}, err
+	}
+	now := s.now()
+	ca, err := CheckSecret(secret, now)
+	if err != nil {
+		return stages.Result{
+			State: stages.NotReady, Reason: meshv1.ReasonInvalidCA,
+			Message: fmt.Sprintf("Secret %s/%s does not hold a usable CA: %v. cert-manager reissues it when the Certificate %s is renewed (`cmctl renew %s -n %s`).",
+				set.Namespace, CASecret, err, CACertificate, CACertificate, set.Namespace),
+		}, nil
+	}
+	notAfter := metav1.NewTime(ca.NotAfter)
+	mesh.Status.Certificates.NotAfter = &notAfter
+
+	res := stages.Result{
+		State: stages.Ready, Reason: meshv1.ReasonCAReady,
+		Message: fmt.Sprintf("Secret %s/%s holds istiod's intermediate CA, signed by %s, valid until %s.",
+			set.Namespace, CASecret, issuer, ca.NotAfter.UTC().Format(time.RFC3339)),
+	}
+	if ExpiringSoon(ca, now) {
+		res.Degraded = true
+		res.Reason = meshv1.ReasonCAExpiringSoon
+		res.Message = fmt.Sprintf("istiod's intermediate CA in %s/%s expires at %s and has not been renewed; check the Certificate %s and its issuer %s.",
+			set.Namespace, CASecret, ca.NotAfter.UTC().Format(time.RFC3339), CACertificate, issuer)
+	} else {
+		// Look again when the CA enters its last sixth of life, so the warning is not missed.
+		res.RequeueAfter = ca.NotAfter.Sub(now) - ca.NotAfter.Sub(ca.NotBefore)/6 + time.Second
+	}
+	return res, nil
+}
+
+// checkUserIssuer reports NotReady while the user's issuer is missing or not Ready.
+func (s *Stage) checkUserIssuer(ctx context.Context, set Settings) (stages.Result, bool, error) {
+	u := &unstructured.Unstructured{}
+	key := client.ObjectKey{Name: set.IssuerName}
+	if set.IssuerKind == "Issuer" {
+		u.SetGroupVersionKind(IssuerGVK)
+		key.Namespace = set.Namespace
+	} else {
+		u.SetGroupVersionKind(ClusterIssuerGVK)
+	}
+	where := set.IssuerKind + " " + set.IssuerName
+	if key.Namespace != "" {
+		where += " in namespace " + key.Namespace
+	}
+	if err := s.Client.Get(ctx, key, u); err != nil {
+		if apierrors.IsNotFound(err) {
+			return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonIssuerNotReady,
+				Message: fmt.Sprintf("spec.certificates.issuerRef names %s, which does not exist: create it or correct the reference.", where)}, true, nil
+		}
+		return stages.Result{}, true, err
+	}
+	if ok, _, msg := readyCondition(u); !ok {
+		return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonIssuerNotReady,
+			Message: fmt.Sprintf("%s is not Ready: %s", where, msg)}, true, nil
+	}
+	return stages.Result{}, false, nil
+}
+
+// Cleanup deletes the stage's cert-manager objects and the Secrets they wrote. The namespace
+// stays: it may hold objects that are not ours.
+func (s *Stage) Cleanup(ctx context.Context, mesh *meshv1.MeshInstallation) (bool, error) {
+	if missing, err := s.certManagerMissing(); err != nil {
+		return false, err
+	} else if !missing {
+		for _, obj := range Desired(mesh.Name, SettingsFor(mesh))[1:] {
+			if err := s.Client.Delete(ctx, obj); err != nil && !apierrors.IsNotFound(err) {
+				return false, fmt.Errorf("deleting %s %s: %w", obj.GetKind(), obj.GetName(), err)
+			}
+		}
+	}
+	ns := ControlPlaneNamespace(mesh)
+	for _, name := range []string{CASecret, RootSecret} {
+		secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+		existing := &corev1.Secret{}
+		if err := s.Client.Get(ctx, client.ObjectKeyFromObject(secret), existing); err != nil {
+			if apierrors.IsNotFound(err) {
+				continue
+			}
+			return false, err
+		}
+		if existing.Labels[meshv1.LabelInstallation] != mesh.Name {
+			continue // not ours: never delete a Secret the operator did not create
+		}
+		if err := s.Client.Delete(ctx, existing); err != nil && !apierrors.IsNotFound(err) {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+func (s *Stage) certManagerMissing() (bool, error) {
+	for _, gvk := range []schema.GroupVersionKind{CertificateGVK, IssuerGVK} {
+		if _, err := s.Mapper.RESTMapping(gvk.GroupKind(), gvk.Version); err != nil {
+			if meta.IsNoMatchError(err) {
+				return true, nil
+			}
+			return false, err
+		}
+	}
+	return false, nil
+}
+
+func (s *Stage) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+func issuing(msg string) stages.Result {
+	return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonIssuing, Message: "cert-manager is issuing istiod's intermediate CA: " + msg}
+}
+
+// readyCondition reads a cert-manager object's Ready condition.
+func readyCondition(u *unstructured.Unstructured) (bool, string, string) {
+	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+	for _, c := range conds {
+		m, _ := c.(map[string]any)
+		if m["type"] != "Ready" {
+			continue
+		}
+		reason, _ := m["reason"].(string)
+		msg, _ := m["message"].(string)
+		return m["status"] == "True", reason, msg
+	}
+	return false, "", "no Ready condition yet"
+}

@@ -1,0 +1,124 @@
+// Package stages runs the rollout as an ordered list of gated stages. Each stage reports Ready,
+// NotReady or Failed; the engine stops at the first stage that is not Ready, so nothing past an
+// unhealthy stage is ever touched. Adding a stage means writing one type that implements Stage
+// and listing it where the controller builds its stages.
+package stages
+
+import (
+	"context"
+	"time"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+)
+
+// State is how far a stage got in a pass.
+type State int
+
+const (
+	// NotReady means the stage is working towards its goal (objects applied, waiting for them);
+	// the rollout waits and looks again.
+	NotReady State = iota
+	// Ready means the stage reached its goal and the next stage may run.
+	Ready
+	// Failed means the stage cannot progress until the spec or the cluster changes (a missing
+	// dependency, an unsupported version). The rollout stops here and says why.
+	Failed
+)
+
+// Result is one stage's report, written into its condition.
+type Result struct {
+	State   State
+	Reason  string
+	Message string
+	// RequeueAfter asks the engine to look again after this long, for things no watch reports
+	// (certificate expiry, a dependency that may be installed later). Zero means watches suffice.
+	RequeueAfter time.Duration
+	// Degraded marks a Ready stage that needs attention (a CA close to expiry); it becomes the
+	// Degraded condition with this result's reason and message.
+	Degraded bool
+}
+
+// Stage is one step of the rollout.
+type Stage interface {
+	// Name is what status.stage shows while this stage is in progress.
+	Name() meshv1.Stage
+	// ConditionType is the condition that reports this stage.
+	ConditionType() string
+	// Reconcile moves the cluster towards the stage's goal and reports how far it got. An error
+	// is an API failure that is expected to pass; the engine stops and the pass is retried.
+	Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (Result, error)
+}
+
+// Cleaner is a stage that removes what it created when the MeshInstallation is deleted.
+// Stages are cleaned up in reverse order; Cleanup returns done=false while objects are still
+// going away, and is called again.
+type Cleaner interface {
+	Cleanup(ctx context.Context, mesh *meshv1.MeshInstallation) (done bool, err error)
+}
+
+// Cleanup runs the cleaners of the stages in reverse order, stopping at the first one that is
+// not done, so later stages are removed before the ones they depend on.
+func Cleanup(ctx context.Context, stages []Stage, mesh *meshv1.MeshInstallation) (bool, error) {
+	for i := len(stages) - 1; i >= 0; i-- {
+		c, ok := stages[i].(Cleaner)
+		if !ok {
+			continue
+		}
+		done, err := c.Cleanup(ctx, mesh)
+		if err != nil || !done {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// Outcome is what one run of the engine found, stage by stage.
+type Outcome struct {
+	// Ran holds the result of each stage that ran, in order; stages after the first one that was
+	// not Ready did not run.
+	Ran []Ran
+	// Current is the first stage that is not Ready, or StageComplete.
+	Current meshv1.Stage
+	// RequeueAfter is the soonest any stage asked to be looked at again.
+	RequeueAfter time.Duration
+	// Err is the API error that stopped the run, if any.
+	Err error
+}
+
+// Ran pairs a stage with its result.
+type Ran struct {
+	Stage  Stage
+	Result Result
+}
+
+// Run runs the stages in order and stops at the first that is not Ready or returns an error.
+func Run(ctx context.Context, stages []Stage, mesh *meshv1.MeshInstallation) Outcome {
+	out := Outcome{Current: meshv1.StageComplete}
+	for _, s := range stages {
+		res, err := s.Reconcile(ctx, mesh)
+		if err != nil {
+			out.Current = s.Name()
+			out.Err = err
+			return out
+		}
+		out.Ran = append(out.Ran, Ran{Stage: s, Result: res})
+		if res.RequeueAfter > 0 && (out.RequeueAfter == 0 || res.RequeueAfter < out.RequeueAfter) {
+			out.RequeueAfter = res.RequeueAfter
+		}
+		if res.State != Ready {
+			out.Current = s.Name()
+			return out
+		}
+	}
+	return out
+}
+
+// ResultOf returns the result of the stage reported by conditionType, if it ran.
+func (o Outcome) ResultOf(conditionType string) (Result, bool) {
+	for _, r := range o.Ran {
+		if r.Stage.ConditionType() == conditionType {
+			return r.Result, true
+		}
+	}
+	return Result{}, false
+}

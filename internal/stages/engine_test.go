@@ -1,0 +1,88 @@
+package stages
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+)
+
+type fakeStage struct {
+	name   meshv1.Stage
+	cond   string
+	result Result
+	err    error
+	calls  *int
+}
+
+func (f fakeStage) Name() meshv1.Stage    { return f.name }
+func (f fakeStage) ConditionType() string { return f.cond }
+func (f fakeStage) Reconcile(context.Context, *meshv1.MeshInstallation) (Result, error) {
+	*f.calls++
+	return f.result, f.err
+}
+
+func TestRun(t *testing.T) {
+	ready := Result{State: Ready, Reason: "Ready"}
+	waiting := Result{State: NotReady, Reason: "Waiting", RequeueAfter: 5 * time.Second}
+	failed := Result{State: Failed, Reason: "Broken"}
+	tests := map[string]struct {
+		results     []Result
+		errs        []error
+		wantCalls   []int
+		wantCurrent meshv1.Stage
+		wantRequeue time.Duration
+		wantErr     bool
+	}{
+		"all ready": {
+			results: []Result{ready, ready, ready}, wantCalls: []int{1, 1, 1}, wantCurrent: meshv1.StageComplete,
+		},
+		"stops at the first not ready": {
+			results: []Result{ready, waiting, ready}, wantCalls: []int{1, 1, 0}, wantCurrent: meshv1.StageControlPlane,
+			wantRequeue: 5 * time.Second,
+		},
+		"stops at a failed stage": {
+			results: []Result{failed, ready, ready}, wantCalls: []int{1, 0, 0}, wantCurrent: meshv1.StageCertificates,
+		},
+		"stops at an error": {
+			results: []Result{ready, ready, ready}, errs: []error{nil, errors.New("timeout"), nil},
+			wantCalls: []int{1, 1, 0}, wantCurrent: meshv1.StageControlPlane, wantErr: true,
+		},
+		"soonest requeue wins": {
+			results:     []Result{{State: Ready, RequeueAfter: time.Hour}, {State: Ready, RequeueAfter: time.Minute}, ready},
+			wantCalls:   []int{1, 1, 1},
+			wantCurrent: meshv1.StageComplete, wantRequeue: time.Minute,
+		},
+	}
+	names := []meshv1.Stage{meshv1.StageCertificates, meshv1.StageControlPlane, meshv1.StageInjection}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			calls := make([]int, len(tc.results))
+			var list []Stage
+			for i, r := range tc.results {
+				var err error
+				if tc.errs != nil {
+					err = tc.errs[i]
+				}
+				list = append(list, fakeStage{name: names[i], cond: string(names[i]) + "Ready", result: r, err: err, calls: &calls[i]})
+			}
+			out := Run(context.Background(), list, &meshv1.MeshInstallation{})
+			for i := range calls {
+				if calls[i] != tc.wantCalls[i] {
+					t.Fatalf("stage %d ran %d times, want %d", i, calls[i], tc.wantCalls[i])
+				}
+			}
+			if out.Current != tc.wantCurrent {
+				t.Fatalf("current = %s, want %s", out.Current, tc.wantCurrent)
+			}
+			if out.RequeueAfter != tc.wantRequeue {
+				t.Fatalf("requeue = %s, want %s", out.RequeueAfter, tc.wantRequeue)
+			}
+			if (out.Err != nil) != tc.wantErr {
+				t.Fatalf("err = %v, want error %v", out.Err, tc.wantErr)
+			}
+		})
+	}
+}
