@@ -77,7 +77,7 @@ vet: ## Vet every module.
 
 .PHONY: lint-fmt
 lint-fmt:
-	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed on:" $$out >&2; exit 1; fi
+	@out=$$(gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go')); if [ -n "$$out" ]; then echo "gofmt needed on:" $$out >&2; exit 1; fi
 
 ##@ Test
 

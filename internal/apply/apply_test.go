@@ -26,7 +26,7 @@ func TestContains(t *testing.T) {
 		"lists element by element": {
 			have: []any{map[string]any{"n": "a", "x": 1}}, want: []any{map[string]any{"n": "a"}}, ok: true,
 		},
-		"list of another length": {have: []any{"a", "b"}, want: []any{"a"}},
+		"list of another length":     {have: []any{"a", "b"}, want: []any{"a"}},
 		"map where a list is wanted": {have: map[string]any{}, want: []any{"a"}},
 	}
 	for name, tc := range tests {
