@@ -8,6 +8,8 @@ import (
 	"os"
 	"time"
 
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -60,7 +62,15 @@ func main() {
 		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
 
-	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+	restCfg := ctrl.GetConfigOrDie()
+	kubeVersion, err := serverVersion(restCfg)
+	if err != nil {
+		// Not fatal: the charts then assume their minimum version, and the API server may
+		// simply not be up yet. The manager's own start reports a lasting outage.
+		log.Error(err, "reading the cluster's version; Istio's charts will be rendered without it")
+	}
+
+	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
 		Scheme:                  scheme,
 		Metrics:                 metricsOpts,
 		HealthProbeBindAddress:  probeAddr,
@@ -81,8 +91,9 @@ func main() {
 	}
 
 	if err := (&controllers.MeshInstallationReconciler{
-		Client:   mgr.GetClient(),
-		Recorder: mgr.GetEventRecorder("meshwright"),
+		Client:      mgr.GetClient(),
+		Recorder:    mgr.GetEventRecorder("meshwright"),
+		KubeVersion: kubeVersion,
 	}).SetupWithManager(mgr); err != nil {
 		log.Error(err, "unable to set up the controller", "controller", "MeshInstallation")
 		os.Exit(1)
@@ -102,4 +113,17 @@ func main() {
 		log.Error(err, "manager exited with an error")
 		os.Exit(1)
 	}
+}
+
+// serverVersion asks the API server for its version, which Istio's charts branch on.
+func serverVersion(cfg *rest.Config) (string, error) {
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return "", err
+	}
+	v, err := dc.ServerVersion()
+	if err != nil {
+		return "", err
+	}
+	return v.GitVersion, nil
 }

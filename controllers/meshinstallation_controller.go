@@ -36,6 +36,7 @@ import (
 	"github.com/meshwright/meshwright/internal/apply"
 	"github.com/meshwright/meshwright/internal/arbiter"
 	"github.com/meshwright/meshwright/internal/certificates"
+	"github.com/meshwright/meshwright/internal/controlplane"
 	"github.com/meshwright/meshwright/internal/stages"
 )
 
@@ -50,6 +51,8 @@ type MeshInstallationReconciler struct {
 	Recorder recorder.EventRecorder
 	// Stages are the rollout's stages in order; NewStages builds the standard list.
 	Stages []stages.Stage
+	// KubeVersion is the cluster's version, passed to Istio's charts.
+	KubeVersion string
 
 	controller          controller.Controller
 	cache               cache.Cache
@@ -226,9 +229,11 @@ func (r *MeshInstallationReconciler) requeueMeshes(ctx context.Context, _ client
 // stages when none were given.
 func (r *MeshInstallationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Stages == nil {
-		r.Stages = NewStages(mgr.GetClient(), mgr.GetRESTMapper(), r.watchCertManager)
+		r.Stages = NewStages(mgr.GetClient(), mgr.GetRESTMapper(), r.KubeVersion, r.watchCertManager)
 	}
-	c, err := ctrl.NewControllerManagedBy(mgr).
+	crd := &unstructured.Unstructured{}
+	crd.SetGroupVersionKind(apiextensionsv1.SchemeGroupVersion.WithKind("CustomResourceDefinition"))
+	b := ctrl.NewControllerManagedBy(mgr).
 		Named("meshinstallation").
 		// Status and finalizer writes (the operator's own) do not start a pass: reacting to them
 		// would run a pass on a cache that may not hold the status just written, and write again.
@@ -237,12 +242,20 @@ func (r *MeshInstallationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 				predicate.AnnotationChangedPredicate{}, deletionStarted{}))).
 		// The Secrets the operator creates (cacerts) are cached by label only; see cmd/main.go.
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(byInstallationLabel)).
-		// cert-manager may be installed after the operator: its CRDs appearing restarts the rollout.
-		WatchesMetadata(&apiextensionsv1.CustomResourceDefinition{}, handler.EnqueueRequestsFromMapFunc(r.requeueMeshes),
+		// cert-manager may be installed after the operator: its CRDs appearing restarts the
+		// rollout. Istio's CRDs (labelled) report their Established condition the same way.
+		Watches(crd, handler.EnqueueRequestsFromMapFunc(r.crdToMeshes),
 			builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
-				return strings.HasSuffix(o.GetName(), ".cert-manager.io")
-			}))).
-		Build(r)
+				return strings.HasSuffix(o.GetName(), ".cert-manager.io") || o.GetLabels()[meshv1.LabelInstallation] != ""
+			})))
+	// Every kind the control-plane charts render is watched (by label, see CacheOptions), so an
+	// edited or deleted object is restored.
+	for _, gvk := range controlplane.OwnedKinds() {
+		u := &unstructured.Unstructured{}
+		u.SetGroupVersionKind(gvk)
+		b = b.Watches(u, handler.EnqueueRequestsFromMapFunc(byInstallationLabel))
+	}
+	c, err := b.Build(r)
 	if err != nil {
 		return err
 	}
@@ -253,13 +266,11 @@ func (r *MeshInstallationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 
 // NewStages is the rollout, in order. Stages this version does not carry out yet stop the
 // rollout with reason NotImplemented.
-func NewStages(c client.Client, mapper meta.RESTMapper, certManagerFound func() error) []stages.Stage {
+func NewStages(c client.Client, mapper meta.RESTMapper, kubeVersion string, certManagerFound func() error) []stages.Stage {
+	applier := &apply.Applier{Client: c, FieldManager: FieldManager}
 	return []stages.Stage{
-		&certificates.Stage{
-			Client: c, Mapper: mapper, CertManagerFound: certManagerFound,
-			Applier: &apply.Applier{Client: c, FieldManager: FieldManager},
-		},
-		notBuilt{name: meshv1.StageControlPlane, cond: meshv1.ConditionControlPlaneReady},
+		&certificates.Stage{Client: c, Mapper: mapper, CertManagerFound: certManagerFound, Applier: applier},
+		&controlplane.Stage{Client: c, Applier: applier, KubeVersion: kubeVersion},
 		notBuilt{name: meshv1.StageInjection, cond: meshv1.ConditionInjectionReady},
 		notBuilt{name: meshv1.StagePolicies, cond: meshv1.ConditionPoliciesReady},
 	}
@@ -284,6 +295,14 @@ func (r *MeshInstallationReconciler) watchCertManager() error {
 	return nil
 }
 
+// crdToMeshes maps an Istio CRD to its installation and a cert-manager CRD to every installation.
+func (r *MeshInstallationReconciler) crdToMeshes(ctx context.Context, o client.Object) []reconcile.Request {
+	if reqs := byInstallationLabel(ctx, o); len(reqs) > 0 {
+		return reqs
+	}
+	return r.requeueMeshes(ctx, o)
+}
+
 // byInstallationLabel maps an object the operator created to its MeshInstallation.
 func byInstallationLabel(_ context.Context, o client.Object) []reconcile.Request {
 	if name := o.GetLabels()[meshv1.LabelInstallation]; name != "" {
@@ -295,12 +314,19 @@ func byInstallationLabel(_ context.Context, o client.Object) []reconcile.Request
 // conflictRetry is how soon a pass that hit an optimistic-lock conflict runs again.
 const conflictRetry = 200 * time.Millisecond
 
-// CacheOptions limits what the manager caches to what the operator needs: of all Secrets, only
-// those it created (they carry its managed-by label), so memory does not grow with the cluster.
+// CacheOptions limits what the manager caches to what the operator needs: of the kinds it
+// creates (Secrets, Deployments, ConfigMaps, RBAC, webhooks…), only the objects it created (they
+// carry its managed-by label), so memory does not grow with the cluster. Managed fields are
+// dropped from every cached object.
 func CacheOptions() cache.Options {
-	return cache.Options{ByObject: map[client.Object]cache.ByObject{
-		&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{meshv1.LabelManagedBy: meshv1.ManagedByValue})},
-	}}
+	ours := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{meshv1.LabelManagedBy: meshv1.ManagedByValue})}
+	byObject := map[client.Object]cache.ByObject{&corev1.Secret{}: ours}
+	for _, gvk := range controlplane.OwnedKinds() {
+		u := &unstructured.Unstructured{}
+		u.SetGroupVersionKind(gvk)
+		byObject[u] = ours
+	}
+	return cache.Options{ByObject: byObject, DefaultTransform: cache.TransformStripManagedFields()}
 }
 
 // deletionStarted passes the update that sets deletionTimestamp, so clean-up starts at once.

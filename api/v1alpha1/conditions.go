@@ -64,6 +64,17 @@ const (
 	ReasonCAExpiringSoon = "CAExpiringSoon"
 	// ReasonCAReady means the cacerts Secret holds a valid intermediate CA.
 	ReasonCAReady = "CAReady"
+	// ReasonUnsupportedVersion means spec.version is not one this build can install; the message
+	// lists the versions it can.
+	ReasonUnsupportedVersion = "UnsupportedVersion"
+	// ReasonInvalidValues means spec.controlPlane.values make Istio's charts fail to render.
+	ReasonInvalidValues = "InvalidValues"
+	// ReasonWaitingForCRDs means Istio's CRDs are applied but not Established yet.
+	ReasonWaitingForCRDs = "WaitingForCRDs"
+	// ReasonWaitingForIstiod means istiod's Deployment is not Available at its desired replicas.
+	ReasonWaitingForIstiod = "WaitingForIstiod"
+	// ReasonControlPlaneReady means the CRDs, istiod and its webhooks are in place.
+	ReasonControlPlaneReady = "ControlPlaneReady"
 	// ReasonWaitingForPreviousStage means an earlier stage is not Ready yet, so this one has
 	// not been touched.
 	ReasonWaitingForPreviousStage = "WaitingForPreviousStage"

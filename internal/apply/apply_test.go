@@ -26,6 +26,15 @@ func TestContains(t *testing.T) {
 		"lists element by element": {
 			have: []any{map[string]any{"n": "a", "x": 1}}, want: []any{map[string]any{"n": "a"}}, ok: true,
 		},
+		"quantity the server normalised": {have: "2Gi", want: "2048Mi", ok: true},
+		"CPU written as a number":        {have: "1", want: int64(1), ok: true},
+		"different quantities":           {have: "1Gi", want: "2048Mi"},
+		"a version is not a quantity":    {have: "1.31.4", want: "1.31.5"},
+		"empty string the server omitted": {
+			have: map[string]any{"name": "X"}, want: map[string]any{"name": "X", "value": ""}, ok: true,
+		},
+		"false the server omitted":   {have: map[string]any{}, want: map[string]any{"readOnly": false}, ok: true},
+		"true is a difference":       {have: map[string]any{}, want: map[string]any{"readOnly": true}},
 		"list of another length":     {have: []any{"a", "b"}, want: []any{"a"}},
 		"map where a list is wanted": {have: map[string]any{}, want: []any{"a"}},
 	}

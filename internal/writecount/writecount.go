@@ -4,9 +4,13 @@ package writecount
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"maps"
+	"slices"
 	"sync"
 
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
@@ -14,17 +18,43 @@ import (
 
 // Counter counts writes; it is safe for concurrent use.
 type Counter struct {
-	mu     sync.Mutex
-	counts map[string]int
+	mu      sync.Mutex
+	counts  map[string]int
+	objects []string
 }
 
-func (w *Counter) add(verb string) {
+func (w *Counter) add(verb string, obj any) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.counts == nil {
 		w.counts = map[string]int{}
 	}
 	w.counts[verb]++
+	w.objects = append(w.objects, verb+" "+describe(obj))
+}
+
+// Writes lists every write since the last Reset as "verb Kind namespace/name", for messages.
+func (w *Counter) Writes() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.objects)
+}
+
+func describe(obj any) string {
+	if u, ok := obj.(interface{ GetName() *string }); ok && u.GetName() != nil {
+		return fmt.Sprintf("%T %s", obj, *u.GetName())
+	}
+	if o, ok := obj.(client.Object); ok {
+		return fmt.Sprintf("%s %s/%s", o.GetObjectKind().GroupVersionKind().Kind, o.GetNamespace(), o.GetName())
+	}
+	if u, ok := obj.(*unstructured.Unstructured); ok {
+		return fmt.Sprintf("%s %s/%s", u.GetKind(), u.GetNamespace(), u.GetName())
+	}
+	b, _ := json.Marshal(obj)
+	if len(b) > 200 {
+		b = b[:200]
+	}
+	return string(b)
 }
 
 // Total is the number of writes since the last Reset.
@@ -50,6 +80,7 @@ func (w *Counter) Reset() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.counts = nil
+	w.objects = nil
 }
 
 // Wrap returns base with every write counted. Functions set in faults replace the real call
@@ -59,57 +90,57 @@ func (w *Counter) Wrap(base client.WithWatch, faults interceptor.Funcs) client.W
 		Get:  faults.Get,
 		List: faults.List,
 		Create: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.CreateOption) error {
-			w.add("create")
+			w.add("create", o)
 			if faults.Create != nil {
 				return faults.Create(ctx, c, o, opts...)
 			}
 			return c.Create(ctx, o, opts...)
 		},
 		Update: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.UpdateOption) error {
-			w.add("update")
+			w.add("update", o)
 			if faults.Update != nil {
 				return faults.Update(ctx, c, o, opts...)
 			}
 			return c.Update(ctx, o, opts...)
 		},
 		Patch: func(ctx context.Context, c client.WithWatch, o client.Object, p client.Patch, opts ...client.PatchOption) error {
-			w.add("patch")
+			w.add("patch", o)
 			if faults.Patch != nil {
 				return faults.Patch(ctx, c, o, p, opts...)
 			}
 			return c.Patch(ctx, o, p, opts...)
 		},
 		Apply: func(ctx context.Context, c client.WithWatch, o runtime.ApplyConfiguration, opts ...client.ApplyOption) error {
-			w.add("apply")
+			w.add("apply", o)
 			if faults.Apply != nil {
 				return faults.Apply(ctx, c, o, opts...)
 			}
 			return c.Apply(ctx, o, opts...)
 		},
 		Delete: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.DeleteOption) error {
-			w.add("delete")
+			w.add("delete", o)
 			if faults.Delete != nil {
 				return faults.Delete(ctx, c, o, opts...)
 			}
 			return c.Delete(ctx, o, opts...)
 		},
 		DeleteAllOf: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.DeleteAllOfOption) error {
-			w.add("deletecollection")
+			w.add("deletecollection", o)
 			return c.DeleteAllOf(ctx, o, opts...)
 		},
 		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, o client.Object, p client.Patch, opts ...client.SubResourcePatchOption) error {
-			w.add("patch/" + sub)
+			w.add("patch/"+sub, o)
 			if faults.SubResourcePatch != nil {
 				return faults.SubResourcePatch(ctx, c, sub, o, p, opts...)
 			}
 			return c.SubResource(sub).Patch(ctx, o, p, opts...)
 		},
 		SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, o client.Object, opts ...client.SubResourceUpdateOption) error {
-			w.add("update/" + sub)
+			w.add("update/"+sub, o)
 			return c.SubResource(sub).Update(ctx, o, opts...)
 		},
 		SubResourceCreate: func(ctx context.Context, c client.Client, sub string, o, so client.Object, opts ...client.SubResourceCreateOption) error {
-			w.add("create/" + sub)
+			w.add("create/"+sub, o)
 			return c.SubResource(sub).Create(ctx, o, so, opts...)
 		},
 	})

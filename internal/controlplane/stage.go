@@ -1,0 +1,283 @@
+// Package controlplane is the second rollout stage: Istio's CRDs, istiod and its webhooks,
+// rendered from Istio's own charts (package render) and applied with server-side apply. It is
+// Ready when the CRDs are Established, istiod's Deployment is Available at its desired replicas
+// and the webhooks exist. Fields that istiod itself manages on the webhooks (caBundle, and the
+// validating webhooks' failurePolicy once istiod flips it) are never overwritten.
+package controlplane
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/apply"
+	"github.com/meshwright/meshwright/internal/certificates"
+	"github.com/meshwright/meshwright/internal/release"
+	"github.com/meshwright/meshwright/internal/render"
+	"github.com/meshwright/meshwright/internal/stages"
+)
+
+// +kubebuilder:rbac:groups=apiextensions.k8s.io,resources=customresourcedefinitions,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=serviceaccounts;services;configmaps,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=autoscaling,resources=horizontalpodautoscalers,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=clusterroles;clusterrolebindings;roles;rolebindings,verbs=get;list;watch;create;update;patch;delete;bind;escalate
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations;validatingwebhookconfigurations,verbs=get;list;watch;create;update;patch;delete
+
+// Stage is the ControlPlane stage.
+type Stage struct {
+	// Client reads from the manager's cache (unstructured objects included).
+	Client  client.Client
+	Applier *apply.Applier
+	// KubeVersion is the cluster's version, passed to the charts.
+	KubeVersion string
+}
+
+// Name implements stages.Stage.
+func (s *Stage) Name() meshv1.Stage { return meshv1.StageControlPlane }
+
+// ConditionType implements stages.Stage.
+func (s *Stage) ConditionType() string { return meshv1.ConditionControlPlaneReady }
+
+// Input is what the charts are rendered from for an installation.
+func Input(mesh *meshv1.MeshInstallation, kubeVersion string) (render.Input, error) {
+	in := render.Input{
+		Installation: mesh.Name,
+		Version:      mesh.Spec.Version,
+		Namespace:    certificates.ControlPlaneNamespace(mesh),
+		KubeVersion:  kubeVersion,
+	}
+	if in.Version == "" {
+		in.Version = release.DefaultIstioVersion
+	}
+	if v := mesh.Spec.ControlPlane.Values; v != nil && len(v.Raw) > 0 {
+		if err := json.Unmarshal(v.Raw, &in.Values); err != nil {
+			return in, fmt.Errorf("spec.controlPlane.values is not a JSON object: %w", err)
+		}
+	}
+	return in, nil
+}
+
+// Reconcile renders the charts, applies what differs, and reports readiness.
+func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (stages.Result, error) {
+	in, err := Input(mesh, s.KubeVersion)
+	if err != nil {
+		return stages.Result{State: stages.Failed, Reason: meshv1.ReasonInvalidValues, Message: err.Error()}, nil
+	}
+	objs, err := render.Render(in)
+	if uv := (*render.UnsupportedVersionError)(nil); errors.As(err, &uv) {
+		return stages.Result{State: stages.Failed, Reason: meshv1.ReasonUnsupportedVersion,
+			Message: uv.Error() + ". Set spec.version to a supported version, or leave it empty."}, nil
+	} else if err != nil {
+		return stages.Result{State: stages.Failed, Reason: meshv1.ReasonInvalidValues,
+			Message: "Istio's charts do not render with spec.controlPlane.values: " + err.Error()}, nil
+	}
+
+	var waitingCRDs []string
+	for _, shared := range objs {
+		obj := shared.DeepCopy()
+		if obj.GetKind() != "CustomResourceDefinition" && len(waitingCRDs) > 0 {
+			// Objects that may be of the new kinds wait for their CRDs.
+			break
+		}
+		current, err := s.current(ctx, obj)
+		if err != nil {
+			return stages.Result{}, err
+		}
+		keepForeignFields(obj, current)
+		if _, err := s.Applier.Apply(ctx, obj); err != nil {
+			return stages.Result{}, err
+		}
+		if obj.GetKind() == "CustomResourceDefinition" && !established(current) {
+			waitingCRDs = append(waitingCRDs, obj.GetName())
+		}
+	}
+	if len(waitingCRDs) > 0 {
+		return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonWaitingForCRDs,
+			Message: fmt.Sprintf("Waiting for %d of Istio's CRDs to be Established (%s).", len(waitingCRDs), firstFew(waitingCRDs))}, nil
+	}
+
+	dep := &unstructured.Unstructured{}
+	dep.SetGroupVersionKind(schema.GroupVersionKind{Group: "apps", Version: "v1", Kind: "Deployment"})
+	if err := s.Client.Get(ctx, client.ObjectKey{Namespace: in.Namespace, Name: "istiod"}, dep); err != nil {
+		if apierrors.IsNotFound(err) {
+			return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonWaitingForIstiod, Message: "Waiting for the istiod Deployment to be created."}, nil
+		}
+		return stages.Result{}, err
+	}
+	if ok, why := deploymentAvailable(dep); !ok {
+		return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonWaitingForIstiod,
+			Message: fmt.Sprintf("Deployment %s/istiod is not Available yet: %s.", in.Namespace, why)}, nil
+	}
+	return stages.Result{State: stages.Ready, Reason: meshv1.ReasonControlPlaneReady,
+		Message: fmt.Sprintf("Istio %s: %d objects applied, CRDs Established, istiod Available, webhooks in place.", in.Version, len(objs))}, nil
+}
+
+// current reads the object as it is in the cluster; nil when it does not exist.
+func (s *Stage) current(ctx context.Context, obj *unstructured.Unstructured) (*unstructured.Unstructured, error) {
+	cur := &unstructured.Unstructured{}
+	cur.SetGroupVersionKind(obj.GroupVersionKind())
+	if err := s.Client.Get(ctx, client.ObjectKeyFromObject(obj), cur); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("reading %s %s: %w", obj.GetKind(), obj.GetName(), err)
+	}
+	return cur, nil
+}
+
+// keepForeignFields copies into desired the webhook fields istiod manages, from the object in
+// the cluster: its caBundle, and for validating webhooks the failurePolicy it raises to Fail
+// once it serves. Applying them unchanged keeps the operator from fighting istiod.
+func keepForeignFields(desired, current *unstructured.Unstructured) {
+	kind := desired.GetKind()
+	if current == nil || (kind != "MutatingWebhookConfiguration" && kind != "ValidatingWebhookConfiguration") {
+		return
+	}
+	have, _, _ := unstructured.NestedSlice(current.Object, "webhooks")
+	byName := map[string]map[string]any{}
+	for _, h := range have {
+		if m, ok := h.(map[string]any); ok {
+			name, _ := m["name"].(string)
+			byName[name] = m
+		}
+	}
+	want, _, _ := unstructured.NestedSlice(desired.Object, "webhooks")
+	for i, w := range want {
+		wm, ok := w.(map[string]any)
+		if !ok {
+			continue
+		}
+		name, _ := wm["name"].(string)
+		hm, ok := byName[name]
+		if !ok {
+			continue
+		}
+		if bundle, found, _ := unstructured.NestedString(hm, "clientConfig", "caBundle"); found && bundle != "" {
+			_ = unstructured.SetNestedField(wm, bundle, "clientConfig", "caBundle")
+		}
+		if kind == "ValidatingWebhookConfiguration" {
+			if fp, ok := hm["failurePolicy"]; ok {
+				wm["failurePolicy"] = fp
+			}
+		}
+		want[i] = wm
+	}
+	_ = unstructured.SetNestedSlice(desired.Object, want, "webhooks")
+}
+
+func established(crd *unstructured.Unstructured) bool {
+	if crd == nil {
+		return false
+	}
+	return conditionTrue(crd, "Established")
+}
+
+func conditionTrue(u *unstructured.Unstructured, condType string) bool {
+	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+	for _, c := range conds {
+		m, _ := c.(map[string]any)
+		if m["type"] == condType {
+			return m["status"] == "True"
+		}
+	}
+	return false
+}
+
+// deploymentAvailable is true when the current generation is rolled out and every desired
+// replica is available.
+func deploymentAvailable(dep *unstructured.Unstructured) (bool, string) {
+	gen := dep.GetGeneration()
+	observed, _, _ := unstructured.NestedInt64(dep.Object, "status", "observedGeneration")
+	if observed < gen {
+		return false, "the new spec is not rolled out yet"
+	}
+	want, found, _ := unstructured.NestedInt64(dep.Object, "spec", "replicas")
+	if !found {
+		want = 1
+	}
+	updated, _, _ := unstructured.NestedInt64(dep.Object, "status", "updatedReplicas")
+	available, _, _ := unstructured.NestedInt64(dep.Object, "status", "availableReplicas")
+	if updated < want || available < want {
+		return false, fmt.Sprintf("%d of %d replicas updated, %d available", updated, want, available)
+	}
+	if !conditionTrue(dep, "Available") {
+		return false, "its Available condition is not True"
+	}
+	return true, ""
+}
+
+func firstFew(names []string) string {
+	if len(names) > 3 {
+		return strings.Join(names[:3], ", ") + ", …"
+	}
+	return strings.Join(names, ", ")
+}
+
+// Cleanup deletes what the charts created, webhooks first and the namespace-scoped objects
+// after. Istio's CRDs are kept: deleting a CRD deletes every user's policy of that kind.
+func (s *Stage) Cleanup(ctx context.Context, mesh *meshv1.MeshInstallation) (bool, error) {
+	in, err := Input(mesh, s.KubeVersion)
+	if err != nil {
+		return true, nil // nothing could have been rendered from these values
+	}
+	objs, err := render.Render(in)
+	if err != nil {
+		return true, nil
+	}
+	remaining := 0
+	for i := len(objs) - 1; i >= 0; i-- {
+		obj := objs[i]
+		cur, err := s.current(ctx, obj)
+		if err != nil {
+			return false, err
+		}
+		if cur == nil || cur.GetLabels()[meshv1.LabelInstallation] != mesh.Name {
+			continue // gone, or not ours
+		}
+		if obj.GetKind() == "CustomResourceDefinition" {
+			// Kept, and handed over: without the operator's labels nothing marks it as ours.
+			patch := []byte(`{"metadata":{"labels":{"` + meshv1.LabelManagedBy + `":null,"` + meshv1.LabelInstallation + `":null,"` + render.LabelComponent + `":null}}}`)
+			if err := s.Client.Patch(ctx, cur, client.RawPatch(types.MergePatchType, patch)); err != nil && !apierrors.IsNotFound(err) {
+				return false, fmt.Errorf("releasing CRD %s: %w", cur.GetName(), err)
+			}
+			continue
+		}
+		remaining++
+		if cur.GetDeletionTimestamp() != nil {
+			continue
+		}
+		if err := s.Client.Delete(ctx, cur); err != nil && !apierrors.IsNotFound(err) {
+			return false, fmt.Errorf("deleting %s %s: %w", cur.GetKind(), cur.GetName(), err)
+		}
+	}
+	return remaining == 0, nil
+}
+
+// OwnedKinds are the kinds the charts render, which the controller watches (by label) so that
+// an edited or deleted object is restored.
+func OwnedKinds() []schema.GroupVersionKind {
+	return []schema.GroupVersionKind{
+		{Group: "", Version: "v1", Kind: "ServiceAccount"},
+		{Group: "", Version: "v1", Kind: "ConfigMap"},
+		{Group: "", Version: "v1", Kind: "Service"},
+		{Group: "apps", Version: "v1", Kind: "Deployment"},
+		{Group: "autoscaling", Version: "v2", Kind: "HorizontalPodAutoscaler"},
+		{Group: "rbac.authorization.k8s.io", Version: "v1", Kind: "ClusterRole"},
+		{Group: "rbac.authorization.k8s.io", Version: "v1", Kind: "ClusterRoleBinding"},
+		{Group: "rbac.authorization.k8s.io", Version: "v1", Kind: "Role"},
+		{Group: "rbac.authorization.k8s.io", Version: "v1", Kind: "RoleBinding"},
+		{Group: "admissionregistration.k8s.io", Version: "v1", Kind: "MutatingWebhookConfiguration"},
+		{Group: "admissionregistration.k8s.io", Version: "v1", Kind: "ValidatingWebhookConfiguration"},
+	}
+}

@@ -1,0 +1,273 @@
+// Package render turns Istio's own Helm charts into the objects of the control plane, in
+// process, with the Helm SDK. The charts are compiled into the operator from Istio's Go module
+// (istio.io/istio/manifests), so installing needs no chart repository and no network. Rendering
+// is a pure function of its Input, and its result is memoised: parsing Istio's CRDs costs close
+// to a second, and an unchanged spec must not pay it on every pass.
+package render
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"path"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+
+	"helm.sh/helm/v3/pkg/chart"
+	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/engine"
+	"istio.io/istio/manifests"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/yaml"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/release"
+)
+
+// Hub is where the pinned Istio images come from. Istio's charts at an unreleased commit default
+// to a testing registry; the operator always sets the release's hub and tag.
+const Hub = "docker.io/istio"
+
+// LabelComponent names the chart an object was rendered from.
+const LabelComponent = "meshwright.io/component"
+
+// Component is one of Istio's charts, installed as one Helm release would be.
+type Component struct {
+	// Name is the release name and the value of LabelComponent.
+	Name string
+	// Chart is the chart's directory in Istio's embedded manifests.
+	Chart string
+}
+
+// Components are the charts of the control plane, in install order.
+var Components = []Component{
+	{Name: "base", Chart: "charts/base"},
+	{Name: "istiod", Chart: "charts/istio-control/istio-discovery"},
+}
+
+// Input is everything a render depends on.
+type Input struct {
+	// Installation names the MeshInstallation; it labels every object.
+	Installation string
+	// Version is the Istio release; it must be one of SupportedVersions.
+	Version string
+	// Namespace is the control-plane namespace.
+	Namespace string
+	// KubeVersion is the cluster's version, for charts that branch on it (e.g. "v1.37.2").
+	KubeVersion string
+	// Values are the user's Helm values (spec.controlPlane.values), merged over the defaults.
+	Values map[string]any
+}
+
+// UnsupportedVersionError says the operator cannot render the requested version.
+type UnsupportedVersionError struct{ Version string }
+
+func (e *UnsupportedVersionError) Error() string {
+	return fmt.Sprintf("Istio %s cannot be installed by this build of Meshwright; supported versions: %s",
+		e.Version, strings.Join(SupportedVersions(), ", "))
+}
+
+// SupportedVersions are the Istio versions whose charts this build embeds.
+func SupportedVersions() []string { return []string{release.DefaultIstioVersion} }
+
+// DefaultValues are the operator's values for a component, under the user's: the release's
+// images and the control-plane namespace. The mesh CA needs no value: istiod mounts the
+// cacerts Secret when it exists.
+func DefaultValues(in Input) map[string]any {
+	return map[string]any{
+		"global": map[string]any{
+			"hub":            Hub,
+			"tag":            in.Version,
+			"istioNamespace": in.Namespace,
+		},
+	}
+}
+
+var (
+	memoMu  sync.Mutex
+	memoKey [32]byte
+	memoOut []*unstructured.Unstructured
+)
+
+// Render renders every component and returns its objects in apply order (CRDs first, webhooks
+// last), each labelled with the operator's labels. The result is shared: callers must not
+// modify the objects (DeepCopy them first).
+func Render(in Input) ([]*unstructured.Unstructured, error) {
+	if !slices.Contains(SupportedVersions(), in.Version) {
+		return nil, &UnsupportedVersionError{Version: in.Version}
+	}
+	keyJSON, err := json.Marshal(in)
+	if err != nil {
+		return nil, err
+	}
+	key := sha256.Sum256(keyJSON)
+	memoMu.Lock()
+	defer memoMu.Unlock()
+	if key == memoKey && memoOut != nil {
+		return memoOut, nil
+	}
+	var out []*unstructured.Unstructured
+	for _, c := range Components {
+		objs, err := renderComponent(c, in)
+		if err != nil {
+			return nil, fmt.Errorf("rendering Istio's %s chart: %w", c.Name, err)
+		}
+		out = append(out, objs...)
+	}
+	sortForApply(out)
+	memoKey, memoOut = key, out
+	return out, nil
+}
+
+func renderComponent(c Component, in Input) ([]*unstructured.Unstructured, error) {
+	chrt, err := loadChart(c.Chart)
+	if err != nil {
+		return nil, err
+	}
+	caps := chartutil.DefaultCapabilities.Copy()
+	if in.KubeVersion != "" {
+		kv, err := chartutil.ParseKubeVersion(in.KubeVersion)
+		if err != nil {
+			return nil, fmt.Errorf("kube version %q: %w", in.KubeVersion, err)
+		}
+		caps.KubeVersion = *kv
+	}
+	values := chartutil.CoalesceTables(deepCopy(in.Values), DefaultValues(in))
+	rv, err := chartutil.ToRenderValues(chrt, values, chartutil.ReleaseOptions{
+		Name: c.Name, Namespace: in.Namespace, Revision: 1, IsInstall: true,
+	}, caps)
+	if err != nil {
+		return nil, err
+	}
+	files, err := engine.Render(chrt, rv)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(files))
+	for name := range files {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var out []*unstructured.Unstructured
+	for _, name := range names {
+		if !strings.HasSuffix(name, ".yaml") && !strings.HasSuffix(name, ".yml") {
+			continue // NOTES.txt and helpers
+		}
+		objs, err := decode(files[name])
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		for _, o := range objs {
+			if o.GetNamespace() == "" && namespaced(o.GetKind()) {
+				o.SetNamespace(in.Namespace)
+			}
+			labels := o.GetLabels()
+			if labels == nil {
+				labels = map[string]string{}
+			}
+			labels[meshv1.LabelManagedBy] = meshv1.ManagedByValue
+			labels[meshv1.LabelInstallation] = in.Installation
+			labels[LabelComponent] = c.Name
+			o.SetLabels(labels)
+			out = append(out, o)
+		}
+	}
+	return out, nil
+}
+
+var (
+	chartsMu sync.Mutex
+	charts   = map[string]*chart.Chart{}
+)
+
+// loadChart reads a chart from the embedded manifests, once.
+func loadChart(dir string) (*chart.Chart, error) {
+	chartsMu.Lock()
+	defer chartsMu.Unlock()
+	if c, ok := charts[dir]; ok {
+		return c, nil
+	}
+	var files []*loader.BufferedFile
+	err := fs.WalkDir(manifests.FS, dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := fs.ReadFile(manifests.FS, p)
+		if err != nil {
+			return err
+		}
+		files = append(files, &loader.BufferedFile{Name: strings.TrimPrefix(p, dir+"/"), Data: data})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	c, err := loader.LoadFiles(files)
+	if err != nil {
+		return nil, fmt.Errorf("loading chart %s: %w", path.Base(dir), err)
+	}
+	charts[dir] = c
+	return c, nil
+}
+
+func decode(doc string) ([]*unstructured.Unstructured, error) {
+	dec := yaml.NewYAMLOrJSONDecoder(bytes.NewReader([]byte(doc)), 4096)
+	var out []*unstructured.Unstructured
+	for {
+		obj := map[string]any{}
+		if err := dec.Decode(&obj); err != nil {
+			if errors.Is(err, io.EOF) {
+				return out, nil
+			}
+			return nil, err
+		}
+		if len(obj) == 0 {
+			continue
+		}
+		out = append(out, &unstructured.Unstructured{Object: obj})
+	}
+}
+
+// applyOrder ranks kinds the way Helm installs them: what others depend on first.
+var applyOrder = []string{
+	"CustomResourceDefinition", "Namespace", "ServiceAccount", "Secret", "ConfigMap",
+	"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Service", "Deployment",
+	"HorizontalPodAutoscaler", "PodDisruptionBudget", "ValidatingAdmissionPolicy",
+	"ValidatingAdmissionPolicyBinding", "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration",
+}
+
+func rank(kind string) int {
+	if i := slices.Index(applyOrder, kind); i >= 0 {
+		return i
+	}
+	return len(applyOrder)
+}
+
+func sortForApply(objs []*unstructured.Unstructured) {
+	sort.SliceStable(objs, func(i, j int) bool { return rank(objs[i].GetKind()) < rank(objs[j].GetKind()) })
+}
+
+// clusterScoped are the kinds Istio's charts render that have no namespace.
+var clusterScoped = []string{
+	"CustomResourceDefinition", "Namespace", "ClusterRole", "ClusterRoleBinding",
+	"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration",
+	"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
+}
+
+func namespaced(kind string) bool { return !slices.Contains(clusterScoped, kind) }
+
+// deepCopy copies the user's values: Helm's coalescing writes into the map it is given.
+func deepCopy(m map[string]any) map[string]any {
+	if m == nil {
+		return map[string]any{}
+	}
+	return runtime.DeepCopyJSON(m)
+}
