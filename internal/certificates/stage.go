@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
@@ -181,6 +182,19 @@ func (s *Stage) Cleanup(ctx context.Context, mesh *meshv1.MeshInstallation) (boo
 		}
 	}
 	ns := ControlPlaneNamespace(mesh)
+	// The namespace stays (it may hold objects that are not ours) but is handed back: without
+	// the operator's labels nothing marks it as the operator's.
+	// Read as unstructured, like the applier does, so one informer serves both.
+	namespace := &unstructured.Unstructured{}
+	namespace.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+	if err := s.Client.Get(ctx, client.ObjectKey{Name: ns}, namespace); err != nil && !apierrors.IsNotFound(err) {
+		return false, err
+	} else if err == nil && namespace.GetLabels()[meshv1.LabelInstallation] == mesh.Name {
+		patch := []byte(`{"metadata":{"labels":{"` + meshv1.LabelManagedBy + `":null,"` + meshv1.LabelInstallation + `":null}}}`)
+		if err := s.Client.Patch(ctx, namespace, client.RawPatch(types.MergePatchType, patch)); err != nil && !apierrors.IsNotFound(err) {
+			return false, fmt.Errorf("releasing namespace %s: %w", ns, err)
+		}
+	}
 	for _, name := range []string{CASecret, RootSecret} {
 		secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
 		existing := &corev1.Secret{}

@@ -107,6 +107,10 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 			Message: fmt.Sprintf("Waiting for %d of Istio's CRDs to be Established (%s).", len(waitingCRDs), firstFew(waitingCRDs))}, nil
 	}
 
+	if err := s.prune(ctx, mesh.Name, objs); err != nil {
+		return stages.Result{}, err
+	}
+
 	dep := &unstructured.Unstructured{}
 	dep.SetGroupVersionKind(schema.GroupVersionKind{Group: "apps", Version: "v1", Kind: "Deployment"})
 	if err := s.Client.Get(ctx, client.ObjectKey{Namespace: in.Namespace, Name: "istiod"}, dep); err != nil {
@@ -121,6 +125,39 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 	}
 	return stages.Result{State: stages.Ready, Reason: meshv1.ReasonControlPlaneReady,
 		Message: fmt.Sprintf("Istio %s: %d objects applied, CRDs Established, istiod Available, webhooks in place.", in.Version, len(objs))}, nil
+}
+
+// prune deletes objects an earlier render of this installation produced and the current one
+// does not (an HPA once autoscaling is turned off, say). The inventory is the cluster itself:
+// every chart object carries the installation and component labels, and the cache holds
+// exactly the labelled objects. CRDs are never pruned: deleting one deletes users' policies.
+func (s *Stage) prune(ctx context.Context, installation string, desired []*unstructured.Unstructured) error {
+	want := make(map[string]bool, len(desired))
+	for _, o := range desired {
+		want[objectKey(o)] = true
+	}
+	for _, gvk := range OwnedKinds() {
+		list := &unstructured.UnstructuredList{}
+		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
+		if err := s.Client.List(ctx, list, client.MatchingLabels{meshv1.LabelInstallation: installation}, client.HasLabels{render.LabelComponent}); err != nil {
+			return fmt.Errorf("listing %s to prune: %w", gvk.Kind, err)
+		}
+		for i := range list.Items {
+			o := &list.Items[i]
+			o.SetGroupVersionKind(gvk)
+			if want[objectKey(o)] || o.GetDeletionTimestamp() != nil {
+				continue
+			}
+			if err := s.Client.Delete(ctx, o); err != nil && !apierrors.IsNotFound(err) {
+				return fmt.Errorf("pruning %s %s/%s: %w", gvk.Kind, o.GetNamespace(), o.GetName(), err)
+			}
+		}
+	}
+	return nil
+}
+
+func objectKey(o *unstructured.Unstructured) string {
+	return o.GetKind() + "/" + o.GetNamespace() + "/" + o.GetName()
 }
 
 // current reads the object as it is in the cluster; nil when it does not exist.

@@ -227,19 +227,8 @@ func (c *Cluster) start(ctx context.Context, opts Options) (err error) {
 	}
 	watched := []*process{etcd, apiserver, kcm, sched, kwok}
 
-	// cert-manager: CRDs first (the controller's informers need them), then the controller.
 	if !opts.WithoutCertManager {
-		if err := ensureNamespace(ctx, kc, CertManagerNamespace); err != nil {
-			return err
-		}
-		crds, err := filepath.Glob(filepath.Join(opts.BinDir, "cert-manager-crds", "*.yaml"))
-		if err != nil || len(crds) == 0 {
-			return fmt.Errorf("cert-manager CRDs not found under %s (run `make cluster-bins`)", opts.BinDir)
-		}
-		if err := ApplyFiles(ctx, c.RESTConfig(), crds...); err != nil {
-			return fmt.Errorf("installing cert-manager CRDs: %w", err)
-		}
-		cm, err := start("certmanager", "--kubeconfig="+c.Kubeconfig, "--cluster-resource-namespace="+CertManagerNamespace)
+		cm, err := c.startCertManager(ctx, opts.BinDir, logDir, opts.Detached)
 		if err != nil {
 			return err
 		}
@@ -276,6 +265,43 @@ func (c *Cluster) start(ctx context.Context, opts Options) (err error) {
 		return err
 	}
 	return c.save()
+}
+
+// StartCertManager installs cert-manager's CRDs and starts its controller in a cluster started
+// without it, as a user installing cert-manager after the operator would.
+func (c *Cluster) StartCertManager(ctx context.Context) error {
+	bin, err := DefaultBinDir()
+	if err != nil {
+		return err
+	}
+	_, err = c.startCertManager(ctx, bin, filepath.Join(c.Dir, "logs"), false)
+	return err
+}
+
+// startCertManager applies the CRDs first (the controller's informers need them), then starts
+// the controller.
+func (c *Cluster) startCertManager(ctx context.Context, binDir, logDir string, detached bool) (*process, error) {
+	kc, err := kubernetes.NewForConfig(c.RESTConfig())
+	if err != nil {
+		return nil, err
+	}
+	if err := ensureNamespace(ctx, kc, CertManagerNamespace); err != nil {
+		return nil, err
+	}
+	crds, err := filepath.Glob(filepath.Join(binDir, "cert-manager-crds", "*.yaml"))
+	if err != nil || len(crds) == 0 {
+		return nil, fmt.Errorf("cert-manager CRDs not found under %s (run `make cluster-bins`)", binDir)
+	}
+	if err := ApplyFiles(ctx, c.RESTConfig(), crds...); err != nil {
+		return nil, fmt.Errorf("installing cert-manager CRDs: %w", err)
+	}
+	proc, err := startProcess("certmanager", filepath.Join(binDir, "certmanager"),
+		[]string{"--kubeconfig=" + c.Kubeconfig, "--cluster-resource-namespace=" + CertManagerNamespace}, nil, logDir, detached)
+	if err != nil {
+		return nil, err
+	}
+	c.Processes = append(c.Processes, proc)
+	return proc, c.save()
 }
 
 // Load reads back a cluster that `localcluster up` left running in dir.

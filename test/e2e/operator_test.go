@@ -36,38 +36,7 @@ import (
 // a cluster, applies config/samples/ and reads the result back from the API server.
 func TestOperatorReportsTheSample(t *testing.T) {
 	ctx := context.Background()
-	if err := cluster.ApplyFiles(ctx, lc.RESTConfig(), filepath.Join(repoRoot, "config", "crd", "bases", "meshwright.io_meshinstallations.yaml")); err != nil {
-		t.Fatal(err)
-	}
-
-	logPath := filepath.Join(t.TempDir(), "manager.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logFile.Close()
-	mgr := exec.Command(managerBin, "--kubeconfig="+lc.Kubeconfig,
-		"--metrics-bind-address=127.0.0.1:0", "--metrics-secure=false",
-		"--health-probe-bind-address=127.0.0.1:0",
-		"--leader-elect", "--leader-election-namespace=default", "--zap-log-level=debug")
-	mgr.Stdout, mgr.Stderr = logFile, logFile
-	mgr.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := mgr.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- mgr.Wait() }()
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			_ = mgr.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			t.Logf("operator log:\n%s", b)
-		}
-	})
+	op := runOperator(t, lc)
 
 	if err := cluster.ApplyFiles(ctx, lc.RESTConfig(), filepath.Join(repoRoot, "config", "samples", "meshwright_v1alpha1_meshinstallation.yaml")); err != nil {
 		t.Fatal(err)
@@ -180,7 +149,7 @@ func TestOperatorReportsTheSample(t *testing.T) {
 	for _, list := range []client.ObjectList{&cmv1.CertificateList{}, &cmv1.IssuerList{}, &corev1.SecretList{},
 		&appsv1.DeploymentList{}, &corev1.ConfigMapList{}, &corev1.ServiceList{}, &corev1.ServiceAccountList{},
 		&rbacv1.ClusterRoleList{}, &rbacv1.ClusterRoleBindingList{}, &admissionv1.MutatingWebhookConfigurationList{},
-		&admissionv1.ValidatingWebhookConfigurationList{}, &apiextensionsv1.CustomResourceDefinitionList{}} {
+		&admissionv1.ValidatingWebhookConfigurationList{}, &apiextensionsv1.CustomResourceDefinitionList{}, &corev1.NamespaceList{}} {
 		eventually(t, 30*time.Second, fmt.Sprintf("no %T with the operator's labels", list), func() (bool, error) {
 			if err := k8s.List(ctx, list, owned); err != nil {
 				return false, err
@@ -203,17 +172,71 @@ func TestOperatorReportsTheSample(t *testing.T) {
 	}
 
 	// SIGTERM stops it cleanly, within its graceful-shutdown timeout.
-	if err := mgr.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := op.stop(syscall.SIGTERM, 45*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-exited:
-		stopped = true
-		if err != nil {
-			t.Fatalf("the operator exited with %v on SIGTERM", err)
+}
+
+// operator is the operator binary running against a local cluster.
+type operator struct {
+	cmd    *exec.Cmd
+	exited chan error
+	done   bool
+}
+
+// runOperator installs the CRD and starts the operator binary as it runs in a cluster (leader
+// election on); it is killed at the end of the test, and its log shown if the test failed.
+func runOperator(t *testing.T, cl *cluster.Cluster) *operator {
+	t.Helper()
+	ctx := context.Background()
+	if err := cluster.ApplyFiles(ctx, cl.RESTConfig(), filepath.Join(repoRoot, "config", "crd", "bases", "meshwright.io_meshinstallations.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(t.TempDir(), "manager.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(managerBin, "--kubeconfig="+cl.Kubeconfig,
+		"--metrics-bind-address=127.0.0.1:0", "--metrics-secure=false",
+		"--health-probe-bind-address=127.0.0.1:0",
+		"--leader-elect", "--leader-election-namespace=default", "--zap-log-level=debug")
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	op := &operator{cmd: cmd, exited: make(chan error, 1)}
+	go func() { op.exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = op.stop(syscall.SIGKILL, 10*time.Second)
+		logFile.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("operator log:\n%s", b)
 		}
-	case <-time.After(45 * time.Second):
-		t.Fatal("the operator did not exit within 45s of SIGTERM")
+	})
+	return op
+}
+
+// stop signals the operator and waits for it to exit; an error if it does not in time or
+// exits with a failure after SIGTERM.
+func (o *operator) stop(sig syscall.Signal, timeout time.Duration) error {
+	if o.done {
+		return nil
+	}
+	if err := o.cmd.Process.Signal(sig); err != nil {
+		return err
+	}
+	select {
+	case err := <-o.exited:
+		o.done = true
+		if sig == syscall.SIGTERM && err != nil {
+			return fmt.Errorf("the operator exited with %v on SIGTERM", err)
+		}
+		return nil
+	case <-time.After(timeout):
+		return fmt.Errorf("the operator did not exit within %s of %s", timeout, sig)
 	}
 }
 

@@ -1,0 +1,230 @@
+package e2e
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	admissionv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/test/cluster"
+)
+
+// applySample applies config/samples/ to a cluster and removes it at the end of the test.
+func applySample(t *testing.T, c client.Client, cl *cluster.Cluster) {
+	t.Helper()
+	ctx := context.Background()
+	if err := cluster.ApplyFiles(ctx, cl.RESTConfig(), filepath.Join(repoRoot, "config", "samples", "meshwright_v1alpha1_meshinstallation.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		m := &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}}
+		_ = c.Delete(ctx, m)
+		deadline := time.Now().Add(30 * time.Second)
+		for time.Now().Before(deadline) {
+			if apierrors.IsNotFound(c.Get(ctx, client.ObjectKey{Name: "default"}, m)) {
+				return
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		t.Errorf("the sample MeshInstallation was not removed within 30s")
+	})
+}
+
+// waitCondition waits for a condition of the sample to have the given status and reason.
+func waitCondition(t *testing.T, c client.Client, condType string, status metav1.ConditionStatus, reason string, timeout time.Duration) *meshv1.MeshInstallation {
+	t.Helper()
+	mesh := &meshv1.MeshInstallation{}
+	eventually(t, timeout, condType+"="+string(status)+"/"+reason, func() (bool, error) {
+		if err := c.Get(context.Background(), client.ObjectKey{Name: "default"}, mesh); err != nil {
+			return false, err
+		}
+		cond := meta.FindStatusCondition(mesh.Status.Conditions, condType)
+		return cond != nil && cond.Status == status && cond.Reason == reason && cond.ObservedGeneration == mesh.Generation, nil
+	})
+	return mesh
+}
+
+// TestControlPlaneDriftIsUndone edits and deletes what the operator owns, as a person or
+// another tool might, and checks that it is restored while fields istiod owns are left alone.
+func TestControlPlaneDriftIsUndone(t *testing.T) {
+	ctx := context.Background()
+	runOperator(t, lc)
+	applySample(t, k8s, lc)
+	waitCondition(t, k8s, meshv1.ConditionControlPlaneReady, metav1.ConditionTrue, meshv1.ReasonControlPlaneReady, 120*time.Second)
+
+	// Someone changes istiod's image: it is set back.
+	dep := &appsv1.Deployment{}
+	key := client.ObjectKey{Namespace: "istio-system", Name: "istiod"}
+	if err := k8s.Get(ctx, key, dep); err != nil {
+		t.Fatal(err)
+	}
+	pinned := dep.Spec.Template.Spec.Containers[0].Image
+	dep.Spec.Template.Spec.Containers[0].Image = "registry.example/evil:1"
+	if err := k8s.Update(ctx, dep, client.FieldOwner("someone")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "istiod's image to be restored to "+pinned, func() (bool, error) {
+		if err := k8s.Get(ctx, key, dep); err != nil {
+			return false, err
+		}
+		return dep.Spec.Template.Spec.Containers[0].Image == pinned, nil
+	})
+
+	// Someone deletes istiod's mesh ConfigMap: it is recreated.
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "istio-system", Name: "istio"}}
+	if err := k8s.Delete(ctx, cm); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "ConfigMap istio-system/istio to be recreated", func() (bool, error) {
+		err := k8s.Get(ctx, client.ObjectKeyFromObject(cm), cm)
+		return err == nil, client.IgnoreNotFound(err)
+	})
+
+	// istiod patches the webhooks' caBundle and raises the validator's failurePolicy to Fail; a
+	// user labels a webhook. None of it is reverted, even by a pass that applies other changes.
+	bundle := []byte("-----BEGIN CERTIFICATE-----\nistiod\n-----END CERTIFICATE-----\n")
+	mwh := &admissionv1.MutatingWebhookConfiguration{}
+	if err := k8s.Get(ctx, client.ObjectKey{Name: "istio-sidecar-injector"}, mwh); err != nil {
+		t.Fatal(err)
+	}
+	for i := range mwh.Webhooks {
+		mwh.Webhooks[i].ClientConfig.CABundle = bundle
+	}
+	if mwh.Labels == nil {
+		mwh.Labels = map[string]string{}
+	}
+	mwh.Labels["team"] = "platform"
+	if err := k8s.Update(ctx, mwh, client.FieldOwner("pilot-discovery")); err != nil {
+		t.Fatal(err)
+	}
+	vwh := &admissionv1.ValidatingWebhookConfiguration{}
+	if err := k8s.Get(ctx, client.ObjectKey{Name: "istio-validator-istio-system"}, vwh); err != nil {
+		t.Fatal(err)
+	}
+	fail := admissionv1.Fail
+	for i := range vwh.Webhooks {
+		vwh.Webhooks[i].FailurePolicy = &fail
+		vwh.Webhooks[i].ClientConfig.CABundle = bundle
+	}
+	if err := k8s.Update(ctx, vwh, client.FieldOwner("pilot-discovery")); err != nil {
+		t.Fatal(err)
+	}
+	// A spec change makes the next pass re-render and compare every object.
+	setVersion(t, "")
+	waitCondition(t, k8s, meshv1.ConditionControlPlaneReady, metav1.ConditionTrue, meshv1.ReasonControlPlaneReady, 60*time.Second)
+	if err := k8s.Get(ctx, client.ObjectKey{Name: "istio-sidecar-injector"}, mwh); err != nil {
+		t.Fatal(err)
+	}
+	if mwh.Labels["team"] != "platform" || string(mwh.Webhooks[0].ClientConfig.CABundle) != string(bundle) {
+		t.Fatalf("the operator reverted fields it does not own on the injector webhook: labels %v, caBundle %q", mwh.Labels, mwh.Webhooks[0].ClientConfig.CABundle)
+	}
+	if err := k8s.Get(ctx, client.ObjectKey{Name: "istio-validator-istio-system"}, vwh); err != nil {
+		t.Fatal(err)
+	}
+	if *vwh.Webhooks[0].FailurePolicy != admissionv1.Fail {
+		t.Fatalf("the operator reverted istiod's failurePolicy to %s", *vwh.Webhooks[0].FailurePolicy)
+	}
+
+	// Turning autoscaling off in the values removes the HPA the earlier render made (pruning),
+	// and sets istiod's replicas; turning it back on restores the HPA.
+	hpaKey := client.ObjectKey{Namespace: "istio-system", Name: "istiod"}
+	if err := k8s.Get(ctx, hpaKey, &autoscalingv2.HorizontalPodAutoscaler{}); err != nil {
+		t.Fatalf("the default render should have an HPA: %v", err)
+	}
+	setValues(t, `{"pilot":{"autoscaleEnabled":false,"replicaCount":2}}`)
+	waitCondition(t, k8s, meshv1.ConditionControlPlaneReady, metav1.ConditionTrue, meshv1.ReasonControlPlaneReady, 60*time.Second)
+	eventually(t, 30*time.Second, "the HPA to be pruned", func() (bool, error) {
+		err := k8s.Get(ctx, hpaKey, &autoscalingv2.HorizontalPodAutoscaler{})
+		return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
+	})
+	if err := k8s.Get(ctx, key, dep); err != nil || dep.Spec.Replicas == nil || *dep.Spec.Replicas != 2 {
+		t.Fatalf("istiod replicas = %v (%v), want 2 from the values", dep.Spec.Replicas, err)
+	}
+	setValues(t, "null")
+	eventually(t, 30*time.Second, "the HPA to come back", func() (bool, error) {
+		err := k8s.Get(ctx, hpaKey, &autoscalingv2.HorizontalPodAutoscaler{})
+		return err == nil, client.IgnoreNotFound(err)
+	})
+	waitCondition(t, k8s, meshv1.ConditionControlPlaneReady, metav1.ConditionTrue, meshv1.ReasonControlPlaneReady, 60*time.Second)
+
+	// A version this build cannot install is reported, with the versions it can; setting it
+	// back recovers.
+	setVersion(t, "1.20.0")
+	mesh := waitCondition(t, k8s, meshv1.ConditionControlPlaneReady, metav1.ConditionFalse, meshv1.ReasonUnsupportedVersion, 60*time.Second)
+	if msg := meta.FindStatusCondition(mesh.Status.Conditions, meshv1.ConditionControlPlaneReady).Message; !strings.Contains(msg, "1.31.4") {
+		t.Fatalf("the UnsupportedVersion message does not list the supported versions: %q", msg)
+	}
+	setVersion(t, "")
+	waitCondition(t, k8s, meshv1.ConditionControlPlaneReady, metav1.ConditionTrue, meshv1.ReasonControlPlaneReady, 60*time.Second)
+}
+
+// setVersion sets the sample's spec.version (empty: the default) with a merge patch.
+func setVersion(t *testing.T, v string) {
+	t.Helper()
+	patch := `{"spec":{"version":null}}`
+	if v != "" {
+		patch = `{"spec":{"version":"` + v + `"}}`
+	}
+	m := &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}}
+	if err := k8s.Patch(context.Background(), m, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
+		t.Fatal(err)
+	}
+	if v == "" {
+		// No generation change when it was already unset: touch an annotation so a pass runs.
+		touch := `{"metadata":{"annotations":{"e2e.meshwright.io/touched":"` + time.Now().Format(time.RFC3339Nano) + `"}}}`
+		if err := k8s.Patch(context.Background(), m, client.RawPatch(types.MergePatchType, []byte(touch))); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// setValues sets the sample's spec.controlPlane.values (a JSON object, or null to remove them).
+func setValues(t *testing.T, values string) {
+	t.Helper()
+	m := &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}}
+	patch := `{"spec":{"controlPlane":{"values":` + values + `}}}`
+	if err := k8s.Patch(context.Background(), m, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCertManagerInstalledLater: without cert-manager the rollout reports CertManagerNotFound;
+// installing cert-manager lets it continue with no restart of the operator.
+func TestCertManagerInstalledLater(t *testing.T) {
+	ctx := context.Background()
+	bare, err := cluster.Start(ctx, cluster.Options{WithoutCertManager: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(bare.Stop)
+	c, err := client.New(bare.RESTConfig(), client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runOperator(t, bare)
+	applySample(t, c, bare)
+	mesh := waitCondition(t, c, meshv1.ConditionCertificatesReady, metav1.ConditionFalse, meshv1.ReasonCertManagerNotFound, 60*time.Second)
+	if msg := meta.FindStatusCondition(mesh.Status.Conditions, meshv1.ConditionReady).Message; !strings.Contains(msg, "Install cert-manager") {
+		t.Fatalf("Ready does not say how to fix it: %q", msg)
+	}
+	if meta.FindStatusCondition(mesh.Status.Conditions, meshv1.ConditionControlPlaneReady).Reason != meshv1.ReasonWaitingForPreviousStage {
+		t.Fatal("the control-plane stage ran although the certificates stage is not Ready")
+	}
+
+	if err := bare.StartCertManager(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, c, meshv1.ConditionControlPlaneReady, metav1.ConditionTrue, meshv1.ReasonControlPlaneReady, 120*time.Second)
+}
