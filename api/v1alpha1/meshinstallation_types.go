@@ -175,6 +175,11 @@ type ControlPlaneSpec struct {
 	// +kubebuilder:validation:Type=object
 	// +kubebuilder:pruning:PreserveUnknownFields
 	Values *apiextensionsv1.JSON `json:"values,omitempty"`
+
+	// RemoveCRDsOnDelete also deletes Istio's CRDs when this MeshInstallation is deleted. Off by
+	// default: deleting a CRD deletes every object of its kind, such as the teams' policies.
+	// +optional
+	RemoveCRDsOnDelete bool `json:"removeCRDsOnDelete,omitempty"`
 }
 
 // RolloutSpec bounds how much of the cluster changes at once.

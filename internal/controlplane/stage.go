@@ -261,8 +261,9 @@ func firstFew(names []string) string {
 	return strings.Join(names, ", ")
 }
 
-// Cleanup deletes what the charts created, webhooks first and the namespace-scoped objects
-// after. Istio's CRDs are kept: deleting a CRD deletes every user's policy of that kind.
+// Cleanup deletes what the charts created, webhooks first and CRDs last. Istio's CRDs are kept
+// (released from the operator's labels) unless spec.controlPlane.removeCRDsOnDelete is set:
+// deleting a CRD deletes every user's policy of that kind.
 func (s *Stage) Cleanup(ctx context.Context, mesh *meshv1.MeshInstallation) (bool, error) {
 	in, err := Input(mesh, s.KubeVersion)
 	if err != nil {
@@ -282,7 +283,7 @@ func (s *Stage) Cleanup(ctx context.Context, mesh *meshv1.MeshInstallation) (boo
 		if cur == nil || cur.GetLabels()[meshv1.LabelInstallation] != mesh.Name {
 			continue // gone, or not ours
 		}
-		if obj.GetKind() == "CustomResourceDefinition" {
+		if obj.GetKind() == "CustomResourceDefinition" && !mesh.Spec.ControlPlane.RemoveCRDsOnDelete {
 			// Kept, and handed over: without the operator's labels nothing marks it as ours.
 			patch := []byte(`{"metadata":{"labels":{"` + meshv1.LabelManagedBy + `":null,"` + meshv1.LabelInstallation + `":null,"` + render.LabelComponent + `":null}}}`)
 			if err := s.Client.Patch(ctx, cur, client.RawPatch(types.MergePatchType, patch)); err != nil && !apierrors.IsNotFound(err) {

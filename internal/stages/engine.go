@@ -38,6 +38,10 @@ type Result struct {
 	Degraded bool
 }
 
+// NotReadyRecheck is how soon a stage that is working is looked at again when it named no
+// delay of its own.
+const NotReadyRecheck = 30 * time.Second
+
 // Stage is one step of the rollout.
 type Stage interface {
 	// Name is what status.stage shows while this stage is in progress.
@@ -100,6 +104,10 @@ func Run(ctx context.Context, stages []Stage, mesh *meshv1.MeshInstallation) Out
 			out.Current = s.Name()
 			out.Err = err
 			return out
+		}
+		if res.State == NotReady && res.RequeueAfter == 0 {
+			// Watches usually report progress first; this bounds the wait if one is missed.
+			res.RequeueAfter = NotReadyRecheck
 		}
 		out.Ran = append(out.Ran, Ran{Stage: s, Result: res})
 		if res.RequeueAfter > 0 && (out.RequeueAfter == 0 || res.RequeueAfter < out.RequeueAfter) {

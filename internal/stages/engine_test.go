@@ -43,6 +43,10 @@ func TestRun(t *testing.T) {
 			results: []Result{ready, waiting, ready}, wantCalls: []int{1, 1, 0}, wantCurrent: meshv1.StageControlPlane,
 			wantRequeue: 5 * time.Second,
 		},
+		"not ready without a delay of its own is rechecked": {
+			results: []Result{{State: NotReady}, ready, ready}, wantCalls: []int{1, 0, 0}, wantCurrent: meshv1.StageCertificates,
+			wantRequeue: NotReadyRecheck,
+		},
 		"stops at a failed stage": {
 			results: []Result{failed, ready, ready}, wantCalls: []int{1, 0, 0}, wantCurrent: meshv1.StageCertificates,
 		},

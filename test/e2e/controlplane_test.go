@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -204,15 +206,7 @@ func setValues(t *testing.T, values string) {
 // installing cert-manager lets it continue with no restart of the operator.
 func TestCertManagerInstalledLater(t *testing.T) {
 	ctx := context.Background()
-	bare, err := cluster.Start(ctx, cluster.Options{WithoutCertManager: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(bare.Stop)
-	c, err := client.New(bare.RESTConfig(), client.Options{Scheme: scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
+	bare, c := startCluster(t, cluster.Options{WithoutCertManager: true})
 	runOperator(t, bare)
 	applySample(t, c, bare)
 	mesh := waitCondition(t, c, meshv1.ConditionCertificatesReady, metav1.ConditionFalse, meshv1.ReasonCertManagerNotFound, 60*time.Second)
@@ -227,4 +221,101 @@ func TestCertManagerInstalledLater(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitCondition(t, c, meshv1.ConditionControlPlaneReady, metav1.ConditionTrue, meshv1.ReasonControlPlaneReady, 120*time.Second)
+}
+
+// TestUsersIssuerAndCRDRemoval: with spec.certificates.issuerRef the user's ClusterIssuer signs
+// the intermediate and no root is created; with removeCRDsOnDelete, deleting the installation
+// removes Istio's CRDs too. Runs on a cluster of its own, since it removes cluster-wide CRDs.
+func TestUsersIssuerAndCRDRemoval(t *testing.T) {
+	ctx := context.Background()
+	own, c := startCluster(t, cluster.Options{})
+	// The user's PKI: a CA ClusterIssuer backed by a self-signed root.
+	corpCA := `
+apiVersion: cert-manager.io/v1
+kind: ClusterIssuer
+metadata: {name: corp-selfsigned}
+spec: {selfSigned: {}}
+---
+apiVersion: cert-manager.io/v1
+kind: Certificate
+metadata: {name: corp-root, namespace: cert-manager}
+spec: {isCA: true, commonName: Corp Root, secretName: corp-root, issuerRef: {kind: ClusterIssuer, name: corp-selfsigned}}
+---
+apiVersion: cert-manager.io/v1
+kind: ClusterIssuer
+metadata: {name: corp-ca}
+spec: {ca: {secretName: corp-root}}
+---
+apiVersion: meshwright.io/v1alpha1
+kind: MeshInstallation
+metadata: {name: default}
+spec:
+  certificates: {issuerRef: {kind: ClusterIssuer, name: corp-ca}}
+  controlPlane: {removeCRDsOnDelete: true}
+`
+	runOperator(t, own)
+	path := filepath.Join(t.TempDir(), "corp.yaml")
+	if err := os.WriteFile(path, []byte(corpCA), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := cluster.ApplyFiles(ctx, own.RESTConfig(), path); err != nil {
+		t.Fatal(err)
+	}
+	mesh := waitCondition(t, c, meshv1.ConditionControlPlaneReady, metav1.ConditionTrue, meshv1.ReasonControlPlaneReady, 120*time.Second)
+	var err error
+	if got := mesh.Status.Certificates.Issuer; got != "ClusterIssuer/corp-ca" {
+		t.Fatalf("status.certificates.issuer = %q, want ClusterIssuer/corp-ca", got)
+	}
+	cacerts, corpRoot := &corev1.Secret{}, &corev1.Secret{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "istio-system", Name: "cacerts"}, cacerts); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "cert-manager", Name: "corp-root"}, corpRoot); err != nil {
+		t.Fatal(err)
+	}
+	if string(cacerts.Data["ca.crt"]) != string(corpRoot.Data["tls.crt"]) {
+		t.Fatal("cacerts' ca.crt is not the user's root")
+	}
+	err = c.Get(ctx, client.ObjectKey{Namespace: "istio-system", Name: "meshwright-root-ca"}, &corev1.Secret{})
+	if !apierrors.IsNotFound(err) {
+		t.Fatalf("a root of the operator's own exists beside the user's issuer: %v", err)
+	}
+
+	if err := c.Delete(ctx, mesh); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, "Istio's CRDs to be removed with the installation", func() (bool, error) {
+		return istioCRDs(t, c) == 0, nil
+	})
+}
+
+// startCluster starts a local cluster of the test's own, stopped at its end.
+func startCluster(t *testing.T, opts cluster.Options) (*cluster.Cluster, client.Client) {
+	t.Helper()
+	cl, err := cluster.Start(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Stop)
+	c, err := client.New(cl.RESTConfig(), client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cl, c
+}
+
+// istioCRDs counts the CRDs of Istio's API groups in a cluster.
+func istioCRDs(t *testing.T, c client.Client) int {
+	t.Helper()
+	crds := &apiextensionsv1.CustomResourceDefinitionList{}
+	if err := c.List(context.Background(), crds); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, crd := range crds.Items {
+		if strings.HasSuffix(crd.Spec.Group, "istio.io") {
+			n++
+		}
+	}
+	return n
 }

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -121,18 +120,9 @@ func TestOperatorReportsTheSample(t *testing.T) {
 	}
 
 	// Istio's CRDs are kept on delete (they hold users' policies): count them now.
-	istioCRDs := 0
-	crds := &apiextensionsv1.CustomResourceDefinitionList{}
-	if err := k8s.List(ctx, crds); err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range crds.Items {
-		if strings.HasSuffix(c.Spec.Group, "istio.io") {
-			istioCRDs++
-		}
-	}
-	if istioCRDs < 10 {
-		t.Fatalf("found %d Istio CRDs, want Istio's CRDs installed", istioCRDs)
+	installedCRDs := istioCRDs(t, k8s)
+	if installedCRDs < 10 {
+		t.Fatalf("found %d Istio CRDs, want Istio's CRDs installed", installedCRDs)
 	}
 
 	// Deleting the sample removes what it created: the running operator cleans up, releases
@@ -158,17 +148,8 @@ func TestOperatorReportsTheSample(t *testing.T) {
 		})
 	}
 
-	if err := k8s.List(ctx, crds); err != nil {
-		t.Fatal(err)
-	}
-	kept := 0
-	for _, c := range crds.Items {
-		if strings.HasSuffix(c.Spec.Group, "istio.io") {
-			kept++
-		}
-	}
-	if kept != istioCRDs {
-		t.Fatalf("%d of %d Istio CRDs are left; deleting the installation must keep them", kept, istioCRDs)
+	if kept := istioCRDs(t, k8s); kept != installedCRDs {
+		t.Fatalf("%d of %d Istio CRDs are left; deleting the installation must keep them", kept, installedCRDs)
 	}
 
 	// SIGTERM stops it cleanly, within its graceful-shutdown timeout.
