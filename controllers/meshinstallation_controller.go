@@ -264,15 +264,13 @@ func (r *MeshInstallationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return nil
 }
 
-// NewStages is the rollout, in order. Stages this version does not carry out yet stop the
-// rollout with reason NotImplemented.
+// NewStages is the rollout, in order. The Injection and Policies stages are not built yet; their
+// conditions say so (see notBuiltConditionTypes) without holding up Ready.
 func NewStages(c client.Client, mapper meta.RESTMapper, kubeVersion string, certManagerFound func() error) []stages.Stage {
 	applier := &apply.Applier{Client: c, FieldManager: FieldManager}
 	return []stages.Stage{
 		&certificates.Stage{Client: c, Mapper: mapper, CertManagerFound: certManagerFound, Applier: applier},
 		&controlplane.Stage{Client: c, Applier: applier, KubeVersion: kubeVersion},
-		notBuilt{name: meshv1.StageInjection, cond: meshv1.ConditionInjectionReady},
-		notBuilt{name: meshv1.StagePolicies, cond: meshv1.ConditionPoliciesReady},
 	}
 }
 

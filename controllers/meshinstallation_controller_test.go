@@ -95,8 +95,8 @@ func TestFirstPassSetsFinalizerAndEveryCondition(t *testing.T) {
 	}{
 		meshv1.ConditionCertificatesReady: {metav1.ConditionFalse, meshv1.ReasonCertManagerNotFound},
 		meshv1.ConditionControlPlaneReady: {metav1.ConditionUnknown, meshv1.ReasonWaitingForPreviousStage},
-		meshv1.ConditionInjectionReady:    {metav1.ConditionUnknown, meshv1.ReasonWaitingForPreviousStage},
-		meshv1.ConditionPoliciesReady:     {metav1.ConditionUnknown, meshv1.ReasonWaitingForPreviousStage},
+		meshv1.ConditionInjectionReady:    {metav1.ConditionUnknown, meshv1.ReasonNotImplemented},
+		meshv1.ConditionPoliciesReady:     {metav1.ConditionUnknown, meshv1.ReasonNotImplemented},
 		meshv1.ConditionReady:             {metav1.ConditionFalse, meshv1.ReasonCertManagerNotFound},
 		meshv1.ConditionProgressing:       {metav1.ConditionFalse, meshv1.ReasonCertManagerNotFound},
 		meshv1.ConditionDegraded:          {metav1.ConditionFalse, meshv1.ReasonAsExpected},

@@ -46,11 +46,10 @@ up)
 
   echo ">> applying config/samples/"
   kubectl apply -k "$root/config/samples" >/dev/null
-  gen=$(kubectl get mesh default -o jsonpath='{.metadata.generation}')
-  if ! kubectl wait mesh/default --for=jsonpath='{.status.observedGeneration}'="$gen" --timeout=60s >/dev/null; then
-    echo "the operator did not report on the sample within 60s; its log:" >&2
-    tail -n 30 "$DEMO_DIR/logs/manager.log" >&2
-    exit 1
+  echo ">> waiting for the rollout (the mesh CA from cert-manager, then Istio's control plane)"
+  if ! kubectl wait mesh/default --for=condition=Ready --timeout=120s >/dev/null; then
+    echo "the sample did not become Ready within 120s; its status and the operator's log follow" >&2
+    tail -n 20 "$DEMO_DIR/logs/manager.log" >&2
   fi
 
   echo
@@ -58,7 +57,10 @@ up)
   kubectl get meshinstallations
   echo
   echo "\$ kubectl get mesh default -o custom-columns=…conditions"
-  kubectl get mesh default -o go-template='{{printf "%-20s %-8s %-16s %s\n" "CONDITION" "STATUS" "REASON" "MESSAGE"}}{{range .status.conditions}}{{printf "%-20s %-8s %-16s %s\n" .type .status .reason .message}}{{end}}'
+  kubectl get mesh default -o go-template='{{printf "%-18s %-8s %-24s %s\n" "CONDITION" "STATUS" "REASON" "MESSAGE"}}{{range .status.conditions}}{{printf "%-18s %-8s %-24s %s\n" .type .status .reason .message}}{{end}}'
+  echo
+  echo "\$ kubectl get deployments,secrets -n istio-system"
+  kubectl get deployments,secrets -n istio-system
   echo
   echo "The cluster and the operator keep running. To use them:"
   echo "  export KUBECONFIG=$DEMO_DIR/kubeconfig"

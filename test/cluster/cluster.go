@@ -141,6 +141,10 @@ func (c *Cluster) start(ctx context.Context, opts Options) (err error) {
 	if err != nil {
 		return err
 	}
+	// Every start is a new cluster: data an earlier one left in the directory goes.
+	if err := os.RemoveAll(filepath.Join(c.Dir, "etcd")); err != nil {
+		return err
+	}
 	etcdURL := "http://127.0.0.1:" + strconv.Itoa(clientPort)
 	peerURL := "http://127.0.0.1:" + strconv.Itoa(peerPort)
 	etcd, err := start("etcd",
