@@ -214,7 +214,7 @@ type RolloutSpec struct {
 // NamespaceRule sets the target level of the namespaces its selector matches.
 type NamespaceRule struct {
 	// Selector matches namespaces by their labels. An empty selector matches every namespace.
-	Selector metav1.LabelSelector `json:"selector"`
+	Selector NamespaceSelector `json:"selector"`
 
 	// Level is the adoption level these namespaces should reach: Off, Observe, MutualTLS or
 	// ZeroTrust.
@@ -226,6 +226,48 @@ type NamespaceRule struct {
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=64
 	AllowFrom []AllowSource `json:"allowFrom,omitempty"`
+}
+
+// NamespaceSelector is a label selector with the semantics of metav1.LabelSelector, bounded in
+// size so the API server can check every rule on it at admission.
+type NamespaceSelector struct {
+	// MatchLabels selects namespaces that carry every one of these labels.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=16
+	MatchLabels map[string]string `json:"matchLabels,omitempty"`
+
+	// MatchExpressions are requirements on labels; all must hold.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=16
+	MatchExpressions []SelectorRequirement `json:"matchExpressions,omitempty"`
+}
+
+// SelectorRequirement is one requirement on a namespace label.
+// +kubebuilder:validation:XValidation:rule="(self.operator in ['In', 'NotIn']) == (has(self.values) && size(self.values) > 0)",message="selector.matchExpressions[].values must be non-empty for In and NotIn, and omitted for Exists and DoesNotExist"
+type SelectorRequirement struct {
+	// Key is the label key.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=317
+	Key string `json:"key"`
+	// Operator is In, NotIn, Exists or DoesNotExist.
+	// +kubebuilder:validation:Enum=In;NotIn;Exists;DoesNotExist
+	Operator metav1.LabelSelectorOperator `json:"operator"`
+	// Values are the label values for In and NotIn.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=63
+	Values []string `json:"values,omitempty"`
+}
+
+// LabelSelector converts the selector for the Kubernetes label machinery.
+func (s NamespaceSelector) LabelSelector() *metav1.LabelSelector {
+	ls := &metav1.LabelSelector{MatchLabels: s.MatchLabels}
+	for _, e := range s.MatchExpressions {
+		ls.MatchExpressions = append(ls.MatchExpressions, metav1.LabelSelectorRequirement{Key: e.Key, Operator: e.Operator, Values: e.Values})
+	}
+	return ls
 }
 
 // AllowSource is a namespace whose workloads may call a ZeroTrust namespace.
@@ -322,8 +364,10 @@ type MeshInstallation struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 
+	// Spec is what the platform team wants.
 	// +optional
 	Spec MeshInstallationSpec `json:"spec,omitempty"`
+	// Status is what the operator observed and did.
 	// +optional
 	Status MeshInstallationStatus `json:"status,omitempty"`
 }
@@ -333,7 +377,8 @@ type MeshInstallation struct {
 type MeshInstallationList struct {
 	metav1.TypeMeta `json:",inline"`
 	metav1.ListMeta `json:"metadata,omitempty"`
-	Items           []MeshInstallation `json:"items"`
+	// Items are the MeshInstallations.
+	Items []MeshInstallation `json:"items"`
 }
 
 func init() {

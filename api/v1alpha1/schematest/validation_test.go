@@ -164,6 +164,14 @@ func TestInvalidSpecsAreRefused(t *testing.T) {
 			spec: "certificates: {duration: 87600h, rootDuration: 43800h}",
 			want: "certificates.duration must be shorter than certificates.rootDuration",
 		},
+		"selector with an unknown operator": {
+			spec: "namespaces:\n- selector: {matchExpressions: [{key: team, operator: Equals, values: [a]}]}\n  level: Observe",
+			want: `supported values: "In", "NotIn", "Exists", "DoesNotExist"`,
+		},
+		"selector In without values": {
+			spec: "namespaces:\n- selector: {matchExpressions: [{key: team, operator: In}]}\n  level: Observe",
+			want: "selector.matchExpressions[].values must be non-empty for In and NotIn",
+		},
 		"unknown field": {
 			spec: "rollout: {maxInFlight: 3}",
 			want: `unknown field "spec.rollout.maxInFlight"`,
