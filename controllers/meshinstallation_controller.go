@@ -149,7 +149,14 @@ func (r *MeshInstallationReconciler) reconcileDelete(ctx context.Context, mesh *
 	if !controllerutil.ContainsFinalizer(mesh, meshv1.Finalizer) {
 		return ctrl.Result{}, nil
 	}
-	if mesh.Status.ObservedGeneration > 0 {
+	// Only the active installation can have created anything; a Conflict one is released at
+	// once. Clean-up finds objects by the installation's labels, so it is safe to run even if
+	// no pass ever succeeded.
+	all := &meshv1.MeshInstallationList{}
+	if err := r.List(ctx, all); err != nil {
+		return handleError(ctx, fmt.Errorf("listing MeshInstallations: %w", err))
+	}
+	if arbiter.Active(all.Items) == mesh.Name {
 		done, err := stages.Cleanup(ctx, r.Stages, mesh)
 		if err != nil {
 			return handleError(ctx, fmt.Errorf("removing what the installation created: %w", err))
@@ -229,7 +236,7 @@ func (r *MeshInstallationReconciler) requeueMeshes(ctx context.Context, _ client
 // stages when none were given.
 func (r *MeshInstallationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Stages == nil {
-		r.Stages = NewStages(mgr.GetClient(), mgr.GetRESTMapper(), r.KubeVersion, r.watchCertManager)
+		r.Stages = NewStages(mgr.GetClient(), mgr.GetAPIReader(), mgr.GetRESTMapper(), r.KubeVersion, r.watchCertManager)
 	}
 	crd := &unstructured.Unstructured{}
 	crd.SetGroupVersionKind(apiextensionsv1.SchemeGroupVersion.WithKind("CustomResourceDefinition"))
@@ -266,10 +273,10 @@ func (r *MeshInstallationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 
 // NewStages is the rollout, in order. The Injection and Policies stages are not built yet; their
 // conditions say so (see notBuiltConditionTypes) without holding up Ready.
-func NewStages(c client.Client, mapper meta.RESTMapper, kubeVersion string, certManagerFound func() error) []stages.Stage {
+func NewStages(c client.Client, reader client.Reader, mapper meta.RESTMapper, kubeVersion string, certManagerFound func() error) []stages.Stage {
 	applier := &apply.Applier{Client: c, FieldManager: FieldManager}
 	return []stages.Stage{
-		&certificates.Stage{Client: c, Mapper: mapper, CertManagerFound: certManagerFound, Applier: applier},
+		&certificates.Stage{Client: c, Reader: reader, Mapper: mapper, CertManagerFound: certManagerFound, Applier: applier},
 		&controlplane.Stage{Client: c, Applier: applier, KubeVersion: kubeVersion},
 	}
 }

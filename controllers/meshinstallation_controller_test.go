@@ -118,7 +118,7 @@ func TestFirstPassSetsFinalizerAndEveryCondition(t *testing.T) {
 // newReconciler builds the reconciler with the standard stages over the given client.
 func newReconciler(t *testing.T, c client.Client) *MeshInstallationReconciler {
 	t.Helper()
-	return &MeshInstallationReconciler{Client: c, Stages: NewStages(c, k8s.RESTMapper(), "v1.37.2", nil)}
+	return &MeshInstallationReconciler{Client: c, Stages: NewStages(c, k8s, k8s.RESTMapper(), "v1.37.2", nil)}
 }
 
 func TestNoWritesWhenNothingChanged(t *testing.T) {

@@ -53,7 +53,10 @@ func computeStatus(status *meshv1.MeshInstallationStatus, obs observation) {
 	}
 	setCondition(status, obs, determineReadyCondition(obs))
 	setCondition(status, obs, determineProgressingCondition(obs))
-	setCondition(status, obs, determineDegradedCondition(obs))
+	if obs.err == nil || obs.conflicting() {
+		// After a failed pass nothing new is known about degradation: keep what was reported.
+		setCondition(status, obs, determineDegradedCondition(obs))
+	}
 	switch {
 	case obs.active:
 		status.Version = obs.version

@@ -69,6 +69,12 @@ const (
 	ReasonUnsupportedVersion = "UnsupportedVersion"
 	// ReasonInvalidValues means spec.controlPlane.values make Istio's charts fail to render.
 	ReasonInvalidValues = "InvalidValues"
+	// ReasonApplyRejected means the API server refused an object the operator wants (an
+	// immutable field, an admission policy); the message names the object and the error.
+	ReasonApplyRejected = "ApplyRejected"
+	// ReasonCASecretExists means a cacerts Secret the operator did not create is in the way: a
+	// plug-in CA made by hand. The operator will not overwrite it.
+	ReasonCASecretExists = "CASecretExists"
 	// ReasonWaitingForCRDs means Istio's CRDs are applied but not Established yet.
 	ReasonWaitingForCRDs = "WaitingForCRDs"
 	// ReasonWaitingForIstiod means istiod's Deployment is not Available at its desired replicas.

@@ -7,12 +7,17 @@ package apply
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 )
@@ -24,8 +29,15 @@ type Applier struct {
 	FieldManager string
 }
 
-// Apply makes the cluster hold desired, and reports whether it had to write.
+// HashAnnotation records a hash of what the operator last applied. Comparing fields tells when
+// the cluster lacks something the operator wants; the hash also tells when the operator stopped
+// wanting a field (a value the user removed), so the apply that drops it is not skipped.
+const HashAnnotation = "meshwright.io/applied-hash"
+
+// Apply makes the cluster hold desired, and reports whether it had to write. desired is
+// modified: it gets the hash annotation.
 func (a *Applier) Apply(ctx context.Context, desired *unstructured.Unstructured) (bool, error) {
+	stampHash(desired)
 	current := &unstructured.Unstructured{}
 	current.SetGroupVersionKind(desired.GroupVersionKind())
 	err := a.Client.Get(ctx, client.ObjectKeyFromObject(desired), current)
@@ -44,6 +56,26 @@ func (a *Applier) Apply(ctx context.Context, desired *unstructured.Unstructured)
 		return false, fmt.Errorf("applying %s %s: %w", desired.GetKind(), desired.GetName(), err)
 	}
 	return true, nil
+}
+
+// stampHash puts the hash of the object, without the annotation itself, on the object.
+func stampHash(u *unstructured.Unstructured) {
+	c := runtime.DeepCopyJSON(u.Object)
+	unstructured.RemoveNestedField(c, "metadata", "annotations", HashAnnotation)
+	if ann, _, _ := unstructured.NestedMap(c, "metadata", "annotations"); len(ann) == 0 {
+		unstructured.RemoveNestedField(c, "metadata", "annotations")
+	}
+	if meta, _, _ := unstructured.NestedMap(c, "metadata"); len(meta) == 0 {
+		delete(c, "metadata")
+	}
+	b, _ := json.Marshal(c) // maps marshal with sorted keys: a stable hash
+	sum := sha256.Sum256(b)
+	ann := u.GetAnnotations()
+	if ann == nil {
+		ann = map[string]string{}
+	}
+	ann[HashAnnotation] = hex.EncodeToString(sum[:12])
+	u.SetAnnotations(ann)
 }
 
 // Contains reports whether every field set in want has the same value in have: maps compared
@@ -78,7 +110,25 @@ func difference(have, want any, path string) string {
 		return ""
 	case []any:
 		h, ok := have.([]any)
-		if !ok || len(h) != len(w) {
+		if !ok {
+			return orRoot(path)
+		}
+		if names, ok := namedElements(h); ok && allNamed(w) {
+			// A list keyed by name (containers, env, ports, volumes): each wanted element must be
+			// there; elements others added (a mutating webhook's env var) are not a difference.
+			for _, we := range w {
+				name := we.(map[string]any)["name"].(string)
+				he, found := names[name]
+				if !found {
+					return fmt.Sprintf("%s[name=%s]", orRoot(path), name)
+				}
+				if d := difference(he, we, fmt.Sprintf("%s[name=%s]", path, name)); d != "" {
+					return d
+				}
+			}
+			return ""
+		}
+		if len(h) != len(w) {
 			return orRoot(path)
 		}
 		for i := range w {
@@ -96,11 +146,40 @@ func difference(have, want any, path string) string {
 				return ""
 			}
 		}
-		if sameQuantity(have, want) {
+		if isQuantityPath(path) && sameQuantity(have, want) {
 			return ""
 		}
 		return fmt.Sprintf("%s (have %v, want %v)", orRoot(path), have, want)
 	}
+}
+
+// isQuantityPath tells where the API server normalises resource quantities: only there is
+// "2048Mi" the same as "2Gi" (elsewhere "1000" and "1k" are different strings).
+func isQuantityPath(path string) bool {
+	return strings.Contains(path, ".resources.") || strings.Contains(path, ".overhead.") ||
+		strings.HasSuffix(path, ".averageValue") || strings.HasSuffix(path, ".value") && strings.Contains(path, ".metrics")
+}
+
+// namedElements indexes a list whose elements all have a string name.
+func namedElements(list []any) (map[string]any, bool) {
+	out := make(map[string]any, len(list))
+	for _, e := range list {
+		m, ok := e.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		name, ok := m["name"].(string)
+		if !ok {
+			return nil, false
+		}
+		out[name] = m
+	}
+	return out, true
+}
+
+func allNamed(list []any) bool {
+	_, ok := namedElements(list)
+	return ok && len(list) > 0
 }
 
 func orRoot(path string) string {

@@ -31,15 +31,23 @@ var (
 	ClusterIssuerGVK = schema.GroupVersionKind{Group: "cert-manager.io", Version: "v1", Kind: "ClusterIssuer"}
 )
 
-// certManagerMissingRetry is how often the stage looks for cert-manager when it is missing, in
-// case the CRD watch misses its arrival.
-const certManagerMissingRetry = time.Minute
+// certManagerMissingRetry is how often the stage looks for cert-manager when it is missing. The
+// CRD watch usually reports its arrival first, but its event can come before API discovery
+// serves the new kinds; this bounds the wait then.
+const certManagerMissingRetry = 10 * time.Second
+
+// foreignSecretRecheck is how often a stage blocked by a cacerts Secret that is not ours looks
+// whether it is gone.
+const foreignSecretRecheck = 15 * time.Second
 
 // Stage is the Certificates stage.
 type Stage struct {
 	// Client reads from the manager's cache (unstructured objects included) and writes.
 	Client  client.Client
 	Applier *apply.Applier
+	// Reader reads from the API server directly, for the Secrets the cache does not hold (it
+	// holds only the operator's own).
+	Reader client.Reader
 	// Mapper tells whether cert-manager's CRDs are installed.
 	Mapper meta.RESTMapper
 	// CertManagerFound is called once cert-manager's kinds are served, so the controller can
@@ -78,6 +86,9 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 		mesh.Status.Certificates = &meshv1.CertificatesStatus{}
 	}
 	mesh.Status.Certificates.Issuer = issuer
+	if res, blocked, err := s.checkForeignCASecret(ctx, mesh.Name, set.Namespace); err != nil || blocked {
+		return res, err
+	}
 	for _, obj := range Desired(mesh.Name, set) {
 		if _, err := s.Applier.Apply(ctx, obj); err != nil {
 			return stages.Result{}, err
@@ -134,11 +145,48 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 		res.Reason = meshv1.ReasonCAExpiringSoon
 		res.Message = fmt.Sprintf("istiod's intermediate CA in %s/%s expires at %s and has not been renewed; check the Certificate %s and its issuer %s.",
 			set.Namespace, CASecret, ca.NotAfter.UTC().Format(time.RFC3339), CACertificate, issuer)
+		// Look again at expiry, when the check fails outright; renewal reports sooner.
+		if until := ca.NotAfter.Sub(now); until > 0 {
+			res.RequeueAfter = until + time.Second
+		}
 	} else {
 		// Look again when the CA enters its last sixth of life, so the warning is not missed.
 		res.RequeueAfter = ca.NotAfter.Sub(now) - ca.NotAfter.Sub(ca.NotBefore)/6 + time.Second
 	}
 	return res, nil
+}
+
+// checkForeignCASecret refuses to take over a cacerts Secret someone else made (a plug-in CA
+// created by hand, as Istio's docs describe): cert-manager would overwrite it. It looks only
+// until the operator's own Certificate exists, so a steady pass costs no extra request.
+func (s *Stage) checkForeignCASecret(ctx context.Context, installation, ns string) (stages.Result, bool, error) {
+	if s.Reader == nil {
+		return stages.Result{}, false, nil
+	}
+	cert := &unstructured.Unstructured{}
+	cert.SetGroupVersionKind(CertificateGVK)
+	err := s.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: CACertificate}, cert)
+	if err == nil {
+		return stages.Result{}, false, nil
+	}
+	if !apierrors.IsNotFound(err) {
+		return stages.Result{}, true, err
+	}
+	secret := &metav1.PartialObjectMetadata{}
+	secret.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+	if err := s.Reader.Get(ctx, client.ObjectKey{Namespace: ns, Name: CASecret}, secret); err != nil {
+		if apierrors.IsNotFound(err) {
+			return stages.Result{}, false, nil
+		}
+		return stages.Result{}, true, err
+	}
+	if secret.Labels[meshv1.LabelInstallation] == installation {
+		return stages.Result{}, false, nil
+	}
+	// The Secret is not ours, so no watch reports its removal: look again now and then.
+	return stages.Result{State: stages.Failed, Reason: meshv1.ReasonCASecretExists, RequeueAfter: foreignSecretRecheck,
+		Message: fmt.Sprintf("Secret %s/%s already exists and was not made by this MeshInstallation (a plug-in CA?). Meshwright will not overwrite it: "+
+			"move it aside, or issue the mesh CA from your own PKI with spec.certificates.issuerRef.", ns, CASecret)}, true, nil
 }
 
 // checkUserIssuer reports NotReady while the user's issuer is missing or not Ready.

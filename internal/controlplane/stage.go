@@ -10,8 +10,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -32,7 +34,8 @@ import (
 // +kubebuilder:rbac:groups=autoscaling,resources=horizontalpodautoscalers,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=clusterroles;clusterrolebindings;roles;rolebindings,verbs=get;list;watch;create;update;patch;delete;bind;escalate
-// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations;validatingwebhookconfigurations,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations;validatingwebhookconfigurations;validatingadmissionpolicies;validatingadmissionpolicybindings,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;update;patch;delete
 
 // Stage is the ControlPlane stage.
 type Stage struct {
@@ -83,6 +86,17 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 			Message: "Istio's charts do not render with spec.controlPlane.values: " + err.Error()}, nil
 	}
 
+	istiod := ""
+	for _, o := range objs {
+		if !owned(o.GroupVersionKind()) {
+			return stages.Result{State: stages.Failed, Reason: meshv1.ReasonInvalidValues,
+				Message: fmt.Sprintf("With these spec.controlPlane.values Istio's charts render a %s (%s), which this build of Meshwright does not manage; remove the value that enables it.", o.GetKind(), o.GetName())}, nil
+		}
+		if o.GetKind() == "Deployment" && o.GetLabels()[render.LabelComponent] == "istiod" && istiod == "" {
+			istiod = o.GetName()
+		}
+	}
+
 	var waitingCRDs []string
 	for _, shared := range objs {
 		obj := shared.DeepCopy()
@@ -96,6 +110,12 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 		}
 		keepForeignFields(obj, current)
 		if _, err := s.Applier.Apply(ctx, obj); err != nil {
+			if apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) {
+				// Retrying the same object cannot help; a spec change (or an upgrade path for an
+				// immutable field) is needed, and the message says which object refused.
+				return stages.Result{State: stages.Failed, Reason: meshv1.ReasonApplyRejected,
+					Message: fmt.Sprintf("The API server refused %s %s: %v", obj.GetKind(), obj.GetName(), err)}, nil
+			}
 			return stages.Result{}, err
 		}
 		if obj.GetKind() == "CustomResourceDefinition" && !established(current) {
@@ -111,17 +131,21 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 		return stages.Result{}, err
 	}
 
+	if istiod == "" {
+		return stages.Result{State: stages.Failed, Reason: meshv1.ReasonInvalidValues,
+			Message: "With these spec.controlPlane.values Istio's charts render no istiod Deployment."}, nil
+	}
 	dep := &unstructured.Unstructured{}
 	dep.SetGroupVersionKind(schema.GroupVersionKind{Group: "apps", Version: "v1", Kind: "Deployment"})
-	if err := s.Client.Get(ctx, client.ObjectKey{Namespace: in.Namespace, Name: "istiod"}, dep); err != nil {
+	if err := s.Client.Get(ctx, client.ObjectKey{Namespace: in.Namespace, Name: istiod}, dep); err != nil {
 		if apierrors.IsNotFound(err) {
-			return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonWaitingForIstiod, Message: "Waiting for the istiod Deployment to be created."}, nil
+			return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonWaitingForIstiod, Message: "Waiting for the " + istiod + " Deployment to be created."}, nil
 		}
 		return stages.Result{}, err
 	}
 	if ok, why := deploymentAvailable(dep); !ok {
 		return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonWaitingForIstiod,
-			Message: fmt.Sprintf("Deployment %s/istiod is not Available yet: %s.", in.Namespace, why)}, nil
+			Message: fmt.Sprintf("Deployment %s/%s is not Available yet: %s.", in.Namespace, istiod, why)}, nil
 	}
 	return stages.Result{State: stages.Ready, Reason: meshv1.ReasonControlPlaneReady,
 		Message: fmt.Sprintf("Istio %s: %d objects applied, CRDs Established, istiod Available, webhooks in place.", in.Version, len(objs))}, nil
@@ -261,42 +285,40 @@ func firstFew(names []string) string {
 	return strings.Join(names, ", ")
 }
 
-// Cleanup deletes what the charts created, webhooks first and CRDs last. Istio's CRDs are kept
-// (released from the operator's labels) unless spec.controlPlane.removeCRDsOnDelete is set:
-// deleting a CRD deletes every user's policy of that kind.
+// Cleanup deletes what the charts created, found by the installation's labels (not by
+// rendering again: the spec may no longer render), webhooks first and CRDs last. Istio's CRDs
+// are kept, released from the operator's labels, unless spec.controlPlane.removeCRDsOnDelete is
+// set: deleting a CRD deletes every user's policy of that kind.
 func (s *Stage) Cleanup(ctx context.Context, mesh *meshv1.MeshInstallation) (bool, error) {
-	in, err := Input(mesh, s.KubeVersion)
-	if err != nil {
-		return true, nil // nothing could have been rendered from these values
-	}
-	objs, err := render.Render(in)
-	if err != nil {
-		return true, nil
-	}
+	kinds := OwnedKinds()
+	// Webhooks first, so nothing calls into an istiod that is going away.
+	slices.Reverse(kinds)
+	kinds = append(kinds, apiextensionsv1.SchemeGroupVersion.WithKind("CustomResourceDefinition"))
 	remaining := 0
-	for i := len(objs) - 1; i >= 0; i-- {
-		obj := objs[i]
-		cur, err := s.current(ctx, obj)
-		if err != nil {
-			return false, err
+	for _, gvk := range kinds {
+		list := &unstructured.UnstructuredList{}
+		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
+		if err := s.Client.List(ctx, list, client.MatchingLabels{meshv1.LabelInstallation: mesh.Name}, client.HasLabels{render.LabelComponent}); err != nil {
+			return false, fmt.Errorf("listing %s to remove: %w", gvk.Kind, err)
 		}
-		if cur == nil || cur.GetLabels()[meshv1.LabelInstallation] != mesh.Name {
-			continue // gone, or not ours
-		}
-		if obj.GetKind() == "CustomResourceDefinition" && !mesh.Spec.ControlPlane.RemoveCRDsOnDelete {
-			// Kept, and handed over: without the operator's labels nothing marks it as ours.
-			patch := []byte(`{"metadata":{"labels":{"` + meshv1.LabelManagedBy + `":null,"` + meshv1.LabelInstallation + `":null,"` + render.LabelComponent + `":null}}}`)
-			if err := s.Client.Patch(ctx, cur, client.RawPatch(types.MergePatchType, patch)); err != nil && !apierrors.IsNotFound(err) {
-				return false, fmt.Errorf("releasing CRD %s: %w", cur.GetName(), err)
+		for i := range list.Items {
+			cur := &list.Items[i]
+			cur.SetGroupVersionKind(gvk)
+			if gvk.Kind == "CustomResourceDefinition" && !mesh.Spec.ControlPlane.RemoveCRDsOnDelete {
+				// Kept, and handed over: without the operator's labels nothing marks it as ours.
+				patch := []byte(`{"metadata":{"labels":{"` + meshv1.LabelManagedBy + `":null,"` + meshv1.LabelInstallation + `":null,"` + render.LabelComponent + `":null}}}`)
+				if err := s.Client.Patch(ctx, cur, client.RawPatch(types.MergePatchType, patch)); err != nil && !apierrors.IsNotFound(err) {
+					return false, fmt.Errorf("releasing CRD %s: %w", cur.GetName(), err)
+				}
+				continue
 			}
-			continue
-		}
-		remaining++
-		if cur.GetDeletionTimestamp() != nil {
-			continue
-		}
-		if err := s.Client.Delete(ctx, cur); err != nil && !apierrors.IsNotFound(err) {
-			return false, fmt.Errorf("deleting %s %s: %w", cur.GetKind(), cur.GetName(), err)
+			remaining++
+			if cur.GetDeletionTimestamp() != nil {
+				continue
+			}
+			if err := s.Client.Delete(ctx, cur); err != nil && !apierrors.IsNotFound(err) {
+				return false, fmt.Errorf("deleting %s %s: %w", gvk.Kind, cur.GetName(), err)
+			}
 		}
 	}
 	return remaining == 0, nil
@@ -315,7 +337,22 @@ func OwnedKinds() []schema.GroupVersionKind {
 		{Group: "rbac.authorization.k8s.io", Version: "v1", Kind: "ClusterRoleBinding"},
 		{Group: "rbac.authorization.k8s.io", Version: "v1", Kind: "Role"},
 		{Group: "rbac.authorization.k8s.io", Version: "v1", Kind: "RoleBinding"},
+		{Group: "policy", Version: "v1", Kind: "PodDisruptionBudget"},
+		{Group: "networking.k8s.io", Version: "v1", Kind: "NetworkPolicy"},
+		{Group: "admissionregistration.k8s.io", Version: "v1", Kind: "ValidatingAdmissionPolicy"},
+		{Group: "admissionregistration.k8s.io", Version: "v1", Kind: "ValidatingAdmissionPolicyBinding"},
 		{Group: "admissionregistration.k8s.io", Version: "v1", Kind: "MutatingWebhookConfiguration"},
 		{Group: "admissionregistration.k8s.io", Version: "v1", Kind: "ValidatingWebhookConfiguration"},
 	}
+}
+
+// owned reports whether the stage may manage objects of this kind (it has RBAC for it and
+// watches it); CRDs are handled on their own.
+func owned(gvk schema.GroupVersionKind) bool {
+	for _, k := range OwnedKinds() {
+		if k.Group == gvk.Group && k.Kind == gvk.Kind {
+			return true
+		}
+	}
+	return gvk.Kind == "CustomResourceDefinition"
 }

@@ -203,10 +203,22 @@ func setValues(t *testing.T, values string) {
 }
 
 // TestCertManagerInstalledLater: without cert-manager the rollout reports CertManagerNotFound;
-// installing cert-manager lets it continue with no restart of the operator.
+// installing cert-manager lets it continue with no restart of the operator. A hand-made cacerts
+// Secret in the way is reported (CASecretExists) and left untouched until its owner moves it.
 func TestCertManagerInstalledLater(t *testing.T) {
 	ctx := context.Background()
 	bare, c := startCluster(t, cluster.Options{WithoutCertManager: true})
+	// A plug-in CA someone made by hand sits where the operator would write its own.
+	handMade := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "istio-system", Name: "cacerts"},
+		Data:       map[string][]byte{"ca-cert.pem": []byte("hand-made")},
+	}
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "istio-system"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Create(ctx, handMade); err != nil {
+		t.Fatal(err)
+	}
 	runOperator(t, bare)
 	applySample(t, c, bare)
 	mesh := waitCondition(t, c, meshv1.ConditionCertificatesReady, metav1.ConditionFalse, meshv1.ReasonCertManagerNotFound, 60*time.Second)
@@ -218,6 +230,20 @@ func TestCertManagerInstalledLater(t *testing.T) {
 	}
 
 	if err := bare.StartCertManager(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// With cert-manager there, the hand-made Secret is in the way: reported, never overwritten.
+	waitCondition(t, c, meshv1.ConditionCertificatesReady, metav1.ConditionFalse, meshv1.ReasonCASecretExists, 60*time.Second)
+	got := &corev1.Secret{}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(handMade), got); err != nil {
+		t.Fatal(err)
+	}
+	if string(got.Data["ca-cert.pem"]) != "hand-made" || len(got.Data) != 1 {
+		t.Fatalf("the hand-made cacerts Secret was changed: %v", got.Data)
+	}
+
+	// Moved aside by its owner, the rollout continues.
+	if err := c.Delete(ctx, got); err != nil {
 		t.Fatal(err)
 	}
 	waitCondition(t, c, meshv1.ConditionControlPlaneReady, metav1.ConditionTrue, meshv1.ReasonControlPlaneReady, 120*time.Second)

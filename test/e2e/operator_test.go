@@ -103,7 +103,7 @@ func TestOperatorReportsTheSample(t *testing.T) {
 	}
 	writes := &writecount.Counter{}
 	counted := writes.Wrap(base, interceptor.Funcs{})
-	r := &controllers.MeshInstallationReconciler{Client: counted, Stages: controllers.NewStages(counted, base.RESTMapper(), "v1.37.2", nil)}
+	r := &controllers.MeshInstallationReconciler{Client: counted, Stages: controllers.NewStages(counted, base, base.RESTMapper(), "v1.37.2", nil)}
 	for pass := 1; pass <= 2; pass++ {
 		if _, err := r.Reconcile(ctx, reconcile.Request{NamespacedName: client.ObjectKey{Name: "default"}}); err != nil {
 			t.Fatal(err)

@@ -1,0 +1,100 @@
+package controlplane
+
+import (
+	"testing"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+)
+
+func webhookConfig(kind string, hooks ...map[string]any) *unstructured.Unstructured {
+	list := make([]any, len(hooks))
+	for i, h := range hooks {
+		list[i] = h
+	}
+	return &unstructured.Unstructured{Object: map[string]any{"kind": kind, "webhooks": list}}
+}
+
+func TestKeepForeignFields(t *testing.T) {
+	tests := map[string]struct {
+		kind          string
+		desired       map[string]any
+		current       map[string]any // nil: the object does not exist yet
+		wantBundle    any
+		wantPolicy    any
+		wantPolicyKey bool
+	}{
+		"new object keeps the chart's values": {
+			kind:    "ValidatingWebhookConfiguration",
+			desired: map[string]any{"name": "v.istio.io", "failurePolicy": "Ignore", "clientConfig": map[string]any{}},
+			current: nil, wantPolicy: "Ignore", wantPolicyKey: true,
+		},
+		"istiod's caBundle and failurePolicy are kept on a validator": {
+			kind:       "ValidatingWebhookConfiguration",
+			desired:    map[string]any{"name": "v.istio.io", "failurePolicy": "Ignore", "clientConfig": map[string]any{}},
+			current:    map[string]any{"name": "v.istio.io", "failurePolicy": "Fail", "clientConfig": map[string]any{"caBundle": "QUJD"}},
+			wantBundle: "QUJD", wantPolicy: "Fail", wantPolicyKey: true,
+		},
+		"the injector's failurePolicy is the chart's": {
+			kind:       "MutatingWebhookConfiguration",
+			desired:    map[string]any{"name": "i.istio.io", "failurePolicy": "Fail", "clientConfig": map[string]any{}},
+			current:    map[string]any{"name": "i.istio.io", "failurePolicy": "Ignore", "clientConfig": map[string]any{"caBundle": "QUJD"}},
+			wantBundle: "QUJD", wantPolicy: "Fail", wantPolicyKey: true,
+		},
+		"a webhook the cluster does not have yet": {
+			kind:    "MutatingWebhookConfiguration",
+			desired: map[string]any{"name": "new.istio.io", "clientConfig": map[string]any{}},
+			current: map[string]any{"name": "old.istio.io", "clientConfig": map[string]any{"caBundle": "QUJD"}},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			desired := webhookConfig(tc.kind, tc.desired)
+			var current *unstructured.Unstructured
+			if tc.current != nil {
+				current = webhookConfig(tc.kind, tc.current)
+			}
+			keepForeignFields(desired, current)
+			hooks, _, _ := unstructured.NestedSlice(desired.Object, "webhooks")
+			h := hooks[0].(map[string]any)
+			bundle, _, _ := unstructured.NestedFieldNoCopy(h, "clientConfig", "caBundle")
+			if bundle != tc.wantBundle {
+				t.Errorf("caBundle = %v, want %v", bundle, tc.wantBundle)
+			}
+			policy, ok := h["failurePolicy"]
+			if ok != tc.wantPolicyKey || policy != tc.wantPolicy {
+				t.Errorf("failurePolicy = %v (set %v), want %v", policy, ok, tc.wantPolicy)
+			}
+		})
+	}
+}
+
+func TestDeploymentAvailable(t *testing.T) {
+	dep := func(gen, observed, replicas, updated, available int64, cond string) *unstructured.Unstructured {
+		u := &unstructured.Unstructured{Object: map[string]any{
+			"metadata": map[string]any{"generation": gen},
+			"spec":     map[string]any{"replicas": replicas},
+			"status": map[string]any{
+				"observedGeneration": observed, "updatedReplicas": updated, "availableReplicas": available,
+				"conditions": []any{map[string]any{"type": "Available", "status": cond}},
+			},
+		}}
+		return u
+	}
+	tests := map[string]struct {
+		dep  *unstructured.Unstructured
+		want bool
+	}{
+		"available":             {dep: dep(2, 2, 2, 2, 2, "True"), want: true},
+		"new spec not observed": {dep: dep(3, 2, 2, 2, 2, "True")},
+		"rolling out":           {dep: dep(2, 2, 2, 1, 2, "True")},
+		"short of replicas":     {dep: dep(2, 2, 2, 2, 1, "True")},
+		"condition not true":    {dep: dep(2, 2, 2, 2, 2, "False")},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got, why := deploymentAvailable(tc.dep); got != tc.want || (!got && why == "") {
+				t.Fatalf("available = %v (%q), want %v with a reason when false", got, why, tc.want)
+			}
+		})
+	}
+}
