@@ -94,6 +94,12 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 			return stages.Result{}, err
 		}
 	}
+	if !set.SelfSigned {
+		// Switched to the user's issuer: the managed root is no longer used.
+		if err := s.pruneRoot(ctx, mesh.Name, set.Namespace); err != nil {
+			return stages.Result{}, err
+		}
+	}
 
 	if !set.SelfSigned {
 		if res, waiting, err := s.checkUserIssuer(ctx, set); err != nil || waiting {
@@ -223,9 +229,10 @@ func (s *Stage) Cleanup(ctx context.Context, mesh *meshv1.MeshInstallation) (boo
 	if missing, err := s.certManagerMissing(); err != nil {
 		return false, err
 	} else if !missing {
-		for _, obj := range Desired(mesh.Name, SettingsFor(mesh))[1:] {
-			if err := s.Client.Delete(ctx, obj); err != nil && !apierrors.IsNotFound(err) {
-				return false, fmt.Errorf("deleting %s %s: %w", obj.GetKind(), obj.GetName(), err)
+		// By label, not by the current settings: what earlier settings created goes too.
+		for _, gvk := range []schema.GroupVersionKind{CertificateGVK, IssuerGVK} {
+			if err := s.deleteLabelled(ctx, mesh.Name, gvk, func(string) bool { return true }); err != nil {
+				return false, err
 			}
 		}
 	}
@@ -260,6 +267,47 @@ func (s *Stage) Cleanup(ctx context.Context, mesh *meshv1.MeshInstallation) (boo
 		}
 	}
 	return true, nil
+}
+
+// pruneRoot removes the self-signed root objects an earlier spec made.
+func (s *Stage) pruneRoot(ctx context.Context, installation, ns string) error {
+	root := func(name string) bool {
+		return name == SelfSignedIssuer || name == RootIssuer || name == RootCertificate
+	}
+	for _, gvk := range []schema.GroupVersionKind{CertificateGVK, IssuerGVK} {
+		if err := s.deleteLabelled(ctx, installation, gvk, root); err != nil {
+			return err
+		}
+	}
+	secret := &corev1.Secret{}
+	if err := s.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: RootSecret}, secret); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if secret.Labels[meshv1.LabelInstallation] != installation {
+		return nil
+	}
+	return client.IgnoreNotFound(s.Client.Delete(ctx, secret))
+}
+
+// deleteLabelled deletes the objects of a kind that carry the installation's label and whose
+// name passes the filter. Objects without the label are never touched.
+func (s *Stage) deleteLabelled(ctx context.Context, installation string, gvk schema.GroupVersionKind, filter func(name string) bool) error {
+	list := &unstructured.UnstructuredList{}
+	list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
+	if err := s.Client.List(ctx, list, client.MatchingLabels{meshv1.LabelInstallation: installation}); err != nil {
+		return fmt.Errorf("listing %s: %w", gvk.Kind, err)
+	}
+	for i := range list.Items {
+		o := &list.Items[i]
+		if !filter(o.GetName()) || o.GetDeletionTimestamp() != nil {
+			continue
+		}
+		o.SetGroupVersionKind(gvk)
+		if err := s.Client.Delete(ctx, o); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("deleting %s %s/%s: %w", gvk.Kind, o.GetNamespace(), o.GetName(), err)
+		}
+	}
+	return nil
 }
 
 func (s *Stage) certManagerMissing() (bool, error) {

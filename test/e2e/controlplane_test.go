@@ -249,9 +249,9 @@ func TestCertManagerInstalledLater(t *testing.T) {
 	waitCondition(t, c, meshv1.ConditionControlPlaneReady, metav1.ConditionTrue, meshv1.ReasonControlPlaneReady, 120*time.Second)
 }
 
-// TestUsersIssuerAndCRDRemoval: with spec.certificates.issuerRef the user's ClusterIssuer signs
-// the intermediate and no root is created; with removeCRDsOnDelete, deleting the installation
-// removes Istio's CRDs too. Runs on a cluster of its own, since it removes cluster-wide CRDs.
+// TestUsersIssuerAndCRDRemoval: switched to spec.certificates.issuerRef, the user's
+// ClusterIssuer signs the intermediate and the operator's own root goes; with
+// removeCRDsOnDelete, deleting the installation removes Istio's CRDs too. Runs on a cluster of its own, since it removes cluster-wide CRDs.
 func TestUsersIssuerAndCRDRemoval(t *testing.T) {
 	ctx := context.Background()
 	own, c := startCluster(t, cluster.Options{})
@@ -276,7 +276,6 @@ apiVersion: meshwright.io/v1alpha1
 kind: MeshInstallation
 metadata: {name: default}
 spec:
-  certificates: {issuerRef: {kind: ClusterIssuer, name: corp-ca}}
   controlPlane: {removeCRDsOnDelete: true}
 `
 	runOperator(t, own)
@@ -287,25 +286,35 @@ spec:
 	if err := cluster.ApplyFiles(ctx, own.RESTConfig(), path); err != nil {
 		t.Fatal(err)
 	}
-	mesh := waitCondition(t, c, meshv1.ConditionControlPlaneReady, metav1.ConditionTrue, meshv1.ReasonControlPlaneReady, 120*time.Second)
-	var err error
-	if got := mesh.Status.Certificates.Issuer; got != "ClusterIssuer/corp-ca" {
-		t.Fatalf("status.certificates.issuer = %q, want ClusterIssuer/corp-ca", got)
+	// First with the operator's own root, then switched to the user's issuer.
+	waitCondition(t, c, meshv1.ConditionControlPlaneReady, metav1.ConditionTrue, meshv1.ReasonControlPlaneReady, 120*time.Second)
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "istio-system", Name: "meshwright-root-ca"}, &corev1.Secret{}); err != nil {
+		t.Fatalf("the default installation should have its own root: %v", err)
 	}
-	cacerts, corpRoot := &corev1.Secret{}, &corev1.Secret{}
-	if err := c.Get(ctx, client.ObjectKey{Namespace: "istio-system", Name: "cacerts"}, cacerts); err != nil {
+	m := &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}}
+	patch := `{"spec":{"certificates":{"issuerRef":{"kind":"ClusterIssuer","name":"corp-ca"}}}}`
+	if err := c.Patch(ctx, m, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
 		t.Fatal(err)
 	}
+	corpRoot := &corev1.Secret{}
 	if err := c.Get(ctx, client.ObjectKey{Namespace: "cert-manager", Name: "corp-root"}, corpRoot); err != nil {
 		t.Fatal(err)
 	}
-	if string(cacerts.Data["ca.crt"]) != string(corpRoot.Data["tls.crt"]) {
-		t.Fatal("cacerts' ca.crt is not the user's root")
+	eventually(t, 90*time.Second, "cacerts to be reissued by the user's issuer", func() (bool, error) {
+		cacerts := &corev1.Secret{}
+		if err := c.Get(ctx, client.ObjectKey{Namespace: "istio-system", Name: "cacerts"}, cacerts); err != nil {
+			return false, client.IgnoreNotFound(err)
+		}
+		return string(cacerts.Data["ca.crt"]) == string(corpRoot.Data["tls.crt"]), nil
+	})
+	mesh := waitCondition(t, c, meshv1.ConditionCertificatesReady, metav1.ConditionTrue, meshv1.ReasonCAReady, 60*time.Second)
+	if got := mesh.Status.Certificates.Issuer; got != "ClusterIssuer/corp-ca" {
+		t.Fatalf("status.certificates.issuer = %q, want ClusterIssuer/corp-ca", got)
 	}
-	err = c.Get(ctx, client.ObjectKey{Namespace: "istio-system", Name: "meshwright-root-ca"}, &corev1.Secret{})
-	if !apierrors.IsNotFound(err) {
-		t.Fatalf("a root of the operator's own exists beside the user's issuer: %v", err)
-	}
+	eventually(t, 30*time.Second, "the operator's own root to be removed", func() (bool, error) {
+		err := c.Get(ctx, client.ObjectKey{Namespace: "istio-system", Name: "meshwright-root-ca"}, &corev1.Secret{})
+		return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
+	})
 
 	if err := c.Delete(ctx, mesh); err != nil {
 		t.Fatal(err)
