@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 )
@@ -255,4 +256,22 @@ func sameQuantity(have, want any) bool {
 		return false
 	}
 	return hq.Cmp(wq) == 0
+}
+
+// Release removes the given labels from an object the operator leaves behind on purpose (a
+// namespace, Istio's CRDs), so nothing marks it as the operator's any more and nothing of the
+// operator's later selects it.
+func Release(ctx context.Context, c client.Client, obj client.Object, labels ...string) error {
+	patch := map[string]any{"metadata": map[string]any{"labels": map[string]any{}}}
+	for _, l := range labels {
+		patch["metadata"].(map[string]any)["labels"].(map[string]any)[l] = nil
+	}
+	b, err := json.Marshal(patch)
+	if err != nil {
+		return err
+	}
+	if err := c.Patch(ctx, obj, client.RawPatch(types.MergePatchType, b)); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("releasing %s %s: %w", obj.GetObjectKind().GroupVersionKind().Kind, obj.GetName(), err)
+	}
+	return nil
 }

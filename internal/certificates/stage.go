@@ -11,7 +11,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
@@ -245,9 +244,8 @@ func (s *Stage) Cleanup(ctx context.Context, mesh *meshv1.MeshInstallation) (boo
 	if err := s.Client.Get(ctx, client.ObjectKey{Name: ns}, namespace); err != nil && !apierrors.IsNotFound(err) {
 		return false, err
 	} else if err == nil && namespace.GetLabels()[meshv1.LabelInstallation] == mesh.Name {
-		patch := []byte(`{"metadata":{"labels":{"` + meshv1.LabelManagedBy + `":null,"` + meshv1.LabelInstallation + `":null}}}`)
-		if err := s.Client.Patch(ctx, namespace, client.RawPatch(types.MergePatchType, patch)); err != nil && !apierrors.IsNotFound(err) {
-			return false, fmt.Errorf("releasing namespace %s: %w", ns, err)
+		if err := apply.Release(ctx, s.Client, namespace, meshv1.LabelManagedBy, meshv1.LabelInstallation); err != nil {
+			return false, err
 		}
 	}
 	for _, name := range []string{CASecret, RootSecret} {

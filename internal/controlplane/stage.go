@@ -17,7 +17,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
@@ -306,9 +305,8 @@ func (s *Stage) Cleanup(ctx context.Context, mesh *meshv1.MeshInstallation) (boo
 			cur.SetGroupVersionKind(gvk)
 			if gvk.Kind == "CustomResourceDefinition" && !mesh.Spec.ControlPlane.RemoveCRDsOnDelete {
 				// Kept, and handed over: without the operator's labels nothing marks it as ours.
-				patch := []byte(`{"metadata":{"labels":{"` + meshv1.LabelManagedBy + `":null,"` + meshv1.LabelInstallation + `":null,"` + render.LabelComponent + `":null}}}`)
-				if err := s.Client.Patch(ctx, cur, client.RawPatch(types.MergePatchType, patch)); err != nil && !apierrors.IsNotFound(err) {
-					return false, fmt.Errorf("releasing CRD %s: %w", cur.GetName(), err)
+				if err := apply.Release(ctx, s.Client, cur, meshv1.LabelManagedBy, meshv1.LabelInstallation, render.LabelComponent); err != nil {
+					return false, err
 				}
 				continue
 			}
