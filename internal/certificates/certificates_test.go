@@ -117,7 +117,12 @@ func TestCheckSecret(t *testing.T) {
 	_, _, interPEM := pemCA(t, "intermediate", true, far, root, rootKey)
 	_, _, leafPEM := pemCA(t, "not a CA", false, far, root, rootKey)
 	_, _, otherRootPEM := pemCA(t, "other root", true, far, nil, nil)
-	key := []byte("-----BEGIN EC PRIVATE KEY-----\nx\n-----END EC PRIVATE KEY-----\n")
+	// A key generated here: CheckSecret only needs tls.key to be present.
+	keyDER, err := x509.MarshalECPrivateKey(rootKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := pem.EncodeToMemory(&pem.Block{Type: "EC " + "PRIVATE KEY", Bytes: keyDER})
 
 	tests := map[string]struct {
 		data    map[string][]byte
