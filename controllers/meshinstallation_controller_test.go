@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -240,6 +241,59 @@ func TestDeletionReleasesFinalizer(t *testing.T) {
 	err := k8s.Get(context.Background(), client.ObjectKey{Name: "to-delete"}, &meshv1.MeshInstallation{})
 	if !apierrors.IsNotFound(err) {
 		t.Fatalf("want the MeshInstallation gone, got %v", err)
+	}
+}
+
+// TestDeletionRemovesLabelledObjectsEvenIfNoPassSucceeded: clean-up finds what the installation
+// created by its labels, so an installation whose passes all failed (observedGeneration 0)
+// still leaves nothing behind, and objects without its labels are never touched.
+func TestDeletionRemovesLabelledObjectsEvenIfNoPassSucceeded(t *testing.T) {
+	ctx := context.Background()
+	newMesh(t, "never-ready")
+	r := newReconciler(t, k8s)
+	if _, err := reconcileOnce(t, r, "never-ready"); err != nil { // adds the finalizer
+		t.Fatal(err)
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "cleanup-by-label"}}
+	if err := k8s.Create(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	ours := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "istio", Labels: map[string]string{
+		meshv1.LabelManagedBy: meshv1.ManagedByValue, meshv1.LabelInstallation: "never-ready", "meshwright.io/component": "istiod",
+	}}}
+	theirs := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "users"}}
+	for _, o := range []client.Object{ours, theirs} {
+		if err := k8s.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if m := getMesh(t, "never-ready"); m.Status.ObservedGeneration != 0 {
+		// The pass above succeeded (as far as envtest, without cert-manager, lets it go): set
+		// the status of an installation none of whose passes succeeded.
+		m.Status.ObservedGeneration = 0
+		if err := k8s.Status().Update(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := k8s.Delete(ctx, getMesh(t, "never-ready")); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		if _, err := reconcileOnce(t, r, "never-ready"); err != nil {
+			t.Fatal(err)
+		}
+		if err := k8s.Get(ctx, client.ObjectKey{Name: "never-ready"}, &meshv1.MeshInstallation{}); apierrors.IsNotFound(err) {
+			break
+		}
+	}
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(ours), &corev1.ConfigMap{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("the installation's labelled ConfigMap survived its deletion: %v", err)
+	}
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(theirs), &corev1.ConfigMap{}); err != nil {
+		t.Fatalf("a ConfigMap without the installation's labels was touched: %v", err)
+	}
+	if err := k8s.Get(ctx, client.ObjectKey{Name: "never-ready"}, &meshv1.MeshInstallation{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("the MeshInstallation is still there: %v", err)
 	}
 }
 
