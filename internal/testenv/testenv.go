@@ -34,6 +34,9 @@ func Start() (*envtest.Environment, *rest.Config, error) {
 	}
 	cfg, err := env.Start()
 	if err != nil {
+		// A start that failed late (a CRD the API server refused) leaves etcd and the API
+		// server running: stop them, or every failed run leaks two processes.
+		_ = env.Stop()
 		return nil, nil, fmt.Errorf("starting envtest: %w", err)
 	}
 	return env, cfg, nil
