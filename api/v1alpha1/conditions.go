@@ -20,15 +20,6 @@ const (
 	ConditionDegraded = "Degraded"
 )
 
-// StageConditionTypes lists the per-stage conditions in rollout order; status shows them in this
-// order and the stage engine walks them in this order.
-var StageConditionTypes = []string{
-	ConditionCertificatesReady,
-	ConditionControlPlaneReady,
-	ConditionInjectionReady,
-	ConditionPoliciesReady,
-}
-
 // Condition reasons. They are CamelCase per the Kubernetes API conventions and stable: users
 // alert and script on them, and the troubleshooting guide has an entry for each.
 const (
@@ -40,10 +31,6 @@ const (
 	// ReasonConflict means another MeshInstallation already manages the mesh in this cluster;
 	// this one is left alone until that one is deleted.
 	ReasonConflict = "Conflict"
-	// ReasonActive means this MeshInstallation is the one the operator acts on.
-	ReasonActive = "Active"
-	// ReasonDeleting means the MeshInstallation is being deleted and its objects removed.
-	ReasonDeleting = "Deleting"
 	// ReasonReconcileError means a pass failed on an API error that is expected to pass
 	// (a conflict, a timeout); the operator retries with backoff.
 	ReasonReconcileError = "ReconcileError"
@@ -84,8 +71,6 @@ const (
 	// ReasonWaitingForPreviousStage means an earlier stage is not Ready yet, so this one has
 	// not been touched.
 	ReasonWaitingForPreviousStage = "WaitingForPreviousStage"
-	// ReasonStageFailed is the Ready reason when a stage cannot progress without a change.
-	ReasonStageFailed = "StageFailed"
 	// ReasonStageInProgress is the Ready and Progressing reason while a stage works.
 	ReasonStageInProgress = "StageInProgress"
 	// ReasonAllStagesReady is the Ready reason once every stage is Ready.
