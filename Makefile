@@ -99,11 +99,12 @@ fuzz: ## Fuzz the API's JSON round trip for a minute.
 ##@ Local cluster
 
 .PHONY: cluster-bins
-cluster-bins: ## Build (or take from the per-user cache) etcd, Kubernetes, kwok and cert-manager.
+cluster-bins: ## Build (or take from the per-user cache) etcd, Kubernetes, kwok, cert-manager and istiod.
 	@hack/build-component.sh etcd $(BIN) "-s -w"
 	@hack/build-component.sh kubernetes $(BIN) "$(KUBE_LDFLAGS)"
 	@hack/build-component.sh kwok $(BIN) "-s -w"
 	@hack/build-component.sh certmanager $(BIN) "-s -w"
+	@hack/build-component.sh istiod $(BIN) "-s -w"
 	@cd test && go build -o $(BIN)/localcluster ./cmd/localcluster
 
 .PHONY: cluster-up

@@ -31,6 +31,7 @@ func main() {
 		leaderElect          bool
 		leaderElectNamespace string
 		shutdownTimeout      time.Duration
+		operatorNamespace    string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443",
 		"Address the metrics endpoint binds to, such as :8443 (HTTPS) or :8080 (with --metrics-secure=false); 0 disables it.")
@@ -43,6 +44,8 @@ func main() {
 		"Namespace of the leader-election Lease; defaults to the operator's own namespace in a cluster.")
 	flag.DurationVar(&shutdownTimeout, "graceful-shutdown-timeout", 30*time.Second,
 		"How long in-flight reconciles may run after SIGTERM before the manager exits.")
+	flag.StringVar(&operatorNamespace, "operator-namespace", os.Getenv("POD_NAMESPACE"),
+		"The operator's own namespace, which is never enrolled in the mesh (default: $POD_NAMESPACE).")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -91,9 +94,10 @@ func main() {
 	}
 
 	if err := (&controllers.MeshInstallationReconciler{
-		Client:      mgr.GetClient(),
-		Recorder:    mgr.GetEventRecorder("meshwright"),
-		KubeVersion: kubeVersion,
+		Client:            mgr.GetClient(),
+		Recorder:          mgr.GetEventRecorder("meshwright"),
+		KubeVersion:       kubeVersion,
+		OperatorNamespace: operatorNamespace,
 	}).SetupWithManager(mgr); err != nil {
 		log.Error(err, "unable to set up the controller", "controller", "MeshInstallation")
 		os.Exit(1)

@@ -33,10 +33,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/adoption"
 	"github.com/meshwright/meshwright/internal/apply"
 	"github.com/meshwright/meshwright/internal/arbiter"
 	"github.com/meshwright/meshwright/internal/certificates"
 	"github.com/meshwright/meshwright/internal/controlplane"
+	"github.com/meshwright/meshwright/internal/injection"
+	"github.com/meshwright/meshwright/internal/policy"
 	"github.com/meshwright/meshwright/internal/stages"
 )
 
@@ -53,11 +56,13 @@ type MeshInstallationReconciler struct {
 	Stages []stages.Stage
 	// KubeVersion is the cluster's version, passed to Istio's charts.
 	KubeVersion string
+	// OperatorNamespace is where the operator runs; it is never enrolled in the mesh.
+	OperatorNamespace string
 
-	controller          controller.Controller
-	cache               cache.Cache
-	watchMu             sync.Mutex
-	watchingCertManager bool
+	controller controller.Controller
+	cache      cache.Cache
+	watchMu    sync.Mutex
+	watching   map[schema.GroupVersionKind]bool
 }
 
 // +kubebuilder:rbac:groups=meshwright.io,resources=meshinstallations,verbs=get;list;watch;update;patch
@@ -235,8 +240,20 @@ func (r *MeshInstallationReconciler) requeueMeshes(ctx context.Context, _ client
 // SetupWithManager registers the reconciler and what it watches, and builds the standard
 // stages when none were given.
 func (r *MeshInstallationReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	// The ladder reads every team's namespaces, pods and workloads: a cache of its own, slimmed
+	// to what the ladder needs (see adoption.CacheOptions), beside the manager's label-filtered one.
+	ladderOpts := adoption.CacheOptions()
+	ladderOpts.Scheme, ladderOpts.Mapper, ladderOpts.HTTPClient = mgr.GetScheme(), mgr.GetRESTMapper(), mgr.GetHTTPClient()
+	ladderCache, err := cache.New(mgr.GetConfig(), ladderOpts)
+	if err != nil {
+		return fmt.Errorf("creating the ladder's cache: %w", err)
+	}
+	if err := mgr.Add(ladderCache); err != nil {
+		return err
+	}
 	if r.Stages == nil {
-		r.Stages = NewStages(mgr.GetClient(), mgr.GetAPIReader(), mgr.GetRESTMapper(), r.KubeVersion, r.watchCertManager)
+		r.Stages = NewStages(StageDeps{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Mapper: mgr.GetRESTMapper(),
+			KubeVersion: r.KubeVersion, Watch: r.watchKinds, Workloads: ladderCache, Recorder: r.Recorder, OperatorNamespace: r.OperatorNamespace})
 	}
 	crd := &unstructured.Unstructured{}
 	crd.SetGroupVersionKind(apiextensionsv1.SchemeGroupVersion.WithKind("CustomResourceDefinition"))
@@ -262,6 +279,9 @@ func (r *MeshInstallationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		u.SetGroupVersionKind(gvk)
 		b = b.Watches(u, handler.EnqueueRequestsFromMapFunc(byInstallationLabel))
 	}
+	for _, obj := range adoption.WatchedObjects() {
+		b = b.WatchesRawSource(source.Kind(ladderCache, obj, handler.EnqueueRequestsFromMapFunc(r.requeueMeshes), ladderPredicate{}))
+	}
 	c, err := b.Build(r)
 	if err != nil {
 		return err
@@ -271,32 +291,69 @@ func (r *MeshInstallationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return nil
 }
 
-// NewStages is the rollout, in order. The Injection and Policies stages are not built yet; their
-// conditions say so (see notBuiltConditionTypes) without holding up Ready.
-func NewStages(c client.Client, reader client.Reader, mapper meta.RESTMapper, kubeVersion string, certManagerFound func() error) []stages.Stage {
-	applier := &apply.Applier{Client: c, FieldManager: FieldManager}
+// StageDeps is what the standard stages need from the manager.
+type StageDeps struct {
+	// Client writes, and reads from the manager's cache.
+	Client client.Client
+	// APIReader reads from the API server, for what the cache does not hold.
+	APIReader client.Reader
+	Mapper    meta.RESTMapper
+	// KubeVersion is passed to Istio's charts.
+	KubeVersion string
+	// Watch starts watching kinds that may not exist when the operator starts (cert-manager's,
+	// Istio's policies); nil in tests that run passes by hand.
+	Watch func(gvks ...schema.GroupVersionKind) error
+	// Workloads reads namespaces, pods and workloads for the ladder; APIReader when nil.
+	Workloads client.Reader
+	// Recorder emits the ladder's Events on Namespaces; none when nil.
+	Recorder recorder.EventRecorder
+	// OperatorNamespace is never enrolled.
+	OperatorNamespace string
+}
+
+// NewStages is the rollout, in order: the mesh CA, Istio's control plane, the injection webhook
+// verified live, the mesh-wide policy, then the adoption ladder of every namespace.
+func NewStages(d StageDeps) []stages.Stage {
+	applier := &apply.Applier{Client: d.Client, FieldManager: FieldManager}
+	workloads := d.Workloads
+	if workloads == nil {
+		workloads = d.APIReader
+	}
+	var certManagerFound func() error
+	if d.Watch != nil {
+		certManagerFound = func() error { return d.Watch(certificates.CertificateGVK, certificates.IssuerGVK) }
+	}
 	return []stages.Stage{
-		&certificates.Stage{Client: c, Reader: reader, Mapper: mapper, CertManagerFound: certManagerFound, Applier: applier},
-		&controlplane.Stage{Client: c, Applier: applier, KubeVersion: kubeVersion},
+		&certificates.Stage{Client: d.Client, Reader: d.APIReader, Mapper: d.Mapper, CertManagerFound: certManagerFound, Applier: applier},
+		&controlplane.Stage{Client: d.Client, Applier: applier, KubeVersion: d.KubeVersion},
+		&injection.Stage{Client: d.Client},
+		&policy.Stage{Client: d.Client, Reader: d.APIReader, Applier: applier, Watch: d.Watch},
+		&adoption.Stage{Client: d.Client, Reader: workloads, Applier: applier, FieldManager: FieldManager, Recorder: d.Recorder, OperatorNamespace: d.OperatorNamespace},
 	}
 }
 
-// watchCertManager starts watching cert-manager's kinds once they are served. Watching them
-// from the start would stall the manager's start-up when cert-manager is not installed.
-func (r *MeshInstallationReconciler) watchCertManager() error {
+// watchKinds starts watching kinds once they are served. Watching them from the start would
+// stall the manager's start-up when cert-manager (or Istio) is not installed.
+func (r *MeshInstallationReconciler) watchKinds(gvks ...schema.GroupVersionKind) error {
 	r.watchMu.Lock()
 	defer r.watchMu.Unlock()
-	if r.watchingCertManager || r.controller == nil {
+	if r.controller == nil {
 		return nil
 	}
-	for _, gvk := range []schema.GroupVersionKind{certificates.CertificateGVK, certificates.IssuerGVK} {
+	if r.watching == nil {
+		r.watching = map[schema.GroupVersionKind]bool{}
+	}
+	for _, gvk := range gvks {
+		if r.watching[gvk] {
+			continue
+		}
 		u := &unstructured.Unstructured{}
 		u.SetGroupVersionKind(gvk)
 		if err := r.controller.Watch(source.Kind[client.Object](r.cache, u, handler.EnqueueRequestsFromMapFunc(byInstallationLabel))); err != nil {
 			return fmt.Errorf("watching %s: %w", gvk.Kind, err)
 		}
+		r.watching[gvk] = true
 	}
-	r.watchingCertManager = true
 	return nil
 }
 
@@ -332,6 +389,23 @@ func CacheOptions() cache.Options {
 		byObject[u] = ours
 	}
 	return cache.Options{ByObject: byObject, DefaultTransform: cache.TransformStripManagedFields()}
+}
+
+// ladderPredicate lets through the changes of namespaces, pods and workloads that can move the
+// ladder, and drops the rest: a pod's status churns (IPs, container states) far more often than
+// its readiness does.
+type ladderPredicate struct{ predicate.Funcs }
+
+// Update implements predicate.Predicate.
+func (ladderPredicate) Update(e event.UpdateEvent) bool {
+	oldPod, ok1 := e.ObjectOld.(*corev1.Pod)
+	newPod, ok2 := e.ObjectNew.(*corev1.Pod)
+	if !ok1 || !ok2 {
+		return true
+	}
+	return !equality.Semantic.DeepEqual(oldPod.Status.Conditions, newPod.Status.Conditions) ||
+		oldPod.Status.Phase != newPod.Status.Phase || !oldPod.DeletionTimestamp.Equal(newPod.DeletionTimestamp) ||
+		!equality.Semantic.DeepEqual(oldPod.Labels, newPod.Labels)
 }
 
 // deletionStarted passes the update that sets deletionTimestamp, so clean-up starts at once.

@@ -96,8 +96,9 @@ func TestFirstPassSetsFinalizerAndEveryCondition(t *testing.T) {
 	}{
 		meshv1.ConditionCertificatesReady: {metav1.ConditionFalse, meshv1.ReasonCertManagerNotFound},
 		meshv1.ConditionControlPlaneReady: {metav1.ConditionUnknown, meshv1.ReasonWaitingForPreviousStage},
-		meshv1.ConditionInjectionReady:    {metav1.ConditionUnknown, meshv1.ReasonNotImplemented},
-		meshv1.ConditionPoliciesReady:     {metav1.ConditionUnknown, meshv1.ReasonNotImplemented},
+		meshv1.ConditionInjectionReady:    {metav1.ConditionUnknown, meshv1.ReasonWaitingForPreviousStage},
+		meshv1.ConditionPoliciesReady:     {metav1.ConditionUnknown, meshv1.ReasonWaitingForPreviousStage},
+		meshv1.ConditionAdoptionReady:     {metav1.ConditionUnknown, meshv1.ReasonWaitingForPreviousStage},
 		meshv1.ConditionReady:             {metav1.ConditionFalse, meshv1.ReasonCertManagerNotFound},
 		meshv1.ConditionProgressing:       {metav1.ConditionFalse, meshv1.ReasonCertManagerNotFound},
 		meshv1.ConditionDegraded:          {metav1.ConditionFalse, meshv1.ReasonAsExpected},
@@ -119,7 +120,7 @@ func TestFirstPassSetsFinalizerAndEveryCondition(t *testing.T) {
 // newReconciler builds the reconciler with the standard stages over the given client.
 func newReconciler(t *testing.T, c client.Client) *MeshInstallationReconciler {
 	t.Helper()
-	return &MeshInstallationReconciler{Client: c, Stages: NewStages(c, k8s, k8s.RESTMapper(), "v1.37.2", nil)}
+	return &MeshInstallationReconciler{Client: c, Stages: NewStages(StageDeps{Client: c, APIReader: k8s, Mapper: k8s.RESTMapper(), KubeVersion: "v1.37.2"})}
 }
 
 func TestNoWritesWhenNothingChanged(t *testing.T) {

@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"fmt"
-	"slices"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -33,22 +32,12 @@ type observation struct {
 // conflicting is true when another installation manages the mesh.
 func (o observation) conflicting() bool { return !o.active && o.activeName != "" }
 
-// notBuiltConditionTypes are the conditions of stages this build does not carry out yet. They
-// are reported as Unknown with reason NotImplemented, so nobody mistakes them for done, and do
-// not hold up Ready, which covers the stages that run.
-var notBuiltConditionTypes = []string{meshv1.ConditionInjectionReady, meshv1.ConditionPoliciesReady}
-
 // computeStatus rewrites status from an observation. Conditions keep their lastTransitionTime
 // unless their status changes, so recomputing an unchanged state is a no-op.
 func computeStatus(status *meshv1.MeshInstallationStatus, obs observation) {
 	for _, t := range obs.stageTypes {
 		if c, ok := determineStageCondition(t, obs); ok {
 			setCondition(status, obs, c)
-		}
-	}
-	for _, t := range notBuiltConditionTypes {
-		if !slices.Contains(obs.stageTypes, t) {
-			setCondition(status, obs, determineNotBuiltCondition(t, obs))
 		}
 	}
 	setCondition(status, obs, determineReadyCondition(obs))
@@ -61,8 +50,14 @@ func computeStatus(status *meshv1.MeshInstallationStatus, obs observation) {
 	case obs.active:
 		status.Version = obs.version
 		status.Stage = obs.outcome.Current
+		for _, ran := range obs.outcome.Ran {
+			if ns := ran.Result.Namespaces; ns != nil {
+				status.Namespaces = ns.DeepCopy()
+			}
+		}
 	case obs.conflicting():
 		status.Version, status.Stage, status.Certificates = "", "", nil
+		status.Namespaces = nil
 	}
 	// observedGeneration moves only when a pass of the active installation succeeded, so it
 	// tells users that what status says is about the spec they wrote.
@@ -106,17 +101,6 @@ func determineStageCondition(conditionType string, obs observation) (metav1.Cond
 	return c, true
 }
 
-// determineNotBuiltCondition reports a stage this build does not carry out.
-func determineNotBuiltCondition(conditionType string, obs observation) metav1.Condition {
-	c := metav1.Condition{Type: conditionType, Status: metav1.ConditionUnknown, Reason: meshv1.ReasonNotImplemented,
-		Message: "This build of Meshwright does not carry out this stage yet: nothing is done for it."}
-	if obs.conflicting() {
-		c.Reason = meshv1.ReasonConflict
-		c.Message = fmt.Sprintf("Not acted on: MeshInstallation %q manages the mesh in this cluster.", obs.activeName)
-	}
-	return c
-}
-
 // current returns the result of the stage in progress, if it ran.
 func (o observation) current() (stages.Result, bool) {
 	if n := len(o.outcome.Ran); n > 0 && o.outcome.Current != meshv1.StageComplete {
@@ -137,7 +121,7 @@ func determineReadyCondition(obs observation) metav1.Condition {
 		c.Message = "The last pass failed: " + obs.err.Error()
 	case obs.active && obs.outcome.Current == meshv1.StageComplete:
 		c.Status, c.Reason, c.Message = metav1.ConditionTrue, meshv1.ReasonAllStagesReady,
-			"Every stage is Ready: the mesh CA and Istio's control plane. Injection and policies are not carried out by this build yet."
+			"Every stage is Ready: the mesh CA, Istio's control plane, the injection webhook, the mesh-wide policy, and every enrolled namespace at its target level."
 	case ok:
 		c.Reason = res.Reason
 		c.Message = fmt.Sprintf("%s stage: %s", obs.outcome.Current, res.Message)

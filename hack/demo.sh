@@ -9,6 +9,7 @@ cmd=${1:-up}
 root=$(cd "$(dirname "$0")/.." && pwd)
 DEMO_DIR=${DEMO_DIR:-$root/.demo}
 BIN=${BIN:-$root/bin}
+export MESHWRIGHT_BIN_DIR=$BIN
 kubectl() { "$BIN/kubectl" --kubeconfig "$DEMO_DIR/kubeconfig" "$@"; }
 
 manager_running() {
@@ -44,11 +45,28 @@ up)
       >>"$DEMO_DIR/logs/manager.log" 2>&1 < /dev/null &
   echo $! > "$DEMO_DIR/manager.pid"
 
+  echo ">> creating two teams' namespaces, each with a Deployment (the sample enrolls them)"
+  for team in payments storefront; do
+    kubectl create namespace "$team" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+    kubectl label namespace "$team" team="$team" --overwrite >/dev/null
+    kubectl -n "$team" create deployment web --image=registry.example/web:1 --replicas=2 --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+  done
+
   echo ">> applying config/samples/"
   kubectl apply -k "$root/config/samples" >/dev/null
-  echo ">> waiting for the rollout (the mesh CA from cert-manager, then Istio's control plane)"
-  if ! kubectl wait mesh/default --for=condition=Ready --timeout=120s >/dev/null; then
-    echo "the sample did not become Ready within 120s; its status and the operator's log follow" >&2
+  # kwok pods do not run, so istiod's Deployment serves nothing here: Istio's real istiod runs
+  # as a local process instead, and the sample's webhooks point at it through the istiod
+  # chart's own values. In a real cluster none of this is needed.
+  echo ">> pointing the webhooks at a local istiod (pilot-discovery) and starting it"
+  [ -s "$DEMO_DIR/istiod.port" ] || "$BIN/localcluster" free-port > "$DEMO_DIR/istiod.port"
+  port=$(cat "$DEMO_DIR/istiod.port")
+  kubectl patch mesh default --type merge -p "{\"spec\":{\"controlPlane\":{\"values\":$("$BIN/localcluster" istiod-values --port "$port")}}}" >/dev/null
+  if ! grep -q '"istiod-' "$DEMO_DIR/cluster.json" 2>/dev/null; then
+    "$BIN/localcluster" istiod --dir "$DEMO_DIR" --port "$port"
+  fi
+  echo ">> waiting for the rollout: mesh CA, control plane, injection, policies, then the namespaces' ladder"
+  if ! kubectl wait mesh/default --for=condition=Ready --timeout=180s >/dev/null; then
+    echo "the sample did not become Ready within 180s; its status and the operator's log follow" >&2
     tail -n 20 "$DEMO_DIR/logs/manager.log" >&2
   fi
 
@@ -62,6 +80,15 @@ up)
   echo "\$ kubectl get deployments,secrets -n istio-system"
   kubectl get deployments,secrets -n istio-system
   echo
+  echo "\$ kubectl get namespaces -L meshwright.io/level,istio.io/rev"
+  kubectl get namespaces -L meshwright.io/level,istio.io/rev
+  echo
+  echo "\$ kubectl get pods -n payments -o custom-columns=…containers   # injected by Istio's istiod"
+  kubectl get pods -n payments -o custom-columns=NAME:.metadata.name,CONTAINERS:.spec.containers[*].name,READY:.status.conditions[?\(@.type==\"Ready\"\)].status
+  echo
+  echo "\$ kubectl get peerauthentications -A"
+  kubectl get peerauthentications -A
+  echo
   echo "The cluster and the operator keep running. To use them:"
   echo "  export KUBECONFIG=$DEMO_DIR/kubeconfig"
   echo "  export PATH=$BIN:\$PATH   # kubectl v1.37 built with the cluster"
@@ -72,7 +99,7 @@ down)
     kill "$(cat "$DEMO_DIR/manager.pid")"
     echo ">> operator stopped"
   fi
-  rm -f "$DEMO_DIR/manager.pid"
+  rm -f "$DEMO_DIR/manager.pid" "$DEMO_DIR/istiod.port"
   "$BIN/localcluster" down --dir "$DEMO_DIR" 2>/dev/null || true
   ;;
 *)

@@ -8,10 +8,14 @@ const (
 	ConditionCertificatesReady = "CertificatesReady"
 	// ConditionControlPlaneReady reports Istio's control plane: CRDs, istiod and its webhooks.
 	ConditionControlPlaneReady = "ControlPlaneReady"
-	// ConditionInjectionReady reports the sidecar-injection webhook and namespace enrollment.
+	// ConditionInjectionReady reports the sidecar-injection webhook: configured, and served as
+	// the API server sees it (a dry-run pod comes back with Istio's proxy).
 	ConditionInjectionReady = "InjectionReady"
-	// ConditionPoliciesReady reports the mesh-wide and per-namespace security policies.
+	// ConditionPoliciesReady reports the mesh-wide default policies (PERMISSIVE mTLS).
 	ConditionPoliciesReady = "PoliciesReady"
+	// ConditionAdoptionReady reports the adoption ladder: True when every enrolled namespace
+	// stands at its target level.
+	ConditionAdoptionReady = "AdoptionReady"
 	// ConditionReady summarises the others: True only when every stage is Ready.
 	ConditionReady = "Ready"
 	// ConditionProgressing is True while the operator is moving the mesh towards the spec.
@@ -25,9 +29,6 @@ const (
 const (
 	// ReasonPending means the operator has not acted on this stage yet.
 	ReasonPending = "Pending"
-	// ReasonNotImplemented means this version of the operator accepts the spec but cannot yet
-	// carry out the stage; the rollout stays where it is and nothing is changed in the cluster.
-	ReasonNotImplemented = "NotImplemented"
 	// ReasonConflict means another MeshInstallation already manages the mesh in this cluster;
 	// this one is left alone until that one is deleted.
 	ReasonConflict = "Conflict"
@@ -75,6 +76,59 @@ const (
 	ReasonStageInProgress = "StageInProgress"
 	// ReasonAllStagesReady is the Ready reason once every stage is Ready.
 	ReasonAllStagesReady = "AllStagesReady"
+	// ReasonWebhookNotFound means the sidecar-injector MutatingWebhookConfiguration is missing.
+	ReasonWebhookNotFound = "WebhookNotFound"
+	// ReasonWebhookNotServing means the API server cannot call the injection webhook yet: no
+	// caBundle, or the call fails (istiod down or unreachable). The message quotes the API server.
+	ReasonWebhookNotServing = "WebhookNotServing"
+	// ReasonInjectionNotApplied means the webhook answered but a pod that asks for the proxy
+	// came back without it (the injection templates or values are wrong).
+	ReasonInjectionNotApplied = "InjectionNotApplied"
+	// ReasonWebhookServing means the injection webhook answers and injects Istio's proxy.
+	ReasonWebhookServing = "WebhookServing"
+	// ReasonMeshPolicyApplied means the mesh-wide PeerAuthentication is in place.
+	ReasonMeshPolicyApplied = "MeshPolicyApplied"
+	// ReasonMeshPolicyExists means a mesh-wide PeerAuthentication the operator did not create
+	// is in place; the operator leaves it as it is.
+	ReasonMeshPolicyExists = "MeshPolicyExists"
+	// ReasonNamespacesProgressing means namespaces are stepping towards their target levels.
+	ReasonNamespacesProgressing = "NamespacesProgressing"
+	// ReasonNamespacesBlocked means some namespaces cannot take their next step; status lists
+	// them (namespaces.blocked) with the reason of each.
+	ReasonNamespacesBlocked = "NamespacesBlocked"
+	// ReasonNamespacesAtTarget means every enrolled namespace is at its target level.
+	ReasonNamespacesAtTarget = "NamespacesAtTarget"
+	// ReasonRolloutPaused means spec.rollout.paused holds every namespace where it stands.
+	ReasonRolloutPaused = "RolloutPaused"
+	// ReasonUninjectedPods means a namespace has pods without Istio's proxy (opted out with
+	// sidecar.istio.io/inject=false, or not owned by a workload the operator can restart), so
+	// STRICT mTLS would cut them off. The message names the first few.
+	ReasonUninjectedPods = "UninjectedPods"
+	// ReasonPodsNotReady means a namespace has pods that are not Ready, so its next step waits.
+	ReasonPodsNotReady = "PodsNotReady"
+	// ReasonDisruptionBudget means a PodDisruptionBudget allows no disruption of a workload the
+	// step has to restart; the step waits for it.
+	ReasonDisruptionBudget = "DisruptionBudget"
+	// ReasonInvalidTargetLevel means a namespace's meshwright.io/target-level label is not a
+	// level; it is ignored and the namespace follows spec.namespaces.
+	ReasonInvalidTargetLevel = "InvalidTargetLevel"
+	// ReasonRolledBack means a step did not leave the namespace's pods Ready (and injected) within
+	// spec.rollout.stepTimeout and was reverted; the namespace is held until the spec changes.
+	ReasonRolledBack = "RolledBack"
+)
+
+// Labels and annotations of the adoption ladder, on Namespaces.
+const (
+	// LabelLevel is the rung a namespace stands on: `kubectl get ns -L meshwright.io/level`.
+	LabelLevel = "meshwright.io/level"
+	// LabelTargetLevel on a namespace overrides the target level spec.namespaces gives it.
+	LabelTargetLevel = "meshwright.io/target-level"
+	// AnnotationLadder holds the operator's record of a namespace's ladder state (the step in
+	// progress, when the level was reached, a hold after a rollback) as JSON. Deleting it
+	// releases a hold.
+	AnnotationLadder = "meshwright.io/ladder"
+	// AnnotationRestartedFor on a workload's pod template names the step that restarted it.
+	AnnotationRestartedFor = "meshwright.io/restarted-for"
 )
 
 // Labels the operator puts on everything it creates, so it can find, watch and remove them.

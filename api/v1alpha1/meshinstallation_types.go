@@ -32,8 +32,10 @@ const (
 	StageControlPlane Stage = "ControlPlane"
 	// StageInjection verifies the injection webhook and enrolls namespaces.
 	StageInjection Stage = "Injection"
-	// StagePolicies applies mesh-wide and per-namespace security policies.
+	// StagePolicies applies the mesh-wide default policies.
 	StagePolicies Stage = "Policies"
+	// StageAdoption moves namespaces up (or down) the adoption ladder to their target levels.
+	StageAdoption Stage = "Adoption"
 	// StageComplete means every stage is Ready.
 	StageComplete Stage = "Complete"
 )
@@ -209,6 +211,14 @@ type RolloutSpec struct {
 	// +kubebuilder:default="1h"
 	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('0s')",message="rollout.soakTime must be a duration such as '30m' or '1h'"
 	SoakTime *metav1.Duration `json:"soakTime,omitempty"`
+
+	// StepTimeout is how long a namespace's step may take to leave every pod of the namespace
+	// Ready (and, for Observe, injected). A step that has not got there by then is reverted, and
+	// the namespace is held at its previous level until the spec changes.
+	// +optional
+	// +kubebuilder:default="10m"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('1s')",message="rollout.stepTimeout must be a duration of at least 1s, such as '10m'"
+	StepTimeout *metav1.Duration `json:"stepTimeout,omitempty"`
 }
 
 // NamespaceRule sets the target level of the namespaces its selector matches.
@@ -305,7 +315,7 @@ type MeshInstallationStatus struct {
 
 	// Namespaces counts namespaces per adoption level and lists the ones that are held back.
 	// +optional
-	Namespaces NamespacesStatus `json:"namespaces,omitempty"`
+	Namespaces *NamespacesStatus `json:"namespaces,omitempty"`
 }
 
 // CertificatesStatus reports the intermediate CA in the cacerts Secret.
@@ -329,12 +339,23 @@ type NamespacesStatus struct {
 	MutualTLS int32 `json:"mutualTLS"`
 	// ZeroTrust is the number of namespaces currently at ZeroTrust.
 	ZeroTrust int32 `json:"zeroTrust"`
-	// Blocked lists namespaces held below their target, with why.
+	// InProgress is the number of namespaces taking a step right now.
+	// +optional
+	InProgress int32 `json:"inProgress,omitempty"`
+	// BlockedCount is the number of namespaces held below their target level.
+	// +optional
+	BlockedCount int32 `json:"blockedCount,omitempty"`
+	// Blocked lists the first MaxBlockedListed blocked namespaces (by name), with why, so
+	// status stays small in a cluster with thousands of namespaces.
 	// +optional
 	// +listType=map
 	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=10
 	Blocked []BlockedNamespace `json:"blocked,omitempty"`
 }
+
+// MaxBlockedListed bounds status.namespaces.blocked.
+const MaxBlockedListed = 10
 
 // BlockedNamespace is a namespace held below its target level, and why.
 type BlockedNamespace struct {

@@ -36,6 +36,8 @@ type Result struct {
 	// Degraded marks a Ready stage that needs attention (a CA close to expiry); it becomes the
 	// Degraded condition with this result's reason and message.
 	Degraded bool
+	// Namespaces, when set, is the adoption ladder's summary for status.namespaces.
+	Namespaces *meshv1.NamespacesStatus
 }
 
 // NotReadyRecheck is how soon a stage that is working is looked at again when it named no

@@ -4,13 +4,22 @@
 package testenv
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
+	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/meshwright/meshwright/internal/release"
+	"github.com/meshwright/meshwright/internal/render"
 )
 
 // Start starts envtest with the CRDs of config/crd/bases. It fails, rather than skipping, when
@@ -40,4 +49,32 @@ func Start() (*envtest.Environment, *rest.Config, error) {
 		return nil, nil, fmt.Errorf("starting envtest: %w", err)
 	}
 	return env, cfg, nil
+}
+
+// InstallIstioCRDs installs Istio's CRDs, rendered from the charts the operator embeds, and waits
+// until their kinds are served: tests of the policies need them, envtest has no control plane.
+func InstallIstioCRDs(ctx context.Context, c client.Client) error {
+	objs, err := render.Render(render.Input{Version: release.DefaultIstioVersion, Namespace: "istio-system", Installation: "test", KubeVersion: "v1.37.2"})
+	if err != nil {
+		return err
+	}
+	for _, o := range objs {
+		if o.GetKind() != "CustomResourceDefinition" {
+			continue
+		}
+		if err := c.Create(ctx, o); err != nil && !apierrors.IsAlreadyExists(err) {
+			return err
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	var last error
+	for time.Now().Before(deadline) {
+		list := &unstructured.UnstructuredList{}
+		list.SetGroupVersionKind(schema.GroupVersionKind{Group: "security.istio.io", Version: "v1", Kind: "AuthorizationPolicyList"})
+		if last = c.List(ctx, list); last == nil {
+			return nil
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return fmt.Errorf("Istio's CRDs were not served within 30s: %w", last)
 }

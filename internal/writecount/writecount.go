@@ -90,7 +90,10 @@ func (w *Counter) Wrap(base client.WithWatch, faults interceptor.Funcs) client.W
 		Get:  faults.Get,
 		List: faults.List,
 		Create: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.CreateOption) error {
-			w.add("create", o)
+			// A dry-run create (the injection probe) stores nothing: it is not a write.
+			if co := (&client.CreateOptions{}).ApplyOptions(opts); len(co.DryRun) == 0 {
+				w.add("create", o)
+			}
 			if faults.Create != nil {
 				return faults.Create(ctx, c, o, opts...)
 			}

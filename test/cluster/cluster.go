@@ -471,6 +471,56 @@ func createKwokNode(ctx context.Context, kc kubernetes.Interface, name string) e
 	return err
 }
 
+// NodeOptions describe an extra kwok node.
+type NodeOptions struct {
+	Name string
+	// CPU and Memory are its allocatable resources ("500m", "1Gi").
+	CPU, Memory string
+	Labels      map[string]string
+	Taints      []corev1.Taint
+}
+
+// AddNode registers one more kwok node, for tests that need a node of a given size or with
+// taints, and waits until it is Ready.
+func (c *Cluster) AddNode(ctx context.Context, opts NodeOptions) error {
+	kc, err := kubernetes.NewForConfig(c.RESTConfig())
+	if err != nil {
+		return err
+	}
+	capacity := corev1.ResourceList{
+		corev1.ResourceCPU:    resource.MustParse(opts.CPU),
+		corev1.ResourceMemory: resource.MustParse(opts.Memory),
+		corev1.ResourcePods:   resource.MustParse("110"),
+	}
+	labels := map[string]string{"kubernetes.io/hostname": opts.Name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64", "type": "kwok"}
+	for k, v := range opts.Labels {
+		labels[k] = v
+	}
+	node := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: opts.Name, Labels: labels,
+			Annotations: map[string]string{KwokNodeAnnotation: "fake", "node.alpha.kubernetes.io/ttl": "0"}},
+		Spec:   corev1.NodeSpec{Taints: opts.Taints},
+		Status: corev1.NodeStatus{Capacity: capacity, Allocatable: capacity},
+	}
+	if _, err := kc.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{FieldManager: fieldManager}); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	return poll(ctx, "node "+opts.Name+" to be Ready", 200*time.Millisecond, nil, func(ctx context.Context) (bool, error) {
+		n, err := kc.CoreV1().Nodes().Get(ctx, opts.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		for _, cond := range n.Status.Conditions {
+			if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+}
+
 func client404(err error) error {
 	if err == nil || apierrors.IsNotFound(err) {
 		return nil

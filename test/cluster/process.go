@@ -29,6 +29,11 @@ type process struct {
 // outlives this one (for `localcluster up`); an attached one is killed if this process dies, so
 // a crashed test run leaves nothing behind.
 func startProcess(name, bin string, args []string, env []string, logDir string, detached bool) (*process, error) {
+	return startProcessIn("", name, bin, args, env, logDir, detached)
+}
+
+// startProcessIn is startProcess with a working directory (empty: this process's).
+func startProcessIn(dir, name, bin string, args []string, env []string, logDir string, detached bool) (*process, error) {
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("%s: binary %s not found (run `make cluster-bins`): %w", name, bin, err)
 	}
@@ -40,6 +45,7 @@ func startProcess(name, bin string, args []string, env []string, logDir string, 
 	defer logFile.Close()
 
 	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	cmd.Env = append(os.Environ(), env...)

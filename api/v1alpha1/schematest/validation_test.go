@@ -160,6 +160,14 @@ func TestInvalidSpecsAreRefused(t *testing.T) {
 			spec: "rollout: {soakTime: -5m}",
 			want: "rollout.soakTime must be a duration such as '30m' or '1h'",
 		},
+		"step timeout below a second": {
+			spec: "rollout: {stepTimeout: 500ms}",
+			want: "rollout.stepTimeout must be a duration of at least 1s, such as '10m'",
+		},
+		"step timeout not a duration": {
+			spec: "rollout: {stepTimeout: soon}",
+			want: "rollout.stepTimeout must be a duration of at least 1s, such as '10m'",
+		},
 		"intermediate outlives the root": {
 			spec: "certificates: {duration: 87600h, rootDuration: 43800h}",
 			want: "certificates.duration must be shorter than certificates.rootDuration",
@@ -245,11 +253,11 @@ func TestValidSpecsRoundTrip(t *testing.T) {
 	}{
 		"an explicitly empty version": {
 			spec:     `version: ""`,
-			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h}\ncontrolPlane: {}",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m}\ncontrolPlane: {}",
 		},
 		"empty spec gets the rollout defaults": {
 			spec:     "{}",
-			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h}\ncontrolPlane: {}",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m}\ncontrolPlane: {}",
 		},
 		"the sample's shape": {
 			spec: `
@@ -258,7 +266,7 @@ certificates: {duration: 8760h, renewBefore: 720h, rootDuration: 87600h, private
 controlPlane:
   namespace: istio-system
   values: {global: {logging: {level: "default:debug"}}, pilot: {autoscaleEnabled: false, replicaCount: 2}}
-rollout: {paused: true, maxNamespacesInProgress: 5, maxUnavailablePerNamespace: 3, soakTime: 30m}
+rollout: {paused: true, maxNamespacesInProgress: 5, maxUnavailablePerNamespace: 3, soakTime: 30m, stepTimeout: 5m}
 namespaces:
 - selector: {matchLabels: {team: payments}}
   level: MutualTLS
@@ -271,15 +279,15 @@ namespaces:
 		},
 		"the user's cluster issuer": {
 			spec:     "certificates:\n  issuerRef: {name: vault-issuer}\n  privateKey: {algorithm: RSA, size: 4096}",
-			defaults: "certificates: {issuerRef: {kind: ClusterIssuer}}\nrollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h}\ncontrolPlane: {}",
+			defaults: "certificates: {issuerRef: {kind: ClusterIssuer}}\nrollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m}\ncontrolPlane: {}",
 		},
 		"a namespaced issuer and Ed25519": {
 			spec:     "certificates:\n  issuerRef: {kind: Issuer, name: corp.ca-1}\n  privateKey: {algorithm: Ed25519}",
-			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h}\ncontrolPlane: {}",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m}\ncontrolPlane: {}",
 		},
 		"same selector, same level twice": {
 			spec:     "namespaces:\n- selector: {matchLabels: {team: a}}\n  level: Observe\n- selector: {matchLabels: {team: a}}\n  level: Observe",
-			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h}\ncontrolPlane: {}",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m}\ncontrolPlane: {}",
 		},
 	}
 	ctx := context.Background()

@@ -3,6 +3,9 @@
 //	localcluster up [--dir DIR] [--nodes N] [--without-cert-manager]   start it, print the KUBECONFIG
 //	localcluster down [--dir DIR]                                       stop it
 //	localcluster env [--dir DIR]                                        print `export KUBECONFIG=…`
+//	localcluster istiod [--dir DIR] [--port P] [--namespace NS]         run Istio's istiod against it
+//	localcluster istiod-values [--port P]                               print the chart values for it
+//	localcluster free-port                                              print a free port on 127.0.0.1
 //
 // The components keep running after `up` returns; `down` stops exactly the processes `up`
 // started (by PID, checked against their command lines).
@@ -10,6 +13,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -31,6 +35,8 @@ func main() {
 	nodes := fs.Int("nodes", 1, "number of kwok nodes")
 	noCM := fs.Bool("without-cert-manager", false, "leave cert-manager out")
 	timeout := fs.Duration("timeout", 3*time.Minute, "how long to wait for the cluster to be ready")
+	port := fs.Int("port", 15017, "istiod: the HTTPS port of its webhooks on 127.0.0.1")
+	namespace := fs.String("namespace", "istio-system", "istiod: the control plane's namespace")
 	_ = fs.Parse(os.Args[2:])
 	abs, err := filepath.Abs(*dir)
 	if err != nil {
@@ -68,13 +74,37 @@ func main() {
 			fail(fmt.Errorf("no local cluster running in %s: %w", abs, err))
 		}
 		fmt.Printf("export KUBECONFIG=%s\n", c.Kubeconfig)
+	case "istiod":
+		// istiod needs the cacerts Secret the operator issues: this waits for it, then starts
+		// istiod detached, as `up` does the cluster's components; `down` stops it too.
+		c, err := cluster.Load(abs)
+		if err != nil {
+			fail(fmt.Errorf("no local cluster running in %s: %w", abs, err))
+		}
+		ist, err := c.StartIstiod(context.Background(), cluster.IstiodOptions{Namespace: *namespace, Port: *port, Detached: true, Timeout: *timeout})
+		if err != nil {
+			fail(err)
+		}
+		fmt.Fprintf(os.Stderr, "istiod serves its webhooks on 127.0.0.1:%d (log: %s)\n", ist.Port, ist.LogPath())
+	case "free-port":
+		p, err := cluster.FreePort()
+		if err != nil {
+			fail(err)
+		}
+		fmt.Println(p)
+	case "istiod-values":
+		b, err := json.Marshal(cluster.WebhookValues(*port))
+		if err != nil {
+			fail(err)
+		}
+		fmt.Println(string(b))
 	default:
 		usage()
 	}
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: localcluster up|down|env [--dir DIR] [--nodes N] [--without-cert-manager]")
+	fmt.Fprintln(os.Stderr, "usage: localcluster up|down|env|istiod|istiod-values|free-port [--dir DIR] [--nodes N] [--without-cert-manager] [--port P] [--namespace NS]")
 	os.Exit(2)
 }
 

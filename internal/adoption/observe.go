@@ -1,0 +1,178 @@
+package adoption
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/meshwright/meshwright/internal/injection"
+	"github.com/meshwright/meshwright/internal/ladder"
+)
+
+// optOutKey is Istio's per-pod switch: "false" keeps the pod out of injection.
+const optOutKey = "sidecar.istio.io/inject"
+
+// workload is one Deployment, StatefulSet or DaemonSet as the ladder needs it.
+type workload struct {
+	kind, name string
+	selector   labels.Selector
+	template   metav1.ObjectMeta
+	rolledOut  bool
+}
+
+// observeWorkloads reads a namespace's pods, workloads and disruption budgets from the cache and
+// summarises them for the ladder.
+func observeWorkloads(ctx context.Context, r client.Reader, namespace string) (ladder.Pods, []ladder.Workload, error) {
+	var pods corev1.PodList
+	if err := r.List(ctx, &pods, client.InNamespace(namespace)); err != nil {
+		return ladder.Pods{}, nil, fmt.Errorf("listing pods of %s: %w", namespace, err)
+	}
+	ws, err := listWorkloads(ctx, r, namespace)
+	if err != nil {
+		return ladder.Pods{}, nil, err
+	}
+	var pdbs policyv1.PodDisruptionBudgetList
+	if err := r.List(ctx, &pdbs, client.InNamespace(namespace)); err != nil {
+		return ladder.Pods{}, nil, fmt.Errorf("listing PodDisruptionBudgets of %s: %w", namespace, err)
+	}
+
+	var sum ladder.Pods
+	out := make([]ladder.Workload, len(ws))
+	for i, w := range ws {
+		out[i] = ladder.Workload{Kind: w.kind, Name: w.name, RolledOut: w.rolledOut,
+			RestartedFor: w.template.Annotations[restartedForKey],
+			OptedOut:     w.template.Annotations[optOutKey] == "false" || w.template.Labels[optOutKey] == "false",
+		}
+		for j := range pdbs.Items {
+			if blocks(&pdbs.Items[j], w.template.Labels) {
+				out[i].DisruptionBlocked = pdbs.Items[j].Name
+				break
+			}
+		}
+	}
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if !running(p) {
+			continue
+		}
+		sum.Total++
+		if podReady(p) {
+			sum.Ready++
+		} else {
+			sum.NotReady = append(sum.NotReady, p.Name)
+		}
+		injected := injection.HasProxy(p)
+		if !injected {
+			sum.Uninjected = append(sum.Uninjected, p.Name)
+		}
+		for j, w := range ws {
+			if w.selector.Matches(labels.Set(p.Labels)) {
+				if injected {
+					out[j].Injected = true
+				} else {
+					out[j].Uninjected = true
+				}
+			}
+		}
+	}
+	sort.Strings(sum.NotReady)
+	sort.Strings(sum.Uninjected)
+	return sum, out, nil
+}
+
+func listWorkloads(ctx context.Context, r client.Reader, namespace string) ([]workload, error) {
+	var out []workload
+	add := func(kind, name string, sel *metav1.LabelSelector, tmpl metav1.ObjectMeta, rolledOut bool) {
+		s, err := metav1.LabelSelectorAsSelector(sel)
+		if err != nil || s.Empty() {
+			return // a workload without a usable selector has no pods the ladder can attribute
+		}
+		out = append(out, workload{kind: kind, name: name, selector: s, template: tmpl, rolledOut: rolledOut})
+	}
+	var deps appsv1.DeploymentList
+	if err := r.List(ctx, &deps, client.InNamespace(namespace)); err != nil {
+		return nil, fmt.Errorf("listing Deployments of %s: %w", namespace, err)
+	}
+	for i := range deps.Items {
+		d := &deps.Items[i]
+		add("Deployment", d.Name, d.Spec.Selector, d.Spec.Template.ObjectMeta, deploymentRolledOut(d))
+	}
+	var sts appsv1.StatefulSetList
+	if err := r.List(ctx, &sts, client.InNamespace(namespace)); err != nil {
+		return nil, fmt.Errorf("listing StatefulSets of %s: %w", namespace, err)
+	}
+	for i := range sts.Items {
+		s := &sts.Items[i]
+		add("StatefulSet", s.Name, s.Spec.Selector, s.Spec.Template.ObjectMeta, statefulSetRolledOut(s))
+	}
+	var dss appsv1.DaemonSetList
+	if err := r.List(ctx, &dss, client.InNamespace(namespace)); err != nil {
+		return nil, fmt.Errorf("listing DaemonSets of %s: %w", namespace, err)
+	}
+	for i := range dss.Items {
+		d := &dss.Items[i]
+		add("DaemonSet", d.Name, d.Spec.Selector, d.Spec.Template.ObjectMeta, daemonSetRolledOut(d))
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].kind != out[j].kind {
+			return out[i].kind < out[j].kind
+		}
+		return out[i].name < out[j].name
+	})
+	return out, nil
+}
+
+func replicas(p *int32) int32 {
+	if p == nil {
+		return 1
+	}
+	return *p
+}
+
+func deploymentRolledOut(d *appsv1.Deployment) bool {
+	want := replicas(d.Spec.Replicas)
+	s := d.Status
+	return s.ObservedGeneration >= d.Generation && s.UpdatedReplicas == want && s.Replicas == want && s.AvailableReplicas == want
+}
+
+func statefulSetRolledOut(st *appsv1.StatefulSet) bool {
+	want := replicas(st.Spec.Replicas)
+	s := st.Status
+	return s.ObservedGeneration >= st.Generation && s.UpdatedReplicas == want && s.ReadyReplicas == want &&
+		(s.UpdateRevision == "" || s.CurrentRevision == s.UpdateRevision)
+}
+
+func daemonSetRolledOut(d *appsv1.DaemonSet) bool {
+	s := d.Status
+	return s.ObservedGeneration >= d.Generation && s.UpdatedNumberScheduled == s.DesiredNumberScheduled && s.NumberAvailable == s.DesiredNumberScheduled
+}
+
+// blocks reports whether a disruption budget over pods with these labels allows no disruption.
+func blocks(pdb *policyv1.PodDisruptionBudget, podLabels map[string]string) bool {
+	sel, err := metav1.LabelSelectorAsSelector(pdb.Spec.Selector)
+	if err != nil || sel.Empty() || !sel.Matches(labels.Set(podLabels)) {
+		return false
+	}
+	return pdb.Status.ObservedGeneration >= pdb.Generation && pdb.Status.ExpectedPods > 0 && pdb.Status.DisruptionsAllowed < 1
+}
+
+// running leaves out pods that are going away or finished: they neither serve nor need a proxy.
+func running(p *corev1.Pod) bool {
+	return p.DeletionTimestamp.IsZero() && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}

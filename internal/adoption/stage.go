@@ -1,0 +1,389 @@
+// Package adoption runs the adoption ladder for every namespace: it observes each namespace
+// (from a cache of namespaces, pods and workloads), asks internal/ladder what comes next, and
+// makes the cluster match: the namespace's injection and level labels, the restarts of its
+// workloads, and its PeerAuthentication and AuthorizationPolicies.
+package adoption
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/apply"
+	"github.com/meshwright/meshwright/internal/certificates"
+	"github.com/meshwright/meshwright/internal/ladder"
+	"github.com/meshwright/meshwright/internal/policy"
+	"github.com/meshwright/meshwright/internal/stages"
+)
+
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create
+// +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets;daemonsets,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch
+// +kubebuilder:rbac:groups=security.istio.io,resources=peerauthentications;authorizationpolicies,verbs=get;list;watch;create;update;patch;delete
+
+// InjectionLabel and InjectionRevision are what the ladder puts on a namespace to have its pods
+// injected: Istio's revision label, so that a revision-based upgrade only has to change its value.
+const (
+	InjectionLabel    = "istio.io/rev"
+	InjectionRevision = "default"
+)
+
+const restartedForKey = meshv1.AnnotationRestartedFor
+
+// inProgressRecheck bounds the wait of a running step when no watch event comes.
+const inProgressRecheck = 10 * time.Second
+
+// Stage is the Adoption stage.
+type Stage struct {
+	// Client writes (server-side apply under FieldManager) and reads the operator's own policies.
+	Client client.Client
+	// Reader is the ladder's cache of namespaces, pods and workloads (see CacheOptions).
+	Reader  client.Reader
+	Applier *apply.Applier
+	// FieldManager is the operator's one field manager.
+	FieldManager string
+	// Recorder emits an Event on a Namespace for each step.
+	Recorder recorder.EventRecorder
+	// OperatorNamespace is never enrolled.
+	OperatorNamespace string
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Name implements stages.Stage.
+func (s *Stage) Name() meshv1.Stage { return meshv1.StageAdoption }
+
+// ConditionType implements stages.Stage.
+func (s *Stage) ConditionType() string { return meshv1.ConditionAdoptionReady }
+
+// SettingsOf reads the rollout settings, with the schema's defaults for fields left unset.
+func SettingsOf(mesh *meshv1.MeshInstallation) ladder.Settings {
+	r := mesh.Spec.Rollout
+	st := ladder.Settings{Generation: mesh.Generation, Paused: r.Paused, MaxUnavailable: intstr.FromString("25%"),
+		SoakTime: time.Hour, StepTimeout: 10 * time.Minute}
+	if r.MaxUnavailablePerNamespace != nil {
+		st.MaxUnavailable = *r.MaxUnavailablePerNamespace
+	}
+	if r.SoakTime != nil {
+		st.SoakTime = r.SoakTime.Duration
+	}
+	if r.StepTimeout != nil {
+		st.StepTimeout = r.StepTimeout.Duration
+	}
+	return st
+}
+
+// candidate is a namespace the ladder looks at this pass.
+type candidate struct {
+	ns         *corev1.Namespace
+	enrollment ladder.Enrollment
+	current    ladder.Level
+	state      ladder.State
+}
+
+// Reconcile implements stages.Stage.
+func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (stages.Result, error) {
+	now := s.now()
+	settings := SettingsOf(mesh)
+	maxInProgress := int(mesh.Spec.Rollout.MaxNamespacesInProgress)
+	if maxInProgress < 1 {
+		maxInProgress = 2
+	}
+	excluded := []string{certificates.ControlPlaneNamespace(mesh)}
+	if s.OperatorNamespace != "" {
+		excluded = append(excluded, s.OperatorNamespace)
+	}
+
+	var nsList corev1.NamespaceList
+	if err := s.Reader.List(ctx, &nsList); err != nil {
+		return stages.Result{}, fmt.Errorf("listing namespaces: %w", err)
+	}
+	var running, others []candidate
+	for i := range nsList.Items {
+		ns := &nsList.Items[i]
+		c := candidate{ns: ns, enrollment: ladder.Enroll(ns.Name, ns.Labels, mesh.Spec.Namespaces, excluded),
+			current: ladder.Level(ns.Labels[meshv1.LabelLevel])}
+		if c.current == "" {
+			c.current = meshv1.LevelOff
+		}
+		_, ours := ns.Annotations[meshv1.AnnotationLadder]
+		if c.enrollment.Target == meshv1.LevelOff && c.current == meshv1.LevelOff && !ours && ns.Labels[meshv1.LabelLevel] == "" {
+			continue // never enrolled: nothing to look at
+		}
+		if !ns.DeletionTimestamp.IsZero() {
+			continue
+		}
+		if raw := ns.Annotations[meshv1.AnnotationLadder]; raw != "" {
+			if err := json.Unmarshal([]byte(raw), &c.state); err != nil {
+				log.FromContext(ctx).Info("ignoring an unreadable ladder annotation", "namespace", ns.Name, "error", err.Error())
+				c.state = ladder.State{}
+			}
+		}
+		if c.state.Step != nil {
+			running = append(running, c)
+		} else {
+			others = append(others, c)
+		}
+	}
+	sort.Slice(others, func(i, j int) bool { return others[i].ns.Name < others[j].ns.Name })
+
+	sum := summary{status: meshv1.NamespacesStatus{}}
+	inProgress := 0
+	for _, c := range append(running, others...) {
+		pods, workloads, err := observeWorkloads(ctx, s.Reader, c.ns.Name)
+		if err != nil {
+			return stages.Result{}, err
+		}
+		d := ladder.Decide(ladder.Namespace{Name: c.ns.Name, Current: c.current, State: c.state, Target: c.enrollment.Target,
+			Pods: pods, Workloads: workloads}, settings, inProgress < maxInProgress, now)
+		if err := s.carryOut(ctx, mesh, c, d); err != nil {
+			return stages.Result{}, err
+		}
+		if d.InProgress {
+			inProgress++
+		}
+		sum.add(c, d)
+	}
+	return sum.result(settings), nil
+}
+
+// carryOut makes the cluster match a decision: namespace first (its injection label must be on
+// before pods restart), then restarts, then policies; the Event last, once it is true.
+func (s *Stage) carryOut(ctx context.Context, mesh *meshv1.MeshInstallation, c candidate, d ladder.Decision) error {
+	if err := s.writeNamespace(ctx, c, d); err != nil {
+		return err
+	}
+	for _, w := range d.Restart {
+		if err := s.restart(ctx, c.ns.Name, w, d.State.Step.ID); err != nil {
+			return err
+		}
+	}
+	if err := s.syncPolicies(ctx, mesh, c.ns.Name, c.enrollment.AllowFrom, d.Effects); err != nil {
+		return err
+	}
+	if d.Event != nil && s.Recorder != nil {
+		eventType := corev1.EventTypeNormal
+		if d.Event.Warning {
+			eventType = corev1.EventTypeWarning
+		}
+		s.Recorder.Eventf(c.ns, nil, eventType, d.Event.Reason, "Step", "%s", d.Event.Message)
+	}
+	return nil
+}
+
+// writeNamespace applies the namespace's ladder labels and annotation, and removes them once a
+// namespace is back at Off for good. It writes only when something differs.
+func (s *Stage) writeNamespace(ctx context.Context, c candidate, d ladder.Decision) error {
+	want := map[string]string{}
+	var annotation string
+	release := d.Level == meshv1.LevelOff && d.State.Step == nil && d.State.Hold == nil && c.enrollment.Target == meshv1.LevelOff
+	if !release {
+		want[meshv1.LabelLevel] = string(d.Level)
+		if d.Effects.Inject {
+			want[InjectionLabel] = InjectionRevision
+		}
+		b, err := json.Marshal(d.State)
+		if err != nil {
+			return err
+		}
+		annotation = string(b)
+	}
+	same := c.ns.Annotations[meshv1.AnnotationLadder] == annotation && c.ns.Labels[meshv1.LabelLevel] == want[meshv1.LabelLevel] &&
+		(c.ns.Labels[InjectionLabel] == InjectionRevision) == d.Effects.Inject
+	if same {
+		return nil
+	}
+	u := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Namespace",
+		"metadata": map[string]any{"name": c.ns.Name}}}
+	if len(want) > 0 {
+		u.SetLabels(want)
+	}
+	if annotation != "" {
+		u.SetAnnotations(map[string]string{meshv1.AnnotationLadder: annotation})
+	}
+	if err := s.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(s.FieldManager), client.ForceOwnership); err != nil {
+		return fmt.Errorf("writing the ladder state of namespace %s: %w", c.ns.Name, err)
+	}
+	return nil
+}
+
+// restart rolls a workload's pods by stamping its pod template with the step's ID, as
+// `kubectl rollout restart` does; the workload's own controller then replaces the pods at the
+// pace its update strategy allows.
+func (s *Stage) restart(ctx context.Context, namespace, kindName, stepID string) error {
+	kind, name, _ := strings.Cut(kindName, "/")
+	u := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "apps/v1", "kind": kind,
+		"metadata": map[string]any{"name": name, "namespace": namespace},
+		"spec":     map[string]any{"template": map[string]any{"metadata": map[string]any{"annotations": map[string]any{restartedForKey: stepID}}}}}}
+	if err := s.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(s.FieldManager), client.ForceOwnership); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("restarting %s in %s: %w", kindName, namespace, err)
+	}
+	log.FromContext(ctx).Info("restarted a workload for the ladder", "namespace", namespace, "workload", kindName, "step", stepID)
+	return nil
+}
+
+// syncPolicies applies the namespace's policies for its effects and deletes those it should no
+// longer carry.
+func (s *Stage) syncPolicies(ctx context.Context, mesh *meshv1.MeshInstallation, namespace string, allowFrom []string, e ladder.Effects) error {
+	want := map[string]bool{}
+	for _, p := range policy.ForNamespace(mesh.Name, namespace, allowFrom, e) {
+		want[p.GetKind()+"/"+p.GetName()] = true
+		if _, err := s.Applier.Apply(ctx, p); err != nil {
+			return err
+		}
+	}
+	for _, gvk := range policy.Kinds() {
+		list := &unstructured.UnstructuredList{}
+		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
+		if err := s.Client.List(ctx, list, client.InNamespace(namespace), client.MatchingLabels{meshv1.LabelInstallation: mesh.Name}); err != nil {
+			return fmt.Errorf("listing %s in %s: %w", gvk.Kind, namespace, err)
+		}
+		for i := range list.Items {
+			p := &list.Items[i]
+			if want[gvk.Kind+"/"+p.GetName()] || !p.GetDeletionTimestamp().IsZero() {
+				continue
+			}
+			if err := s.Client.Delete(ctx, p); err != nil && !apierrors.IsNotFound(err) {
+				return fmt.Errorf("deleting %s %s/%s: %w", gvk.Kind, namespace, p.GetName(), err)
+			}
+		}
+	}
+	return nil
+}
+
+// Cleanup hands every namespace back: the operator's labels and annotation are removed (its
+// policies go with the Policies stage). Pods keep their sidecars until they are next restarted.
+func (s *Stage) Cleanup(ctx context.Context, mesh *meshv1.MeshInstallation) (bool, error) {
+	var nsList corev1.NamespaceList
+	if err := s.Reader.List(ctx, &nsList); err != nil {
+		return false, fmt.Errorf("listing namespaces: %w", err)
+	}
+	for i := range nsList.Items {
+		ns := &nsList.Items[i]
+		_, annotated := ns.Annotations[meshv1.AnnotationLadder]
+		if !annotated && ns.Labels[meshv1.LabelLevel] == "" {
+			continue
+		}
+		u := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": ns.Name}}}
+		if err := s.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(s.FieldManager), client.ForceOwnership); err != nil && !apierrors.IsNotFound(err) {
+			return false, fmt.Errorf("releasing namespace %s: %w", ns.Name, err)
+		}
+	}
+	return true, nil
+}
+
+func (s *Stage) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+// summary gathers the pass's decisions into status and the stage's result.
+type summary struct {
+	status      meshv1.NamespacesStatus
+	blocked     []meshv1.BlockedNamespace
+	waiting     []string
+	rolledBack  []string
+	recheck     time.Duration
+	notAtTarget int
+}
+
+func (m *summary) add(c candidate, d ladder.Decision) {
+	target := c.enrollment.Target
+	if target != meshv1.LevelOff {
+		m.status.Enrolled++
+	}
+	switch d.Level {
+	case meshv1.LevelObserve:
+		m.status.Observe++
+	case meshv1.LevelMutualTLS:
+		m.status.MutualTLS++
+	case meshv1.LevelZeroTrust:
+		m.status.ZeroTrust++
+	}
+	if d.InProgress {
+		m.status.InProgress++
+	}
+	if !d.AtTarget(target) {
+		m.notAtTarget++
+	}
+	switch {
+	case d.Blocked.Reason != "":
+		m.blocked = append(m.blocked, meshv1.BlockedNamespace{Name: c.ns.Name, Reason: d.Blocked.Reason, Message: d.Blocked.Message})
+		if d.Blocked.Reason == meshv1.ReasonRolledBack {
+			m.rolledBack = append(m.rolledBack, c.ns.Name)
+		}
+	case c.enrollment.Invalid != "":
+		m.blocked = append(m.blocked, meshv1.BlockedNamespace{Name: c.ns.Name, Reason: meshv1.ReasonInvalidTargetLevel, Message: c.enrollment.Invalid})
+	case d.Waiting != "" && !d.AtTarget(target):
+		m.waiting = append(m.waiting, fmt.Sprintf("%s: %s", c.ns.Name, d.Waiting))
+	}
+	rc := d.RecheckAfter
+	if d.InProgress && (rc == 0 || rc > inProgressRecheck) {
+		rc = inProgressRecheck
+	}
+	if rc > 0 && (m.recheck == 0 || rc < m.recheck) {
+		m.recheck = rc
+	}
+}
+
+func (m *summary) result(settings ladder.Settings) stages.Result {
+	sort.Slice(m.blocked, func(i, j int) bool { return m.blocked[i].Name < m.blocked[j].Name })
+	m.status.BlockedCount = int32(len(m.blocked))
+	m.status.Blocked = m.blocked
+	if len(m.blocked) > meshv1.MaxBlockedListed {
+		m.status.Blocked = m.blocked[:meshv1.MaxBlockedListed]
+	}
+	st := m.status
+	res := stages.Result{Namespaces: &st, RequeueAfter: m.recheck}
+	levels := fmt.Sprintf("%d enrolled: %d Observe, %d MutualTLS, %d ZeroTrust", st.Enrolled, st.Observe, st.MutualTLS, st.ZeroTrust)
+	switch {
+	case len(m.rolledBack) > 0:
+		res.State, res.Reason, res.Degraded = stages.NotReady, meshv1.ReasonRolledBack, true
+		res.Message = fmt.Sprintf("%s. Rolled back and held: %s (see status.namespaces.blocked).", levels, firstFew(m.rolledBack))
+	case m.notAtTarget == 0:
+		res.State, res.Reason = stages.Ready, meshv1.ReasonNamespacesAtTarget
+		res.Message = levels + "; every namespace is at its target level."
+	case settings.Paused:
+		res.State, res.Reason = stages.NotReady, meshv1.ReasonRolloutPaused
+		res.Message = fmt.Sprintf("%s. The rollout is paused (spec.rollout.paused): %d namespace(s) wait where they stand.", levels, m.notAtTarget)
+	case len(m.blocked) > 0 && st.InProgress == 0 && len(m.waiting) == 0:
+		res.State, res.Reason = stages.NotReady, meshv1.ReasonNamespacesBlocked
+		res.Message = fmt.Sprintf("%s. %d namespace(s) cannot take their next step (see status.namespaces.blocked).", levels, len(m.blocked))
+	default:
+		res.State, res.Reason = stages.NotReady, meshv1.ReasonNamespacesProgressing
+		res.Message = fmt.Sprintf("%s; %d stepping.", levels, st.InProgress)
+		if len(m.waiting) > 0 {
+			res.Message += " " + firstFew(m.waiting) + "."
+		}
+		if len(m.blocked) > 0 {
+			res.Message += fmt.Sprintf(" %d blocked (see status.namespaces.blocked).", len(m.blocked))
+		}
+	}
+	return res
+}
+
+func firstFew(items []string) string {
+	const n = 3
+	if len(items) <= n {
+		return strings.Join(items, "; ")
+	}
+	return fmt.Sprintf("%s; and %d more", strings.Join(items[:n], "; "), len(items)-n)
+}

@@ -1,0 +1,191 @@
+// Package injection verifies Istio's sidecar-injection webhook the way the API server sees it:
+// the MutatingWebhookConfiguration exists and has a caBundle, and a pod created in dry-run mode
+// comes back with Istio's proxy. Only then does the adoption ladder label any namespace.
+package injection
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/certificates"
+	"github.com/meshwright/meshwright/internal/stages"
+)
+
+// StatusAnnotation is what Istio's injector puts on every pod it injects.
+const StatusAnnotation = "sidecar.istio.io/status"
+
+// ProxyContainer is the name of Istio's sidecar container.
+const ProxyContainer = "istio-proxy"
+
+// Recheck is how often a webhook that passed is probed again: istiod can go away without its
+// webhook configuration changing.
+const Recheck = 5 * time.Minute
+
+// FailedRecheck is how soon a webhook that failed the probe is probed again.
+const FailedRecheck = 5 * time.Second
+
+var webhookGVK = schema.GroupVersionKind{Group: "admissionregistration.k8s.io", Version: "v1", Kind: "MutatingWebhookConfiguration"}
+
+// Stage is the Injection stage.
+type Stage struct {
+	// Client reads the webhook configuration (from the cache) and creates the dry-run pod.
+	Client client.Client
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+
+	mu   sync.Mutex
+	last probeOutcome
+}
+
+// Name implements stages.Stage.
+func (s *Stage) Name() meshv1.Stage { return meshv1.StageInjection }
+
+// ConditionType implements stages.Stage.
+func (s *Stage) ConditionType() string { return meshv1.ConditionInjectionReady }
+
+// Reconcile implements stages.Stage.
+func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (stages.Result, error) {
+	list := &unstructured.UnstructuredList{}
+	list.SetGroupVersionKind(webhookGVK.GroupVersion().WithKind(webhookGVK.Kind + "List"))
+	if err := s.Client.List(ctx, list, client.MatchingLabels{meshv1.LabelInstallation: mesh.Name, "app": "sidecar-injector"}); err != nil {
+		return stages.Result{}, fmt.Errorf("listing injection webhooks: %w", err)
+	}
+	if len(list.Items) == 0 {
+		return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonWebhookNotFound,
+			Message: "No sidecar-injector MutatingWebhookConfiguration of this installation: check that spec.controlPlane.values do not turn it off (global.operatorManageWebhooks, sidecarInjectorWebhook)."}, nil
+	}
+	wh := &list.Items[0]
+	if missing := withoutCABundle(wh); missing != "" {
+		return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonWebhookNotServing, RequeueAfter: 5 * time.Second,
+			Message: fmt.Sprintf("Webhook %s of %s has no caBundle yet: istiod writes it when it starts.", missing, wh.GetName())}, nil
+	}
+
+	// A probe costs a webhook call (up to its timeout when istiod is unreachable), so its
+	// outcome is kept: a pass for the same webhook configuration within Recheck (FailedRecheck
+	// after a failure) reuses it.
+	now := s.now()
+	key := wh.GetName() + "@" + wh.GetResourceVersion()
+	s.mu.Lock()
+	last := s.last
+	s.mu.Unlock()
+	if last.key == key {
+		age := now.Sub(last.at)
+		if last.result.State == stages.Ready && age < Recheck {
+			return ready(wh.GetName(), Recheck-age), nil
+		}
+		if last.result.State != stages.Ready && age < FailedRecheck {
+			res := last.result
+			res.RequeueAfter = FailedRecheck - age
+			return res, nil
+		}
+	}
+
+	res, err := s.probe(ctx, certificates.ControlPlaneNamespace(mesh))
+	if err != nil {
+		return res, err
+	}
+	if res.State == stages.Ready {
+		res = ready(wh.GetName(), Recheck)
+	}
+	s.mu.Lock()
+	s.last = probeOutcome{key: key, at: now, result: res}
+	s.mu.Unlock()
+	return res, nil
+}
+
+// probeOutcome is the last probe's result for one version of the webhook configuration.
+type probeOutcome struct {
+	key    string
+	at     time.Time
+	result stages.Result
+}
+
+func ready(name string, recheck time.Duration) stages.Result {
+	return stages.Result{State: stages.Ready, Reason: meshv1.ReasonWebhookServing, RequeueAfter: recheck,
+		Message: fmt.Sprintf("The API server calls %s and a dry-run pod comes back with Istio's proxy.", name)}
+}
+
+// probe creates a pod in dry-run mode that asks for injection by revision label, so the API
+// server calls the webhook exactly as it will for the namespaces' pods; nothing is stored.
+func (s *Stage) probe(ctx context.Context, namespace string) (stages.Result, error) {
+	no := false
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			GenerateName: "meshwright-injection-probe-",
+			Namespace:    namespace,
+			Labels:       map[string]string{"istio.io/rev": "default", meshv1.LabelManagedBy: meshv1.ManagedByValue},
+		},
+		Spec: corev1.PodSpec{
+			AutomountServiceAccountToken: &no,
+			Containers:                   []corev1.Container{{Name: "probe", Image: "registry.k8s.io/pause:3.10"}},
+		},
+	}
+	err := s.Client.Create(ctx, pod, client.DryRunAll)
+	switch {
+	case apierrors.IsInternalError(err), apierrors.IsTimeout(err), apierrors.IsServerTimeout(err), isWebhookFailure(err):
+		return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonWebhookNotServing, RequeueAfter: FailedRecheck,
+			Message: "The API server cannot call the injection webhook: " + err.Error()}, nil
+	case err != nil:
+		return stages.Result{}, fmt.Errorf("creating a dry-run pod to probe the injection webhook: %w", err)
+	}
+	if _, ok := pod.Annotations[StatusAnnotation]; !ok || !HasProxy(pod) {
+		return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonInjectionNotApplied, RequeueAfter: FailedRecheck,
+			Message: "The injection webhook answered, but a pod labelled istio.io/rev=default came back without Istio's proxy: check the sidecarInjectorWebhook values."}, nil
+	}
+	return stages.Result{State: stages.Ready}, nil
+}
+
+// isWebhookFailure recognises the API server's report of a webhook it could not call.
+func isWebhookFailure(err error) bool {
+	var status apierrors.APIStatus
+	return errors.As(err, &status) && strings.Contains(status.Status().Message, "failed calling webhook")
+}
+
+// HasProxy reports whether a pod carries Istio's proxy, as a container or as a native sidecar
+// (an init container that keeps running).
+func HasProxy(pod *corev1.Pod) bool {
+	for _, c := range pod.Spec.Containers {
+		if c.Name == ProxyContainer {
+			return true
+		}
+	}
+	for _, c := range pod.Spec.InitContainers {
+		if c.Name == ProxyContainer {
+			return true
+		}
+	}
+	return false
+}
+
+// withoutCABundle names the first webhook of the configuration with no caBundle.
+func withoutCABundle(wh *unstructured.Unstructured) string {
+	hooks, _, _ := unstructured.NestedSlice(wh.Object, "webhooks")
+	for _, h := range hooks {
+		m, _ := h.(map[string]any)
+		ca, _, _ := unstructured.NestedString(m, "clientConfig", "caBundle")
+		if ca == "" {
+			name, _ := m["name"].(string)
+			return name
+		}
+	}
+	return ""
+}
+
+func (s *Stage) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}

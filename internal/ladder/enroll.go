@@ -1,0 +1,58 @@
+package ladder
+
+import (
+	"fmt"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+)
+
+// neverEnrolled are namespaces no selector can put into the mesh: the cluster's own. The
+// control plane's and the operator's namespaces are added by the caller.
+var neverEnrolled = []string{metav1.NamespaceSystem, metav1.NamespacePublic, "kube-node-lease"}
+
+// Enrollment is the target a namespace gets from the spec.
+type Enrollment struct {
+	Target Level
+	// AllowFrom are the namespaces whose workloads may call this one at ZeroTrust.
+	AllowFrom []string
+	// Invalid, when set, says why the namespace's override label was ignored.
+	Invalid string
+}
+
+// Enroll gives a namespace its target level: its meshwright.io/target-level label if it has a
+// valid one, else the level of the first rule of spec.namespaces whose selector matches it,
+// else Off. excluded namespaces (and kube-system, kube-public, kube-node-lease) are always Off.
+func Enroll(name string, nsLabels map[string]string, rules []meshv1.NamespaceRule, excluded []string) Enrollment {
+	for _, x := range append(excluded, neverEnrolled...) {
+		if name == x {
+			return Enrollment{Target: meshv1.LevelOff}
+		}
+	}
+	var e Enrollment
+	matched := false
+	for _, r := range rules {
+		sel, err := metav1.LabelSelectorAsSelector(r.Selector.LabelSelector())
+		if err != nil || !sel.Matches(labels.Set(nsLabels)) {
+			continue
+		}
+		e.Target, matched = r.Level, true
+		for _, a := range r.AllowFrom {
+			e.AllowFrom = append(e.AllowFrom, a.Namespace)
+		}
+		break
+	}
+	if !matched {
+		e.Target = meshv1.LevelOff
+	}
+	if v, ok := nsLabels[meshv1.LabelTargetLevel]; ok {
+		if Valid(Level(v)) {
+			e.Target = Level(v)
+		} else {
+			e.Invalid = fmt.Sprintf("label %s=%q is not a level (Off, Observe, MutualTLS or ZeroTrust); it is ignored", meshv1.LabelTargetLevel, v)
+		}
+	}
+	return e
+}

@@ -1,0 +1,425 @@
+// Package ladder decides each namespace's next move on the adoption ladder (Off → Observe →
+// MutualTLS → ZeroTrust). It is pure: the controller observes a namespace (its recorded state,
+// its pods and workloads), Decide says what the namespace should look like now and what to do
+// next, and the controller applies that. The same code can therefore explain a plan without
+// touching a cluster, and every rule of the ladder is tested without one.
+package ladder
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+)
+
+// Level is a rung of the ladder.
+type Level = meshv1.AdoptionLevel
+
+// levels are the rungs, lowest first.
+var levels = []Level{meshv1.LevelOff, meshv1.LevelObserve, meshv1.LevelMutualTLS, meshv1.LevelZeroTrust}
+
+// Rank orders levels: Off is 0, ZeroTrust 3. An unknown level ranks as Off, so a label a user
+// mistyped never makes the operator believe a namespace is further up than it is.
+func Rank(l Level) int {
+	if i := slices.Index(levels, l); i >= 0 {
+		return i
+	}
+	return 0
+}
+
+// Valid reports whether l names a rung.
+func Valid(l Level) bool { return slices.Contains(levels, l) }
+
+// State is the operator's record of a namespace, kept on the namespace itself (see
+// meshv1.AnnotationLadder) so that it survives operator restarts and needs no status space.
+type State struct {
+	// Since is when the namespace reached its current level.
+	Since time.Time `json:"since,omitzero"`
+	// Step is the step in progress, if any.
+	Step *Step `json:"step,omitempty"`
+	// Hold, when set, keeps the namespace where it is until the MeshInstallation's spec changes.
+	Hold *Hold `json:"hold,omitempty"`
+}
+
+// Step is a move of one rung, up or down.
+type Step struct {
+	// To is the level the step moves to.
+	To Level `json:"to"`
+	// Started is when the step (or, for ZeroTrust, its current phase) began; the step timeout
+	// counts from here.
+	Started time.Time `json:"started"`
+	// ID names the step on the workloads it restarts, so each is restarted once per step.
+	ID string `json:"id"`
+	// Rollback marks a step that reverts a failed one; the namespace is held when it completes.
+	Rollback bool `json:"rollback,omitempty"`
+	// Reason and Message say why a rollback happens.
+	Reason  string `json:"reason,omitempty"`
+	Message string `json:"message,omitempty"`
+	// Enforced is set on a step to ZeroTrust once its dry-run phase has soaked.
+	Enforced bool `json:"enforced,omitempty"`
+}
+
+// Hold keeps a namespace where it is after a rollback.
+type Hold struct {
+	// Generation is the MeshInstallation generation the hold applies to; a spec change
+	// releases it.
+	Generation int64  `json:"generation"`
+	Reason     string `json:"reason"`
+	Message    string `json:"message"`
+}
+
+// Namespace is what the controller observed of one enrolled (or formerly enrolled) namespace.
+type Namespace struct {
+	Name string
+	// Current is the level on the namespace's label.
+	Current Level
+	State   State
+	// Target is the level the spec (or the namespace's override label) asks for.
+	Target Level
+	Pods   Pods
+	// Workloads are the namespace's Deployments, StatefulSets and DaemonSets.
+	Workloads []Workload
+}
+
+// Pods summarises a namespace's running pods (terminating and finished pods are left out).
+type Pods struct {
+	Total int
+	Ready int
+	// Uninjected names pods without Istio's proxy, sorted.
+	Uninjected []string
+	// NotReady names pods that are not Ready, sorted.
+	NotReady []string
+}
+
+// Workload is a Deployment, StatefulSet or DaemonSet, as far as the ladder cares.
+type Workload struct {
+	// Kind and Name identify it: "Deployment", "web".
+	Kind, Name string
+	// RestartedFor is the step ID its pod template was last restarted for.
+	RestartedFor string
+	// OptedOut is true when its pod template asks not to be injected.
+	OptedOut bool
+	// Uninjected is true when some of its running pods lack the proxy; Injected when some
+	// carry it.
+	Uninjected, Injected bool
+	// RolledOut is true when the controller of the workload has finished its latest rollout
+	// and every replica is updated and available.
+	RolledOut bool
+	// DisruptionBlocked names a PodDisruptionBudget over its pods that allows no disruption now.
+	DisruptionBlocked string
+}
+
+// Settings are the rollout settings of the MeshInstallation.
+type Settings struct {
+	Generation     int64
+	Paused         bool
+	MaxUnavailable intstr.IntOrString
+	SoakTime       time.Duration
+	StepTimeout    time.Duration
+}
+
+// Effects are what the namespace must carry at its current position on the ladder. The
+// controller makes the cluster match them on every pass, so a deleted label or policy returns.
+type Effects struct {
+	// Inject: the namespace carries the injection label.
+	Inject bool
+	// Strict: a STRICT PeerAuthentication for the namespace.
+	Strict bool
+	// Authorization: the allow-nothing and allow AuthorizationPolicies.
+	Authorization bool
+	// DryRun: the AuthorizationPolicies carry istio.io/dry-run, so they log instead of deny.
+	DryRun bool
+}
+
+// EffectsOf is what a namespace at level current, taking step (nil for none), carries. Going
+// up, a step's effect is in place while it runs; going down, it is gone while the step runs.
+func EffectsOf(current Level, step *Step) Effects {
+	level := current
+	if step != nil && !step.Rollback && Rank(step.To) > Rank(current) {
+		level = step.To
+	}
+	if step != nil && Rank(step.To) < Rank(current) {
+		level = step.To
+	}
+	e := Effects{
+		Inject:        Rank(level) >= Rank(meshv1.LevelObserve),
+		Strict:        Rank(level) >= Rank(meshv1.LevelMutualTLS),
+		Authorization: level == meshv1.LevelZeroTrust,
+	}
+	if e.Authorization && step != nil && step.To == meshv1.LevelZeroTrust && !step.Enforced {
+		e.DryRun = true
+	}
+	if step != nil && step.Rollback {
+		// A rollback takes away the effect of the step it reverts: the namespace goes back to
+		// exactly what its recorded level carries.
+		e = EffectsOf(current, nil)
+	}
+	return e
+}
+
+// Event is a step's news, emitted on the Namespace.
+type Event struct {
+	Warning bool
+	Reason  string
+	Message string
+}
+
+// Decision is what Decide found for one namespace.
+type Decision struct {
+	// Level and State are what the namespace's label and annotation must say after this pass.
+	Level Level
+	State State
+	// Effects are what the namespace must carry.
+	Effects Effects
+	// Restart lists workloads ("Kind/name") to restart now, tagged with State.Step.ID.
+	Restart []string
+	// InProgress is true while a step runs; it counts against maxNamespacesInProgress.
+	InProgress bool
+	// Blocked, when Reason is set, says why the namespace cannot take its next step.
+	Blocked Blocked
+	// Waiting says, for a namespace that is neither at its target nor blocked, what it waits
+	// for (a free slot, the soak time); for status messages.
+	Waiting string
+	// Event is set when the namespace's state changed in a way worth telling.
+	Event *Event
+	// RecheckAfter asks to look again after this long (soak and step timeouts pass silently).
+	RecheckAfter time.Duration
+}
+
+// Blocked is why a namespace is held below its target.
+type Blocked struct {
+	Reason  string
+	Message string
+}
+
+// AtTarget reports whether the namespace stands at its target with nothing in progress.
+func (d Decision) AtTarget(target Level) bool {
+	return d.State.Step == nil && d.Level == target
+}
+
+// maxNamed bounds the pod names a message lists.
+const maxNamed = 5
+
+// Decide says where a namespace goes next. mayStart tells whether a new step may begin now
+// (fewer than maxNamespacesInProgress namespaces are stepping); a step already running always
+// continues. now is the time of the pass.
+func Decide(ns Namespace, s Settings, mayStart bool, now time.Time) (d Decision) {
+	d = Decision{Level: ns.Current, State: ns.State}
+	if !Valid(d.Level) {
+		d.Level = meshv1.LevelOff
+	}
+	if d.State.Hold != nil && d.State.Hold.Generation != s.Generation {
+		d.State.Hold = nil
+	}
+	defer func() { d.Effects = EffectsOf(d.Level, d.State.Step) }()
+
+	if s.Paused {
+		d.InProgress = d.State.Step != nil
+		d.Waiting = "the rollout is paused (spec.rollout.paused)"
+		return d
+	}
+	if d.State.Step != nil {
+		advance(&d, ns, s, now)
+		return d
+	}
+	if h := d.State.Hold; h != nil {
+		d.Blocked = Blocked{Reason: h.Reason, Message: h.Message}
+		return d
+	}
+	if d.Level == ns.Target {
+		return d
+	}
+	var next Level
+	if Rank(ns.Target) < Rank(d.Level) {
+		next = levels[Rank(d.Level)-1]
+	} else {
+		next = levels[Rank(d.Level)+1]
+		if !gate(&d, ns, s, next, now) {
+			return d
+		}
+	}
+	if !mayStart {
+		d.Waiting = "waiting for a free slot (spec.rollout.maxNamespacesInProgress)"
+		return d
+	}
+	d.State.Step = &Step{To: next, Started: now, ID: stepID(next, now)}
+	d.InProgress = true
+	d.Event = &Event{Reason: "StepStarted", Message: fmt.Sprintf("Stepping from %s to %s.", d.Level, next)}
+	if next == meshv1.LevelZeroTrust {
+		d.Event.Message += fmt.Sprintf(" The AuthorizationPolicies run in dry-run for %s first.", s.SoakTime)
+		d.RecheckAfter = s.SoakTime
+	}
+	planRestarts(&d, ns, s)
+	return d
+}
+
+// gate checks that a namespace may go up to next. It fills in Blocked or Waiting when not.
+func gate(d *Decision, ns Namespace, s Settings, next Level, now time.Time) bool {
+	switch next {
+	case meshv1.LevelMutualTLS:
+		if len(ns.Pods.Uninjected) > 0 {
+			d.Blocked = Blocked{Reason: meshv1.ReasonUninjectedPods, Message: fmt.Sprintf(
+				"%d pod(s) run without Istio's proxy and would be cut off by STRICT mTLS: %s. Remove sidecar.istio.io/inject=false or move them out of the namespace, or lower its target to Observe.",
+				len(ns.Pods.Uninjected), names(ns.Pods.Uninjected))}
+			return false
+		}
+		fallthrough
+	case meshv1.LevelZeroTrust:
+		if len(ns.Pods.NotReady) > 0 {
+			d.Blocked = Blocked{Reason: meshv1.ReasonPodsNotReady, Message: fmt.Sprintf(
+				"%d pod(s) are not Ready: %s. The next step waits until every pod is Ready.", len(ns.Pods.NotReady), names(ns.Pods.NotReady))}
+			return false
+		}
+	}
+	if next == meshv1.LevelZeroTrust {
+		if held := now.Sub(d.State.Since); held < s.SoakTime {
+			d.Waiting = fmt.Sprintf("holding MutualTLS for the soak time, until %s", d.State.Since.Add(s.SoakTime).UTC().Format(time.RFC3339))
+			d.RecheckAfter = s.SoakTime - held
+			return false
+		}
+	}
+	return true
+}
+
+// advance moves a running step on: restarts, the dry-run phase, completion or rollback.
+func advance(d *Decision, ns Namespace, s Settings, now time.Time) {
+	step := *d.State.Step
+	d.State.Step = &step
+	d.InProgress = true
+	up := !step.Rollback && Rank(step.To) > Rank(d.Level)
+
+	if up && step.To == meshv1.LevelZeroTrust && !step.Enforced {
+		if left := s.SoakTime - now.Sub(step.Started); left > 0 {
+			d.Waiting = fmt.Sprintf("AuthorizationPolicies in dry-run until %s", step.Started.Add(s.SoakTime).UTC().Format(time.RFC3339))
+			d.RecheckAfter = left
+			return
+		}
+		step.Enforced, step.Started = true, now
+		d.Event = &Event{Reason: "PoliciesEnforced", Message: "The dry-run soaked without trouble: the AuthorizationPolicies are enforced now."}
+		d.RecheckAfter = s.StepTimeout
+		return
+	}
+
+	planRestarts(d, ns, s)
+	if pending := incomplete(ns, step, d.Level); pending != "" {
+		if !up {
+			// Walking down (or rolling back) is the safe direction: it keeps going, however
+			// long it takes, and says what it waits for.
+			d.Waiting = pending
+			return
+		}
+		if left := s.StepTimeout - now.Sub(step.Started); left > 0 {
+			d.Waiting = pending
+			d.RecheckAfter = left
+			return
+		}
+		msg := fmt.Sprintf("The step from %s to %s did not complete within %s (%s), so it was reverted. Fix the cause, then change the MeshInstallation's spec (or delete the namespace's %s annotation) to try again.",
+			d.Level, step.To, s.StepTimeout, pending, meshv1.AnnotationLadder)
+		d.State.Step = &Step{To: d.Level, Started: now, ID: stepID(d.Level, now), Rollback: true, Reason: meshv1.ReasonRolledBack, Message: msg}
+		d.Event = &Event{Warning: true, Reason: meshv1.ReasonRolledBack, Message: msg}
+		d.Restart = nil
+		planRestarts(d, ns, s)
+		return
+	}
+	// The step is complete.
+	d.Level = step.To
+	d.State.Step = nil
+	d.State.Since = now
+	d.InProgress = false
+	d.Restart = nil
+	if step.Rollback {
+		d.State.Hold = &Hold{Generation: s.Generation, Reason: step.Reason, Message: step.Message}
+		d.Blocked = Blocked{Reason: step.Reason, Message: step.Message}
+		d.Event = &Event{Warning: true, Reason: meshv1.ReasonRolledBack, Message: fmt.Sprintf("Reverted to %s; held there until the spec changes.", d.Level)}
+		return
+	}
+	d.Event = &Event{Reason: "LevelReached", Message: fmt.Sprintf("Reached %s.", d.Level)}
+}
+
+// incomplete says what a step still waits for, or "" when it is done.
+func incomplete(ns Namespace, step Step, current Level) string {
+	var pending []string
+	wantProxy := EffectsOf(current, &step).Inject
+	for _, w := range ns.Workloads {
+		if w.OptedOut {
+			continue
+		}
+		switch {
+		case wantProxy && w.Uninjected, !wantProxy && w.Injected:
+			pending = append(pending, fmt.Sprintf("%s/%s has pods to restart", w.Kind, w.Name))
+		case w.RestartedFor == step.ID && !w.RolledOut:
+			pending = append(pending, fmt.Sprintf("%s/%s is rolling out", w.Kind, w.Name))
+		}
+	}
+	if len(ns.Pods.NotReady) > 0 {
+		pending = append(pending, fmt.Sprintf("pods not Ready: %s", names(ns.Pods.NotReady)))
+	}
+	if len(pending) > maxNamed {
+		pending = append(pending[:maxNamed], fmt.Sprintf("and %d more", len(pending)-maxNamed))
+	}
+	return strings.Join(pending, "; ")
+}
+
+// planRestarts picks the workloads to restart now so that their pods get (or lose) the proxy,
+// without more restarting at once than maxUnavailablePerNamespace allows. A rollback restarts
+// everything it must at once: getting back to a working state comes first.
+func planRestarts(d *Decision, ns Namespace, s Settings) {
+	step := d.State.Step
+	if step == nil {
+		return
+	}
+	wantProxy := EffectsOf(d.Level, step).Inject
+	budget := 1
+	if v, err := intstr.GetScaledValueFromIntOrPercent(&s.MaxUnavailable, ns.Pods.Total, false); err == nil && v > budget {
+		budget = v
+	}
+	busy := len(ns.Pods.NotReady)
+	rolling := 0
+	for _, w := range ns.Workloads {
+		if w.RestartedFor == step.ID && !w.RolledOut {
+			rolling++
+		}
+	}
+	busy = max(busy, rolling)
+	var waitingOnBudget []string
+	for _, w := range ns.Workloads {
+		if w.OptedOut || w.RestartedFor == step.ID {
+			continue
+		}
+		if (wantProxy && !w.Uninjected) || (!wantProxy && !w.Injected) {
+			continue
+		}
+		if !step.Rollback {
+			if busy >= budget {
+				break
+			}
+			if w.DisruptionBlocked != "" {
+				waitingOnBudget = append(waitingOnBudget, fmt.Sprintf("%s/%s (PodDisruptionBudget %s)", w.Kind, w.Name, w.DisruptionBlocked))
+				continue
+			}
+		}
+		d.Restart = append(d.Restart, w.Kind+"/"+w.Name)
+		busy++
+	}
+	if len(waitingOnBudget) > 0 && len(d.Restart) == 0 && rolling == 0 {
+		d.Blocked = Blocked{Reason: meshv1.ReasonDisruptionBudget, Message: fmt.Sprintf(
+			"Waiting to restart %s: the budget allows no disruption now.", strings.Join(waitingOnBudget, ", "))}
+	}
+}
+
+// stepID names a step on the workloads it restarts.
+func stepID(to Level, now time.Time) string {
+	return fmt.Sprintf("%s-%d", strings.ToLower(string(to)), now.UnixMilli())
+}
+
+// names lists the first few names.
+func names(all []string) string {
+	if len(all) <= maxNamed {
+		return strings.Join(all, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(all[:maxNamed], ", "), len(all)-maxNamed)
+}

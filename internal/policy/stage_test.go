@@ -1,0 +1,168 @@
+package policy
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/apply"
+	"github.com/meshwright/meshwright/internal/ladder"
+	"github.com/meshwright/meshwright/internal/stages"
+	"github.com/meshwright/meshwright/internal/testenv"
+	"github.com/meshwright/meshwright/internal/writecount"
+)
+
+var k8s client.WithWatch
+
+func TestMain(m *testing.M) {
+	env, cfg, err := testenv.Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := func() int {
+		if k8s, err = client.NewWithWatch(cfg, client.Options{Scheme: clientgoscheme.Scheme}); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		if err := testenv.InstallIstioCRDs(context.Background(), k8s); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		return m.Run()
+	}()
+	_ = env.Stop()
+	os.Exit(code)
+}
+
+func mesh(name, namespace string) *meshv1.MeshInstallation {
+	return &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: meshv1.MeshInstallationSpec{ControlPlane: meshv1.ControlPlaneSpec{Namespace: namespace}}}
+}
+
+func TestMeshWidePolicy(t *testing.T) {
+	ctx := context.Background()
+	tests := map[string]struct {
+		// theirs, when set, is a mesh-wide PeerAuthentication someone else made first.
+		theirs string
+		reason string
+		mode   string
+	}{
+		"created PERMISSIVE":              {reason: meshv1.ReasonMeshPolicyApplied, mode: "PERMISSIVE"},
+		"someone else's is left as it is": {theirs: "STRICT", reason: meshv1.ReasonMeshPolicyExists, mode: "STRICT"},
+	}
+	i := 0
+	for name, tc := range tests {
+		i++
+		t.Run(name, func(t *testing.T) {
+			root := fmt.Sprintf("mesh-root-%d", i)
+			if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: root}}); err != nil {
+				t.Fatal(err)
+			}
+			if tc.theirs != "" {
+				u := &unstructured.Unstructured{Object: map[string]any{"spec": map[string]any{"mtls": map[string]any{"mode": tc.theirs}}}}
+				u.SetGroupVersionKind(PeerAuthenticationGVK)
+				u.SetNamespace(root)
+				u.SetName(MeshWideName)
+				if err := k8s.Create(ctx, u); err != nil {
+					t.Fatal(err)
+				}
+			}
+			writes := &writecount.Counter{}
+			c := writes.Wrap(k8s, interceptor.Funcs{})
+			s := &Stage{Client: c, Reader: k8s, Applier: &apply.Applier{Client: c, FieldManager: "meshwright"}}
+			m := mesh("policy-"+root, root)
+			res, err := s.Reconcile(ctx, m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.State != stages.Ready || res.Reason != tc.reason {
+				t.Fatalf("result = %+v, want Ready/%s", res, tc.reason)
+			}
+			got := &unstructured.Unstructured{}
+			got.SetGroupVersionKind(PeerAuthenticationGVK)
+			if err := k8s.Get(ctx, client.ObjectKey{Namespace: root, Name: MeshWideName}, got); err != nil {
+				t.Fatal(err)
+			}
+			if mode, _, _ := unstructured.NestedString(got.Object, "spec", "mtls", "mode"); mode != tc.mode {
+				t.Errorf("mode = %q, want %q", mode, tc.mode)
+			}
+			writes.Reset()
+			if _, err := s.Reconcile(ctx, m); err != nil {
+				t.Fatal(err)
+			}
+			if writes.Total() != 0 {
+				t.Errorf("second pass wrote %v", writes.Writes())
+			}
+			// Clean-up removes the operator's policies, mesh-wide and per namespace, and only those.
+			for _, p := range ForNamespace(m.Name, root, nil, ladder.Effects{Strict: true, Authorization: true, DryRun: true}) {
+				if _, err := s.Applier.Apply(ctx, p); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if done, err := s.Cleanup(ctx, m); err != nil || !done {
+				t.Fatalf("Cleanup = %v, %v", done, err)
+			}
+			for _, gvk := range Kinds() {
+				list := &unstructured.UnstructuredList{}
+				list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
+				if err := k8s.List(ctx, list, client.InNamespace(root)); err != nil {
+					t.Fatal(err)
+				}
+				var names []string
+				for _, p := range list.Items {
+					names = append(names, p.GetName())
+				}
+				want := ""
+				if gvk == PeerAuthenticationGVK && tc.theirs != "" {
+					want = MeshWideName
+				}
+				if strings.Join(names, ",") != want {
+					t.Errorf("%s left after clean-up: %v, want %q", gvk.Kind, names, want)
+				}
+			}
+		})
+	}
+}
+
+func TestForNamespace(t *testing.T) {
+	tests := map[string]struct {
+		e     ladder.Effects
+		names string
+		dry   bool
+	}{
+		"observe: none":         {e: ladder.Effects{Inject: true}},
+		"mutual TLS: STRICT":    {e: ladder.Effects{Inject: true, Strict: true}, names: StrictName},
+		"zero trust in dry-run": {e: ladder.Effects{Inject: true, Strict: true, Authorization: true, DryRun: true}, names: StrictName + "," + AllowNothingName + "," + AllowName, dry: true},
+		"zero trust enforced":   {e: ladder.Effects{Inject: true, Strict: true, Authorization: true}, names: StrictName + "," + AllowNothingName + "," + AllowName},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			var names []string
+			for _, p := range ForNamespace("m", "shop", []string{"gw", "shop", "gw"}, tc.e) {
+				names = append(names, p.GetName())
+				if p.GetKind() == AuthorizationPolicyGVK.Kind && (p.GetAnnotations()[DryRunAnnotation] == "true") != tc.dry {
+					t.Errorf("%s dry-run annotation = %v, want %v", p.GetName(), p.GetAnnotations(), tc.dry)
+				}
+				if p.GetName() == AllowName {
+					rules, _, _ := unstructured.NestedSlice(p.Object, "spec", "rules")
+					if got := fmt.Sprint(rules); got != "[map[from:[map[source:map[namespaces:[shop gw]]]]]]" {
+						t.Errorf("allow rules = %s, want the namespace itself and gw, once each", got)
+					}
+				}
+			}
+			if strings.Join(names, ",") != tc.names {
+				t.Errorf("policies = %v, want %q", names, tc.names)
+			}
+		})
+	}
+}

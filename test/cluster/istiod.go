@@ -1,0 +1,167 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+// Istiod is Istio's real control plane (pilot-discovery, built from the istio.io/istio module the
+// operator embeds) running as a local process against the cluster. kwok pods never run, so the
+// istiod Deployment the operator installs serves nothing; this process serves the injection and
+// validation webhooks instead, reached by URL (see WebhookValues).
+type Istiod struct {
+	// Port is the HTTPS port of the webhooks on 127.0.0.1.
+	Port int
+	// Dir is its working directory (its plugged-in CA files, under cacerts/).
+	Dir string
+
+	proc    *process
+	cluster *Cluster
+}
+
+// IstiodOptions choose how istiod runs.
+type IstiodOptions struct {
+	// Namespace is the control plane's namespace; default istio-system.
+	Namespace string
+	// Port is the webhooks' HTTPS port, chosen beforehand with FreePort so that the
+	// MeshInstallation's values can name it; 0 picks one.
+	Port int
+	// Detached lets istiod outlive this process (for `localcluster istiod`).
+	Detached bool
+	// Timeout bounds the wait for the cacerts Secret and for istiod to be ready; default 2 minutes.
+	Timeout time.Duration
+}
+
+// FreePort returns a free TCP port on 127.0.0.1.
+func FreePort() (int, error) { return freePort() }
+
+// WebhookValues are the istiod chart values that point its injection and validation webhooks
+// at a local istiod on port: the chart's own remote-istiod settings.
+func WebhookValues(port int) map[string]any {
+	base := fmt.Sprintf("https://127.0.0.1:%d", port)
+	return map[string]any{
+		"istiodRemote": map[string]any{"injectionURL": base + "/inject"},
+		"base":         map[string]any{"validationURL": base + "/validate"},
+	}
+}
+
+// StartIstiod waits for the operator's cacerts Secret (istiod reads its plugged-in CA once, at
+// start) and the charts' ConfigMaps, writes the CA to istiod's directory, starts pilot-discovery
+// and waits until it is ready.
+func (c *Cluster) StartIstiod(ctx context.Context, opts IstiodOptions) (*Istiod, error) {
+	if opts.Namespace == "" {
+		opts.Namespace = "istio-system"
+	}
+	if opts.Timeout == 0 {
+		opts.Timeout = 2 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
+	defer cancel()
+	bin, err := DefaultBinDir()
+	if err != nil {
+		return nil, err
+	}
+	ports := make([]int, 5)
+	for i := range ports {
+		if ports[i], err = freePort(); err != nil {
+			return nil, err
+		}
+	}
+	if opts.Port == 0 {
+		opts.Port = ports[4]
+	}
+	httpPort, grpcPort, secureGRPCPort, monitoringPort, ctrlzPort := ports[0], ports[1], ports[2], ports[3], ports[4]
+	if ctrlzPort == opts.Port {
+		if ctrlzPort, err = freePort(); err != nil {
+			return nil, err
+		}
+	}
+
+	kc, err := kubernetes.NewForConfig(c.RESTConfig())
+	if err != nil {
+		return nil, err
+	}
+	var ca *corev1.Secret
+	if err := poll(ctx, "the cacerts Secret", 250*time.Millisecond, nil, func(ctx context.Context) (bool, error) {
+		s, err := kc.CoreV1().Secrets(opts.Namespace).Get(ctx, "cacerts", metav1.GetOptions{})
+		if err != nil {
+			return false, client404(err)
+		}
+		for _, k := range []string{"tls.crt", "tls.key", "ca.crt"} {
+			if len(s.Data[k]) == 0 {
+				return false, nil
+			}
+		}
+		ca = s
+		return true, nil
+	}); err != nil {
+		return nil, err
+	}
+
+	// istiod reads the mesh config and the injection templates from the charts' ConfigMaps when
+	// it starts, and runs without an injector if they are not there yet: in a cluster its pod
+	// would not start before the ConfigMaps it mounts exist either.
+	for _, name := range []string{"istio", "istio-sidecar-injector"} {
+		if err := poll(ctx, "ConfigMap "+name, 250*time.Millisecond, nil, func(ctx context.Context) (bool, error) {
+			_, err := kc.CoreV1().ConfigMaps(opts.Namespace).Get(ctx, name, metav1.GetOptions{})
+			return err == nil, client404(err)
+		}); err != nil {
+			return nil, err
+		}
+	}
+
+	dir := filepath.Join(c.Dir, fmt.Sprintf("istiod-%d", opts.Port))
+	caDir := filepath.Join(dir, "cacerts")
+	if err := os.MkdirAll(caDir, 0o700); err != nil {
+		return nil, err
+	}
+	for _, k := range []string{"tls.crt", "tls.key", "ca.crt"} {
+		if err := os.WriteFile(filepath.Join(caDir, k), ca.Data[k], 0o600); err != nil {
+			return nil, err
+		}
+	}
+	loop := func(p int) string { return "127.0.0.1:" + strconv.Itoa(p) }
+	args := []string{"discovery", "--kubeconfig=" + c.Kubeconfig,
+		"--httpAddr=" + loop(httpPort), "--httpsAddr=" + loop(opts.Port), "--grpcAddr=" + loop(grpcPort),
+		"--secureGRPCAddr=" + loop(secureGRPCPort), "--monitoringAddr=" + loop(monitoringPort),
+		"--ctrlz_address=127.0.0.1", "--ctrlz_port=" + strconv.Itoa(ctrlzPort), "--log_output_level=default:info"}
+	env := []string{"POD_NAMESPACE=" + opts.Namespace, "POD_NAME=istiod-local", "REVISION=default", "CLUSTER_ID=Kubernetes",
+		"PILOT_CERT_PROVIDER=istiod", "ISTIOD_CUSTOM_HOST=127.0.0.1", "INJECTION_WEBHOOK_CONFIG_NAME=istio-sidecar-injector",
+		"ROOT_CA_DIR=" + caDir, "KUBECONFIG=" + c.Kubeconfig}
+	proc, err := startProcessIn(dir, fmt.Sprintf("istiod-%d", opts.Port), filepath.Join(bin, "pilot-discovery"), args, env,
+		filepath.Join(c.Dir, "logs"), opts.Detached)
+	if err != nil {
+		return nil, err
+	}
+	ist := &Istiod{Port: opts.Port, Dir: dir, proc: proc, cluster: c}
+	c.Processes = append(c.Processes, proc)
+	ready := "http://" + loop(httpPort) + "/ready"
+	if err := poll(ctx, "istiod to be ready", 250*time.Millisecond, []*process{proc}, func(ctx context.Context) (bool, error) {
+		return httpOK(ctx, http.DefaultClient, ready)
+	}); err != nil {
+		ist.Stop()
+		return nil, err
+	}
+	return ist, c.save()
+}
+
+// Stop stops istiod. Its webhooks fail closed for pods: remove the MeshInstallation (and with it
+// the webhook configurations) first when the cluster lives on.
+func (i *Istiod) Stop() {
+	i.proc.stop(10*time.Second, i.cluster.Dir)
+	i.cluster.Processes = slices.DeleteFunc(i.cluster.Processes, func(p *process) bool { return p == i.proc })
+	_ = i.cluster.save()
+}
+
+// LogPath is where istiod's output goes.
+func (i *Istiod) LogPath() string { return i.proc.Log }

@@ -1,0 +1,573 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/controllers"
+	"github.com/meshwright/meshwright/internal/writecount"
+	"github.com/meshwright/meshwright/test/cluster"
+)
+
+var (
+	peerAuthenticationGVK  = schema.GroupVersionKind{Group: "security.istio.io", Version: "v1", Kind: "PeerAuthentication"}
+	authorizationPolicyGVK = schema.GroupVersionKind{Group: "security.istio.io", Version: "v1", Kind: "AuthorizationPolicy"}
+)
+
+// ladderState is the operator's record on a namespace (meshwright.io/ladder), as far as the
+// tests read it.
+type ladderState struct {
+	Step *struct {
+		To       string `json:"to"`
+		Rollback bool   `json:"rollback"`
+	} `json:"step"`
+	Hold *struct {
+		Reason string `json:"reason"`
+	} `json:"hold"`
+}
+
+func stateOf(ns *corev1.Namespace) ladderState {
+	var s ladderState
+	_ = json.Unmarshal([]byte(ns.Annotations[meshv1.AnnotationLadder]), &s)
+	return s
+}
+
+// meshWithLocalIstiod creates a MeshInstallation, runs the operator, and serves its webhooks
+// with a local istiod (see useLocalIstiod); the installation is deleted at the end.
+func meshWithLocalIstiod(t *testing.T, cl *cluster.Cluster, c client.Client, spec meshv1.MeshInstallationSpec) {
+	t.Helper()
+	ctx := context.Background()
+	runOperator(t, cl)
+	mesh := &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: spec}
+	if err := c.Create(ctx, mesh); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = c.Delete(ctx, mesh)
+		eventually(t, 60*time.Second, "the MeshInstallation to be deleted", func() (bool, error) {
+			err := c.Get(ctx, client.ObjectKey{Name: "default"}, &meshv1.MeshInstallation{})
+			return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
+		})
+	})
+	useLocalIstiod(t, cl, c, mesh.Name)
+}
+
+// useLocalIstiod points the installation's webhooks at a local istiod through the istiod
+// chart's own values, and starts that istiod once the operator has issued cacerts. It is
+// stopped at the end of the test, after the clean-ups registered before it.
+func useLocalIstiod(t *testing.T, cl *cluster.Cluster, c client.Client, meshName string) {
+	t.Helper()
+	ctx := context.Background()
+	port, err := cluster.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	patch, _ := json.Marshal(map[string]any{"spec": map[string]any{"controlPlane": map[string]any{"values": cluster.WebhookValues(port)}}})
+	mesh := &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: meshName}}
+	if err := c.Patch(ctx, mesh, client.RawPatch(types.MergePatchType, patch)); err != nil {
+		t.Fatal(err)
+	}
+	ist, err := cl.StartIstiod(ctx, cluster.IstiodOptions{Port: port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("istiod log: %s\n%s", ist.LogPath(), tailFile(ist.LogPath(), 40))
+		}
+		ist.Stop()
+	})
+}
+
+func tailFile(path string, n int) string {
+	b, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// makeNamespace creates a namespace with a Deployment of the given replicas in it; mod adjusts
+// the Deployment.
+func makeNamespace(t *testing.T, c client.Client, name string, labels map[string]string, deployments map[string]func(*appsv1.Deployment)) {
+	t.Helper()
+	ctx := context.Background()
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}); err != nil {
+		t.Fatal(err)
+	}
+	for dname, mod := range deployments {
+		sel := map[string]string{"app": dname}
+		dep := &appsv1.Deployment{
+			ObjectMeta: metav1.ObjectMeta{Name: dname, Namespace: name},
+			Spec: appsv1.DeploymentSpec{
+				Replicas: ptr.To[int32](2),
+				Selector: &metav1.LabelSelector{MatchLabels: sel},
+				Template: corev1.PodTemplateSpec{
+					ObjectMeta: metav1.ObjectMeta{Labels: sel},
+					Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.example/" + dname + ":1"}}},
+				},
+			},
+		}
+		if mod != nil {
+			mod(dep)
+		}
+		if err := c.Create(ctx, dep); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// waitAvailable waits until every Deployment of the namespace has all its replicas available.
+func waitAvailable(t *testing.T, c client.Client, namespace string) {
+	t.Helper()
+	eventually(t, 90*time.Second, "the Deployments of "+namespace+" to be available", func() (bool, error) {
+		deps := &appsv1.DeploymentList{}
+		if err := c.List(context.Background(), deps, client.InNamespace(namespace)); err != nil {
+			return false, err
+		}
+		for _, d := range deps.Items {
+			if d.Status.AvailableReplicas != *d.Spec.Replicas || d.Status.UpdatedReplicas != *d.Spec.Replicas {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+}
+
+// stepWatcher follows every namespace's ladder annotation through a watch (events arrive in
+// the API server's order) and records how many namespaces were mid-step at once.
+type stepWatcher struct {
+	mu        sync.Mutex
+	stepping  map[string]bool
+	maxAtOnce int
+	steps     map[string][]string // namespace → the "to" of each step seen, in order
+}
+
+func watchSteps(t *testing.T, cl *cluster.Cluster) *stepWatcher {
+	t.Helper()
+	wc, err := client.NewWithWatch(cl.RESTConfig(), client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	w, err := wc.Watch(ctx, &corev1.NamespaceList{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sw := &stepWatcher{stepping: map[string]bool{}, steps: map[string][]string{}}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ev := range w.ResultChan() {
+			ns, ok := ev.Object.(*corev1.Namespace)
+			if !ok {
+				continue
+			}
+			st := stateOf(ns)
+			sw.mu.Lock()
+			if ev.Type == watch.Deleted || st.Step == nil {
+				delete(sw.stepping, ns.Name)
+			} else {
+				if !sw.stepping[ns.Name] || last(sw.steps[ns.Name]) != st.Step.To {
+					sw.steps[ns.Name] = append(sw.steps[ns.Name], st.Step.To)
+				}
+				sw.stepping[ns.Name] = true
+			}
+			sw.maxAtOnce = max(sw.maxAtOnce, len(sw.stepping))
+			sw.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { cancel(); w.Stop(); <-done })
+	return sw
+}
+
+func last(s []string) string {
+	if len(s) == 0 {
+		return ""
+	}
+	return s[len(s)-1]
+}
+
+// watchDryRun records whether an AuthorizationPolicy of the namespace was ever seen in dry-run.
+func watchDryRun(t *testing.T, c client.Client, namespace string) func() (dryRun, enforced bool) {
+	t.Helper()
+	var mu sync.Mutex
+	var sawDry, sawEnforced bool
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			list := &unstructured.UnstructuredList{}
+			list.SetGroupVersionKind(authorizationPolicyGVK.GroupVersion().WithKind("AuthorizationPolicyList"))
+			if err := c.List(ctx, list, client.InNamespace(namespace)); err == nil {
+				mu.Lock()
+				for _, p := range list.Items {
+					if p.GetAnnotations()["istio.io/dry-run"] == "true" {
+						sawDry = true
+					} else if sawDry {
+						sawEnforced = true
+					}
+				}
+				mu.Unlock()
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return func() (bool, bool) { mu.Lock(); defer mu.Unlock(); return sawDry, sawEnforced }
+}
+
+func getNamespace(t *testing.T, c client.Client, name string) *corev1.Namespace {
+	t.Helper()
+	ns := &corev1.Namespace{}
+	if err := c.Get(context.Background(), client.ObjectKey{Name: name}, ns); err != nil {
+		t.Fatal(err)
+	}
+	return ns
+}
+
+func policyExists(t *testing.T, c client.Client, gvk schema.GroupVersionKind, namespace, name string) (*unstructured.Unstructured, bool) {
+	t.Helper()
+	u := &unstructured.Unstructured{}
+	u.SetGroupVersionKind(gvk)
+	err := c.Get(context.Background(), client.ObjectKey{Namespace: namespace, Name: name}, u)
+	if apierrors.IsNotFound(err) {
+		return nil, false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u, true
+}
+
+// TestAdoptionLadder takes three namespaces up the ladder to Observe, MutualTLS and ZeroTrust
+// with Istio's real injector, stops a namespace with an opted-out pod at Observe, never touches
+// kube-system, keeps to one namespace in progress at a time, then walks one namespace down.
+func TestAdoptionLadder(t *testing.T) {
+	ctx := context.Background()
+	cl, c := startCluster(t, cluster.Options{})
+	makeNamespace(t, c, "shop-observe", map[string]string{"ladder": "observe"}, map[string]func(*appsv1.Deployment){"web": nil})
+	makeNamespace(t, c, "shop-mtls", map[string]string{"ladder": "mtls"}, map[string]func(*appsv1.Deployment){"api": nil, "worker": nil})
+	makeNamespace(t, c, "shop-zt", map[string]string{"ladder": "zt"}, map[string]func(*appsv1.Deployment){"payments": nil})
+	makeNamespace(t, c, "shop-legacy", map[string]string{"ladder": "mtls"}, map[string]func(*appsv1.Deployment){
+		"web": nil,
+		"mainframe-bridge": func(d *appsv1.Deployment) {
+			d.Spec.Template.Annotations = map[string]string{"sidecar.istio.io/inject": "false"}
+		},
+	})
+	for _, ns := range []string{"shop-observe", "shop-mtls", "shop-zt", "shop-legacy"} {
+		waitAvailable(t, c, ns)
+	}
+	steps := watchSteps(t, cl)
+	dryRun := watchDryRun(t, c, "shop-zt")
+
+	meshWithLocalIstiod(t, cl, c, meshv1.MeshInstallationSpec{
+		Rollout: meshv1.RolloutSpec{MaxNamespacesInProgress: 1, SoakTime: &metav1.Duration{Duration: 3 * time.Second},
+			StepTimeout: &metav1.Duration{Duration: 2 * time.Minute}},
+		Namespaces: []meshv1.NamespaceRule{
+			{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"ladder": "observe"}}, Level: meshv1.LevelObserve},
+			{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"ladder": "mtls"}}, Level: meshv1.LevelMutualTLS},
+			{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"ladder": "zt"}}, Level: meshv1.LevelZeroTrust,
+				AllowFrom: []meshv1.AllowSource{{Namespace: "shop-observe"}}},
+			// Matches every namespace, kube-system included: kube-system must still never be enrolled.
+			{Selector: meshv1.NamespaceSelector{MatchExpressions: []meshv1.SelectorRequirement{{Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpExists}}}, Level: meshv1.LevelObserve},
+		},
+	})
+
+	want := map[string]meshv1.AdoptionLevel{"shop-observe": meshv1.LevelObserve, "shop-mtls": meshv1.LevelMutualTLS,
+		"shop-zt": meshv1.LevelZeroTrust, "shop-legacy": meshv1.LevelObserve}
+	mesh := &meshv1.MeshInstallation{}
+	eventually(t, 4*time.Minute, "every namespace at its level and shop-legacy blocked", func() (bool, error) {
+		for name, level := range want {
+			ns := &corev1.Namespace{}
+			if err := c.Get(ctx, client.ObjectKey{Name: name}, ns); err != nil {
+				return false, err
+			}
+			if meshv1.AdoptionLevel(ns.Labels[meshv1.LabelLevel]) != level || stateOf(ns).Step != nil {
+				return false, nil
+			}
+		}
+		if err := c.Get(ctx, client.ObjectKey{Name: "default"}, mesh); err != nil {
+			return false, err
+		}
+		return mesh.Status.Namespaces != nil && len(mesh.Status.Namespaces.Blocked) > 0, nil
+	})
+
+	// Every pod of the enrolled namespaces carries Istio's proxy, put there by Istio's injector;
+	// the opted-out pods alone do not.
+	for name := range want {
+		pods := &corev1.PodList{}
+		if err := c.List(ctx, pods, client.InNamespace(name)); err != nil {
+			t.Fatal(err)
+		}
+		if len(pods.Items) == 0 {
+			t.Fatalf("no pods in %s", name)
+		}
+		for _, p := range pods.Items {
+			if !p.DeletionTimestamp.IsZero() {
+				continue
+			}
+			_, annotated := p.Annotations["sidecar.istio.io/status"]
+			proxy := slices.ContainsFunc(append(p.Spec.Containers, p.Spec.InitContainers...), func(c corev1.Container) bool { return c.Name == "istio-proxy" })
+			optedOut := p.Labels["app"] == "mainframe-bridge"
+			if (annotated && proxy) == optedOut {
+				t.Errorf("pod %s/%s: injected=%v proxy=%v, opted out=%v", name, p.Name, annotated, proxy, optedOut)
+			}
+		}
+		ns := getNamespace(t, c, name)
+		if ns.Labels["istio.io/rev"] != "default" {
+			t.Errorf("namespace %s labels = %v, want istio.io/rev=default", name, ns.Labels)
+		}
+	}
+
+	// Policies: STRICT where MutualTLS or above, AuthorizationPolicies enforced in shop-zt after a
+	// dry-run, the mesh-wide default PERMISSIVE.
+	for name, level := range want {
+		_, strict := policyExists(t, c, peerAuthenticationGVK, name, "meshwright-strict")
+		if strict != (level == meshv1.LevelMutualTLS || level == meshv1.LevelZeroTrust) {
+			t.Errorf("namespace %s at %s: STRICT PeerAuthentication present = %v", name, level, strict)
+		}
+		_, authz := policyExists(t, c, authorizationPolicyGVK, name, "meshwright-allow-nothing")
+		if authz != (level == meshv1.LevelZeroTrust) {
+			t.Errorf("namespace %s at %s: allow-nothing AuthorizationPolicy present = %v", name, level, authz)
+		}
+	}
+	allow, ok := policyExists(t, c, authorizationPolicyGVK, "shop-zt", "meshwright-allow")
+	if !ok {
+		t.Fatal("shop-zt has no allow policy")
+	}
+	if allow.GetAnnotations()["istio.io/dry-run"] != "" {
+		t.Errorf("shop-zt's allow policy is still in dry-run: %v", allow.GetAnnotations())
+	}
+	sources, _, _ := unstructured.NestedSlice(allow.Object, "spec", "rules")
+	if got := fmt.Sprint(sources); !strings.Contains(got, "shop-zt") || !strings.Contains(got, "shop-observe") {
+		t.Errorf("shop-zt allow rules = %s, want the namespace itself and shop-observe", got)
+	}
+	if sawDry, sawEnforced := dryRun(); !sawDry || !sawEnforced {
+		t.Errorf("shop-zt's AuthorizationPolicies: dry-run seen %v, then enforced %v; want both", sawDry, sawEnforced)
+	}
+	meshWide, ok := policyExists(t, c, peerAuthenticationGVK, "istio-system", "default")
+	if mode, _, _ := unstructured.NestedString(meshWide.Object, "spec", "mtls", "mode"); !ok || mode != "PERMISSIVE" {
+		t.Errorf("mesh-wide PeerAuthentication: found %v, mode %q; want PERMISSIVE", ok, mode)
+	}
+
+	// shop-legacy is held at Observe because of the opted-out pods, which the status names.
+	var legacy *meshv1.BlockedNamespace
+	for i := range mesh.Status.Namespaces.Blocked {
+		if mesh.Status.Namespaces.Blocked[i].Name == "shop-legacy" {
+			legacy = &mesh.Status.Namespaces.Blocked[i]
+		}
+	}
+	if legacy == nil || legacy.Reason != meshv1.ReasonUninjectedPods || !strings.Contains(legacy.Message, "mainframe-bridge") {
+		t.Errorf("status.namespaces.blocked = %+v, want shop-legacy with UninjectedPods naming the mainframe-bridge pods", mesh.Status.Namespaces.Blocked)
+	}
+	ns := mesh.Status.Namespaces
+	if ns.MutualTLS != 1 || ns.ZeroTrust != 1 || ns.Observe < 2 {
+		t.Errorf("status.namespaces = %+v, want 1 MutualTLS, 1 ZeroTrust and Observe for the rest", ns)
+	}
+	if c := meta.FindStatusCondition(mesh.Status.Conditions, meshv1.ConditionAdoptionReady); c == nil || c.Reason != meshv1.ReasonNamespacesBlocked {
+		t.Errorf("AdoptionReady = %+v, want NamespacesBlocked", c)
+	}
+	if c := meta.FindStatusCondition(mesh.Status.Conditions, meshv1.ConditionInjectionReady); c == nil || c.Reason != meshv1.ReasonWebhookServing {
+		t.Errorf("InjectionReady = %+v, want WebhookServing", c)
+	}
+
+	// kube-system is never enrolled, whatever the selectors say.
+	ks := getNamespace(t, c, "kube-system")
+	for _, k := range []string{"istio.io/rev", meshv1.LabelLevel} {
+		if v, ok := ks.Labels[k]; ok {
+			t.Errorf("kube-system carries %s=%s", k, v)
+		}
+	}
+	if _, ok := ks.Annotations[meshv1.AnnotationLadder]; ok {
+		t.Error("kube-system carries the ladder annotation")
+	}
+
+	// One namespace at a time, one rung at a time.
+	steps.mu.Lock()
+	atOnce, zt := steps.maxAtOnce, slices.Clone(steps.steps["shop-zt"])
+	steps.mu.Unlock()
+	if atOnce != 1 {
+		t.Errorf("at most %d namespaces were seen mid-step at once; want exactly 1 (maxNamespacesInProgress: 1)", atOnce)
+	}
+	if strings.Join(zt, ",") != "Observe,MutualTLS,ZeroTrust" {
+		t.Errorf("shop-zt's steps = %v, want Observe, MutualTLS, ZeroTrust", zt)
+	}
+	// Each step is told as Events on the namespace (a cluster-scoped object: its Events are in
+	// the default namespace).
+	events := &eventsv1.EventList{}
+	if err := c.List(ctx, events); err != nil {
+		t.Fatal(err)
+	}
+	reasons := map[string]int{}
+	for _, e := range events.Items {
+		if e.Regarding.Kind == "Namespace" && e.Regarding.Name == "shop-zt" {
+			reasons[e.Reason]++
+		}
+	}
+	if reasons["StepStarted"] < 3 || reasons["LevelReached"] < 3 || reasons["PoliciesEnforced"] != 1 {
+		t.Errorf("events on shop-zt by reason = %v, want 3 StepStarted, 3 LevelReached, 1 PoliciesEnforced", reasons)
+	}
+
+	// A pass over the converged ladder (one namespace blocked, the rest at target) writes nothing.
+	base, err := client.NewWithWatch(cl.RESTConfig(), client.Options{Scheme: controllers.NewScheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writes := &writecount.Counter{}
+	counted := writes.Wrap(base, interceptor.Funcs{})
+	r := &controllers.MeshInstallationReconciler{Client: counted, Stages: controllers.NewStages(controllers.StageDeps{Client: counted, APIReader: base, Mapper: base.RESTMapper(), KubeVersion: "v1.37.2"})}
+	for pass := 1; pass <= 2; pass++ {
+		if _, err := r.Reconcile(ctx, reconcile.Request{NamespacedName: client.ObjectKey{Name: "default"}}); err != nil {
+			t.Fatal(err)
+		}
+		if n := writes.Total(); n != 0 {
+			t.Fatalf("pass %d over the converged ladder made %d writes: %v", pass, n, writes.Writes())
+		}
+	}
+
+	// Lowering a target walks back down the same rungs: the override label takes shop-zt to Observe.
+	zns := getNamespace(t, c, "shop-zt")
+	zns.Labels[meshv1.LabelTargetLevel] = string(meshv1.LevelObserve)
+	if err := c.Update(ctx, zns); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Minute, "shop-zt to walk down to Observe", func() (bool, error) {
+		ns := &corev1.Namespace{}
+		if err := c.Get(ctx, client.ObjectKey{Name: "shop-zt"}, ns); err != nil {
+			return false, err
+		}
+		return ns.Labels[meshv1.LabelLevel] == string(meshv1.LevelObserve) && stateOf(ns).Step == nil, nil
+	})
+	for _, p := range []struct {
+		gvk  schema.GroupVersionKind
+		name string
+	}{{peerAuthenticationGVK, "meshwright-strict"}, {authorizationPolicyGVK, "meshwright-allow-nothing"}, {authorizationPolicyGVK, "meshwright-allow"}} {
+		if _, ok := policyExists(t, c, p.gvk, "shop-zt", p.name); ok {
+			t.Errorf("%s %s is still in shop-zt at Observe", p.gvk.Kind, p.name)
+		}
+	}
+	steps.mu.Lock()
+	zt = slices.Clone(steps.steps["shop-zt"])
+	steps.mu.Unlock()
+	if strings.Join(zt, ",") != "Observe,MutualTLS,ZeroTrust,MutualTLS,Observe" {
+		t.Errorf("shop-zt's steps = %v, want up to ZeroTrust and down through MutualTLS to Observe", zt)
+	}
+}
+
+// TestLadderRollsBackAStepThatBreaksPods enrolls a namespace whose node has no room for the
+// sidecar's resources: the injected pods stay Pending, so the step is reverted after the step
+// timeout, the namespace is held at Off and the installation reports Degraded.
+func TestLadderRollsBackAStepThatBreaksPods(t *testing.T) {
+	ctx := context.Background()
+	cl, c := startCluster(t, cluster.Options{})
+	taint := corev1.Taint{Key: "pool", Value: "small", Effect: corev1.TaintEffectNoSchedule}
+	if err := cl.AddNode(ctx, cluster.NodeOptions{Name: "small", CPU: "300m", Memory: "8Gi", Labels: map[string]string{"pool": "small"}, Taints: []corev1.Taint{taint}}); err != nil {
+		t.Fatal(err)
+	}
+	makeNamespace(t, c, "tight", map[string]string{"ladder": "observe"}, map[string]func(*appsv1.Deployment){
+		"web": func(d *appsv1.Deployment) {
+			spec := &d.Spec.Template.Spec
+			spec.NodeSelector = map[string]string{"pool": "small"}
+			spec.Tolerations = []corev1.Toleration{{Key: "pool", Operator: corev1.TolerationOpEqual, Value: "small", Effect: corev1.TaintEffectNoSchedule}}
+			spec.Containers[0].Resources.Requests = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m")}
+		},
+	})
+	waitAvailable(t, c, "tight")
+
+	meshWithLocalIstiod(t, cl, c, meshv1.MeshInstallationSpec{
+		Rollout: meshv1.RolloutSpec{StepTimeout: &metav1.Duration{Duration: 15 * time.Second}},
+		Namespaces: []meshv1.NamespaceRule{
+			{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"ladder": "observe"}}, Level: meshv1.LevelObserve},
+		},
+	})
+
+	mesh := waitCondition(t, c, meshv1.ConditionDegraded, metav1.ConditionTrue, meshv1.ReasonRolledBack, 3*time.Minute)
+	if mesh.Status.Namespaces == nil {
+		t.Fatal("status.namespaces is not set")
+	}
+	blocked := mesh.Status.Namespaces.Blocked
+	if len(blocked) != 1 || blocked[0].Name != "tight" || blocked[0].Reason != meshv1.ReasonRolledBack || !strings.Contains(blocked[0].Message, "not Ready") {
+		t.Errorf("status.namespaces.blocked = %+v, want tight, RolledBack, naming the unready pods", blocked)
+	}
+	ns := getNamespace(t, c, "tight")
+	if ns.Labels[meshv1.LabelLevel] != string(meshv1.LevelOff) || ns.Labels["istio.io/rev"] != "" {
+		t.Errorf("tight's labels = %v, want level Off and no injection label", ns.Labels)
+	}
+	if st := stateOf(ns); st.Hold == nil || st.Hold.Reason != meshv1.ReasonRolledBack {
+		t.Errorf("tight's ladder state = %s, want a hold", ns.Annotations[meshv1.AnnotationLadder])
+	}
+	// The rollback restarted the workload again: its pods are back, Ready and without the proxy.
+	eventually(t, 90*time.Second, "tight's pods to be Ready again without the proxy", func() (bool, error) {
+		pods := &corev1.PodList{}
+		if err := c.List(ctx, pods, client.InNamespace("tight")); err != nil {
+			return false, err
+		}
+		n := 0
+		for _, p := range pods.Items {
+			if !p.DeletionTimestamp.IsZero() {
+				continue
+			}
+			if _, injected := p.Annotations["sidecar.istio.io/status"]; injected || !podIsReady(&p) {
+				return false, nil
+			}
+			n++
+		}
+		return n == 2, nil
+	})
+
+	// The hold stays while the spec is unchanged; a spec change releases it and the ladder tries again.
+	time.Sleep(3 * time.Second)
+	if st := stateOf(getNamespace(t, c, "tight")); st.Hold == nil || st.Step != nil {
+		t.Fatalf("the held namespace moved without a spec change: %+v", st)
+	}
+	if err := c.Get(ctx, client.ObjectKey{Name: "default"}, mesh); err != nil {
+		t.Fatal(err)
+	}
+	mesh.Spec.Rollout.StepTimeout = &metav1.Duration{Duration: 10 * time.Minute}
+	if err := c.Update(ctx, mesh); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the hold to be released by the spec change", func() (bool, error) {
+		st := stateOf(getNamespace(t, c, "tight"))
+		return st.Hold == nil && st.Step != nil && st.Step.To == string(meshv1.LevelObserve), nil
+	})
+}
+
+func podIsReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
