@@ -109,6 +109,17 @@ const (
 	// ReasonDisruptionBudget means a PodDisruptionBudget allows no disruption of a workload the
 	// step has to restart; the step waits for it.
 	ReasonDisruptionBudget = "DisruptionBudget"
+	// ReasonInjectionLabelConflict means a namespace carries an injection label the operator did
+	// not put there (istio-injection, or istio.io/rev naming another revision); the operator
+	// does not take it over, so the namespace does not climb until it is removed.
+	ReasonInjectionLabelConflict = "InjectionLabelConflict"
+	// ReasonPeerAuthenticationConflict means a namespace-wide PeerAuthentication of someone
+	// else's, not STRICT, would override the operator's STRICT one; the namespace stays below
+	// MutualTLS until it is removed or made STRICT.
+	ReasonPeerAuthenticationConflict = "PeerAuthenticationConflict"
+	// ReasonProbeRejected means the API server refused the injection probe's dry-run pod for a
+	// reason other than the webhook (a Pod Security level, a quota, a policy); the message says which.
+	ReasonProbeRejected = "ProbeRejected"
 	// ReasonInvalidTargetLevel means a namespace's meshwright.io/target-level label is not a
 	// level; it is ignored and the namespace follows spec.namespaces.
 	ReasonInvalidTargetLevel = "InvalidTargetLevel"

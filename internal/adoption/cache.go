@@ -4,8 +4,11 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 )
 
 // WatchedObjects are the kinds the ladder reads, cluster-wide. They live in a cache of their
@@ -41,6 +44,10 @@ func slimPod(obj any) (any, error) {
 	slim := &corev1.Pod{}
 	slim.Name, slim.Namespace, slim.UID, slim.ResourceVersion = p.Name, p.Namespace, p.UID, p.ResourceVersion
 	slim.Labels, slim.DeletionTimestamp, slim.Generation = p.Labels, p.DeletionTimestamp, p.Generation
+	if ref := metav1.GetControllerOfNoCopy(p); ref != nil {
+		slim.OwnerReferences = []metav1.OwnerReference{{Kind: ref.Kind, Name: ref.Name, UID: ref.UID, Controller: ref.Controller}}
+	}
+	slim.Spec.HostNetwork = p.Spec.HostNetwork
 	for _, c := range p.Spec.Containers {
 		slim.Spec.Containers = append(slim.Spec.Containers, corev1.Container{Name: c.Name})
 	}
@@ -56,16 +63,42 @@ func slimPod(obj any) (any, error) {
 	return slim, nil
 }
 
-// slimWorkload drops a workload's pod spec: the ladder reads only its selector, replicas, the
-// template's labels and annotations, and the rollout status.
+// slimWorkload drops a workload's pod spec and its own annotations (kubectl's
+// last-applied-configuration holds a whole copy of the spec): the ladder reads only its
+// selector, replicas, the template's labels and annotations, hostNetwork and the rollout status.
 func slimWorkload(obj any) (any, error) {
+	slimSpec := func(t *corev1.PodTemplateSpec) { t.Spec = corev1.PodSpec{HostNetwork: t.Spec.HostNetwork} }
 	switch w := obj.(type) {
 	case *appsv1.Deployment:
-		w.ManagedFields, w.Spec.Template.Spec = nil, corev1.PodSpec{}
+		w.ManagedFields, w.Annotations = nil, nil
+		slimSpec(&w.Spec.Template)
 	case *appsv1.StatefulSet:
-		w.ManagedFields, w.Spec.Template.Spec, w.Spec.VolumeClaimTemplates = nil, corev1.PodSpec{}, nil
+		w.ManagedFields, w.Annotations, w.Spec.VolumeClaimTemplates = nil, nil, nil
+		slimSpec(&w.Spec.Template)
 	case *appsv1.DaemonSet:
-		w.ManagedFields, w.Spec.Template.Spec = nil, corev1.PodSpec{}
+		w.ManagedFields, w.Annotations = nil, nil
+		slimSpec(&w.Spec.Template)
+	}
+	return obj, nil
+}
+
+// slimNamespace keeps a namespace's labels and only the ladder's own annotation.
+func slimNamespace(obj any) (any, error) {
+	if ns, ok := obj.(*corev1.Namespace); ok {
+		ns.ManagedFields = nil
+		if v, ok := ns.Annotations[meshv1.AnnotationLadder]; ok {
+			ns.Annotations = map[string]string{meshv1.AnnotationLadder: v}
+		} else {
+			ns.Annotations = nil
+		}
+	}
+	return obj, nil
+}
+
+// slimPDB keeps what tells whether a budget allows a disruption.
+func slimPDB(obj any) (any, error) {
+	if pdb, ok := obj.(*policyv1.PodDisruptionBudget); ok {
+		pdb.ManagedFields, pdb.Annotations = nil, nil
 	}
 	return obj, nil
 }

@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/meshwright/meshwright/internal/injection"
@@ -21,34 +23,67 @@ const optOutKey = "sidecar.istio.io/inject"
 
 // workload is one Deployment, StatefulSet or DaemonSet as the ladder needs it.
 type workload struct {
-	kind, name string
-	selector   labels.Selector
-	template   metav1.ObjectMeta
-	rolledOut  bool
+	kind, name  string
+	uid         types.UID
+	selector    labels.Selector
+	template    metav1.ObjectMeta
+	hostNetwork bool
+	rolledOut   bool
+}
+
+// owns reports whether pod belongs to the workload: by its controller reference (for a
+// Deployment, a ReplicaSet named after it) and its selector, so overlapping selectors do not
+// mix up two workloads' pods.
+func (w workload) owns(pod *corev1.Pod) bool {
+	ref := metav1.GetControllerOfNoCopy(pod)
+	if ref == nil || !w.selector.Matches(labels.Set(pod.Labels)) {
+		return false
+	}
+	if w.kind == "Deployment" {
+		return ref.Kind == "ReplicaSet" && strings.HasPrefix(ref.Name, w.name+"-")
+	}
+	return ref.Kind == w.kind && ref.Name == w.name
+}
+
+// optedOut tells, as Istio's injector does, whether a pod template asks not to be injected:
+// the sidecar.istio.io/inject label (or else annotation) set to anything but y, yes, true or on.
+func optedOut(meta metav1.ObjectMeta) bool {
+	v, ok := meta.Labels[optOutKey]
+	if !ok {
+		v = meta.Annotations[optOutKey]
+	}
+	switch strings.ToLower(v) {
+	case "", "y", "yes", "true", "on":
+		return false
+	}
+	return true
 }
 
 // observeWorkloads reads a namespace's pods, workloads and disruption budgets from the cache and
 // summarises them for the ladder.
-func observeWorkloads(ctx context.Context, r client.Reader, namespace string) (ladder.Pods, []ladder.Workload, error) {
+func observeWorkloads(ctx context.Context, r client.Reader, namespace string) (ladder.Pods, []ladder.Workload, map[string]types.UID, error) {
 	var pods corev1.PodList
 	if err := r.List(ctx, &pods, client.InNamespace(namespace)); err != nil {
-		return ladder.Pods{}, nil, fmt.Errorf("listing pods of %s: %w", namespace, err)
+		return ladder.Pods{}, nil, nil, fmt.Errorf("listing pods of %s: %w", namespace, err)
 	}
 	ws, err := listWorkloads(ctx, r, namespace)
 	if err != nil {
-		return ladder.Pods{}, nil, err
+		return ladder.Pods{}, nil, nil, err
 	}
 	var pdbs policyv1.PodDisruptionBudgetList
 	if err := r.List(ctx, &pdbs, client.InNamespace(namespace)); err != nil {
-		return ladder.Pods{}, nil, fmt.Errorf("listing PodDisruptionBudgets of %s: %w", namespace, err)
+		return ladder.Pods{}, nil, nil, fmt.Errorf("listing PodDisruptionBudgets of %s: %w", namespace, err)
 	}
 
 	var sum ladder.Pods
 	out := make([]ladder.Workload, len(ws))
+	uids := make(map[string]types.UID, len(ws))
 	for i, w := range ws {
+		uids[w.kind+"/"+w.name] = w.uid
 		out[i] = ladder.Workload{Kind: w.kind, Name: w.name, RolledOut: w.rolledOut,
 			RestartedFor: w.template.Annotations[restartedForKey],
-			OptedOut:     w.template.Annotations[optOutKey] == "false" || w.template.Labels[optOutKey] == "false",
+			// Istio never injects host-network pods: restarting them would not help.
+			OptedOut: optedOut(w.template) || w.hostNetwork,
 		}
 		for j := range pdbs.Items {
 			if blocks(&pdbs.Items[j], w.template.Labels) {
@@ -73,28 +108,31 @@ func observeWorkloads(ctx context.Context, r client.Reader, namespace string) (l
 			sum.Uninjected = append(sum.Uninjected, p.Name)
 		}
 		for j, w := range ws {
-			if w.selector.Matches(labels.Set(p.Labels)) {
+			if w.owns(p) {
+				out[j].Pods++
 				if injected {
 					out[j].Injected = true
 				} else {
 					out[j].Uninjected = true
 				}
+				break
 			}
 		}
 	}
 	sort.Strings(sum.NotReady)
 	sort.Strings(sum.Uninjected)
-	return sum, out, nil
+	return sum, out, uids, nil
 }
 
 func listWorkloads(ctx context.Context, r client.Reader, namespace string) ([]workload, error) {
 	var out []workload
-	add := func(kind, name string, sel *metav1.LabelSelector, tmpl metav1.ObjectMeta, rolledOut bool) {
+	add := func(kind string, obj metav1.Object, sel *metav1.LabelSelector, tmpl corev1.PodTemplateSpec, rolledOut bool) {
 		s, err := metav1.LabelSelectorAsSelector(sel)
 		if err != nil || s.Empty() {
 			return // a workload without a usable selector has no pods the ladder can attribute
 		}
-		out = append(out, workload{kind: kind, name: name, selector: s, template: tmpl, rolledOut: rolledOut})
+		out = append(out, workload{kind: kind, name: obj.GetName(), uid: obj.GetUID(), selector: s, template: tmpl.ObjectMeta,
+			hostNetwork: tmpl.Spec.HostNetwork, rolledOut: rolledOut})
 	}
 	var deps appsv1.DeploymentList
 	if err := r.List(ctx, &deps, client.InNamespace(namespace)); err != nil {
@@ -102,7 +140,7 @@ func listWorkloads(ctx context.Context, r client.Reader, namespace string) ([]wo
 	}
 	for i := range deps.Items {
 		d := &deps.Items[i]
-		add("Deployment", d.Name, d.Spec.Selector, d.Spec.Template.ObjectMeta, deploymentRolledOut(d))
+		add("Deployment", d, d.Spec.Selector, d.Spec.Template, deploymentRolledOut(d))
 	}
 	var sts appsv1.StatefulSetList
 	if err := r.List(ctx, &sts, client.InNamespace(namespace)); err != nil {
@@ -110,7 +148,7 @@ func listWorkloads(ctx context.Context, r client.Reader, namespace string) ([]wo
 	}
 	for i := range sts.Items {
 		s := &sts.Items[i]
-		add("StatefulSet", s.Name, s.Spec.Selector, s.Spec.Template.ObjectMeta, statefulSetRolledOut(s))
+		add("StatefulSet", s, s.Spec.Selector, s.Spec.Template, statefulSetRolledOut(s))
 	}
 	var dss appsv1.DaemonSetList
 	if err := r.List(ctx, &dss, client.InNamespace(namespace)); err != nil {
@@ -118,7 +156,7 @@ func listWorkloads(ctx context.Context, r client.Reader, namespace string) ([]wo
 	}
 	for i := range dss.Items {
 		d := &dss.Items[i]
-		add("DaemonSet", d.Name, d.Spec.Selector, d.Spec.Template.ObjectMeta, daemonSetRolledOut(d))
+		add("DaemonSet", d, d.Spec.Selector, d.Spec.Template, daemonSetRolledOut(d))
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].kind != out[j].kind {

@@ -15,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -143,14 +144,25 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 	sum := summary{status: meshv1.NamespacesStatus{}}
 	inProgress := 0
 	for _, c := range append(running, others...) {
-		pods, workloads, err := observeWorkloads(ctx, s.Reader, c.ns.Name)
+		pods, workloads, uids, err := observeWorkloads(ctx, s.Reader, c.ns.Name)
+		if err != nil {
+			return stages.Result{}, err
+		}
+		policyConflict, err := s.policyConflict(ctx, mesh, c.ns.Name)
 		if err != nil {
 			return stages.Result{}, err
 		}
 		d := ladder.Decide(ladder.Namespace{Name: c.ns.Name, Current: c.current, State: c.state, Target: c.enrollment.Target,
-			Pods: pods, Workloads: workloads}, settings, inProgress < maxInProgress, now)
-		if err := s.carryOut(ctx, mesh, c, d); err != nil {
-			return stages.Result{}, err
+			Pods: pods, Workloads: workloads, InjectionConflict: injectionConflict(c.ns), PolicyConflict: policyConflict},
+			settings, inProgress < maxInProgress, now)
+		if err := s.carryOut(ctx, mesh, c, d, uids); err != nil {
+			// One namespace the API server refuses to change (an admission policy, a workload
+			// that no longer validates) is reported and the others go on; anything else is
+			// retried by the controller's error policy.
+			if !refused(err) {
+				return stages.Result{}, err
+			}
+			d.Blocked = ladder.Blocked{Reason: meshv1.ReasonApplyRejected, Message: err.Error()}
 		}
 		if d.InProgress {
 			inProgress++
@@ -160,14 +172,58 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 	return sum.result(settings), nil
 }
 
+// refused reports an error that retrying the same request cannot fix.
+func refused(err error) bool {
+	return apierrors.IsInvalid(err) || apierrors.IsForbidden(err) || apierrors.IsBadRequest(err) || apierrors.IsMethodNotSupported(err)
+}
+
+// injectionConflict says why the operator must not manage a namespace's injection label: it
+// carries Istio's legacy istio-injection label (which wins over the revision label), or the
+// revision label of another revision. The operator never takes over such a label.
+func injectionConflict(ns *corev1.Namespace) string {
+	if v, ok := ns.Labels["istio-injection"]; ok {
+		return fmt.Sprintf("The namespace carries istio-injection=%s, which overrides Istio's revision label: remove it to let Meshwright manage injection (Meshwright sets %s=%s).", v, InjectionLabel, InjectionRevision)
+	}
+	if v, ok := ns.Labels[InjectionLabel]; ok && v != InjectionRevision {
+		return fmt.Sprintf("The namespace carries %s=%s, another revision's label, which Meshwright does not take over: remove it to let Meshwright manage injection.", InjectionLabel, v)
+	}
+	return ""
+}
+
+// policyConflict names a namespace-wide PeerAuthentication of someone else's that is not
+// STRICT: Istio applies the oldest namespace-wide policy, so it would silently override the
+// operator's STRICT one.
+func (s *Stage) policyConflict(ctx context.Context, mesh *meshv1.MeshInstallation, namespace string) (string, error) {
+	list := &unstructured.UnstructuredList{}
+	list.SetGroupVersionKind(policy.PeerAuthenticationGVK.GroupVersion().WithKind(policy.PeerAuthenticationGVK.Kind + "List"))
+	if err := s.Client.List(ctx, list, client.InNamespace(namespace)); err != nil {
+		return "", fmt.Errorf("listing PeerAuthentications in %s: %w", namespace, err)
+	}
+	for _, pa := range list.Items {
+		if pa.GetLabels()[meshv1.LabelInstallation] == mesh.Name {
+			continue
+		}
+		if sel, _, _ := unstructured.NestedStringMap(pa.Object, "spec", "selector", "matchLabels"); len(sel) > 0 {
+			continue // a workload's own policy; namespace-wide STRICT still covers the rest
+		}
+		if mode, _, _ := unstructured.NestedString(pa.Object, "spec", "mtls", "mode"); mode != "STRICT" {
+			if mode == "" {
+				mode = "UNSET"
+			}
+			return fmt.Sprintf("PeerAuthentication %s/%s (mode %s) applies to the whole namespace and would override Meshwright's STRICT policy: make it STRICT or delete it.", namespace, pa.GetName(), mode), nil
+		}
+	}
+	return "", nil
+}
+
 // carryOut makes the cluster match a decision: namespace first (its injection label must be on
 // before pods restart), then restarts, then policies; the Event last, once it is true.
-func (s *Stage) carryOut(ctx context.Context, mesh *meshv1.MeshInstallation, c candidate, d ladder.Decision) error {
+func (s *Stage) carryOut(ctx context.Context, mesh *meshv1.MeshInstallation, c candidate, d ladder.Decision, uids map[string]types.UID) error {
 	if err := s.writeNamespace(ctx, c, d); err != nil {
 		return err
 	}
 	for _, w := range d.Restart {
-		if err := s.restart(ctx, c.ns.Name, w, d.State.Step.ID); err != nil {
+		if err := s.restart(ctx, c.ns.Name, w, uids[w], d.State.Step.ID); err != nil {
 			return err
 		}
 	}
@@ -184,8 +240,15 @@ func (s *Stage) carryOut(ctx context.Context, mesh *meshv1.MeshInstallation, c c
 	return nil
 }
 
+// NamespaceFieldManager is the field manager of the ladder's writes to Namespaces: its own, so
+// that its partial applies and the Certificates stage's apply of the control-plane namespace
+// never remove each other's fields.
+const NamespaceFieldManager = "meshwright-ladder"
+
 // writeNamespace applies the namespace's ladder labels and annotation, and removes them once a
-// namespace is back at Off for good. It writes only when something differs.
+// namespace is back at Off for good. It writes only when something differs. The apply carries
+// the namespace's uid and resourceVersion: it never recreates a namespace deleted meanwhile, and
+// a decision taken on a stale copy fails with a conflict and is taken again.
 func (s *Stage) writeNamespace(ctx context.Context, c candidate, d ladder.Decision) error {
 	want := map[string]string{}
 	var annotation string
@@ -201,36 +264,48 @@ func (s *Stage) writeNamespace(ctx context.Context, c candidate, d ladder.Decisi
 		}
 		annotation = string(b)
 	}
+	// The injection label follows the recorded state: with the annotation and level unchanged,
+	// the last apply already put it on or took it off, and a label still there without the
+	// operator wanting it is someone else's to keep.
 	same := c.ns.Annotations[meshv1.AnnotationLadder] == annotation && c.ns.Labels[meshv1.LabelLevel] == want[meshv1.LabelLevel] &&
-		(c.ns.Labels[InjectionLabel] == InjectionRevision) == d.Effects.Inject
+		(!d.Effects.Inject || c.ns.Labels[InjectionLabel] == InjectionRevision)
 	if same {
 		return nil
 	}
-	u := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Namespace",
-		"metadata": map[string]any{"name": c.ns.Name}}}
+	u := namespaceApply(c.ns)
 	if len(want) > 0 {
 		u.SetLabels(want)
 	}
 	if annotation != "" {
 		u.SetAnnotations(map[string]string{meshv1.AnnotationLadder: annotation})
 	}
-	if err := s.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(s.FieldManager), client.ForceOwnership); err != nil {
+	if err := s.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(NamespaceFieldManager), client.ForceOwnership); err != nil {
 		return fmt.Errorf("writing the ladder state of namespace %s: %w", c.ns.Name, err)
 	}
 	return nil
 }
 
+// namespaceApply is an apply of ns with nothing in it but its identity and preconditions.
+func namespaceApply(ns *corev1.Namespace) *unstructured.Unstructured {
+	u := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Namespace",
+		"metadata": map[string]any{"name": ns.Name}}}
+	u.SetUID(ns.UID)
+	u.SetResourceVersion(ns.ResourceVersion)
+	return u
+}
+
 // restart rolls a workload's pods by stamping its pod template with the step's ID, as
 // `kubectl rollout restart` does; the workload's own controller then replaces the pods at the
-// pace its update strategy allows.
-func (s *Stage) restart(ctx context.Context, namespace, kindName, stepID string) error {
+// pace its update strategy allows. The uid keeps the apply from creating a workload deleted since.
+func (s *Stage) restart(ctx context.Context, namespace, kindName string, uid types.UID, stepID string) error {
 	kind, name, _ := strings.Cut(kindName, "/")
 	u := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "apps/v1", "kind": kind,
 		"metadata": map[string]any{"name": name, "namespace": namespace},
 		"spec":     map[string]any{"template": map[string]any{"metadata": map[string]any{"annotations": map[string]any{restartedForKey: stepID}}}}}}
+	u.SetUID(uid)
 	if err := s.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(s.FieldManager), client.ForceOwnership); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil
+		if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+			return nil // gone (or replaced) since the cache was read: the next pass sees it
 		}
 		return fmt.Errorf("restarting %s in %s: %w", kindName, namespace, err)
 	}
@@ -280,8 +355,9 @@ func (s *Stage) Cleanup(ctx context.Context, mesh *meshv1.MeshInstallation) (boo
 		if !annotated && ns.Labels[meshv1.LabelLevel] == "" {
 			continue
 		}
-		u := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": ns.Name}}}
-		if err := s.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(s.FieldManager), client.ForceOwnership); err != nil && !apierrors.IsNotFound(err) {
+		u := namespaceApply(ns)
+		u.SetResourceVersion("")
+		if err := s.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(NamespaceFieldManager), client.ForceOwnership); err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 			return false, fmt.Errorf("releasing namespace %s: %w", ns.Name, err)
 		}
 	}

@@ -97,7 +97,9 @@ func rolledOut(t *testing.T, dep *appsv1.Deployment) {
 func runPod(t *testing.T, namespace, name string, proxy bool) {
 	t.Helper()
 	ctx := context.Background()
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: map[string]string{"app": "web"}},
+	// Owned as the Deployment controller's pods are: by a ReplicaSet named after the Deployment.
+	owner := metav1.OwnerReference{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "web-5d4f8b", UID: "rs-web", Controller: ptr.To(true)}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: map[string]string{"app": "web"}, OwnerReferences: []metav1.OwnerReference{owner}},
 		Spec: corev1.PodSpec{AutomountServiceAccountToken: ptr.To(false), Containers: []corev1.Container{{Name: "web", Image: "web"}}}}
 	if proxy {
 		pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: "istio-proxy", Image: "proxy"})

@@ -137,6 +137,11 @@ func (s *Stage) probe(ctx context.Context, namespace string) (stages.Result, err
 	case apierrors.IsInternalError(err), apierrors.IsTimeout(err), apierrors.IsServerTimeout(err), isWebhookFailure(err):
 		return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonWebhookNotServing, RequeueAfter: FailedRecheck,
 			Message: "The API server cannot call the injection webhook: " + err.Error()}, nil
+	case apierrors.IsForbidden(err) || apierrors.IsInvalid(err) || apierrors.IsBadRequest(err):
+		// Refused by something other than the webhook: Pod Security, a quota, a policy
+		// engine. Only a change of the cluster or of the operator's RBAC helps.
+		return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonProbeRejected, RequeueAfter: time.Minute,
+			Message: fmt.Sprintf("The API server refused the dry-run pod that probes the injection webhook in namespace %s: %v", namespace, err)}, nil
 	case err != nil:
 		return stages.Result{}, fmt.Errorf("creating a dry-run pod to probe the injection webhook: %w", err)
 	}

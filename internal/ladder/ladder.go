@@ -61,6 +61,11 @@ type Step struct {
 	Message string `json:"message,omitempty"`
 	// Enforced is set on a step to ZeroTrust once its dry-run phase has soaked.
 	Enforced bool `json:"enforced,omitempty"`
+	// Cancelled marks a rollback that undoes a step whose target was lowered: no hold follows.
+	Cancelled bool `json:"cancelled,omitempty"`
+	// PausedAt is when spec.rollout.paused froze the step; the time paused does not count
+	// against the step's timeout or soak.
+	PausedAt time.Time `json:"pausedAt,omitzero"`
 }
 
 // Hold keeps a namespace where it is after a rollback.
@@ -83,6 +88,12 @@ type Namespace struct {
 	Pods   Pods
 	// Workloads are the namespace's Deployments, StatefulSets and DaemonSets.
 	Workloads []Workload
+	// InjectionConflict, when set, says why the operator must not manage the namespace's
+	// injection label (someone else's istio-injection or istio.io/rev label): no step up starts.
+	InjectionConflict string
+	// PolicyConflict, when set, names a namespace-wide PeerAuthentication of someone else's that
+	// would override STRICT: no step to MutualTLS or above starts.
+	PolicyConflict string
 }
 
 // Pods summarises a namespace's running pods (terminating and finished pods are left out).
@@ -111,6 +122,8 @@ type Workload struct {
 	RolledOut bool
 	// DisruptionBlocked names a PodDisruptionBudget over its pods that allows no disruption now.
 	DisruptionBlocked string
+	// Pods is the number of its running pods: what a restart of it costs the namespace's budget.
+	Pods int
 }
 
 // Settings are the rollout settings of the MeshInstallation.
@@ -204,6 +217,10 @@ func (d Decision) AtTarget(target Level) bool {
 // maxNamed bounds the pod names a message lists.
 const maxNamed = 5
 
+// Settle is how long a step's effect must have been in place, with every pod Ready, before the
+// step counts as done: a change that makes pods fail shortly after is still the step's to undo.
+const Settle = 5 * time.Second
+
 // Decide says where a namespace goes next. mayStart tells whether a new step may begin now
 // (fewer than maxNamespacesInProgress namespaces are stepping); a step already running always
 // continues. now is the time of the pass.
@@ -217,22 +234,37 @@ func Decide(ns Namespace, s Settings, mayStart bool, now time.Time) (d Decision)
 	}
 	defer func() { d.Effects = EffectsOf(d.Level, d.State.Step) }()
 
+	if d.State.Step == nil && d.Level == ns.Target {
+		// At its target there is nothing to hold back: a hold only keeps a namespace from
+		// climbing again.
+		d.State.Hold = nil
+		return d
+	}
 	if s.Paused {
 		d.InProgress = d.State.Step != nil
 		d.Waiting = "the rollout is paused (spec.rollout.paused)"
+		if st := d.State.Step; st != nil && st.PausedAt.IsZero() {
+			frozen := *st
+			frozen.PausedAt = now
+			d.State.Step = &frozen
+		}
 		return d
+	}
+	if st := d.State.Step; st != nil && !st.PausedAt.IsZero() {
+		resumed := *st
+		resumed.Started = resumed.Started.Add(now.Sub(resumed.PausedAt))
+		resumed.PausedAt = time.Time{}
+		d.State.Step = &resumed
 	}
 	if d.State.Step != nil {
 		advance(&d, ns, s, now)
 		return d
 	}
-	if h := d.State.Hold; h != nil {
+	if h := d.State.Hold; h != nil && Rank(ns.Target) > Rank(d.Level) {
 		d.Blocked = Blocked{Reason: h.Reason, Message: h.Message}
 		return d
 	}
-	if d.Level == ns.Target {
-		return d
-	}
+	d.State.Hold = nil
 	var next Level
 	if Rank(ns.Target) < Rank(d.Level) {
 		next = levels[Rank(d.Level)-1]
@@ -259,21 +291,27 @@ func Decide(ns Namespace, s Settings, mayStart bool, now time.Time) (d Decision)
 
 // gate checks that a namespace may go up to next. It fills in Blocked or Waiting when not.
 func gate(d *Decision, ns Namespace, s Settings, next Level, now time.Time) bool {
-	switch next {
-	case meshv1.LevelMutualTLS:
-		if len(ns.Pods.Uninjected) > 0 {
-			d.Blocked = Blocked{Reason: meshv1.ReasonUninjectedPods, Message: fmt.Sprintf(
-				"%d pod(s) run without Istio's proxy and would be cut off by STRICT mTLS: %s. Remove sidecar.istio.io/inject=false or move them out of the namespace, or lower its target to Observe.",
-				len(ns.Pods.Uninjected), names(ns.Pods.Uninjected))}
-			return false
-		}
-		fallthrough
-	case meshv1.LevelZeroTrust:
-		if len(ns.Pods.NotReady) > 0 {
-			d.Blocked = Blocked{Reason: meshv1.ReasonPodsNotReady, Message: fmt.Sprintf(
-				"%d pod(s) are not Ready: %s. The next step waits until every pod is Ready.", len(ns.Pods.NotReady), names(ns.Pods.NotReady))}
-			return false
-		}
+	if ns.InjectionConflict != "" {
+		d.Blocked = Blocked{Reason: meshv1.ReasonInjectionLabelConflict, Message: ns.InjectionConflict}
+		return false
+	}
+	if len(ns.Pods.NotReady) > 0 {
+		d.Blocked = Blocked{Reason: meshv1.ReasonPodsNotReady, Message: fmt.Sprintf(
+			"%d pod(s) are not Ready: %s. The step to %s waits until every pod is Ready, so that what it changes can be judged.", len(ns.Pods.NotReady), names(ns.Pods.NotReady), next)}
+		return false
+	}
+	if next == meshv1.LevelObserve {
+		return true
+	}
+	if len(ns.Pods.Uninjected) > 0 {
+		d.Blocked = Blocked{Reason: meshv1.ReasonUninjectedPods, Message: fmt.Sprintf(
+			"%d pod(s) run without Istio's proxy and would be cut off by STRICT mTLS: %s. Remove sidecar.istio.io/inject=false or move them out of the namespace, or lower its target to Observe.",
+			len(ns.Pods.Uninjected), names(ns.Pods.Uninjected))}
+		return false
+	}
+	if ns.PolicyConflict != "" {
+		d.Blocked = Blocked{Reason: meshv1.ReasonPeerAuthenticationConflict, Message: ns.PolicyConflict}
+		return false
 	}
 	if next == meshv1.LevelZeroTrust {
 		if held := now.Sub(d.State.Since); held < s.SoakTime {
@@ -292,56 +330,79 @@ func advance(d *Decision, ns Namespace, s Settings, now time.Time) {
 	d.InProgress = true
 	up := !step.Rollback && Rank(step.To) > Rank(d.Level)
 
-	if up && step.To == meshv1.LevelZeroTrust && !step.Enforced {
-		if left := s.SoakTime - now.Sub(step.Started); left > 0 {
-			d.Waiting = fmt.Sprintf("AuthorizationPolicies in dry-run until %s", step.Started.Add(s.SoakTime).UTC().Format(time.RFC3339))
-			d.RecheckAfter = left
-			return
-		}
-		step.Enforced, step.Started = true, now
-		d.Event = &Event{Reason: "PoliciesEnforced", Message: "The dry-run soaked without trouble: the AuthorizationPolicies are enforced now."}
-		d.RecheckAfter = s.StepTimeout
+	if up && Rank(ns.Target) < Rank(step.To) {
+		// The target was lowered under a running step: undo it now rather than finish it (a
+		// ZeroTrust dry-run must not be enforced after the user backed out).
+		d.State.Step = &Step{To: d.Level, Started: now, ID: stepID(d.Level, now), Rollback: true, Cancelled: true}
+		d.Event = &Event{Reason: "StepCancelled", Message: fmt.Sprintf("The target was lowered to %s: the step to %s is undone.", ns.Target, step.To)}
+		planRestarts(d, ns, s)
 		return
 	}
 
+	if up && step.To == meshv1.LevelZeroTrust && !step.Enforced {
+		soakEnd := step.Started.Add(s.SoakTime)
+		if now.Before(soakEnd) {
+			d.Waiting = fmt.Sprintf("AuthorizationPolicies in dry-run until %s", soakEnd.UTC().Format(time.RFC3339))
+			d.RecheckAfter = soakEnd.Sub(now)
+			return
+		}
+		if len(ns.Pods.NotReady) == 0 {
+			step.Enforced, step.Started = true, now
+			d.Event = &Event{Reason: "PoliciesEnforced", Message: "The dry-run soaked with every pod Ready: the AuthorizationPolicies are enforced now."}
+			d.RecheckAfter = Settle
+			return
+		}
+		// Not enforced while pods are unready; the step times out from the soak's end.
+		step.Started = soakEnd
+	}
+
 	planRestarts(d, ns, s)
-	if pending := incomplete(ns, step, d.Level); pending != "" {
-		if !up {
-			// Walking down (or rolling back) is the safe direction: it keeps going, however
-			// long it takes, and says what it waits for.
-			d.Waiting = pending
-			return
+	pending := incomplete(ns, step, d.Level, up)
+	if pending == "" && up && now.Sub(step.Started) < Settle {
+		pending = "letting the change settle"
+	}
+	left := s.StepTimeout - now.Sub(step.Started)
+	if pending != "" && left > 0 {
+		d.Waiting = pending
+		d.RecheckAfter = left
+		if up && pending == "letting the change settle" {
+			d.RecheckAfter = Settle - now.Sub(step.Started)
 		}
-		if left := s.StepTimeout - now.Sub(step.Started); left > 0 {
-			d.Waiting = pending
-			d.RecheckAfter = left
-			return
-		}
+		return
+	}
+	if pending != "" && up {
 		msg := fmt.Sprintf("The step from %s to %s did not complete within %s (%s), so it was reverted. Fix the cause, then change the MeshInstallation's spec (or delete the namespace's %s annotation) to try again.",
 			d.Level, step.To, s.StepTimeout, pending, meshv1.AnnotationLadder)
 		d.State.Step = &Step{To: d.Level, Started: now, ID: stepID(d.Level, now), Rollback: true, Reason: meshv1.ReasonRolledBack, Message: msg}
 		d.Event = &Event{Warning: true, Reason: meshv1.ReasonRolledBack, Message: msg}
-		d.Restart = nil
+		d.Restart, d.Blocked = nil, Blocked{}
 		planRestarts(d, ns, s)
 		return
 	}
-	// The step is complete.
+	// The step is complete, or it walks down (or reverts) and ran out of time: going down is
+	// never held up for good; what is left over is said in the Event.
 	d.Level = step.To
 	d.State.Step = nil
 	d.State.Since = now
 	d.InProgress = false
-	d.Restart = nil
-	if step.Rollback {
+	d.Restart, d.Blocked = nil, Blocked{}
+	switch {
+	case step.Rollback && !step.Cancelled:
 		d.State.Hold = &Hold{Generation: s.Generation, Reason: step.Reason, Message: step.Message}
 		d.Blocked = Blocked{Reason: step.Reason, Message: step.Message}
 		d.Event = &Event{Warning: true, Reason: meshv1.ReasonRolledBack, Message: fmt.Sprintf("Reverted to %s; held there until the spec changes.", d.Level)}
-		return
+	case pending != "":
+		d.Event = &Event{Warning: true, Reason: "LevelReachedIncomplete", Message: fmt.Sprintf(
+			"Reached %s after %s with work left over (%s): those pods change at their next restart.", d.Level, s.StepTimeout, pending)}
+	default:
+		d.Event = &Event{Reason: "LevelReached", Message: fmt.Sprintf("Reached %s.", d.Level)}
 	}
-	d.Event = &Event{Reason: "LevelReached", Message: fmt.Sprintf("Reached %s.", d.Level)}
 }
 
-// incomplete says what a step still waits for, or "" when it is done.
-func incomplete(ns Namespace, step Step, current Level) string {
+// incomplete says what a step still waits for, or "" when it is done. A step up waits for every
+// pod to be Ready as well; a step down or a rollback waits only for its own restarts, since the
+// pods' health is not what it can fix.
+func incomplete(ns Namespace, step Step, current Level, up bool) string {
 	var pending []string
 	wantProxy := EffectsOf(current, &step).Inject
 	for _, w := range ns.Workloads {
@@ -355,7 +416,7 @@ func incomplete(ns Namespace, step Step, current Level) string {
 			pending = append(pending, fmt.Sprintf("%s/%s is rolling out", w.Kind, w.Name))
 		}
 	}
-	if len(ns.Pods.NotReady) > 0 {
+	if up && len(ns.Pods.NotReady) > 0 {
 		pending = append(pending, fmt.Sprintf("pods not Ready: %s", names(ns.Pods.NotReady)))
 	}
 	if len(pending) > maxNamed {
@@ -364,9 +425,11 @@ func incomplete(ns Namespace, step Step, current Level) string {
 	return strings.Join(pending, "; ")
 }
 
-// planRestarts picks the workloads to restart now so that their pods get (or lose) the proxy,
-// without more restarting at once than maxUnavailablePerNamespace allows. A rollback restarts
-// everything it must at once: getting back to a working state comes first.
+// planRestarts picks the workloads to restart now so that their pods get (or lose) the proxy.
+// Restarting workloads may hold at most maxUnavailablePerNamespace of the namespace's pods
+// (counting each workload's pods, and pods already unready); one workload at a time always
+// may, and its own update strategy bounds how many of its pods are down at once. A rollback
+// restarts everything it must at once: getting back to a working state comes first.
 func planRestarts(d *Decision, ns Namespace, s Settings) {
 	step := d.State.Step
 	if step == nil {
@@ -377,14 +440,14 @@ func planRestarts(d *Decision, ns Namespace, s Settings) {
 	if v, err := intstr.GetScaledValueFromIntOrPercent(&s.MaxUnavailable, ns.Pods.Total, false); err == nil && v > budget {
 		budget = v
 	}
-	busy := len(ns.Pods.NotReady)
-	rolling := 0
+	rolling, rollingPods := 0, 0
 	for _, w := range ns.Workloads {
 		if w.RestartedFor == step.ID && !w.RolledOut {
 			rolling++
+			rollingPods += max(w.Pods, 1)
 		}
 	}
-	busy = max(busy, rolling)
+	busy := max(len(ns.Pods.NotReady), rollingPods)
 	var waitingOnBudget []string
 	for _, w := range ns.Workloads {
 		if w.OptedOut || w.RestartedFor == step.ID {
@@ -393,8 +456,9 @@ func planRestarts(d *Decision, ns Namespace, s Settings) {
 		if (wantProxy && !w.Uninjected) || (!wantProxy && !w.Injected) {
 			continue
 		}
+		cost := max(w.Pods, 1)
 		if !step.Rollback {
-			if busy >= budget {
+			if busy > 0 && busy+cost > budget {
 				break
 			}
 			if w.DisruptionBlocked != "" {
@@ -403,7 +467,7 @@ func planRestarts(d *Decision, ns Namespace, s Settings) {
 			}
 		}
 		d.Restart = append(d.Restart, w.Kind+"/"+w.Name)
-		busy++
+		busy += cost
 	}
 	if len(waitingOnBudget) > 0 && len(d.Restart) == 0 && rolling == 0 {
 		d.Blocked = Blocked{Reason: meshv1.ReasonDisruptionBudget, Message: fmt.Sprintf(

@@ -132,7 +132,7 @@ func TestDecide(t *testing.T) {
 		},
 		"mutual TLS step puts STRICT on and completes with Ready pods": {
 			ns:       Namespace{Current: meshv1.LevelObserve, Target: meshv1.LevelMutualTLS, Pods: readyPods(2), State: State{Step: &Step{To: meshv1.LevelMutualTLS, Started: t0, ID: "m"}}},
-			mayStart: true, now: t0.Add(time.Second),
+			mayStart: true, now: t0.Add(Settle),
 			check: func(t *testing.T, d Decision) {
 				if d.Level != meshv1.LevelMutualTLS || !d.Effects.Strict || d.State.Step != nil {
 					t.Errorf("decision = %+v", d)
@@ -173,7 +173,11 @@ func TestDecide(t *testing.T) {
 				if !d.State.Step.Enforced || d.Effects.DryRun || !d.Effects.Authorization || d.Event.Reason != "PoliciesEnforced" {
 					t.Fatalf("decision = %+v effects %+v", d, d.Effects)
 				}
-				next := Decide(Namespace{Current: meshv1.LevelMutualTLS, Target: meshv1.LevelZeroTrust, Pods: readyPods(2), State: d.State}, settings(), false, t0.Add(62*time.Second))
+				settling := Decide(Namespace{Current: meshv1.LevelMutualTLS, Target: meshv1.LevelZeroTrust, Pods: readyPods(2), State: d.State}, settings(), false, t0.Add(62*time.Second))
+				if settling.State.Step == nil || settling.Waiting == "" {
+					t.Errorf("one second after enforcement the step must still be settling: %+v", settling)
+				}
+				next := Decide(Namespace{Current: meshv1.LevelMutualTLS, Target: meshv1.LevelZeroTrust, Pods: readyPods(2), State: d.State}, settings(), false, t0.Add(61*time.Second+Settle))
 				if next.Level != meshv1.LevelZeroTrust || next.State.Step != nil {
 					t.Errorf("after enforcement: %+v", next)
 				}
@@ -259,6 +263,113 @@ func TestDecide(t *testing.T) {
 			mayStart: true, now: t0.Add(time.Minute),
 			check: func(t *testing.T, d Decision) {
 				if d.Restart != nil || d.Blocked.Reason != meshv1.ReasonDisruptionBudget || !strings.Contains(d.Blocked.Message, "web-pdb") {
+					t.Errorf("decision = %+v", d)
+				}
+			},
+		},
+		"observe waits for unready pods": {
+			ns:       Namespace{Current: meshv1.LevelOff, Target: meshv1.LevelObserve, Pods: Pods{Total: 2, Ready: 1, NotReady: []string{"crash"}}},
+			mayStart: true, now: t0,
+			check: func(t *testing.T, d Decision) {
+				if d.State.Step != nil || d.Blocked.Reason != meshv1.ReasonPodsNotReady || d.Effects.Inject {
+					t.Errorf("decision = %+v", d)
+				}
+			},
+		},
+		"someone else's injection label blocks the climb": {
+			ns:       Namespace{Current: meshv1.LevelOff, Target: meshv1.LevelObserve, Pods: readyPods(1), InjectionConflict: "istio-injection=disabled"},
+			mayStart: true, now: t0,
+			check: func(t *testing.T, d Decision) {
+				if d.State.Step != nil || d.Blocked.Reason != meshv1.ReasonInjectionLabelConflict || d.Effects.Inject {
+					t.Errorf("decision = %+v", d)
+				}
+			},
+		},
+		"a PERMISSIVE PeerAuthentication of someone else's blocks MutualTLS": {
+			ns:       Namespace{Current: meshv1.LevelObserve, Target: meshv1.LevelMutualTLS, Pods: readyPods(1), PolicyConflict: "default is PERMISSIVE"},
+			mayStart: true, now: t0,
+			check: func(t *testing.T, d Decision) {
+				if d.State.Step != nil || d.Blocked.Reason != meshv1.ReasonPeerAuthenticationConflict || d.Effects.Strict {
+					t.Errorf("decision = %+v", d)
+				}
+			},
+		},
+		"lowering the target under a dry-run undoes it instead of enforcing it": {
+			ns:       Namespace{Current: meshv1.LevelMutualTLS, Target: meshv1.LevelOff, Pods: readyPods(2), State: State{Step: &Step{To: meshv1.LevelZeroTrust, Started: t0, ID: "z"}}},
+			mayStart: false, now: t0.Add(2 * time.Minute),
+			check: func(t *testing.T, d Decision) {
+				st := d.State.Step
+				if st == nil || !st.Rollback || !st.Cancelled || d.Effects.Authorization || !d.Effects.Strict || d.Event.Reason != "StepCancelled" {
+					t.Fatalf("decision = %+v effects %+v", d, d.Effects)
+				}
+				done := Decide(Namespace{Current: meshv1.LevelMutualTLS, Target: meshv1.LevelOff, Pods: readyPods(2), State: d.State}, settings(), false, t0.Add(3*time.Minute))
+				if done.State.Hold != nil || done.Level != meshv1.LevelMutualTLS || done.State.Step != nil {
+					t.Errorf("a cancelled step must finish without a hold: %+v", done)
+				}
+			},
+		},
+		"a hold is dropped once the namespace is at its target": {
+			ns:       Namespace{Current: meshv1.LevelOff, Target: meshv1.LevelOff, State: State{Hold: &Hold{Generation: 3, Reason: meshv1.ReasonRolledBack}}},
+			mayStart: true, now: t0,
+			check: func(t *testing.T, d Decision) {
+				if d.State.Hold != nil || d.Blocked.Reason != "" {
+					t.Errorf("decision = %+v", d)
+				}
+			},
+		},
+		"a held namespace may still walk down": {
+			ns:       Namespace{Current: meshv1.LevelMutualTLS, Target: meshv1.LevelObserve, Pods: readyPods(1), State: State{Hold: &Hold{Generation: 3, Reason: meshv1.ReasonRolledBack}}},
+			mayStart: true, now: t0,
+			check: func(t *testing.T, d Decision) {
+				if d.State.Step == nil || d.State.Step.To != meshv1.LevelObserve || d.State.Hold != nil {
+					t.Errorf("decision = %+v", d)
+				}
+			},
+		},
+		"time paused does not count against the step": {
+			ns:       Namespace{Current: meshv1.LevelObserve, Target: meshv1.LevelMutualTLS, Pods: Pods{Total: 1, NotReady: []string{"p"}}, State: State{Step: &Step{To: meshv1.LevelMutualTLS, Started: t0, ID: "m"}}},
+			s:        func(s *Settings) { s.Paused = true },
+			mayStart: true, now: t0.Add(time.Minute),
+			check: func(t *testing.T, d Decision) {
+				if d.State.Step == nil || !d.State.Step.PausedAt.Equal(t0.Add(time.Minute)) {
+					t.Fatalf("paused step = %+v", d.State.Step)
+				}
+				// Resumed 30 minutes later: 1 minute of the 10-minute timeout has run, not 31.
+				resumed := Decide(Namespace{Current: meshv1.LevelObserve, Target: meshv1.LevelMutualTLS, Pods: Pods{Total: 1, NotReady: []string{"p"}}, State: d.State}, settings(), true, t0.Add(31*time.Minute))
+				if st := resumed.State.Step; st == nil || st.Rollback || !st.PausedAt.IsZero() || !st.Started.Equal(t0.Add(30*time.Minute)) {
+					t.Errorf("resumed step = %+v, want the same step, its start moved by the pause", st)
+				}
+			},
+		},
+		"restarts are budgeted in pods, one workload at least": {
+			ns: Namespace{Current: meshv1.LevelOff, Target: meshv1.LevelObserve, Pods: readyPods(40),
+				Workloads: []Workload{
+					deploy("a", func(w *Workload) { w.Uninjected, w.Pods = true, 10 }), deploy("b", func(w *Workload) { w.Uninjected, w.Pods = true, 10 }),
+					deploy("c", func(w *Workload) { w.Uninjected, w.Pods = true, 10 }), deploy("d", func(w *Workload) { w.Uninjected, w.Pods = true, 10 })}},
+			mayStart: true, now: t0,
+			check: func(t *testing.T, d Decision) {
+				if strings.Join(d.Restart, ",") != "Deployment/a" {
+					t.Errorf("restart = %v, want only a: 25%% of 40 pods is one 10-pod workload", d.Restart)
+				}
+			},
+		},
+		"a rollback completes once its own restarts are done, unready pods or not": {
+			ns: Namespace{Current: meshv1.LevelOff, Target: meshv1.LevelObserve, Pods: Pods{Total: 2, Ready: 1, NotReady: []string{"crash"}},
+				State:     State{Step: &Step{To: meshv1.LevelOff, Started: t0, ID: "off-1", Rollback: true, Reason: meshv1.ReasonRolledBack, Message: "why"}},
+				Workloads: []Workload{deploy("web", func(w *Workload) { w.Uninjected, w.RestartedFor = true, "off-1" })}},
+			mayStart: false, now: t0.Add(time.Second),
+			check: func(t *testing.T, d Decision) {
+				if d.State.Step != nil || d.InProgress || d.State.Hold == nil {
+					t.Errorf("decision = %+v", d)
+				}
+			},
+		},
+		"a walk down that cannot finish gives its slot back after the timeout": {
+			ns: Namespace{Current: meshv1.LevelObserve, Target: meshv1.LevelOff, Pods: readyPods(2), State: State{Step: &Step{To: meshv1.LevelOff, Started: t0, ID: "off-2"}},
+				Workloads: []Workload{deploy("sts", func(w *Workload) { w.Injected, w.RestartedFor, w.RolledOut = true, "off-2", false })}},
+			mayStart: false, now: t0.Add(11 * time.Minute),
+			check: func(t *testing.T, d Decision) {
+				if d.State.Step != nil || d.Level != meshv1.LevelOff || d.InProgress || d.Event == nil || d.Event.Reason != "LevelReachedIncomplete" {
 					t.Errorf("decision = %+v", d)
 				}
 			},

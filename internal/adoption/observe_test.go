@@ -1,0 +1,82 @@
+package adoption
+
+import (
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/utils/ptr"
+)
+
+func TestOptedOut(t *testing.T) {
+	tests := map[string]struct {
+		labels, annotations map[string]string
+		want                bool
+	}{
+		"nothing set":                  {want: false},
+		"annotation false":             {annotations: map[string]string{optOutKey: "false"}, want: true},
+		"annotation no, any case":      {annotations: map[string]string{optOutKey: "No"}, want: true},
+		"annotation True":              {annotations: map[string]string{optOutKey: "True"}, want: false},
+		"annotation yes":               {annotations: map[string]string{optOutKey: "yes"}, want: false},
+		"label wins over annotation":   {labels: map[string]string{optOutKey: "false"}, annotations: map[string]string{optOutKey: "true"}, want: true},
+		"label on, annotation ignored": {labels: map[string]string{optOutKey: "on"}, annotations: map[string]string{optOutKey: "false"}, want: false},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := optedOut(metav1.ObjectMeta{Labels: tc.labels, Annotations: tc.annotations}); got != tc.want {
+				t.Errorf("optedOut = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestWorkloadOwnsPod(t *testing.T) {
+	web := labels.SelectorFromSet(labels.Set{"app": "web"})
+	pod := func(kind, name string) *corev1.Pod {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}}}
+		if kind != "" {
+			p.OwnerReferences = []metav1.OwnerReference{{Kind: kind, Name: name, Controller: ptr.To(true)}}
+		}
+		return p
+	}
+	tests := map[string]struct {
+		w    workload
+		pod  *corev1.Pod
+		want bool
+	}{
+		"Deployment through its ReplicaSet":         {w: workload{kind: "Deployment", name: "web", selector: web}, pod: pod("ReplicaSet", "web-7d9f"), want: true},
+		"another Deployment's ReplicaSet":           {w: workload{kind: "Deployment", name: "web", selector: web}, pod: pod("ReplicaSet", "api-7d9f"), want: false},
+		"a canary sharing the selector is not ours": {w: workload{kind: "Deployment", name: "web-canary", selector: web}, pod: pod("ReplicaSet", "web-7d9f"), want: false},
+		"StatefulSet by name":                       {w: workload{kind: "StatefulSet", name: "db", selector: web}, pod: pod("StatefulSet", "db"), want: true},
+		"a bare pod belongs to no workload":         {w: workload{kind: "Deployment", name: "web", selector: web}, pod: pod("", ""), want: false},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := tc.w.owns(tc.pod); got != tc.want {
+				t.Errorf("owns = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestInjectionConflict(t *testing.T) {
+	tests := map[string]struct {
+		labels   map[string]string
+		conflict bool
+	}{
+		"no label":                 {},
+		"our revision label":       {labels: map[string]string{InjectionLabel: InjectionRevision}},
+		"another revision":         {labels: map[string]string{InjectionLabel: "canary"}, conflict: true},
+		"istio-injection enabled":  {labels: map[string]string{"istio-injection": "enabled"}, conflict: true},
+		"istio-injection disabled": {labels: map[string]string{"istio-injection": "disabled"}, conflict: true},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			got := injectionConflict(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ns", Labels: tc.labels}})
+			if (got != "") != tc.conflict {
+				t.Errorf("injectionConflict = %q, want a conflict: %v", got, tc.conflict)
+			}
+		})
+	}
+}
