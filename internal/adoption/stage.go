@@ -112,6 +112,12 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 	if err := s.Reader.List(ctx, &nsList); err != nil {
 		return stages.Result{}, fmt.Errorf("listing namespaces: %w", err)
 	}
+	// Namespaces that hold the installation's policies are looked at even when someone removed
+	// the ladder's label and annotation, so the policies do not outlive the ladder's record.
+	withPolicies, err := s.namespacesWithPolicies(ctx, mesh)
+	if err != nil {
+		return stages.Result{}, err
+	}
 	var running, others []candidate
 	for i := range nsList.Items {
 		ns := &nsList.Items[i]
@@ -121,7 +127,7 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 			c.current = meshv1.LevelOff
 		}
 		_, ours := ns.Annotations[meshv1.AnnotationLadder]
-		if c.enrollment.Target == meshv1.LevelOff && c.current == meshv1.LevelOff && !ours && ns.Labels[meshv1.LabelLevel] == "" {
+		if c.enrollment.Target == meshv1.LevelOff && c.current == meshv1.LevelOff && !ours && ns.Labels[meshv1.LabelLevel] == "" && !withPolicies[ns.Name] {
 			continue // never enrolled: nothing to look at
 		}
 		if !ns.DeletionTimestamp.IsZero() {
@@ -170,6 +176,25 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 		sum.add(c, d)
 	}
 	return sum.result(settings), nil
+}
+
+// namespacesWithPolicies lists the namespaces holding policies of the installation (from the
+// cache, which holds every PeerAuthentication and AuthorizationPolicy).
+func (s *Stage) namespacesWithPolicies(ctx context.Context, mesh *meshv1.MeshInstallation) (map[string]bool, error) {
+	out := map[string]bool{}
+	for _, gvk := range policy.Kinds() {
+		list := &unstructured.UnstructuredList{}
+		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
+		if err := s.Client.List(ctx, list, client.MatchingLabels{meshv1.LabelInstallation: mesh.Name}); err != nil {
+			return nil, fmt.Errorf("listing %s: %w", gvk.Kind, err)
+		}
+		for _, p := range list.Items {
+			if policy.PerNamespace(p.GetName()) {
+				out[p.GetNamespace()] = true
+			}
+		}
+	}
+	return out, nil
 }
 
 // refused reports an error that retrying the same request cannot fix.
@@ -331,7 +356,7 @@ func (s *Stage) syncPolicies(ctx context.Context, mesh *meshv1.MeshInstallation,
 		}
 		for i := range list.Items {
 			p := &list.Items[i]
-			if want[gvk.Kind+"/"+p.GetName()] || !p.GetDeletionTimestamp().IsZero() {
+			if want[gvk.Kind+"/"+p.GetName()] || !policy.PerNamespace(p.GetName()) || !p.GetDeletionTimestamp().IsZero() {
 				continue
 			}
 			if err := s.Client.Delete(ctx, p); err != nil && !apierrors.IsNotFound(err) {

@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -24,6 +25,7 @@ import (
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/apply"
 	"github.com/meshwright/meshwright/internal/ladder"
+	"github.com/meshwright/meshwright/internal/policy"
 	"github.com/meshwright/meshwright/internal/stages"
 	"github.com/meshwright/meshwright/internal/testenv"
 	"github.com/meshwright/meshwright/internal/writecount"
@@ -232,5 +234,36 @@ func TestFailedNamespaceWriteRestartsNothing(t *testing.T) {
 	}
 	if v, ok := dep.Spec.Template.Annotations[meshv1.AnnotationRestartedFor]; ok {
 		t.Errorf("web was restarted (%s) although its namespace was not labelled", v)
+	}
+}
+
+// TestOrphanedPoliciesAreRemoved: a namespace whose ladder label and annotation were removed by
+// hand still loses the installation's per-namespace policies; the mesh-wide one stays.
+func TestOrphanedPoliciesAreRemoved(t *testing.T) {
+	ctx := context.Background()
+	for _, name := range []string{"team-c", meshv1.DefaultControlPlaneNamespace} {
+		if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+	}
+	mesh := meshFor("ladder-c")
+	applier := &apply.Applier{Client: k8s, FieldManager: "meshwright"}
+	objs := append(policy.ForNamespace(mesh.Name, "team-c", nil, ladder.Effects{Strict: true}), policy.MeshWide(mesh.Name, meshv1.DefaultControlPlaneNamespace))
+	for _, o := range objs {
+		if _, err := applier.Apply(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := newStage(k8s, time.Now()).Reconcile(ctx, mesh); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs {
+		got := &unstructured.Unstructured{}
+		got.SetGroupVersionKind(o.GroupVersionKind())
+		err := k8s.Get(ctx, client.ObjectKeyFromObject(o), got)
+		wantGone := o.GetNamespace() == "team-c"
+		if wantGone != apierrors.IsNotFound(err) {
+			t.Errorf("%s %s/%s: get error %v, want removed: %v", o.GetKind(), o.GetNamespace(), o.GetName(), err, wantGone)
+		}
 	}
 }

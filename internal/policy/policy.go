@@ -36,6 +36,12 @@ const (
 	DryRunAnnotation = "istio.io/dry-run"
 )
 
+// PerNamespace tells the ladder's per-namespace policies from the mesh-wide one, which the
+// ladder must never remove.
+func PerNamespace(name string) bool {
+	return name == StrictName || name == AllowNothingName || name == AllowName
+}
+
 // Kinds lists the policy kinds, for watches, pruning and clean-up.
 func Kinds() []schema.GroupVersionKind {
 	return []schema.GroupVersionKind{PeerAuthenticationGVK, AuthorizationPolicyGVK}
