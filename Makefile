@@ -46,12 +46,15 @@ help: ## Show the targets.
 manifests: $(CONTROLLER_GEN) ## Generate the CRD and RBAC manifests from the markers in the code.
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths="./api/...;./controllers/...;./internal/...;./cmd/..." \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	@# The Helm chart ships the same CRDs and the same manager rules.
+	@cp config/crd/bases/*.yaml charts/meshwright/crds/
+	@cp config/rbac/role.yaml charts/meshwright/files/manager-role.yaml
 
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Generate the DeepCopy methods of the API types.
 	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./api/..."
 
-GENERATED := api/v1alpha1/zz_generated.deepcopy.go config/crd/bases/*.yaml config/rbac/role.yaml
+GENERATED := api/v1alpha1/zz_generated.deepcopy.go config/crd/bases/*.yaml config/rbac/role.yaml charts/meshwright/crds/*.yaml charts/meshwright/files/manager-role.yaml
 
 .PHONY: verify-generated
 verify-generated: $(CONTROLLER_GEN) ## Fail if generated files differ from what the markers produce.

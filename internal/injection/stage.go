@@ -140,7 +140,7 @@ func (s *Stage) probe(ctx context.Context, namespace string) (stages.Result, err
 	case apierrors.IsForbidden(err) || apierrors.IsInvalid(err) || apierrors.IsBadRequest(err):
 		// Refused by something other than the webhook: Pod Security, a quota, a policy
 		// engine. Only a change of the cluster or of the operator's RBAC helps.
-		return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonProbeRejected, RequeueAfter: time.Minute,
+		return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonProbeRejected, RequeueAfter: 15 * time.Second,
 			Message: fmt.Sprintf("The API server refused the dry-run pod that probes the injection webhook in namespace %s: %v", namespace, err)}, nil
 	case err != nil:
 		return stages.Result{}, fmt.Errorf("creating a dry-run pod to probe the injection webhook: %w", err)

@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
@@ -41,6 +42,19 @@ func ApplyFiles(ctx context.Context, cfg *rest.Config, paths ...string) error {
 
 // Apply server-side-applies objects with the harness's field manager, CRDs first.
 func Apply(ctx context.Context, cfg *rest.Config, objs ...*unstructured.Unstructured) error {
+	return apply(ctx, cfg, metav1.PatchOptions{FieldManager: fieldManager, Force: ptr(true)}, objs)
+}
+
+// Validate sends objects to the API server as a dry-run apply with strict field validation:
+// an unknown or mistyped field, or a value the schema refuses, is an error, and nothing is
+// stored. Objects whose CRDs are among them are checked once those CRDs are installed.
+func Validate(ctx context.Context, cfg *rest.Config, objs ...*unstructured.Unstructured) error {
+	return apply(ctx, cfg, metav1.PatchOptions{FieldManager: fieldManager, Force: ptr(true), DryRun: []string{metav1.DryRunAll}, FieldValidation: "Strict"}, objs)
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func apply(ctx context.Context, cfg *rest.Config, opts metav1.PatchOptions, objs []*unstructured.Unstructured) error {
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		return err
@@ -73,11 +87,15 @@ func Apply(ctx context.Context, cfg *rest.Config, objs ...*unstructured.Unstruct
 				}
 				ri = dyn.Resource(m.Resource).Namespace(ns)
 			}
-			if _, err := ri.Apply(ctx, o.GetName(), o, metav1.ApplyOptions{FieldManager: fieldManager, Force: true}); err != nil {
+			data, err := o.MarshalJSON()
+			if err != nil {
+				return err
+			}
+			if _, err := ri.Patch(ctx, o.GetName(), types.ApplyPatchType, data, opts); err != nil {
 				return fmt.Errorf("applying %s %s: %w", gvk.Kind, o.GetName(), err)
 			}
 		}
-		if len(batch) > 0 && batch[0].GetKind() == "CustomResourceDefinition" {
+		if len(batch) > 0 && batch[0].GetKind() == "CustomResourceDefinition" && len(opts.DryRun) == 0 {
 			if err := waitEstablished(ctx, dyn, batch); err != nil {
 				return err
 			}

@@ -382,6 +382,25 @@ func (c *Cluster) writeKubeconfig(p *pki) error {
 	return clientcmd.WriteToFile(*cfg, c.Kubeconfig)
 }
 
+// KubeconfigAs writes a kubeconfig that acts as the ServiceAccount namespace/name (the admin
+// impersonates it, with the groups a token of it would carry), so a process run with it has
+// exactly the permissions RBAC grants that ServiceAccount. It returns the file's path.
+func (c *Cluster) KubeconfigAs(namespace, name string) (string, error) {
+	cfg, err := clientcmd.LoadFromFile(c.Kubeconfig)
+	if err != nil {
+		return "", err
+	}
+	admin := cfg.AuthInfos["admin"]
+	as := *admin
+	as.Impersonate = "system:serviceaccount:" + namespace + ":" + name
+	as.ImpersonateGroups = []string{"system:serviceaccounts", "system:serviceaccounts:" + namespace, "system:authenticated"}
+	cfg.AuthInfos["as-"+name] = &as
+	cfg.Contexts["as-"+name] = &clientcmdapi.Context{Cluster: "meshwright-local", AuthInfo: "as-" + name}
+	cfg.CurrentContext = "as-" + name
+	path := filepath.Join(c.Dir, "kubeconfig-"+namespace+"-"+name)
+	return path, clientcmd.WriteToFile(*cfg, path)
+}
+
 // DefaultBinDir finds the component binaries: $MESHWRIGHT_BIN_DIR, else bin/ of the repository
 // that contains the working directory.
 func DefaultBinDir() (string, error) {

@@ -174,19 +174,26 @@ type operator struct {
 // election on); it is killed at the end of the test, and its log shown if the test failed.
 func runOperator(t *testing.T, cl *cluster.Cluster) *operator {
 	t.Helper()
-	ctx := context.Background()
-	if err := cluster.ApplyFiles(ctx, cl.RESTConfig(), filepath.Join(repoRoot, "config", "crd", "bases", "meshwright.io_meshinstallations.yaml")); err != nil {
+	if err := cluster.ApplyFiles(context.Background(), cl.RESTConfig(), filepath.Join(repoRoot, "config", "crd", "bases", "meshwright.io_meshinstallations.yaml")); err != nil {
 		t.Fatal(err)
 	}
+	return runOperatorAs(t, cl.Kubeconfig, "default")
+}
+
+// runOperatorAs starts the operator binary with a kubeconfig (one that impersonates the
+// operator's ServiceAccount, say) and its namespace, which holds its leader-election Lease.
+func runOperatorAs(t *testing.T, kubeconfig, namespace string) *operator {
+	t.Helper()
 	logPath := filepath.Join(t.TempDir(), "manager.log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(managerBin, "--kubeconfig="+cl.Kubeconfig,
+	cmd := exec.Command(managerBin, "--kubeconfig="+kubeconfig,
 		"--metrics-bind-address=127.0.0.1:0", "--metrics-secure=false",
 		"--health-probe-bind-address=127.0.0.1:0",
-		"--leader-elect", "--leader-election-namespace=default", "--zap-log-level=debug")
+		"--leader-elect", "--leader-election-namespace="+namespace, "--zap-log-level=debug")
+	cmd.Env = append(os.Environ(), "POD_NAMESPACE="+namespace)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

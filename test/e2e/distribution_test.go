@@ -1,0 +1,342 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/engine"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/test/cluster"
+)
+
+const (
+	chartNamespace = "meshwright-system"
+	chartRelease   = "meshwright"
+)
+
+// renderChart renders charts/meshwright with the Helm SDK as `helm install meshwright
+// --namespace meshwright-system` would, CRDs first.
+func renderChart(t *testing.T, values map[string]any) []*unstructured.Unstructured {
+	t.Helper()
+	chrt, err := loader.Load(filepath.Join(repoRoot, "charts", "meshwright"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rv, err := chartutil.ToRenderValues(chrt, values, chartutil.ReleaseOptions{Name: chartRelease, Namespace: chartNamespace, Revision: 1, IsInstall: true}, chartutil.DefaultCapabilities)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := engine.Render(chrt, rv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*unstructured.Unstructured
+	for _, crd := range chrt.CRDObjects() {
+		out = append(out, decodeAll(t, crd.File.Data)...)
+	}
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if strings.HasSuffix(n, ".yaml") {
+			out = append(out, decodeAll(t, []byte(files[n]))...)
+		}
+	}
+	return out
+}
+
+// kustomizeBuild builds a kustomization with the kustomize binary `make verify-kustomize`
+// installs into bin/.
+func kustomizeBuild(t *testing.T, dir string) []*unstructured.Unstructured {
+	t.Helper()
+	bins, _ := filepath.Glob(filepath.Join(repoRoot, "bin", "kustomize-*"))
+	if len(bins) == 0 {
+		t.Fatal("no kustomize in bin/: run `make verify-kustomize` (make test does)")
+	}
+	out, err := exec.Command(bins[0], "build", filepath.Join(repoRoot, dir)).Output()
+	if err != nil {
+		t.Fatalf("kustomize build %s: %v", dir, err)
+	}
+	return decodeAll(t, out)
+}
+
+func decodeAll(t *testing.T, b []byte) []*unstructured.Unstructured {
+	t.Helper()
+	dec := yaml.NewYAMLOrJSONDecoder(bytes.NewReader(b), 4096)
+	var out []*unstructured.Unstructured
+	for {
+		obj := map[string]any{}
+		if err := dec.Decode(&obj); err != nil {
+			if errors.Is(err, io.EOF) {
+				return out
+			}
+			t.Fatal(err)
+		}
+		if len(obj) > 0 {
+			out = append(out, &unstructured.Unstructured{Object: obj})
+		}
+	}
+}
+
+// find returns the object of the kind whose name ends with suffix.
+func find(t *testing.T, objs []*unstructured.Unstructured, kind, suffix string) *unstructured.Unstructured {
+	t.Helper()
+	for _, o := range objs {
+		if o.GetKind() == kind && strings.HasSuffix(o.GetName(), suffix) {
+			return o
+		}
+	}
+	t.Fatalf("no %s named *%s", kind, suffix)
+	return nil
+}
+
+func rulesOf(t *testing.T, o *unstructured.Unstructured) []rbacv1.PolicyRule {
+	t.Helper()
+	var role rbacv1.ClusterRole
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &role); err != nil {
+		t.Fatal(err)
+	}
+	return role.Rules
+}
+
+// flatRules lists every (group, resource, verb) and (URL, verb) a set of rules grants.
+func flatRules(rules []rbacv1.PolicyRule) []string {
+	var out []string
+	for _, r := range rules {
+		for _, v := range r.Verbs {
+			for _, g := range r.APIGroups {
+				for _, res := range r.Resources {
+					out = append(out, g+"/"+res+":"+v)
+				}
+			}
+			for _, u := range r.NonResourceURLs {
+				out = append(out, u+":"+v)
+			}
+		}
+	}
+	sort.Strings(out)
+	return slices.Compact(out)
+}
+
+func managerContainer(t *testing.T, objs []*unstructured.Unstructured) (corev1.PodSpec, corev1.Container) {
+	t.Helper()
+	dep := find(t, objs, "Deployment", "controller-manager")
+	var spec corev1.PodTemplateSpec
+	raw, _, _ := unstructured.NestedMap(dep.Object, "spec", "template")
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(raw, &spec); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range spec.Spec.Containers {
+		if c.Name == "manager" {
+			return spec.Spec, c
+		}
+	}
+	t.Fatal("no manager container")
+	return corev1.PodSpec{}, corev1.Container{}
+}
+
+// TestChartAndKustomizeInstallTheSameOperator: the Helm chart and config/default grant the same
+// RBAC and run the same container the same way, no rule grants "*", and the pod meets the
+// restricted Pod Security level. The two cannot drift apart unnoticed.
+func TestChartAndKustomizeInstallTheSameOperator(t *testing.T) {
+	chart, kust := renderChart(t, nil), kustomizeBuild(t, "config/default")
+	for _, role := range []struct{ kind, suffix string }{
+		{"ClusterRole", "manager-role"}, {"Role", "leader-election-role"}, {"ClusterRole", "metrics-auth-role"}, {"ClusterRole", "metrics-reader"},
+	} {
+		c, k := flatRules(rulesOf(t, find(t, chart, role.kind, role.suffix))), flatRules(rulesOf(t, find(t, kust, role.kind, role.suffix)))
+		if !slices.Equal(c, k) {
+			t.Errorf("%s %s differs:\n chart:     %v\n kustomize: %v", role.kind, role.suffix, c, k)
+		}
+		for _, r := range c {
+			if strings.Contains(r, "*") {
+				t.Errorf("%s %s grants a wildcard: %s", role.kind, role.suffix, r)
+			}
+		}
+	}
+	// Secrets: only what the stages need (read the cacerts, delete the operator's own root).
+	if got := strings.Join(slices.DeleteFunc(flatRules(rulesOf(t, find(t, chart, "ClusterRole", "manager-role"))), func(r string) bool { return !strings.HasPrefix(r, "/secrets:") }), " "); got != "/secrets:delete /secrets:get /secrets:list /secrets:watch" {
+		t.Errorf("Secrets rules = %s; want get, list, watch and delete only", got)
+	}
+
+	for name, objs := range map[string][]*unstructured.Unstructured{"chart": chart, "kustomize": kust} {
+		pod, c := managerContainer(t, objs)
+		sc := c.SecurityContext
+		if pod.SecurityContext == nil || pod.SecurityContext.RunAsNonRoot == nil || !*pod.SecurityContext.RunAsNonRoot ||
+			pod.SecurityContext.SeccompProfile == nil || pod.SecurityContext.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+			t.Errorf("%s: pod securityContext %+v is not restricted (runAsNonRoot, seccomp RuntimeDefault)", name, pod.SecurityContext)
+		}
+		if sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
+			sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
+			t.Errorf("%s: container securityContext %+v is not restricted", name, sc)
+		}
+	}
+	_, chartC := managerContainer(t, chart)
+	_, kustC := managerContainer(t, kust)
+	if !slices.Equal(chartC.Args, kustC.Args) || !slices.Equal(chartC.Command, kustC.Command) {
+		t.Errorf("container command/args differ:\n chart:     %v %v\n kustomize: %v %v", chartC.Command, chartC.Args, kustC.Command, kustC.Args)
+	}
+	if fmt.Sprint(chartC.Env) != fmt.Sprint(kustC.Env) {
+		t.Errorf("container env differs: chart %v, kustomize %v", chartC.Env, kustC.Env)
+	}
+	// The chart's CRD is the generated one.
+	crd := find(t, chart, "CustomResourceDefinition", "meshinstallations.meshwright.io")
+	gen := decodeAll(t, mustRead(t, filepath.Join(repoRoot, "config", "crd", "bases", "meshwright.io_meshinstallations.yaml")))
+	if fmt.Sprint(crd.Object) != fmt.Sprint(gen[0].Object) {
+		t.Error("charts/meshwright/crds differs from config/crd/bases: run `make manifests`")
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestChartInstallsAWorkingOperator installs the chart on the local cluster (schema-checked by
+// a server-side dry run first, into a namespace that enforces the restricted Pod Security level)
+// and runs the operator with the identity the chart creates — its ServiceAccount, impersonated —
+// through a full rollout with a namespace taken to MutualTLS. First with one permission removed
+// from the chart's ClusterRole: the rollout stops and says what was forbidden. Put back, the
+// rollout completes: the chart grants what the operator needs.
+func TestChartInstallsAWorkingOperator(t *testing.T) {
+	ctx := context.Background()
+	cl, c := startCluster(t, cluster.Options{})
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: chartNamespace,
+		Labels: map[string]string{"pod-security.kubernetes.io/enforce": "restricted"}}}); err != nil {
+		t.Fatal(err)
+	}
+	objs := renderChart(t, map[string]any{"image": map[string]any{"repository": "registry.example/meshwright", "tag": "test"}})
+	managerRole := find(t, objs, "ClusterRole", "manager-role")
+	full := managerRole.DeepCopy()
+	// The negative case: no pods/create, which the injection probe (a dry-run pod) needs.
+	rules, _, _ := unstructured.NestedSlice(managerRole.Object, "rules")
+	for i, r := range rules {
+		rm := r.(map[string]any)
+		if slices.Contains(toStrings(rm["resources"]), "pods") {
+			verbs := slices.DeleteFunc(toStrings(rm["verbs"]), func(v string) bool { return v == "create" })
+			rm["verbs"] = toAny(verbs)
+			rules[i] = rm
+		}
+	}
+	_ = unstructured.SetNestedSlice(managerRole.Object, rules, "rules")
+
+	// Schema check: the CRDs installed, everything else as a strict dry run, then for real.
+	var crds, rest []*unstructured.Unstructured
+	for _, o := range objs {
+		if o.GetKind() == "CustomResourceDefinition" {
+			crds = append(crds, o)
+		} else {
+			rest = append(rest, o)
+		}
+	}
+	if err := cluster.Apply(ctx, cl.RESTConfig(), crds...); err != nil {
+		t.Fatalf("installing the chart's CRDs: %v", err)
+	}
+	if err := cluster.Validate(ctx, cl.RESTConfig(), rest...); err != nil {
+		t.Fatalf("the chart's objects fail validation: %v", err)
+	}
+	if err := cluster.Apply(ctx, cl.RESTConfig(), rest...); err != nil {
+		t.Fatalf("installing the chart: %v", err)
+	}
+	// kwok runs the Deployment's pods as far as the API server can tell; the restricted level
+	// admitted them.
+	eventually(t, 60*time.Second, "the chart's Deployment to be available", func() (bool, error) {
+		dep := find(t, objs, "Deployment", "controller-manager")
+		got := &unstructured.Unstructured{}
+		got.SetGroupVersionKind(dep.GroupVersionKind())
+		if err := c.Get(ctx, client.ObjectKeyFromObject(dep), got); err != nil {
+			return false, err
+		}
+		n, _, _ := unstructured.NestedInt64(got.Object, "status", "availableReplicas")
+		return n == 1, nil
+	})
+
+	makeNamespace(t, c, "payments", map[string]string{"team": "payments"}, map[string]func(*appsv1.Deployment){"web": nil})
+	waitAvailable(t, c, "payments")
+	sa := find(t, objs, "ServiceAccount", "controller-manager").GetName()
+	kubeconfig, err := cl.KubeconfigAs(chartNamespace, sa)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runOperatorAs(t, kubeconfig, chartNamespace)
+	mesh := &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: meshv1.MeshInstallationSpec{
+		Rollout:    meshv1.RolloutSpec{SoakTime: &metav1.Duration{Duration: time.Second}},
+		Namespaces: []meshv1.NamespaceRule{{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"team": "payments"}}, Level: meshv1.LevelMutualTLS}},
+	}}
+	if err := c.Create(ctx, mesh); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = c.Delete(ctx, mesh)
+		eventually(t, 60*time.Second, "the MeshInstallation to be deleted", func() (bool, error) {
+			err := c.Get(ctx, client.ObjectKey{Name: "default"}, &meshv1.MeshInstallation{})
+			return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
+		})
+	})
+	useLocalIstiod(t, cl, c, mesh.Name)
+
+	got := waitCondition(t, c, meshv1.ConditionInjectionReady, metav1.ConditionFalse, meshv1.ReasonProbeRejected, 2*time.Minute)
+	if msg := meta.FindStatusCondition(got.Status.Conditions, meshv1.ConditionInjectionReady).Message; !strings.Contains(msg, "forbidden") {
+		t.Errorf("InjectionReady message = %q, want the API server's forbidden error", msg)
+	}
+
+	// The chart's ClusterRole as it is: the rollout completes under the ServiceAccount.
+	if err := cluster.Apply(ctx, cl.RESTConfig(), full); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, c, meshv1.ConditionReady, metav1.ConditionTrue, meshv1.ReasonAllStagesReady, 3*time.Minute)
+	if ns := getNamespace(t, c, "payments"); ns.Labels[meshv1.LabelLevel] != string(meshv1.LevelMutualTLS) {
+		t.Errorf("payments is at %q, want MutualTLS", ns.Labels[meshv1.LabelLevel])
+	}
+	// The leader-election Lease is in the chart's namespace: the Role there is enough.
+	lease := &metav1.PartialObjectMetadata{}
+	lease.SetGroupVersionKind(coordinationLease)
+	if err := c.Get(ctx, client.ObjectKey{Namespace: chartNamespace, Name: "meshwright.meshwright.io"}, lease); err != nil {
+		t.Errorf("leader-election lease in %s: %v", chartNamespace, err)
+	}
+}
+
+func toStrings(v any) []string {
+	var out []string
+	for _, x := range v.([]any) {
+		out = append(out, x.(string))
+	}
+	return out
+}
+
+func toAny(s []string) []any {
+	out := make([]any, len(s))
+	for i, x := range s {
+		out[i] = x
+	}
+	return out
+}
