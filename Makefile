@@ -162,6 +162,10 @@ build-installer: manifests $(KUSTOMIZE) ## Write dist/install.yaml: CRDs and the
 	mkdir -p dist
 	$(KUSTOMIZE) build config/default > dist/install.yaml
 
+.PHONY: bundle
+bundle: manifests $(KUSTOMIZE) ## Regenerate bundle/ from config/manifests
+	cd test && go run ./cmd/bundlegen -root ..
+
 ##@ Tools
 
 $(CONTROLLER_GEN):

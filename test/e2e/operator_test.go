@@ -107,7 +107,7 @@ func TestOperatorReportsTheSample(t *testing.T) {
 	}
 	writes := &writecount.Counter{}
 	counted := writes.Wrap(base, interceptor.Funcs{})
-	r := &controllers.MeshInstallationReconciler{Client: counted, Stages: controllers.NewStages(controllers.StageDeps{Client: counted, APIReader: base, Mapper: base.RESTMapper(), KubeVersion: "v1.37.2"})}
+	r := &controllers.MeshInstallationReconciler{Client: counted, Stages: controllers.NewStages(controllers.StageDeps{Client: counted, APIReader: base, Mapper: base.RESTMapper(), KubeVersion: "v1.37.2", OperatorNamespace: "default"})}
 	for pass := 1; pass <= 2; pass++ {
 		if _, err := r.Reconcile(ctx, reconcile.Request{NamespacedName: client.ObjectKey{Name: "default"}}); err != nil {
 			t.Fatal(err)
