@@ -221,35 +221,33 @@ func mustRead(t *testing.T, path string) []byte {
 	return b
 }
 
-// TestChartInstallsAWorkingOperator installs the chart on the local cluster (schema-checked by
-// a server-side dry run first, into a namespace that enforces the restricted Pod Security level)
-// and runs the operator with the identity the chart creates — its ServiceAccount, impersonated —
-// through a full rollout with a namespace taken to MutualTLS. First with one permission removed
-// from the chart's ClusterRole: the rollout stops and says what was forbidden. Put back, the
-// rollout completes: the chart grants what the operator needs.
-func TestChartInstallsAWorkingOperator(t *testing.T) {
+// installAndRollOut installs objs on a fresh local cluster (CRDs first, the rest after a strict
+// server-side dry run, into a namespace that enforces the restricted Pod Security level) and
+// runs the operator as the ServiceAccount sa they create, impersonated, through a full rollout
+// with a namespace taken to MutualTLS. withoutPodsCreate first takes pods/create (which the
+// injection probe's dry-run pod needs) out of the manager ClusterRole: the rollout must then
+// stop and say what was forbidden, and complete once the role is put back.
+func installAndRollOut(t *testing.T, objs []*unstructured.Unstructured, sa string, withoutPodsCreate bool) {
 	ctx := context.Background()
 	cl, c := startCluster(t, cluster.Options{})
 	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: chartNamespace,
 		Labels: map[string]string{"pod-security.kubernetes.io/enforce": "restricted"}}}); err != nil {
 		t.Fatal(err)
 	}
-	objs := renderChart(t, map[string]any{"image": map[string]any{"repository": "registry.example/meshwright", "tag": "test"}})
 	managerRole := find(t, objs, "ClusterRole", "manager-role")
 	full := managerRole.DeepCopy()
-	// The negative case: no pods/create, which the injection probe (a dry-run pod) needs.
-	rules, _, _ := unstructured.NestedSlice(managerRole.Object, "rules")
-	for i, r := range rules {
-		rm := r.(map[string]any)
-		if slices.Contains(toStrings(rm["resources"]), "pods") {
-			verbs := slices.DeleteFunc(toStrings(rm["verbs"]), func(v string) bool { return v == "create" })
-			rm["verbs"] = toAny(verbs)
-			rules[i] = rm
+	if withoutPodsCreate {
+		rules, _, _ := unstructured.NestedSlice(managerRole.Object, "rules")
+		for i, r := range rules {
+			rm := r.(map[string]any)
+			if slices.Contains(toStrings(rm["resources"]), "pods") {
+				rm["verbs"] = toAny(slices.DeleteFunc(toStrings(rm["verbs"]), func(v string) bool { return v == "create" }))
+				rules[i] = rm
+			}
 		}
+		_ = unstructured.SetNestedSlice(managerRole.Object, rules, "rules")
 	}
-	_ = unstructured.SetNestedSlice(managerRole.Object, rules, "rules")
 
-	// Schema check: the CRDs installed, everything else as a strict dry run, then for real.
 	var crds, rest []*unstructured.Unstructured
 	for _, o := range objs {
 		if o.GetKind() == "CustomResourceDefinition" {
@@ -259,18 +257,18 @@ func TestChartInstallsAWorkingOperator(t *testing.T) {
 		}
 	}
 	if err := cluster.Apply(ctx, cl.RESTConfig(), crds...); err != nil {
-		t.Fatalf("installing the chart's CRDs: %v", err)
+		t.Fatalf("installing the CRDs: %v", err)
 	}
 	if err := cluster.Validate(ctx, cl.RESTConfig(), rest...); err != nil {
-		t.Fatalf("the chart's objects fail validation: %v", err)
+		t.Fatalf("the objects fail validation: %v", err)
 	}
 	if err := cluster.Apply(ctx, cl.RESTConfig(), rest...); err != nil {
-		t.Fatalf("installing the chart: %v", err)
+		t.Fatalf("installing: %v", err)
 	}
 	// kwok runs the Deployment's pods as far as the API server can tell; the restricted level
 	// admitted them.
-	eventually(t, 60*time.Second, "the chart's Deployment to be available", func() (bool, error) {
-		dep := find(t, objs, "Deployment", "controller-manager")
+	dep := find(t, objs, "Deployment", "controller-manager")
+	eventually(t, 60*time.Second, "the operator's Deployment to be available", func() (bool, error) {
 		got := &unstructured.Unstructured{}
 		got.SetGroupVersionKind(dep.GroupVersionKind())
 		if err := c.Get(ctx, client.ObjectKeyFromObject(dep), got); err != nil {
@@ -282,7 +280,6 @@ func TestChartInstallsAWorkingOperator(t *testing.T) {
 
 	makeNamespace(t, c, "payments", map[string]string{"team": "payments"}, map[string]func(*appsv1.Deployment){"web": nil})
 	waitAvailable(t, c, "payments")
-	sa := find(t, objs, "ServiceAccount", "controller-manager").GetName()
 	kubeconfig, err := cl.KubeconfigAs(chartNamespace, sa)
 	if err != nil {
 		t.Fatal(err)
@@ -304,25 +301,147 @@ func TestChartInstallsAWorkingOperator(t *testing.T) {
 	})
 	useLocalIstiod(t, cl, c, mesh.Name)
 
-	got := waitCondition(t, c, meshv1.ConditionInjectionReady, metav1.ConditionFalse, meshv1.ReasonProbeRejected, 2*time.Minute)
-	if msg := meta.FindStatusCondition(got.Status.Conditions, meshv1.ConditionInjectionReady).Message; !strings.Contains(msg, "forbidden") {
-		t.Errorf("InjectionReady message = %q, want the API server's forbidden error", msg)
-	}
-
-	// The chart's ClusterRole as it is: the rollout completes under the ServiceAccount.
-	if err := cluster.Apply(ctx, cl.RESTConfig(), full); err != nil {
-		t.Fatal(err)
+	if withoutPodsCreate {
+		got := waitCondition(t, c, meshv1.ConditionInjectionReady, metav1.ConditionFalse, meshv1.ReasonProbeRejected, 2*time.Minute)
+		if msg := meta.FindStatusCondition(got.Status.Conditions, meshv1.ConditionInjectionReady).Message; !strings.Contains(msg, "forbidden") {
+			t.Errorf("InjectionReady message = %q, want the API server's forbidden error", msg)
+		}
+		// The role as shipped: the rollout goes on by itself.
+		if err := cluster.Apply(ctx, cl.RESTConfig(), full); err != nil {
+			t.Fatal(err)
+		}
 	}
 	waitCondition(t, c, meshv1.ConditionReady, metav1.ConditionTrue, meshv1.ReasonAllStagesReady, 3*time.Minute)
 	if ns := getNamespace(t, c, "payments"); ns.Labels[meshv1.LabelLevel] != string(meshv1.LevelMutualTLS) {
 		t.Errorf("payments is at %q, want MutualTLS", ns.Labels[meshv1.LabelLevel])
 	}
-	// The leader-election Lease is in the chart's namespace: the Role there is enough.
+	// The leader-election Lease is in the operator's namespace: the Role there is enough.
 	lease := &metav1.PartialObjectMetadata{}
 	lease.SetGroupVersionKind(coordinationLease)
 	if err := c.Get(ctx, client.ObjectKey{Namespace: chartNamespace, Name: "meshwright.meshwright.io"}, lease); err != nil {
 		t.Errorf("leader-election lease in %s: %v", chartNamespace, err)
 	}
+}
+
+// TestChartInstallsAWorkingOperator: the Helm chart, rendered with the Helm SDK, installs an
+// operator whose ServiceAccount can carry out a full rollout.
+func TestChartInstallsAWorkingOperator(t *testing.T) {
+	objs := renderChart(t, map[string]any{"image": map[string]any{"repository": "registry.example/meshwright", "tag": "test"}})
+	installAndRollOut(t, objs, find(t, objs, "ServiceAccount", "controller-manager").GetName(), false)
+}
+
+// TestBundlePermissionsRunTheOperator installs what the OLM bundle's CSV declares, as OLM's
+// InstallPlan would (the CRD, a ServiceAccount, its clusterPermissions and permissions as roles
+// bound to it, the Deployment of its install strategy), and runs the operator as that
+// ServiceAccount: first with a permission taken away (the rollout says what was forbidden), then
+// as the CSV grants it (the rollout completes).
+func TestBundlePermissionsRunTheOperator(t *testing.T) {
+	objs := csvInstall(t)
+	installAndRollOut(t, objs, find(t, objs, "ServiceAccount", "controller-manager").GetName(), true)
+}
+
+// csvInstall turns bundle/manifests into the objects OLM creates from them.
+func csvInstall(t *testing.T) []*unstructured.Unstructured {
+	t.Helper()
+	dir := filepath.Join(repoRoot, "bundle", "manifests")
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*unstructured.Unstructured
+	var csv *unstructured.Unstructured
+	for _, e := range entries {
+		for _, o := range decodeAll(t, mustRead(t, filepath.Join(dir, e.Name()))) {
+			switch o.GetKind() {
+			case "ClusterServiceVersion":
+				csv = o
+			case "Service":
+				o.SetNamespace(chartNamespace)
+				out = append(out, o)
+			default:
+				out = append(out, o)
+			}
+		}
+	}
+	if csv == nil {
+		t.Fatal("no ClusterServiceVersion in bundle/manifests")
+	}
+	var spec struct {
+		Install struct {
+			Spec struct {
+				Deployments []struct {
+					Name string         `json:"name"`
+					Spec map[string]any `json:"spec"`
+				} `json:"deployments"`
+				ClusterPermissions []struct {
+					ServiceAccountName string              `json:"serviceAccountName"`
+					Rules              []rbacv1.PolicyRule `json:"rules"`
+				} `json:"clusterPermissions"`
+				Permissions []struct {
+					ServiceAccountName string              `json:"serviceAccountName"`
+					Rules              []rbacv1.PolicyRule `json:"rules"`
+				} `json:"permissions"`
+			} `json:"spec"`
+		} `json:"install"`
+	}
+	raw, _, _ := unstructured.NestedMap(csv.Object, "spec")
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(raw, &spec); err != nil {
+		t.Fatal(err)
+	}
+	obj := func(kind, apiVersion, name string, fields map[string]any) *unstructured.Unstructured {
+		u := &unstructured.Unstructured{Object: map[string]any{"apiVersion": apiVersion, "kind": kind}}
+		for k, v := range fields {
+			u.Object[k] = v
+		}
+		u.SetName(name)
+		return u
+	}
+	toMaps := func(rules []rbacv1.PolicyRule) []any {
+		var out []any
+		for _, r := range rules {
+			m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, m)
+		}
+		return out
+	}
+	sas := map[string]bool{}
+	for i, p := range spec.Install.Spec.ClusterPermissions {
+		// The manager's rules become the "manager-role", as in the chart, for the negative case.
+		name := fmt.Sprintf("meshwright-csv-%d", i)
+		if i == 0 {
+			name = "meshwright-csv-manager-role"
+		}
+		out = append(out, obj("ClusterRole", "rbac.authorization.k8s.io/v1", name, map[string]any{"rules": toMaps(p.Rules)}),
+			obj("ClusterRoleBinding", "rbac.authorization.k8s.io/v1", name, map[string]any{
+				"roleRef":  map[string]any{"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+				"subjects": []any{map[string]any{"kind": "ServiceAccount", "name": p.ServiceAccountName, "namespace": chartNamespace}}}))
+		sas[p.ServiceAccountName] = true
+	}
+	for i, p := range spec.Install.Spec.Permissions {
+		name := fmt.Sprintf("meshwright-csv-ns-%d", i)
+		role := obj("Role", "rbac.authorization.k8s.io/v1", name, map[string]any{"rules": toMaps(p.Rules)})
+		binding := obj("RoleBinding", "rbac.authorization.k8s.io/v1", name, map[string]any{
+			"roleRef":  map[string]any{"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+			"subjects": []any{map[string]any{"kind": "ServiceAccount", "name": p.ServiceAccountName, "namespace": chartNamespace}}})
+		role.SetNamespace(chartNamespace)
+		binding.SetNamespace(chartNamespace)
+		out = append(out, role, binding)
+		sas[p.ServiceAccountName] = true
+	}
+	for sa := range sas {
+		u := obj("ServiceAccount", "v1", sa, nil)
+		u.SetNamespace(chartNamespace)
+		out = append(out, u)
+	}
+	for _, d := range spec.Install.Spec.Deployments {
+		u := obj("Deployment", "apps/v1", d.Name, map[string]any{"spec": d.Spec})
+		u.SetNamespace(chartNamespace)
+		out = append(out, u)
+	}
+	return out
 }
 
 func toStrings(v any) []string {
@@ -339,4 +458,37 @@ func toAny(s []string) []any {
 		out[i] = x
 	}
 	return out
+}
+
+// TestInstallManifestsValidate sends what each install path creates — kustomize's
+// config/default, the Helm chart, and the objects OLM makes from the bundle's CSV — to the
+// local cluster's API server as a strict dry run: unknown fields, wrong types and values the
+// schemas refuse are errors. Nothing is stored.
+func TestInstallManifestsValidate(t *testing.T) {
+	ctx := context.Background()
+	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: chartNamespace}}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	for name, objs := range map[string][]*unstructured.Unstructured{
+		"kustomize config/default": kustomizeBuild(t, "config/default"),
+		"Helm chart":               renderChart(t, map[string]any{"serviceMonitor": map[string]any{"enabled": false}}),
+		"OLM bundle":               csvInstall(t),
+	} {
+		var crds, rest []*unstructured.Unstructured
+		for _, o := range objs {
+			switch o.GetKind() {
+			case "CustomResourceDefinition":
+				crds = append(crds, o)
+			case "Namespace":
+			default:
+				rest = append(rest, o)
+			}
+		}
+		if err := cluster.Apply(ctx, lc.RESTConfig(), crds...); err != nil {
+			t.Fatalf("%s: installing the CRDs: %v", name, err)
+		}
+		if err := cluster.Validate(ctx, lc.RESTConfig(), rest...); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
 }
