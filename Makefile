@@ -95,6 +95,13 @@ test-unit: cluster-bins ## Unit and integration tests (envtest on the locally bu
 test-e2e: cluster-bins ## End-to-end tests on the local cluster.
 	cd test && go test ./... -p 1 -count=1 -timeout $(E2E_TIMEOUT) -v 2>&1 | tee $(BIN)/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)' || { tail -n 80 $(BIN)/e2e.log; exit 1; }
 
+BENCH_RUNS ?= 3
+
+.PHONY: bench
+bench: cluster-bins ## Benchmarks (print figures, assert nothing): time to Ready against the floor, API requests, render cost.
+	cd test && go run ./bench/ready -runs $(BENCH_RUNS)
+	go test ./internal/render -run '^$$' -bench . -benchmem
+
 .PHONY: fuzz
 fuzz: ## Fuzz the API's JSON round trip for a minute.
 	go test ./api/v1alpha1 -run '^$$' -fuzz FuzzMeshInstallationRoundTrip -fuzztime 60s

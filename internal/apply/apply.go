@@ -38,7 +38,9 @@ const HashAnnotation = "meshwright.io/applied-hash"
 // Apply makes the cluster hold desired, and reports whether it had to write. desired is
 // modified: it gets the hash annotation.
 func (a *Applier) Apply(ctx context.Context, desired *unstructured.Unstructured) (bool, error) {
-	stampHash(desired)
+	if _, stamped := desired.GetAnnotations()[HashAnnotation]; !stamped {
+		StampHash(desired)
+	}
 	current := &unstructured.Unstructured{}
 	current.SetGroupVersionKind(desired.GroupVersionKind())
 	err := a.Client.Get(ctx, client.ObjectKeyFromObject(desired), current)
@@ -59,8 +61,11 @@ func (a *Applier) Apply(ctx context.Context, desired *unstructured.Unstructured)
 	return true, nil
 }
 
-// stampHash puts the hash of the object, without the annotation itself, on the object.
-func stampHash(u *unstructured.Unstructured) {
+// StampHash puts the hash of the object, without the annotation itself, on the object. Apply
+// does it; a caller that adds fields it copied from the cluster (values another manager owns)
+// stamps the hash first, so that those fields changing does not count as the operator wanting
+// something new.
+func StampHash(u *unstructured.Unstructured) {
 	c := runtime.DeepCopyJSON(u.Object)
 	unstructured.RemoveNestedField(c, "metadata", "annotations", HashAnnotation)
 	if ann, _, _ := unstructured.NestedMap(c, "metadata", "annotations"); len(ann) == 0 {

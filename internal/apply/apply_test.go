@@ -73,14 +73,14 @@ func TestContains(t *testing.T) {
 func TestStampHashChangesWithContent(t *testing.T) {
 	a := &unstructured.Unstructured{Object: map[string]any{"kind": "ConfigMap", "data": map[string]any{"k": "v"}}}
 	b := &unstructured.Unstructured{Object: map[string]any{"kind": "ConfigMap", "data": map[string]any{"k": "v", "removed": "later"}}}
-	stampHash(a)
-	stampHash(b)
+	StampHash(a)
+	StampHash(b)
 	ha, hb := a.GetAnnotations()[HashAnnotation], b.GetAnnotations()[HashAnnotation]
 	if ha == "" || ha == hb {
 		t.Fatalf("hashes %q and %q: want different non-empty hashes for different content", ha, hb)
 	}
 	again := a.DeepCopy()
-	stampHash(again)
+	StampHash(again)
 	if again.GetAnnotations()[HashAnnotation] != ha {
 		t.Fatal("stamping twice changed the hash")
 	}

@@ -107,7 +107,7 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 		if err != nil {
 			return stages.Result{}, err
 		}
-		keepForeignFields(obj, current)
+		prepare(obj, current)
 		if _, err := s.Applier.Apply(ctx, obj); err != nil {
 			if apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) {
 				// Retrying the same object cannot help; a spec change (or an upgrade path for an
@@ -194,6 +194,14 @@ func (s *Stage) current(ctx context.Context, obj *unstructured.Unstructured) (*u
 		return nil, fmt.Errorf("reading %s %s: %w", obj.GetKind(), obj.GetName(), err)
 	}
 	return cur, nil
+}
+
+// prepare makes a rendered object ready to apply: the hash of what the charts want, then the
+// fields istiod owns copied from the cluster. The hash leaves those out, so istiod rotating its
+// caBundle is no reason to apply again.
+func prepare(desired, current *unstructured.Unstructured) {
+	apply.StampHash(desired)
+	keepForeignFields(desired, current)
 }
 
 // keepForeignFields copies into desired the webhook fields istiod manages, from the object in

@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/meshwright/meshwright/internal/apply"
 )
 
 func webhookConfig(kind string, hooks ...map[string]any) *unstructured.Unstructured {
@@ -96,5 +98,33 @@ func TestDeploymentAvailable(t *testing.T) {
 				t.Fatalf("available = %v (%q), want %v with a reason when false", got, why, tc.want)
 			}
 		})
+	}
+}
+
+// TestForeignFieldChangesNeedNoApply: once istiod has patched its caBundle (and raised the
+// validator's failurePolicy), the next render of the same chart finds nothing to apply.
+func TestForeignFieldChangesNeedNoApply(t *testing.T) {
+	rendered := func() *unstructured.Unstructured {
+		u := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+			"metadata": map[string]any{"name": "istio-validator"},
+			"webhooks": []any{map[string]any{"name": "rev.validation.istio.io", "failurePolicy": "Ignore",
+				"clientConfig": map[string]any{"url": "https://127.0.0.1:15017/validate"}}},
+		}}
+		return u
+	}
+	// What the operator applied first, then what istiod made of it.
+	current := rendered()
+	prepare(current, nil)
+	hooks, _, _ := unstructured.NestedSlice(current.Object, "webhooks")
+	hook := hooks[0].(map[string]any)
+	hook["failurePolicy"] = "Fail"
+	_ = unstructured.SetNestedField(hook, "Y2EtYnVuZGxl", "clientConfig", "caBundle")
+	_ = unstructured.SetNestedSlice(current.Object, hooks, "webhooks")
+
+	desired := rendered()
+	prepare(desired, current)
+	if diff := apply.Difference(current.Object, desired.Object); diff != "" {
+		t.Errorf("an unchanged render differs from the cluster at %s: istiod's fields must not cause an apply", diff)
 	}
 }
