@@ -15,11 +15,14 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -72,6 +75,10 @@ func main() {
 		if err != nil {
 			fail(fmt.Errorf("operator: %w", err))
 		}
+		fmt.Fprintf(os.Stderr, "run %d/%d: operator process (memory)\n", i, *runs)
+		if r.PeakRSSMiB, r.ProcessReadyMs, err = measureProcess(); err != nil {
+			fail(fmt.Errorf("operator process: %w", err))
+		}
 		r.Run, r.FloorMs = i, floor.Milliseconds()
 		r.Ratio = float64(r.ControlPlaneMs) / float64(max(r.FloorMs, 1))
 		r.Time = time.Now().UTC().Format(time.RFC3339)
@@ -109,6 +116,81 @@ type result struct {
 	// NoopRequestsPerReconcile: requests by verb per reconcile of the Ready installation.
 	NoopRequestsPerReconcile map[string]float64 `json:"noop_requests_per_reconcile"`
 	NoopWrites               int                `json:"noop_writes"`
+	// PeakRSSMiB is the operator binary's peak resident memory (VmHWM) from start to Ready, run
+	// as its own process as in a cluster; ProcessReadyMs is its time to Ready.
+	PeakRSSMiB     float64 `json:"peak_rss_mib"`
+	ProcessReadyMs int64   `json:"process_ready_ms"`
+}
+
+// measureProcess builds the manager, runs it as its own process against a fresh cluster until
+// the sample is Ready, and reads its peak resident set size from /proc.
+func measureProcess() (float64, int64, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	bin := filepath.Join(os.TempDir(), fmt.Sprintf("meshwright-bench-manager-%d", os.Getpid()))
+	build := exec.Command("go", "build", "-o", bin, "./cmd")
+	build.Dir, build.Stderr = repoRoot(), os.Stderr
+	if err := build.Run(); err != nil {
+		return 0, 0, fmt.Errorf("building the manager: %w", err)
+	}
+	defer os.Remove(bin)
+	cl, err := cluster.Start(ctx, cluster.Options{})
+	if err != nil {
+		return 0, 0, err
+	}
+	defer cl.Stop()
+	if err := cluster.ApplyFiles(ctx, cl.RESTConfig(), filepath.Join(repoRoot(), "config", "crd", "bases", "meshwright.io_meshinstallations.yaml")); err != nil {
+		return 0, 0, err
+	}
+	cmd := exec.CommandContext(ctx, bin, "--kubeconfig="+cl.Kubeconfig, "--metrics-bind-address=0", "--health-probe-bind-address=0")
+	cmd.Env = append(os.Environ(), "POD_NAMESPACE=meshwright-system")
+	if err := cmd.Start(); err != nil {
+		return 0, 0, err
+	}
+	defer func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }()
+
+	c, err := client.New(cl.RESTConfig(), client.Options{Scheme: controllers.NewScheme()})
+	if err != nil {
+		return 0, 0, err
+	}
+	port, err := cluster.FreePort()
+	if err != nil {
+		return 0, 0, err
+	}
+	mesh := sample()
+	values, _ := json.Marshal(cluster.WebhookValues(port))
+	mesh.Spec.ControlPlane.Values = &apiextensionsv1.JSON{Raw: values}
+	start := time.Now()
+	if err := c.Create(ctx, mesh); err != nil {
+		return 0, 0, err
+	}
+	ist, err := cl.StartIstiod(ctx, cluster.IstiodOptions{Port: port})
+	if err != nil {
+		return 0, 0, err
+	}
+	defer ist.Stop()
+	for {
+		m := &meshv1.MeshInstallation{}
+		if err := c.Get(ctx, client.ObjectKey{Name: mesh.Name}, m); err == nil && meta.IsStatusConditionTrue(m.Status.Conditions, meshv1.ConditionReady) {
+			break
+		}
+		if time.Since(start) > 5*time.Minute {
+			return 0, 0, fmt.Errorf("not Ready after 5 minutes")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	readyMs := time.Since(start).Milliseconds()
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
+			kb, err := strconv.ParseFloat(f[1], 64)
+			return kb / 1024, readyMs, err
+		}
+	}
+	return 0, 0, fmt.Errorf("no VmHWM in /proc/%d/status", cmd.Process.Pid)
 }
 
 // measureFloor applies the rendered control plane to a fresh cluster, CRDs first, and waits for
@@ -371,9 +453,9 @@ func available(d *appsv1.Deployment) bool {
 }
 
 func printTable(rs []result) {
-	fmt.Printf("\n%-4s %10s %16s %8s %10s %8s %14s %s\n", "run", "floor_ms", "controlplane_ms", "ratio", "ready_ms", "objects", "install_writes", "no-op reconcile: requests by verb (writes)")
+	fmt.Printf("\n%-4s %10s %16s %8s %10s %8s %14s %13s %s\n", "run", "floor_ms", "controlplane_ms", "ratio", "ready_ms", "objects", "install_writes", "peak_rss_mib", "no-op reconcile: requests by verb (writes)")
 	for _, r := range rs {
-		fmt.Printf("%-4d %10d %16d %8.2f %10d %8d %14d %s (%d)\n", r.Run, r.FloorMs, r.ControlPlaneMs, r.Ratio, r.ReadyMs, r.Objects, r.InstallWrites, verbs(r.NoopRequestsPerReconcile), r.NoopWrites)
+		fmt.Printf("%-4d %10d %16d %8.2f %10d %8d %14d %13.1f %s (%d)\n", r.Run, r.FloorMs, r.ControlPlaneMs, r.Ratio, r.ReadyMs, r.Objects, r.InstallWrites, r.PeakRSSMiB, verbs(r.NoopRequestsPerReconcile), r.NoopWrites)
 	}
 	if len(rs) > 1 {
 		ratios := make([]float64, len(rs))
