@@ -492,3 +492,66 @@ func TestInstallManifestsValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestChartValues: the chart's values do what values.yaml says, and a combination that cannot
+// work is refused with a message that says why.
+func TestChartValues(t *testing.T) {
+	tests := map[string]struct {
+		values map[string]any
+		check  func(t *testing.T, objs []*unstructured.Unstructured)
+	}{
+		"defaults: one replica, leader election, secure metrics, no ServiceMonitor": {
+			check: func(t *testing.T, objs []*unstructured.Unstructured) {
+				_, c := managerContainer(t, objs)
+				if !slices.Contains(c.Args, "--leader-elect") || !slices.Contains(c.Args, "--metrics-secure=true") || c.Image != "ghcr.io/meshwright/meshwright:0.1.0" {
+					t.Errorf("args %v image %s", c.Args, c.Image)
+				}
+				for _, o := range objs {
+					if o.GetKind() == "ServiceMonitor" {
+						t.Error("a ServiceMonitor is rendered by default")
+					}
+				}
+			},
+		},
+		"ServiceMonitor, log level, replicas": {
+			values: map[string]any{"serviceMonitor": map[string]any{"enabled": true}, "logLevel": "debug", "replicaCount": 2},
+			check: func(t *testing.T, objs []*unstructured.Unstructured) {
+				find(t, objs, "ServiceMonitor", "controller-manager")
+				_, c := managerContainer(t, objs)
+				if !slices.Contains(c.Args, "--zap-log-level=debug") {
+					t.Errorf("args %v, want --zap-log-level=debug", c.Args)
+				}
+				if n, _, _ := unstructured.NestedFieldNoCopy(find(t, objs, "Deployment", "controller-manager").Object, "spec", "replicas"); fmt.Sprint(n) != "2" {
+					t.Errorf("replicas = %v, want 2", n)
+				}
+			},
+		},
+		"insecure metrics drop the auth role": {
+			values: map[string]any{"metrics": map[string]any{"secure": false, "port": 8080}},
+			check: func(t *testing.T, objs []*unstructured.Unstructured) {
+				for _, o := range objs {
+					if strings.HasSuffix(o.GetName(), "metrics-auth-role") {
+						t.Errorf("%s %s rendered with insecure metrics", o.GetKind(), o.GetName())
+					}
+				}
+			},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) { tc.check(t, renderChart(t, tc.values)) })
+	}
+
+	// Two replicas without leader election would act twice at once: refused at render.
+	chrt, err := loader.Load(filepath.Join(repoRoot, "charts", "meshwright"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rv, err := chartutil.ToRenderValues(chrt, map[string]any{"replicaCount": 2, "leaderElection": false},
+		chartutil.ReleaseOptions{Name: chartRelease, Namespace: chartNamespace, IsInstall: true}, chartutil.DefaultCapabilities)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := engine.Render(chrt, rv); err == nil || !strings.Contains(err.Error(), "needs leaderElection: true") {
+		t.Errorf("render with replicaCount 2 and no leader election: %v, want a refusal naming leaderElection", err)
+	}
+}
