@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -43,6 +46,7 @@ var (
 type ladderState struct {
 	Step *struct {
 		To       string `json:"to"`
+		ID       string `json:"id"`
 		Rollback bool   `json:"rollback"`
 	} `json:"step"`
 	Hold *struct {
@@ -166,6 +170,7 @@ type stepWatcher struct {
 	stepping  map[string]bool
 	maxAtOnce int
 	steps     map[string][]string // namespace → the "to" of each step seen, in order
+	ids       map[string]string   // namespace → the ID of its last step seen
 }
 
 func watchSteps(t *testing.T, cl *cluster.Cluster) *stepWatcher {
@@ -179,7 +184,7 @@ func watchSteps(t *testing.T, cl *cluster.Cluster) *stepWatcher {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sw := &stepWatcher{stepping: map[string]bool{}, steps: map[string][]string{}}
+	sw := &stepWatcher{stepping: map[string]bool{}, steps: map[string][]string{}, ids: map[string]string{}}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -193,8 +198,10 @@ func watchSteps(t *testing.T, cl *cluster.Cluster) *stepWatcher {
 			if ev.Type == watch.Deleted || st.Step == nil {
 				delete(sw.stepping, ns.Name)
 			} else {
-				if !sw.stepping[ns.Name] || last(sw.steps[ns.Name]) != st.Step.To {
+				// A new step is a new ID: the same step resumed after a restart keeps its ID.
+				if sw.ids[ns.Name] != st.Step.ID {
 					sw.steps[ns.Name] = append(sw.steps[ns.Name], st.Step.To)
+					sw.ids[ns.Name] = st.Step.ID
 				}
 				sw.stepping[ns.Name] = true
 			}
@@ -204,13 +211,6 @@ func watchSteps(t *testing.T, cl *cluster.Cluster) *stepWatcher {
 	}()
 	t.Cleanup(func() { cancel(); w.Stop(); <-done })
 	return sw
-}
-
-func last(s []string) string {
-	if len(s) == 0 {
-		return ""
-	}
-	return s[len(s)-1]
 }
 
 // watchDryRun records whether an AuthorizationPolicy of the namespace was ever seen in dry-run.
@@ -570,4 +570,116 @@ func podIsReady(p *corev1.Pod) bool {
 		}
 	}
 	return false
+}
+
+// TestLadderSurvivesOperatorKills takes two namespaces up to MutualTLS and ZeroTrust while the
+// operator is killed (SIGKILL, no clean-up of any kind) at seeded random moments and started
+// again. The ladder's state lives on the namespaces, so each new operator resumes the steps where
+// they were: the namespaces end at their levels with exactly their policies, every pod injected,
+// and never more than one namespace mid-step, across restarts.
+func TestLadderSurvivesOperatorKills(t *testing.T) {
+	ctx := context.Background()
+	seed := time.Now().UnixNano()
+	if s := os.Getenv("E2E_SEED"); s != "" {
+		fmt.Sscan(s, &seed)
+	}
+	rng := rand.New(rand.NewPCG(uint64(seed), 0))
+	t.Logf("seed %d (set E2E_SEED to replay the same kill times)", seed)
+
+	cl, c := startCluster(t, cluster.Options{})
+	makeNamespace(t, c, "kill-mtls", map[string]string{"ladder": "mtls"}, map[string]func(*appsv1.Deployment){"api": nil, "worker": nil})
+	makeNamespace(t, c, "kill-zt", map[string]string{"ladder": "zt"}, map[string]func(*appsv1.Deployment){"payments": nil})
+	for _, ns := range []string{"kill-mtls", "kill-zt"} {
+		waitAvailable(t, c, ns)
+	}
+	steps := watchSteps(t, cl)
+	if err := cluster.ApplyFiles(ctx, cl.RESTConfig(), filepath.Join(repoRoot, "config", "crd", "bases", "meshwright.io_meshinstallations.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	op := startOperator(t, cl.Kubeconfig, "default", false)
+	mesh := &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: meshv1.MeshInstallationSpec{
+		Rollout: meshv1.RolloutSpec{MaxNamespacesInProgress: 1, SoakTime: &metav1.Duration{Duration: 3 * time.Second}},
+		Namespaces: []meshv1.NamespaceRule{
+			{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"ladder": "mtls"}}, Level: meshv1.LevelMutualTLS},
+			{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"ladder": "zt"}}, Level: meshv1.LevelZeroTrust},
+		},
+	}}
+	if err := c.Create(ctx, mesh); err != nil {
+		t.Fatal(err)
+	}
+	useLocalIstiod(t, cl, c, mesh.Name)
+
+	converged := func() bool {
+		for name, level := range map[string]meshv1.AdoptionLevel{"kill-mtls": meshv1.LevelMutualTLS, "kill-zt": meshv1.LevelZeroTrust} {
+			ns := &corev1.Namespace{}
+			if err := c.Get(ctx, client.ObjectKey{Name: name}, ns); err != nil || ns.Labels[meshv1.LabelLevel] != string(level) || stateOf(ns).Step != nil {
+				return false
+			}
+		}
+		return true
+	}
+	kills := 0
+	deadline := time.Now().Add(4 * time.Minute)
+	for !converged() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not converged after 4 minutes and %d kills", kills)
+		}
+		time.Sleep(time.Duration(1500+rng.IntN(3000)) * time.Millisecond)
+		if converged() {
+			break
+		}
+		if err := op.stop(syscall.SIGKILL, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		kills++
+		op = startOperator(t, cl.Kubeconfig, "default", false)
+	}
+	if kills < 3 {
+		t.Logf("only %d kills happened before convergence", kills)
+	}
+	t.Logf("converged after %d kills", kills)
+
+	for name, want := range map[string][]string{
+		"kill-mtls": {"PeerAuthentication/meshwright-strict"},
+		"kill-zt":   {"AuthorizationPolicy/meshwright-allow", "AuthorizationPolicy/meshwright-allow-nothing", "PeerAuthentication/meshwright-strict"},
+	} {
+		var got []string
+		for _, gvk := range []schema.GroupVersionKind{authorizationPolicyGVK, peerAuthenticationGVK} {
+			list := &unstructured.UnstructuredList{}
+			list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
+			if err := c.List(ctx, list, client.InNamespace(name)); err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range list.Items {
+				got = append(got, gvk.Kind+"/"+p.GetName())
+				if p.GetAnnotations()["istio.io/dry-run"] != "" {
+					t.Errorf("%s %s/%s is still in dry-run", gvk.Kind, name, p.GetName())
+				}
+			}
+		}
+		if strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Errorf("policies in %s = %v, want exactly %v", name, got, want)
+		}
+		pods := &corev1.PodList{}
+		if err := c.List(ctx, pods, client.InNamespace(name)); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range pods.Items {
+			if _, injected := p.Annotations["sidecar.istio.io/status"]; p.DeletionTimestamp.IsZero() && (!injected || !podIsReady(&p)) {
+				t.Errorf("pod %s/%s: injected %v, Ready %v", name, p.Name, injected, podIsReady(&p))
+			}
+		}
+	}
+	steps.mu.Lock()
+	defer steps.mu.Unlock()
+	if steps.maxAtOnce != 1 {
+		t.Errorf("%d namespaces were mid-step at once across restarts; want 1", steps.maxAtOnce)
+	}
+	for ns, seen := range steps.steps {
+		for i := 1; i < len(seen); i++ {
+			if seen[i] == seen[i-1] {
+				t.Errorf("%s took the step to %s twice in a row (%v): a restart started it again", ns, seen[i], seen)
+			}
+		}
+	}
 }

@@ -184,6 +184,13 @@ func runOperator(t *testing.T, cl *cluster.Cluster) *operator {
 // operator's ServiceAccount, say) and its namespace, which holds its leader-election Lease.
 func runOperatorAs(t *testing.T, kubeconfig, namespace string) *operator {
 	t.Helper()
+	return startOperator(t, kubeconfig, namespace, true)
+}
+
+// startOperator starts the operator binary; leaderElect off suits tests that kill it with
+// SIGKILL, after which a new one would wait out the old one's lease.
+func startOperator(t *testing.T, kubeconfig, namespace string, leaderElect bool) *operator {
+	t.Helper()
 	logPath := filepath.Join(t.TempDir(), "manager.log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
@@ -192,7 +199,7 @@ func runOperatorAs(t *testing.T, kubeconfig, namespace string) *operator {
 	cmd := exec.Command(managerBin, "--kubeconfig="+kubeconfig,
 		"--metrics-bind-address=127.0.0.1:0", "--metrics-secure=false",
 		"--health-probe-bind-address=127.0.0.1:0",
-		"--leader-elect", "--leader-election-namespace="+namespace, "--zap-log-level=debug")
+		fmt.Sprintf("--leader-elect=%v", leaderElect), "--leader-election-namespace="+namespace, "--zap-log-level=debug")
 	cmd.Env = append(os.Environ(), "POD_NAMESPACE="+namespace)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
