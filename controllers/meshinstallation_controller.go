@@ -167,9 +167,11 @@ func (r *MeshInstallationReconciler) reconcileDelete(ctx context.Context, mesh *
 			return handleError(ctx, fmt.Errorf("removing what the installation created: %w", err))
 		}
 		if !done {
+			log.FromContext(ctx).Info("removing what the installation created; waiting for objects to go away")
 			return ctrl.Result{RequeueAfter: time.Second}, nil
 		}
 	}
+	log.FromContext(ctx).Info("everything the installation created is removed; releasing its finalizer")
 	patch := client.MergeFromWithOptions(mesh.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	controllerutil.RemoveFinalizer(mesh, meshv1.Finalizer)
 	if err := r.Patch(ctx, mesh, patch, client.FieldOwner(FieldManager)); err != nil {

@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/apply"
@@ -302,6 +303,7 @@ func (s *Stage) Cleanup(ctx context.Context, mesh *meshv1.MeshInstallation) (boo
 	slices.Reverse(kinds)
 	kinds = append(kinds, apiextensionsv1.SchemeGroupVersion.WithKind("CustomResourceDefinition"))
 	remaining := 0
+	var left []string
 	for _, gvk := range kinds {
 		list := &unstructured.UnstructuredList{}
 		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
@@ -319,6 +321,7 @@ func (s *Stage) Cleanup(ctx context.Context, mesh *meshv1.MeshInstallation) (boo
 				continue
 			}
 			remaining++
+			left = append(left, gvk.Kind+"/"+cur.GetName())
 			if cur.GetDeletionTimestamp() != nil {
 				continue
 			}
@@ -326,6 +329,9 @@ func (s *Stage) Cleanup(ctx context.Context, mesh *meshv1.MeshInstallation) (boo
 				return false, fmt.Errorf("deleting %s %s: %w", gvk.Kind, cur.GetName(), err)
 			}
 		}
+	}
+	if remaining > 0 {
+		log.FromContext(ctx).Info("control-plane objects still going away", "remaining", remaining, "first", firstFew(left))
 	}
 	return remaining == 0, nil
 }

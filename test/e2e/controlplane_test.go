@@ -319,7 +319,24 @@ spec:
 	if err := c.Delete(ctx, mesh); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 60*time.Second, "Istio's CRDs to be removed with the installation", func() (bool, error) {
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		// What was left, to tell a clean-up that did not run from CRDs that would not go.
+		m := &meshv1.MeshInstallation{}
+		err := c.Get(ctx, client.ObjectKey{Name: "default"}, m)
+		t.Logf("MeshInstallation: err %v, deletionTimestamp %v, finalizers %v", err, m.DeletionTimestamp, m.Finalizers)
+		crds := &apiextensionsv1.CustomResourceDefinitionList{}
+		if err := c.List(ctx, crds); err == nil {
+			for _, crd := range crds.Items {
+				if strings.HasSuffix(crd.Spec.Group, "istio.io") {
+					t.Logf("CRD %s: deletionTimestamp %v, finalizers %v, labels %v", crd.Name, crd.DeletionTimestamp, crd.Finalizers, crd.Labels)
+				}
+			}
+		}
+	})
+	eventually(t, 120*time.Second, "Istio's CRDs to be removed with the installation", func() (bool, error) {
 		return istioCRDs(t, c) == 0, nil
 	})
 }
