@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -71,18 +72,8 @@ func (c *Cluster) StartIstiod(ctx context.Context, opts IstiodOptions) (*Istiod,
 	if err != nil {
 		return nil, err
 	}
-	ports := make([]int, 5)
-	for i := range ports {
-		if ports[i], err = freePort(); err != nil {
-			return nil, err
-		}
-	}
 	if opts.Port == 0 {
-		opts.Port = ports[4]
-	}
-	httpPort, grpcPort, secureGRPCPort, monitoringPort, ctrlzPort := ports[0], ports[1], ports[2], ports[3], ports[4]
-	if ctrlzPort == opts.Port {
-		if ctrlzPort, err = freePort(); err != nil {
+		if opts.Port, err = freePort(); err != nil {
 			return nil, err
 		}
 	}
@@ -130,6 +121,36 @@ func (c *Cluster) StartIstiod(ctx context.Context, opts IstiodOptions) (*Istiod,
 			return nil, err
 		}
 	}
+	// freePort closes the port it found before istiod binds it, so another process can take
+	// it in between: a start that fails on a taken port is tried again with new ports (the
+	// webhook port is the caller's and stays).
+	var last error
+	for attempt := 0; attempt < 3; attempt++ {
+		ist, err := c.startIstiodOnce(ctx, opts, bin, dir, caDir)
+		if err == nil {
+			return ist, c.save()
+		}
+		last = err
+		if !strings.Contains(err.Error(), "address already in use") {
+			break
+		}
+	}
+	return nil, last
+}
+
+// startIstiodOnce starts pilot-discovery on freshly picked ports and waits until it is ready.
+func (c *Cluster) startIstiodOnce(ctx context.Context, opts IstiodOptions, bin, dir, caDir string) (*Istiod, error) {
+	ports := make([]int, 0, 5)
+	for len(ports) < 5 {
+		p, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		if p != opts.Port && !slices.Contains(ports, p) {
+			ports = append(ports, p)
+		}
+	}
+	httpPort, grpcPort, secureGRPCPort, monitoringPort, ctrlzPort := ports[0], ports[1], ports[2], ports[3], ports[4]
 	loop := func(p int) string { return "127.0.0.1:" + strconv.Itoa(p) }
 	args := []string{"discovery", "--kubeconfig=" + c.Kubeconfig,
 		"--httpAddr=" + loop(httpPort), "--httpsAddr=" + loop(opts.Port), "--grpcAddr=" + loop(grpcPort),
@@ -152,7 +173,7 @@ func (c *Cluster) StartIstiod(ctx context.Context, opts IstiodOptions) (*Istiod,
 		ist.Stop()
 		return nil, err
 	}
-	return ist, c.save()
+	return ist, nil
 }
 
 // Stop stops istiod. Its webhooks fail closed for pods: remove the MeshInstallation (and with it
