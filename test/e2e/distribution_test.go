@@ -289,16 +289,7 @@ func installAndRollOut(t *testing.T, objs []*unstructured.Unstructured, sa strin
 		Rollout:    meshv1.RolloutSpec{SoakTime: &metav1.Duration{Duration: time.Second}},
 		Namespaces: []meshv1.NamespaceRule{{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"team": "payments"}}, Level: meshv1.LevelMutualTLS}},
 	}}
-	if err := c.Create(ctx, mesh); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = c.Delete(ctx, mesh)
-		eventually(t, 60*time.Second, "the MeshInstallation to be deleted", func() (bool, error) {
-			err := c.Get(ctx, client.ObjectKey{Name: "default"}, &meshv1.MeshInstallation{})
-			return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
-		})
-	})
+	createMesh(t, c, mesh)
 	useLocalIstiod(t, cl, c, mesh.Name)
 
 	if withoutPodsCreate {

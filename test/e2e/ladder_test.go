@@ -27,12 +27,8 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
-	"github.com/meshwright/meshwright/controllers"
-	"github.com/meshwright/meshwright/internal/writecount"
 	"github.com/meshwright/meshwright/test/cluster"
 )
 
@@ -64,19 +60,9 @@ func stateOf(ns *corev1.Namespace) ladderState {
 // with a local istiod (see useLocalIstiod); the installation is deleted at the end.
 func meshWithLocalIstiod(t *testing.T, cl *cluster.Cluster, c client.Client, spec meshv1.MeshInstallationSpec) {
 	t.Helper()
-	ctx := context.Background()
 	runOperator(t, cl)
 	mesh := &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: spec}
-	if err := c.Create(ctx, mesh); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = c.Delete(ctx, mesh)
-		eventually(t, 60*time.Second, "the MeshInstallation to be deleted", func() (bool, error) {
-			err := c.Get(ctx, client.ObjectKey{Name: "default"}, &meshv1.MeshInstallation{})
-			return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
-		})
-	})
+	createMesh(t, c, mesh)
 	useLocalIstiod(t, cl, c, mesh.Name)
 }
 
@@ -439,21 +425,7 @@ func TestAdoptionLadder(t *testing.T) {
 	}
 
 	// A pass over the converged ladder (one namespace blocked, the rest at target) writes nothing.
-	base, err := client.NewWithWatch(cl.RESTConfig(), client.Options{Scheme: controllers.NewScheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	writes := &writecount.Counter{}
-	counted := writes.Wrap(base, interceptor.Funcs{})
-	r := &controllers.MeshInstallationReconciler{Client: counted, Stages: controllers.NewStages(controllers.StageDeps{Client: counted, APIReader: base, Mapper: base.RESTMapper(), KubeVersion: "v1.37.2", OperatorNamespace: "default"})}
-	for pass := 1; pass <= 2; pass++ {
-		if _, err := r.Reconcile(ctx, reconcile.Request{NamespacedName: client.ObjectKey{Name: "default"}}); err != nil {
-			t.Fatal(err)
-		}
-		if n := writes.Total(); n != 0 {
-			t.Fatalf("pass %d over the converged ladder made %d writes: %v", pass, n, writes.Writes())
-		}
-	}
+	passesWriteNothing(t, cl, "the converged ladder")
 
 	// Lowering a target walks back down the same rungs: the override label takes shop-zt to Observe.
 	zns := getNamespace(t, c, "shop-zt")
