@@ -5,6 +5,7 @@ package main
 import (
 	"crypto/tls"
 	"flag"
+	"fmt"
 	"os"
 	"time"
 
@@ -23,6 +24,12 @@ import (
 // version is stamped at build time with -ldflags "-X main.version=…".
 var version = "dev"
 
+// The values of --istio-crds.
+const (
+	istioCRDsManaged  = "managed"
+	istioCRDsExternal = "external"
+)
+
 func main() {
 	var (
 		metricsAddr          string
@@ -32,6 +39,7 @@ func main() {
 		leaderElectNamespace string
 		shutdownTimeout      time.Duration
 		operatorNamespace    string
+		istioCRDs            string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443",
 		"Address the metrics endpoint binds to, such as :8443 (HTTPS) or :8080 (with --metrics-secure=false); 0 disables it.")
@@ -46,12 +54,20 @@ func main() {
 		"How long in-flight reconciles may run after SIGTERM before the manager exits.")
 	flag.StringVar(&operatorNamespace, "operator-namespace", os.Getenv("POD_NAMESPACE"),
 		"The operator's own namespace, which is never enrolled in the mesh (default: $POD_NAMESPACE).")
+	flag.StringVar(&istioCRDs, "istio-crds", istioCRDsManaged,
+		"Who installs Istio's CRDs: \""+istioCRDsManaged+"\" (the operator applies the release's CRDs) or \""+istioCRDsExternal+
+			"\" (someone else does, as the OLM bundle ships them; the operator only checks them and needs no write access to CRDs).")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
 
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	log := ctrl.Log.WithName("setup")
+	if istioCRDs != istioCRDsManaged && istioCRDs != istioCRDsExternal {
+		// A typo must not silently fall back to writing CRDs the operator may have no right to.
+		fmt.Fprintf(os.Stderr, "--istio-crds=%q: write %q or %q\n", istioCRDs, istioCRDsManaged, istioCRDsExternal)
+		os.Exit(2)
+	}
 
 	scheme := controllers.NewScheme()
 
@@ -98,6 +114,7 @@ func main() {
 		Recorder:          mgr.GetEventRecorder("meshwright"),
 		KubeVersion:       kubeVersion,
 		OperatorNamespace: operatorNamespace,
+		ExternalIstioCRDs: istioCRDs == istioCRDsExternal,
 	}).SetupWithManager(mgr); err != nil {
 		log.Error(err, "unable to set up the controller", "controller", "MeshInstallation")
 		os.Exit(1)

@@ -58,6 +58,8 @@ type MeshInstallationReconciler struct {
 	KubeVersion string
 	// OperatorNamespace is where the operator runs; it is never enrolled in the mesh.
 	OperatorNamespace string
+	// ExternalIstioCRDs leaves Istio's CRDs to someone else, as the OLM bundle installs them.
+	ExternalIstioCRDs bool
 
 	controller controller.Controller
 	cache      cache.Cache
@@ -255,7 +257,8 @@ func (r *MeshInstallationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	if r.Stages == nil {
 		r.Stages = NewStages(StageDeps{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Mapper: mgr.GetRESTMapper(),
-			KubeVersion: r.KubeVersion, Watch: r.watchKinds, Workloads: ladderCache, Recorder: r.Recorder, OperatorNamespace: r.OperatorNamespace})
+			KubeVersion: r.KubeVersion, Watch: r.watchKinds, Workloads: ladderCache, Recorder: r.Recorder, OperatorNamespace: r.OperatorNamespace,
+			ExternalIstioCRDs: r.ExternalIstioCRDs})
 	}
 	crd := &unstructured.Unstructured{}
 	crd.SetGroupVersionKind(apiextensionsv1.SchemeGroupVersion.WithKind("CustomResourceDefinition"))
@@ -269,10 +272,12 @@ func (r *MeshInstallationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// The Secrets the operator creates (cacerts) are cached by label only; see cmd/main.go.
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(byInstallationLabel)).
 		// cert-manager may be installed after the operator: its CRDs appearing restarts the
-		// rollout. Istio's CRDs (labelled) report their Established condition the same way.
+		// rollout. Istio's CRDs report their Established condition the same way, whether the
+		// operator installed them (labelled) or someone else did (--istio-crds=external).
 		Watches(crd, handler.EnqueueRequestsFromMapFunc(r.crdToMeshes),
 			builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
-				return strings.HasSuffix(o.GetName(), ".cert-manager.io") || o.GetLabels()[meshv1.LabelInstallation] != ""
+				return strings.HasSuffix(o.GetName(), ".cert-manager.io") || strings.HasSuffix(o.GetName(), ".istio.io") ||
+					o.GetLabels()[meshv1.LabelInstallation] != ""
 			})))
 	// Every kind the control-plane charts render is watched (by label, see CacheOptions), so an
 	// edited or deleted object is restored.
@@ -311,6 +316,8 @@ type StageDeps struct {
 	Recorder recorder.EventRecorder
 	// OperatorNamespace is never enrolled.
 	OperatorNamespace string
+	// ExternalIstioCRDs leaves Istio's CRDs to someone else (see controlplane.Stage.ExternalCRDs).
+	ExternalIstioCRDs bool
 }
 
 // NewStages is the rollout, in order: the mesh CA, Istio's control plane, the injection webhook
@@ -327,7 +334,7 @@ func NewStages(d StageDeps) []stages.Stage {
 	}
 	return []stages.Stage{
 		&certificates.Stage{Client: d.Client, Reader: d.APIReader, Mapper: d.Mapper, CertManagerFound: certManagerFound, Applier: applier},
-		&controlplane.Stage{Client: d.Client, Applier: applier, KubeVersion: d.KubeVersion},
+		&controlplane.Stage{Client: d.Client, Applier: applier, KubeVersion: d.KubeVersion, ExternalCRDs: d.ExternalIstioCRDs},
 		&injection.Stage{Client: d.Client},
 		&policy.Stage{Client: d.Client, Reader: d.APIReader, Applier: applier, Watch: d.Watch},
 		&adoption.Stage{Client: d.Client, Reader: workloads, Applier: applier, FieldManager: FieldManager, Recorder: d.Recorder, OperatorNamespace: d.OperatorNamespace},

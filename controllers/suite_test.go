@@ -1,8 +1,6 @@
 package controllers
 
 import (
-	"fmt"
-	"os"
 	"testing"
 
 	"k8s.io/client-go/rest"
@@ -18,17 +16,9 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	env, c, err := testenv.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	cfg = c
-	if k8s, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = env.Stop()
-	os.Exit(code)
+	testenv.Main(m, func(c *rest.Config) (err error) {
+		cfg = c
+		k8s, err = client.New(cfg, client.Options{Scheme: scheme})
+		return err
+	})
 }

@@ -65,6 +65,10 @@ const (
 	ReasonCASecretExists = "CASecretExists"
 	// ReasonWaitingForCRDs means Istio's CRDs are applied but not Established yet.
 	ReasonWaitingForCRDs = "WaitingForCRDs"
+	// ReasonIstioCRDsMissing means the operator runs with --istio-crds=external (as the OLM
+	// bundle installs it, which ships Istio's CRDs itself) and a CRD this Istio release needs is
+	// not installed, not Established, or does not serve a version the release uses.
+	ReasonIstioCRDsMissing = "IstioCRDsMissing"
 	// ReasonWaitingForIstiod means istiod's Deployment is not Available at its desired replicas.
 	ReasonWaitingForIstiod = "WaitingForIstiod"
 	// ReasonControlPlaneReady means the CRDs, istiod and its webhooks are in place.

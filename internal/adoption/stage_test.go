@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -37,26 +36,14 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	env, c, err := testenv.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	cfg = c
-	code := func() int {
+	testenv.Main(m, func(c *rest.Config) (err error) {
+		cfg = c
 		if k8s, err = client.NewWithWatch(cfg, client.Options{Scheme: clientgoscheme.Scheme}); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
+			return err
 		}
 		// The ladder writes Istio's policies: install Istio's CRDs from the charts the operator embeds.
-		if err := testenv.InstallIstioCRDs(context.Background(), k8s); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		return m.Run()
-	}()
-	_ = env.Stop()
-	os.Exit(code)
+		return testenv.InstallIstioCRDs(context.Background(), k8s)
+	})
 }
 
 // newStage builds the Adoption stage over c, reading straight from the API server.

@@ -44,6 +44,10 @@ type Stage struct {
 	Applier *apply.Applier
 	// KubeVersion is the cluster's version, passed to the charts.
 	KubeVersion string
+	// ExternalCRDs leaves Istio's CRDs to someone else (the OLM bundle ships them; a platform
+	// team may install them with Istio's base chart): the stage checks that the ones the release
+	// needs are Established and serve its versions, and never writes or deletes a CRD.
+	ExternalCRDs bool
 }
 
 // Name implements stages.Stage.
@@ -97,16 +101,22 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 		}
 	}
 
-	var waitingCRDs []string
+	var waitingCRDs, missingCRDs []string
 	for _, shared := range objs {
 		obj := shared.DeepCopy()
-		if obj.GetKind() != "CustomResourceDefinition" && len(waitingCRDs) > 0 {
+		if obj.GetKind() != "CustomResourceDefinition" && len(waitingCRDs)+len(missingCRDs) > 0 {
 			// Objects that may be of the new kinds wait for their CRDs.
 			break
 		}
 		current, err := s.current(ctx, obj)
 		if err != nil {
 			return stages.Result{}, err
+		}
+		if s.ExternalCRDs && obj.GetKind() == "CustomResourceDefinition" {
+			if problem := externalCRDProblem(obj, current); problem != "" {
+				missingCRDs = append(missingCRDs, obj.GetName()+" ("+problem+")")
+			}
+			continue
 		}
 		prepare(obj, current)
 		if _, err := s.Applier.Apply(ctx, obj); err != nil {
@@ -121,6 +131,14 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 		if obj.GetKind() == "CustomResourceDefinition" && !established(current) {
 			waitingCRDs = append(waitingCRDs, obj.GetName())
 		}
+	}
+	if len(missingCRDs) > 0 {
+		// Not Failed: installing the CRDs (OLM does, with the bundle) fixes it, and the CRD
+		// watch starts the next pass.
+		return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonIstioCRDsMissing,
+			Message: fmt.Sprintf("The operator runs with --istio-crds=external, so Istio's CRDs are installed by someone else (the OLM bundle ships them), and %d that Istio %s needs are not usable: %s. "+
+				"Install Istio %s's CRDs (reinstalling this operator's bundle does), or run the operator with --istio-crds=managed to let it install them.",
+				len(missingCRDs), in.Version, firstFew(missingCRDs), in.Version)}, nil
 	}
 	if len(waitingCRDs) > 0 {
 		return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonWaitingForCRDs,
@@ -245,6 +263,40 @@ func keepForeignFields(desired, current *unstructured.Unstructured) {
 	_ = unstructured.SetNestedSlice(desired.Object, want, "webhooks")
 }
 
+// externalCRDProblem says why a CRD installed by someone else cannot serve what the charts
+// need: it is missing, not Established, or does not serve one of the versions the rendered
+// CRD serves. Empty when it is usable.
+func externalCRDProblem(want, current *unstructured.Unstructured) string {
+	if current == nil {
+		return "not installed"
+	}
+	if !established(current) {
+		return "not Established"
+	}
+	served := func(crd *unstructured.Unstructured) []string {
+		var out []string
+		versions, _, _ := unstructured.NestedSlice(crd.Object, "spec", "versions")
+		for _, v := range versions {
+			m, _ := v.(map[string]any)
+			if name, _ := m["name"].(string); name != "" && m["served"] == true {
+				out = append(out, name)
+			}
+		}
+		return out
+	}
+	have := served(current)
+	var lacking []string
+	for _, v := range served(want) {
+		if !slices.Contains(have, v) {
+			lacking = append(lacking, v)
+		}
+	}
+	if len(lacking) > 0 {
+		return "does not serve " + strings.Join(lacking, ", ")
+	}
+	return ""
+}
+
 func established(crd *unstructured.Unstructured) bool {
 	if crd == nil {
 		return false
@@ -296,12 +348,19 @@ func firstFew(names []string) string {
 // Cleanup deletes what the charts created, found by the installation's labels (not by
 // rendering again: the spec may no longer render), webhooks first and CRDs last. Istio's CRDs
 // are kept, released from the operator's labels, unless spec.controlPlane.removeCRDsOnDelete is
-// set: deleting a CRD deletes every user's policy of that kind.
+// set: deleting a CRD deletes every user's policy of that kind. With ExternalCRDs they are not
+// the operator's to touch at all.
 func (s *Stage) Cleanup(ctx context.Context, mesh *meshv1.MeshInstallation) (bool, error) {
 	kinds := OwnedKinds()
 	// Webhooks first, so nothing calls into an istiod that is going away.
 	slices.Reverse(kinds)
-	kinds = append(kinds, apiextensionsv1.SchemeGroupVersion.WithKind("CustomResourceDefinition"))
+	if s.ExternalCRDs {
+		if mesh.Spec.ControlPlane.RemoveCRDsOnDelete {
+			log.FromContext(ctx).Info("spec.controlPlane.removeCRDsOnDelete is ignored: Istio's CRDs are installed by someone else (--istio-crds=external)")
+		}
+	} else {
+		kinds = append(kinds, apiextensionsv1.SchemeGroupVersion.WithKind("CustomResourceDefinition"))
+	}
 	remaining := 0
 	var left []string
 	for _, gvk := range kinds {

@@ -127,6 +127,31 @@ func Render(in Input) ([]*unstructured.Unstructured, error) {
 	return out, nil
 }
 
+// CRDs are Istio's CRDs of a release as someone other than the operator installs them: the
+// OLM bundle ships these (the operator then runs with --istio-crds=external), and tests install
+// them where there is no control plane. They carry none of the operator's labels, so nothing
+// marks them as an installation's.
+func CRDs(version string) ([]*unstructured.Unstructured, error) {
+	objs, err := Render(Input{Installation: "crds", Version: version, Namespace: "istio-system"})
+	if err != nil {
+		return nil, err
+	}
+	var out []*unstructured.Unstructured
+	for _, o := range objs {
+		if o.GetKind() != "CustomResourceDefinition" {
+			continue
+		}
+		crd := o.DeepCopy()
+		labels := crd.GetLabels()
+		for _, k := range []string{meshv1.LabelManagedBy, meshv1.LabelInstallation, LabelComponent} {
+			delete(labels, k)
+		}
+		crd.SetLabels(labels)
+		out = append(out, crd)
+	}
+	return out, nil
+}
+
 func renderComponent(c Component, in Input) ([]*unstructured.Unstructured, error) {
 	chrt, err := loadChart(c.Chart)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"testing"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -51,17 +52,33 @@ func Start() (*envtest.Environment, *rest.Config, error) {
 	return env, cfg, nil
 }
 
+// Main is the TestMain of an integration package: envtest up, the package's set-up (its
+// clients, CRDs, namespaces), the tests, envtest down. envtest also goes down when the set-up
+// fails, so no failed run leaves etcd and kube-apiserver behind.
+func Main(m *testing.M, setup func(cfg *rest.Config) error) {
+	env, cfg, err := Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := 1
+	if err := setup(cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "test set-up:", err)
+	} else {
+		code = m.Run()
+	}
+	_ = env.Stop()
+	os.Exit(code)
+}
+
 // InstallIstioCRDs installs Istio's CRDs, rendered from the charts the operator embeds, and waits
 // until their kinds are served: tests of the policies need them, envtest has no control plane.
 func InstallIstioCRDs(ctx context.Context, c client.Client) error {
-	objs, err := render.Render(render.Input{Version: release.DefaultIstioVersion, Namespace: "istio-system", Installation: "test", KubeVersion: "v1.37.2"})
+	objs, err := render.CRDs(release.DefaultIstioVersion)
 	if err != nil {
 		return err
 	}
 	for _, o := range objs {
-		if o.GetKind() != "CustomResourceDefinition" {
-			continue
-		}
 		if err := c.Create(ctx, o); err != nil && !apierrors.IsAlreadyExists(err) {
 			return err
 		}

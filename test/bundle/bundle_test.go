@@ -95,18 +95,8 @@ func TestBundleIsUpToDate(t *testing.T) {
 	}
 }
 
-// knownWarnings are the validator warnings the bundle cannot avoid, each with why. Every one
-// must still occur, so the list cannot outlive its reason.
-var knownWarnings = []struct{ substring, why string }{{
-	substring: "CSV contains permissions to create CRD",
-	why: "the operator installs Istio's CRDs (stage ControlPlane); the manager ClusterRole generated " +
-		"from the code's RBAC markers grants it, and the bundle must grant exactly that. Shipping " +
-		"Istio's CRDs in the bundle instead is the way to remove it (see the README)",
-}}
-
 // TestBundleValidates runs the validators OperatorHub and `operator-sdk bundle validate
-// --select-optional suite=operatorframework` run. Any error, and any warning that is not a
-// known one, fails the test; all are printed.
+// --select-optional suite=operatorframework` run. Any error and any warning fails the test.
 func TestBundleValidates(t *testing.T) {
 	b, err := manifests.GetBundleFromDir(filepath.Join(repoRoot, "bundle"))
 	if err != nil {
@@ -119,7 +109,6 @@ func TestBundleValidates(t *testing.T) {
 	if len(b.V1CRDs) == 0 || b.CSV == nil {
 		t.Fatalf("bundle/ has CSV %v and %d CRDs; want a CSV and the CRDs", b.CSV != nil, len(b.V1CRDs))
 	}
-	seen := make([]bool, len(knownWarnings))
 	for _, tc := range []struct {
 		name      string
 		validator interfaces.Validator
@@ -139,21 +128,10 @@ func TestBundleValidates(t *testing.T) {
 					t.Errorf("error (%s): %v", r.Name, e)
 				}
 				for _, w := range r.Warnings {
-					known := slices.IndexFunc(knownWarnings, func(k struct{ substring, why string }) bool { return strings.Contains(w.Error(), k.substring) })
-					if known < 0 {
-						t.Errorf("warning (%s): %v", r.Name, w)
-						continue
-					}
-					seen[known] = true
-					t.Logf("known warning (%s): %v\n  accepted because %s", r.Name, w, knownWarnings[known].why)
+					t.Errorf("warning (%s): %v", r.Name, w)
 				}
 			}
 		})
-	}
-	for i, k := range knownWarnings {
-		if !seen[i] {
-			t.Errorf("the known warning %q no longer occurs: remove it from knownWarnings", k.substring)
-		}
 	}
 }
 
@@ -222,10 +200,17 @@ func rulesIn(t *testing.T, path, kind string) []rbacv1.PolicyRule {
 	return rules
 }
 
-// TestBundleInstallsTheSameOperator: the CSV's install strategy grants exactly what kustomize and
-// the Helm chart grant (the chart's rules are config/rbac/role.yaml, which the e2e distribution
-// test checks), to the Deployment's ServiceAccount, with no wildcard; and runs the container with
-// config/manager's command and arguments.
+// crdWrites are the grants on CRDs that only --istio-crds=managed needs.
+var crdWrites = []string{
+	"apiextensions.k8s.io/customresourcedefinitions:create", "apiextensions.k8s.io/customresourcedefinitions:delete",
+	"apiextensions.k8s.io/customresourcedefinitions:patch", "apiextensions.k8s.io/customresourcedefinitions:update",
+}
+
+// TestBundleInstallsTheSameOperator: the CSV's install strategy grants what kustomize and the
+// Helm chart grant (the chart's rules are config/rbac/role.yaml, which the e2e distribution test
+// checks) but the writes on CRDs, to the Deployment's ServiceAccount, with no wildcard; and runs
+// the container with config/manager's command and arguments plus --istio-crds=external: OLM
+// installs Istio's CRDs from the bundle, which owns every one of them.
 func TestBundleInstallsTheSameOperator(t *testing.T) {
 	csvs := readObjects[operatorsv1alpha1.ClusterServiceVersion](t, "bundle/manifests/meshwright.clusterserviceversion.yaml", "ClusterServiceVersion")
 	if len(csvs) != 1 {
@@ -253,6 +238,7 @@ func TestBundleInstallsTheSameOperator(t *testing.T) {
 				t.Fatalf("want one entry for the Deployment's ServiceAccount %q, got %+v", sa, tc.perms)
 			}
 			got, want := flatRules(tc.perms[0].Rules), flatRules(tc.want)
+			want = slices.DeleteFunc(want, func(r string) bool { return slices.Contains(crdWrites, r) })
 			if !slices.Equal(got, want) {
 				t.Errorf("the CSV grants\n  %v\nwant exactly\n  %v", got, want)
 			}
@@ -273,9 +259,21 @@ func TestBundleInstallsTheSameOperator(t *testing.T) {
 		t.Fatalf("the CSV's Deployment has %d containers, config/manager %d", len(pod.Containers), len(want))
 	}
 	for i, c := range pod.Containers {
-		if c.Name != want[i].Name || !slices.Equal(c.Args, want[i].Args) || !slices.Equal(c.Command, want[i].Command) {
+		wantArgs := append(slices.Clone(want[i].Args), "--istio-crds=external")
+		if c.Name != want[i].Name || !slices.Equal(c.Args, wantArgs) || !slices.Equal(c.Command, want[i].Command) {
 			t.Errorf("container %d: the CSV runs %s %v %v; config/manager runs %s %v %v",
-				i, c.Name, c.Command, c.Args, want[i].Name, want[i].Command, want[i].Args)
+				i, c.Name, c.Command, c.Args, want[i].Name, want[i].Command, wantArgs)
+		}
+	}
+
+	// Every CRD of the Istio release is in the bundle and owned by the CSV, so OLM installs it.
+	istioCRDs, err := render.CRDs(release.DefaultIstioVersion)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, crd := range istioCRDs {
+		if !slices.ContainsFunc(csvs[0].Spec.CustomResourceDefinitions.Owned, func(o operatorsv1alpha1.CRDDescription) bool { return o.Name == crd.GetName() }) {
+			t.Errorf("the CSV does not own Istio's CRD %s", crd.GetName())
 		}
 	}
 

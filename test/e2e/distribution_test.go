@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -284,7 +285,7 @@ func installAndRollOut(t *testing.T, objs []*unstructured.Unstructured, sa strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	runOperatorAs(t, kubeconfig, chartNamespace)
+	runOperatorAs(t, kubeconfig, chartNamespace, behaviourArgs(t, dep)...)
 	mesh := &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: meshv1.MeshInstallationSpec{
 		Rollout:    meshv1.RolloutSpec{SoakTime: &metav1.Duration{Duration: time.Second}},
 		Namespaces: []meshv1.NamespaceRule{{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"team": "payments"}}, Level: meshv1.LevelMutualTLS}},
@@ -314,6 +315,30 @@ func installAndRollOut(t *testing.T, objs []*unstructured.Unstructured, sa strin
 	}
 }
 
+// behaviourArgs are the manager container's arguments that change what the operator does (such
+// as --istio-crds), leaving out those about where it listens and logs, which the local process
+// sets for itself.
+func behaviourArgs(t *testing.T, dep *unstructured.Unstructured) []string {
+	t.Helper()
+	containers, _, _ := unstructured.NestedSlice(dep.Object, "spec", "template", "spec", "containers")
+	local := []string{"--metrics-bind-address", "--metrics-secure", "--health-probe-bind-address", "--leader-elect", "--zap-log-level"}
+	for _, c := range containers {
+		m, _ := c.(map[string]any)
+		if m["name"] != "manager" {
+			continue
+		}
+		var out []string
+		for _, a := range toStrings(m["args"]) {
+			if !slices.ContainsFunc(local, func(p string) bool { return a == p || strings.HasPrefix(a, p+"=") }) {
+				out = append(out, a)
+			}
+		}
+		return out
+	}
+	t.Fatalf("the Deployment %s has no manager container", dep.GetName())
+	return nil
+}
+
 // TestChartInstallsAWorkingOperator: the Helm chart, rendered with the Helm SDK, installs an
 // operator whose ServiceAccount can carry out a full rollout.
 func TestChartInstallsAWorkingOperator(t *testing.T) {
@@ -322,9 +347,10 @@ func TestChartInstallsAWorkingOperator(t *testing.T) {
 }
 
 // TestBundlePermissionsRunTheOperator installs what the OLM bundle's CSV declares, as OLM's
-// InstallPlan would (the CRD, a ServiceAccount, its clusterPermissions and permissions as roles
-// bound to it, the Deployment of its install strategy), and runs the operator as that
-// ServiceAccount: first with a permission taken away (the rollout says what was forbidden), then
+// InstallPlan would (the CRDs, Istio's included, a ServiceAccount, its clusterPermissions and
+// permissions as roles bound to it, the Deployment of its install strategy), and runs the
+// operator as that ServiceAccount with the strategy's arguments (--istio-crds=external: the
+// ServiceAccount may not write CRDs): first with a permission taken away (the rollout says what was forbidden), then
 // as the CSV grants it (the rollout completes).
 func TestBundlePermissionsRunTheOperator(t *testing.T) {
 	objs := csvInstall(t)
@@ -482,6 +508,41 @@ func TestInstallManifestsValidate(t *testing.T) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
+
+	// The CSV's alm-examples (the console's starting points) are valid against the CRDs the
+	// bundle ships, Istio's included.
+	examples := almExamples(t)
+	for _, ex := range examples {
+		if ns := ex.GetNamespace(); ns != "" {
+			if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil && !apierrors.IsAlreadyExists(err) {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := cluster.Validate(ctx, lc.RESTConfig(), examples...); err != nil {
+		t.Errorf("alm-examples: %v", err)
+	}
+}
+
+// almExamples are the objects of the bundle CSV's alm-examples annotation.
+func almExamples(t *testing.T) []*unstructured.Unstructured {
+	t.Helper()
+	for _, o := range decodeAll(t, mustRead(t, filepath.Join(repoRoot, "bundle", "manifests", "meshwright.clusterserviceversion.yaml"))) {
+		if o.GetKind() != "ClusterServiceVersion" {
+			continue
+		}
+		var raw []map[string]any
+		if err := json.Unmarshal([]byte(o.GetAnnotations()["alm-examples"]), &raw); err != nil {
+			t.Fatalf("alm-examples: %v", err)
+		}
+		var out []*unstructured.Unstructured
+		for _, m := range raw {
+			out = append(out, &unstructured.Unstructured{Object: m})
+		}
+		return out
+	}
+	t.Fatal("no ClusterServiceVersion in bundle/manifests")
+	return nil
 }
 
 // TestChartValues: the chart's values do what values.yaml says, and a combination that cannot

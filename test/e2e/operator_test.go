@@ -168,14 +168,14 @@ func runOperator(t *testing.T, cl *cluster.Cluster) *operator {
 
 // runOperatorAs starts the operator binary with a kubeconfig (one that impersonates the
 // operator's ServiceAccount, say) and its namespace, which holds its leader-election Lease.
-func runOperatorAs(t *testing.T, kubeconfig, namespace string) *operator {
+func runOperatorAs(t *testing.T, kubeconfig, namespace string, args ...string) *operator {
 	t.Helper()
-	return startOperator(t, kubeconfig, namespace, true)
+	return startOperator(t, kubeconfig, namespace, true, args...)
 }
 
 // startOperator starts the operator binary; leaderElect off suits tests that kill it with
 // SIGKILL, after which a new one would wait out the old one's lease.
-func startOperator(t *testing.T, kubeconfig, namespace string, leaderElect bool) *operator {
+func startOperator(t *testing.T, kubeconfig, namespace string, leaderElect bool, args ...string) *operator {
 	t.Helper()
 	logPath := filepath.Join(t.TempDir(), "manager.log")
 	logFile, err := os.Create(logPath)
@@ -186,6 +186,7 @@ func startOperator(t *testing.T, kubeconfig, namespace string, leaderElect bool)
 		"--metrics-bind-address=127.0.0.1:0", "--metrics-secure=false",
 		"--health-probe-bind-address=127.0.0.1:0",
 		fmt.Sprintf("--leader-elect=%v", leaderElect), "--leader-election-namespace="+namespace, "--zap-log-level=debug")
+	cmd.Args = append(cmd.Args, args...)
 	cmd.Env = append(os.Environ(), "POD_NAMESPACE="+namespace)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -5,13 +5,13 @@ package schematest
 import (
 	"context"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -22,21 +22,14 @@ import (
 var k8s client.Client
 
 func TestMain(m *testing.M) {
-	env, cfg, err := testenv.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	scheme := runtime.NewScheme()
-	_ = meshv1.AddToScheme(scheme)
-	k8s, err = client.New(cfg, client.Options{Scheme: scheme})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = env.Stop()
-	os.Exit(code)
+	testenv.Main(m, func(cfg *rest.Config) (err error) {
+		scheme := runtime.NewScheme()
+		if err := meshv1.AddToScheme(scheme); err != nil {
+			return err
+		}
+		k8s, err = client.New(cfg, client.Options{Scheme: scheme})
+		return err
+	})
 }
 
 // object parses a MeshInstallation written as a user would write it, so the test exercises the

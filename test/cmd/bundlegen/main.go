@@ -93,8 +93,14 @@ func generate(root, version, image string) (map[string][]byte, error) {
 		clusterRoles                             = map[string]*unstructured.Unstructured{}
 		roleBindings, clusterRoleBindings        []*unstructured.Unstructured
 	)
+	// Istio's CRDs ship in the bundle: OLM installs and upgrades them, and the operator runs
+	// with --istio-crds=external, so its install strategy needs no write access to CRDs.
+	istioCRDs, err := render.CRDs(release.DefaultIstioVersion)
+	if err != nil {
+		return nil, fmt.Errorf("rendering Istio's CRDs: %w", err)
+	}
 	crdGroups := map[string]bool{}
-	for _, o := range objs {
+	for _, o := range slices.Concat(objs, istioCRDs) {
 		if o.GetKind() == "CustomResourceDefinition" {
 			g, _, _ := unstructured.NestedString(o.Object, "spec", "group")
 			crdGroups[g] = true
@@ -144,6 +150,7 @@ func generate(root, version, image string) (map[string][]byte, error) {
 		return nil, fmt.Errorf("the Deployment has no %q container", managerContainer)
 	}
 	dep.Spec.Template.Spec.Containers[i].Image = image
+	dep.Spec.Template.Spec.Containers[i].Args = append(dep.Spec.Template.Spec.Containers[i].Args, externalCRDsArg)
 	sa := dep.Spec.Template.Spec.ServiceAccountName
 	if sa == "" {
 		return nil, errors.New("the Deployment names no ServiceAccount")
@@ -168,6 +175,7 @@ func generate(root, version, image string) (map[string][]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	clusterPermissions = withoutCRDWrites(clusterPermissions)
 	for _, n := range sortedKeys(roles) {
 		if !slices.Contains(boundRoles, n) {
 			return nil, fmt.Errorf("Role %s is bound to no ServiceAccount of the operator: the bundle has no place for it", n)
@@ -193,6 +201,13 @@ func generate(root, version, image string) (map[string][]byte, error) {
 	}
 	csv.Annotations["alm-examples"] = string(examples)
 	csv.Annotations["containerImage"] = image
+	for _, crd := range istioCRDs {
+		owned, err := ownedDescription(crd)
+		if err != nil {
+			return nil, err
+		}
+		csv.Spec.CustomResourceDefinitions.Owned = append(csv.Spec.CustomResourceDefinitions.Owned, owned)
+	}
 	csv.Spec.InstallStrategy = operatorsv1alpha1.NamedInstallStrategy{
 		StrategyName: operatorsv1alpha1.InstallStrategyNameDeployment,
 		StrategySpec: operatorsv1alpha1.StrategyDetailsDeployment{
@@ -215,7 +230,7 @@ func generate(root, version, image string) (map[string][]byte, error) {
 	if files["bundle/manifests/"+packageName+".clusterserviceversion.yaml"], err = toYAML(&csv); err != nil {
 		return nil, err
 	}
-	for _, crd := range crds {
+	for _, crd := range slices.Concat(crds, istioCRDs) {
 		g, _, _ := unstructured.NestedString(crd.Object, "spec", "group")
 		p, _, _ := unstructured.NestedString(crd.Object, "spec", "names", "plural")
 		if files["bundle/manifests/"+g+"_"+p+".yaml"], err = toYAML(crd.Object); err != nil {
@@ -259,6 +274,65 @@ dependencies:
 	df.WriteString("\nCOPY bundle/manifests /manifests/\nCOPY bundle/metadata /metadata/\nCOPY bundle/tests/scorecard /tests/scorecard/\n")
 	files["bundle.Dockerfile"] = df.Bytes()
 	return files, nil
+}
+
+// externalCRDsArg tells the operator that OLM installs Istio's CRDs from the bundle.
+const externalCRDsArg = "--istio-crds=external"
+
+// withoutCRDWrites takes every verb but get, list and watch off the rules for CRDs: with
+// externalCRDsArg the operator only reads them. The rules generated from the code's RBAC
+// markers grant the writes for --istio-crds=managed (kustomize, Helm).
+func withoutCRDWrites(rules []rbacv1.PolicyRule) []rbacv1.PolicyRule {
+	out := make([]rbacv1.PolicyRule, 0, len(rules))
+	for _, r := range rules {
+		if !slices.Contains(r.APIGroups, "apiextensions.k8s.io") || !slices.Contains(r.Resources, "customresourcedefinitions") {
+			out = append(out, r)
+			continue
+		}
+		r = *r.DeepCopy()
+		r.Verbs = slices.DeleteFunc(r.Verbs, func(v string) bool { return v != "get" && v != "list" && v != "watch" })
+		if len(r.Verbs) > 0 {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// ownedDescription describes one of Istio's CRDs for the console: its v1 version, or the first
+// served one where there is no v1, the kind's words as display name, and the schema's own
+// description.
+func ownedDescription(crd *unstructured.Unstructured) (operatorsv1alpha1.CRDDescription, error) {
+	kind, _, _ := unstructured.NestedString(crd.Object, "spec", "names", "kind")
+	versions, _, _ := unstructured.NestedSlice(crd.Object, "spec", "versions")
+	var version, description string
+	for _, v := range versions {
+		m, _ := v.(map[string]any)
+		name, _ := m["name"].(string)
+		if served, _ := m["served"].(bool); !served {
+			continue
+		}
+		if version == "" || name == "v1" {
+			version = name
+			description, _, _ = unstructured.NestedString(m, "schema", "openAPIV3Schema", "properties", "spec", "description")
+		}
+	}
+	if version == "" || description == "" {
+		return operatorsv1alpha1.CRDDescription{}, fmt.Errorf("Istio's CRD %s has no served version with a described spec", crd.GetName())
+	}
+	return operatorsv1alpha1.CRDDescription{Name: crd.GetName(), Version: version, Kind: kind, DisplayName: words(kind),
+		Description: "Istio's " + kind + ": " + description}, nil
+}
+
+// words splits a CamelCase kind into words: "AuthorizationPolicy" → "Authorization Policy".
+func words(kind string) string {
+	var b strings.Builder
+	for i, r := range kind {
+		if i > 0 && r >= 'A' && r <= 'Z' {
+			b.WriteByte(' ')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // bundleLabels are the bundle's annotations, in the order they are written, shared by
