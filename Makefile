@@ -91,9 +91,15 @@ test: lint-fmt vet verify-generated verify-kustomize test-unit test-e2e ## Run e
 test-unit: cluster-bins ## Unit and integration tests (envtest on the locally built etcd and kube-apiserver).
 	KUBEBUILDER_ASSETS=$(BIN) go test ./... -count=1
 
+E2E_FILTER = grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)'
+
 .PHONY: test-e2e
-test-e2e: cluster-bins ## End-to-end tests on the local cluster.
-	cd test && go test ./... -p 1 -count=1 -timeout $(E2E_TIMEOUT) -v 2>&1 | tee $(BIN)/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)' || { tail -n 80 $(BIN)/e2e.log; exit 1; }
+test-e2e: cluster-bins olm-bins ## End-to-end tests on the local cluster, the OLM ones included.
+	cd test && go test ./... -p 1 -count=1 -timeout $(E2E_TIMEOUT) -v 2>&1 | tee $(BIN)/e2e.log | $(E2E_FILTER) || { tail -n 80 $(BIN)/e2e.log; exit 1; }
+
+.PHONY: test-olm
+test-olm: cluster-bins olm-bins ## Only the OLM tests: install from the README, upgrade, uninstall, what is missing.
+	cd test && go test ./e2e -run '^TestOLM' -count=1 -timeout $(E2E_TIMEOUT) -v 2>&1 | tee $(BIN)/e2e-olm.log | $(E2E_FILTER) || { tail -n 80 $(BIN)/e2e-olm.log; exit 1; }
 
 BENCH_RUNS ?= 3
 
@@ -116,6 +122,11 @@ cluster-bins: ## Build (or take from the per-user cache) etcd, Kubernetes, kwok,
 	@hack/build-component.sh certmanager $(BIN) "-s -w"
 	@hack/build-component.sh istiod $(BIN) "-s -w"
 	@cd test && go build -o $(BIN)/localcluster ./cmd/localcluster
+
+.PHONY: olm-bins
+olm-bins: ## Build (or take from the cache) OLM's olm-operator and catalog-operator, its CRDs, and the catalog registry.
+	@hack/build-component.sh olm $(BIN) "-s -w"
+	@hack/build-component.sh registry $(BIN) "-s -w"
 
 .PHONY: cluster-up
 cluster-up: cluster-bins ## Start the local cluster in .cluster/ and print its KUBECONFIG.

@@ -17,17 +17,22 @@ moddir="$root/test/tools/$component"
 GOPROXY=$(go env GOPROXY | sed -e 's/,direct$//' -e 's/|direct$//')
 export GOPROXY GOFLAGS="${GOFLAGS:-} -buildvcs=false" CGO_ENABLED=0
 
-key=$( (cd "$moddir" && cat go.mod go.sum $(ls *.go 2>/dev/null); echo "$ldflags"; go env GOVERSION GOOS GOARCH) | sha256sum | cut -c1-16)
+# Build tags a component needs (OLM's: containers_image_openpgp, to build without cgo) are in
+# <module dir>/tags, one line.
+tags=""
+[ -f "$moddir/tags" ] && tags=$(tr -d '\n' < "$moddir/tags")
+key=$( (cd "$moddir" && cat go.mod go.sum $(ls *.go 2>/dev/null); echo "$ldflags"; go env GOVERSION GOOS GOARCH
+  if [ -n "$tags" ]; then echo "tags $tags"; fi) | sha256sum | cut -c1-16)
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/meshwright/$component-$key"
 if [ ! -f "$cache/.done" ]; then
   echo ">> building $component (cached afterwards in $cache)" >&2
   rm -rf "$cache.tmp" && mkdir -p "$cache.tmp"
   start=$(date +%s)
   if [ -n "$(cd "$moddir" && ls *.go 2>/dev/null)" ]; then
-    (cd "$moddir" && go build -trimpath -ldflags "$ldflags" -o "$cache.tmp/" .)
+    (cd "$moddir" && go build -trimpath -tags "$tags" -ldflags "$ldflags" -o "$cache.tmp/" .)
   else
     # Modules that only build upstream mains list them in a go.mod tool block.
-    (cd "$moddir" && go build -trimpath -ldflags "$ldflags" -o "$cache.tmp/" tool)
+    (cd "$moddir" && go build -trimpath -tags "$tags" -ldflags "$ldflags" -o "$cache.tmp/" tool)
   fi
   touch "$cache.tmp/.done"
   rm -rf "$cache" && mv "$cache.tmp" "$cache"

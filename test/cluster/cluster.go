@@ -292,12 +292,8 @@ func (c *Cluster) startCertManager(ctx context.Context, binDir, logDir string, d
 	if err := ensureNamespace(ctx, kc, CertManagerNamespace); err != nil {
 		return nil, err
 	}
-	crds, err := filepath.Glob(filepath.Join(binDir, "cert-manager-crds", "*.yaml"))
-	if err != nil || len(crds) == 0 {
-		return nil, fmt.Errorf("cert-manager CRDs not found under %s (run `make cluster-bins`)", binDir)
-	}
-	if err := ApplyFiles(ctx, c.RESTConfig(), crds...); err != nil {
-		return nil, fmt.Errorf("installing cert-manager CRDs: %w", err)
+	if err := c.applyCRDDir(ctx, filepath.Join(binDir, "cert-manager-crds"), "cluster-bins"); err != nil {
+		return nil, err
 	}
 	proc, err := startProcess("certmanager", filepath.Join(binDir, "certmanager"),
 		[]string{"--kubeconfig=" + c.Kubeconfig, "--cluster-resource-namespace=" + CertManagerNamespace}, nil, logDir, detached)
@@ -306,6 +302,19 @@ func (c *Cluster) startCertManager(ctx context.Context, binDir, logDir string, d
 	}
 	c.Processes = append(c.Processes, proc)
 	return proc, c.save()
+}
+
+// applyCRDDir applies the CRDs a component build copied into dir (see hack/build-component.sh's
+// assets); makeTarget is the make target that builds them, for the error when they are missing.
+func (c *Cluster) applyCRDDir(ctx context.Context, dir, makeTarget string) error {
+	crds, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
+	if err != nil || len(crds) == 0 {
+		return fmt.Errorf("no CRDs under %s (run `make %s`)", dir, makeTarget)
+	}
+	if err := ApplyFiles(ctx, c.RESTConfig(), crds...); err != nil {
+		return fmt.Errorf("installing the CRDs of %s: %w", dir, err)
+	}
+	return nil
 }
 
 // Load reads back a cluster that `localcluster up` left running in dir.
