@@ -101,6 +101,12 @@ test-e2e: cluster-bins olm-bins ## End-to-end tests on the local cluster, the OL
 test-olm: cluster-bins olm-bins ## Only the OLM tests: install from the README, upgrade, uninstall, what is missing.
 	cd test && go test ./e2e -run '^TestOLM' -count=1 -timeout $(E2E_TIMEOUT) -v 2>&1 | tee $(BIN)/e2e-olm.log | $(E2E_FILTER) || { tail -n 80 $(BIN)/e2e-olm.log; exit 1; }
 
+CHAOS_TRIALS ?= 20
+
+.PHONY: test-chaos
+test-chaos: cluster-bins ## Kill the operator at random moments of a rollout, CHAOS_TRIALS times (a new seed each; a failure prints its E2E_SEED).
+	cd test && go test ./e2e -run '^TestLadderSurvivesOperatorKills$$' -count=$(CHAOS_TRIALS) -timeout 0 -v 2>&1 | tee $(BIN)/e2e-chaos.log | grep -E '^(--- |ok|FAIL)|seed|converged after' || { tail -n 80 $(BIN)/e2e-chaos.log; exit 1; }
+
 BENCH_RUNS ?= 3
 
 .PHONY: bench
@@ -108,9 +114,14 @@ bench: cluster-bins ## Benchmarks (print figures, assert nothing): time to Ready
 	cd test && go run ./bench/ready -runs $(BENCH_RUNS)
 	go test ./internal/render -run '^$$' -bench . -benchmem
 
+FUZZ_TIME ?= 30s
+
 .PHONY: fuzz
-fuzz: ## Fuzz the API's JSON round trip for a minute.
-	go test ./api/v1alpha1 -run '^$$' -fuzz FuzzMeshInstallationRoundTrip -fuzztime 60s
+fuzz: ## Run every fuzzer for FUZZ_TIME each: the API's JSON round trip, the ladder's decisions and enrollment, chart values.
+	go test ./api/v1alpha1 -run '^$$' -fuzz FuzzMeshInstallationRoundTrip -fuzztime $(FUZZ_TIME)
+	go test ./internal/ladder -run '^$$' -fuzz FuzzDecide -fuzztime $(FUZZ_TIME)
+	go test ./internal/ladder -run '^$$' -fuzz FuzzEnroll -fuzztime $(FUZZ_TIME)
+	go test ./internal/render -run '^$$' -fuzz FuzzRenderValues -fuzztime $(FUZZ_TIME)
 
 ##@ Local cluster
 

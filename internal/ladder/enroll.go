@@ -2,6 +2,7 @@ package ladder
 
 import (
 	"fmt"
+	"slices"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -26,19 +27,22 @@ type Enrollment struct {
 // valid one, else the level of the first rule of spec.namespaces whose selector matches it,
 // else Off. excluded namespaces (and kube-system, kube-public, kube-node-lease) are always Off.
 func Enroll(name string, nsLabels map[string]string, rules []meshv1.NamespaceRule, excluded []string) Enrollment {
-	for _, x := range append(excluded, neverEnrolled...) {
-		if name == x {
-			return Enrollment{Target: meshv1.LevelOff}
-		}
+	if slices.Contains(excluded, name) || slices.Contains(neverEnrolled, name) {
+		return Enrollment{Target: meshv1.LevelOff}
 	}
 	var e Enrollment
 	matched := false
-	for _, r := range rules {
+	for i, r := range rules {
 		sel, err := metav1.LabelSelectorAsSelector(r.Selector.LabelSelector())
 		if err != nil || !sel.Matches(labels.Set(nsLabels)) {
 			continue
 		}
 		e.Target, matched = r.Level, true
+		if !Valid(r.Level) {
+			// The API's schema refuses such a rule; one that got past it enrolls nothing.
+			e.Target = meshv1.LevelOff
+			e.Invalid = fmt.Sprintf("spec.namespaces[%d].level %q is not a level; the namespace stays Off", i, r.Level)
+		}
 		for _, a := range r.AllowFrom {
 			e.AllowFrom = append(e.AllowFrom, a.Namespace)
 		}

@@ -232,6 +232,11 @@ func Decide(ns Namespace, s Settings, mayStart bool, now time.Time) (d Decision)
 	if d.State.Hold != nil && d.State.Hold.Generation != s.Generation {
 		d.State.Hold = nil
 	}
+	if st := d.State.Step; st != nil && !wellFormed(*st, d.Level) {
+		// A record no pass writes (an annotation edited by hand, or a label changed under a
+		// running step): the step is forgotten and the namespace goes on from its label.
+		d.State.Step = nil
+	}
 	defer func() { d.Effects = EffectsOf(d.Level, d.State.Step) }()
 
 	if d.State.Step == nil && d.Level == ns.Target {
@@ -486,4 +491,23 @@ func names(all []string) string {
 		return strings.Join(all, ", ")
 	}
 	return fmt.Sprintf("%s and %d more", strings.Join(all[:maxNamed], ", "), len(all)-maxNamed)
+}
+
+// wellFormed reports whether a step can be the operator's own from level current: one rung up or
+// down, or a rollback back to where the namespace stands, with an ID for its restarts.
+func wellFormed(st Step, current Level) bool {
+	if !Valid(st.To) || st.ID == "" {
+		return false
+	}
+	if st.Rollback {
+		return st.To == current
+	}
+	return abs(Rank(st.To)-Rank(current)) == 1
+}
+
+func abs(n int) int {
+	if n < 0 {
+		return -n
+	}
+	return n
 }

@@ -346,6 +346,13 @@ func TestChartInstallsAWorkingOperator(t *testing.T) {
 	installAndRollOut(t, objs, find(t, objs, "ServiceAccount", "controller-manager").GetName(), false)
 }
 
+// TestKustomizeInstallsAWorkingOperator: kustomize's config/default (what `make deploy` applies)
+// installs an operator whose ServiceAccount can carry out a full rollout.
+func TestKustomizeInstallsAWorkingOperator(t *testing.T) {
+	objs := kustomizeBuild(t, "config/default")
+	installAndRollOut(t, objs, find(t, objs, "ServiceAccount", "controller-manager").GetName(), false)
+}
+
 // TestBundlePermissionsRunTheOperator installs what the OLM bundle's CSV declares, as OLM's
 // InstallPlan would (the CRDs, Istio's included, a ServiceAccount, its clusterPermissions and
 // permissions as roles bound to it, the Deployment of its install strategy), and runs the

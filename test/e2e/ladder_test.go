@@ -69,7 +69,7 @@ func meshWithLocalIstiod(t *testing.T, cl *cluster.Cluster, c client.Client, spe
 // useLocalIstiod points the installation's webhooks at a local istiod through the istiod
 // chart's own values, and starts that istiod once the operator has issued cacerts. It is
 // stopped at the end of the test, after the clean-ups registered before it.
-func useLocalIstiod(t *testing.T, cl *cluster.Cluster, c client.Client, meshName string) {
+func useLocalIstiod(t *testing.T, cl *cluster.Cluster, c client.Client, meshName string) *cluster.Istiod {
 	t.Helper()
 	ctx := context.Background()
 	port, err := cluster.FreePort()
@@ -91,6 +91,7 @@ func useLocalIstiod(t *testing.T, cl *cluster.Cluster, c client.Client, meshName
 		}
 		ist.Stop()
 	})
+	return ist
 }
 
 func tailFile(path string, n int) string {
@@ -549,6 +550,35 @@ func podIsReady(p *corev1.Pod) bool {
 // again. The ladder's state lives on the namespaces, so each new operator resumes the steps where
 // they were: the namespaces end at their levels with exactly their policies, every pod injected,
 // and never more than one namespace mid-step, across restarts.
+// killPoint says where the rollout stood when the operator was killed: the first stage that is
+// not Ready, or the ladder steps in progress. `make test-chaos` runs many trials and prints them.
+func killPoint(t *testing.T, c client.Client) string {
+	t.Helper()
+	mesh := &meshv1.MeshInstallation{}
+	if err := c.Get(context.Background(), client.ObjectKey{Name: "default"}, mesh); err != nil {
+		return "unknown (" + err.Error() + ")"
+	}
+	for _, cond := range []string{meshv1.ConditionCertificatesReady, meshv1.ConditionControlPlaneReady, meshv1.ConditionInjectionReady, meshv1.ConditionPoliciesReady} {
+		if !meta.IsStatusConditionTrue(mesh.Status.Conditions, cond) {
+			return "stage " + strings.TrimSuffix(cond, "Ready")
+		}
+	}
+	var steps []string
+	nss := &corev1.NamespaceList{}
+	if err := c.List(context.Background(), nss); err != nil {
+		return "unknown (" + err.Error() + ")"
+	}
+	for _, ns := range nss.Items {
+		if st := stateOf(&ns).Step; st != nil {
+			steps = append(steps, fmt.Sprintf("%s %s→%s", ns.Name, ns.Labels[meshv1.LabelLevel], st.To))
+		}
+	}
+	if len(steps) == 0 {
+		return "stage Adoption, between steps"
+	}
+	return "step " + strings.Join(steps, ", ")
+}
+
 func TestLadderSurvivesOperatorKills(t *testing.T) {
 	ctx := context.Background()
 	seed := time.Now().UnixNano()
@@ -579,6 +609,23 @@ func TestLadderSurvivesOperatorKills(t *testing.T) {
 	if err := c.Create(ctx, mesh); err != nil {
 		t.Fatal(err)
 	}
+	kills := 0
+	var killedAt []string
+	kill := func() {
+		t.Helper()
+		killedAt = append(killedAt, killPoint(t, c))
+		if err := op.stop(syscall.SIGKILL, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		kills++
+		op = startOperator(t, cl.Kubeconfig, "default", false)
+	}
+	// Early kills, while the CA and the control plane are set up (istiod can only start after),
+	// each a little later than the one before so that the operator gets further every time.
+	for i := 0; i < 6 && !controlPlaneRendered(ctx, c); i++ {
+		time.Sleep(time.Duration(700*(i+1)+rng.IntN(1500)) * time.Millisecond)
+		kill()
+	}
 	useLocalIstiod(t, cl, c, mesh.Name)
 
 	converged := func() bool {
@@ -590,7 +637,6 @@ func TestLadderSurvivesOperatorKills(t *testing.T) {
 		}
 		return true
 	}
-	kills := 0
 	deadline := time.Now().Add(4 * time.Minute)
 	for !converged() {
 		if time.Now().After(deadline) {
@@ -600,16 +646,12 @@ func TestLadderSurvivesOperatorKills(t *testing.T) {
 		if converged() {
 			break
 		}
-		if err := op.stop(syscall.SIGKILL, 10*time.Second); err != nil {
-			t.Fatal(err)
-		}
-		kills++
-		op = startOperator(t, cl.Kubeconfig, "default", false)
+		kill()
 	}
 	if kills < 3 {
 		t.Logf("only %d kills happened before convergence", kills)
 	}
-	t.Logf("converged after %d kills", kills)
+	t.Logf("converged after %d kills, at: %s", kills, strings.Join(killedAt, "; "))
 
 	for name, want := range map[string][]string{
 		"kill-mtls": {"PeerAuthentication/meshwright-strict"},

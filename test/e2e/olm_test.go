@@ -629,7 +629,7 @@ func TestOLMInstallFromReadme(t *testing.T) {
 // operatorFields is what the operator has written to the objects of an installation: per
 // object, its field managers' entries (fields and time) for the operator's managers. A pass
 // that writes anything, even the same values under a new time, changes it.
-func (e *olmEnv) operatorFields(t *testing.T) map[string]string {
+func operatorFields(t *testing.T, c client.Client) map[string]string {
 	t.Helper()
 	ctx := context.Background()
 	kinds := slices.Concat(controlplane.OwnedKinds(), []schema.GroupVersionKind{
@@ -642,7 +642,7 @@ func (e *olmEnv) operatorFields(t *testing.T) map[string]string {
 	for _, gvk := range kinds {
 		list := &metav1.PartialObjectMetadataList{}
 		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
-		if err := e.c.List(ctx, list); err != nil {
+		if err := c.List(ctx, list); err != nil {
 			t.Fatal(err)
 		}
 		for _, o := range list.Items {
@@ -681,7 +681,7 @@ func TestOLMUpgradeKeepsTheMesh(t *testing.T) {
 	sa, args := e.checkInstalledAsDeclared(t, oldCSV)
 	op := e.runOperatorFromOLM(t, sa, args)
 	e.rollOutPayments(t)
-	before := e.operatorFields(t)
+	before := operatorFields(t, e.c)
 	levels := getNamespace(t, e.c, "payments").Annotations[meshv1.AnnotationLadder]
 
 	e.approveInstallPlanFor(t, current.name)
@@ -699,7 +699,7 @@ func TestOLMUpgradeKeepsTheMesh(t *testing.T) {
 	// Watch the new operator's first passes settle before comparing: a write would show in the
 	// field managers' entries, however long ago it happened.
 	time.Sleep(10 * time.Second)
-	after := e.operatorFields(t)
+	after := operatorFields(t, e.c)
 	for k, v := range before {
 		if after[k] != v {
 			t.Errorf("the upgraded operator wrote to %s:\n  before %s\n  after  %s", k, v, after[k])

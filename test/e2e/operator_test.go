@@ -160,10 +160,16 @@ type operator struct {
 // election on); it is killed at the end of the test, and its log shown if the test failed.
 func runOperator(t *testing.T, cl *cluster.Cluster) *operator {
 	t.Helper()
+	installCRD(t, cl)
+	return runOperatorAs(t, cl.Kubeconfig, "default")
+}
+
+// installCRD installs the MeshInstallation CRD of config/crd.
+func installCRD(t *testing.T, cl *cluster.Cluster) {
+	t.Helper()
 	if err := cluster.ApplyFiles(context.Background(), cl.RESTConfig(), filepath.Join(repoRoot, "config", "crd", "bases", "meshwright.io_meshinstallations.yaml")); err != nil {
 		t.Fatal(err)
 	}
-	return runOperatorAs(t, cl.Kubeconfig, "default")
 }
 
 // runOperatorAs starts the operator binary with a kubeconfig (one that impersonates the
