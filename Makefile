@@ -116,6 +116,13 @@ bench: cluster-bins ## Benchmarks (print figures, assert nothing): time to Ready
 
 FUZZ_TIME ?= 30s
 
+SCALE_NAMESPACES ?= 100,300,1000
+SCALE_PODS ?= 3
+
+.PHONY: bench-scale
+bench-scale: cluster-bins ## Scale benchmark: SCALE_NAMESPACES namespaces of SCALE_PODS pods each taken to MutualTLS; restart cost.
+	cd test && go run ./bench/scale -namespaces $(SCALE_NAMESPACES) -pods $(SCALE_PODS)
+
 .PHONY: fuzz
 fuzz: ## Run every fuzzer for FUZZ_TIME each: the API's JSON round trip, the ladder's decisions and enrollment, chart values.
 	go test ./api/v1alpha1 -run '^$$' -fuzz FuzzMeshInstallationRoundTrip -fuzztime $(FUZZ_TIME)

@@ -12,11 +12,13 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -381,7 +383,12 @@ func (s *Stage) Cleanup(ctx context.Context, mesh *meshv1.MeshInstallation) (boo
 			}
 			remaining++
 			left = append(left, gvk.Kind+"/"+cur.GetName())
-			if cur.GetDeletionTimestamp() != nil {
+			if ts := cur.GetDeletionTimestamp(); ts != nil {
+				if gvk.Kind == "CustomResourceDefinition" {
+					if err := nudgeStuckCRD(ctx, s.Client, s.Applier.FieldManager, cur, ts.Time, time.Now()); err != nil {
+						return false, err
+					}
+				}
 				continue
 			}
 			if err := s.Client.Delete(ctx, cur); err != nil && !apierrors.IsNotFound(err) {
@@ -393,6 +400,41 @@ func (s *Stage) Cleanup(ctx context.Context, mesh *meshv1.MeshInstallation) (boo
 		log.FromContext(ctx).Info("control-plane objects still going away", "remaining", remaining, "first", firstFew(left))
 	}
 	return remaining == 0, nil
+}
+
+// AnnotationRemovalNudge records when the operator last touched a CRD that the API server had
+// not finished removing.
+const AnnotationRemovalNudge = "meshwright.io/removal-nudged-at"
+
+// crdRemovalPatience is how long a CRD may stay terminating before the operator touches it.
+const crdRemovalPatience = 20 * time.Second
+
+// nudgeStuckCRD touches (annotates) a CRD that has been terminating for longer than
+// crdRemovalPatience, at most once per crdRemovalPatience. The API server's CRD finalizer, which
+// deletes the CRD's objects and then removes its customresourcecleanup finalizer, backs off
+// exponentially after errors (minutes on a loaded API server); an update event puts the CRD back
+// at the front of its queue. The update changes nothing else.
+func nudgeStuckCRD(ctx context.Context, c client.Client, fieldManager string, crd *unstructured.Unstructured, deleted, now time.Time) error {
+	if !needsNudge(crd.GetFinalizers(), crd.GetAnnotations(), deleted, now) {
+		return nil
+	}
+	log.FromContext(ctx).Info("the API server has not finished removing a CRD; touching it so its CRD finalizer looks again",
+		"crd", crd.GetName(), "terminatingFor", now.Sub(deleted).Round(time.Second).String())
+	patch := client.RawPatch(types.MergePatchType, []byte(fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, AnnotationRemovalNudge, now.UTC().Format(time.RFC3339))))
+	if err := c.Patch(ctx, crd, patch, client.FieldOwner(fieldManager)); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("touching the terminating CRD %s: %w", crd.GetName(), err)
+	}
+	return nil
+}
+
+// needsNudge: the CRD has been terminating for crdRemovalPatience with the API server's
+// clean-up finalizer still on it, and was not touched within crdRemovalPatience.
+func needsNudge(finalizers []string, annotations map[string]string, deleted, now time.Time) bool {
+	if now.Sub(deleted) < crdRemovalPatience || !slices.Contains(finalizers, "customresourcecleanup.apiextensions.k8s.io") {
+		return false
+	}
+	last, err := time.Parse(time.RFC3339, annotations[AnnotationRemovalNudge])
+	return err != nil || now.Sub(last) >= crdRemovalPatience
 }
 
 // OwnedKinds are the kinds the charts render, which the controller watches (by label) so that

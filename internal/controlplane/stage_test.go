@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"testing"
+	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
@@ -126,5 +127,33 @@ func TestForeignFieldChangesNeedNoApply(t *testing.T) {
 	prepare(desired, current)
 	if diff := apply.Difference(current.Object, desired.Object); diff != "" {
 		t.Errorf("an unchanged render differs from the cluster at %s: istiod's fields must not cause an apply", diff)
+	}
+}
+
+func TestNeedsNudge(t *testing.T) {
+	deleted := time.Date(2026, 11, 26, 4, 0, 0, 0, time.UTC)
+	cleanup := []string{"customresourcecleanup.apiextensions.k8s.io"}
+	tests := map[string]struct {
+		finalizers  []string
+		annotations map[string]string
+		now         time.Time
+		want        bool
+	}{
+		"just deleted":                       {finalizers: cleanup, now: deleted.Add(5 * time.Second)},
+		"terminating past the patience":      {finalizers: cleanup, now: deleted.Add(crdRemovalPatience), want: true},
+		"only someone else's finalizer left": {finalizers: []string{"example.com/hold"}, now: deleted.Add(time.Hour)},
+		"touched a moment ago": {finalizers: cleanup, now: deleted.Add(time.Minute),
+			annotations: map[string]string{AnnotationRemovalNudge: deleted.Add(50 * time.Second).Format(time.RFC3339)}},
+		"touched long ago": {finalizers: cleanup, now: deleted.Add(time.Minute), want: true,
+			annotations: map[string]string{AnnotationRemovalNudge: deleted.Add(30 * time.Second).Format(time.RFC3339)}},
+		"an unreadable time": {finalizers: cleanup, now: deleted.Add(time.Minute), want: true,
+			annotations: map[string]string{AnnotationRemovalNudge: "yesterday"}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := needsNudge(tc.finalizers, tc.annotations, deleted, tc.now); got != tc.want {
+				t.Errorf("needsNudge = %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

@@ -331,10 +331,21 @@ spec:
 		if err := c.List(ctx, crds); err == nil {
 			for _, crd := range crds.Items {
 				if strings.HasSuffix(crd.Spec.Group, "istio.io") {
-					t.Logf("CRD %s: deletionTimestamp %v, finalizers %v, labels %v", crd.Name, crd.DeletionTimestamp, crd.Finalizers, crd.Labels)
+					t.Logf("CRD %s: deletionTimestamp %v, finalizers %v, labels %v, conditions %+v", crd.Name, crd.DeletionTimestamp, crd.Finalizers, crd.Labels, crd.Status.Conditions)
 				}
 			}
 		}
+		// The API server's CRD finalizer says why a CRD stays.
+		var lines []string
+		for _, l := range strings.Split(tailFile(own.LogPath("kube-apiserver"), 3000), "\n") {
+			if strings.Contains(l, "istio.io") && (strings.Contains(strings.ToLower(l), "finaliz") || strings.Contains(l, "crd") || strings.Contains(l, "CustomResource")) {
+				lines = append(lines, l)
+			}
+		}
+		if len(lines) > 40 {
+			lines = lines[len(lines)-40:]
+		}
+		t.Logf("kube-apiserver on Istio's CRDs:\n%s", strings.Join(lines, "\n"))
 	})
 	eventually(t, 120*time.Second, "Istio's CRDs to be removed with the installation", func() (bool, error) {
 		return istioCRDs(t, c) == 0, nil

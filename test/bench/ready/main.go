@@ -44,10 +44,20 @@ import (
 	"github.com/meshwright/meshwright/controllers"
 	"github.com/meshwright/meshwright/internal/controlplane"
 	"github.com/meshwright/meshwright/internal/render"
+	"github.com/meshwright/meshwright/test/bench/record"
 	"github.com/meshwright/meshwright/test/cluster"
 )
 
 var skip = true
+
+// repoRoot is the repository the operator is built from; a benchmark without it cannot run.
+func repoRoot() string {
+	root, err := record.RepoRoot()
+	if err != nil {
+		record.Fail(err)
+	}
+	return root
+}
 
 func main() {
 	runs := flag.Int("runs", 3, "how many times to measure each side")
@@ -56,11 +66,10 @@ func main() {
 	flag.Parse()
 	ctrllog.SetLogger(logr.Discard())
 	if *out == "" {
-		bin, err := cluster.DefaultBinDir()
-		if err != nil {
-			fail(err)
+		var err error
+		if *out, err = record.DefaultPath(); err != nil {
+			record.Fail(err)
 		}
-		*out = filepath.Join(bin, "bench.jsonl")
 	}
 
 	var results []result
@@ -68,23 +77,23 @@ func main() {
 		fmt.Fprintf(os.Stderr, "run %d/%d: floor\n", i, *runs)
 		floor, err := measureFloor()
 		if err != nil {
-			fail(fmt.Errorf("floor: %w", err))
+			record.Fail(fmt.Errorf("floor: %w", err))
 		}
 		fmt.Fprintf(os.Stderr, "run %d/%d: operator\n", i, *runs)
 		r, err := measureOperator(*noops)
 		if err != nil {
-			fail(fmt.Errorf("operator: %w", err))
+			record.Fail(fmt.Errorf("operator: %w", err))
 		}
 		fmt.Fprintf(os.Stderr, "run %d/%d: operator process (memory)\n", i, *runs)
 		if r.PeakRSSMiB, r.ProcessReadyMs, err = measureProcess(); err != nil {
-			fail(fmt.Errorf("operator process: %w", err))
+			record.Fail(fmt.Errorf("operator process: %w", err))
 		}
 		r.Run, r.FloorMs = i, floor.Milliseconds()
 		r.Ratio = float64(r.ControlPlaneMs) / float64(max(r.FloorMs, 1))
 		r.Time = time.Now().UTC().Format(time.RFC3339)
 		results = append(results, r)
-		if err := appendJSON(*out, r); err != nil {
-			fail(err)
+		if err := record.AppendJSON(*out, r); err != nil {
+			record.Fail(err)
 		}
 	}
 	printTable(results)
@@ -478,31 +487,4 @@ func verbs(m map[string]float64) string {
 		parts = append(parts, fmt.Sprintf("%s=%.1f", k, m[k]))
 	}
 	return strings.Join(parts, " ")
-}
-
-func appendJSON(path string, r result) error {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	b, err := json.Marshal(r)
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Fprintln(f, string(b))
-	return err
-}
-
-func repoRoot() string {
-	bin, err := cluster.DefaultBinDir()
-	if err != nil {
-		fail(err)
-	}
-	return filepath.Dir(bin)
-}
-
-func fail(err error) {
-	fmt.Fprintln(os.Stderr, "bench:", err)
-	os.Exit(1)
 }

@@ -1,0 +1,493 @@
+// Command scale measures the operator with many namespaces on the local cluster: for each size
+// it creates that many namespaces, each with a Deployment on kwok nodes, runs the operator binary
+// as its own process, enrolls every namespace (to MutualTLS by default: an Observe step that
+// restarts every pod to inject it, then a MutualTLS step) and measures
+//
+//   - the time until every namespace is at its target, and namespaces converged per minute;
+//   - each ladder step's latency, from the step's start to the namespace standing at its level
+//     (seen by listing the namespaces every second);
+//   - the operator process's CPU seconds and peak RSS (VmHWM) over the rollout;
+//   - the API requests it made, by HTTP method (GET covers gets, lists and watches), from its own
+//     client metrics (rest_client_requests_total), and their rate;
+//   - the cost of a restart once converged: the time until the new process has finished a
+//     successful pass (controller_runtime_reconcile_total, result success or requeue_after), and
+//     the writes it makes in the following 20 seconds (there should be none).
+//
+// It prints a table, one row per size, and appends one JSON line per size to -out, so runs and
+// sizes can be compared. It asserts nothing.
+//
+//	go run ./bench/scale -namespaces 100,300 -pods 3      (from test/; `make bench-scale`)
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/controllers"
+	"github.com/meshwright/meshwright/test/bench/record"
+	"github.com/meshwright/meshwright/test/cluster"
+)
+
+// result is one size's figures; the JSON line written per size.
+type result struct {
+	Bench           string         `json:"bench"`
+	Time            string         `json:"time"`
+	Namespaces      int            `json:"namespaces"`
+	Pods            int            `json:"pods"`
+	Level           string         `json:"level"`
+	Parallel        int            `json:"parallel"`
+	ConvergeS       float64        `json:"converge_s"`
+	NamespacesPerM  float64        `json:"namespaces_per_min"`
+	StepP50S        float64        `json:"step_p50_s"`
+	StepP95S        float64        `json:"step_p95_s"`
+	Steps           int            `json:"steps"`
+	CPUSeconds      float64        `json:"cpu_s"`
+	PeakRSSMiB      float64        `json:"peak_rss_mib"`
+	Requests        map[string]int `json:"requests_by_method"`
+	RequestsPerS    float64        `json:"requests_per_s"`
+	RestartResyncMs int64          `json:"restart_resync_ms"`
+	RestartWrites   int            `json:"restart_writes"`
+	RestartRequests map[string]int `json:"restart_requests_by_method"`
+}
+
+func main() {
+	sizes := flag.String("namespaces", "100,300,1000", "comma-separated namespace counts to measure")
+	pods := flag.Int("pods", 3, "replicas of the one Deployment in each namespace")
+	level := flag.String("level", string(meshv1.LevelMutualTLS), "the level every namespace is enrolled at")
+	parallel := flag.Int("parallel", 50, "spec.rollout.maxNamespacesInProgress")
+	timeout := flag.Duration("timeout", time.Hour, "how long one size may take to converge")
+	out := flag.String("out", "", "append one JSON line per size to this file (default: bin/bench.jsonl of the repository)")
+	flag.Parse()
+	ctrllog.SetLogger(logr.Discard())
+	root, err := record.RepoRoot()
+	if err != nil {
+		record.Fail(err)
+	}
+	if *out == "" {
+		if *out, err = record.DefaultPath(); err != nil {
+			record.Fail(err)
+		}
+	}
+	manager := filepath.Join(os.TempDir(), fmt.Sprintf("meshwright-bench-manager-%d", os.Getpid()))
+	build := exec.Command("go", "build", "-o", manager, "./cmd")
+	build.Dir, build.Stderr = root, os.Stderr
+	if err := build.Run(); err != nil {
+		record.Fail(fmt.Errorf("building the manager: %w", err))
+	}
+	defer os.Remove(manager)
+
+	var results []result
+	for _, s := range strings.Split(*sizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			record.Fail(fmt.Errorf("-namespaces: %q is not a count", s))
+		}
+		fmt.Fprintf(os.Stderr, "%d namespaces × %d pods → %s\n", n, *pods, *level)
+		r, err := measure(manager, n, *pods, meshv1.AdoptionLevel(*level), *parallel, *timeout)
+		if err != nil {
+			record.Fail(fmt.Errorf("%d namespaces: %w", n, err))
+		}
+		results = append(results, r)
+		if err := record.AppendJSON(*out, r); err != nil {
+			record.Fail(err)
+		}
+		printTable(results)
+	}
+	fmt.Printf("\nJSON lines appended to %s\n", *out)
+}
+
+func measure(manager string, n, pods int, level meshv1.AdoptionLevel, parallel int, timeout time.Duration) (result, error) {
+	ctx := context.Background()
+	r := result{Bench: "scale", Time: time.Now().UTC().Format(time.RFC3339), Namespaces: n, Pods: n * pods, Level: string(level), Parallel: parallel}
+	// Room for every pod twice over (a restart runs old and new side by side), 2,000 per node.
+	nodes := (2*n*pods)/2000 + 1
+	cl, err := cluster.Start(ctx, cluster.Options{Nodes: nodes, Timeout: 5 * time.Minute})
+	if err != nil {
+		return r, err
+	}
+	defer cl.Stop()
+	root, err := record.RepoRoot()
+	if err != nil {
+		return r, err
+	}
+	if err := cluster.ApplyFiles(ctx, cl.RESTConfig(), filepath.Join(root, "config", "crd", "bases", "meshwright.io_meshinstallations.yaml")); err != nil {
+		return r, err
+	}
+	c, err := client.New(cl.RESTConfig(), client.Options{Scheme: controllers.NewScheme()})
+	if err != nil {
+		return r, err
+	}
+	if err := makeNamespaces(ctx, c, n, pods); err != nil {
+		return r, err
+	}
+
+	op, err := startManager(manager, cl.Kubeconfig)
+	if err != nil {
+		return r, err
+	}
+	defer op.stop()
+	port, err := cluster.FreePort()
+	if err != nil {
+		return r, err
+	}
+	values, _ := json.Marshal(cluster.WebhookValues(port))
+	mesh := &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: meshv1.MeshInstallationSpec{
+		ControlPlane: meshv1.ControlPlaneSpec{Values: &apiextensionsv1.JSON{Raw: values}},
+		Rollout: meshv1.RolloutSpec{MaxNamespacesInProgress: int32(parallel),
+			MaxUnavailablePerNamespace: ptr.To(intstr.FromString("100%")), SoakTime: &metav1.Duration{Duration: time.Second}},
+		Namespaces: []meshv1.NamespaceRule{{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"bench": "scale"}}, Level: level}},
+	}}
+	start := time.Now()
+	if err := c.Create(ctx, mesh); err != nil {
+		return r, err
+	}
+	ist, err := cl.StartIstiod(ctx, cluster.IstiodOptions{Port: port, Timeout: 5 * time.Minute})
+	if err != nil {
+		return r, err
+	}
+	defer ist.Stop()
+
+	steps, err := watchLadder(ctx, c, n, level, start, timeout, op)
+	if err != nil {
+		return r, err
+	}
+	r.ConvergeS = time.Since(start).Seconds()
+	r.NamespacesPerM = float64(n) / (r.ConvergeS / 60)
+	r.Steps = len(steps)
+	r.StepP50S, r.StepP95S = percentile(steps, 0.5), percentile(steps, 0.95)
+	if r.CPUSeconds, r.PeakRSSMiB, err = op.usage(); err != nil {
+		return r, err
+	}
+	if r.Requests, err = op.requests(); err != nil {
+		return r, err
+	}
+	total := 0
+	for _, v := range r.Requests {
+		total += v
+	}
+	r.RequestsPerS = float64(total) / r.ConvergeS
+
+	// Restart once converged: a new process, its first successful pass, then 20 s of quiet.
+	op.stop()
+	op2, err := startManager(manager, cl.Kubeconfig)
+	if err != nil {
+		return r, err
+	}
+	defer op2.stop()
+	restart := time.Now()
+	for {
+		// A pass that succeeded ends as "success" or, with a recheck scheduled, "requeue_after".
+		ok, err := op2.metric("controller_runtime_reconcile_total", `controller="meshinstallation",result="success"`)
+		later, err2 := op2.metric("controller_runtime_reconcile_total", `controller="meshinstallation",result="requeue_after"`)
+		if err == nil && err2 == nil && ok+later >= 1 {
+			break
+		}
+		if time.Since(restart) > 10*time.Minute {
+			return r, fmt.Errorf("the restarted operator made no successful pass in 10 minutes (last error: %v)", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	r.RestartResyncMs = time.Since(restart).Milliseconds()
+	time.Sleep(20 * time.Second)
+	if r.RestartRequests, err = op2.requests(); err != nil {
+		return r, err
+	}
+	for method, v := range r.RestartRequests {
+		if method != "GET" { // reads, lists and watches are all GETs
+			r.RestartWrites += v
+		}
+	}
+	return r, nil
+}
+
+// makeNamespaces creates n namespaces labelled bench=scale, each with a Deployment of pods
+// replicas, and waits until every replica is available.
+func makeNamespaces(ctx context.Context, c client.Client, n, pods int) error {
+	work := make(chan int)
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				name := fmt.Sprintf("scale-%04d", i)
+				sel := map[string]string{"app": "web"}
+				objs := []client.Object{
+					&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"bench": "scale"}}},
+					&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: name}, Spec: appsv1.DeploymentSpec{
+						Replicas: ptr.To(int32(pods)), Selector: &metav1.LabelSelector{MatchLabels: sel},
+						Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: sel},
+							Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: "registry.example/web:1"}}}},
+					}},
+				}
+				for _, o := range objs {
+					if err := c.Create(ctx, o); err != nil {
+						errs <- err
+					}
+				}
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return err
+	}
+	deadline := time.Now().Add(30 * time.Minute)
+	for {
+		deps := &appsv1.DeploymentList{}
+		if err := c.List(ctx, deps, client.MatchingLabels{}); err != nil {
+			return err
+		}
+		avail := 0
+		for _, d := range deps.Items {
+			if strings.HasPrefix(d.Namespace, "scale-") {
+				avail += int(d.Status.AvailableReplicas)
+			}
+		}
+		if avail >= n*pods {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("only %d of %d pods available after 30 minutes", avail, n*pods)
+		}
+		time.Sleep(2 * time.Second)
+	}
+}
+
+// watchLadder lists the bench namespaces every second until each stands at level with no step,
+// and returns the duration of every step it saw complete (start to level reached).
+func watchLadder(ctx context.Context, c client.Client, n int, level meshv1.AdoptionLevel, start time.Time, timeout time.Duration, op *process) ([]time.Duration, error) {
+	type seen struct {
+		id      string
+		started time.Time
+	}
+	running := map[string]seen{}
+	var done []time.Duration
+	for {
+		list := &corev1.NamespaceList{}
+		if err := c.List(ctx, list, client.MatchingLabels{"bench": "scale"}); err != nil {
+			return nil, err
+		}
+		now := time.Now()
+		atTarget := 0
+		for _, ns := range list.Items {
+			var state struct {
+				Step *struct {
+					ID      string    `json:"id"`
+					Started time.Time `json:"started"`
+				} `json:"step"`
+			}
+			_ = json.Unmarshal([]byte(ns.Annotations[meshv1.AnnotationLadder]), &state)
+			prev, wasRunning := running[ns.Name]
+			switch {
+			case state.Step != nil && (!wasRunning || prev.id != state.Step.ID):
+				if wasRunning {
+					done = append(done, now.Sub(prev.started))
+				}
+				running[ns.Name] = seen{id: state.Step.ID, started: state.Step.Started}
+			case state.Step == nil && wasRunning:
+				done = append(done, now.Sub(prev.started))
+				delete(running, ns.Name)
+			}
+			if state.Step == nil && ns.Labels[meshv1.LabelLevel] == string(level) {
+				atTarget++
+			}
+		}
+		if atTarget == n {
+			return done, nil
+		}
+		if err := op.exited(); err != nil {
+			return nil, err
+		}
+		if time.Since(start) > timeout {
+			return nil, fmt.Errorf("%d of %d namespaces at %s after %s", atTarget, n, level, timeout)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// process is the operator binary running against the cluster, with its metrics on 127.0.0.1.
+type process struct {
+	cmd     *exec.Cmd
+	metrics string
+	done    chan struct{}
+	once    sync.Once
+}
+
+func startManager(bin, kubeconfig string) (*process, error) {
+	port, err := cluster.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	p := &process{metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", port), done: make(chan struct{})}
+	p.cmd = exec.Command(bin, "--kubeconfig="+kubeconfig, fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", port),
+		"--metrics-secure=false", "--health-probe-bind-address=0", "--zap-log-level=error")
+	p.cmd.Env = append(os.Environ(), "POD_NAMESPACE=meshwright-system")
+	p.cmd.Stderr = os.Stderr
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := p.cmd.Start(); err != nil {
+		return nil, err
+	}
+	go func() { _ = p.cmd.Wait(); close(p.done) }()
+	return p, nil
+}
+
+func (p *process) exited() error {
+	select {
+	case <-p.done:
+		return fmt.Errorf("the operator exited: %v", p.cmd.ProcessState)
+	default:
+		return nil
+	}
+}
+
+func (p *process) stop() {
+	p.once.Do(func() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(30 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+	})
+}
+
+// usage reads the process's CPU time (user + system) and peak resident memory from /proc.
+func (p *process) usage() (cpuSeconds, peakMiB float64, err error) {
+	pid := p.cmd.Process.Pid
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	// Fields after the command name (which may hold spaces) start after the last ')'.
+	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	utime, _ := strconv.ParseFloat(fields[11], 64)
+	stime, _ := strconv.ParseFloat(fields[12], 64)
+	cpuSeconds = (utime + stime) / 100 // USER_HZ
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
+			kb, err := strconv.ParseFloat(f[1], 64)
+			return cpuSeconds, kb / 1024, err
+		}
+	}
+	return 0, 0, fmt.Errorf("no VmHWM in /proc/%d/status", pid)
+}
+
+// metric returns the samples of a metric whose labels contain match, summed.
+func (p *process) metric(name, match string) (float64, error) {
+	samples, err := p.scrape(name)
+	if err != nil {
+		return 0, err
+	}
+	sum := 0.0
+	for labels, v := range samples {
+		if strings.Contains(labels, match) {
+			sum += v
+		}
+	}
+	return sum, nil
+}
+
+// requests sums rest_client_requests_total by method: every request the operator's clients made.
+func (p *process) requests() (map[string]int, error) {
+	samples, err := p.scrape("rest_client_requests_total")
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int{}
+	for labels, v := range samples {
+		i := strings.Index(labels, `method="`)
+		if i < 0 {
+			continue
+		}
+		method := labels[i+len(`method="`):]
+		method = method[:strings.IndexByte(method, '"')]
+		out[method] += int(v)
+	}
+	return out, nil
+}
+
+// scrape reads one metric's samples from the Prometheus text format, by label set.
+func (p *process) scrape(name string) (map[string]float64, error) {
+	resp, err := http.Get(p.metrics)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		sp := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[sp+1:], 64)
+		if err != nil {
+			continue
+		}
+		out[line[len(name):sp]] += v
+	}
+	return out, sc.Err()
+}
+
+func percentile(ds []time.Duration, q float64) float64 {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[int(q*float64(len(s)-1))].Seconds()
+}
+
+func printTable(rs []result) {
+	fmt.Printf("\n%6s %6s %10s %8s %8s %8s %7s %9s %8s %9s %10s %9s  %s\n", "ns", "pods", "converge_s", "ns/min", "step_p50", "step_p95",
+		"cpu_s", "rss_mib", "req/s", "restart_ms", "restart_wr", "requests", "by method")
+	for _, r := range rs {
+		total := 0
+		var verbs []string
+		for v, n := range r.Requests {
+			total += n
+			verbs = append(verbs, fmt.Sprintf("%s=%d", v, n))
+		}
+		sort.Strings(verbs)
+		fmt.Printf("%6d %6d %10.1f %8.1f %8.1f %8.1f %7.1f %9.1f %8.1f %9d %10d %9d  %s\n", r.Namespaces, r.Pods, r.ConvergeS, r.NamespacesPerM,
+			r.StepP50S, r.StepP95S, r.CPUSeconds, r.PeakRSSMiB, r.RequestsPerS, r.RestartResyncMs, r.RestartWrites, total, strings.Join(verbs, " "))
+	}
+}
