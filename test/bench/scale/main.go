@@ -230,7 +230,7 @@ func measure(manager string, n, pods int, level meshv1.AdoptionLevel, parallel i
 // replicas, and waits until every replica is available.
 func makeNamespaces(ctx context.Context, c client.Client, n, pods int) error {
 	work := make(chan int)
-	errs := make(chan error, n)
+	errs := make(chan error, 2*n) // each namespace makes two objects: room for every failure
 	var wg sync.WaitGroup
 	for w := 0; w < 8; w++ {
 		wg.Add(1)
@@ -267,7 +267,7 @@ func makeNamespaces(ctx context.Context, c client.Client, n, pods int) error {
 	deadline := time.Now().Add(30 * time.Minute)
 	for {
 		deps := &appsv1.DeploymentList{}
-		if err := c.List(ctx, deps, client.MatchingLabels{}); err != nil {
+		if err := c.List(ctx, deps); err != nil {
 			return err
 		}
 		avail := 0
