@@ -334,7 +334,7 @@ func NewStages(d StageDeps) []stages.Stage {
 	}
 	return []stages.Stage{
 		&certificates.Stage{Client: d.Client, Reader: d.APIReader, Mapper: d.Mapper, CertManagerFound: certManagerFound, Applier: applier},
-		&controlplane.Stage{Client: d.Client, Applier: applier, KubeVersion: d.KubeVersion, ExternalCRDs: d.ExternalIstioCRDs},
+		&controlplane.Stage{Client: d.Client, Reader: d.APIReader, Applier: applier, KubeVersion: d.KubeVersion, ExternalCRDs: d.ExternalIstioCRDs},
 		&injection.Stage{Client: d.Client},
 		&policy.Stage{Client: d.Client, Reader: d.APIReader, Applier: applier, Watch: d.Watch},
 		&adoption.Stage{Client: d.Client, Reader: workloads, Applier: applier, FieldManager: FieldManager, Recorder: d.Recorder, OperatorNamespace: d.OperatorNamespace},

@@ -44,6 +44,11 @@ type Stage struct {
 	// Client reads from the manager's cache (unstructured objects included).
 	Client  client.Client
 	Applier *apply.Applier
+	// Reader reads from the API server. A webhook configuration that must be written is read
+	// through it first: the fields istiod owns are copied from the object as it is now, not as
+	// the cache last saw it, and the write is conditional on that resourceVersion. Nil reads
+	// from Client without the precondition (tests of the pure parts).
+	Reader client.Reader
 	// KubeVersion is the cluster's version, passed to the charts.
 	KubeVersion string
 	// ExternalCRDs leaves Istio's CRDs to someone else (the OLM bundle ships them; a platform
@@ -121,6 +126,17 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 			continue
 		}
 		prepare(obj, current)
+		if sharesFields(obj) && current != nil && apply.Difference(current.Object, obj.Object) != "" {
+			// A write is due. The cache may not hold istiod's latest patch yet: prepare again
+			// from the object as the API server has it, and write only over that version.
+			fresh, err := s.freshCopy(ctx, shared, &obj)
+			if err != nil {
+				return stages.Result{}, err
+			}
+			if fresh != nil && apply.Difference(fresh.Object, obj.Object) == "" {
+				continue
+			}
+		}
 		if _, err := s.Applier.Apply(ctx, obj); err != nil {
 			if apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) {
 				// Retrying the same object cannot help; a spec change (or an upgrade path for an
@@ -217,6 +233,36 @@ func (s *Stage) current(ctx context.Context, obj *unstructured.Unstructured) (*u
 	return cur, nil
 }
 
+// sharesFields tells the kinds whose objects hold fields istiod writes (see keepForeignFields).
+func sharesFields(obj *unstructured.Unstructured) bool {
+	kind := obj.GetKind()
+	return kind == "MutatingWebhookConfiguration" || kind == "ValidatingWebhookConfiguration"
+}
+
+// freshCopy reads rendered's object through Reader and replaces *obj with rendered prepared
+// from it, carrying its resourceVersion so that a write over a newer version fails with a
+// conflict (and the pass is retried) instead of reverting what istiod just wrote. It returns
+// the object read; nil when it no longer exists (obj is then prepared as a creation).
+func (s *Stage) freshCopy(ctx context.Context, rendered *unstructured.Unstructured, obj **unstructured.Unstructured) (*unstructured.Unstructured, error) {
+	if s.Reader == nil {
+		return nil, nil
+	}
+	fresh := &unstructured.Unstructured{}
+	fresh.SetGroupVersionKind(rendered.GroupVersionKind())
+	if err := s.Reader.Get(ctx, client.ObjectKeyFromObject(rendered), fresh); err != nil {
+		if apierrors.IsNotFound(err) {
+			*obj = rendered.DeepCopy()
+			prepare(*obj, nil)
+			return nil, nil
+		}
+		return nil, fmt.Errorf("reading %s %s: %w", rendered.GetKind(), rendered.GetName(), err)
+	}
+	*obj = rendered.DeepCopy()
+	prepare(*obj, fresh)
+	(*obj).SetResourceVersion(fresh.GetResourceVersion())
+	return fresh, nil
+}
+
 // prepare makes a rendered object ready to apply: the hash of what the charts want, then the
 // fields istiod owns copied from the cluster. The hash leaves those out, so istiod rotating its
 // caBundle is no reason to apply again.
@@ -230,7 +276,7 @@ func prepare(desired, current *unstructured.Unstructured) {
 // once it serves. Applying them unchanged keeps the operator from fighting istiod.
 func keepForeignFields(desired, current *unstructured.Unstructured) {
 	kind := desired.GetKind()
-	if current == nil || (kind != "MutatingWebhookConfiguration" && kind != "ValidatingWebhookConfiguration") {
+	if current == nil || !sharesFields(desired) {
 		return
 	}
 	have, _, _ := unstructured.NestedSlice(current.Object, "webhooks")

@@ -306,7 +306,12 @@ func TestAdoptionLadder(t *testing.T) {
 		if err := c.Get(ctx, client.ObjectKey{Name: "default"}, mesh); err != nil {
 			return false, err
 		}
-		return mesh.Status.Namespaces != nil && len(mesh.Status.Namespaces.Blocked) > 0, nil
+		// The status is written at the end of the pass that saw the last step settle: wait
+		// for it to say so rather than read the one before.
+		st := mesh.Status.Namespaces
+		adoption := meta.FindStatusCondition(mesh.Status.Conditions, meshv1.ConditionAdoptionReady)
+		return st != nil && len(st.Blocked) > 0 && st.InProgress == 0 && st.ZeroTrust == 1 &&
+			adoption != nil && adoption.Reason == meshv1.ReasonNamespacesBlocked, nil
 	})
 
 	// Every pod of the enrolled namespaces carries Istio's proxy, put there by Istio's injector;
