@@ -40,6 +40,7 @@ func main() {
 		shutdownTimeout      time.Duration
 		operatorNamespace    string
 		istioCRDs            string
+		pprofAddr            string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443",
 		"Address the metrics endpoint binds to, such as :8443 (HTTPS) or :8080 (with --metrics-secure=false); 0 disables it.")
@@ -57,6 +58,8 @@ func main() {
 	flag.StringVar(&istioCRDs, "istio-crds", istioCRDsManaged,
 		"Who installs Istio's CRDs: \""+istioCRDsManaged+"\" (the operator applies the release's CRDs) or \""+istioCRDsExternal+
 			"\" (someone else does, as the OLM bundle ships them; the operator only checks them and needs no write access to CRDs).")
+	flag.StringVar(&pprofAddr, "pprof-bind-address", "",
+		"Address Go's profiler (/debug/pprof) binds to, such as 127.0.0.1:6060; empty (the default) disables it. For benchmarks and investigations, not for production.")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -99,6 +102,7 @@ func main() {
 		// Step down at once on SIGTERM so a new replica takes over without waiting for the lease.
 		LeaderElectionReleaseOnCancel: true,
 		GracefulShutdownTimeout:       &shutdownTimeout,
+		PprofBindAddress:              pprofAddr,
 		Cache:                         controllers.CacheOptions(),
 		// cert-manager objects are read as unstructured (the operator does not link their Go
 		// types); reading them from the cache keeps an unchanged pass free of API requests.

@@ -60,10 +60,11 @@ func optedOut(meta metav1.ObjectMeta) bool {
 }
 
 // observeWorkloads reads a namespace's pods, workloads and disruption budgets from the cache and
-// summarises them for the ladder.
+// summarises them for the ladder. It only reads them, so it reads the cache's own copies: a
+// pass looks at every pod of every enrolled namespace, and copying them was most of its cost.
 func observeWorkloads(ctx context.Context, r client.Reader, namespace string) (ladder.Pods, []ladder.Workload, map[string]types.UID, error) {
 	var pods corev1.PodList
-	if err := r.List(ctx, &pods, client.InNamespace(namespace)); err != nil {
+	if err := r.List(ctx, &pods, client.InNamespace(namespace), client.UnsafeDisableDeepCopy); err != nil {
 		return ladder.Pods{}, nil, nil, fmt.Errorf("listing pods of %s: %w", namespace, err)
 	}
 	ws, err := listWorkloads(ctx, r, namespace)
@@ -71,7 +72,7 @@ func observeWorkloads(ctx context.Context, r client.Reader, namespace string) (l
 		return ladder.Pods{}, nil, nil, err
 	}
 	var pdbs policyv1.PodDisruptionBudgetList
-	if err := r.List(ctx, &pdbs, client.InNamespace(namespace)); err != nil {
+	if err := r.List(ctx, &pdbs, client.InNamespace(namespace), client.UnsafeDisableDeepCopy); err != nil {
 		return ladder.Pods{}, nil, nil, fmt.Errorf("listing PodDisruptionBudgets of %s: %w", namespace, err)
 	}
 
@@ -135,7 +136,7 @@ func listWorkloads(ctx context.Context, r client.Reader, namespace string) ([]wo
 			hostNetwork: tmpl.Spec.HostNetwork, rolledOut: rolledOut})
 	}
 	var deps appsv1.DeploymentList
-	if err := r.List(ctx, &deps, client.InNamespace(namespace)); err != nil {
+	if err := r.List(ctx, &deps, client.InNamespace(namespace), client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("listing Deployments of %s: %w", namespace, err)
 	}
 	for i := range deps.Items {
@@ -143,7 +144,7 @@ func listWorkloads(ctx context.Context, r client.Reader, namespace string) ([]wo
 		add("Deployment", d, d.Spec.Selector, d.Spec.Template, deploymentRolledOut(d))
 	}
 	var sts appsv1.StatefulSetList
-	if err := r.List(ctx, &sts, client.InNamespace(namespace)); err != nil {
+	if err := r.List(ctx, &sts, client.InNamespace(namespace), client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("listing StatefulSets of %s: %w", namespace, err)
 	}
 	for i := range sts.Items {
@@ -151,7 +152,7 @@ func listWorkloads(ctx context.Context, r client.Reader, namespace string) ([]wo
 		add("StatefulSet", s, s.Spec.Selector, s.Spec.Template, statefulSetRolledOut(s))
 	}
 	var dss appsv1.DaemonSetList
-	if err := r.List(ctx, &dss, client.InNamespace(namespace)); err != nil {
+	if err := r.List(ctx, &dss, client.InNamespace(namespace), client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("listing DaemonSets of %s: %w", namespace, err)
 	}
 	for i := range dss.Items {

@@ -109,7 +109,8 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 	}
 
 	var nsList corev1.NamespaceList
-	if err := s.Reader.List(ctx, &nsList); err != nil {
+	// Namespaces are only read here (writes go through apply configurations): no copies.
+	if err := s.Reader.List(ctx, &nsList, client.UnsafeDisableDeepCopy); err != nil {
 		return stages.Result{}, fmt.Errorf("listing namespaces: %w", err)
 	}
 	// Namespaces that hold the installation's policies are looked at even when someone removed
@@ -185,7 +186,7 @@ func (s *Stage) namespacesWithPolicies(ctx context.Context, mesh *meshv1.MeshIns
 	for _, gvk := range policy.Kinds() {
 		list := &unstructured.UnstructuredList{}
 		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
-		if err := s.Client.List(ctx, list, client.MatchingLabels{meshv1.LabelInstallation: mesh.Name}); err != nil {
+		if err := s.Client.List(ctx, list, client.MatchingLabels{meshv1.LabelInstallation: mesh.Name}, client.UnsafeDisableDeepCopy); err != nil {
 			return nil, fmt.Errorf("listing %s: %w", gvk.Kind, err)
 		}
 		for _, p := range list.Items {
@@ -221,7 +222,7 @@ func injectionConflict(ns *corev1.Namespace) string {
 func (s *Stage) policyConflict(ctx context.Context, mesh *meshv1.MeshInstallation, namespace string) (string, error) {
 	list := &unstructured.UnstructuredList{}
 	list.SetGroupVersionKind(policy.PeerAuthenticationGVK.GroupVersion().WithKind(policy.PeerAuthenticationGVK.Kind + "List"))
-	if err := s.Client.List(ctx, list, client.InNamespace(namespace)); err != nil {
+	if err := s.Client.List(ctx, list, client.InNamespace(namespace), client.UnsafeDisableDeepCopy); err != nil {
 		return "", fmt.Errorf("listing PeerAuthentications in %s: %w", namespace, err)
 	}
 	for _, pa := range list.Items {

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -28,7 +29,24 @@ import (
 type Applier struct {
 	Client       client.Client
 	FieldManager string
+
+	mu sync.Mutex
+	// verified remembers, per object and desired hash, the resourceVersion at which the object
+	// was last found to hold everything desired. The same resourceVersion is the same object, so
+	// a pass over unchanged objects skips comparing them field by field (Istio's CRDs alone are
+	// megabytes of schema).
+	verified map[verifiedKey]string
 }
+
+// verifiedKey names an object and the hash of what the operator wants of it.
+type verifiedKey struct {
+	gvk                   string
+	namespace, name, hash string
+}
+
+// maxVerified bounds the memo: objects deleted since they were verified leave entries behind,
+// and starting afresh only costs one comparison per object.
+const maxVerified = 20000
 
 // HashAnnotation records a hash of what the operator last applied. Comparing fields tells when
 // the cluster lacks something the operator wants; the hash also tells when the operator stopped
@@ -43,11 +61,19 @@ func (a *Applier) Apply(ctx context.Context, desired *unstructured.Unstructured)
 	}
 	current := &unstructured.Unstructured{}
 	current.SetGroupVersionKind(desired.GroupVersionKind())
-	err := a.Client.Get(ctx, client.ObjectKeyFromObject(desired), current)
+	// current is only read: the cache's own copy does.
+	err := a.Client.Get(ctx, client.ObjectKeyFromObject(desired), current, client.UnsafeDisableDeepCopy)
 	switch {
 	case err == nil:
+		key := verifiedKey{gvk: desired.GroupVersionKind().String(), namespace: desired.GetNamespace(), name: desired.GetName(),
+			hash: desired.GetAnnotations()[HashAnnotation]}
+		rv := current.GetResourceVersion()
+		if a.wasVerified(key, rv) {
+			return false, nil
+		}
 		diff := Difference(current.Object, desired.Object)
 		if diff == "" {
+			a.remember(key, rv)
 			return false, nil
 		}
 		log.FromContext(ctx).V(1).Info("applying", "kind", desired.GetKind(), "name", desired.GetName(), "namespace", desired.GetNamespace(), "difference", diff)
@@ -59,6 +85,27 @@ func (a *Applier) Apply(ctx context.Context, desired *unstructured.Unstructured)
 		return false, fmt.Errorf("applying %s %s: %w", desired.GetKind(), desired.GetName(), err)
 	}
 	return true, nil
+}
+
+func (a *Applier) wasVerified(key verifiedKey, resourceVersion string) bool {
+	if resourceVersion == "" {
+		return false
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.verified[key] == resourceVersion
+}
+
+func (a *Applier) remember(key verifiedKey, resourceVersion string) {
+	if resourceVersion == "" {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.verified == nil || len(a.verified) >= maxVerified {
+		a.verified = make(map[verifiedKey]string)
+	}
+	a.verified[key] = resourceVersion
 }
 
 // StampHash puts the hash of the object, without the annotation itself, on the object. Apply

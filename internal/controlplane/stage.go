@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -55,6 +56,29 @@ type Stage struct {
 	// team may install them with Istio's base chart): the stage checks that the ones the release
 	// needs are Established and serve its versions, and never writes or deletes a CRD.
 	ExternalCRDs bool
+
+	memoMu sync.Mutex
+	// memoRendered and memoStamped: the last render's objects (render memoises them, so an
+	// unchanged spec gives the same pointers) and copies of them carrying their hash. Hashing
+	// Istio's CRDs on every pass cost more CPU than everything else the stage does.
+	memoRendered, memoStamped []*unstructured.Unstructured
+}
+
+// stamped returns the rendered objects with the hash of what the charts want stamped on them,
+// computed once per render. The objects are shared: copy one before changing it.
+func (s *Stage) stamped(rendered []*unstructured.Unstructured) []*unstructured.Unstructured {
+	s.memoMu.Lock()
+	defer s.memoMu.Unlock()
+	if slices.Equal(rendered, s.memoRendered) {
+		return s.memoStamped
+	}
+	out := make([]*unstructured.Unstructured, len(rendered))
+	for i, o := range rendered {
+		out[i] = o.DeepCopy()
+		apply.StampHash(out[i])
+	}
+	s.memoRendered, s.memoStamped = rendered, out
+	return out
 }
 
 // Name implements stages.Stage.
@@ -109,8 +133,8 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 	}
 
 	var waitingCRDs, missingCRDs []string
-	for _, shared := range objs {
-		obj := shared.DeepCopy()
+	for _, shared := range s.stamped(objs) {
+		obj := shared
 		if obj.GetKind() != "CustomResourceDefinition" && len(waitingCRDs)+len(missingCRDs) > 0 {
 			// Objects that may be of the new kinds wait for their CRDs.
 			break
@@ -125,7 +149,7 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 			}
 			continue
 		}
-		prepare(obj, current)
+		obj = prepare(shared, current)
 		if sharesFields(obj) && current != nil && apply.Difference(current.Object, obj.Object) != "" {
 			// A write is due. The cache may not hold istiod's latest patch yet: prepare again
 			// from the object as the API server has it, and write only over that version.
@@ -224,7 +248,8 @@ func objectKey(o *unstructured.Unstructured) string {
 func (s *Stage) current(ctx context.Context, obj *unstructured.Unstructured) (*unstructured.Unstructured, error) {
 	cur := &unstructured.Unstructured{}
 	cur.SetGroupVersionKind(obj.GroupVersionKind())
-	if err := s.Client.Get(ctx, client.ObjectKeyFromObject(obj), cur); err != nil {
+	// Only read (keepForeignFields copies strings out of it): the cache's own copy does.
+	if err := s.Client.Get(ctx, client.ObjectKeyFromObject(obj), cur, client.UnsafeDisableDeepCopy); err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil, nil
 		}
@@ -239,8 +264,8 @@ func sharesFields(obj *unstructured.Unstructured) bool {
 	return kind == "MutatingWebhookConfiguration" || kind == "ValidatingWebhookConfiguration"
 }
 
-// freshCopy reads rendered's object through Reader and replaces *obj with rendered prepared
-// from it, carrying its resourceVersion so that a write over a newer version fails with a
+// freshCopy reads rendered's object (stamped with its hash) through Reader and replaces *obj
+// with a copy of rendered holding istiod's fields from it, carrying its resourceVersion so that a write over a newer version fails with a
 // conflict (and the pass is retried) instead of reverting what istiod just wrote. It returns
 // the object read; nil when it no longer exists (obj is then prepared as a creation).
 func (s *Stage) freshCopy(ctx context.Context, rendered *unstructured.Unstructured, obj **unstructured.Unstructured) (*unstructured.Unstructured, error) {
@@ -251,24 +276,27 @@ func (s *Stage) freshCopy(ctx context.Context, rendered *unstructured.Unstructur
 	fresh.SetGroupVersionKind(rendered.GroupVersionKind())
 	if err := s.Reader.Get(ctx, client.ObjectKeyFromObject(rendered), fresh); err != nil {
 		if apierrors.IsNotFound(err) {
-			*obj = rendered.DeepCopy()
-			prepare(*obj, nil)
+			*obj = prepare(rendered, nil)
 			return nil, nil
 		}
 		return nil, fmt.Errorf("reading %s %s: %w", rendered.GetKind(), rendered.GetName(), err)
 	}
-	*obj = rendered.DeepCopy()
-	prepare(*obj, fresh)
+	*obj = prepare(rendered, fresh)
 	(*obj).SetResourceVersion(fresh.GetResourceVersion())
 	return fresh, nil
 }
 
-// prepare makes a rendered object ready to apply: the hash of what the charts want, then the
-// fields istiod owns copied from the cluster. The hash leaves those out, so istiod rotating its
+// prepare returns what to apply for a rendered object already stamped with its hash (see
+// stamped): the shared object itself, or for a webhook configuration a copy holding the fields
+// istiod owns, copied from current. The hash was taken without them, so istiod rotating its
 // caBundle is no reason to apply again.
-func prepare(desired, current *unstructured.Unstructured) {
-	apply.StampHash(desired)
-	keepForeignFields(desired, current)
+func prepare(stamped, current *unstructured.Unstructured) *unstructured.Unstructured {
+	if !sharesFields(stamped) {
+		return stamped
+	}
+	out := stamped.DeepCopy()
+	keepForeignFields(out, current)
+	return out
 }
 
 // keepForeignFields copies into desired the webhook fields istiod manages, from the object in

@@ -17,6 +17,7 @@ import (
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/apply"
 	"github.com/meshwright/meshwright/internal/stages"
+	"github.com/meshwright/meshwright/internal/writecount"
 )
 
 // TestWebhookWriteDoesNotRevertIstiod: the cache lags behind the API server. A pass that has
@@ -42,20 +43,7 @@ func TestWebhookWriteDoesNotRevertIstiod(t *testing.T) {
 	mesh := &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "webhooks"},
 		Spec: meshv1.MeshInstallationSpec{ControlPlane: meshv1.ControlPlaneSpec{Namespace: ns}}}
 	live := &Stage{Client: k8s, Reader: k8s, Applier: &apply.Applier{Client: k8s, FieldManager: "meshwright"}}
-	deadline := time.Now().Add(time.Minute)
-	for {
-		res, err := live.Reconcile(ctx, mesh)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if res.Reason != meshv1.ReasonWaitingForCRDs {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Istio's CRDs not Established: %s", res.Message)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	passCRDs(t, live, mesh)
 	key := client.ObjectKey{Name: "istio-validator-" + ns}
 	fail, ignore := admissionv1.Fail, admissionv1.Ignore
 	// setPolicy writes the validator's failurePolicy as istiod does (an update of its own).
@@ -146,6 +134,90 @@ func TestWebhookWriteDoesNotRevertIstiod(t *testing.T) {
 			}
 			if _, restored := vwh.Labels[meshv1.LabelInstallation]; restored == tc.wantConflict {
 				t.Fatalf("installation label restored: %v, want %v (labels %v)", restored, !tc.wantConflict, vwh.Labels)
+			}
+		})
+	}
+}
+
+// passCRDs runs passes until Istio's CRDs are Established and everything is applied.
+func passCRDs(t *testing.T, stage *Stage, mesh *meshv1.MeshInstallation) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		res, err := stage.Reconcile(context.Background(), mesh)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Reason != meshv1.ReasonWaitingForCRDs {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Istio's CRDs not Established: %s", res.Message)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestVerifiedObjectsAreStillWatched: the applier remembers which objects it found holding
+// what it wants, to skip comparing them again; an edit after that (a new resourceVersion) is
+// still seen and undone, and an unchanged pass writes nothing.
+func TestVerifiedObjectsAreStillWatched(t *testing.T) {
+	ctx := context.Background()
+	const ns = "istio-memo"
+	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	mesh := &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "memo"},
+		Spec: meshv1.MeshInstallationSpec{ControlPlane: meshv1.ControlPlaneSpec{Namespace: ns}}}
+	var writes writecount.Counter
+	c := writes.Wrap(k8s, interceptor.Funcs{})
+	stage := &Stage{Client: c, Reader: c, Applier: &apply.Applier{Client: c, FieldManager: "meshwright"}}
+	passCRDs(t, stage, mesh)
+	for range 2 { // the first pass after the writes verifies every object, the second trusts it
+		if _, err := stage.Reconcile(ctx, mesh); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := len(writes.Writes())
+	if _, err := stage.Reconcile(ctx, mesh); err != nil {
+		t.Fatal(err)
+	}
+	if got := writes.Writes()[before:]; len(got) != 0 {
+		t.Fatalf("an unchanged pass wrote: %v", got)
+	}
+
+	tests := map[string]func(cm *corev1.ConfigMap){
+		"a value changed":   func(cm *corev1.ConfigMap) { cm.Data["mesh"] = "defaultConfig: {}\n" },
+		"a label removed":   func(cm *corev1.ConfigMap) { delete(cm.Labels, meshv1.LabelInstallation) },
+		"a key removed":     func(cm *corev1.ConfigMap) { delete(cm.Data, "meshNetworks") },
+		"an unrelated edit": func(cm *corev1.ConfigMap) { metav1.SetMetaDataAnnotation(&cm.ObjectMeta, "team", "platform") },
+	}
+	key := client.ObjectKey{Namespace: ns, Name: "istio"}
+	for name, edit := range tests {
+		t.Run(name, func(t *testing.T) {
+			want := &corev1.ConfigMap{}
+			if err := k8s.Get(ctx, key, want); err != nil {
+				t.Fatal(err)
+			}
+			edited := want.DeepCopy()
+			edit(edited)
+			if err := k8s.Update(ctx, edited, client.FieldOwner("someone")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := stage.Reconcile(ctx, mesh); err != nil {
+				t.Fatal(err)
+			}
+			got := &corev1.ConfigMap{}
+			if err := k8s.Get(ctx, key, got); err != nil {
+				t.Fatal(err)
+			}
+			for k, v := range want.Data {
+				if got.Data[k] != v {
+					t.Errorf("data %s = %q after the pass, want %q restored", k, got.Data[k], v)
+				}
+			}
+			if got.Labels[meshv1.LabelInstallation] != mesh.Name {
+				t.Errorf("labels %v after the pass, want the installation label restored", got.Labels)
 			}
 		})
 	}

@@ -25,6 +25,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -80,6 +81,8 @@ func main() {
 	level := flag.String("level", string(meshv1.LevelMutualTLS), "the level every namespace is enrolled at")
 	parallel := flag.Int("parallel", 50, "spec.rollout.maxNamespacesInProgress")
 	timeout := flag.Duration("timeout", time.Hour, "how long one size may take to converge")
+	profile := flag.String("profile", "", "write the operator's CPU profile of the first -profile-seconds of each rollout, and its heap profile once converged, to files starting with this path")
+	profileFor := flag.Duration("profile-seconds", time.Minute, "how much of the rollout the CPU profile covers")
 	out := flag.String("out", "", "append one JSON line per size to this file (default: bin/bench.jsonl of the repository)")
 	flag.Parse()
 	ctrllog.SetLogger(logr.Discard())
@@ -107,7 +110,11 @@ func main() {
 			record.Fail(fmt.Errorf("-namespaces: %q is not a count", s))
 		}
 		fmt.Fprintf(os.Stderr, "%d namespaces × %d pods → %s\n", n, *pods, *level)
-		r, err := measure(manager, n, *pods, meshv1.AdoptionLevel(*level), *parallel, *timeout)
+		prof := profiling{}
+		if *profile != "" {
+			prof = profiling{prefix: fmt.Sprintf("%s-%d", *profile, n), cpuFor: *profileFor}
+		}
+		r, err := measure(manager, n, *pods, meshv1.AdoptionLevel(*level), *parallel, *timeout, prof)
 		if err != nil {
 			record.Fail(fmt.Errorf("%d namespaces: %w", n, err))
 		}
@@ -120,7 +127,13 @@ func main() {
 	fmt.Printf("\nJSON lines appended to %s\n", *out)
 }
 
-func measure(manager string, n, pods int, level meshv1.AdoptionLevel, parallel int, timeout time.Duration) (result, error) {
+// profiling says which profiles of the operator to take; none when prefix is empty.
+type profiling struct {
+	prefix string
+	cpuFor time.Duration
+}
+
+func measure(manager string, n, pods int, level meshv1.AdoptionLevel, parallel int, timeout time.Duration, prof profiling) (result, error) {
 	ctx := context.Background()
 	r := result{Bench: "scale", Time: time.Now().UTC().Format(time.RFC3339), Namespaces: n, Pods: n * pods, Level: string(level), Parallel: parallel}
 	// Room for every pod twice over (a restart runs old and new side by side). A kwok node has
@@ -147,11 +160,17 @@ func measure(manager string, n, pods int, level meshv1.AdoptionLevel, parallel i
 		return r, err
 	}
 
-	op, err := startManager(manager, cl.Kubeconfig)
+	op, err := startManager(manager, cl.Kubeconfig, prof.prefix != "")
 	if err != nil {
 		return r, err
 	}
 	defer op.stop()
+	cpuProfile := make(chan error, 1)
+	if prof.prefix != "" {
+		go func() {
+			cpuProfile <- op.profile(fmt.Sprintf("profile?seconds=%d", int(prof.cpuFor.Seconds())), prof.prefix+"-cpu.pprof")
+		}()
+	}
 	port, err := cluster.FreePort()
 	if err != nil {
 		return r, err
@@ -187,6 +206,15 @@ func measure(manager string, n, pods int, level meshv1.AdoptionLevel, parallel i
 	if r.Requests, err = op.requests(); err != nil {
 		return r, err
 	}
+	if prof.prefix != "" {
+		if err := op.profile("heap", prof.prefix+"-heap.pprof"); err != nil {
+			return r, err
+		}
+		if err := <-cpuProfile; err != nil {
+			return r, err
+		}
+		fmt.Fprintf(os.Stderr, "profiles: %s-cpu.pprof, %s-heap.pprof (go tool pprof -top <file>)\n", prof.prefix, prof.prefix)
+	}
 	total := 0
 	for _, v := range r.Requests {
 		total += v
@@ -195,7 +223,7 @@ func measure(manager string, n, pods int, level meshv1.AdoptionLevel, parallel i
 
 	// Restart once converged: a new process, its first successful pass, then 20 s of quiet.
 	op.stop()
-	op2, err := startManager(manager, cl.Kubeconfig)
+	op2, err := startManager(manager, cl.Kubeconfig, false)
 	if err != nil {
 		return r, err
 	}
@@ -342,18 +370,28 @@ func watchLadder(ctx context.Context, c client.Client, n int, level meshv1.Adopt
 type process struct {
 	cmd     *exec.Cmd
 	metrics string
+	pprof   string // the profiler's base URL; empty when off
 	done    chan struct{}
 	once    sync.Once
 }
 
-func startManager(bin, kubeconfig string) (*process, error) {
+func startManager(bin, kubeconfig string, pprof bool) (*process, error) {
 	port, err := cluster.FreePort()
 	if err != nil {
 		return nil, err
 	}
 	p := &process{metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", port), done: make(chan struct{})}
-	p.cmd = exec.Command(bin, "--kubeconfig="+kubeconfig, fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", port),
-		"--metrics-secure=false", "--health-probe-bind-address=0", "--zap-log-level=error")
+	args := []string{"--kubeconfig=" + kubeconfig, fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", port),
+		"--metrics-secure=false", "--health-probe-bind-address=0", "--zap-log-level=error"}
+	if pprof {
+		pport, err := cluster.FreePort()
+		if err != nil {
+			return nil, err
+		}
+		p.pprof = fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/", pport)
+		args = append(args, fmt.Sprintf("--pprof-bind-address=127.0.0.1:%d", pport))
+	}
+	p.cmd = exec.Command(bin, args...)
 	p.cmd.Env = append(os.Environ(), "POD_NAMESPACE=meshwright-system")
 	p.cmd.Stderr = os.Stderr
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -362,6 +400,35 @@ func startManager(bin, kubeconfig string) (*process, error) {
 	}
 	go func() { _ = p.cmd.Wait(); close(p.done) }()
 	return p, nil
+}
+
+// profile saves one of the profiler's endpoints (say "heap", or "profile?seconds=60") to file.
+// The profiler starts with the manager: the first attempts may find it not listening yet.
+func (p *process) profile(endpoint, file string) error {
+	var resp *http.Response
+	var err error
+	for range 50 {
+		if resp, err = http.Get(p.pprof + endpoint); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		return fmt.Errorf("profiling the operator: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("profiling the operator: %s from %s", resp.Status, endpoint)
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func (p *process) exited() error {
