@@ -49,24 +49,32 @@ manifests: $(CONTROLLER_GEN) ## Generate the CRD and RBAC manifests from the mar
 	@# The Helm chart ships the same CRDs and the same manager rules.
 	@cp config/crd/bases/*.yaml charts/meshwright/crds/
 	@cp config/rbac/role.yaml charts/meshwright/files/manager-role.yaml
+	@# And the same alerts and dashboard.
+	@cp config/prometheus/rules.yaml charts/meshwright/files/prometheus-rules.yaml
+	@cp config/grafana/meshwright-dashboard.json charts/meshwright/files/grafana-dashboard.json
 
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Generate the DeepCopy methods of the API types.
 	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./api/..."
 
-GENERATED := api/v1alpha1/zz_generated.deepcopy.go config/crd/bases/*.yaml config/rbac/role.yaml charts/meshwright/crds/*.yaml charts/meshwright/files/manager-role.yaml
+GENERATED := api/v1alpha1/zz_generated.deepcopy.go config/crd/bases/*.yaml config/rbac/role.yaml charts/meshwright/crds/*.yaml charts/meshwright/files/manager-role.yaml \
+	charts/meshwright/files/prometheus-rules.yaml charts/meshwright/files/grafana-dashboard.json docs/api.md
+
+.PHONY: docs
+docs: manifests ## Write docs/api.md, the API reference, from the CRD generated from the Go types.
+	go run ./hack/apidocs config/crd/bases/meshwright.io_meshinstallations.yaml > docs/api.md
 
 .PHONY: verify-generated
 verify-generated: $(CONTROLLER_GEN) ## Fail if generated files differ from what the markers produce.
 	@before=$$(cat $(GENERATED) | sha256sum); \
-	$(MAKE) -s manifests generate >/dev/null; \
+	$(MAKE) -s manifests generate docs >/dev/null; \
 	if [ "$$before" != "$$(cat $(GENERATED) | sha256sum)" ]; then \
 		git --no-pager diff -- $(GENERATED); \
 		echo "generated files were out of date and have been regenerated: review and commit them" >&2; exit 1; fi
 
 .PHONY: verify-kustomize
 verify-kustomize: $(KUSTOMIZE) ## Fail if a kustomization under config/ does not build.
-	@for k in config/default config/crd config/rbac config/manager config/samples; do \
+	@for k in config/default config/crd config/rbac config/manager config/samples config/prometheus config/grafana; do \
 		$(KUSTOMIZE) build $$k > /dev/null || { echo "kustomize build $$k failed" >&2; exit 1; }; done
 
 .PHONY: fmt
@@ -157,7 +165,7 @@ cluster-down: ## Stop the local cluster in .cluster/.
 ##@ Demo
 
 .PHONY: demo
-demo: build cluster-bins ## Start the local cluster, run the operator, apply config/samples/ and show the result.
+demo: build plugin cluster-bins ## Start the local cluster, run the operator, apply config/samples/ and show the result.
 	@DEMO_DIR=$(DEMO_DIR) BIN=$(BIN) hack/demo.sh up
 
 .PHONY: demo-down
@@ -169,6 +177,10 @@ demo-down: ## Stop the demo's operator and local cluster.
 .PHONY: build
 build: ## Build the operator binary.
 	go build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN)/manager ./cmd
+
+.PHONY: plugin
+plugin: ## Build the kubectl plugin (bin/kubectl-meshwright; with bin/ on PATH, `kubectl meshwright`).
+	go build -trimpath -ldflags "-s -w" -o $(BIN)/kubectl-meshwright ./cmd/kubectl-meshwright
 
 .PHONY: run
 run: manifests generate ## Run the operator against the cluster of the current KUBECONFIG.

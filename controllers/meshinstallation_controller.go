@@ -39,6 +39,7 @@ import (
 	"github.com/meshwright/meshwright/internal/certificates"
 	"github.com/meshwright/meshwright/internal/controlplane"
 	"github.com/meshwright/meshwright/internal/injection"
+	"github.com/meshwright/meshwright/internal/metrics"
 	"github.com/meshwright/meshwright/internal/policy"
 	"github.com/meshwright/meshwright/internal/stages"
 )
@@ -179,6 +180,7 @@ func (r *MeshInstallationReconciler) reconcileDelete(ctx context.Context, mesh *
 	if err := r.Patch(ctx, mesh, patch, client.FieldOwner(FieldManager)); err != nil {
 		return handleError(ctx, fmt.Errorf("removing finalizer: %w", err))
 	}
+	metrics.Forget(mesh.Name)
 	return ctrl.Result{}, nil
 }
 
@@ -186,6 +188,7 @@ func (r *MeshInstallationReconciler) reconcileDelete(ctx context.Context, mesh *
 // differs from what was read, so a pass that changed nothing makes no write.
 func (r *MeshInstallationReconciler) writeStatus(ctx context.Context, before, mesh *meshv1.MeshInstallation, obs observation) error {
 	computeStatus(&mesh.Status, obs)
+	metrics.RecordStatus(mesh.Name, &mesh.Status)
 	if equality.Semantic.DeepEqual(before.Status, mesh.Status) {
 		return nil
 	}
@@ -246,6 +249,7 @@ func (r *MeshInstallationReconciler) requeueMeshes(ctx context.Context, _ client
 func (r *MeshInstallationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	// The ladder reads every team's namespaces, pods and workloads: a cache of its own, slimmed
 	// to what the ladder needs (see adoption.CacheOptions), beside the manager's label-filtered one.
+	metrics.Register()
 	ladderOpts := adoption.CacheOptions()
 	ladderOpts.Scheme, ladderOpts.Mapper, ladderOpts.HTTPClient = mgr.GetScheme(), mgr.GetRESTMapper(), mgr.GetHTTPClient()
 	ladderCache, err := cache.New(mgr.GetConfig(), ladderOpts)

@@ -89,6 +89,9 @@ up)
   echo "\$ kubectl get peerauthentications -A"
   kubectl get peerauthentications -A
   echo
+  echo "\$ kubectl meshwright status   # the kubectl plugin (make plugin)"
+  "$BIN/kubectl-meshwright" status
+  echo
   echo "The cluster and the operator keep running. To use them:"
   echo "  export KUBECONFIG=$DEMO_DIR/kubeconfig"
   echo "  export PATH=$BIN:\$PATH   # kubectl v1.37 built with the cluster"

@@ -60,6 +60,10 @@ const (
 	// ReasonApplyRejected means the API server refused an object the operator wants (an
 	// immutable field, an admission policy); the message names the object and the error.
 	ReasonApplyRejected = "ApplyRejected"
+	// ReasonForbidden means the API server refused the operator a request its stage needs (its
+	// ServiceAccount lacks a permission, or an authorizer denied it); the message quotes the
+	// refusal, which names the verb and the resource. Granting it lets the stage go on.
+	ReasonForbidden = "Forbidden"
 	// ReasonCASecretExists means a cacerts Secret the operator did not create is in the way: a
 	// plug-in CA made by hand. The operator will not overwrite it.
 	ReasonCASecretExists = "CASecretExists"

@@ -23,8 +23,8 @@ import (
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/apply"
-	"github.com/meshwright/meshwright/internal/certificates"
 	"github.com/meshwright/meshwright/internal/ladder"
+	"github.com/meshwright/meshwright/internal/metrics"
 	"github.com/meshwright/meshwright/internal/policy"
 	"github.com/meshwright/meshwright/internal/stages"
 )
@@ -87,115 +87,31 @@ func SettingsOf(mesh *meshv1.MeshInstallation) ladder.Settings {
 	return st
 }
 
-// candidate is a namespace the ladder looks at this pass.
-type candidate struct {
-	ns         *corev1.Namespace
-	enrollment ladder.Enrollment
-	current    ladder.Level
-	state      ladder.State
-}
-
 // Reconcile implements stages.Stage.
 func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (stages.Result, error) {
-	now := s.now()
-	settings := SettingsOf(mesh)
-	maxInProgress := int(mesh.Spec.Rollout.MaxNamespacesInProgress)
-	if maxInProgress < 1 {
-		maxInProgress = 2
-	}
-	excluded := []string{certificates.ControlPlaneNamespace(mesh)}
-	if s.OperatorNamespace != "" {
-		excluded = append(excluded, s.OperatorNamespace)
-	}
-
-	var nsList corev1.NamespaceList
-	// Namespaces are only read here (writes go through apply configurations): no copies.
-	if err := s.Reader.List(ctx, &nsList, client.UnsafeDisableDeepCopy); err != nil {
-		return stages.Result{}, fmt.Errorf("listing namespaces: %w", err)
-	}
-	// Namespaces that hold the installation's policies are looked at even when someone removed
-	// the ladder's label and annotation, so the policies do not outlive the ladder's record.
-	withPolicies, err := s.namespacesWithPolicies(ctx, mesh)
+	plans, err := s.planner().Plan(ctx, mesh, s.now())
 	if err != nil {
 		return stages.Result{}, err
 	}
-	var running, others []candidate
-	for i := range nsList.Items {
-		ns := &nsList.Items[i]
-		c := candidate{ns: ns, enrollment: ladder.Enroll(ns.Name, ns.Labels, mesh.Spec.Namespaces, excluded),
-			current: ladder.Level(ns.Labels[meshv1.LabelLevel])}
-		if c.current == "" {
-			c.current = meshv1.LevelOff
-		}
-		_, ours := ns.Annotations[meshv1.AnnotationLadder]
-		if c.enrollment.Target == meshv1.LevelOff && c.current == meshv1.LevelOff && !ours && ns.Labels[meshv1.LabelLevel] == "" && !withPolicies[ns.Name] {
-			continue // never enrolled: nothing to look at
-		}
-		if !ns.DeletionTimestamp.IsZero() {
-			continue
-		}
-		if raw := ns.Annotations[meshv1.AnnotationLadder]; raw != "" {
-			if err := json.Unmarshal([]byte(raw), &c.state); err != nil {
-				log.FromContext(ctx).Info("ignoring an unreadable ladder annotation", "namespace", ns.Name, "error", err.Error())
-				c.state = ladder.State{}
-			}
-		}
-		if c.state.Step != nil {
-			running = append(running, c)
-		} else {
-			others = append(others, c)
-		}
-	}
-	sort.Slice(others, func(i, j int) bool { return others[i].ns.Name < others[j].ns.Name })
-
-	sum := summary{status: meshv1.NamespacesStatus{}}
-	inProgress := 0
-	for _, c := range append(running, others...) {
-		pods, workloads, uids, err := observeWorkloads(ctx, s.Reader, c.ns.Name)
-		if err != nil {
-			return stages.Result{}, err
-		}
-		policyConflict, err := s.policyConflict(ctx, mesh, c.ns.Name)
-		if err != nil {
-			return stages.Result{}, err
-		}
-		d := ladder.Decide(ladder.Namespace{Name: c.ns.Name, Current: c.current, State: c.state, Target: c.enrollment.Target,
-			Pods: pods, Workloads: workloads, InjectionConflict: injectionConflict(c.ns), PolicyConflict: policyConflict},
-			settings, inProgress < maxInProgress, now)
-		if err := s.carryOut(ctx, mesh, c, d, uids); err != nil {
+	for i := range plans {
+		pl := &plans[i]
+		if err := s.carryOut(ctx, mesh, pl); err != nil {
 			// One namespace the API server refuses to change (an admission policy, a workload
 			// that no longer validates) is reported and the others go on; anything else is
 			// retried by the controller's error policy.
 			if !refused(err) {
 				return stages.Result{}, err
 			}
-			d.Blocked = ladder.Blocked{Reason: meshv1.ReasonApplyRejected, Message: err.Error()}
+			pl.Decision.Blocked = ladder.Blocked{Reason: meshv1.ReasonApplyRejected, Message: err.Error()}
 		}
-		if d.InProgress {
-			inProgress++
-		}
-		sum.add(c, d)
 	}
-	return sum.result(settings), nil
+	return Summarize(plans, SettingsOf(mesh)), nil
 }
 
-// namespacesWithPolicies lists the namespaces holding policies of the installation (from the
-// cache, which holds every PeerAuthentication and AuthorizationPolicy).
-func (s *Stage) namespacesWithPolicies(ctx context.Context, mesh *meshv1.MeshInstallation) (map[string]bool, error) {
-	out := map[string]bool{}
-	for _, gvk := range policy.Kinds() {
-		list := &unstructured.UnstructuredList{}
-		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
-		if err := s.Client.List(ctx, list, client.MatchingLabels{meshv1.LabelInstallation: mesh.Name}, client.UnsafeDisableDeepCopy); err != nil {
-			return nil, fmt.Errorf("listing %s: %w", gvk.Kind, err)
-		}
-		for _, p := range list.Items {
-			if policy.PerNamespace(p.GetName()) {
-				out[p.GetNamespace()] = true
-			}
-		}
-	}
-	return out, nil
+// planner reads what the ladder decides from: the stage's cache of the operator's policies, and
+// the ladder's cache of namespaces, pods and workloads.
+func (s *Stage) planner() Planner {
+	return Planner{Policies: s.Client, Workloads: s.Reader, OperatorNamespace: s.OperatorNamespace}
 }
 
 // refused reports an error that retrying the same request cannot fix.
@@ -216,52 +132,31 @@ func injectionConflict(ns *corev1.Namespace) string {
 	return ""
 }
 
-// policyConflict names a namespace-wide PeerAuthentication of someone else's that is not
-// STRICT: Istio applies the oldest namespace-wide policy, so it would silently override the
-// operator's STRICT one.
-func (s *Stage) policyConflict(ctx context.Context, mesh *meshv1.MeshInstallation, namespace string) (string, error) {
-	list := &unstructured.UnstructuredList{}
-	list.SetGroupVersionKind(policy.PeerAuthenticationGVK.GroupVersion().WithKind(policy.PeerAuthenticationGVK.Kind + "List"))
-	if err := s.Client.List(ctx, list, client.InNamespace(namespace), client.UnsafeDisableDeepCopy); err != nil {
-		return "", fmt.Errorf("listing PeerAuthentications in %s: %w", namespace, err)
-	}
-	for _, pa := range list.Items {
-		if pa.GetLabels()[meshv1.LabelInstallation] == mesh.Name {
-			continue
-		}
-		if sel, _, _ := unstructured.NestedStringMap(pa.Object, "spec", "selector", "matchLabels"); len(sel) > 0 {
-			continue // a workload's own policy; namespace-wide STRICT still covers the rest
-		}
-		if mode, _, _ := unstructured.NestedString(pa.Object, "spec", "mtls", "mode"); mode != "STRICT" {
-			if mode == "" {
-				mode = "UNSET"
-			}
-			return fmt.Sprintf("PeerAuthentication %s/%s (mode %s) applies to the whole namespace and would override Meshwright's STRICT policy: make it STRICT or delete it.", namespace, pa.GetName(), mode), nil
-		}
-	}
-	return "", nil
-}
-
 // carryOut makes the cluster match a decision: namespace first (its injection label must be on
 // before pods restart), then restarts, then policies; the Event last, once it is true.
-func (s *Stage) carryOut(ctx context.Context, mesh *meshv1.MeshInstallation, c candidate, d ladder.Decision, uids map[string]types.UID) error {
+func (s *Stage) carryOut(ctx context.Context, mesh *meshv1.MeshInstallation, c *NamespacePlan) error {
+	d := c.Decision
 	if err := s.writeNamespace(ctx, c, d); err != nil {
 		return err
 	}
 	for _, w := range d.Restart {
-		if err := s.restart(ctx, c.ns.Name, w, uids[w], d.State.Step.ID); err != nil {
+		if err := s.restart(ctx, c.Namespace.Name, w, c.uids[w], d.State.Step.ID); err != nil {
 			return err
 		}
 	}
-	if err := s.syncPolicies(ctx, mesh, c.ns.Name, c.enrollment.AllowFrom, d.Effects); err != nil {
+	if err := s.syncPolicies(ctx, mesh, c.Namespace.Name, c.Enrollment.AllowFrom, d.Effects); err != nil {
 		return err
+	}
+	if d.Event != nil {
+		// A rollback's first Event comes with the reverting step; its last, once it is done.
+		metrics.LadderEvent(mesh.Name, d.Event.Reason, d.Event.Reason == meshv1.ReasonRolledBack && d.State.Step != nil)
 	}
 	if d.Event != nil && s.Recorder != nil {
 		eventType := corev1.EventTypeNormal
 		if d.Event.Warning {
 			eventType = corev1.EventTypeWarning
 		}
-		s.Recorder.Eventf(c.ns, nil, eventType, d.Event.Reason, "Step", "%s", d.Event.Message)
+		s.Recorder.Eventf(c.Namespace, nil, eventType, d.Event.Reason, "Step", "%s", d.Event.Message)
 	}
 	return nil
 }
@@ -275,10 +170,10 @@ const NamespaceFieldManager = "meshwright-ladder"
 // namespace is back at Off for good. It writes only when something differs. The apply carries
 // the namespace's uid and resourceVersion: it never recreates a namespace deleted meanwhile, and
 // a decision taken on a stale copy fails with a conflict and is taken again.
-func (s *Stage) writeNamespace(ctx context.Context, c candidate, d ladder.Decision) error {
+func (s *Stage) writeNamespace(ctx context.Context, c *NamespacePlan, d ladder.Decision) error {
 	want := map[string]string{}
 	var annotation string
-	release := d.Level == meshv1.LevelOff && d.State.Step == nil && d.State.Hold == nil && c.enrollment.Target == meshv1.LevelOff
+	release := d.Level == meshv1.LevelOff && d.State.Step == nil && d.State.Hold == nil && c.Enrollment.Target == meshv1.LevelOff
 	if !release {
 		want[meshv1.LabelLevel] = string(d.Level)
 		if d.Effects.Inject {
@@ -293,12 +188,12 @@ func (s *Stage) writeNamespace(ctx context.Context, c candidate, d ladder.Decisi
 	// The injection label follows the recorded state: with the annotation and level unchanged,
 	// the last apply already put it on or took it off, and a label still there without the
 	// operator wanting it is someone else's to keep.
-	same := c.ns.Annotations[meshv1.AnnotationLadder] == annotation && c.ns.Labels[meshv1.LabelLevel] == want[meshv1.LabelLevel] &&
-		(!d.Effects.Inject || c.ns.Labels[InjectionLabel] == InjectionRevision)
+	same := c.Namespace.Annotations[meshv1.AnnotationLadder] == annotation && c.Namespace.Labels[meshv1.LabelLevel] == want[meshv1.LabelLevel] &&
+		(!d.Effects.Inject || c.Namespace.Labels[InjectionLabel] == InjectionRevision)
 	if same {
 		return nil
 	}
-	u := namespaceApply(c.ns)
+	u := namespaceApply(c.Namespace)
 	if len(want) > 0 {
 		u.SetLabels(want)
 	}
@@ -306,7 +201,7 @@ func (s *Stage) writeNamespace(ctx context.Context, c candidate, d ladder.Decisi
 		u.SetAnnotations(map[string]string{meshv1.AnnotationLadder: annotation})
 	}
 	if err := s.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(NamespaceFieldManager), client.ForceOwnership); err != nil {
-		return fmt.Errorf("writing the ladder state of namespace %s: %w", c.ns.Name, err)
+		return fmt.Errorf("writing the ladder state of namespace %s: %w", c.Namespace.Name, err)
 	}
 	return nil
 }
@@ -407,8 +302,9 @@ type summary struct {
 	notAtTarget int
 }
 
-func (m *summary) add(c candidate, d ladder.Decision) {
-	target := c.enrollment.Target
+func (m *summary) add(c *NamespacePlan) {
+	d := c.Decision
+	target := c.Enrollment.Target
 	if target != meshv1.LevelOff {
 		m.status.Enrolled++
 	}
@@ -428,14 +324,14 @@ func (m *summary) add(c candidate, d ladder.Decision) {
 	}
 	switch {
 	case d.Blocked.Reason != "":
-		m.blocked = append(m.blocked, meshv1.BlockedNamespace{Name: c.ns.Name, Reason: d.Blocked.Reason, Message: d.Blocked.Message})
+		m.blocked = append(m.blocked, meshv1.BlockedNamespace{Name: c.Namespace.Name, Reason: d.Blocked.Reason, Message: d.Blocked.Message})
 		if d.Blocked.Reason == meshv1.ReasonRolledBack {
-			m.rolledBack = append(m.rolledBack, c.ns.Name)
+			m.rolledBack = append(m.rolledBack, c.Namespace.Name)
 		}
-	case c.enrollment.Invalid != "":
-		m.blocked = append(m.blocked, meshv1.BlockedNamespace{Name: c.ns.Name, Reason: meshv1.ReasonInvalidTargetLevel, Message: c.enrollment.Invalid})
+	case c.Enrollment.Invalid != "":
+		m.blocked = append(m.blocked, meshv1.BlockedNamespace{Name: c.Namespace.Name, Reason: meshv1.ReasonInvalidTargetLevel, Message: c.Enrollment.Invalid})
 	case d.Waiting != "" && !d.AtTarget(target):
-		m.waiting = append(m.waiting, fmt.Sprintf("%s: %s", c.ns.Name, d.Waiting))
+		m.waiting = append(m.waiting, fmt.Sprintf("%s: %s", c.Namespace.Name, d.Waiting))
 	}
 	rc := d.RecheckAfter
 	if d.InProgress && (rc == 0 || rc > inProgressRecheck) {

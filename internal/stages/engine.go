@@ -6,9 +6,13 @@ package stages
 
 import (
 	"context"
+	"fmt"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/metrics"
 )
 
 // State is how far a stage got in a pass.
@@ -101,7 +105,15 @@ type Ran struct {
 func Run(ctx context.Context, stages []Stage, mesh *meshv1.MeshInstallation) Outcome {
 	out := Outcome{Current: meshv1.StageComplete}
 	for _, s := range stages {
+		started := time.Now()
 		res, err := s.Reconcile(ctx, mesh)
+		metrics.ObserveStage(s.Name(), time.Since(started))
+		if apierrors.IsForbidden(err) {
+			// Retrying at the controller's backoff cannot help and would say nothing: the
+			// stage reports the refusal and is looked at again, as for any stage that waits,
+			// in case the permission is granted (RBAC changes are not watched).
+			res, err = forbidden(err), nil
+		}
 		if err != nil {
 			out.Current = s.Name()
 			out.Err = err
@@ -121,6 +133,14 @@ func Run(ctx context.Context, stages []Stage, mesh *meshv1.MeshInstallation) Out
 		}
 	}
 	return out
+}
+
+// forbidden is the result of a stage the API server refused a request.
+func forbidden(err error) Result {
+	return Result{State: NotReady, Reason: meshv1.ReasonForbidden, RequeueAfter: NotReadyRecheck,
+		Message: fmt.Sprintf("The API server refused the operator a request this stage needs: %v. "+
+			"Grant the operator's ServiceAccount that permission (the ClusterRole shipped with the Helm chart, config/default and the OLM bundle has every permission the operator uses); the stage is retried every %s.",
+			err, NotReadyRecheck)}
 }
 
 // ResultOf returns the result of the stage reported by conditionType, if it ran.

@@ -3,8 +3,13 @@ package stages
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 )
@@ -35,6 +40,9 @@ func TestRun(t *testing.T) {
 		wantCurrent meshv1.Stage
 		wantRequeue time.Duration
 		wantErr     bool
+		// wantReason and wantMessage, when set, are the current stage's reason and a part of
+		// its message.
+		wantReason, wantMessage string
 	}{
 		"all ready": {
 			results: []Result{ready, ready, ready}, wantCalls: []int{1, 1, 1}, wantCurrent: meshv1.StageComplete,
@@ -53,6 +61,13 @@ func TestRun(t *testing.T) {
 		"stops at an error": {
 			results: []Result{ready, ready, ready}, errs: []error{nil, errors.New("timeout"), nil},
 			wantCalls: []int{1, 1, 0}, wantCurrent: meshv1.StageControlPlane, wantErr: true,
+		},
+		"a refused request becomes the stage's condition": {
+			results: []Result{ready, ready, ready},
+			errs: []error{nil, fmt.Errorf("applying HorizontalPodAutoscaler istiod: %w",
+				apierrors.NewForbidden(schema.GroupResource{Group: "autoscaling", Resource: "horizontalpodautoscalers"}, "istiod", errors.New(`cannot patch resource "horizontalpodautoscalers"`))), nil},
+			wantCalls: []int{1, 1, 0}, wantCurrent: meshv1.StageControlPlane, wantRequeue: NotReadyRecheck,
+			wantReason: meshv1.ReasonForbidden, wantMessage: `cannot patch resource "horizontalpodautoscalers"`,
 		},
 		"soonest requeue wins": {
 			results:     []Result{{State: Ready, RequeueAfter: time.Hour}, {State: Ready, RequeueAfter: time.Minute}, ready},
@@ -86,6 +101,12 @@ func TestRun(t *testing.T) {
 			}
 			if (out.Err != nil) != tc.wantErr {
 				t.Fatalf("err = %v, want error %v", out.Err, tc.wantErr)
+			}
+			if tc.wantReason != "" {
+				last := out.Ran[len(out.Ran)-1].Result
+				if last.State != NotReady || last.Reason != tc.wantReason || !strings.Contains(last.Message, tc.wantMessage) {
+					t.Fatalf("current stage: %v %s %q, want NotReady %s mentioning %q", last.State, last.Reason, last.Message, tc.wantReason, tc.wantMessage)
+				}
 			}
 		})
 	}

@@ -225,10 +225,10 @@ func mustRead(t *testing.T, path string) []byte {
 // installAndRollOut installs objs on a fresh local cluster (CRDs first, the rest after a strict
 // server-side dry run, into a namespace that enforces the restricted Pod Security level) and
 // runs the operator as the ServiceAccount sa they create, impersonated, through a full rollout
-// with a namespace taken to MutualTLS. withoutPodsCreate first takes pods/create (which the
-// injection probe's dry-run pod needs) out of the manager ClusterRole: the rollout must then
-// stop and say what was forbidden, and complete once the role is put back.
-func installAndRollOut(t *testing.T, objs []*unstructured.Unstructured, sa string, withoutPodsCreate bool) {
+// with a namespace taken to MutualTLS. A withheld permission is first taken out of the manager
+// ClusterRole: the rollout must then stop with the condition it names, saying what was
+// forbidden, and complete once the role is put back.
+func installAndRollOut(t *testing.T, objs []*unstructured.Unstructured, sa string, withhold *withheld) {
 	ctx := context.Background()
 	cl, c := startCluster(t, cluster.Options{})
 	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: chartNamespace,
@@ -237,14 +237,19 @@ func installAndRollOut(t *testing.T, objs []*unstructured.Unstructured, sa strin
 	}
 	managerRole := find(t, objs, "ClusterRole", "manager-role")
 	full := managerRole.DeepCopy()
-	if withoutPodsCreate {
+	if withhold != nil {
+		taken := false
 		rules, _, _ := unstructured.NestedSlice(managerRole.Object, "rules")
 		for i, r := range rules {
 			rm := r.(map[string]any)
-			if slices.Contains(toStrings(rm["resources"]), "pods") {
-				rm["verbs"] = toAny(slices.DeleteFunc(toStrings(rm["verbs"]), func(v string) bool { return v == "create" }))
+			if slices.Contains(toStrings(rm["resources"]), withhold.resource) && slices.Contains(toStrings(rm["verbs"]), withhold.verb) {
+				rm["verbs"] = toAny(slices.DeleteFunc(toStrings(rm["verbs"]), func(v string) bool { return v == withhold.verb }))
 				rules[i] = rm
+				taken = true
 			}
+		}
+		if !taken {
+			t.Fatalf("the manager role grants no %s/%s to take away", withhold.resource, withhold.verb)
 		}
 		_ = unstructured.SetNestedSlice(managerRole.Object, rules, "rules")
 	}
@@ -293,10 +298,13 @@ func installAndRollOut(t *testing.T, objs []*unstructured.Unstructured, sa strin
 	createMesh(t, c, mesh)
 	useLocalIstiod(t, cl, c, mesh.Name)
 
-	if withoutPodsCreate {
-		got := waitCondition(t, c, meshv1.ConditionInjectionReady, metav1.ConditionFalse, meshv1.ReasonProbeRejected, 2*time.Minute)
-		if msg := meta.FindStatusCondition(got.Status.Conditions, meshv1.ConditionInjectionReady).Message; !strings.Contains(msg, "forbidden") {
-			t.Errorf("InjectionReady message = %q, want the API server's forbidden error", msg)
+	if withhold != nil {
+		got := waitCondition(t, c, withhold.condition, metav1.ConditionFalse, withhold.reason, 2*time.Minute)
+		if msg := meta.FindStatusCondition(got.Status.Conditions, withhold.condition).Message; !strings.Contains(msg, "forbidden") || !strings.Contains(msg, withhold.resource) {
+			t.Errorf("%s message = %q, want the API server's forbidden error naming %s", withhold.condition, msg, withhold.resource)
+		}
+		if ready := meta.FindStatusCondition(got.Status.Conditions, meshv1.ConditionReady); ready.Status != metav1.ConditionFalse || ready.Reason != withhold.reason {
+			t.Errorf("Ready = %s/%s, want False/%s", ready.Status, ready.Reason, withhold.reason)
 		}
 		// The role as shipped: the rollout goes on by itself.
 		if err := cluster.Apply(ctx, cl.RESTConfig(), full); err != nil {
@@ -313,6 +321,13 @@ func installAndRollOut(t *testing.T, objs []*unstructured.Unstructured, sa strin
 	if err := c.Get(ctx, client.ObjectKey{Namespace: chartNamespace, Name: "meshwright.meshwright.io"}, lease); err != nil {
 		t.Errorf("leader-election lease in %s: %v", chartNamespace, err)
 	}
+}
+
+// withheld is a permission a test takes out of the operator's ClusterRole, and the condition
+// and reason the rollout must then stop with.
+type withheld struct {
+	resource, verb    string
+	condition, reason string
 }
 
 // behaviourArgs are the manager container's arguments that change what the operator does (such
@@ -340,17 +355,20 @@ func behaviourArgs(t *testing.T, dep *unstructured.Unstructured) []string {
 }
 
 // TestChartInstallsAWorkingOperator: the Helm chart, rendered with the Helm SDK, installs an
-// operator whose ServiceAccount can carry out a full rollout.
+// operator whose ServiceAccount can carry out a full rollout. Without the right to patch
+// HorizontalPodAutoscalers (istiod's is one of the control plane's objects) the rollout first
+// stops at the ControlPlane stage with reason Forbidden, naming what was refused.
 func TestChartInstallsAWorkingOperator(t *testing.T) {
 	objs := renderChart(t, map[string]any{"image": map[string]any{"repository": "registry.example/meshwright", "tag": "test"}})
-	installAndRollOut(t, objs, find(t, objs, "ServiceAccount", "controller-manager").GetName(), false)
+	installAndRollOut(t, objs, find(t, objs, "ServiceAccount", "controller-manager").GetName(),
+		&withheld{resource: "horizontalpodautoscalers", verb: "patch", condition: meshv1.ConditionControlPlaneReady, reason: meshv1.ReasonForbidden})
 }
 
 // TestKustomizeInstallsAWorkingOperator: kustomize's config/default (what `make deploy` applies)
 // installs an operator whose ServiceAccount can carry out a full rollout.
 func TestKustomizeInstallsAWorkingOperator(t *testing.T) {
 	objs := kustomizeBuild(t, "config/default")
-	installAndRollOut(t, objs, find(t, objs, "ServiceAccount", "controller-manager").GetName(), false)
+	installAndRollOut(t, objs, find(t, objs, "ServiceAccount", "controller-manager").GetName(), nil)
 }
 
 // TestBundlePermissionsRunTheOperator installs what the OLM bundle's CSV declares, as OLM's
@@ -361,7 +379,9 @@ func TestKustomizeInstallsAWorkingOperator(t *testing.T) {
 // as the CSV grants it (the rollout completes).
 func TestBundlePermissionsRunTheOperator(t *testing.T) {
 	objs := csvInstall(t)
-	installAndRollOut(t, objs, find(t, objs, "ServiceAccount", "controller-manager").GetName(), true)
+	// The injection probe's dry-run pod needs pods/create.
+	installAndRollOut(t, objs, find(t, objs, "ServiceAccount", "controller-manager").GetName(),
+		&withheld{resource: "pods", verb: "create", condition: meshv1.ConditionInjectionReady, reason: meshv1.ReasonProbeRejected})
 }
 
 // csvInstall turns bundle/manifests into the objects OLM creates from them.

@@ -58,12 +58,13 @@ func stateOf(ns *corev1.Namespace) ladderState {
 
 // meshWithLocalIstiod creates a MeshInstallation, runs the operator, and serves its webhooks
 // with a local istiod (see useLocalIstiod); the installation is deleted at the end.
-func meshWithLocalIstiod(t *testing.T, cl *cluster.Cluster, c client.Client, spec meshv1.MeshInstallationSpec) {
+func meshWithLocalIstiod(t *testing.T, cl *cluster.Cluster, c client.Client, spec meshv1.MeshInstallationSpec) *operator {
 	t.Helper()
-	runOperator(t, cl)
+	op := runOperator(t, cl)
 	mesh := &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: spec}
 	createMesh(t, c, mesh)
 	useLocalIstiod(t, cl, c, mesh.Name)
+	return op
 }
 
 // useLocalIstiod points the installation's webhooks at a local istiod through the istiod
@@ -277,7 +278,7 @@ func TestAdoptionLadder(t *testing.T) {
 	steps := watchSteps(t, cl)
 	dryRun := watchDryRun(t, c, "shop-zt")
 
-	meshWithLocalIstiod(t, cl, c, meshv1.MeshInstallationSpec{
+	op := meshWithLocalIstiod(t, cl, c, meshv1.MeshInstallationSpec{
 		Rollout: meshv1.RolloutSpec{MaxNamespacesInProgress: 1, SoakTime: &metav1.Duration{Duration: 3 * time.Second},
 			StepTimeout: &metav1.Duration{Duration: 2 * time.Minute}},
 		Namespaces: []meshv1.NamespaceRule{
@@ -289,6 +290,13 @@ func TestAdoptionLadder(t *testing.T) {
 			{Selector: meshv1.NamespaceSelector{MatchExpressions: []meshv1.SelectorRequirement{{Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpExists}}}, Level: meshv1.LevelObserve},
 		},
 	})
+
+	// The rollout as the metrics endpoint shows it while it runs.
+	type series = struct {
+		name   string
+		labels map[string]string
+	}
+	during := watchMetrics(t, op, map[string]series{"in progress": {"meshwright_namespaces_in_progress", map[string]string{"installation": "default"}}})
 
 	want := map[string]meshv1.AdoptionLevel{"shop-observe": meshv1.LevelObserve, "shop-mtls": meshv1.LevelMutualTLS,
 		"shop-zt": meshv1.LevelZeroTrust, "shop-legacy": meshv1.LevelObserve}
@@ -392,6 +400,7 @@ func TestAdoptionLadder(t *testing.T) {
 	if c := meta.FindStatusCondition(mesh.Status.Conditions, meshv1.ConditionInjectionReady); c == nil || c.Reason != meshv1.ReasonWebhookServing {
 		t.Errorf("InjectionReady = %+v, want WebhookServing", c)
 	}
+	checkRolloutMetrics(t, op, during, mesh)
 
 	// kube-system is never enrolled, whatever the selectors say.
 	ks := getNamespace(t, c, "kube-system")
@@ -462,6 +471,62 @@ func TestAdoptionLadder(t *testing.T) {
 	}
 }
 
+// checkRolloutMetrics: the metrics endpoint tells the same story as the status: namespaces per
+// level, blocked, none in progress once converged (and some while it ran), the conditions, the
+// CA's remaining life, every stage's durations and the ladder's steps.
+func checkRolloutMetrics(t *testing.T, op *operator, during *metricWatch, mesh *meshv1.MeshInstallation) {
+	t.Helper()
+	during.end()
+	if got := during.highest("in progress"); got < 1 {
+		t.Errorf("meshwright_namespaces_in_progress never rose above %v during the rollout", got)
+	}
+	families, err := scrape(op.metrics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst := map[string]string{"installation": mesh.Name}
+	with := func(k, v string) map[string]string {
+		return map[string]string{"installation": mesh.Name, k: v}
+	}
+	st := mesh.Status.Namespaces
+	for _, w := range []struct {
+		what   string
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"namespaces at Observe", "meshwright_namespaces", with("level", "Observe"), float64(st.Observe)},
+		{"namespaces at MutualTLS", "meshwright_namespaces", with("level", "MutualTLS"), float64(st.MutualTLS)},
+		{"namespaces at ZeroTrust", "meshwright_namespaces", with("level", "ZeroTrust"), float64(st.ZeroTrust)},
+		{"blocked namespaces", "meshwright_namespaces_blocked", inst, float64(st.BlockedCount)},
+		{"namespaces in progress", "meshwright_namespaces_in_progress", inst, 0},
+		{"the Adoption condition's series", "meshwright_condition", map[string]string{"installation": mesh.Name, "type": meshv1.ConditionAdoptionReady, "reason": meshv1.ReasonNamespacesBlocked}, 1},
+		{"shop-zt's three steps up, at least", "meshwright_ladder_events_total", with("reason", "StepStarted"), -3},
+	} {
+		got, ok := sampleOf(families, w.name, w.labels)
+		switch {
+		case !ok:
+			t.Errorf("%s: no %s%v on the metrics endpoint", w.what, w.name, w.labels)
+		case w.want < 0 && got < -w.want:
+			t.Errorf("%s: %s%v = %v, want at least %v", w.what, w.name, w.labels, got, -w.want)
+		case w.want >= 0 && got != w.want:
+			t.Errorf("%s: %s%v = %v, want %v as status says", w.what, w.name, w.labels, got, w.want)
+		}
+	}
+	if st.ZeroTrust != 1 || st.BlockedCount < 1 {
+		t.Errorf("status.namespaces = %+v: the comparison above needs one at ZeroTrust and one blocked", st)
+	}
+	if v, ok := sampleOf(families, "meshwright_ca_expiry_seconds", inst); !ok || v <= 0 ||
+		mesh.Status.Certificates == nil || v > time.Until(mesh.Status.Certificates.NotAfter.Time).Seconds()+5 {
+		t.Errorf("meshwright_ca_expiry_seconds = %v (found %v), want the seconds left until status.certificates.notAfter", v, ok)
+	}
+	for _, stage := range []meshv1.Stage{meshv1.StageCertificates, meshv1.StageControlPlane, meshv1.StageInjection, meshv1.StagePolicies, meshv1.StageAdoption} {
+		if n, ok := sampleOf(families, "meshwright_stage_duration_seconds", map[string]string{"stage": string(stage)}); !ok || n < 1 {
+			t.Errorf("meshwright_stage_duration_seconds{stage=%q}: %v passes timed, want some", stage, n)
+		}
+	}
+}
+
 // TestLadderRollsBackAStepThatBreaksPods enrolls a namespace whose node has no room for the
 // sidecar's resources: the injected pods stay Pending, so the step is reverted after the step
 // timeout, the namespace is held at Off and the installation reports Degraded.
@@ -482,7 +547,7 @@ func TestLadderRollsBackAStepThatBreaksPods(t *testing.T) {
 	})
 	waitAvailable(t, c, "tight")
 
-	meshWithLocalIstiod(t, cl, c, meshv1.MeshInstallationSpec{
+	op := meshWithLocalIstiod(t, cl, c, meshv1.MeshInstallationSpec{
 		Rollout: meshv1.RolloutSpec{StepTimeout: &metav1.Duration{Duration: 15 * time.Second}},
 		Namespaces: []meshv1.NamespaceRule{
 			{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"ladder": "observe"}}, Level: meshv1.LevelObserve},
@@ -522,6 +587,18 @@ func TestLadderRollsBackAStepThatBreaksPods(t *testing.T) {
 		}
 		return n == 2, nil
 	})
+
+	// One rollback on the metrics endpoint, and the Degraded condition the alert fires on.
+	families, err := scrape(op.metrics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, ok := sampleOf(families, "meshwright_rollbacks_total", map[string]string{"installation": "default"}); n != 1 {
+		t.Errorf("meshwright_rollbacks_total = %v (found %v), want 1", n, ok)
+	}
+	if v, ok := sampleOf(families, "meshwright_condition", map[string]string{"installation": "default", "type": meshv1.ConditionDegraded, "status": "True"}); v != 1 {
+		t.Errorf("meshwright_condition{type=Degraded,status=True} = %v (found %v), want 1", v, ok)
+	}
 
 	// The hold stays while the spec is unchanged; a spec change releases it and the ladder tries again.
 	time.Sleep(3 * time.Second)

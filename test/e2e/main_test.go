@@ -32,6 +32,8 @@ var (
 	repoRoot string
 	// managerBin is the operator binary built for this run.
 	managerBin string
+	// pluginBin is the kubectl plugin built for this run.
+	pluginBin string
 )
 
 func TestMain(m *testing.M) {
@@ -60,6 +62,14 @@ func run(m *testing.M) int {
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building the operator:", err)
+		return 1
+	}
+	pluginBin = filepath.Join(tmp, "kubectl-meshwright")
+	build = exec.Command("go", "build", "-o", pluginBin, "./cmd/kubectl-meshwright")
+	build.Dir = repoRoot
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building the kubectl plugin:", err)
 		return 1
 	}
 

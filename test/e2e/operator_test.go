@@ -154,6 +154,8 @@ type operator struct {
 	cmd    *exec.Cmd
 	exited chan error
 	done   bool
+	// metrics is the URL of its metrics endpoint (plain HTTP on 127.0.0.1).
+	metrics string
 }
 
 // runOperator installs the CRD and starts the operator binary as it runs in a cluster (leader
@@ -188,8 +190,12 @@ func startOperator(t *testing.T, kubeconfig, namespace string, leaderElect bool,
 	if err != nil {
 		t.Fatal(err)
 	}
+	metricsPort, err := cluster.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.Command(managerBin, "--kubeconfig="+kubeconfig,
-		"--metrics-bind-address=127.0.0.1:0", "--metrics-secure=false",
+		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", metricsPort), "--metrics-secure=false",
 		"--health-probe-bind-address=127.0.0.1:0",
 		fmt.Sprintf("--leader-elect=%v", leaderElect), "--leader-election-namespace="+namespace, "--zap-log-level=debug")
 	cmd.Args = append(cmd.Args, args...)
@@ -199,7 +205,7 @@ func startOperator(t *testing.T, kubeconfig, namespace string, leaderElect bool,
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	op := &operator{cmd: cmd, exited: make(chan error, 1)}
+	op := &operator{cmd: cmd, exited: make(chan error, 1), metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort)}
 	go func() { op.exited <- cmd.Wait() }()
 	t.Cleanup(func() {
 		if t.Failed() {

@@ -41,6 +41,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
@@ -221,7 +222,12 @@ func measure(manager string, n, pods int, level meshv1.AdoptionLevel, parallel i
 	}
 	r.RequestsPerS = float64(total) / r.ConvergeS
 
-	// Restart once converged: a new process, its first successful pass, then 20 s of quiet.
+	// Restart once converged and reported (Ready=True: the last pass wrote its status), so
+	// that what the new process writes is what a restart costs, not the old one's unfinished
+	// status: a new process, its first successful pass, then 20 s of quiet.
+	if err := waitReady(ctx, c, mesh.Name, 5*time.Minute); err != nil {
+		return r, err
+	}
 	op.stop()
 	op2, err := startManager(manager, cl.Kubeconfig, false)
 	if err != nil {
@@ -363,6 +369,24 @@ func watchLadder(ctx context.Context, c client.Client, n int, level meshv1.Adopt
 			return nil, fmt.Errorf("%d of %d namespaces at %s after %s", atTarget, n, level, timeout)
 		}
 		time.Sleep(time.Second)
+	}
+}
+
+// waitReady waits for the installation's Ready condition to be True.
+func waitReady(ctx context.Context, c client.Client, name string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		mesh := &meshv1.MeshInstallation{}
+		if err := c.Get(ctx, client.ObjectKey{Name: name}, mesh); err != nil {
+			return err
+		}
+		if meta.IsStatusConditionTrue(mesh.Status.Conditions, meshv1.ConditionReady) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("every namespace converged, but Ready is not True after %s: %v", timeout, meta.FindStatusCondition(mesh.Status.Conditions, meshv1.ConditionReady))
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 

@@ -1,0 +1,196 @@
+package adoption
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/certificates"
+	"github.com/meshwright/meshwright/internal/ladder"
+	"github.com/meshwright/meshwright/internal/policy"
+	"github.com/meshwright/meshwright/internal/stages"
+)
+
+// NamespacePlan is one namespace as the ladder sees it in a pass, and its next move. The stage
+// carries plans out; `kubectl meshwright plan` shows them. Both come from Planner.Plan, so what
+// the plugin says the operator will do is what the operator does.
+type NamespacePlan struct {
+	Namespace  *corev1.Namespace
+	Enrollment ladder.Enrollment
+	// Current is the level the namespace is at (its meshwright.io/level label; Off without one).
+	Current ladder.Level
+	// State is the ladder's record on the namespace: the running step, a hold.
+	State     ladder.State
+	Pods      ladder.Pods
+	Workloads []ladder.Workload
+	// PolicyConflict names a PeerAuthentication of someone else's that would override STRICT.
+	PolicyConflict string
+	// Decision is what the ladder does next.
+	Decision ladder.Decision
+
+	uids map[string]types.UID
+}
+
+// Planner reads what the ladder decides from. It only reads.
+type Planner struct {
+	// Policies lists PeerAuthentications and AuthorizationPolicies (the operator's cache).
+	Policies client.Reader
+	// Workloads lists namespaces, pods, workloads and PodDisruptionBudgets (the ladder's cache,
+	// or the API server for the kubectl plugin).
+	Workloads client.Reader
+	// OperatorNamespace is never enrolled.
+	OperatorNamespace string
+}
+
+// Plan observes every namespace the ladder looks at and decides its next move, as of now.
+func (p Planner) Plan(ctx context.Context, mesh *meshv1.MeshInstallation, now time.Time) ([]NamespacePlan, error) {
+	excluded := []string{certificates.ControlPlaneNamespace(mesh)}
+	if p.OperatorNamespace != "" {
+		excluded = append(excluded, p.OperatorNamespace)
+	}
+	var nsList corev1.NamespaceList
+	// Namespaces are only read here (writes go through apply configurations): no copies.
+	if err := p.Workloads.List(ctx, &nsList, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, fmt.Errorf("listing namespaces: %w", err)
+	}
+	// Namespaces that hold the installation's policies are looked at even when someone removed
+	// the ladder's label and annotation, so the policies do not outlive the ladder's record.
+	withPolicies, err := p.namespacesWithPolicies(ctx, mesh)
+	if err != nil {
+		return nil, err
+	}
+	plans := Candidates(ctx, mesh, nsList.Items, withPolicies, excluded)
+	for i := range plans {
+		c := &plans[i]
+		if c.Pods, c.Workloads, c.uids, err = observeWorkloads(ctx, p.Workloads, c.Namespace.Name); err != nil {
+			return nil, err
+		}
+		if c.PolicyConflict, err = p.policyConflict(ctx, mesh, c.Namespace.Name); err != nil {
+			return nil, err
+		}
+	}
+	DecideAll(plans, mesh, now)
+	return plans, nil
+}
+
+// Candidates picks the namespaces the ladder looks at, with their enrollment and recorded
+// state, in the order their moves are decided: running steps first (they keep their slots under
+// maxNamespacesInProgress), then the others by name. Namespaces never enrolled and holding
+// nothing of the operator's (withPolicies) are left out, as are namespaces being deleted; one
+// whose meshwright.io/target-level label is not a level stays in, so that it is reported.
+func Candidates(ctx context.Context, mesh *meshv1.MeshInstallation, namespaces []corev1.Namespace, withPolicies map[string]bool, excluded []string) []NamespacePlan {
+	var running, others []NamespacePlan
+	for i := range namespaces {
+		ns := &namespaces[i]
+		c := NamespacePlan{Namespace: ns, Enrollment: ladder.Enroll(ns.Name, ns.Labels, mesh.Spec.Namespaces, excluded),
+			Current: ladder.Level(ns.Labels[meshv1.LabelLevel])}
+		if c.Current == "" {
+			c.Current = meshv1.LevelOff
+		}
+		_, ours := ns.Annotations[meshv1.AnnotationLadder]
+		if c.Enrollment.Target == meshv1.LevelOff && c.Current == meshv1.LevelOff && !ours && ns.Labels[meshv1.LabelLevel] == "" &&
+			!withPolicies[ns.Name] && c.Enrollment.Invalid == "" {
+			continue // never enrolled: nothing to look at (a mistyped target label is reported)
+		}
+		if !ns.DeletionTimestamp.IsZero() {
+			continue
+		}
+		if raw := ns.Annotations[meshv1.AnnotationLadder]; raw != "" {
+			if err := json.Unmarshal([]byte(raw), &c.State); err != nil {
+				log.FromContext(ctx).Info("ignoring an unreadable ladder annotation", "namespace", ns.Name, "error", err.Error())
+				c.State = ladder.State{}
+			}
+		}
+		if c.State.Step != nil {
+			running = append(running, c)
+		} else {
+			others = append(others, c)
+		}
+	}
+	sort.Slice(others, func(i, j int) bool { return others[i].Namespace.Name < others[j].Namespace.Name })
+	return append(running, others...)
+}
+
+// DecideAll sets each plan's Decision from what was observed of its namespace (Pods, Workloads,
+// PolicyConflict), in order, giving new steps the slots maxNamespacesInProgress leaves.
+func DecideAll(plans []NamespacePlan, mesh *meshv1.MeshInstallation, now time.Time) {
+	settings := SettingsOf(mesh)
+	maxInProgress := int(mesh.Spec.Rollout.MaxNamespacesInProgress)
+	if maxInProgress < 1 {
+		maxInProgress = 2
+	}
+	inProgress := 0
+	for i := range plans {
+		c := &plans[i]
+		c.Decision = ladder.Decide(ladder.Namespace{Name: c.Namespace.Name, Current: c.Current, State: c.State, Target: c.Enrollment.Target,
+			Pods: c.Pods, Workloads: c.Workloads, InjectionConflict: injectionConflict(c.Namespace), PolicyConflict: c.PolicyConflict},
+			settings, inProgress < maxInProgress, now)
+		if c.Decision.InProgress {
+			inProgress++
+		}
+	}
+}
+
+// Summarize is the stage's result for a pass's plans: status.namespaces and the AdoptionReady
+// condition.
+func Summarize(plans []NamespacePlan, settings ladder.Settings) stages.Result {
+	var sum summary
+	for i := range plans {
+		sum.add(&plans[i])
+	}
+	return sum.result(settings)
+}
+
+// namespacesWithPolicies lists the namespaces holding policies of the installation (from the
+// cache, which holds every PeerAuthentication and AuthorizationPolicy).
+func (p Planner) namespacesWithPolicies(ctx context.Context, mesh *meshv1.MeshInstallation) (map[string]bool, error) {
+	out := map[string]bool{}
+	for _, gvk := range policy.Kinds() {
+		list := &unstructured.UnstructuredList{}
+		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
+		if err := p.Policies.List(ctx, list, client.MatchingLabels{meshv1.LabelInstallation: mesh.Name}, client.UnsafeDisableDeepCopy); err != nil {
+			return nil, fmt.Errorf("listing %s: %w", gvk.Kind, err)
+		}
+		for _, pol := range list.Items {
+			if policy.PerNamespace(pol.GetName()) {
+				out[pol.GetNamespace()] = true
+			}
+		}
+	}
+	return out, nil
+}
+
+// policyConflict names a namespace-wide PeerAuthentication of someone else's that is not
+// STRICT: Istio applies the oldest namespace-wide policy, so it would silently override the
+// operator's STRICT one.
+func (p Planner) policyConflict(ctx context.Context, mesh *meshv1.MeshInstallation, namespace string) (string, error) {
+	list := &unstructured.UnstructuredList{}
+	list.SetGroupVersionKind(policy.PeerAuthenticationGVK.GroupVersion().WithKind(policy.PeerAuthenticationGVK.Kind + "List"))
+	if err := p.Policies.List(ctx, list, client.InNamespace(namespace), client.UnsafeDisableDeepCopy); err != nil {
+		return "", fmt.Errorf("listing PeerAuthentications in %s: %w", namespace, err)
+	}
+	for _, pa := range list.Items {
+		if pa.GetLabels()[meshv1.LabelInstallation] == mesh.Name {
+			continue
+		}
+		if sel, _, _ := unstructured.NestedStringMap(pa.Object, "spec", "selector", "matchLabels"); len(sel) > 0 {
+			continue // a workload's own policy; namespace-wide STRICT still covers the rest
+		}
+		if mode, _, _ := unstructured.NestedString(pa.Object, "spec", "mtls", "mode"); mode != "STRICT" {
+			if mode == "" {
+				mode = "UNSET"
+			}
+			return fmt.Sprintf("PeerAuthentication %s/%s (mode %s) applies to the whole namespace and would override Meshwright's STRICT policy: make it STRICT or delete it.", namespace, pa.GetName(), mode), nil
+		}
+	}
+	return "", nil
+}

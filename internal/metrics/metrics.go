@@ -1,0 +1,179 @@
+// Package metrics exports what a platform team watches a mesh rollout by, on the operator's
+// metrics endpoint beside controller-runtime's own: where the namespaces stand on the ladder,
+// how many are held back, how long each stage takes, when the mesh CA expires, and the ladder's
+// steps and rollbacks. The alerts in config/prometheus and the dashboard in config/grafana are
+// written against these names.
+package metrics
+
+import (
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+)
+
+// Names of the metrics, for the tests that check that alerts and dashboards only use these.
+const (
+	NamespacesName         = "meshwright_namespaces"
+	InProgressName         = "meshwright_namespaces_in_progress"
+	BlockedName            = "meshwright_namespaces_blocked"
+	ConditionName          = "meshwright_condition"
+	CAExpiryName           = "meshwright_ca_expiry_seconds"
+	StageDurationName      = "meshwright_stage_duration_seconds"
+	LadderEventsName       = "meshwright_ladder_events_total"
+	RollbacksName          = "meshwright_rollbacks_total"
+	installationLabel      = "installation"
+	levelLabel, stageLabel = "level", "stage"
+)
+
+var (
+	namespaces = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: NamespacesName,
+		Help: "Enrolled namespaces by the ladder level they are at (Off: enrolled, not in the mesh yet).",
+	}, []string{installationLabel, levelLabel})
+	inProgress = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: InProgressName,
+		Help: "Namespaces taking a step up or down the ladder right now.",
+	}, []string{installationLabel})
+	blocked = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: BlockedName,
+		Help: "Namespaces held below their target level (status.namespaces.blocked says why).",
+	}, []string{installationLabel})
+	condition = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: ConditionName,
+		Help: "The installation's conditions: 1 for the status and reason each condition has now, one series per condition.",
+	}, []string{installationLabel, "type", "status", "reason"})
+	stageDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    StageDurationName,
+		Help:    "How long one pass of a rollout stage takes, API requests included.",
+		Buckets: []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
+	}, []string{stageLabel})
+	ladderEvents = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: LadderEventsName,
+		Help: "The ladder's steps, by the reason of the Event each emitted on its namespace (StepStarted, LevelReached, RolledBack, ...).",
+	}, []string{installationLabel, "reason"})
+	rollbacks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: RollbacksName,
+		Help: "Steps reverted because the namespace's pods were not all Ready within spec.rollout.stepTimeout.",
+	}, []string{installationLabel})
+	caExpiry = &expiryCollector{notAfter: map[string]time.Time{}, now: time.Now}
+)
+
+var registerOnce sync.Once
+
+// Register adds the metrics to controller-runtime's registry, which its metrics endpoint
+// serves. It is safe to call more than once (every reconciler set-up does).
+func Register() {
+	registerOnce.Do(func() {
+		metrics.Registry.MustRegister(namespaces, inProgress, blocked, condition, stageDuration, ladderEvents, rollbacks, caExpiry)
+	})
+}
+
+// Levels are the ladder's levels as the namespaces gauge labels them.
+var Levels = []meshv1.AdoptionLevel{meshv1.LevelOff, meshv1.LevelObserve, meshv1.LevelMutualTLS, meshv1.LevelZeroTrust}
+
+// RecordStatus sets the gauges of one installation from the status a pass computed: the same
+// figures kubectl shows, so the two never disagree.
+func RecordStatus(installation string, st *meshv1.MeshInstallationStatus) {
+	var ns meshv1.NamespacesStatus
+	if st.Namespaces != nil {
+		ns = *st.Namespaces
+	}
+	off := ns.Enrolled - ns.Observe - ns.MutualTLS - ns.ZeroTrust
+	if off < 0 {
+		off = 0 // namespaces walking down from a level they are no longer enrolled at
+	}
+	for _, l := range Levels {
+		v := map[meshv1.AdoptionLevel]int32{meshv1.LevelOff: off, meshv1.LevelObserve: ns.Observe,
+			meshv1.LevelMutualTLS: ns.MutualTLS, meshv1.LevelZeroTrust: ns.ZeroTrust}[l]
+		namespaces.WithLabelValues(installation, string(l)).Set(float64(v))
+	}
+	inProgress.WithLabelValues(installation).Set(float64(ns.InProgress))
+	blocked.WithLabelValues(installation).Set(float64(ns.BlockedCount))
+
+	// One series per condition type: the old status or reason's series goes.
+	condition.DeletePartialMatch(prometheus.Labels{installationLabel: installation})
+	for _, c := range st.Conditions {
+		condition.WithLabelValues(installation, c.Type, string(c.Status), c.Reason).Set(1)
+	}
+
+	if st.Certificates != nil && st.Certificates.NotAfter != nil {
+		caExpiry.set(installation, st.Certificates.NotAfter.Time)
+	} else {
+		caExpiry.forget(installation)
+	}
+}
+
+// Forget drops every series of an installation, once it is deleted.
+func Forget(installation string) {
+	match := prometheus.Labels{installationLabel: installation}
+	for _, v := range []interface {
+		DeletePartialMatch(prometheus.Labels) int
+	}{namespaces, inProgress, blocked, condition, ladderEvents, rollbacks} {
+		v.DeletePartialMatch(match)
+	}
+	caExpiry.forget(installation)
+}
+
+// ObserveStage records how long one pass of a stage took.
+func ObserveStage(stage meshv1.Stage, d time.Duration) {
+	stageDuration.WithLabelValues(string(stage)).Observe(d.Seconds())
+}
+
+// LadderEvent counts a ladder step's Event; rollbackStarted marks the Event of a step that
+// starts reverting a namespace, counted once per rollback.
+func LadderEvent(installation, reason string, rollbackStarted bool) {
+	ladderEvents.WithLabelValues(installation, reason).Inc()
+	if rollbackStarted {
+		rollbacks.WithLabelValues(installation).Inc()
+	}
+}
+
+// expiryCollector reports the seconds left until each installation's CA expires, computed when
+// scraped: a gauge set at the last pass would go stale between passes, which may be hours
+// apart once everything is Ready.
+type expiryCollector struct {
+	mu       sync.Mutex
+	notAfter map[string]time.Time
+	now      func() time.Time
+}
+
+var caExpiryDesc = prometheus.NewDesc(CAExpiryName,
+	"Seconds until the mesh's intermediate CA certificate (istiod's cacerts) expires; negative once it has.",
+	[]string{installationLabel}, nil)
+
+func (e *expiryCollector) set(installation string, t time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.notAfter[installation] = t
+}
+
+func (e *expiryCollector) forget(installation string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.notAfter, installation)
+}
+
+// Describe implements prometheus.Collector.
+func (e *expiryCollector) Describe(ch chan<- *prometheus.Desc) { ch <- caExpiryDesc }
+
+// Collect implements prometheus.Collector.
+func (e *expiryCollector) Collect(ch chan<- prometheus.Metric) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := e.now()
+	for name, t := range e.notAfter {
+		ch <- prometheus.MustNewConstMetric(caExpiryDesc, prometheus.GaugeValue, t.Sub(now).Seconds(), name)
+	}
+}
+
+// Names lists every metric this package exports, histogram series included, for the tests
+// that check alerts and dashboards against it.
+func Names() []string {
+	return []string{NamespacesName, InProgressName, BlockedName, ConditionName, CAExpiryName,
+		StageDurationName + "_bucket", StageDurationName + "_sum", StageDurationName + "_count",
+		LadderEventsName, RollbacksName}
+}

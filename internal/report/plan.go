@@ -1,0 +1,190 @@
+package report
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/adoption"
+	"github.com/meshwright/meshwright/internal/ladder"
+	"github.com/meshwright/meshwright/internal/policy"
+)
+
+// Actions a namespace can take next.
+const (
+	ActionAtTarget   = "at target"
+	ActionStep       = "step"
+	ActionStepping   = "stepping"
+	ActionRollback   = "roll back"
+	ActionWait       = "wait"
+	ActionBlocked    = "blocked"
+	ActionOffboarded = "release"
+)
+
+// NamespaceMove is what the ladder will do next with one namespace, and why.
+type NamespaceMove struct {
+	Namespace string `json:"namespace"`
+	Current   string `json:"current"`
+	Target    string `json:"target"`
+	Action    string `json:"action"`
+	// To is the level a step goes to.
+	To string `json:"to,omitempty"`
+	// Reason and Detail say why a namespace waits or is blocked, or what a step does.
+	Reason string `json:"reason,omitempty"`
+	Detail string `json:"detail,omitempty"`
+	// Restart are the workloads a step restarts now.
+	Restart []string `json:"restart,omitempty"`
+	// Uninjected are the running pods without Istio's proxy.
+	Uninjected []string `json:"uninjected,omitempty"`
+	// Policies are the policies the namespace carries once this pass is carried out.
+	Policies []string `json:"policies,omitempty"`
+	Fix      string   `json:"fix,omitempty"`
+}
+
+// Plan is `kubectl meshwright plan`: what the operator does next, computed by the code the
+// operator runs (adoption.Planner and ladder.Decide).
+type Plan struct {
+	Installation string `json:"installation"`
+	// Stage is where the rollout stands; the ladder moves namespaces only once every stage
+	// before Adoption is Ready.
+	Stage string `json:"stage,omitempty"`
+	// Summary is the AdoptionReady message this plan would give.
+	Summary    string          `json:"summary"`
+	Namespaces []NamespaceMove `json:"namespaces"`
+	// Spec is set by `plan -f`: what changing the spec would change.
+	Spec *SpecChange `json:"specChange,omitempty"`
+}
+
+// SpecChange is what a new spec changes before anything is applied.
+type SpecChange struct {
+	// Targets are the namespaces whose target level the new spec changes ("shop: Observe →
+	// MutualTLS").
+	Targets []string `json:"targets,omitempty"`
+	// ControlPlane lists the control-plane objects the new spec renders differently: added,
+	// removed, or changed (with the first field that differs).
+	ControlPlane []string `json:"controlPlane,omitempty"`
+	// ControlPlaneError is the charts' error when the new spec does not render.
+	ControlPlaneError string `json:"controlPlaneError,omitempty"`
+}
+
+// PlanOf describes the plans of a pass for mesh.
+func PlanOf(mesh *meshv1.MeshInstallation, plans []adoption.NamespacePlan) Plan {
+	out := Plan{Installation: mesh.Name, Stage: string(mesh.Status.Stage),
+		Summary: adoption.Summarize(plans, adoption.SettingsOf(mesh)).Message}
+	for _, pl := range plans {
+		out.Namespaces = append(out.Namespaces, moveOf(mesh, pl))
+	}
+	return out
+}
+
+func moveOf(mesh *meshv1.MeshInstallation, pl adoption.NamespacePlan) NamespaceMove {
+	d := pl.Decision
+	m := NamespaceMove{Namespace: pl.Namespace.Name, Current: string(pl.Current), Target: string(pl.Enrollment.Target),
+		Restart: d.Restart, Uninjected: pl.Pods.Uninjected}
+	switch step := d.State.Step; {
+	case step != nil && step.Rollback:
+		m.Action, m.To, m.Reason, m.Detail = ActionRollback, string(step.To), step.Reason, step.Message
+	case step != nil && pl.State.Step == nil:
+		m.Action, m.To = ActionStep, string(step.To)
+		m.Detail = fmt.Sprintf("Starts the step from %s to %s.", d.Level, step.To)
+	case step != nil:
+		m.Action, m.To = ActionStepping, string(step.To)
+		m.Detail = d.Waiting
+		if m.Detail == "" {
+			m.Detail = fmt.Sprintf("Stepping from %s to %s.", d.Level, step.To)
+		}
+	case d.Blocked.Reason != "":
+		m.Action, m.Reason, m.Detail = ActionBlocked, d.Blocked.Reason, d.Blocked.Message
+		m.Fix = Fix(d.Blocked.Reason, pl.Namespace.Name)
+	case pl.Enrollment.Invalid != "":
+		m.Action, m.Reason, m.Detail = ActionBlocked, meshv1.ReasonInvalidTargetLevel, pl.Enrollment.Invalid
+		m.Fix = Fix(meshv1.ReasonInvalidTargetLevel, pl.Namespace.Name)
+	case d.AtTarget(pl.Enrollment.Target) && d.Level == meshv1.LevelOff:
+		m.Action, m.Detail = ActionOffboarded, "Not enrolled: the ladder's labels and annotation are removed."
+	case d.AtTarget(pl.Enrollment.Target):
+		m.Action = ActionAtTarget
+	default:
+		m.Action, m.Detail = ActionWait, d.Waiting
+	}
+	for _, p := range policy.ForNamespace(mesh.Name, pl.Namespace.Name, pl.Enrollment.AllowFrom, d.Effects) {
+		m.Policies = append(m.Policies, policyLine(p.GetKind(), p.GetName(), d.Effects))
+	}
+	return m
+}
+
+func policyLine(kind, name string, e ladder.Effects) string {
+	switch {
+	case kind == "PeerAuthentication":
+		return kind + " " + name + " (STRICT)"
+	case e.DryRun:
+		return kind + " " + name + " (dry-run)"
+	}
+	return kind + " " + name
+}
+
+// Text writes the plan: one block per namespace, what it does next and why.
+func (p Plan) Text(w io.Writer, st Style) error {
+	pr := &printer{w: w}
+	pr.line("Plan for MeshInstallation %s", st.paint(bold, p.Installation))
+	if p.Stage != "" && p.Stage != string(meshv1.StageAdoption) && p.Stage != string(meshv1.StageComplete) {
+		pr.wrapped(0, st.paint(yellow, fmt.Sprintf("The rollout is at the %s stage: namespaces move once every stage before Adoption is Ready. Below is what the ladder will do then.", p.Stage)))
+	}
+	pr.wrapped(0, p.Summary)
+	if s := p.Spec; s != nil {
+		pr.line("")
+		pr.line("With the new spec")
+		if len(s.Targets) == 0 {
+			pr.line("  No namespace changes target.")
+		}
+		for _, t := range s.Targets {
+			pr.line("  target %s", t)
+		}
+		switch {
+		case s.ControlPlaneError != "":
+			pr.wrapped(2, st.paint(red, "The control plane does not render: ")+s.ControlPlaneError)
+		case len(s.ControlPlane) == 0:
+			pr.line("  The control plane renders the same objects.")
+		default:
+			pr.line("  Control plane: %d object(s) change", len(s.ControlPlane))
+			for _, c := range s.ControlPlane {
+				pr.wrapped(4, c)
+			}
+		}
+	}
+	pr.line("")
+	if len(p.Namespaces) == 0 {
+		pr.line("No namespace is enrolled: spec.namespaces selects none (or only namespaces never enrolled).")
+		return pr.err
+	}
+	pr.line("%s %s %s %s", pad("NAMESPACE", 22), pad("NOW", 10), pad("TARGET", 10), "NEXT")
+	for _, m := range p.Namespaces {
+		next := m.Action
+		switch m.Action {
+		case ActionStep, ActionStepping, ActionRollback:
+			next += " to " + m.To
+		case ActionBlocked:
+			next = st.paint(red, next+": "+m.Reason)
+		case ActionAtTarget:
+			next = st.paint(green, next)
+		}
+		pr.line("%s %s %s %s", pad(m.Namespace, 22), pad(m.Current, 10), pad(m.Target, 10), next)
+		const indent = 4
+		if m.Detail != "" {
+			pr.wrapped(indent, m.Detail)
+		}
+		if len(m.Restart) > 0 {
+			pr.wrapped(indent, "restarts "+strings.Join(m.Restart, ", "))
+		}
+		if len(m.Uninjected) > 0 && m.Action != ActionAtTarget {
+			pr.wrapped(indent, "without the proxy: "+strings.Join(m.Uninjected, ", "))
+		}
+		if len(m.Policies) > 0 && m.Action != ActionAtTarget {
+			pr.wrapped(indent, "policies: "+strings.Join(m.Policies, ", "))
+		}
+		if m.Fix != "" {
+			pr.wrapped(indent, "→ "+m.Fix)
+		}
+	}
+	return pr.err
+}

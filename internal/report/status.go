@@ -1,0 +1,204 @@
+package report
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+)
+
+// Condition is one condition as the reports show it.
+type Condition struct {
+	Type    string `json:"type"`
+	Status  string `json:"status"`
+	Reason  string `json:"reason,omitempty"`
+	Message string `json:"message,omitempty"`
+}
+
+// StageStatus is one line of the stages checklist.
+type StageStatus struct {
+	Stage     string    `json:"stage"`
+	Condition Condition `json:"condition"`
+}
+
+// CA is the mesh CA's expiry.
+type CA struct {
+	NotAfter time.Time `json:"notAfter"`
+	// ExpiresIn is the time left when the report was made ("89d"); negative once expired.
+	ExpiresIn string `json:"expiresIn"`
+	Issuer    string `json:"issuer,omitempty"`
+}
+
+// LevelCount is how many namespaces stand at a level.
+type LevelCount struct {
+	Level string `json:"level"`
+	Count int32  `json:"count"`
+}
+
+// Namespaces is the ladder's progress.
+type Namespaces struct {
+	Enrolled   int32        `json:"enrolled"`
+	InProgress int32        `json:"inProgress"`
+	Blocked    int32        `json:"blocked"`
+	Levels     []LevelCount `json:"levels"`
+}
+
+// Blocked is a namespace held below its target, why, and what unblocks it.
+type Blocked struct {
+	Namespace string `json:"namespace"`
+	Reason    string `json:"reason"`
+	Message   string `json:"message,omitempty"`
+	Fix       string `json:"fix"`
+}
+
+// Status is `kubectl meshwright status`.
+type Status struct {
+	Installation string `json:"installation"`
+	Version      string `json:"version,omitempty"`
+	// Stage is where the rollout is: the first stage that is not Ready, or Complete.
+	Stage string    `json:"stage,omitempty"`
+	Ready Condition `json:"ready"`
+	// Degraded is set when a Ready stage needs attention.
+	Degraded *Condition `json:"degraded,omitempty"`
+	// Stale is true while the operator has not yet acted on the latest spec.
+	Stale      bool          `json:"stale,omitempty"`
+	Stages     []StageStatus `json:"stages"`
+	CA         *CA           `json:"ca,omitempty"`
+	Namespaces Namespaces    `json:"namespaces"`
+	Blocked    []Blocked     `json:"blocked,omitempty"`
+	// BlockedNotListed counts the blocked namespaces the status does not name (it lists ten).
+	BlockedNotListed int32 `json:"blockedNotListed,omitempty"`
+}
+
+// stageConditions are the stages in the order they run, with their conditions.
+var stageConditions = []struct {
+	stage     meshv1.Stage
+	condition string
+}{
+	{meshv1.StageCertificates, meshv1.ConditionCertificatesReady},
+	{meshv1.StageControlPlane, meshv1.ConditionControlPlaneReady},
+	{meshv1.StageInjection, meshv1.ConditionInjectionReady},
+	{meshv1.StagePolicies, meshv1.ConditionPoliciesReady},
+	{meshv1.StageAdoption, meshv1.ConditionAdoptionReady},
+}
+
+func conditionOf(mesh *meshv1.MeshInstallation, t string) Condition {
+	c := meta.FindStatusCondition(mesh.Status.Conditions, t)
+	if c == nil {
+		return Condition{Type: t, Status: "Unknown", Reason: meshv1.ReasonPending, Message: "Not reported yet."}
+	}
+	return Condition{Type: c.Type, Status: string(c.Status), Reason: c.Reason, Message: c.Message}
+}
+
+// StatusOf reads a MeshInstallation's status as of now.
+func StatusOf(mesh *meshv1.MeshInstallation, now time.Time) Status {
+	s := Status{Installation: mesh.Name, Version: mesh.Status.Version, Stage: string(mesh.Status.Stage),
+		Ready: conditionOf(mesh, meshv1.ConditionReady), Stale: mesh.Status.ObservedGeneration != mesh.Generation}
+	if d := conditionOf(mesh, meshv1.ConditionDegraded); d.Status == "True" {
+		s.Degraded = &d
+	}
+	for _, sc := range stageConditions {
+		s.Stages = append(s.Stages, StageStatus{Stage: string(sc.stage), Condition: conditionOf(mesh, sc.condition)})
+	}
+	if c := mesh.Status.Certificates; c != nil && c.NotAfter != nil {
+		s.CA = &CA{NotAfter: c.NotAfter.UTC(), ExpiresIn: ago(c.NotAfter.Sub(now)), Issuer: c.Issuer}
+	}
+	if ns := mesh.Status.Namespaces; ns != nil {
+		off := ns.Enrolled - ns.Observe - ns.MutualTLS - ns.ZeroTrust
+		if off < 0 {
+			off = 0
+		}
+		s.Namespaces = Namespaces{Enrolled: ns.Enrolled, InProgress: ns.InProgress, Blocked: ns.BlockedCount, Levels: []LevelCount{
+			{string(meshv1.LevelOff), off}, {string(meshv1.LevelObserve), ns.Observe},
+			{string(meshv1.LevelMutualTLS), ns.MutualTLS}, {string(meshv1.LevelZeroTrust), ns.ZeroTrust}}}
+		for _, b := range ns.Blocked {
+			s.Blocked = append(s.Blocked, Blocked{Namespace: b.Name, Reason: b.Reason, Message: b.Message, Fix: Fix(b.Reason, b.Name)})
+		}
+		s.BlockedNotListed = ns.BlockedCount - int32(len(ns.Blocked))
+	}
+	return s
+}
+
+// Fix says what unblocks a namespace held for reason: a command to run or a thing to check.
+func Fix(reason, namespace string) string {
+	switch reason {
+	case meshv1.ReasonUninjectedPods:
+		return fmt.Sprintf("Give those pods the proxy (drop sidecar.istio.io/inject=false from their template) or move them out; list them: kubectl get pods -n %s -L sidecar.istio.io/inject", namespace)
+	case meshv1.ReasonPodsNotReady:
+		return fmt.Sprintf("Wait for the pods, or see why they are not Ready: kubectl get pods -n %s", namespace)
+	case meshv1.ReasonDisruptionBudget:
+		return fmt.Sprintf("The restart waits for the budget to allow it: kubectl get pdb -n %s", namespace)
+	case meshv1.ReasonInjectionLabelConflict:
+		return fmt.Sprintf("Remove the other injection label: kubectl label namespace %s istio-injection- (or the other istio.io/rev)", namespace)
+	case meshv1.ReasonPeerAuthenticationConflict:
+		return fmt.Sprintf("Make it STRICT or delete it: kubectl get peerauthentication -n %s", namespace)
+	case meshv1.ReasonRolledBack:
+		return fmt.Sprintf("Fix what kept the pods from becoming Ready, then release the hold: kubectl annotate namespace %s %s-", namespace, meshv1.AnnotationLadder)
+	case meshv1.ReasonInvalidTargetLevel:
+		return fmt.Sprintf("Set a level: kubectl label namespace %s %s=MutualTLS --overwrite (Off, Observe, MutualTLS or ZeroTrust)", namespace, meshv1.LabelTargetLevel)
+	}
+	return "See docs/troubleshooting.md#" + strings.ToLower(reason)
+}
+
+// Text writes the status for a terminal: the stages as a checklist, the namespaces per level as
+// bars, and each blocked namespace with what unblocks it.
+func (s Status) Text(w io.Writer, st Style) error {
+	p := &printer{w: w}
+	ready := st.paint(green, "Ready")
+	if s.Ready.Status != "True" {
+		ready = st.paint(red, "Not Ready") + " (" + s.Ready.Reason + ")"
+	}
+	head := "MeshInstallation " + st.paint(bold, s.Installation)
+	if s.Version != "" {
+		head += " · Istio " + s.Version
+	}
+	p.wrapped(0, head+" · "+ready)
+	if s.Stale {
+		p.wrapped(0, st.paint(yellow, "The operator has not acted on the latest spec yet: what follows may be about the one before."))
+	}
+	if s.Degraded != nil {
+		p.line("%s %s", st.paint(red, "Degraded:"), s.Degraded.Reason)
+		p.wrapped(2, s.Degraded.Message)
+	}
+	p.line("")
+	p.line("Stages")
+	shown := false
+	for _, sg := range s.Stages {
+		c := sg.Condition
+		extra := ""
+		if sg.Stage == string(meshv1.StageCertificates) && s.CA != nil {
+			extra = fmt.Sprintf("CA expires in %s (%s)", s.CA.ExpiresIn, s.CA.NotAfter.Format("2006-01-02"))
+		}
+		p.line("  %s %s %s%s", st.mark(c.Status), pad(sg.Stage, 13), pad(c.Reason, 27), extra)
+		// The message of the first stage that is not Ready says what the rollout waits for.
+		if c.Status != "True" && !shown && c.Message != "" {
+			p.wrapped(6, c.Message)
+			shown = true
+		}
+	}
+	if len(s.Namespaces.Levels) > 0 {
+		n := s.Namespaces
+		p.line("")
+		p.line("Namespaces: %d enrolled, %d in progress, %d blocked", n.Enrolled, n.InProgress, n.Blocked)
+		for _, l := range n.Levels {
+			p.line("  %s %s %d", pad(l.Level, 10), bar(l.Count, n.Enrolled, 40), l.Count)
+		}
+	}
+	if len(s.Blocked) > 0 {
+		p.line("")
+		p.line("Blocked")
+		for _, b := range s.Blocked {
+			p.line("  %s %s", st.paint(bold, b.Namespace), st.paint(red, b.Reason))
+			p.wrapped(4, b.Message)
+			p.wrapped(4, "→ "+b.Fix)
+		}
+		if s.BlockedNotListed > 0 {
+			p.line("  and %d more (status lists the first %d)", s.BlockedNotListed, meshv1.MaxBlockedListed)
+		}
+	}
+	return p.err
+}
