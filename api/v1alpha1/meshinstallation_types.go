@@ -333,6 +333,9 @@ type CertificatesStatus struct {
 type NamespacesStatus struct {
 	// Enrolled is the number of namespaces whose target level is above Off.
 	Enrolled int32 `json:"enrolled"`
+	// Pending is the number of enrolled namespaces still at Off: not in the mesh yet.
+	// +optional
+	Pending int32 `json:"pending,omitempty"`
 	// Observe is the number of namespaces currently at Observe.
 	Observe int32 `json:"observe"`
 	// MutualTLS is the number of namespaces currently at MutualTLS.

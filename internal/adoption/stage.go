@@ -309,6 +309,10 @@ func (m *summary) add(c *NamespacePlan) {
 		m.status.Enrolled++
 	}
 	switch d.Level {
+	case meshv1.LevelOff:
+		if target != meshv1.LevelOff {
+			m.status.Pending++
+		}
 	case meshv1.LevelObserve:
 		m.status.Observe++
 	case meshv1.LevelMutualTLS:

@@ -19,7 +19,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
@@ -108,6 +110,9 @@ func (o *options) config() (*rest.Config, client.WithWatch, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	// plan lists each namespace's pods and workloads: client-go's default of 5 requests a
+	// second would take a minute for 300 namespaces.
+	cfg.QPS, cfg.Burst = 50, 100
 	c, err := client.NewWithWatch(cfg, client.Options{Scheme: controllers.NewScheme()})
 	return cfg, c, err
 }
@@ -166,40 +171,65 @@ func (o *options) statusCommand() *cobra.Command {
 			if err := o.emit(report.StatusOf(mesh, o.now())); err != nil || !watch {
 				return err
 			}
-			return o.watchStatus(ctx, c, mesh.Name)
+			return o.watchStatus(ctx, c, mesh)
 		},
 	}
 	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "After printing the status, print it again each time it changes (a terminal is redrawn).")
 	return cmd
 }
 
-// watchStatus redraws the status on every change of the installation until ctx ends.
-func (o *options) watchStatus(ctx context.Context, c client.WithWatch, name string) error {
-	for {
-		w, err := c.Watch(ctx, &meshv1.MeshInstallationList{}, client.MatchingFields{"metadata.name": name})
+// watchStatus redraws the status on every change of the installation until ctx ends (Ctrl-C),
+// watching from the version already shown. The API server ends watches after a while: the
+// next one starts from the last version seen, after a pause if the last one ended at once.
+func (o *options) watchStatus(ctx context.Context, c client.WithWatch, mesh *meshv1.MeshInstallation) error {
+	seen := mesh.ResourceVersion
+	for ctx.Err() == nil {
+		started := time.Now()
+		w, err := c.Watch(ctx, &meshv1.MeshInstallationList{}, client.MatchingFields{"metadata.name": mesh.Name},
+			&client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: seen, AllowWatchBookmarks: true}})
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
 			return explain(err)
 		}
 		for ev := range w.ResultChan() {
-			mesh, ok := ev.Object.(*meshv1.MeshInstallation)
+			switch ev.Type {
+			case watch.Error:
+				// Most often 410 Gone: the version shown is too old; start again from now.
+				seen = ""
+				continue
+			case watch.Deleted:
+				w.Stop()
+				return fmt.Errorf("MeshInstallation %s was deleted", mesh.Name)
+			}
+			next, ok := ev.Object.(*meshv1.MeshInstallation)
 			if !ok {
 				continue
 			}
-			if o.style().Color {
+			seen = next.ResourceVersion
+			if ev.Type == watch.Bookmark {
+				continue
+			}
+			switch {
+			case o.style().Color:
 				fmt.Fprint(o.out, "\x1b[H\x1b[2J") // redraw in place
-			} else {
+			case o.output == "" || o.output == "yaml":
 				fmt.Fprintln(o.out, "---")
 			}
-			if err := o.emit(report.StatusOf(mesh, o.now())); err != nil {
+			if err := o.emit(report.StatusOf(next, o.now())); err != nil {
 				w.Stop()
 				return err
 			}
 		}
-		if ctx.Err() != nil {
-			return nil
+		if time.Since(started) < time.Second {
+			select {
+			case <-ctx.Done():
+			case <-time.After(2 * time.Second):
+			}
 		}
-		// The API server ends watches after a while: start another.
 	}
+	return nil
 }
 
 func (o *options) planner(c client.Reader) adoption.Planner {
@@ -267,6 +297,19 @@ func (o *options) planSpec(ctx context.Context, cfg *rest.Config, c client.Clien
 	if next.Kind != "" && next.Kind != "MeshInstallation" {
 		return fmt.Errorf("%s holds a %s, not a MeshInstallation", file, next.Kind)
 	}
+	switch {
+	case current != nil && next.Name == "":
+		next.Name = current.Name
+	case current != nil && next.Name != current.Name:
+		return fmt.Errorf("%s is MeshInstallation %q, and the command names %q: name the same one, or leave NAME out", file, next.Name, current.Name)
+	case next.Name == "":
+		// No name anywhere: the spec is for the installation that manages the mesh.
+		active, err := installation(ctx, c, nil)
+		if err != nil {
+			return fmt.Errorf("%s has no metadata.name and %w", file, err)
+		}
+		next.Name = active.Name
+	}
 	if current == nil {
 		existing := &meshv1.MeshInstallation{}
 		switch err := c.Get(ctx, client.ObjectKey{Name: next.Name}, existing); {
@@ -274,6 +317,12 @@ func (o *options) planSpec(ctx context.Context, cfg *rest.Config, c client.Clien
 			current = existing
 		case !apierrors.IsNotFound(err):
 			return explain(err)
+		}
+	}
+	if current == nil {
+		// A new installation is only acted on when no other one manages the mesh.
+		if active, err := installation(ctx, c, nil); err == nil {
+			return fmt.Errorf("MeshInstallation %s already manages the mesh: a second one (%s) would be reported Conflict and do nothing; plan a change to %s instead", active.Name, next.Name, active.Name)
 		}
 	}
 	proposed := next.DeepCopy()
@@ -372,11 +421,13 @@ func controlPlaneChanges(cfg *rest.Config, current, proposed *meshv1.MeshInstall
 	if err != nil {
 		return nil, err
 	}
+	var out []string
 	before, err := renderOf(current)
 	if err != nil {
-		return nil, fmt.Errorf("the current spec does not render: %w", err)
+		// Fixing a spec that does not render is a reason to plan: compare with nothing.
+		out = append(out, "note: the current spec does not render ("+err.Error()+"), so every object is listed as added")
+		before = map[string]map[string]any{}
 	}
-	var out []string
 	for key, obj := range after {
 		old, ok := before[key]
 		switch {

@@ -37,6 +37,18 @@ func TestMain(m *testing.M) {
 
 var crdGVK = schema.GroupVersionKind{Group: "apiextensions.k8s.io", Version: "v1", Kind: "CustomResourceDefinition"}
 
+// meshIn returns an installation named name whose control plane goes to namespace, which it
+// creates.
+func meshIn(t *testing.T, name, namespace string) *meshv1.MeshInstallation {
+	t.Helper()
+	err := k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	return &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: meshv1.MeshInstallationSpec{ControlPlane: meshv1.ControlPlaneSpec{Namespace: namespace}}}
+}
+
 // crdWrites lists the writes to CRDs among those counted.
 func crdWrites(w *writecount.Counter) []string {
 	var out []string
@@ -56,11 +68,8 @@ func crdWrites(w *writecount.Counter) []string {
 func TestExternalCRDs(t *testing.T) {
 	ctx := context.Background()
 	const ns = "istio-system"
-	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
-	mesh := &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "external"},
-		Spec: meshv1.MeshInstallationSpec{ControlPlane: meshv1.ControlPlaneSpec{Namespace: ns, RemoveCRDsOnDelete: true}}}
+	mesh := meshIn(t, "external", ns)
+	mesh.Spec.ControlPlane.RemoveCRDsOnDelete = true
 	var writes writecount.Counter
 	c := writes.Wrap(k8s, interceptor.Funcs{})
 	stage := &Stage{Client: c, Applier: &apply.Applier{Client: c, FieldManager: "meshwright"}, ExternalCRDs: true}

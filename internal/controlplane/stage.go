@@ -150,18 +150,12 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 			continue
 		}
 		obj = prepare(shared, current)
-		if sharesFields(obj) && current != nil && apply.Difference(current.Object, obj.Object) != "" {
-			// A write is due. The cache may not hold istiod's latest patch yet: prepare again
-			// from the object as the API server has it, and write only over that version.
-			fresh, err := s.freshCopy(ctx, shared, &obj)
-			if err != nil {
-				return stages.Result{}, err
-			}
-			if fresh != nil && apply.Difference(fresh.Object, obj.Object) == "" {
-				continue
-			}
+		if sharesFields(obj) && (current == nil || apply.Difference(current.Object, obj.Object) != "") {
+			err = s.applyKeepingIstiod(ctx, shared, obj)
+		} else {
+			_, err = s.Applier.Apply(ctx, obj)
 		}
-		if _, err := s.Applier.Apply(ctx, obj); err != nil {
+		if err != nil {
 			if apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) {
 				// Retrying the same object cannot help; a spec change (or an upgrade path for an
 				// immutable field) is needed, and the message says which object refused.
@@ -262,6 +256,28 @@ func (s *Stage) current(ctx context.Context, obj *unstructured.Unstructured) (*u
 func sharesFields(obj *unstructured.Unstructured) bool {
 	kind := obj.GetKind()
 	return kind == "MutatingWebhookConfiguration" || kind == "ValidatingWebhookConfiguration"
+}
+
+// applyKeepingIstiod writes a webhook configuration that differs from the cache's copy. The
+// cache may not hold istiod's latest patch yet (or the object at all, just created), so it is
+// prepared again from the object as the API server has it and written only over that version;
+// when istiod writes in between, the conflict is met by reading again (three tries), not by a
+// failed pass. prepared is the object prepared from the cache, for a Stage without Reader.
+func (s *Stage) applyKeepingIstiod(ctx context.Context, stamped, prepared *unstructured.Unstructured) error {
+	for attempt := 1; ; attempt++ {
+		obj := prepared
+		fresh, err := s.freshCopy(ctx, stamped, &obj)
+		if err != nil {
+			return err
+		}
+		if fresh != nil && apply.Difference(fresh.Object, obj.Object) == "" {
+			return nil // the cache was behind: nothing to write
+		}
+		_, err = s.Applier.Apply(ctx, obj)
+		if !apierrors.IsConflict(err) || s.Reader == nil || attempt == 3 {
+			return err
+		}
+	}
 }
 
 // freshCopy reads rendered's object (stamped with its hash) through Reader and replaces *obj

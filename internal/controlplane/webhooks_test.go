@@ -24,24 +24,24 @@ import (
 // to write a webhook configuration (someone stripped one of its labels) while the cache has
 // not yet seen istiod raise the validator's failurePolicy to Fail must not apply the stale
 // Ignore. When istiod writes again between the operator's read and its write, the write is
-// refused with a conflict (the pass is retried) rather than reverting it.
+// refused with a conflict and the operator reads again; if istiod keeps writing, the pass ends
+// with the conflict (and is retried) rather than reverting it.
 func TestWebhookWriteDoesNotRevertIstiod(t *testing.T) {
 	tests := map[string]struct {
-		// istiodBetween makes istiod patch the validator again right after the operator's
-		// fresh read.
-		istiodBetween bool
-		wantConflict  bool
+		// istiodWrites is how many of the operator's fresh reads istiod follows with a write.
+		istiodWrites int
+		// cacheMissing: the cache has not seen the object at all yet.
+		cacheMissing bool
+		wantConflict bool
 	}{
-		"the write is prepared from the API server's copy": {},
-		"istiod writes between the read and the write":     {istiodBetween: true, wantConflict: true},
+		"the cache has not seen the object yet":             {cacheMissing: true},
+		"the write is prepared from the API server's copy":  {},
+		"istiod writes once between the read and the write": {istiodWrites: 1},
+		"istiod writes after every read":                    {istiodWrites: 100, wantConflict: true},
 	}
 	ctx := context.Background()
 	const ns = "istio-webhooks"
-	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
-	mesh := &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "webhooks"},
-		Spec: meshv1.MeshInstallationSpec{ControlPlane: meshv1.ControlPlaneSpec{Namespace: ns}}}
+	mesh := meshIn(t, "webhooks", ns)
 	live := &Stage{Client: k8s, Reader: k8s, Applier: &apply.Applier{Client: k8s, FieldManager: "meshwright"}}
 	passCRDs(t, live, mesh)
 	key := client.ObjectKey{Name: "istio-validator-" + ns}
@@ -95,24 +95,26 @@ func TestWebhookWriteDoesNotRevertIstiod(t *testing.T) {
 			lagging := interceptor.NewClient(k8s, interceptor.Funcs{
 				Get: func(ctx context.Context, c client.WithWatch, k client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
 					if u, ok := obj.(*unstructured.Unstructured); ok && k == key && u.GetKind() == stale.GetKind() {
+						if tc.cacheMissing {
+							return apierrors.NewNotFound(admissionv1.Resource("validatingwebhookconfigurations"), k.Name)
+						}
 						stale.DeepCopyInto(u)
 						return nil
 					}
 					return c.Get(ctx, k, obj, opts...)
 				},
 			})
-			reader := client.Reader(k8s)
-			if tc.istiodBetween {
-				reader = interceptor.NewClient(k8s, interceptor.Funcs{
-					Get: func(ctx context.Context, c client.WithWatch, k client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
-						err := c.Get(ctx, k, obj, opts...)
-						if k == key && err == nil {
-							touch(t) // a new resourceVersion, as istiod's periodic patch makes
-						}
-						return err
-					},
-				})
-			}
+			writes := tc.istiodWrites
+			reader := interceptor.NewClient(k8s, interceptor.Funcs{
+				Get: func(ctx context.Context, c client.WithWatch, k client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+					err := c.Get(ctx, k, obj, opts...)
+					if k == key && err == nil && writes > 0 {
+						writes--
+						touch(t) // a new resourceVersion, as istiod's periodic patch makes
+					}
+					return err
+				},
+			})
 			stage := &Stage{Client: lagging, Reader: reader, Applier: &apply.Applier{Client: lagging, FieldManager: "meshwright"}}
 			res, err := stage.Reconcile(ctx, mesh)
 			switch {
@@ -164,11 +166,7 @@ func passCRDs(t *testing.T, stage *Stage, mesh *meshv1.MeshInstallation) {
 func TestVerifiedObjectsAreStillWatched(t *testing.T) {
 	ctx := context.Background()
 	const ns = "istio-memo"
-	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
-	mesh := &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "memo"},
-		Spec: meshv1.MeshInstallationSpec{ControlPlane: meshv1.ControlPlaneSpec{Namespace: ns}}}
+	mesh := meshIn(t, "memo", ns)
 	var writes writecount.Counter
 	c := writes.Wrap(k8s, interceptor.Funcs{})
 	stage := &Stage{Client: c, Reader: c, Applier: &apply.Applier{Client: c, FieldManager: "meshwright"}}

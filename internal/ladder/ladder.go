@@ -98,12 +98,12 @@ type Namespace struct {
 
 // Pods summarises a namespace's running pods (terminating and finished pods are left out).
 type Pods struct {
-	Total int
-	Ready int
+	Total int `json:"total"`
+	Ready int `json:"ready"`
 	// Uninjected names pods without Istio's proxy, sorted.
-	Uninjected []string
+	Uninjected []string `json:"uninjected,omitempty"`
 	// NotReady names pods that are not Ready, sorted.
-	NotReady []string
+	NotReady []string `json:"notReady,omitempty"`
 }
 
 // Workload is a Deployment, StatefulSet or DaemonSet, as far as the ladder cares.

@@ -82,12 +82,8 @@ func RecordStatus(installation string, st *meshv1.MeshInstallationStatus) {
 	if st.Namespaces != nil {
 		ns = *st.Namespaces
 	}
-	off := ns.Enrolled - ns.Observe - ns.MutualTLS - ns.ZeroTrust
-	if off < 0 {
-		off = 0 // namespaces walking down from a level they are no longer enrolled at
-	}
 	for _, l := range Levels {
-		v := map[meshv1.AdoptionLevel]int32{meshv1.LevelOff: off, meshv1.LevelObserve: ns.Observe,
+		v := map[meshv1.AdoptionLevel]int32{meshv1.LevelOff: ns.Pending, meshv1.LevelObserve: ns.Observe,
 			meshv1.LevelMutualTLS: ns.MutualTLS, meshv1.LevelZeroTrust: ns.ZeroTrust}[l]
 		namespaces.WithLabelValues(installation, string(l)).Set(float64(v))
 	}

@@ -27,7 +27,7 @@ func TestRecordStatus(t *testing.T) {
 	}{
 		"mid-rollout": {
 			status: meshv1.MeshInstallationStatus{
-				Namespaces:   &meshv1.NamespacesStatus{Enrolled: 7, Observe: 2, MutualTLS: 1, ZeroTrust: 1, InProgress: 2, BlockedCount: 1},
+				Namespaces:   &meshv1.NamespacesStatus{Enrolled: 7, Pending: 3, Observe: 2, MutualTLS: 1, ZeroTrust: 1, InProgress: 2, BlockedCount: 1},
 				Certificates: &meshv1.CertificatesStatus{NotAfter: &metav1.Time{Time: notAfter}},
 				Conditions: []metav1.Condition{{Type: meshv1.ConditionReady, Status: metav1.ConditionFalse, Reason: meshv1.ReasonNamespacesProgressing},
 					{Type: meshv1.ConditionDegraded, Status: metav1.ConditionFalse, Reason: meshv1.ReasonAsExpected}},

@@ -108,12 +108,8 @@ func StatusOf(mesh *meshv1.MeshInstallation, now time.Time) Status {
 		s.CA = &CA{NotAfter: c.NotAfter.UTC(), ExpiresIn: ago(c.NotAfter.Sub(now)), Issuer: c.Issuer}
 	}
 	if ns := mesh.Status.Namespaces; ns != nil {
-		off := ns.Enrolled - ns.Observe - ns.MutualTLS - ns.ZeroTrust
-		if off < 0 {
-			off = 0
-		}
 		s.Namespaces = Namespaces{Enrolled: ns.Enrolled, InProgress: ns.InProgress, Blocked: ns.BlockedCount, Levels: []LevelCount{
-			{string(meshv1.LevelOff), off}, {string(meshv1.LevelObserve), ns.Observe},
+			{string(meshv1.LevelOff), ns.Pending}, {string(meshv1.LevelObserve), ns.Observe},
 			{string(meshv1.LevelMutualTLS), ns.MutualTLS}, {string(meshv1.LevelZeroTrust), ns.ZeroTrust}}}
 		for _, b := range ns.Blocked {
 			s.Blocked = append(s.Blocked, Blocked{Namespace: b.Name, Reason: b.Reason, Message: b.Message, Fix: Fix(b.Reason, b.Name)})

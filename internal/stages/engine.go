@@ -7,6 +7,7 @@ package stages
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -135,12 +136,20 @@ func Run(ctx context.Context, stages []Stage, mesh *meshv1.MeshInstallation) Out
 	return out
 }
 
-// forbidden is the result of a stage the API server refused a request.
+// forbidden is the result of a stage the API server refused a request. 403 is also what an
+// admission webhook, a quota or a terminating namespace answers; only an authorizer's refusal
+// ("cannot <verb> resource ...") is a missing permission.
 func forbidden(err error) Result {
-	return Result{State: NotReady, Reason: meshv1.ReasonForbidden, RequeueAfter: NotReadyRecheck,
-		Message: fmt.Sprintf("The API server refused the operator a request this stage needs: %v. "+
+	msg := err.Error()
+	if strings.Contains(msg, " cannot ") && strings.Contains(msg, "resource") {
+		msg = fmt.Sprintf("The API server refused the operator a request this stage needs: %s. "+
 			"Grant the operator's ServiceAccount that permission (the ClusterRole shipped with the Helm chart, config/default and the OLM bundle has every permission the operator uses); the stage is retried every %s.",
-			err, NotReadyRecheck)}
+			msg, NotReadyRecheck)
+	} else {
+		msg = fmt.Sprintf("The API server refused a request this stage needs: %s. An admission webhook or policy, a quota, or a namespace being deleted answers so: the message says which; the stage is retried every %s.",
+			msg, NotReadyRecheck)
+	}
+	return Result{State: NotReady, Reason: meshv1.ReasonForbidden, RequeueAfter: NotReadyRecheck, Message: msg}
 }
 
 // ResultOf returns the result of the stage reported by conditionType, if it ran.

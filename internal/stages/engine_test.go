@@ -65,9 +65,15 @@ func TestRun(t *testing.T) {
 		"a refused request becomes the stage's condition": {
 			results: []Result{ready, ready, ready},
 			errs: []error{nil, fmt.Errorf("applying HorizontalPodAutoscaler istiod: %w",
-				apierrors.NewForbidden(schema.GroupResource{Group: "autoscaling", Resource: "horizontalpodautoscalers"}, "istiod", errors.New(`cannot patch resource "horizontalpodautoscalers"`))), nil},
+				apierrors.NewForbidden(schema.GroupResource{Group: "autoscaling", Resource: "horizontalpodautoscalers"}, "istiod", errors.New(`User "system:serviceaccount:meshwright-system:meshwright" cannot patch resource "horizontalpodautoscalers" in API group "autoscaling"`))), nil},
 			wantCalls: []int{1, 1, 0}, wantCurrent: meshv1.StageControlPlane, wantRequeue: NotReadyRecheck,
-			wantReason: meshv1.ReasonForbidden, wantMessage: `cannot patch resource "horizontalpodautoscalers"`,
+			wantReason: meshv1.ReasonForbidden, wantMessage: `cannot patch resource "horizontalpodautoscalers" in API group "autoscaling"`,
+		},
+		"a quota's refusal is not called a missing permission": {
+			results:   []Result{ready, ready, ready},
+			errs:      []error{nil, apierrors.NewForbidden(schema.GroupResource{Resource: "pods"}, "probe", errors.New("exceeded quota: compute, requested: cpu=100m")), nil},
+			wantCalls: []int{1, 1, 0}, wantCurrent: meshv1.StageControlPlane, wantRequeue: NotReadyRecheck,
+			wantReason: meshv1.ReasonForbidden, wantMessage: "An admission webhook or policy, a quota",
 		},
 		"soonest requeue wins": {
 			results:     []Result{{State: Ready, RequeueAfter: time.Hour}, {State: Ready, RequeueAfter: time.Minute}, ready},

@@ -495,6 +495,7 @@ func checkRolloutMetrics(t *testing.T, op *operator, during *metricWatch, mesh *
 		labels map[string]string
 		want   float64
 	}{
+		{"enrolled namespaces still at Off", "meshwright_namespaces", with("level", "Off"), float64(st.Pending)},
 		{"namespaces at Observe", "meshwright_namespaces", with("level", "Observe"), float64(st.Observe)},
 		{"namespaces at MutualTLS", "meshwright_namespaces", with("level", "MutualTLS"), float64(st.MutualTLS)},
 		{"namespaces at ZeroTrust", "meshwright_namespaces", with("level", "ZeroTrust"), float64(st.ZeroTrust)},

@@ -35,7 +35,8 @@ func plugin(t *testing.T, cl *cluster.Cluster, args ...string) (stdout, stderr s
 }
 
 // TestPluginMidRollout runs the kubectl plugin against the local cluster while a rollout is
-// under way: pay soaks its ZeroTrust dry-run (a step in progress), web waits for the one slot.
+// under way: pay has reached MutualTLS and holds it for the soak time before ZeroTrust, web is at
+// its target.
 // status shows the stages and namespaces; plan says the same as the operator (its summary is
 // the AdoptionReady message, computed by the same code); plan -f shows what a new spec would
 // change without changing anything, and a spec the API server would refuse is refused with its
@@ -55,13 +56,17 @@ func TestPluginMidRollout(t *testing.T) {
 		},
 	}
 	meshWithLocalIstiod(t, cl, c, spec)
-	eventually(t, 3*time.Minute, "pay to soak its ZeroTrust dry-run", func() (bool, error) {
-		ns := &corev1.Namespace{}
-		if err := c.Get(ctx, client.ObjectKey{Name: "pay"}, ns); err != nil {
-			return false, err
+	eventually(t, 3*time.Minute, "pay to hold MutualTLS and web to reach Observe", func() (bool, error) {
+		for name, level := range map[string]meshv1.AdoptionLevel{"pay": meshv1.LevelMutualTLS, "web": meshv1.LevelObserve} {
+			ns := &corev1.Namespace{}
+			if err := c.Get(ctx, client.ObjectKey{Name: name}, ns); err != nil {
+				return false, err
+			}
+			if ns.Labels[meshv1.LabelLevel] != string(level) || stateOf(ns).Step != nil {
+				return false, nil
+			}
 		}
-		st := stateOf(ns)
-		return st.Step != nil && st.Step.To == string(meshv1.LevelZeroTrust), nil
+		return true, nil
 	})
 
 	// status: the checklist and the ladder.
@@ -70,7 +75,7 @@ func TestPluginMidRollout(t *testing.T) {
 		t.Fatalf("status: %v\n%s", err, errOut)
 	}
 	for _, want := range []string{"MeshInstallation default", "✓ Certificates", "✓ ControlPlane", "✓ Injection", "✓ Policies", "✗ Adoption",
-		"NamespacesProgressing", "Namespaces: 2 enrolled, 1 in progress", "CA expires in"} {
+		"NamespacesProgressing", "Namespaces: 2 enrolled, 0 in progress", "CA expires in"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)
 		}
@@ -82,8 +87,8 @@ func TestPluginMidRollout(t *testing.T) {
 	if out, errOut, err = plugin(t, cl, "status", "-o", "json"); err != nil || json.Unmarshal([]byte(out), &st) != nil {
 		t.Fatalf("status -o json: %v %s\n%s", err, errOut, out)
 	}
-	if st.Namespaces.Enrolled != 2 || st.Namespaces.InProgress != 1 || len(st.Stages) != 5 {
-		t.Errorf("status -o json = %+v, want 2 enrolled, 1 in progress, 5 stages", st)
+	if st.Namespaces.Enrolled != 2 || st.Namespaces.InProgress != 0 || len(st.Stages) != 5 {
+		t.Errorf("status -o json = %+v, want 2 enrolled, none in progress, 5 stages", st)
 	}
 
 	// plan: the operator's next moves, from the same code: its summary is the operator's
@@ -107,17 +112,16 @@ func TestPluginMidRollout(t *testing.T) {
 			moves[m.Namespace] = m
 		}
 		pay, web := moves["pay"], moves["web"]
-		if pay.Action != report.ActionStepping || pay.To != string(meshv1.LevelZeroTrust) || web.Action != report.ActionWait ||
-			!strings.Contains(web.Detail, "maxNamespacesInProgress") {
-			t.Fatalf("plan: pay %+v, web %+v; want pay stepping to ZeroTrust and web waiting for a slot", pay, web)
+		if pay.Action != report.ActionWait || !strings.Contains(pay.Detail, "holding MutualTLS for the soak time") || web.Action != report.ActionAtTarget {
+			t.Fatalf("plan: pay %+v, web %+v; want pay holding MutualTLS for the soak time and web at its target", pay, web)
 		}
-		if !slices.Contains(pay.Policies, "AuthorizationPolicy meshwright-allow-nothing (dry-run)") {
-			t.Errorf("plan: pay's policies %v, want the allow-nothing policy in dry-run", pay.Policies)
+		if !slices.Equal(pay.Policies, []string{"PeerAuthentication meshwright-strict (STRICT)"}) {
+			t.Errorf("plan: pay's policies %v, want its STRICT PeerAuthentication", pay.Policies)
 		}
 		return adoption != nil && adoption.Message == p.Summary, nil
 	})
 	out, _, _ = plugin(t, cl, "plan")
-	for _, want := range []string{"NAMESPACE", "pay", "stepping to ZeroTrust", "web", "wait"} {
+	for _, want := range []string{"NAMESPACE", "pay", "holding MutualTLS", "web", "at target"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("plan lacks %q:\n%s", want, out)
 		}
@@ -171,7 +175,7 @@ func TestPluginMidRollout(t *testing.T) {
 	if err != nil {
 		t.Fatalf("namespace pay: %v\n%s", err, errOut)
 	}
-	for _, want := range []string{"Namespace pay: MutualTLS (target ZeroTrust)", "Step to ZeroTrust", "History", "StepStarted", "LevelReached"} {
+	for _, want := range []string{"Namespace pay: MutualTLS (target ZeroTrust)", "Next: wait", "History", "StepStarted", "Reached MutualTLS"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("namespace pay lacks %q:\n%s", want, out)
 		}
