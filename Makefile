@@ -116,16 +116,21 @@ test-chaos: cluster-bins ## Kill the operator at random moments of a rollout, CH
 	cd test && go test ./e2e -run '^TestLadderSurvivesOperatorKills$$' -count=$(CHAOS_TRIALS) -timeout 0 -v 2>&1 | tee $(BIN)/e2e-chaos.log | grep -E '^(--- |ok|FAIL)|seed|converged after' || { tail -n 80 $(BIN)/e2e-chaos.log; exit 1; }
 
 BENCH_RUNS ?= 3
+SCALE_PODS ?= 3
+
+# make bench runs the scale benchmark at its smallest size (a few minutes); make bench-scale runs
+# every size (1,000 namespaces take about 25 minutes on two cores).
+BENCH_SCALE_NAMESPACES ?= 100
 
 .PHONY: bench
-bench: cluster-bins ## Benchmarks (print figures, assert nothing): time to Ready against the floor, API requests, render cost.
+bench: cluster-bins ## Benchmarks (print figures, assert nothing): time to Ready against the floor, API requests, render cost, scale and restart cost.
 	cd test && go run ./bench/ready -runs $(BENCH_RUNS)
 	go test ./internal/render -run '^$$' -bench . -benchmem
+	cd test && go run ./bench/scale -namespaces $(BENCH_SCALE_NAMESPACES) -pods $(SCALE_PODS)
 
 FUZZ_TIME ?= 30s
 
 SCALE_NAMESPACES ?= 100,300,1000
-SCALE_PODS ?= 3
 
 .PHONY: bench-scale
 bench-scale: cluster-bins ## Scale benchmark: SCALE_NAMESPACES namespaces of SCALE_PODS pods each taken to MutualTLS; restart cost.
