@@ -85,4 +85,3 @@ func TestGettingStarted(t *testing.T) {
 		}
 	}
 }
-
