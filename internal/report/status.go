@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/adoption"
 )
 
 // Condition is one condition as the reports show it.
@@ -47,6 +48,16 @@ type Namespaces struct {
 	Levels     []LevelCount `json:"levels"`
 }
 
+// Revision is a control-plane revision in use: the namespaces labelled for it are injected by
+// its istiod. Until revision-based upgrades (one revision beside another during an upgrade),
+// there is one, "default".
+type Revision struct {
+	Name    string `json:"name"`
+	Version string `json:"version,omitempty"`
+	// Namespaces is how many namespaces are injected by it (at Observe or above).
+	Namespaces int32 `json:"namespaces"`
+}
+
 // Blocked is a namespace held below its target, why, and what unblocks it.
 type Blocked struct {
 	Namespace string `json:"namespace"`
@@ -68,6 +79,7 @@ type Status struct {
 	Stale      bool          `json:"stale,omitempty"`
 	Stages     []StageStatus `json:"stages"`
 	CA         *CA           `json:"ca,omitempty"`
+	Revisions  []Revision    `json:"revisions,omitempty"`
 	Namespaces Namespaces    `json:"namespaces"`
 	Blocked    []Blocked     `json:"blocked,omitempty"`
 	// BlockedNotListed counts the blocked namespaces the status does not name (it lists ten).
@@ -115,6 +127,13 @@ func StatusOf(mesh *meshv1.MeshInstallation, now time.Time) Status {
 			s.Blocked = append(s.Blocked, Blocked{Namespace: b.Name, Reason: b.Reason, Message: b.Message, Fix: Fix(b.Reason, b.Name)})
 		}
 		s.BlockedNotListed = ns.BlockedCount - int32(len(ns.Blocked))
+	}
+	if s.Version != "" && conditionOf(mesh, meshv1.ConditionControlPlaneReady).Status == "True" {
+		var injected int32
+		if ns := mesh.Status.Namespaces; ns != nil {
+			injected = ns.Observe + ns.MutualTLS + ns.ZeroTrust
+		}
+		s.Revisions = []Revision{{Name: adoption.InjectionRevision, Version: s.Version, Namespaces: injected}}
 	}
 	return s
 }
@@ -175,6 +194,10 @@ func (s Status) Text(w io.Writer, st Style) error {
 			p.wrapped(6, c.Message)
 			shown = true
 		}
+	}
+	for _, r := range s.Revisions {
+		p.line("")
+		p.line("Control plane: revision %s, Istio %s, injecting %d namespace(s)", r.Name, r.Version, r.Namespaces)
 	}
 	if len(s.Namespaces.Levels) > 0 {
 		n := s.Namespaces

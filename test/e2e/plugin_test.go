@@ -75,7 +75,7 @@ func TestPluginMidRollout(t *testing.T) {
 		t.Fatalf("status: %v\n%s", err, errOut)
 	}
 	for _, want := range []string{"MeshInstallation default", "✓ Certificates", "✓ ControlPlane", "✓ Injection", "✓ Policies", "✗ Adoption",
-		"NamespacesProgressing", "Namespaces: 2 enrolled, 0 in progress", "CA expires in"} {
+		"NamespacesProgressing", "Namespaces: 2 enrolled, 0 in progress", "CA expires in", "Control plane: revision default"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)
 		}
@@ -87,8 +87,9 @@ func TestPluginMidRollout(t *testing.T) {
 	if out, errOut, err = plugin(t, cl, "status", "-o", "json"); err != nil || json.Unmarshal([]byte(out), &st) != nil {
 		t.Fatalf("status -o json: %v %s\n%s", err, errOut, out)
 	}
-	if st.Namespaces.Enrolled != 2 || st.Namespaces.InProgress != 0 || len(st.Stages) != 5 {
-		t.Errorf("status -o json = %+v, want 2 enrolled, none in progress, 5 stages", st)
+	if st.Namespaces.Enrolled != 2 || st.Namespaces.InProgress != 0 || len(st.Stages) != 5 ||
+		len(st.Revisions) != 1 || st.Revisions[0].Namespaces != 2 {
+		t.Errorf("status -o json = %+v, want 2 enrolled, none in progress, 5 stages, one revision injecting both namespaces", st)
 	}
 
 	// plan: the operator's next moves, from the same code: its summary is the operator's
