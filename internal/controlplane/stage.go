@@ -238,18 +238,10 @@ func objectKey(o *unstructured.Unstructured) string {
 	return o.GetKind() + "/" + o.GetNamespace() + "/" + o.GetName()
 }
 
-// current reads the object as it is in the cluster; nil when it does not exist.
+// current reads the object as the cache has it; nil when it does not exist. It is only read
+// (keepForeignFields copies strings out of it), so the cache's own copy does.
 func (s *Stage) current(ctx context.Context, obj *unstructured.Unstructured) (*unstructured.Unstructured, error) {
-	cur := &unstructured.Unstructured{}
-	cur.SetGroupVersionKind(obj.GroupVersionKind())
-	// Only read (keepForeignFields copies strings out of it): the cache's own copy does.
-	if err := s.Client.Get(ctx, client.ObjectKeyFromObject(obj), cur, client.UnsafeDisableDeepCopy); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil, nil
-		}
-		return nil, fmt.Errorf("reading %s %s: %w", obj.GetKind(), obj.GetName(), err)
-	}
-	return cur, nil
+	return getOrNil(ctx, s.Client, obj, client.UnsafeDisableDeepCopy)
 }
 
 // sharesFields tells the kinds whose objects hold fields istiod writes (see keepForeignFields).
@@ -264,42 +256,41 @@ func sharesFields(obj *unstructured.Unstructured) bool {
 // when istiod writes in between, the conflict is met by reading again (three tries), not by a
 // failed pass. prepared is the object prepared from the cache, for a Stage without Reader.
 func (s *Stage) applyKeepingIstiod(ctx context.Context, stamped, prepared *unstructured.Unstructured) error {
+	if s.Reader == nil {
+		_, err := s.Applier.Apply(ctx, prepared)
+		return err
+	}
 	for attempt := 1; ; attempt++ {
-		obj := prepared
-		fresh, err := s.freshCopy(ctx, stamped, &obj)
+		fresh, err := getOrNil(ctx, s.Reader, stamped)
 		if err != nil {
 			return err
 		}
-		if fresh != nil && apply.Difference(fresh.Object, obj.Object) == "" {
-			return nil // the cache was behind: nothing to write
+		obj := prepare(stamped, fresh)
+		if fresh != nil {
+			if apply.Difference(fresh.Object, obj.Object) == "" {
+				return nil // the cache was behind: nothing to write
+			}
+			// Written only over the version read: a newer one (istiod's) is a conflict.
+			obj.SetResourceVersion(fresh.GetResourceVersion())
 		}
 		_, err = s.Applier.Apply(ctx, obj)
-		if !apierrors.IsConflict(err) || s.Reader == nil || attempt == 3 {
+		if !apierrors.IsConflict(err) || attempt == 3 {
 			return err
 		}
 	}
 }
 
-// freshCopy reads rendered's object (stamped with its hash) through Reader and replaces *obj
-// with a copy of rendered holding istiod's fields from it, carrying its resourceVersion so that a write over a newer version fails with a
-// conflict (and the pass is retried) instead of reverting what istiod just wrote. It returns
-// the object read; nil when it no longer exists (obj is then prepared as a creation).
-func (s *Stage) freshCopy(ctx context.Context, rendered *unstructured.Unstructured, obj **unstructured.Unstructured) (*unstructured.Unstructured, error) {
-	if s.Reader == nil {
-		return nil, nil
-	}
-	fresh := &unstructured.Unstructured{}
-	fresh.SetGroupVersionKind(rendered.GroupVersionKind())
-	if err := s.Reader.Get(ctx, client.ObjectKeyFromObject(rendered), fresh); err != nil {
+// getOrNil reads obj's object through r; nil when it does not exist.
+func getOrNil(ctx context.Context, r client.Reader, obj *unstructured.Unstructured, opts ...client.GetOption) (*unstructured.Unstructured, error) {
+	out := &unstructured.Unstructured{}
+	out.SetGroupVersionKind(obj.GroupVersionKind())
+	if err := r.Get(ctx, client.ObjectKeyFromObject(obj), out, opts...); err != nil {
 		if apierrors.IsNotFound(err) {
-			*obj = prepare(rendered, nil)
 			return nil, nil
 		}
-		return nil, fmt.Errorf("reading %s %s: %w", rendered.GetKind(), rendered.GetName(), err)
+		return nil, fmt.Errorf("reading %s %s: %w", obj.GetKind(), obj.GetName(), err)
 	}
-	*obj = prepare(rendered, fresh)
-	(*obj).SetResourceVersion(fresh.GetResourceVersion())
-	return fresh, nil
+	return out, nil
 }
 
 // prepare returns what to apply for a rendered object already stamped with its hash (see

@@ -82,10 +82,8 @@ func RecordStatus(installation string, st *meshv1.MeshInstallationStatus) {
 	if st.Namespaces != nil {
 		ns = *st.Namespaces
 	}
-	for _, l := range Levels {
-		v := map[meshv1.AdoptionLevel]int32{meshv1.LevelOff: ns.Pending, meshv1.LevelObserve: ns.Observe,
-			meshv1.LevelMutualTLS: ns.MutualTLS, meshv1.LevelZeroTrust: ns.ZeroTrust}[l]
-		namespaces.WithLabelValues(installation, string(l)).Set(float64(v))
+	for i, v := range []int32{ns.Pending, ns.Observe, ns.MutualTLS, ns.ZeroTrust} { // in the order of Levels
+		namespaces.WithLabelValues(installation, string(Levels[i])).Set(float64(v))
 	}
 	inProgress.WithLabelValues(installation).Set(float64(ns.InProgress))
 	blocked.WithLabelValues(installation).Set(float64(ns.BlockedCount))

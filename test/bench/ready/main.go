@@ -19,7 +19,6 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -136,11 +135,9 @@ type result struct {
 func measureProcess() (float64, int64, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	bin := filepath.Join(os.TempDir(), fmt.Sprintf("meshwright-bench-manager-%d", os.Getpid()))
-	build := exec.Command("go", "build", "-o", bin, "./cmd")
-	build.Dir, build.Stderr = repoRoot(), os.Stderr
-	if err := build.Run(); err != nil {
-		return 0, 0, fmt.Errorf("building the manager: %w", err)
+	bin, err := record.BuildManager()
+	if err != nil {
+		return 0, 0, err
 	}
 	defer os.Remove(bin)
 	cl, err := cluster.Start(ctx, cluster.Options{})
@@ -189,17 +186,8 @@ func measureProcess() (float64, int64, error) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	readyMs := time.Since(start).Milliseconds()
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	for _, line := range strings.Split(string(status), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
-			kb, err := strconv.ParseFloat(f[1], 64)
-			return kb / 1024, readyMs, err
-		}
-	}
-	return 0, 0, fmt.Errorf("no VmHWM in /proc/%d/status", cmd.Process.Pid)
+	peak, err := record.PeakRSSMiB(cmd.Process.Pid)
+	return peak, readyMs, err
 }
 
 // measureFloor applies the rendered control plane to a fresh cluster, CRDs first, and waits for

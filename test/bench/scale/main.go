@@ -87,20 +87,15 @@ func main() {
 	out := flag.String("out", "", "append one JSON line per size to this file (default: bin/bench.jsonl of the repository)")
 	flag.Parse()
 	ctrllog.SetLogger(logr.Discard())
-	root, err := record.RepoRoot()
-	if err != nil {
-		record.Fail(err)
-	}
 	if *out == "" {
+		var err error
 		if *out, err = record.DefaultPath(); err != nil {
 			record.Fail(err)
 		}
 	}
-	manager := filepath.Join(os.TempDir(), fmt.Sprintf("meshwright-bench-manager-%d", os.Getpid()))
-	build := exec.Command("go", "build", "-o", manager, "./cmd")
-	build.Dir, build.Stderr = root, os.Stderr
-	if err := build.Run(); err != nil {
-		record.Fail(fmt.Errorf("building the manager: %w", err))
+	manager, err := record.BuildManager()
+	if err != nil {
+		record.Fail(err)
 	}
 	defer os.Remove(manager)
 
@@ -488,17 +483,8 @@ func (p *process) usage() (cpuSeconds, peakMiB float64, err error) {
 	utime, _ := strconv.ParseFloat(fields[11], 64)
 	stime, _ := strconv.ParseFloat(fields[12], 64)
 	cpuSeconds = (utime + stime) / 100 // USER_HZ
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	for _, line := range strings.Split(string(status), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
-			kb, err := strconv.ParseFloat(f[1], 64)
-			return cpuSeconds, kb / 1024, err
-		}
-	}
-	return 0, 0, fmt.Errorf("no VmHWM in /proc/%d/status", pid)
+	peakMiB, err = record.PeakRSSMiB(pid)
+	return cpuSeconds, peakMiB, err
 }
 
 // metric returns the samples of a metric whose labels contain match, summed.
