@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"k8s.io/client-go/discovery"
@@ -41,6 +42,7 @@ func main() {
 		operatorNamespace    string
 		istioCRDs            string
 		pprofAddr            string
+		chartCacheDir        string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443",
 		"Address the metrics endpoint binds to, such as :8443 (HTTPS) or :8080 (with --metrics-secure=false); 0 disables it.")
@@ -58,6 +60,8 @@ func main() {
 	flag.StringVar(&istioCRDs, "istio-crds", istioCRDsManaged,
 		"Who installs Istio's CRDs: \""+istioCRDsManaged+"\" (the operator applies the release's CRDs) or \""+istioCRDsExternal+
 			"\" (someone else does, as the OLM bundle ships them; the operator only checks them and needs no write access to CRDs).")
+	flag.StringVar(&chartCacheDir, "chart-cache-dir", filepath.Join(os.TempDir(), "meshwright-charts"),
+		"Where charts downloaded from spec.controlPlane.chartSource are cached (the manifests mount an emptyDir there).")
 	flag.StringVar(&pprofAddr, "pprof-bind-address", "",
 		"Address Go's profiler (/debug/pprof) binds to, such as 127.0.0.1:6060; empty (the default) disables it. For benchmarks and investigations, not for production.")
 	opts := zap.Options{Development: false}
@@ -119,6 +123,7 @@ func main() {
 		KubeVersion:       kubeVersion,
 		OperatorNamespace: operatorNamespace,
 		ExternalIstioCRDs: istioCRDs == istioCRDsExternal,
+		ChartCacheDir:     chartCacheDir,
 	}).SetupWithManager(mgr); err != nil {
 		log.Error(err, "unable to set up the controller", "controller", "MeshInstallation")
 		os.Exit(1)

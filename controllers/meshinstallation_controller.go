@@ -37,6 +37,7 @@ import (
 	"github.com/meshwright/meshwright/internal/apply"
 	"github.com/meshwright/meshwright/internal/arbiter"
 	"github.com/meshwright/meshwright/internal/certificates"
+	"github.com/meshwright/meshwright/internal/charts"
 	"github.com/meshwright/meshwright/internal/controlplane"
 	"github.com/meshwright/meshwright/internal/injection"
 	"github.com/meshwright/meshwright/internal/metrics"
@@ -61,6 +62,8 @@ type MeshInstallationReconciler struct {
 	OperatorNamespace string
 	// ExternalIstioCRDs leaves Istio's CRDs to someone else, as the OLM bundle installs them.
 	ExternalIstioCRDs bool
+	// ChartCacheDir is where charts downloaded from spec.controlPlane.chartSource are kept.
+	ChartCacheDir string
 
 	controller controller.Controller
 	cache      cache.Cache
@@ -124,7 +127,7 @@ func (r *MeshInstallationReconciler) Reconcile(ctx context.Context, req ctrl.Req
 		return ctrl.Result{}, nil
 	}
 	obs.active = true
-	obs.version = desiredVersion(mesh)
+	obs.version = controlplane.DesiredVersion(mesh)
 	obs.outcome = stages.Run(ctx, r.Stages, mesh)
 	if obs.outcome.Err != nil {
 		passErr = fmt.Errorf("%s stage: %w", obs.outcome.Current, obs.outcome.Err)
@@ -262,7 +265,7 @@ func (r *MeshInstallationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Stages == nil {
 		r.Stages = NewStages(StageDeps{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Mapper: mgr.GetRESTMapper(),
 			KubeVersion: r.KubeVersion, Watch: r.watchKinds, Workloads: ladderCache, Recorder: r.Recorder, OperatorNamespace: r.OperatorNamespace,
-			ExternalIstioCRDs: r.ExternalIstioCRDs})
+			ExternalIstioCRDs: r.ExternalIstioCRDs, Charts: &charts.Source{CacheDir: r.ChartCacheDir}})
 	}
 	crd := &unstructured.Unstructured{}
 	crd.SetGroupVersionKind(apiextensionsv1.SchemeGroupVersion.WithKind("CustomResourceDefinition"))
@@ -322,6 +325,8 @@ type StageDeps struct {
 	OperatorNamespace string
 	// ExternalIstioCRDs leaves Istio's CRDs to someone else (see controlplane.Stage.ExternalCRDs).
 	ExternalIstioCRDs bool
+	// Charts pulls the charts of versions this build does not embed; nil uses no disk cache.
+	Charts *charts.Source
 }
 
 // NewStages is the rollout, in order: the mesh CA, Istio's control plane, the injection webhook
@@ -338,7 +343,8 @@ func NewStages(d StageDeps) []stages.Stage {
 	}
 	return []stages.Stage{
 		&certificates.Stage{Client: d.Client, Reader: d.APIReader, Mapper: d.Mapper, CertManagerFound: certManagerFound, Applier: applier},
-		&controlplane.Stage{Client: d.Client, Reader: d.APIReader, Applier: applier, KubeVersion: d.KubeVersion, ExternalCRDs: d.ExternalIstioCRDs},
+		&controlplane.Stage{Client: d.Client, Reader: d.APIReader, Applier: applier, KubeVersion: d.KubeVersion, ExternalCRDs: d.ExternalIstioCRDs,
+			Charts: d.Charts, Workloads: workloads},
 		&injection.Stage{Client: d.Client},
 		&policy.Stage{Client: d.Client, Reader: d.APIReader, Applier: applier, Watch: d.Watch},
 		&adoption.Stage{Client: d.Client, Reader: workloads, Applier: applier, FieldManager: FieldManager, Recorder: d.Recorder, OperatorNamespace: d.OperatorNamespace},

@@ -2,12 +2,12 @@ package controllers
 
 import (
 	"fmt"
+	"slices"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
-	"github.com/meshwright/meshwright/internal/release"
 	"github.com/meshwright/meshwright/internal/stages"
 )
 
@@ -54,10 +54,13 @@ func computeStatus(status *meshv1.MeshInstallationStatus, obs observation) {
 			if ns := ran.Result.Namespaces; ns != nil {
 				status.Namespaces = ns.DeepCopy()
 			}
+			if revs := ran.Result.Revisions; revs != nil {
+				status.Revisions = slices.Clone(revs)
+			}
 		}
 	case obs.conflicting():
 		status.Version, status.Stage, status.Certificates = "", "", nil
-		status.Namespaces = nil
+		status.Namespaces, status.Revisions = nil, nil
 	}
 	// observedGeneration moves only when a pass of the active installation succeeded, so it
 	// tells users that what status says is about the spec they wrote.
@@ -162,12 +165,4 @@ func determineDegradedCondition(obs observation) metav1.Condition {
 		}
 	}
 	return metav1.Condition{Type: meshv1.ConditionDegraded, Status: metav1.ConditionFalse, Reason: meshv1.ReasonAsExpected, Message: "Nothing needs attention."}
-}
-
-// desiredVersion is the Istio version the spec asks for.
-func desiredVersion(mesh *meshv1.MeshInstallation) string {
-	if mesh.Spec.Version != "" {
-		return mesh.Spec.Version
-	}
-	return release.DefaultIstioVersion
 }

@@ -55,6 +55,13 @@ const (
 	// ReasonUnsupportedVersion means spec.version is not one this build can install; the message
 	// lists the versions it can.
 	ReasonUnsupportedVersion = "UnsupportedVersion"
+	// ReasonChartSourceUnavailable means the charts of spec.version could not be downloaded from
+	// spec.controlPlane.chartSource (the repository is unreachable, answers with an error, or
+	// serves a broken archive); the operator retries, and the running control plane is untouched.
+	ReasonChartSourceUnavailable = "ChartSourceUnavailable"
+	// ReasonRevisionRetiring means an older control-plane revision still serves namespaces or
+	// pods after an upgrade; it is removed once none uses it. The message says which do.
+	ReasonRevisionRetiring = "RevisionRetiring"
 	// ReasonInvalidValues means spec.controlPlane.values make Istio's charts fail to render.
 	ReasonInvalidValues = "InvalidValues"
 	// ReasonApplyRejected means the API server refused an object the operator wants (an
@@ -158,6 +165,11 @@ const (
 	ManagedByValue = "meshwright"
 	// LabelInstallation names the MeshInstallation an object belongs to.
 	LabelInstallation = "meshwright.io/installation"
+	// LabelRevision names the control-plane revision of an object an upgrade installed. Objects
+	// of the first installation's revision ("default") carry none.
+	LabelRevision = "meshwright.io/revision"
+	// LabelIstioVersion records the Istio version of a revision an upgrade installed.
+	LabelIstioVersion = "meshwright.io/istio-version"
 )
 
 // Finalizer holds a MeshInstallation until the operator has removed what it created for it.

@@ -76,6 +76,10 @@ type MeshInstallationSpec struct {
 	// +kubebuilder:default={}
 	Rollout RolloutSpec `json:"rollout,omitempty"`
 
+	// Upgrade sets how a change of spec.version reaches the mesh.
+	// +optional
+	Upgrade UpgradeSpec `json:"upgrade,omitempty"`
+
 	// Namespaces maps namespaces to the adoption level they should reach. A namespace matched by
 	// no rule stays Off. kube-system, the control-plane namespace and the operator's own namespace
 	// are never enrolled, whatever the selectors say.
@@ -178,10 +182,49 @@ type ControlPlaneSpec struct {
 	// +kubebuilder:pruning:PreserveUnknownFields
 	Values *apiextensionsv1.JSON `json:"values,omitempty"`
 
+	// ChartSource is where the charts of spec.version come from when this build of the
+	// operator does not embed them. Omit it to install only the embedded version (offline).
+	// +optional
+	ChartSource *ChartSource `json:"chartSource,omitempty"`
+
 	// RemoveCRDsOnDelete also deletes Istio's CRDs when this MeshInstallation is deleted. Off by
 	// default: deleting a CRD deletes every object of its kind, such as the teams' policies.
 	// +optional
 	RemoveCRDsOnDelete bool `json:"removeCRDsOnDelete,omitempty"`
+}
+
+// ChartSource is a Helm chart repository or OCI registry holding Istio's `base` and `istiod`
+// charts, one chart version per Istio release (as Istio's own repository does). Charts are
+// downloaded once and cached on the operator's disk.
+type ChartSource struct {
+	// Repository is the URL of a Helm repository (the directory holding index.yaml), such as
+	// https://istio-release.storage.googleapis.com/charts, or of an OCI registry repository
+	// holding the charts as <repository>/base:<version> and <repository>/istiod:<version>, such
+	// as oci://registry.example.com/istio. Registry credentials are Helm's (helm registry login).
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="self.matches('^(https?|oci)://[^ @]+$')",message="controlPlane.chartSource.repository must be the http(s) URL of a Helm chart repository (the directory holding index.yaml), such as 'https://istio-release.storage.googleapis.com/charts', or an oci:// registry repository, such as 'oci://registry.example.com/istio', without credentials in it"
+	Repository string `json:"repository"`
+}
+
+// UpgradeStrategy is how a new Istio version replaces the running one.
+// +kubebuilder:validation:Enum=RevisionBased;InPlace
+type UpgradeStrategy string
+
+const (
+	// UpgradeRevisionBased installs the new version as a second control-plane revision beside
+	// the running one, moves namespaces to it one at a time with the ladder's gates, and removes
+	// the old revision once no pod uses it. Setting spec.version back aborts the move.
+	UpgradeRevisionBased UpgradeStrategy = "RevisionBased"
+	// UpgradeInPlace replaces the running control plane's charts in place; proxies are updated
+	// as their pods restart. Faster, with no way back but another upgrade.
+	UpgradeInPlace UpgradeStrategy = "InPlace"
+)
+
+// UpgradeSpec configures upgrades of the control plane.
+type UpgradeSpec struct {
+	// Strategy is RevisionBased (the default) or InPlace.
+	// +optional
+	Strategy UpgradeStrategy `json:"strategy,omitempty"`
 }
 
 // RolloutSpec bounds how much of the cluster changes at once.
@@ -316,6 +359,32 @@ type MeshInstallationStatus struct {
 	// Namespaces counts namespaces per adoption level and lists the ones that are held back.
 	// +optional
 	Namespaces *NamespacesStatus `json:"namespaces,omitempty"`
+
+	// Revisions lists the control-plane revisions installed, the active one first: one in
+	// steady state, two while an upgrade moves namespaces from one to the other.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=8
+	Revisions []RevisionStatus `json:"revisions,omitempty"`
+}
+
+// RevisionStatus is one control-plane revision (an istiod with its webhooks) and what it serves.
+type RevisionStatus struct {
+	// Name is the revision's name: the value of the istio.io/rev label that selects it
+	// ("default" for the first installation, "1-31-5" for a revision installed by an upgrade).
+	Name string `json:"name"`
+	// Version is the Istio version the revision runs.
+	// +optional
+	Version string `json:"version,omitempty"`
+	// Active is true for the revision namespaces are moved to; the others are retiring and are
+	// removed once no namespace and no pod uses them.
+	// +optional
+	Active bool `json:"active,omitempty"`
+	// Namespaces is the number of namespaces whose injection label selects this revision.
+	Namespaces int32 `json:"namespaces"`
+	// Pods is the number of running pods whose proxy this revision injected.
+	Pods int32 `json:"pods"`
 }
 
 // CertificatesStatus reports the intermediate CA in the cacerts Secret.

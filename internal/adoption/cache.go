@@ -9,6 +9,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/revision"
 )
 
 // WatchedObjects are the kinds the ladder reads, cluster-wide. They live in a cache of their
@@ -34,8 +35,8 @@ func CacheOptions() cache.Options {
 	}
 }
 
-// slimPod keeps a pod's labels, its container names (to see the proxy), its phase and its
-// Ready condition.
+// slimPod keeps a pod's labels, its container names (to see the proxy), the revision that
+// injected it (Istio's istio.io/rev annotation), its phase and its Ready condition.
 func slimPod(obj any) (any, error) {
 	p, ok := obj.(*corev1.Pod)
 	if !ok {
@@ -46,6 +47,9 @@ func slimPod(obj any) (any, error) {
 	slim.Labels, slim.DeletionTimestamp, slim.Generation = p.Labels, p.DeletionTimestamp, p.Generation
 	if ref := metav1.GetControllerOfNoCopy(p); ref != nil {
 		slim.OwnerReferences = []metav1.OwnerReference{{Kind: ref.Kind, Name: ref.Name, UID: ref.UID, Controller: ref.Controller}}
+	}
+	if rev, ok := p.Annotations[revision.PodAnnotation]; ok {
+		slim.Annotations = map[string]string{revision.PodAnnotation: rev}
 	}
 	slim.Spec.HostNetwork = p.Spec.HostNetwork
 	for _, c := range p.Spec.Containers {

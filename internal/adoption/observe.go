@@ -3,6 +3,7 @@ package adoption
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -16,6 +17,7 @@ import (
 
 	"github.com/meshwright/meshwright/internal/injection"
 	"github.com/meshwright/meshwright/internal/ladder"
+	"github.com/meshwright/meshwright/internal/revision"
 )
 
 // optOutKey is Istio's per-pod switch: "false" keeps the pod out of injection.
@@ -113,6 +115,9 @@ func observeWorkloads(ctx context.Context, r client.Reader, namespace string) (l
 				out[j].Pods++
 				if injected {
 					out[j].Injected = true
+					if rev := p.Annotations[revision.PodAnnotation]; rev != "" && !slices.Contains(out[j].Revisions, rev) {
+						out[j].Revisions = append(out[j].Revisions, rev)
+					}
 				} else {
 					out[j].Uninjected = true
 				}

@@ -3,6 +3,8 @@ package adoption
 import (
 	"testing"
 
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/ladder"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -63,19 +65,54 @@ func TestWorkloadOwnsPod(t *testing.T) {
 func TestInjectionConflict(t *testing.T) {
 	tests := map[string]struct {
 		labels   map[string]string
+		ours     []string
 		conflict bool
 	}{
-		"no label":                 {},
-		"our revision label":       {labels: map[string]string{InjectionLabel: InjectionRevision}},
-		"another revision":         {labels: map[string]string{InjectionLabel: "canary"}, conflict: true},
-		"istio-injection enabled":  {labels: map[string]string{"istio-injection": "enabled"}, conflict: true},
-		"istio-injection disabled": {labels: map[string]string{"istio-injection": "disabled"}, conflict: true},
+		"no label":                       {},
+		"our revision label":             {labels: map[string]string{InjectionLabel: "default"}},
+		"another revision":               {labels: map[string]string{InjectionLabel: "canary"}, conflict: true},
+		"the revision a move comes from": {labels: map[string]string{InjectionLabel: "default"}, ours: []string{"1-31-5", "default"}},
+		"a revision that is not ours":    {labels: map[string]string{InjectionLabel: "1-30-0"}, ours: []string{"1-31-5", "default"}, conflict: true},
+		"istio-injection enabled":        {labels: map[string]string{"istio-injection": "enabled"}, conflict: true},
+		"istio-injection disabled":       {labels: map[string]string{"istio-injection": "disabled"}, conflict: true},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			got := injectionConflict(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ns", Labels: tc.labels}})
+			ours := tc.ours
+			if ours == nil {
+				ours = []string{"default"}
+			}
+			got := injectionConflict(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ns", Labels: tc.labels}}, ours...)
 			if (got != "") != tc.conflict {
 				t.Errorf("injectionConflict = %q, want a conflict: %v", got, tc.conflict)
+			}
+		})
+	}
+}
+
+// TestOurRevisions: the labels a namespace's record makes the operator's, so that a namespace
+// on the old revision during an upgrade is not taken for someone else's.
+func TestOurRevisions(t *testing.T) {
+	upgrade := ladder.Settings{Revision: "1-31-5"}
+	tests := map[string]struct {
+		current ladder.Level
+		state   ladder.State
+		label   string
+		ours    bool
+	}{
+		"in the mesh on the default revision during an upgrade": {current: meshv1.LevelObserve, label: "default", ours: true},
+		"in the mesh on the active revision":                    {current: meshv1.LevelMutualTLS, state: ladder.State{Revision: "1-31-5"}, label: "1-31-5", ours: true},
+		"moving between them":                                   {current: meshv1.LevelObserve, state: ladder.State{Step: &ladder.Step{To: meshv1.LevelObserve, Revision: "1-31-5", From: "default"}}, label: "default", ours: true},
+		"off with the old revision's label: someone else's":     {current: meshv1.LevelOff, label: "default"},
+		"off with the active revision's label":                  {current: meshv1.LevelOff, label: "1-31-5", ours: true},
+		"in the mesh with a third revision's label":             {current: meshv1.LevelObserve, label: "canary"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ns", Labels: map[string]string{InjectionLabel: tc.label}}}
+			got := injectionConflict(ns, ourRevisions(tc.current, tc.state, upgrade)...)
+			if (got == "") != tc.ours {
+				t.Errorf("conflict = %q, want the label taken as ours: %v", got, tc.ours)
 			}
 		})
 	}

@@ -15,6 +15,7 @@ import (
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/certificates"
+	"github.com/meshwright/meshwright/internal/controlplane"
 	"github.com/meshwright/meshwright/internal/ladder"
 	"github.com/meshwright/meshwright/internal/policy"
 	"github.com/meshwright/meshwright/internal/stages"
@@ -51,8 +52,13 @@ type Planner struct {
 	OperatorNamespace string
 }
 
-// Plan observes every namespace the ladder looks at and decides its next move, as of now.
-func (p Planner) Plan(ctx context.Context, mesh *meshv1.MeshInstallation, now time.Time) ([]NamespacePlan, error) {
+// Plan observes every namespace the ladder looks at and decides its next move, as of now. It
+// also returns the active control-plane revision the moves are towards.
+func (p Planner) Plan(ctx context.Context, mesh *meshv1.MeshInstallation, now time.Time) ([]NamespacePlan, string, error) {
+	active, err := controlplane.ActiveRevision(ctx, p.Policies, mesh)
+	if err != nil {
+		return nil, "", err
+	}
 	excluded := []string{certificates.ControlPlaneNamespace(mesh)}
 	if p.OperatorNamespace != "" {
 		excluded = append(excluded, p.OperatorNamespace)
@@ -60,26 +66,26 @@ func (p Planner) Plan(ctx context.Context, mesh *meshv1.MeshInstallation, now ti
 	var nsList corev1.NamespaceList
 	// Namespaces are only read here (writes go through apply configurations): no copies.
 	if err := p.Workloads.List(ctx, &nsList, client.UnsafeDisableDeepCopy); err != nil {
-		return nil, fmt.Errorf("listing namespaces: %w", err)
+		return nil, "", fmt.Errorf("listing namespaces: %w", err)
 	}
 	// Namespaces that hold the installation's policies are looked at even when someone removed
 	// the ladder's label and annotation, so the policies do not outlive the ladder's record.
 	withPolicies, err := p.namespacesWithPolicies(ctx, mesh)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	plans := Candidates(ctx, mesh, nsList.Items, withPolicies, excluded)
 	for i := range plans {
 		c := &plans[i]
 		if c.Pods, c.Workloads, c.uids, err = observeWorkloads(ctx, p.Workloads, c.Namespace.Name); err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		if c.PolicyConflict, err = p.policyConflict(ctx, mesh, c.Namespace.Name); err != nil {
-			return nil, err
+			return nil, "", err
 		}
 	}
-	DecideAll(plans, mesh, now)
-	return plans, nil
+	DecideAll(plans, mesh, active, now)
+	return plans, active, nil
 }
 
 // Candidates picks the namespaces the ladder looks at, with their enrollment and recorded
@@ -121,9 +127,10 @@ func Candidates(ctx context.Context, mesh *meshv1.MeshInstallation, namespaces [
 }
 
 // DecideAll sets each plan's Decision from what was observed of its namespace (Pods, Workloads,
-// PolicyConflict), in order, giving new steps the slots maxNamespacesInProgress leaves.
-func DecideAll(plans []NamespacePlan, mesh *meshv1.MeshInstallation, now time.Time) {
-	settings := SettingsOf(mesh)
+// PolicyConflict), in order, giving new steps the slots maxNamespacesInProgress leaves. Namespaces
+// in the mesh on another revision than activeRevision are moved to it.
+func DecideAll(plans []NamespacePlan, mesh *meshv1.MeshInstallation, activeRevision string, now time.Time) {
+	settings := SettingsOf(mesh, activeRevision)
 	maxInProgress := int(mesh.Spec.Rollout.MaxNamespacesInProgress)
 	if maxInProgress < 1 {
 		maxInProgress = 2
@@ -132,12 +139,26 @@ func DecideAll(plans []NamespacePlan, mesh *meshv1.MeshInstallation, now time.Ti
 	for i := range plans {
 		c := &plans[i]
 		c.Decision = ladder.Decide(ladder.Namespace{Name: c.Namespace.Name, Current: c.Current, State: c.State, Target: c.Enrollment.Target,
-			Pods: c.Pods, Workloads: c.Workloads, InjectionConflict: injectionConflict(c.Namespace), PolicyConflict: c.PolicyConflict},
+			Pods: c.Pods, Workloads: c.Workloads, InjectionConflict: injectionConflict(c.Namespace, ourRevisions(c.Current, c.State, settings)...), PolicyConflict: c.PolicyConflict},
 			settings, inProgress < maxInProgress, now)
 		if c.Decision.InProgress {
 			inProgress++
 		}
 	}
+}
+
+// ourRevisions are the revision labels a namespace may carry that are the operator's: the active
+// revision first, then the one its record says it is on (when it is in the mesh), and the ones
+// a step moves it between.
+func ourRevisions(current ladder.Level, st ladder.State, s ladder.Settings) []string {
+	out := []string{ladder.RevisionName(s.Revision)}
+	if ladder.Rank(current) >= ladder.Rank(meshv1.LevelObserve) || st.Step != nil {
+		out = append(out, ladder.RevisionName(st.Revision))
+	}
+	if st.Step != nil {
+		out = append(out, st.Step.Revision, st.Step.From)
+	}
+	return out
 }
 
 // Summarize is the stage's result for a pass's plans: status.namespaces and the AdoptionReady

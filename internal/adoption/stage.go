@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -26,6 +27,7 @@ import (
 	"github.com/meshwright/meshwright/internal/ladder"
 	"github.com/meshwright/meshwright/internal/metrics"
 	"github.com/meshwright/meshwright/internal/policy"
+	"github.com/meshwright/meshwright/internal/revision"
 	"github.com/meshwright/meshwright/internal/stages"
 )
 
@@ -35,12 +37,9 @@ import (
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch
 // +kubebuilder:rbac:groups=security.istio.io,resources=peerauthentications;authorizationpolicies,verbs=get;list;watch;create;update;patch;delete
 
-// InjectionLabel and InjectionRevision are what the ladder puts on a namespace to have its pods
-// injected: Istio's revision label, so that a revision-based upgrade only has to change its value.
-const (
-	InjectionLabel    = "istio.io/rev"
-	InjectionRevision = "default"
-)
+// InjectionLabel is what the ladder puts on a namespace to have its pods injected: Istio's
+// revision label, whose value names the revision (a revision-based upgrade changes it).
+const InjectionLabel = revision.Label
 
 const restartedForKey = meshv1.AnnotationRestartedFor
 
@@ -70,11 +69,12 @@ func (s *Stage) Name() meshv1.Stage { return meshv1.StageAdoption }
 // ConditionType implements stages.Stage.
 func (s *Stage) ConditionType() string { return meshv1.ConditionAdoptionReady }
 
-// SettingsOf reads the rollout settings, with the schema's defaults for fields left unset.
-func SettingsOf(mesh *meshv1.MeshInstallation) ladder.Settings {
+// SettingsOf reads the rollout settings, with the schema's defaults for fields left unset, and
+// the active control-plane revision namespaces are moved to.
+func SettingsOf(mesh *meshv1.MeshInstallation, activeRevision string) ladder.Settings {
 	r := mesh.Spec.Rollout
 	st := ladder.Settings{Generation: mesh.Generation, Paused: r.Paused, MaxUnavailable: intstr.FromString("25%"),
-		SoakTime: time.Hour, StepTimeout: 10 * time.Minute}
+		SoakTime: time.Hour, StepTimeout: 10 * time.Minute, Revision: activeRevision}
 	if r.MaxUnavailablePerNamespace != nil {
 		st.MaxUnavailable = *r.MaxUnavailablePerNamespace
 	}
@@ -89,7 +89,7 @@ func SettingsOf(mesh *meshv1.MeshInstallation) ladder.Settings {
 
 // Reconcile implements stages.Stage.
 func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (stages.Result, error) {
-	plans, err := s.planner().Plan(ctx, mesh, s.now())
+	plans, active, err := s.planner().Plan(ctx, mesh, s.now())
 	if err != nil {
 		return stages.Result{}, err
 	}
@@ -105,7 +105,7 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 			pl.Decision.Blocked = ladder.Blocked{Reason: meshv1.ReasonApplyRejected, Message: err.Error()}
 		}
 	}
-	return Summarize(plans, SettingsOf(mesh)), nil
+	return Summarize(plans, SettingsOf(mesh, active)), nil
 }
 
 // planner reads what the ladder decides from: the stage's cache of the operator's policies, and
@@ -120,13 +120,14 @@ func refused(err error) bool {
 }
 
 // injectionConflict says why the operator must not manage a namespace's injection label: it
-// carries Istio's legacy istio-injection label (which wins over the revision label), or the
-// revision label of another revision. The operator never takes over such a label.
-func injectionConflict(ns *corev1.Namespace) string {
-	if v, ok := ns.Labels["istio-injection"]; ok {
-		return fmt.Sprintf("The namespace carries istio-injection=%s, which overrides Istio's revision label: remove it to let Meshwright manage injection (Meshwright sets %s=%s).", v, InjectionLabel, InjectionRevision)
+// carries Istio's legacy istio-injection label (which wins over the revision label), or a
+// revision label naming none of ours (the active revision, and the ones the namespace's record
+// says it is on or moving between). The operator never takes over such a label.
+func injectionConflict(ns *corev1.Namespace, ours ...string) string {
+	if v, ok := ns.Labels[revision.LegacyInjectionLabel]; ok {
+		return fmt.Sprintf("The namespace carries %s=%s, which overrides Istio's revision label: remove it to let Meshwright manage injection (Meshwright sets %s=%s).", revision.LegacyInjectionLabel, v, InjectionLabel, ours[0])
 	}
-	if v, ok := ns.Labels[InjectionLabel]; ok && v != InjectionRevision {
+	if v, ok := ns.Labels[InjectionLabel]; ok && !slices.Contains(ours, v) {
 		return fmt.Sprintf("The namespace carries %s=%s, another revision's label, which Meshwright does not take over: remove it to let Meshwright manage injection.", InjectionLabel, v)
 	}
 	return ""
@@ -177,7 +178,7 @@ func (s *Stage) writeNamespace(ctx context.Context, c *NamespacePlan, d ladder.D
 	if !release {
 		want[meshv1.LabelLevel] = string(d.Level)
 		if d.Effects.Inject {
-			want[InjectionLabel] = InjectionRevision
+			want[InjectionLabel] = d.Effects.Revision
 		}
 		b, err := json.Marshal(d.State)
 		if err != nil {
@@ -189,7 +190,7 @@ func (s *Stage) writeNamespace(ctx context.Context, c *NamespacePlan, d ladder.D
 	// the last apply already put it on or took it off, and a label still there without the
 	// operator wanting it is someone else's to keep.
 	same := c.Namespace.Annotations[meshv1.AnnotationLadder] == annotation && c.Namespace.Labels[meshv1.LabelLevel] == want[meshv1.LabelLevel] &&
-		(!d.Effects.Inject || c.Namespace.Labels[InjectionLabel] == InjectionRevision)
+		(!d.Effects.Inject || c.Namespace.Labels[InjectionLabel] == d.Effects.Revision)
 	if same {
 		return nil
 	}

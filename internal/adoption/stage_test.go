@@ -137,7 +137,7 @@ func TestObserveStepAgainstTheAPIServer(t *testing.T) {
 		t.Fatalf("first pass: %+v %+v", res, res.Namespaces)
 	}
 	ns := getNS(t, "team-a")
-	if ns.Labels[InjectionLabel] != InjectionRevision || ns.Labels[meshv1.LabelLevel] != "Off" || ns.Labels["owner"] != "team" {
+	if ns.Labels[InjectionLabel] != "default" || ns.Labels[meshv1.LabelLevel] != "Off" || ns.Labels["owner"] != "team" {
 		t.Errorf("labels after the first pass = %v", ns.Labels)
 	}
 	var st ladder.State

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -33,6 +34,7 @@ import (
 	"github.com/meshwright/meshwright/internal/adoption"
 	"github.com/meshwright/meshwright/internal/apply"
 	"github.com/meshwright/meshwright/internal/arbiter"
+	"github.com/meshwright/meshwright/internal/charts"
 	"github.com/meshwright/meshwright/internal/controlplane"
 	"github.com/meshwright/meshwright/internal/render"
 	"github.com/meshwright/meshwright/internal/report"
@@ -269,11 +271,11 @@ func (o *options) planCommand() *cobra.Command {
 				}
 			}
 			if file == "" {
-				plans, err := o.planner(c).Plan(ctx, mesh, o.now())
+				plans, active, err := o.planner(c).Plan(ctx, mesh, o.now())
 				if err != nil {
 					return explain(err)
 				}
-				return o.emit(report.PlanOf(mesh, plans))
+				return o.emit(report.PlanOf(mesh, plans, active))
 			}
 			return o.planSpec(ctx, cfg, c, mesh, file)
 		},
@@ -340,21 +342,21 @@ func (o *options) planSpec(ctx context.Context, cfg *rest.Config, c client.Clien
 		}
 		return explain(err)
 	}
-	plans, err := o.planner(c).Plan(ctx, proposed, o.now())
+	plans, active, err := o.planner(c).Plan(ctx, proposed, o.now())
 	if err != nil {
 		return explain(err)
 	}
-	p := report.PlanOf(proposed, plans)
+	p := report.PlanOf(proposed, plans, active)
 	p.Spec = &report.SpecChange{}
 	if current != nil {
-		before, err := o.planner(c).Plan(ctx, current, o.now())
+		before, _, err := o.planner(c).Plan(ctx, current, o.now())
 		if err != nil {
 			return explain(err)
 		}
 		p.Spec.Targets = targetChanges(before, plans)
 		p.Stage = string(current.Status.Stage)
 	}
-	p.Spec.ControlPlane, err = controlPlaneChanges(cfg, current, proposed)
+	p.Spec.ControlPlane, err = controlPlaneChanges(ctx, cfg, c, current, proposed)
 	if err != nil {
 		p.Spec.ControlPlaneError = err.Error()
 	}
@@ -388,7 +390,10 @@ func targetChanges(before, after []adoption.NamespacePlan) []string {
 }
 
 // controlPlaneChanges renders the charts for both specs and lists the objects that differ.
-func controlPlaneChanges(cfg *rest.Config, current, proposed *meshv1.MeshInstallation) ([]string, error) {
+// A spec whose version the operator would install as a new revision renders that revision; the
+// charts of a version from spec.controlPlane.chartSource are downloaded (and cached, as the
+// operator does).
+func controlPlaneChanges(ctx context.Context, cfg *rest.Config, c client.Reader, current, proposed *meshv1.MeshInstallation) ([]string, error) {
 	kubeVersion := ""
 	if dc, err := discovery.NewDiscoveryClientForConfig(cfg); err == nil {
 		if v, err := dc.ServerVersion(); err == nil {
@@ -402,6 +407,13 @@ func controlPlaneChanges(cfg *rest.Config, current, proposed *meshv1.MeshInstall
 		}
 		in, err := controlplane.Input(m, kubeVersion)
 		if err != nil {
+			return nil, err
+		}
+		// The revision is the one the operator would pick, from the current installation's.
+		if in.Revision, err = controlplane.ActiveRevision(ctx, c, m); err != nil {
+			return nil, err
+		}
+		if in.Charts, err = controlplane.ChartsFor(ctx, pluginCharts(), m, in.Version); err != nil {
 			return nil, err
 		}
 		objs, err := render.Render(in)
@@ -479,7 +491,7 @@ func (o *options) namespaceCommand() *cobra.Command {
 			if err := c.Get(ctx, client.ObjectKey{Name: args[0]}, &corev1.Namespace{}); err != nil {
 				return explain(err)
 			}
-			plans, err := o.planner(c).Plan(ctx, mesh, o.now())
+			plans, _, err := o.planner(c).Plan(ctx, mesh, o.now())
 			if err != nil {
 				return explain(err)
 			}
@@ -524,4 +536,14 @@ func history(ctx context.Context, c client.Reader, namespace string) ([]report.H
 		out = append(out, report.HistoryEvent{Time: t.UTC(), Warning: e.Type == corev1.EventTypeWarning, Reason: e.Reason, Message: e.Message, Count: count})
 	}
 	return out, nil
+}
+
+// pluginCharts caches downloaded charts under the user's cache directory, as the operator does
+// under its own.
+func pluginCharts() *charts.Source {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		return &charts.Source{}
+	}
+	return &charts.Source{CacheDir: filepath.Join(dir, "meshwright", "charts")}
 }

@@ -26,8 +26,10 @@ import (
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/apply"
 	"github.com/meshwright/meshwright/internal/certificates"
+	"github.com/meshwright/meshwright/internal/charts"
 	"github.com/meshwright/meshwright/internal/release"
 	"github.com/meshwright/meshwright/internal/render"
+	"github.com/meshwright/meshwright/internal/revision"
 	"github.com/meshwright/meshwright/internal/stages"
 )
 
@@ -52,6 +54,12 @@ type Stage struct {
 	Reader client.Reader
 	// KubeVersion is the cluster's version, passed to the charts.
 	KubeVersion string
+	// Charts pulls the charts of versions this build does not embed (spec.controlPlane.chartSource)
+	// and caches them on disk; nil installs only the embedded version.
+	Charts *charts.Source
+	// Workloads reads namespaces and pods (the ladder's cache): what each revision serves, so a
+	// retiring revision is removed only once nothing uses it. Nil keeps every revision.
+	Workloads client.Reader
 	// ExternalCRDs leaves Istio's CRDs to someone else (the OLM bundle ships them; a platform
 	// team may install them with Istio's base chart): the stage checks that the ones the release
 	// needs are Established and serve its versions, and never writes or deletes a CRD.
@@ -95,9 +103,7 @@ func Input(mesh *meshv1.MeshInstallation, kubeVersion string) (render.Input, err
 		Namespace:    certificates.ControlPlaneNamespace(mesh),
 		KubeVersion:  kubeVersion,
 	}
-	if in.Version == "" {
-		in.Version = release.DefaultIstioVersion
-	}
+	in.Version = DesiredVersion(mesh)
 	if v := mesh.Spec.ControlPlane.Values; v != nil && len(v.Raw) > 0 {
 		if err := json.Unmarshal(v.Raw, &in.Values); err != nil {
 			return in, fmt.Errorf("spec.controlPlane.values is not a JSON object: %w", err)
@@ -111,6 +117,14 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 	in, err := Input(mesh, s.KubeVersion)
 	if err != nil {
 		return stages.Result{State: stages.Failed, Reason: meshv1.ReasonInvalidValues, Message: err.Error()}, nil
+	}
+	installed, err := Installed(ctx, s.Client, mesh)
+	if err != nil {
+		return stages.Result{}, err
+	}
+	in.Revision = revision.Active(in.Version, mesh.Spec.Upgrade.Strategy, installed, lastActive(mesh))
+	if res, done := s.loadCharts(ctx, mesh, &in); done {
+		return res, nil
 	}
 	objs, err := render.Render(in)
 	if uv := (*render.UnsupportedVersionError)(nil); errors.As(err, &uv) {
@@ -181,9 +195,15 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 			Message: fmt.Sprintf("Waiting for %d of Istio's CRDs to be Established (%s).", len(waitingCRDs), firstFew(waitingCRDs))}, nil
 	}
 
-	if err := s.prune(ctx, mesh.Name, objs); err != nil {
+	others, err := s.prune(ctx, mesh.Name, in.Revision, objs)
+	if err != nil {
 		return stages.Result{}, err
 	}
+	usage, known, err := s.usage(ctx)
+	if err != nil {
+		return stages.Result{}, err
+	}
+	revisions := revisionStatuses(in.Revision, in.Version, installed, others, usage)
 
 	if istiod == "" {
 		return stages.Result{State: stages.Failed, Reason: meshv1.ReasonInvalidValues,
@@ -193,32 +213,84 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 	dep.SetGroupVersionKind(schema.GroupVersionKind{Group: "apps", Version: "v1", Kind: "Deployment"})
 	if err := s.Client.Get(ctx, client.ObjectKey{Namespace: in.Namespace, Name: istiod}, dep); err != nil {
 		if apierrors.IsNotFound(err) {
-			return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonWaitingForIstiod, Message: "Waiting for the " + istiod + " Deployment to be created."}, nil
+			return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonWaitingForIstiod, Revisions: revisions, Message: "Waiting for the " + istiod + " Deployment to be created."}, nil
 		}
 		return stages.Result{}, err
 	}
 	if ok, why := deploymentAvailable(dep); !ok {
-		return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonWaitingForIstiod,
+		return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonWaitingForIstiod, Revisions: revisions,
 			Message: fmt.Sprintf("Deployment %s/%s is not Available yet: %s.", in.Namespace, istiod, why)}, nil
 	}
-	return stages.Result{State: stages.Ready, Reason: meshv1.ReasonControlPlaneReady,
-		Message: fmt.Sprintf("Istio %s: %d objects applied, CRDs Established, istiod Available, webhooks in place.", in.Version, len(objs))}, nil
+	// Only once the active revision serves may the others go (an abort may need them back).
+	serving, err := s.retire(ctx, others, usage, known)
+	if err != nil {
+		return stages.Result{}, err
+	}
+	msg := fmt.Sprintf("Istio %s: %d objects applied, CRDs Established, istiod Available, webhooks in place.", in.Version, len(objs))
+	if in.Revision != revision.Default {
+		msg = fmt.Sprintf("Istio %s (revision %s): %d objects applied, CRDs Established, %s Available, webhooks in place.", in.Version, in.Revision, len(objs), istiod)
+	}
+	revisions = revisionStatuses(in.Revision, in.Version, installed, others, usage)
+	if len(serving) > 0 {
+		return stages.Result{State: stages.Ready, Reason: meshv1.ReasonRevisionRetiring, Revisions: revisions,
+			Message: msg + " Retiring once unused: " + strings.Join(serving, "; ") + "."}, nil
+	}
+	return stages.Result{State: stages.Ready, Reason: meshv1.ReasonControlPlaneReady, Revisions: revisions, Message: msg}, nil
+}
+
+// ChartsFor returns the charts of version for mesh: nil for the charts this build embeds (render
+// uses them whenever they are the version asked for: no download), else those of
+// spec.controlPlane.chartSource, pulled through src (a Source without a cache directory when nil).
+func ChartsFor(ctx context.Context, src *charts.Source, mesh *meshv1.MeshInstallation, version string) (*charts.Set, error) {
+	cs := mesh.Spec.ControlPlane.ChartSource
+	if cs == nil || cs.Repository == "" || slices.Contains(render.SupportedVersions(), version) {
+		return nil, nil
+	}
+	if src == nil {
+		src = &charts.Source{}
+	}
+	return src.Load(ctx, cs.Repository, version)
+}
+
+// loadCharts puts the charts of in.Version into in: the embedded ones, or those of
+// spec.controlPlane.chartSource. done is true when they cannot be had, with the result to report.
+func (s *Stage) loadCharts(ctx context.Context, mesh *meshv1.MeshInstallation, in *render.Input) (res stages.Result, done bool) {
+	set, err := ChartsFor(ctx, s.Charts, mesh, in.Version)
+	repo := ""
+	if cs := mesh.Spec.ControlPlane.ChartSource; cs != nil {
+		repo = cs.Repository
+	}
+	var notFound *charts.NotFoundError
+	switch {
+	case errors.As(err, &notFound):
+		return stages.Result{State: stages.Failed, Reason: meshv1.ReasonUnsupportedVersion,
+			Message: notFound.Error() + ". Set spec.version to a version the repository has, or leave it empty for " + release.DefaultIstioVersion + "."}, true
+	case err != nil:
+		return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonChartSourceUnavailable, RequeueAfter: stages.NotReadyRecheck,
+			Message: fmt.Sprintf("The charts of Istio %s could not be downloaded from %s: %v. The running control plane is untouched; retrying every %s.", in.Version, repo, err, stages.NotReadyRecheck)}, true
+	}
+	in.Charts = set
+	return stages.Result{}, false
 }
 
 // prune deletes objects an earlier render of this installation produced and the current one
 // does not (an HPA once autoscaling is turned off, say). The inventory is the cluster itself:
 // every chart object carries the installation and component labels, and the cache holds
 // exactly the labelled objects. CRDs are never pruned: deleting one deletes users' policies.
-func (s *Stage) prune(ctx context.Context, installation string, desired []*unstructured.Unstructured) error {
+//
+// The istiod chart's objects of other revisions than active are not pruned: they are returned,
+// by revision, for retire, which removes a revision once nothing uses it.
+func (s *Stage) prune(ctx context.Context, installation, active string, desired []*unstructured.Unstructured) (map[string][]*unstructured.Unstructured, error) {
 	want := make(map[string]bool, len(desired))
 	for _, o := range desired {
 		want[objectKey(o)] = true
 	}
+	others := map[string][]*unstructured.Unstructured{}
 	for _, gvk := range OwnedKinds() {
 		list := &unstructured.UnstructuredList{}
 		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
 		if err := s.Client.List(ctx, list, client.MatchingLabels{meshv1.LabelInstallation: installation}, client.HasLabels{render.LabelComponent}); err != nil {
-			return fmt.Errorf("listing %s to prune: %w", gvk.Kind, err)
+			return nil, fmt.Errorf("listing %s to prune: %w", gvk.Kind, err)
 		}
 		for i := range list.Items {
 			o := &list.Items[i]
@@ -226,12 +298,16 @@ func (s *Stage) prune(ctx context.Context, installation string, desired []*unstr
 			if want[objectKey(o)] || o.GetDeletionTimestamp() != nil {
 				continue
 			}
+			if rev := revisionOf(o); o.GetLabels()[render.LabelComponent] == render.ComponentIstiod && rev != active {
+				others[rev] = append(others[rev], o)
+				continue
+			}
 			if err := s.Client.Delete(ctx, o); err != nil && !apierrors.IsNotFound(err) {
-				return fmt.Errorf("pruning %s %s/%s: %w", gvk.Kind, o.GetNamespace(), o.GetName(), err)
+				return nil, fmt.Errorf("pruning %s %s/%s: %w", gvk.Kind, o.GetNamespace(), o.GetName(), err)
 			}
 		}
 	}
-	return nil
+	return others, nil
 }
 
 func objectKey(o *unstructured.Unstructured) string {

@@ -20,6 +20,8 @@ import (
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/certificates"
+	"github.com/meshwright/meshwright/internal/controlplane"
+	"github.com/meshwright/meshwright/internal/revision"
 	"github.com/meshwright/meshwright/internal/stages"
 )
 
@@ -62,11 +64,21 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 	if err := s.Client.List(ctx, list, client.MatchingLabels{meshv1.LabelInstallation: mesh.Name, "app": "sidecar-injector"}); err != nil {
 		return stages.Result{}, fmt.Errorf("listing injection webhooks: %w", err)
 	}
-	if len(list.Items) == 0 {
-		return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonWebhookNotFound,
-			Message: "No sidecar-injector MutatingWebhookConfiguration of this installation: check that spec.controlPlane.values do not turn it off (global.operatorManageWebhooks, sidecarInjectorWebhook)."}, nil
+	active, err := controlplane.ActiveRevision(ctx, s.Client, mesh)
+	if err != nil {
+		return stages.Result{}, err
 	}
-	wh := &list.Items[0]
+	var wh *unstructured.Unstructured
+	for i := range list.Items {
+		// During an upgrade each revision has its own webhook: the active one is probed.
+		if rev := list.Items[i].GetLabels()[meshv1.LabelRevision]; rev == active || (rev == "" && active == revision.Default) {
+			wh = &list.Items[i]
+		}
+	}
+	if wh == nil {
+		return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonWebhookNotFound,
+			Message: fmt.Sprintf("No sidecar-injector MutatingWebhookConfiguration of revision %s: check that spec.controlPlane.values do not turn it off (global.operatorManageWebhooks, sidecarInjectorWebhook).", active)}, nil
+	}
 	if missing := withoutCABundle(wh); missing != "" {
 		return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonWebhookNotServing, RequeueAfter: 5 * time.Second,
 			Message: fmt.Sprintf("Webhook %s of %s has no caBundle yet: istiod writes it when it starts.", missing, wh.GetName())}, nil
@@ -92,7 +104,7 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 		}
 	}
 
-	res, err := s.probe(ctx, certificates.ControlPlaneNamespace(mesh))
+	res, err := s.probe(ctx, certificates.ControlPlaneNamespace(mesh), active)
 	if err != nil {
 		return res, err
 	}
@@ -119,13 +131,13 @@ func ready(name string, recheck time.Duration) stages.Result {
 
 // probe creates a pod in dry-run mode that asks for injection by revision label, so the API
 // server calls the webhook exactly as it will for the namespaces' pods; nothing is stored.
-func (s *Stage) probe(ctx context.Context, namespace string) (stages.Result, error) {
+func (s *Stage) probe(ctx context.Context, namespace, rev string) (stages.Result, error) {
 	no := false
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
 			GenerateName: "meshwright-injection-probe-",
 			Namespace:    namespace,
-			Labels:       map[string]string{"istio.io/rev": "default", meshv1.LabelManagedBy: meshv1.ManagedByValue},
+			Labels:       map[string]string{revision.Label: rev, meshv1.LabelManagedBy: meshv1.ManagedByValue},
 		},
 		Spec: corev1.PodSpec{
 			AutomountServiceAccountToken: &no,
@@ -147,7 +159,7 @@ func (s *Stage) probe(ctx context.Context, namespace string) (stages.Result, err
 	}
 	if _, ok := pod.Annotations[StatusAnnotation]; !ok || !HasProxy(pod) {
 		return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonInjectionNotApplied, RequeueAfter: FailedRecheck,
-			Message: "The injection webhook answered, but a pod labelled istio.io/rev=default came back without Istio's proxy: check the sidecarInjectorWebhook values."}, nil
+			Message: fmt.Sprintf("The injection webhook answered, but a pod labelled %s=%s came back without Istio's proxy: check the sidecarInjectorWebhook values.", revision.Label, rev)}, nil
 	}
 	return stages.Result{State: stages.Ready}, nil
 }

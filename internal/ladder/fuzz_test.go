@@ -42,8 +42,9 @@ func fuzzFiller(data []byte, base time.Time) *randfill.Filler {
 // FuzzDecide feeds Decide arbitrary namespace states, settings and times, including states no
 // pass of the operator would write (a hand-edited annotation, a label with a foreign value),
 // and checks what must hold whatever the input: no panic, a valid level, one rung at a time, a
-// step is always one rung from where the namespace stands (a rollback: back to it), no new step without a free slot or
-// while paused, restarts only for a step, and effects that match the position.
+// step is always one rung from where the namespace stands (a rollback: back to it; a move
+// between revisions: at it), no new step without a free slot or while paused, restarts only for
+// a step, effects that match the position, and moves only to the active revision.
 func FuzzDecide(f *testing.F) {
 	f.Add([]byte("seed"), true)
 	f.Add([]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}, false)
@@ -84,8 +85,18 @@ func FuzzDecide(f *testing.F) {
 				t.Fatalf("restart of %s, which is not one of the namespace's workloads", r)
 			}
 		}
-		if d.Effects != EffectsOf(d.Level, d.State.Step) {
+		want := EffectsOf(d.Level, d.State.Step)
+		if want.Inject {
+			want.Revision = injectedBy(d.State)
+		}
+		if d.Effects != want {
 			t.Fatalf("effects %+v do not match level %q and step %+v", d.Effects, d.Level, d.State.Step)
+		}
+		if d.Effects.Inject && d.Effects.Revision == "" {
+			t.Fatalf("the namespace is injected with no revision named: %+v", d.Effects)
+		}
+		if st := d.State.Step; started && st.moves(d.Level) && st.Revision != RevisionName(s.Revision) {
+			t.Fatalf("a move to revision %q started while %q is active", st.Revision, RevisionName(s.Revision))
 		}
 	})
 }

@@ -43,6 +43,28 @@ type State struct {
 	Step *Step `json:"step,omitempty"`
 	// Hold, when set, keeps the namespace where it is until the MeshInstallation's spec changes.
 	Hold *Hold `json:"hold,omitempty"`
+	// Revision is the control-plane revision that injects the namespace's pods; empty means
+	// the default revision (so namespaces recorded before revisions existed read the same).
+	Revision string `json:"revision,omitempty"`
+}
+
+// DefaultRevision is the revision of a mesh's first installation.
+const DefaultRevision = "default"
+
+// RevisionName reads a recorded revision: empty is the default one.
+func RevisionName(r string) string {
+	if r == "" {
+		return DefaultRevision
+	}
+	return r
+}
+
+// recorded is how a revision is written into State: the default one as empty.
+func recorded(r string) string {
+	if r == DefaultRevision {
+		return ""
+	}
+	return r
 }
 
 // Step is a move of one rung, up or down.
@@ -66,6 +88,17 @@ type Step struct {
 	// PausedAt is when spec.rollout.paused froze the step; the time paused does not count
 	// against the step's timeout or soak.
 	PausedAt time.Time `json:"pausedAt,omitzero"`
+	// Revision is the control-plane revision the step puts on the namespace: the active one for
+	// a step into the mesh or a move between revisions (To is then the current level), the one
+	// it came from for the rollback of a move. Empty keeps the namespace's revision.
+	Revision string `json:"revision,omitempty"`
+	// From is the revision a move between revisions leaves, to return to on rollback.
+	From string `json:"from,omitempty"`
+}
+
+// moves reports whether the step moves the namespace to another revision at its level.
+func (st Step) moves(current Level) bool {
+	return st.Revision != "" && st.To == current && !st.Rollback
 }
 
 // Hold keeps a namespace where it is after a rollback.
@@ -117,6 +150,8 @@ type Workload struct {
 	// Uninjected is true when some of its running pods lack the proxy; Injected when some
 	// carry it.
 	Uninjected, Injected bool
+	// Revisions are the revisions that injected its running pods (their istio.io/rev annotation).
+	Revisions []string
 	// RolledOut is true when the controller of the workload has finished its latest rollout
 	// and every replica is updated and available.
 	RolledOut bool
@@ -133,6 +168,9 @@ type Settings struct {
 	MaxUnavailable intstr.IntOrString
 	SoakTime       time.Duration
 	StepTimeout    time.Duration
+	// Revision is the active control-plane revision: namespaces in the mesh move to it.
+	// Empty means the default revision.
+	Revision string
 }
 
 // Effects are what the namespace must carry at its current position on the ladder. The
@@ -146,6 +184,8 @@ type Effects struct {
 	Authorization bool
 	// DryRun: the AuthorizationPolicies carry istio.io/dry-run, so they log instead of deny.
 	DryRun bool
+	// Revision is the revision the injection label names, when Inject.
+	Revision string
 }
 
 // EffectsOf is what a namespace at level current, taking step (nil for none), carries. Going
@@ -163,7 +203,7 @@ func EffectsOf(current Level, step *Step) Effects {
 		Strict:        Rank(level) >= Rank(meshv1.LevelMutualTLS),
 		Authorization: level == meshv1.LevelZeroTrust,
 	}
-	if e.Authorization && step != nil && step.To == meshv1.LevelZeroTrust && !step.Enforced {
+	if e.Authorization && step != nil && step.To == meshv1.LevelZeroTrust && step.To != current && !step.Enforced {
 		e.DryRun = true
 	}
 	if step != nil && step.Rollback {
@@ -201,6 +241,9 @@ type Decision struct {
 	Event *Event
 	// RecheckAfter asks to look again after this long (soak and step timeouts pass silently).
 	RecheckAfter time.Duration
+	// RevisionBehind is true when the namespace is in the mesh on another revision than the
+	// active one, with no move running: it is not at its target yet.
+	RevisionBehind bool
 }
 
 // Blocked is why a namespace is held below its target.
@@ -211,7 +254,20 @@ type Blocked struct {
 
 // AtTarget reports whether the namespace stands at its target with nothing in progress.
 func (d Decision) AtTarget(target Level) bool {
-	return d.State.Step == nil && d.Level == target
+	return d.State.Step == nil && d.Level == target && !d.RevisionBehind
+}
+
+// injectedBy is the revision a namespace's injection label names, for its state.
+func injectedBy(st State) string {
+	if st.Step != nil && st.Step.Revision != "" {
+		return st.Step.Revision
+	}
+	return RevisionName(st.Revision)
+}
+
+// behind reports a namespace in the mesh, without a step, on another revision than the active one.
+func behind(level Level, st State, s Settings) bool {
+	return st.Step == nil && Rank(level) >= Rank(meshv1.LevelObserve) && RevisionName(st.Revision) != RevisionName(s.Revision)
 }
 
 // maxNamed bounds the pod names a message lists.
@@ -237,9 +293,15 @@ func Decide(ns Namespace, s Settings, mayStart bool, now time.Time) (d Decision)
 		// running step): the step is forgotten and the namespace goes on from its label.
 		d.State.Step = nil
 	}
-	defer func() { d.Effects = EffectsOf(d.Level, d.State.Step) }()
+	defer func() {
+		d.Effects = EffectsOf(d.Level, d.State.Step)
+		if d.Effects.Inject {
+			d.Effects.Revision = injectedBy(d.State)
+		}
+		d.RevisionBehind = behind(d.Level, d.State, s)
+	}()
 
-	if d.State.Step == nil && d.Level == ns.Target {
+	if d.State.Step == nil && d.Level == ns.Target && !behind(d.Level, d.State, s) {
 		// At its target there is nothing to hold back: a hold only keeps a namespace from
 		// climbing again.
 		d.State.Hold = nil
@@ -265,15 +327,20 @@ func Decide(ns Namespace, s Settings, mayStart bool, now time.Time) (d Decision)
 		advance(&d, ns, s, now)
 		return d
 	}
-	if h := d.State.Hold; h != nil && Rank(ns.Target) > Rank(d.Level) {
+	if h := d.State.Hold; h != nil && Rank(ns.Target) >= Rank(d.Level) {
 		d.Blocked = Blocked{Reason: h.Reason, Message: h.Message}
 		return d
 	}
 	d.State.Hold = nil
 	var next Level
-	if Rank(ns.Target) < Rank(d.Level) {
+	switch {
+	case Rank(ns.Target) < Rank(d.Level):
 		next = levels[Rank(d.Level)-1]
-	} else {
+	case behind(d.Level, d.State, s):
+		// In the mesh on a retiring revision: it moves to the active one before it climbs on.
+		startMove(&d, ns, s, mayStart, now)
+		return d
+	default:
 		next = levels[Rank(d.Level)+1]
 		if !gate(&d, ns, s, next, now) {
 			return d
@@ -284,6 +351,9 @@ func Decide(ns Namespace, s Settings, mayStart bool, now time.Time) (d Decision)
 		return d
 	}
 	d.State.Step = &Step{To: next, Started: now, ID: stepID(next, now)}
+	if d.Level == meshv1.LevelOff {
+		d.State.Step.Revision = RevisionName(s.Revision)
+	}
 	d.InProgress = true
 	d.Event = &Event{Reason: "StepStarted", Message: fmt.Sprintf("Stepping from %s to %s.", d.Level, next)}
 	if next == meshv1.LevelZeroTrust {
@@ -328,13 +398,46 @@ func gate(d *Decision, ns Namespace, s Settings, next Level, now time.Time) bool
 	return true
 }
 
+// startMove begins moving a namespace that is in the mesh to the active revision: its injection
+// label changes, and its workloads restart (within the same budget as a step) so that every pod
+// is injected by the new revision; gated like a step up, on every pod being Ready.
+func startMove(d *Decision, ns Namespace, s Settings, mayStart bool, now time.Time) {
+	to, from := RevisionName(s.Revision), RevisionName(d.State.Revision)
+	if ns.InjectionConflict != "" {
+		d.Blocked = Blocked{Reason: meshv1.ReasonInjectionLabelConflict, Message: ns.InjectionConflict}
+		return
+	}
+	if len(ns.Pods.NotReady) > 0 {
+		d.Blocked = Blocked{Reason: meshv1.ReasonPodsNotReady, Message: fmt.Sprintf(
+			"%d pod(s) are not Ready: %s. The move from revision %s to %s waits until every pod is Ready, so that what it changes can be judged.", len(ns.Pods.NotReady), names(ns.Pods.NotReady), from, to)}
+		return
+	}
+	if !mayStart {
+		d.Waiting = fmt.Sprintf("waiting for a free slot to move to revision %s (spec.rollout.maxNamespacesInProgress)", to)
+		return
+	}
+	d.State.Step = &Step{To: d.Level, Revision: to, From: from, Started: now, ID: fmt.Sprintf("revision-%s-%d", to, now.UnixMilli())}
+	d.InProgress = true
+	d.Event = &Event{Reason: "RevisionMoveStarted", Message: fmt.Sprintf("Moving from control-plane revision %s to %s at %s.", from, to, d.Level)}
+	planRestarts(d, ns, s)
+}
+
 // advance moves a running step on: restarts, the dry-run phase, completion or rollback.
 func advance(d *Decision, ns Namespace, s Settings, now time.Time) {
 	step := *d.State.Step
 	d.State.Step = &step
 	d.InProgress = true
+	move := step.moves(d.Level)
 	up := !step.Rollback && Rank(step.To) > Rank(d.Level)
 
+	if move && (RevisionName(s.Revision) != step.Revision || Rank(ns.Target) < Rank(d.Level)) {
+		// The active revision changed (an upgrade set back), or the namespace leaves the mesh:
+		// the move is undone, with no hold.
+		d.State.Step = &Step{To: d.Level, Started: now, ID: stepID(d.Level, now), Rollback: true, Cancelled: true, Revision: step.From}
+		d.Event = &Event{Reason: "RevisionMoveCancelled", Message: fmt.Sprintf("The move to revision %s is undone: the namespace returns to revision %s.", step.Revision, step.From)}
+		planRestarts(d, ns, s)
+		return
+	}
 	if up && Rank(ns.Target) < Rank(step.To) {
 		// The target was lowered under a running step: undo it now rather than finish it (a
 		// ZeroTrust dry-run must not be enforced after the user backed out).
@@ -362,23 +465,29 @@ func advance(d *Decision, ns Namespace, s Settings, now time.Time) {
 	}
 
 	planRestarts(d, ns, s)
-	pending := incomplete(ns, step, d.Level, up)
-	if pending == "" && up && now.Sub(step.Started) < Settle {
+	forward := up || move
+	pending := incomplete(ns, step, d.Level, forward)
+	if pending == "" && forward && now.Sub(step.Started) < Settle {
 		pending = "letting the change settle"
 	}
 	left := s.StepTimeout - now.Sub(step.Started)
 	if pending != "" && left > 0 {
 		d.Waiting = pending
 		d.RecheckAfter = left
-		if up && pending == "letting the change settle" {
+		if forward && pending == "letting the change settle" {
 			d.RecheckAfter = Settle - now.Sub(step.Started)
 		}
 		return
 	}
-	if pending != "" && up {
-		msg := fmt.Sprintf("The step from %s to %s did not complete within %s (%s), so it was reverted. Fix the cause, then change the MeshInstallation's spec (or delete the namespace's %s annotation) to try again.",
-			d.Level, step.To, s.StepTimeout, pending, meshv1.AnnotationLadder)
-		d.State.Step = &Step{To: d.Level, Started: now, ID: stepID(d.Level, now), Rollback: true, Reason: meshv1.ReasonRolledBack, Message: msg}
+	if pending != "" && forward {
+		what := fmt.Sprintf("step from %s to %s", d.Level, step.To)
+		back := ""
+		if move {
+			what, back = fmt.Sprintf("move from revision %s to %s", step.From, step.Revision), step.From
+		}
+		msg := fmt.Sprintf("The %s did not complete within %s (%s), so it was reverted. Fix the cause, then change the MeshInstallation's spec (or delete the namespace's %s annotation) to try again.",
+			what, s.StepTimeout, pending, meshv1.AnnotationLadder)
+		d.State.Step = &Step{To: d.Level, Started: now, ID: stepID(d.Level, now), Rollback: true, Reason: meshv1.ReasonRolledBack, Message: msg, Revision: back}
 		d.Event = &Event{Warning: true, Reason: meshv1.ReasonRolledBack, Message: msg}
 		d.Restart, d.Blocked = nil, Blocked{}
 		planRestarts(d, ns, s)
@@ -388,7 +497,16 @@ func advance(d *Decision, ns Namespace, s Settings, now time.Time) {
 	// never held up for good; what is left over is said in the Event.
 	d.Level = step.To
 	d.State.Step = nil
-	d.State.Since = now
+	if !move {
+		// A move between revisions keeps the time the level was reached (the soak counts on).
+		d.State.Since = now
+	}
+	if step.Revision != "" {
+		d.State.Revision = recorded(step.Revision)
+	}
+	if d.Level == meshv1.LevelOff {
+		d.State.Revision = ""
+	}
 	d.InProgress = false
 	d.Restart, d.Blocked = nil, Blocked{}
 	switch {
@@ -399,6 +517,10 @@ func advance(d *Decision, ns Namespace, s Settings, now time.Time) {
 	case pending != "":
 		d.Event = &Event{Warning: true, Reason: "LevelReachedIncomplete", Message: fmt.Sprintf(
 			"Reached %s after %s with work left over (%s): those pods change at their next restart.", d.Level, s.StepTimeout, pending)}
+	case move:
+		d.Event = &Event{Reason: "RevisionMoved", Message: fmt.Sprintf("Moved from control-plane revision %s to %s.", step.From, step.Revision)}
+	case step.Rollback && step.Revision != "":
+		d.Event = &Event{Reason: "RevisionMoveUndone", Message: fmt.Sprintf("Back on control-plane revision %s.", step.Revision)}
 	default:
 		d.Event = &Event{Reason: "LevelReached", Message: fmt.Sprintf("Reached %s.", d.Level)}
 	}
@@ -417,6 +539,8 @@ func incomplete(ns Namespace, step Step, current Level, up bool) string {
 		switch {
 		case wantProxy && w.Uninjected, !wantProxy && w.Injected:
 			pending = append(pending, fmt.Sprintf("%s/%s has pods to restart", w.Kind, w.Name))
+		case wantProxy && onOtherRevision(w, step.Revision):
+			pending = append(pending, fmt.Sprintf("%s/%s has pods of another revision to restart", w.Kind, w.Name))
 		case w.RestartedFor == step.ID && !w.RolledOut:
 			pending = append(pending, fmt.Sprintf("%s/%s is rolling out", w.Kind, w.Name))
 		}
@@ -458,7 +582,7 @@ func planRestarts(d *Decision, ns Namespace, s Settings) {
 		if w.OptedOut || w.RestartedFor == step.ID {
 			continue
 		}
-		if (wantProxy && !w.Uninjected) || (!wantProxy && !w.Injected) {
+		if (wantProxy && !w.Uninjected && !onOtherRevision(w, step.Revision)) || (!wantProxy && !w.Injected) {
 			continue
 		}
 		cost := max(w.Pods, 1)
@@ -478,6 +602,20 @@ func planRestarts(d *Decision, ns Namespace, s Settings) {
 		d.Blocked = Blocked{Reason: meshv1.ReasonDisruptionBudget, Message: fmt.Sprintf(
 			"Waiting to restart %s: the budget allows no disruption now.", strings.Join(waitingOnBudget, ", "))}
 	}
+}
+
+// onOtherRevision reports whether some of a workload's pods were injected by another revision
+// than rev; an empty rev (a step that keeps the revision) asks nothing of them.
+func onOtherRevision(w Workload, rev string) bool {
+	if rev == "" {
+		return false
+	}
+	for _, r := range w.Revisions {
+		if r != rev {
+			return true
+		}
+	}
+	return false
 }
 
 // stepID names a step on the workloads it restarts.
@@ -501,6 +639,9 @@ func wellFormed(st Step, current Level) bool {
 	}
 	if st.Rollback {
 		return st.To == current
+	}
+	if st.moves(current) {
+		return st.From != "" && current != meshv1.LevelOff
 	}
 	return abs(Rank(st.To)-Rank(current)) == 1
 }

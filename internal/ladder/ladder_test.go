@@ -29,15 +29,31 @@ func deploy(name string, mod func(*Workload)) Workload {
 func uninjected(w *Workload) { w.Uninjected = true }
 func injected(w *Workload)   { w.Injected = true }
 
+// decideCase is one case of Decide: a namespace, changes to settings(), and what must hold.
+type decideCase struct {
+	ns       Namespace
+	s        func(*Settings)
+	mayStart bool
+	now      time.Time
+	check    func(t *testing.T, d Decision)
+}
+
+func runDecideCases(t *testing.T, tests map[string]decideCase) {
+	t.Helper()
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			s := settings()
+			if tc.s != nil {
+				tc.s(&s)
+			}
+			tc.check(t, Decide(tc.ns, s, tc.mayStart, tc.now))
+		})
+	}
+}
+
 func TestDecide(t *testing.T) {
 	observeStep := &Step{To: meshv1.LevelObserve, Started: t0, ID: "observe-1"}
-	tests := map[string]struct {
-		ns       Namespace
-		s        func(*Settings)
-		mayStart bool
-		now      time.Time
-		check    func(t *testing.T, d Decision)
-	}{
+	tests := map[string]decideCase{
 		"at target: nothing to do": {
 			ns:       Namespace{Current: meshv1.LevelObserve, Target: meshv1.LevelObserve, Pods: readyPods(2)},
 			mayStart: true, now: t0,
@@ -375,15 +391,7 @@ func TestDecide(t *testing.T) {
 			},
 		},
 	}
-	for name, tc := range tests {
-		t.Run(name, func(t *testing.T) {
-			s := settings()
-			if tc.s != nil {
-				tc.s(&s)
-			}
-			tc.check(t, Decide(tc.ns, s, tc.mayStart, tc.now))
-		})
-	}
+	runDecideCases(t, tests)
 }
 
 func TestEnroll(t *testing.T) {

@@ -1,8 +1,11 @@
 // Package render turns Istio's own Helm charts into the objects of the control plane, in
-// process, with the Helm SDK. The charts are compiled into the operator from Istio's Go module
-// (istio.io/istio/manifests), so installing needs no chart repository and no network. Rendering
-// is a pure function of its Input, and its result is memoised: parsing Istio's CRDs costs close
-// to a second, and an unchanged spec must not pay it on every pass.
+// process, with the Helm SDK. The charts of the default version are compiled into the operator
+// (package charts), so installing it needs no chart repository and no network; other versions'
+// charts come from spec.controlPlane.chartSource, loaded beforehand. Rendering is a pure
+// function of its Input, and its result is memoised: parsing Istio's CRDs costs close to a
+// second, and an unchanged spec must not pay it on every pass. A revision other than the default
+// renders Istio's revisioned objects (istiod-<rev>, istio-sidecar-injector-<rev>), labelled with
+// their revision and version.
 package render
 
 import (
@@ -12,23 +15,20 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"path"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
 
 	"helm.sh/helm/v3/pkg/chart"
-	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/engine"
-	"istio.io/istio/manifests"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/yaml"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/charts"
 	"github.com/meshwright/meshwright/internal/release"
 )
 
@@ -43,15 +43,19 @@ const LabelComponent = "meshwright.io/component"
 type Component struct {
 	// Name is the release name and the value of LabelComponent.
 	Name string
-	// Chart is the chart's directory in Istio's embedded manifests.
-	Chart string
+	// chart picks the component's chart from a version's set.
+	chart func(*charts.Set) *chart.Chart
 }
 
-// Components are the charts of the control plane, in install order.
+// Components are the charts of the control plane, in install order. The istiod chart's objects
+// belong to one revision; the base chart's are shared by all of them.
 var Components = []Component{
-	{Name: "base", Chart: "charts/base"},
-	{Name: "istiod", Chart: "charts/istio-control/istio-discovery"},
+	{Name: "base", chart: func(s *charts.Set) *chart.Chart { return s.Base }},
+	{Name: ComponentIstiod, chart: func(s *charts.Set) *chart.Chart { return s.Istiod }},
 }
+
+// ComponentIstiod is the component whose objects belong to a revision.
+const ComponentIstiod = "istiod"
 
 // Input is everything a render depends on.
 type Input struct {
@@ -65,7 +69,16 @@ type Input struct {
 	KubeVersion string
 	// Values are the user's Helm values (spec.controlPlane.values), merged over the defaults.
 	Values map[string]any
+	// Revision is the control-plane revision to render: "" or "default" for the unrevisioned
+	// one, else a name such as "1-31-5" (Istio's revision value; the objects carry
+	// meshv1.LabelRevision and meshv1.LabelIstioVersion).
+	Revision string
+	// Charts are the version's charts; nil means the charts this build embeds.
+	Charts *charts.Set `json:"-"`
 }
+
+// revisioned reports whether the input renders a named revision.
+func (in Input) revisioned() bool { return in.Revision != "" && in.Revision != "default" }
 
 // UnsupportedVersionError says the operator cannot render the requested version.
 type UnsupportedVersionError struct{ Version string }
@@ -75,20 +88,28 @@ func (e *UnsupportedVersionError) Error() string {
 		e.Version, strings.Join(SupportedVersions(), ", "))
 }
 
-// SupportedVersions are the Istio versions whose charts this build embeds.
+// SupportedVersions are the Istio versions whose charts this build embeds; others come from
+// spec.controlPlane.chartSource.
 func SupportedVersions() []string { return []string{release.DefaultIstioVersion} }
 
 // DefaultValues are the operator's values for a component, under the user's: the release's
 // images and the control-plane namespace. The mesh CA needs no value: istiod mounts the
 // cacerts Secret when it exists.
+// A named revision sets Istio's revision value (istiod-<rev>, istio-sidecar-injector-<rev>), and
+// makes itself the default revision of the shared validator.
 func DefaultValues(in Input) map[string]any {
-	return map[string]any{
+	v := map[string]any{
 		"global": map[string]any{
 			"hub":            Hub,
 			"tag":            in.Version,
 			"istioNamespace": in.Namespace,
 		},
 	}
+	if in.revisioned() {
+		v["revision"] = in.Revision
+		v["defaultRevision"] = in.Revision
+	}
+	return v
 }
 
 var (
@@ -101,10 +122,20 @@ var (
 // last), each labelled with the operator's labels. The result is shared: callers must not
 // modify the objects (DeepCopy them first).
 func Render(in Input) ([]*unstructured.Unstructured, error) {
-	if !slices.Contains(SupportedVersions(), in.Version) {
-		return nil, &UnsupportedVersionError{Version: in.Version}
+	if in.Charts == nil {
+		if !slices.Contains(SupportedVersions(), in.Version) {
+			return nil, &UnsupportedVersionError{Version: in.Version}
+		}
+		set, err := charts.Embedded(in.Version)
+		if err != nil {
+			return nil, err
+		}
+		in.Charts = set
 	}
-	keyJSON, err := json.Marshal(in)
+	keyJSON, err := json.Marshal(struct {
+		Input
+		Digest string
+	}{in, in.Charts.Digest})
 	if err != nil {
 		return nil, err
 	}
@@ -153,9 +184,9 @@ func CRDs(version string) ([]*unstructured.Unstructured, error) {
 }
 
 func renderComponent(c Component, in Input) ([]*unstructured.Unstructured, error) {
-	chrt, err := loadChart(c.Chart)
-	if err != nil {
-		return nil, err
+	chrt := c.chart(in.Charts)
+	if chrt == nil {
+		return nil, fmt.Errorf("the charts of Istio %s have no %s chart", in.Version, c.Name)
 	}
 	caps := chartutil.DefaultCapabilities.Copy()
 	if in.KubeVersion != "" {
@@ -201,46 +232,15 @@ func renderComponent(c Component, in Input) ([]*unstructured.Unstructured, error
 			labels[meshv1.LabelManagedBy] = meshv1.ManagedByValue
 			labels[meshv1.LabelInstallation] = in.Installation
 			labels[LabelComponent] = c.Name
+			if in.revisioned() && c.Name == ComponentIstiod {
+				labels[meshv1.LabelRevision] = in.Revision
+				labels[meshv1.LabelIstioVersion] = in.Version
+			}
 			o.SetLabels(labels)
 			out = append(out, o)
 		}
 	}
 	return out, nil
-}
-
-var (
-	chartsMu sync.Mutex
-	charts   = map[string]*chart.Chart{}
-)
-
-// loadChart reads a chart from the embedded manifests, once.
-func loadChart(dir string) (*chart.Chart, error) {
-	chartsMu.Lock()
-	defer chartsMu.Unlock()
-	if c, ok := charts[dir]; ok {
-		return c, nil
-	}
-	var files []*loader.BufferedFile
-	err := fs.WalkDir(manifests.FS, dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		data, err := fs.ReadFile(manifests.FS, p)
-		if err != nil {
-			return err
-		}
-		files = append(files, &loader.BufferedFile{Name: strings.TrimPrefix(p, dir+"/"), Data: data})
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	c, err := loader.LoadFiles(files)
-	if err != nil {
-		return nil, fmt.Errorf("loading chart %s: %w", path.Base(dir), err)
-	}
-	charts[dir] = c
-	return c, nil
 }
 
 func decode(doc string) ([]*unstructured.Unstructured, error) {

@@ -68,10 +68,10 @@ type SpecChange struct {
 	ControlPlaneError string `json:"controlPlaneError,omitempty"`
 }
 
-// PlanOf describes the plans of a pass for mesh.
-func PlanOf(mesh *meshv1.MeshInstallation, plans []adoption.NamespacePlan) Plan {
+// PlanOf describes the plans of a pass for mesh, towards the active revision.
+func PlanOf(mesh *meshv1.MeshInstallation, plans []adoption.NamespacePlan, activeRevision string) Plan {
 	out := Plan{Installation: mesh.Name, Stage: string(mesh.Status.Stage),
-		Summary: adoption.Summarize(plans, adoption.SettingsOf(mesh)).Message}
+		Summary: adoption.Summarize(plans, adoption.SettingsOf(mesh, activeRevision)).Message}
 	for _, pl := range plans {
 		out.Namespaces = append(out.Namespaces, moveOf(mesh, pl))
 	}

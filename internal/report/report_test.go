@@ -89,9 +89,11 @@ func TestStatusGolden(t *testing.T) {
 
 // planFixture is a recorded cluster state as the planner reads it.
 type planFixture struct {
-	Mesh       meshv1.MeshInstallation `json:"mesh"`
-	Namespaces []corev1.Namespace      `json:"namespaces"`
-	Observed   map[string]struct {
+	// ActiveRevision is the revision namespaces move to; default when empty.
+	ActiveRevision string                  `json:"activeRevision"`
+	Mesh           meshv1.MeshInstallation `json:"mesh"`
+	Namespaces     []corev1.Namespace      `json:"namespaces"`
+	Observed       map[string]struct {
 		Pods           ladder.Pods       `json:"pods"`
 		Workloads      []ladder.Workload `json:"workloads"`
 		PolicyConflict string            `json:"policyConflict"`
@@ -100,7 +102,7 @@ type planFixture struct {
 
 // planOf decides a recorded state with the operator's code: the candidates and their order,
 // then every namespace's decision.
-func planOf(t *testing.T, name string) (*meshv1.MeshInstallation, []adoption.NamespacePlan) {
+func planOf(t *testing.T, name string) (*meshv1.MeshInstallation, []adoption.NamespacePlan, string) {
 	t.Helper()
 	var fx planFixture
 	readYAML(t, filepath.Join("testdata", "plan", name+".yaml"), &fx)
@@ -109,15 +111,18 @@ func planOf(t *testing.T, name string) (*meshv1.MeshInstallation, []adoption.Nam
 		o := fx.Observed[plans[i].Namespace.Name]
 		plans[i].Pods, plans[i].Workloads, plans[i].PolicyConflict = o.Pods, o.Workloads, o.PolicyConflict
 	}
-	adoption.DecideAll(plans, &fx.Mesh, now)
-	return &fx.Mesh, plans
+	if fx.ActiveRevision == "" {
+		fx.ActiveRevision = "default"
+	}
+	adoption.DecideAll(plans, &fx.Mesh, fx.ActiveRevision, now)
+	return &fx.Mesh, plans, fx.ActiveRevision
 }
 
 func TestPlanGolden(t *testing.T) {
 	eachFixture(t, "plan", func(t *testing.T, name, _ string) {
-		mesh, plans := planOf(t, name)
+		mesh, plans, active := planOf(t, name)
 		var out bytes.Buffer
-		if err := PlanOf(mesh, plans).Text(&out, Style{}); err != nil {
+		if err := PlanOf(mesh, plans, active).Text(&out, Style{}); err != nil {
 			t.Fatal(err)
 		}
 		golden(t, "plan/"+name+".txt", out.Bytes())
@@ -127,7 +132,7 @@ func TestPlanGolden(t *testing.T) {
 // TestPlanWithSpecChange: plan -f's section, with target changes, control-plane changes and a
 // spec whose values do not render.
 func TestPlanWithSpecChange(t *testing.T) {
-	mesh, plans := planOf(t, "mid-rollout")
+	mesh, plans, _ := planOf(t, "mid-rollout")
 	tests := map[string]SpecChange{
 		"changes": {Targets: []string{"new-team: Off → Observe", "shop-legacy: MutualTLS → Observe"},
 			ControlPlane: []string{"changed: Deployment istio-system/istiod (spec.template.spec.containers[0].resources.requests.cpu)", "removed: HorizontalPodAutoscaler istio-system/istiod"}},
@@ -136,7 +141,7 @@ func TestPlanWithSpecChange(t *testing.T) {
 	}
 	for name, change := range tests {
 		t.Run(name, func(t *testing.T) {
-			p := PlanOf(mesh, plans)
+			p := PlanOf(mesh, plans, "default")
 			p.Spec = &change
 			var out bytes.Buffer
 			if err := p.Text(&out, Style{}); err != nil {
@@ -155,7 +160,7 @@ func TestNamespaceGolden(t *testing.T) {
 			Events    []HistoryEvent `json:"events"`
 		}
 		readYAML(t, path, &fx)
-		mesh, plans := planOf(t, fx.Plan)
+		mesh, plans, _ := planOf(t, fx.Plan)
 		var pl *adoption.NamespacePlan
 		for i := range plans {
 			if plans[i].Namespace.Name == fx.Namespace {
@@ -169,7 +174,7 @@ func TestNamespaceGolden(t *testing.T) {
 		golden(t, "namespace/"+name+".txt", out.Bytes())
 	})
 	// A namespace the ladder does not look at.
-	mesh, _ := planOf(t, "mid-rollout")
+	mesh, _, _ := planOf(t, "mid-rollout")
 	var out bytes.Buffer
 	if err := NamespaceOf(mesh, "not-enrolled", nil, nil).Text(&out, Style{}); err != nil {
 		t.Fatal(err)

@@ -9,7 +9,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
-	"github.com/meshwright/meshwright/internal/adoption"
 )
 
 // Condition is one condition as the reports show it.
@@ -49,13 +48,16 @@ type Namespaces struct {
 }
 
 // Revision is a control-plane revision in use: the namespaces labelled for it are injected by
-// its istiod. Until revision-based upgrades (one revision beside another during an upgrade),
-// there is one, "default".
+// its istiod. There is one, except during a revision-based upgrade, when the active revision
+// runs beside the one namespaces are moved from.
 type Revision struct {
 	Name    string `json:"name"`
 	Version string `json:"version,omitempty"`
-	// Namespaces is how many namespaces are injected by it (at Observe or above).
+	// Active is the revision namespaces move to; the others are retiring.
+	Active bool `json:"active"`
+	// Namespaces is how many namespaces select it; Pods how many running pods it injected.
 	Namespaces int32 `json:"namespaces"`
+	Pods       int32 `json:"pods"`
 }
 
 // Blocked is a namespace held below its target, why, and what unblocks it.
@@ -128,12 +130,8 @@ func StatusOf(mesh *meshv1.MeshInstallation, now time.Time) Status {
 		}
 		s.BlockedNotListed = ns.BlockedCount - int32(len(ns.Blocked))
 	}
-	if s.Version != "" && conditionOf(mesh, meshv1.ConditionControlPlaneReady).Status == "True" {
-		var injected int32
-		if ns := mesh.Status.Namespaces; ns != nil {
-			injected = ns.Observe + ns.MutualTLS + ns.ZeroTrust
-		}
-		s.Revisions = []Revision{{Name: adoption.InjectionRevision, Version: s.Version, Namespaces: injected}}
+	for _, r := range mesh.Status.Revisions {
+		s.Revisions = append(s.Revisions, Revision{Name: r.Name, Version: r.Version, Active: r.Active, Namespaces: r.Namespaces, Pods: r.Pods})
 	}
 	return s
 }
@@ -195,9 +193,19 @@ func (s Status) Text(w io.Writer, st Style) error {
 			shown = true
 		}
 	}
-	for _, r := range s.Revisions {
+	if len(s.Revisions) > 0 {
 		p.line("")
-		p.line("Control plane: revision %s, Istio %s, injecting %d namespace(s)", r.Name, r.Version, r.Namespaces)
+		p.line("Control plane")
+		if len(s.Revisions) > 1 {
+			p.line("  upgrading: namespaces move to the active revision; the others go once unused")
+		}
+	}
+	for _, r := range s.Revisions {
+		role := "retiring"
+		if r.Active {
+			role = "active"
+		}
+		p.line("  %s Istio %s %s %d namespace(s), %d pod(s)", pad(r.Name, 10), pad(r.Version, 8), pad(role, 9), r.Namespaces, r.Pods)
 	}
 	if len(s.Namespaces.Levels) > 0 {
 		n := s.Namespaces

@@ -43,6 +43,8 @@ type Result struct {
 	Degraded bool
 	// Namespaces, when set, is the adoption ladder's summary for status.namespaces.
 	Namespaces *meshv1.NamespacesStatus
+	// Revisions, when set, is the ControlPlane stage's report for status.revisions.
+	Revisions []meshv1.RevisionStatus
 }
 
 // NotReadyRecheck is how soon a stage that is working is looked at again when it named no

@@ -41,6 +41,17 @@ type IstiodOptions struct {
 	Detached bool
 	// Timeout bounds the wait for the cacerts Secret and for istiod to be ready; default 2 minutes.
 	Timeout time.Duration
+	// Revision is the control-plane revision this istiod serves (its ConfigMaps and injection
+	// webhook carry the revision's name); default "default".
+	Revision string
+}
+
+// suffix is what a revision adds to the names of its charts' objects.
+func (o IstiodOptions) suffix() string {
+	if o.Revision == "" || o.Revision == "default" {
+		return ""
+	}
+	return "-" + o.Revision
 }
 
 // FreePort returns a free TCP port on 127.0.0.1.
@@ -102,7 +113,7 @@ func (c *Cluster) StartIstiod(ctx context.Context, opts IstiodOptions) (*Istiod,
 	// istiod reads the mesh config and the injection templates from the charts' ConfigMaps when
 	// it starts, and runs without an injector if they are not there yet: in a cluster its pod
 	// would not start before the ConfigMaps it mounts exist either.
-	for _, name := range []string{"istio", "istio-sidecar-injector"} {
+	for _, name := range []string{"istio" + opts.suffix(), "istio-sidecar-injector" + opts.suffix()} {
 		if err := poll(ctx, "ConfigMap "+name, 250*time.Millisecond, nil, func(ctx context.Context) (bool, error) {
 			_, err := kc.CoreV1().ConfigMaps(opts.Namespace).Get(ctx, name, metav1.GetOptions{})
 			return err == nil, client404(err)
@@ -156,8 +167,12 @@ func (c *Cluster) startIstiodOnce(ctx context.Context, opts IstiodOptions, bin, 
 		"--httpAddr=" + loop(httpPort), "--httpsAddr=" + loop(opts.Port), "--grpcAddr=" + loop(grpcPort),
 		"--secureGRPCAddr=" + loop(secureGRPCPort), "--monitoringAddr=" + loop(monitoringPort),
 		"--ctrlz_address=127.0.0.1", "--ctrlz_port=" + strconv.Itoa(ctrlzPort), "--log_output_level=default:info"}
-	env := []string{"POD_NAMESPACE=" + opts.Namespace, "POD_NAME=istiod-local", "REVISION=default", "CLUSTER_ID=Kubernetes",
-		"PILOT_CERT_PROVIDER=istiod", "ISTIOD_CUSTOM_HOST=127.0.0.1", "INJECTION_WEBHOOK_CONFIG_NAME=istio-sidecar-injector",
+	rev := opts.Revision
+	if rev == "" {
+		rev = "default"
+	}
+	env := []string{"POD_NAMESPACE=" + opts.Namespace, "POD_NAME=istiod-local" + opts.suffix(), "REVISION=" + rev, "CLUSTER_ID=Kubernetes",
+		"PILOT_CERT_PROVIDER=istiod", "ISTIOD_CUSTOM_HOST=127.0.0.1", "INJECTION_WEBHOOK_CONFIG_NAME=istio-sidecar-injector" + opts.suffix(),
 		"ROOT_CA_DIR=" + caDir, "KUBECONFIG=" + c.Kubeconfig}
 	proc, err := startProcessIn(dir, fmt.Sprintf("istiod-%d", opts.Port), filepath.Join(bin, "pilot-discovery"), args, env,
 		filepath.Join(c.Dir, "logs"), opts.Detached)

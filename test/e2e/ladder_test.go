@@ -44,8 +44,10 @@ type ladderState struct {
 		To       string `json:"to"`
 		ID       string `json:"id"`
 		Rollback bool   `json:"rollback"`
+		Revision string `json:"revision"`
 	} `json:"step"`
-	Hold *struct {
+	Revision string `json:"revision"`
+	Hold     *struct {
 		Reason string `json:"reason"`
 	} `json:"hold"`
 }

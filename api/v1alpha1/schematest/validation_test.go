@@ -113,6 +113,18 @@ func TestInvalidSpecsAreRefused(t *testing.T) {
 			spec: "namespaces:\n- selector: {matchLabels: {team: a}}\n  level: ZeroTrust\n  allowFrom: [{namespace: Ingress_NS}]",
 			want: "allowFrom.namespace must be a namespace name",
 		},
+		"chart source not a URL": {
+			spec: "controlPlane: {chartSource: {repository: istio-release.storage.googleapis.com/charts}}",
+			want: "controlPlane.chartSource.repository must be the http(s) URL of a Helm chart repository",
+		},
+		"chart source with credentials": {
+			spec: "controlPlane: {chartSource: {repository: 'https://user:secret@charts.example.com/istio'}}",
+			want: "without credentials in it",
+		},
+		"unknown upgrade strategy": {
+			spec: "upgrade: {strategy: BlueGreen}",
+			want: `supported values: "RevisionBased", "InPlace"`,
+		},
 		"control-plane namespace not a DNS label": {
 			spec: "controlPlane: {namespace: Istio.System}",
 			want: "controlPlane.namespace must be a DNS label",
@@ -269,6 +281,14 @@ namespaces:
 - selector: {}
   level: Observe
 `,
+		},
+		"an upgrade from a chart repository": {
+			spec:     "version: 1.32.1\nupgrade: {strategy: RevisionBased}\ncontrolPlane: {chartSource: {repository: 'https://istio-release.storage.googleapis.com/charts'}}",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m}",
+		},
+		"an in-place upgrade from an OCI registry": {
+			spec:     "version: 1.32.1\nupgrade: {strategy: InPlace}\ncontrolPlane: {chartSource: {repository: 'oci://registry.example.com/istio'}}",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m}",
 		},
 		"the user's cluster issuer": {
 			spec:     "certificates:\n  issuerRef: {name: vault-issuer}\n  privateKey: {algorithm: RSA, size: 4096}",

@@ -1,0 +1,200 @@
+package controlplane
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/release"
+	"github.com/meshwright/meshwright/internal/render"
+	"github.com/meshwright/meshwright/internal/revision"
+)
+
+// istiodComponent is the chart whose objects belong to one revision; the base chart's (CRDs,
+// the default validator) are shared by every revision.
+const istiodComponent = render.ComponentIstiod
+
+// revisionOf names the revision an istiod-chart object belongs to.
+func revisionOf(o client.Object) string {
+	if rev := o.GetLabels()[meshv1.LabelRevision]; rev != "" {
+		return rev
+	}
+	return revision.Default
+}
+
+// Installed lists the revisions of the installation found in the cluster: its istiod
+// Deployments, with their Istio versions.
+func Installed(ctx context.Context, r client.Reader, mesh *meshv1.MeshInstallation) ([]revision.Installed, error) {
+	list := &unstructured.UnstructuredList{}
+	list.SetGroupVersionKind(schema.GroupVersionKind{Group: "apps", Version: "v1", Kind: "DeploymentList"})
+	if err := r.List(ctx, list, client.MatchingLabels{meshv1.LabelInstallation: mesh.Name, render.LabelComponent: istiodComponent}, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, fmt.Errorf("listing istiod Deployments: %w", err)
+	}
+	var out []revision.Installed
+	for i := range list.Items {
+		dep := &list.Items[i]
+		if dep.GetLabels()["app"] != "istiod" {
+			continue
+		}
+		name := revisionOf(dep)
+		if slices.ContainsFunc(out, func(r revision.Installed) bool { return r.Name == name }) {
+			continue
+		}
+		out = append(out, revision.Installed{Name: name,
+			Version: revision.VersionOf(dep.GetLabels()[meshv1.LabelIstioVersion], recordedVersion(mesh, name), discoveryImage(dep))})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// ActiveRevision is the revision the spec asks for: namespaces are injected by it, and the
+// ControlPlane stage renders it. Every stage (and the kubectl plugin) asks this one function.
+func ActiveRevision(ctx context.Context, r client.Reader, mesh *meshv1.MeshInstallation) (string, error) {
+	installed, err := Installed(ctx, r, mesh)
+	if err != nil {
+		return "", err
+	}
+	return revision.Active(DesiredVersion(mesh), mesh.Spec.Upgrade.Strategy, installed, lastActive(mesh)), nil
+}
+
+// lastActive is the revision status last reported active.
+func lastActive(mesh *meshv1.MeshInstallation) string {
+	for _, r := range mesh.Status.Revisions {
+		if r.Active {
+			return r.Name
+		}
+	}
+	return ""
+}
+
+// recordedVersion is the version status last reported for a revision.
+func recordedVersion(mesh *meshv1.MeshInstallation, name string) string {
+	for _, r := range mesh.Status.Revisions {
+		if r.Name == name {
+			return r.Version
+		}
+	}
+	return ""
+}
+
+// discoveryImage is the image of istiod's discovery container.
+func discoveryImage(dep *unstructured.Unstructured) string {
+	containers, _, _ := unstructured.NestedSlice(dep.Object, "spec", "template", "spec", "containers")
+	for _, c := range containers {
+		m, _ := c.(map[string]any)
+		if m["name"] == "discovery" {
+			image, _ := m["image"].(string)
+			return image
+		}
+	}
+	return ""
+}
+
+// usage counts, per revision, the namespaces that select it and the running pods it injected.
+// Without a Workloads reader nothing is known, and no revision is ever retired.
+func (s *Stage) usage(ctx context.Context) (map[string]revision.Usage, bool, error) {
+	if s.Workloads == nil {
+		return nil, false, nil
+	}
+	var nsList corev1.NamespaceList
+	if err := s.Workloads.List(ctx, &nsList, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, false, fmt.Errorf("listing namespaces: %w", err)
+	}
+	labels := make(map[string]map[string]string, len(nsList.Items))
+	for i := range nsList.Items {
+		labels[nsList.Items[i].Name] = nsList.Items[i].Labels
+	}
+	var pods corev1.PodList
+	if err := s.Workloads.List(ctx, &pods, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, false, fmt.Errorf("listing pods: %w", err)
+	}
+	podRevs := map[string][]string{}
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		rev := p.Annotations[revision.PodAnnotation]
+		if rev == "" || p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		podRevs[p.Namespace] = append(podRevs[p.Namespace], rev)
+	}
+	return revision.Count(labels, podRevs), true, nil
+}
+
+// retire removes the objects of revisions other than active once nothing uses them (webhooks
+// first, so nothing calls into an istiod that is going away), and says what the others still
+// serve. others holds each such revision's objects, as prune found them; the removed ones are
+// taken out of it.
+func (s *Stage) retire(ctx context.Context, others map[string][]*unstructured.Unstructured, usage map[string]revision.Usage, known bool) ([]string, error) {
+	names := make([]string, 0, len(others))
+	for name := range others {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var serving []string
+	for _, name := range names {
+		u := usage[name]
+		if !known || !u.Unused() {
+			if known {
+				serving = append(serving, revision.Describe(name, u))
+			} else {
+				serving = append(serving, "revision "+name+" is kept: the operator cannot see namespaces and pods")
+			}
+			continue
+		}
+		objs := others[name]
+		for i := len(objs) - 1; i >= 0; i-- {
+			o := objs[i]
+			if o.GetDeletionTimestamp() != nil {
+				continue
+			}
+			if err := s.Client.Delete(ctx, o); err != nil && !apierrors.IsNotFound(err) {
+				return nil, fmt.Errorf("removing %s %s of the retired revision %s: %w", o.GetKind(), o.GetName(), name, err)
+			}
+		}
+		log.FromContext(ctx).Info("removed a control-plane revision nothing uses any more", "revision", name, "objects", len(objs))
+		delete(others, name)
+	}
+	return serving, nil
+}
+
+// revisionStatuses is status.revisions: the active revision first, then the others by name.
+func revisionStatuses(active, activeVersion string, installed []revision.Installed, others map[string][]*unstructured.Unstructured, usage map[string]revision.Usage) []meshv1.RevisionStatus {
+	out := []meshv1.RevisionStatus{{Name: active, Version: activeVersion, Active: true,
+		Namespaces: int32(usage[active].Namespaces), Pods: int32(usage[active].Pods)}}
+	names := make([]string, 0, len(others))
+	for name := range others {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		version := ""
+		for _, r := range installed {
+			if r.Name == name {
+				version = r.Version
+			}
+		}
+		out = append(out, meshv1.RevisionStatus{Name: name, Version: version,
+			Namespaces: int32(usage[name].Namespaces), Pods: int32(usage[name].Pods)})
+	}
+	if len(out) > 8 {
+		out = out[:8]
+	}
+	return out
+}
+
+// DesiredVersion is the Istio version the spec asks for.
+func DesiredVersion(mesh *meshv1.MeshInstallation) string {
+	if mesh.Spec.Version != "" {
+		return mesh.Spec.Version
+	}
+	return release.DefaultIstioVersion
+}

@@ -1,0 +1,167 @@
+// Package revision decides which control-plane revision a MeshInstallation's spec asks for and
+// what each installed revision serves. A revision is an istiod with its webhooks, selected by
+// the istio.io/rev label; a revision-based upgrade installs the new version as a second revision,
+// the ladder moves namespaces to it, and the old one is removed once nothing uses it. The
+// decisions here are pure functions of the spec and of what was observed, so the controller,
+// its tests and `kubectl meshwright` agree on them.
+package revision
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+)
+
+// Default is the revision of a mesh's first installation: istiod, istio-sidecar-injector and
+// istio.io/rev=default, as Istio names an unrevisioned control plane.
+const Default = "default"
+
+// Label is Istio's revision label, on namespaces: which revision injects their pods.
+const Label = "istio.io/rev"
+
+// PodAnnotation is what Istio's injector writes on every pod it injects: its revision.
+const PodAnnotation = "istio.io/rev"
+
+// LegacyInjectionLabel is Istio's older namespace label; enabled means the default revision.
+const LegacyInjectionLabel = "istio-injection"
+
+// NameFor is the revision name an upgrade gives an Istio version, Istio's own convention:
+// "1.31.5" becomes "1-31-5".
+func NameFor(version string) string { return strings.ReplaceAll(version, ".", "-") }
+
+// Installed is a revision found in the cluster: an istiod Deployment of the installation.
+type Installed struct {
+	Name string
+	// Version is its Istio version; empty when it could not be told.
+	Version string
+}
+
+// Active is the revision spec.version asks for, given the revisions installed and the one that
+// was active in the last pass (from status). A version already installed is that revision: an
+// upgrade set back is an abort, and nothing new is installed. A first installation is the
+// default revision. Otherwise RevisionBased installs a new revision named for the version, and
+// InPlace re-renders the revision that was active.
+func Active(version string, strategy meshv1.UpgradeStrategy, installed []Installed, lastActive string) string {
+	for _, r := range installed {
+		if r.Version != "" && r.Version == version {
+			return r.Name
+		}
+	}
+	if len(installed) == 0 {
+		if lastActive != "" {
+			// istiod was deleted under a running installation: it is put back as it was.
+			return lastActive
+		}
+		return Default
+	}
+	if strategy == meshv1.UpgradeInPlace {
+		if lastActive != "" && slices.ContainsFunc(installed, func(r Installed) bool { return r.Name == lastActive }) {
+			return lastActive
+		}
+		return installed[0].Name
+	}
+	return NameFor(version)
+}
+
+// VersionOf tells an installed revision's Istio version: the label an upgrade puts on the
+// revisions it installs, else the version status last recorded for the revision, else the tag
+// of istiod's image (the operator pins it to the version).
+func VersionOf(labelVersion, statusVersion, image string) string {
+	switch {
+	case labelVersion != "":
+		return labelVersion
+	case statusVersion != "":
+		return statusVersion
+	}
+	if i := strings.LastIndex(image, ":"); i >= 0 && !strings.Contains(image[i:], "/") {
+		if tag := image[i+1:]; isVersion(tag) {
+			return tag
+		}
+	}
+	return ""
+}
+
+func isVersion(s string) bool {
+	parts := strings.Split(s, ".")
+	if len(parts) != 3 {
+		return false
+	}
+	for _, p := range parts {
+		if p == "" || strings.Trim(p, "0123456789") != "" {
+			return false
+		}
+	}
+	return true
+}
+
+// OfNamespace is the revision a namespace's labels select, "" for none: istio-injection=enabled
+// selects the default revision and wins over istio.io/rev, as in Istio.
+func OfNamespace(labels map[string]string) string {
+	if v, ok := labels[LegacyInjectionLabel]; ok {
+		if v == "enabled" {
+			return Default
+		}
+		return ""
+	}
+	return labels[Label]
+}
+
+// Usage is what a revision serves.
+type Usage struct {
+	// Namespaces select it by label; Pods carry its proxy.
+	Namespaces, Pods int
+	// Where names the first few namespaces it serves, for messages.
+	Where []string
+}
+
+// Unused reports whether the revision can be removed.
+func (u Usage) Unused() bool { return u.Namespaces == 0 && u.Pods == 0 }
+
+// maxWhere bounds Usage.Where.
+const maxWhere = 3
+
+// Count adds up, per revision, the namespaces whose labels select it and the pods it injected
+// (a pod's istio.io/rev annotation, set by the injector), given per namespace.
+func Count(namespaceLabels map[string]map[string]string, podRevisions map[string][]string) map[string]Usage {
+	out := map[string]Usage{}
+	note := func(rev, ns string) Usage {
+		u := out[rev]
+		if len(u.Where) < maxWhere && !slices.Contains(u.Where, ns) {
+			u.Where = append(u.Where, ns)
+		}
+		return u
+	}
+	names := make([]string, 0, len(namespaceLabels))
+	for ns := range namespaceLabels {
+		names = append(names, ns)
+	}
+	sort.Strings(names)
+	for _, ns := range names {
+		if rev := OfNamespace(namespaceLabels[ns]); rev != "" {
+			u := note(rev, ns)
+			u.Namespaces++
+			out[rev] = u
+		}
+	}
+	nsOfPods := make([]string, 0, len(podRevisions))
+	for ns := range podRevisions {
+		nsOfPods = append(nsOfPods, ns)
+	}
+	sort.Strings(nsOfPods)
+	for _, ns := range nsOfPods {
+		for _, rev := range podRevisions[ns] {
+			u := note(rev, ns)
+			u.Pods++
+			out[rev] = u
+		}
+	}
+	return out
+}
+
+// Describe says what a retiring revision still serves, for status messages.
+func Describe(name string, u Usage) string {
+	return fmt.Sprintf("revision %s still serves %d namespace(s) and %d pod(s) (%s)", name, u.Namespaces, u.Pods, strings.Join(u.Where, ", "))
+}

@@ -1,0 +1,78 @@
+package revision
+
+import (
+	"reflect"
+	"testing"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+)
+
+func TestActive(t *testing.T) {
+	a := Installed{Name: Default, Version: "1.31.4"}
+	b := Installed{Name: "1-31-5", Version: "1.31.5"}
+	tests := map[string]struct {
+		version    string
+		strategy   meshv1.UpgradeStrategy
+		installed  []Installed
+		lastActive string
+		want       string
+	}{
+		"first installation":                          {version: "1.31.4", want: Default},
+		"steady state":                                {version: "1.31.4", installed: []Installed{a}, lastActive: Default, want: Default},
+		"an upgrade installs a new revision":          {version: "1.31.5", installed: []Installed{a}, lastActive: Default, want: "1-31-5"},
+		"the upgrade's revision once installed":       {version: "1.31.5", installed: []Installed{a, b}, lastActive: "1-31-5", want: "1-31-5"},
+		"an upgrade set back is the old revision":     {version: "1.31.4", installed: []Installed{a, b}, lastActive: "1-31-5", want: Default},
+		"in place keeps the revision":                 {version: "1.31.5", strategy: meshv1.UpgradeInPlace, installed: []Installed{a}, lastActive: Default, want: Default},
+		"in place during a move keeps the active one": {version: "1.31.6", strategy: meshv1.UpgradeInPlace, installed: []Installed{a, b}, lastActive: "1-31-5", want: "1-31-5"},
+		"istiod deleted: put back as it was":          {version: "1.31.5", lastActive: "1-31-5", want: "1-31-5"},
+		"an unknown version is never matched":         {version: "1.31.5", installed: []Installed{{Name: Default}}, want: "1-31-5"},
+		"upgrading an upgraded mesh":                  {version: "1.32.0", installed: []Installed{b}, lastActive: "1-31-5", want: "1-32-0"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := Active(tc.version, tc.strategy, tc.installed, tc.lastActive); got != tc.want {
+				t.Errorf("Active = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestVersionOf(t *testing.T) {
+	tests := map[string]struct {
+		label, status, image, want string
+	}{
+		"label first":          {label: "1.31.5", status: "1.31.4", image: "docker.io/istio/pilot:1.31.3", want: "1.31.5"},
+		"then status":          {status: "1.31.4", image: "docker.io/istio/pilot:1.31.3", want: "1.31.4"},
+		"then the image tag":   {image: "docker.io/istio/pilot:1.31.3", want: "1.31.3"},
+		"a registry port only": {image: "registry:5000/istio/pilot", want: ""},
+		"a tag not a version":  {image: "docker.io/istio/pilot:1.31.3-distroless", want: ""},
+		"nothing":              {want: ""},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := VersionOf(tc.label, tc.status, tc.image); got != tc.want {
+				t.Errorf("VersionOf = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestCount(t *testing.T) {
+	got := Count(map[string]map[string]string{
+		"shop":   {Label: "1-31-5"},
+		"cart":   {Label: Default},
+		"legacy": {LegacyInjectionLabel: "enabled", Label: "1-31-5"},
+		"off":    {LegacyInjectionLabel: "disabled"},
+		"none":   nil,
+	}, map[string][]string{"shop": {"1-31-5", "1-31-5"}, "cart": {Default}, "batch": {Default}})
+	want := map[string]Usage{
+		"1-31-5": {Namespaces: 1, Pods: 2, Where: []string{"shop"}},
+		Default:  {Namespaces: 2, Pods: 2, Where: []string{"cart", "legacy", "batch"}},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("Count = %+v, want %+v", got, want)
+	}
+	if !(Usage{}).Unused() || want[Default].Unused() {
+		t.Error("Unused is wrong")
+	}
+}
