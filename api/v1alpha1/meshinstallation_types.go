@@ -196,6 +196,7 @@ type ControlPlaneSpec struct {
 // ChartSource is a Helm chart repository or OCI registry holding Istio's `base` and `istiod`
 // charts, one chart version per Istio release (as Istio's own repository does). Charts are
 // downloaded once and cached on the operator's disk.
+// +kubebuilder:validation:XValidation:rule="!self.repository.startsWith('http://') || (has(self.insecureHTTP) && self.insecureHTTP)",message="controlPlane.chartSource.repository uses plain http, so anyone on the network path could change the charts the operator installs with its permissions: use https, or set controlPlane.chartSource.insecureHTTP: true for a repository inside a network you trust"
 type ChartSource struct {
 	// Repository is the URL of a Helm repository (the directory holding index.yaml), such as
 	// https://istio-release.storage.googleapis.com/charts, or of an OCI registry repository
@@ -204,6 +205,12 @@ type ChartSource struct {
 	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:XValidation:rule="self.matches('^(https?|oci)://[^ @]+$')",message="controlPlane.chartSource.repository must be the http(s) URL of a Helm chart repository (the directory holding index.yaml), such as 'https://istio-release.storage.googleapis.com/charts', or an oci:// registry repository, such as 'oci://registry.example.com/istio', without credentials in it"
 	Repository string `json:"repository"`
+
+	// InsecureHTTP allows a plain http:// repository. The charts are applied with the
+	// operator's permissions (ClusterRoles included), so anyone on the network path could
+	// change what it installs: set it only for a repository inside a network you trust.
+	// +optional
+	InsecureHTTP bool `json:"insecureHTTP,omitempty"`
 }
 
 // UpgradeStrategy is how a new Istio version replaces the running one.

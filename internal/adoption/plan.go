@@ -18,6 +18,7 @@ import (
 	"github.com/meshwright/meshwright/internal/controlplane"
 	"github.com/meshwright/meshwright/internal/ladder"
 	"github.com/meshwright/meshwright/internal/policy"
+	"github.com/meshwright/meshwright/internal/revision"
 	"github.com/meshwright/meshwright/internal/stages"
 )
 
@@ -53,12 +54,14 @@ type Planner struct {
 }
 
 // Plan observes every namespace the ladder looks at and decides its next move, as of now. It
-// also returns the active control-plane revision the moves are towards.
-func (p Planner) Plan(ctx context.Context, mesh *meshv1.MeshInstallation, now time.Time) ([]NamespacePlan, string, error) {
-	active, err := controlplane.ActiveRevision(ctx, p.Policies, mesh)
+// also returns the control-plane revision the moves are towards.
+func (p Planner) Plan(ctx context.Context, mesh *meshv1.MeshInstallation, now time.Time) ([]NamespacePlan, Target, error) {
+	installed, err := controlplane.Installed(ctx, p.Policies, mesh)
 	if err != nil {
-		return nil, "", err
+		return nil, Target{}, err
 	}
+	active := controlplane.ActiveOf(mesh, installed)
+	target := Target{Revision: active, Newer: revision.Newer(active, installed)}
 	excluded := []string{certificates.ControlPlaneNamespace(mesh)}
 	if p.OperatorNamespace != "" {
 		excluded = append(excluded, p.OperatorNamespace)
@@ -66,26 +69,26 @@ func (p Planner) Plan(ctx context.Context, mesh *meshv1.MeshInstallation, now ti
 	var nsList corev1.NamespaceList
 	// Namespaces are only read here (writes go through apply configurations): no copies.
 	if err := p.Workloads.List(ctx, &nsList, client.UnsafeDisableDeepCopy); err != nil {
-		return nil, "", fmt.Errorf("listing namespaces: %w", err)
+		return nil, Target{}, fmt.Errorf("listing namespaces: %w", err)
 	}
 	// Namespaces that hold the installation's policies are looked at even when someone removed
 	// the ladder's label and annotation, so the policies do not outlive the ladder's record.
 	withPolicies, err := p.namespacesWithPolicies(ctx, mesh)
 	if err != nil {
-		return nil, "", err
+		return nil, Target{}, err
 	}
 	plans := Candidates(ctx, mesh, nsList.Items, withPolicies, excluded)
 	for i := range plans {
 		c := &plans[i]
 		if c.Pods, c.Workloads, c.uids, err = observeWorkloads(ctx, p.Workloads, c.Namespace.Name); err != nil {
-			return nil, "", err
+			return nil, Target{}, err
 		}
 		if c.PolicyConflict, err = p.policyConflict(ctx, mesh, c.Namespace.Name); err != nil {
-			return nil, "", err
+			return nil, Target{}, err
 		}
 	}
-	DecideAll(plans, mesh, active, now)
-	return plans, active, nil
+	DecideAll(plans, mesh, target, now)
+	return plans, target, nil
 }
 
 // Candidates picks the namespaces the ladder looks at, with their enrollment and recorded
@@ -128,9 +131,9 @@ func Candidates(ctx context.Context, mesh *meshv1.MeshInstallation, namespaces [
 
 // DecideAll sets each plan's Decision from what was observed of its namespace (Pods, Workloads,
 // PolicyConflict), in order, giving new steps the slots maxNamespacesInProgress leaves. Namespaces
-// in the mesh on another revision than activeRevision are moved to it.
-func DecideAll(plans []NamespacePlan, mesh *meshv1.MeshInstallation, activeRevision string, now time.Time) {
-	settings := SettingsOf(mesh, activeRevision)
+// in the mesh on another revision than the target's are moved to it.
+func DecideAll(plans []NamespacePlan, mesh *meshv1.MeshInstallation, target Target, now time.Time) {
+	settings := SettingsOf(mesh, target)
 	maxInProgress := int(mesh.Spec.Rollout.MaxNamespacesInProgress)
 	if maxInProgress < 1 {
 		maxInProgress = 2

@@ -69,12 +69,19 @@ func (s *Stage) Name() meshv1.Stage { return meshv1.StageAdoption }
 // ConditionType implements stages.Stage.
 func (s *Stage) ConditionType() string { return meshv1.ConditionAdoptionReady }
 
+// Target is the control-plane revision namespaces move to, and the installed ones newer than it
+// (namespaces on those move back: an upgrade was set back).
+type Target struct {
+	Revision string
+	Newer    []string
+}
+
 // SettingsOf reads the rollout settings, with the schema's defaults for fields left unset, and
-// the active control-plane revision namespaces are moved to.
-func SettingsOf(mesh *meshv1.MeshInstallation, activeRevision string) ladder.Settings {
+// the control-plane revision namespaces are moved to.
+func SettingsOf(mesh *meshv1.MeshInstallation, target Target) ladder.Settings {
 	r := mesh.Spec.Rollout
 	st := ladder.Settings{Generation: mesh.Generation, Paused: r.Paused, MaxUnavailable: intstr.FromString("25%"),
-		SoakTime: time.Hour, StepTimeout: 10 * time.Minute, Revision: activeRevision}
+		SoakTime: time.Hour, StepTimeout: 10 * time.Minute, Revision: target.Revision, Newer: target.Newer}
 	if r.MaxUnavailablePerNamespace != nil {
 		st.MaxUnavailable = *r.MaxUnavailablePerNamespace
 	}
@@ -89,7 +96,7 @@ func SettingsOf(mesh *meshv1.MeshInstallation, activeRevision string) ladder.Set
 
 // Reconcile implements stages.Stage.
 func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (stages.Result, error) {
-	plans, active, err := s.planner().Plan(ctx, mesh, s.now())
+	plans, target, err := s.planner().Plan(ctx, mesh, s.now())
 	if err != nil {
 		return stages.Result{}, err
 	}
@@ -105,7 +112,7 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 			pl.Decision.Blocked = ladder.Blocked{Reason: meshv1.ReasonApplyRejected, Message: err.Error()}
 		}
 	}
-	return Summarize(plans, SettingsOf(mesh, active)), nil
+	return Summarize(plans, SettingsOf(mesh, target)), nil
 }
 
 // planner reads what the ladder decides from: the stage's cache of the operator's policies, and

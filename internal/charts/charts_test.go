@@ -296,3 +296,31 @@ func TestEmbeddedMemoised(t *testing.T) {
 		t.Errorf("Embedded loaded the charts twice")
 	}
 }
+
+// TestFailuresAreRememberedAndRedacted: a failed load is returned again without a request for
+// a while (passes come with every pod event), and the error names the repository without the
+// credentials or the signed query a URL may carry.
+func TestFailuresAreRememberedAndRedacted(t *testing.T) {
+	repo := serve(t, false)
+	src := &charts.Source{CacheDir: t.TempDir()}
+	repo.Fail(500)
+	url := strings.Replace(repo.URL, "http://", "http://user:secret@", 1) + "?sig=token123"
+	_, err := src.Load(context.Background(), url, "1.31.4")
+	var unavailable *charts.UnavailableError
+	if !errors.As(err, &unavailable) {
+		t.Fatalf("err = %v, want an UnavailableError", err)
+	}
+	for _, secret := range []string{"secret", "token123"} {
+		if strings.Contains(err.Error(), secret) {
+			t.Errorf("the error shows %q: %v", secret, err)
+		}
+	}
+	repo.Fail(0)
+	before := repo.Requests()
+	if _, err := src.Load(context.Background(), url, "1.31.4"); err == nil || repo.Requests() != before {
+		t.Errorf("a load within %s of a failure: err %v, %d requests; want the failure again and none", charts.RetryFailedAfter, err, repo.Requests()-before)
+	}
+	if _, err := (&charts.Source{}).Load(context.Background(), url, "1.31.4"); err != nil {
+		t.Errorf("another Source does not share the failure: %v", err)
+	}
+}

@@ -52,7 +52,13 @@ type loading struct {
 	done chan struct{}
 	set  *Set
 	err  error
+	// retryAt is when a failed load may be tried again: until then the failure is returned,
+	// so that passes triggered by every pod event do not each download the index again.
+	retryAt time.Time
 }
+
+// RetryFailedAfter is how long a failed load is remembered.
+const RetryFailedAfter = 30 * time.Second
 
 // Load returns the charts of an Istio version from the repository at repoURL, which is an
 // http(s) Helm repository (its index at repoURL/index.yaml; chart URLs relative or absolute, as
@@ -80,14 +86,14 @@ func (s *Source) Load(ctx context.Context, repoURL, version string) (*Set, error
 		f = &helmRepo{u: u, client: s.client()}
 	case "oci":
 		if u.User != nil {
-			return nil, fmt.Errorf("chart repository URL %q: give registry credentials in Helm's or Docker's registry config, not in an oci:// URL", u.Redacted())
+			return nil, fmt.Errorf("chart repository URL %q: give registry credentials in Helm's or Docker's registry config, not in an oci:// URL", safeURL(u))
 		}
 		if u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
 			return nil, fmt.Errorf("chart repository URL %q: want oci://host[:port]/path", repoURL)
 		}
 		f = &ociRepo{u: u, client: s.client()}
 	default:
-		return nil, fmt.Errorf("chart repository URL %q: scheme must be http, https or oci", u.Redacted())
+		return nil, fmt.Errorf("chart repository URL %q: scheme must be http, https or oci", safeURL(u))
 	}
 	if version == "" {
 		return nil, errors.New("no Istio version given")
@@ -99,6 +105,9 @@ func (s *Source) Load(ctx context.Context, repoURL, version string) (*Set, error
 		s.memo = map[string]*loading{}
 	}
 	l, ok := s.memo[key]
+	if ok && l.err != nil && !time.Now().Before(l.retryAt) {
+		ok = false // a remembered failure that may be tried again
+	}
 	if !ok {
 		l = &loading{done: make(chan struct{})}
 		s.memo[key] = l
@@ -109,14 +118,15 @@ func (s *Source) Load(ctx context.Context, repoURL, version string) (*Set, error
 		case <-l.done:
 			return l.set, l.err
 		case <-ctx.Done():
-			return nil, &UnavailableError{Repository: u.Redacted(), Err: ctx.Err()}
+			return nil, &UnavailableError{Repository: safeURL(u), Err: ctx.Err()}
 		}
 	}
 	l.set, l.err = s.load(ctx, f, repoURL, version)
 	if l.err != nil {
-		s.mu.Lock()
-		delete(s.memo, key)
-		s.mu.Unlock()
+		l.retryAt = time.Now().Add(RetryFailedAfter)
+		if ctx.Err() != nil {
+			l.retryAt = time.Time{} // this caller gave up: the next one tries at once
+		}
 	}
 	close(l.done)
 	return l.set, l.err
@@ -280,7 +290,7 @@ type helmRepo struct {
 	client *http.Client
 }
 
-func (r *helmRepo) repository() string { return r.u.Redacted() }
+func (r *helmRepo) repository() string { return safeURL(r.u) }
 
 // index is the part of a Helm repository's index.yaml this package reads.
 type index struct {
@@ -402,7 +412,15 @@ func (r *helmRepo) unavailable(err error) error {
 
 func redact(u string) string {
 	if p, err := url.Parse(u); err == nil {
-		return p.Redacted()
+		return safeURL(p)
 	}
-	return u
+	return "(an unreadable URL)"
+}
+
+// safeURL is a URL fit for status and logs: without credentials, and without its query and
+// fragment, where signed URLs carry their tokens.
+func safeURL(u *url.URL) string {
+	c := *u
+	c.RawQuery, c.ForceQuery, c.Fragment, c.RawFragment = "", false, "", ""
+	return c.Redacted()
 }

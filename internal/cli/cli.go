@@ -409,8 +409,8 @@ func controlPlaneChanges(ctx context.Context, cfg *rest.Config, c client.Reader,
 		if err != nil {
 			return nil, err
 		}
-		// The revision is the one the operator would pick, from the current installation's.
-		if in.Revision, err = controlplane.ActiveRevision(ctx, c, m); err != nil {
+		// The revisions are the ones the operator would pick, from the installed ones.
+		if in.Revision, in.ValidatorRevision, err = controlplane.Revisions(ctx, c, m); err != nil {
 			return nil, err
 		}
 		if in.Charts, err = controlplane.ChartsFor(ctx, pluginCharts(), m, in.Version); err != nil {

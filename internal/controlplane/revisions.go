@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"sort"
@@ -14,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/ladder"
 	"github.com/meshwright/meshwright/internal/release"
 	"github.com/meshwright/meshwright/internal/render"
 	"github.com/meshwright/meshwright/internal/revision"
@@ -49,8 +51,14 @@ func Installed(ctx context.Context, r client.Reader, mesh *meshv1.MeshInstallati
 		if slices.ContainsFunc(out, func(r revision.Installed) bool { return r.Name == name }) {
 			continue
 		}
-		out = append(out, revision.Installed{Name: name,
-			Version: revision.VersionOf(dep.GetLabels()[meshv1.LabelIstioVersion], recordedVersion(mesh, name), discoveryImage(dep))})
+		fallback := ""
+		if len(mesh.Status.Revisions) == 0 && name == revision.Default {
+			// Installed by an operator that did not report revisions: it wrote the version it
+			// installed, in place, to status.version.
+			fallback = mesh.Status.Version
+		}
+		out = append(out, revision.Installed{Name: name, Available: available(dep),
+			Version: revision.VersionOf(dep.GetLabels()[meshv1.LabelIstioVersion], recordedVersion(mesh, name), discoveryImage(dep), fallback)})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
@@ -63,7 +71,31 @@ func ActiveRevision(ctx context.Context, r client.Reader, mesh *meshv1.MeshInsta
 	if err != nil {
 		return "", err
 	}
-	return revision.Active(DesiredVersion(mesh), mesh.Spec.Upgrade.Strategy, installed, lastActive(mesh)), nil
+	return ActiveOf(mesh, installed), nil
+}
+
+// ActiveOf is ActiveRevision with the installed revisions already read. Revisions status still
+// lists count as installed: one whose istiod was deleted is rebuilt under its own name when its
+// version is asked for again, rather than installed a second time under a new one.
+func ActiveOf(mesh *meshv1.MeshInstallation, installed []revision.Installed) string {
+	known := slices.Clone(installed)
+	for _, r := range mesh.Status.Revisions {
+		if !slices.ContainsFunc(known, func(i revision.Installed) bool { return i.Name == r.Name }) {
+			known = append(known, revision.Installed{Name: r.Name, Version: r.Version})
+		}
+	}
+	return revision.Active(DesiredVersion(mesh), mesh.Spec.Upgrade.Strategy, known, lastActive(mesh))
+}
+
+// Revisions are the revisions the ControlPlane stage renders for the spec: the active one, and
+// the one the shared validator points at (see revision.Validator).
+func Revisions(ctx context.Context, r client.Reader, mesh *meshv1.MeshInstallation) (active, validator string, err error) {
+	installed, err := Installed(ctx, r, mesh)
+	if err != nil {
+		return "", "", err
+	}
+	active = ActiveOf(mesh, installed)
+	return active, revision.Validator(active, installed, lastActive(mesh)), nil
 }
 
 // lastActive is the revision status last reported active.
@@ -84,6 +116,12 @@ func recordedVersion(mesh *meshv1.MeshInstallation, name string) string {
 		}
 	}
 	return ""
+}
+
+// available reports an istiod Deployment that serves.
+func available(dep *unstructured.Unstructured) bool {
+	ok, _ := deploymentAvailable(dep)
+	return ok
 }
 
 // discoveryImage is the image of istiod's discovery container.
@@ -110,8 +148,18 @@ func (s *Stage) usage(ctx context.Context) (map[string]revision.Usage, bool, err
 		return nil, false, fmt.Errorf("listing namespaces: %w", err)
 	}
 	labels := make(map[string]map[string]string, len(nsList.Items))
+	var recorded map[string][]string
 	for i := range nsList.Items {
-		labels[nsList.Items[i].Name] = nsList.Items[i].Labels
+		ns := &nsList.Items[i]
+		labels[ns.Name] = ns.Labels
+		// A move records the revision it comes from, to go back to it on rollback: that
+		// revision stays while the move runs, even once no label or pod names it.
+		if revs := ladderRevisions(ns.Annotations[meshv1.AnnotationLadder]); len(revs) > 0 {
+			if recorded == nil {
+				recorded = map[string][]string{}
+			}
+			recorded[ns.Name] = revs
+		}
 	}
 	var pods corev1.PodList
 	if err := s.Workloads.List(ctx, &pods, client.UnsafeDisableDeepCopy); err != nil {
@@ -126,20 +174,45 @@ func (s *Stage) usage(ctx context.Context) (map[string]revision.Usage, bool, err
 		}
 		podRevs[p.Namespace] = append(podRevs[p.Namespace], rev)
 	}
-	return revision.Count(labels, podRevs), true, nil
+	return revision.Count(labels, podRevs, recorded), true, nil
+}
+
+// ladderRevisions reads the revisions a namespace's ladder record names: the one it is on, and
+// those a running step moves it between.
+func ladderRevisions(raw string) []string {
+	if raw == "" {
+		return nil
+	}
+	var st ladder.State
+	if json.Unmarshal([]byte(raw), &st) != nil {
+		return nil
+	}
+	var out []string
+	add := func(r string) {
+		if r != "" && !slices.Contains(out, r) {
+			out = append(out, r)
+		}
+	}
+	if st.Step != nil {
+		add(st.Step.Revision)
+		add(st.Step.From)
+	}
+	return out
 }
 
 // retire removes the objects of revisions other than active once nothing uses them (webhooks
 // first, so nothing calls into an istiod that is going away), and says what the others still
 // serve. others holds each such revision's objects, as prune found them; the removed ones are
 // taken out of it.
-func (s *Stage) retire(ctx context.Context, others map[string][]*unstructured.Unstructured, usage map[string]revision.Usage, known bool) ([]string, error) {
+//
+// A retiring revision is not applied again (its spec is gone); broken names the ones still in
+// use whose istiod does not serve, where pods cannot be created (the webhook fails closed).
+func (s *Stage) retire(ctx context.Context, others map[string][]*unstructured.Unstructured, installed []revision.Installed, usage map[string]revision.Usage, known bool) (serving, broken []string, err error) {
 	names := make([]string, 0, len(others))
 	for name := range others {
 		names = append(names, name)
 	}
 	sort.Strings(names)
-	var serving []string
 	for _, name := range names {
 		u := usage[name]
 		if !known || !u.Unused() {
@@ -147,6 +220,9 @@ func (s *Stage) retire(ctx context.Context, others map[string][]*unstructured.Un
 				serving = append(serving, revision.Describe(name, u))
 			} else {
 				serving = append(serving, "revision "+name+" is kept: the operator cannot see namespaces and pods")
+			}
+			if !slices.ContainsFunc(installed, func(r revision.Installed) bool { return r.Name == name && r.Available }) {
+				broken = append(broken, name)
 			}
 			continue
 		}
@@ -157,17 +233,18 @@ func (s *Stage) retire(ctx context.Context, others map[string][]*unstructured.Un
 				continue
 			}
 			if err := s.Client.Delete(ctx, o); err != nil && !apierrors.IsNotFound(err) {
-				return nil, fmt.Errorf("removing %s %s of the retired revision %s: %w", o.GetKind(), o.GetName(), name, err)
+				return nil, nil, fmt.Errorf("removing %s %s of the retired revision %s: %w", o.GetKind(), o.GetName(), name, err)
 			}
 		}
 		log.FromContext(ctx).Info("removed a control-plane revision nothing uses any more", "revision", name, "objects", len(objs))
 		delete(others, name)
 	}
-	return serving, nil
+	return serving, broken, nil
 }
 
 // revisionStatuses is status.revisions: the active revision first, then the others by name.
-func revisionStatuses(active, activeVersion string, installed []revision.Installed, others map[string][]*unstructured.Unstructured, usage map[string]revision.Usage) []meshv1.RevisionStatus {
+// A revision whose istiod is gone keeps the version status recorded for it.
+func revisionStatuses(mesh *meshv1.MeshInstallation, active, activeVersion string, installed []revision.Installed, others map[string][]*unstructured.Unstructured, usage map[string]revision.Usage) []meshv1.RevisionStatus {
 	out := []meshv1.RevisionStatus{{Name: active, Version: activeVersion, Active: true,
 		Namespaces: int32(usage[active].Namespaces), Pods: int32(usage[active].Pods)}}
 	names := make([]string, 0, len(others))
@@ -176,9 +253,9 @@ func revisionStatuses(active, activeVersion string, installed []revision.Install
 	}
 	sort.Strings(names)
 	for _, name := range names {
-		version := ""
+		version := recordedVersion(mesh, name)
 		for _, r := range installed {
-			if r.Name == name {
+			if r.Name == name && r.Version != "" {
 				version = r.Version
 			}
 		}

@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/apply"
@@ -19,6 +20,7 @@ import (
 	"github.com/meshwright/meshwright/internal/charts/chartstest"
 	"github.com/meshwright/meshwright/internal/revision"
 	"github.com/meshwright/meshwright/internal/stages"
+	"github.com/meshwright/meshwright/internal/writecount"
 )
 
 // markAvailable plays the Deployment controller for istiod, which envtest does not run.
@@ -84,6 +86,19 @@ func labelNamespace(t *testing.T, name, rev string) {
 	}
 }
 
+// setLadder writes a namespace's ladder record as the adoption stage would.
+func setLadder(t *testing.T, name, state string) {
+	t.Helper()
+	ns := &corev1.Namespace{}
+	if err := k8s.Get(context.Background(), client.ObjectKey{Name: name}, ns); err != nil {
+		t.Fatal(err)
+	}
+	metav1.SetMetaDataAnnotation(&ns.ObjectMeta, meshv1.AnnotationLadder, state)
+	if err := k8s.Update(context.Background(), ns); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestRevisionBasedUpgrade: a new spec.version, from a chart repository, is installed as a
 // second revision beside the first; the old revision stays while a namespace selects it; an
 // upgrade set back makes the old revision active again and the new one retires; a revision is
@@ -133,10 +148,21 @@ func TestRevisionBasedUpgrade(t *testing.T) {
 	if !dep("istiod") {
 		t.Fatal("the old revision was removed while a namespace selects it")
 	}
+	// A retiring revision is not rebuilt: losing its istiod while it serves is Degraded.
+	if err := k8s.Delete(context.Background(), &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "istiod"}}); err != nil {
+		t.Fatal(err)
+	}
+	if res = pass(t, stage, mesh); !res.Degraded || res.State != stages.Ready || !strings.Contains(res.Message, "istiod of revision default is missing") {
+		t.Fatalf("a serving retiring revision without istiod: %+v", res)
+	}
 
-	// Set back: the old revision is active again, the new one retires while it is used.
+	// Set back: the old revision is active again (rebuilt), the new one retires while it is used.
 	labelNamespace(t, "shop-upgrade", "1-31-5")
 	mesh.Spec.Version = ""
+	if res = pass(t, stage, mesh); res.Reason != meshv1.ReasonWaitingForIstiod || !dep("istiod") {
+		t.Fatalf("set back: the default revision must be rebuilt: %+v", res)
+	}
+	markAvailable(t, ns, "istiod")
 	res = pass(t, stage, mesh)
 	if res.Reason != meshv1.ReasonRevisionRetiring || mesh.Status.Revisions[0].Name != revision.Default || !dep("istiod-1-31-5") {
 		t.Fatalf("set back: %+v, revisions %+v", res, mesh.Status.Revisions)
@@ -172,6 +198,13 @@ func TestRevisionBasedUpgrade(t *testing.T) {
 	if err := k8s.Delete(context.Background(), pod, client.GracePeriodSeconds(0)); err != nil {
 		t.Fatal(err)
 	}
+	// A move still running from the default revision keeps it: its rollback goes back there.
+	setLadder(t, "shop-upgrade", `{"step":{"to":"Observe","started":"2026-11-26T10:00:00Z","id":"m","revision":"1-31-5","from":"default"}}`)
+	res = pass(t, stage, mesh)
+	if res.Reason != meshv1.ReasonRevisionRetiring || !dep("istiod") {
+		t.Fatalf("a namespace moving from the default revision must keep it: %+v", res)
+	}
+	setLadder(t, "shop-upgrade", `{"revision":"1-31-5"}`)
 	res = pass(t, stage, mesh)
 	if res.Reason != meshv1.ReasonControlPlaneReady || dep("istiod") || exists(t, webhook(""), "", "istio-sidecar-injector-"+ns) {
 		t.Fatalf("the unused default revision must go: %+v", res)
@@ -189,38 +222,64 @@ func TestRevisionBasedUpgrade(t *testing.T) {
 }
 
 // TestChartSourceFailures: a version the repository lacks is UnsupportedVersion (Failed, the
-// message lists what it has); an unreachable repository is ChartSourceUnavailable (NotReady,
-// retried) and touches nothing.
+// message lists what it has); an unreachable repository is ChartSourceUnavailable and nothing
+// is installed; once the version is installed and serving, losing the repository (an operator
+// restart with an empty cache) keeps the stage Ready, Degraded, and writes nothing.
 func TestChartSourceFailures(t *testing.T) {
+	const ns = "istio-chartsource"
 	repo := chartstest.Serve(t, chartstest.Options{Versions: []string{"1.31.5"}})
-	tests := map[string]struct {
+	mesh := meshIn(t, "chartsource", ns)
+	mesh.Spec.ControlPlane.ChartSource = &meshv1.ChartSource{Repository: repo.URL, InsecureHTTP: true}
+	var writes writecount.Counter
+	c := writes.Wrap(k8s, interceptor.Funcs{})
+	newStage := func() *Stage {
+		return &Stage{Client: c, Reader: c, Workloads: c, Applier: &apply.Applier{Client: c, FieldManager: "meshwright"}, Charts: &charts.Source{CacheDir: t.TempDir()}}
+	}
+	tests := []struct {
+		name    string
 		version string
 		fail    int
 		state   stages.State
 		reason  string
 		says    string
 	}{
-		"a version the repository lacks": {version: "1.99.0", state: stages.Failed, reason: meshv1.ReasonUnsupportedVersion, says: "1.31.5"},
-		"the repository answers 500":     {version: "1.31.5", fail: 500, state: stages.NotReady, reason: meshv1.ReasonChartSourceUnavailable, says: "untouched"},
+		{"a version the repository lacks", "1.99.0", 0, stages.Failed, meshv1.ReasonUnsupportedVersion, "1.31.5"},
+		{"the repository answers 500", "1.31.5", 500, stages.NotReady, meshv1.ReasonChartSourceUnavailable, "untouched"},
 	}
-	for name, tc := range tests {
-		t.Run(name, func(t *testing.T) {
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
 			repo.Fail(tc.fail)
-			mesh := meshIn(t, "chartsource", "istio-chartsource")
+			defer repo.Fail(0)
 			mesh.Spec.Version = tc.version
-			mesh.Spec.ControlPlane.ChartSource = &meshv1.ChartSource{Repository: repo.URL}
-			var writes []string
-			stage := &Stage{Client: k8s, Reader: k8s, Applier: &apply.Applier{Client: k8s, FieldManager: "meshwright"}, Charts: &charts.Source{CacheDir: t.TempDir()}}
-			res, err := stage.Reconcile(context.Background(), mesh)
+			before := len(writes.Writes())
+			res, err := newStage().Reconcile(context.Background(), mesh)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if res.State != tc.state || res.Reason != tc.reason || !strings.Contains(res.Message, tc.says) {
 				t.Errorf("result = %+v", res)
 			}
-			if exists(t, &appsv1.Deployment{}, "istio-chartsource", "istiod-"+revision.NameFor(tc.version)) || len(writes) > 0 {
-				t.Error("nothing may be installed without the charts")
+			if got := writes.Writes()[before:]; len(got) > 0 {
+				t.Errorf("wrote without the charts: %v", got)
 			}
 		})
+	}
+
+	mesh.Spec.Version = "1.31.5"
+	stage := newStage()
+	passCRDs(t, stage, mesh)
+	markAvailable(t, ns, "istiod") // a first installation is the default revision, whatever its version
+	if res := pass(t, stage, mesh); res.State != stages.Ready || res.Degraded {
+		t.Fatalf("installed from the repository: %+v", res)
+	}
+	repo.Fail(500)
+	defer repo.Fail(0)
+	before := len(writes.Writes())
+	res := pass(t, newStage(), mesh)
+	if res.State != stages.Ready || !res.Degraded || res.Reason != meshv1.ReasonChartSourceUnavailable || !strings.Contains(res.Message, "default keeps serving") {
+		t.Errorf("repository lost with the revision serving: %+v", res)
+	}
+	if got := writes.Writes()[before:]; len(got) > 0 {
+		t.Errorf("wrote without the charts: %v", got)
 	}
 }

@@ -122,14 +122,21 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 	if err != nil {
 		return stages.Result{}, err
 	}
-	in.Revision = revision.Active(in.Version, mesh.Spec.Upgrade.Strategy, installed, lastActive(mesh))
+	in.Revision = ActiveOf(mesh, installed)
+	in.ValidatorRevision = revision.Validator(in.Revision, installed, lastActive(mesh))
 	if res, done := s.loadCharts(ctx, mesh, &in); done {
+		if res.Reason == meshv1.ReasonChartSourceUnavailable && slices.ContainsFunc(installed, func(r revision.Installed) bool { return r.Name == in.Revision && r.Available }) {
+			// The revision is installed and serves (the charts were had before; an operator
+			// restart lost the cache): the mesh goes on, and the stage says what it cannot do.
+			res.State, res.Degraded = stages.Ready, true
+			res.Message += fmt.Sprintf(" Revision %s keeps serving as it is; changes to it wait for the charts.", in.Revision)
+		}
 		return res, nil
 	}
 	objs, err := render.Render(in)
 	if uv := (*render.UnsupportedVersionError)(nil); errors.As(err, &uv) {
 		return stages.Result{State: stages.Failed, Reason: meshv1.ReasonUnsupportedVersion,
-			Message: uv.Error() + ". Set spec.version to a supported version, or leave it empty."}, nil
+			Message: uv.Error() + ". Set spec.version to a supported version or leave it empty, or name a chart repository that has it in spec.controlPlane.chartSource."}, nil
 	} else if err != nil {
 		return stages.Result{State: stages.Failed, Reason: meshv1.ReasonInvalidValues,
 			Message: "Istio's charts do not render with spec.controlPlane.values: " + err.Error()}, nil
@@ -203,7 +210,7 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 	if err != nil {
 		return stages.Result{}, err
 	}
-	revisions := revisionStatuses(in.Revision, in.Version, installed, others, usage)
+	revisions := revisionStatuses(mesh, in.Revision, in.Version, installed, others, usage)
 
 	if istiod == "" {
 		return stages.Result{State: stages.Failed, Reason: meshv1.ReasonInvalidValues,
@@ -222,7 +229,7 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 			Message: fmt.Sprintf("Deployment %s/%s is not Available yet: %s.", in.Namespace, istiod, why)}, nil
 	}
 	// Only once the active revision serves may the others go (an abort may need them back).
-	serving, err := s.retire(ctx, others, usage, known)
+	serving, broken, err := s.retire(ctx, others, installed, usage, known)
 	if err != nil {
 		return stages.Result{}, err
 	}
@@ -230,10 +237,17 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 	if in.Revision != revision.Default {
 		msg = fmt.Sprintf("Istio %s (revision %s): %d objects applied, CRDs Established, %s Available, webhooks in place.", in.Version, in.Revision, len(objs), istiod)
 	}
-	revisions = revisionStatuses(in.Revision, in.Version, installed, others, usage)
+	revisions = revisionStatuses(mesh, in.Revision, in.Version, installed, others, usage)
 	if len(serving) > 0 {
-		return stages.Result{State: stages.Ready, Reason: meshv1.ReasonRevisionRetiring, Revisions: revisions,
-			Message: msg + " Retiring once unused: " + strings.Join(serving, "; ") + "."}, nil
+		res := stages.Result{State: stages.Ready, Reason: meshv1.ReasonRevisionRetiring, Revisions: revisions,
+			Message: msg + " Retiring once unused: " + strings.Join(serving, "; ") + "."}
+		if len(broken) > 0 {
+			// Only the active revision is applied: a retiring one that lost its istiod is not
+			// rebuilt, and its namespaces cannot start pods until they move.
+			res.Degraded = true
+			res.Message += fmt.Sprintf(" The istiod of revision %s is missing or not Available, so pods of the namespaces it still serves cannot be created: set spec.version back to its version to reinstall it, or let the ladder move them.", strings.Join(broken, ", "))
+		}
+		return res, nil
 	}
 	return stages.Result{State: stages.Ready, Reason: meshv1.ReasonControlPlaneReady, Revisions: revisions, Message: msg}, nil
 }
@@ -264,7 +278,7 @@ func (s *Stage) loadCharts(ctx context.Context, mesh *meshv1.MeshInstallation, i
 	switch {
 	case errors.As(err, &notFound):
 		return stages.Result{State: stages.Failed, Reason: meshv1.ReasonUnsupportedVersion,
-			Message: notFound.Error() + ". Set spec.version to a version the repository has, or leave it empty for " + release.DefaultIstioVersion + "."}, true
+			Message: notFound.Error() + ". Set spec.version to a version spec.controlPlane.chartSource has, or leave it empty for " + release.DefaultIstioVersion + "."}, true
 	case err != nil:
 		return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonChartSourceUnavailable, RequeueAfter: stages.NotReadyRecheck,
 			Message: fmt.Sprintf("The charts of Istio %s could not be downloaded from %s: %v. The running control plane is untouched; retrying every %s.", in.Version, repo, err, stages.NotReadyRecheck)}, true

@@ -171,6 +171,9 @@ type Settings struct {
 	// Revision is the active control-plane revision: namespaces in the mesh move to it.
 	// Empty means the default revision.
 	Revision string
+	// Newer are installed revisions newer than the active one: a namespace on one of them moves
+	// back because an upgrade was set back, which is not held up by unready pods.
+	Newer []string
 }
 
 // Effects are what the namespace must carry at its current position on the ladder. The
@@ -407,13 +410,24 @@ func startMove(d *Decision, ns Namespace, s Settings, mayStart bool, now time.Ti
 		d.Blocked = Blocked{Reason: meshv1.ReasonInjectionLabelConflict, Message: ns.InjectionConflict}
 		return
 	}
-	if len(ns.Pods.NotReady) > 0 {
+	back := slices.Contains(s.Newer, from)
+	if len(ns.Pods.NotReady) > 0 && !back {
 		d.Blocked = Blocked{Reason: meshv1.ReasonPodsNotReady, Message: fmt.Sprintf(
 			"%d pod(s) are not Ready: %s. The move from revision %s to %s waits until every pod is Ready, so that what it changes can be judged.", len(ns.Pods.NotReady), names(ns.Pods.NotReady), from, to)}
 		return
 	}
 	if !mayStart {
 		d.Waiting = fmt.Sprintf("waiting for a free slot to move to revision %s (spec.rollout.maxNamespacesInProgress)", to)
+		return
+	}
+	if back {
+		// The upgrade was set back, often because the new revision misbehaves: the namespace
+		// goes back like a rollback, all its workloads at once, and is not held if its pods
+		// are slow to come back.
+		d.State.Step = &Step{To: d.Level, Rollback: true, Cancelled: true, Revision: to, Started: now, ID: fmt.Sprintf("revision-%s-%d", to, now.UnixMilli())}
+		d.InProgress = true
+		d.Event = &Event{Reason: "RevisionMoveBack", Message: fmt.Sprintf("The upgrade was set back: moving from control-plane revision %s back to %s at %s.", from, to, d.Level)}
+		planRestarts(d, ns, s)
 		return
 	}
 	d.State.Step = &Step{To: d.Level, Revision: to, From: from, Started: now, ID: fmt.Sprintf("revision-%s-%d", to, now.UnixMilli())}

@@ -214,6 +214,44 @@ func TestRevisionMoves(t *testing.T) {
 				}
 			},
 		},
+		"an upgrade set back: moving back is not held up by unready pods, and restarts everything": {
+			ns: Namespace{Current: meshv1.LevelMutualTLS, Target: meshv1.LevelMutualTLS, State: State{Revision: "1-31-5"},
+				Pods:      Pods{Total: 8, Ready: 6, NotReady: []string{"a-1", "a-2"}},
+				Workloads: []Workload{deploy("a", onRevisions("1-31-5")), deploy("b", onRevisions("1-31-5")), deploy("c", onRevisions("1-31-5"))}},
+			s: func(s *Settings) { s.Newer = []string{"1-31-5"} }, mayStart: true, now: t0,
+			check: func(t *testing.T, d Decision) {
+				st := d.State.Step
+				if st == nil || !st.Rollback || !st.Cancelled || st.Revision != "default" || st.To != meshv1.LevelMutualTLS {
+					t.Fatalf("step = %+v, want a move back to default, as a rollback with no hold", st)
+				}
+				if got := strings.Join(d.Restart, ","); got != "Deployment/a,Deployment/b,Deployment/c" || d.Effects.Revision != "default" {
+					t.Errorf("restart %q, effects %+v", got, d.Effects)
+				}
+				if d.Event == nil || d.Event.Reason != "RevisionMoveBack" {
+					t.Errorf("event = %+v", d.Event)
+				}
+			},
+		},
+		"moving back waits for a slot like any step": {
+			ns: Namespace{Current: meshv1.LevelObserve, Target: meshv1.LevelObserve, State: State{Revision: "1-31-5"}, Pods: readyPods(1)},
+			s:  func(s *Settings) { s.Newer = []string{"1-31-5"} }, mayStart: false, now: t0,
+			check: func(t *testing.T, d Decision) {
+				if d.State.Step != nil || !strings.Contains(d.Waiting, "free slot") {
+					t.Errorf("decision = %+v", d)
+				}
+			},
+		},
+		"moving back completes after its timeout even with pods not Ready, and is not held": {
+			ns: Namespace{Current: meshv1.LevelObserve, Target: meshv1.LevelObserve,
+				State: State{Revision: "1-31-5", Step: &Step{To: meshv1.LevelObserve, Rollback: true, Cancelled: true, Revision: "default", ID: "b", Started: t0}},
+				Pods:  Pods{Total: 1, NotReady: []string{"a-1"}}, Workloads: []Workload{deploy("a", func(w *Workload) { onRevisions("default")(w); w.RestartedFor = "b" })}},
+			s: func(s *Settings) { s.Newer = []string{"1-31-5"} }, mayStart: true, now: t0.Add(time.Second),
+			check: func(t *testing.T, d Decision) {
+				if d.State.Step != nil || d.State.Revision != "" || d.State.Hold != nil || d.Event == nil || d.Event.Reason != "RevisionMoveUndone" {
+					t.Errorf("decision = %+v", d)
+				}
+			},
+		},
 		"a move at ZeroTrust keeps the policies enforced": {
 			ns: Namespace{Current: meshv1.LevelZeroTrust, Target: meshv1.LevelZeroTrust, Pods: readyPods(1), Workloads: []Workload{deploy("a", onRevisions("default"))}},
 			s:  upgrade, mayStart: true, now: t0,

@@ -73,6 +73,9 @@ type Input struct {
 	// one, else a name such as "1-31-5" (Istio's revision value; the objects carry
 	// meshv1.LabelRevision and meshv1.LabelIstioVersion).
 	Revision string
+	// ValidatorRevision is the revision Istio's shared validating webhook (the base chart's
+	// defaultRevision) points at; empty or "default" leaves the chart's default.
+	ValidatorRevision string
 	// Charts are the version's charts; nil means the charts this build embeds.
 	Charts *charts.Set `json:"-"`
 }
@@ -95,8 +98,8 @@ func SupportedVersions() []string { return []string{release.DefaultIstioVersion}
 // DefaultValues are the operator's values for a component, under the user's: the release's
 // images and the control-plane namespace. The mesh CA needs no value: istiod mounts the
 // cacerts Secret when it exists.
-// A named revision sets Istio's revision value (istiod-<rev>, istio-sidecar-injector-<rev>), and
-// makes itself the default revision of the shared validator.
+// A named revision sets Istio's revision value (istiod-<rev>, istio-sidecar-injector-<rev>); the
+// shared validator follows ValidatorRevision.
 func DefaultValues(in Input) map[string]any {
 	v := map[string]any{
 		"global": map[string]any{
@@ -107,7 +110,9 @@ func DefaultValues(in Input) map[string]any {
 	}
 	if in.revisioned() {
 		v["revision"] = in.Revision
-		v["defaultRevision"] = in.Revision
+	}
+	if r := in.ValidatorRevision; r != "" && r != "default" {
+		v["defaultRevision"] = r
 	}
 	return v
 }

@@ -30,6 +30,9 @@ type NamespaceMove struct {
 	Action    string `json:"action"`
 	// To is the level a step goes to.
 	To string `json:"to,omitempty"`
+	// Revision is the control-plane revision a move between revisions goes to (To is then the
+	// level the namespace stays at).
+	Revision string `json:"revision,omitempty"`
 	// Reason and Detail say why a namespace waits or is blocked, or what a step does.
 	Reason string `json:"reason,omitempty"`
 	Detail string `json:"detail,omitempty"`
@@ -68,10 +71,10 @@ type SpecChange struct {
 	ControlPlaneError string `json:"controlPlaneError,omitempty"`
 }
 
-// PlanOf describes the plans of a pass for mesh, towards the active revision.
-func PlanOf(mesh *meshv1.MeshInstallation, plans []adoption.NamespacePlan, activeRevision string) Plan {
+// PlanOf describes the plans of a pass for mesh, towards the target revision.
+func PlanOf(mesh *meshv1.MeshInstallation, plans []adoption.NamespacePlan, target adoption.Target) Plan {
 	out := Plan{Installation: mesh.Name, Stage: string(mesh.Status.Stage),
-		Summary: adoption.Summarize(plans, adoption.SettingsOf(mesh, activeRevision)).Message}
+		Summary: adoption.Summarize(plans, adoption.SettingsOf(mesh, target)).Message}
 	for _, pl := range plans {
 		out.Namespaces = append(out.Namespaces, moveOf(mesh, pl))
 	}
@@ -82,17 +85,23 @@ func moveOf(mesh *meshv1.MeshInstallation, pl adoption.NamespacePlan) NamespaceM
 	d := pl.Decision
 	m := NamespaceMove{Namespace: pl.Namespace.Name, Current: string(pl.Current), Target: string(pl.Enrollment.Target),
 		Restart: d.Restart, Uninjected: pl.Pods.Uninjected}
+	if step := d.State.Step; step != nil && step.To == d.Level && step.Revision != "" {
+		m.Revision = step.Revision
+	}
 	switch step := d.State.Step; {
 	case step != nil && step.Rollback:
 		m.Action, m.To, m.Reason, m.Detail = ActionRollback, string(step.To), step.Reason, step.Message
+		if m.Detail == "" && step.Revision != "" {
+			m.Detail = fmt.Sprintf("Goes back to control-plane revision %s.", step.Revision)
+		}
 	case step != nil && pl.State.Step == nil:
 		m.Action, m.To = ActionStep, string(step.To)
-		m.Detail = fmt.Sprintf("Starts the step from %s to %s.", d.Level, step.To)
+		m.Detail = fmt.Sprintf("Starts the %s.", stepName(d.Level, step))
 	case step != nil:
 		m.Action, m.To = ActionStepping, string(step.To)
 		m.Detail = d.Waiting
 		if m.Detail == "" {
-			m.Detail = fmt.Sprintf("Stepping from %s to %s.", d.Level, step.To)
+			m.Detail = fmt.Sprintf("In the %s.", stepName(d.Level, step))
 		}
 	case d.Blocked.Reason != "":
 		m.Action, m.Reason, m.Detail = ActionBlocked, d.Blocked.Reason, d.Blocked.Message
@@ -111,6 +120,14 @@ func moveOf(mesh *meshv1.MeshInstallation, pl adoption.NamespacePlan) NamespaceM
 		m.Policies = append(m.Policies, policyLine(p.GetKind(), p.GetName(), d.Effects))
 	}
 	return m
+}
+
+// stepName names a step for a sentence: a rung of the ladder, or a move between revisions.
+func stepName(level ladder.Level, step *ladder.Step) string {
+	if step.To == level && step.Revision != "" && step.From != "" {
+		return fmt.Sprintf("move from control-plane revision %s to %s", step.From, step.Revision)
+	}
+	return fmt.Sprintf("step from %s to %s", level, step.To)
 }
 
 func policyLine(kind, name string, e ladder.Effects) string {
@@ -162,7 +179,11 @@ func (p Plan) Text(w io.Writer, st Style) error {
 		next := m.Action
 		switch m.Action {
 		case ActionStep, ActionStepping, ActionRollback:
-			next += " to " + m.To
+			if m.Revision != "" {
+				next += " to revision " + m.Revision
+			} else {
+				next += " to " + m.To
+			}
 		case ActionBlocked:
 			next = st.paint(red, next+": "+m.Reason)
 		case ActionAtTarget:

@@ -102,7 +102,7 @@ type planFixture struct {
 
 // planOf decides a recorded state with the operator's code: the candidates and their order,
 // then every namespace's decision.
-func planOf(t *testing.T, name string) (*meshv1.MeshInstallation, []adoption.NamespacePlan, string) {
+func planOf(t *testing.T, name string) (*meshv1.MeshInstallation, []adoption.NamespacePlan, adoption.Target) {
 	t.Helper()
 	var fx planFixture
 	readYAML(t, filepath.Join("testdata", "plan", name+".yaml"), &fx)
@@ -114,8 +114,9 @@ func planOf(t *testing.T, name string) (*meshv1.MeshInstallation, []adoption.Nam
 	if fx.ActiveRevision == "" {
 		fx.ActiveRevision = "default"
 	}
-	adoption.DecideAll(plans, &fx.Mesh, fx.ActiveRevision, now)
-	return &fx.Mesh, plans, fx.ActiveRevision
+	target := adoption.Target{Revision: fx.ActiveRevision}
+	adoption.DecideAll(plans, &fx.Mesh, target, now)
+	return &fx.Mesh, plans, target
 }
 
 func TestPlanGolden(t *testing.T) {
@@ -141,7 +142,7 @@ func TestPlanWithSpecChange(t *testing.T) {
 	}
 	for name, change := range tests {
 		t.Run(name, func(t *testing.T) {
-			p := PlanOf(mesh, plans, "default")
+			p := PlanOf(mesh, plans, adoption.Target{Revision: "default"})
 			p.Spec = &change
 			var out bytes.Buffer
 			if err := p.Text(&out, Style{}); err != nil {

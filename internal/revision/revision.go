@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
@@ -37,6 +38,8 @@ type Installed struct {
 	Name string
 	// Version is its Istio version; empty when it could not be told.
 	Version string
+	// Available is true when its istiod Deployment serves.
+	Available bool
 }
 
 // Active is the revision spec.version asks for, given the revisions installed and the one that
@@ -66,22 +69,81 @@ func Active(version string, strategy meshv1.UpgradeStrategy, installed []Install
 	return NameFor(version)
 }
 
+// Validator is the revision Istio's shared validating webhook (the base chart's default
+// revision) sends config to: the active one once its istiod serves; until then one that serves,
+// the last active first, so that Istio's resources can still be written while a new revision
+// starts (the validator fails closed).
+func Validator(active string, installed []Installed, lastActive string) string {
+	serves := func(name string) bool {
+		return slices.ContainsFunc(installed, func(r Installed) bool { return r.Name == name && r.Available })
+	}
+	switch {
+	case serves(active):
+		return active
+	case lastActive != "" && serves(lastActive):
+		return lastActive
+	}
+	for _, r := range installed {
+		if r.Available {
+			return r.Name
+		}
+	}
+	return active
+}
+
+// Newer lists the installed revisions that run a newer Istio version than active: namespaces on
+// them are moving back, because an upgrade was set back. Revisions of unknown version are left out.
+func Newer(active string, installed []Installed) []string {
+	var base []int
+	for _, r := range installed {
+		if r.Name == active {
+			base = versionParts(r.Version)
+		}
+	}
+	if base == nil {
+		return nil
+	}
+	var out []string
+	for _, r := range installed {
+		if v := versionParts(r.Version); v != nil && slices.Compare(v, base) > 0 {
+			out = append(out, r.Name)
+		}
+	}
+	return out
+}
+
+// versionParts parses MAJOR.MINOR.PATCH; nil for anything else.
+func versionParts(v string) []int {
+	if !isVersion(v) {
+		return nil
+	}
+	var out []int
+	for _, p := range strings.Split(v, ".") {
+		n, _ := strconv.Atoi(p)
+		out = append(out, n)
+	}
+	return out
+}
+
 // VersionOf tells an installed revision's Istio version: the label an upgrade puts on the
 // revisions it installs, else the version status last recorded for the revision, else the tag
-// of istiod's image (the operator pins it to the version).
-func VersionOf(labelVersion, statusVersion, image string) string {
+// of istiod's image (the operator pins it to the version; a variant such as -distroless is
+// allowed), else fallback (an installation made before revisions were reported: the
+// status.version the operator wrote then, which is the version it installed).
+func VersionOf(labelVersion, statusVersion, image, fallback string) string {
 	switch {
 	case labelVersion != "":
 		return labelVersion
 	case statusVersion != "":
 		return statusVersion
 	}
-	if i := strings.LastIndex(image, ":"); i >= 0 && !strings.Contains(image[i:], "/") {
-		if tag := image[i+1:]; isVersion(tag) {
+	if i := strings.LastIndex(image, ":"); i >= 0 && !strings.ContainsAny(image[i:], "/@") {
+		tag, _, _ := strings.Cut(image[i+1:], "-")
+		if isVersion(tag) {
 			return tag
 		}
 	}
-	return ""
+	return fallback
 }
 
 func isVersion(s string) bool {
@@ -124,8 +186,10 @@ func (u Usage) Unused() bool { return u.Namespaces == 0 && u.Pods == 0 }
 const maxWhere = 3
 
 // Count adds up, per revision, the namespaces whose labels select it and the pods it injected
-// (a pod's istio.io/rev annotation, set by the injector), given per namespace.
-func Count(namespaceLabels map[string]map[string]string, podRevisions map[string][]string) map[string]Usage {
+// (a pod's istio.io/rev annotation, set by the injector), given per namespace. steps names, per
+// namespace, the revisions a running move goes between: a namespace counts for each of them too,
+// so neither end of a move is removed under it.
+func Count(namespaceLabels map[string]map[string]string, podRevisions map[string][]string, steps map[string][]string) map[string]Usage {
 	out := map[string]Usage{}
 	note := func(rev, ns string) Usage {
 		u := out[rev]
@@ -140,7 +204,11 @@ func Count(namespaceLabels map[string]map[string]string, podRevisions map[string
 	}
 	sort.Strings(names)
 	for _, ns := range names {
-		if rev := OfNamespace(namespaceLabels[ns]); rev != "" {
+		revs := steps[ns]
+		if rev := OfNamespace(namespaceLabels[ns]); rev != "" && !slices.Contains(revs, rev) {
+			revs = append(revs, rev)
+		}
+		for _, rev := range revs {
 			u := note(rev, ns)
 			u.Namespaces++
 			out[rev] = u

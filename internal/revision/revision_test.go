@@ -39,18 +39,20 @@ func TestActive(t *testing.T) {
 
 func TestVersionOf(t *testing.T) {
 	tests := map[string]struct {
-		label, status, image, want string
+		label, status, image, fallback, want string
 	}{
-		"label first":          {label: "1.31.5", status: "1.31.4", image: "docker.io/istio/pilot:1.31.3", want: "1.31.5"},
-		"then status":          {status: "1.31.4", image: "docker.io/istio/pilot:1.31.3", want: "1.31.4"},
-		"then the image tag":   {image: "docker.io/istio/pilot:1.31.3", want: "1.31.3"},
-		"a registry port only": {image: "registry:5000/istio/pilot", want: ""},
-		"a tag not a version":  {image: "docker.io/istio/pilot:1.31.3-distroless", want: ""},
-		"nothing":              {want: ""},
+		"label first":            {label: "1.31.5", status: "1.31.4", image: "docker.io/istio/pilot:1.31.3", want: "1.31.5"},
+		"then status":            {status: "1.31.4", image: "docker.io/istio/pilot:1.31.3", want: "1.31.4"},
+		"then the image tag":     {image: "docker.io/istio/pilot:1.31.3", fallback: "1.31.0", want: "1.31.3"},
+		"a distroless variant":   {image: "docker.io/istio/pilot:1.31.3-distroless", want: "1.31.3"},
+		"a digest: the fallback": {image: "docker.io/istio/pilot@sha256:0123abcd", fallback: "1.31.4", want: "1.31.4"},
+		"a registry port only":   {image: "registry:5000/istio/pilot", fallback: "1.31.4", want: "1.31.4"},
+		"a tag not a version":    {image: "docker.io/istio/pilot:latest", want: ""},
+		"nothing":                {want: ""},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			if got := VersionOf(tc.label, tc.status, tc.image); got != tc.want {
+			if got := VersionOf(tc.label, tc.status, tc.image, tc.fallback); got != tc.want {
 				t.Errorf("VersionOf = %q, want %q", got, tc.want)
 			}
 		})
@@ -64,15 +66,55 @@ func TestCount(t *testing.T) {
 		"legacy": {LegacyInjectionLabel: "enabled", Label: "1-31-5"},
 		"off":    {LegacyInjectionLabel: "disabled"},
 		"none":   nil,
-	}, map[string][]string{"shop": {"1-31-5", "1-31-5"}, "cart": {Default}, "batch": {Default}})
+		"moving": {Label: "1-31-5"},
+	}, map[string][]string{"shop": {"1-31-5", "1-31-5"}, "cart": {Default}, "batch": {Default}},
+		map[string][]string{"moving": {"1-31-5", Default}})
 	want := map[string]Usage{
-		"1-31-5": {Namespaces: 1, Pods: 2, Where: []string{"shop"}},
-		Default:  {Namespaces: 2, Pods: 2, Where: []string{"cart", "legacy", "batch"}},
+		"1-31-5": {Namespaces: 2, Pods: 2, Where: []string{"moving", "shop"}},
+		Default:  {Namespaces: 3, Pods: 2, Where: []string{"cart", "legacy", "moving"}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Count = %+v, want %+v", got, want)
 	}
 	if !(Usage{}).Unused() || want[Default].Unused() {
 		t.Error("Unused is wrong")
+	}
+}
+
+func TestValidator(t *testing.T) {
+	up := Installed{Name: Default, Version: "1.31.4", Available: true}
+	starting := Installed{Name: "1-31-5", Version: "1.31.5"}
+	serving := Installed{Name: "1-31-5", Version: "1.31.5", Available: true}
+	tests := map[string]struct {
+		active     string
+		installed  []Installed
+		lastActive string
+		want       string
+	}{
+		"first installation":                           {active: Default, want: Default},
+		"the new revision is starting: the old serves": {active: "1-31-5", installed: []Installed{up, starting}, lastActive: Default, want: Default},
+		"the new revision serves":                      {active: "1-31-5", installed: []Installed{up, serving}, lastActive: Default, want: "1-31-5"},
+		"nothing serves: the active one":               {active: "1-31-5", installed: []Installed{starting}, want: "1-31-5"},
+		"status lost: whichever serves":                {active: "1-31-5", installed: []Installed{up, starting}, want: Default},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := Validator(tc.active, tc.installed, tc.lastActive); got != tc.want {
+				t.Errorf("Validator = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestNewer(t *testing.T) {
+	installed := []Installed{{Name: Default, Version: "1.31.4"}, {Name: "1-31-10", Version: "1.31.10"}, {Name: "canary"}}
+	if got := Newer(Default, installed); !reflect.DeepEqual(got, []string{"1-31-10"}) {
+		t.Errorf("Newer(default) = %v, want 1-31-10 (compared as numbers, unknown versions left out)", got)
+	}
+	if got := Newer("1-31-10", installed); got != nil {
+		t.Errorf("Newer(1-31-10) = %v, want none", got)
+	}
+	if got := Newer("gone", installed); got != nil {
+		t.Errorf("Newer of a revision not installed = %v, want none", got)
 	}
 }

@@ -665,6 +665,21 @@ func operatorFields(t *testing.T, c client.Client) map[string]string {
 	return out
 }
 
+// checkNothingWritten compares operatorFields from before and after an operator upgrade.
+func checkNothingWritten(t *testing.T, before, after map[string]string) {
+	t.Helper()
+	for k, v := range before {
+		if after[k] != v {
+			t.Errorf("the upgraded operator wrote to %s:\n  before %s\n  after  %s", k, v, after[k])
+		}
+	}
+	for k := range after {
+		if _, ok := before[k]; !ok {
+			t.Errorf("the upgraded operator created %s", k)
+		}
+	}
+}
+
 // TestOLMUpgradeKeepsTheMesh installs the previous release through OLM (a Subscription starting
 // at it, InstallPlans approved by hand), takes a namespace to MutualTLS with it, then approves
 // the upgrade to the current bundle: OLM replaces the CSV, and the new release's operator, run
@@ -699,17 +714,7 @@ func TestOLMUpgradeKeepsTheMesh(t *testing.T) {
 	// Watch the new operator's first passes settle before comparing: a write would show in the
 	// field managers' entries, however long ago it happened.
 	time.Sleep(10 * time.Second)
-	after := operatorFields(t, e.c)
-	for k, v := range before {
-		if after[k] != v {
-			t.Errorf("the upgraded operator wrote to %s:\n  before %s\n  after  %s", k, v, after[k])
-		}
-	}
-	for k := range after {
-		if _, ok := before[k]; !ok {
-			t.Errorf("the upgraded operator created %s", k)
-		}
-	}
+	checkNothingWritten(t, before, operatorFields(t, e.c))
 	ns := getNamespace(t, e.c, "payments")
 	if ns.Labels[meshv1.LabelLevel] != string(meshv1.LevelMutualTLS) || ns.Annotations[meshv1.AnnotationLadder] != levels {
 		t.Errorf("payments changed with the upgrade: level %q, ladder %q (was %q)", ns.Labels[meshv1.LabelLevel], ns.Annotations[meshv1.AnnotationLadder], levels)

@@ -185,6 +185,12 @@ func runOperatorAs(t *testing.T, kubeconfig, namespace string, args ...string) *
 // SIGKILL, after which a new one would wait out the old one's lease.
 func startOperator(t *testing.T, kubeconfig, namespace string, leaderElect bool, args ...string) *operator {
 	t.Helper()
+	return startOperatorBin(t, managerBin, kubeconfig, namespace, leaderElect, args...)
+}
+
+// startOperatorBin is startOperator with another build of the operator (a previous release's).
+func startOperatorBin(t *testing.T, bin, kubeconfig, namespace string, leaderElect bool, args ...string) *operator {
+	t.Helper()
 	logPath := filepath.Join(t.TempDir(), "manager.log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
@@ -194,7 +200,7 @@ func startOperator(t *testing.T, kubeconfig, namespace string, leaderElect bool,
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(managerBin, "--kubeconfig="+kubeconfig,
+	cmd := exec.Command(bin, "--kubeconfig="+kubeconfig,
 		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", metricsPort), "--metrics-secure=false",
 		"--health-probe-bind-address=127.0.0.1:0",
 		fmt.Sprintf("--leader-elect=%v", leaderElect), "--leader-election-namespace="+namespace, "--zap-log-level=debug")
@@ -288,6 +294,21 @@ func passesWriteNothing(t *testing.T, cl *cluster.Cluster, what string) {
 			t.Fatalf("pass %d over %s made %d writes: %v", pass, what, n, writes.Writes())
 		}
 	}
+}
+
+// deleteMeshWhileRunning deletes the installation "default" at the end of the test, before the
+// clean-ups registered earlier: call it after starting an operator that replaced another, so
+// that one still runs to release the installation.
+func deleteMeshWhileRunning(t *testing.T, c client.Client) {
+	t.Helper()
+	ctx := context.Background()
+	t.Cleanup(func() {
+		_ = c.Delete(ctx, &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}})
+		eventually(t, 60*time.Second, "the MeshInstallation to be deleted", func() (bool, error) {
+			err := c.Get(ctx, client.ObjectKey{Name: "default"}, &meshv1.MeshInstallation{})
+			return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
+		})
+	})
 }
 
 // createMesh creates the installation and deletes it at the end of the test, waiting until the

@@ -75,7 +75,7 @@ func TestPluginMidRollout(t *testing.T) {
 		t.Fatalf("status: %v\n%s", err, errOut)
 	}
 	for _, want := range []string{"MeshInstallation default", "✓ Certificates", "✓ ControlPlane", "✓ Injection", "✓ Policies", "✗ Adoption",
-		"NamespacesProgressing", "Namespaces: 2 enrolled, 0 in progress", "CA expires in", "Control plane: revision default"} {
+		"NamespacesProgressing", "Namespaces: 2 enrolled, 0 in progress", "CA expires in", "Control plane\n", "Istio 1.31.4   active"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)
 		}

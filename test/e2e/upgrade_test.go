@@ -71,7 +71,7 @@ func exists(t *testing.T, c client.Client, obj client.Object, namespace, name st
 // webhooks point at its own local istiod) in one update, as a user upgrading would.
 func upgradeTo(t *testing.T, c client.Client, version, repository string, istiodPort int) {
 	t.Helper()
-	spec := map[string]any{"version": version, "controlPlane": map[string]any{"values": cluster.WebhookValues(istiodPort), "chartSource": map[string]any{"repository": repository}}}
+	spec := map[string]any{"version": version, "controlPlane": map[string]any{"values": cluster.WebhookValues(istiodPort), "chartSource": map[string]any{"repository": repository, "insecureHTTP": true}}}
 	if version == "" {
 		spec["version"] = nil
 	}
@@ -223,15 +223,7 @@ func TestRevisionBasedUpgrade(t *testing.T) {
 	}
 	t.Logf("killed the operator while %s was moving (step %s)", killedNS, killedStep)
 	startOperator(t, cl.Kubeconfig, "default", false, cacheDir)
-	// This operator stops before the clean-ups registered earlier run: the installation is
-	// removed while it runs.
-	t.Cleanup(func() {
-		_ = c.Delete(ctx, &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}})
-		eventually(t, 60*time.Second, "the MeshInstallation to be deleted", func() (bool, error) {
-			err := c.Get(ctx, client.ObjectKey{Name: "default"}, &meshv1.MeshInstallation{})
-			return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
-		})
-	})
+	deleteMeshWhileRunning(t, c)
 	eventually(t, 4*time.Minute, "every namespace on revision 1-31-5 and the default revision removed", func() (bool, error) {
 		if exists(t, c, &appsv1.Deployment{}, "istio-system", "istiod") {
 			return false, nil

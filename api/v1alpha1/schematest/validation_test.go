@@ -117,6 +117,10 @@ func TestInvalidSpecsAreRefused(t *testing.T) {
 			spec: "controlPlane: {chartSource: {repository: istio-release.storage.googleapis.com/charts}}",
 			want: "controlPlane.chartSource.repository must be the http(s) URL of a Helm chart repository",
 		},
+		"chart source over plain http": {
+			spec: "controlPlane: {chartSource: {repository: 'http://charts.example.com/istio'}}",
+			want: "set controlPlane.chartSource.insecureHTTP: true for a repository inside a network you trust",
+		},
 		"chart source with credentials": {
 			spec: "controlPlane: {chartSource: {repository: 'https://user:secret@charts.example.com/istio'}}",
 			want: "without credentials in it",
@@ -284,6 +288,10 @@ namespaces:
 		},
 		"an upgrade from a chart repository": {
 			spec:     "version: 1.32.1\nupgrade: {strategy: RevisionBased}\ncontrolPlane: {chartSource: {repository: 'https://istio-release.storage.googleapis.com/charts'}}",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m}",
+		},
+		"plain http, allowed explicitly": {
+			spec:     "version: 1.32.1\ncontrolPlane: {chartSource: {repository: 'http://charts.internal/istio', insecureHTTP: true}}",
 			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m}",
 		},
 		"an in-place upgrade from an OCI registry": {
