@@ -25,6 +25,8 @@ const (
 	StageDurationName      = "meshwright_stage_duration_seconds"
 	LadderEventsName       = "meshwright_ladder_events_total"
 	RollbacksName          = "meshwright_rollbacks_total"
+	RevisionNamespacesName = "meshwright_revision_namespaces"
+	RevisionPodsName       = "meshwright_revision_pods"
 	installationLabel      = "installation"
 	levelLabel, stageLabel = "level", "stage"
 )
@@ -59,6 +61,14 @@ var (
 		Name: RollbacksName,
 		Help: "Steps reverted because the namespace's pods were not all Ready within spec.rollout.stepTimeout.",
 	}, []string{installationLabel})
+	revisionNamespaces = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: RevisionNamespacesName,
+		Help: "Namespaces each control-plane revision serves (active: \"true\" for the one namespaces move to); two revisions during an upgrade.",
+	}, []string{installationLabel, "revision", "version", "active"})
+	revisionPods = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: RevisionPodsName,
+		Help: "Running pods each control-plane revision injected.",
+	}, []string{installationLabel, "revision", "version", "active"})
 	caExpiry = &expiryCollector{notAfter: map[string]time.Time{}, now: time.Now}
 )
 
@@ -68,7 +78,7 @@ var registerOnce sync.Once
 // serves. It is safe to call more than once (every reconciler set-up does).
 func Register() {
 	registerOnce.Do(func() {
-		metrics.Registry.MustRegister(namespaces, inProgress, blocked, condition, stageDuration, ladderEvents, rollbacks, caExpiry)
+		metrics.Registry.MustRegister(namespaces, inProgress, blocked, condition, stageDuration, ladderEvents, rollbacks, revisionNamespaces, revisionPods, caExpiry)
 	})
 }
 
@@ -94,6 +104,19 @@ func RecordStatus(installation string, st *meshv1.MeshInstallationStatus) {
 		condition.WithLabelValues(installation, c.Type, string(c.Status), c.Reason).Set(1)
 	}
 
+	// A removed revision's series go with it.
+	for _, v := range []*prometheus.GaugeVec{revisionNamespaces, revisionPods} {
+		v.DeletePartialMatch(prometheus.Labels{installationLabel: installation})
+	}
+	for _, r := range st.Revisions {
+		active := "false"
+		if r.Active {
+			active = "true"
+		}
+		revisionNamespaces.WithLabelValues(installation, r.Name, r.Version, active).Set(float64(r.Namespaces))
+		revisionPods.WithLabelValues(installation, r.Name, r.Version, active).Set(float64(r.Pods))
+	}
+
 	if st.Certificates != nil && st.Certificates.NotAfter != nil {
 		caExpiry.set(installation, st.Certificates.NotAfter.Time)
 	} else {
@@ -106,7 +129,7 @@ func Forget(installation string) {
 	match := prometheus.Labels{installationLabel: installation}
 	for _, v := range []interface {
 		DeletePartialMatch(prometheus.Labels) int
-	}{namespaces, inProgress, blocked, condition, ladderEvents, rollbacks} {
+	}{namespaces, inProgress, blocked, condition, ladderEvents, rollbacks, revisionNamespaces, revisionPods} {
 		v.DeletePartialMatch(match)
 	}
 	caExpiry.forget(installation)
@@ -169,5 +192,5 @@ func (e *expiryCollector) Collect(ch chan<- prometheus.Metric) {
 func Names() []string {
 	return []string{NamespacesName, InProgressName, BlockedName, ConditionName, CAExpiryName,
 		StageDurationName + "_bucket", StageDurationName + "_sum", StageDurationName + "_count",
-		LadderEventsName, RollbacksName}
+		LadderEventsName, RollbacksName, RevisionNamespacesName, RevisionPodsName}
 }

@@ -144,3 +144,24 @@ func TestRegister(t *testing.T) {
 }
 
 func ctrlRegistry() prometheus.Gatherer { return ctrlmetrics.Registry }
+
+// TestRevisionSeries: one series per revision in status, labelled with its version and whether
+// it is active; a revision removed from status loses its series.
+func TestRevisionSeries(t *testing.T) {
+	const mesh = "revisions"
+	defer Forget(mesh)
+	RecordStatus(mesh, &meshv1.MeshInstallationStatus{Revisions: []meshv1.RevisionStatus{
+		{Name: "1-31-5", Version: "1.31.5", Active: true, Namespaces: 3, Pods: 9},
+		{Name: "default", Version: "1.31.4", Namespaces: 1, Pods: 2},
+	}})
+	if got := testutil.ToFloat64(revisionNamespaces.WithLabelValues(mesh, "1-31-5", "1.31.5", "true")); got != 3 {
+		t.Errorf("namespaces of the active revision = %v, want 3", got)
+	}
+	if got := testutil.ToFloat64(revisionPods.WithLabelValues(mesh, "default", "1.31.4", "false")); got != 2 {
+		t.Errorf("pods of the retiring revision = %v, want 2", got)
+	}
+	RecordStatus(mesh, &meshv1.MeshInstallationStatus{Revisions: []meshv1.RevisionStatus{{Name: "1-31-5", Version: "1.31.5", Active: true, Namespaces: 4, Pods: 11}}})
+	if n := testutil.CollectAndCount(revisionNamespaces); n != 1 {
+		t.Errorf("%d revision series after the old revision went, want 1", n)
+	}
+}

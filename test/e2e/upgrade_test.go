@@ -81,6 +81,40 @@ func upgradeTo(t *testing.T, c client.Client, version, repository string, istiod
 	}
 }
 
+// settledRevisions waits until the installation is Ready and status.revisions reads want: the
+// revisions are counted by the ControlPlane stage, before the ladder's moves of the same pass,
+// so they settle a pass after the last move.
+func settledRevisions(t *testing.T, c client.Client, want string) *meshv1.MeshInstallation {
+	t.Helper()
+	mesh := &meshv1.MeshInstallation{}
+	eventually(t, time.Minute, "Ready with status.revisions "+want, func() (bool, error) {
+		if err := c.Get(context.Background(), client.ObjectKey{Name: "default"}, mesh); err != nil {
+			return false, err
+		}
+		return meta.IsStatusConditionTrue(mesh.Status.Conditions, meshv1.ConditionReady) && revisionNames(mesh) == want, nil
+	})
+	return mesh
+}
+
+// setPaused sets spec.rollout.paused.
+func setPaused(t *testing.T, c client.Client, paused bool) {
+	t.Helper()
+	patch, _ := json.Marshal(map[string]any{"spec": map[string]any{"rollout": map[string]any{"paused": paused}}})
+	if err := c.Patch(context.Background(), &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, client.RawPatch(types.MergePatchType, patch)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// restartOperator kills the operator (SIGKILL: no clean-up of any kind) and starts another.
+func restartOperator(t *testing.T, cl *cluster.Cluster, op *operator, phase string, args ...string) *operator {
+	t.Helper()
+	if err := op.stop(syscall.SIGKILL, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("killed the operator: %s", phase)
+	return startOperator(t, cl.Kubeconfig, "default", false, args...)
+}
+
 // startRevisionIstiod runs a local istiod for a revision once the operator has rendered its
 // ConfigMaps; it is stopped at the end of the test, or earlier by the caller.
 func startRevisionIstiod(t *testing.T, cl *cluster.Cluster, port int, rev string) *cluster.Istiod {
@@ -115,9 +149,10 @@ func revisionNames(mesh *meshv1.MeshInstallation) string {
 // "default") to 1.31.5 (charts served by a Helm repository the test runs, revision 1-31-5), each
 // revision served by its own local istiod. Both revisions run during the move and namespaces
 // switch one at a time; an upgrade set back returns every namespace to the old revision and
-// removes the new one; the upgrade done again survives the operator being killed in the middle
-// of a namespace's move (the same move resumes), and ends with the old revision removed and
-// every pod injected by the new one. `kubectl meshwright status` shows both revisions mid-move.
+// removes the new one; the upgrade done again survives the operator being killed at each phase
+// (the new revision installed with the rollout paused, a namespace mid-move: the same move
+// resumes, the old revision retiring while a namespace labelled by hand still selects it), and
+// ends with the old revision removed and every pod injected by the new one. `kubectl meshwright status` shows both revisions mid-move.
 func TestRevisionBasedUpgrade(t *testing.T) {
 	ctx := context.Background()
 	cl, c := startCluster(t, cluster.Options{})
@@ -199,15 +234,48 @@ func TestRevisionBasedUpgrade(t *testing.T) {
 	if exists(t, c, &admissionregistrationv1.MutatingWebhookConfiguration{}, "", "istio-sidecar-injector-1-31-5") {
 		t.Error("the injection webhook of the removed revision is still there")
 	}
-	mesh = waitCondition(t, c, meshv1.ConditionReady, metav1.ConditionTrue, meshv1.ReasonAllStagesReady, time.Minute)
-	if got := revisionNames(mesh); got != "default@1.31.4:2ns/4pods*" {
-		t.Errorf("status.revisions after the abort = %s", got)
-	}
+	mesh = settledRevisions(t, c, "default@1.31.4:2ns/4pods*")
 	istiodB.Stop()
 
-	// The upgrade again, with the operator killed in the middle of a namespace's move.
+	// The upgrade again, with the operator killed at each phase: the new revision installed
+	// with the rollout paused, a namespace mid-move, and the old revision kept by a namespace
+	// someone else labelled for it.
+	makeNamespace(t, c, "hold-default", map[string]string{"istio.io/rev": "default"}, nil)
+	setPaused(t, c, true)
 	upgradeTo(t, c, "1.31.5", repo.URL, portB)
 	startRevisionIstiod(t, cl, portB, "1-31-5")
+	eventually(t, 3*time.Minute, "revision 1-31-5 serving beside default, the rollout paused", func() (bool, error) {
+		m := &meshv1.MeshInstallation{}
+		if err := c.Get(ctx, client.ObjectKey{Name: "default"}, m); err != nil {
+			return false, err
+		}
+		return meta.IsStatusConditionTrue(m.Status.Conditions, meshv1.ConditionInjectionReady) &&
+			revisionNames(m) == "1-31-5@1.31.5:0ns/0pods* default@1.31.4:3ns/4pods", nil
+	})
+	families, err := scrape(op.metrics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []struct {
+		labels map[string]string
+		value  float64
+	}{
+		{map[string]string{"installation": "default", "revision": "1-31-5", "version": "1.31.5", "active": "true"}, 0},
+		{map[string]string{"installation": "default", "revision": "default", "version": "1.31.4", "active": "false"}, 3},
+	} {
+		if v, ok := sampleOf(families, "meshwright_revision_namespaces", want.labels); !ok || v != want.value {
+			t.Errorf("meshwright_revision_namespaces%v = %v (found %v), want %v", want.labels, v, ok, want.value)
+		}
+	}
+	op = restartOperator(t, cl, op, "the new revision installed, the rollout paused", cacheDir)
+	time.Sleep(3 * time.Second)
+	for _, ns := range []string{"up-a", "up-b"} {
+		if st := stateOf(getNamespace(t, c, ns)); st.Step != nil || !onRevision(t, c, ns, "default", 2) {
+			t.Fatalf("%s moved while the rollout was paused: %+v", ns, st)
+		}
+	}
+	setPaused(t, c, false)
+
 	var killedNS, killedStep string
 	eventually(t, 3*time.Minute, "a namespace moving to revision 1-31-5", func() (bool, error) {
 		for _, ns := range []string{"up-a", "up-b"} {
@@ -218,17 +286,27 @@ func TestRevisionBasedUpgrade(t *testing.T) {
 		}
 		return false, nil
 	})
-	if err := op.stop(syscall.SIGKILL, 10*time.Second); err != nil {
+	op = restartOperator(t, cl, op, "namespace "+killedNS+" moving (step "+killedStep+")", cacheDir)
+	eventually(t, 4*time.Minute, "every enrolled namespace on revision 1-31-5, default kept for hold-default", func() (bool, error) {
+		m := &meshv1.MeshInstallation{}
+		if err := c.Get(ctx, client.ObjectKey{Name: "default"}, m); err != nil {
+			return false, err
+		}
+		cond := meta.FindStatusCondition(m.Status.Conditions, meshv1.ConditionControlPlaneReady)
+		return onRevision(t, c, "up-a", "1-31-5", 2) && onRevision(t, c, "up-b", "1-31-5", 2) &&
+			cond != nil && cond.Reason == meshv1.ReasonRevisionRetiring && strings.Contains(cond.Message, "hold-default"), nil
+	})
+	restartOperator(t, cl, op, "the old revision retiring", cacheDir)
+	deleteMeshWhileRunning(t, c)
+	if !exists(t, c, &appsv1.Deployment{}, "istio-system", "istiod") {
+		t.Fatal("the default revision was removed while hold-default selects it")
+	}
+	patch := []byte(`{"metadata":{"labels":{"istio.io/rev":null}}}`)
+	if err := c.Patch(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "hold-default"}}, client.RawPatch(types.MergePatchType, patch)); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("killed the operator while %s was moving (step %s)", killedNS, killedStep)
-	startOperator(t, cl.Kubeconfig, "default", false, cacheDir)
-	deleteMeshWhileRunning(t, c)
-	eventually(t, 4*time.Minute, "every namespace on revision 1-31-5 and the default revision removed", func() (bool, error) {
-		if exists(t, c, &appsv1.Deployment{}, "istio-system", "istiod") {
-			return false, nil
-		}
-		return onRevision(t, c, "up-a", "1-31-5", 2) && onRevision(t, c, "up-b", "1-31-5", 2), nil
+	eventually(t, 2*time.Minute, "the default revision removed once unused", func() (bool, error) {
+		return !exists(t, c, &appsv1.Deployment{}, "istio-system", "istiod"), nil
 	})
 	dep := &appsv1.Deployment{}
 	if err := c.Get(ctx, client.ObjectKey{Namespace: killedNS, Name: "web"}, dep); err != nil {
@@ -240,10 +318,7 @@ func TestRevisionBasedUpgrade(t *testing.T) {
 	if exists(t, c, &admissionregistrationv1.MutatingWebhookConfiguration{}, "", "istio-sidecar-injector") {
 		t.Error("the default revision's injection webhook is still there")
 	}
-	mesh = waitCondition(t, c, meshv1.ConditionReady, metav1.ConditionTrue, meshv1.ReasonAllStagesReady, time.Minute)
-	if got := revisionNames(mesh); got != "1-31-5@1.31.5:2ns/4pods*" {
-		t.Errorf("status.revisions after the upgrade = %s", got)
-	}
+	mesh = settledRevisions(t, c, "1-31-5@1.31.5:2ns/4pods*")
 	if cond := meta.FindStatusCondition(mesh.Status.Conditions, meshv1.ConditionControlPlaneReady); cond == nil || !strings.Contains(cond.Message, "revision 1-31-5") {
 		t.Errorf("ControlPlaneReady = %+v, want it to name the revision", cond)
 	}
