@@ -139,7 +139,10 @@ func discoveryImage(dep *unstructured.Unstructured) string {
 
 // usage counts, per revision, the namespaces that select it and the running pods it injected.
 // Without a Workloads reader nothing is known, and no revision is ever retired.
-func (s *Stage) usage(ctx context.Context) (map[string]revision.Usage, bool, error) {
+// Moves' records are read only when another revision than the active one is installed (moves):
+// in steady state the counts are for status alone, with nothing to retire, and every namespace's
+// record need not be decoded on every pass.
+func (s *Stage) usage(ctx context.Context, moves bool) (map[string]revision.Usage, bool, error) {
 	if s.Workloads == nil {
 		return nil, false, nil
 	}
@@ -154,6 +157,9 @@ func (s *Stage) usage(ctx context.Context) (map[string]revision.Usage, bool, err
 		labels[ns.Name] = ns.Labels
 		// A move records the revision it comes from, to go back to it on rollback: that
 		// revision stays while the move runs, even once no label or pod names it.
+		if !moves {
+			continue
+		}
 		if revs := ladderRevisions(ns.Annotations[meshv1.AnnotationLadder]); len(revs) > 0 {
 			if recorded == nil {
 				recorded = map[string][]string{}

@@ -206,7 +206,7 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 	if err != nil {
 		return stages.Result{}, err
 	}
-	usage, known, err := s.usage(ctx)
+	usage, known, err := s.usage(ctx, len(others) > 0)
 	if err != nil {
 		return stages.Result{}, err
 	}
