@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 
@@ -214,11 +215,7 @@ func ladderRevisions(raw string) []string {
 // A retiring revision is not applied again (its spec is gone); broken names the ones still in
 // use whose istiod does not serve, where pods cannot be created (the webhook fails closed).
 func (s *Stage) retire(ctx context.Context, others map[string][]*unstructured.Unstructured, installed []revision.Installed, usage map[string]revision.Usage, known bool) (serving, broken []string, err error) {
-	names := make([]string, 0, len(others))
-	for name := range others {
-		names = append(names, name)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(others))
 	for _, name := range names {
 		u := usage[name]
 		if !known || !u.Unused() {
@@ -253,11 +250,7 @@ func (s *Stage) retire(ctx context.Context, others map[string][]*unstructured.Un
 func revisionStatuses(mesh *meshv1.MeshInstallation, active, activeVersion string, installed []revision.Installed, others map[string][]*unstructured.Unstructured, usage map[string]revision.Usage) []meshv1.RevisionStatus {
 	out := []meshv1.RevisionStatus{{Name: active, Version: activeVersion, Active: true,
 		Namespaces: int32(usage[active].Namespaces), Pods: int32(usage[active].Pods)}}
-	names := make([]string, 0, len(others))
-	for name := range others {
-		names = append(names, name)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(others))
 	for _, name := range names {
 		version := recordedVersion(mesh, name)
 		for _, r := range installed {

@@ -8,8 +8,8 @@ package revision
 
 import (
 	"fmt"
+	"maps"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -198,11 +198,7 @@ func Count(namespaceLabels map[string]map[string]string, podRevisions map[string
 		}
 		return u
 	}
-	names := make([]string, 0, len(namespaceLabels))
-	for ns := range namespaceLabels {
-		names = append(names, ns)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(namespaceLabels))
 	for _, ns := range names {
 		revs := steps[ns]
 		if rev := OfNamespace(namespaceLabels[ns]); rev != "" && !slices.Contains(revs, rev) {
@@ -214,11 +210,7 @@ func Count(namespaceLabels map[string]map[string]string, podRevisions map[string
 			out[rev] = u
 		}
 	}
-	nsOfPods := make([]string, 0, len(podRevisions))
-	for ns := range podRevisions {
-		nsOfPods = append(nsOfPods, ns)
-	}
-	sort.Strings(nsOfPods)
+	nsOfPods := slices.Sorted(maps.Keys(podRevisions))
 	for _, ns := range nsOfPods {
 		for _, rev := range podRevisions[ns] {
 			u := note(rev, ns)
