@@ -342,7 +342,7 @@ func NewStages(d StageDeps) []stages.Stage {
 		certManagerFound = func() error { return d.Watch(certificates.CertificateGVK, certificates.IssuerGVK) }
 	}
 	return []stages.Stage{
-		&certificates.Stage{Client: d.Client, Reader: d.APIReader, Mapper: d.Mapper, CertManagerFound: certManagerFound, Applier: applier},
+		&certificates.Stage{Client: d.Client, Reader: d.APIReader, Pods: workloads, Mapper: d.Mapper, CertManagerFound: certManagerFound, Applier: applier},
 		&controlplane.Stage{Client: d.Client, Reader: d.APIReader, Applier: applier, KubeVersion: d.KubeVersion, ExternalCRDs: d.ExternalIstioCRDs,
 			Charts: d.Charts, Workloads: workloads},
 		&injection.Stage{Client: d.Client},

@@ -50,6 +50,12 @@ const (
 	ReasonInvalidCA = "InvalidCA"
 	// ReasonCAExpiringSoon means the intermediate CA is close to expiry and has not been renewed.
 	ReasonCAExpiringSoon = "CAExpiringSoon"
+	// ReasonRotatingRoot means a root rotation is in progress: status.certificates.rotation
+	// says which phase and what it waits for. The mesh CA is usable throughout.
+	ReasonRotatingRoot = "RotatingRoot"
+	// ReasonCARecordLost means the operator's record of a root rotation in progress was lost
+	// (the cacerts Secret deleted or its annotation edited); it refuses to guess the CA.
+	ReasonCARecordLost = "CARecordLost"
 	// ReasonCAReady means the cacerts Secret holds a valid intermediate CA.
 	ReasonCAReady = "CAReady"
 	// ReasonUnsupportedVersion means spec.version is not one this build can install; the message
@@ -153,6 +159,12 @@ const (
 	// progress, when the level was reached, a hold after a rollback) as JSON. Deleting it
 	// releases a hold.
 	AnnotationLadder = "meshwright.io/ladder"
+	// AnnotationRotateRoot on the MeshInstallation asks for a root rotation; each new value
+	// asks for one more (kubectl annotate --overwrite mesh default meshwright.io/rotate-root=$(date +%s)).
+	AnnotationRotateRoot = "meshwright.io/rotate-root"
+	// AnnotationCA on the cacerts Secret is the operator's record of the mesh CA (its
+	// generation and a rotation in progress), written together with the content it describes.
+	AnnotationCA = "meshwright.io/ca"
 	// AnnotationRestartedFor on a workload's pod template names the step that restarted it.
 	AnnotationRestartedFor = "meshwright.io/restarted-for"
 )

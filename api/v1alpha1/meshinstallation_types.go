@@ -49,6 +49,8 @@ const (
 	DefaultCADuration = "8760h"
 	// DefaultRootDuration is the lifetime of the self-signed root the operator manages.
 	DefaultRootDuration = "87600h"
+	// DefaultTrustPropagation is how long a root rotation lets a new trust bundle spread.
+	DefaultTrustPropagation = "2m"
 )
 
 // MeshInstallationSpec is everything a platform team decides about its mesh: one document, from
@@ -121,6 +123,13 @@ type CertificatesSpec struct {
 	// PrivateKey sets the key algorithm and size of the CA keys. Default ECDSA P-256.
 	// +optional
 	PrivateKey PrivateKeySpec `json:"privateKey,omitempty"`
+
+	// TrustPropagation is how long a root rotation keeps signing with the old intermediate
+	// after istiod publishes the bundle of both roots, so that every proxy holds the new root
+	// before any peer presents a certificate that chains to it. Default 2m.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$')",message="certificates.trustPropagation must be a duration, such as '2m'"
+	TrustPropagation *metav1.Duration `json:"trustPropagation,omitempty"`
 }
 
 // IssuerReference points at a cert-manager issuer the user already runs.
@@ -403,6 +412,60 @@ type CertificatesStatus struct {
 	// Issuer names the cert-manager issuer that signs the intermediate, as Kind/name.
 	// +optional
 	Issuer string `json:"issuer,omitempty"`
+	// Generation counts the root rotations done: 0 is the root the installation started with.
+	// +optional
+	Generation int32 `json:"generation,omitempty"`
+	// RotatedFor is the value of the meshwright.io/rotate-root annotation the last finished
+	// rotation answered; setting the annotation to another value starts a new one.
+	// +optional
+	RotatedFor string `json:"rotatedFor,omitempty"`
+	// Rotation reports the root rotation in progress, if any.
+	// +optional
+	Rotation *RootRotationStatus `json:"rotation,omitempty"`
+}
+
+// RotationPhase is a phase of a root rotation.
+// +kubebuilder:validation:Enum=Prepare;Trust;Switch;Drop
+type RotationPhase string
+
+const (
+	// RotationPrepare: cert-manager issues the new root (or the user's new issuer signs) and the
+	// new intermediate; nothing the mesh uses has changed yet.
+	RotationPrepare RotationPhase = "Prepare"
+	// RotationTrust: cacerts publishes both roots while istiod still signs with the old
+	// intermediate; it ends once istiod published both everywhere and they had time to spread.
+	RotationTrust RotationPhase = "Trust"
+	// RotationSwitch: istiod signs with the new intermediate; workloads restart progressively
+	// so that every proxy holds a certificate that chains to the new root.
+	RotationSwitch RotationPhase = "Switch"
+	// RotationDrop: the old root leaves the bundle; it ends once istiod published the new root
+	// alone, and the old root's objects are deleted.
+	RotationDrop RotationPhase = "Drop"
+)
+
+// RootRotationStatus is a root rotation in progress.
+type RootRotationStatus struct {
+	// Phase is where the rotation stands.
+	Phase RotationPhase `json:"phase"`
+	// Since is when the phase began.
+	// +optional
+	Since *metav1.Time `json:"since,omitempty"`
+	// Trigger says what asked for the rotation: the meshwright.io/rotate-root annotation or a
+	// change of spec.certificates.issuerRef.
+	// +optional
+	Trigger string `json:"trigger,omitempty"`
+	// Issuer is the issuer that signs the new intermediate, as Kind/name.
+	// +optional
+	Issuer string `json:"issuer,omitempty"`
+	// SigningSince is, in the Switch phase, when istiod was first seen signing with the new
+	// intermediate (its own serving certificate is from it): pods with the proxy started
+	// before then are restarted.
+	// +optional
+	SigningSince *metav1.Time `json:"signingSince,omitempty"`
+	// PendingPods is, in the Switch phase, the number of running pods with Istio's proxy that
+	// started before SigningSince and so may still hold a certificate of the old intermediate.
+	// +optional
+	PendingPods int32 `json:"pendingPods,omitempty"`
 }
 
 // NamespacesStatus summarises where the enrolled namespaces stand on the ladder.

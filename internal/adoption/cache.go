@@ -35,8 +35,8 @@ func CacheOptions() cache.Options {
 	}
 }
 
-// slimPod keeps a pod's labels, its container names (to see the proxy), the revision that
-// injected it (Istio's istio.io/rev annotation), its phase and its Ready condition.
+// slimPod keeps a pod's labels, its creation time, its container names (to see the proxy), the
+// revision that injected it (Istio's istio.io/rev annotation), its phase and its Ready condition.
 func slimPod(obj any) (any, error) {
 	p, ok := obj.(*corev1.Pod)
 	if !ok {
@@ -45,6 +45,8 @@ func slimPod(obj any) (any, error) {
 	slim := &corev1.Pod{}
 	slim.Name, slim.Namespace, slim.UID, slim.ResourceVersion = p.Name, p.Namespace, p.UID, p.ResourceVersion
 	slim.Labels, slim.DeletionTimestamp, slim.Generation = p.Labels, p.DeletionTimestamp, p.Generation
+	// When it started: a root rotation restarts the pods started before its switch.
+	slim.CreationTimestamp = p.CreationTimestamp
 	if ref := metav1.GetControllerOfNoCopy(p); ref != nil {
 		slim.OwnerReferences = []metav1.OwnerReference{{Kind: ref.Kind, Name: ref.Name, UID: ref.UID, Controller: ref.Controller}}
 	}

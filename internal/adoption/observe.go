@@ -15,7 +15,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/meshwright/meshwright/internal/injection"
 	"github.com/meshwright/meshwright/internal/ladder"
 	"github.com/meshwright/meshwright/internal/revision"
 )
@@ -106,7 +105,7 @@ func observeWorkloads(ctx context.Context, r client.Reader, namespace string) (l
 		} else {
 			sum.NotReady = append(sum.NotReady, p.Name)
 		}
-		injected := injection.HasProxy(p)
+		injected := revision.HasProxy(p)
 		if !injected {
 			sum.Uninjected = append(sum.Uninjected, p.Name)
 		}
@@ -115,6 +114,9 @@ func observeWorkloads(ctx context.Context, r client.Reader, namespace string) (l
 				out[j].Pods++
 				if injected {
 					out[j].Injected = true
+					if t := p.CreationTimestamp.Time; out[j].Started.IsZero() || t.Before(out[j].Started) {
+						out[j].Started = t
+					}
 					if rev := p.Annotations[revision.PodAnnotation]; rev != "" && !slices.Contains(out[j].Revisions, rev) {
 						out[j].Revisions = append(out[j].Revisions, rev)
 					}

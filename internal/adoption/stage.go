@@ -24,6 +24,7 @@ import (
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/apply"
+	"github.com/meshwright/meshwright/internal/certificates"
 	"github.com/meshwright/meshwright/internal/ladder"
 	"github.com/meshwright/meshwright/internal/metrics"
 	"github.com/meshwright/meshwright/internal/policy"
@@ -81,7 +82,8 @@ type Target struct {
 func SettingsOf(mesh *meshv1.MeshInstallation, target Target) ladder.Settings {
 	r := mesh.Spec.Rollout
 	st := ladder.Settings{Generation: mesh.Generation, Paused: r.Paused, MaxUnavailable: intstr.FromString("25%"),
-		SoakTime: time.Hour, StepTimeout: 10 * time.Minute, Revision: target.Revision, Newer: target.Newer}
+		SoakTime: time.Hour, StepTimeout: 10 * time.Minute, Revision: target.Revision, Newer: target.Newer,
+		RefreshBefore: certificates.RefreshBefore(mesh)}
 	if r.MaxUnavailablePerNamespace != nil {
 		st.MaxUnavailable = *r.MaxUnavailablePerNamespace
 	}

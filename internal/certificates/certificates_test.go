@@ -26,7 +26,19 @@ func TestDesired(t *testing.T) {
 		wantKinds []string
 		issuer    string // kind/name of the intermediate's issuer
 		keySize   any
+		gen       int
 	}{
+		"a later root generation has names of its own, and its intermediate a Secret of its own": {
+			gen:       2,
+			wantKinds: []string{"Namespace", "Issuer", "Certificate", "Issuer", "Certificate"},
+			issuer:    "Issuer/" + RootIssuer + "-2", keySize: int64(256),
+		},
+		"the user's issuer in a later generation": {
+			gen:       1,
+			spec:      meshv1.CertificatesSpec{IssuerRef: &meshv1.IssuerReference{Name: "corp-ca"}},
+			wantKinds: []string{"Namespace", "Certificate"},
+			issuer:    "ClusterIssuer/corp-ca", keySize: int64(256),
+		},
 		"self-signed root by default": {
 			wantKinds: []string{"Namespace", "Issuer", "Certificate", "Issuer", "Certificate"},
 			issuer:    "Issuer/" + RootIssuer, keySize: int64(256),
@@ -50,7 +62,7 @@ func TestDesired(t *testing.T) {
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			mesh := &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: meshv1.MeshInstallationSpec{Certificates: tc.spec}}
-			objs := Desired(mesh.Name, SettingsFor(mesh))
+			objs := Desired(mesh.Name, SettingsFor(mesh), tc.gen)
 			var kinds []string
 			for _, o := range objs {
 				kinds = append(kinds, o.GetKind())
@@ -62,7 +74,7 @@ func TestDesired(t *testing.T) {
 				t.Fatalf("kinds = %v, want %v", kinds, tc.wantKinds)
 			}
 			ca := objs[len(objs)-1]
-			if ca.GetName() != CACertificate || ca.GetNamespace() != meshv1.DefaultControlPlaneNamespace {
+			if ca.GetName() != IntermediateName(tc.gen) || ca.GetNamespace() != meshv1.DefaultControlPlaneNamespace {
 				t.Fatalf("last object is %s/%s, want the intermediate Certificate", ca.GetNamespace(), ca.GetName())
 			}
 			kind, _, _ := unstructured.NestedString(ca.Object, "spec", "issuerRef", "kind")
@@ -72,7 +84,7 @@ func TestDesired(t *testing.T) {
 			}
 			secret, _, _ := unstructured.NestedString(ca.Object, "spec", "secretName")
 			isCA, _, _ := unstructured.NestedBool(ca.Object, "spec", "isCA")
-			if secret != CASecret || !isCA {
+			if secret != IntermediateSecret(tc.gen) || !isCA {
 				t.Fatalf("intermediate writes %q (isCA %v), want cacerts as a CA", secret, isCA)
 			}
 			size, _, _ := unstructured.NestedFieldNoCopy(ca.Object, "spec", "privateKey", "size")

@@ -2,10 +2,13 @@
 // self-signed root with cert-manager (SelfSigned Issuer → root CA Certificate → CA Issuer) and
 // issues istiod's intermediate CA from it into the cacerts Secret, in the layout istiod reads
 // (tls.crt, tls.key, ca.crt). With spec.certificates.issuerRef the user's issuer signs the
-// intermediate and no root is created. Rotation is cert-manager's; this stage checks the result.
+// intermediate and no root is created. Renewal is cert-manager's; this stage checks the result.
+// Replacing the root is a rotation this stage runs itself, in phases (see rotation.go).
 package certificates
 
 import (
+	"fmt"
+	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -25,6 +28,37 @@ const (
 	CASecret = "cacerts"
 )
 
+// Objects are named by the generation of the root they belong to. Generation 0 keeps the names
+// installations had before rotations existed, and its intermediate is written by cert-manager
+// straight into cacerts, so that those installations are not touched until they rotate. From
+// generation 1 on, the intermediate has a Secret of its own and the operator composes cacerts
+// from it and the trust bundle, which a rotation needs to hold two roots at once.
+
+// RootName names a generation's self-signed root: its Certificate, Secret and CA Issuer.
+func RootName(gen int) string { return generationName(RootCertificate, gen) }
+
+// IntermediateName names a generation's intermediate Certificate.
+func IntermediateName(gen int) string { return generationName(CACertificate, gen) }
+
+// IntermediateSecret names the Secret cert-manager writes a generation's intermediate into.
+func IntermediateSecret(gen int) string {
+	if gen == 0 {
+		return CASecret
+	}
+	return IntermediateName(gen)
+}
+
+func generationName(base string, gen int) string {
+	if gen == 0 {
+		return base
+	}
+	return fmt.Sprintf("%s-%d", base, gen)
+}
+
+// SelfSignedIdentity is the issuer identity of the root the operator manages, whatever its
+// generation; a user's issuer is identified as Kind/name.
+const SelfSignedIdentity = "self-signed"
+
 const certManagerAPI = "cert-manager.io/v1"
 
 // Settings are the spec's certificate choices with the defaults filled in.
@@ -35,20 +69,53 @@ type Settings struct {
 	RootDuration time.Duration
 	Algorithm    string
 	Size         int64 // zero: cert-manager's default for the algorithm
-	// IssuerKind and IssuerName sign the intermediate: the user's issuer, or the managed root.
+	// IssuerKind and IssuerName sign the intermediate: the user's issuer, or the managed root
+	// (of generation 0; see Signer).
 	IssuerKind, IssuerName string
 	SelfSigned             bool
+	// TrustPropagation is how long a rotation lets the bundle of both roots spread.
+	TrustPropagation time.Duration
+}
+
+// Identity names the issuer the spec asks for, the same across root generations.
+func (s Settings) Identity() string {
+	if s.SelfSigned {
+		return SelfSignedIdentity
+	}
+	return s.IssuerKind + "/" + s.IssuerName
+}
+
+// WithIdentity returns the settings with the issuer an identity names: a rotation keeps the
+// issuer it started with even if the spec changes again while it runs.
+func (s Settings) WithIdentity(id string) Settings {
+	if id == SelfSignedIdentity {
+		s.SelfSigned, s.IssuerKind, s.IssuerName = true, "Issuer", RootIssuer
+		return s
+	}
+	if kind, name, ok := strings.Cut(id, "/"); ok {
+		s.SelfSigned, s.IssuerKind, s.IssuerName = false, kind, name
+	}
+	return s
+}
+
+// Signer is the issuer of a generation's intermediate, as Kind and name.
+func (s Settings) Signer(gen int) (kind, name string) {
+	if s.SelfSigned {
+		return "Issuer", RootName(gen)
+	}
+	return s.IssuerKind, s.IssuerName
 }
 
 // SettingsFor fills in the defaults of spec.certificates.
 func SettingsFor(mesh *meshv1.MeshInstallation) Settings {
 	c := mesh.Spec.Certificates
 	s := Settings{
-		Namespace:    ControlPlaneNamespace(mesh),
-		Duration:     durationOr(c.Duration, meshv1.DefaultCADuration),
-		RootDuration: durationOr(c.RootDuration, meshv1.DefaultRootDuration),
-		Algorithm:    string(meshv1.KeyAlgorithmECDSA),
-		Size:         256,
+		Namespace:        ControlPlaneNamespace(mesh),
+		Duration:         durationOr(c.Duration, meshv1.DefaultCADuration),
+		RootDuration:     durationOr(c.RootDuration, meshv1.DefaultRootDuration),
+		TrustPropagation: durationOr(c.TrustPropagation, meshv1.DefaultTrustPropagation),
+		Algorithm:        string(meshv1.KeyAlgorithmECDSA),
+		Size:             256,
 	}
 	if c.RenewBefore != nil {
 		s.RenewBefore = c.RenewBefore.Duration
@@ -91,9 +158,9 @@ func durationOr(d *metav1.Duration, def string) time.Duration {
 	return v
 }
 
-// Desired returns the objects of the stage, in the order they must be applied. It is a pure
-// function of the installation's name and settings.
-func Desired(installation string, s Settings) []*unstructured.Unstructured {
+// Desired returns the objects of a root generation, in the order they must be applied. It is a
+// pure function of the installation's name, the settings and the generation.
+func Desired(installation string, s Settings, gen int) []*unstructured.Unstructured {
 	labels := map[string]any{meshv1.LabelManagedBy: meshv1.ManagedByValue, meshv1.LabelInstallation: installation}
 	obj := func(apiVersion, kind, name, ns string, spec map[string]any) *unstructured.Unstructured {
 		meta := map[string]any{"name": name, "labels": copyMap(labels)}
@@ -119,35 +186,36 @@ func Desired(installation string, s Settings) []*unstructured.Unstructured {
 		rootKey["rotationPolicy"] = "Never"
 		out = append(out,
 			obj(certManagerAPI, "Issuer", SelfSignedIssuer, s.Namespace, map[string]any{"selfSigned": map[string]any{}}),
-			obj(certManagerAPI, "Certificate", RootCertificate, s.Namespace, map[string]any{
+			obj(certManagerAPI, "Certificate", RootName(gen), s.Namespace, map[string]any{
 				"isCA":           true,
 				"commonName":     "Meshwright root CA",
 				"subject":        map[string]any{"organizations": []any{"Meshwright"}},
 				"duration":       metav1.Duration{Duration: s.RootDuration}.Duration.String(),
-				"secretName":     RootSecret,
+				"secretName":     RootName(gen),
 				"privateKey":     rootKey,
 				"issuerRef":      map[string]any{"group": "cert-manager.io", "kind": "Issuer", "name": SelfSignedIssuer},
 				"secretTemplate": map[string]any{"labels": copyMap(labels)},
 			}),
-			obj(certManagerAPI, "Issuer", RootIssuer, s.Namespace, map[string]any{"ca": map[string]any{"secretName": RootSecret}}),
+			obj(certManagerAPI, "Issuer", RootName(gen), s.Namespace, map[string]any{"ca": map[string]any{"secretName": RootName(gen)}}),
 		)
 	}
+	kind, name := s.Signer(gen)
 	caSpec := map[string]any{
 		"isCA":       true,
 		"commonName": "Istio intermediate CA (" + s.Namespace + ")",
 		"subject":    map[string]any{"organizations": []any{"Meshwright"}},
 		"duration":   s.Duration.String(),
-		"secretName": CASecret,
+		"secretName": IntermediateSecret(gen),
 		"privateKey": copyMap(key),
 		"usages":     []any{"cert sign", "crl sign", "digital signature"},
-		"issuerRef":  map[string]any{"group": "cert-manager.io", "kind": s.IssuerKind, "name": s.IssuerName},
+		"issuerRef":  map[string]any{"group": "cert-manager.io", "kind": kind, "name": name},
 		// The label lets the operator cache only its own Secrets, not every Secret of the cluster.
 		"secretTemplate": map[string]any{"labels": copyMap(labels)},
 	}
 	if s.RenewBefore > 0 {
 		caSpec["renewBefore"] = s.RenewBefore.String()
 	}
-	return append(out, obj(certManagerAPI, "Certificate", CACertificate, s.Namespace, caSpec))
+	return append(out, obj(certManagerAPI, "Certificate", IntermediateName(gen), s.Namespace, caSpec))
 }
 
 func copyMap(m map[string]any) map[string]any {

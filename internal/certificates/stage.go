@@ -3,6 +3,7 @@ package certificates
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -47,6 +48,12 @@ type Stage struct {
 	// Reader reads from the API server directly, for the Secrets the cache does not hold (it
 	// holds only the operator's own).
 	Reader client.Reader
+	// Pods reads pods (the ladder's slim cache): a rotation waits for every proxy started before
+	// its switch to be replaced.
+	Pods client.Reader
+	// Serving reads the certificate chain istiod serves, to see which intermediate it signs
+	// with; DialServingChain when nil.
+	Serving ServingChain
 	// Mapper tells whether cert-manager's CRDs are installed.
 	Mapper meta.RESTMapper
 	// CertManagerFound is called once cert-manager's kinds are served, so the controller can
@@ -80,53 +87,79 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 	}
 
 	set := SettingsFor(mesh)
-	issuer := set.IssuerKind + "/" + set.IssuerName
 	if mesh.Status.Certificates == nil {
 		mesh.Status.Certificates = &meshv1.CertificatesStatus{}
 	}
-	mesh.Status.Certificates.Issuer = issuer
-	if res, blocked, err := s.checkForeignCASecret(ctx, mesh.Name, set.Namespace); err != nil || blocked {
-		return res, err
+	cacerts := &corev1.Secret{}
+	if err := s.Client.Get(ctx, client.ObjectKey{Namespace: set.Namespace, Name: CASecret}, cacerts); err != nil {
+		if !apierrors.IsNotFound(err) {
+			return stages.Result{}, err
+		}
+		cacerts = nil
+		if res, blocked, err := s.checkForeignCASecret(ctx, mesh.Name, set.Namespace); err != nil || blocked {
+			return res, err
+		}
 	}
-	for _, obj := range Desired(mesh.Name, set) {
+	rec, refused, err := s.record(ctx, mesh, set, cacerts)
+	if err != nil || refused != nil {
+		if refused != nil {
+			return *refused, nil
+		}
+		return stages.Result{}, err
+	}
+	if trigger, answers := Trigger(mesh, rec, set.Identity()); rec.Rotation == nil && trigger != "" && usable(cacerts, s.now()) {
+		// Recorded first, in the Secret istiod reads: from here on a restarted operator
+		// continues this rotation, and leaves generation 0's objects as they are.
+		rec.Rotation = &Rotation{Phase: meshv1.RotationPrepare, Since: s.now(), Trigger: trigger, Answers: answers,
+			Issuer: set.Identity(), OldRoots: string(ParseBundle(cacerts.Data["ca.crt"]).PEM()),
+			OldIntermediate: string(ParseBundle(cacerts.Data["tls.crt"])[:1].PEM())}
+		if err := s.writeCASecret(ctx, mesh.Name, set.Namespace, cacerts, rec, s.steadyContent(ctx, set.Namespace, rec.Generation)); err != nil {
+			return stages.Result{}, err
+		}
+	}
+	pending := 0
+	defer func() { Mirror(mesh.Status.Certificates, rec, set, pending, s.now()) }()
+	if rec.Rotation != nil {
+		return s.rotate(ctx, mesh, set, &rec, cacerts, &pending)
+	}
+	return s.steady(ctx, mesh, set, rec, cacerts)
+}
+
+// steady keeps a generation's objects applied and checks the CA istiod reads.
+func (s *Stage) steady(ctx context.Context, mesh *meshv1.MeshInstallation, set Settings, rec Record, cacerts *corev1.Secret) (stages.Result, error) {
+	gen := rec.Generation
+	kind, name := set.Signer(gen)
+	issuer := kind + "/" + name
+	mesh.Status.Certificates.Issuer = issuer
+	for _, obj := range Desired(mesh.Name, set, gen) {
 		if _, err := s.Applier.Apply(ctx, obj); err != nil {
 			return stages.Result{}, err
 		}
 	}
 	if !set.SelfSigned {
-		// Switched to the user's issuer: the managed root is no longer used.
-		if err := s.pruneRoot(ctx, mesh.Name, set.Namespace); err != nil {
-			return stages.Result{}, err
-		}
-	}
-
-	if !set.SelfSigned {
 		if res, waiting, err := s.checkUserIssuer(ctx, set); err != nil || waiting {
 			return res, err
 		}
 	}
-
-	cert := &unstructured.Unstructured{}
-	cert.SetGroupVersionKind(CertificateGVK)
-	if err := s.Client.Get(ctx, client.ObjectKey{Namespace: set.Namespace, Name: CACertificate}, cert); err != nil {
-		if apierrors.IsNotFound(err) {
-			return issuing("the Certificate was just created"), nil
-		}
-		return stages.Result{}, err
-	}
-	if ok, reason, msg := readyCondition(cert); !ok {
-		if reason == "" {
-			msg = "cert-manager has not reported on it yet"
-		}
-		return issuing(msg), nil
+	if res, waiting, err := s.waitIssued(ctx, set.Namespace, gen); err != nil || waiting {
+		return res, err
 	}
 
-	secret := &corev1.Secret{}
-	if err := s.Client.Get(ctx, client.ObjectKey{Namespace: set.Namespace, Name: CASecret}, secret); err != nil {
-		if apierrors.IsNotFound(err) {
-			return issuing("the cacerts Secret is not written yet"), nil
+	secret := cacerts
+	if gen > 0 {
+		// From the first rotation on, the operator composes cacerts from the intermediate's own
+		// Secret: a renewal by cert-manager reaches istiod through here.
+		content := s.steadyContent(ctx, set.Namespace, gen)
+		if content == nil {
+			return issuing("the Secret " + IntermediateSecret(gen) + " is not written yet"), nil
 		}
-		return stages.Result{}, err
+		if err := s.writeCASecret(ctx, mesh.Name, set.Namespace, cacerts, rec, content); err != nil {
+			return stages.Result{}, err
+		}
+		secret = &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: set.Namespace, Name: CASecret}, Data: content}
+	}
+	if secret == nil {
+		return issuing("the cacerts Secret is not written yet"), nil
 	}
 	now := s.now()
 	ca, err := CheckSecret(secret, now)
@@ -134,7 +167,7 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 		return stages.Result{
 			State: stages.NotReady, Reason: meshv1.ReasonInvalidCA,
 			Message: fmt.Sprintf("Secret %s/%s does not hold a usable CA: %v. cert-manager reissues it when the Certificate %s is renewed (`cmctl renew %s -n %s`).",
-				set.Namespace, CASecret, err, CACertificate, CACertificate, set.Namespace),
+				set.Namespace, IntermediateSecret(gen), err, IntermediateName(gen), IntermediateName(gen), set.Namespace),
 		}, nil
 	}
 	notAfter := metav1.NewTime(ca.NotAfter)
@@ -149,7 +182,7 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 		res.Degraded = true
 		res.Reason = meshv1.ReasonCAExpiringSoon
 		res.Message = fmt.Sprintf("istiod's intermediate CA in %s/%s expires at %s and has not been renewed; check the Certificate %s and its issuer %s.",
-			set.Namespace, CASecret, ca.NotAfter.UTC().Format(time.RFC3339), CACertificate, issuer)
+			set.Namespace, CASecret, ca.NotAfter.UTC().Format(time.RFC3339), IntermediateName(gen), issuer)
 		// Look again at expiry, when the check fails outright; renewal reports sooner.
 		if until := ca.NotAfter.Sub(now); until > 0 {
 			res.RequeueAfter = until + time.Second
@@ -159,6 +192,34 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 		res.RequeueAfter = ca.NotAfter.Sub(now) - ca.NotAfter.Sub(ca.NotBefore)/6 + time.Second
 	}
 	return res, nil
+}
+
+// usable reports whether cacerts holds a CA istiod can sign with: a rotation starts from one.
+func usable(cacerts *corev1.Secret, now time.Time) bool {
+	if cacerts == nil {
+		return false
+	}
+	_, err := CheckSecret(cacerts, now)
+	return err == nil
+}
+
+// waitIssued reports Issuing while a generation's intermediate Certificate is not Ready.
+func (s *Stage) waitIssued(ctx context.Context, ns string, gen int) (stages.Result, bool, error) {
+	cert := &unstructured.Unstructured{}
+	cert.SetGroupVersionKind(CertificateGVK)
+	if err := s.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: IntermediateName(gen)}, cert); err != nil {
+		if apierrors.IsNotFound(err) {
+			return issuing("the Certificate was just created"), true, nil
+		}
+		return stages.Result{}, true, err
+	}
+	if ok, reason, msg := readyCondition(cert); !ok {
+		if reason == "" {
+			msg = "cert-manager has not reported on it yet"
+		}
+		return issuing(msg), true, nil
+	}
+	return stages.Result{}, false, nil
 }
 
 // checkForeignCASecret refuses to take over a cacerts Secret someone else made (a plug-in CA
@@ -248,43 +309,22 @@ func (s *Stage) Cleanup(ctx context.Context, mesh *meshv1.MeshInstallation) (boo
 			return false, err
 		}
 	}
-	for _, name := range []string{CASecret, RootSecret} {
-		secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
-		existing := &corev1.Secret{}
-		if err := s.Client.Get(ctx, client.ObjectKeyFromObject(secret), existing); err != nil {
-			if apierrors.IsNotFound(err) {
-				continue
-			}
-			return false, err
+	// Every generation's Secrets; never one the operator did not create.
+	secrets := &corev1.SecretList{}
+	if err := s.Client.List(ctx, secrets, client.InNamespace(ns), client.MatchingLabels{meshv1.LabelInstallation: mesh.Name}); err != nil {
+		return false, err
+	}
+	for i := range secrets.Items {
+		secret := &secrets.Items[i]
+		n := secret.Name
+		if n != CASecret && !strings.HasPrefix(n, RootCertificate) && !strings.HasPrefix(n, CACertificate) {
+			continue
 		}
-		if existing.Labels[meshv1.LabelInstallation] != mesh.Name {
-			continue // not ours: never delete a Secret the operator did not create
-		}
-		if err := s.Client.Delete(ctx, existing); err != nil && !apierrors.IsNotFound(err) {
+		if err := s.Client.Delete(ctx, secret); err != nil && !apierrors.IsNotFound(err) {
 			return false, err
 		}
 	}
 	return true, nil
-}
-
-// pruneRoot removes the self-signed root objects an earlier spec made.
-func (s *Stage) pruneRoot(ctx context.Context, installation, ns string) error {
-	root := func(name string) bool {
-		return name == SelfSignedIssuer || name == RootIssuer || name == RootCertificate
-	}
-	for _, gvk := range []schema.GroupVersionKind{CertificateGVK, IssuerGVK} {
-		if err := s.deleteLabelled(ctx, installation, gvk, root); err != nil {
-			return err
-		}
-	}
-	secret := &corev1.Secret{}
-	if err := s.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: RootSecret}, secret); err != nil {
-		return client.IgnoreNotFound(err)
-	}
-	if secret.Labels[meshv1.LabelInstallation] != installation {
-		return nil
-	}
-	return client.IgnoreNotFound(s.Client.Delete(ctx, secret))
 }
 
 // deleteLabelled deletes the objects of a kind that carry the installation's label and whose

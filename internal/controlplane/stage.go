@@ -104,6 +104,7 @@ func Input(mesh *meshv1.MeshInstallation, kubeVersion string) (render.Input, err
 		KubeVersion:  kubeVersion,
 	}
 	in.Version = DesiredVersion(mesh)
+	in.MultiRoot = certificates.MultiRoot(mesh)
 	if v := mesh.Spec.ControlPlane.Values; v != nil && len(v.Raw) > 0 {
 		if err := json.Unmarshal(v.Raw, &in.Values); err != nil {
 			return in, fmt.Errorf("spec.controlPlane.values is not a JSON object: %w", err)

@@ -28,9 +28,6 @@ import (
 // StatusAnnotation is what Istio's injector puts on every pod it injects.
 const StatusAnnotation = "sidecar.istio.io/status"
 
-// ProxyContainer is the name of Istio's sidecar container.
-const ProxyContainer = "istio-proxy"
-
 // Recheck is how often a webhook that passed is probed again: istiod can go away without its
 // webhook configuration changing.
 const Recheck = 5 * time.Minute
@@ -157,7 +154,7 @@ func (s *Stage) probe(ctx context.Context, namespace, rev string) (stages.Result
 	case err != nil:
 		return stages.Result{}, fmt.Errorf("creating a dry-run pod to probe the injection webhook: %w", err)
 	}
-	if _, ok := pod.Annotations[StatusAnnotation]; !ok || !HasProxy(pod) {
+	if _, ok := pod.Annotations[StatusAnnotation]; !ok || !revision.HasProxy(pod) {
 		return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonInjectionNotApplied, RequeueAfter: FailedRecheck,
 			Message: fmt.Sprintf("The injection webhook answered, but a pod labelled %s=%s came back without Istio's proxy: check the sidecarInjectorWebhook values.", revision.Label, rev)}, nil
 	}
@@ -168,22 +165,6 @@ func (s *Stage) probe(ctx context.Context, namespace, rev string) (stages.Result
 func isWebhookFailure(err error) bool {
 	var status apierrors.APIStatus
 	return errors.As(err, &status) && strings.Contains(status.Status().Message, "failed calling webhook")
-}
-
-// HasProxy reports whether a pod carries Istio's proxy, as a container or as a native sidecar
-// (an init container that keeps running).
-func HasProxy(pod *corev1.Pod) bool {
-	for _, c := range pod.Spec.Containers {
-		if c.Name == ProxyContainer {
-			return true
-		}
-	}
-	for _, c := range pod.Spec.InitContainers {
-		if c.Name == ProxyContainer {
-			return true
-		}
-	}
-	return false
 }
 
 // withoutCABundle names the first webhook of the configuration with no caBundle.

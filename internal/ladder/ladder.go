@@ -94,6 +94,10 @@ type Step struct {
 	Revision string `json:"revision,omitempty"`
 	// From is the revision a move between revisions leaves, to return to on rollback.
 	From string `json:"from,omitempty"`
+	// Refresh marks a step that stays at the level and restarts the workloads whose proxies
+	// started before a root rotation's switch, so that they get certificates of the new
+	// intermediate.
+	Refresh bool `json:"refresh,omitempty"`
 }
 
 // moves reports whether the step moves the namespace to another revision at its level.
@@ -159,6 +163,8 @@ type Workload struct {
 	DisruptionBlocked string
 	// Pods is the number of its running pods: what a restart of it costs the namespace's budget.
 	Pods int
+	// Started is when its oldest running pod with the proxy was created.
+	Started time.Time
 }
 
 // Settings are the rollout settings of the MeshInstallation.
@@ -174,6 +180,10 @@ type Settings struct {
 	// Newer are installed revisions newer than the active one: a namespace on one of them moves
 	// back because an upgrade was set back, which is not held up by unready pods.
 	Newer []string
+	// RefreshBefore, while a root rotation switches to the new intermediate, is the time
+	// before which started proxies may hold a certificate of the old one: their workloads are
+	// restarted. Zero when no rotation needs it.
+	RefreshBefore time.Time
 }
 
 // Effects are what the namespace must carry at its current position on the ladder. The
@@ -247,6 +257,9 @@ type Decision struct {
 	// RevisionBehind is true when the namespace is in the mesh on another revision than the
 	// active one, with no move running: it is not at its target yet.
 	RevisionBehind bool
+	// RefreshPending is true when the namespace runs proxies started before a root rotation's
+	// switch, with no step running: it is not at its target yet.
+	RefreshPending bool
 }
 
 // Blocked is why a namespace is held below its target.
@@ -257,7 +270,7 @@ type Blocked struct {
 
 // AtTarget reports whether the namespace stands at its target with nothing in progress.
 func (d Decision) AtTarget(target Level) bool {
-	return d.State.Step == nil && d.Level == target && !d.RevisionBehind
+	return d.State.Step == nil && d.Level == target && !d.RevisionBehind && !d.RefreshPending
 }
 
 // injectedBy is the revision a namespace's injection label names, for its state.
@@ -302,9 +315,11 @@ func Decide(ns Namespace, s Settings, mayStart bool, now time.Time) (d Decision)
 			d.Effects.Revision = injectedBy(d.State)
 		}
 		d.RevisionBehind = behind(d.Level, d.State, s)
+		d.RefreshPending = d.State.Step == nil && needsRefresh(d.Level, ns, s)
 	}()
 
-	if d.State.Step == nil && d.Level == ns.Target && !behind(d.Level, d.State, s) {
+	refresh := d.State.Step == nil && !behind(d.Level, d.State, s) && Rank(ns.Target) >= Rank(d.Level) && needsRefresh(d.Level, ns, s)
+	if d.State.Step == nil && d.Level == ns.Target && !behind(d.Level, d.State, s) && !refresh {
 		// At its target there is nothing to hold back: a hold only keeps a namespace from
 		// climbing again.
 		d.State.Hold = nil
@@ -328,6 +343,11 @@ func Decide(ns Namespace, s Settings, mayStart bool, now time.Time) (d Decision)
 	}
 	if d.State.Step != nil {
 		advance(&d, ns, s, now)
+		return d
+	}
+	if refresh {
+		// Before a hold or a climb: a rotation cannot end while these proxies run.
+		startRefresh(&d, ns, s, mayStart, now)
 		return d
 	}
 	if h := d.State.Hold; h != nil && Rank(ns.Target) >= Rank(d.Level) {
@@ -375,7 +395,7 @@ func gate(d *Decision, ns Namespace, s Settings, next Level, now time.Time) bool
 	}
 	if len(ns.Pods.NotReady) > 0 {
 		d.Blocked = Blocked{Reason: meshv1.ReasonPodsNotReady, Message: fmt.Sprintf(
-			"%d pod(s) are not Ready: %s. The step to %s waits until every pod is Ready, so that what it changes can be judged.", len(ns.Pods.NotReady), names(ns.Pods.NotReady), next)}
+			"%d pod(s) are not Ready: %s. The step to %s waits until every pod is Ready, so that what it changes can be judged.", len(ns.Pods.NotReady), Names(ns.Pods.NotReady), next)}
 		return false
 	}
 	if next == meshv1.LevelObserve {
@@ -384,7 +404,7 @@ func gate(d *Decision, ns Namespace, s Settings, next Level, now time.Time) bool
 	if len(ns.Pods.Uninjected) > 0 {
 		d.Blocked = Blocked{Reason: meshv1.ReasonUninjectedPods, Message: fmt.Sprintf(
 			"%d pod(s) run without Istio's proxy and would be cut off by STRICT mTLS: %s. Remove sidecar.istio.io/inject=false or move them out of the namespace, or lower its target to Observe.",
-			len(ns.Pods.Uninjected), names(ns.Pods.Uninjected))}
+			len(ns.Pods.Uninjected), Names(ns.Pods.Uninjected))}
 		return false
 	}
 	if ns.PolicyConflict != "" {
@@ -413,7 +433,7 @@ func startMove(d *Decision, ns Namespace, s Settings, mayStart bool, now time.Ti
 	back := slices.Contains(s.Newer, from)
 	if len(ns.Pods.NotReady) > 0 && !back {
 		d.Blocked = Blocked{Reason: meshv1.ReasonPodsNotReady, Message: fmt.Sprintf(
-			"%d pod(s) are not Ready: %s. The move from revision %s to %s waits until every pod is Ready, so that what it changes can be judged.", len(ns.Pods.NotReady), names(ns.Pods.NotReady), from, to)}
+			"%d pod(s) are not Ready: %s. The move from revision %s to %s waits until every pod is Ready, so that what it changes can be judged.", len(ns.Pods.NotReady), Names(ns.Pods.NotReady), from, to)}
 		return
 	}
 	if !mayStart {
@@ -433,6 +453,34 @@ func startMove(d *Decision, ns Namespace, s Settings, mayStart bool, now time.Ti
 	d.State.Step = &Step{To: d.Level, Revision: to, From: from, Started: now, ID: fmt.Sprintf("revision-%s-%d", to, now.UnixMilli())}
 	d.InProgress = true
 	d.Event = &Event{Reason: "RevisionMoveStarted", Message: fmt.Sprintf("Moving from control-plane revision %s to %s at %s.", from, to, d.Level)}
+	planRestarts(d, ns, s)
+}
+
+// needsRefresh reports whether a namespace in the mesh has workloads whose proxies started
+// before a root rotation's switch.
+func needsRefresh(level Level, ns Namespace, s Settings) bool {
+	if s.RefreshBefore.IsZero() || Rank(level) < Rank(meshv1.LevelObserve) {
+		return false
+	}
+	return slices.ContainsFunc(ns.Workloads, func(w Workload) bool { return stale(w, s.RefreshBefore) })
+}
+
+// stale reports whether a workload runs proxies started before a time.
+func stale(w Workload, before time.Time) bool {
+	return !before.IsZero() && !w.OptedOut && w.Injected && !w.Started.IsZero() && w.Started.Before(before)
+}
+
+// startRefresh restarts, within the namespace's budget and one namespace per free slot, the
+// workloads whose proxies hold certificates of a rotated-out intermediate. It waits for no
+// readiness: a restart gives a broken pod nothing worse, and the rotation waits for it.
+func startRefresh(d *Decision, ns Namespace, s Settings, mayStart bool, now time.Time) {
+	if !mayStart {
+		d.Waiting = "waiting for a free slot to restart workloads for the root rotation (spec.rollout.maxNamespacesInProgress)"
+		return
+	}
+	d.State.Step = &Step{To: d.Level, Refresh: true, Started: now, ID: fmt.Sprintf("certificates-%d", now.UnixMilli())}
+	d.InProgress = true
+	d.Event = &Event{Reason: "CertificateRefreshStarted", Message: "Restarting the workloads whose proxies started before the root rotation's switch, so that they get certificates of the new intermediate."}
 	planRestarts(d, ns, s)
 }
 
@@ -480,7 +528,7 @@ func advance(d *Decision, ns Namespace, s Settings, now time.Time) {
 
 	planRestarts(d, ns, s)
 	forward := up || move
-	pending := incomplete(ns, step, d.Level, forward)
+	pending := incomplete(ns, step, d.Level, forward, s.RefreshBefore)
 	if pending == "" && forward && now.Sub(step.Started) < Settle {
 		pending = "letting the change settle"
 	}
@@ -511,8 +559,9 @@ func advance(d *Decision, ns Namespace, s Settings, now time.Time) {
 	// never held up for good; what is left over is said in the Event.
 	d.Level = step.To
 	d.State.Step = nil
-	if !move {
-		// A move between revisions keeps the time the level was reached (the soak counts on).
+	if !move && !step.Refresh {
+		// A move between revisions, or a refresh, keeps the time the level was reached (the
+		// soak counts on).
 		d.State.Since = now
 	}
 	if step.Revision != "" {
@@ -528,6 +577,11 @@ func advance(d *Decision, ns Namespace, s Settings, now time.Time) {
 		d.State.Hold = &Hold{Generation: s.Generation, Reason: step.Reason, Message: step.Message}
 		d.Blocked = Blocked{Reason: step.Reason, Message: step.Message}
 		d.Event = &Event{Warning: true, Reason: meshv1.ReasonRolledBack, Message: fmt.Sprintf("Reverted to %s; held there until the spec changes.", d.Level)}
+	case step.Refresh && pending != "":
+		d.Event = &Event{Warning: true, Reason: "CertificateRefreshIncomplete", Message: fmt.Sprintf(
+			"Not every workload restarted within %s (%s): the root rotation waits for them, and restarts them again.", s.StepTimeout, pending)}
+	case step.Refresh:
+		d.Event = &Event{Reason: "CertificatesRefreshed", Message: "Every proxy of the namespace started after the root rotation's switch."}
 	case pending != "":
 		d.Event = &Event{Warning: true, Reason: "LevelReachedIncomplete", Message: fmt.Sprintf(
 			"Reached %s after %s with work left over (%s): those pods change at their next restart.", d.Level, s.StepTimeout, pending)}
@@ -543,7 +597,7 @@ func advance(d *Decision, ns Namespace, s Settings, now time.Time) {
 // incomplete says what a step still waits for, or "" when it is done. A step up waits for every
 // pod to be Ready as well; a step down or a rollback waits only for its own restarts, since the
 // pods' health is not what it can fix.
-func incomplete(ns Namespace, step Step, current Level, up bool) string {
+func incomplete(ns Namespace, step Step, current Level, up bool, refreshBefore time.Time) string {
 	var pending []string
 	wantProxy := EffectsOf(current, &step).Inject
 	for _, w := range ns.Workloads {
@@ -557,10 +611,12 @@ func incomplete(ns Namespace, step Step, current Level, up bool) string {
 			pending = append(pending, fmt.Sprintf("%s/%s has pods of another revision to restart", w.Kind, w.Name))
 		case w.RestartedFor == step.ID && !w.RolledOut:
 			pending = append(pending, fmt.Sprintf("%s/%s is rolling out", w.Kind, w.Name))
+		case wantProxy && step.Refresh && stale(w, refreshBefore):
+			pending = append(pending, fmt.Sprintf("%s/%s has proxies with certificates of the old intermediate", w.Kind, w.Name))
 		}
 	}
 	if up && len(ns.Pods.NotReady) > 0 {
-		pending = append(pending, fmt.Sprintf("pods not Ready: %s", names(ns.Pods.NotReady)))
+		pending = append(pending, fmt.Sprintf("pods not Ready: %s", Names(ns.Pods.NotReady)))
 	}
 	if len(pending) > maxNamed {
 		pending = append(pending[:maxNamed], fmt.Sprintf("and %d more", len(pending)-maxNamed))
@@ -596,7 +652,7 @@ func planRestarts(d *Decision, ns Namespace, s Settings) {
 		if w.OptedOut || w.RestartedFor == step.ID {
 			continue
 		}
-		if (wantProxy && !w.Uninjected && !onOtherRevision(w, step.Revision)) || (!wantProxy && !w.Injected) {
+		if (wantProxy && !w.Uninjected && !onOtherRevision(w, step.Revision) && !(step.Refresh && stale(w, s.RefreshBefore))) || (!wantProxy && !w.Injected) {
 			continue
 		}
 		cost := max(w.Pods, 1)
@@ -638,7 +694,8 @@ func stepID(to Level, now time.Time) string {
 }
 
 // names lists the first few names.
-func names(all []string) string {
+// Names lists the first few names of a list for a message, and how many more there are.
+func Names(all []string) string {
 	if len(all) <= maxNamed {
 		return strings.Join(all, ", ")
 	}
@@ -653,6 +710,9 @@ func wellFormed(st Step, current Level) bool {
 	}
 	if st.Rollback {
 		return st.To == current
+	}
+	if st.Refresh {
+		return st.To == current && Rank(current) >= Rank(meshv1.LevelObserve)
 	}
 	if st.moves(current) {
 		return st.From != "" && current != meshv1.LevelOff

@@ -27,6 +27,8 @@ const (
 	RollbacksName          = "meshwright_rollbacks_total"
 	RevisionNamespacesName = "meshwright_revision_namespaces"
 	RevisionPodsName       = "meshwright_revision_pods"
+	RotationPhaseName      = "meshwright_root_rotation_phase_start_seconds"
+	RotationPendingName    = "meshwright_root_rotation_pending_pods"
 	installationLabel      = "installation"
 	levelLabel, stageLabel = "level", "stage"
 )
@@ -69,6 +71,14 @@ var (
 		Name: RevisionPodsName,
 		Help: "Running pods each control-plane revision injected.",
 	}, []string{installationLabel, "revision", "version", "active"})
+	rotationPhase = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: RotationPhaseName,
+		Help: "While a root rotation runs: when its current phase (Prepare, Trust, Switch, Drop) began, as a Unix time; no series otherwise.",
+	}, []string{installationLabel, "phase"})
+	rotationPending = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: RotationPendingName,
+		Help: "While a root rotation switches to the new intermediate: running pods with the proxy started before the switch, to be restarted before the old root is dropped.",
+	}, []string{installationLabel})
 	caExpiry = &expiryCollector{notAfter: map[string]time.Time{}, now: time.Now}
 )
 
@@ -78,7 +88,7 @@ var registerOnce sync.Once
 // serves. It is safe to call more than once (every reconciler set-up does).
 func Register() {
 	registerOnce.Do(func() {
-		metrics.Registry.MustRegister(namespaces, inProgress, blocked, condition, stageDuration, ladderEvents, rollbacks, revisionNamespaces, revisionPods, caExpiry)
+		metrics.Registry.MustRegister(namespaces, inProgress, blocked, condition, stageDuration, ladderEvents, rollbacks, revisionNamespaces, revisionPods, rotationPhase, rotationPending, caExpiry)
 	})
 }
 
@@ -117,6 +127,15 @@ func RecordStatus(installation string, st *meshv1.MeshInstallationStatus) {
 		revisionPods.WithLabelValues(installation, r.Name, r.Version, active).Set(float64(r.Pods))
 	}
 
+	rotationPhase.DeletePartialMatch(prometheus.Labels{installationLabel: installation})
+	rotationPending.DeletePartialMatch(prometheus.Labels{installationLabel: installation})
+	if c := st.Certificates; c != nil && c.Rotation != nil {
+		if c.Rotation.Since != nil {
+			rotationPhase.WithLabelValues(installation, string(c.Rotation.Phase)).Set(float64(c.Rotation.Since.Unix()))
+		}
+		rotationPending.WithLabelValues(installation).Set(float64(c.Rotation.PendingPods))
+	}
+
 	if st.Certificates != nil && st.Certificates.NotAfter != nil {
 		caExpiry.set(installation, st.Certificates.NotAfter.Time)
 	} else {
@@ -129,7 +148,7 @@ func Forget(installation string) {
 	match := prometheus.Labels{installationLabel: installation}
 	for _, v := range []interface {
 		DeletePartialMatch(prometheus.Labels) int
-	}{namespaces, inProgress, blocked, condition, ladderEvents, rollbacks, revisionNamespaces, revisionPods} {
+	}{namespaces, inProgress, blocked, condition, ladderEvents, rollbacks, revisionNamespaces, revisionPods, rotationPhase, rotationPending} {
 		v.DeletePartialMatch(match)
 	}
 	caExpiry.forget(installation)
@@ -192,5 +211,5 @@ func (e *expiryCollector) Collect(ch chan<- prometheus.Metric) {
 func Names() []string {
 	return []string{NamespacesName, InProgressName, BlockedName, ConditionName, CAExpiryName,
 		StageDurationName + "_bucket", StageDurationName + "_sum", StageDurationName + "_count",
-		LadderEventsName, RollbacksName, RevisionNamespacesName, RevisionPodsName}
+		LadderEventsName, RollbacksName, RevisionNamespacesName, RevisionPodsName, RotationPhaseName, RotationPendingName}
 }

@@ -165,3 +165,29 @@ func TestRevisionSeries(t *testing.T) {
 		t.Errorf("%d revision series after the old revision went, want 1", n)
 	}
 }
+
+// TestRotationSeries: a phase's series while a rotation runs, replaced by the next phase's,
+// and none once it is done.
+func TestRotationSeries(t *testing.T) {
+	const mesh = "rotating"
+	defer Forget(mesh)
+	since := metav1.NewTime(time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC))
+	status := func(phase meshv1.RotationPhase, pending int32) *meshv1.MeshInstallationStatus {
+		return &meshv1.MeshInstallationStatus{Certificates: &meshv1.CertificatesStatus{Rotation: &meshv1.RootRotationStatus{Phase: phase, Since: &since, PendingPods: pending}}}
+	}
+	RecordStatus(mesh, status(meshv1.RotationTrust, 0))
+	RecordStatus(mesh, status(meshv1.RotationSwitch, 7))
+	if got := testutil.ToFloat64(rotationPhase.WithLabelValues(mesh, "Switch")); got != float64(since.Unix()) {
+		t.Errorf("phase start = %v, want %d", got, since.Unix())
+	}
+	if n := testutil.CollectAndCount(rotationPhase); n != 1 {
+		t.Errorf("%d phase series, want only the current phase's", n)
+	}
+	if got := testutil.ToFloat64(rotationPending.WithLabelValues(mesh)); got != 7 {
+		t.Errorf("pending pods = %v, want 7", got)
+	}
+	RecordStatus(mesh, &meshv1.MeshInstallationStatus{Certificates: &meshv1.CertificatesStatus{Generation: 1}})
+	if n := testutil.CollectAndCount(rotationPhase) + testutil.CollectAndCount(rotationPending); n != 0 {
+		t.Errorf("%d rotation series after it finished, want 0", n)
+	}
+}

@@ -78,6 +78,10 @@ type Input struct {
 	ValidatorRevision string
 	// Charts are the version's charts; nil means the charts this build embeds.
 	Charts *charts.Set `json:"-"`
+	// MultiRoot lets istiod take a trust bundle of several roots (ISTIO_MULTIROOT_MESH), which
+	// a root rotation needs; set from the first rotation on, so installations that never
+	// rotate keep istiod exactly as before.
+	MultiRoot bool `json:",omitempty"`
 }
 
 // revisioned reports whether the input renders a named revision.
@@ -113,6 +117,9 @@ func DefaultValues(in Input) map[string]any {
 	}
 	if r := in.ValidatorRevision; r != "" && r != "default" {
 		v["defaultRevision"] = r
+	}
+	if in.MultiRoot {
+		v["pilot"] = map[string]any{"env": map[string]any{"ISTIO_MULTIROOT_MESH": "true"}}
 	}
 	return v
 }

@@ -124,6 +124,9 @@ func moveOf(mesh *meshv1.MeshInstallation, pl adoption.NamespacePlan) NamespaceM
 
 // stepName names a step for a sentence: a rung of the ladder, or a move between revisions.
 func stepName(level ladder.Level, step *ladder.Step) string {
+	if step.Refresh {
+		return "restart of the workloads whose proxies started before the root rotation's switch"
+	}
 	if step.To == level && step.Revision != "" && step.From != "" {
 		return fmt.Sprintf("move from control-plane revision %s to %s", step.From, step.Revision)
 	}

@@ -78,12 +78,14 @@ type Status struct {
 	// Degraded is set when a Ready stage needs attention.
 	Degraded *Condition `json:"degraded,omitempty"`
 	// Stale is true while the operator has not yet acted on the latest spec.
-	Stale      bool          `json:"stale,omitempty"`
-	Stages     []StageStatus `json:"stages"`
-	CA         *CA           `json:"ca,omitempty"`
-	Revisions  []Revision    `json:"revisions,omitempty"`
-	Namespaces Namespaces    `json:"namespaces"`
-	Blocked    []Blocked     `json:"blocked,omitempty"`
+	Stale  bool          `json:"stale,omitempty"`
+	Stages []StageStatus `json:"stages"`
+	CA     *CA           `json:"ca,omitempty"`
+	// Rotation is the root rotation in progress, if any.
+	Rotation   *meshv1.RootRotationStatus `json:"rotation,omitempty"`
+	Revisions  []Revision                 `json:"revisions,omitempty"`
+	Namespaces Namespaces                 `json:"namespaces"`
+	Blocked    []Blocked                  `json:"blocked,omitempty"`
 	// BlockedNotListed counts the blocked namespaces the status does not name (it lists ten).
 	BlockedNotListed int32 `json:"blockedNotListed,omitempty"`
 }
@@ -120,6 +122,9 @@ func StatusOf(mesh *meshv1.MeshInstallation, now time.Time) Status {
 	}
 	if c := mesh.Status.Certificates; c != nil && c.NotAfter != nil {
 		s.CA = &CA{NotAfter: c.NotAfter.UTC(), ExpiresIn: ago(c.NotAfter.Sub(now)), Issuer: c.Issuer}
+	}
+	if c := mesh.Status.Certificates; c != nil && c.Rotation != nil {
+		s.Rotation = c.Rotation
 	}
 	if ns := mesh.Status.Namespaces; ns != nil {
 		s.Namespaces = Namespaces{Enrolled: ns.Enrolled, InProgress: ns.InProgress, Blocked: ns.BlockedCount, Levels: []LevelCount{
@@ -187,6 +192,13 @@ func (s Status) Text(w io.Writer, st Style) error {
 			extra = fmt.Sprintf("CA expires in %s (%s)", s.CA.ExpiresIn, s.CA.NotAfter.Format("2006-01-02"))
 		}
 		p.line("  %s %s %s%s", st.mark(c.Status), pad(sg.Stage, 13), pad(c.Reason, 27), extra)
+		if r := s.Rotation; sg.Stage == string(meshv1.StageCertificates) && r != nil {
+			// Ready all along, so its message would not show: the rotation says where it is.
+			p.wrapped(6, rotationLine(r))
+			if c.Message != "" {
+				p.wrapped(6, c.Message)
+			}
+		}
 		// The message of the first stage that is not Ready says what the rollout waits for.
 		if c.Status != "True" && !shown && c.Message != "" {
 			p.wrapped(6, c.Message)
@@ -228,4 +240,22 @@ func (s Status) Text(w io.Writer, st Style) error {
 		}
 	}
 	return p.err
+}
+
+// rotationLine places a root rotation's phase among the phases.
+func rotationLine(r *meshv1.RootRotationStatus) string {
+	phases := []meshv1.RotationPhase{meshv1.RotationPrepare, meshv1.RotationTrust, meshv1.RotationSwitch, meshv1.RotationDrop}
+	var out []string
+	for _, ph := range phases {
+		if ph == r.Phase {
+			out = append(out, "["+string(ph)+"]")
+		} else {
+			out = append(out, string(ph))
+		}
+	}
+	line := "root rotation: " + strings.Join(out, " > ")
+	if r.PendingPods > 0 {
+		line += fmt.Sprintf("; %d pod(s) to restart", r.PendingPods)
+	}
+	return line
 }

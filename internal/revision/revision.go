@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
+
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 )
 
@@ -224,4 +226,23 @@ func Count(namespaceLabels map[string]map[string]string, podRevisions map[string
 // Describe says what a retiring revision still serves, for status messages.
 func Describe(name string, u Usage) string {
 	return fmt.Sprintf("revision %s still serves %d namespace(s) and %d pod(s) (%s)", name, u.Namespaces, u.Pods, strings.Join(u.Where, ", "))
+}
+
+// ProxyContainer is the name of Istio's sidecar container.
+const ProxyContainer = "istio-proxy"
+
+// HasProxy reports whether a pod carries Istio's proxy, as a container or as a native sidecar
+// (an init container that keeps running).
+func HasProxy(pod *corev1.Pod) bool {
+	for _, c := range pod.Spec.Containers {
+		if c.Name == ProxyContainer {
+			return true
+		}
+	}
+	for _, c := range pod.Spec.InitContainers {
+		if c.Name == ProxyContainer {
+			return true
+		}
+	}
+	return false
 }

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -28,6 +29,20 @@ type Istiod struct {
 
 	proc    *process
 	cluster *Cluster
+
+	// The CA sync (IstiodOptions.SyncCA).
+	mu      sync.Mutex
+	hold    bool
+	history []CAChange
+	stop    context.CancelFunc
+	done    chan struct{}
+}
+
+// CAChange is a content of the cacerts Secret written into istiod's files.
+type CAChange struct {
+	At time.Time
+	// Intermediate is tls.crt, the CA istiod signs with; Roots is ca.crt.
+	Intermediate, Roots []byte
 }
 
 // IstiodOptions choose how istiod runs.
@@ -44,6 +59,12 @@ type IstiodOptions struct {
 	// Revision is the control-plane revision this istiod serves (its ConfigMaps and injection
 	// webhook carry the revision's name); default "default".
 	Revision string
+	// MultiRoot runs istiod with ISTIO_MULTIROOT_MESH=true, as the operator's charts do from
+	// the first root rotation on: istiod then accepts a root bundle that grows or shrinks.
+	MultiRoot bool
+	// SyncCA keeps istiod's CA files in step with the cacerts Secret, as the kubelet does for a
+	// mounted Secret; istiod reloads them when they change.
+	SyncCA bool
 }
 
 // suffix is what a revision adds to the names of its charts' objects.
@@ -127,10 +148,8 @@ func (c *Cluster) StartIstiod(ctx context.Context, opts IstiodOptions) (*Istiod,
 	if err := os.MkdirAll(caDir, 0o700); err != nil {
 		return nil, err
 	}
-	for _, k := range []string{"tls.crt", "tls.key", "ca.crt"} {
-		if err := os.WriteFile(filepath.Join(caDir, k), ca.Data[k], 0o600); err != nil {
-			return nil, err
-		}
+	if err := writeCAFiles(caDir, ca.Data); err != nil {
+		return nil, err
 	}
 	// freePort closes the port it found before istiod binds it, so another process can take
 	// it in between: a start that fails on a taken port is tried again with new ports (the
@@ -139,6 +158,10 @@ func (c *Cluster) StartIstiod(ctx context.Context, opts IstiodOptions) (*Istiod,
 	for attempt := 0; attempt < 3; attempt++ {
 		ist, err := c.startIstiodOnce(ctx, opts, bin, dir, caDir)
 		if err == nil {
+			ist.history = []CAChange{{At: time.Now(), Intermediate: ca.Data["tls.crt"], Roots: ca.Data["ca.crt"]}}
+			if opts.SyncCA {
+				ist.syncCA(kc, opts.Namespace, caDir, ca.Data)
+			}
 			return ist, c.save()
 		}
 		last = err
@@ -174,6 +197,9 @@ func (c *Cluster) startIstiodOnce(ctx context.Context, opts IstiodOptions, bin, 
 	env := []string{"POD_NAMESPACE=" + opts.Namespace, "POD_NAME=istiod-local" + opts.suffix(), "REVISION=" + rev, "CLUSTER_ID=Kubernetes",
 		"PILOT_CERT_PROVIDER=istiod", "ISTIOD_CUSTOM_HOST=127.0.0.1", "INJECTION_WEBHOOK_CONFIG_NAME=istio-sidecar-injector" + opts.suffix(),
 		"ROOT_CA_DIR=" + caDir, "KUBECONFIG=" + c.Kubeconfig}
+	if opts.MultiRoot {
+		env = append(env, "ISTIO_MULTIROOT_MESH=true")
+	}
 	proc, err := startProcessIn(dir, fmt.Sprintf("istiod-%d", opts.Port), filepath.Join(bin, "pilot-discovery"), args, env,
 		filepath.Join(c.Dir, "logs"), opts.Detached)
 	if err != nil {
@@ -191,9 +217,86 @@ func (c *Cluster) startIstiodOnce(ctx context.Context, opts IstiodOptions, bin, 
 	return ist, nil
 }
 
+// writeCAFiles writes a CA into istiod's directory, each file replaced whole (written aside,
+// then renamed), the key first: a reload never reads half a file.
+func writeCAFiles(dir string, data map[string][]byte) error {
+	for _, k := range []string{"tls.key", "tls.crt", "ca.crt"} {
+		tmp := filepath.Join(dir, "."+k+".tmp")
+		if err := os.WriteFile(tmp, data[k], 0o600); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, k)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// syncCA copies the cacerts Secret into istiod's files whenever it changes, unless held.
+func (i *Istiod) syncCA(kc kubernetes.Interface, namespace, dir string, written map[string][]byte) {
+	ctx, cancel := context.WithCancel(context.Background())
+	i.stop, i.done = cancel, make(chan struct{})
+	go func() {
+		defer close(i.done)
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			i.mu.Lock()
+			held := i.hold
+			i.mu.Unlock()
+			if held {
+				continue
+			}
+			s, err := kc.CoreV1().Secrets(namespace).Get(ctx, "cacerts", metav1.GetOptions{})
+			if err != nil || len(s.Data["tls.crt"]) == 0 || len(s.Data["tls.key"]) == 0 || len(s.Data["ca.crt"]) == 0 {
+				continue
+			}
+			same := true
+			for _, k := range []string{"tls.key", "tls.crt", "ca.crt"} {
+				same = same && string(s.Data[k]) == string(written[k])
+			}
+			if same {
+				continue
+			}
+			if err := writeCAFiles(dir, s.Data); err != nil {
+				continue
+			}
+			written = s.Data
+			i.mu.Lock()
+			i.history = append(i.history, CAChange{At: time.Now(), Intermediate: s.Data["tls.crt"], Roots: s.Data["ca.crt"]})
+			i.mu.Unlock()
+		}
+	}()
+}
+
+// HoldCA stops (true) or resumes (false) copying cacerts into istiod's files: the kubelet
+// takes up to a minute or two to update a mounted Secret, and a test plays that delay.
+func (i *Istiod) HoldCA(hold bool) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.hold = hold
+}
+
+// CAHistory is every CA istiod's files held, oldest first, with when they were written.
+func (i *Istiod) CAHistory() []CAChange {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return slices.Clone(i.history)
+}
+
 // Stop stops istiod. Its webhooks fail closed for pods: remove the MeshInstallation (and with it
 // the webhook configurations) first when the cluster lives on.
 func (i *Istiod) Stop() {
+	if i.stop != nil {
+		i.stop()
+		<-i.done
+		i.stop = nil
+	}
 	i.proc.stop(10*time.Second, i.cluster.Dir)
 	i.cluster.Processes = slices.DeleteFunc(i.cluster.Processes, func(p *process) bool { return p == i.proc })
 	_ = i.cluster.save()

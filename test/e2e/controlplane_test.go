@@ -255,66 +255,35 @@ func TestCertManagerInstalledLater(t *testing.T) {
 func TestUsersIssuerAndCRDRemoval(t *testing.T) {
 	ctx := context.Background()
 	own, c := startCluster(t, cluster.Options{})
-	// The user's PKI: a CA ClusterIssuer backed by a self-signed root.
-	corpCA := `
-apiVersion: cert-manager.io/v1
-kind: ClusterIssuer
-metadata: {name: corp-selfsigned}
-spec: {selfSigned: {}}
----
-apiVersion: cert-manager.io/v1
-kind: Certificate
-metadata: {name: corp-root, namespace: cert-manager}
-spec: {isCA: true, commonName: Corp Root, secretName: corp-root, issuerRef: {kind: ClusterIssuer, name: corp-selfsigned}}
----
-apiVersion: cert-manager.io/v1
-kind: ClusterIssuer
-metadata: {name: corp-ca}
-spec: {ca: {secretName: corp-root}}
----
+	runOperator(t, own)
+	applyYAML(t, own, corpCA+`---
 apiVersion: meshwright.io/v1alpha1
 kind: MeshInstallation
 metadata: {name: default}
 spec:
   controlPlane: {removeCRDsOnDelete: true}
-`
-	runOperator(t, own)
-	path := filepath.Join(t.TempDir(), "corp.yaml")
-	if err := os.WriteFile(path, []byte(corpCA), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := cluster.ApplyFiles(ctx, own.RESTConfig(), path); err != nil {
-		t.Fatal(err)
-	}
-	// First with the operator's own root, then switched to the user's issuer.
-	waitCondition(t, c, meshv1.ConditionControlPlaneReady, metav1.ConditionTrue, meshv1.ReasonControlPlaneReady, 120*time.Second)
-	if err := c.Get(ctx, client.ObjectKey{Namespace: "istio-system", Name: "meshwright-root-ca"}, &corev1.Secret{}); err != nil {
-		t.Fatalf("the default installation should have its own root: %v", err)
-	}
-	m := &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}}
-	patch := `{"spec":{"certificates":{"issuerRef":{"kind":"ClusterIssuer","name":"corp-ca"}}}}`
-	if err := c.Patch(ctx, m, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
-		t.Fatal(err)
-	}
+  certificates: {issuerRef: {kind: ClusterIssuer, name: corp-ca}}
+`)
+	// The user's issuer from the start (switching to it later is a root rotation: see
+	// TestRootRotation): no root of the operator's, cacerts issued by the user's CA.
+	mesh := waitCondition(t, c, meshv1.ConditionControlPlaneReady, metav1.ConditionTrue, meshv1.ReasonControlPlaneReady, 120*time.Second)
 	corpRoot := &corev1.Secret{}
 	if err := c.Get(ctx, client.ObjectKey{Namespace: "cert-manager", Name: "corp-root"}, corpRoot); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 90*time.Second, "cacerts to be reissued by the user's issuer", func() (bool, error) {
-		cacerts := &corev1.Secret{}
-		if err := c.Get(ctx, client.ObjectKey{Namespace: "istio-system", Name: "cacerts"}, cacerts); err != nil {
-			return false, client.IgnoreNotFound(err)
-		}
-		return string(cacerts.Data["ca.crt"]) == string(corpRoot.Data["tls.crt"]), nil
-	})
-	mesh := waitCondition(t, c, meshv1.ConditionCertificatesReady, metav1.ConditionTrue, meshv1.ReasonCAReady, 60*time.Second)
+	cacerts := &corev1.Secret{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "istio-system", Name: "cacerts"}, cacerts); err != nil {
+		t.Fatal(err)
+	}
+	if string(cacerts.Data["ca.crt"]) != string(corpRoot.Data["tls.crt"]) {
+		t.Fatal("cacerts is not issued by the user's issuer")
+	}
 	if got := mesh.Status.Certificates.Issuer; got != "ClusterIssuer/corp-ca" {
 		t.Fatalf("status.certificates.issuer = %q, want ClusterIssuer/corp-ca", got)
 	}
-	eventually(t, 30*time.Second, "the operator's own root to be removed", func() (bool, error) {
-		err := c.Get(ctx, client.ObjectKey{Namespace: "istio-system", Name: "meshwright-root-ca"}, &corev1.Secret{})
-		return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
-	})
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "istio-system", Name: "meshwright-root-ca"}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("with the user's issuer there must be no root of the operator's: %v", err)
+	}
 
 	if err := c.Delete(ctx, mesh); err != nil {
 		t.Fatal(err)
@@ -350,6 +319,37 @@ spec:
 	eventually(t, 120*time.Second, "Istio's CRDs to be removed with the installation", func() (bool, error) {
 		return istioCRDs(t, c) == 0, nil
 	})
+}
+
+// corpCA is the user's PKI: a CA ClusterIssuer corp-ca backed by a self-signed root, whose
+// Secret is cert-manager/corp-root.
+const corpCA = `
+apiVersion: cert-manager.io/v1
+kind: ClusterIssuer
+metadata: {name: corp-selfsigned}
+spec: {selfSigned: {}}
+---
+apiVersion: cert-manager.io/v1
+kind: Certificate
+metadata: {name: corp-root, namespace: cert-manager}
+spec: {isCA: true, commonName: Corp Root, secretName: corp-root, issuerRef: {kind: ClusterIssuer, name: corp-selfsigned}}
+---
+apiVersion: cert-manager.io/v1
+kind: ClusterIssuer
+metadata: {name: corp-ca}
+spec: {ca: {secretName: corp-root}}
+`
+
+// applyYAML applies manifests server-side, as kubectl apply --server-side would.
+func applyYAML(t *testing.T, cl *cluster.Cluster, manifests string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "manifests.yaml")
+	if err := os.WriteFile(path, []byte(manifests), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := cluster.ApplyFiles(context.Background(), cl.RESTConfig(), path); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // startCluster starts a local cluster of the test's own, stopped at its end.

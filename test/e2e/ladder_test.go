@@ -45,6 +45,7 @@ type ladderState struct {
 		ID       string `json:"id"`
 		Rollback bool   `json:"rollback"`
 		Revision string `json:"revision"`
+		Refresh  bool   `json:"refresh"`
 	} `json:"step"`
 	Revision string `json:"revision"`
 	Hold     *struct {
@@ -84,7 +85,14 @@ func useLocalIstiod(t *testing.T, cl *cluster.Cluster, c client.Client, meshName
 	if err := c.Patch(ctx, mesh, client.RawPatch(types.MergePatchType, patch)); err != nil {
 		t.Fatal(err)
 	}
-	ist, err := cl.StartIstiod(ctx, cluster.IstiodOptions{Port: port})
+	return startIstiod(t, cl, cluster.IstiodOptions{Port: port})
+}
+
+// startIstiod starts a local istiod, stopped at the end of the test (its log shown if the test
+// failed).
+func startIstiod(t *testing.T, cl *cluster.Cluster, opts cluster.IstiodOptions) *cluster.Istiod {
+	t.Helper()
+	ist, err := cl.StartIstiod(context.Background(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
