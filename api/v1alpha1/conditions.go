@@ -130,6 +130,9 @@ const (
 	// ReasonDisruptionBudget means a PodDisruptionBudget allows no disruption of a workload the
 	// step has to restart; the step waits for it.
 	ReasonDisruptionBudget = "DisruptionBudget"
+	// ReasonRefreshIncomplete means restarting a namespace's workloads for a root rotation
+	// timed out; the rotation waits for them and the operator does not restart them again.
+	ReasonRefreshIncomplete = "RefreshIncomplete"
 	// ReasonInjectionLabelConflict means a namespace carries an injection label the operator did
 	// not put there (istio-injection, or istio.io/rev naming another revision); the operator
 	// does not take it over, so the namespace does not climb until it is removed.

@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -62,10 +64,13 @@ func (s *Stage) record(ctx context.Context, mesh *meshv1.MeshInstallation, set S
 	if cacerts != nil {
 		if v, ok := cacerts.Annotations[meshv1.AnnotationCA]; ok {
 			rec, err := ParseRecord(v)
-			if err == nil {
+			if err == nil && consistent(rec, mesh.Status.Certificates) {
 				return rec, nil, nil
 			}
-			log.FromContext(ctx).Info("ignoring an unreadable CA record", "error", err.Error())
+			if err == nil {
+				err = errors.New("it is behind status.certificates, or its rotation is incomplete")
+			}
+			log.FromContext(ctx).Info("ignoring an unusable CA record", "error", err.Error())
 		}
 	}
 	if st := mesh.Status.Certificates; st != nil && st.Rotation != nil {
@@ -76,8 +81,9 @@ func (s *Stage) record(ctx context.Context, mesh *meshv1.MeshInstallation, set S
 		if err == nil {
 			return Record{}, &stages.Result{State: stages.Failed, Reason: meshv1.ReasonCARecordLost, RequeueAfter: foreignSecretRecheck,
 				Message: fmt.Sprintf("The record of the root rotation in phase %s was lost with the Secret %s/%s or its %s annotation. Meshwright will not guess which CA istiod must sign with, since a wrong guess cuts proxies off: "+
-					"restore cacerts from a backup to finish the rotation, or delete the Certificate %s/%s to give it up and return to the previous root.",
-					st.Rotation.Phase, set.Namespace, CASecret, meshv1.AnnotationCA, set.Namespace, next)}, nil
+					"restore cacerts, annotation included, from a backup to let the rotation go on. To give it up instead, set spec.certificates back to the issuer it started from (%s), then delete the Certificate %s/%s; "+
+					"workloads already restarted onto the new intermediate need one more restart.",
+					st.Rotation.Phase, set.Namespace, CASecret, meshv1.AnnotationCA, st.Issuer, set.Namespace, next)}, nil
 		}
 		if !apierrors.IsNotFound(err) {
 			return Record{}, nil, err
@@ -144,11 +150,29 @@ func (s *Stage) writeCASecret(ctx context.Context, installation, ns string, curr
 		return nil
 	}
 	ac := corev1ac.Secret(CASecret, ns).WithLabels(labels).WithAnnotations(map[string]string{meshv1.AnnotationCA: annotation})
+	if current != nil && current.ResourceVersion != "" {
+		// Decided from this copy: if the cache lags behind the operator's last write, the
+		// write fails with a conflict and the pass runs again, rather than putting back the
+		// content of a phase already left.
+		ac = ac.WithResourceVersion(current.ResourceVersion)
+	}
 	if content != nil {
 		ac = ac.WithType(corev1.SecretTypeTLS).WithData(content)
 	}
 	if err := s.Client.Apply(ctx, ac, client.FieldOwner(s.Applier.FieldManager), client.ForceOwnership); err != nil {
 		return fmt.Errorf("writing Secret %s/%s: %w", ns, CASecret, err)
+	}
+	if current != nil && ac.ResourceVersion != nil {
+		// The copy now says what was written, so a second write in the same pass locks on
+		// the right version.
+		current.ResourceVersion = *ac.ResourceVersion
+		if current.Annotations == nil {
+			current.Annotations = map[string]string{}
+		}
+		current.Annotations[meshv1.AnnotationCA] = annotation
+		if content != nil {
+			current.Data = content
+		}
 	}
 	return nil
 }
@@ -220,9 +244,19 @@ func (s *Stage) rotate(ctx context.Context, mesh *meshv1.MeshInstallation, spec 
 	newContent := func(roots Bundle) map[string][]byte {
 		return map[string][]byte{"tls.crt": next.Data["tls.crt"], "tls.key": next.Data["tls.key"], "ca.crt": roots.PEM()}
 	}
+	// record changes the rotation and writes it with content; if the write fails, the record
+	// stays as it was, so status never shows a phase cacerts does not hold.
+	record := func(change func(*Rotation), content map[string][]byte) error {
+		before := *rot
+		change(rot)
+		if err := s.writeCASecret(ctx, mesh.Name, set.Namespace, cacerts, *rec, content); err != nil {
+			*rot = before
+			return err
+		}
+		return nil
+	}
 	enter := func(phase meshv1.RotationPhase, content map[string][]byte) error {
-		rot.Phase, rot.Since, rot.Observed = phase, now, time.Time{}
-		return s.writeCASecret(ctx, mesh.Name, set.Namespace, cacerts, *rec, content)
+		return record(func(r *Rotation) { r.Phase, r.Since, r.Observed = phase, now, time.Time{} }, content)
 	}
 
 	switch rot.Phase {
@@ -233,7 +267,7 @@ func (s *Stage) rotate(ctx context.Context, mesh *meshv1.MeshInstallation, spec 
 		if from == 0 {
 			// cert-manager must stop writing cacerts before the operator composes it. The
 			// Secret stays: cert-manager does not own it by reference.
-			if err := s.deleteNamed(ctx, set.Namespace, CertificateGVK, IntermediateName(0)); err != nil {
+			if err := s.deleteNamed(ctx, set.Namespace, CertificateGVK, IntermediateName(0), client.PropagationPolicy(metav1.DeletePropagationOrphan)); err != nil {
 				return stages.Result{}, err
 			}
 		}
@@ -251,6 +285,13 @@ func (s *Stage) rotate(ctx context.Context, mesh *meshv1.MeshInstallation, spec 
 		if err := s.writeCASecret(ctx, mesh.Name, set.Namespace, cacerts, *rec, old); err != nil {
 			return stages.Result{}, err
 		}
+		_, rolling, err := s.istiods(ctx, mesh.Name)
+		if err != nil {
+			return stages.Result{}, err
+		}
+		if len(rolling) > 0 {
+			return progress("waiting for %s to roll out with ISTIO_MULTIROOT_MESH=true, without which istiod refuses a second root.", strings.Join(rolling, ", ")), nil
+		}
 		missing, err := s.unpublished(ctx, set.Namespace, both)
 		if err != nil {
 			return stages.Result{}, err
@@ -259,8 +300,7 @@ func (s *Stage) rotate(ctx context.Context, mesh *meshv1.MeshInstallation, spec 
 			return progress("waiting for istiod to publish both roots in %s (in %s).", RootCertConfigMap, missing), nil
 		}
 		if rot.Observed.IsZero() {
-			rot.Observed = now
-			if err := s.writeCASecret(ctx, mesh.Name, set.Namespace, cacerts, *rec, old); err != nil {
+			if err := record(func(r *Rotation) { r.Observed = now }, old); err != nil {
 				return stages.Result{}, err
 			}
 		}
@@ -280,7 +320,7 @@ func (s *Stage) rotate(ctx context.Context, mesh *meshv1.MeshInstallation, spec 
 			return stages.Result{}, err
 		}
 		if rot.Observed.IsZero() {
-			signing, why, err := s.switched(ctx, mesh.Name, next, []byte(rot.OldIntermediate), rot.Since.Add(set.TrustPropagation), now)
+			signing, why, err := s.switched(ctx, mesh.Name, next, []byte(rot.OldIntermediate), oldRoots, rot.Since.Add(set.TrustPropagation), now)
 			if err != nil {
 				return stages.Result{}, err
 			}
@@ -289,8 +329,17 @@ func (s *Stage) rotate(ctx context.Context, mesh *meshv1.MeshInstallation, spec 
 			}
 			// Pods carry their creation time in whole seconds: a pod created in the second istiod
 			// was seen to switch counts as started before it, and restarts wait for the next.
-			rot.Observed = now.Truncate(time.Second).Add(time.Second)
-			if err := s.writeCASecret(ctx, mesh.Name, set.Namespace, cacerts, *rec, newContent(both)); err != nil {
+			observed := now.Truncate(time.Second).Add(time.Second)
+			replicas, _, err := s.istiods(ctx, mesh.Name)
+			if err != nil {
+				return stages.Result{}, err
+			}
+			if replicas > 1 {
+				// The replica that answered may not be the last to reload cacerts: the others
+				// get trustPropagation to follow, as proxies got it for the roots.
+				observed = observed.Add(set.TrustPropagation)
+			}
+			if err := record(func(r *Rotation) { r.Observed = observed }, newContent(both)); err != nil {
 				return stages.Result{}, err
 			}
 		}
@@ -351,13 +400,13 @@ func (s *Stage) rotate(ctx context.Context, mesh *meshv1.MeshInstallation, spec 
 // switched tells whether istiod signs with the new intermediate, and if not, why the rotation
 // waits. When istiod's serving certificate cannot tell, the rotation trusts a reload after
 // fallbackAt (the Switch phase's start plus TrustPropagation), and says so.
-func (s *Stage) switched(ctx context.Context, installation string, next *corev1.Secret, old []byte, fallbackAt, now time.Time) (bool, string, error) {
+func (s *Stage) switched(ctx context.Context, installation string, next *corev1.Secret, old []byte, oldRoots Bundle, fallbackAt, now time.Time) (bool, string, error) {
 	intermediate, err := firstCert(next.Data["tls.crt"])
 	if err != nil {
 		return false, "", err
 	}
 	previous, _ := firstCert(old)
-	ok, err := s.istiodSigns(ctx, installation, intermediate, previous)
+	ok, err := s.istiodSigns(ctx, installation, intermediate, previous, oldRoots)
 	switch {
 	case ok:
 		return true, "", nil
@@ -439,7 +488,9 @@ func (s *Stage) stalePods(ctx context.Context, before time.Time) (pods, error) {
 	}
 	for i := range list.Items {
 		p := &list.Items[i]
-		if p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+		// A terminating pod still serves while it drains, with the certificate it has: it
+		// counts until it is gone.
+		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 			continue
 		}
 		if !revision.HasProxy(p) {
@@ -490,7 +541,7 @@ func (s *Stage) deleteGeneration(ctx context.Context, installation, ns string, g
 }
 
 // deleteNamed deletes one cert-manager object of the operator's, if it exists.
-func (s *Stage) deleteNamed(ctx context.Context, ns string, gvk schema.GroupVersionKind, name string) error {
+func (s *Stage) deleteNamed(ctx context.Context, ns string, gvk schema.GroupVersionKind, name string, opts ...client.DeleteOption) error {
 	u := &unstructured.Unstructured{}
 	u.SetGroupVersionKind(gvk)
 	if err := s.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, u); err != nil {
@@ -499,8 +550,22 @@ func (s *Stage) deleteNamed(ctx context.Context, ns string, gvk schema.GroupVers
 	if _, ours := u.GetLabels()[meshv1.LabelInstallation]; !ours || u.GetDeletionTimestamp() != nil {
 		return nil
 	}
-	if err := s.Client.Delete(ctx, u); client.IgnoreNotFound(err) != nil {
+	if err := s.Client.Delete(ctx, u, opts...); client.IgnoreNotFound(err) != nil {
 		return fmt.Errorf("deleting %s %s/%s: %w", gvk.Kind, ns, name, err)
 	}
 	return nil
+}
+
+// consistent reports whether a record can be the operator's latest: not behind the generation
+// status shows, and a rotation with what its phases need.
+func consistent(rec Record, st *meshv1.CertificatesStatus) bool {
+	if st != nil && rec.Generation < int(st.Generation) {
+		return false
+	}
+	r := rec.Rotation
+	if r == nil {
+		return true
+	}
+	known := r.Phase == meshv1.RotationPrepare || r.Phase == meshv1.RotationTrust || r.Phase == meshv1.RotationSwitch || r.Phase == meshv1.RotationDrop
+	return known && len(ParseBundle([]byte(r.OldRoots))) > 0 && r.Issuer != ""
 }

@@ -12,11 +12,17 @@ import (
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 )
+
+// +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=list
+// +kubebuilder:rbac:groups="",resources=services,verbs=get
 
 // istiod signs its own serving certificate (the webhooks' and XDS's) with the CA it loaded
 // from cacerts, and signs it again when it reloads cacerts. The certificate it serves is
@@ -82,7 +88,63 @@ func (s *Stage) istiodAddresses(ctx context.Context, installation string) ([][2]
 			port = p
 		}
 		host := name + "." + ns + ".svc"
-		out = append(out, [2]string{net.JoinHostPort(host, strconv.FormatInt(port, 10)), host})
+		// Every replica reloads cacerts on its own (its kubelet updates its mount): each is
+		// asked, not whichever one the Service picks.
+		pods, err := s.endpoints(ctx, ns, name, port)
+		if err != nil || len(pods) == 0 {
+			out = append(out, [2]string{net.JoinHostPort(host, strconv.FormatInt(port, 10)), host})
+			continue
+		}
+		for _, a := range pods {
+			out = append(out, [2]string{a, host})
+		}
+	}
+	return out, nil
+}
+
+// endpoints are the addresses of the ready pods behind a Service's port, from its
+// EndpointSlices (read from the API server: only while a rotation waits on istiod).
+func (s *Stage) endpoints(ctx context.Context, ns, name string, port int64) ([]string, error) {
+	if s.Reader == nil {
+		return nil, nil
+	}
+	svc := &corev1.Service{}
+	if err := s.Reader.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, svc); err != nil {
+		return nil, err
+	}
+	var portName string
+	found := false
+	for _, p := range svc.Spec.Ports {
+		if int64(p.Port) == port {
+			portName, found = p.Name, true
+		}
+	}
+	if !found {
+		return nil, nil
+	}
+	slices := &discoveryv1.EndpointSliceList{}
+	if err := s.Reader.List(ctx, slices, client.InNamespace(ns), client.MatchingLabels{discoveryv1.LabelServiceName: name}); err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, sl := range slices.Items {
+		var target int32
+		for _, p := range sl.Ports {
+			if p.Port != nil && ptr.Deref(p.Name, "") == portName {
+				target = *p.Port
+			}
+		}
+		if target == 0 {
+			continue
+		}
+		for _, e := range sl.Endpoints {
+			if e.Conditions.Ready != nil && !*e.Conditions.Ready {
+				continue
+			}
+			for _, a := range e.Addresses {
+				out = append(out, net.JoinHostPort(a, strconv.Itoa(int(target))))
+			}
+		}
 	}
 	return out, nil
 }
@@ -92,8 +154,10 @@ func (s *Stage) istiodAddresses(ctx context.Context, installation string) ([][2]
 var errUnobservable = errors.New("istiod's serving certificate cannot be observed")
 
 // istiodSigns reports whether every istiod of the installation serves a certificate signed by
-// intermediate. An error wrapping errUnobservable says why that cannot be told.
-func (s *Stage) istiodSigns(ctx context.Context, installation string, intermediate, previous *x509.Certificate) (bool, error) {
+// intermediate. A certificate signed by previous, or by a presented intermediate that the old
+// roots verify (the old intermediate renewed meanwhile), means not yet. An error wrapping
+// errUnobservable says why that cannot be told.
+func (s *Stage) istiodSigns(ctx context.Context, installation string, intermediate, previous *x509.Certificate, oldRoots Bundle) (bool, error) {
 	addrs, err := s.istiodAddresses(ctx, installation)
 	if err != nil {
 		return false, err
@@ -117,11 +181,87 @@ func (s *Stage) istiodSigns(ctx context.Context, installation string, intermedia
 		switch {
 		case leaf.CheckSignatureFrom(intermediate) == nil:
 			continue
-		case previous != nil && leaf.CheckSignatureFrom(previous) == nil:
+		case signedByOld(leaf, chain[1:], previous, oldRoots):
 			return false, nil
 		default:
 			return false, fmt.Errorf("%w: %s serves a certificate istiod's CA did not sign (issuer %q)", errUnobservable, a[0], leaf.Issuer.String())
 		}
 	}
 	return true, nil
+}
+
+// signedByOld reports whether leaf was signed by the old intermediate: the one recorded, or one
+// its server presents that chains to the old roots.
+func signedByOld(leaf *x509.Certificate, presented []*x509.Certificate, previous *x509.Certificate, oldRoots Bundle) bool {
+	if previous != nil && leaf.CheckSignatureFrom(previous) == nil {
+		return true
+	}
+	pool := x509.NewCertPool()
+	for _, r := range oldRoots {
+		if c, err := x509.ParseCertificate(r.Bytes); err == nil {
+			pool.AddCert(c)
+		}
+	}
+	for _, c := range presented {
+		if leaf.CheckSignatureFrom(c) != nil {
+			continue
+		}
+		if _, err := c.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// istiods reads the installation's istiod Deployments from the cache: how many replicas run at
+// most, and which are not yet rolled out with ISTIO_MULTIROOT_MESH=true (they would refuse a
+// root bundle that changes).
+func (s *Stage) istiods(ctx context.Context, installation string) (int64, []string, error) {
+	list := &unstructured.UnstructuredList{}
+	list.SetAPIVersion("apps/v1")
+	list.SetKind("DeploymentList")
+	if err := s.Client.List(ctx, list, client.MatchingLabels{meshv1.LabelInstallation: installation}); err != nil {
+		return 0, nil, fmt.Errorf("listing istiod's Deployments: %w", err)
+	}
+	var most int64
+	var pending []string
+	for _, d := range list.Items {
+		if !strings.HasPrefix(d.GetName(), "istiod") {
+			continue
+		}
+		replicas, _, _ := unstructured.NestedInt64(d.Object, "status", "replicas")
+		most = max(most, replicas)
+		if !multiRootEnv(&d) || !rolledOut(&d) {
+			pending = append(pending, d.GetNamespace()+"/"+d.GetName())
+		}
+	}
+	return most, pending, nil
+}
+
+func multiRootEnv(d *unstructured.Unstructured) bool {
+	containers, _, _ := unstructured.NestedSlice(d.Object, "spec", "template", "spec", "containers")
+	for _, c := range containers {
+		cm, _ := c.(map[string]any)
+		env, _ := cm["env"].([]any)
+		for _, e := range env {
+			em, _ := e.(map[string]any)
+			if em["name"] == "ISTIO_MULTIROOT_MESH" && em["value"] == "true" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func rolledOut(d *unstructured.Unstructured) bool {
+	gen := d.GetGeneration()
+	observed, _, _ := unstructured.NestedInt64(d.Object, "status", "observedGeneration")
+	want, found, _ := unstructured.NestedInt64(d.Object, "spec", "replicas")
+	if !found {
+		want = 1
+	}
+	updated, _, _ := unstructured.NestedInt64(d.Object, "status", "updatedReplicas")
+	available, _, _ := unstructured.NestedInt64(d.Object, "status", "availableReplicas")
+	total, _, _ := unstructured.NestedInt64(d.Object, "status", "replicas")
+	return observed >= gen && updated == want && available == want && total == want
 }

@@ -107,15 +107,21 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 		}
 		return stages.Result{}, err
 	}
-	if trigger, answers := Trigger(mesh, rec, set.Identity()); rec.Rotation == nil && trigger != "" && usable(cacerts, s.now()) {
+	// A rotation starts from a usable CA, and (from generation 1 on, where the operator owns
+	// cacerts' data) with that data to write again: an apply without it would delete it.
+	content := s.steadyContent(ctx, set.Namespace, rec.Generation)
+	startable := usable(cacerts, s.now()) && (rec.Generation == 0 || content != nil)
+	if trigger, answers := Trigger(mesh, rec, set.Identity()); rec.Rotation == nil && trigger != "" && startable {
 		// Recorded first, in the Secret istiod reads: from here on a restarted operator
 		// continues this rotation, and leaves generation 0's objects as they are.
-		rec.Rotation = &Rotation{Phase: meshv1.RotationPrepare, Since: s.now(), Trigger: trigger, Answers: answers,
+		started := rec
+		started.Rotation = &Rotation{Phase: meshv1.RotationPrepare, Since: s.now(), Trigger: trigger, Answers: answers,
 			Issuer: set.Identity(), OldRoots: string(ParseBundle(cacerts.Data["ca.crt"]).PEM()),
 			OldIntermediate: string(ParseBundle(cacerts.Data["tls.crt"])[:1].PEM())}
-		if err := s.writeCASecret(ctx, mesh.Name, set.Namespace, cacerts, rec, s.steadyContent(ctx, set.Namespace, rec.Generation)); err != nil {
+		if err := s.writeCASecret(ctx, mesh.Name, set.Namespace, cacerts, started, content); err != nil {
 			return stages.Result{}, err
 		}
+		rec = started
 	}
 	pending := 0
 	defer func() { Mirror(mesh.Status.Certificates, rec, set, pending, s.now()) }()

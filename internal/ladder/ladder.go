@@ -46,6 +46,9 @@ type State struct {
 	// Revision is the control-plane revision that injects the namespace's pods; empty means
 	// the default revision (so namespaces recorded before revisions existed read the same).
 	Revision string `json:"revision,omitempty"`
+	// RefreshGaveUp is the root rotation's switch time (Settings.RefreshBefore) for which a
+	// refresh timed out: the namespace is not restarted again for it, and reported blocked.
+	RefreshGaveUp time.Time `json:"refreshGaveUp,omitzero"`
 }
 
 // DefaultRevision is the revision of a mesh's first installation.
@@ -316,9 +319,14 @@ func Decide(ns Namespace, s Settings, mayStart bool, now time.Time) (d Decision)
 		}
 		d.RevisionBehind = behind(d.Level, d.State, s)
 		d.RefreshPending = d.State.Step == nil && needsRefresh(d.Level, ns, s)
+		if d.RefreshPending && d.Blocked.Reason == "" && d.State.RefreshGaveUp.Equal(s.RefreshBefore) {
+			d.Blocked = Blocked{Reason: meshv1.ReasonRefreshIncomplete, Message: fmt.Sprintf(
+				"Restarting the workloads whose proxies started before the root rotation's switch did not finish within %s; the rotation waits for them. Find what keeps them from rolling out, then restart them yourself (kubectl rollout restart).", s.StepTimeout)}
+		}
 	}()
 
-	refresh := d.State.Step == nil && !behind(d.Level, d.State, s) && Rank(ns.Target) >= Rank(d.Level) && needsRefresh(d.Level, ns, s)
+	refresh := d.State.Step == nil && !behind(d.Level, d.State, s) && Rank(ns.Target) >= Rank(d.Level) && needsRefresh(d.Level, ns, s) &&
+		!d.State.RefreshGaveUp.Equal(s.RefreshBefore)
 	if d.State.Step == nil && d.Level == ns.Target && !behind(d.Level, d.State, s) && !refresh {
 		// At its target there is nothing to hold back: a hold only keeps a namespace from
 		// climbing again.
@@ -474,6 +482,12 @@ func stale(w Workload, before time.Time) bool {
 // workloads whose proxies hold certificates of a rotated-out intermediate. It waits for no
 // readiness: a restart gives a broken pod nothing worse, and the rotation waits for it.
 func startRefresh(d *Decision, ns Namespace, s Settings, mayStart bool, now time.Time) {
+	if ns.InjectionConflict != "" {
+		// Restarted under someone else's injection label, pods might come back without the
+		// proxy: the namespace is reported instead.
+		d.Blocked = Blocked{Reason: meshv1.ReasonInjectionLabelConflict, Message: ns.InjectionConflict}
+		return
+	}
 	if !mayStart {
 		d.Waiting = "waiting for a free slot to restart workloads for the root rotation (spec.rollout.maxNamespacesInProgress)"
 		return
@@ -578,8 +592,9 @@ func advance(d *Decision, ns Namespace, s Settings, now time.Time) {
 		d.Blocked = Blocked{Reason: step.Reason, Message: step.Message}
 		d.Event = &Event{Warning: true, Reason: meshv1.ReasonRolledBack, Message: fmt.Sprintf("Reverted to %s; held there until the spec changes.", d.Level)}
 	case step.Refresh && pending != "":
+		d.State.RefreshGaveUp = s.RefreshBefore
 		d.Event = &Event{Warning: true, Reason: "CertificateRefreshIncomplete", Message: fmt.Sprintf(
-			"Not every workload restarted within %s (%s): the root rotation waits for them, and restarts them again.", s.StepTimeout, pending)}
+			"Not every workload restarted within %s (%s): the root rotation waits for them; restart them yourself once they can roll out.", s.StepTimeout, pending)}
 	case step.Refresh:
 		d.Event = &Event{Reason: "CertificatesRefreshed", Message: "Every proxy of the namespace started after the root rotation's switch."}
 	case pending != "":

@@ -145,6 +145,39 @@ func TestCertificateRefresh(t *testing.T) {
 				if d.Event == nil || !d.Event.Warning || d.Event.Reason != "CertificateRefreshIncomplete" {
 					t.Errorf("event = %+v", d.Event)
 				}
+				if !d.State.RefreshGaveUp.Equal(switched) || d.Blocked.Reason != meshv1.ReasonRefreshIncomplete || d.AtTarget(meshv1.LevelMutualTLS) {
+					t.Errorf("state %+v, blocked %+v: the namespace must be reported, not restarted again", d.State, d.Blocked)
+				}
+			},
+		},
+		"given up for this switch: blocked, no new restart, the slot left free": {
+			ns: Namespace{Current: meshv1.LevelMutualTLS, Target: meshv1.LevelMutualTLS, Pods: readyPods(2), State: State{RefreshGaveUp: switched},
+				Workloads: []Workload{deploy("a", old)}},
+			s: rotating, mayStart: true, now: t0.Add(12 * time.Minute),
+			check: func(t *testing.T, d Decision) {
+				if d.State.Step != nil || d.InProgress || d.Blocked.Reason != meshv1.ReasonRefreshIncomplete || d.AtTarget(meshv1.LevelMutualTLS) {
+					t.Errorf("decision = %+v", d)
+				}
+			},
+		},
+		"given up for an earlier switch: a new rotation restarts again": {
+			ns: Namespace{Current: meshv1.LevelMutualTLS, Target: meshv1.LevelMutualTLS, Pods: readyPods(2), State: State{RefreshGaveUp: switched.Add(-time.Hour)},
+				Workloads: []Workload{deploy("a", old)}},
+			s: rotating, mayStart: true, now: t0,
+			check: func(t *testing.T, d Decision) {
+				if st := d.State.Step; st == nil || !st.Refresh {
+					t.Errorf("step = %+v", st)
+				}
+			},
+		},
+		"someone else's injection label: blocked, nothing restarted": {
+			ns: Namespace{Current: meshv1.LevelObserve, Target: meshv1.LevelObserve, Pods: readyPods(1), Workloads: []Workload{deploy("a", old)},
+				InjectionConflict: "istio-injection=disabled"},
+			s: rotating, mayStart: true, now: t0,
+			check: func(t *testing.T, d Decision) {
+				if d.State.Step != nil || d.Restart != nil || d.Blocked.Reason != meshv1.ReasonInjectionLabelConflict {
+					t.Errorf("decision = %+v", d)
+				}
 			},
 		},
 		"a refresh record at Off is not the operator's: forgotten": {
