@@ -56,6 +56,9 @@ const (
 	// ReasonCARecordLost means the operator's record of a root rotation in progress was lost
 	// (the cacerts Secret deleted or its annotation edited); it refuses to guess the CA.
 	ReasonCARecordLost = "CARecordLost"
+	// ReasonIstiodCANotLoaded means istiod still signs with another intermediate than the one
+	// cacerts holds, longer after its renewal than spec.certificates.trustPropagation.
+	ReasonIstiodCANotLoaded = "IstiodCANotLoaded"
 	// ReasonCAReady means the cacerts Secret holds a valid intermediate CA.
 	ReasonCAReady = "CAReady"
 	// ReasonUnsupportedVersion means spec.version is not one this build can install; the message

@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 )
@@ -174,7 +175,7 @@ func (s *Stage) istiodSigns(ctx context.Context, installation string, intermedia
 		if err != nil {
 			return false, fmt.Errorf("%w: %s: %v", errUnobservable, a[0], err)
 		}
-		if len(chain) == 0 {
+		if len(chain) == 0 || chain[0] == nil {
 			return false, fmt.Errorf("%w: %s presented no certificate", errUnobservable, a[0])
 		}
 		leaf := chain[0]
@@ -264,4 +265,65 @@ func rolledOut(d *unstructured.Unstructured) bool {
 	available, _, _ := unstructured.NestedInt64(d.Object, "status", "availableReplicas")
 	total, _, _ := unstructured.NestedInt64(d.Object, "status", "replicas")
 	return observed >= gen && updated == want && available == want && total == want
+}
+
+// loadState is what the operator last found of istiod and one intermediate.
+type loadState struct {
+	loaded    bool      // istiod serves a certificate it signed
+	checkedAt time.Time // when it could not be told, to ask again a minute later
+}
+
+// unobservableRecheck is how soon an istiod whose serving certificate could not be read is
+// asked again.
+const unobservableRecheck = time.Minute
+
+// istiodLoaded checks, once per intermediate, that istiod signs with the intermediate cacerts
+// holds: cert-manager renews it, the kubelet updates istiod's mount, istiod reloads it, and the
+// operator is the one who can tell that the chain did not break. It returns a message when
+// istiod still signs with another intermediate grace after this one was issued, and when to
+// look again. Once seen loaded, an intermediate costs nothing more.
+func (s *Stage) istiodLoaded(ctx context.Context, installation string, secret *corev1.Secret, grace time.Duration, now time.Time) (string, time.Duration, error) {
+	inter, err := firstCert(secret.Data["tls.crt"])
+	if err != nil {
+		return "", 0, nil // CheckSecret reports a broken CA
+	}
+	key := installation + "/" + string(inter.Signature)
+	s.loadMu.Lock()
+	st, seen := s.loads[key]
+	previous := s.lastLoaded[installation]
+	s.loadMu.Unlock()
+	if seen && (st.loaded || now.Sub(st.checkedAt) < unobservableRecheck) {
+		return "", 0, nil
+	}
+	addrs, err := s.istiodAddresses(ctx, installation)
+	if err != nil {
+		return "", 0, err
+	}
+	if len(addrs) == 0 {
+		return "", 0, nil // no istiod yet: the webhook's arrival brings another pass
+	}
+	ok, err := s.istiodSigns(ctx, installation, inter, previous, ParseBundle(secret.Data["ca.crt"]))
+	s.loadMu.Lock()
+	defer s.loadMu.Unlock()
+	if s.loads == nil || len(s.loads) > 64 {
+		s.loads, s.lastLoaded = map[string]loadState{}, map[string]*x509.Certificate{}
+	}
+	switch {
+	case errors.Is(err, errUnobservable):
+		log.FromContext(ctx).V(1).Info("cannot tell which intermediate istiod signs with", "reason", err.Error())
+		s.loads[key] = loadState{checkedAt: now}
+		return "", unobservableRecheck, nil
+	case err != nil:
+		return "", 0, err
+	case ok:
+		s.loads[key] = loadState{loaded: true}
+		s.lastLoaded[installation] = inter
+		return "", 0, nil
+	}
+	if waited := now.Sub(inter.NotBefore); waited < grace {
+		return "", grace - waited + time.Second, nil
+	}
+	return fmt.Sprintf("istiod still signs with an intermediate other than the one in %s/%s (issued %s): it has not reloaded the renewed CA, so the certificates it issues will expire with the old one. "+
+		"Check that istiod's cacerts mount is updated (kubectl exec into istiod and look at /etc/cacerts), or restart it: kubectl rollout restart deployment -n %s -l app=istiod.",
+		secret.Namespace, CASecret, inter.NotBefore.UTC().Format(time.RFC3339), secret.Namespace), rotationRecheck, nil
 }

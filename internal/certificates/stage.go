@@ -2,8 +2,10 @@ package certificates
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -54,6 +56,11 @@ type Stage struct {
 	// Serving reads the certificate chain istiod serves, to see which intermediate it signs
 	// with; DialServingChain when nil.
 	Serving ServingChain
+	// loads remembers, per intermediate, whether istiod was seen signing with it, and
+	// lastLoaded the last one it was, per installation (see istiodLoaded).
+	loadMu     sync.Mutex
+	loads      map[string]loadState
+	lastLoaded map[string]*x509.Certificate
 	// Mapper tells whether cert-manager's CRDs are installed.
 	Mapper meta.RESTMapper
 	// CertManagerFound is called once cert-manager's kinds are served, so the controller can
@@ -196,6 +203,16 @@ func (s *Stage) steady(ctx context.Context, mesh *meshv1.MeshInstallation, set S
 	} else {
 		// Look again when the CA enters its last sixth of life, so the warning is not missed.
 		res.RequeueAfter = ca.NotAfter.Sub(now) - ca.NotAfter.Sub(ca.NotBefore)/6 + time.Second
+	}
+	stale, recheck, err := s.istiodLoaded(ctx, mesh.Name, secret, set.TrustPropagation, now)
+	if err != nil {
+		return stages.Result{}, err
+	}
+	if recheck > 0 && recheck < res.RequeueAfter {
+		res.RequeueAfter = recheck
+	}
+	if stale != "" && !res.Degraded {
+		res.Degraded, res.Reason, res.Message = true, meshv1.ReasonIstiodCANotLoaded, stale
 	}
 	return res, nil
 }

@@ -85,7 +85,8 @@ func useLocalIstiod(t *testing.T, cl *cluster.Cluster, c client.Client, meshName
 	if err := c.Patch(ctx, mesh, client.RawPatch(types.MergePatchType, patch)); err != nil {
 		t.Fatal(err)
 	}
-	return startIstiod(t, cl, cluster.IstiodOptions{Port: port})
+	// Its CA files follow cacerts as a kubelet mount's would: a reissued intermediate reaches it.
+	return startIstiod(t, cl, cluster.IstiodOptions{Port: port, SyncCA: true})
 }
 
 // startIstiod starts a local istiod, stopped at the end of the test (its log shown if the test

@@ -426,6 +426,20 @@ func TestRootRotation(t *testing.T) {
 	if phase, gen := caRecord(t, c); phase != "" || gen != 2 {
 		t.Errorf("record: generation %d, phase %q", gen, phase)
 	}
+
+	// A renewal: cert-manager reissues the intermediate and the operator composes cacerts from
+	// it. While istiod's files are held it keeps signing with the old one, which the operator
+	// reports; once they follow, the report clears.
+	ist.HoldCA(true)
+	if err := c.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "istio-system", Name: "meshwright-istio-ca-2"}}); err != nil {
+		t.Fatal(err)
+	}
+	m = waitCondition(t, c, meshv1.ConditionDegraded, metav1.ConditionTrue, meshv1.ReasonIstiodCANotLoaded, 2*time.Minute)
+	if cond := meta.FindStatusCondition(m.Status.Conditions, meshv1.ConditionDegraded); !strings.Contains(cond.Message, "has not reloaded the renewed CA") {
+		t.Errorf("Degraded = %+v", cond)
+	}
+	ist.HoldCA(false)
+	waitCondition(t, c, meshv1.ConditionDegraded, metav1.ConditionFalse, meshv1.ReasonAsExpected, 2*time.Minute)
 }
 
 // multiRoot reports whether istiod's Deployment runs with ISTIO_MULTIROOT_MESH=true.
