@@ -21,7 +21,6 @@ import (
 const (
 	SelfSignedIssuer = "meshwright-selfsigned"
 	RootCertificate  = "meshwright-root-ca"
-	RootSecret       = "meshwright-root-ca"
 	RootIssuer       = "meshwright-root-ca"
 	CACertificate    = "meshwright-istio-ca"
 	// CASecret is the Secret istiod reads its signing CA from.
