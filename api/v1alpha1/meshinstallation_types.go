@@ -496,6 +496,31 @@ type NamespacesStatus struct {
 	Blocked []BlockedNamespace `json:"blocked,omitempty"`
 }
 
+// AtLevel is the count of namespaces at a level (for Off: enrolled and not in the mesh yet), or
+// nil for a level that has no count. Every place that counts by level goes through it, and a
+// test over the ladder's rungs fails when a level has none.
+func (s *NamespacesStatus) AtLevel(l AdoptionLevel) *int32 {
+	switch l {
+	case LevelOff:
+		return &s.Pending
+	case LevelObserve:
+		return &s.Observe
+	case LevelMutualTLS:
+		return &s.MutualTLS
+	case LevelZeroTrust:
+		return &s.ZeroTrust
+	}
+	return nil
+}
+
+// CountAt reads the count of namespaces at a level; a level without a count reads as zero.
+func (s *NamespacesStatus) CountAt(l AdoptionLevel) int32 {
+	if p := s.AtLevel(l); p != nil {
+		return *p
+	}
+	return 0
+}
+
 // MaxBlockedListed bounds status.namespaces.blocked.
 const MaxBlockedListed = 10
 

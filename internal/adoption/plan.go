@@ -155,7 +155,7 @@ func DecideAll(plans []NamespacePlan, mesh *meshv1.MeshInstallation, target Targ
 // a step moves it between.
 func ourRevisions(current ladder.Level, st ladder.State, s ladder.Settings) []string {
 	out := []string{ladder.RevisionName(s.Revision)}
-	if ladder.Rank(current) >= ladder.Rank(meshv1.LevelObserve) || st.Step != nil {
+	if ladder.InMesh(current) || st.Step != nil {
 		out = append(out, ladder.RevisionName(st.Revision))
 	}
 	if st.Step != nil {

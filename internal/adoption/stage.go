@@ -318,17 +318,10 @@ func (m *summary) add(c *NamespacePlan) {
 	if target != meshv1.LevelOff {
 		m.status.Enrolled++
 	}
-	switch d.Level {
-	case meshv1.LevelOff:
-		if target != meshv1.LevelOff {
-			m.status.Pending++
-		}
-	case meshv1.LevelObserve:
-		m.status.Observe++
-	case meshv1.LevelMutualTLS:
-		m.status.MutualTLS++
-	case meshv1.LevelZeroTrust:
-		m.status.ZeroTrust++
+	// Off counts the enrolled namespaces not in the mesh yet (pending), every other level all
+	// namespaces at it.
+	if n := m.status.AtLevel(d.Level); n != nil && (ladder.InMesh(d.Level) || target != meshv1.LevelOff) {
+		*n++
 	}
 	if d.InProgress {
 		m.status.InProgress++

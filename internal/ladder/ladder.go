@@ -19,21 +19,6 @@ import (
 // Level is a rung of the ladder.
 type Level = meshv1.AdoptionLevel
 
-// levels are the rungs, lowest first.
-var levels = []Level{meshv1.LevelOff, meshv1.LevelObserve, meshv1.LevelMutualTLS, meshv1.LevelZeroTrust}
-
-// Rank orders levels: Off is 0, ZeroTrust 3. An unknown level ranks as Off, so a label a user
-// mistyped never makes the operator believe a namespace is further up than it is.
-func Rank(l Level) int {
-	if i := slices.Index(levels, l); i >= 0 {
-		return i
-	}
-	return 0
-}
-
-// Valid reports whether l names a rung.
-func Valid(l Level) bool { return slices.Contains(levels, l) }
-
 // State is the operator's record of a namespace, kept on the namespace itself (see
 // meshv1.AnnotationLadder) so that it survives operator restarts and needs no status space.
 type State struct {
@@ -106,6 +91,41 @@ type Step struct {
 // moves reports whether the step moves the namespace to another revision at its level.
 func (st Step) moves(current Level) bool {
 	return st.Revision != "" && st.To == current && !st.Rollback
+}
+
+// StepKind says what a step does. It is derived from the step's record, so records written by
+// earlier releases read the same and no record is rewritten for it.
+type StepKind string
+
+// The kinds of step.
+const (
+	// KindClimb goes one rung up.
+	KindClimb StepKind = "Climb"
+	// KindDescend goes one rung down.
+	KindDescend StepKind = "Descend"
+	// KindRollback reverts a step (or a move) back to where the namespace stands.
+	KindRollback StepKind = "Rollback"
+	// KindMove moves the namespace to another control-plane revision at its level.
+	KindMove StepKind = "Move"
+	// KindRefresh restarts, at the level, the workloads whose proxies predate a root
+	// rotation's switch.
+	KindRefresh StepKind = "Refresh"
+)
+
+// Kind is what the step does to a namespace standing at current.
+func (st Step) Kind(current Level) StepKind {
+	switch {
+	case st.Rollback:
+		return KindRollback
+	case st.Refresh:
+		return KindRefresh
+	case st.moves(current):
+		return KindMove
+	case Rank(st.To) > Rank(current):
+		return KindClimb
+	default:
+		return KindDescend
+	}
 }
 
 // Hold keeps a namespace where it is after a rollback.
@@ -214,12 +234,8 @@ func EffectsOf(current Level, step *Step) Effects {
 	if step != nil && Rank(step.To) < Rank(current) {
 		level = step.To
 	}
-	e := Effects{
-		Inject:        Rank(level) >= Rank(meshv1.LevelObserve),
-		Strict:        Rank(level) >= Rank(meshv1.LevelMutualTLS),
-		Authorization: level == meshv1.LevelZeroTrust,
-	}
-	if e.Authorization && step != nil && step.To == meshv1.LevelZeroTrust && step.To != current && !step.Enforced {
+	e := rungOf(level).Carries
+	if e.Authorization && step != nil && rungOf(step.To).DryRunFirst && step.To != current && !step.Enforced {
 		e.DryRun = true
 	}
 	if step != nil && step.Rollback {
@@ -286,7 +302,7 @@ func injectedBy(st State) string {
 
 // behind reports a namespace in the mesh, without a step, on another revision than the active one.
 func behind(level Level, st State, s Settings) bool {
-	return st.Step == nil && Rank(level) >= Rank(meshv1.LevelObserve) && RevisionName(st.Revision) != RevisionName(s.Revision)
+	return st.Step == nil && InMesh(level) && RevisionName(st.Revision) != RevisionName(s.Revision)
 }
 
 // maxNamed bounds the pod names a message lists.
@@ -301,32 +317,10 @@ const Settle = 5 * time.Second
 // continues. now is the time of the pass.
 func Decide(ns Namespace, s Settings, mayStart bool, now time.Time) (d Decision) {
 	d = Decision{Level: ns.Current, State: ns.State}
-	if !Valid(d.Level) {
-		d.Level = meshv1.LevelOff
-	}
-	if d.State.Hold != nil && d.State.Hold.Generation != s.Generation {
-		d.State.Hold = nil
-	}
-	if st := d.State.Step; st != nil && !wellFormed(*st, d.Level) {
-		// A record no pass writes (an annotation edited by hand, or a label changed under a
-		// running step): the step is forgotten and the namespace goes on from its label.
-		d.State.Step = nil
-	}
-	defer func() {
-		d.Effects = EffectsOf(d.Level, d.State.Step)
-		if d.Effects.Inject {
-			d.Effects.Revision = injectedBy(d.State)
-		}
-		d.RevisionBehind = behind(d.Level, d.State, s)
-		d.RefreshPending = d.State.Step == nil && needsRefresh(d.Level, ns, s)
-		if d.RefreshPending && d.Blocked.Reason == "" && d.State.RefreshGaveUp.Equal(s.RefreshBefore) {
-			d.Blocked = Blocked{Reason: meshv1.ReasonRefreshIncomplete, Message: fmt.Sprintf(
-				"Restarting the workloads whose proxies started before the root rotation's switch did not finish within %s; the rotation waits for them. Find what keeps them from rolling out, then restart them yourself (kubectl rollout restart).", s.StepTimeout)}
-		}
-	}()
+	normalize(&d, s)
+	defer finish(&d, ns, s)
 
-	refresh := d.State.Step == nil && !behind(d.Level, d.State, s) && Rank(ns.Target) >= Rank(d.Level) && needsRefresh(d.Level, ns, s) &&
-		!d.State.RefreshGaveUp.Equal(s.RefreshBefore)
+	refresh := refreshDue(d, ns, s)
 	if d.State.Step == nil && d.Level == ns.Target && !behind(d.Level, d.State, s) && !refresh {
 		// At its target there is nothing to hold back: a hold only keeps a namespace from
 		// climbing again.
@@ -334,99 +328,112 @@ func Decide(ns Namespace, s Settings, mayStart bool, now time.Time) (d Decision)
 		return d
 	}
 	if s.Paused {
-		d.InProgress = d.State.Step != nil
-		d.Waiting = "the rollout is paused (spec.rollout.paused)"
-		if st := d.State.Step; st != nil && st.PausedAt.IsZero() {
-			frozen := *st
-			frozen.PausedAt = now
-			d.State.Step = &frozen
-		}
+		pause(&d, now)
 		return d
 	}
+	resume(&d, now)
+	switch {
+	case d.State.Step != nil:
+		advance(&d, ns, s, now)
+	case refresh:
+		// Before a hold or a climb: a rotation cannot end while these proxies run.
+		startRefresh(&d, ns, s, mayStart, now)
+	case d.State.Hold != nil && Rank(ns.Target) >= Rank(d.Level):
+		d.Blocked = Blocked{Reason: d.State.Hold.Reason, Message: d.State.Hold.Message}
+	case Rank(ns.Target) < Rank(d.Level):
+		d.State.Hold = nil
+		startStep(&d, ns, s, levelBelow(d.Level), mayStart, now)
+	case behind(d.Level, d.State, s):
+		// In the mesh on a retiring revision: it moves to the active one before it climbs on.
+		d.State.Hold = nil
+		startMove(&d, ns, s, mayStart, now)
+	default:
+		d.State.Hold = nil
+		if next := levelAbove(d.Level); gate(&d, ns, s, next, now) {
+			startStep(&d, ns, s, next, mayStart, now)
+		}
+	}
+	return d
+}
+
+// normalize reads the recorded state as the operator can trust it: an unknown level is Off, a
+// hold from an earlier spec is released, and a step no pass writes (an annotation edited by
+// hand, or a label changed under a running step) is forgotten, so the namespace goes on from its
+// label.
+func normalize(d *Decision, s Settings) {
+	if !Valid(d.Level) {
+		d.Level = meshv1.LevelOff
+	}
+	if d.State.Hold != nil && d.State.Hold.Generation != s.Generation {
+		d.State.Hold = nil
+	}
+	if st := d.State.Step; st != nil && !wellFormed(*st, d.Level) {
+		d.State.Step = nil
+	}
+}
+
+// finish derives what follows from where the pass left the namespace: its effects, whether it
+// is behind the active revision or runs proxies a root rotation must restart.
+func finish(d *Decision, ns Namespace, s Settings) {
+	d.Effects = EffectsOf(d.Level, d.State.Step)
+	if d.Effects.Inject {
+		d.Effects.Revision = injectedBy(d.State)
+	}
+	d.RevisionBehind = behind(d.Level, d.State, s)
+	d.RefreshPending = d.State.Step == nil && needsRefresh(d.Level, ns, s)
+	if d.RefreshPending && d.Blocked.Reason == "" && d.State.RefreshGaveUp.Equal(s.RefreshBefore) {
+		d.Blocked = Blocked{Reason: meshv1.ReasonRefreshIncomplete, Message: fmt.Sprintf(
+			"Restarting the workloads whose proxies started before the root rotation's switch did not finish within %s; the rotation waits for them. Find what keeps them from rolling out, then restart them yourself (kubectl rollout restart).", s.StepTimeout)}
+	}
+}
+
+// refreshDue reports whether a namespace with no step should restart workloads for a root
+// rotation now: it stands at or below its target on the active revision, runs stale proxies,
+// and has not given up on this rotation already.
+func refreshDue(d Decision, ns Namespace, s Settings) bool {
+	return d.State.Step == nil && !behind(d.Level, d.State, s) && Rank(ns.Target) >= Rank(d.Level) &&
+		needsRefresh(d.Level, ns, s) && !d.State.RefreshGaveUp.Equal(s.RefreshBefore)
+}
+
+// pause freezes a running step where it is (spec.rollout.paused): the time paused is not counted
+// against its timeout or soak, see resume.
+func pause(d *Decision, now time.Time) {
+	d.InProgress = d.State.Step != nil
+	d.Waiting = "the rollout is paused (spec.rollout.paused)"
+	if st := d.State.Step; st != nil && st.PausedAt.IsZero() {
+		frozen := *st
+		frozen.PausedAt = now
+		d.State.Step = &frozen
+	}
+}
+
+// resume unfreezes a step that was paused, moving its start on by the time it was paused.
+func resume(d *Decision, now time.Time) {
 	if st := d.State.Step; st != nil && !st.PausedAt.IsZero() {
 		resumed := *st
 		resumed.Started = resumed.Started.Add(now.Sub(resumed.PausedAt))
 		resumed.PausedAt = time.Time{}
 		d.State.Step = &resumed
 	}
-	if d.State.Step != nil {
-		advance(&d, ns, s, now)
-		return d
-	}
-	if refresh {
-		// Before a hold or a climb: a rotation cannot end while these proxies run.
-		startRefresh(&d, ns, s, mayStart, now)
-		return d
-	}
-	if h := d.State.Hold; h != nil && Rank(ns.Target) >= Rank(d.Level) {
-		d.Blocked = Blocked{Reason: h.Reason, Message: h.Message}
-		return d
-	}
-	d.State.Hold = nil
-	var next Level
-	switch {
-	case Rank(ns.Target) < Rank(d.Level):
-		next = levels[Rank(d.Level)-1]
-	case behind(d.Level, d.State, s):
-		// In the mesh on a retiring revision: it moves to the active one before it climbs on.
-		startMove(&d, ns, s, mayStart, now)
-		return d
-	default:
-		next = levels[Rank(d.Level)+1]
-		if !gate(&d, ns, s, next, now) {
-			return d
-		}
-	}
+}
+
+// startStep begins a step of one rung to next, when a slot is free.
+func startStep(d *Decision, ns Namespace, s Settings, next Level, mayStart bool, now time.Time) {
 	if !mayStart {
 		d.Waiting = "waiting for a free slot (spec.rollout.maxNamespacesInProgress)"
-		return d
+		return
 	}
 	d.State.Step = &Step{To: next, Started: now, ID: stepID(next, now)}
-	if d.Level == meshv1.LevelOff {
+	if !InMesh(d.Level) {
 		d.State.Step.Revision = RevisionName(s.Revision)
 	}
 	d.InProgress = true
 	d.Event = &Event{Reason: "StepStarted", Message: fmt.Sprintf("Stepping from %s to %s.", d.Level, next)}
-	if next == meshv1.LevelZeroTrust {
+	if rungOf(next).DryRunFirst {
 		d.Event.Message += fmt.Sprintf(" The AuthorizationPolicies run in dry-run for %s first.", s.SoakTime)
 		d.RecheckAfter = s.SoakTime
 	}
-	planRestarts(&d, ns, s)
-	return d
-}
-
-// gate checks that a namespace may go up to next. It fills in Blocked or Waiting when not.
-func gate(d *Decision, ns Namespace, s Settings, next Level, now time.Time) bool {
-	if ns.InjectionConflict != "" {
-		d.Blocked = Blocked{Reason: meshv1.ReasonInjectionLabelConflict, Message: ns.InjectionConflict}
-		return false
-	}
-	if len(ns.Pods.NotReady) > 0 {
-		d.Blocked = Blocked{Reason: meshv1.ReasonPodsNotReady, Message: fmt.Sprintf(
-			"%d pod(s) are not Ready: %s. The step to %s waits until every pod is Ready, so that what it changes can be judged.", len(ns.Pods.NotReady), Names(ns.Pods.NotReady), next)}
-		return false
-	}
-	if next == meshv1.LevelObserve {
-		return true
-	}
-	if len(ns.Pods.Uninjected) > 0 {
-		d.Blocked = Blocked{Reason: meshv1.ReasonUninjectedPods, Message: fmt.Sprintf(
-			"%d pod(s) run without Istio's proxy and would be cut off by STRICT mTLS: %s. Remove sidecar.istio.io/inject=false or move them out of the namespace, or lower its target to Observe.",
-			len(ns.Pods.Uninjected), Names(ns.Pods.Uninjected))}
-		return false
-	}
-	if ns.PolicyConflict != "" {
-		d.Blocked = Blocked{Reason: meshv1.ReasonPeerAuthenticationConflict, Message: ns.PolicyConflict}
-		return false
-	}
-	if next == meshv1.LevelZeroTrust {
-		if held := now.Sub(d.State.Since); held < s.SoakTime {
-			d.Waiting = fmt.Sprintf("holding MutualTLS for the soak time, until %s", d.State.Since.Add(s.SoakTime).UTC().Format(time.RFC3339))
-			d.RecheckAfter = s.SoakTime - held
-			return false
-		}
-	}
-	return true
+	planRestarts(d, ns, s)
 }
 
 // startMove begins moving a namespace that is in the mesh to the active revision: its injection
@@ -467,7 +474,7 @@ func startMove(d *Decision, ns Namespace, s Settings, mayStart bool, now time.Ti
 // needsRefresh reports whether a namespace in the mesh has workloads whose proxies started
 // before a root rotation's switch.
 func needsRefresh(level Level, ns Namespace, s Settings) bool {
-	if s.RefreshBefore.IsZero() || Rank(level) < Rank(meshv1.LevelObserve) {
+	if s.RefreshBefore.IsZero() || !InMesh(level) {
 		return false
 	}
 	return slices.ContainsFunc(ns.Workloads, func(w Workload) bool { return stale(w, s.RefreshBefore) })
@@ -498,82 +505,102 @@ func startRefresh(d *Decision, ns Namespace, s Settings, mayStart bool, now time
 	planRestarts(d, ns, s)
 }
 
-// advance moves a running step on: restarts, the dry-run phase, completion or rollback.
+// advance moves a running step on: a cancel, the dry-run phase, waiting, completion or rollback.
 func advance(d *Decision, ns Namespace, s Settings, now time.Time) {
 	step := *d.State.Step
 	d.State.Step = &step
 	d.InProgress = true
-	move := step.moves(d.Level)
-	up := !step.Rollback && Rank(step.To) > Rank(d.Level)
-
-	if move && (RevisionName(s.Revision) != step.Revision || Rank(ns.Target) < Rank(d.Level)) {
-		// The active revision changed (an upgrade set back), or the namespace leaves the mesh:
-		// the move is undone, with no hold.
-		d.State.Step = &Step{To: d.Level, Started: now, ID: stepID(d.Level, now), Rollback: true, Cancelled: true, Revision: step.From}
-		d.Event = &Event{Reason: "RevisionMoveCancelled", Message: fmt.Sprintf("The move to revision %s is undone: the namespace returns to revision %s.", step.Revision, step.From)}
-		planRestarts(d, ns, s)
+	kind := step.Kind(d.Level)
+	if cancel(d, ns, s, step, kind, now) {
 		return
 	}
-	if up && Rank(ns.Target) < Rank(step.To) {
-		// The target was lowered under a running step: undo it now rather than finish it (a
-		// ZeroTrust dry-run must not be enforced after the user backed out).
-		d.State.Step = &Step{To: d.Level, Started: now, ID: stepID(d.Level, now), Rollback: true, Cancelled: true}
-		d.Event = &Event{Reason: "StepCancelled", Message: fmt.Sprintf("The target was lowered to %s: the step to %s is undone.", ns.Target, step.To)}
-		planRestarts(d, ns, s)
+	if kind == KindClimb && rungOf(step.To).DryRunFirst && !step.Enforced && dryRun(d, ns, s, &step, now) {
 		return
-	}
-
-	if up && step.To == meshv1.LevelZeroTrust && !step.Enforced {
-		soakEnd := step.Started.Add(s.SoakTime)
-		if now.Before(soakEnd) {
-			d.Waiting = fmt.Sprintf("AuthorizationPolicies in dry-run until %s", soakEnd.UTC().Format(time.RFC3339))
-			d.RecheckAfter = soakEnd.Sub(now)
-			return
-		}
-		if len(ns.Pods.NotReady) == 0 {
-			step.Enforced, step.Started = true, now
-			d.Event = &Event{Reason: "PoliciesEnforced", Message: "The dry-run soaked with every pod Ready: the AuthorizationPolicies are enforced now."}
-			d.RecheckAfter = Settle
-			return
-		}
-		// Not enforced while pods are unready; the step times out from the soak's end.
-		step.Started = soakEnd
 	}
 
 	planRestarts(d, ns, s)
-	forward := up || move
+	forward := kind == KindClimb || kind == KindMove
 	pending := incomplete(ns, step, d.Level, forward, s.RefreshBefore)
 	if pending == "" && forward && now.Sub(step.Started) < Settle {
 		pending = "letting the change settle"
 	}
 	left := s.StepTimeout - now.Sub(step.Started)
-	if pending != "" && left > 0 {
+	switch {
+	case pending != "" && left > 0:
 		d.Waiting = pending
 		d.RecheckAfter = left
 		if forward && pending == "letting the change settle" {
 			d.RecheckAfter = Settle - now.Sub(step.Started)
 		}
-		return
+	case pending != "" && forward:
+		revert(d, ns, s, step, kind, pending, now)
+	default:
+		// The step is complete, or it walks down (or reverts) and ran out of time: going down
+		// is never held up for good; what is left over is said in the Event.
+		complete(d, s, step, kind, pending, now)
 	}
-	if pending != "" && forward {
-		what := fmt.Sprintf("step from %s to %s", d.Level, step.To)
-		back := ""
-		if move {
-			what, back = fmt.Sprintf("move from revision %s to %s", step.From, step.Revision), step.From
-		}
-		msg := fmt.Sprintf("The %s did not complete within %s (%s), so it was reverted. Fix the cause, then change the MeshInstallation's spec (or delete the namespace's %s annotation) to try again.",
-			what, s.StepTimeout, pending, meshv1.AnnotationLadder)
-		d.State.Step = &Step{To: d.Level, Started: now, ID: stepID(d.Level, now), Rollback: true, Reason: meshv1.ReasonRolledBack, Message: msg, Revision: back}
-		d.Event = &Event{Warning: true, Reason: meshv1.ReasonRolledBack, Message: msg}
-		d.Restart, d.Blocked = nil, Blocked{}
-		planRestarts(d, ns, s)
-		return
+}
+
+// cancel undoes, with no hold, a move whose revision is no longer the active one (an upgrade set
+// back) or whose namespace leaves the mesh, and a climb whose target was lowered under it (a
+// ZeroTrust dry-run must not be enforced after the user backed out). It reports whether it did.
+func cancel(d *Decision, ns Namespace, s Settings, step Step, kind StepKind, now time.Time) bool {
+	switch {
+	case kind == KindMove && (RevisionName(s.Revision) != step.Revision || Rank(ns.Target) < Rank(d.Level)):
+		d.State.Step = &Step{To: d.Level, Started: now, ID: stepID(d.Level, now), Rollback: true, Cancelled: true, Revision: step.From}
+		d.Event = &Event{Reason: "RevisionMoveCancelled", Message: fmt.Sprintf("The move to revision %s is undone: the namespace returns to revision %s.", step.Revision, step.From)}
+	case kind == KindClimb && Rank(ns.Target) < Rank(step.To):
+		d.State.Step = &Step{To: d.Level, Started: now, ID: stepID(d.Level, now), Rollback: true, Cancelled: true}
+		d.Event = &Event{Reason: "StepCancelled", Message: fmt.Sprintf("The target was lowered to %s: the step to %s is undone.", ns.Target, step.To)}
+	default:
+		return false
 	}
-	// The step is complete, or it walks down (or reverts) and ran out of time: going down is
-	// never held up for good; what is left over is said in the Event.
+	planRestarts(d, ns, s)
+	return true
+}
+
+// dryRun runs the dry-run phase of a climb onto a rung whose policies soak first: it waits out
+// the soak, then enforces once every pod is Ready. It reports whether the pass ends there; when
+// pods are unready after the soak, the step goes on and times out from the soak's end.
+func dryRun(d *Decision, ns Namespace, s Settings, step *Step, now time.Time) bool {
+	soakEnd := step.Started.Add(s.SoakTime)
+	if now.Before(soakEnd) {
+		d.Waiting = fmt.Sprintf("AuthorizationPolicies in dry-run until %s", soakEnd.UTC().Format(time.RFC3339))
+		d.RecheckAfter = soakEnd.Sub(now)
+		return true
+	}
+	if len(ns.Pods.NotReady) == 0 {
+		step.Enforced, step.Started = true, now
+		d.Event = &Event{Reason: "PoliciesEnforced", Message: "The dry-run soaked with every pod Ready: the AuthorizationPolicies are enforced now."}
+		d.RecheckAfter = Settle
+		return true
+	}
+	step.Started = soakEnd
+	return false
+}
+
+// revert replaces a climb or a move that did not complete within the step timeout with its
+// rollback, which ends in a hold.
+func revert(d *Decision, ns Namespace, s Settings, step Step, kind StepKind, pending string, now time.Time) {
+	what := fmt.Sprintf("step from %s to %s", d.Level, step.To)
+	back := ""
+	if kind == KindMove {
+		what, back = fmt.Sprintf("move from revision %s to %s", step.From, step.Revision), step.From
+	}
+	msg := fmt.Sprintf("The %s did not complete within %s (%s), so it was reverted. Fix the cause, then change the MeshInstallation's spec (or delete the namespace's %s annotation) to try again.",
+		what, s.StepTimeout, pending, meshv1.AnnotationLadder)
+	d.State.Step = &Step{To: d.Level, Started: now, ID: stepID(d.Level, now), Rollback: true, Reason: meshv1.ReasonRolledBack, Message: msg, Revision: back}
+	d.Event = &Event{Warning: true, Reason: meshv1.ReasonRolledBack, Message: msg}
+	d.Restart, d.Blocked = nil, Blocked{}
+	planRestarts(d, ns, s)
+}
+
+// complete ends a step: the namespace stands at its level (on the step's revision), a rollback
+// holds it, and the Event says how it went.
+func complete(d *Decision, s Settings, step Step, kind StepKind, pending string, now time.Time) {
 	d.Level = step.To
 	d.State.Step = nil
-	if !move && !step.Refresh {
+	if kind != KindMove && kind != KindRefresh {
 		// A move between revisions, or a refresh, keeps the time the level was reached (the
 		// soak counts on).
 		d.State.Since = now
@@ -581,28 +608,28 @@ func advance(d *Decision, ns Namespace, s Settings, now time.Time) {
 	if step.Revision != "" {
 		d.State.Revision = recorded(step.Revision)
 	}
-	if d.Level == meshv1.LevelOff {
+	if !InMesh(d.Level) {
 		d.State.Revision = ""
 	}
 	d.InProgress = false
 	d.Restart, d.Blocked = nil, Blocked{}
 	switch {
-	case step.Rollback && !step.Cancelled:
+	case kind == KindRollback && !step.Cancelled:
 		d.State.Hold = &Hold{Generation: s.Generation, Reason: step.Reason, Message: step.Message}
 		d.Blocked = Blocked{Reason: step.Reason, Message: step.Message}
 		d.Event = &Event{Warning: true, Reason: meshv1.ReasonRolledBack, Message: fmt.Sprintf("Reverted to %s; held there until the spec changes.", d.Level)}
-	case step.Refresh && pending != "":
+	case kind == KindRefresh && pending != "":
 		d.State.RefreshGaveUp = s.RefreshBefore
 		d.Event = &Event{Warning: true, Reason: "CertificateRefreshIncomplete", Message: fmt.Sprintf(
 			"Not every workload restarted within %s (%s): the root rotation waits for them; restart them yourself once they can roll out.", s.StepTimeout, pending)}
-	case step.Refresh:
+	case kind == KindRefresh:
 		d.Event = &Event{Reason: "CertificatesRefreshed", Message: "Every proxy of the namespace started after the root rotation's switch."}
 	case pending != "":
 		d.Event = &Event{Warning: true, Reason: "LevelReachedIncomplete", Message: fmt.Sprintf(
 			"Reached %s after %s with work left over (%s): those pods change at their next restart.", d.Level, s.StepTimeout, pending)}
-	case move:
+	case kind == KindMove:
 		d.Event = &Event{Reason: "RevisionMoved", Message: fmt.Sprintf("Moved from control-plane revision %s to %s.", step.From, step.Revision)}
-	case step.Rollback && step.Revision != "":
+	case kind == KindRollback && step.Revision != "":
 		d.Event = &Event{Reason: "RevisionMoveUndone", Message: fmt.Sprintf("Back on control-plane revision %s.", step.Revision)}
 	default:
 		d.Event = &Event{Reason: "LevelReached", Message: fmt.Sprintf("Reached %s.", d.Level)}
@@ -708,7 +735,6 @@ func stepID(to Level, now time.Time) string {
 	return fmt.Sprintf("%s-%d", strings.ToLower(string(to)), now.UnixMilli())
 }
 
-// names lists the first few names.
 // Names lists the first few names of a list for a message, and how many more there are.
 func Names(all []string) string {
 	if len(all) <= maxNamed {
@@ -718,21 +744,23 @@ func Names(all []string) string {
 }
 
 // wellFormed reports whether a step can be the operator's own from level current: one rung up or
-// down, or a rollback back to where the namespace stands, with an ID for its restarts.
+// down, a rollback back to where the namespace stands, a move or a refresh at it, with an ID
+// for its restarts.
 func wellFormed(st Step, current Level) bool {
 	if !Valid(st.To) || st.ID == "" {
 		return false
 	}
-	if st.Rollback {
-		return st.To == current
+	switch st.Kind(current) {
+	case KindRollback:
+		return st.To == current && !st.Refresh
+	case KindRefresh:
+		// A refresh keeps the namespace's revision; one that names another is no record of ours.
+		return st.To == current && InMesh(current) && st.Revision == ""
+	case KindMove:
+		return st.From != "" && InMesh(current)
+	default:
+		return abs(Rank(st.To)-Rank(current)) == 1
 	}
-	if st.Refresh {
-		return st.To == current && Rank(current) >= Rank(meshv1.LevelObserve)
-	}
-	if st.moves(current) {
-		return st.From != "" && current != meshv1.LevelOff
-	}
-	return abs(Rank(st.To)-Rank(current)) == 1
 }
 
 func abs(n int) int {

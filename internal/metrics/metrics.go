@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/ladder"
 )
 
 // Names of the metrics, for the tests that check that alerts and dashboards only use these.
@@ -92,9 +93,6 @@ func Register() {
 	})
 }
 
-// Levels are the ladder's levels as the namespaces gauge labels them.
-var Levels = []meshv1.AdoptionLevel{meshv1.LevelOff, meshv1.LevelObserve, meshv1.LevelMutualTLS, meshv1.LevelZeroTrust}
-
 // RecordStatus sets the gauges of one installation from the status a pass computed: the same
 // figures kubectl shows, so the two never disagree.
 func RecordStatus(installation string, st *meshv1.MeshInstallationStatus) {
@@ -102,8 +100,8 @@ func RecordStatus(installation string, st *meshv1.MeshInstallationStatus) {
 	if st.Namespaces != nil {
 		ns = *st.Namespaces
 	}
-	for i, v := range []int32{ns.Pending, ns.Observe, ns.MutualTLS, ns.ZeroTrust} { // in the order of Levels
-		namespaces.WithLabelValues(installation, string(Levels[i])).Set(float64(v))
+	for _, l := range ladder.Levels() {
+		namespaces.WithLabelValues(installation, string(l)).Set(float64(ns.CountAt(l)))
 	}
 	inProgress.WithLabelValues(installation).Set(float64(ns.InProgress))
 	blocked.WithLabelValues(installation).Set(float64(ns.BlockedCount))

@@ -10,6 +10,7 @@ import (
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/ladder"
 )
 
 func TestRecordStatus(t *testing.T) {
@@ -61,6 +62,15 @@ func TestRecordStatus(t *testing.T) {
 			RecordStatus(mesh, &meshv1.MeshInstallationStatus{Conditions: []metav1.Condition{
 				{Type: meshv1.ConditionReady, Status: metav1.ConditionUnknown, Reason: meshv1.ReasonPending}}})
 			RecordStatus(mesh, &tc.status)
+			// One series per rung of the ladder, none forgotten.
+			for _, l := range ladder.Levels() {
+				if _, listed := tc.wantLevels[l]; !listed {
+					t.Errorf("the case lists no count for %s", l)
+				}
+			}
+			if n := testutil.CollectAndCount(namespaces); n != len(ladder.Levels()) {
+				t.Errorf("%d namespaces series, want one per level (%d)", n, len(ladder.Levels()))
+			}
 			for level, want := range tc.wantLevels {
 				if got := testutil.ToFloat64(namespaces.WithLabelValues(mesh, string(level))); got != want {
 					t.Errorf("namespaces at %s = %v, want %v", level, got, want)

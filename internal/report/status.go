@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/ladder"
 )
 
 // Condition is one condition as the reports show it.
@@ -127,9 +128,10 @@ func StatusOf(mesh *meshv1.MeshInstallation, now time.Time) Status {
 		s.Rotation = c.Rotation
 	}
 	if ns := mesh.Status.Namespaces; ns != nil {
-		s.Namespaces = Namespaces{Enrolled: ns.Enrolled, InProgress: ns.InProgress, Blocked: ns.BlockedCount, Levels: []LevelCount{
-			{string(meshv1.LevelOff), ns.Pending}, {string(meshv1.LevelObserve), ns.Observe},
-			{string(meshv1.LevelMutualTLS), ns.MutualTLS}, {string(meshv1.LevelZeroTrust), ns.ZeroTrust}}}
+		s.Namespaces = Namespaces{Enrolled: ns.Enrolled, InProgress: ns.InProgress, Blocked: ns.BlockedCount}
+		for _, l := range ladder.Levels() {
+			s.Namespaces.Levels = append(s.Namespaces.Levels, LevelCount{string(l), ns.CountAt(l)})
+		}
 		for _, b := range ns.Blocked {
 			s.Blocked = append(s.Blocked, Blocked{Namespace: b.Name, Reason: b.Reason, Message: b.Message, Fix: Fix(b.Reason, b.Name)})
 		}

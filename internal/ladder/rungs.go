@@ -1,0 +1,165 @@
+package ladder
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+)
+
+// Rung is one level of the ladder as data: what a namespace standing on it carries, and what
+// must hold before a namespace climbs onto it. Everything that knows the levels (Decide, the
+// status counts, the metrics, the plugin's report) reads Rungs, so a new level is one entry here
+// and its name in the API's enum; a place that forgets it fails TestEveryRungIsCounted.
+type Rung struct {
+	// Level names the rung.
+	Level Level
+	// Carries is what a namespace standing on the rung carries (the revision aside).
+	Carries Effects
+	// DryRunFirst makes a climb onto the rung run its AuthorizationPolicies in dry-run for the
+	// soak time before they are enforced.
+	DryRunFirst bool
+	// Gates must pass, in order, before a climb onto the rung starts; the first that does not
+	// says why the namespace waits.
+	Gates []Gate
+}
+
+// Gate is one named check before a climb, as cert-manager's trigger policies are a chain of
+// named functions: a new check is one entry in a rung's Gates.
+type Gate struct {
+	// Name says what the gate checks, for tests and for reading the table.
+	Name string
+	// Check returns nil when the climb may go on, else what holds it.
+	Check func(Climb) *Verdict
+}
+
+// Climb is what a gate judges: the namespace as observed, its recorded state, the rollout's
+// settings, the levels it would climb from and to, and the time of the pass.
+type Climb struct {
+	NS       Namespace
+	State    State
+	Settings Settings
+	From, To Level
+	Now      time.Time
+}
+
+// Verdict is what holds a climb: Blocked when something must change first (it is reported as
+// the namespace's blocked reason), else Waiting when only time must pass (looked at again after
+// RecheckAfter).
+type Verdict struct {
+	Blocked      Blocked
+	Waiting      string
+	RecheckAfter time.Duration
+}
+
+// The gates a climb passes, each a small function; a rung lists those it needs.
+var (
+	injectionOwned = Gate{Name: "InjectionLabelOwned", Check: func(c Climb) *Verdict {
+		if c.NS.InjectionConflict == "" {
+			return nil
+		}
+		return &Verdict{Blocked: Blocked{Reason: meshv1.ReasonInjectionLabelConflict, Message: c.NS.InjectionConflict}}
+	}}
+	podsReady = Gate{Name: "PodsReady", Check: func(c Climb) *Verdict {
+		if notReady := c.NS.Pods.NotReady; len(notReady) > 0 {
+			return &Verdict{Blocked: Blocked{Reason: meshv1.ReasonPodsNotReady, Message: fmt.Sprintf(
+				"%d pod(s) are not Ready: %s. The step to %s waits until every pod is Ready, so that what it changes can be judged.", len(notReady), Names(notReady), c.To)}}
+		}
+		return nil
+	}}
+	podsInjected = Gate{Name: "PodsInjected", Check: func(c Climb) *Verdict {
+		if uninjected := c.NS.Pods.Uninjected; len(uninjected) > 0 {
+			return &Verdict{Blocked: Blocked{Reason: meshv1.ReasonUninjectedPods, Message: fmt.Sprintf(
+				"%d pod(s) run without Istio's proxy and would be cut off by STRICT mTLS: %s. Remove sidecar.istio.io/inject=false or move them out of the namespace, or lower its target to Observe.",
+				len(uninjected), Names(uninjected))}}
+		}
+		return nil
+	}}
+	peerAuthenticationOwned = Gate{Name: "PeerAuthenticationOwned", Check: func(c Climb) *Verdict {
+		if c.NS.PolicyConflict == "" {
+			return nil
+		}
+		return &Verdict{Blocked: Blocked{Reason: meshv1.ReasonPeerAuthenticationConflict, Message: c.NS.PolicyConflict}}
+	}}
+	// soaked holds a namespace where it stands for the soak time before it climbs.
+	soaked = Gate{Name: "SoakedBelow", Check: func(c Climb) *Verdict {
+		held := c.Now.Sub(c.State.Since)
+		if held >= c.Settings.SoakTime {
+			return nil
+		}
+		return &Verdict{
+			Waiting:      fmt.Sprintf("holding %s for the soak time, until %s", c.From, c.State.Since.Add(c.Settings.SoakTime).UTC().Format(time.RFC3339)),
+			RecheckAfter: c.Settings.SoakTime - held,
+		}
+	}}
+)
+
+// Rungs are the ladder's levels, lowest first.
+var Rungs = []Rung{
+	{Level: meshv1.LevelOff},
+	{
+		Level:   meshv1.LevelObserve,
+		Carries: Effects{Inject: true},
+		Gates:   []Gate{injectionOwned, podsReady},
+	},
+	{
+		Level:   meshv1.LevelMutualTLS,
+		Carries: Effects{Inject: true, Strict: true},
+		Gates:   []Gate{injectionOwned, podsReady, podsInjected, peerAuthenticationOwned},
+	},
+	{
+		Level:       meshv1.LevelZeroTrust,
+		Carries:     Effects{Inject: true, Strict: true, Authorization: true},
+		DryRunFirst: true,
+		Gates:       []Gate{injectionOwned, podsReady, podsInjected, peerAuthenticationOwned, soaked},
+	},
+}
+
+// Levels are the names of Rungs, lowest first.
+func Levels() []Level {
+	out := make([]Level, len(Rungs))
+	for i, r := range Rungs {
+		out[i] = r.Level
+	}
+	return out
+}
+
+// Rank orders levels: Off is 0, ZeroTrust 3. An unknown level ranks as Off, so a label a user
+// mistyped never makes the operator believe a namespace is further up than it is.
+func Rank(l Level) int {
+	if i := slices.IndexFunc(Rungs, func(r Rung) bool { return r.Level == l }); i >= 0 {
+		return i
+	}
+	return 0
+}
+
+// Valid reports whether l names a rung.
+func Valid(l Level) bool {
+	return slices.ContainsFunc(Rungs, func(r Rung) bool { return r.Level == l })
+}
+
+// rungOf is the rung of a level; an unknown level reads as the lowest.
+func rungOf(l Level) Rung { return Rungs[Rank(l)] }
+
+// InMesh reports whether a namespace at level l carries the injection label.
+func InMesh(l Level) bool { return rungOf(l).Carries.Inject }
+
+// levelBelow is the rung below l (the lowest stays where it is).
+func levelBelow(l Level) Level { return Rungs[max(Rank(l)-1, 0)].Level }
+
+// levelAbove is the rung above l (the highest stays where it is).
+func levelAbove(l Level) Level { return Rungs[min(Rank(l)+1, len(Rungs)-1)].Level }
+
+// gate runs the gates of the rung a namespace would climb to; it fills in Blocked or Waiting
+// from the first that holds the climb.
+func gate(d *Decision, ns Namespace, s Settings, next Level, now time.Time) bool {
+	c := Climb{NS: ns, State: d.State, Settings: s, From: d.Level, To: next, Now: now}
+	for _, g := range rungOf(next).Gates {
+		if v := g.Check(c); v != nil {
+			d.Blocked, d.Waiting, d.RecheckAfter = v.Blocked, v.Waiting, v.RecheckAfter
+			return false
+		}
+	}
+	return true
+}

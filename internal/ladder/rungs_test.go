@@ -1,0 +1,138 @@
+package ladder
+
+import (
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"sigs.k8s.io/yaml"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+)
+
+// TestEveryRungIsCounted fails when a level is added to Rungs and forgotten in the places that
+// list levels outside this package: the API's enum (what a user may write) and the status count
+// (what kubectl, the metrics and the plugin show).
+func TestEveryRungIsCounted(t *testing.T) {
+	var st meshv1.NamespacesStatus
+	seen := map[*int32]Level{}
+	for _, r := range Rungs {
+		p := st.AtLevel(r.Level)
+		if p == nil {
+			t.Errorf("status.namespaces has no count for %s (meshv1.NamespacesStatus.AtLevel)", r.Level)
+			continue
+		}
+		if other, dup := seen[p]; dup {
+			t.Errorf("%s and %s share one status count", r.Level, other)
+		}
+		seen[p] = r.Level
+	}
+
+	b, err := os.ReadFile("../../config/crd/bases/meshwright.io_meshinstallations.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var crd apiextensionsv1.CustomResourceDefinition
+	if err := yaml.Unmarshal(b, &crd); err != nil {
+		t.Fatal(err)
+	}
+	rule := crd.Spec.Versions[0].Schema.OpenAPIV3Schema.Properties["spec"].Properties["namespaces"].Items.Schema
+	var enum []Level
+	for _, v := range rule.Properties["level"].Enum {
+		enum = append(enum, Level(strings.Trim(string(v.Raw), `"`)))
+	}
+	if !slices.Equal(enum, Levels()) {
+		t.Errorf("the CRD's level enum is %v, the ladder's rungs %v: update the +kubebuilder:validation:Enum of AdoptionLevel", enum, Levels())
+	}
+}
+
+// TestRungs pins the table: what each level carries, the gates a climb onto it passes in order,
+// and which level runs its policies in dry-run first.
+func TestRungs(t *testing.T) {
+	tests := map[Level]struct {
+		carries Effects
+		gates   []string
+		dryRun  bool
+	}{
+		meshv1.LevelOff:       {},
+		meshv1.LevelObserve:   {carries: Effects{Inject: true}, gates: []string{"InjectionLabelOwned", "PodsReady"}},
+		meshv1.LevelMutualTLS: {carries: Effects{Inject: true, Strict: true}, gates: []string{"InjectionLabelOwned", "PodsReady", "PodsInjected", "PeerAuthenticationOwned"}},
+		meshv1.LevelZeroTrust: {carries: Effects{Inject: true, Strict: true, Authorization: true}, dryRun: true,
+			gates: []string{"InjectionLabelOwned", "PodsReady", "PodsInjected", "PeerAuthenticationOwned", "SoakedBelow"}},
+	}
+	if len(Rungs) != len(tests) {
+		t.Fatalf("%d rungs, %d in this table", len(Rungs), len(tests))
+	}
+	for i, r := range Rungs {
+		want, ok := tests[r.Level]
+		if !ok {
+			t.Errorf("rung %d, %s, is not in this table", i, r.Level)
+			continue
+		}
+		var gates []string
+		for _, g := range r.Gates {
+			gates = append(gates, g.Name)
+		}
+		if r.Carries != want.carries || !slices.Equal(gates, want.gates) || r.DryRunFirst != want.dryRun {
+			t.Errorf("%s carries %+v, gates %v, dry-run first %v; want %+v, %v, %v", r.Level, r.Carries, gates, r.DryRunFirst, want.carries, want.gates, want.dryRun)
+		}
+		if Rank(r.Level) != i {
+			t.Errorf("Rank(%s) = %d, want %d", r.Level, Rank(r.Level), i)
+		}
+	}
+	if Rank("Unknown") != 0 || Valid("Unknown") {
+		t.Error("an unknown level must rank as the lowest and not be valid")
+	}
+}
+
+// TestGates runs each gate on its own: what lets a climb go on, and what holds it with which reason.
+func TestGates(t *testing.T) {
+	s := settings()
+	since := t0.Add(-30 * time.Second) // half of settings()'s one-minute soak
+	tests := map[string]struct {
+		gate        Gate
+		climb       Climb
+		wantReason  string
+		wantWaiting string
+		wantRecheck time.Duration
+	}{
+		"injection label ours": {gate: injectionOwned, climb: Climb{}},
+		"someone else's injection label": {gate: injectionOwned, climb: Climb{NS: Namespace{InjectionConflict: "istio-injection=disabled is someone else's"}},
+			wantReason: meshv1.ReasonInjectionLabelConflict},
+		"every pod Ready": {gate: podsReady, climb: Climb{NS: Namespace{Pods: readyPods(3)}}},
+		"a pod not Ready": {gate: podsReady, climb: Climb{NS: Namespace{Pods: Pods{Total: 2, Ready: 1, NotReady: []string{"web-1"}}}, To: meshv1.LevelObserve},
+			wantReason: meshv1.ReasonPodsNotReady},
+		"every pod injected": {gate: podsInjected, climb: Climb{NS: Namespace{Pods: readyPods(2)}}},
+		"a pod without the proxy": {gate: podsInjected, climb: Climb{NS: Namespace{Pods: Pods{Total: 1, Ready: 1, Uninjected: []string{"legacy-0"}}}},
+			wantReason: meshv1.ReasonUninjectedPods},
+		"no PeerAuthentication of someone else's": {gate: peerAuthenticationOwned, climb: Climb{}},
+		"someone else's PeerAuthentication": {gate: peerAuthenticationOwned, climb: Climb{NS: Namespace{PolicyConflict: "PeerAuthentication legacy/default is PERMISSIVE"}},
+			wantReason: meshv1.ReasonPeerAuthenticationConflict},
+		"soaked": {gate: soaked, climb: Climb{State: State{Since: t0.Add(-time.Minute)}, Settings: s, From: meshv1.LevelMutualTLS, To: meshv1.LevelZeroTrust, Now: t0}},
+		"still soaking": {gate: soaked, climb: Climb{State: State{Since: since}, Settings: s, From: meshv1.LevelMutualTLS, To: meshv1.LevelZeroTrust, Now: t0},
+			wantWaiting: "holding MutualTLS for the soak time, until 2026-11-26T10:00:30Z", wantRecheck: 30 * time.Second},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			v := tc.gate.Check(tc.climb)
+			if tc.wantReason == "" && tc.wantWaiting == "" {
+				if v != nil {
+					t.Fatalf("%s held the climb: %+v", tc.gate.Name, *v)
+				}
+				return
+			}
+			if v == nil {
+				t.Fatalf("%s let the climb go on", tc.gate.Name)
+			}
+			if v.Blocked.Reason != tc.wantReason || v.Waiting != tc.wantWaiting || v.RecheckAfter != tc.wantRecheck {
+				t.Errorf("%s = %+v, want reason %q, waiting %q, recheck %s", tc.gate.Name, *v, tc.wantReason, tc.wantWaiting, tc.wantRecheck)
+			}
+			if tc.wantReason != "" && v.Blocked.Message == "" {
+				t.Errorf("%s blocked with no message", tc.gate.Name)
+			}
+		})
+	}
+}
