@@ -123,8 +123,7 @@ func determineReadyCondition(obs observation) metav1.Condition {
 		c.Status, c.Reason = metav1.ConditionUnknown, meshv1.ReasonReconcileError
 		c.Message = "The last pass failed: " + obs.err.Error()
 	case obs.active && obs.outcome.Current == meshv1.StageComplete:
-		c.Status, c.Reason, c.Message = metav1.ConditionTrue, meshv1.ReasonAllStagesReady,
-			"Every stage is Ready: the mesh CA, Istio's control plane, the injection webhook, the mesh-wide policy, and every enrolled namespace at its target level."
+		c.Status, c.Reason, c.Message = metav1.ConditionTrue, meshv1.ReasonAllStagesReady, meshv1.AllStagesReadyMessage()
 	case ok:
 		c.Reason = res.Reason
 		c.Message = fmt.Sprintf("%s stage: %s", obs.outcome.Current, res.Message)

@@ -108,3 +108,26 @@ func TestComputeStatus(t *testing.T) {
 		})
 	}
 }
+
+// TestStagesFollowTheAPIList fails when a stage is added to (or moved in) the engine's list and
+// not to meshv1.Stages, or the other way round: the conditions, the Ready message and the
+// plugin's checklist are made from meshv1.Stages.
+func TestStagesFollowTheAPIList(t *testing.T) {
+	built := NewStages(StageDeps{})
+	if len(built) != len(meshv1.Stages) {
+		t.Fatalf("NewStages has %d stages, meshv1.Stages %d", len(built), len(meshv1.Stages))
+	}
+	for i, s := range built {
+		want := meshv1.Stages[i]
+		if s.Name() != want.Name || s.ConditionType() != want.Condition {
+			t.Errorf("stage %d is %s reported by %s; meshv1.Stages says %s reported by %s", i, s.Name(), s.ConditionType(), want.Name, want.Condition)
+		}
+		if want.Delivers == "" {
+			t.Errorf("meshv1.Stages[%d] (%s) says nothing of what it delivers, for the Ready message", i, want.Name)
+		}
+	}
+	const message = "Every stage is Ready: the mesh CA, Istio's control plane, the injection webhook, the mesh-wide policy, and every enrolled namespace at its target level."
+	if got := meshv1.AllStagesReadyMessage(); got != message {
+		t.Errorf("Ready message = %q, want %q", got, message)
+	}
+}

@@ -91,18 +91,6 @@ type Status struct {
 	BlockedNotListed int32 `json:"blockedNotListed,omitempty"`
 }
 
-// stageConditions are the stages in the order they run, with their conditions.
-var stageConditions = []struct {
-	stage     meshv1.Stage
-	condition string
-}{
-	{meshv1.StageCertificates, meshv1.ConditionCertificatesReady},
-	{meshv1.StageControlPlane, meshv1.ConditionControlPlaneReady},
-	{meshv1.StageInjection, meshv1.ConditionInjectionReady},
-	{meshv1.StagePolicies, meshv1.ConditionPoliciesReady},
-	{meshv1.StageAdoption, meshv1.ConditionAdoptionReady},
-}
-
 func conditionOf(mesh *meshv1.MeshInstallation, t string) Condition {
 	c := meta.FindStatusCondition(mesh.Status.Conditions, t)
 	if c == nil {
@@ -118,8 +106,8 @@ func StatusOf(mesh *meshv1.MeshInstallation, now time.Time) Status {
 	if d := conditionOf(mesh, meshv1.ConditionDegraded); d.Status == "True" {
 		s.Degraded = &d
 	}
-	for _, sc := range stageConditions {
-		s.Stages = append(s.Stages, StageStatus{Stage: string(sc.stage), Condition: conditionOf(mesh, sc.condition)})
+	for _, sc := range meshv1.Stages {
+		s.Stages = append(s.Stages, StageStatus{Stage: string(sc.Name), Condition: conditionOf(mesh, sc.Condition)})
 	}
 	if c := mesh.Status.Certificates; c != nil && c.NotAfter != nil {
 		s.CA = &CA{NotAfter: c.NotAfter.UTC(), ExpiresIn: ago(c.NotAfter.Sub(now)), Issuer: c.Issuer}
