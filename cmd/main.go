@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	meshscheme "github.com/meshwright/meshwright/api/scheme"
 	"github.com/meshwright/meshwright/controllers"
 )
 
@@ -76,7 +77,7 @@ func main() {
 		os.Exit(2)
 	}
 
-	scheme := controllers.NewScheme()
+	scheme := meshscheme.New()
 
 	metricsOpts := metricsserver.Options{
 		BindAddress:   metricsAddr,

@@ -6,12 +6,13 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	meshscheme "github.com/meshwright/meshwright/api/scheme"
 	"github.com/meshwright/meshwright/internal/testenv"
 )
 
 var (
 	cfg    *rest.Config
-	scheme = NewScheme()
+	scheme = meshscheme.New()
 	k8s    client.Client
 )
 

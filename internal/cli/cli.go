@@ -29,8 +29,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
+	meshscheme "github.com/meshwright/meshwright/api/scheme"
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
-	"github.com/meshwright/meshwright/controllers"
 	"github.com/meshwright/meshwright/internal/adoption"
 	"github.com/meshwright/meshwright/internal/apply"
 	"github.com/meshwright/meshwright/internal/arbiter"
@@ -115,7 +115,7 @@ func (o *options) config() (*rest.Config, client.WithWatch, error) {
 	// plan lists each namespace's pods and workloads: client-go's default of 5 requests a
 	// second would take a minute for 300 namespaces.
 	cfg.QPS, cfg.Burst = 50, 100
-	c, err := client.NewWithWatch(cfg, client.Options{Scheme: controllers.NewScheme()})
+	c, err := client.NewWithWatch(cfg, client.Options{Scheme: meshscheme.New()})
 	return cfg, c, err
 }
 

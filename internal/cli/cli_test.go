@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"os/exec"
 	"strings"
 	"testing"
 
@@ -39,5 +40,19 @@ func TestTargetChanges(t *testing.T) {
 				t.Errorf("targetChanges = %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestPluginDoesNotBuildTheController keeps the kubectl plugin free of the operator's
+// controller: it reads the API with the scheme in api/scheme and the pure packages it shares.
+func TestPluginDoesNotBuildTheController(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "github.com/meshwright/meshwright/cmd/kubectl-meshwright").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	for _, pkg := range strings.Fields(string(out)) {
+		if pkg == "github.com/meshwright/meshwright/controllers" {
+			t.Fatal("the kubectl plugin imports the controllers package")
+		}
 	}
 }

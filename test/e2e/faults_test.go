@@ -27,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	meshscheme "github.com/meshwright/meshwright/api/scheme"
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/controllers"
 	"github.com/meshwright/meshwright/test/cluster"
@@ -237,7 +238,7 @@ func TestAPIFaultsNeverFakeReady(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	base, err := client.NewWithWatch(cl.RESTConfig(), client.Options{Scheme: controllers.NewScheme()})
+	base, err := client.NewWithWatch(cl.RESTConfig(), client.Options{Scheme: meshscheme.New()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	meshscheme "github.com/meshwright/meshwright/api/scheme"
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/controllers"
 	"github.com/meshwright/meshwright/internal/writecount"
@@ -278,7 +279,7 @@ func ownGoroutines(log string) string {
 // any write: every desired object is found as it should be, so nothing is sent.
 func passesWriteNothing(t *testing.T, cl *cluster.Cluster, what string) {
 	t.Helper()
-	base, err := client.NewWithWatch(cl.RESTConfig(), client.Options{Scheme: controllers.NewScheme()})
+	base, err := client.NewWithWatch(cl.RESTConfig(), client.Options{Scheme: meshscheme.New()})
 	if err != nil {
 		t.Fatal(err)
 	}

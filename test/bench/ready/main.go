@@ -39,6 +39,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	meshscheme "github.com/meshwright/meshwright/api/scheme"
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/controllers"
 	"github.com/meshwright/meshwright/internal/controlplane"
@@ -155,7 +156,7 @@ func measureProcess() (float64, int64, error) {
 	}
 	defer func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }()
 
-	c, err := client.New(cl.RESTConfig(), client.Options{Scheme: controllers.NewScheme()})
+	c, err := client.New(cl.RESTConfig(), client.Options{Scheme: meshscheme.New()})
 	if err != nil {
 		return 0, 0, err
 	}
@@ -208,7 +209,7 @@ func measureFloor() (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	c, err := client.New(cl.RESTConfig(), client.Options{Scheme: controllers.NewScheme()})
+	c, err := client.New(cl.RESTConfig(), client.Options{Scheme: meshscheme.New()})
 	if err != nil {
 		return 0, err
 	}
@@ -250,7 +251,7 @@ func measureOperator(noops int) (result, error) {
 	cfg := rest.CopyConfig(cl.RESTConfig())
 	cfg.WrapTransport = counter.wrap
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                 controllers.NewScheme(),
+		Scheme:                 meshscheme.New(),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Cache:                  controllers.CacheOptions(),
@@ -268,7 +269,7 @@ func measureOperator(noops int) (result, error) {
 	}
 	go func() { _ = mgr.Start(ctx) }()
 
-	c, err := client.New(cl.RESTConfig(), client.Options{Scheme: controllers.NewScheme()})
+	c, err := client.New(cl.RESTConfig(), client.Options{Scheme: meshscheme.New()})
 	if err != nil {
 		return r, err
 	}

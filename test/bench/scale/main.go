@@ -48,8 +48,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
+	meshscheme "github.com/meshwright/meshwright/api/scheme"
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
-	"github.com/meshwright/meshwright/controllers"
 	"github.com/meshwright/meshwright/test/bench/record"
 	"github.com/meshwright/meshwright/test/cluster"
 )
@@ -148,7 +148,7 @@ func measure(manager string, n, pods int, level meshv1.AdoptionLevel, parallel i
 	if err := cluster.ApplyFiles(ctx, cl.RESTConfig(), filepath.Join(root, "config", "crd", "bases", "meshwright.io_meshinstallations.yaml")); err != nil {
 		return r, err
 	}
-	c, err := client.New(cl.RESTConfig(), client.Options{Scheme: controllers.NewScheme()})
+	c, err := client.New(cl.RESTConfig(), client.Options{Scheme: meshscheme.New()})
 	if err != nil {
 		return r, err
 	}
