@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
@@ -27,6 +28,7 @@ import (
 	"github.com/meshwright/meshwright/internal/certificates"
 	"github.com/meshwright/meshwright/internal/ladder"
 	"github.com/meshwright/meshwright/internal/metrics"
+	"github.com/meshwright/meshwright/internal/names"
 	"github.com/meshwright/meshwright/internal/policy"
 	"github.com/meshwright/meshwright/internal/revision"
 	"github.com/meshwright/meshwright/internal/stages"
@@ -60,8 +62,8 @@ type Stage struct {
 	Recorder recorder.EventRecorder
 	// OperatorNamespace is never enrolled.
 	OperatorNamespace string
-	// Now is the clock; nil means time.Now.
-	Now func() time.Time
+	// Clock tells the time of a pass; nil is the real clock (tests give a fake one).
+	Clock clock.PassiveClock
 }
 
 // Name implements stages.Stage.
@@ -295,12 +297,7 @@ func (s *Stage) Cleanup(ctx context.Context, mesh *meshv1.MeshInstallation) (boo
 	return true, nil
 }
 
-func (s *Stage) now() time.Time {
-	if s.Now != nil {
-		return s.Now()
-	}
-	return time.Now()
-}
+func (s *Stage) now() time.Time { return stages.Now(s.Clock) }
 
 // summary gathers the pass's decisions into status and the stage's result.
 type summary struct {
@@ -362,7 +359,7 @@ func (m *summary) result(settings ladder.Settings) stages.Result {
 	switch {
 	case len(m.rolledBack) > 0:
 		res.State, res.Reason, res.Degraded = stages.NotReady, meshv1.ReasonRolledBack, true
-		res.Message = fmt.Sprintf("%s. Rolled back and held: %s (see status.namespaces.blocked).", levels, firstFew(m.rolledBack))
+		res.Message = fmt.Sprintf("%s. Rolled back and held: %s (see status.namespaces.blocked).", levels, names.Few(m.rolledBack, 3, "; "))
 	case m.notAtTarget == 0:
 		res.State, res.Reason = stages.Ready, meshv1.ReasonNamespacesAtTarget
 		res.Message = levels + "; every namespace is at its target level."
@@ -376,19 +373,11 @@ func (m *summary) result(settings ladder.Settings) stages.Result {
 		res.State, res.Reason = stages.NotReady, meshv1.ReasonNamespacesProgressing
 		res.Message = fmt.Sprintf("%s; %d stepping.", levels, st.InProgress)
 		if len(m.waiting) > 0 {
-			res.Message += " " + firstFew(m.waiting) + "."
+			res.Message += " " + names.Few(m.waiting, 3, "; ") + "."
 		}
 		if len(m.blocked) > 0 {
 			res.Message += fmt.Sprintf(" %d blocked (see status.namespaces.blocked).", len(m.blocked))
 		}
 	}
 	return res
-}
-
-func firstFew(items []string) string {
-	const n = 3
-	if len(items) <= n {
-		return strings.Join(items, "; ")
-	}
-	return fmt.Sprintf("%s; and %d more", strings.Join(items[:n], "; "), len(items)-n)
 }

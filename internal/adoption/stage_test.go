@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
@@ -49,7 +50,7 @@ func TestMain(m *testing.M) {
 // newStage builds the Adoption stage over c, reading straight from the API server.
 func newStage(c client.Client, now time.Time) *Stage {
 	return &Stage{Client: c, Reader: k8s, Applier: &apply.Applier{Client: c, FieldManager: "meshwright"}, FieldManager: "meshwright",
-		Now: func() time.Time { return now }}
+		Clock: clocktesting.NewFakePassiveClock(now)}
 }
 
 // teamNamespace creates a namespace with a Deployment and one Ready pod of it, without the proxy.

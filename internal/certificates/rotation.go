@@ -22,7 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
-	"github.com/meshwright/meshwright/internal/ladder"
+	"github.com/meshwright/meshwright/internal/names"
 	"github.com/meshwright/meshwright/internal/revision"
 	"github.com/meshwright/meshwright/internal/stages"
 )
@@ -457,7 +457,7 @@ func (s *Stage) unpublished(ctx context.Context, controlPlane string, want Bundl
 	}
 	missing = append(missing, slices.Collect(maps.Keys(need))...)
 	slices.Sort(missing)
-	return ladder.Names(missing), nil
+	return names.List(missing), nil
 }
 
 // pods counts running pods with Istio's proxy that started before a time, by namespace.
@@ -472,7 +472,7 @@ func (p pods) describe() string {
 	for _, ns := range slices.Sorted(maps.Keys(p.by)) {
 		out = append(out, fmt.Sprintf("%s: %d", ns, p.by[ns]))
 	}
-	return ladder.Names(out)
+	return names.List(out)
 }
 
 // stalePods finds the running pods with Istio's proxy created before a time (the zero time

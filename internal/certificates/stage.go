@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
@@ -66,8 +67,8 @@ type Stage struct {
 	// CertManagerFound is called once cert-manager's kinds are served, so the controller can
 	// start watching them; it must be idempotent.
 	CertManagerFound func() error
-	// Now is the clock; time.Now when nil.
-	Now func() time.Time
+	// Clock tells the time of a pass; nil is the real clock (tests give a fake one).
+	Clock clock.PassiveClock
 }
 
 // Name implements stages.Stage.
@@ -383,12 +384,7 @@ func (s *Stage) certManagerMissing() (bool, error) {
 	return false, nil
 }
 
-func (s *Stage) now() time.Time {
-	if s.Now != nil {
-		return s.Now()
-	}
-	return time.Now()
-}
+func (s *Stage) now() time.Time { return stages.Now(s.Clock) }
 
 func issuing(msg string) stages.Result {
 	return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonIssuing, Message: "cert-manager is issuing istiod's intermediate CA: " + msg}

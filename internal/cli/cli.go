@@ -26,6 +26,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -47,14 +48,14 @@ type options struct {
 	out    io.Writer
 	// color is decided once: on a terminal, unless NO_COLOR is set.
 	color bool
-	now   func() time.Time
+	clock clock.PassiveClock
 	// operatorNamespace is excluded from enrollment, as the operator does.
 	operatorNamespace string
 }
 
 // NewCommand builds `kubectl meshwright` writing to out.
 func NewCommand(out io.Writer) *cobra.Command {
-	o := &options{flags: genericclioptions.NewConfigFlags(true), out: out, now: time.Now}
+	o := &options{flags: genericclioptions.NewConfigFlags(true), out: out, clock: clock.RealClock{}}
 	if f, ok := out.(*os.File); ok {
 		o.color = term.IsTerminal(int(f.Fd())) && os.Getenv("NO_COLOR") == ""
 	}
@@ -170,7 +171,7 @@ func (o *options) statusCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := o.emit(report.StatusOf(mesh, o.now())); err != nil || !watch {
+			if err := o.emit(report.StatusOf(mesh, o.clock.Now())); err != nil || !watch {
 				return err
 			}
 			return o.watchStatus(ctx, c, mesh)
@@ -219,7 +220,7 @@ func (o *options) watchStatus(ctx context.Context, c client.WithWatch, mesh *mes
 			case o.output == "" || o.output == "yaml":
 				fmt.Fprintln(o.out, "---")
 			}
-			if err := o.emit(report.StatusOf(next, o.now())); err != nil {
+			if err := o.emit(report.StatusOf(next, o.clock.Now())); err != nil {
 				w.Stop()
 				return err
 			}
@@ -271,7 +272,7 @@ func (o *options) planCommand() *cobra.Command {
 				}
 			}
 			if file == "" {
-				plans, active, err := o.planner(c).Plan(ctx, mesh, o.now())
+				plans, active, err := o.planner(c).Plan(ctx, mesh, o.clock.Now())
 				if err != nil {
 					return explain(err)
 				}
@@ -342,14 +343,14 @@ func (o *options) planSpec(ctx context.Context, cfg *rest.Config, c client.Clien
 		}
 		return explain(err)
 	}
-	plans, active, err := o.planner(c).Plan(ctx, proposed, o.now())
+	plans, active, err := o.planner(c).Plan(ctx, proposed, o.clock.Now())
 	if err != nil {
 		return explain(err)
 	}
 	p := report.PlanOf(proposed, plans, active)
 	p.Spec = &report.SpecChange{}
 	if current != nil {
-		before, _, err := o.planner(c).Plan(ctx, current, o.now())
+		before, _, err := o.planner(c).Plan(ctx, current, o.clock.Now())
 		if err != nil {
 			return explain(err)
 		}
@@ -491,7 +492,7 @@ func (o *options) namespaceCommand() *cobra.Command {
 			if err := c.Get(ctx, client.ObjectKey{Name: args[0]}, &corev1.Namespace{}); err != nil {
 				return explain(err)
 			}
-			plans, _, err := o.planner(c).Plan(ctx, mesh, o.now())
+			plans, _, err := o.planner(c).Plan(ctx, mesh, o.clock.Now())
 			if err != nil {
 				return explain(err)
 			}

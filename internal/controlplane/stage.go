@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -27,6 +28,7 @@ import (
 	"github.com/meshwright/meshwright/internal/apply"
 	"github.com/meshwright/meshwright/internal/certificates"
 	"github.com/meshwright/meshwright/internal/charts"
+	"github.com/meshwright/meshwright/internal/names"
 	"github.com/meshwright/meshwright/internal/release"
 	"github.com/meshwright/meshwright/internal/render"
 	"github.com/meshwright/meshwright/internal/revision"
@@ -64,6 +66,8 @@ type Stage struct {
 	// team may install them with Istio's base chart): the stage checks that the ones the release
 	// needs are Established and serve its versions, and never writes or deletes a CRD.
 	ExternalCRDs bool
+	// Clock tells the time of a pass; nil is the real clock (tests give a fake one).
+	Clock clock.PassiveClock
 
 	memoMu sync.Mutex
 	// memoRendered and memoStamped: the last render's objects (render memoises them, so an
@@ -196,11 +200,11 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 		return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonIstioCRDsMissing,
 			Message: fmt.Sprintf("The operator runs with --istio-crds=external, so Istio's CRDs are installed by someone else (the OLM bundle ships them), and %d that Istio %s needs are not usable: %s. "+
 				"Install Istio %s's CRDs (reinstalling this operator's bundle does), or run the operator with --istio-crds=managed to let it install them.",
-				len(missingCRDs), in.Version, firstFew(missingCRDs), in.Version)}, nil
+				len(missingCRDs), in.Version, names.Few(missingCRDs, 3, ", "), in.Version)}, nil
 	}
 	if len(waitingCRDs) > 0 {
 		return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonWaitingForCRDs,
-			Message: fmt.Sprintf("Waiting for %d of Istio's CRDs to be Established (%s).", len(waitingCRDs), firstFew(waitingCRDs))}, nil
+			Message: fmt.Sprintf("Waiting for %d of Istio's CRDs to be Established (%s).", len(waitingCRDs), names.Few(waitingCRDs, 3, ", "))}, nil
 	}
 
 	others, err := s.prune(ctx, mesh.Name, in.Revision, objs)
@@ -512,13 +516,6 @@ func deploymentAvailable(dep *unstructured.Unstructured) (bool, string) {
 	return true, ""
 }
 
-func firstFew(names []string) string {
-	if len(names) > 3 {
-		return strings.Join(names[:3], ", ") + ", …"
-	}
-	return strings.Join(names, ", ")
-}
-
 // Cleanup deletes what the charts created, found by the installation's labels (not by
 // rendering again: the spec may no longer render), webhooks first and CRDs last. Istio's CRDs
 // are kept, released from the operator's labels, unless spec.controlPlane.removeCRDsOnDelete is
@@ -557,7 +554,7 @@ func (s *Stage) Cleanup(ctx context.Context, mesh *meshv1.MeshInstallation) (boo
 			left = append(left, gvk.Kind+"/"+cur.GetName())
 			if ts := cur.GetDeletionTimestamp(); ts != nil {
 				if gvk.Kind == "CustomResourceDefinition" {
-					if err := nudgeStuckCRD(ctx, s.Client, s.Applier.FieldManager, cur, ts.Time, time.Now()); err != nil {
+					if err := nudgeStuckCRD(ctx, s.Client, s.Applier.FieldManager, cur, ts.Time, s.now()); err != nil {
 						return false, err
 					}
 				}
@@ -569,7 +566,7 @@ func (s *Stage) Cleanup(ctx context.Context, mesh *meshv1.MeshInstallation) (boo
 		}
 	}
 	if remaining > 0 {
-		log.FromContext(ctx).Info("control-plane objects still going away", "remaining", remaining, "first", firstFew(left))
+		log.FromContext(ctx).Info("control-plane objects still going away", "remaining", remaining, "first", names.Few(left, 3, ", "))
 	}
 	return remaining == 0, nil
 }
@@ -641,3 +638,5 @@ func owned(gvk schema.GroupVersionKind) bool {
 	}
 	return gvk.Kind == "CustomResourceDefinition"
 }
+
+func (s *Stage) now() time.Time { return stages.Now(s.Clock) }

@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
@@ -41,8 +42,8 @@ var webhookGVK = schema.GroupVersionKind{Group: "admissionregistration.k8s.io", 
 type Stage struct {
 	// Client reads the webhook configuration (from the cache) and creates the dry-run pod.
 	Client client.Client
-	// Now is the clock; nil means time.Now.
-	Now func() time.Time
+	// Clock tells the time of a pass; nil is the real clock (tests give a fake one).
+	Clock clock.PassiveClock
 
 	mu   sync.Mutex
 	last probeOutcome
@@ -181,9 +182,4 @@ func withoutCABundle(wh *unstructured.Unstructured) string {
 	return ""
 }
 
-func (s *Stage) now() time.Time {
-	if s.Now != nil {
-		return s.Now()
-	}
-	return time.Now()
-}
+func (s *Stage) now() time.Time { return stages.Now(s.Clock) }

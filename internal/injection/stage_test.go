@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -156,7 +157,7 @@ func TestInjectionProbe(t *testing.T) {
 				t.Errorf("second pass: %s with %d more webhook calls; want %s and none", again.Reason, tc.server.calls.Load()-calls, tc.reason)
 			}
 			// Past the recheck interval the webhook is probed again.
-			s.Now = func() time.Time { return time.Now().Add(Recheck + time.Second) }
+			s.Clock = clocktesting.NewFakePassiveClock(time.Now().Add(Recheck + time.Second))
 			if _, err := s.Reconcile(ctx, mesh); err != nil {
 				t.Fatal(err)
 			}

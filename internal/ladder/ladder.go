@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/names"
 )
 
 // Level is a rung of the ladder.
@@ -448,7 +449,7 @@ func startMove(d *Decision, ns Namespace, s Settings, mayStart bool, now time.Ti
 	back := slices.Contains(s.Newer, from)
 	if len(ns.Pods.NotReady) > 0 && !back {
 		d.Blocked = Blocked{Reason: meshv1.ReasonPodsNotReady, Message: fmt.Sprintf(
-			"%d pod(s) are not Ready: %s. The move from revision %s to %s waits until every pod is Ready, so that what it changes can be judged.", len(ns.Pods.NotReady), Names(ns.Pods.NotReady), from, to)}
+			"%d pod(s) are not Ready: %s. The move from revision %s to %s waits until every pod is Ready, so that what it changes can be judged.", len(ns.Pods.NotReady), names.List(ns.Pods.NotReady), from, to)}
 		return
 	}
 	if !mayStart {
@@ -658,7 +659,7 @@ func incomplete(ns Namespace, step Step, current Level, up bool, refreshBefore t
 		}
 	}
 	if up && len(ns.Pods.NotReady) > 0 {
-		pending = append(pending, fmt.Sprintf("pods not Ready: %s", Names(ns.Pods.NotReady)))
+		pending = append(pending, fmt.Sprintf("pods not Ready: %s", names.List(ns.Pods.NotReady)))
 	}
 	if len(pending) > maxNamed {
 		pending = append(pending[:maxNamed], fmt.Sprintf("and %d more", len(pending)-maxNamed))
@@ -733,14 +734,6 @@ func onOtherRevision(w Workload, rev string) bool {
 // stepID names a step on the workloads it restarts.
 func stepID(to Level, now time.Time) string {
 	return fmt.Sprintf("%s-%d", strings.ToLower(string(to)), now.UnixMilli())
-}
-
-// Names lists the first few names of a list for a message, and how many more there are.
-func Names(all []string) string {
-	if len(all) <= maxNamed {
-		return strings.Join(all, ", ")
-	}
-	return fmt.Sprintf("%s and %d more", strings.Join(all[:maxNamed], ", "), len(all)-maxNamed)
 }
 
 // wellFormed reports whether a step can be the operator's own from level current: one rung up or

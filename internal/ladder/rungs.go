@@ -6,6 +6,7 @@ import (
 	"time"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/names"
 )
 
 // Rung is one level of the ladder as data: what a namespace standing on it carries, and what
@@ -64,7 +65,7 @@ var (
 	podsReady = Gate{Name: "PodsReady", Check: func(c Climb) *Verdict {
 		if notReady := c.NS.Pods.NotReady; len(notReady) > 0 {
 			return &Verdict{Blocked: Blocked{Reason: meshv1.ReasonPodsNotReady, Message: fmt.Sprintf(
-				"%d pod(s) are not Ready: %s. The step to %s waits until every pod is Ready, so that what it changes can be judged.", len(notReady), Names(notReady), c.To)}}
+				"%d pod(s) are not Ready: %s. The step to %s waits until every pod is Ready, so that what it changes can be judged.", len(notReady), names.List(notReady), c.To)}}
 		}
 		return nil
 	}}
@@ -72,7 +73,7 @@ var (
 		if uninjected := c.NS.Pods.Uninjected; len(uninjected) > 0 {
 			return &Verdict{Blocked: Blocked{Reason: meshv1.ReasonUninjectedPods, Message: fmt.Sprintf(
 				"%d pod(s) run without Istio's proxy and would be cut off by STRICT mTLS: %s. Remove sidecar.istio.io/inject=false or move them out of the namespace, or lower its target to Observe.",
-				len(uninjected), Names(uninjected))}}
+				len(uninjected), names.List(uninjected))}}
 		}
 		return nil
 	}}

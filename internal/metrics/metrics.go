@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
@@ -80,7 +81,7 @@ var (
 		Name: RotationPendingName,
 		Help: "While a root rotation switches to the new intermediate: running pods with the proxy started before the switch, to be restarted before the old root is dropped.",
 	}, []string{installationLabel})
-	caExpiry = &expiryCollector{notAfter: map[string]time.Time{}, now: time.Now}
+	caExpiry = &expiryCollector{notAfter: map[string]time.Time{}, clock: clock.RealClock{}}
 )
 
 var registerOnce sync.Once
@@ -172,7 +173,7 @@ func LadderEvent(installation, reason string, rollbackStarted bool) {
 type expiryCollector struct {
 	mu       sync.Mutex
 	notAfter map[string]time.Time
-	now      func() time.Time
+	clock    clock.PassiveClock
 }
 
 var caExpiryDesc = prometheus.NewDesc(CAExpiryName,
@@ -198,7 +199,7 @@ func (e *expiryCollector) Describe(ch chan<- *prometheus.Desc) { ch <- caExpiryD
 func (e *expiryCollector) Collect(ch chan<- prometheus.Metric) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	now := e.now()
+	now := e.clock.Now()
 	for name, t := range e.notAfter {
 		ch <- prometheus.MustNewConstMetric(caExpiryDesc, prometheus.GaugeValue, t.Sub(now).Seconds(), name)
 	}

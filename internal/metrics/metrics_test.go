@@ -7,6 +7,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/clock"
+	clocktesting "k8s.io/utils/clock/testing"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
@@ -15,8 +17,8 @@ import (
 
 func TestRecordStatus(t *testing.T) {
 	notAfter := time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)
-	caExpiry.now = func() time.Time { return notAfter.Add(-90 * time.Minute) }
-	defer func() { caExpiry.now = time.Now }()
+	caExpiry.clock = clocktesting.NewFakePassiveClock(notAfter.Add(-90 * time.Minute))
+	defer func() { caExpiry.clock = clock.RealClock{} }()
 
 	tests := map[string]struct {
 		status        meshv1.MeshInstallationStatus

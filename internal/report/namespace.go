@@ -9,6 +9,7 @@ import (
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/adoption"
 	"github.com/meshwright/meshwright/internal/ladder"
+	"github.com/meshwright/meshwright/internal/names"
 )
 
 // HistoryEvent is one Event the ladder emitted on a namespace.
@@ -96,7 +97,7 @@ func (n NamespaceStatus) Text(w io.Writer, st Style) error {
 			p.wrapped(2, m.Detail)
 		}
 		if len(m.Uninjected) > 0 {
-			p.wrapped(2, "Without the proxy: "+joinFew(m.Uninjected))
+			p.wrapped(2, "Without the proxy: "+names.List(m.Uninjected))
 		}
 		if m.Fix != "" {
 			p.wrapped(2, "→ "+m.Fix)
@@ -121,12 +122,4 @@ func (n NamespaceStatus) Text(w io.Writer, st Style) error {
 		p.wrapped(4, e.Message)
 	}
 	return p.err
-}
-
-// joinFew lists up to five items and counts the rest.
-func joinFew(items []string) string {
-	if len(items) <= 5 {
-		return fmt.Sprint(items)
-	}
-	return fmt.Sprintf("%v and %d more", items[:5], len(items)-5)
 }

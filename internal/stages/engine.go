@@ -11,6 +11,7 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/utils/clock"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/metrics"
@@ -162,4 +163,13 @@ func (o Outcome) ResultOf(conditionType string) (Result, bool) {
 		}
 	}
 	return Result{}, false
+}
+
+// Now is the time on a stage's clock: the real clock when the stage was given none (tests give
+// a fake one).
+func Now(c clock.PassiveClock) time.Time {
+	if c == nil {
+		c = clock.RealClock{}
+	}
+	return c.Now()
 }
