@@ -7,6 +7,8 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/meshwright/meshwright/internal/apierr"
 )
 
 // handleError is the one place that decides what an error in a pass means:
@@ -20,7 +22,7 @@ func handleError(ctx context.Context, err error) (ctrl.Result, error) {
 	case apierrors.IsConflict(err):
 		log.FromContext(ctx).V(1).Info("conflict, requeueing", "error", err.Error())
 		return ctrl.Result{RequeueAfter: conflictRetry}, nil
-	case apierrors.IsInvalid(err), apierrors.IsBadRequest(err):
+	case apierr.Invalid(err):
 		return ctrl.Result{}, reconcile.TerminalError(err)
 	default:
 		return ctrl.Result{}, err

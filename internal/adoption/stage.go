@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/apierr"
 	"github.com/meshwright/meshwright/internal/apply"
 	"github.com/meshwright/meshwright/internal/certificates"
 	"github.com/meshwright/meshwright/internal/ladder"
@@ -110,7 +111,7 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 			// One namespace the API server refuses to change (an admission policy, a workload
 			// that no longer validates) is reported and the others go on; anything else is
 			// retried by the controller's error policy.
-			if !refused(err) {
+			if !apierr.Refused(err) {
 				return stages.Result{}, err
 			}
 			pl.Decision.Blocked = ladder.Blocked{Reason: meshv1.ReasonApplyRejected, Message: err.Error()}
@@ -123,11 +124,6 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 // the ladder's cache of namespaces, pods and workloads.
 func (s *Stage) planner() Planner {
 	return Planner{Policies: s.Client, Workloads: s.Reader, OperatorNamespace: s.OperatorNamespace}
-}
-
-// refused reports an error that retrying the same request cannot fix.
-func refused(err error) bool {
-	return apierrors.IsInvalid(err) || apierrors.IsForbidden(err) || apierrors.IsBadRequest(err) || apierrors.IsMethodNotSupported(err)
 }
 
 // injectionConflict says why the operator must not manage a namespace's injection label: it

@@ -5,14 +5,11 @@ package injection
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -20,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/apierr"
 	"github.com/meshwright/meshwright/internal/certificates"
 	"github.com/meshwright/meshwright/internal/controlplane"
 	"github.com/meshwright/meshwright/internal/revision"
@@ -144,10 +142,10 @@ func (s *Stage) probe(ctx context.Context, namespace, rev string) (stages.Result
 	}
 	err := s.Client.Create(ctx, pod, client.DryRunAll)
 	switch {
-	case apierrors.IsInternalError(err), apierrors.IsTimeout(err), apierrors.IsServerTimeout(err), isWebhookFailure(err):
+	case apierr.Unavailable(err):
 		return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonWebhookNotServing, RequeueAfter: FailedRecheck,
 			Message: "The API server cannot call the injection webhook: " + err.Error()}, nil
-	case apierrors.IsForbidden(err) || apierrors.IsInvalid(err) || apierrors.IsBadRequest(err):
+	case apierr.Refused(err):
 		// Refused by something other than the webhook: Pod Security, a quota, a policy
 		// engine. Only a change of the cluster or of the operator's RBAC helps.
 		return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonProbeRejected, RequeueAfter: 15 * time.Second,
@@ -160,12 +158,6 @@ func (s *Stage) probe(ctx context.Context, namespace, rev string) (stages.Result
 			Message: fmt.Sprintf("The injection webhook answered, but a pod labelled %s=%s came back without Istio's proxy: check the sidecarInjectorWebhook values.", revision.Label, rev)}, nil
 	}
 	return stages.Result{State: stages.Ready}, nil
-}
-
-// isWebhookFailure recognises the API server's report of a webhook it could not call.
-func isWebhookFailure(err error) bool {
-	var status apierrors.APIStatus
-	return errors.As(err, &status) && strings.Contains(status.Status().Message, "failed calling webhook")
 }
 
 // withoutCABundle names the first webhook of the configuration with no caBundle.

@@ -5,12 +5,12 @@ import (
 	"fmt"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/apierr"
 	"github.com/meshwright/meshwright/internal/apply"
 	"github.com/meshwright/meshwright/internal/certificates"
 	"github.com/meshwright/meshwright/internal/stages"
@@ -78,7 +78,7 @@ func DeleteAll(ctx context.Context, reader client.Reader, c client.Client, insta
 		list := &unstructured.UnstructuredList{}
 		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
 		if err := reader.List(ctx, list, client.MatchingLabels{meshv1.LabelInstallation: installation}); err != nil {
-			if meta.IsNoMatchError(err) || apierrors.IsNotFound(err) {
+			if apierr.Absent(err) {
 				continue
 			}
 			return false, fmt.Errorf("listing %s to remove: %w", gvk.Kind, err)
