@@ -10,7 +10,19 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 DEMO_DIR=${DEMO_DIR:-$root/.demo}
 BIN=${BIN:-$root/bin}
 export MESHWRIGHT_BIN_DIR=$BIN
+# Every command of the demo talks to the demo's cluster and to no other: whatever KUBECONFIG the
+# user's shell names (a real cluster, or one that is gone) is replaced for this script and all it
+# starts, and each client is also given the file by flag.
+KUBECONFIG="$DEMO_DIR/kubeconfig"
+export KUBECONFIG
 kubectl() { "$BIN/kubectl" --kubeconfig "$DEMO_DIR/kubeconfig" "$@"; }
+kubectl_meshwright() { "$BIN/kubectl-meshwright" --kubeconfig "$DEMO_DIR/kubeconfig" "$@"; }
+
+# cluster_answers tells whether the demo's API server serves (a state file alone may be left
+# from a machine that has since restarted).
+cluster_answers() {
+  [ -f "$DEMO_DIR/cluster.json" ] && kubectl get --raw /readyz --request-timeout=5s >/dev/null 2>&1
+}
 
 manager_running() {
   local pid
@@ -19,12 +31,36 @@ manager_running() {
   tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$DEMO_DIR/kubeconfig"
 }
 
+# stop_manager stops the demo's operator and waits until it has exited, so its listeners are
+# closed when it returns.
+stop_manager() {
+  manager_running || return 0
+  local pid
+  pid=$(cat "$DEMO_DIR/manager.pid")
+  kill "$pid"
+  for _ in $(seq 50); do manager_running || break; sleep 0.2; done
+  if manager_running; then kill -9 "$pid"; fi
+  echo ">> operator stopped"
+}
+
+# stop_demo stops the operator, then istiod and the cluster's components: only the processes the
+# demo started, by PID.
+stop_demo() {
+  stop_manager
+  rm -f "$DEMO_DIR/manager.pid" "$DEMO_DIR/istiod.port"
+  "$BIN/localcluster" down --dir "$DEMO_DIR" 2>/dev/null || true
+}
+
 case "$cmd" in
 up)
   mkdir -p "$DEMO_DIR"
-  if [ -f "$DEMO_DIR/cluster.json" ]; then
+  if cluster_answers; then
     echo ">> local cluster already running in $DEMO_DIR"
   else
+    if [ -f "$DEMO_DIR/cluster.json" ]; then
+      echo ">> the local cluster in $DEMO_DIR does not answer: stopping what is left of it"
+      stop_demo
+    fi
     echo ">> starting the local cluster (etcd, kube-apiserver, controller-manager, scheduler, kwok, cert-manager)"
     "$BIN/localcluster" up --dir "$DEMO_DIR" >/dev/null
   fi
@@ -35,9 +71,7 @@ up)
 
   if manager_running; then
     echo ">> restarting the operator with the freshly built binary"
-    kill "$(cat "$DEMO_DIR/manager.pid")"
-    for _ in $(seq 50); do manager_running || break; sleep 0.2; done
-    if manager_running; then kill -9 "$(cat "$DEMO_DIR/manager.pid")"; fi
+    stop_manager >/dev/null
   fi
   echo ">> starting the operator (log: $DEMO_DIR/logs/manager.log)"
   setsid "$BIN/manager" --kubeconfig "$DEMO_DIR/kubeconfig" \
@@ -65,9 +99,10 @@ up)
     "$BIN/localcluster" istiod --dir "$DEMO_DIR" --port "$port"
   fi
   echo ">> waiting for the rollout: mesh CA, control plane, injection, policies, then the namespaces' ladder"
+  ready=true
   if ! kubectl wait mesh/default --for=condition=Ready --timeout=180s >/dev/null; then
-    echo "the sample did not become Ready within 180s; its status and the operator's log follow" >&2
-    tail -n 20 "$DEMO_DIR/logs/manager.log" >&2
+    ready=false
+    echo "the sample did not become Ready within 180s; its status follows, then the operator's log" >&2
   fi
 
   echo
@@ -90,20 +125,21 @@ up)
   kubectl get peerauthentications -A
   echo
   echo "\$ kubectl meshwright status   # the kubectl plugin (make plugin)"
-  "$BIN/kubectl-meshwright" status
+  kubectl_meshwright status
   echo
+  if [ "$ready" = false ]; then
+    echo ">> the last lines of $DEMO_DIR/logs/manager.log:" >&2
+    tail -n 20 "$DEMO_DIR/logs/manager.log" >&2
+    echo "the demo did not reach Ready; the cluster and the operator keep running for a look (make demo-down stops them)" >&2
+    exit 1
+  fi
   echo "The cluster and the operator keep running. To use them:"
   echo "  export KUBECONFIG=$DEMO_DIR/kubeconfig"
   echo "  export PATH=$BIN:\$PATH   # kubectl v1.37 built with the cluster"
   echo "Stop everything with: make demo-down"
   ;;
 down)
-  if manager_running; then
-    kill "$(cat "$DEMO_DIR/manager.pid")"
-    echo ">> operator stopped"
-  fi
-  rm -f "$DEMO_DIR/manager.pid" "$DEMO_DIR/istiod.port"
-  "$BIN/localcluster" down --dir "$DEMO_DIR" 2>/dev/null || true
+  stop_demo
   ;;
 *)
   echo "usage: $0 up|down" >&2; exit 2 ;;

@@ -48,7 +48,7 @@ func startProcessIn(dir, name, bin string, args []string, env []string, logDir s
 	cmd.Dir = dir
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = append(componentEnviron(), env...)
 	if detached {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	} else {
@@ -107,6 +107,25 @@ func (p *process) stop(grace time.Duration, clusterDir string) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	_ = syscall.Kill(p.PID, syscall.SIGKILL)
+	// The caller is told it stopped only once it is gone, with its listeners closed.
+	for range 50 {
+		if syscall.Kill(p.PID, 0) != nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// componentEnviron is this process's environment less KUBECONFIG: every component is given the
+// cluster's own kubeconfig by flag, and none may fall back to a cluster the user's shell names.
+func componentEnviron() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "KUBECONFIG=") {
+			env = append(env, kv)
+		}
+	}
+	return env
 }
 
 // isOurs checks that the PID still runs a component of this cluster (PIDs are reused): every
