@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -33,25 +32,13 @@ func docBlocks(t *testing.T, doc string) (run []string, cleanup string) {
 // a file (the script leaves processes running, which would hold a pipe open), with no KUBECONFIG
 // of the caller's.
 func bashFromRepo(ctx context.Context, script, logPath string) (string, error) {
-	log, err := os.Create(logPath)
-	if err != nil {
-		return "", err
-	}
-	defer log.Close()
-	cmd := exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-c", script)
-	cmd.Dir = repoRoot
+	var env []string
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "KUBECONFIG=") {
-			cmd.Env = append(cmd.Env, kv)
+			env = append(env, kv)
 		}
 	}
-	cmd.Stdout, cmd.Stderr = log, log
-	runErr := cmd.Run()
-	out, err := os.ReadFile(logPath)
-	if err != nil {
-		return "", err
-	}
-	return string(out), runErr
+	return runLogged(ctx, repoRoot, env, logPath, "bash", "-euo", "pipefail", "-c", script)
 }
 
 // TestGettingStarted runs every command of docs/getting-started.md in order, in one shell from
