@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"helm.sh/helm/v3/pkg/chart"
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/engine"
@@ -43,15 +44,7 @@ const (
 // --namespace meshwright-system` would, CRDs first.
 func renderChart(t *testing.T, values map[string]any) []*unstructured.Unstructured {
 	t.Helper()
-	chrt, err := loader.Load(filepath.Join(repoRoot, "charts", "meshwright"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rv, err := chartutil.ToRenderValues(chrt, values, chartutil.ReleaseOptions{Name: chartRelease, Namespace: chartNamespace, Revision: 1, IsInstall: true}, chartutil.DefaultCapabilities)
-	if err != nil {
-		t.Fatal(err)
-	}
-	files, err := engine.Render(chrt, rv)
+	chrt, files, err := renderChartFiles(t, values)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -605,6 +598,27 @@ func TestChartValues(t *testing.T) {
 				}
 			},
 		},
+		"Istio's CRDs installed by someone else: the flag, and no write verb on CRDs": {
+			values: map[string]any{"istioCRDs": "external"},
+			check: func(t *testing.T, objs []*unstructured.Unstructured) {
+				if _, c := managerContainer(t, objs); !slices.Contains(c.Args, "--istio-crds=external") {
+					t.Errorf("args %v, want --istio-crds=external", c.Args)
+				}
+				if got := crdVerbs(t, objs); !slices.Equal(got, []string{"get", "list", "watch"}) {
+					t.Errorf("the manager's verbs on CRDs are %v, want get, list, watch", got)
+				}
+			},
+		},
+		"Istio's CRDs managed by the operator by default: it may write them": {
+			check: func(t *testing.T, objs []*unstructured.Unstructured) {
+				if _, c := managerContainer(t, objs); slices.ContainsFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, "--istio-crds") }) {
+					t.Errorf("args %v: the default needs no --istio-crds", c.Args)
+				}
+				if got := crdVerbs(t, objs); !slices.Contains(got, "patch") || !slices.Contains(got, "delete") {
+					t.Errorf("the manager's verbs on CRDs are %v, want the writes as well", got)
+				}
+			},
+		},
 		"insecure metrics drop the auth role": {
 			values: map[string]any{"metrics": map[string]any{"secure": false, "port": 8080}},
 			check: func(t *testing.T, objs []*unstructured.Unstructured) {
@@ -620,17 +634,40 @@ func TestChartValues(t *testing.T) {
 		t.Run(name, func(t *testing.T) { tc.check(t, renderChart(t, tc.values)) })
 	}
 
-	// Two replicas without leader election would act twice at once: refused at render.
+	for msg, values := range map[string]map[string]any{
+		"needs leaderElection: true": {"replicaCount": 2, "leaderElection": false}, // two replicas would act twice at once
+		`istioCRDs is "mine"`:        {"istioCRDs": "mine"},
+	} {
+		if _, _, err := renderChartFiles(t, values); err == nil || !strings.Contains(err.Error(), msg) {
+			t.Errorf("render with %v: %v, want a refusal saying %q", values, err, msg)
+		}
+	}
+}
+
+// renderChartFiles renders the chart with values: the chart and its rendered files, or the
+// error of values the chart refuses.
+func renderChartFiles(t *testing.T, values map[string]any) (*chart.Chart, map[string]string, error) {
+	t.Helper()
 	chrt, err := loader.Load(filepath.Join(repoRoot, "charts", "meshwright"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	rv, err := chartutil.ToRenderValues(chrt, map[string]any{"replicaCount": 2, "leaderElection": false},
-		chartutil.ReleaseOptions{Name: chartRelease, Namespace: chartNamespace, IsInstall: true}, chartutil.DefaultCapabilities)
+	rv, err := chartutil.ToRenderValues(chrt, values, chartutil.ReleaseOptions{Name: chartRelease, Namespace: chartNamespace, Revision: 1, IsInstall: true}, chartutil.DefaultCapabilities)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := engine.Render(chrt, rv); err == nil || !strings.Contains(err.Error(), "needs leaderElection: true") {
-		t.Errorf("render with replicaCount 2 and no leader election: %v, want a refusal naming leaderElection", err)
+	files, err := engine.Render(chrt, rv)
+	return chrt, files, err
+}
+
+// crdVerbs are the verbs the manager's ClusterRole grants on CustomResourceDefinitions.
+func crdVerbs(t *testing.T, objs []*unstructured.Unstructured) []string {
+	t.Helper()
+	var verbs []string
+	for _, r := range rulesOf(t, find(t, objs, "ClusterRole", "manager-role")) {
+		if slices.Contains(r.APIGroups, "apiextensions.k8s.io") && slices.Contains(r.Resources, "customresourcedefinitions") {
+			verbs = append(verbs, r.Verbs...)
+		}
 	}
+	return verbs
 }
