@@ -198,203 +198,276 @@ func holds(have, want map[string][]byte) bool {
 // rotate runs the phase the record is in, and moves it on when its gate passes.
 func (s *Stage) rotate(ctx context.Context, mesh *meshv1.MeshInstallation, spec Settings, rec *Record, cacerts *corev1.Secret, pending *int) (stages.Result, error) {
 	rot := rec.Rotation
-	from, to := rec.Generation, rec.To()
-	set := spec.WithIdentity(rot.Issuer)
-	kind, name := spec.WithIdentity(rec.Issuer).Signer(from)
+	p := &rotationPass{Stage: s, ctx: ctx, mesh: mesh, rec: rec, rot: rot, cacerts: cacerts, pending: pending,
+		from: rec.Generation, to: rec.To(), set: spec.WithIdentity(rot.Issuer), now: s.now()}
+	kind, name := spec.WithIdentity(rec.Issuer).Signer(p.from)
 	mesh.Status.Certificates.Issuer = kind + "/" + name
-	now := s.now()
-	progress := func(format string, args ...any) stages.Result {
-		return stages.Result{State: stages.Ready, Reason: meshv1.ReasonRotatingRoot, RequeueAfter: rotationRecheck,
-			Message: fmt.Sprintf("Rotating the mesh root (%s), phase %s: ", rot.Trigger, rot.Phase) + fmt.Sprintf(format, args...)}
+	if res, ready, err := p.prepareNext(); !ready || err != nil {
+		return res, err
 	}
-	// The new generation's objects, with the issuer the rotation started with; the old
-	// generation's are left as they are until the end.
-	for _, obj := range Desired(mesh.Name, set, to) {
-		if _, err := s.Applier.Apply(ctx, obj); err != nil {
+	phase, ok := rotationPhases[rot.Phase]
+	if !ok {
+		return stages.Result{}, fmt.Errorf("unknown rotation phase %q", rot.Phase)
+	}
+	return phase(p)
+}
+
+// rotationPhases run the phase a record is in, one function each; each ends on its gate.
+var rotationPhases = map[meshv1.RotationPhase]func(*rotationPass) (stages.Result, error){
+	meshv1.RotationPrepare: (*rotationPass).prepare,
+	meshv1.RotationTrust:   (*rotationPass).trust,
+	meshv1.RotationSwitch:  (*rotationPass).switchSigning,
+	meshv1.RotationDrop:    (*rotationPass).drop,
+}
+
+// rotationPass is one pass of a root rotation: what the phases read and write.
+type rotationPass struct {
+	*Stage
+	ctx     context.Context
+	mesh    *meshv1.MeshInstallation
+	rec     *Record
+	rot     *Rotation
+	cacerts *corev1.Secret
+	// pending receives, in the Switch phase, the number of proxies started before istiod switched.
+	pending *int
+	// from and to are the generations the rotation leaves and reaches; set is the spec with the
+	// issuer the rotation started with.
+	from, to int
+	set      Settings
+	now      time.Time
+
+	// next is the new generation's intermediate Secret; old the old intermediate's certificate
+	// and key (nil when unreadable).
+	next *corev1.Secret
+	old  map[string][]byte
+	// oldRoots and newRoots are the two roots; both their union.
+	oldRoots, newRoots, both Bundle
+}
+
+// progress is the stage's result while the rotation goes on.
+func (p *rotationPass) progress(format string, args ...any) stages.Result {
+	return stages.Result{State: stages.Ready, Reason: meshv1.ReasonRotatingRoot, RequeueAfter: rotationRecheck,
+		Message: fmt.Sprintf("Rotating the mesh root (%s), phase %s: ", p.rot.Trigger, p.rot.Phase) + fmt.Sprintf(format, args...)}
+}
+
+// prepareNext applies the new generation's objects (with the issuer the rotation started with;
+// the old generation's are left as they are until the end), waits until its intermediate is
+// issued and usable, and reads both generations. ready is false while the pass must stop there.
+func (p *rotationPass) prepareNext() (res stages.Result, ready bool, err error) {
+	for _, obj := range Desired(p.mesh.Name, p.set, p.to) {
+		if _, err := p.Applier.Apply(p.ctx, obj); err != nil {
+			return stages.Result{}, false, err
+		}
+	}
+	if !p.set.SelfSigned {
+		if res, waiting, err := p.checkUserIssuer(p.ctx, p.set); err != nil || waiting {
+			res.State, res.Message = stages.Ready, fmt.Sprintf("Rotating the mesh root (%s), phase %s: %s", p.rot.Trigger, p.rot.Phase, res.Message)
+			return res, false, err
+		}
+	}
+	if res, waiting, err := p.waitIssued(p.ctx, p.set.Namespace, p.to); err != nil || waiting {
+		return p.progress("%s", res.Message), false, err
+	}
+	if p.next = p.intermediate(p.ctx, p.set.Namespace, p.to); p.next == nil {
+		return p.progress("the Secret %s is not written yet.", IntermediateSecret(p.to)), false, nil
+	}
+	if _, err := CheckSecret(p.next, p.now); err != nil {
+		return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonInvalidCA,
+			Message: fmt.Sprintf("Rotating the mesh root (%s): Secret %s/%s does not hold a usable CA: %v.", p.rot.Trigger, p.set.Namespace, IntermediateSecret(p.to), err)}, false, nil
+	}
+	p.oldRoots, p.newRoots = ParseBundle([]byte(p.rot.OldRoots)), ParseBundle(p.next.Data["ca.crt"])
+	p.both = p.oldRoots.Union(p.newRoots)
+	if p.from == 0 {
+		if p.cacerts != nil {
+			p.old = map[string][]byte{"tls.crt": p.cacerts.Data["tls.crt"], "tls.key": p.cacerts.Data["tls.key"]}
+		}
+	} else if src := p.intermediate(p.ctx, p.set.Namespace, p.from); src != nil {
+		p.old = map[string][]byte{"tls.crt": src.Data["tls.crt"], "tls.key": src.Data["tls.key"]}
+	}
+	return stages.Result{}, true, nil
+}
+
+// newContent is cacerts with the new intermediate and the given roots.
+func (p *rotationPass) newContent(roots Bundle) map[string][]byte {
+	return map[string][]byte{"tls.crt": p.next.Data["tls.crt"], "tls.key": p.next.Data["tls.key"], "ca.crt": roots.PEM()}
+}
+
+// write writes cacerts with the record as it stands and content.
+func (p *rotationPass) write(content map[string][]byte) error {
+	return p.writeCASecret(p.ctx, p.mesh.Name, p.set.Namespace, p.cacerts, *p.rec, content)
+}
+
+// record changes the rotation and writes it with content; if the write fails, the record stays
+// as it was, so status never shows a phase cacerts does not hold.
+func (p *rotationPass) record(change func(*Rotation), content map[string][]byte) error {
+	before := *p.rot
+	change(p.rot)
+	if err := p.write(content); err != nil {
+		*p.rot = before
+		return err
+	}
+	return nil
+}
+
+// enter moves the rotation to phase, with cacerts holding content.
+func (p *rotationPass) enter(phase meshv1.RotationPhase, content map[string][]byte) error {
+	return p.record(func(r *Rotation) { r.Phase, r.Since, r.Observed = phase, p.now, time.Time{} }, content)
+}
+
+// prepare: once the new intermediate is issued, cacerts publishes both roots beside the old
+// intermediate (Trust).
+func (p *rotationPass) prepare() (stages.Result, error) {
+	if p.old == nil || len(p.old["tls.crt"]) == 0 {
+		return p.progress("the old intermediate is not readable from %s.", IntermediateSecret(p.from)), nil
+	}
+	if p.from == 0 {
+		// cert-manager must stop writing cacerts before the operator composes it. The Secret
+		// stays: cert-manager does not own it by reference.
+		if err := p.deleteNamed(p.ctx, p.set.Namespace, CertificateGVK, IntermediateName(0), client.PropagationPolicy(metav1.DeletePropagationOrphan)); err != nil {
 			return stages.Result{}, err
 		}
 	}
-	if !set.SelfSigned {
-		if res, waiting, err := s.checkUserIssuer(ctx, set); err != nil || waiting {
-			res.State, res.Message = stages.Ready, fmt.Sprintf("Rotating the mesh root (%s), phase %s: %s", rot.Trigger, rot.Phase, res.Message)
+	p.old["ca.crt"] = p.both.PEM()
+	if err := p.enter(meshv1.RotationTrust, p.old); err != nil {
+		return stages.Result{}, err
+	}
+	return p.progress("cacerts now publishes both roots (%s); istiod still signs with the old intermediate.", p.both.Fingerprints()), nil
+}
+
+// trust: once every istiod runs with ISTIO_MULTIROOT_MESH, istiod has published both roots
+// everywhere, and trustPropagation has passed, cacerts switches to the new intermediate (Switch).
+func (p *rotationPass) trust() (stages.Result, error) {
+	if p.old == nil {
+		return p.progress("the old intermediate is not readable from %s.", IntermediateSecret(p.from)), nil
+	}
+	p.old["ca.crt"] = p.both.PEM()
+	if err := p.write(p.old); err != nil {
+		return stages.Result{}, err
+	}
+	_, rolling, err := p.istiods(p.ctx, p.mesh.Name)
+	if err != nil {
+		return stages.Result{}, err
+	}
+	if len(rolling) > 0 {
+		return p.progress("waiting for %s to roll out with ISTIO_MULTIROOT_MESH=true, without which istiod refuses a second root.", strings.Join(rolling, ", ")), nil
+	}
+	missing, err := p.unpublished(p.ctx, p.set.Namespace, p.both)
+	if err != nil {
+		return stages.Result{}, err
+	}
+	if missing != "" {
+		return p.progress("waiting for istiod to publish both roots in %s (in %s).", RootCertConfigMap, missing), nil
+	}
+	if p.rot.Observed.IsZero() {
+		if err := p.record(func(r *Rotation) { r.Observed = p.now }, p.old); err != nil {
+			return stages.Result{}, err
+		}
+	}
+	if left := p.rot.Observed.Add(p.set.TrustPropagation).Sub(p.now); left > 0 {
+		res := p.progress("istiod publishes both roots everywhere; signing switches to the new intermediate at %s (spec.certificates.trustPropagation %s), once every proxy had time to receive them.",
+			p.rot.Observed.Add(p.set.TrustPropagation).UTC().Format(time.RFC3339), p.set.TrustPropagation)
+		res.RequeueAfter = left
+		return res, nil
+	}
+	if err := p.enter(meshv1.RotationSwitch, p.newContent(p.both)); err != nil {
+		return stages.Result{}, err
+	}
+	return p.progress("istiod signs with the new intermediate now; workloads restart so that every proxy gets a certificate from it."), nil
+}
+
+// switchSigning: once istiod is seen signing with the new intermediate and no proxy started
+// before that is left (the ladder restarts them), the old root leaves the bundle (Drop).
+func (p *rotationPass) switchSigning() (stages.Result, error) {
+	if err := p.write(p.newContent(p.both)); err != nil {
+		return stages.Result{}, err
+	}
+	if p.rot.Observed.IsZero() {
+		if res, seen, err := p.observeSwitch(); !seen || err != nil {
 			return res, err
 		}
 	}
-	if res, waiting, err := s.waitIssued(ctx, set.Namespace, to); err != nil || waiting {
-		return progress("%s", res.Message), err
+	if wait := p.rot.Observed.Sub(p.now); wait > 0 {
+		res := p.progress("istiod signs with the new intermediate; workloads restart from %s.", p.rot.Observed.UTC().Format(time.RFC3339))
+		res.RequeueAfter = wait
+		return res, nil
 	}
-	next := s.intermediate(ctx, set.Namespace, to)
-	if next == nil {
-		return progress("the Secret %s is not written yet.", IntermediateSecret(to)), nil
+	stale, err := p.stalePods(p.ctx, p.rot.Observed)
+	if err != nil {
+		return stages.Result{}, err
 	}
-	if _, err := CheckSecret(next, now); err != nil {
-		return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonInvalidCA,
-			Message: fmt.Sprintf("Rotating the mesh root (%s): Secret %s/%s does not hold a usable CA: %v.", rot.Trigger, set.Namespace, IntermediateSecret(to), err)}, nil
+	*p.pending = stale.total
+	if stale.total > 0 {
+		return p.progress("istiod signs with the new intermediate since %s; %d pod(s) with Istio's proxy started before and may hold a certificate of the old one. The ladder restarts the workloads of the namespaces it manages, one slot at a time (%s); restart others yourself (kubectl rollout restart). The old root is dropped once none is left.",
+			p.rot.Observed.UTC().Format(time.RFC3339), stale.total, stale.describe()), nil
 	}
-	oldRoots, newRoots := ParseBundle([]byte(rot.OldRoots)), ParseBundle(next.Data["ca.crt"])
-	both := oldRoots.Union(newRoots)
-	var old map[string][]byte
-	if from == 0 {
-		if cacerts != nil {
-			old = map[string][]byte{"tls.crt": cacerts.Data["tls.crt"], "tls.key": cacerts.Data["tls.key"]}
-		}
-	} else if src := s.intermediate(ctx, set.Namespace, from); src != nil {
-		old = map[string][]byte{"tls.crt": src.Data["tls.crt"], "tls.key": src.Data["tls.key"]}
+	if err := p.enter(meshv1.RotationDrop, p.newContent(p.newRoots)); err != nil {
+		return stages.Result{}, err
 	}
-	newContent := func(roots Bundle) map[string][]byte {
-		return map[string][]byte{"tls.crt": next.Data["tls.crt"], "tls.key": next.Data["tls.key"], "ca.crt": roots.PEM()}
-	}
-	// record changes the rotation and writes it with content; if the write fails, the record
-	// stays as it was, so status never shows a phase cacerts does not hold.
-	record := func(change func(*Rotation), content map[string][]byte) error {
-		before := *rot
-		change(rot)
-		if err := s.writeCASecret(ctx, mesh.Name, set.Namespace, cacerts, *rec, content); err != nil {
-			*rot = before
-			return err
-		}
-		return nil
-	}
-	enter := func(phase meshv1.RotationPhase, content map[string][]byte) error {
-		return record(func(r *Rotation) { r.Phase, r.Since, r.Observed = phase, now, time.Time{} }, content)
-	}
+	return p.progress("every proxy started after istiod switched to the new intermediate; the old root leaves the bundle."), nil
+}
 
-	switch rot.Phase {
-	case meshv1.RotationPrepare:
-		if old == nil || len(old["tls.crt"]) == 0 {
-			return progress("the old intermediate is not readable from %s.", IntermediateSecret(from)), nil
-		}
-		if from == 0 {
-			// cert-manager must stop writing cacerts before the operator composes it. The
-			// Secret stays: cert-manager does not own it by reference.
-			if err := s.deleteNamed(ctx, set.Namespace, CertificateGVK, IntermediateName(0), client.PropagationPolicy(metav1.DeletePropagationOrphan)); err != nil {
-				return stages.Result{}, err
-			}
-		}
-		old["ca.crt"] = both.PEM()
-		if err := enter(meshv1.RotationTrust, old); err != nil {
-			return stages.Result{}, err
-		}
-		return progress("cacerts now publishes both roots (%s); istiod still signs with the old intermediate.", both.Fingerprints()), nil
-
-	case meshv1.RotationTrust:
-		if old == nil {
-			return progress("the old intermediate is not readable from %s.", IntermediateSecret(from)), nil
-		}
-		old["ca.crt"] = both.PEM()
-		if err := s.writeCASecret(ctx, mesh.Name, set.Namespace, cacerts, *rec, old); err != nil {
-			return stages.Result{}, err
-		}
-		_, rolling, err := s.istiods(ctx, mesh.Name)
-		if err != nil {
-			return stages.Result{}, err
-		}
-		if len(rolling) > 0 {
-			return progress("waiting for %s to roll out with ISTIO_MULTIROOT_MESH=true, without which istiod refuses a second root.", strings.Join(rolling, ", ")), nil
-		}
-		missing, err := s.unpublished(ctx, set.Namespace, both)
-		if err != nil {
-			return stages.Result{}, err
-		}
-		if missing != "" {
-			return progress("waiting for istiod to publish both roots in %s (in %s).", RootCertConfigMap, missing), nil
-		}
-		if rot.Observed.IsZero() {
-			if err := record(func(r *Rotation) { r.Observed = now }, old); err != nil {
-				return stages.Result{}, err
-			}
-		}
-		if left := rot.Observed.Add(set.TrustPropagation).Sub(now); left > 0 {
-			res := progress("istiod publishes both roots everywhere; signing switches to the new intermediate at %s (spec.certificates.trustPropagation %s), once every proxy had time to receive them.",
-				rot.Observed.Add(set.TrustPropagation).UTC().Format(time.RFC3339), set.TrustPropagation)
-			res.RequeueAfter = left
-			return res, nil
-		}
-		if err := enter(meshv1.RotationSwitch, newContent(both)); err != nil {
-			return stages.Result{}, err
-		}
-		return progress("istiod signs with the new intermediate now; workloads restart so that every proxy gets a certificate from it."), nil
-
-	case meshv1.RotationSwitch:
-		if err := s.writeCASecret(ctx, mesh.Name, set.Namespace, cacerts, *rec, newContent(both)); err != nil {
-			return stages.Result{}, err
-		}
-		if rot.Observed.IsZero() {
-			signing, why, err := s.switched(ctx, mesh.Name, next, []byte(rot.OldIntermediate), oldRoots, rot.Since.Add(set.TrustPropagation), now)
-			if err != nil {
-				return stages.Result{}, err
-			}
-			if !signing {
-				return progress("%s", why), nil
-			}
-			// Pods carry their creation time in whole seconds: a pod created in the second istiod
-			// was seen to switch counts as started before it, and restarts wait for the next.
-			observed := now.Truncate(time.Second).Add(time.Second)
-			replicas, _, err := s.istiods(ctx, mesh.Name)
-			if err != nil {
-				return stages.Result{}, err
-			}
-			if replicas > 1 {
-				// The replica that answered may not be the last to reload cacerts: the others
-				// get trustPropagation to follow, as proxies got it for the roots.
-				observed = observed.Add(set.TrustPropagation)
-			}
-			if err := record(func(r *Rotation) { r.Observed = observed }, newContent(both)); err != nil {
-				return stages.Result{}, err
-			}
-		}
-		if wait := rot.Observed.Sub(now); wait > 0 {
-			res := progress("istiod signs with the new intermediate; workloads restart from %s.", rot.Observed.UTC().Format(time.RFC3339))
-			res.RequeueAfter = wait
-			return res, nil
-		}
-		stale, err := s.stalePods(ctx, rot.Observed)
-		if err != nil {
-			return stages.Result{}, err
-		}
-		*pending = stale.total
-		if stale.total > 0 {
-			return progress("istiod signs with the new intermediate since %s; %d pod(s) with Istio's proxy started before and may hold a certificate of the old one. The ladder restarts the workloads of the namespaces it manages, one slot at a time (%s); restart others yourself (kubectl rollout restart). The old root is dropped once none is left.",
-				rot.Observed.UTC().Format(time.RFC3339), stale.total, stale.describe()), nil
-		}
-		if err := enter(meshv1.RotationDrop, newContent(newRoots)); err != nil {
-			return stages.Result{}, err
-		}
-		return progress("every proxy started after istiod switched to the new intermediate; the old root leaves the bundle."), nil
-
-	case meshv1.RotationDrop:
-		if err := s.writeCASecret(ctx, mesh.Name, set.Namespace, cacerts, *rec, newContent(newRoots)); err != nil {
-			return stages.Result{}, err
-		}
-		missing, err := s.unpublished(ctx, set.Namespace, newRoots)
-		if err != nil {
-			return stages.Result{}, err
-		}
-		if missing != "" {
-			return progress("waiting for istiod to publish the new root alone in %s (in %s).", RootCertConfigMap, missing), nil
-		}
-		if err := s.deleteGeneration(ctx, mesh.Name, set.Namespace, from); err != nil {
-			return stages.Result{}, err
-		}
-		if !set.SelfSigned {
-			// Only a root of the operator's needs the self-signed Issuer.
-			if err := s.deleteNamed(ctx, set.Namespace, IssuerGVK, SelfSignedIssuer); err != nil {
-				return stages.Result{}, err
-			}
-		}
-		done := Record{Generation: to, Issuer: rot.Issuer, RotatedFor: rec.RotatedFor}
-		if rot.Answers != "" {
-			done.RotatedFor = rot.Answers
-		}
-		if err := s.writeCASecret(ctx, mesh.Name, set.Namespace, cacerts, done, newContent(newRoots)); err != nil {
-			return stages.Result{}, err
-		}
-		*rec = done
-		mesh.Status.Certificates.Issuer = func() string { k, n := set.Signer(to); return k + "/" + n }()
-		return stages.Result{State: stages.Ready, Reason: meshv1.ReasonCAReady, RequeueAfter: rotationRecheck,
-			Message: fmt.Sprintf("The mesh root was rotated (%s): istiod signs with an intermediate of the new root, which every namespace trusts alone.", rot.Trigger)}, nil
+// observeSwitch records when istiod was seen signing with the new intermediate: proxies started
+// from then on hold certificates of it. seen is false while istiod does not yet.
+func (p *rotationPass) observeSwitch() (res stages.Result, seen bool, err error) {
+	signing, why, err := p.switched(p.ctx, p.mesh.Name, p.next, []byte(p.rot.OldIntermediate), p.oldRoots, p.rot.Since.Add(p.set.TrustPropagation), p.now)
+	if err != nil {
+		return stages.Result{}, false, err
 	}
-	return stages.Result{}, fmt.Errorf("unknown rotation phase %q", rot.Phase)
+	if !signing {
+		return p.progress("%s", why), false, nil
+	}
+	// Pods carry their creation time in whole seconds: a pod created in the second istiod was
+	// seen to switch counts as started before it, and restarts wait for the next.
+	observed := p.now.Truncate(time.Second).Add(time.Second)
+	replicas, _, err := p.istiods(p.ctx, p.mesh.Name)
+	if err != nil {
+		return stages.Result{}, false, err
+	}
+	if replicas > 1 {
+		// The replica that answered may not be the last to reload cacerts: the others get
+		// trustPropagation to follow, as proxies got it for the roots.
+		observed = observed.Add(p.set.TrustPropagation)
+	}
+	if err := p.record(func(r *Rotation) { r.Observed = observed }, p.newContent(p.both)); err != nil {
+		return stages.Result{}, false, err
+	}
+	return stages.Result{}, true, nil
+}
+
+// drop: once istiod publishes the new root alone, the old generation's objects go and the
+// record ends the rotation.
+func (p *rotationPass) drop() (stages.Result, error) {
+	if err := p.write(p.newContent(p.newRoots)); err != nil {
+		return stages.Result{}, err
+	}
+	missing, err := p.unpublished(p.ctx, p.set.Namespace, p.newRoots)
+	if err != nil {
+		return stages.Result{}, err
+	}
+	if missing != "" {
+		return p.progress("waiting for istiod to publish the new root alone in %s (in %s).", RootCertConfigMap, missing), nil
+	}
+	if err := p.deleteGeneration(p.ctx, p.mesh.Name, p.set.Namespace, p.from); err != nil {
+		return stages.Result{}, err
+	}
+	if !p.set.SelfSigned {
+		// Only a root of the operator's needs the self-signed Issuer.
+		if err := p.deleteNamed(p.ctx, p.set.Namespace, IssuerGVK, SelfSignedIssuer); err != nil {
+			return stages.Result{}, err
+		}
+	}
+	done := Record{Generation: p.to, Issuer: p.rot.Issuer, RotatedFor: p.rec.RotatedFor}
+	if p.rot.Answers != "" {
+		done.RotatedFor = p.rot.Answers
+	}
+	if err := p.writeCASecret(p.ctx, p.mesh.Name, p.set.Namespace, p.cacerts, done, p.newContent(p.newRoots)); err != nil {
+		return stages.Result{}, err
+	}
+	*p.rec = done
+	k, n := p.set.Signer(p.to)
+	p.mesh.Status.Certificates.Issuer = k + "/" + n
+	return stages.Result{State: stages.Ready, Reason: meshv1.ReasonCAReady, RequeueAfter: rotationRecheck,
+		Message: fmt.Sprintf("The mesh root was rotated (%s): istiod signs with an intermediate of the new root, which every namespace trusts alone.", p.rot.Trigger)}, nil
 }
 
 // switched tells whether istiod signs with the new intermediate, and if not, why the rotation
