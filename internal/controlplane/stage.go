@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/apierr"
 	"github.com/meshwright/meshwright/internal/apply"
 	"github.com/meshwright/meshwright/internal/certificates"
 	"github.com/meshwright/meshwright/internal/charts"
@@ -117,57 +118,100 @@ func Input(mesh *meshv1.MeshInstallation, kubeVersion string) (render.Input, err
 	return in, nil
 }
 
-// Reconcile renders the charts, applies what differs, and reports readiness.
+// Reconcile renders the charts, applies what differs, and reports readiness: the phases of
+// controlPlanePhases in order, each of which may end the pass with its result.
 func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (stages.Result, error) {
-	in, err := Input(mesh, s.KubeVersion)
-	if err != nil {
-		return stages.Result{State: stages.Failed, Reason: meshv1.ReasonInvalidValues, Message: err.Error()}, nil
+	p := &planePass{mesh: mesh}
+	for _, phase := range controlPlanePhases {
+		res, done, err := phase(s, ctx, p)
+		if done || err != nil {
+			return res, err
+		}
 	}
-	installed, err := Installed(ctx, s.Client, mesh)
+	return stages.Result{}, errors.New("the control plane's phases ended without a result")
+}
+
+// controlPlanePhases are the ControlPlane stage's phases in order: render → CRDs and objects →
+// revisions → istiod → retire. A phase reports done with the stage's result to end the pass.
+var controlPlanePhases = []func(*Stage, context.Context, *planePass) (stages.Result, bool, error){
+	(*Stage).renderPhase,
+	(*Stage).applyPhase,
+	(*Stage).revisionsPhase,
+	(*Stage).istiodPhase,
+	(*Stage).retirePhase,
+}
+
+// planePass is what the phases of one pass learn and hand on.
+type planePass struct {
+	mesh *meshv1.MeshInstallation
+	in   render.Input
+	// installed are the revisions in the cluster; objs the active revision's rendered objects,
+	// istiod the name of its Deployment.
+	installed []revision.Installed
+	objs      []*unstructured.Unstructured
+	istiod    string
+	// others are the other revisions' objects; usage what uses each revision (known is false
+	// when it could not be told); revisions their status.
+	others    map[string][]*unstructured.Unstructured
+	usage     map[string]revision.Usage
+	known     bool
+	revisions []meshv1.RevisionStatus
+}
+
+// renderPhase reads the spec and the installed revisions and renders the active revision's
+// charts; it fails on values the charts refuse or render into kinds the operator does not manage.
+func (s *Stage) renderPhase(ctx context.Context, p *planePass) (stages.Result, bool, error) {
+	in, err := Input(p.mesh, s.KubeVersion)
 	if err != nil {
-		return stages.Result{}, err
+		return stages.Result{State: stages.Failed, Reason: meshv1.ReasonInvalidValues, Message: err.Error()}, true, nil
 	}
-	in.Revision = ActiveOf(mesh, installed)
-	in.ValidatorRevision = revision.Validator(in.Revision, installed, lastActive(mesh))
-	if res, done := s.loadCharts(ctx, mesh, &in); done {
-		if res.Reason == meshv1.ReasonChartSourceUnavailable && slices.ContainsFunc(installed, func(r revision.Installed) bool { return r.Name == in.Revision && r.Available }) {
+	if p.installed, err = Installed(ctx, s.Client, p.mesh); err != nil {
+		return stages.Result{}, true, err
+	}
+	in.Revision = ActiveOf(p.mesh, p.installed)
+	in.ValidatorRevision = revision.Validator(in.Revision, p.installed, lastActive(p.mesh))
+	if res, done := s.loadCharts(ctx, p.mesh, &in); done {
+		if res.Reason == meshv1.ReasonChartSourceUnavailable && slices.ContainsFunc(p.installed, func(r revision.Installed) bool { return r.Name == in.Revision && r.Available }) {
 			// The revision is installed and serves (the charts were had before; an operator
 			// restart lost the cache): the mesh goes on, and the stage says what it cannot do.
 			res.State, res.Degraded = stages.Ready, true
 			res.Message += fmt.Sprintf(" Revision %s keeps serving as it is; changes to it wait for the charts.", in.Revision)
 		}
-		return res, nil
+		return res, true, nil
 	}
-	objs, err := render.Render(in)
+	p.in = in
+	p.objs, err = render.Render(in)
 	if uv := (*render.UnsupportedVersionError)(nil); errors.As(err, &uv) {
 		return stages.Result{State: stages.Failed, Reason: meshv1.ReasonUnsupportedVersion,
-			Message: uv.Error() + ". Set spec.version to a supported version or leave it empty, or name a chart repository that has it in spec.controlPlane.chartSource."}, nil
+			Message: uv.Error() + ". Set spec.version to a supported version or leave it empty, or name a chart repository that has it in spec.controlPlane.chartSource."}, true, nil
 	} else if err != nil {
 		return stages.Result{State: stages.Failed, Reason: meshv1.ReasonInvalidValues,
-			Message: "Istio's charts do not render with spec.controlPlane.values: " + err.Error()}, nil
+			Message: "Istio's charts do not render with spec.controlPlane.values: " + err.Error()}, true, nil
 	}
-
-	istiod := ""
-	for _, o := range objs {
+	for _, o := range p.objs {
 		if !owned(o.GroupVersionKind()) {
 			return stages.Result{State: stages.Failed, Reason: meshv1.ReasonInvalidValues,
-				Message: fmt.Sprintf("With these spec.controlPlane.values Istio's charts render a %s (%s), which this build of Meshwright does not manage; remove the value that enables it.", o.GetKind(), o.GetName())}, nil
+				Message: fmt.Sprintf("With these spec.controlPlane.values Istio's charts render a %s (%s), which this build of Meshwright does not manage; remove the value that enables it.", o.GetKind(), o.GetName())}, true, nil
 		}
-		if o.GetKind() == "Deployment" && o.GetLabels()[render.LabelComponent] == "istiod" && istiod == "" {
-			istiod = o.GetName()
+		if o.GetKind() == "Deployment" && o.GetLabels()[render.LabelComponent] == "istiod" && p.istiod == "" {
+			p.istiod = o.GetName()
 		}
 	}
+	return stages.Result{}, false, nil
+}
 
+// applyPhase applies what differs, CRDs first: objects that may be of the new kinds wait until
+// the CRDs are Established. With ExternalCRDs the CRDs are only checked.
+func (s *Stage) applyPhase(ctx context.Context, p *planePass) (stages.Result, bool, error) {
 	var waitingCRDs, missingCRDs []string
-	for _, shared := range s.stamped(objs) {
+	for _, shared := range s.stamped(p.objs) {
 		obj := shared
 		if obj.GetKind() != "CustomResourceDefinition" && len(waitingCRDs)+len(missingCRDs) > 0 {
-			// Objects that may be of the new kinds wait for their CRDs.
 			break
 		}
 		current, err := s.current(ctx, obj)
 		if err != nil {
-			return stages.Result{}, err
+			return stages.Result{}, true, err
 		}
 		if s.ExternalCRDs && obj.GetKind() == "CustomResourceDefinition" {
 			if problem := externalCRDProblem(obj, current); problem != "" {
@@ -181,14 +225,13 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 		} else {
 			_, err = s.Applier.Apply(ctx, obj)
 		}
-		if err != nil {
-			if apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) {
-				// Retrying the same object cannot help; a spec change (or an upgrade path for an
-				// immutable field) is needed, and the message says which object refused.
-				return stages.Result{State: stages.Failed, Reason: meshv1.ReasonApplyRejected,
-					Message: fmt.Sprintf("The API server refused %s %s: %v", obj.GetKind(), obj.GetName(), err)}, nil
-			}
-			return stages.Result{}, err
+		if apierr.Invalid(err) {
+			// Retrying the same object cannot help; a spec change (or an upgrade path for an
+			// immutable field) is needed, and the message says which object refused.
+			return stages.Result{State: stages.Failed, Reason: meshv1.ReasonApplyRejected,
+				Message: fmt.Sprintf("The API server refused %s %s: %v", obj.GetKind(), obj.GetName(), err)}, true, nil
+		} else if err != nil {
+			return stages.Result{}, true, err
 		}
 		if obj.GetKind() == "CustomResourceDefinition" && !established(current) {
 			waitingCRDs = append(waitingCRDs, obj.GetName())
@@ -200,61 +243,74 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 		return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonIstioCRDsMissing,
 			Message: fmt.Sprintf("The operator runs with --istio-crds=external, so Istio's CRDs are installed by someone else (the OLM bundle ships them), and %d that Istio %s needs are not usable: %s. "+
 				"Install Istio %s's CRDs (reinstalling this operator's bundle does), or run the operator with --istio-crds=managed to let it install them.",
-				len(missingCRDs), in.Version, names.Few(missingCRDs, 3, ", "), in.Version)}, nil
+				len(missingCRDs), p.in.Version, names.Few(missingCRDs, 3, ", "), p.in.Version)}, true, nil
 	}
 	if len(waitingCRDs) > 0 {
 		return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonWaitingForCRDs,
-			Message: fmt.Sprintf("Waiting for %d of Istio's CRDs to be Established (%s).", len(waitingCRDs), names.Few(waitingCRDs, 3, ", "))}, nil
+			Message: fmt.Sprintf("Waiting for %d of Istio's CRDs to be Established (%s).", len(waitingCRDs), names.Few(waitingCRDs, 3, ", "))}, true, nil
 	}
+	return stages.Result{}, false, nil
+}
 
-	others, err := s.prune(ctx, mesh.Name, in.Revision, objs)
-	if err != nil {
-		return stages.Result{}, err
+// revisionsPhase prunes what the active revision no longer renders and finds the other
+// revisions and what uses them.
+func (s *Stage) revisionsPhase(ctx context.Context, p *planePass) (stages.Result, bool, error) {
+	var err error
+	if p.others, err = s.prune(ctx, p.mesh.Name, p.in.Revision, p.objs); err != nil {
+		return stages.Result{}, true, err
 	}
-	usage, known, err := s.usage(ctx, len(others) > 0)
-	if err != nil {
-		return stages.Result{}, err
+	if p.usage, p.known, err = s.usage(ctx, len(p.others) > 0); err != nil {
+		return stages.Result{}, true, err
 	}
-	revisions := revisionStatuses(mesh, in.Revision, in.Version, installed, others, usage)
+	p.revisions = revisionStatuses(p.mesh, p.in.Revision, p.in.Version, p.installed, p.others, p.usage)
+	return stages.Result{}, false, nil
+}
 
-	if istiod == "" {
+// istiodPhase waits for the active revision's istiod Deployment to be Available.
+func (s *Stage) istiodPhase(ctx context.Context, p *planePass) (stages.Result, bool, error) {
+	if p.istiod == "" {
 		return stages.Result{State: stages.Failed, Reason: meshv1.ReasonInvalidValues,
-			Message: "With these spec.controlPlane.values Istio's charts render no istiod Deployment."}, nil
+			Message: "With these spec.controlPlane.values Istio's charts render no istiod Deployment."}, true, nil
 	}
 	dep := &unstructured.Unstructured{}
 	dep.SetGroupVersionKind(schema.GroupVersionKind{Group: "apps", Version: "v1", Kind: "Deployment"})
-	if err := s.Client.Get(ctx, client.ObjectKey{Namespace: in.Namespace, Name: istiod}, dep); err != nil {
+	if err := s.Client.Get(ctx, client.ObjectKey{Namespace: p.in.Namespace, Name: p.istiod}, dep); err != nil {
 		if apierrors.IsNotFound(err) {
-			return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonWaitingForIstiod, Revisions: revisions, Message: "Waiting for the " + istiod + " Deployment to be created."}, nil
+			return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonWaitingForIstiod, Revisions: p.revisions, Message: "Waiting for the " + p.istiod + " Deployment to be created."}, true, nil
 		}
-		return stages.Result{}, err
+		return stages.Result{}, true, err
 	}
 	if ok, why := deploymentAvailable(dep); !ok {
-		return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonWaitingForIstiod, Revisions: revisions,
-			Message: fmt.Sprintf("Deployment %s/%s is not Available yet: %s.", in.Namespace, istiod, why)}, nil
+		return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonWaitingForIstiod, Revisions: p.revisions,
+			Message: fmt.Sprintf("Deployment %s/%s is not Available yet: %s.", p.in.Namespace, p.istiod, why)}, true, nil
 	}
-	// Only once the active revision serves may the others go (an abort may need them back).
-	serving, broken, err := s.retire(ctx, others, installed, usage, known)
+	return stages.Result{}, false, nil
+}
+
+// retirePhase removes the revisions nothing uses any more (only once the active one serves: an
+// abort may need them back) and reports the control plane Ready.
+func (s *Stage) retirePhase(ctx context.Context, p *planePass) (stages.Result, bool, error) {
+	serving, broken, err := s.retire(ctx, p.others, p.installed, p.usage, p.known)
 	if err != nil {
-		return stages.Result{}, err
+		return stages.Result{}, true, err
 	}
-	msg := fmt.Sprintf("Istio %s: %d objects applied, CRDs Established, istiod Available, webhooks in place.", in.Version, len(objs))
-	if in.Revision != revision.Default {
-		msg = fmt.Sprintf("Istio %s (revision %s): %d objects applied, CRDs Established, %s Available, webhooks in place.", in.Version, in.Revision, len(objs), istiod)
+	msg := fmt.Sprintf("Istio %s: %d objects applied, CRDs Established, istiod Available, webhooks in place.", p.in.Version, len(p.objs))
+	if p.in.Revision != revision.Default {
+		msg = fmt.Sprintf("Istio %s (revision %s): %d objects applied, CRDs Established, %s Available, webhooks in place.", p.in.Version, p.in.Revision, len(p.objs), p.istiod)
 	}
-	revisions = revisionStatuses(mesh, in.Revision, in.Version, installed, others, usage)
-	if len(serving) > 0 {
-		res := stages.Result{State: stages.Ready, Reason: meshv1.ReasonRevisionRetiring, Revisions: revisions,
-			Message: msg + " Retiring once unused: " + strings.Join(serving, "; ") + "."}
-		if len(broken) > 0 {
-			// Only the active revision is applied: a retiring one that lost its istiod is not
-			// rebuilt, and its namespaces cannot start pods until they move.
-			res.Degraded = true
-			res.Message += fmt.Sprintf(" The istiod of revision %s is missing or not Available, so pods of the namespaces it still serves cannot be created: set spec.version back to its version to reinstall it, or let the ladder move them.", strings.Join(broken, ", "))
-		}
-		return res, nil
+	revisions := revisionStatuses(p.mesh, p.in.Revision, p.in.Version, p.installed, p.others, p.usage)
+	if len(serving) == 0 {
+		return stages.Result{State: stages.Ready, Reason: meshv1.ReasonControlPlaneReady, Revisions: revisions, Message: msg}, true, nil
 	}
-	return stages.Result{State: stages.Ready, Reason: meshv1.ReasonControlPlaneReady, Revisions: revisions, Message: msg}, nil
+	res := stages.Result{State: stages.Ready, Reason: meshv1.ReasonRevisionRetiring, Revisions: revisions,
+		Message: msg + " Retiring once unused: " + strings.Join(serving, "; ") + "."}
+	if len(broken) > 0 {
+		// Only the active revision is applied: a retiring one that lost its istiod is not
+		// rebuilt, and its namespaces cannot start pods until they move.
+		res.Degraded = true
+		res.Message += fmt.Sprintf(" The istiod of revision %s is missing or not Available, so pods of the namespaces it still serves cannot be created: set spec.version back to its version to reinstall it, or let the ladder move them.", strings.Join(broken, ", "))
+	}
+	return res, true, nil
 }
 
 // ChartsFor returns the charts of version for mesh: nil for the charts this build embeds (render
