@@ -40,6 +40,7 @@ import (
 	"github.com/meshwright/meshwright/internal/charts"
 	"github.com/meshwright/meshwright/internal/controlplane"
 	"github.com/meshwright/meshwright/internal/injection"
+	"github.com/meshwright/meshwright/internal/meshspec"
 	"github.com/meshwright/meshwright/internal/metrics"
 	"github.com/meshwright/meshwright/internal/policy"
 	"github.com/meshwright/meshwright/internal/stages"
@@ -127,7 +128,7 @@ func (r *MeshInstallationReconciler) Reconcile(ctx context.Context, req ctrl.Req
 		return ctrl.Result{}, nil
 	}
 	obs.active = true
-	obs.version = controlplane.DesiredVersion(mesh)
+	obs.version = meshspec.DesiredVersion(mesh)
 	obs.outcome = stages.Run(ctx, r.Stages, mesh)
 	if obs.outcome.Err != nil {
 		passErr = fmt.Errorf("%s stage: %w", obs.outcome.Current, obs.outcome.Err)

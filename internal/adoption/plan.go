@@ -14,9 +14,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
-	"github.com/meshwright/meshwright/internal/certificates"
 	"github.com/meshwright/meshwright/internal/controlplane"
 	"github.com/meshwright/meshwright/internal/ladder"
+	"github.com/meshwright/meshwright/internal/meshspec"
 	"github.com/meshwright/meshwright/internal/policy"
 	"github.com/meshwright/meshwright/internal/revision"
 	"github.com/meshwright/meshwright/internal/stages"
@@ -60,9 +60,9 @@ func (p Planner) Plan(ctx context.Context, mesh *meshv1.MeshInstallation, now ti
 	if err != nil {
 		return nil, Target{}, err
 	}
-	active := controlplane.ActiveOf(mesh, installed)
+	active := meshspec.ActiveOf(mesh, installed)
 	target := Target{Revision: active, Newer: revision.Newer(active, installed)}
-	excluded := []string{certificates.ControlPlaneNamespace(mesh)}
+	excluded := []string{meshspec.ControlPlaneNamespace(mesh)}
 	if p.OperatorNamespace != "" {
 		excluded = append(excluded, p.OperatorNamespace)
 	}

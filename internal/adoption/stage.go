@@ -26,8 +26,8 @@ import (
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/apierr"
 	"github.com/meshwright/meshwright/internal/apply"
-	"github.com/meshwright/meshwright/internal/certificates"
 	"github.com/meshwright/meshwright/internal/ladder"
+	"github.com/meshwright/meshwright/internal/meshspec"
 	"github.com/meshwright/meshwright/internal/metrics"
 	"github.com/meshwright/meshwright/internal/names"
 	"github.com/meshwright/meshwright/internal/policy"
@@ -86,7 +86,7 @@ func SettingsOf(mesh *meshv1.MeshInstallation, target Target) ladder.Settings {
 	r := mesh.Spec.Rollout
 	st := ladder.Settings{Generation: mesh.Generation, Paused: r.Paused, MaxUnavailable: intstr.FromString("25%"),
 		SoakTime: time.Hour, StepTimeout: 10 * time.Minute, Revision: target.Revision, Newer: target.Newer,
-		RefreshBefore: certificates.RefreshBefore(mesh)}
+		RefreshBefore: meshspec.RefreshBefore(mesh)}
 	if r.MaxUnavailablePerNamespace != nil {
 		st.MaxUnavailable = *r.MaxUnavailablePerNamespace
 	}

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/meshspec"
 )
 
 // Names of the objects this stage creates in the control-plane namespace.
@@ -109,7 +110,7 @@ func (s Settings) Signer(gen int) (kind, name string) {
 func SettingsFor(mesh *meshv1.MeshInstallation) Settings {
 	c := mesh.Spec.Certificates
 	s := Settings{
-		Namespace:        ControlPlaneNamespace(mesh),
+		Namespace:        meshspec.ControlPlaneNamespace(mesh),
 		Duration:         durationOr(c.Duration, meshv1.DefaultCADuration),
 		RootDuration:     durationOr(c.RootDuration, meshv1.DefaultRootDuration),
 		TrustPropagation: durationOr(c.TrustPropagation, meshv1.DefaultTrustPropagation),
@@ -139,14 +140,6 @@ func SettingsFor(mesh *meshv1.MeshInstallation) Settings {
 		s.IssuerKind, s.IssuerName = "Issuer", RootIssuer
 	}
 	return s
-}
-
-// ControlPlaneNamespace is where istiod and its CA live.
-func ControlPlaneNamespace(mesh *meshv1.MeshInstallation) string {
-	if ns := mesh.Spec.ControlPlane.Namespace; ns != "" {
-		return ns
-	}
-	return meshv1.DefaultControlPlaneNamespace
 }
 
 func durationOr(d *metav1.Duration, def string) time.Duration {

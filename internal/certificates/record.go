@@ -118,24 +118,6 @@ func Mirror(st *meshv1.CertificatesStatus, rec Record, set Settings, pending int
 	}
 }
 
-// MultiRoot reports whether istiod must accept a trust bundle of several roots: from the first
-// rotation on (Istio's ISTIO_MULTIROOT_MESH). Installations that never rotated keep istiod as
-// it was.
-func MultiRoot(mesh *meshv1.MeshInstallation) bool {
-	st := mesh.Status.Certificates
-	return st != nil && (st.Generation > 0 || st.Rotation != nil)
-}
-
-// RefreshBefore is, while a rotation's Switch phase runs, the time before which started pods
-// may hold a certificate of the old intermediate: the ladder restarts them. Zero otherwise.
-func RefreshBefore(mesh *meshv1.MeshInstallation) time.Time {
-	st := mesh.Status.Certificates
-	if st == nil || st.Rotation == nil || st.Rotation.Phase != meshv1.RotationSwitch || st.Rotation.SigningSince == nil {
-		return time.Time{}
-	}
-	return st.Rotation.SigningSince.Time
-}
-
 // Bundle is a set of PEM certificates, kept in a stable order without repeats.
 type Bundle []*pem.Block
 

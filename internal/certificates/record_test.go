@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/meshspec"
 )
 
 func TestTrigger(t *testing.T) {
@@ -81,19 +82,19 @@ func TestMirror(t *testing.T) {
 		t.Fatalf("status = %+v", st.Rotation)
 	}
 	mesh := &meshv1.MeshInstallation{Status: meshv1.MeshInstallationStatus{Certificates: st}}
-	if !RefreshBefore(mesh).IsZero() || !MultiRoot(mesh) {
-		t.Fatalf("RefreshBefore %v before SigningSince passed; MultiRoot %v", RefreshBefore(mesh), MultiRoot(mesh))
+	if !meshspec.RefreshBefore(mesh).IsZero() || !meshspec.MultiRoot(mesh) {
+		t.Fatalf("RefreshBefore %v before SigningSince passed; MultiRoot %v", meshspec.RefreshBefore(mesh), meshspec.MultiRoot(mesh))
 	}
 	Mirror(st, rec, set, 3, now.Add(time.Second))
-	if got := RefreshBefore(mesh); !got.Equal(rec.Rotation.Observed) {
+	if got := meshspec.RefreshBefore(mesh); !got.Equal(rec.Rotation.Observed) {
 		t.Fatalf("RefreshBefore = %v, want %v", got, rec.Rotation.Observed)
 	}
 	rec.Generation, rec.Rotation = 2, nil
 	Mirror(st, rec, set, 0, now)
-	if st.Rotation != nil || st.Generation != 2 || !MultiRoot(mesh) || !RefreshBefore(mesh).IsZero() {
+	if st.Rotation != nil || st.Generation != 2 || !meshspec.MultiRoot(mesh) || !meshspec.RefreshBefore(mesh).IsZero() {
 		t.Fatalf("after the rotation: %+v", st)
 	}
-	if MultiRoot(&meshv1.MeshInstallation{}) {
+	if meshspec.MultiRoot(&meshv1.MeshInstallation{}) {
 		t.Fatal("an installation that never rotated keeps istiod as it was")
 	}
 }

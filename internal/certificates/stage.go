@@ -19,6 +19,7 @@ import (
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/apply"
+	"github.com/meshwright/meshwright/internal/meshspec"
 	"github.com/meshwright/meshwright/internal/stages"
 )
 
@@ -320,7 +321,7 @@ func (s *Stage) Cleanup(ctx context.Context, mesh *meshv1.MeshInstallation) (boo
 			}
 		}
 	}
-	ns := ControlPlaneNamespace(mesh)
+	ns := meshspec.ControlPlaneNamespace(mesh)
 	// The namespace stays (it may hold objects that are not ours) but is handed back: without
 	// the operator's labels nothing marks it as the operator's.
 	// Read as unstructured, like the applier does, so one informer serves both.

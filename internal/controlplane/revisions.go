@@ -17,7 +17,7 @@ import (
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/ladder"
-	"github.com/meshwright/meshwright/internal/release"
+	"github.com/meshwright/meshwright/internal/meshspec"
 	"github.com/meshwright/meshwright/internal/render"
 	"github.com/meshwright/meshwright/internal/revision"
 )
@@ -72,20 +72,7 @@ func ActiveRevision(ctx context.Context, r client.Reader, mesh *meshv1.MeshInsta
 	if err != nil {
 		return "", err
 	}
-	return ActiveOf(mesh, installed), nil
-}
-
-// ActiveOf is ActiveRevision with the installed revisions already read. Revisions status still
-// lists count as installed: one whose istiod was deleted is rebuilt under its own name when its
-// version is asked for again, rather than installed a second time under a new one.
-func ActiveOf(mesh *meshv1.MeshInstallation, installed []revision.Installed) string {
-	known := slices.Clone(installed)
-	for _, r := range mesh.Status.Revisions {
-		if !slices.ContainsFunc(known, func(i revision.Installed) bool { return i.Name == r.Name }) {
-			known = append(known, revision.Installed{Name: r.Name, Version: r.Version})
-		}
-	}
-	return revision.Active(DesiredVersion(mesh), mesh.Spec.Upgrade.Strategy, known, lastActive(mesh))
+	return meshspec.ActiveOf(mesh, installed), nil
 }
 
 // Revisions are the revisions the ControlPlane stage renders for the spec: the active one, and
@@ -95,18 +82,8 @@ func Revisions(ctx context.Context, r client.Reader, mesh *meshv1.MeshInstallati
 	if err != nil {
 		return "", "", err
 	}
-	active = ActiveOf(mesh, installed)
-	return active, revision.Validator(active, installed, lastActive(mesh)), nil
-}
-
-// lastActive is the revision status last reported active.
-func lastActive(mesh *meshv1.MeshInstallation) string {
-	for _, r := range mesh.Status.Revisions {
-		if r.Active {
-			return r.Name
-		}
-	}
-	return ""
+	active = meshspec.ActiveOf(mesh, installed)
+	return active, revision.Validator(active, installed, meshspec.LastActive(mesh)), nil
 }
 
 // recordedVersion is the version status last reported for a revision.
@@ -265,12 +242,4 @@ func revisionStatuses(mesh *meshv1.MeshInstallation, active, activeVersion strin
 		out = out[:8]
 	}
 	return out
-}
-
-// DesiredVersion is the Istio version the spec asks for.
-func DesiredVersion(mesh *meshv1.MeshInstallation) string {
-	if mesh.Spec.Version != "" {
-		return mesh.Spec.Version
-	}
-	return release.DefaultIstioVersion
 }

@@ -27,8 +27,8 @@ import (
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/apierr"
 	"github.com/meshwright/meshwright/internal/apply"
-	"github.com/meshwright/meshwright/internal/certificates"
 	"github.com/meshwright/meshwright/internal/charts"
+	"github.com/meshwright/meshwright/internal/meshspec"
 	"github.com/meshwright/meshwright/internal/names"
 	"github.com/meshwright/meshwright/internal/release"
 	"github.com/meshwright/meshwright/internal/render"
@@ -105,11 +105,11 @@ func Input(mesh *meshv1.MeshInstallation, kubeVersion string) (render.Input, err
 	in := render.Input{
 		Installation: mesh.Name,
 		Version:      mesh.Spec.Version,
-		Namespace:    certificates.ControlPlaneNamespace(mesh),
+		Namespace:    meshspec.ControlPlaneNamespace(mesh),
 		KubeVersion:  kubeVersion,
 	}
-	in.Version = DesiredVersion(mesh)
-	in.MultiRoot = certificates.MultiRoot(mesh)
+	in.Version = meshspec.DesiredVersion(mesh)
+	in.MultiRoot = meshspec.MultiRoot(mesh)
 	if v := mesh.Spec.ControlPlane.Values; v != nil && len(v.Raw) > 0 {
 		if err := json.Unmarshal(v.Raw, &in.Values); err != nil {
 			return in, fmt.Errorf("spec.controlPlane.values is not a JSON object: %w", err)
@@ -168,8 +168,8 @@ func (s *Stage) renderPhase(ctx context.Context, p *planePass) (stages.Result, b
 	if p.installed, err = Installed(ctx, s.Client, p.mesh); err != nil {
 		return stages.Result{}, true, err
 	}
-	in.Revision = ActiveOf(p.mesh, p.installed)
-	in.ValidatorRevision = revision.Validator(in.Revision, p.installed, lastActive(p.mesh))
+	in.Revision = meshspec.ActiveOf(p.mesh, p.installed)
+	in.ValidatorRevision = revision.Validator(in.Revision, p.installed, meshspec.LastActive(p.mesh))
 	if res, done := s.loadCharts(ctx, p.mesh, &in); done {
 		if res.Reason == meshv1.ReasonChartSourceUnavailable && slices.ContainsFunc(p.installed, func(r revision.Installed) bool { return r.Name == in.Revision && r.Available }) {
 			// The revision is installed and serves (the charts were had before; an operator

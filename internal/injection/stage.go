@@ -18,8 +18,8 @@ import (
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/apierr"
-	"github.com/meshwright/meshwright/internal/certificates"
 	"github.com/meshwright/meshwright/internal/controlplane"
+	"github.com/meshwright/meshwright/internal/meshspec"
 	"github.com/meshwright/meshwright/internal/revision"
 	"github.com/meshwright/meshwright/internal/stages"
 )
@@ -100,7 +100,7 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 		}
 	}
 
-	res, err := s.probe(ctx, certificates.ControlPlaneNamespace(mesh), active)
+	res, err := s.probe(ctx, meshspec.ControlPlaneNamespace(mesh), active)
 	if err != nil {
 		return res, err
 	}

@@ -12,7 +12,7 @@ import (
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/apierr"
 	"github.com/meshwright/meshwright/internal/apply"
-	"github.com/meshwright/meshwright/internal/certificates"
+	"github.com/meshwright/meshwright/internal/meshspec"
 	"github.com/meshwright/meshwright/internal/stages"
 )
 
@@ -42,7 +42,7 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 			return stages.Result{}, err
 		}
 	}
-	root := certificates.ControlPlaneNamespace(mesh)
+	root := meshspec.ControlPlaneNamespace(mesh)
 	desired := MeshWide(mesh.Name, root)
 	current := &unstructured.Unstructured{}
 	current.SetGroupVersionKind(PeerAuthenticationGVK)

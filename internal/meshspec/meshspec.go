@@ -1,0 +1,71 @@
+// Package meshspec derives from a MeshInstallation what several stages need to agree on: the
+// control plane's namespace, the Istio version asked for, the active revision, whether istiod
+// takes several roots, and when a root rotation's switch happened. Pure functions of the object,
+// in a package of their own so that stages do not import each other for them.
+package meshspec
+
+import (
+	"slices"
+	"time"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/release"
+	"github.com/meshwright/meshwright/internal/revision"
+)
+
+// ControlPlaneNamespace is where istiod and its CA live.
+func ControlPlaneNamespace(mesh *meshv1.MeshInstallation) string {
+	if ns := mesh.Spec.ControlPlane.Namespace; ns != "" {
+		return ns
+	}
+	return meshv1.DefaultControlPlaneNamespace
+}
+
+// MultiRoot reports whether istiod must accept a trust bundle of several roots: from the first
+// rotation on (Istio's ISTIO_MULTIROOT_MESH). Installations that never rotated keep istiod as
+// it was.
+func MultiRoot(mesh *meshv1.MeshInstallation) bool {
+	st := mesh.Status.Certificates
+	return st != nil && (st.Generation > 0 || st.Rotation != nil)
+}
+
+// RefreshBefore is, while a rotation's Switch phase runs, the time before which started pods
+// may hold a certificate of the old intermediate: the ladder restarts them. Zero otherwise.
+func RefreshBefore(mesh *meshv1.MeshInstallation) time.Time {
+	st := mesh.Status.Certificates
+	if st == nil || st.Rotation == nil || st.Rotation.Phase != meshv1.RotationSwitch || st.Rotation.SigningSince == nil {
+		return time.Time{}
+	}
+	return st.Rotation.SigningSince.Time
+}
+
+// DesiredVersion is the Istio version the spec asks for.
+func DesiredVersion(mesh *meshv1.MeshInstallation) string {
+	if mesh.Spec.Version != "" {
+		return mesh.Spec.Version
+	}
+	return release.DefaultIstioVersion
+}
+
+// ActiveOf is the active revision, given the installed revisions. Revisions status still
+// lists count as installed: one whose istiod was deleted is rebuilt under its own name when its
+// version is asked for again, rather than installed a second time under a new one.
+func ActiveOf(mesh *meshv1.MeshInstallation, installed []revision.Installed) string {
+	known := slices.Clone(installed)
+	for _, r := range mesh.Status.Revisions {
+		if !slices.ContainsFunc(known, func(i revision.Installed) bool { return i.Name == r.Name }) {
+			known = append(known, revision.Installed{Name: r.Name, Version: r.Version})
+		}
+	}
+	return revision.Active(DesiredVersion(mesh), mesh.Spec.Upgrade.Strategy, known, LastActive(mesh))
+}
+
+// LastActive is the revision status last reported active.
+func LastActive(mesh *meshv1.MeshInstallation) string {
+	for _, r := range mesh.Status.Revisions {
+		if r.Active {
+			return r.Name
+		}
+	}
+	return ""
+}
