@@ -37,41 +37,102 @@ func TestComputeStatus(t *testing.T) {
 		{Stage: list[1], Result: stages.Result{State: stages.NotReady, Reason: "Waiting", Message: "istiod is starting"}},
 	}}
 	firstErr := stages.Outcome{Current: meshv1.StageCertificates, Err: errors.New("boom")}
+	secondFailed := stages.Outcome{Current: meshv1.StageControlPlane, Ran: []stages.Ran{
+		{Stage: list[0], Result: ready},
+		{Stage: list[1], Result: stages.Result{State: stages.Failed, Reason: meshv1.ReasonInvalidValues, Message: "values do not render"}},
+	}}
+	nsStatus := &meshv1.NamespacesStatus{Enrolled: 2, Observe: 1, MutualTLS: 1}
+	revs := []meshv1.RevisionStatus{{Name: "default", Version: "1.31.4", Active: true, Namespaces: 2, Pods: 4}}
+	degradedReady := stages.Outcome{Current: meshv1.StageComplete}
+	for i, s := range list {
+		r := ready
+		switch i {
+		case 1:
+			r.Degraded, r.Reason, r.Revisions = true, meshv1.ReasonChartSourceUnavailable, revs
+		case 3:
+			r.Namespaces = nsStatus
+		}
+		degradedReady.Ran = append(degradedReady.Ran, stages.Ran{Stage: s, Result: r})
+	}
+	previous := meshv1.MeshInstallationStatus{Version: "1.31.4", Stage: meshv1.StageComplete, Namespaces: nsStatus.DeepCopy(), Revisions: revs,
+		Conditions: []metav1.Condition{{Type: meshv1.ConditionDegraded, Status: metav1.ConditionTrue, Reason: meshv1.ReasonIstiodCANotLoaded, Message: "istiod signs with the old intermediate"}}}
 	tests := map[string]struct {
 		obs          observation
+		before       meshv1.MeshInstallationStatus
 		wantReady    metav1.ConditionStatus
 		wantReason   string
 		wantObserved int64
 		wantVersion  string
 		// wantStageReasons are the stage conditions' reasons; "" means left unset.
 		wantStageReasons []string
+		// wantProgressing and wantDegraded are those conditions' status and reason.
+		wantProgressing, wantDegraded [2]string
+		// check looks at the parts of status copied from the stages' results.
+		check func(t *testing.T, st meshv1.MeshInstallationStatus)
 	}{
 		"every stage ready": {
 			obs:       observation{generation: 3, now: now, activeName: "default", active: true, version: "1.31.4", stageTypes: types, outcome: allReady},
 			wantReady: metav1.ConditionTrue, wantReason: meshv1.ReasonAllStagesReady,
 			wantObserved: 3, wantVersion: "1.31.4", wantStageReasons: []string{"R", "R", "R", "R"},
+			wantProgressing: [2]string{"False", meshv1.ReasonAsExpected}, wantDegraded: [2]string{"False", meshv1.ReasonAsExpected},
 		},
 		"stopped at the second stage": {
 			obs:       observation{generation: 3, now: now, activeName: "default", active: true, version: "1.31.4", stageTypes: types, outcome: secondWaiting},
 			wantReady: metav1.ConditionFalse, wantReason: "Waiting",
 			wantObserved: 3, wantVersion: "1.31.4",
 			wantStageReasons: []string{"R", "Waiting", meshv1.ReasonWaitingForPreviousStage, meshv1.ReasonWaitingForPreviousStage},
+			wantProgressing:  [2]string{"True", meshv1.ReasonStageInProgress}, wantDegraded: [2]string{"False", meshv1.ReasonAsExpected},
+		},
+		"the second stage failed: not progressing, with its reason": {
+			obs:       observation{generation: 4, now: now, activeName: "default", active: true, version: "1.31.4", stageTypes: types, outcome: secondFailed},
+			wantReady: metav1.ConditionFalse, wantReason: meshv1.ReasonInvalidValues,
+			wantObserved: 4, wantVersion: "1.31.4",
+			wantStageReasons: []string{"R", meshv1.ReasonInvalidValues, meshv1.ReasonWaitingForPreviousStage, meshv1.ReasonWaitingForPreviousStage},
+			wantProgressing:  [2]string{"False", meshv1.ReasonInvalidValues}, wantDegraded: [2]string{"False", meshv1.ReasonAsExpected},
+		},
+		"ready but degraded; namespaces and revisions copied from the stages": {
+			obs:       observation{generation: 5, now: now, activeName: "default", active: true, version: "1.31.4", stageTypes: types, outcome: degradedReady},
+			wantReady: metav1.ConditionTrue, wantReason: meshv1.ReasonAllStagesReady,
+			wantObserved: 5, wantVersion: "1.31.4", wantStageReasons: []string{"R", meshv1.ReasonChartSourceUnavailable, "R", "R"},
+			wantProgressing: [2]string{"False", meshv1.ReasonAsExpected}, wantDegraded: [2]string{"True", meshv1.ReasonChartSourceUnavailable},
+			check: func(t *testing.T, st meshv1.MeshInstallationStatus) {
+				if !equality.Semantic.DeepEqual(st.Namespaces, nsStatus) || !equality.Semantic.DeepEqual(st.Revisions, revs) || st.Stage != meshv1.StageComplete {
+					t.Errorf("namespaces %+v, revisions %+v, stage %s; want the stages' own", st.Namespaces, st.Revisions, st.Stage)
+				}
+				if st.Namespaces == nsStatus {
+					t.Error("status shares the stage's NamespacesStatus instead of a copy")
+				}
+			},
 		},
 		"active, pass failed: observedGeneration does not move": {
 			obs:       observation{generation: 3, now: now, activeName: "default", active: true, version: "1.31.4", stageTypes: types, outcome: firstErr, err: errors.New("boom")},
 			wantReady: metav1.ConditionUnknown, wantReason: meshv1.ReasonReconcileError,
 			wantObserved: 0, wantVersion: "1.31.4", wantStageReasons: []string{"", "", "", ""},
+			wantProgressing: [2]string{"True", meshv1.ReasonReconcileError}, wantDegraded: [2]string{"True", meshv1.ReasonIstiodCANotLoaded},
+			before: previous,
+			check: func(t *testing.T, st meshv1.MeshInstallationStatus) {
+				if !equality.Semantic.DeepEqual(st.Namespaces, nsStatus) || len(st.Revisions) != 1 {
+					t.Errorf("a failed pass lost what status said: namespaces %+v, revisions %+v", st.Namespaces, st.Revisions)
+				}
+			},
 		},
 		"another installation is active": {
 			obs:       observation{generation: 1, now: now, activeName: "other", stageTypes: types},
 			wantReady: metav1.ConditionFalse, wantReason: meshv1.ReasonConflict,
 			wantObserved: 0, wantVersion: "",
 			wantStageReasons: []string{meshv1.ReasonConflict, meshv1.ReasonConflict, meshv1.ReasonConflict, meshv1.ReasonConflict},
+			wantProgressing:  [2]string{"False", meshv1.ReasonConflict}, wantDegraded: [2]string{"False", meshv1.ReasonAsExpected},
+			before: previous,
+			check: func(t *testing.T, st meshv1.MeshInstallationStatus) {
+				if st.Stage != "" || st.Namespaces != nil || st.Revisions != nil || st.Certificates != nil {
+					t.Errorf("a conflicting installation still reports the mesh: %+v", st)
+				}
+			},
 		},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			st := meshv1.MeshInstallationStatus{}
+			st := *tc.before.DeepCopy()
 			computeStatus(&st, tc.obs)
 			ready := meta.FindStatusCondition(st.Conditions, meshv1.ConditionReady)
 			if ready == nil || ready.Status != tc.wantReady || ready.Reason != tc.wantReason || ready.Message == "" {
@@ -94,6 +155,16 @@ func TestComputeStatus(t *testing.T) {
 				if c == nil || c.Reason != tc.wantStageReasons[i] {
 					t.Fatalf("%s = %+v, want reason %s", typ, c, tc.wantStageReasons[i])
 				}
+			}
+
+			for typ, want := range map[string][2]string{meshv1.ConditionProgressing: tc.wantProgressing, meshv1.ConditionDegraded: tc.wantDegraded} {
+				c := meta.FindStatusCondition(st.Conditions, typ)
+				if c == nil || string(c.Status) != want[0] || c.Reason != want[1] || c.Message == "" {
+					t.Errorf("%s = %+v, want %s/%s with a message", typ, c, want[0], want[1])
+				}
+			}
+			if tc.check != nil {
+				tc.check(t, st)
 			}
 
 			// Recomputing the same observation later changes nothing: no write, no new
