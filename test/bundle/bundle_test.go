@@ -27,6 +27,7 @@ import (
 
 	"github.com/meshwright/meshwright/internal/release"
 	"github.com/meshwright/meshwright/internal/render"
+	"github.com/meshwright/meshwright/test/framework"
 )
 
 // repoRoot is the repository root, seen from test/bundle.
@@ -168,25 +169,6 @@ func readObjects[T any](t *testing.T, path, kind string) []T {
 	}
 }
 
-// flatRules lists every (group, resource, verb) and (URL, verb) a set of rules grants.
-func flatRules(rules []rbacv1.PolicyRule) []string {
-	var out []string
-	for _, r := range rules {
-		for _, v := range r.Verbs {
-			for _, g := range r.APIGroups {
-				for _, res := range r.Resources {
-					out = append(out, g+"/"+res+":"+v)
-				}
-			}
-			for _, u := range r.NonResourceURLs {
-				out = append(out, u+":"+v)
-			}
-		}
-	}
-	sort.Strings(out)
-	return slices.Compact(out)
-}
-
 // rulesIn returns the rules of the roles of the kind in a file (a Role decodes as a ClusterRole).
 func rulesIn(t *testing.T, path, kind string) []rbacv1.PolicyRule {
 	t.Helper()
@@ -237,7 +219,7 @@ func TestBundleInstallsTheSameOperator(t *testing.T) {
 			if len(tc.perms) != 1 || tc.perms[0].ServiceAccountName != sa {
 				t.Fatalf("want one entry for the Deployment's ServiceAccount %q, got %+v", sa, tc.perms)
 			}
-			got, want := flatRules(tc.perms[0].Rules), flatRules(tc.want)
+			got, want := framework.FlatRules(tc.perms[0].Rules), framework.FlatRules(tc.want)
 			want = slices.DeleteFunc(want, func(r string) bool { return slices.Contains(crdWrites, r) })
 			if !slices.Equal(got, want) {
 				t.Errorf("the CSV grants\n  %v\nwant exactly\n  %v", got, want)

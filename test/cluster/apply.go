@@ -1,10 +1,9 @@
 package cluster
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"io"
+	"github.com/meshwright/meshwright/test/framework"
 	"os"
 	"time"
 
@@ -13,7 +12,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
@@ -31,7 +29,7 @@ func ApplyFiles(ctx context.Context, cfg *rest.Config, paths ...string) error {
 		if err != nil {
 			return err
 		}
-		decoded, err := decodeYAML(b)
+		decoded, err := framework.DecodeAll(b)
 		if err != nil {
 			return fmt.Errorf("%s: %w", path, err)
 		}
@@ -64,14 +62,7 @@ func apply(ctx context.Context, cfg *rest.Config, opts metav1.PatchOptions, objs
 		return err
 	}
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
-	var crds, rest []*unstructured.Unstructured
-	for _, o := range objs {
-		if o.GetKind() == "CustomResourceDefinition" {
-			crds = append(crds, o)
-		} else {
-			rest = append(rest, o)
-		}
-	}
+	crds, rest := framework.SplitCRDs(objs)
 	for _, batch := range [][]*unstructured.Unstructured{crds, rest} {
 		for _, o := range batch {
 			gvk := o.GroupVersionKind()
@@ -127,24 +118,6 @@ func waitEstablished(ctx context.Context, dyn dynamic.Interface, crds []*unstruc
 		}
 	}
 	return nil
-}
-
-func decodeYAML(b []byte) ([]*unstructured.Unstructured, error) {
-	dec := yaml.NewYAMLOrJSONDecoder(bytes.NewReader(b), 4096)
-	var out []*unstructured.Unstructured
-	for {
-		obj := map[string]any{}
-		if err := dec.Decode(&obj); err != nil {
-			if err == io.EOF {
-				return out, nil
-			}
-			return nil, err
-		}
-		if len(obj) == 0 {
-			continue
-		}
-		out = append(out, &unstructured.Unstructured{Object: obj})
-	}
 }
 
 var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}

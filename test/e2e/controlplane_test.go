@@ -21,6 +21,7 @@ import (
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/test/cluster"
+	"github.com/meshwright/meshwright/test/framework"
 )
 
 // applySample applies config/samples/ to a cluster and removes it at the end of the test.
@@ -48,7 +49,7 @@ func applySample(t *testing.T, c client.Client, cl *cluster.Cluster) {
 func waitCondition(t *testing.T, c client.Client, condType string, status metav1.ConditionStatus, reason string, timeout time.Duration) *meshv1.MeshInstallation {
 	t.Helper()
 	mesh := &meshv1.MeshInstallation{}
-	eventually(t, timeout, condType+"="+string(status)+"/"+reason, func() (bool, error) {
+	framework.Eventually(t, timeout, condType+"="+string(status)+"/"+reason, func() (bool, error) {
 		if err := c.Get(context.Background(), client.ObjectKey{Name: "default"}, mesh); err != nil {
 			return false, err
 		}
@@ -77,7 +78,7 @@ func TestControlPlaneDriftIsUndone(t *testing.T) {
 	if err := k8s.Update(ctx, dep, client.FieldOwner("someone")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "istiod's image to be restored to "+pinned, func() (bool, error) {
+	framework.Eventually(t, 30*time.Second, "istiod's image to be restored to "+pinned, func() (bool, error) {
 		if err := k8s.Get(ctx, key, dep); err != nil {
 			return false, err
 		}
@@ -89,7 +90,7 @@ func TestControlPlaneDriftIsUndone(t *testing.T) {
 	if err := k8s.Delete(ctx, cm); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "ConfigMap istio-system/istio to be recreated", func() (bool, error) {
+	framework.Eventually(t, 30*time.Second, "ConfigMap istio-system/istio to be recreated", func() (bool, error) {
 		err := k8s.Get(ctx, client.ObjectKeyFromObject(cm), cm)
 		return err == nil, client.IgnoreNotFound(err)
 	})
@@ -147,7 +148,7 @@ func TestControlPlaneDriftIsUndone(t *testing.T) {
 	}
 	setValues(t, `{"pilot":{"autoscaleEnabled":false,"replicaCount":2}}`)
 	waitCondition(t, k8s, meshv1.ConditionControlPlaneReady, metav1.ConditionTrue, meshv1.ReasonControlPlaneReady, 60*time.Second)
-	eventually(t, 30*time.Second, "the HPA to be pruned", func() (bool, error) {
+	framework.Eventually(t, 30*time.Second, "the HPA to be pruned", func() (bool, error) {
 		err := k8s.Get(ctx, hpaKey, &autoscalingv2.HorizontalPodAutoscaler{})
 		return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
 	})
@@ -155,7 +156,7 @@ func TestControlPlaneDriftIsUndone(t *testing.T) {
 		t.Fatalf("istiod replicas = %v (%v), want 2 from the values", dep.Spec.Replicas, err)
 	}
 	setValues(t, "null")
-	eventually(t, 30*time.Second, "the HPA to come back", func() (bool, error) {
+	framework.Eventually(t, 30*time.Second, "the HPA to come back", func() (bool, error) {
 		err := k8s.Get(ctx, hpaKey, &autoscalingv2.HorizontalPodAutoscaler{})
 		return err == nil, client.IgnoreNotFound(err)
 	})
@@ -316,7 +317,7 @@ spec:
 		}
 		t.Logf("kube-apiserver on Istio's CRDs:\n%s", strings.Join(lines, "\n"))
 	})
-	eventually(t, 120*time.Second, "Istio's CRDs to be removed with the installation", func() (bool, error) {
+	framework.Eventually(t, 120*time.Second, "Istio's CRDs to be removed with the installation", func() (bool, error) {
 		return istioCRDs(t, c) == 0, nil
 	})
 }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"errors"
+	"github.com/meshwright/meshwright/test/framework"
 	"io"
 	"net"
 	"os"
@@ -74,7 +75,7 @@ func TestDemo(t *testing.T) {
 
 	// demo-down has stopped everything: no process of the checkout's, and nothing listening on
 	// the ports its processes had.
-	eventually(t, 30*time.Second, "the demo's processes to be gone", func() (bool, error) {
+	framework.Eventually(t, 30*time.Second, "the demo's processes to be gone", func() (bool, error) {
 		left := processesUnder(t, checkout)
 		return len(left) == 0, errors.New("still running: " + strings.Join(left, "; "))
 	})

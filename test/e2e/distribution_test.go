@@ -1,14 +1,10 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -28,11 +24,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/test/cluster"
+	"github.com/meshwright/meshwright/test/framework"
 )
 
 const (
@@ -50,7 +46,7 @@ func renderChart(t *testing.T, values map[string]any) []*unstructured.Unstructur
 	}
 	var out []*unstructured.Unstructured
 	for _, crd := range chrt.CRDObjects() {
-		out = append(out, decodeAll(t, crd.File.Data)...)
+		out = append(out, framework.MustDecodeAll(t, crd.File.Data)...)
 	}
 	names := make([]string, 0, len(files))
 	for n := range files {
@@ -59,7 +55,7 @@ func renderChart(t *testing.T, values map[string]any) []*unstructured.Unstructur
 	sort.Strings(names)
 	for _, n := range names {
 		if strings.HasSuffix(n, ".yaml") {
-			out = append(out, decodeAll(t, []byte(files[n]))...)
+			out = append(out, framework.MustDecodeAll(t, []byte(files[n]))...)
 		}
 	}
 	return out
@@ -69,33 +65,11 @@ func renderChart(t *testing.T, values map[string]any) []*unstructured.Unstructur
 // installs into bin/.
 func kustomizeBuild(t *testing.T, dir string) []*unstructured.Unstructured {
 	t.Helper()
-	bins, _ := filepath.Glob(filepath.Join(repoRoot, "bin", "kustomize-*"))
-	if len(bins) == 0 {
-		t.Fatal("no kustomize in bin/: run `make verify-kustomize` (make test does)")
-	}
-	out, err := exec.Command(bins[0], "build", filepath.Join(repoRoot, dir)).Output()
+	objs, err := framework.KustomizeBuild(repoRoot, dir)
 	if err != nil {
-		t.Fatalf("kustomize build %s: %v", dir, err)
+		t.Fatal(err)
 	}
-	return decodeAll(t, out)
-}
-
-func decodeAll(t *testing.T, b []byte) []*unstructured.Unstructured {
-	t.Helper()
-	dec := yaml.NewYAMLOrJSONDecoder(bytes.NewReader(b), 4096)
-	var out []*unstructured.Unstructured
-	for {
-		obj := map[string]any{}
-		if err := dec.Decode(&obj); err != nil {
-			if errors.Is(err, io.EOF) {
-				return out
-			}
-			t.Fatal(err)
-		}
-		if len(obj) > 0 {
-			out = append(out, &unstructured.Unstructured{Object: obj})
-		}
-	}
+	return objs
 }
 
 // find returns the object of the kind whose name ends with suffix.
@@ -117,25 +91,6 @@ func rulesOf(t *testing.T, o *unstructured.Unstructured) []rbacv1.PolicyRule {
 		t.Fatal(err)
 	}
 	return role.Rules
-}
-
-// flatRules lists every (group, resource, verb) and (URL, verb) a set of rules grants.
-func flatRules(rules []rbacv1.PolicyRule) []string {
-	var out []string
-	for _, r := range rules {
-		for _, v := range r.Verbs {
-			for _, g := range r.APIGroups {
-				for _, res := range r.Resources {
-					out = append(out, g+"/"+res+":"+v)
-				}
-			}
-			for _, u := range r.NonResourceURLs {
-				out = append(out, u+":"+v)
-			}
-		}
-	}
-	sort.Strings(out)
-	return slices.Compact(out)
 }
 
 func managerContainer(t *testing.T, objs []*unstructured.Unstructured) (corev1.PodSpec, corev1.Container) {
@@ -163,7 +118,7 @@ func TestChartAndKustomizeInstallTheSameOperator(t *testing.T) {
 	for _, role := range []struct{ kind, suffix string }{
 		{"ClusterRole", "manager-role"}, {"Role", "leader-election-role"}, {"ClusterRole", "metrics-auth-role"}, {"ClusterRole", "metrics-reader"},
 	} {
-		c, k := flatRules(rulesOf(t, find(t, chart, role.kind, role.suffix))), flatRules(rulesOf(t, find(t, kust, role.kind, role.suffix)))
+		c, k := framework.FlatRules(rulesOf(t, find(t, chart, role.kind, role.suffix))), framework.FlatRules(rulesOf(t, find(t, kust, role.kind, role.suffix)))
 		if !slices.Equal(c, k) {
 			t.Errorf("%s %s differs:\n chart:     %v\n kustomize: %v", role.kind, role.suffix, c, k)
 		}
@@ -174,7 +129,7 @@ func TestChartAndKustomizeInstallTheSameOperator(t *testing.T) {
 		}
 	}
 	// Secrets: only what the stages need (read the cacerts, delete the operator's own root).
-	if got := strings.Join(slices.DeleteFunc(flatRules(rulesOf(t, find(t, chart, "ClusterRole", "manager-role"))), func(r string) bool { return !strings.HasPrefix(r, "/secrets:") }), " "); got != "/secrets:delete /secrets:get /secrets:list /secrets:watch" {
+	if got := strings.Join(slices.DeleteFunc(framework.FlatRules(rulesOf(t, find(t, chart, "ClusterRole", "manager-role"))), func(r string) bool { return !strings.HasPrefix(r, "/secrets:") }), " "); got != "/secrets:delete /secrets:get /secrets:list /secrets:watch" {
 		t.Errorf("Secrets rules = %s; want get, list, watch and delete only", got)
 	}
 
@@ -200,19 +155,10 @@ func TestChartAndKustomizeInstallTheSameOperator(t *testing.T) {
 	}
 	// The chart's CRD is the generated one.
 	crd := find(t, chart, "CustomResourceDefinition", "meshinstallations.meshwright.io")
-	gen := decodeAll(t, mustRead(t, filepath.Join(repoRoot, "config", "crd", "bases", "meshwright.io_meshinstallations.yaml")))
+	gen := framework.MustDecodeAll(t, framework.MustRead(t, filepath.Join(repoRoot, "config", "crd", "bases", "meshwright.io_meshinstallations.yaml")))
 	if fmt.Sprint(crd.Object) != fmt.Sprint(gen[0].Object) {
 		t.Error("charts/meshwright/crds differs from config/crd/bases: run `make manifests`")
 	}
-}
-
-func mustRead(t *testing.T, path string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 // installAndRollOut installs objs on a fresh local cluster (CRDs first, the rest after a strict
@@ -247,14 +193,7 @@ func installAndRollOut(t *testing.T, objs []*unstructured.Unstructured, sa strin
 		_ = unstructured.SetNestedSlice(managerRole.Object, rules, "rules")
 	}
 
-	var crds, rest []*unstructured.Unstructured
-	for _, o := range objs {
-		if o.GetKind() == "CustomResourceDefinition" {
-			crds = append(crds, o)
-		} else {
-			rest = append(rest, o)
-		}
-	}
+	crds, rest := framework.SplitCRDs(objs)
 	if err := cluster.Apply(ctx, cl.RESTConfig(), crds...); err != nil {
 		t.Fatalf("installing the CRDs: %v", err)
 	}
@@ -267,7 +206,7 @@ func installAndRollOut(t *testing.T, objs []*unstructured.Unstructured, sa strin
 	// kwok runs the Deployment's pods as far as the API server can tell; the restricted level
 	// admitted them.
 	dep := find(t, objs, "Deployment", "controller-manager")
-	eventually(t, 60*time.Second, "the operator's Deployment to be available", func() (bool, error) {
+	framework.Eventually(t, 60*time.Second, "the operator's Deployment to be available", func() (bool, error) {
 		got := &unstructured.Unstructured{}
 		got.SetGroupVersionKind(dep.GroupVersionKind())
 		if err := c.Get(ctx, client.ObjectKeyFromObject(dep), got); err != nil {
@@ -388,7 +327,7 @@ func csvInstall(t *testing.T) []*unstructured.Unstructured {
 	var out []*unstructured.Unstructured
 	var csv *unstructured.Unstructured
 	for _, e := range entries {
-		for _, o := range decodeAll(t, mustRead(t, filepath.Join(dir, e.Name()))) {
+		for _, o := range framework.MustDecodeAll(t, framework.MustRead(t, filepath.Join(dir, e.Name()))) {
 			switch o.GetKind() {
 			case "ClusterServiceVersion":
 				csv = o
@@ -547,7 +486,7 @@ func TestInstallManifestsValidate(t *testing.T) {
 // almExamples are the objects of the bundle CSV's alm-examples annotation.
 func almExamples(t *testing.T) []*unstructured.Unstructured {
 	t.Helper()
-	for _, o := range decodeAll(t, mustRead(t, filepath.Join(repoRoot, "bundle", "manifests", "meshwright.clusterserviceversion.yaml"))) {
+	for _, o := range framework.MustDecodeAll(t, framework.MustRead(t, filepath.Join(repoRoot, "bundle", "manifests", "meshwright.clusterserviceversion.yaml"))) {
 		if o.GetKind() != "ClusterServiceVersion" {
 			continue
 		}

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"github.com/meshwright/meshwright/test/framework"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -47,7 +48,7 @@ func bashFromRepo(ctx context.Context, script, logPath string) (string, error) {
 // STRICT policy). The doc's clean-up runs at the end in the same shell whatever happened (an
 // EXIT trap), and must leave nothing behind; so the doc cannot rot.
 func TestGettingStarted(t *testing.T) {
-	run, cleanup := docBlocks(t, string(mustRead(t, filepath.Join(repoRoot, "docs", "getting-started.md"))))
+	run, cleanup := docBlocks(t, string(framework.MustRead(t, filepath.Join(repoRoot, "docs", "getting-started.md"))))
 	dir := filepath.Join(repoRoot, ".getting-started")
 	logs := t.TempDir()
 	// A run that was killed may have left the doc's cluster behind: the clean-up first.

@@ -31,6 +31,7 @@ import (
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/controllers"
 	"github.com/meshwright/meshwright/test/cluster"
+	"github.com/meshwright/meshwright/test/framework"
 )
 
 // faultInjector fails a share of the write requests made through it with the errors an API
@@ -359,7 +360,7 @@ func TestWebhookSafetyWithIstiodDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitAvailable(t, c, "bystander")
-	eventually(t, 90*time.Second, "the kube-system Deployment to be available", func() (bool, error) {
+	framework.Eventually(t, 90*time.Second, "the kube-system Deployment to be available", func() (bool, error) {
 		got := &appsv1.Deployment{}
 		if err := c.Get(ctx, client.ObjectKeyFromObject(sys), got); err != nil {
 			return false, err

@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/meshwright/meshwright/test/cluster"
+	"github.com/meshwright/meshwright/test/framework"
 )
 
 // TestDeploymentBecomesAvailableOnKwok proves the scheduler, the controller-manager and kwok:
@@ -41,7 +42,7 @@ func TestDeploymentBecomesAvailableOnKwok(t *testing.T) {
 	if err := k8s.Create(ctx, dep); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 90*time.Second, "the Deployment to be Available with 3 ready replicas", func() (bool, error) {
+	framework.Eventually(t, 90*time.Second, "the Deployment to be Available with 3 ready replicas", func() (bool, error) {
 		got := &appsv1.Deployment{}
 		if err := k8s.Get(ctx, client.ObjectKeyFromObject(dep), got); err != nil {
 			return false, err
@@ -102,7 +103,7 @@ func TestCertManagerIssuesACAChain(t *testing.T) {
 			t.Fatalf("creating %T %s: %v", o, o.GetName(), err)
 		}
 	}
-	eventually(t, 90*time.Second, "the leaf Certificate to be Ready", func() (bool, error) {
+	framework.Eventually(t, 90*time.Second, "the leaf Certificate to be Ready", func() (bool, error) {
 		got := &cmv1.Certificate{}
 		if err := k8s.Get(ctx, client.ObjectKeyFromObject(leaf), got); err != nil {
 			return false, err

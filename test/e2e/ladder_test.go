@@ -30,6 +30,7 @@ import (
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/test/cluster"
+	"github.com/meshwright/meshwright/test/framework"
 )
 
 var (
@@ -148,7 +149,7 @@ func makeNamespace(t *testing.T, c client.Client, name string, labels map[string
 // waitAvailable waits until every Deployment of the namespace has all its replicas available.
 func waitAvailable(t *testing.T, c client.Client, namespace string) {
 	t.Helper()
-	eventually(t, 90*time.Second, "the Deployments of "+namespace+" to be available", func() (bool, error) {
+	framework.Eventually(t, 90*time.Second, "the Deployments of "+namespace+" to be available", func() (bool, error) {
 		deps := &appsv1.DeploymentList{}
 		if err := c.List(context.Background(), deps, client.InNamespace(namespace)); err != nil {
 			return false, err
@@ -312,7 +313,7 @@ func TestAdoptionLadder(t *testing.T) {
 	want := map[string]meshv1.AdoptionLevel{"shop-observe": meshv1.LevelObserve, "shop-mtls": meshv1.LevelMutualTLS,
 		"shop-zt": meshv1.LevelZeroTrust, "shop-legacy": meshv1.LevelObserve}
 	mesh := &meshv1.MeshInstallation{}
-	eventually(t, 4*time.Minute, "every namespace at its level and shop-legacy blocked", func() (bool, error) {
+	framework.Eventually(t, 4*time.Minute, "every namespace at its level and shop-legacy blocked", func() (bool, error) {
 		for name, level := range want {
 			ns := &corev1.Namespace{}
 			if err := c.Get(ctx, client.ObjectKey{Name: name}, ns); err != nil {
@@ -459,7 +460,7 @@ func TestAdoptionLadder(t *testing.T) {
 	if err := c.Update(ctx, zns); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Minute, "shop-zt to walk down to Observe", func() (bool, error) {
+	framework.Eventually(t, time.Minute, "shop-zt to walk down to Observe", func() (bool, error) {
 		ns := &corev1.Namespace{}
 		if err := c.Get(ctx, client.ObjectKey{Name: "shop-zt"}, ns); err != nil {
 			return false, err
@@ -582,7 +583,7 @@ func TestLadderRollsBackAStepThatBreaksPods(t *testing.T) {
 		t.Errorf("tight's ladder state = %s, want a hold", ns.Annotations[meshv1.AnnotationLadder])
 	}
 	// The rollback restarted the workload again: its pods are back, Ready and without the proxy.
-	eventually(t, 90*time.Second, "tight's pods to be Ready again without the proxy", func() (bool, error) {
+	framework.Eventually(t, 90*time.Second, "tight's pods to be Ready again without the proxy", func() (bool, error) {
 		pods := &corev1.PodList{}
 		if err := c.List(ctx, pods, client.InNamespace("tight")); err != nil {
 			return false, err
@@ -624,7 +625,7 @@ func TestLadderRollsBackAStepThatBreaksPods(t *testing.T) {
 	if err := c.Update(ctx, mesh); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "the hold to be released by the spec change", func() (bool, error) {
+	framework.Eventually(t, 30*time.Second, "the hold to be released by the spec change", func() (bool, error) {
 		st := stateOf(getNamespace(t, c, "tight"))
 		return st.Hold == nil && st.Step != nil && st.Step.To == string(meshv1.LevelObserve), nil
 	})

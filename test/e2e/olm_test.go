@@ -31,6 +31,7 @@ import (
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/controlplane"
 	"github.com/meshwright/meshwright/test/cluster"
+	"github.com/meshwright/meshwright/test/framework"
 )
 
 // The OLM tests install the bundle the way OperatorHub users do: OLM's real olm-operator and
@@ -76,7 +77,7 @@ func loadBundle(t *testing.T, dir bundleDir) catalogBundle {
 	}
 	b := catalogBundle{pkg: "meshwright", requires: map[string]string{}}
 	for _, e := range entries {
-		for _, o := range decodeAll(t, mustRead(t, filepath.Join(string(dir), "manifests", e.Name()))) {
+		for _, o := range framework.MustDecodeAll(t, framework.MustRead(t, filepath.Join(string(dir), "manifests", e.Name()))) {
 			if o.GetKind() == "ClusterServiceVersion" {
 				b.name = o.GetName()
 				b.version, _, _ = unstructured.NestedString(o.Object, "spec", "version")
@@ -93,7 +94,7 @@ func loadBundle(t *testing.T, dir bundleDir) catalogBundle {
 			} `json:"value"`
 		} `json:"dependencies"`
 	}
-	if err := yaml.Unmarshal(mustRead(t, filepath.Join(string(dir), "metadata", "dependencies.yaml")), &deps); err != nil {
+	if err := yaml.Unmarshal(framework.MustRead(t, filepath.Join(string(dir), "metadata", "dependencies.yaml")), &deps); err != nil {
 		t.Fatal(err)
 	}
 	for _, d := range deps.Dependencies {
@@ -133,7 +134,7 @@ func certManagerBundle(t *testing.T) catalogBundle {
 	b := catalogBundle{pkg: "cert-manager", name: certManagerCSV, version: "1.16.0"}
 	var owned []any
 	for _, f := range files {
-		for _, o := range decodeAll(t, mustRead(t, f)) {
+		for _, o := range framework.MustDecodeAll(t, framework.MustRead(t, f)) {
 			if o.GetKind() != "CustomResourceDefinition" {
 				continue
 			}
@@ -294,7 +295,7 @@ func (e *olmEnv) serveCatalog(t *testing.T, dir string) {
 	if err := cluster.Apply(ctx, e.cl.RESTConfig(), cs); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, olmWaitTimeout, "the catalog to be READY at "+reg.Addr, func() (bool, error) {
+	framework.Eventually(t, olmWaitTimeout, "the catalog to be READY at "+reg.Addr, func() (bool, error) {
 		got := e.get(t, cs.GroupVersionKind(), cluster.OLMNamespace, catalogName)
 		state, _, _ := unstructured.NestedString(got.Object, "status", "connectionState", "lastObservedState")
 		addr, _, _ := unstructured.NestedString(got.Object, "status", "connectionState", "address")
@@ -320,7 +321,7 @@ func (e *olmEnv) get(t *testing.T, gvk schema.GroupVersionKind, namespace, name 
 func (e *olmEnv) waitCSV(t *testing.T, name, phase string) *unstructured.Unstructured {
 	t.Helper()
 	var csv *unstructured.Unstructured
-	eventually(t, olmWaitTimeout, "CSV "+name+" to be "+phase, func() (bool, error) {
+	framework.Eventually(t, olmWaitTimeout, "CSV "+name+" to be "+phase, func() (bool, error) {
 		csv = e.get(t, olmGVK("v1alpha1", "ClusterServiceVersion"), olmInstallNS, name)
 		if csv == nil {
 			return false, nil
@@ -361,7 +362,7 @@ func (e *olmEnv) approveInstallPlanFor(t *testing.T, csvName string) {
 	t.Helper()
 	ctx := context.Background()
 	var plan *unstructured.Unstructured
-	eventually(t, olmWaitTimeout, "an InstallPlan for "+csvName+" awaiting approval", func() (bool, error) {
+	framework.Eventually(t, olmWaitTimeout, "an InstallPlan for "+csvName+" awaiting approval", func() (bool, error) {
 		list := &unstructured.UnstructuredList{}
 		list.SetGroupVersionKind(olmGVK("v1alpha1", "InstallPlanList"))
 		if err := e.c.List(ctx, list, client.InNamespace(olmInstallNS)); err != nil {
@@ -500,10 +501,10 @@ func (e *olmEnv) checkInstalledAsDeclared(t *testing.T, csv *unstructured.Unstru
 		if csvSA != sa {
 			t.Errorf("the CSV's %s are for %q, its Deployment runs as %q", tc.field, csvSA, sa)
 		}
-		want := flatRules(append(declared, tc.widened...))
+		want := framework.FlatRules(append(declared, tc.widened...))
 		// olm-operator creates the widened roles after the CSV has Succeeded.
-		eventually(t, time.Minute, "the RBAC OLM grants through "+tc.binding+"s to match the CSV's "+tc.field, func() (bool, error) {
-			got := flatRules(e.grantedTo(t, sa, tc.binding))
+		framework.Eventually(t, time.Minute, "the RBAC OLM grants through "+tc.binding+"s to match the CSV's "+tc.field, func() (bool, error) {
+			got := framework.FlatRules(e.grantedTo(t, sa, tc.binding))
 			if slices.Equal(got, want) {
 				return true, nil
 			}
@@ -550,7 +551,7 @@ func (e *olmEnv) rollOutPayments(t *testing.T) {
 // <!-- name:end -->, the code of the fenced block there.
 func readmeBlock(t *testing.T, name string) string {
 	t.Helper()
-	readme := string(mustRead(t, filepath.Join(repoRoot, "README.md")))
+	readme := string(framework.MustRead(t, filepath.Join(repoRoot, "README.md")))
 	re := regexp.MustCompile("(?s)<!-- " + regexp.QuoteMeta(name) + ":begin -->\\s*```sh\\n(.*?)```\\s*<!-- " + regexp.QuoteMeta(name) + ":end -->")
 	m := re.FindStringSubmatch(readme)
 	if m == nil {
@@ -598,7 +599,7 @@ func TestOLMInstallFromReadme(t *testing.T) {
 
 	runReadmeBlock(t, e.cl, "olm-uninstall")
 	dep := csvDeployment(t, csv)
-	eventually(t, olmWaitTimeout, "the operator's Deployment, ServiceAccount and RBAC to be removed", func() (bool, error) {
+	framework.Eventually(t, olmWaitTimeout, "the operator's Deployment, ServiceAccount and RBAC to be removed", func() (bool, error) {
 		if e.get(t, dep.GroupVersionKind(), olmInstallNS, dep.GetName()) != nil ||
 			e.get(t, schema.GroupVersionKind{Version: "v1", Kind: "ServiceAccount"}, olmInstallNS, sa) != nil {
 			return false, nil
@@ -701,7 +702,7 @@ func TestOLMUpgradeKeepsTheMesh(t *testing.T) {
 
 	e.approveInstallPlanFor(t, current.name)
 	newCSV := e.waitCSV(t, current.name, "Succeeded")
-	eventually(t, olmWaitTimeout, "the previous CSV to be replaced and removed", func() (bool, error) {
+	framework.Eventually(t, olmWaitTimeout, "the previous CSV to be replaced and removed", func() (bool, error) {
 		return e.get(t, olmGVK("v1alpha1", "ClusterServiceVersion"), olmInstallNS, prev.name) == nil, nil
 	})
 	sa, args = e.checkInstalledAsDeclared(t, newCSV)
@@ -762,7 +763,7 @@ func TestOLMReportsWhatIsMissing(t *testing.T) {
 	bundle := withoutPodsCreate(t, loadBundle(t, bundleDir(filepath.Join(repoRoot, "bundle"))))
 	e := startOLM(t, writeCatalog(t, bundle))
 	e.subscribe(t, "", "Automatic")
-	eventually(t, olmWaitTimeout, "the Subscription to report cert-manager as unresolvable", func() (bool, error) {
+	framework.Eventually(t, olmWaitTimeout, "the Subscription to report cert-manager as unresolvable", func() (bool, error) {
 		sub := e.get(t, olmGVK("v1alpha1", "Subscription"), olmInstallNS, "meshwright")
 		conds, _, _ := unstructured.NestedSlice(sub.Object, "status", "conditions")
 		for _, c := range conds {

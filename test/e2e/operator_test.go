@@ -31,6 +31,7 @@ import (
 	"github.com/meshwright/meshwright/controllers"
 	"github.com/meshwright/meshwright/internal/writecount"
 	"github.com/meshwright/meshwright/test/cluster"
+	"github.com/meshwright/meshwright/test/framework"
 )
 
 // TestOperatorReportsTheSample runs the operator binary against the local cluster as it runs in
@@ -48,7 +49,7 @@ func TestOperatorReportsTheSample(t *testing.T) {
 	// nothing to do: the installation is Ready.
 	useLocalIstiod(t, lc, k8s, "default")
 	mesh := &meshv1.MeshInstallation{}
-	eventually(t, 120*time.Second, "Ready=True on the sample", func() (bool, error) {
+	framework.Eventually(t, 120*time.Second, "Ready=True on the sample", func() (bool, error) {
 		if err := k8s.Get(ctx, client.ObjectKey{Name: "default"}, mesh); err != nil {
 			return false, err
 		}
@@ -122,7 +123,7 @@ func TestOperatorReportsTheSample(t *testing.T) {
 	if err := k8s.Delete(ctx, mesh); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "the MeshInstallation to be deleted", func() (bool, error) {
+	framework.Eventually(t, 30*time.Second, "the MeshInstallation to be deleted", func() (bool, error) {
 		err := k8s.Get(ctx, client.ObjectKey{Name: "default"}, &meshv1.MeshInstallation{})
 		return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
 	})
@@ -132,7 +133,7 @@ func TestOperatorReportsTheSample(t *testing.T) {
 		&appsv1.DeploymentList{}, &corev1.ConfigMapList{}, &corev1.ServiceList{}, &corev1.ServiceAccountList{},
 		&rbacv1.ClusterRoleList{}, &rbacv1.ClusterRoleBindingList{}, &admissionv1.MutatingWebhookConfigurationList{},
 		&admissionv1.ValidatingWebhookConfigurationList{}, &apiextensionsv1.CustomResourceDefinitionList{}, &corev1.NamespaceList{}} {
-		eventually(t, 30*time.Second, fmt.Sprintf("no %T with the operator's labels", list), func() (bool, error) {
+		framework.Eventually(t, 30*time.Second, fmt.Sprintf("no %T with the operator's labels", list), func() (bool, error) {
 			if err := k8s.List(ctx, list, owned); err != nil {
 				return false, err
 			}
@@ -305,7 +306,7 @@ func deleteMeshWhileRunning(t *testing.T, c client.Client) {
 	ctx := context.Background()
 	t.Cleanup(func() {
 		_ = c.Delete(ctx, &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}})
-		eventually(t, 60*time.Second, "the MeshInstallation to be deleted", func() (bool, error) {
+		framework.Eventually(t, 60*time.Second, "the MeshInstallation to be deleted", func() (bool, error) {
 			err := c.Get(ctx, client.ObjectKey{Name: "default"}, &meshv1.MeshInstallation{})
 			return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
 		})
@@ -322,7 +323,7 @@ func createMesh(t *testing.T, c client.Client, mesh *meshv1.MeshInstallation) {
 	}
 	t.Cleanup(func() {
 		_ = c.Delete(ctx, mesh)
-		eventually(t, 60*time.Second, "the MeshInstallation to be deleted", func() (bool, error) {
+		framework.Eventually(t, 60*time.Second, "the MeshInstallation to be deleted", func() (bool, error) {
 			err := c.Get(ctx, client.ObjectKeyFromObject(mesh), &meshv1.MeshInstallation{})
 			return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
 		})

@@ -18,6 +18,7 @@ import (
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/test/cluster"
+	"github.com/meshwright/meshwright/test/framework"
 )
 
 // previousRelease checks out the code of the last released operator (the commit named in
@@ -100,7 +101,7 @@ func TestOperatorUpgradeFromPreviousRelease(t *testing.T) {
 	installCRD(t, cl)
 	startOperator(t, cl.Kubeconfig, "default", false)
 	deleteMeshWhileRunning(t, c)
-	eventually(t, time.Minute, "the new operator to report the revision in use", func() (bool, error) {
+	framework.Eventually(t, time.Minute, "the new operator to report the revision in use", func() (bool, error) {
 		if err := c.Get(ctx, client.ObjectKey{Name: "default"}, mesh); err != nil {
 			return false, err
 		}

@@ -22,6 +22,7 @@ import (
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/report"
 	"github.com/meshwright/meshwright/test/cluster"
+	"github.com/meshwright/meshwright/test/framework"
 )
 
 // plugin runs `kubectl meshwright` (the plugin binary, as kubectl would) against a cluster.
@@ -56,7 +57,7 @@ func TestPluginMidRollout(t *testing.T) {
 		},
 	}
 	meshWithLocalIstiod(t, cl, c, spec)
-	eventually(t, 3*time.Minute, "pay to hold MutualTLS and web to reach Observe", func() (bool, error) {
+	framework.Eventually(t, 3*time.Minute, "pay to hold MutualTLS and web to reach Observe", func() (bool, error) {
 		for name, level := range map[string]meshv1.AdoptionLevel{"pay": meshv1.LevelMutualTLS, "web": meshv1.LevelObserve} {
 			ns := &corev1.Namespace{}
 			if err := c.Get(ctx, client.ObjectKey{Name: name}, ns); err != nil {
@@ -94,7 +95,7 @@ func TestPluginMidRollout(t *testing.T) {
 
 	// plan: the operator's next moves, from the same code: its summary is the operator's
 	// AdoptionReady message (read right after, retried if the operator wrote in between).
-	eventually(t, 30*time.Second, "plan to say what the operator says", func() (bool, error) {
+	framework.Eventually(t, 30*time.Second, "plan to say what the operator says", func() (bool, error) {
 		out, errOut, err := plugin(t, cl, "plan", "-o", "json")
 		if err != nil {
 			t.Fatalf("plan: %v\n%s", err, errOut)

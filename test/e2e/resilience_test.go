@@ -21,6 +21,7 @@ import (
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/controlplane"
 	"github.com/meshwright/meshwright/test/cluster"
+	"github.com/meshwright/meshwright/test/framework"
 )
 
 // ownedObject is one object the operator made, by kind and key.
@@ -104,7 +105,7 @@ func TestOwnedObjectsAreRestored(t *testing.T) {
 			if err := c.Delete(ctx, before); err != nil && !apierrors.IsNotFound(err) {
 				t.Fatal(err)
 			}
-			eventually(t, time.Minute, v.String()+" to be recreated", func() (bool, error) {
+			framework.Eventually(t, time.Minute, v.String()+" to be recreated", func() (bool, error) {
 				m := metadataOf(t, c, v)
 				return m != nil && m.UID != before.UID && m.DeletionTimestamp == nil, nil
 			})
@@ -122,7 +123,7 @@ func TestOwnedObjectsAreRestored(t *testing.T) {
 			if err := c.Patch(ctx, u, client.RawPatch(types.MergePatchType, patch), client.FieldOwner("someone")); err != nil {
 				t.Fatal(err)
 			}
-			eventually(t, time.Minute, v.String()+" to carry "+meshv1.LabelManagedBy+" again", func() (bool, error) {
+			framework.Eventually(t, time.Minute, v.String()+" to carry "+meshv1.LabelManagedBy+" again", func() (bool, error) {
 				m := metadataOf(t, c, v)
 				return m != nil && m.Labels[meshv1.LabelManagedBy] == meshv1.ManagedByValue, nil
 			})
@@ -134,7 +135,7 @@ func TestOwnedObjectsAreRestored(t *testing.T) {
 		if err := c.Patch(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}, client.RawPatch(types.MergePatchType, patch), client.FieldOwner("someone")); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, time.Minute, "namespace shop to carry istio.io/rev again", func() (bool, error) {
+		framework.Eventually(t, time.Minute, "namespace shop to carry istio.io/rev again", func() (bool, error) {
 			return getNamespace(t, c, "shop").Labels["istio.io/rev"] == "default", nil
 		})
 	})

@@ -22,6 +22,7 @@ import (
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/test/cluster"
+	"github.com/meshwright/meshwright/test/framework"
 )
 
 // pemCerts parses the certificates of PEM data.
@@ -69,7 +70,7 @@ func caRecord(t *testing.T, c client.Client) (string, int) {
 
 func waitPhase(t *testing.T, c client.Client, phase string) {
 	t.Helper()
-	eventually(t, 2*time.Minute, "rotation phase "+phase, func() (bool, error) {
+	framework.Eventually(t, 2*time.Minute, "rotation phase "+phase, func() (bool, error) {
 		got, _ := caRecord(t, c)
 		return got == phase, nil
 	})
@@ -254,7 +255,7 @@ func TestRootRotation(t *testing.T) {
 		}
 	})
 	waitCondition(t, c, meshv1.ConditionReady, metav1.ConditionTrue, meshv1.ReasonAllStagesReady, 3*time.Minute)
-	eventually(t, time.Minute, "istiod's root in every namespace", func() (bool, error) {
+	framework.Eventually(t, time.Minute, "istiod's root in every namespace", func() (bool, error) {
 		for _, ns := range append([]string{"istio-system"}, namespaces...) {
 			if len(rootsIn(t, c, ns)) != 1 {
 				return false, nil
@@ -287,7 +288,7 @@ func TestRootRotation(t *testing.T) {
 		t.Fatalf("phase %s with %d roots in rot-a: the rotation must wait in Trust until istiod publishes both roots", phase, len(rootsIn(t, c, "rot-a")))
 	}
 	ist.HoldCA(false)
-	eventually(t, time.Minute, "both roots published", func() (bool, error) {
+	framework.Eventually(t, time.Minute, "both roots published", func() (bool, error) {
 		return len(rootsIn(t, c, "rot-b")) == 2, nil
 	})
 	// Held again before the Switch reaches istiod: no workload may restart while istiod still
@@ -315,7 +316,7 @@ func TestRootRotation(t *testing.T) {
 	ist.HoldCA(false)
 
 	var killedNS string
-	eventually(t, 2*time.Minute, "a namespace restarting its workloads for the rotation", func() (bool, error) {
+	framework.Eventually(t, 2*time.Minute, "a namespace restarting its workloads for the rotation", func() (bool, error) {
 		for _, ns := range namespaces {
 			if st := stateOf(getNamespace(t, c, ns)); st.Step != nil && st.Step.Refresh {
 				killedNS = ns
@@ -339,7 +340,7 @@ func TestRootRotation(t *testing.T) {
 	done := func(gen int32, rotatedFor string) *meshv1.MeshInstallation {
 		t.Helper()
 		m := &meshv1.MeshInstallation{}
-		eventually(t, 2*time.Minute, fmt.Sprintf("the rotation to generation %d to finish", gen), func() (bool, error) {
+		framework.Eventually(t, 2*time.Minute, fmt.Sprintf("the rotation to generation %d to finish", gen), func() (bool, error) {
 			if err := c.Get(ctx, client.ObjectKey{Name: "default"}, m); err != nil {
 				return false, err
 			}
@@ -356,7 +357,7 @@ func TestRootRotation(t *testing.T) {
 		if len(want) != 1 {
 			t.Fatalf("cacerts publishes %d roots after the rotation, want 1", len(want))
 		}
-		eventually(t, time.Minute, "only the new root in every namespace", func() (bool, error) {
+		framework.Eventually(t, time.Minute, "only the new root in every namespace", func() (bool, error) {
 			for _, ns := range append([]string{"istio-system"}, namespaces...) {
 				got := rootsIn(t, c, ns)
 				if len(got) != 1 || !got[0].Equal(want[0]) {

@@ -22,6 +22,7 @@ import (
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/charts/chartstest"
 	"github.com/meshwright/meshwright/test/cluster"
+	"github.com/meshwright/meshwright/test/framework"
 )
 
 // revisionsOfPods counts a namespace's running pods by the revision that injected them ("" for
@@ -87,7 +88,7 @@ func upgradeTo(t *testing.T, c client.Client, version, repository string, istiod
 func settledRevisions(t *testing.T, c client.Client, want string) *meshv1.MeshInstallation {
 	t.Helper()
 	mesh := &meshv1.MeshInstallation{}
-	eventually(t, time.Minute, "Ready with status.revisions "+want, func() (bool, error) {
+	framework.Eventually(t, time.Minute, "Ready with status.revisions "+want, func() (bool, error) {
 		if err := c.Get(context.Background(), client.ObjectKey{Name: "default"}, mesh); err != nil {
 			return false, err
 		}
@@ -194,7 +195,7 @@ func TestRevisionBasedUpgrade(t *testing.T) {
 	upgradeTo(t, c, "1.31.5", repo.URL, portB)
 	istiodB := startRevisionIstiod(t, cl, portB, "1-31-5")
 	var moved, waiting string
-	eventually(t, 3*time.Minute, "one namespace's pods on revision 1-31-5 while the other's are on default", func() (bool, error) {
+	framework.Eventually(t, 3*time.Minute, "one namespace's pods on revision 1-31-5 while the other's are on default", func() (bool, error) {
 		for _, pair := range [][2]string{{"up-a", "up-b"}, {"up-b", "up-a"}} {
 			a, b := revisionsOfPods(t, c, pair[0]), revisionsOfPods(t, c, pair[1])
 			if len(a) == 1 && a["1-31-5"] == 2 && len(b) == 1 && b["default"] == 2 {
@@ -225,7 +226,7 @@ func TestRevisionBasedUpgrade(t *testing.T) {
 	}
 	t.Logf("%s moved first; setting the version back", moved)
 	upgradeTo(t, c, "", repo.URL, portA)
-	eventually(t, 3*time.Minute, "every namespace back on revision default, and 1-31-5 removed", func() (bool, error) {
+	framework.Eventually(t, 3*time.Minute, "every namespace back on revision default, and 1-31-5 removed", func() (bool, error) {
 		if exists(t, c, &appsv1.Deployment{}, "istio-system", "istiod-1-31-5") {
 			return false, nil
 		}
@@ -244,7 +245,7 @@ func TestRevisionBasedUpgrade(t *testing.T) {
 	setPaused(t, c, true)
 	upgradeTo(t, c, "1.31.5", repo.URL, portB)
 	startRevisionIstiod(t, cl, portB, "1-31-5")
-	eventually(t, 3*time.Minute, "revision 1-31-5 serving beside default, the rollout paused", func() (bool, error) {
+	framework.Eventually(t, 3*time.Minute, "revision 1-31-5 serving beside default, the rollout paused", func() (bool, error) {
 		m := &meshv1.MeshInstallation{}
 		if err := c.Get(ctx, client.ObjectKey{Name: "default"}, m); err != nil {
 			return false, err
@@ -277,7 +278,7 @@ func TestRevisionBasedUpgrade(t *testing.T) {
 	setPaused(t, c, false)
 
 	var killedNS, killedStep string
-	eventually(t, 3*time.Minute, "a namespace moving to revision 1-31-5", func() (bool, error) {
+	framework.Eventually(t, 3*time.Minute, "a namespace moving to revision 1-31-5", func() (bool, error) {
 		for _, ns := range []string{"up-a", "up-b"} {
 			if s := stateOf(getNamespace(t, c, ns)).Step; s != nil && s.Revision == "1-31-5" {
 				killedNS, killedStep = ns, s.ID
@@ -287,7 +288,7 @@ func TestRevisionBasedUpgrade(t *testing.T) {
 		return false, nil
 	})
 	op = restartOperator(t, cl, op, "namespace "+killedNS+" moving (step "+killedStep+")", cacheDir)
-	eventually(t, 4*time.Minute, "every enrolled namespace on revision 1-31-5, default kept for hold-default", func() (bool, error) {
+	framework.Eventually(t, 4*time.Minute, "every enrolled namespace on revision 1-31-5, default kept for hold-default", func() (bool, error) {
 		m := &meshv1.MeshInstallation{}
 		if err := c.Get(ctx, client.ObjectKey{Name: "default"}, m); err != nil {
 			return false, err
@@ -305,7 +306,7 @@ func TestRevisionBasedUpgrade(t *testing.T) {
 	if err := c.Patch(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "hold-default"}}, client.RawPatch(types.MergePatchType, patch)); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 2*time.Minute, "the default revision removed once unused", func() (bool, error) {
+	framework.Eventually(t, 2*time.Minute, "the default revision removed once unused", func() (bool, error) {
 		return !exists(t, c, &appsv1.Deployment{}, "istio-system", "istiod"), nil
 	})
 	dep := &appsv1.Deployment{}

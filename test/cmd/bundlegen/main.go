@@ -14,9 +14,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -28,11 +26,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
 	"github.com/meshwright/meshwright/internal/release"
 	"github.com/meshwright/meshwright/internal/render"
+	"github.com/meshwright/meshwright/test/framework"
 )
 
 const (
@@ -82,7 +80,7 @@ func generate(root, version, image string) (map[string][]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("-version %q is not a semantic version: %w", version, err)
 	}
-	objs, err := kustomizeBuild(root, "config/manifests")
+	objs, err := framework.KustomizeBuild(root, "config/manifests")
 	if err != nil {
 		return nil, err
 	}
@@ -382,36 +380,6 @@ stages:
 	}
 	b.WriteString("storage:\n  spec:\n    mountPath: {}\n")
 	return b.Bytes()
-}
-
-// kustomizeBuild runs the kustomize binary the Makefile installs into bin/.
-func kustomizeBuild(root, dir string) ([]*unstructured.Unstructured, error) {
-	bins, _ := filepath.Glob(filepath.Join(root, "bin", "kustomize-*"))
-	if len(bins) == 0 {
-		return nil, fmt.Errorf("no kustomize in %s: run `make bundle`, which installs it", filepath.Join(root, "bin"))
-	}
-	sort.Strings(bins)
-	cmd := exec.Command(bins[len(bins)-1], "build", filepath.Join(root, dir))
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return nil, fmt.Errorf("kustomize build %s: %v: %s", dir, err, stderr.String())
-	}
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(out), 4096)
-	var objs []*unstructured.Unstructured
-	for {
-		obj := map[string]any{}
-		if err := dec.Decode(&obj); err != nil {
-			if errors.Is(err, io.EOF) {
-				return objs, nil
-			}
-			return nil, fmt.Errorf("kustomize build %s: %w", dir, err)
-		}
-		if len(obj) > 0 {
-			objs = append(objs, &unstructured.Unstructured{Object: obj})
-		}
-	}
 }
 
 // boundTo lists, in the bindings' order, the roles of kind roleKind that bindings grant to the
