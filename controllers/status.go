@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"fmt"
-	"slices"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -51,12 +50,7 @@ func computeStatus(status *meshv1.MeshInstallationStatus, obs observation) {
 		status.Version = obs.version
 		status.Stage = obs.outcome.Current
 		for _, ran := range obs.outcome.Ran {
-			if ns := ran.Result.Namespaces; ns != nil {
-				status.Namespaces = ns.DeepCopy()
-			}
-			if revs := ran.Result.Revisions; revs != nil {
-				status.Revisions = slices.Clone(revs)
-			}
+			ran.Result.Report(status)
 		}
 	case obs.conflicting():
 		status.Version, status.Stage, status.Certificates = "", "", nil

@@ -56,12 +56,12 @@ type Planner struct {
 // Plan observes every namespace the ladder looks at and decides its next move, as of now. It
 // also returns the control-plane revision the moves are towards.
 func (p Planner) Plan(ctx context.Context, mesh *meshv1.MeshInstallation, now time.Time) ([]NamespacePlan, Target, error) {
-	installed, err := controlplane.Installed(ctx, p.Policies, mesh)
+	found, err := controlplane.Find(ctx, p.Policies, mesh)
 	if err != nil {
 		return nil, Target{}, err
 	}
-	active := meshspec.ActiveOf(mesh, installed)
-	target := Target{Revision: active, Newer: revision.Newer(active, installed)}
+	active := found.Active(mesh)
+	target := Target{Revision: active, Newer: revision.Newer(active, found.Installed)}
 	excluded := []string{meshspec.ControlPlaneNamespace(mesh)}
 	if p.OperatorNamespace != "" {
 		excluded = append(excluded, p.OperatorNamespace)

@@ -196,12 +196,12 @@ func holds(have, want map[string][]byte) bool {
 }
 
 // rotate runs the phase the record is in, and moves it on when its gate passes.
-func (s *Stage) rotate(ctx context.Context, mesh *meshv1.MeshInstallation, spec Settings, rec *Record, cacerts *corev1.Secret, pending *int) (stages.Result, error) {
+func (s *Stage) rotate(ctx context.Context, mesh *meshv1.MeshInstallation, st *meshv1.CertificatesStatus, spec Settings, rec *Record, cacerts *corev1.Secret, pending *int) (stages.Result, error) {
 	rot := rec.Rotation
-	p := &rotationPass{Stage: s, ctx: ctx, mesh: mesh, rec: rec, rot: rot, cacerts: cacerts, pending: pending,
+	p := &rotationPass{Stage: s, ctx: ctx, mesh: mesh, status: st, rec: rec, rot: rot, cacerts: cacerts, pending: pending,
 		from: rec.Generation, to: rec.To(), set: spec.WithIdentity(rot.Issuer), now: s.now()}
 	kind, name := spec.WithIdentity(rec.Issuer).Signer(p.from)
-	mesh.Status.Certificates.Issuer = kind + "/" + name
+	st.Issuer = kind + "/" + name
 	if res, ready, err := p.prepareNext(); !ready || err != nil {
 		return res, err
 	}
@@ -223,8 +223,10 @@ var rotationPhases = map[meshv1.RotationPhase]func(*rotationPass) (stages.Result
 // rotationPass is one pass of a root rotation: what the phases read and write.
 type rotationPass struct {
 	*Stage
-	ctx     context.Context
-	mesh    *meshv1.MeshInstallation
+	ctx  context.Context
+	mesh *meshv1.MeshInstallation
+	// status receives what status.certificates reports.
+	status  *meshv1.CertificatesStatus
 	rec     *Record
 	rot     *Rotation
 	cacerts *corev1.Secret
@@ -465,7 +467,7 @@ func (p *rotationPass) drop() (stages.Result, error) {
 	}
 	*p.rec = done
 	k, n := p.set.Signer(p.to)
-	p.mesh.Status.Certificates.Issuer = k + "/" + n
+	p.status.Issuer = k + "/" + n
 	return stages.Result{State: stages.Ready, Reason: meshv1.ReasonCAReady, RequeueAfter: rotationRecheck,
 		Message: fmt.Sprintf("The mesh root was rotated (%s): istiod signs with an intermediate of the new root, which every namespace trusts alone.", p.rot.Trigger)}, nil
 }

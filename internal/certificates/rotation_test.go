@@ -360,6 +360,7 @@ func TestRotationSurvivesAFailedWriteAnywhere(t *testing.T) {
 						stage = newStage() // the operator restarts, with nothing in memory
 						continue
 					}
+					r.Report(&mesh.Status) // as the controller's status computation does
 					res = r
 					fakeCertManager(t, "istio-system", corp)
 					if until(res) {
@@ -451,6 +452,7 @@ func TestRotationSurvivesAFailedWriteAnywhere(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			res.Report(&mesh.Status)
 			fakeCertManager(t, "istio-system", corp)
 			ist.load(t)
 			time.Sleep(100 * time.Millisecond)

@@ -95,10 +95,20 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 		}
 	}
 
-	set := SettingsFor(mesh)
-	if mesh.Status.Certificates == nil {
-		mesh.Status.Certificates = &meshv1.CertificatesStatus{}
+	// The stage reports status.certificates in its result, starting from what status said.
+	st := mesh.Status.Certificates.DeepCopy()
+	if st == nil {
+		st = &meshv1.CertificatesStatus{}
 	}
+	res, err := s.reconcileCA(ctx, mesh, st)
+	res.Certificates = st
+	return res, err
+}
+
+// reconcileCA finds the CA's record, starts a rotation the spec asks for, and runs the rotation
+// or keeps the steady state; st receives what status.certificates reports.
+func (s *Stage) reconcileCA(ctx context.Context, mesh *meshv1.MeshInstallation, st *meshv1.CertificatesStatus) (stages.Result, error) {
+	set := SettingsFor(mesh)
 	cacerts := &corev1.Secret{}
 	if err := s.Client.Get(ctx, client.ObjectKey{Namespace: set.Namespace, Name: CASecret}, cacerts); err != nil {
 		if !apierrors.IsNotFound(err) {
@@ -133,19 +143,19 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 		rec = started
 	}
 	pending := 0
-	defer func() { Mirror(mesh.Status.Certificates, rec, set, pending, s.now()) }()
+	defer func() { Mirror(st, rec, set, pending, s.now()) }()
 	if rec.Rotation != nil {
-		return s.rotate(ctx, mesh, set, &rec, cacerts, &pending)
+		return s.rotate(ctx, mesh, st, set, &rec, cacerts, &pending)
 	}
-	return s.steady(ctx, mesh, set, rec, cacerts)
+	return s.steady(ctx, mesh, st, set, rec, cacerts)
 }
 
 // steady keeps a generation's objects applied and checks the CA istiod reads.
-func (s *Stage) steady(ctx context.Context, mesh *meshv1.MeshInstallation, set Settings, rec Record, cacerts *corev1.Secret) (stages.Result, error) {
+func (s *Stage) steady(ctx context.Context, mesh *meshv1.MeshInstallation, st *meshv1.CertificatesStatus, set Settings, rec Record, cacerts *corev1.Secret) (stages.Result, error) {
 	gen := rec.Generation
 	kind, name := set.Signer(gen)
 	issuer := kind + "/" + name
-	mesh.Status.Certificates.Issuer = issuer
+	st.Issuer = issuer
 	for _, obj := range Desired(mesh.Name, set, gen) {
 		if _, err := s.Applier.Apply(ctx, obj); err != nil {
 			return stages.Result{}, err
@@ -186,7 +196,7 @@ func (s *Stage) steady(ctx context.Context, mesh *meshv1.MeshInstallation, set S
 		}, nil
 	}
 	notAfter := metav1.NewTime(ca.NotAfter)
-	mesh.Status.Certificates.NotAfter = &notAfter
+	st.NotAfter = &notAfter
 
 	res := stages.Result{
 		State: stages.Ready, Reason: meshv1.ReasonCAReady,

@@ -34,66 +34,75 @@ func revisionOf(o client.Object) string {
 	return revision.Default
 }
 
-// Installed lists the revisions of the installation found in the cluster: its istiod
-// Deployments, with their Istio versions.
-func Installed(ctx context.Context, r client.Reader, mesh *meshv1.MeshInstallation) ([]revision.Installed, error) {
+// Found is what the cluster holds of an installation's revisions: its istiod Deployments, with
+// their versions, and the operator's record of them.
+type Found struct {
+	Installed []revision.Installed
+	History   revision.History
+	// Recorded is false while no record exists: History is then what status reported (see
+	// revision.FromStatus), and the record is written the first time a pass changes it.
+	Recorded bool
+}
+
+// Find reads an installation's revisions: its record, then its istiod Deployments.
+func Find(ctx context.Context, r client.Reader, mesh *meshv1.MeshInstallation) (Found, error) {
+	var f Found
+	var err error
+	if f.History, f.Recorded, err = readHistory(ctx, r, mesh); err != nil {
+		return Found{}, err
+	}
 	list := &unstructured.UnstructuredList{}
 	list.SetGroupVersionKind(schema.GroupVersionKind{Group: "apps", Version: "v1", Kind: "DeploymentList"})
 	if err := r.List(ctx, list, client.MatchingLabels{meshv1.LabelInstallation: mesh.Name, render.LabelComponent: istiodComponent}, client.UnsafeDisableDeepCopy); err != nil {
-		return nil, fmt.Errorf("listing istiod Deployments: %w", err)
+		return Found{}, fmt.Errorf("listing istiod Deployments: %w", err)
 	}
-	var out []revision.Installed
 	for i := range list.Items {
 		dep := &list.Items[i]
 		if dep.GetLabels()["app"] != "istiod" {
 			continue
 		}
 		name := revisionOf(dep)
-		if slices.ContainsFunc(out, func(r revision.Installed) bool { return r.Name == name }) {
+		if slices.ContainsFunc(f.Installed, func(r revision.Installed) bool { return r.Name == name }) {
 			continue
 		}
-		fallback := ""
-		if len(mesh.Status.Revisions) == 0 && name == revision.Default {
-			// Installed by an operator that did not report revisions: it wrote the version it
-			// installed, in place, to status.version.
-			fallback = mesh.Status.Version
-		}
-		out = append(out, revision.Installed{Name: name, Available: available(dep),
-			Version: revision.VersionOf(dep.GetLabels()[meshv1.LabelIstioVersion], recordedVersion(mesh, name), discoveryImage(dep), fallback)})
+		f.Installed = append(f.Installed, revision.Installed{Name: name, Available: available(dep),
+			Version: f.History.Version(name, dep.GetLabels()[meshv1.LabelIstioVersion], discoveryImage(dep))})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, nil
+	sort.Slice(f.Installed, func(i, j int) bool { return f.Installed[i].Name < f.Installed[j].Name })
+	return f, nil
 }
 
-// ActiveRevision is the revision the spec asks for: namespaces are injected by it, and the
-// ControlPlane stage renders it. Every stage (and the kubectl plugin) asks this one function.
+// Active is the revision the spec asks for: namespaces are injected by it, and the ControlPlane
+// stage renders it.
+func (f Found) Active(mesh *meshv1.MeshInstallation) string {
+	return meshspec.ActiveOf(mesh, f.Installed, f.History)
+}
+
+// Validator is the revision the shared validator points at while active is the active one (see
+// revision.Validator).
+func (f Found) Validator(active string) string {
+	return revision.Validator(active, f.Installed, f.History.Active)
+}
+
+// ActiveRevision is the revision the spec asks for. Every stage (and the kubectl plugin) asks
+// this one function, or Found.Active.
 func ActiveRevision(ctx context.Context, r client.Reader, mesh *meshv1.MeshInstallation) (string, error) {
-	installed, err := Installed(ctx, r, mesh)
+	f, err := Find(ctx, r, mesh)
 	if err != nil {
 		return "", err
 	}
-	return meshspec.ActiveOf(mesh, installed), nil
+	return f.Active(mesh), nil
 }
 
 // Revisions are the revisions the ControlPlane stage renders for the spec: the active one, and
-// the one the shared validator points at (see revision.Validator).
+// the one the shared validator points at.
 func Revisions(ctx context.Context, r client.Reader, mesh *meshv1.MeshInstallation) (active, validator string, err error) {
-	installed, err := Installed(ctx, r, mesh)
+	f, err := Find(ctx, r, mesh)
 	if err != nil {
 		return "", "", err
 	}
-	active = meshspec.ActiveOf(mesh, installed)
-	return active, revision.Validator(active, installed, meshspec.LastActive(mesh)), nil
-}
-
-// recordedVersion is the version status last reported for a revision.
-func recordedVersion(mesh *meshv1.MeshInstallation, name string) string {
-	for _, r := range mesh.Status.Revisions {
-		if r.Name == name {
-			return r.Version
-		}
-	}
-	return ""
+	active = f.Active(mesh)
+	return active, f.Validator(active), nil
 }
 
 // available reports an istiod Deployment that serves.
@@ -223,13 +232,13 @@ func (s *Stage) retire(ctx context.Context, others map[string][]*unstructured.Un
 }
 
 // revisionStatuses is status.revisions: the active revision first, then the others by name.
-// A revision whose istiod is gone keeps the version status recorded for it.
-func revisionStatuses(mesh *meshv1.MeshInstallation, active, activeVersion string, installed []revision.Installed, others map[string][]*unstructured.Unstructured, usage map[string]revision.Usage) []meshv1.RevisionStatus {
+// A revision whose istiod is gone keeps the version its history recorded.
+func revisionStatuses(history revision.History, active, activeVersion string, installed []revision.Installed, others map[string][]*unstructured.Unstructured, usage map[string]revision.Usage) []meshv1.RevisionStatus {
 	out := []meshv1.RevisionStatus{{Name: active, Version: activeVersion, Active: true,
 		Namespaces: int32(usage[active].Namespaces), Pods: int32(usage[active].Pods)}}
 	names := slices.Sorted(maps.Keys(others))
 	for _, name := range names {
-		version := recordedVersion(mesh, name)
+		version := history.VersionOf(name)
 		for _, r := range installed {
 			if r.Name == name && r.Version != "" {
 				version = r.Version

@@ -132,11 +132,13 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 }
 
 // controlPlanePhases are the ControlPlane stage's phases in order: render → CRDs and objects →
-// revisions → istiod → retire. A phase reports done with the stage's result to end the pass.
+// revisions → their record → istiod → retire. A phase reports done with the stage's result to
+// end the pass.
 var controlPlanePhases = []func(*Stage, context.Context, *planePass) (stages.Result, bool, error){
 	(*Stage).renderPhase,
 	(*Stage).applyPhase,
 	(*Stage).revisionsPhase,
+	(*Stage).recordPhase,
 	(*Stage).istiodPhase,
 	(*Stage).retirePhase,
 }
@@ -145,11 +147,11 @@ var controlPlanePhases = []func(*Stage, context.Context, *planePass) (stages.Res
 type planePass struct {
 	mesh *meshv1.MeshInstallation
 	in   render.Input
-	// installed are the revisions in the cluster; objs the active revision's rendered objects,
-	// istiod the name of its Deployment.
-	installed []revision.Installed
-	objs      []*unstructured.Unstructured
-	istiod    string
+	// found are the revisions in the cluster and their history; objs the active revision's
+	// rendered objects, istiod the name of its Deployment.
+	found  Found
+	objs   []*unstructured.Unstructured
+	istiod string
 	// others are the other revisions' objects; usage what uses each revision (known is false
 	// when it could not be told); revisions their status.
 	others    map[string][]*unstructured.Unstructured
@@ -165,13 +167,13 @@ func (s *Stage) renderPhase(ctx context.Context, p *planePass) (stages.Result, b
 	if err != nil {
 		return stages.Result{State: stages.Failed, Reason: meshv1.ReasonInvalidValues, Message: err.Error()}, true, nil
 	}
-	if p.installed, err = Installed(ctx, s.Client, p.mesh); err != nil {
+	if p.found, err = Find(ctx, s.Client, p.mesh); err != nil {
 		return stages.Result{}, true, err
 	}
-	in.Revision = meshspec.ActiveOf(p.mesh, p.installed)
-	in.ValidatorRevision = revision.Validator(in.Revision, p.installed, meshspec.LastActive(p.mesh))
+	in.Revision = p.found.Active(p.mesh)
+	in.ValidatorRevision = p.found.Validator(in.Revision)
 	if res, done := s.loadCharts(ctx, p.mesh, &in); done {
-		if res.Reason == meshv1.ReasonChartSourceUnavailable && slices.ContainsFunc(p.installed, func(r revision.Installed) bool { return r.Name == in.Revision && r.Available }) {
+		if res.Reason == meshv1.ReasonChartSourceUnavailable && slices.ContainsFunc(p.found.Installed, func(r revision.Installed) bool { return r.Name == in.Revision && r.Available }) {
 			// The revision is installed and serves (the charts were had before; an operator
 			// restart lost the cache): the mesh goes on, and the stage says what it cannot do.
 			res.State, res.Degraded = stages.Ready, true
@@ -262,7 +264,7 @@ func (s *Stage) revisionsPhase(ctx context.Context, p *planePass) (stages.Result
 	if p.usage, p.known, err = s.usage(ctx, len(p.others) > 0); err != nil {
 		return stages.Result{}, true, err
 	}
-	p.revisions = revisionStatuses(p.mesh, p.in.Revision, p.in.Version, p.installed, p.others, p.usage)
+	p.revisions = revisionStatuses(p.found.History, p.in.Revision, p.in.Version, p.found.Installed, p.others, p.usage)
 	return stages.Result{}, false, nil
 }
 
@@ -290,7 +292,7 @@ func (s *Stage) istiodPhase(ctx context.Context, p *planePass) (stages.Result, b
 // retirePhase removes the revisions nothing uses any more (only once the active one serves: an
 // abort may need them back) and reports the control plane Ready.
 func (s *Stage) retirePhase(ctx context.Context, p *planePass) (stages.Result, bool, error) {
-	serving, broken, err := s.retire(ctx, p.others, p.installed, p.usage, p.known)
+	serving, broken, err := s.retire(ctx, p.others, p.found.Installed, p.usage, p.known)
 	if err != nil {
 		return stages.Result{}, true, err
 	}
@@ -298,7 +300,7 @@ func (s *Stage) retirePhase(ctx context.Context, p *planePass) (stages.Result, b
 	if p.in.Revision != revision.Default {
 		msg = fmt.Sprintf("Istio %s (revision %s): %d objects applied, CRDs Established, %s Available, webhooks in place.", p.in.Version, p.in.Revision, len(p.objs), p.istiod)
 	}
-	revisions := revisionStatuses(p.mesh, p.in.Revision, p.in.Version, p.installed, p.others, p.usage)
+	revisions := revisionStatuses(p.found.History, p.in.Revision, p.in.Version, p.found.Installed, p.others, p.usage)
 	if len(serving) == 0 {
 		return stages.Result{State: stages.Ready, Reason: meshv1.ReasonControlPlaneReady, Revisions: revisions, Message: msg}, true, nil
 	}
@@ -370,7 +372,8 @@ func (s *Stage) prune(ctx context.Context, installation, active string, desired 
 		for i := range list.Items {
 			o := &list.Items[i]
 			o.SetGroupVersionKind(gvk)
-			if want[objectKey(o)] || o.GetDeletionTimestamp() != nil {
+			// The revision history is the operator's own record, not rendered: never pruned.
+			if want[objectKey(o)] || o.GetDeletionTimestamp() != nil || o.GetLabels()[render.LabelComponent] == recordComponent {
 				continue
 			}
 			if rev := revisionOf(o); o.GetLabels()[render.LabelComponent] == render.ComponentIstiod && rev != active {

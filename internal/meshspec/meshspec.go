@@ -5,7 +5,6 @@
 package meshspec
 
 import (
-	"slices"
 	"time"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
@@ -47,25 +46,8 @@ func DesiredVersion(mesh *meshv1.MeshInstallation) string {
 	return release.DefaultIstioVersion
 }
 
-// ActiveOf is the active revision, given the installed revisions. Revisions status still
-// lists count as installed: one whose istiod was deleted is rebuilt under its own name when its
-// version is asked for again, rather than installed a second time under a new one.
-func ActiveOf(mesh *meshv1.MeshInstallation, installed []revision.Installed) string {
-	known := slices.Clone(installed)
-	for _, r := range mesh.Status.Revisions {
-		if !slices.ContainsFunc(known, func(i revision.Installed) bool { return i.Name == r.Name }) {
-			known = append(known, revision.Installed{Name: r.Name, Version: r.Version})
-		}
-	}
-	return revision.Active(DesiredVersion(mesh), mesh.Spec.Upgrade.Strategy, known, LastActive(mesh))
-}
-
-// LastActive is the revision status last reported active.
-func LastActive(mesh *meshv1.MeshInstallation) string {
-	for _, r := range mesh.Status.Revisions {
-		if r.Active {
-			return r.Name
-		}
-	}
-	return ""
+// ActiveOf is the active revision, given the installed revisions and the installation's
+// revision history (whose revisions count as installed: see revision.History.Known).
+func ActiveOf(mesh *meshv1.MeshInstallation, installed []revision.Installed, history revision.History) string {
+	return revision.Active(DesiredVersion(mesh), mesh.Spec.Upgrade.Strategy, history.Known(installed), history.Active)
 }

@@ -7,6 +7,7 @@ package stages
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -46,6 +47,24 @@ type Result struct {
 	Namespaces *meshv1.NamespacesStatus
 	// Revisions, when set, is the ControlPlane stage's report for status.revisions.
 	Revisions []meshv1.RevisionStatus
+	// Certificates, when set, is the Certificates stage's report for status.certificates.
+	Certificates *meshv1.CertificatesStatus
+}
+
+// Report writes the parts of status a result reports. It is the one way a stage's observations
+// reach status: the controller's status computation calls it, and Run calls it on its working
+// copy so that a later stage of the same pass sees what an earlier one found (the ControlPlane
+// stage renders istiod for a root rotation the Certificates stage just started).
+func (r Result) Report(status *meshv1.MeshInstallationStatus) {
+	if r.Namespaces != nil {
+		status.Namespaces = r.Namespaces.DeepCopy()
+	}
+	if r.Revisions != nil {
+		status.Revisions = slices.Clone(r.Revisions)
+	}
+	if r.Certificates != nil {
+		status.Certificates = r.Certificates.DeepCopy()
+	}
 }
 
 // NotReadyRecheck is how soon a stage that is working is looked at again when it named no
@@ -106,8 +125,11 @@ type Ran struct {
 }
 
 // Run runs the stages in order and stops at the first that is not Ready or returns an error.
+// The stages get a working copy of mesh, whose status holds what the pass has found so far
+// (Result.Report); mesh itself is not changed.
 func Run(ctx context.Context, stages []Stage, mesh *meshv1.MeshInstallation) Outcome {
 	out := Outcome{Current: meshv1.StageComplete}
+	mesh = mesh.DeepCopy()
 	for _, s := range stages {
 		started := time.Now()
 		res, err := s.Reconcile(ctx, mesh)
@@ -128,6 +150,7 @@ func Run(ctx context.Context, stages []Stage, mesh *meshv1.MeshInstallation) Out
 			res.RequeueAfter = NotReadyRecheck
 		}
 		out.Ran = append(out.Ran, Ran{Stage: s, Result: res})
+		res.Report(&mesh.Status)
 		if res.RequeueAfter > 0 && (out.RequeueAfter == 0 || res.RequeueAfter < out.RequeueAfter) {
 			out.RequeueAfter = res.RequeueAfter
 		}

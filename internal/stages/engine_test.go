@@ -117,3 +117,44 @@ func TestRun(t *testing.T) {
 		})
 	}
 }
+
+// seeingStage reports a status part and remembers what status.certificates it was given.
+type seeingStage struct {
+	fakeStage
+	saw *[]*meshv1.CertificatesStatus
+}
+
+func (s seeingStage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (Result, error) {
+	*s.saw = append(*s.saw, mesh.Status.Certificates)
+	if mesh.Status.Certificates != nil {
+		mesh.Status.Certificates.Issuer = "written by a stage" // must reach nothing
+	}
+	return s.fakeStage.Reconcile(ctx, mesh)
+}
+
+// TestRunReportsThroughResults: a stage's report reaches the later stages of the same pass, and
+// the installation Run was given is not changed: only the status computation writes status.
+func TestRunReportsThroughResults(t *testing.T) {
+	calls := 0
+	var saw []*meshv1.CertificatesStatus
+	reported := &meshv1.CertificatesStatus{Generation: 2, Issuer: "ClusterIssuer/corp"}
+	list := []Stage{
+		seeingStage{fakeStage{name: "first", cond: "First", calls: &calls, result: Result{State: Ready, Certificates: reported}}, &saw},
+		seeingStage{fakeStage{name: "second", cond: "Second", calls: &calls, result: Result{State: Ready}}, &saw},
+	}
+	mesh := &meshv1.MeshInstallation{}
+	out := Run(context.Background(), list, mesh)
+	if len(saw) != 2 || saw[0] != nil || saw[1] == nil || saw[1].Generation != 2 {
+		t.Fatalf("the stages saw status.certificates %+v, want nothing then generation 2", saw)
+	}
+	if mesh.Status.Certificates != nil {
+		t.Fatalf("Run changed the installation's status: %+v", mesh.Status.Certificates)
+	}
+	var status meshv1.MeshInstallationStatus
+	for _, ran := range out.Ran {
+		ran.Result.Report(&status)
+	}
+	if status.Certificates == nil || *status.Certificates != *reported {
+		t.Fatalf("reported %+v, want %+v", status.Certificates, reported)
+	}
+}
