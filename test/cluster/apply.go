@@ -3,7 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
-	"github.com/meshwright/meshwright/test/framework"
+	"github.com/meshwright/meshwright/test/framework/manifest"
 	"os"
 	"time"
 
@@ -29,7 +29,7 @@ func ApplyFiles(ctx context.Context, cfg *rest.Config, paths ...string) error {
 		if err != nil {
 			return err
 		}
-		decoded, err := framework.DecodeAll(b)
+		decoded, err := manifest.DecodeAll(b)
 		if err != nil {
 			return fmt.Errorf("%s: %w", path, err)
 		}
@@ -62,7 +62,7 @@ func apply(ctx context.Context, cfg *rest.Config, opts metav1.PatchOptions, objs
 		return err
 	}
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
-	crds, rest := framework.SplitCRDs(objs)
+	crds, rest := manifest.SplitCRDs(objs)
 	for _, batch := range [][]*unstructured.Unstructured{crds, rest} {
 		for _, o := range batch {
 			gvk := o.GroupVersionKind()

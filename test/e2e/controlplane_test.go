@@ -45,27 +45,13 @@ func applySample(t *testing.T, c client.Client, cl *cluster.Cluster) {
 	})
 }
 
-// waitCondition waits for a condition of the sample to have the given status and reason.
-func waitCondition(t *testing.T, c client.Client, condType string, status metav1.ConditionStatus, reason string, timeout time.Duration) *meshv1.MeshInstallation {
-	t.Helper()
-	mesh := &meshv1.MeshInstallation{}
-	framework.Eventually(t, timeout, condType+"="+string(status)+"/"+reason, func() (bool, error) {
-		if err := c.Get(context.Background(), client.ObjectKey{Name: "default"}, mesh); err != nil {
-			return false, err
-		}
-		cond := meta.FindStatusCondition(mesh.Status.Conditions, condType)
-		return cond != nil && cond.Status == status && cond.Reason == reason && cond.ObservedGeneration == mesh.Generation, nil
-	})
-	return mesh
-}
-
 // TestControlPlaneDriftIsUndone edits and deletes what the operator owns, as a person or
 // another tool might, and checks that it is restored while fields istiod owns are left alone.
 func TestControlPlaneDriftIsUndone(t *testing.T) {
 	ctx := context.Background()
 	runOperator(t, lc)
 	applySample(t, k8s, lc)
-	waitCondition(t, k8s, meshv1.ConditionControlPlaneReady, metav1.ConditionTrue, meshv1.ReasonControlPlaneReady, 120*time.Second)
+	framework.WaitCondition(t, k8s, "default", meshv1.ConditionControlPlaneReady, metav1.ConditionTrue, meshv1.ReasonControlPlaneReady, 120*time.Second)
 
 	// Someone changes istiod's image: it is set back.
 	dep := &appsv1.Deployment{}
@@ -126,7 +112,7 @@ func TestControlPlaneDriftIsUndone(t *testing.T) {
 	}
 	// A spec change makes the next pass re-render and compare every object.
 	setVersion(t, "")
-	waitCondition(t, k8s, meshv1.ConditionControlPlaneReady, metav1.ConditionTrue, meshv1.ReasonControlPlaneReady, 60*time.Second)
+	framework.WaitCondition(t, k8s, "default", meshv1.ConditionControlPlaneReady, metav1.ConditionTrue, meshv1.ReasonControlPlaneReady, 60*time.Second)
 	if err := k8s.Get(ctx, client.ObjectKey{Name: "istio-sidecar-injector"}, mwh); err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +133,7 @@ func TestControlPlaneDriftIsUndone(t *testing.T) {
 		t.Fatalf("the default render should have an HPA: %v", err)
 	}
 	setValues(t, `{"pilot":{"autoscaleEnabled":false,"replicaCount":2}}`)
-	waitCondition(t, k8s, meshv1.ConditionControlPlaneReady, metav1.ConditionTrue, meshv1.ReasonControlPlaneReady, 60*time.Second)
+	framework.WaitCondition(t, k8s, "default", meshv1.ConditionControlPlaneReady, metav1.ConditionTrue, meshv1.ReasonControlPlaneReady, 60*time.Second)
 	framework.Eventually(t, 30*time.Second, "the HPA to be pruned", func() (bool, error) {
 		err := k8s.Get(ctx, hpaKey, &autoscalingv2.HorizontalPodAutoscaler{})
 		return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
@@ -160,17 +146,17 @@ func TestControlPlaneDriftIsUndone(t *testing.T) {
 		err := k8s.Get(ctx, hpaKey, &autoscalingv2.HorizontalPodAutoscaler{})
 		return err == nil, client.IgnoreNotFound(err)
 	})
-	waitCondition(t, k8s, meshv1.ConditionControlPlaneReady, metav1.ConditionTrue, meshv1.ReasonControlPlaneReady, 60*time.Second)
+	framework.WaitCondition(t, k8s, "default", meshv1.ConditionControlPlaneReady, metav1.ConditionTrue, meshv1.ReasonControlPlaneReady, 60*time.Second)
 
 	// A version this build cannot install is reported, with the versions it can; setting it
 	// back recovers.
 	setVersion(t, "1.20.0")
-	mesh := waitCondition(t, k8s, meshv1.ConditionControlPlaneReady, metav1.ConditionFalse, meshv1.ReasonUnsupportedVersion, 60*time.Second)
+	mesh := framework.WaitCondition(t, k8s, "default", meshv1.ConditionControlPlaneReady, metav1.ConditionFalse, meshv1.ReasonUnsupportedVersion, 60*time.Second)
 	if msg := meta.FindStatusCondition(mesh.Status.Conditions, meshv1.ConditionControlPlaneReady).Message; !strings.Contains(msg, "1.31.4") {
 		t.Fatalf("the UnsupportedVersion message does not list the supported versions: %q", msg)
 	}
 	setVersion(t, "")
-	waitCondition(t, k8s, meshv1.ConditionControlPlaneReady, metav1.ConditionTrue, meshv1.ReasonControlPlaneReady, 60*time.Second)
+	framework.WaitCondition(t, k8s, "default", meshv1.ConditionControlPlaneReady, metav1.ConditionTrue, meshv1.ReasonControlPlaneReady, 60*time.Second)
 }
 
 // setVersion sets the sample's spec.version (empty: the default) with a merge patch.
@@ -207,8 +193,9 @@ func setValues(t *testing.T, values string) {
 // installing cert-manager lets it continue with no restart of the operator. A hand-made cacerts
 // Secret in the way is reported (CASecretExists) and left untouched until its owner moves it.
 func TestCertManagerInstalledLater(t *testing.T) {
+	t.Parallel() // a cluster of its own: see main_test.go
 	ctx := context.Background()
-	bare, c := startCluster(t, cluster.Options{WithoutCertManager: true})
+	bare, c := framework.StartCluster(t, cluster.Options{WithoutCertManager: true})
 	// A plug-in CA someone made by hand sits where the operator would write its own.
 	handMade := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "istio-system", Name: "cacerts"},
@@ -222,7 +209,7 @@ func TestCertManagerInstalledLater(t *testing.T) {
 	}
 	runOperator(t, bare)
 	applySample(t, c, bare)
-	mesh := waitCondition(t, c, meshv1.ConditionCertificatesReady, metav1.ConditionFalse, meshv1.ReasonCertManagerNotFound, 60*time.Second)
+	mesh := framework.WaitCondition(t, c, "default", meshv1.ConditionCertificatesReady, metav1.ConditionFalse, meshv1.ReasonCertManagerNotFound, 60*time.Second)
 	if msg := meta.FindStatusCondition(mesh.Status.Conditions, meshv1.ConditionReady).Message; !strings.Contains(msg, "Install cert-manager") {
 		t.Fatalf("Ready does not say how to fix it: %q", msg)
 	}
@@ -234,7 +221,7 @@ func TestCertManagerInstalledLater(t *testing.T) {
 		t.Fatal(err)
 	}
 	// With cert-manager there, the hand-made Secret is in the way: reported, never overwritten.
-	waitCondition(t, c, meshv1.ConditionCertificatesReady, metav1.ConditionFalse, meshv1.ReasonCASecretExists, 60*time.Second)
+	framework.WaitCondition(t, c, "default", meshv1.ConditionCertificatesReady, metav1.ConditionFalse, meshv1.ReasonCASecretExists, 60*time.Second)
 	got := &corev1.Secret{}
 	if err := c.Get(ctx, client.ObjectKeyFromObject(handMade), got); err != nil {
 		t.Fatal(err)
@@ -247,15 +234,16 @@ func TestCertManagerInstalledLater(t *testing.T) {
 	if err := c.Delete(ctx, got); err != nil {
 		t.Fatal(err)
 	}
-	waitCondition(t, c, meshv1.ConditionControlPlaneReady, metav1.ConditionTrue, meshv1.ReasonControlPlaneReady, 120*time.Second)
+	framework.WaitCondition(t, c, "default", meshv1.ConditionControlPlaneReady, metav1.ConditionTrue, meshv1.ReasonControlPlaneReady, 120*time.Second)
 }
 
 // TestUsersIssuerAndCRDRemoval: switched to spec.certificates.issuerRef, the user's
 // ClusterIssuer signs the intermediate and the operator's own root goes; with
 // removeCRDsOnDelete, deleting the installation removes Istio's CRDs too. Runs on a cluster of its own, since it removes cluster-wide CRDs.
 func TestUsersIssuerAndCRDRemoval(t *testing.T) {
+	t.Parallel() // a cluster of its own: see main_test.go
 	ctx := context.Background()
-	own, c := startCluster(t, cluster.Options{})
+	own, c := framework.StartCluster(t, cluster.Options{})
 	runOperator(t, own)
 	applyYAML(t, own, corpCA+`---
 apiVersion: meshwright.io/v1alpha1
@@ -267,7 +255,7 @@ spec:
 `)
 	// The user's issuer from the start (switching to it later is a root rotation: see
 	// TestRootRotation): no root of the operator's, cacerts issued by the user's CA.
-	mesh := waitCondition(t, c, meshv1.ConditionControlPlaneReady, metav1.ConditionTrue, meshv1.ReasonControlPlaneReady, 120*time.Second)
+	mesh := framework.WaitCondition(t, c, "default", meshv1.ConditionControlPlaneReady, metav1.ConditionTrue, meshv1.ReasonControlPlaneReady, 120*time.Second)
 	corpRoot := &corev1.Secret{}
 	if err := c.Get(ctx, client.ObjectKey{Namespace: "cert-manager", Name: "corp-root"}, corpRoot); err != nil {
 		t.Fatal(err)
@@ -351,21 +339,6 @@ func applyYAML(t *testing.T, cl *cluster.Cluster, manifests string) {
 	if err := cluster.ApplyFiles(context.Background(), cl.RESTConfig(), path); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// startCluster starts a local cluster of the test's own, stopped at its end.
-func startCluster(t *testing.T, opts cluster.Options) (*cluster.Cluster, client.Client) {
-	t.Helper()
-	cl, err := cluster.Start(context.Background(), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cl.Stop)
-	c, err := client.New(cl.RESTConfig(), client.Options{Scheme: scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cl, c
 }
 
 // istioCRDs counts the CRDs of Istio's API groups in a cluster.

@@ -28,6 +28,7 @@ import (
 // cluster); then the README's follow-up commands, which end with `make demo-down`, after which no
 // process of the demo and none of its listeners may be left.
 func TestDemo(t *testing.T) {
+	t.Parallel() // a cluster of its own: see main_test.go
 	checkout := copyCheckout(t)
 	elsewhere := trapCluster(t)
 	env := newUserEnv()

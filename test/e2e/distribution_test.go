@@ -29,6 +29,7 @@ import (
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/test/cluster"
 	"github.com/meshwright/meshwright/test/framework"
+	"github.com/meshwright/meshwright/test/framework/manifest"
 )
 
 const (
@@ -46,7 +47,7 @@ func renderChart(t *testing.T, values map[string]any) []*unstructured.Unstructur
 	}
 	var out []*unstructured.Unstructured
 	for _, crd := range chrt.CRDObjects() {
-		out = append(out, framework.MustDecodeAll(t, crd.File.Data)...)
+		out = append(out, manifest.MustDecodeAll(t, crd.File.Data)...)
 	}
 	names := make([]string, 0, len(files))
 	for n := range files {
@@ -55,7 +56,7 @@ func renderChart(t *testing.T, values map[string]any) []*unstructured.Unstructur
 	sort.Strings(names)
 	for _, n := range names {
 		if strings.HasSuffix(n, ".yaml") {
-			out = append(out, framework.MustDecodeAll(t, []byte(files[n]))...)
+			out = append(out, manifest.MustDecodeAll(t, []byte(files[n]))...)
 		}
 	}
 	return out
@@ -65,7 +66,7 @@ func renderChart(t *testing.T, values map[string]any) []*unstructured.Unstructur
 // installs into bin/.
 func kustomizeBuild(t *testing.T, dir string) []*unstructured.Unstructured {
 	t.Helper()
-	objs, err := framework.KustomizeBuild(repoRoot, dir)
+	objs, err := manifest.KustomizeBuild(repoRoot, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +156,7 @@ func TestChartAndKustomizeInstallTheSameOperator(t *testing.T) {
 	}
 	// The chart's CRD is the generated one.
 	crd := find(t, chart, "CustomResourceDefinition", "meshinstallations.meshwright.io")
-	gen := framework.MustDecodeAll(t, framework.MustRead(t, filepath.Join(repoRoot, "config", "crd", "bases", "meshwright.io_meshinstallations.yaml")))
+	gen := manifest.MustDecodeAll(t, framework.MustRead(t, filepath.Join(repoRoot, "config", "crd", "bases", "meshwright.io_meshinstallations.yaml")))
 	if fmt.Sprint(crd.Object) != fmt.Sprint(gen[0].Object) {
 		t.Error("charts/meshwright/crds differs from config/crd/bases: run `make manifests`")
 	}
@@ -169,7 +170,7 @@ func TestChartAndKustomizeInstallTheSameOperator(t *testing.T) {
 // forbidden, and complete once the role is put back.
 func installAndRollOut(t *testing.T, objs []*unstructured.Unstructured, sa string, withhold *withheld) {
 	ctx := context.Background()
-	cl, c := startCluster(t, cluster.Options{})
+	cl, c := framework.StartCluster(t, cluster.Options{})
 	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: chartNamespace,
 		Labels: map[string]string{"pod-security.kubernetes.io/enforce": "restricted"}}}); err != nil {
 		t.Fatal(err)
@@ -193,7 +194,7 @@ func installAndRollOut(t *testing.T, objs []*unstructured.Unstructured, sa strin
 		_ = unstructured.SetNestedSlice(managerRole.Object, rules, "rules")
 	}
 
-	crds, rest := framework.SplitCRDs(objs)
+	crds, rest := manifest.SplitCRDs(objs)
 	if err := cluster.Apply(ctx, cl.RESTConfig(), crds...); err != nil {
 		t.Fatalf("installing the CRDs: %v", err)
 	}
@@ -216,8 +217,8 @@ func installAndRollOut(t *testing.T, objs []*unstructured.Unstructured, sa strin
 		return n == 1, nil
 	})
 
-	makeNamespace(t, c, "payments", map[string]string{"team": "payments"}, map[string]func(*appsv1.Deployment){"web": nil})
-	waitAvailable(t, c, "payments")
+	framework.MakeNamespace(t, c, "payments", map[string]string{"team": "payments"}, map[string]func(*appsv1.Deployment){"web": nil})
+	framework.WaitAvailable(t, c, "payments")
 	kubeconfig, err := cl.KubeconfigAs(chartNamespace, sa)
 	if err != nil {
 		t.Fatal(err)
@@ -231,7 +232,7 @@ func installAndRollOut(t *testing.T, objs []*unstructured.Unstructured, sa strin
 	useLocalIstiod(t, cl, c, mesh.Name)
 
 	if withhold != nil {
-		got := waitCondition(t, c, withhold.condition, metav1.ConditionFalse, withhold.reason, 2*time.Minute)
+		got := framework.WaitCondition(t, c, "default", withhold.condition, metav1.ConditionFalse, withhold.reason, 2*time.Minute)
 		if msg := meta.FindStatusCondition(got.Status.Conditions, withhold.condition).Message; !strings.Contains(msg, "forbidden") || !strings.Contains(msg, withhold.resource) {
 			t.Errorf("%s message = %q, want the API server's forbidden error naming %s", withhold.condition, msg, withhold.resource)
 		}
@@ -243,8 +244,8 @@ func installAndRollOut(t *testing.T, objs []*unstructured.Unstructured, sa strin
 			t.Fatal(err)
 		}
 	}
-	waitCondition(t, c, meshv1.ConditionReady, metav1.ConditionTrue, meshv1.ReasonAllStagesReady, 3*time.Minute)
-	if ns := getNamespace(t, c, "payments"); ns.Labels[meshv1.LabelLevel] != string(meshv1.LevelMutualTLS) {
+	framework.WaitCondition(t, c, "default", meshv1.ConditionReady, metav1.ConditionTrue, meshv1.ReasonAllStagesReady, 3*time.Minute)
+	if ns := framework.GetNamespace(t, c, "payments"); ns.Labels[meshv1.LabelLevel] != string(meshv1.LevelMutualTLS) {
 		t.Errorf("payments is at %q, want MutualTLS", ns.Labels[meshv1.LabelLevel])
 	}
 	// The leader-election Lease is in the operator's namespace: the Role there is enough.
@@ -291,6 +292,7 @@ func behaviourArgs(t *testing.T, dep *unstructured.Unstructured) []string {
 // HorizontalPodAutoscalers (istiod's is one of the control plane's objects) the rollout first
 // stops at the ControlPlane stage with reason Forbidden, naming what was refused.
 func TestChartInstallsAWorkingOperator(t *testing.T) {
+	t.Parallel() // a cluster of its own: see main_test.go
 	objs := renderChart(t, map[string]any{"image": map[string]any{"repository": "registry.example/meshwright", "tag": "test"}})
 	installAndRollOut(t, objs, find(t, objs, "ServiceAccount", "controller-manager").GetName(),
 		&withheld{resource: "horizontalpodautoscalers", verb: "patch", condition: meshv1.ConditionControlPlaneReady, reason: meshv1.ReasonForbidden})
@@ -299,6 +301,7 @@ func TestChartInstallsAWorkingOperator(t *testing.T) {
 // TestKustomizeInstallsAWorkingOperator: kustomize's config/default (what `make deploy` applies)
 // installs an operator whose ServiceAccount can carry out a full rollout.
 func TestKustomizeInstallsAWorkingOperator(t *testing.T) {
+	t.Parallel() // a cluster of its own: see main_test.go
 	objs := kustomizeBuild(t, "config/default")
 	installAndRollOut(t, objs, find(t, objs, "ServiceAccount", "controller-manager").GetName(), nil)
 }
@@ -310,6 +313,7 @@ func TestKustomizeInstallsAWorkingOperator(t *testing.T) {
 // ServiceAccount may not write CRDs): first with a permission taken away (the rollout says what was forbidden), then
 // as the CSV grants it (the rollout completes).
 func TestBundlePermissionsRunTheOperator(t *testing.T) {
+	t.Parallel() // a cluster of its own: see main_test.go
 	objs := csvInstall(t)
 	// The injection probe's dry-run pod needs pods/create.
 	installAndRollOut(t, objs, find(t, objs, "ServiceAccount", "controller-manager").GetName(),
@@ -327,7 +331,7 @@ func csvInstall(t *testing.T) []*unstructured.Unstructured {
 	var out []*unstructured.Unstructured
 	var csv *unstructured.Unstructured
 	for _, e := range entries {
-		for _, o := range framework.MustDecodeAll(t, framework.MustRead(t, filepath.Join(dir, e.Name()))) {
+		for _, o := range manifest.MustDecodeAll(t, framework.MustRead(t, filepath.Join(dir, e.Name()))) {
 			switch o.GetKind() {
 			case "ClusterServiceVersion":
 				csv = o
@@ -486,7 +490,7 @@ func TestInstallManifestsValidate(t *testing.T) {
 // almExamples are the objects of the bundle CSV's alm-examples annotation.
 func almExamples(t *testing.T) []*unstructured.Unstructured {
 	t.Helper()
-	for _, o := range framework.MustDecodeAll(t, framework.MustRead(t, filepath.Join(repoRoot, "bundle", "manifests", "meshwright.clusterserviceversion.yaml"))) {
+	for _, o := range manifest.MustDecodeAll(t, framework.MustRead(t, filepath.Join(repoRoot, "bundle", "manifests", "meshwright.clusterserviceversion.yaml"))) {
 		if o.GetKind() != "ClusterServiceVersion" {
 			continue
 		}

@@ -48,6 +48,7 @@ func bashFromRepo(ctx context.Context, script, logPath string) (string, error) {
 // STRICT policy). The doc's clean-up runs at the end in the same shell whatever happened (an
 // EXIT trap), and must leave nothing behind; so the doc cannot rot.
 func TestGettingStarted(t *testing.T) {
+	t.Parallel() // a cluster of its own: see main_test.go
 	run, cleanup := docBlocks(t, string(framework.MustRead(t, filepath.Join(repoRoot, "docs", "getting-started.md"))))
 	dir := filepath.Join(repoRoot, ".getting-started")
 	logs := t.TempDir()

@@ -27,7 +27,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
-	meshscheme "github.com/meshwright/meshwright/api/scheme"
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/controllers"
 	"github.com/meshwright/meshwright/test/cluster"
@@ -90,51 +89,38 @@ func describeObject(obj any) string {
 	return fmt.Sprintf("%T", obj)
 }
 
+// then makes the write call, unless a fault is injected in its place.
+func (f *faultInjector) then(verb string, obj any, call func() error) error {
+	if err := f.maybe(verb, obj); err != nil {
+		return err
+	}
+	return call()
+}
+
 // wrap returns base with every write call (creates, dry-run ones included, updates, patches,
 // applies, deletes, status writes) subject to faults.
 func (f *faultInjector) wrap(base client.WithWatch) client.WithWatch {
 	return interceptor.NewClient(base, interceptor.Funcs{
 		Create: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.CreateOption) error {
-			if err := f.maybe("create", o); err != nil {
-				return err
-			}
-			return c.Create(ctx, o, opts...)
+			return f.then("create", o, func() error { return c.Create(ctx, o, opts...) })
 		},
 		Update: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.UpdateOption) error {
-			if err := f.maybe("update", o); err != nil {
-				return err
-			}
-			return c.Update(ctx, o, opts...)
+			return f.then("update", o, func() error { return c.Update(ctx, o, opts...) })
 		},
 		Patch: func(ctx context.Context, c client.WithWatch, o client.Object, p client.Patch, opts ...client.PatchOption) error {
-			if err := f.maybe("patch", o); err != nil {
-				return err
-			}
-			return c.Patch(ctx, o, p, opts...)
+			return f.then("patch", o, func() error { return c.Patch(ctx, o, p, opts...) })
 		},
 		Apply: func(ctx context.Context, c client.WithWatch, o runtime.ApplyConfiguration, opts ...client.ApplyOption) error {
-			if err := f.maybe("apply", o); err != nil {
-				return err
-			}
-			return c.Apply(ctx, o, opts...)
+			return f.then("apply", o, func() error { return c.Apply(ctx, o, opts...) })
 		},
 		Delete: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.DeleteOption) error {
-			if err := f.maybe("delete", o); err != nil {
-				return err
-			}
-			return c.Delete(ctx, o, opts...)
+			return f.then("delete", o, func() error { return c.Delete(ctx, o, opts...) })
 		},
 		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, o client.Object, p client.Patch, opts ...client.SubResourcePatchOption) error {
-			if err := f.maybe("patch/"+sub, o); err != nil {
-				return err
-			}
-			return c.SubResource(sub).Patch(ctx, o, p, opts...)
+			return f.then("patch/"+sub, o, func() error { return c.SubResource(sub).Patch(ctx, o, p, opts...) })
 		},
 		SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, o client.Object, opts ...client.SubResourceUpdateOption) error {
-			if err := f.maybe("update/"+sub, o); err != nil {
-				return err
-			}
-			return c.SubResource(sub).Update(ctx, o, opts...)
+			return f.then("update/"+sub, o, func() error { return c.SubResource(sub).Update(ctx, o, opts...) })
 		},
 	})
 }
@@ -212,15 +198,16 @@ func readyIsTrue(ctx context.Context, c client.Client) []string {
 // controller then backs off) or a requeue; after every pass, Ready=True must be true of the
 // cluster itself; and the rollout must still converge. E2E_SEED replays the faults.
 func TestAPIFaultsNeverFakeReady(t *testing.T) {
+	t.Parallel() // a cluster of its own: see main_test.go
 	ctx := context.Background()
-	cl, c := startCluster(t, cluster.Options{})
+	cl, c := framework.StartCluster(t, cluster.Options{})
 	seed := faultSeed(t)
 	t.Logf("fault seed %d (E2E_SEED=%d replays it)", seed, seed)
 	inj := &faultInjector{rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), rate: 0.33}
 
 	installCRD(t, cl)
-	makeNamespace(t, c, "faulty", map[string]string{"team": "faulty"}, map[string]func(*appsv1.Deployment){"web": nil})
-	waitAvailable(t, c, "faulty")
+	framework.MakeNamespace(t, c, "faulty", map[string]string{"team": "faulty"}, map[string]func(*appsv1.Deployment){"web": nil})
+	framework.WaitAvailable(t, c, "faulty")
 	port, err := cluster.FreePort()
 	if err != nil {
 		t.Fatal(err)
@@ -239,7 +226,7 @@ func TestAPIFaultsNeverFakeReady(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	base, err := client.NewWithWatch(cl.RESTConfig(), client.Options{Scheme: meshscheme.New()})
+	base, err := client.NewWithWatch(cl.RESTConfig(), client.Options{Scheme: framework.Scheme})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -315,41 +302,26 @@ func controlPlaneRendered(ctx context.Context, c client.Client) bool {
 	return true
 }
 
-// podsOf lists the pods of a namespace that are not being deleted.
-func podsOf(t *testing.T, c client.Client, namespace string) []corev1.Pod {
-	t.Helper()
-	list := &corev1.PodList{}
-	if err := c.List(context.Background(), list, client.InNamespace(namespace)); err != nil {
-		t.Fatal(err)
-	}
-	var out []corev1.Pod
-	for _, p := range list.Items {
-		if p.DeletionTimestamp == nil {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
 // TestWebhookSafetyWithIstiodDown: with the mesh Ready and istiod down, the injection webhook
 // (failurePolicy Fail, as Istio ships it) refuses pods only where injection was asked for. Pods
 // in kube-system and in a namespace that is not enrolled still start; in the enrolled namespace
 // a new pod is refused, which shows that istiod is really down and the webhook really called.
 func TestWebhookSafetyWithIstiodDown(t *testing.T) {
-	cl, c := startCluster(t, cluster.Options{})
-	makeNamespace(t, c, "enrolled", map[string]string{"team": "enrolled"}, map[string]func(*appsv1.Deployment){"web": nil})
-	waitAvailable(t, c, "enrolled")
+	t.Parallel() // a cluster of its own: see main_test.go
+	cl, c := framework.StartCluster(t, cluster.Options{})
+	framework.MakeNamespace(t, c, "enrolled", map[string]string{"team": "enrolled"}, map[string]func(*appsv1.Deployment){"web": nil})
+	framework.WaitAvailable(t, c, "enrolled")
 	runOperator(t, cl)
 	mesh := &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: meshv1.MeshInstallationSpec{
 		Namespaces: []meshv1.NamespaceRule{{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"team": "enrolled"}}, Level: meshv1.LevelObserve}},
 	}}
 	createMesh(t, c, mesh)
 	ist := useLocalIstiod(t, cl, c, mesh.Name)
-	waitCondition(t, c, meshv1.ConditionReady, metav1.ConditionTrue, meshv1.ReasonAllStagesReady, 3*time.Minute)
+	framework.WaitCondition(t, c, "default", meshv1.ConditionReady, metav1.ConditionTrue, meshv1.ReasonAllStagesReady, 3*time.Minute)
 	ist.Stop()
 
 	ctx := context.Background()
-	makeNamespace(t, c, "bystander", nil, map[string]func(*appsv1.Deployment){"web": nil})
+	framework.MakeNamespace(t, c, "bystander", nil, map[string]func(*appsv1.Deployment){"web": nil})
 	sel := map[string]string{"app": "system-addon"}
 	sys := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "system-addon", Namespace: "kube-system"}, Spec: appsv1.DeploymentSpec{
 		Replicas: ptr.To[int32](1), Selector: &metav1.LabelSelector{MatchLabels: sel},
@@ -359,7 +331,7 @@ func TestWebhookSafetyWithIstiodDown(t *testing.T) {
 	if err := c.Create(ctx, sys); err != nil {
 		t.Fatal(err)
 	}
-	waitAvailable(t, c, "bystander")
+	framework.WaitAvailable(t, c, "bystander")
 	framework.Eventually(t, 90*time.Second, "the kube-system Deployment to be available", func() (bool, error) {
 		got := &appsv1.Deployment{}
 		if err := c.Get(ctx, client.ObjectKeyFromObject(sys), got); err != nil {
@@ -368,7 +340,7 @@ func TestWebhookSafetyWithIstiodDown(t *testing.T) {
 		return got.Status.AvailableReplicas == 1, nil
 	})
 	for _, ns := range []string{"bystander", "kube-system"} {
-		for _, p := range podsOf(t, c, ns) {
+		for _, p := range framework.Pods(t, c, ns) {
 			for _, ctr := range p.Spec.Containers {
 				if ctr.Name == "istio-proxy" {
 					t.Errorf("pod %s/%s was injected", ns, p.Name)

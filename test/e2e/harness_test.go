@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"crypto/x509"
-	"encoding/pem"
 	"testing"
 	"time"
 
@@ -123,11 +122,11 @@ func TestCertManagerIssuesACAChain(t *testing.T) {
 	if err := k8s.Get(ctx, client.ObjectKey{Namespace: "default", Name: "harness-leaf"}, leafSecret); err != nil {
 		t.Fatal(err)
 	}
-	rootCert := parseCert(t, rootSecret.Data["tls.crt"])
+	rootCert := framework.Certificate(t, rootSecret.Data["tls.crt"])
 	if !rootCert.IsCA {
 		t.Fatal("the root certificate is not a CA")
 	}
-	leafCert := parseCert(t, leafSecret.Data["tls.crt"])
+	leafCert := framework.Certificate(t, leafSecret.Data["tls.crt"])
 	pool := x509.NewCertPool()
 	pool.AddCert(rootCert)
 	if _, err := leafCert.Verify(x509.VerifyOptions{Roots: pool, DNSName: "leaf.default.svc"}); err != nil {
@@ -136,17 +135,4 @@ func TestCertManagerIssuesACAChain(t *testing.T) {
 	if string(leafSecret.Data["ca.crt"]) != string(rootSecret.Data["tls.crt"]) {
 		t.Fatal("the leaf Secret's ca.crt is not the root certificate")
 	}
-}
-
-func parseCert(t *testing.T, pemBytes []byte) *x509.Certificate {
-	t.Helper()
-	block, _ := pem.Decode(pemBytes)
-	if block == nil {
-		t.Fatal("no PEM certificate")
-	}
-	c, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
 }

@@ -25,7 +25,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
@@ -116,53 +115,6 @@ func tailFile(path string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// makeNamespace creates a namespace with a Deployment of the given replicas in it; mod adjusts
-// the Deployment.
-func makeNamespace(t *testing.T, c client.Client, name string, labels map[string]string, deployments map[string]func(*appsv1.Deployment)) {
-	t.Helper()
-	ctx := context.Background()
-	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}); err != nil {
-		t.Fatal(err)
-	}
-	for dname, mod := range deployments {
-		sel := map[string]string{"app": dname}
-		dep := &appsv1.Deployment{
-			ObjectMeta: metav1.ObjectMeta{Name: dname, Namespace: name},
-			Spec: appsv1.DeploymentSpec{
-				Replicas: ptr.To[int32](2),
-				Selector: &metav1.LabelSelector{MatchLabels: sel},
-				Template: corev1.PodTemplateSpec{
-					ObjectMeta: metav1.ObjectMeta{Labels: sel},
-					Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.example/" + dname + ":1"}}},
-				},
-			},
-		}
-		if mod != nil {
-			mod(dep)
-		}
-		if err := c.Create(ctx, dep); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-// waitAvailable waits until every Deployment of the namespace has all its replicas available.
-func waitAvailable(t *testing.T, c client.Client, namespace string) {
-	t.Helper()
-	framework.Eventually(t, 90*time.Second, "the Deployments of "+namespace+" to be available", func() (bool, error) {
-		deps := &appsv1.DeploymentList{}
-		if err := c.List(context.Background(), deps, client.InNamespace(namespace)); err != nil {
-			return false, err
-		}
-		for _, d := range deps.Items {
-			if d.Status.AvailableReplicas != *d.Spec.Replicas || d.Status.UpdatedReplicas != *d.Spec.Replicas {
-				return false, nil
-			}
-		}
-		return true, nil
-	})
-}
-
 // stepWatcher follows every namespace's ladder annotation through a watch (events arrive in
 // the API server's order) and records how many namespaces were mid-step at once.
 type stepWatcher struct {
@@ -175,7 +127,7 @@ type stepWatcher struct {
 
 func watchSteps(t *testing.T, cl *cluster.Cluster) *stepWatcher {
 	t.Helper()
-	wc, err := client.NewWithWatch(cl.RESTConfig(), client.Options{Scheme: scheme})
+	wc, err := client.NewWithWatch(cl.RESTConfig(), client.Options{Scheme: framework.Scheme})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,15 +198,6 @@ func watchDryRun(t *testing.T, c client.Client, namespace string) func() (dryRun
 	return func() (bool, bool) { mu.Lock(); defer mu.Unlock(); return sawDry, sawEnforced }
 }
 
-func getNamespace(t *testing.T, c client.Client, name string) *corev1.Namespace {
-	t.Helper()
-	ns := &corev1.Namespace{}
-	if err := c.Get(context.Background(), client.ObjectKey{Name: name}, ns); err != nil {
-		t.Fatal(err)
-	}
-	return ns
-}
-
 func policyExists(t *testing.T, c client.Client, gvk schema.GroupVersionKind, namespace, name string) (*unstructured.Unstructured, bool) {
 	t.Helper()
 	u := &unstructured.Unstructured{}
@@ -273,19 +216,20 @@ func policyExists(t *testing.T, c client.Client, gvk schema.GroupVersionKind, na
 // with Istio's real injector, stops a namespace with an opted-out pod at Observe, never touches
 // kube-system, keeps to one namespace in progress at a time, then walks one namespace down.
 func TestAdoptionLadder(t *testing.T) {
+	t.Parallel() // a cluster of its own: see main_test.go
 	ctx := context.Background()
-	cl, c := startCluster(t, cluster.Options{})
-	makeNamespace(t, c, "shop-observe", map[string]string{"ladder": "observe"}, map[string]func(*appsv1.Deployment){"web": nil})
-	makeNamespace(t, c, "shop-mtls", map[string]string{"ladder": "mtls"}, map[string]func(*appsv1.Deployment){"api": nil, "worker": nil})
-	makeNamespace(t, c, "shop-zt", map[string]string{"ladder": "zt"}, map[string]func(*appsv1.Deployment){"payments": nil})
-	makeNamespace(t, c, "shop-legacy", map[string]string{"ladder": "mtls"}, map[string]func(*appsv1.Deployment){
+	cl, c := framework.StartCluster(t, cluster.Options{})
+	framework.MakeNamespace(t, c, "shop-observe", map[string]string{"ladder": "observe"}, map[string]func(*appsv1.Deployment){"web": nil})
+	framework.MakeNamespace(t, c, "shop-mtls", map[string]string{"ladder": "mtls"}, map[string]func(*appsv1.Deployment){"api": nil, "worker": nil})
+	framework.MakeNamespace(t, c, "shop-zt", map[string]string{"ladder": "zt"}, map[string]func(*appsv1.Deployment){"payments": nil})
+	framework.MakeNamespace(t, c, "shop-legacy", map[string]string{"ladder": "mtls"}, map[string]func(*appsv1.Deployment){
 		"web": nil,
 		"mainframe-bridge": func(d *appsv1.Deployment) {
 			d.Spec.Template.Annotations = map[string]string{"sidecar.istio.io/inject": "false"}
 		},
 	})
 	for _, ns := range []string{"shop-observe", "shop-mtls", "shop-zt", "shop-legacy"} {
-		waitAvailable(t, c, ns)
+		framework.WaitAvailable(t, c, ns)
 	}
 	steps := watchSteps(t, cl)
 	dryRun := watchDryRun(t, c, "shop-zt")
@@ -355,7 +299,7 @@ func TestAdoptionLadder(t *testing.T) {
 				t.Errorf("pod %s/%s: injected=%v proxy=%v, opted out=%v", name, p.Name, annotated, proxy, optedOut)
 			}
 		}
-		ns := getNamespace(t, c, name)
+		ns := framework.GetNamespace(t, c, name)
 		if ns.Labels["istio.io/rev"] != "default" {
 			t.Errorf("namespace %s labels = %v, want istio.io/rev=default", name, ns.Labels)
 		}
@@ -415,7 +359,7 @@ func TestAdoptionLadder(t *testing.T) {
 	checkRolloutMetrics(t, op, during, mesh)
 
 	// kube-system is never enrolled, whatever the selectors say.
-	ks := getNamespace(t, c, "kube-system")
+	ks := framework.GetNamespace(t, c, "kube-system")
 	for _, k := range []string{"istio.io/rev", meshv1.LabelLevel} {
 		if v, ok := ks.Labels[k]; ok {
 			t.Errorf("kube-system carries %s=%s", k, v)
@@ -455,7 +399,7 @@ func TestAdoptionLadder(t *testing.T) {
 	passesWriteNothing(t, cl, "the converged ladder")
 
 	// Lowering a target walks back down the same rungs: the override label takes shop-zt to Observe.
-	zns := getNamespace(t, c, "shop-zt")
+	zns := framework.GetNamespace(t, c, "shop-zt")
 	zns.Labels[meshv1.LabelTargetLevel] = string(meshv1.LevelObserve)
 	if err := c.Update(ctx, zns); err != nil {
 		t.Fatal(err)
@@ -544,13 +488,14 @@ func checkRolloutMetrics(t *testing.T, op *operator, during *metricWatch, mesh *
 // sidecar's resources: the injected pods stay Pending, so the step is reverted after the step
 // timeout, the namespace is held at Off and the installation reports Degraded.
 func TestLadderRollsBackAStepThatBreaksPods(t *testing.T) {
+	t.Parallel() // a cluster of its own: see main_test.go
 	ctx := context.Background()
-	cl, c := startCluster(t, cluster.Options{})
+	cl, c := framework.StartCluster(t, cluster.Options{})
 	taint := corev1.Taint{Key: "pool", Value: "small", Effect: corev1.TaintEffectNoSchedule}
 	if err := cl.AddNode(ctx, cluster.NodeOptions{Name: "small", CPU: "300m", Memory: "8Gi", Labels: map[string]string{"pool": "small"}, Taints: []corev1.Taint{taint}}); err != nil {
 		t.Fatal(err)
 	}
-	makeNamespace(t, c, "tight", map[string]string{"ladder": "observe"}, map[string]func(*appsv1.Deployment){
+	framework.MakeNamespace(t, c, "tight", map[string]string{"ladder": "observe"}, map[string]func(*appsv1.Deployment){
 		"web": func(d *appsv1.Deployment) {
 			spec := &d.Spec.Template.Spec
 			spec.NodeSelector = map[string]string{"pool": "small"}
@@ -558,7 +503,7 @@ func TestLadderRollsBackAStepThatBreaksPods(t *testing.T) {
 			spec.Containers[0].Resources.Requests = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m")}
 		},
 	})
-	waitAvailable(t, c, "tight")
+	framework.WaitAvailable(t, c, "tight")
 
 	op := meshWithLocalIstiod(t, cl, c, meshv1.MeshInstallationSpec{
 		Rollout: meshv1.RolloutSpec{StepTimeout: &metav1.Duration{Duration: 15 * time.Second}},
@@ -567,7 +512,7 @@ func TestLadderRollsBackAStepThatBreaksPods(t *testing.T) {
 		},
 	})
 
-	mesh := waitCondition(t, c, meshv1.ConditionDegraded, metav1.ConditionTrue, meshv1.ReasonRolledBack, 3*time.Minute)
+	mesh := framework.WaitCondition(t, c, "default", meshv1.ConditionDegraded, metav1.ConditionTrue, meshv1.ReasonRolledBack, 3*time.Minute)
 	if mesh.Status.Namespaces == nil {
 		t.Fatal("status.namespaces is not set")
 	}
@@ -575,7 +520,7 @@ func TestLadderRollsBackAStepThatBreaksPods(t *testing.T) {
 	if len(blocked) != 1 || blocked[0].Name != "tight" || blocked[0].Reason != meshv1.ReasonRolledBack || !strings.Contains(blocked[0].Message, "not Ready") {
 		t.Errorf("status.namespaces.blocked = %+v, want tight, RolledBack, naming the unready pods", blocked)
 	}
-	ns := getNamespace(t, c, "tight")
+	ns := framework.GetNamespace(t, c, "tight")
 	if ns.Labels[meshv1.LabelLevel] != string(meshv1.LevelOff) || ns.Labels["istio.io/rev"] != "" {
 		t.Errorf("tight's labels = %v, want level Off and no injection label", ns.Labels)
 	}
@@ -615,7 +560,7 @@ func TestLadderRollsBackAStepThatBreaksPods(t *testing.T) {
 
 	// The hold stays while the spec is unchanged; a spec change releases it and the ladder tries again.
 	time.Sleep(3 * time.Second)
-	if st := stateOf(getNamespace(t, c, "tight")); st.Hold == nil || st.Step != nil {
+	if st := stateOf(framework.GetNamespace(t, c, "tight")); st.Hold == nil || st.Step != nil {
 		t.Fatalf("the held namespace moved without a spec change: %+v", st)
 	}
 	if err := c.Get(ctx, client.ObjectKey{Name: "default"}, mesh); err != nil {
@@ -626,7 +571,7 @@ func TestLadderRollsBackAStepThatBreaksPods(t *testing.T) {
 		t.Fatal(err)
 	}
 	framework.Eventually(t, 30*time.Second, "the hold to be released by the spec change", func() (bool, error) {
-		st := stateOf(getNamespace(t, c, "tight"))
+		st := stateOf(framework.GetNamespace(t, c, "tight"))
 		return st.Hold == nil && st.Step != nil && st.Step.To == string(meshv1.LevelObserve), nil
 	})
 }
@@ -675,6 +620,7 @@ func killPoint(t *testing.T, c client.Client) string {
 }
 
 func TestLadderSurvivesOperatorKills(t *testing.T) {
+	t.Parallel() // a cluster of its own: see main_test.go
 	ctx := context.Background()
 	seed := time.Now().UnixNano()
 	if s := os.Getenv("E2E_SEED"); s != "" {
@@ -683,11 +629,11 @@ func TestLadderSurvivesOperatorKills(t *testing.T) {
 	rng := rand.New(rand.NewPCG(uint64(seed), 0))
 	t.Logf("seed %d (set E2E_SEED to replay the same kill times)", seed)
 
-	cl, c := startCluster(t, cluster.Options{})
-	makeNamespace(t, c, "kill-mtls", map[string]string{"ladder": "mtls"}, map[string]func(*appsv1.Deployment){"api": nil, "worker": nil})
-	makeNamespace(t, c, "kill-zt", map[string]string{"ladder": "zt"}, map[string]func(*appsv1.Deployment){"payments": nil})
+	cl, c := framework.StartCluster(t, cluster.Options{})
+	framework.MakeNamespace(t, c, "kill-mtls", map[string]string{"ladder": "mtls"}, map[string]func(*appsv1.Deployment){"api": nil, "worker": nil})
+	framework.MakeNamespace(t, c, "kill-zt", map[string]string{"ladder": "zt"}, map[string]func(*appsv1.Deployment){"payments": nil})
 	for _, ns := range []string{"kill-mtls", "kill-zt"} {
-		waitAvailable(t, c, ns)
+		framework.WaitAvailable(t, c, ns)
 	}
 	steps := watchSteps(t, cl)
 	if err := cluster.ApplyFiles(ctx, cl.RESTConfig(), filepath.Join(repoRoot, "config", "crd", "bases", "meshwright.io_meshinstallations.yaml")); err != nil {

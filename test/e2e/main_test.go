@@ -1,5 +1,12 @@
 // Package e2e runs the operator and its dependencies on the local cluster of package cluster:
 // a real kube-apiserver, controller-manager, scheduler, kwok nodes and cert-manager.
+//
+// TestMain starts one cluster that the tests without needs of their own share, one at a time.
+// A test that needs a cluster of its own (a whole rollout, an operator to kill, OLM) starts it
+// with startCluster and calls t.Parallel: those tests run together after the shared ones, as
+// many at once as go test's -parallel flag allows (GOMAXPROCS by default). A cluster uses well
+// under one core, so on two cores two at a time nearly halve the tier's time. Everything they
+// bind is on a free port of 127.0.0.1, and every operator gets a temporary directory of its own.
 package e2e
 
 import (
@@ -12,22 +19,17 @@ import (
 	"testing"
 	"time"
 
-	cmv1 "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	"github.com/go-logr/logr"
-	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
-	k8sruntime "k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
-	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/test/cluster"
+	"github.com/meshwright/meshwright/test/framework"
 )
 
 var (
-	lc     *cluster.Cluster
-	k8s    client.Client
-	scheme = k8sruntime.NewScheme()
+	lc  *cluster.Cluster
+	k8s client.Client
 	// repoRoot is the operator's repository, two levels above this file.
 	repoRoot string
 	// managerBin is the operator binary built for this run.
@@ -45,10 +47,6 @@ func run(m *testing.M) int {
 	ctrllog.SetLogger(logr.Discard())
 	_, file, _, _ := runtime.Caller(0)
 	repoRoot = filepath.Join(filepath.Dir(file), "..", "..")
-	_ = clientgoscheme.AddToScheme(scheme)
-	_ = meshv1.AddToScheme(scheme)
-	_ = cmv1.AddToScheme(scheme)
-	_ = apiextensionsv1.AddToScheme(scheme)
 
 	tmp, err := os.MkdirTemp("", "meshwright-e2e-")
 	if err != nil {
@@ -81,7 +79,7 @@ func run(m *testing.M) int {
 	}
 	defer lc.Stop()
 	fmt.Fprintf(os.Stderr, "local cluster ready in %.1fs\n", time.Since(start).Seconds())
-	if k8s, err = client.New(lc.RESTConfig(), client.Options{Scheme: scheme}); err != nil {
+	if k8s, err = client.New(lc.RESTConfig(), client.Options{Scheme: framework.Scheme}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

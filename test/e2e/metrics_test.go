@@ -2,7 +2,7 @@ package e2e
 
 import (
 	"fmt"
-	"github.com/meshwright/meshwright/test/framework"
+	"github.com/meshwright/meshwright/test/framework/manifest"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -139,7 +139,7 @@ func TestChartShipsAlertsAndDashboard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rules := framework.MustDecodeAll(t, rulesFile)[0]
+	rules := manifest.MustDecodeAll(t, rulesFile)[0]
 	dashboard, err := os.ReadFile(filepath.Join(repoRoot, "config", "grafana", "meshwright-dashboard.json"))
 	if err != nil {
 		t.Fatal(err)

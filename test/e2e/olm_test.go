@@ -32,6 +32,7 @@ import (
 	"github.com/meshwright/meshwright/internal/controlplane"
 	"github.com/meshwright/meshwright/test/cluster"
 	"github.com/meshwright/meshwright/test/framework"
+	"github.com/meshwright/meshwright/test/framework/manifest"
 )
 
 // The OLM tests install the bundle the way OperatorHub users do: OLM's real olm-operator and
@@ -77,7 +78,7 @@ func loadBundle(t *testing.T, dir bundleDir) catalogBundle {
 	}
 	b := catalogBundle{pkg: "meshwright", requires: map[string]string{}}
 	for _, e := range entries {
-		for _, o := range framework.MustDecodeAll(t, framework.MustRead(t, filepath.Join(string(dir), "manifests", e.Name()))) {
+		for _, o := range manifest.MustDecodeAll(t, framework.MustRead(t, filepath.Join(string(dir), "manifests", e.Name()))) {
 			if o.GetKind() == "ClusterServiceVersion" {
 				b.name = o.GetName()
 				b.version, _, _ = unstructured.NestedString(o.Object, "spec", "version")
@@ -134,7 +135,7 @@ func certManagerBundle(t *testing.T) catalogBundle {
 	b := catalogBundle{pkg: "cert-manager", name: certManagerCSV, version: "1.16.0"}
 	var owned []any
 	for _, f := range files {
-		for _, o := range framework.MustDecodeAll(t, framework.MustRead(t, f)) {
+		for _, o := range manifest.MustDecodeAll(t, framework.MustRead(t, f)) {
 			if o.GetKind() != "CustomResourceDefinition" {
 				continue
 			}
@@ -259,7 +260,7 @@ type olmEnv struct {
 // catalog.
 func startOLM(t *testing.T, catalogDir string) *olmEnv {
 	t.Helper()
-	cl, c := startCluster(t, cluster.Options{})
+	cl, c := framework.StartCluster(t, cluster.Options{})
 	o, err := cl.StartOLM(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -531,8 +532,8 @@ func (e *olmEnv) runOperatorFromOLM(t *testing.T, sa string, args []string) *ope
 // for Ready; the installation is not deleted at the end (the uninstall test keeps it).
 func (e *olmEnv) rollOutPayments(t *testing.T) {
 	t.Helper()
-	makeNamespace(t, e.c, "payments", map[string]string{"team": "payments"}, map[string]func(*appsv1.Deployment){"web": nil})
-	waitAvailable(t, e.c, "payments")
+	framework.MakeNamespace(t, e.c, "payments", map[string]string{"team": "payments"}, map[string]func(*appsv1.Deployment){"web": nil})
+	framework.WaitAvailable(t, e.c, "payments")
 	mesh := &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: meshv1.MeshInstallationSpec{
 		Rollout:    meshv1.RolloutSpec{SoakTime: &metav1.Duration{Duration: time.Second}},
 		Namespaces: []meshv1.NamespaceRule{{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"team": "payments"}}, Level: meshv1.LevelMutualTLS}},
@@ -541,8 +542,8 @@ func (e *olmEnv) rollOutPayments(t *testing.T) {
 		t.Fatal(err)
 	}
 	useLocalIstiod(t, e.cl, e.c, mesh.Name)
-	waitCondition(t, e.c, meshv1.ConditionReady, metav1.ConditionTrue, meshv1.ReasonAllStagesReady, 3*time.Minute)
-	if ns := getNamespace(t, e.c, "payments"); ns.Labels[meshv1.LabelLevel] != string(meshv1.LevelMutualTLS) {
+	framework.WaitCondition(t, e.c, "default", meshv1.ConditionReady, metav1.ConditionTrue, meshv1.ReasonAllStagesReady, 3*time.Minute)
+	if ns := framework.GetNamespace(t, e.c, "payments"); ns.Labels[meshv1.LabelLevel] != string(meshv1.LevelMutualTLS) {
 		t.Fatalf("payments is at %q, want MutualTLS", ns.Labels[meshv1.LabelLevel])
 	}
 }
@@ -583,6 +584,7 @@ func runReadmeBlock(t *testing.T, cl *cluster.Cluster, name string) {
 // Then the README's uninstall commands remove the operator and leave what the README says stays:
 // the CRDs (Istio's included), the MeshInstallation and the mesh it made, and cert-manager.
 func TestOLMInstallFromReadme(t *testing.T) {
+	t.Parallel() // a cluster of its own: see main_test.go
 	current := loadBundle(t, bundleDir(filepath.Join(repoRoot, "bundle")))
 	e := startOLM(t, writeCatalog(t, certManagerBundle(t), current))
 
@@ -619,7 +621,7 @@ func TestOLMInstallFromReadme(t *testing.T) {
 	if e.get(t, schema.GroupVersionKind{Group: "apps", Version: "v1", Kind: "Deployment"}, meshv1.DefaultControlPlaneNamespace, "istiod") == nil {
 		t.Error("istiod's Deployment was removed by the uninstall")
 	}
-	if ns := getNamespace(t, e.c, "payments"); ns.Labels[meshv1.LabelLevel] != string(meshv1.LevelMutualTLS) {
+	if ns := framework.GetNamespace(t, e.c, "payments"); ns.Labels[meshv1.LabelLevel] != string(meshv1.LevelMutualTLS) {
 		t.Errorf("payments is at %q after the uninstall, want MutualTLS still", ns.Labels[meshv1.LabelLevel])
 	}
 	if e.get(t, olmGVK("v1alpha1", "ClusterServiceVersion"), olmInstallNS, certManagerCSV) == nil {
@@ -687,6 +689,7 @@ func checkNothingWritten(t *testing.T, before, after map[string]string) {
 // with the new Deployment's identity and arguments, adopts the mesh without writing to any
 // object (its field managers' entries are unchanged) and with every namespace at its level.
 func TestOLMUpgradeKeepsTheMesh(t *testing.T) {
+	t.Parallel() // a cluster of its own: see main_test.go
 	prev := loadBundle(t, previousBundle(t))
 	current := loadBundle(t, bundleDir(filepath.Join(repoRoot, "bundle")))
 	e := startOLM(t, writeCatalog(t, certManagerBundle(t), prev, current))
@@ -698,7 +701,7 @@ func TestOLMUpgradeKeepsTheMesh(t *testing.T) {
 	op := e.runOperatorFromOLM(t, sa, args)
 	e.rollOutPayments(t)
 	before := operatorFields(t, e.c)
-	levels := getNamespace(t, e.c, "payments").Annotations[meshv1.AnnotationLadder]
+	levels := framework.GetNamespace(t, e.c, "payments").Annotations[meshv1.AnnotationLadder]
 
 	e.approveInstallPlanFor(t, current.name)
 	newCSV := e.waitCSV(t, current.name, "Succeeded")
@@ -711,12 +714,12 @@ func TestOLMUpgradeKeepsTheMesh(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.runOperatorFromOLM(t, sa, args)
-	waitCondition(t, e.c, meshv1.ConditionReady, metav1.ConditionTrue, meshv1.ReasonAllStagesReady, time.Minute)
+	framework.WaitCondition(t, e.c, "default", meshv1.ConditionReady, metav1.ConditionTrue, meshv1.ReasonAllStagesReady, time.Minute)
 	// Watch the new operator's first passes settle before comparing: a write would show in the
 	// field managers' entries, however long ago it happened.
 	time.Sleep(10 * time.Second)
 	checkNothingWritten(t, before, operatorFields(t, e.c))
-	ns := getNamespace(t, e.c, "payments")
+	ns := framework.GetNamespace(t, e.c, "payments")
 	if ns.Labels[meshv1.LabelLevel] != string(meshv1.LevelMutualTLS) || ns.Annotations[meshv1.AnnotationLadder] != levels {
 		t.Errorf("payments changed with the upgrade: level %q, ladder %q (was %q)", ns.Labels[meshv1.LabelLevel], ns.Annotations[meshv1.AnnotationLadder], levels)
 	}
@@ -760,6 +763,7 @@ func withoutPodsCreate(t *testing.T, b catalogBundle) catalogBundle {
 // Second, the bundle's CSV forgot a permission (pods/create): OLM installs it, and the operator
 // running with what OLM granted stops at the injection probe, naming what was forbidden.
 func TestOLMReportsWhatIsMissing(t *testing.T) {
+	t.Parallel() // a cluster of its own: see main_test.go
 	bundle := withoutPodsCreate(t, loadBundle(t, bundleDir(filepath.Join(repoRoot, "bundle"))))
 	e := startOLM(t, writeCatalog(t, bundle))
 	e.subscribe(t, "", "Automatic")
@@ -788,7 +792,7 @@ func TestOLMReportsWhatIsMissing(t *testing.T) {
 	e.waitCSV(t, certManagerCSV, "Succeeded")
 	sa, args := e.checkInstalledAsDeclared(t, csv)
 	e.runOperatorFromOLM(t, sa, args)
-	makeNamespace(t, e.c, "payments", map[string]string{"team": "payments"}, map[string]func(*appsv1.Deployment){"web": nil})
+	framework.MakeNamespace(t, e.c, "payments", map[string]string{"team": "payments"}, map[string]func(*appsv1.Deployment){"web": nil})
 	mesh := &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: meshv1.MeshInstallationSpec{
 		Namespaces: []meshv1.NamespaceRule{{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"team": "payments"}}, Level: meshv1.LevelObserve}},
 	}}
@@ -796,7 +800,7 @@ func TestOLMReportsWhatIsMissing(t *testing.T) {
 		t.Fatal(err)
 	}
 	useLocalIstiod(t, e.cl, e.c, mesh.Name)
-	got := waitCondition(t, e.c, meshv1.ConditionInjectionReady, metav1.ConditionFalse, meshv1.ReasonProbeRejected, 3*time.Minute)
+	got := framework.WaitCondition(t, e.c, "default", meshv1.ConditionInjectionReady, metav1.ConditionFalse, meshv1.ReasonProbeRejected, 3*time.Minute)
 	if msg := meta.FindStatusCondition(got.Status.Conditions, meshv1.ConditionInjectionReady).Message; !strings.Contains(msg, "forbidden") {
 		t.Errorf("InjectionReady message = %q, want the API server's forbidden error", msg)
 	}

@@ -26,7 +26,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
-	meshscheme "github.com/meshwright/meshwright/api/scheme"
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/controllers"
 	"github.com/meshwright/meshwright/internal/writecount"
@@ -89,7 +88,7 @@ func TestOperatorReportsTheSample(t *testing.T) {
 	if err := k8s.Get(ctx, client.ObjectKey{Namespace: "istio-system", Name: "meshwright-root-ca"}, root); err != nil {
 		t.Fatal(err)
 	}
-	inter, rootCert := parseCert(t, cacerts.Data["tls.crt"]), parseCert(t, root.Data["tls.crt"])
+	inter, rootCert := framework.Certificate(t, cacerts.Data["tls.crt"]), framework.Certificate(t, root.Data["tls.crt"])
 	if !inter.IsCA || !rootCert.IsCA {
 		t.Fatal("the intermediate or the root is not a CA")
 	}
@@ -207,7 +206,8 @@ func startOperatorBin(t *testing.T, bin, kubeconfig, namespace string, leaderEle
 		"--health-probe-bind-address=127.0.0.1:0",
 		fmt.Sprintf("--leader-elect=%v", leaderElect), "--leader-election-namespace="+namespace, "--zap-log-level=debug")
 	cmd.Args = append(cmd.Args, args...)
-	cmd.Env = append(os.Environ(), "POD_NAMESPACE="+namespace)
+	// TMPDIR: its chart cache (under os.TempDir) is its own, as a pod's would be.
+	cmd.Env = append(os.Environ(), "POD_NAMESPACE="+namespace, "TMPDIR="+t.TempDir())
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -280,7 +280,7 @@ func ownGoroutines(log string) string {
 // any write: every desired object is found as it should be, so nothing is sent.
 func passesWriteNothing(t *testing.T, cl *cluster.Cluster, what string) {
 	t.Helper()
-	base, err := client.NewWithWatch(cl.RESTConfig(), client.Options{Scheme: meshscheme.New()})
+	base, err := client.NewWithWatch(cl.RESTConfig(), client.Options{Scheme: framework.Scheme})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -52,12 +51,8 @@ func previousRelease(t *testing.T) (bin, dir string) {
 // podUIDs lists a namespace's pods by name and uid: a restart changes them.
 func podUIDs(t *testing.T, c client.Client, namespace string) map[string]string {
 	t.Helper()
-	pods := &corev1.PodList{}
-	if err := c.List(context.Background(), pods, client.InNamespace(namespace)); err != nil {
-		t.Fatal(err)
-	}
 	out := map[string]string{}
-	for _, p := range pods.Items {
+	for _, p := range framework.Pods(t, c, namespace) {
 		out[p.Name] = string(p.UID)
 	}
 	return out
@@ -71,11 +66,12 @@ func podUIDs(t *testing.T, c client.Client, namespace string) map[string]string 
 // updates the MeshInstallation's status (with what the new version reports, such as
 // status.revisions).
 func TestOperatorUpgradeFromPreviousRelease(t *testing.T) {
+	t.Parallel() // a cluster of its own: see main_test.go
 	ctx := context.Background()
 	oldBin, oldDir := previousRelease(t)
-	cl, c := startCluster(t, cluster.Options{})
-	makeNamespace(t, c, "keep", map[string]string{"ladder": "mtls"}, map[string]func(*appsv1.Deployment){"web": nil})
-	waitAvailable(t, c, "keep")
+	cl, c := framework.StartCluster(t, cluster.Options{})
+	framework.MakeNamespace(t, c, "keep", map[string]string{"ladder": "mtls"}, map[string]func(*appsv1.Deployment){"web": nil})
+	framework.WaitAvailable(t, c, "keep")
 	if err := cluster.ApplyFiles(ctx, cl.RESTConfig(), filepath.Join(oldDir, "config", "crd", "bases", "meshwright.io_meshinstallations.yaml")); err != nil {
 		t.Fatal(err)
 	}
@@ -87,13 +83,13 @@ func TestOperatorUpgradeFromPreviousRelease(t *testing.T) {
 		t.Fatal(err)
 	}
 	useLocalIstiod(t, cl, c, mesh.Name)
-	waitCondition(t, c, meshv1.ConditionReady, metav1.ConditionTrue, meshv1.ReasonAllStagesReady, 3*time.Minute)
+	framework.WaitCondition(t, c, "default", meshv1.ConditionReady, metav1.ConditionTrue, meshv1.ReasonAllStagesReady, 3*time.Minute)
 	time.Sleep(5 * time.Second) // the old operator's last passes settle
 
 	before := operatorFields(t, c)
 	delete(before, "MeshInstallation /default")
 	pods := podUIDs(t, c, "keep")
-	ladder := getNamespace(t, c, "keep").Annotations[meshv1.AnnotationLadder]
+	ladder := framework.GetNamespace(t, c, "keep").Annotations[meshv1.AnnotationLadder]
 
 	if err := old.stop(syscall.SIGTERM, 30*time.Second); err != nil {
 		t.Fatal(err)
@@ -107,7 +103,7 @@ func TestOperatorUpgradeFromPreviousRelease(t *testing.T) {
 		}
 		return len(mesh.Status.Revisions) == 1 && mesh.Status.Revisions[0].Name == "default" && mesh.Status.Revisions[0].Version == "1.31.4", nil
 	})
-	waitCondition(t, c, meshv1.ConditionReady, metav1.ConditionTrue, meshv1.ReasonAllStagesReady, time.Minute)
+	framework.WaitCondition(t, c, "default", meshv1.ConditionReady, metav1.ConditionTrue, meshv1.ReasonAllStagesReady, time.Minute)
 	time.Sleep(10 * time.Second) // a write would show in the field managers' entries, however late
 
 	after := operatorFields(t, c)
@@ -116,7 +112,7 @@ func TestOperatorUpgradeFromPreviousRelease(t *testing.T) {
 	if got := podUIDs(t, c, "keep"); !maps.Equal(got, pods) {
 		t.Errorf("pods changed with the operator upgrade: %v, were %v", got, pods)
 	}
-	if got := getNamespace(t, c, "keep").Annotations[meshv1.AnnotationLadder]; got != ladder {
+	if got := framework.GetNamespace(t, c, "keep").Annotations[meshv1.AnnotationLadder]; got != ladder {
 		t.Errorf("the namespace's ladder record changed: %s, was %s", got, ladder)
 	}
 }

@@ -43,12 +43,13 @@ func plugin(t *testing.T, cl *cluster.Cluster, args ...string) (stdout, stderr s
 // change without changing anything, and a spec the API server would refuse is refused with its
 // message; namespace shows a namespace's history.
 func TestPluginMidRollout(t *testing.T) {
+	t.Parallel() // a cluster of its own: see main_test.go
 	ctx := context.Background()
-	cl, c := startCluster(t, cluster.Options{})
-	makeNamespace(t, c, "pay", map[string]string{"ladder": "zt"}, map[string]func(*appsv1.Deployment){"payments": nil})
-	makeNamespace(t, c, "web", map[string]string{"ladder": "observe"}, map[string]func(*appsv1.Deployment){"frontend": nil})
-	waitAvailable(t, c, "pay")
-	waitAvailable(t, c, "web")
+	cl, c := framework.StartCluster(t, cluster.Options{})
+	framework.MakeNamespace(t, c, "pay", map[string]string{"ladder": "zt"}, map[string]func(*appsv1.Deployment){"payments": nil})
+	framework.MakeNamespace(t, c, "web", map[string]string{"ladder": "observe"}, map[string]func(*appsv1.Deployment){"frontend": nil})
+	framework.WaitAvailable(t, c, "pay")
+	framework.WaitAvailable(t, c, "web")
 	spec := meshv1.MeshInstallationSpec{
 		Rollout: meshv1.RolloutSpec{MaxNamespacesInProgress: 1, SoakTime: &metav1.Duration{Duration: 30 * time.Minute}},
 		Namespaces: []meshv1.NamespaceRule{

@@ -82,15 +82,16 @@ func metadataOf(t *testing.T, c client.Client, o ownedObject) *metav1.PartialObj
 // and then the operator writes nothing more for a minute: no object it owns is changed by it
 // (its field managers' entries stay as they are), so nothing it restored set off a hot loop.
 func TestOwnedObjectsAreRestored(t *testing.T) {
+	t.Parallel() // a cluster of its own: see main_test.go
 	ctx := context.Background()
-	cl, c := startCluster(t, cluster.Options{})
-	makeNamespace(t, c, "shop", map[string]string{"team": "shop"}, map[string]func(*appsv1.Deployment){"web": nil})
-	waitAvailable(t, c, "shop")
+	cl, c := framework.StartCluster(t, cluster.Options{})
+	framework.MakeNamespace(t, c, "shop", map[string]string{"team": "shop"}, map[string]func(*appsv1.Deployment){"web": nil})
+	framework.WaitAvailable(t, c, "shop")
 	meshWithLocalIstiod(t, cl, c, meshv1.MeshInstallationSpec{
 		Rollout:    meshv1.RolloutSpec{SoakTime: &metav1.Duration{Duration: time.Second}},
 		Namespaces: []meshv1.NamespaceRule{{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"team": "shop"}}, Level: meshv1.LevelZeroTrust}},
 	})
-	waitCondition(t, c, meshv1.ConditionReady, metav1.ConditionTrue, meshv1.ReasonAllStagesReady, 4*time.Minute)
+	framework.WaitCondition(t, c, "default", meshv1.ConditionReady, metav1.ConditionTrue, meshv1.ReasonAllStagesReady, 4*time.Minute)
 
 	victims := ownedObjects(t, c)
 	if len(victims) < 12 {
@@ -136,10 +137,10 @@ func TestOwnedObjectsAreRestored(t *testing.T) {
 			t.Fatal(err)
 		}
 		framework.Eventually(t, time.Minute, "namespace shop to carry istio.io/rev again", func() (bool, error) {
-			return getNamespace(t, c, "shop").Labels["istio.io/rev"] == "default", nil
+			return framework.GetNamespace(t, c, "shop").Labels["istio.io/rev"] == "default", nil
 		})
 	})
-	waitCondition(t, c, meshv1.ConditionReady, metav1.ConditionTrue, meshv1.ReasonAllStagesReady, 2*time.Minute)
+	framework.WaitCondition(t, c, "default", meshv1.ConditionReady, metav1.ConditionTrue, meshv1.ReasonAllStagesReady, 2*time.Minute)
 
 	// Settle, then watch for a minute.
 	settled := operatorFields(t, c)

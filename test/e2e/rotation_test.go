@@ -25,24 +25,6 @@ import (
 	"github.com/meshwright/meshwright/test/framework"
 )
 
-// pemCerts parses the certificates of PEM data.
-func pemCerts(t *testing.T, data []byte) []*x509.Certificate {
-	t.Helper()
-	var out []*x509.Certificate
-	for {
-		var b *pem.Block
-		b, data = pem.Decode(data)
-		if b == nil {
-			return out
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, c)
-	}
-}
-
 // caRecord reads the operator's record on cacerts: the rotation phase ("" outside one) and the
 // root generation.
 func caRecord(t *testing.T, c client.Client) (string, int) {
@@ -86,7 +68,7 @@ func rootsIn(t *testing.T, c client.Client, namespace string) []*x509.Certificat
 		}
 		t.Fatal(err)
 	}
-	return pemCerts(t, []byte(cm.Data["root-cert.pem"]))
+	return framework.Certificates(t, []byte(cm.Data["root-cert.pem"]))
 }
 
 // trustWatch checks, several times a second for the whole test, that every namespace's
@@ -210,12 +192,13 @@ func (tw *trustWatch) check(t *testing.T, wantRoots int) {
 // namespace's istio-ca-root-cert verifies every running proxy's chain; during each rotation it
 // holds both roots, and at the end only the new one.
 func TestRootRotation(t *testing.T) {
+	t.Parallel() // a cluster of its own: see main_test.go
 	ctx := context.Background()
-	cl, c := startCluster(t, cluster.Options{})
+	cl, c := framework.StartCluster(t, cluster.Options{})
 	namespaces := []string{"rot-a", "rot-b"}
 	for _, ns := range namespaces {
-		makeNamespace(t, c, ns, map[string]string{"ladder": "rot"}, map[string]func(*appsv1.Deployment){"web": nil, "api": nil})
-		waitAvailable(t, c, ns)
+		framework.MakeNamespace(t, c, ns, map[string]string{"ladder": "rot"}, map[string]func(*appsv1.Deployment){"web": nil, "api": nil})
+		framework.WaitAvailable(t, c, ns)
 	}
 	steps := watchSteps(t, cl)
 	installCRD(t, cl)
@@ -246,7 +229,7 @@ func TestRootRotation(t *testing.T) {
 			t.Logf("status: %s", b)
 		}
 		for _, ns := range namespaces {
-			t.Logf("%s: %s", ns, getNamespace(t, c, ns).Annotations[meshv1.AnnotationLadder])
+			t.Logf("%s: %s", ns, framework.GetNamespace(t, c, ns).Annotations[meshv1.AnnotationLadder])
 			pods := &corev1.PodList{}
 			_ = c.List(ctx, pods, client.InNamespace(ns))
 			for _, p := range pods.Items {
@@ -254,7 +237,7 @@ func TestRootRotation(t *testing.T) {
 			}
 		}
 	})
-	waitCondition(t, c, meshv1.ConditionReady, metav1.ConditionTrue, meshv1.ReasonAllStagesReady, 3*time.Minute)
+	framework.WaitCondition(t, c, "default", meshv1.ConditionReady, metav1.ConditionTrue, meshv1.ReasonAllStagesReady, 3*time.Minute)
 	framework.Eventually(t, time.Minute, "istiod's root in every namespace", func() (bool, error) {
 		for _, ns := range append([]string{"istio-system"}, namespaces...) {
 			if len(rootsIn(t, c, ns)) != 1 {
@@ -308,7 +291,7 @@ func TestRootRotation(t *testing.T) {
 		t.Errorf("status.certificates.rotation = %+v, want Switch without signingSince", r)
 	}
 	for _, ns := range namespaces {
-		if st := stateOf(getNamespace(t, c, ns)); st.Step != nil {
+		if st := stateOf(framework.GetNamespace(t, c, ns)); st.Step != nil {
 			t.Fatalf("%s started %+v before istiod loaded the new intermediate", ns, *st.Step)
 		}
 	}
@@ -318,7 +301,7 @@ func TestRootRotation(t *testing.T) {
 	var killedNS string
 	framework.Eventually(t, 2*time.Minute, "a namespace restarting its workloads for the rotation", func() (bool, error) {
 		for _, ns := range namespaces {
-			if st := stateOf(getNamespace(t, c, ns)); st.Step != nil && st.Step.Refresh {
+			if st := stateOf(framework.GetNamespace(t, c, ns)); st.Step != nil && st.Step.Refresh {
 				killedNS = ns
 				return true, nil
 			}
@@ -353,7 +336,7 @@ func TestRootRotation(t *testing.T) {
 		if err := c.Get(ctx, client.ObjectKey{Namespace: "istio-system", Name: "cacerts"}, cacerts); err != nil {
 			t.Fatal(err)
 		}
-		want := pemCerts(t, cacerts.Data["ca.crt"])
+		want := framework.Certificates(t, cacerts.Data["ca.crt"])
 		if len(want) != 1 {
 			t.Fatalf("cacerts publishes %d roots after the rotation, want 1", len(want))
 		}
@@ -383,11 +366,11 @@ func TestRootRotation(t *testing.T) {
 		u := &unstructured.Unstructured{}
 		u.SetAPIVersion("cert-manager.io/v1")
 		u.SetKind(gone.kind)
-		if exists(t, c, u, "istio-system", gone.name) {
+		if framework.Exists(t, c, u, "istio-system", gone.name) {
 			t.Errorf("%s %s of the old root is still there", gone.kind, gone.name)
 		}
 	}
-	if exists(t, c, &corev1.Secret{}, "istio-system", "meshwright-root-ca") || !exists(t, c, &corev1.Secret{}, "istio-system", "meshwright-root-ca-1") {
+	if framework.Exists(t, c, &corev1.Secret{}, "istio-system", "meshwright-root-ca") || !framework.Exists(t, c, &corev1.Secret{}, "istio-system", "meshwright-root-ca-1") {
 		t.Error("the old root's Secret must be gone and the new one's there")
 	}
 	if steps.maxAtOnce > 1 {
@@ -415,12 +398,12 @@ func TestRootRotation(t *testing.T) {
 	if err := c.Get(ctx, client.ObjectKey{Namespace: "cert-manager", Name: "corp-root"}, corpRoot); err != nil {
 		t.Fatal(err)
 	}
-	if got := rootsIn(t, c, "rot-a"); len(got) != 1 || !got[0].Equal(pemCerts(t, corpRoot.Data["tls.crt"])[0]) {
+	if got := rootsIn(t, c, "rot-a"); len(got) != 1 || !got[0].Equal(framework.Certificates(t, corpRoot.Data["tls.crt"])[0]) {
 		t.Error("rot-a does not trust the corporate root alone")
 	}
 	trust.check(t, 2)
 	for _, name := range []string{"meshwright-root-ca-1", "meshwright-istio-ca-1"} {
-		if exists(t, c, &corev1.Secret{}, "istio-system", name) {
+		if framework.Exists(t, c, &corev1.Secret{}, "istio-system", name) {
 			t.Errorf("Secret %s of the previous generation is still there", name)
 		}
 	}
@@ -435,12 +418,12 @@ func TestRootRotation(t *testing.T) {
 	if err := c.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "istio-system", Name: "meshwright-istio-ca-2"}}); err != nil {
 		t.Fatal(err)
 	}
-	m = waitCondition(t, c, meshv1.ConditionDegraded, metav1.ConditionTrue, meshv1.ReasonIstiodCANotLoaded, 2*time.Minute)
+	m = framework.WaitCondition(t, c, "default", meshv1.ConditionDegraded, metav1.ConditionTrue, meshv1.ReasonIstiodCANotLoaded, 2*time.Minute)
 	if cond := meta.FindStatusCondition(m.Status.Conditions, meshv1.ConditionDegraded); !strings.Contains(cond.Message, "has not reloaded the renewed CA") {
 		t.Errorf("Degraded = %+v", cond)
 	}
 	ist.HoldCA(false)
-	waitCondition(t, c, meshv1.ConditionDegraded, metav1.ConditionFalse, meshv1.ReasonAsExpected, 2*time.Minute)
+	framework.WaitCondition(t, c, "default", meshv1.ConditionDegraded, metav1.ConditionFalse, meshv1.ReasonAsExpected, 2*time.Minute)
 }
 
 // multiRoot reports whether istiod's Deployment runs with ISTIO_MULTIROOT_MESH=true.

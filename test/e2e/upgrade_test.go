@@ -13,7 +13,6 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -29,15 +28,8 @@ import (
 // pods without the proxy).
 func revisionsOfPods(t *testing.T, c client.Client, namespace string) map[string]int {
 	t.Helper()
-	pods := &corev1.PodList{}
-	if err := c.List(context.Background(), pods, client.InNamespace(namespace)); err != nil {
-		t.Fatal(err)
-	}
 	out := map[string]int{}
-	for _, p := range pods.Items {
-		if !p.DeletionTimestamp.IsZero() {
-			continue
-		}
+	for _, p := range framework.Pods(t, c, namespace) {
 		rev := ""
 		if _, injected := p.Annotations["sidecar.istio.io/status"]; injected {
 			rev = p.Annotations["istio.io/rev"]
@@ -51,21 +43,12 @@ func revisionsOfPods(t *testing.T, c client.Client, namespace string) map[string
 // pods are Ready and injected by rev.
 func onRevision(t *testing.T, c client.Client, namespace, rev string, pods int) bool {
 	t.Helper()
-	ns := getNamespace(t, c, namespace)
+	ns := framework.GetNamespace(t, c, namespace)
 	if ns.Labels["istio.io/rev"] != rev || stateOf(ns).Step != nil {
 		return false
 	}
 	got := revisionsOfPods(t, c, namespace)
 	return len(got) == 1 && got[rev] == pods
-}
-
-func exists(t *testing.T, c client.Client, obj client.Object, namespace, name string) bool {
-	t.Helper()
-	err := c.Get(context.Background(), client.ObjectKey{Namespace: namespace, Name: name}, obj)
-	if err != nil && !apierrors.IsNotFound(err) {
-		t.Fatal(err)
-	}
-	return err == nil && obj.GetDeletionTimestamp().IsZero()
 }
 
 // upgradeTo changes spec.version, the chart source and the webhook values (each revision's
@@ -155,11 +138,12 @@ func revisionNames(mesh *meshv1.MeshInstallation) string {
 // resumes, the old revision retiring while a namespace labelled by hand still selects it), and
 // ends with the old revision removed and every pod injected by the new one. `kubectl meshwright status` shows both revisions mid-move.
 func TestRevisionBasedUpgrade(t *testing.T) {
+	t.Parallel() // a cluster of its own: see main_test.go
 	ctx := context.Background()
-	cl, c := startCluster(t, cluster.Options{})
+	cl, c := framework.StartCluster(t, cluster.Options{})
 	for _, ns := range []string{"up-a", "up-b"} {
-		makeNamespace(t, c, ns, map[string]string{"ladder": "up"}, map[string]func(*appsv1.Deployment){"web": nil})
-		waitAvailable(t, c, ns)
+		framework.MakeNamespace(t, c, ns, map[string]string{"ladder": "up"}, map[string]func(*appsv1.Deployment){"web": nil})
+		framework.WaitAvailable(t, c, ns)
 	}
 	steps := watchSteps(t, cl)
 	repo := chartstest.Serve(t, chartstest.Options{Versions: []string{"1.31.5"}})
@@ -180,7 +164,7 @@ func TestRevisionBasedUpgrade(t *testing.T) {
 	}
 	upgradeTo(t, c, "", repo.URL, portA)
 	startRevisionIstiod(t, cl, portA, "default")
-	waitCondition(t, c, meshv1.ConditionReady, metav1.ConditionTrue, meshv1.ReasonAllStagesReady, 3*time.Minute)
+	framework.WaitCondition(t, c, "default", meshv1.ConditionReady, metav1.ConditionTrue, meshv1.ReasonAllStagesReady, 3*time.Minute)
 	for _, ns := range []string{"up-a", "up-b"} {
 		if !onRevision(t, c, ns, "default", 2) {
 			t.Fatalf("%s is not on revision default: %v", ns, revisionsOfPods(t, c, ns))
@@ -205,7 +189,7 @@ func TestRevisionBasedUpgrade(t *testing.T) {
 		}
 		return false, nil
 	})
-	if !exists(t, c, &appsv1.Deployment{}, "istio-system", "istiod") || !exists(t, c, &appsv1.Deployment{}, "istio-system", "istiod-1-31-5") {
+	if !framework.Exists(t, c, &appsv1.Deployment{}, "istio-system", "istiod") || !framework.Exists(t, c, &appsv1.Deployment{}, "istio-system", "istiod-1-31-5") {
 		t.Fatal("both revisions' istiod must run while namespaces move")
 	}
 	out, stderr, err := plugin(t, cl, "status", "-o", "json")
@@ -227,12 +211,12 @@ func TestRevisionBasedUpgrade(t *testing.T) {
 	t.Logf("%s moved first; setting the version back", moved)
 	upgradeTo(t, c, "", repo.URL, portA)
 	framework.Eventually(t, 3*time.Minute, "every namespace back on revision default, and 1-31-5 removed", func() (bool, error) {
-		if exists(t, c, &appsv1.Deployment{}, "istio-system", "istiod-1-31-5") {
+		if framework.Exists(t, c, &appsv1.Deployment{}, "istio-system", "istiod-1-31-5") {
 			return false, nil
 		}
 		return onRevision(t, c, moved, "default", 2) && onRevision(t, c, waiting, "default", 2), nil
 	})
-	if exists(t, c, &admissionregistrationv1.MutatingWebhookConfiguration{}, "", "istio-sidecar-injector-1-31-5") {
+	if framework.Exists(t, c, &admissionregistrationv1.MutatingWebhookConfiguration{}, "", "istio-sidecar-injector-1-31-5") {
 		t.Error("the injection webhook of the removed revision is still there")
 	}
 	mesh = settledRevisions(t, c, "default@1.31.4:2ns/4pods*")
@@ -241,7 +225,7 @@ func TestRevisionBasedUpgrade(t *testing.T) {
 	// The upgrade again, with the operator killed at each phase: the new revision installed
 	// with the rollout paused, a namespace mid-move, and the old revision kept by a namespace
 	// someone else labelled for it.
-	makeNamespace(t, c, "hold-default", map[string]string{"istio.io/rev": "default"}, nil)
+	framework.MakeNamespace(t, c, "hold-default", map[string]string{"istio.io/rev": "default"}, nil)
 	setPaused(t, c, true)
 	upgradeTo(t, c, "1.31.5", repo.URL, portB)
 	startRevisionIstiod(t, cl, portB, "1-31-5")
@@ -271,7 +255,7 @@ func TestRevisionBasedUpgrade(t *testing.T) {
 	op = restartOperator(t, cl, op, "the new revision installed, the rollout paused", cacheDir)
 	time.Sleep(3 * time.Second)
 	for _, ns := range []string{"up-a", "up-b"} {
-		if st := stateOf(getNamespace(t, c, ns)); st.Step != nil || !onRevision(t, c, ns, "default", 2) {
+		if st := stateOf(framework.GetNamespace(t, c, ns)); st.Step != nil || !onRevision(t, c, ns, "default", 2) {
 			t.Fatalf("%s moved while the rollout was paused: %+v", ns, st)
 		}
 	}
@@ -280,7 +264,7 @@ func TestRevisionBasedUpgrade(t *testing.T) {
 	var killedNS, killedStep string
 	framework.Eventually(t, 3*time.Minute, "a namespace moving to revision 1-31-5", func() (bool, error) {
 		for _, ns := range []string{"up-a", "up-b"} {
-			if s := stateOf(getNamespace(t, c, ns)).Step; s != nil && s.Revision == "1-31-5" {
+			if s := stateOf(framework.GetNamespace(t, c, ns)).Step; s != nil && s.Revision == "1-31-5" {
 				killedNS, killedStep = ns, s.ID
 				return true, nil
 			}
@@ -299,7 +283,7 @@ func TestRevisionBasedUpgrade(t *testing.T) {
 	})
 	restartOperator(t, cl, op, "the old revision retiring", cacheDir)
 	deleteMeshWhileRunning(t, c)
-	if !exists(t, c, &appsv1.Deployment{}, "istio-system", "istiod") {
+	if !framework.Exists(t, c, &appsv1.Deployment{}, "istio-system", "istiod") {
 		t.Fatal("the default revision was removed while hold-default selects it")
 	}
 	patch := []byte(`{"metadata":{"labels":{"istio.io/rev":null}}}`)
@@ -307,7 +291,7 @@ func TestRevisionBasedUpgrade(t *testing.T) {
 		t.Fatal(err)
 	}
 	framework.Eventually(t, 2*time.Minute, "the default revision removed once unused", func() (bool, error) {
-		return !exists(t, c, &appsv1.Deployment{}, "istio-system", "istiod"), nil
+		return !framework.Exists(t, c, &appsv1.Deployment{}, "istio-system", "istiod"), nil
 	})
 	dep := &appsv1.Deployment{}
 	if err := c.Get(ctx, client.ObjectKey{Namespace: killedNS, Name: "web"}, dep); err != nil {
@@ -316,7 +300,7 @@ func TestRevisionBasedUpgrade(t *testing.T) {
 	if got := dep.Spec.Template.Annotations[meshv1.AnnotationRestartedFor]; got != killedStep {
 		t.Errorf("%s/web was last restarted for %q, want the move the operator was killed in (%s): the move must resume, not start again", killedNS, got, killedStep)
 	}
-	if exists(t, c, &admissionregistrationv1.MutatingWebhookConfiguration{}, "", "istio-sidecar-injector") {
+	if framework.Exists(t, c, &admissionregistrationv1.MutatingWebhookConfiguration{}, "", "istio-sidecar-injector") {
 		t.Error("the default revision's injection webhook is still there")
 	}
 	mesh = settledRevisions(t, c, "1-31-5@1.31.5:2ns/4pods*")

@@ -30,7 +30,7 @@ import (
 
 	"github.com/meshwright/meshwright/internal/release"
 	"github.com/meshwright/meshwright/internal/render"
-	"github.com/meshwright/meshwright/test/framework"
+	"github.com/meshwright/meshwright/test/framework/manifest"
 )
 
 const (
@@ -80,7 +80,7 @@ func generate(root, version, image string) (map[string][]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("-version %q is not a semantic version: %w", version, err)
 	}
-	objs, err := framework.KustomizeBuild(root, "config/manifests")
+	objs, err := manifest.KustomizeBuild(root, "config/manifests")
 	if err != nil {
 		return nil, err
 	}
@@ -104,29 +104,24 @@ func generate(root, version, image string) (map[string][]byte, error) {
 			crdGroups[g] = true
 		}
 	}
+	// Where each kind goes; Roles and ClusterRoles by name. Namespaces and ServiceAccounts go
+	// nowhere: OLM installs into the namespace the user picks and creates the ServiceAccounts
+	// the install strategy names.
+	lists := map[string]*[]*unstructured.Unstructured{"ClusterServiceVersion": &csvs, "CustomResourceDefinition": &crds,
+		"Deployment": &deployments, "RoleBinding": &roleBindings, "ClusterRoleBinding": &clusterRoleBindings, "Service": &extras}
+	named := map[string]map[string]*unstructured.Unstructured{"Role": roles, "ClusterRole": clusterRoles}
 	for _, o := range objs {
-		switch gvk := o.GroupVersionKind(); {
-		case gvk.Kind == "ClusterServiceVersion":
-			csvs = append(csvs, o)
-		case gvk.Kind == "CustomResourceDefinition":
-			crds = append(crds, o)
-		case gvk.Kind == "Deployment":
-			deployments = append(deployments, o)
+		gvk := o.GroupVersionKind()
+		list, listed := lists[gvk.Kind]
+		byName, isNamed := named[gvk.Kind]
+		switch {
+		case listed:
+			*list = append(*list, o)
 		case crdGroups[gvk.Group]:
 			samples = append(samples, o)
-		case gvk.Kind == "Role":
-			roles[o.GetName()] = o
-		case gvk.Kind == "ClusterRole":
-			clusterRoles[o.GetName()] = o
-		case gvk.Kind == "RoleBinding":
-			roleBindings = append(roleBindings, o)
-		case gvk.Kind == "ClusterRoleBinding":
-			clusterRoleBindings = append(clusterRoleBindings, o)
-		case gvk.Kind == "Service":
-			extras = append(extras, o)
+		case isNamed:
+			byName[o.GetName()] = o
 		case gvk.Kind == "Namespace", gvk.Kind == "ServiceAccount":
-			// OLM installs into the namespace the user picks and creates the ServiceAccounts the
-			// install strategy names.
 		default:
 			return nil, fmt.Errorf("config/manifests has a %s %s that the bundle has no place for: teach bundlegen about it", gvk.Kind, o.GetName())
 		}
