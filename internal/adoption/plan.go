@@ -14,7 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
-	"github.com/meshwright/meshwright/internal/controlplane"
+	"github.com/meshwright/meshwright/internal/installed"
 	"github.com/meshwright/meshwright/internal/ladder"
 	"github.com/meshwright/meshwright/internal/meshspec"
 	"github.com/meshwright/meshwright/internal/policy"
@@ -56,7 +56,7 @@ type Planner struct {
 // Plan observes every namespace the ladder looks at and decides its next move, as of now. It
 // also returns the control-plane revision the moves are towards.
 func (p Planner) Plan(ctx context.Context, mesh *meshv1.MeshInstallation, now time.Time) ([]NamespacePlan, Target, error) {
-	found, err := controlplane.Find(ctx, p.Policies, mesh)
+	found, err := installed.Find(ctx, p.Policies, mesh)
 	if err != nil {
 		return nil, Target{}, err
 	}

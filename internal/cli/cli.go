@@ -37,6 +37,7 @@ import (
 	"github.com/meshwright/meshwright/internal/arbiter"
 	"github.com/meshwright/meshwright/internal/charts"
 	"github.com/meshwright/meshwright/internal/controlplane"
+	"github.com/meshwright/meshwright/internal/installed"
 	"github.com/meshwright/meshwright/internal/render"
 	"github.com/meshwright/meshwright/internal/report"
 )
@@ -411,7 +412,7 @@ func controlPlaneChanges(ctx context.Context, cfg *rest.Config, c client.Reader,
 			return nil, err
 		}
 		// The revisions are the ones the operator would pick, from the installed ones.
-		if in.Revision, in.ValidatorRevision, err = controlplane.Revisions(ctx, c, m); err != nil {
+		if in.Revision, in.ValidatorRevision, err = installed.Revisions(ctx, c, m); err != nil {
 			return nil, err
 		}
 		if in.Charts, err = controlplane.ChartsFor(ctx, pluginCharts(), m, in.Version); err != nil {

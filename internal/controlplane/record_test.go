@@ -11,6 +11,7 @@ import (
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/apply"
+	"github.com/meshwright/meshwright/internal/installed"
 	"github.com/meshwright/meshwright/internal/revision"
 	"github.com/meshwright/meshwright/internal/writecount"
 )
@@ -32,7 +33,7 @@ func TestRevisionHistoryRecord(t *testing.T) {
 	pass(t, stage, mesh) // pruning runs again with the record in place
 
 	record := &corev1.ConfigMap{}
-	key := client.ObjectKey{Namespace: ns, Name: RecordName}
+	key := client.ObjectKey{Namespace: ns, Name: installed.RecordName}
 	if err := k8s.Get(ctx, key, record); err != nil {
 		t.Fatalf("the revision history was not recorded: %v", err)
 	}
@@ -55,11 +56,11 @@ func TestRevisionHistoryRecord(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			if err := k8s.Delete(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: RecordName}}); client.IgnoreNotFound(err) != nil {
+			if err := k8s.Delete(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: installed.RecordName}}); client.IgnoreNotFound(err) != nil {
 				t.Fatal(err)
 			}
 			mesh.Status = tc.status
-			found, err := Find(ctx, k8s, mesh)
+			found, err := installed.Find(ctx, k8s, mesh)
 			if err != nil || found.Recorded || found.Active(mesh) != revision.Default {
 				t.Fatalf("without a record: %+v, %v", found, err)
 			}

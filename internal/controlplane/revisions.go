@@ -6,123 +6,17 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"sort"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/ladder"
-	"github.com/meshwright/meshwright/internal/meshspec"
-	"github.com/meshwright/meshwright/internal/render"
 	"github.com/meshwright/meshwright/internal/revision"
 )
-
-// istiodComponent is the chart whose objects belong to one revision; the base chart's (CRDs,
-// the default validator) are shared by every revision.
-const istiodComponent = render.ComponentIstiod
-
-// revisionOf names the revision an istiod-chart object belongs to.
-func revisionOf(o client.Object) string {
-	if rev := o.GetLabels()[meshv1.LabelRevision]; rev != "" {
-		return rev
-	}
-	return revision.Default
-}
-
-// Found is what the cluster holds of an installation's revisions: its istiod Deployments, with
-// their versions, and the operator's record of them.
-type Found struct {
-	Installed []revision.Installed
-	History   revision.History
-	// Recorded is false while no record exists: History is then what status reported (see
-	// revision.FromStatus), and the record is written the first time a pass changes it.
-	Recorded bool
-}
-
-// Find reads an installation's revisions: its record, then its istiod Deployments.
-func Find(ctx context.Context, r client.Reader, mesh *meshv1.MeshInstallation) (Found, error) {
-	var f Found
-	var err error
-	if f.History, f.Recorded, err = readHistory(ctx, r, mesh); err != nil {
-		return Found{}, err
-	}
-	list := &unstructured.UnstructuredList{}
-	list.SetGroupVersionKind(schema.GroupVersionKind{Group: "apps", Version: "v1", Kind: "DeploymentList"})
-	if err := r.List(ctx, list, client.MatchingLabels{meshv1.LabelInstallation: mesh.Name, render.LabelComponent: istiodComponent}, client.UnsafeDisableDeepCopy); err != nil {
-		return Found{}, fmt.Errorf("listing istiod Deployments: %w", err)
-	}
-	for i := range list.Items {
-		dep := &list.Items[i]
-		if dep.GetLabels()["app"] != "istiod" {
-			continue
-		}
-		name := revisionOf(dep)
-		if slices.ContainsFunc(f.Installed, func(r revision.Installed) bool { return r.Name == name }) {
-			continue
-		}
-		f.Installed = append(f.Installed, revision.Installed{Name: name, Available: available(dep),
-			Version: f.History.Version(name, dep.GetLabels()[meshv1.LabelIstioVersion], discoveryImage(dep))})
-	}
-	sort.Slice(f.Installed, func(i, j int) bool { return f.Installed[i].Name < f.Installed[j].Name })
-	return f, nil
-}
-
-// Active is the revision the spec asks for: namespaces are injected by it, and the ControlPlane
-// stage renders it.
-func (f Found) Active(mesh *meshv1.MeshInstallation) string {
-	return meshspec.ActiveOf(mesh, f.Installed, f.History)
-}
-
-// Validator is the revision the shared validator points at while active is the active one (see
-// revision.Validator).
-func (f Found) Validator(active string) string {
-	return revision.Validator(active, f.Installed, f.History.Active)
-}
-
-// ActiveRevision is the revision the spec asks for. Every stage (and the kubectl plugin) asks
-// this one function, or Found.Active.
-func ActiveRevision(ctx context.Context, r client.Reader, mesh *meshv1.MeshInstallation) (string, error) {
-	f, err := Find(ctx, r, mesh)
-	if err != nil {
-		return "", err
-	}
-	return f.Active(mesh), nil
-}
-
-// Revisions are the revisions the ControlPlane stage renders for the spec: the active one, and
-// the one the shared validator points at.
-func Revisions(ctx context.Context, r client.Reader, mesh *meshv1.MeshInstallation) (active, validator string, err error) {
-	f, err := Find(ctx, r, mesh)
-	if err != nil {
-		return "", "", err
-	}
-	active = f.Active(mesh)
-	return active, f.Validator(active), nil
-}
-
-// available reports an istiod Deployment that serves.
-func available(dep *unstructured.Unstructured) bool {
-	ok, _ := deploymentAvailable(dep)
-	return ok
-}
-
-// discoveryImage is the image of istiod's discovery container.
-func discoveryImage(dep *unstructured.Unstructured) string {
-	containers, _, _ := unstructured.NestedSlice(dep.Object, "spec", "template", "spec", "containers")
-	for _, c := range containers {
-		m, _ := c.(map[string]any)
-		if m["name"] == "discovery" {
-			image, _ := m["image"].(string)
-			return image
-		}
-	}
-	return ""
-}
 
 // usage counts, per revision, the namespaces that select it and the running pods it injected.
 // Without a Workloads reader nothing is known, and no revision is ever retired.

@@ -18,6 +18,7 @@ import (
 	"github.com/meshwright/meshwright/internal/apply"
 	"github.com/meshwright/meshwright/internal/charts"
 	"github.com/meshwright/meshwright/internal/charts/chartstest"
+	"github.com/meshwright/meshwright/internal/installed"
 	"github.com/meshwright/meshwright/internal/revision"
 	"github.com/meshwright/meshwright/internal/stages"
 	"github.com/meshwright/meshwright/internal/writecount"
@@ -219,7 +220,7 @@ func TestRevisionBasedUpgrade(t *testing.T) {
 		t.Errorf("revisions = %+v", got)
 	}
 	// With the old istiod gone, the version is still told (status, then labels).
-	if active, err := ActiveRevision(context.Background(), k8s, mesh); err != nil || active != "1-31-5" {
+	if active, err := installed.ActiveRevision(context.Background(), k8s, mesh); err != nil || active != "1-31-5" {
 		t.Errorf("ActiveRevision = %q, %v", active, err)
 	}
 }

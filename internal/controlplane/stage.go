@@ -28,6 +28,7 @@ import (
 	"github.com/meshwright/meshwright/internal/apierr"
 	"github.com/meshwright/meshwright/internal/apply"
 	"github.com/meshwright/meshwright/internal/charts"
+	"github.com/meshwright/meshwright/internal/installed"
 	"github.com/meshwright/meshwright/internal/meshspec"
 	"github.com/meshwright/meshwright/internal/names"
 	"github.com/meshwright/meshwright/internal/release"
@@ -149,7 +150,7 @@ type planePass struct {
 	in   render.Input
 	// found are the revisions in the cluster and their history; objs the active revision's
 	// rendered objects, istiod the name of its Deployment.
-	found  Found
+	found  installed.Found
 	objs   []*unstructured.Unstructured
 	istiod string
 	// others are the other revisions' objects; usage what uses each revision (known is false
@@ -167,7 +168,7 @@ func (s *Stage) renderPhase(ctx context.Context, p *planePass) (stages.Result, b
 	if err != nil {
 		return stages.Result{State: stages.Failed, Reason: meshv1.ReasonInvalidValues, Message: err.Error()}, true, nil
 	}
-	if p.found, err = Find(ctx, s.Client, p.mesh); err != nil {
+	if p.found, err = installed.Find(ctx, s.Client, p.mesh); err != nil {
 		return stages.Result{}, true, err
 	}
 	in.Revision = p.found.Active(p.mesh)
@@ -282,7 +283,7 @@ func (s *Stage) istiodPhase(ctx context.Context, p *planePass) (stages.Result, b
 		}
 		return stages.Result{}, true, err
 	}
-	if ok, why := deploymentAvailable(dep); !ok {
+	if ok, why := installed.DeploymentAvailable(dep); !ok {
 		return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonWaitingForIstiod, Revisions: p.revisions,
 			Message: fmt.Sprintf("Deployment %s/%s is not Available yet: %s.", p.in.Namespace, p.istiod, why)}, true, nil
 	}
@@ -373,10 +374,10 @@ func (s *Stage) prune(ctx context.Context, installation, active string, desired 
 			o := &list.Items[i]
 			o.SetGroupVersionKind(gvk)
 			// The revision history is the operator's own record, not rendered: never pruned.
-			if want[objectKey(o)] || o.GetDeletionTimestamp() != nil || o.GetLabels()[render.LabelComponent] == recordComponent {
+			if want[objectKey(o)] || o.GetDeletionTimestamp() != nil || o.GetLabels()[render.LabelComponent] == installed.RecordComponent {
 				continue
 			}
-			if rev := revisionOf(o); o.GetLabels()[render.LabelComponent] == render.ComponentIstiod && rev != active {
+			if rev := installed.RevisionOf(o); o.GetLabels()[render.LabelComponent] == render.ComponentIstiod && rev != active {
 				others[rev] = append(others[rev], o)
 				continue
 			}
@@ -538,41 +539,7 @@ func established(crd *unstructured.Unstructured) bool {
 	if crd == nil {
 		return false
 	}
-	return conditionTrue(crd, "Established")
-}
-
-func conditionTrue(u *unstructured.Unstructured, condType string) bool {
-	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
-	for _, c := range conds {
-		m, _ := c.(map[string]any)
-		if m["type"] == condType {
-			return m["status"] == "True"
-		}
-	}
-	return false
-}
-
-// deploymentAvailable is true when the current generation is rolled out and every desired
-// replica is available.
-func deploymentAvailable(dep *unstructured.Unstructured) (bool, string) {
-	gen := dep.GetGeneration()
-	observed, _, _ := unstructured.NestedInt64(dep.Object, "status", "observedGeneration")
-	if observed < gen {
-		return false, "the new spec is not rolled out yet"
-	}
-	want, found, _ := unstructured.NestedInt64(dep.Object, "spec", "replicas")
-	if !found {
-		want = 1
-	}
-	updated, _, _ := unstructured.NestedInt64(dep.Object, "status", "updatedReplicas")
-	available, _, _ := unstructured.NestedInt64(dep.Object, "status", "availableReplicas")
-	if updated < want || available < want {
-		return false, fmt.Sprintf("%d of %d replicas updated, %d available", updated, want, available)
-	}
-	if !conditionTrue(dep, "Available") {
-		return false, "its Available condition is not True"
-	}
-	return true, ""
+	return installed.ConditionTrue(crd, "Established")
 }
 
 // Cleanup deletes what the charts created, found by the installation's labels (not by

@@ -18,7 +18,7 @@ import (
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/apierr"
-	"github.com/meshwright/meshwright/internal/controlplane"
+	"github.com/meshwright/meshwright/internal/installed"
 	"github.com/meshwright/meshwright/internal/meshspec"
 	"github.com/meshwright/meshwright/internal/revision"
 	"github.com/meshwright/meshwright/internal/stages"
@@ -60,7 +60,7 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 	if err := s.Client.List(ctx, list, client.MatchingLabels{meshv1.LabelInstallation: mesh.Name, "app": "sidecar-injector"}); err != nil {
 		return stages.Result{}, fmt.Errorf("listing injection webhooks: %w", err)
 	}
-	active, err := controlplane.ActiveRevision(ctx, s.Client, mesh)
+	active, err := installed.ActiveRevision(ctx, s.Client, mesh)
 	if err != nil {
 		return stages.Result{}, err
 	}
