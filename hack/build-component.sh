@@ -28,11 +28,14 @@ if [ ! -f "$cache/.done" ]; then
   echo ">> building $component (cached afterwards in $cache)" >&2
   rm -rf "$cache.tmp" && mkdir -p "$cache.tmp"
   start=$(date +%s)
+  # No -trimpath, and the same CGO_ENABLED and GOFLAGS as the operator's own builds: a package
+  # compiled here at the same version as in the operator's or the test module's graph (the
+  # Kubernetes tool module is kept on their versions of what they share) is compiled once.
   if [ -n "$(cd "$moddir" && ls *.go 2>/dev/null)" ]; then
-    (cd "$moddir" && go build -trimpath -tags "$tags" -ldflags "$ldflags" -o "$cache.tmp/" .)
+    (cd "$moddir" && go build -tags "$tags" -ldflags "$ldflags" -o "$cache.tmp/" .)
   else
     # Modules that only build upstream mains list them in a go.mod tool block.
-    (cd "$moddir" && go build -trimpath -tags "$tags" -ldflags "$ldflags" -o "$cache.tmp/" tool)
+    (cd "$moddir" && go build -tags "$tags" -ldflags "$ldflags" -o "$cache.tmp/" tool)
   fi
   touch "$cache.tmp/.done"
   rm -rf "$cache" && mv "$cache.tmp" "$cache"
