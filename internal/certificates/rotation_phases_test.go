@@ -8,9 +8,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -27,19 +25,8 @@ import (
 // the proxies started before it; Drop for istiod to publish the new root alone.
 func TestRotationPhaseGates(t *testing.T) {
 	ctx := context.Background()
-	const app = "gates"
-	for _, ns := range []string{"istio-system", app} {
-		if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil && !apierrors.IsAlreadyExists(err) {
-			t.Fatal(err)
-		}
-	}
-	hook := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-		"metadata": map[string]any{"name": "istio-sidecar-injector", "labels": map[string]any{meshv1.LabelInstallation: "default"}},
-		"webhooks": []any{map[string]any{"name": "x.sidecar-injector.istio.io", "admissionReviewVersions": []any{"v1"}, "sideEffects": "None",
-			"clientConfig": map[string]any{"url": "https://127.0.0.1:15017/inject"}}}}}
-	if err := k8s.Create(ctx, hook); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
+	const app = "app" // as in the other rotation tests: istiod publishes its roots there too
+	setUpMesh(t, app)
 	cleanUp(t)
 	clk := clocktesting.NewFakePassiveClock(time.Now())
 	ist := &fakeIstiod{namespaces: []string{"istio-system", app}}
@@ -50,15 +37,7 @@ func TestRotationPhaseGates(t *testing.T) {
 	const propagation = time.Hour
 	mesh := &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"},
 		Spec: meshv1.MeshInstallationSpec{Certificates: meshv1.CertificatesSpec{TrustPropagation: &metav1.Duration{Duration: propagation}}}}
-	pass := func() stages.Result {
-		t.Helper()
-		res, err := stage.Reconcile(ctx, mesh)
-		if err != nil {
-			t.Fatal(err)
-		}
-		res.Report(&mesh.Status)
-		return res
-	}
+	pass := func() stages.Result { return reportedPass(t, stage, mesh) }
 	// Generation 0, as cert-manager issues it and istiod loads it.
 	for i := 0; i < 10 && pass().Reason != meshv1.ReasonCAReady; i++ {
 		fakeCertManager(t, "istio-system", nil)

@@ -293,15 +293,12 @@ func (f *fakeIstiod) verify(inter *x509.Certificate, roots Bundle) {
 	}
 }
 
-// TestRotationSurvivesAFailedWriteAnywhere rotates the root with every write of the operator
-// failing once in turn (the operator restarted after it, with nothing kept in memory), and
-// checks each time that the rotation ends at the new root and that the roots istiod published
-// always verified the intermediate it signed with. A steady installation costs no write, and a
-// rotation whose record is lost is refused, not guessed.
-func TestRotationSurvivesAFailedWriteAnywhere(t *testing.T) {
+// setUpMesh creates istio-system and the app namespaces, and the injection webhook of the
+// installation "default", as a mesh whose root is rotated has them.
+func setUpMesh(t *testing.T, apps ...string) {
+	t.Helper()
 	ctx := context.Background()
-	corp := newCA(t, "corp root", nil)
-	for _, ns := range []string{"istio-system", "app"} {
+	for _, ns := range append([]string{"istio-system"}, apps...) {
 		if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil && !apierrors.IsAlreadyExists(err) {
 			t.Fatal(err)
 		}
@@ -313,6 +310,28 @@ func TestRotationSurvivesAFailedWriteAnywhere(t *testing.T) {
 	if err := k8s.Create(ctx, hook); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
+}
+
+// reportedPass runs the stage once and reports its result into status, as the controller does.
+func reportedPass(t *testing.T, stage *Stage, mesh *meshv1.MeshInstallation) stages.Result {
+	t.Helper()
+	res, err := stage.Reconcile(context.Background(), mesh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Report(&mesh.Status)
+	return res
+}
+
+// TestRotationSurvivesAFailedWriteAnywhere rotates the root with every write of the operator
+// failing once in turn (the operator restarted after it, with nothing kept in memory), and
+// checks each time that the rotation ends at the new root and that the roots istiod published
+// always verified the intermediate it signed with. A steady installation costs no write, and a
+// rotation whose record is lost is refused, not guessed.
+func TestRotationSurvivesAFailedWriteAnywhere(t *testing.T) {
+	ctx := context.Background()
+	corp := newCA(t, "corp root", nil)
+	setUpMesh(t, "app")
 
 	// How many writes a clean rotation makes, to fail each of them in turn.
 	writes := 0
@@ -448,11 +467,7 @@ func TestRotationSurvivesAFailedWriteAnywhere(t *testing.T) {
 			}}
 		pass := func() stages.Result {
 			t.Helper()
-			res, err := stage.Reconcile(ctx, mesh)
-			if err != nil {
-				t.Fatal(err)
-			}
-			res.Report(&mesh.Status)
+			res := reportedPass(t, stage, mesh)
 			fakeCertManager(t, "istio-system", corp)
 			ist.load(t)
 			time.Sleep(100 * time.Millisecond)

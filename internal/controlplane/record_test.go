@@ -7,13 +7,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
-	"github.com/meshwright/meshwright/internal/apply"
 	"github.com/meshwright/meshwright/internal/installed"
 	"github.com/meshwright/meshwright/internal/revision"
-	"github.com/meshwright/meshwright/internal/writecount"
 )
 
 // TestRevisionHistoryRecord: the first installation records its revision history in a ConfigMap
@@ -23,11 +20,7 @@ import (
 func TestRevisionHistoryRecord(t *testing.T) {
 	ctx := context.Background()
 	const ns = "istio-record"
-	mesh := meshIn(t, "record", ns)
-	var writes writecount.Counter
-	c := writes.Wrap(k8s, interceptor.Funcs{})
-	stage := &Stage{Client: c, Reader: c, Workloads: c, Applier: &apply.Applier{Client: c, FieldManager: "meshwright"}}
-	passCRDs(t, stage, mesh)
+	stage, mesh, writes := countedInstallation(t, "record", ns)
 	markAvailable(t, ns, "istiod")
 	pass(t, stage, mesh)
 	pass(t, stage, mesh) // pruning runs again with the record in place

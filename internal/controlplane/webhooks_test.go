@@ -142,6 +142,18 @@ func TestWebhookWriteDoesNotRevertIstiod(t *testing.T) {
 }
 
 // passCRDs runs passes until Istio's CRDs are Established and everything is applied.
+// countedInstallation is an installation in namespace ns, and a stage whose every client counts
+// its writes, run until Istio's CRDs are Established.
+func countedInstallation(t *testing.T, name, ns string) (*Stage, *meshv1.MeshInstallation, *writecount.Counter) {
+	t.Helper()
+	mesh := meshIn(t, name, ns)
+	writes := &writecount.Counter{}
+	c := writes.Wrap(k8s, interceptor.Funcs{})
+	stage := &Stage{Client: c, Reader: c, Workloads: c, Applier: &apply.Applier{Client: c, FieldManager: "meshwright"}}
+	passCRDs(t, stage, mesh)
+	return stage, mesh, writes
+}
+
 func passCRDs(t *testing.T, stage *Stage, mesh *meshv1.MeshInstallation) {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
@@ -166,11 +178,7 @@ func passCRDs(t *testing.T, stage *Stage, mesh *meshv1.MeshInstallation) {
 func TestVerifiedObjectsAreStillWatched(t *testing.T) {
 	ctx := context.Background()
 	const ns = "istio-memo"
-	mesh := meshIn(t, "memo", ns)
-	var writes writecount.Counter
-	c := writes.Wrap(k8s, interceptor.Funcs{})
-	stage := &Stage{Client: c, Reader: c, Applier: &apply.Applier{Client: c, FieldManager: "meshwright"}}
-	passCRDs(t, stage, mesh)
+	stage, mesh, writes := countedInstallation(t, "memo", ns)
 	for range 2 { // the first pass after the writes verifies every object, the second trusts it
 		if _, err := stage.Reconcile(ctx, mesh); err != nil {
 			t.Fatal(err)

@@ -229,7 +229,7 @@ func renderComponent(c Component, in Input) ([]*unstructured.Unstructured, error
 		if !strings.HasSuffix(name, ".yaml") && !strings.HasSuffix(name, ".yml") {
 			continue // NOTES.txt and helpers
 		}
-		objs, err := decode(files[name])
+		objs, err := Decode([]byte(files[name]))
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
@@ -255,8 +255,10 @@ func renderComponent(c Component, in Input) ([]*unstructured.Unstructured, error
 	return out, nil
 }
 
-func decode(doc string) ([]*unstructured.Unstructured, error) {
-	dec := yaml.NewYAMLOrJSONDecoder(bytes.NewReader([]byte(doc)), 4096)
+// Decode reads a stream of YAML (or JSON) documents into objects, skipping empty ones, with
+// apimachinery's decoder: the one decoder of rendered charts, and of the manifests the tests read.
+func Decode(doc []byte) ([]*unstructured.Unstructured, error) {
+	dec := yaml.NewYAMLOrJSONDecoder(bytes.NewReader(doc), 4096)
 	var out []*unstructured.Unstructured
 	for {
 		obj := map[string]any{}

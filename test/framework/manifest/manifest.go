@@ -5,36 +5,20 @@ package manifest
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/util/yaml"
+
+	"github.com/meshwright/meshwright/internal/render"
 )
 
-// DecodeAll decodes a stream of YAML (or JSON) documents, skipping empty ones, with
-// apimachinery's decoder.
-func DecodeAll(b []byte) ([]*unstructured.Unstructured, error) {
-	dec := yaml.NewYAMLOrJSONDecoder(bytes.NewReader(b), 4096)
-	var out []*unstructured.Unstructured
-	for {
-		obj := map[string]any{}
-		if err := dec.Decode(&obj); err != nil {
-			if errors.Is(err, io.EOF) {
-				return out, nil
-			}
-			return nil, err
-		}
-		if len(obj) > 0 {
-			out = append(out, &unstructured.Unstructured{Object: obj})
-		}
-	}
-}
+// DecodeAll decodes a stream of YAML (or JSON) documents, skipping empty ones, as the operator
+// decodes its rendered charts (render.Decode).
+func DecodeAll(b []byte) ([]*unstructured.Unstructured, error) { return render.Decode(b) }
 
 // MustDecodeAll is DecodeAll that fails the test on an error.
 func MustDecodeAll(t testing.TB, b []byte) []*unstructured.Unstructured {
