@@ -3,7 +3,7 @@
 #   make demo   start the local cluster, run the operator, apply the sample MeshInstallation
 #   make test   unit, integration (envtest) and end-to-end (local cluster) tests
 #
-# The first run builds the local cluster's components from Go modules (≈45 minutes on 2 cores);
+# The first run builds the local cluster's components from Go modules (≈30 minutes on 2 cores);
 # they are cached per user under ~/.cache/meshwright and reused by every checkout afterwards.
 
 SHELL := /usr/bin/env bash -o pipefail
