@@ -6,6 +6,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
@@ -16,7 +17,8 @@ import (
 // TestRevisionHistoryRecord: the first installation records its revision history in a ConfigMap
 // of its own, which pruning keeps and clean-up removes. An installation without the record
 // (made by an operator that kept the history in status) is read from its status and not written
-// to while nothing changes, so an operator upgrade writes nothing; a change is recorded.
+// to while nothing changes, so an operator upgrade writes nothing; a change is recorded, and so
+// is the same history over a record that cannot be read.
 func TestRevisionHistoryRecord(t *testing.T) {
 	ctx := context.Background()
 	const ns = "istio-record"
@@ -37,6 +39,8 @@ func TestRevisionHistoryRecord(t *testing.T) {
 
 	tests := map[string]struct {
 		status meshv1.MeshInstallationStatus
+		// record, when set, is the record's content before the pass.
+		record string
 		write  bool
 	}{
 		"status.revisions as the operator before the record wrote it": {
@@ -46,6 +50,9 @@ func TestRevisionHistoryRecord(t *testing.T) {
 		"a history that differs from what the pass finds": {
 			status: meshv1.MeshInstallationStatus{Revisions: []meshv1.RevisionStatus{{Name: revision.Default, Version: "1.31.4", Active: true}, {Name: "1-30-0", Version: "1.30.0"}}}, write: true},
 		"no status at all": {write: true},
+		"a record that cannot be read, rewritten from the same history in status": {
+			status: meshv1.MeshInstallationStatus{Version: "1.31.4", Revisions: []meshv1.RevisionStatus{{Name: revision.Default, Version: "1.31.4", Active: true}}},
+			record: "{not a history", write: true},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -53,9 +60,16 @@ func TestRevisionHistoryRecord(t *testing.T) {
 				t.Fatal(err)
 			}
 			mesh.Status = tc.status
+			if tc.record != "" {
+				corrupt := installed.HistoryRecord(mesh, want)
+				_ = unstructured.SetNestedField(corrupt.Object, tc.record, "data", "history")
+				if err := k8s.Create(ctx, corrupt); err != nil {
+					t.Fatal(err)
+				}
+			}
 			found, err := installed.Find(ctx, k8s, mesh)
-			if err != nil || found.Recorded || found.Active(mesh) != revision.Default {
-				t.Fatalf("without a record: %+v, %v", found, err)
+			if err != nil || found.Recorded || found.Unusable != (tc.record != "") || found.Active(mesh) != revision.Default {
+				t.Fatalf("without a usable record: %+v, %v", found, err)
 			}
 			before := len(writes.Writes())
 			if _, err := stage.Reconcile(ctx, mesh); err != nil {
@@ -67,6 +81,9 @@ func TestRevisionHistoryRecord(t *testing.T) {
 			}
 			if written := apiExists(t, key); written != tc.write {
 				t.Fatalf("record written = %v, want %v (writes %v)", written, tc.write, got)
+			}
+			if found, err := installed.Find(ctx, k8s, mesh); tc.write && (err != nil || !found.Recorded) {
+				t.Fatalf("after the pass the record is not usable: %+v, %v", found, err)
 			}
 		})
 	}

@@ -40,13 +40,16 @@ type Found struct {
 	// Recorded is false while no record exists: History is then what status reported (see
 	// revision.FromStatus), and the record is written the first time a pass changes it.
 	Recorded bool
+	// Unusable is true when a record exists but cannot be read: History is then what status
+	// reported, and the next pass writes the record again even if that history is unchanged.
+	Unusable bool
 }
 
 // Find reads an installation's revisions: its record, then its istiod Deployments.
 func Find(ctx context.Context, r client.Reader, mesh *meshv1.MeshInstallation) (Found, error) {
 	var f Found
 	var err error
-	if f.History, f.Recorded, err = readHistory(ctx, r, mesh); err != nil {
+	if f.History, f.Recorded, f.Unusable, err = readHistory(ctx, r, mesh); err != nil {
 		return Found{}, err
 	}
 	list := &unstructured.UnstructuredList{}

@@ -29,27 +29,28 @@ const RecordComponent = "revision-history"
 
 // readHistory reads the installation's revision history from its record; without a record
 // (an installation made by an operator that kept it in status) it is what status reports.
-// An unreadable record is logged and read as absent: the status still has the history, and
-// the next change writes the record again.
-func readHistory(ctx context.Context, r client.Reader, mesh *meshv1.MeshInstallation) (revision.History, bool, error) {
+// An unreadable record is logged and reported unusable (the last result), its history read
+// from status, so that the ControlPlane stage writes it again.
+func readHistory(ctx context.Context, r client.Reader, mesh *meshv1.MeshInstallation) (h revision.History, recorded, unusable bool, err error) {
 	cm := &unstructured.Unstructured{}
 	cm.SetAPIVersion("v1")
 	cm.SetKind("ConfigMap")
 	cm.SetNamespace(meshspec.ControlPlaneNamespace(mesh))
 	cm.SetName(RecordName)
-	err := r.Get(ctx, client.ObjectKeyFromObject(cm), cm, client.UnsafeDisableDeepCopy)
+	err = r.Get(ctx, client.ObjectKeyFromObject(cm), cm, client.UnsafeDisableDeepCopy)
 	if err != nil && !apierrors.IsNotFound(err) {
-		return revision.History{}, false, fmt.Errorf("reading the revision history %s/%s: %w", cm.GetNamespace(), RecordName, err)
+		return revision.History{}, false, false, fmt.Errorf("reading the revision history %s/%s: %w", cm.GetNamespace(), RecordName, err)
 	}
 	if err == nil && cm.GetLabels()[meshv1.LabelInstallation] == mesh.Name {
 		raw, _, _ := unstructured.NestedString(cm.Object, "data", recordKey)
-		h, err := revision.ParseHistory(raw)
+		parsed, err := revision.ParseHistory(raw)
 		if err == nil {
-			return h, true, nil
+			return parsed, true, false, nil
 		}
-		log.FromContext(ctx).Info("ignoring an unusable revision history", "configMap", cm.GetNamespace()+"/"+RecordName, "error", err.Error())
+		log.FromContext(ctx).Info("rewriting an unusable revision history from status", "configMap", cm.GetNamespace()+"/"+RecordName, "error", err.Error())
+		unusable = true
 	}
-	return revision.FromStatus(&mesh.Status), false, nil
+	return revision.FromStatus(&mesh.Status), false, unusable, nil
 }
 
 // HistoryRecord is the record holding h.
