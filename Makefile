@@ -146,12 +146,13 @@ fuzz: ## Run every fuzzer for FUZZ_TIME each: the API's JSON round trip, the lad
 ##@ Local cluster
 
 .PHONY: cluster-bins
-cluster-bins: ## Build (or take from the per-user cache) etcd, Kubernetes, kwok, cert-manager and istiod.
+cluster-bins: ## Build (or take from the per-user cache) etcd, Kubernetes, kwok, cert-manager, istiod and Prometheus.
 	@hack/build-component.sh etcd $(BIN) "-s -w"
 	@hack/build-component.sh kubernetes $(BIN) "$(KUBE_LDFLAGS)"
 	@hack/build-component.sh kwok $(BIN) "-s -w"
 	@hack/build-component.sh certmanager $(BIN) "-s -w"
 	@hack/build-component.sh istiod $(BIN) "-s -w"
+	@hack/build-component.sh prometheus $(BIN) "-s -w"
 	@cd test && go build -o $(BIN)/localcluster ./cmd/localcluster
 
 .PHONY: olm-bins

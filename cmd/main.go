@@ -21,6 +21,7 @@ import (
 
 	meshscheme "github.com/meshwright/meshwright/api/scheme"
 	"github.com/meshwright/meshwright/controllers"
+	"github.com/meshwright/meshwright/internal/telemetry"
 )
 
 // version is stamped at build time with -ldflags "-X main.version=…".
@@ -44,6 +45,7 @@ func main() {
 		istioCRDs            string
 		pprofAddr            string
 		chartCacheDir        string
+		proxyStatsURL        string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443",
 		"Address the metrics endpoint binds to, such as :8443 (HTTPS) or :8080 (with --metrics-secure=false); 0 disables it.")
@@ -65,6 +67,8 @@ func main() {
 		"Where charts downloaded from spec.controlPlane.chartSource are cached (the manifests mount an emptyDir there).")
 	flag.StringVar(&pprofAddr, "pprof-bind-address", "",
 		"Address Go's profiler (/debug/pprof) binds to, such as 127.0.0.1:6060; empty (the default) disables it. For benchmarks and investigations, not for production.")
+	flag.StringVar(&proxyStatsURL, "proxy-stats-url", telemetry.DefaultURLTemplate,
+		"Where the traffic gates read a pod's merged proxy metrics when spec.telemetry names no Prometheus, with {ip}, {namespace} and {name} replaced by the pod's. Change it only where pod IPs do not route (the local test cluster points it at its traffic simulator).")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -125,6 +129,7 @@ func main() {
 		OperatorNamespace: operatorNamespace,
 		ExternalIstioCRDs: istioCRDs == istioCRDsExternal,
 		ChartCacheDir:     chartCacheDir,
+		ProxyStatsURL:     proxyStatsURL,
 	}).SetupWithManager(mgr); err != nil {
 		log.Error(err, "unable to set up the controller", "controller", "MeshInstallation")
 		os.Exit(1)

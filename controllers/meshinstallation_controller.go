@@ -44,6 +44,7 @@ import (
 	"github.com/meshwright/meshwright/internal/metrics"
 	"github.com/meshwright/meshwright/internal/policy"
 	"github.com/meshwright/meshwright/internal/stages"
+	"github.com/meshwright/meshwright/internal/telemetry"
 )
 
 // FieldManager is the one field manager the operator writes with, so server-side apply can tell
@@ -61,6 +62,9 @@ type MeshInstallationReconciler struct {
 	KubeVersion string
 	// OperatorNamespace is where the operator runs; it is never enrolled in the mesh.
 	OperatorNamespace string
+	// ProxyStatsURL is where the traffic gates' embedded source reads a pod's merged metrics
+	// (--proxy-stats-url).
+	ProxyStatsURL string
 	// ExternalIstioCRDs leaves Istio's CRDs to someone else, as the OLM bundle installs them.
 	ExternalIstioCRDs bool
 	// ChartCacheDir is where charts downloaded from spec.controlPlane.chartSource are kept.
@@ -266,7 +270,7 @@ func (r *MeshInstallationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Stages == nil {
 		r.Stages = NewStages(StageDeps{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Mapper: mgr.GetRESTMapper(),
 			KubeVersion: r.KubeVersion, Watch: r.watchKinds, Workloads: ladderCache, Recorder: r.Recorder, OperatorNamespace: r.OperatorNamespace,
-			ExternalIstioCRDs: r.ExternalIstioCRDs, Charts: &charts.Source{CacheDir: r.ChartCacheDir}})
+			ExternalIstioCRDs: r.ExternalIstioCRDs, Charts: &charts.Source{CacheDir: r.ChartCacheDir}, ProxyStatsURL: r.ProxyStatsURL})
 	}
 	crd := &unstructured.Unstructured{}
 	crd.SetGroupVersionKind(apiextensionsv1.SchemeGroupVersion.WithKind("CustomResourceDefinition"))
@@ -328,6 +332,9 @@ type StageDeps struct {
 	ExternalIstioCRDs bool
 	// Charts pulls the charts of versions this build does not embed; nil uses no disk cache.
 	Charts *charts.Source
+	// ProxyStatsURL is where the embedded telemetry source reads a pod's merged metrics (see
+	// telemetry.Embedded.URLTemplate); empty is Istio's port 15020 on the pod's IP.
+	ProxyStatsURL string
 }
 
 // NewStages is the rollout, in order: the mesh CA, Istio's control plane, the injection webhook
@@ -348,7 +355,8 @@ func NewStages(d StageDeps) []stages.Stage {
 			Charts: d.Charts, Workloads: workloads},
 		&injection.Stage{Client: d.Client},
 		&policy.Stage{Client: d.Client, Reader: d.APIReader, Applier: applier, Watch: d.Watch},
-		&adoption.Stage{Client: d.Client, Reader: workloads, Applier: applier, FieldManager: FieldManager, Recorder: d.Recorder, OperatorNamespace: d.OperatorNamespace},
+		&adoption.Stage{Client: d.Client, Reader: workloads, Applier: applier, FieldManager: FieldManager, Recorder: d.Recorder, OperatorNamespace: d.OperatorNamespace,
+			Traffic: &telemetry.Sources{Secrets: d.APIReader, Embedded: &telemetry.Embedded{Pods: workloads, URLTemplate: d.ProxyStatsURL}}},
 	}
 }
 

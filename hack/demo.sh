@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The demo: the local cluster, the CRDs, the operator running as a local process against it, and
-# the sample MeshInstallation, read back from the real API server. Everything runs on 127.0.0.1
+# The demo: the local cluster, the CRDs, the operator running as a local process against it, the
+# sample MeshInstallation read back from the real API server, and the traffic gates reading a real
+# Prometheus that scrapes the traffic simulator (kwok runs no proxies). Everything runs on 127.0.0.1
 # and keeps running until `make demo-down`.
 #
 # usage: DEMO_DIR=… BIN=… hack/demo.sh up|down
@@ -79,11 +80,12 @@ up)
       >>"$DEMO_DIR/logs/manager.log" 2>&1 < /dev/null &
   echo $! > "$DEMO_DIR/manager.pid"
 
-  echo ">> creating two teams' namespaces, each with a Deployment (the sample enrolls them)"
-  for team in payments storefront; do
-    kubectl create namespace "$team" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-    kubectl label namespace "$team" team="$team" --overwrite >/dev/null
-    kubectl -n "$team" create deployment web --image=registry.example/web:1 --replicas=2 --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+  echo ">> creating the teams' namespaces, each with a Deployment: payments, orders (team payments) and storefront, which the sample enrolls, and legacy, which it does not"
+  for spec in payments:payments:web orders:payments:web storefront:storefront:web legacy::batch; do
+    IFS=: read -r ns team app <<<"$spec"
+    kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+    [ -z "$team" ] || kubectl label namespace "$ns" team="$team" --overwrite >/dev/null
+    kubectl -n "$ns" create deployment "$app" --image="registry.example/$app:1" --replicas=2 --dry-run=client -o yaml | kubectl apply -f - >/dev/null
   done
 
   echo ">> applying config/samples/"
@@ -98,11 +100,31 @@ up)
   if ! grep -q '"istiod-' "$DEMO_DIR/cluster.json" 2>/dev/null; then
     "$BIN/localcluster" istiod --dir "$DEMO_DIR" --port "$port"
   fi
-  echo ">> waiting for the rollout: mesh CA, control plane, injection, policies, then the namespaces' ladder"
+  # kwok runs no containers, so no Envoy reports traffic: the traffic simulator (test/trafficsim)
+  # stands in for the proxies' telemetry, and a real Prometheus scrapes it. storefront (in the
+  # mesh) calls payments; legacy (not in the mesh) calls orders in plaintext. The traffic gates
+  # read that Prometheus: payments goes STRICT after its observe window; orders is held at
+  # Observe, naming legacy/batch. In a real cluster the proxies report the traffic themselves.
+  echo ">> starting the traffic simulator (storefront/web calls payments/web, legacy/batch calls orders/web) and a Prometheus scraping it"
+  cat > "$DEMO_DIR/flows.json" <<'FLOWS'
+[{"From": {"Namespace": "storefront", "Name": "web"}, "To": {"Namespace": "payments", "Name": "web"}, "Port": 8080, "Protocol": "HTTP", "PerSecond": 5},
+ {"From": {"Namespace": "legacy", "Name": "batch"}, "To": {"Namespace": "orders", "Name": "web"}, "Port": 8080, "Protocol": "HTTP", "PerSecond": 2}]
+FLOWS
+  if ! grep -q '"traffic-simulator"' "$DEMO_DIR/cluster.json" 2>/dev/null; then
+    "$BIN/localcluster" traffic --dir "$DEMO_DIR" --flows "$DEMO_DIR/flows.json" >/dev/null
+  fi
+  if ! grep -q '"prometheus"' "$DEMO_DIR/cluster.json" 2>/dev/null || [ ! -s "$DEMO_DIR/prometheus.url" ]; then
+    "$BIN/localcluster" prometheus --dir "$DEMO_DIR" > "$DEMO_DIR/prometheus.url"
+  fi
+  kubectl patch mesh default --type merge -p "{\"spec\":{\"telemetry\":{\"prometheus\":{\"url\":\"$(cat "$DEMO_DIR/prometheus.url")\"}},\"rollout\":{\"observeTime\":\"20s\"}}}" >/dev/null
+
+  echo ">> waiting for the rollout: mesh CA, control plane, injection, policies, then the namespaces' ladder (payments and orders watch their traffic for 20s at Observe)"
   ready=true
-  if ! kubectl wait mesh/default --for=condition=Ready --timeout=180s >/dev/null; then
+  if ! kubectl wait namespace/payments --for=jsonpath='{.metadata.labels.meshwright\.io/level}'=MutualTLS --timeout=180s >/dev/null ||
+     ! kubectl wait namespace/storefront --for=jsonpath='{.metadata.labels.meshwright\.io/level}'=Observe --timeout=30s >/dev/null ||
+     ! kubectl wait mesh/default --for=jsonpath='{.status.namespaces.blocked[0].reason}'=PlaintextTraffic --timeout=120s >/dev/null; then
     ready=false
-    echo "the sample did not become Ready within 180s; its status follows, then the operator's log" >&2
+    echo "the sample did not get payments to MutualTLS and orders held by its plaintext caller in time; its status follows, then the operator's log" >&2
   fi
 
   echo
@@ -124,15 +146,25 @@ up)
   echo "\$ kubectl get peerauthentications -A"
   kubectl get peerauthentications -A
   echo
+  echo "\$ kubectl meshwright namespace payments   # its steps: Observe, then MutualTLS once its traffic showed no plaintext caller"
+  kubectl_meshwright namespace payments || true
+  echo
+  echo "\$ kubectl meshwright namespace orders   # held at Observe: STRICT would refuse legacy/batch, which calls it in plaintext"
+  kubectl_meshwright namespace orders || true
+  echo
   echo "\$ kubectl meshwright status   # the kubectl plugin (make plugin)"
   kubectl_meshwright status
   echo
   if [ "$ready" = false ]; then
     echo ">> the last lines of $DEMO_DIR/logs/manager.log:" >&2
     tail -n 20 "$DEMO_DIR/logs/manager.log" >&2
-    echo "the demo did not reach Ready; the cluster and the operator keep running for a look (make demo-down stops them)" >&2
+    echo "the demo did not reach its end state; the cluster and the operator keep running for a look (make demo-down stops them)" >&2
     exit 1
   fi
+  echo "orders stays at Observe while legacy calls it in plaintext. To let it go STRICT, enrol legacy"
+  echo "(its pods get the proxy and send mTLS); orders follows after a 20-second window without plaintext:"
+  echo "  kubectl label namespace legacy team=storefront"
+  echo
   echo "The cluster and the operator keep running. To use them:"
   echo "  export KUBECONFIG=$DEMO_DIR/kubeconfig"
   echo "  export PATH=$BIN:\$PATH   # kubectl v1.37 built with the cluster"

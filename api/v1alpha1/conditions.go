@@ -153,6 +153,26 @@ const (
 	// ReasonRolledBack means a step did not leave the namespace's pods Ready (and injected) within
 	// spec.rollout.stepTimeout and was reverted; the namespace is held until the spec changes.
 	ReasonRolledBack = "RolledBack"
+	// ReasonPlaintextTraffic means callers still reach the namespace in plaintext: STRICT mTLS
+	// would refuse them, so the namespace holds at Observe; the message names the top callers.
+	ReasonPlaintextTraffic = "PlaintextTraffic"
+	// ReasonTelemetryUnavailable means the telemetry source (spec.telemetry) did not answer, so
+	// an enforcing step cannot be checked and waits.
+	ReasonTelemetryUnavailable = "TelemetryUnavailable"
+	// ReasonTelemetryMissing means the source answered but has no series of the namespace's
+	// proxies in the window (scraping is not configured), so an enforcing step waits.
+	ReasonTelemetryMissing = "TelemetryMissing"
+	// ReasonTrafficUnverified means no source can see the namespace's traffic (its proxies'
+	// stats endpoints cannot be reached), so an enforcing step waits.
+	ReasonTrafficUnverified = "TrafficUnverified"
+	// ReasonWouldDenyTraffic means the ZeroTrust dry-run showed callers enforcing would refuse
+	// (callers outside allowFrom, or requests the dry-run policies would have denied): the
+	// policies stay in dry-run; the message names the callers and the allowFrom entries.
+	ReasonWouldDenyTraffic = "WouldDenyTraffic"
+	// ReasonCallsStrictNamespaces means a namespace walking down out of the mesh still calls
+	// namespaces that accept only mTLS: without its proxies those calls would be refused, so it
+	// stays in the mesh; the message names them.
+	ReasonCallsStrictNamespaces = "CallsStrictNamespaces"
 )
 
 // Labels and annotations of the adoption ladder, on Namespaces.

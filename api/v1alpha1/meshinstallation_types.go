@@ -82,6 +82,10 @@ type MeshInstallationSpec struct {
 	// +optional
 	Upgrade UpgradeSpec `json:"upgrade,omitempty"`
 
+	// Telemetry says where the traffic gates read the mesh's traffic (see rollout.trafficGates).
+	// +optional
+	Telemetry TelemetrySpec `json:"telemetry,omitempty"`
+
 	// Namespaces maps namespaces to the adoption level they should reach. A namespace matched by
 	// no rule stays Off. kube-system, the control-plane namespace and the operator's own namespace
 	// are never enrolled, whatever the selectors say.
@@ -278,6 +282,83 @@ type RolloutSpec struct {
 	// +kubebuilder:default="10m"
 	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('1s')",message="rollout.stepTimeout must be a duration of at least 1s, such as '10m'"
 	StepTimeout *metav1.Duration `json:"stepTimeout,omitempty"`
+
+	// ObserveTime is how long a namespace holds Observe, its inbound traffic watched, before it
+	// may go STRICT: the window in which a caller that still speaks plaintext must show itself.
+	// Make it cover the callers that run rarely (a nightly job needs 24h), and several of your
+	// Prometheus's scrape intervals. Under the traffic gates a ZeroTrust dry-run lasts at least
+	// this long too, whatever soakTime says.
+	// +optional
+	// +kubebuilder:default="10m"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('10s')",message="rollout.observeTime must be a duration of at least 10s, such as '10m' or '24h': the traffic gates need a window of several scrapes"
+	ObserveTime *metav1.Duration `json:"observeTime,omitempty"`
+
+	// TrafficGates says whether steps that enforce (MutualTLS, ZeroTrust) wait for telemetry to
+	// show they refuse no caller. Enforce (the default) never takes "cannot see" for "clean": a
+	// namespace whose traffic cannot be read waits. Skip trades that safety for speed: steps
+	// are gated on pods only, as before traffic gates existed.
+	// +optional
+	// +kubebuilder:default=Enforce
+	TrafficGates TrafficGatesMode `json:"trafficGates,omitempty"`
+}
+
+// TrafficGatesMode is whether the ladder's traffic gates hold enforcing steps.
+// +kubebuilder:validation:Enum=Enforce;Skip
+type TrafficGatesMode string
+
+// The traffic gate modes.
+const (
+	// TrafficGatesEnforce holds an enforcing step until telemetry shows it refuses no caller.
+	TrafficGatesEnforce TrafficGatesMode = "Enforce"
+	// TrafficGatesSkip gates steps on pods only.
+	TrafficGatesSkip TrafficGatesMode = "Skip"
+)
+
+// TelemetrySpec says where the traffic gates read the mesh's traffic.
+type TelemetrySpec struct {
+	// Prometheus reads Istio's standard metrics from a Prometheus-compatible query API
+	// (Prometheus, Thanos, Mimir, VictoriaMetrics), which must scrape the proxies' merged
+	// metrics (port 15020) with the pods' namespace and pod labels. Without it the operator
+	// reads the proxies' stats endpoints itself, for the namespaces about to step only.
+	// +optional
+	Prometheus *PrometheusSource `json:"prometheus,omitempty"`
+}
+
+// PrometheusSource is a Prometheus-compatible query API. The Secrets it names are read from the
+// control plane's namespace (spec.controlPlane.namespace).
+type PrometheusSource struct {
+	// URL is the API's base URL, such as http://prometheus.monitoring:9090 (the operator adds
+	// /api/v1/...).
+	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && (self.startsWith('http://') || self.startsWith('https://'))",message="telemetry.prometheus.url must be an http:// or https:// URL, such as 'http://prometheus.monitoring:9090'"
+	URL string `json:"url"`
+
+	// BearerToken names the key of a Secret holding a token the operator sends as
+	// "Authorization: Bearer <token>".
+	// +optional
+	BearerToken *SecretKeyRef `json:"bearerToken,omitempty"`
+
+	// CA names the key of a Secret holding the PEM CA bundle that signs the server's certificate
+	// (https only). Without it the system's roots are used.
+	// +optional
+	CA *SecretKeyRef `json:"ca,omitempty"`
+
+	// InsecureSkipVerify turns off verification of the server's certificate. Only for tests:
+	// anyone on the path could then feed the gates false telemetry.
+	// +optional
+	InsecureSkipVerify bool `json:"insecureSkipVerify,omitempty"`
+}
+
+// SecretKeyRef names one key of a Secret in the control plane's namespace.
+type SecretKeyRef struct {
+	// Name is the Secret's name.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+	// Key is the key in the Secret's data.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Key string `json:"key"`
 }
 
 // NamespaceRule sets the target level of the namespaces its selector matches.

@@ -36,7 +36,7 @@ func CacheOptions() cache.Options {
 }
 
 // slimPod keeps a pod's labels, its creation time, its container names (to see the proxy), the
-// revision that injected it (Istio's istio.io/rev annotation), its phase and its Ready condition.
+// revision that injected it (Istio's istio.io/rev annotation), its phase, IP and Ready condition.
 func slimPod(obj any) (any, error) {
 	p, ok := obj.(*corev1.Pod)
 	if !ok {
@@ -60,7 +60,8 @@ func slimPod(obj any) (any, error) {
 	for _, c := range p.Spec.InitContainers {
 		slim.Spec.InitContainers = append(slim.Spec.InitContainers, corev1.Container{Name: c.Name})
 	}
-	slim.Status.Phase = p.Status.Phase
+	// Its IP: the traffic gates' embedded source reads its proxy's stats there.
+	slim.Status.Phase, slim.Status.PodIP = p.Status.Phase, p.Status.PodIP
 	for _, c := range p.Status.Conditions {
 		if c.Type == corev1.PodReady {
 			slim.Status.Conditions = []corev1.PodCondition{{Type: c.Type, Status: c.Status}}

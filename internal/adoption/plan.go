@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"sort"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/meshwright/meshwright/internal/policy"
 	"github.com/meshwright/meshwright/internal/revision"
 	"github.com/meshwright/meshwright/internal/stages"
+	"github.com/meshwright/meshwright/internal/traffic"
 )
 
 // NamespacePlan is one namespace as the ladder sees it in a pass, and its next move. The stage
@@ -36,6 +38,8 @@ type NamespacePlan struct {
 	Workloads []ladder.Workload
 	// PolicyConflict names a PeerAuthentication of someone else's that would override STRICT.
 	PolicyConflict string
+	// Traffic is what telemetry showed of its inbound traffic; nil when it was not read.
+	Traffic *traffic.Reading
 	// Decision is what the ladder does next.
 	Decision ladder.Decision
 
@@ -51,6 +55,15 @@ type Planner struct {
 	Workloads client.Reader
 	// OperatorNamespace is never enrolled.
 	OperatorNamespace string
+	// Traffic reads the traffic of the namespaces about to take an enforcing step; nil reads
+	// none (their gates then wait for a reading).
+	Traffic TrafficReader
+}
+
+// TrafficReader reads namespaces' inbound traffic over a window (telemetry.Sources). A source
+// that bounds its cost reads at most limit namespaces, the first ones.
+type TrafficReader interface {
+	Read(ctx context.Context, mesh *meshv1.MeshInstallation, namespaces []string, window time.Duration, limit int) map[string]traffic.Reading
 }
 
 // Plan observes every namespace the ladder looks at and decides its next move, as of now. It
@@ -87,8 +100,61 @@ func (p Planner) Plan(ctx context.Context, mesh *meshv1.MeshInstallation, now ti
 			return nil, Target{}, err
 		}
 	}
+	p.readTraffic(ctx, mesh, plans, target)
 	DecideAll(plans, mesh, target, now)
 	return plans, target, nil
+}
+
+// readTraffic reads telemetry for the namespaces whose traffic a gate judges in this pass, once
+// per window (the observe time before STRICT, the soak time of a ZeroTrust dry-run).
+func (p Planner) readTraffic(ctx context.Context, mesh *meshv1.MeshInstallation, plans []NamespacePlan, target Target) {
+	if p.Traffic == nil {
+		return
+	}
+	settings := settingsFor(mesh, target, plans)
+	byWindow := map[time.Duration][]string{}
+	for i := range plans {
+		if window, ok := ladder.TrafficWindow(plans[i].ladderNamespace(settings), settings); ok {
+			byWindow[window] = append(byWindow[window], plans[i].Namespace.Name)
+		}
+	}
+	readings := map[string]traffic.Reading{}
+	for window, names := range byWindow {
+		maps.Copy(readings, p.Traffic.Read(ctx, mesh, names, window, maxInProgress(mesh)))
+	}
+	for i := range plans {
+		if r, ok := readings[plans[i].Namespace.Name]; ok {
+			plans[i].Traffic = &r
+		}
+	}
+}
+
+// ladderNamespace is what the ladder decides a plan's namespace from.
+func (c *NamespacePlan) ladderNamespace(settings ladder.Settings) ladder.Namespace {
+	return ladder.Namespace{Name: c.Namespace.Name, Current: c.Current, State: c.State, Target: c.Enrollment.Target,
+		Pods: c.Pods, Workloads: c.Workloads, InjectionConflict: injectionConflict(c.Namespace, ourRevisions(c.Current, c.State, settings)...),
+		PolicyConflict: c.PolicyConflict, Traffic: c.Traffic, AllowFrom: c.Enrollment.AllowFrom}
+}
+
+// settingsFor is SettingsOf with what the pass observed of all namespaces: which accept only
+// mTLS (their recorded level and step carry STRICT).
+func settingsFor(mesh *meshv1.MeshInstallation, target Target, plans []NamespacePlan) ladder.Settings {
+	s := SettingsOf(mesh, target)
+	s.Strict = map[string]bool{}
+	for i := range plans {
+		if ladder.EffectsOf(plans[i].Current, plans[i].State.Step).Strict {
+			s.Strict[plans[i].Namespace.Name] = true
+		}
+	}
+	return s
+}
+
+// maxInProgress is spec.rollout.maxNamespacesInProgress, with its default.
+func maxInProgress(mesh *meshv1.MeshInstallation) int {
+	if n := int(mesh.Spec.Rollout.MaxNamespacesInProgress); n >= 1 {
+		return n
+	}
+	return 2
 }
 
 // Candidates picks the namespaces the ladder looks at, with their enrollment and recorded
@@ -133,17 +199,12 @@ func Candidates(ctx context.Context, mesh *meshv1.MeshInstallation, namespaces [
 // PolicyConflict), in order, giving new steps the slots maxNamespacesInProgress leaves. Namespaces
 // in the mesh on another revision than the target's are moved to it.
 func DecideAll(plans []NamespacePlan, mesh *meshv1.MeshInstallation, target Target, now time.Time) {
-	settings := SettingsOf(mesh, target)
-	maxInProgress := int(mesh.Spec.Rollout.MaxNamespacesInProgress)
-	if maxInProgress < 1 {
-		maxInProgress = 2
-	}
+	settings := settingsFor(mesh, target, plans)
+	limit := maxInProgress(mesh)
 	inProgress := 0
 	for i := range plans {
 		c := &plans[i]
-		c.Decision = ladder.Decide(ladder.Namespace{Name: c.Namespace.Name, Current: c.Current, State: c.State, Target: c.Enrollment.Target,
-			Pods: c.Pods, Workloads: c.Workloads, InjectionConflict: injectionConflict(c.Namespace, ourRevisions(c.Current, c.State, settings)...), PolicyConflict: c.PolicyConflict},
-			settings, inProgress < maxInProgress, now)
+		c.Decision = ladder.Decide(c.ladderNamespace(settings), settings, inProgress < limit, now)
 		if c.Decision.InProgress {
 			inProgress++
 		}

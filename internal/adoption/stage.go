@@ -65,6 +65,9 @@ type Stage struct {
 	OperatorNamespace string
 	// Clock tells the time of a pass; nil is the real clock (tests give a fake one).
 	Clock clock.PassiveClock
+	// Traffic reads the telemetry the traffic gates judge; nil reads none, so enforcing steps
+	// wait unless spec.rollout.trafficGates is Skip.
+	Traffic TrafficReader
 }
 
 // Name implements stages.Stage.
@@ -96,6 +99,10 @@ func SettingsOf(mesh *meshv1.MeshInstallation, target Target) ladder.Settings {
 	if r.StepTimeout != nil {
 		st.StepTimeout = r.StepTimeout.Duration
 	}
+	st.TrafficGates, st.ObserveTime = r.TrafficGates != meshv1.TrafficGatesSkip, 10*time.Minute
+	if r.ObserveTime != nil {
+		st.ObserveTime = r.ObserveTime.Duration
+	}
 	return st
 }
 
@@ -104,6 +111,16 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 	plans, target, err := s.planner().Plan(ctx, mesh, s.now())
 	if err != nil {
 		return stages.Result{}, err
+	}
+	source := "embedded"
+	if mesh.Spec.Telemetry.Prometheus != nil {
+		source = "prometheus"
+	}
+	for i := range plans {
+		if plans[i].Traffic != nil {
+			metrics.TrafficRead(mesh.Name, source, *plans[i].Traffic)
+		}
+		announceTrafficHold(mesh, &plans[i])
 	}
 	for i := range plans {
 		pl := &plans[i]
@@ -123,7 +140,7 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 // planner reads what the ladder decides from: the stage's cache of the operator's policies, and
 // the ladder's cache of namespaces, pods and workloads.
 func (s *Stage) planner() Planner {
-	return Planner{Policies: s.Client, Workloads: s.Reader, OperatorNamespace: s.OperatorNamespace}
+	return Planner{Policies: s.Client, Workloads: s.Reader, OperatorNamespace: s.OperatorNamespace, Traffic: s.Traffic}
 }
 
 // injectionConflict says why the operator must not manage a namespace's injection label: it
@@ -138,6 +155,24 @@ func injectionConflict(ns *corev1.Namespace, ours ...string) string {
 		return fmt.Sprintf("The namespace carries %s=%s, another revision's label, which Meshwright does not take over: remove it to let Meshwright manage injection.", InjectionLabel, v)
 	}
 	return ""
+}
+
+// announceTrafficHold gives a namespace newly held by a traffic gate (its reason differs from
+// the one the last status reported for it) a Warning Event with the evidence, so that kubectl
+// describe and the Events' metric show when telemetry held a step, not only the status.
+func announceTrafficHold(mesh *meshv1.MeshInstallation, c *NamespacePlan) {
+	d := &c.Decision
+	if !d.TrafficHeld || d.Event != nil {
+		return
+	}
+	if st := mesh.Status.Namespaces; st != nil {
+		i := slices.IndexFunc(st.Blocked, func(b meshv1.BlockedNamespace) bool { return b.Name == c.Namespace.Name })
+		if (i >= 0 && st.Blocked[i].Reason == d.Blocked.Reason) || (i < 0 && int(st.BlockedCount) > len(st.Blocked)) {
+			// Reported already, or maybe among the blocked namespaces the status does not list.
+			return
+		}
+	}
+	d.Event = &ladder.Event{Warning: true, Reason: d.Blocked.Reason, Message: d.Blocked.Message}
 }
 
 // carryOut makes the cluster match a decision: namespace first (its injection label must be on
@@ -252,6 +287,7 @@ func (s *Stage) syncPolicies(ctx context.Context, mesh *meshv1.MeshInstallation,
 			return err
 		}
 	}
+	var stale []*unstructured.Unstructured
 	for _, gvk := range policy.Kinds() {
 		list := &unstructured.UnstructuredList{}
 		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
@@ -260,12 +296,17 @@ func (s *Stage) syncPolicies(ctx context.Context, mesh *meshv1.MeshInstallation,
 		}
 		for i := range list.Items {
 			p := &list.Items[i]
-			if want[gvk.Kind+"/"+p.GetName()] || !policy.PerNamespace(p.GetName()) || !p.GetDeletionTimestamp().IsZero() {
-				continue
+			if !want[gvk.Kind+"/"+p.GetName()] && policy.PerNamespace(p.GetName()) && p.GetDeletionTimestamp().IsZero() {
+				stale = append(stale, p)
 			}
-			if err := s.Client.Delete(ctx, p); err != nil && !apierrors.IsNotFound(err) {
-				return fmt.Errorf("deleting %s %s/%s: %w", gvk.Kind, namespace, p.GetName(), err)
-			}
+		}
+	}
+	slices.SortStableFunc(stale, func(a, b *unstructured.Unstructured) int {
+		return policy.RemovalOrder(a.GetName()) - policy.RemovalOrder(b.GetName())
+	})
+	for _, p := range stale {
+		if err := s.Client.Delete(ctx, p); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("deleting %s %s/%s: %w", p.GetKind(), namespace, p.GetName(), err)
 		}
 	}
 	return nil

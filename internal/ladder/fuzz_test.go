@@ -70,7 +70,8 @@ func promisedEffects(level Level, step *Step) Effects {
 // rung from where the namespace stands (a rollback: back to it; a move or a refresh: at it), no
 // new step without a free slot or while paused, no climb past a gate that holds (unready pods,
 // someone else's label or policy, pods without the proxy before STRICT, the soak before
-// ZeroTrust), restarts only for a step, the promised effects, and moves only to the active
+// ZeroTrust, a plaintext caller or a reading that cannot be judged before STRICT, callers outside
+// allowFrom or shadow denials before ZeroTrust is enforced), restarts only for a step, the promised effects, and moves only to the active
 // revision.
 func FuzzDecide(f *testing.F) {
 	f.Add([]byte("seed"), true)
@@ -108,6 +109,13 @@ func FuzzDecide(f *testing.F) {
 		}
 		if started && !st.Rollback && promisedOrder[st.To] > level {
 			checkClimbGated(t, ns, d, s, now)
+		}
+		if started && !st.Rollback && st.To == meshv1.LevelOff && ns.Current == meshv1.LevelObserve && s.TrafficGates && ns.Pods.Total > 0 {
+			checkLeftCleanly(t, ns, s)
+		}
+		if was := ns.State.Step; was != nil && !was.Enforced && st != nil && st.Enforced && st.To == meshv1.LevelZeroTrust &&
+			s.TrafficGates && ns.Pods.Total > 0 {
+			checkEnforcedClean(t, ns, s)
 		}
 		if len(d.Restart) > 0 && st == nil {
 			t.Fatalf("restarts %v outside a step", d.Restart)
@@ -174,6 +182,49 @@ func checkClimbGated(t *testing.T, ns Namespace, d Decision, s Settings, now tim
 		t.Fatalf("a climb to %q started over someone else's PeerAuthentication", to)
 	case to == meshv1.LevelZeroTrust && now.Sub(d.State.Since) < s.SoakTime:
 		t.Fatalf("a climb to ZeroTrust started %s after reaching MutualTLS, before the soak time %s", now.Sub(d.State.Since), s.SoakTime)
+	case to == meshv1.LevelMutualTLS && s.TrafficGates && ns.Pods.Total > 0 && !sawNoPlaintext(ns, s, now):
+		t.Fatalf("a climb to MutualTLS started without a whole observe window (%s) read, showing no plaintext caller: since %s, traffic %+v", s.ObserveTime, ns.State.Since, ns.Traffic)
+	}
+}
+
+// sawNoPlaintext: the namespace held Observe for the observe time, and telemetry that was read,
+// saw the namespace's proxies over the whole window, and shows no plaintext caller.
+func sawNoPlaintext(ns Namespace, s Settings, now time.Time) bool {
+	r := ns.Traffic
+	return now.Sub(ns.State.Since) >= s.ObserveTime && r != nil && r.Unavailable == "" && r.Unreachable == "" && r.Reporting &&
+		r.Covered >= s.ObserveTime && len(r.Plaintext) == 0
+}
+
+// checkLeftCleanly: a namespace that leaves the mesh under the traffic gates was not seen
+// calling a namespace that accepts only mTLS.
+func checkLeftCleanly(t *testing.T, ns Namespace, s Settings) {
+	t.Helper()
+	r := ns.Traffic
+	if r == nil || r.Unavailable != "" || r.Unreachable != "" || !r.Reporting {
+		return
+	}
+	if r.Covered < s.ObserveTime {
+		t.Fatalf("left the mesh after seeing %s of whom it calls, less than the observe time %s", r.Covered, s.ObserveTime)
+	}
+	for dest := range r.CallsTo {
+		if dest != ns.Name && s.Strict[dest] {
+			t.Fatalf("left the mesh while calling %s, which accepts only mTLS", dest)
+		}
+	}
+}
+
+// checkEnforcedClean: a ZeroTrust dry-run enforced under the traffic gates had a reading over
+// the whole soak with no caller outside the namespace and its allowFrom, and no shadow denial.
+func checkEnforcedClean(t *testing.T, ns Namespace, s Settings) {
+	t.Helper()
+	r := ns.Traffic
+	if r == nil || r.Unavailable != "" || r.Unreachable != "" || !r.Reporting || r.Covered < s.SoakTime || r.ShadowDenied > 0 {
+		t.Fatalf("ZeroTrust enforced on a reading that cannot clear it: %+v", r)
+	}
+	for c := range r.Callers {
+		if c.Namespace != ns.Name && !slices.Contains(ns.AllowFrom, c.Namespace) {
+			t.Fatalf("ZeroTrust enforced while %s, outside allowFrom %v, called", c, ns.AllowFrom)
+		}
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/names"
+	"github.com/meshwright/meshwright/internal/traffic"
 )
 
 // Level is a rung of the ladder.
@@ -155,6 +156,11 @@ type Namespace struct {
 	// PolicyConflict, when set, names a namespace-wide PeerAuthentication of someone else's that
 	// would override STRICT: no step to MutualTLS or above starts.
 	PolicyConflict string
+	// Traffic is what telemetry showed of the namespace's inbound traffic in this pass; nil when
+	// it was not read (only namespaces about to take an enforcing step are).
+	Traffic *traffic.Reading
+	// AllowFrom are the other namespaces whose workloads may call it at ZeroTrust.
+	AllowFrom []string
 }
 
 // Pods summarises a namespace's running pods (terminating and finished pods are left out).
@@ -208,6 +214,14 @@ type Settings struct {
 	// before which started proxies may hold a certificate of the old one: their workloads are
 	// restarted. Zero when no rotation needs it.
 	RefreshBefore time.Time
+	// TrafficGates holds enforcing steps until telemetry shows they refuse no caller; false
+	// (spec.rollout.trafficGates: Skip) gates them on pods only.
+	TrafficGates bool
+	// ObserveTime is how long a namespace holds Observe, its traffic watched, before STRICT.
+	ObserveTime time.Duration
+	// Strict are the namespaces whose pods accept only mTLS in this pass (at MutualTLS or
+	// above, or stepping there): a namespace that leaves the mesh must not be calling them.
+	Strict map[string]bool
 }
 
 // Effects are what the namespace must carry at its current position on the ladder. The
@@ -280,6 +294,12 @@ type Decision struct {
 	// RefreshPending is true when the namespace runs proxies started before a root rotation's
 	// switch, with no step running: it is not at its target yet.
 	RefreshPending bool
+	// TrafficUnread is true when a traffic gate waits because the namespace's traffic was not
+	// read in this pass: the kubectl plugin then shows what the operator last reported.
+	TrafficUnread bool
+	// TrafficHeld is true when Blocked comes from a traffic gate (what the proxies reported, or
+	// could not): the controller announces it with an Event when it is new.
+	TrafficHeld bool
 }
 
 // Blocked is why a namespace is held below its target.
@@ -318,7 +338,7 @@ const Settle = 5 * time.Second
 // continues. now is the time of the pass.
 func Decide(ns Namespace, s Settings, mayStart bool, now time.Time) (d Decision) {
 	d = Decision{Level: ns.Current, State: ns.State}
-	normalize(&d, s)
+	normalize(&d, s, now)
 	defer finish(&d, ns, s)
 
 	refresh := refreshDue(d, ns, s)
@@ -343,6 +363,11 @@ func Decide(ns Namespace, s Settings, mayStart bool, now time.Time) (d Decision)
 		d.Blocked = Blocked{Reason: d.State.Hold.Reason, Message: d.State.Hold.Message}
 	case Rank(ns.Target) < Rank(d.Level):
 		d.State.Hold = nil
+		if v := leavingBreaksCalls(ns, s, d.Level); v != nil {
+			d.apply(v)
+			d.TrafficHeld = v.Blocked.Reason != ""
+			return d
+		}
 		startStep(&d, ns, s, levelBelow(d.Level), mayStart, now)
 	case behind(d.Level, d.State, s):
 		// In the mesh on a retiring revision: it moves to the active one before it climbs on.
@@ -358,12 +383,18 @@ func Decide(ns Namespace, s Settings, mayStart bool, now time.Time) (d Decision)
 }
 
 // normalize reads the recorded state as the operator can trust it: an unknown level is Off, a
+// level in the mesh with no time reached starts its clock now (under the traffic gates), a
 // hold from an earlier spec is released, and a step no pass writes (an annotation edited by
 // hand, or a label changed under a running step) is forgotten, so the namespace goes on from its
 // label.
-func normalize(d *Decision, s Settings) {
+func normalize(d *Decision, s Settings, now time.Time) {
 	if !Valid(d.Level) {
 		d.Level = meshv1.LevelOff
+	}
+	if s.TrafficGates && d.State.Since.IsZero() && InMesh(d.Level) {
+		// A record without the time its level was reached (the annotation deleted to release a
+		// hold): the observe window starts now, not at the zero time.
+		d.State.Since = now
 	}
 	if d.State.Hold != nil && d.State.Hold.Generation != s.Generation {
 		d.State.Hold = nil
@@ -431,8 +462,16 @@ func startStep(d *Decision, ns Namespace, s Settings, next Level, mayStart bool,
 	d.InProgress = true
 	d.Event = &Event{Reason: "StepStarted", Message: fmt.Sprintf("Stepping from %s to %s.", d.Level, next)}
 	if rungOf(next).DryRunFirst {
-		d.Event.Message += fmt.Sprintf(" The AuthorizationPolicies run in dry-run for %s first.", s.SoakTime)
-		d.RecheckAfter = s.SoakTime
+		d.Event.Message += fmt.Sprintf(" The AuthorizationPolicies run in dry-run for %s first.", dryRunTime(s))
+		d.RecheckAfter = dryRunTime(s)
+		if s.TrafficGates {
+			d.RecheckAfter = min(d.RecheckAfter, TrafficPoll)
+		}
+	}
+	if rungOf(next).Carries.Authorization && len(ns.AllowFrom) == 0 {
+		// Often a namespace raised by its target-level label, which no rule's allowFrom covers.
+		d.Event.Warning = true
+		d.Event.Message += " Its allowFrom is empty: once enforced, only the namespace's own workloads may call it. List its callers in the allowFrom of a rule of spec.namespaces that selects it."
 	}
 	planRestarts(d, ns, s)
 }
@@ -564,10 +603,21 @@ func cancel(d *Decision, ns Namespace, s Settings, step Step, kind StepKind, now
 // the soak, then enforces once every pod is Ready. It reports whether the pass ends there; when
 // pods are unready after the soak, the step goes on and times out from the soak's end.
 func dryRun(d *Decision, ns Namespace, s Settings, step *Step, now time.Time) bool {
-	soakEnd := step.Started.Add(s.SoakTime)
+	soakEnd := step.Started.Add(dryRunTime(s))
 	if now.Before(soakEnd) {
 		d.Waiting = fmt.Sprintf("AuthorizationPolicies in dry-run until %s", soakEnd.UTC().Format(time.RFC3339))
 		d.RecheckAfter = soakEnd.Sub(now)
+		if s.TrafficGates {
+			// The embedded telemetry source sees the dry-run only through reads during it.
+			d.RecheckAfter = min(d.RecheckAfter, TrafficPoll)
+		}
+		return true
+	}
+	if v := wouldDeny(ns, s, *step, now); v != nil {
+		// The dry-run showed callers enforcing would refuse: it goes on in dry-run, holding
+		// its slot, until they are admitted (a spec change) or the target is lowered.
+		d.apply(v)
+		d.TrafficHeld = v.Blocked.Reason != ""
 		return true
 	}
 	if len(ns.Pods.NotReady) == 0 {

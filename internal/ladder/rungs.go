@@ -33,6 +33,9 @@ type Gate struct {
 	Name string
 	// Check returns nil when the climb may go on, else what holds it.
 	Check func(Climb) *Verdict
+	// Traffic marks a gate that judges the namespace's traffic: the controller reads telemetry
+	// for a namespace whose next climb passes one (see WatchesTraffic).
+	Traffic bool
 }
 
 // Climb is what a gate judges: the namespace as observed, its recorded state, the rollout's
@@ -52,6 +55,9 @@ type Verdict struct {
 	Blocked      Blocked
 	Waiting      string
 	RecheckAfter time.Duration
+	// TrafficUnread is set when a traffic gate waits only because the namespace's traffic was
+	// not read in this pass (a reader that cannot see it, such as the kubectl plugin).
+	TrafficUnread bool
 }
 
 // The gates a climb passes, each a small function; a rung lists those it needs.
@@ -107,7 +113,7 @@ var Rungs = []Rung{
 	{
 		Level:   meshv1.LevelMutualTLS,
 		Carries: Effects{Inject: true, Strict: true},
-		Gates:   []Gate{injectionOwned, podsReady, podsInjected, peerAuthenticationOwned},
+		Gates:   []Gate{injectionOwned, podsReady, podsInjected, peerAuthenticationOwned, noPlaintextCallers},
 	},
 	{
 		Level:       meshv1.LevelZeroTrust,
@@ -152,13 +158,19 @@ func levelBelow(l Level) Level { return Rungs[max(Rank(l)-1, 0)].Level }
 // levelAbove is the rung above l (the highest stays where it is).
 func levelAbove(l Level) Level { return Rungs[min(Rank(l)+1, len(Rungs)-1)].Level }
 
+// apply records what holds the namespace.
+func (d *Decision) apply(v *Verdict) {
+	d.Blocked, d.Waiting, d.RecheckAfter, d.TrafficUnread = v.Blocked, v.Waiting, v.RecheckAfter, v.TrafficUnread
+}
+
 // gate runs the gates of the rung a namespace would climb to; it fills in Blocked or Waiting
 // from the first that holds the climb.
 func gate(d *Decision, ns Namespace, s Settings, next Level, now time.Time) bool {
 	c := Climb{NS: ns, State: d.State, Settings: s, From: d.Level, To: next, Now: now}
 	for _, g := range rungOf(next).Gates {
 		if v := g.Check(c); v != nil {
-			d.Blocked, d.Waiting, d.RecheckAfter = v.Blocked, v.Waiting, v.RecheckAfter
+			d.apply(v)
+			d.TrafficHeld = g.Traffic && v.Blocked.Reason != ""
 			return false
 		}
 	}

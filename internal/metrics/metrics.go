@@ -15,6 +15,7 @@ import (
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/ladder"
+	"github.com/meshwright/meshwright/internal/traffic"
 )
 
 // Names of the metrics, for the tests that check that alerts and dashboards only use these.
@@ -31,6 +32,7 @@ const (
 	RevisionPodsName       = "meshwright_revision_pods"
 	RotationPhaseName      = "meshwright_root_rotation_phase_start_seconds"
 	RotationPendingName    = "meshwright_root_rotation_pending_pods"
+	TrafficReadsName       = "meshwright_traffic_reads_total"
 	installationLabel      = "installation"
 	levelLabel, stageLabel = "level", "stage"
 )
@@ -73,6 +75,10 @@ var (
 		Name: RevisionPodsName,
 		Help: "Running pods each control-plane revision injected.",
 	}, []string{installationLabel, "revision", "version", "active"})
+	trafficReads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: TrafficReadsName,
+		Help: "Reads of a namespace's traffic for the traffic gates, by source (embedded, prometheus) and result: read, unavailable (the source did not answer), unreachable (proxies the operator could not reach), no_series (no series of the namespace's proxies).",
+	}, []string{installationLabel, "source", "result"})
 	rotationPhase = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: RotationPhaseName,
 		Help: "While a root rotation runs: when its current phase (Prepare, Trust, Switch, Drop) began, as a Unix time; no series otherwise.",
@@ -90,7 +96,7 @@ var registerOnce sync.Once
 // serves. It is safe to call more than once (every reconciler set-up does).
 func Register() {
 	registerOnce.Do(func() {
-		metrics.Registry.MustRegister(namespaces, inProgress, blocked, condition, stageDuration, ladderEvents, rollbacks, revisionNamespaces, revisionPods, rotationPhase, rotationPending, caExpiry)
+		metrics.Registry.MustRegister(namespaces, inProgress, blocked, condition, stageDuration, ladderEvents, rollbacks, revisionNamespaces, revisionPods, rotationPhase, rotationPending, caExpiry, trafficReads)
 	})
 }
 
@@ -147,7 +153,7 @@ func Forget(installation string) {
 	match := prometheus.Labels{installationLabel: installation}
 	for _, v := range []interface {
 		DeletePartialMatch(prometheus.Labels) int
-	}{namespaces, inProgress, blocked, condition, ladderEvents, rollbacks, revisionNamespaces, revisionPods, rotationPhase, rotationPending} {
+	}{namespaces, inProgress, blocked, condition, ladderEvents, rollbacks, revisionNamespaces, revisionPods, rotationPhase, rotationPending, trafficReads} {
 		v.DeletePartialMatch(match)
 	}
 	caExpiry.forget(installation)
@@ -165,6 +171,21 @@ func LadderEvent(installation, reason string, rollbackStarted bool) {
 	if rollbackStarted {
 		rollbacks.WithLabelValues(installation).Inc()
 	}
+}
+
+// TrafficRead counts one read of a namespace's traffic by its result, so that an alert can
+// tell a source the gates cannot read from traffic they are right to hold for.
+func TrafficRead(installation, source string, r traffic.Reading) {
+	result := "read"
+	switch {
+	case r.Unavailable != "":
+		result = "unavailable"
+	case r.Unreachable != "":
+		result = "unreachable"
+	case !r.Reporting:
+		result = "no_series"
+	}
+	trafficReads.WithLabelValues(installation, source, result).Inc()
 }
 
 // expiryCollector reports the seconds left until each installation's CA expires, computed when
@@ -210,5 +231,5 @@ func (e *expiryCollector) Collect(ch chan<- prometheus.Metric) {
 func Names() []string {
 	return []string{NamespacesName, InProgressName, BlockedName, ConditionName, CAExpiryName,
 		StageDurationName + "_bucket", StageDurationName + "_sum", StageDurationName + "_count",
-		LadderEventsName, RollbacksName, RevisionNamespacesName, RevisionPodsName, RotationPhaseName, RotationPendingName}
+		LadderEventsName, RollbacksName, RevisionNamespacesName, RevisionPodsName, RotationPhaseName, RotationPendingName, TrafficReadsName}
 }

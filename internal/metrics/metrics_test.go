@@ -13,6 +13,7 @@ import (
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/ladder"
+	"github.com/meshwright/meshwright/internal/traffic"
 )
 
 func TestRecordStatus(t *testing.T) {
@@ -127,6 +128,34 @@ func TestLadderEventsAndForget(t *testing.T) {
 		if n := testutil.CollectAndCount(c); n != 0 {
 			t.Errorf("%s: %d series left after Forget", name, n)
 		}
+	}
+}
+
+// TestTrafficReads: each read of a namespace's traffic is counted by what came of it, so that an
+// alert can tell a source the gates cannot read from traffic they are right to hold for.
+func TestTrafficReads(t *testing.T) {
+	const mesh = "reads"
+	tests := map[string]struct {
+		reading traffic.Reading
+		result  string
+	}{
+		"read":                  {reading: traffic.Reading{Inbound: traffic.Inbound{Reporting: true}}, result: "read"},
+		"source did not answer": {reading: traffic.Reading{Unavailable: "timeout"}, result: "unavailable"},
+		"proxies unreachable":   {reading: traffic.Reading{Unreachable: "web-1", Inbound: traffic.Inbound{Reporting: true}}, result: "unreachable"},
+		"no series":             {reading: traffic.Reading{}, result: "no_series"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			before := testutil.ToFloat64(trafficReads.WithLabelValues(mesh, "embedded", tc.result))
+			TrafficRead(mesh, "embedded", tc.reading)
+			if got := testutil.ToFloat64(trafficReads.WithLabelValues(mesh, "embedded", tc.result)); got != before+1 {
+				t.Errorf("%s reads = %v, want %v", tc.result, got, before+1)
+			}
+		})
+	}
+	Forget(mesh)
+	if n := testutil.CollectAndCount(trafficReads); n != 0 {
+		t.Errorf("%d traffic read series left after Forget", n)
 	}
 }
 

@@ -42,6 +42,15 @@ func PerNamespace(name string) bool {
 	return name == StrictName || name == AllowNothingName || name == AllowName
 }
 
+// RemovalOrder ranks a per-namespace policy for removal, lowest first: the allow-nothing policy
+// goes before the allow policy, so no moment has it without the allow policy beside it.
+func RemovalOrder(name string) int {
+	if name == AllowNothingName {
+		return 0
+	}
+	return 1
+}
+
 // Kinds lists the policy kinds, for watches, pruning and clean-up.
 func Kinds() []schema.GroupVersionKind {
 	return []schema.GroupVersionKind{PeerAuthenticationGVK, AuthorizationPolicyGVK}
@@ -55,8 +64,8 @@ func MeshWide(installation, rootNamespace string) *unstructured.Unstructured {
 	return u
 }
 
-// ForNamespace is the set of policies a namespace carries for its effects; a policy not in the
-// set is removed.
+// ForNamespace is the set of policies a namespace carries for its effects, in the order they
+// must be applied; a policy not in the set is removed (in RemovalOrder).
 func ForNamespace(installation, namespace string, allowFrom []string, e ladder.Effects) []*unstructured.Unstructured {
 	var out []*unstructured.Unstructured
 	if e.Strict {
@@ -78,7 +87,10 @@ func ForNamespace(installation, namespace string, allowFrom []string, e ladder.E
 			"action": "ALLOW",
 			"rules":  []any{map[string]any{"from": []any{map[string]any{"source": map[string]any{"namespaces": sources}}}}},
 		}
-		for _, u := range []*unstructured.Unstructured{nothing, allow} {
+		// The allow policy first: applied in this order, no moment has the allow-nothing
+		// policy enforced while the allow policy is not (which would deny every call). See
+		// RemovalOrder for the way down.
+		for _, u := range []*unstructured.Unstructured{allow, nothing} {
 			if e.DryRun {
 				u.SetAnnotations(map[string]string{DryRunAnnotation: "true"})
 			}

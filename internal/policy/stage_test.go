@@ -122,6 +122,8 @@ func TestMeshWidePolicy(t *testing.T) {
 	}
 }
 
+// TestForNamespace: the policies of each level, in the order they are applied: the allow policy
+// before the allow-nothing one, so enforcing them one after the other never denies every call.
 func TestForNamespace(t *testing.T) {
 	tests := map[string]struct {
 		e     ladder.Effects
@@ -130,8 +132,8 @@ func TestForNamespace(t *testing.T) {
 	}{
 		"observe: none":         {e: ladder.Effects{Inject: true}},
 		"mutual TLS: STRICT":    {e: ladder.Effects{Inject: true, Strict: true}, names: StrictName},
-		"zero trust in dry-run": {e: ladder.Effects{Inject: true, Strict: true, Authorization: true, DryRun: true}, names: StrictName + "," + AllowNothingName + "," + AllowName, dry: true},
-		"zero trust enforced":   {e: ladder.Effects{Inject: true, Strict: true, Authorization: true}, names: StrictName + "," + AllowNothingName + "," + AllowName},
+		"zero trust in dry-run": {e: ladder.Effects{Inject: true, Strict: true, Authorization: true, DryRun: true}, names: StrictName + "," + AllowName + "," + AllowNothingName, dry: true},
+		"zero trust enforced":   {e: ladder.Effects{Inject: true, Strict: true, Authorization: true}, names: StrictName + "," + AllowName + "," + AllowNothingName},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -152,5 +154,8 @@ func TestForNamespace(t *testing.T) {
 				t.Errorf("policies = %v, want %q", names, tc.names)
 			}
 		})
+	}
+	if RemovalOrder(AllowNothingName) >= RemovalOrder(AllowName) {
+		t.Error("the allow policy would be removed before the allow-nothing policy: a moment of deny-all")
 	}
 }

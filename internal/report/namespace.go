@@ -52,7 +52,9 @@ func NamespaceOf(mesh *meshv1.MeshInstallation, name string, pl *adoption.Namesp
 		out.Since = &since
 	}
 	out.Step, out.Hold = pl.State.Step, pl.State.Hold
-	m := moveOf(mesh, *pl)
+	plans := []adoption.NamespacePlan{*pl}
+	adoptReported(mesh, plans)
+	m := moveOf(mesh, plans[0])
 	out.Next = &m
 	return out
 }

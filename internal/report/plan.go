@@ -73,6 +73,7 @@ type SpecChange struct {
 
 // PlanOf describes the plans of a pass for mesh, towards the target revision.
 func PlanOf(mesh *meshv1.MeshInstallation, plans []adoption.NamespacePlan, target adoption.Target) Plan {
+	adoptReported(mesh, plans)
 	out := Plan{Installation: mesh.Name, Stage: string(mesh.Status.Stage),
 		Summary: adoption.Summarize(plans, adoption.SettingsOf(mesh, target)).Message}
 	for _, pl := range plans {
@@ -97,6 +98,10 @@ func moveOf(mesh *meshv1.MeshInstallation, pl adoption.NamespacePlan) NamespaceM
 	case step != nil && pl.State.Step == nil:
 		m.Action, m.To = ActionStep, string(step.To)
 		m.Detail = fmt.Sprintf("Starts the %s.", stepName(d.Level, step))
+	case step != nil && d.Blocked.Reason != "":
+		// A step held where it is (a ZeroTrust dry-run that would deny callers).
+		m.Action, m.To, m.Reason, m.Detail = ActionBlocked, string(step.To), d.Blocked.Reason, d.Blocked.Message
+		m.Fix = Fix(d.Blocked.Reason, pl.Namespace.Name)
 	case step != nil:
 		m.Action, m.To = ActionStepping, string(step.To)
 		m.Detail = d.Waiting
@@ -120,6 +125,27 @@ func moveOf(mesh *meshv1.MeshInstallation, pl adoption.NamespacePlan) NamespaceM
 		m.Policies = append(m.Policies, policyLine(p.GetKind(), p.GetName(), d.Effects))
 	}
 	return m
+}
+
+// adoptReported gives the decisions that wait only because this reader saw no traffic (the
+// plugin reads none: only the operator does) the verdict the operator last reported for their
+// namespace in status.namespaces.blocked, so that a plan shows why a namespace is held.
+func adoptReported(mesh *meshv1.MeshInstallation, plans []adoption.NamespacePlan) {
+	if mesh.Status.Namespaces == nil {
+		return
+	}
+	for i := range plans {
+		d := &plans[i].Decision
+		if !d.TrafficUnread {
+			continue
+		}
+		for _, b := range mesh.Status.Namespaces.Blocked {
+			if b.Name == plans[i].Namespace.Name {
+				d.Blocked = ladder.Blocked{Reason: b.Reason, Message: b.Message + " (as the operator last reported it)"}
+				d.Waiting = ""
+			}
+		}
+	}
 }
 
 // stepName names a step for a sentence: a rung of the ladder, or a move between revisions.

@@ -568,3 +568,20 @@ options:
   podPlayStageParallelism: 8
   podsOnNodeSyncParallelism: 4
 `
+
+// StartDetached starts a helper of the cluster (the traffic simulator) as a process that
+// outlives this one, registered so that `localcluster down` stops it, and waits until ready
+// says it serves. Its arguments must name the cluster's directory: down checks a PID's command
+// line for it before killing, so that a reused PID is never someone else's process.
+func (c *Cluster) StartDetached(ctx context.Context, name, bin string, args []string, ready func(context.Context) (bool, error)) error {
+	proc, err := startProcess(name, bin, args, nil, filepath.Join(c.Dir, "logs"), true)
+	if err != nil {
+		return err
+	}
+	if err := poll(ctx, name+" to be ready", 200*time.Millisecond, []*process{proc}, ready); err != nil {
+		proc.stop(5*time.Second, c.Dir)
+		return fmt.Errorf("%s (log: %s): %w", name, proc.Log, err)
+	}
+	c.Processes = append(c.Processes, proc)
+	return c.save()
+}

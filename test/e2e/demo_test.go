@@ -63,11 +63,13 @@ func TestDemo(t *testing.T) {
 	out = mustRunLogged(t, ctx, checkout, append(env, "KUBECONFIG="+elsewhere.kubeconfig), "the README's follow-up",
 		"bash", "-euo", "pipefail", "-c", readmeBlock(t, "demo-follow-up"))
 	for what, re := range map[string]string{
-		"kubectl get mesh -o wide: Ready, 2 enrolled, 1 at Observe, 1 at MutualTLS": `(?m)^default\s+\S+\s+\S+\s+True\s+2\s+1\s+1\s+0\s`,
-		"payments at MutualTLS":     `(?m)^payments\s+Active\s+\S+\s+MutualTLS\s*$`,
-		"storefront at Observe":     `(?m)^storefront\s+Active\s+\S+\s+Observe\s*$`,
-		"the plugin's Ready header": `MeshInstallation default · Istio\s+\S+ · Ready`,
-		"the plugin's Adoption row": `Adoption\s+NamespacesAtTarget`,
+		"kubectl get mesh -o wide: not Ready, 3 enrolled, 2 at Observe, 1 at MutualTLS": `(?m)^default\s+\S+\s+\S+\s+False\s+3\s+2\s+1\s+0\s`,
+		"payments at MutualTLS":          `(?m)^payments\s+Active\s+\S+\s+MutualTLS\s*$`,
+		"orders held at Observe":         `(?m)^orders\s+Active\s+\S+\s+Observe\s*$`,
+		"storefront at Observe":          `(?m)^storefront\s+Active\s+\S+\s+Observe\s*$`,
+		"the plugin's header":            `MeshInstallation default · Istio\s+\S+ · Not Ready \(NamespacesBlocked\)`,
+		"the plugin's Adoption row":      `Adoption\s+NamespacesBlocked`,
+		"orders' plaintext caller named": `orders PlaintextTraffic\s+1\s+caller\(s\)\s+reached\s+the\s+namespace\s+in\s+plaintext`,
 	} {
 		if !regexp.MustCompile(re).MatchString(out) {
 			t.Errorf("the README's follow-up commands do not show %s:\n%s", what, out)
@@ -88,15 +90,19 @@ func TestDemo(t *testing.T) {
 	}
 }
 
-// checkDemoShows checks what make demo printed: the installation Ready, each team's namespace at
-// its level, and the plugin's status of the demo's own installation.
+// checkDemoShows checks what make demo printed: payments through the traffic gate to MutualTLS,
+// orders held at Observe by legacy's plaintext calls (named, read from the demo's Prometheus
+// scraping the traffic simulator), storefront at Observe, legacy left alone.
 func checkDemoShows(t *testing.T, run, out string) {
 	t.Helper()
 	for what, re := range map[string]string{
-		"the installation Ready":    `(?m)^default\s+\S+\s+\S+\s+True\s+2\s`,
-		"payments at MutualTLS":     `(?m)^payments\s+Active\s+\S+\s+MutualTLS(\s+\S+)?\s*$`,
-		"storefront at Observe":     `(?m)^storefront\s+Active\s+\S+\s+Observe(\s+\S+)?\s*$`,
-		"the plugin's Ready header": `MeshInstallation default · Istio\s+\S+ · Ready`,
+		"the installation, 3 enrolled": `(?m)^default\s+\S+\s+\S+\s+False\s+3\s`,
+		"payments at MutualTLS":        `(?m)^payments\s+Active\s+\S+\s+MutualTLS(\s+\S+)?\s*$`,
+		"orders held at Observe":       `(?m)^orders\s+Active\s+\S+\s+Observe(\s+\S+)?\s*$`,
+		"storefront at Observe":        `(?m)^storefront\s+Active\s+\S+\s+Observe(\s+\S+)?\s*$`,
+		"legacy not enrolled":          `(?m)^legacy\s+Active\s+\S+\s*$`,
+		"the plugin names the caller":  `Next: blocked: PlaintextTraffic\s+1\s+caller\(s\)\s+reached\s+the\s+namespace\s+in\s+plaintext\s+in\s+the\s+last\s+20s\s+\(Prometheus\s+at\s+http://127\.0\.0\.1:\d+\):\s+legacy/batch`,
+		"payments went STRICT":         `Stepping from Observe to MutualTLS\.`,
 	} {
 		if !regexp.MustCompile(re).MatchString(out) {
 			t.Errorf("%s does not show %s:\n%s", run, what, out)

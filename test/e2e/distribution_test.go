@@ -225,7 +225,7 @@ func installAndRollOut(t *testing.T, objs []*unstructured.Unstructured, sa strin
 	}
 	runOperatorAs(t, kubeconfig, chartNamespace, behaviourArgs(t, dep)...)
 	mesh := &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: meshv1.MeshInstallationSpec{
-		Rollout:    meshv1.RolloutSpec{SoakTime: &metav1.Duration{Duration: time.Second}},
+		Rollout:    meshv1.RolloutSpec{TrafficGates: meshv1.TrafficGatesSkip, SoakTime: &metav1.Duration{Duration: time.Second}},
 		Namespaces: []meshv1.NamespaceRule{{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"team": "payments"}}, Level: meshv1.LevelMutualTLS}},
 	}}
 	createMesh(t, c, mesh)

@@ -219,7 +219,7 @@ func TestAPIFaultsNeverFakeReady(t *testing.T) {
 	values := &apiextensionsv1.JSON{Raw: raw}
 	mesh := &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: meshv1.MeshInstallationSpec{
 		ControlPlane: meshv1.ControlPlaneSpec{Values: values},
-		Rollout:      meshv1.RolloutSpec{SoakTime: &metav1.Duration{Duration: time.Second}},
+		Rollout:      meshv1.RolloutSpec{TrafficGates: meshv1.TrafficGatesSkip, SoakTime: &metav1.Duration{Duration: time.Second}},
 		Namespaces:   []meshv1.NamespaceRule{{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"team": "faulty"}}, Level: meshv1.LevelMutualTLS}},
 	}}
 	if err := c.Create(ctx, mesh); err != nil {

@@ -235,7 +235,7 @@ func TestAdoptionLadder(t *testing.T) {
 	dryRun := watchDryRun(t, c, "shop-zt")
 
 	op := meshWithLocalIstiod(t, cl, c, meshv1.MeshInstallationSpec{
-		Rollout: meshv1.RolloutSpec{MaxNamespacesInProgress: 1, SoakTime: &metav1.Duration{Duration: 3 * time.Second},
+		Rollout: meshv1.RolloutSpec{TrafficGates: meshv1.TrafficGatesSkip, MaxNamespacesInProgress: 1, SoakTime: &metav1.Duration{Duration: 3 * time.Second},
 			StepTimeout: &metav1.Duration{Duration: 2 * time.Minute}},
 		Namespaces: []meshv1.NamespaceRule{
 			{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"ladder": "observe"}}, Level: meshv1.LevelObserve},
@@ -506,7 +506,7 @@ func TestLadderRollsBackAStepThatBreaksPods(t *testing.T) {
 	framework.WaitAvailable(t, c, "tight")
 
 	op := meshWithLocalIstiod(t, cl, c, meshv1.MeshInstallationSpec{
-		Rollout: meshv1.RolloutSpec{StepTimeout: &metav1.Duration{Duration: 15 * time.Second}},
+		Rollout: meshv1.RolloutSpec{TrafficGates: meshv1.TrafficGatesSkip, StepTimeout: &metav1.Duration{Duration: 15 * time.Second}},
 		Namespaces: []meshv1.NamespaceRule{
 			{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"ladder": "observe"}}, Level: meshv1.LevelObserve},
 		},
@@ -641,7 +641,7 @@ func TestLadderSurvivesOperatorKills(t *testing.T) {
 	}
 	op := startOperator(t, cl.Kubeconfig, "default", false)
 	mesh := &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: meshv1.MeshInstallationSpec{
-		Rollout: meshv1.RolloutSpec{MaxNamespacesInProgress: 1, SoakTime: &metav1.Duration{Duration: 3 * time.Second}},
+		Rollout: meshv1.RolloutSpec{TrafficGates: meshv1.TrafficGatesSkip, MaxNamespacesInProgress: 1, SoakTime: &metav1.Duration{Duration: 3 * time.Second}},
 		Namespaces: []meshv1.NamespaceRule{
 			{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"ladder": "mtls"}}, Level: meshv1.LevelMutualTLS},
 			{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"ladder": "zt"}}, Level: meshv1.LevelZeroTrust},

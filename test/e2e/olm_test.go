@@ -535,7 +535,7 @@ func (e *olmEnv) rollOutPayments(t *testing.T) {
 	framework.MakeNamespace(t, e.c, "payments", map[string]string{"team": "payments"}, map[string]func(*appsv1.Deployment){"web": nil})
 	framework.WaitAvailable(t, e.c, "payments")
 	mesh := &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: meshv1.MeshInstallationSpec{
-		Rollout:    meshv1.RolloutSpec{SoakTime: &metav1.Duration{Duration: time.Second}},
+		Rollout:    meshv1.RolloutSpec{TrafficGates: meshv1.TrafficGatesSkip, SoakTime: &metav1.Duration{Duration: time.Second}},
 		Namespaces: []meshv1.NamespaceRule{{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"team": "payments"}}, Level: meshv1.LevelMutualTLS}},
 	}}
 	if err := e.c.Create(context.Background(), mesh); err != nil {

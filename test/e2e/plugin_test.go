@@ -51,7 +51,7 @@ func TestPluginMidRollout(t *testing.T) {
 	framework.WaitAvailable(t, c, "pay")
 	framework.WaitAvailable(t, c, "web")
 	spec := meshv1.MeshInstallationSpec{
-		Rollout: meshv1.RolloutSpec{MaxNamespacesInProgress: 1, SoakTime: &metav1.Duration{Duration: 30 * time.Minute}},
+		Rollout: meshv1.RolloutSpec{TrafficGates: meshv1.TrafficGatesSkip, MaxNamespacesInProgress: 1, SoakTime: &metav1.Duration{Duration: 30 * time.Minute}},
 		Namespaces: []meshv1.NamespaceRule{
 			{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"ladder": "zt"}}, Level: meshv1.LevelZeroTrust},
 			{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"ladder": "observe"}}, Level: meshv1.LevelObserve},

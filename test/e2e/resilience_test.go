@@ -88,7 +88,7 @@ func TestOwnedObjectsAreRestored(t *testing.T) {
 	framework.MakeNamespace(t, c, "shop", map[string]string{"team": "shop"}, map[string]func(*appsv1.Deployment){"web": nil})
 	framework.WaitAvailable(t, c, "shop")
 	meshWithLocalIstiod(t, cl, c, meshv1.MeshInstallationSpec{
-		Rollout:    meshv1.RolloutSpec{SoakTime: &metav1.Duration{Duration: time.Second}},
+		Rollout:    meshv1.RolloutSpec{TrafficGates: meshv1.TrafficGatesSkip, SoakTime: &metav1.Duration{Duration: time.Second}},
 		Namespaces: []meshv1.NamespaceRule{{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"team": "shop"}}, Level: meshv1.LevelZeroTrust}},
 	})
 	framework.WaitCondition(t, c, "default", meshv1.ConditionReady, metav1.ConditionTrue, meshv1.ReasonAllStagesReady, 4*time.Minute)

@@ -214,7 +214,7 @@ func TestRootRotation(t *testing.T) {
 	mesh := &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: meshv1.MeshInstallationSpec{
 		ControlPlane: meshv1.ControlPlaneSpec{Values: &apiextensionsv1.JSON{Raw: raw}},
 		Certificates: meshv1.CertificatesSpec{TrustPropagation: &metav1.Duration{Duration: 3 * time.Second}},
-		Rollout:      meshv1.RolloutSpec{MaxNamespacesInProgress: 1, SoakTime: &metav1.Duration{Duration: time.Second}},
+		Rollout:      meshv1.RolloutSpec{TrafficGates: meshv1.TrafficGatesSkip, MaxNamespacesInProgress: 1, SoakTime: &metav1.Duration{Duration: time.Second}},
 		Namespaces:   []meshv1.NamespaceRule{{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"ladder": "rot"}}, Level: meshv1.LevelMutualTLS}},
 	}}
 	createMesh(t, c, mesh)

@@ -152,7 +152,7 @@ func TestRevisionBasedUpgrade(t *testing.T) {
 	cacheDir := "--chart-cache-dir=" + t.TempDir()
 	op := startOperator(t, cl.Kubeconfig, "default", false, cacheDir)
 	mesh := &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: meshv1.MeshInstallationSpec{
-		Rollout: meshv1.RolloutSpec{MaxNamespacesInProgress: 1},
+		Rollout: meshv1.RolloutSpec{TrafficGates: meshv1.TrafficGatesSkip, MaxNamespacesInProgress: 1},
 		Namespaces: []meshv1.NamespaceRule{
 			{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"ladder": "up"}}, Level: meshv1.LevelObserve},
 		},

@@ -434,6 +434,8 @@ func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { retur
 func sample() *meshv1.MeshInstallation {
 	return &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: meshv1.MeshInstallationSpec{
 		Certificates: meshv1.CertificatesSpec{Duration: &metav1.Duration{Duration: 8760 * time.Hour}},
+		// The benchmark measures the stages, not an observe window: pods alone gate the steps.
+		Rollout: meshv1.RolloutSpec{TrafficGates: meshv1.TrafficGatesSkip},
 		Namespaces: []meshv1.NamespaceRule{
 			{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"team": "payments"}}, Level: meshv1.LevelMutualTLS},
 			{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"team": "storefront"}}, Level: meshv1.LevelObserve},

@@ -174,7 +174,7 @@ func measure(manager string, n, pods int, level meshv1.AdoptionLevel, parallel i
 	values, _ := json.Marshal(cluster.WebhookValues(port))
 	mesh := &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: meshv1.MeshInstallationSpec{
 		ControlPlane: meshv1.ControlPlaneSpec{Values: &apiextensionsv1.JSON{Raw: values}},
-		Rollout: meshv1.RolloutSpec{MaxNamespacesInProgress: int32(parallel),
+		Rollout: meshv1.RolloutSpec{TrafficGates: meshv1.TrafficGatesSkip, MaxNamespacesInProgress: int32(parallel),
 			MaxUnavailablePerNamespace: ptr.To(intstr.FromString("100%")), SoakTime: &metav1.Duration{Duration: time.Second}},
 		Namespaces: []meshv1.NamespaceRule{{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"bench": "scale"}}, Level: level}},
 	}}

@@ -6,6 +6,12 @@
 //	localcluster istiod [--dir DIR] [--port P] [--namespace NS]         run Istio's istiod against it
 //	localcluster istiod-values [--port P]                               print the chart values for it
 //	localcluster free-port                                              print a free port on 127.0.0.1
+//	localcluster traffic [--dir DIR] [--flows FILE]                     run the traffic simulator; print the operator's --proxy-stats-url
+//	localcluster prometheus [--dir DIR]                                 run Prometheus scraping the simulator; print its URL
+//
+// kwok runs no containers, so no Envoy proxy reports traffic here: the traffic simulator (package
+// trafficsim) stands in for them, exporting what proxies would report under the cluster's real
+// policies for the flows in FILE. It is a simulator, not a data plane.
 //
 // The components keep running after `up` returns; `down` stops exactly the processes `up`
 // started (by PID, checked against their command lines).
@@ -37,6 +43,8 @@ func main() {
 	timeout := fs.Duration("timeout", 3*time.Minute, "how long to wait for the cluster to be ready")
 	port := fs.Int("port", 15017, "istiod: the HTTPS port of its webhooks on 127.0.0.1")
 	namespace := fs.String("namespace", "istio-system", "istiod: the control plane's namespace")
+	flows := fs.String("flows", "", "traffic: a JSON list of flows for the traffic simulator")
+	listen := fs.String("listen", "", "traffic-serve: the address to serve on")
 	_ = fs.Parse(os.Args[2:])
 	abs, err := filepath.Abs(*dir)
 	if err != nil {
@@ -98,13 +106,25 @@ func main() {
 			fail(err)
 		}
 		fmt.Println(string(b))
+	case "traffic":
+		if err := startTraffic(abs, *flows); err != nil {
+			fail(err)
+		}
+	case "traffic-serve":
+		if err := serveTraffic(abs, *listen, *flows); err != nil {
+			fail(err)
+		}
+	case "prometheus":
+		if err := startPrometheus(abs); err != nil {
+			fail(err)
+		}
 	default:
 		usage()
 	}
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: localcluster up|down|env|istiod|istiod-values|free-port [--dir DIR] [--nodes N] [--without-cert-manager] [--port P] [--namespace NS]")
+	fmt.Fprintln(os.Stderr, "usage: localcluster up|down|env|istiod|istiod-values|free-port|traffic|prometheus [--dir DIR] [--flows FILE] [--nodes N] [--without-cert-manager] [--port P] [--namespace NS]")
 	os.Exit(2)
 }
 

@@ -1,0 +1,212 @@
+package ladder
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/traffic"
+)
+
+// TrafficPoll is how often a namespace whose traffic a gate watches is looked at again: the
+// embedded telemetry source sees a window only through its own reads, and a caller that stops
+// should let the step go on soon after its calls leave the window.
+const TrafficPoll = 30 * time.Second
+
+// maxCallers bounds the callers a message names.
+const maxCallers = 5
+
+// noPlaintextCallers holds a namespace at Observe for the observe time and lets it go STRICT
+// only when its proxies received no plaintext call over that window. A source that cannot be
+// read, or shows no series of the namespace, holds it too: "cannot see" is never "clean".
+var noPlaintextCallers = Gate{Name: "NoPlaintextCallers", Traffic: true, Check: func(c Climb) *Verdict {
+	if !c.Settings.TrafficGates || c.NS.Pods.Total == 0 {
+		// Skipped, or no pod that STRICT could cut off from its callers.
+		return nil
+	}
+	held := c.Now.Sub(c.State.Since)
+	if held < c.Settings.ObserveTime {
+		return &Verdict{
+			Waiting:      fmt.Sprintf("watching its inbound traffic at %s until %s (spec.rollout.observeTime)", c.From, c.State.Since.Add(c.Settings.ObserveTime).UTC().Format(time.RFC3339)),
+			RecheckAfter: min(c.Settings.ObserveTime-held, TrafficPoll),
+		}
+	}
+	r := c.NS.Traffic
+	if v := readable(r, c, c.Settings.ObserveTime, "STRICT mTLS would refuse no caller"); v != nil {
+		return v
+	}
+	if r.Covered < c.Settings.ObserveTime {
+		return &Verdict{
+			Waiting:      fmt.Sprintf("watching its inbound traffic: %s has seen %s of the %s window so far", r.Source, r.Covered.Round(time.Second), c.Settings.ObserveTime),
+			RecheckAfter: min(c.Settings.ObserveTime-r.Covered, TrafficPoll),
+		}
+	}
+	if len(r.Plaintext) == 0 {
+		return nil
+	}
+	top := traffic.Top(r.Plaintext, maxCallers)
+	return &Verdict{RecheckAfter: TrafficPoll, Blocked: Blocked{Reason: meshv1.ReasonPlaintextTraffic, Message: fmt.Sprintf(
+		"%d caller(s) reached the namespace in plaintext in the last %s (%s): %s. STRICT mTLS would refuse them, so the namespace stays at %s until none has called in plaintext for %s.",
+		len(r.Plaintext), c.Settings.ObserveTime, r.Source, traffic.Describe(top, plaintextAdvice), c.From, c.Settings.ObserveTime)}}
+}}
+
+// TrafficWindow says whether a namespace's traffic is judged in this pass, and over what window,
+// so that the controller reads telemetry for it: its next climb passes a traffic gate (the
+// observe time), its ZeroTrust policies run, or are about to run, in dry-run (the soak time),
+// or its next step down takes it out of the mesh (the observe time: whom it calls). Nothing is read when
+// the traffic gates are skipped, a namespace is held, or it stands at its target.
+func TrafficWindow(ns Namespace, s Settings) (time.Duration, bool) {
+	current := ns.Current
+	if !Valid(current) {
+		current = meshv1.LevelOff
+	}
+	held := ns.State.Hold != nil && ns.State.Hold.Generation == s.Generation
+	if !s.TrafficGates || held || Rank(ns.Target) == Rank(current) {
+		return 0, false
+	}
+	if st := ns.State.Step; st != nil {
+		if st.Kind(current) == KindClimb && rungOf(st.To).DryRunFirst && !st.Enforced {
+			return dryRunTime(s), true
+		}
+		return 0, false
+	}
+	if Rank(ns.Target) < Rank(current) {
+		if leavesMesh(current) {
+			return s.ObserveTime, true
+		}
+		return 0, false
+	}
+	next := rungOf(levelAbove(current))
+	if slices.ContainsFunc(next.Gates, func(g Gate) bool { return g.Traffic }) {
+		return s.ObserveTime, true
+	}
+	if next.DryRunFirst {
+		// Read before the dry-run starts too: the embedded source then has a read from the
+		// dry-run's first moment, and sees the whole soak when it ends.
+		return dryRunTime(s), true
+	}
+	return 0, false
+}
+
+// wouldDeny holds a dry-run from being enforced while it shows callers enforcing would refuse:
+// requests the dry-run policies would have denied, or callers from namespaces outside the
+// namespace's allowFrom, over the whole dry-run. A reading that cannot be judged holds it too.
+func wouldDeny(ns Namespace, s Settings, step Step, now time.Time) *Verdict {
+	if !s.TrafficGates || ns.Pods.Total == 0 {
+		return nil
+	}
+	c := Climb{NS: ns, Settings: s, To: step.To, Now: now}
+	r := ns.Traffic
+	window := dryRunTime(s)
+	if v := readable(r, c, window, "enforcing the AuthorizationPolicies would deny no caller"); v != nil {
+		return v
+	}
+	if r.Covered < window {
+		return &Verdict{
+			Waiting:      fmt.Sprintf("reading its traffic during the dry-run: %s has seen %s of the %s soak so far", r.Source, r.Covered.Round(time.Second), window),
+			RecheckAfter: min(window-r.Covered, TrafficPoll),
+		}
+	}
+	outside := map[traffic.Caller]float64{}
+	for caller, n := range r.Callers {
+		if caller.Namespace != ns.Name && !slices.Contains(ns.AllowFrom, caller.Namespace) {
+			outside[caller] = n
+		}
+	}
+	if len(outside) == 0 && r.ShadowDenied == 0 {
+		return nil
+	}
+	msg := fmt.Sprintf("During the dry-run (the last %s, %s)", window, r.Source)
+	if len(outside) > 0 {
+		msg += fmt.Sprintf(", %d caller(s) came from outside allowFrom: %s", len(outside), traffic.Describe(traffic.Top(outside, maxCallers), allowAdvice))
+	}
+	if r.ShadowDenied > 0 {
+		msg += fmt.Sprintf("; the dry-run policies would have denied %.0f request(s)", r.ShadowDenied)
+	}
+	msg += ". Enforcing would refuse them, so the AuthorizationPolicies stay in dry-run: admit the callers (spec.namespaces[].allowFrom), or lower the target."
+	return &Verdict{RecheckAfter: TrafficPoll, Blocked: Blocked{Reason: meshv1.ReasonWouldDenyTraffic, Message: msg}}
+}
+
+// allowAdvice says what admits a caller at ZeroTrust.
+func allowAdvice(c traffic.Caller) string {
+	if c.External() {
+		return "it has no mesh identity to allow: route it through an Istio gateway in an allowFrom namespace"
+	}
+	return fmt.Sprintf("add {namespace: %s} to allowFrom", c.Namespace)
+}
+
+// dryRunTime is how long ZeroTrust's policies run in dry-run: the soak time, and under the
+// traffic gates at least the observe time, so that there is a window of traffic to judge.
+func dryRunTime(s Settings) time.Duration {
+	if s.TrafficGates {
+		return max(s.SoakTime, s.ObserveTime)
+	}
+	return s.SoakTime
+}
+
+// leavesMesh reports whether a step down from level takes the namespace's pods out of the mesh.
+func leavesMesh(level Level) bool { return InMesh(level) && !InMesh(levelBelow(level)) }
+
+// leavingBreaksCalls holds a step down out of the mesh while the namespace's proxies are seen
+// calling namespaces that accept only mTLS: without proxies those calls go out in plaintext, and
+// STRICT refuses them. Only evidence holds it: a step down is how a user gets a namespace whose
+// proxies misbehave out of the mesh, so proxies that cannot be read let it go; proxies that
+// answer are watched for one observe window first. Nil when the step may go.
+func leavingBreaksCalls(ns Namespace, s Settings, current Level) *Verdict {
+	if !s.TrafficGates || !leavesMesh(current) || ns.State.Step != nil || ns.Pods.Total == 0 {
+		return nil
+	}
+	r := ns.Traffic
+	if r == nil || r.Unavailable != "" || r.Unreachable != "" || !r.Reporting {
+		return nil
+	}
+	if r.Covered < s.ObserveTime {
+		// Its proxies answer: one window tells whom they call (at most observeTime).
+		return &Verdict{
+			Waiting:      fmt.Sprintf("reading whom it calls before it leaves the mesh: %s has seen %s of the %s window so far", r.Source, r.Covered.Round(time.Second), s.ObserveTime),
+			RecheckAfter: min(s.ObserveTime-r.Covered, TrafficPoll),
+		}
+	}
+	callees := map[traffic.Caller]float64{}
+	for dest, n := range r.CallsTo {
+		if dest != ns.Name && s.Strict[dest] {
+			callees[traffic.Caller{Namespace: dest, Workload: "*"}] = n
+		}
+	}
+	if len(callees) == 0 {
+		return nil
+	}
+	return &Verdict{RecheckAfter: TrafficPoll, Blocked: Blocked{Reason: meshv1.ReasonCallsStrictNamespaces, Message: fmt.Sprintf(
+		"Leaving the mesh would send its calls in plaintext, and %d namespace(s) it called in the last %s accept only mTLS: %s. Lower those namespaces below MutualTLS first, or keep this one at %s; spec.rollout.trafficGates: Skip walks it down anyway.",
+		len(callees), s.ObserveTime, traffic.Describe(traffic.Top(callees, maxCallers), func(traffic.Caller) string { return "STRICT" }), current)}}
+}
+
+// plaintextAdvice says what to do about a caller that speaks plaintext.
+func plaintextAdvice(c traffic.Caller) string {
+	if c.External() {
+		return "route it through an Istio gateway, or move it into the mesh"
+	}
+	return fmt.Sprintf("enrol namespace %s at Observe or higher so that its proxies send mTLS", c.Namespace)
+}
+
+// readable holds a climb whose traffic was not read, or could not be, over window: nil when r
+// can be judged. question says what the reading had to show, for messages.
+func readable(r *traffic.Reading, c Climb, window time.Duration, question string) *Verdict {
+	skip := "set spec.rollout.trafficGates: Skip to gate on pods only, giving up this check"
+	switch {
+	case r == nil:
+		return &Verdict{Waiting: "waiting for its traffic to be read: the operator reads it for the namespaces about to step (without a Prometheus, spec.rollout.maxNamespacesInProgress at a time)",
+			RecheckAfter: TrafficPoll, TrafficUnread: true}
+	case r.Unavailable != "":
+		return &Verdict{RecheckAfter: TrafficPoll, Blocked: Blocked{Reason: meshv1.ReasonTelemetryUnavailable, Message: fmt.Sprintf(
+			"%s did not answer (%s), so nothing shows that %s; the step to %s waits. Fix the source (spec.telemetry), or %s.", r.Source, r.Unavailable, question, c.To, skip)}}
+	case r.Unreachable != "":
+		return &Verdict{RecheckAfter: TrafficPoll, Blocked: Blocked{Reason: meshv1.ReasonTrafficUnverified, Message: fmt.Sprintf(
+			"No source can see the namespace's traffic: %s. The step to %s waits. Let the operator reach the proxies' port 15020, or configure spec.telemetry.prometheus, or %s.", r.Unreachable, c.To, skip)}}
+	case !r.Reporting:
+		return &Verdict{RecheckAfter: TrafficPoll, Blocked: Blocked{Reason: meshv1.ReasonTelemetryMissing, Message: fmt.Sprintf(
+			"%s has no series of the namespace's proxies in the last %s: no series is not the same as no traffic, so the step to %s waits. Scrape the proxies' merged metrics (port 15020, /stats/prometheus) with the pods' namespace and pod labels (see docs/adoption.md), or %s.", r.Source, window, c.To, skip)}}
+	}
+	return nil
+}

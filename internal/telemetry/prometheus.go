@@ -1,0 +1,181 @@
+package telemetry
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/api"
+	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
+	"github.com/prometheus/common/config"
+	"github.com/prometheus/common/model"
+
+	"github.com/meshwright/meshwright/internal/traffic"
+)
+
+// Prometheus reads Istio's standard metrics from a Prometheus-compatible query API. Its queries
+// are batched: one per question for every namespace of a pass, never one per namespace.
+type Prometheus struct {
+	api  promv1.API
+	url  string
+	http *http.Client
+}
+
+// PrometheusConfig is how to reach a Prometheus-compatible query API.
+type PrometheusConfig struct {
+	// URL is the API's base URL (the client adds /api/v1/...).
+	URL string
+	// BearerToken, when set, is sent as "Authorization: Bearer <token>".
+	BearerToken string
+	// CA is a PEM bundle that signs the server's certificate; empty uses the system's roots.
+	CA []byte
+	// InsecureSkipVerify turns off verification of the server's certificate.
+	InsecureSkipVerify bool
+}
+
+// NewPrometheus builds a source for a query API. The HTTP client is prometheus/common's, so
+// bearer tokens and TLS behave as they do for Prometheus's own clients.
+func NewPrometheus(spec PrometheusConfig) (*Prometheus, error) {
+	cfg := config.HTTPClientConfig{TLSConfig: config.TLSConfig{CA: string(spec.CA), InsecureSkipVerify: spec.InsecureSkipVerify}}
+	if spec.BearerToken != "" {
+		cfg.Authorization = &config.Authorization{Type: "Bearer", Credentials: config.Secret(spec.BearerToken)}
+	}
+	httpClient, err := config.NewClientFromConfig(cfg, "meshwright-traffic-gates")
+	if err != nil {
+		return nil, fmt.Errorf("the Prometheus client: %w", err)
+	}
+	c, err := api.NewClient(api.Config{Address: spec.URL, Client: httpClient})
+	if err != nil {
+		return nil, fmt.Errorf("the Prometheus URL %q: %w", spec.URL, err)
+	}
+	return &Prometheus{api: promv1.NewAPI(c), url: spec.URL, http: httpClient}, nil
+}
+
+// closeIdle closes the client's idle connections, once it is replaced.
+func (p *Prometheus) closeIdle() { p.http.CloseIdleConnections() }
+
+// Name says where the readings come from, for messages.
+func (p *Prometheus) Name() string { return "Prometheus at " + p.url }
+
+// Read implements Source with four queries, each for every namespace at once: which have
+// proxies reporting, who called them (and whether in mTLS), what their dry-run policies would
+// have denied, and whom they called.
+func (p *Prometheus) Read(ctx context.Context, namespaces []string, window time.Duration) map[string]traffic.Reading {
+	out := make(map[string]traffic.Reading, len(namespaces))
+	if len(namespaces) == 0 {
+		return out
+	}
+	for _, ns := range namespaces {
+		out[ns] = traffic.Reading{Source: p.Name(), Inbound: traffic.NewInbound(window)}
+	}
+	var answers [4]model.Vector
+	var err error
+	for i, q := range []string{ReportingQuery(namespaces, window), CallersQuery(namespaces, window), ShadowDeniedQuery(namespaces, window), CallsToQuery(namespaces, window)} {
+		if answers[i], err = p.query(ctx, q); err != nil {
+			for ns, r := range out {
+				r.Unavailable = err.Error()
+				out[ns] = r
+			}
+			return out
+		}
+	}
+	fill(out, answers[0], answers[1], answers[2])
+	for _, s := range answers[3] {
+		if r, ok := out[string(s.Metric[labelSourceNS])]; ok {
+			r.CallsTo[string(s.Metric[labelDestinationNS])] += float64(s.Value)
+		}
+	}
+	return out
+}
+
+// fill copies the queries' answers into the readings of the namespaces asked about.
+func fill(out map[string]traffic.Reading, reporting, callers, shadowDenied model.Vector) {
+	for _, s := range reporting {
+		if r, ok := out[string(s.Metric[labelNamespace])]; ok && s.Value > 0 {
+			r.Reporting = true
+			out[string(s.Metric[labelNamespace])] = r
+		}
+	}
+	for _, s := range callers {
+		r, ok := out[string(s.Metric[labelDestinationNS])]
+		if !ok {
+			continue
+		}
+		c := traffic.Caller{Namespace: string(s.Metric[labelSourceNS]), Workload: string(s.Metric[labelSourceWorkload])}
+		r.Callers[c] += float64(s.Value)
+		if s.Metric[labelSecurityPolicy] != policyMutualTLS {
+			r.Plaintext[c] += float64(s.Value)
+		}
+	}
+	for _, s := range shadowDenied {
+		if r, ok := out[string(s.Metric[labelNamespace])]; ok {
+			r.ShadowDenied += float64(s.Value)
+			out[string(s.Metric[labelNamespace])] = r
+		}
+	}
+}
+
+// query runs an instant query; a result that is not a vector is an error (the queries here
+// all return one).
+func (p *Prometheus) query(ctx context.Context, q string) (model.Vector, error) {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	v, _, _, err := p.api.Query(ctx, q, time.Now())
+	if err != nil {
+		return nil, fmt.Errorf("query %s: %w", q, err)
+	}
+	vec, ok := v.(model.Vector)
+	if !ok {
+		return nil, fmt.Errorf("query %s returned a %s, not a vector", q, v.Type())
+	}
+	return vec, nil
+}
+
+// ReportingQuery counts, per namespace, the proxies with at least two samples within the window:
+// the calls queries measure growth between samples, so a proxy scraped once in the window
+// cannot vouch for it (a window shorter than two scrape intervals reads as "no series").
+func ReportingQuery(namespaces []string, window time.Duration) string {
+	return fmt.Sprintf(`count by (%s) (count_over_time(%s{%s=~%q}[%s]) >= 2)`,
+		labelNamespace, metricProxyUp, labelNamespace, oneOf(namespaces), model.Duration(window))
+}
+
+// growthOver is how much the series of selector grew within the window: increase() for the
+// series older than it, and the whole value of the series that began within it (increase()
+// never counts a new series' first sample, and every series of a pod restarted at Observe is new).
+func growthOver(selector string, window time.Duration) string {
+	w := model.Duration(window)
+	return fmt.Sprintf(`(increase(%[1]s[%[2]s]) or (%[1]s unless %[1]s offset %[2]s))`, selector, w)
+}
+
+// CallersQuery sums, per destination namespace, caller and security policy, the requests and TCP
+// connections the namespaces' proxies received within the window.
+func CallersQuery(namespaces []string, window time.Duration) string {
+	sel := fmt.Sprintf(`{__name__=~"%s|%s", %s=%q, %s=~%q}`, metricRequests, metricConnections, labelReporter, reporterDestination, labelDestinationNS, oneOf(namespaces))
+	return fmt.Sprintf(`sum by (%s, %s, %s, %s) (%s) > 0`, labelDestinationNS, labelSourceNS, labelSourceWorkload, labelSecurityPolicy, growthOver(sel, window))
+}
+
+// CallsToQuery sums, per calling namespace and destination namespace, the requests and TCP
+// connections the namespaces' own proxies made within the window, as they reported them.
+func CallsToQuery(namespaces []string, window time.Duration) string {
+	sel := fmt.Sprintf(`{__name__=~"%s|%s", %s=%q, %s=~%q}`, metricRequests, metricConnections, labelReporter, reporterSource, labelSourceNS, oneOf(namespaces))
+	return fmt.Sprintf(`sum by (%s, %s) (%s) > 0`, labelSourceNS, labelDestinationNS, growthOver(sel, window))
+}
+
+// ShadowDeniedQuery sums, per namespace, the requests its proxies' dry-run policies would have
+// denied within the window.
+func ShadowDeniedQuery(namespaces []string, window time.Duration) string {
+	sel := fmt.Sprintf(`{__name__=~"%s", %s=%q, %s=~%q}`, metricsRBAC, labelDryRunResult, dryRunDenied, labelNamespace, oneOf(namespaces))
+	return fmt.Sprintf(`sum by (%s) (%s) > 0`, labelNamespace, growthOver(sel, window))
+}
+
+// oneOf is a regular expression matching exactly the given names.
+func oneOf(names []string) string {
+	quoted := make([]string, len(names))
+	for i, n := range names {
+		quoted[i] = regexp.QuoteMeta(n)
+	}
+	return strings.Join(quoted, "|")
+}

@@ -1,0 +1,52 @@
+// Package telemetry reads what the mesh's proxies report of the traffic they receive, for the
+// ladder's traffic gates. Two sources answer the same question (Source): Prometheus, through
+// client_golang's query API, for fleets that already run a Prometheus-compatible store; and the
+// embedded source, which reads the proxies' own stats endpoints (port 15020) of the namespaces
+// about to step, for clusters with nothing installed. Both read Istio's standard metrics, names
+// and labels as Istio's metrics reference defines them.
+package telemetry
+
+import (
+	"context"
+	"time"
+
+	"github.com/meshwright/meshwright/internal/traffic"
+)
+
+// Source reads the inbound traffic of namespaces over a window ending now. A failure is not an
+// error of the pass: it is part of each namespace's Reading (Unavailable, Unreachable), which
+// the gates report, so that a pass never fails because telemetry did.
+type Source interface {
+	Read(ctx context.Context, namespaces []string, window time.Duration) map[string]traffic.Reading
+}
+
+// The Istio metrics and labels the gates read (Istio's metrics reference).
+const (
+	// metricRequests counts HTTP and gRPC requests.
+	metricRequests = "istio_requests_total"
+	// metricConnections counts TCP connections opened.
+	metricConnections = "istio_tcp_connections_opened_total"
+	// metricProxyUp is Envoy's uptime, which every Istio sidecar keeps (its "server" stats
+	// are always included): a proxy that reports it is scraped.
+	metricProxyUp = "envoy_server_uptime"
+	// metricsRBAC are the names of Envoy's HTTP RBAC filter stats under Istio's tag extraction:
+	// envoy_http_rbac since Istio 1.23 (the inbound stat prefix became the label
+	// http_conn_manager_prefix), envoy_http_inbound_<address>_<port>_rbac before.
+	metricsRBAC = `envoy_http_rbac|envoy_http_inbound_.+_rbac`
+	// labelDryRunResult tags an RBAC stat with what the dry-run policies would have done.
+	labelDryRunResult = "authz_dry_run_result"
+	dryRunDenied      = "denied"
+
+	labelReporter       = "reporter"
+	labelSecurityPolicy = "connection_security_policy"
+	labelSourceNS       = "source_workload_namespace"
+	labelSourceWorkload = "source_workload"
+	labelDestinationNS  = "destination_workload_namespace"
+	// labelNamespace is the pod's namespace, which Istio's standard scrape configuration adds
+	// to every series it scrapes from a pod.
+	labelNamespace = "namespace"
+
+	reporterDestination = "destination"
+	reporterSource      = "source"
+	policyMutualTLS     = "mutual_tls"
+)

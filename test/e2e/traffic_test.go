@@ -1,0 +1,303 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/watch"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/policy"
+	"github.com/meshwright/meshwright/test/cluster"
+	"github.com/meshwright/meshwright/test/framework"
+	"github.com/meshwright/meshwright/test/trafficsim"
+)
+
+// The traffic gate tests run the operator against the traffic simulator (test/trafficsim), which
+// exports the series real Envoy sidecars would report under the cluster's real state (namespace
+// labels, injected pods, PeerAuthentications, AuthorizationPolicies). They show what the gates do
+// with such telemetry, read through each source; they do not show a real data plane's behaviour.
+
+var (
+	legacyToShop   = trafficsim.Flow{From: trafficsim.Workload{Namespace: "legacy", Name: "client"}, To: trafficsim.Workload{Namespace: "shop", Name: "web"}, Port: 8080, Protocol: trafficsim.HTTP, PerSecond: 4}
+	outsideToShop  = trafficsim.Flow{External: true, To: trafficsim.Workload{Namespace: "shop", Name: "web"}, Port: 8080, Protocol: trafficsim.TCP, PerSecond: 2}
+	observeWindow  = 15 * time.Second
+	gatedSpecRules = []meshv1.NamespaceRule{
+		{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"ladder": "mtls"}}, Level: meshv1.LevelMutualTLS},
+		{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"ladder": "observe"}}, Level: meshv1.LevelObserve},
+	}
+)
+
+// trafficScenario is a cluster with shop (target MutualTLS) called in plaintext by legacy (not
+// enrolled) and by a caller outside the mesh, the simulator generating that traffic, and the
+// operator reading each pod's stats from the simulator.
+func trafficScenario(t *testing.T) (*cluster.Cluster, client.Client, *framework.SimulatedTraffic) {
+	t.Helper()
+	cl, c := framework.StartCluster(t, cluster.Options{})
+	framework.MakeNamespace(t, c, "shop", map[string]string{"ladder": "mtls"}, map[string]func(*appsv1.Deployment){"web": nil})
+	framework.MakeNamespace(t, c, "legacy", nil, map[string]func(*appsv1.Deployment){"client": nil})
+	framework.WaitAvailable(t, c, "shop")
+	framework.WaitAvailable(t, c, "legacy")
+	traffic := framework.StartSimulatedTraffic(t, c, legacyToShop, outsideToShop)
+	installCRD(t, cl)
+	runOperatorAs(t, cl.Kubeconfig, "default", "--proxy-stats-url="+traffic.ProxyStatsURL())
+	return cl, c, traffic
+}
+
+// gatedMesh is the scenario's installation: a short observe window, and telemetry as given.
+func gatedMesh(t *testing.T, cl *cluster.Cluster, c client.Client, telemetry meshv1.TelemetrySpec) {
+	t.Helper()
+	createMesh(t, c, &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: meshv1.MeshInstallationSpec{
+		Rollout:   meshv1.RolloutSpec{ObserveTime: &metav1.Duration{Duration: observeWindow}, SoakTime: &metav1.Duration{Duration: time.Second}},
+		Telemetry: telemetry, Namespaces: gatedSpecRules,
+	}})
+	useLocalIstiod(t, cl, c, "default")
+}
+
+// waitHeldAtObserve waits until shop is blocked with reason (see waitBlocked), and checks that
+// it has no STRICT policy meanwhile.
+func waitHeldAtObserve(t *testing.T, c client.Client, reason string, want ...string) {
+	t.Helper()
+	waitBlocked(t, c, "shop", reason, want...)
+	if strict(t, c) {
+		t.Fatalf("shop got STRICT while held with %s", reason)
+	}
+}
+
+// waitBlocked waits until the installation reports a namespace blocked with reason, its message
+// holding each of want.
+func waitBlocked(t *testing.T, c client.Client, namespace, reason string, want ...string) {
+	t.Helper()
+	var got meshv1.BlockedNamespace
+	framework.Eventually(t, 3*time.Minute, namespace+" held with "+reason, func() (bool, error) {
+		mesh := &meshv1.MeshInstallation{}
+		if err := c.Get(context.Background(), client.ObjectKey{Name: "default"}, mesh); err != nil {
+			return false, err
+		}
+		if st := mesh.Status.Namespaces; st != nil {
+			if i := slices.IndexFunc(st.Blocked, func(b meshv1.BlockedNamespace) bool { return b.Name == namespace }); i >= 0 {
+				got = st.Blocked[i]
+			}
+		}
+		return got.Reason == reason, nil
+	})
+	for _, w := range want {
+		if !strings.Contains(got.Message, w) {
+			t.Errorf("%s message %q lacks %q", reason, got.Message, w)
+		}
+	}
+}
+
+// strict tells whether shop carries the ladder's STRICT PeerAuthentication.
+func strict(t *testing.T, c client.Client) bool {
+	t.Helper()
+	pa := &unstructured.Unstructured{}
+	pa.SetGroupVersionKind(policy.PeerAuthenticationGVK)
+	return c.Get(context.Background(), client.ObjectKey{Namespace: "shop", Name: policy.StrictName}, pa) == nil
+}
+
+// enrolLegacyAndWaitStrict stops the outside caller, enrols legacy at Observe (its proxies then
+// send mTLS), and waits for shop to reach MutualTLS; no call of legacy's was refused on the way.
+func enrolLegacyAndWaitStrict(t *testing.T, c client.Client, traffic *framework.SimulatedTraffic) {
+	t.Helper()
+	ctx := context.Background()
+	traffic.Sim.SetFlows([]trafficsim.Flow{legacyToShop})
+	ns := &corev1.Namespace{}
+	if err := c.Get(ctx, client.ObjectKey{Name: "legacy"}, ns); err != nil {
+		t.Fatal(err)
+	}
+	patch := client.MergeFrom(ns.DeepCopy())
+	ns.Labels["ladder"] = "observe"
+	if err := c.Patch(ctx, ns, patch); err != nil {
+		t.Fatal(err)
+	}
+	framework.Eventually(t, 4*time.Minute, "shop at MutualTLS once legacy speaks mTLS", func() (bool, error) {
+		shop := framework.GetNamespace(t, c, "shop")
+		return shop.Labels[meshv1.LabelLevel] == string(meshv1.LevelMutualTLS) && stateOf(shop).Step == nil, nil
+	})
+	if !strict(t, c) {
+		t.Fatal("shop at MutualTLS without its STRICT policy")
+	}
+	if got := traffic.Sim.Outcomes()[legacyToShop.Key()]; got.Refused != 0 || got.Succeeded == 0 {
+		t.Errorf("legacy → shop: %+v; want calls and none refused: the gate let STRICT in only after legacy spoke mTLS", got)
+	}
+}
+
+// TestTrafficGateEmbeddedSourceWithSimulatedTraffic: with no Prometheus, the operator reads the
+// proxies' stats itself (here the simulator's, through --proxy-stats-url). shop holds at Observe
+// with PlaintextTraffic naming legacy/client and the caller outside the mesh; once the outside
+// caller stops and legacy is enrolled, shop goes STRICT without a call refused. Then legacy's
+// target is lowered to Off: it stays in the mesh with CallsStrictNamespaces naming shop, which
+// would refuse its calls without its proxies, and none of its calls is refused.
+func TestTrafficGateEmbeddedSourceWithSimulatedTraffic(t *testing.T) {
+	t.Parallel() // a cluster of its own: see main_test.go
+	cl, c, traffic := trafficScenario(t)
+	gatedMesh(t, cl, c, meshv1.TelemetrySpec{})
+	waitHeldAtObserve(t, c, meshv1.ReasonPlaintextTraffic, "legacy/client", "a caller outside the mesh", "enrol namespace legacy", "the proxies' stats endpoints")
+	enrolLegacyAndWaitStrict(t, c, traffic)
+
+	legacy := framework.GetNamespace(t, c, "legacy")
+	patch := client.MergeFrom(legacy.DeepCopy())
+	delete(legacy.Labels, "ladder")
+	if err := c.Patch(context.Background(), legacy, patch); err != nil {
+		t.Fatal(err)
+	}
+	waitBlocked(t, c, "legacy", meshv1.ReasonCallsStrictNamespaces, "shop/*", "keep this one at Observe")
+	if got := framework.GetNamespace(t, c, "legacy").Labels[meshv1.LabelLevel]; got != string(meshv1.LevelObserve) {
+		t.Fatalf("legacy at %q, want it kept at Observe", got)
+	}
+	if got := traffic.Sim.Outcomes()[legacyToShop.Key()]; got.Refused != 0 {
+		t.Errorf("legacy → shop: %+v; want none refused", got)
+	}
+}
+
+// TestTrafficGatePrometheusSourceWithSimulatedTraffic: the same scenario read through a real
+// Prometheus scraping the simulator. Prometheus stopped holds shop with TelemetryUnavailable;
+// started again, the gate reads it; scraping stopped holds shop with TelemetryMissing once the
+// window has no series; then legacy is enrolled and shop goes STRICT.
+func TestTrafficGatePrometheusSourceWithSimulatedTraffic(t *testing.T) {
+	t.Parallel() // a cluster of its own: see main_test.go
+	cl, c, traffic := trafficScenario(t)
+	prom, err := cluster.StartPrometheus(context.Background(), "", t.TempDir(), []cluster.ScrapeTarget{traffic.ScrapeTarget()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(prom.Stop)
+	prom.Stop() // down when the gate first asks
+	gatedMesh(t, cl, c, meshv1.TelemetrySpec{Prometheus: &meshv1.PrometheusSource{URL: prom.URL}})
+	waitHeldAtObserve(t, c, meshv1.ReasonTelemetryUnavailable, "Prometheus at "+prom.URL+" did not answer")
+
+	if err := prom.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitHeldAtObserve(t, c, meshv1.ReasonPlaintextTraffic, "legacy/client", "a caller outside the mesh", "Prometheus at "+prom.URL)
+
+	if err := prom.SetTargets(nil); err != nil {
+		t.Fatal(err)
+	}
+	waitHeldAtObserve(t, c, meshv1.ReasonTelemetryMissing, "no series of the namespace's proxies")
+	if err := prom.SetTargets([]cluster.ScrapeTarget{traffic.ScrapeTarget()}); err != nil {
+		t.Fatal(err)
+	}
+	enrolLegacyAndWaitStrict(t, c, traffic)
+}
+
+// TestZeroTrustDryRunGateWithSimulatedTraffic: shop (target ZeroTrust, nobody in allowFrom) is
+// called by legacy (enrolled at Observe, so in mTLS). When the dry-run's soak ends, the traffic
+// read from the simulator's proxies shows legacy/client outside allowFrom and the dry-run's
+// shadow denials: the policies stay in dry-run with WouldDenyTraffic naming legacy and the entry
+// that admits it. Once legacy is added to allowFrom, a whole soak without denials lets the step
+// enforce, and no call of legacy's was ever denied. A watcher of the namespace's policies sees no
+// moment of deny-all (allow-nothing enforced without its allow policy), going up or back down.
+func TestZeroTrustDryRunGateWithSimulatedTraffic(t *testing.T) {
+	t.Parallel() // a cluster of its own: see main_test.go
+	ctx := context.Background()
+	cl, c := framework.StartCluster(t, cluster.Options{})
+	framework.MakeNamespace(t, c, "shop", map[string]string{"ladder": "zt"}, map[string]func(*appsv1.Deployment){"web": nil})
+	framework.MakeNamespace(t, c, "legacy", map[string]string{"ladder": "observe"}, map[string]func(*appsv1.Deployment){"client": nil})
+	framework.WaitAvailable(t, c, "shop")
+	framework.WaitAvailable(t, c, "legacy")
+	traffic := framework.StartSimulatedTraffic(t, c, legacyToShop)
+	installCRD(t, cl)
+	runOperatorAs(t, cl.Kubeconfig, "default", "--proxy-stats-url="+traffic.ProxyStatsURL())
+	mesh := &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: meshv1.MeshInstallationSpec{
+		Rollout: meshv1.RolloutSpec{ObserveTime: &metav1.Duration{Duration: 10 * time.Second}, SoakTime: &metav1.Duration{Duration: 10 * time.Second}},
+		Namespaces: []meshv1.NamespaceRule{
+			{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"ladder": "zt"}}, Level: meshv1.LevelZeroTrust},
+			{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"ladder": "observe"}}, Level: meshv1.LevelObserve},
+		},
+	}}
+	denyAll := watchDenyAll(t, cl, "shop")
+	createMesh(t, c, mesh)
+	useLocalIstiod(t, cl, c, "default")
+
+	waitBlocked(t, c, "shop", meshv1.ReasonWouldDenyTraffic, "legacy/client", "add {namespace: legacy} to allowFrom", "would have denied")
+	if shop := framework.GetNamespace(t, c, "shop"); stateOf(shop).Step == nil || shop.Labels[meshv1.LabelLevel] != string(meshv1.LevelMutualTLS) {
+		t.Fatalf("shop %v %+v: want the ZeroTrust step still in its dry-run", shop.Labels, stateOf(shop))
+	}
+	if got := traffic.Sim.Outcomes()[legacyToShop.Key()]; got.DryRunDenied == 0 || got.Denied != 0 {
+		t.Fatalf("legacy → shop: %+v; want dry-run denials and no enforced denial", got)
+	}
+
+	if err := c.Get(ctx, client.ObjectKey{Name: "default"}, mesh); err != nil {
+		t.Fatal(err)
+	}
+	mesh.Spec.Namespaces[0].AllowFrom = []meshv1.AllowSource{{Namespace: "legacy"}}
+	if err := c.Update(ctx, mesh); err != nil {
+		t.Fatal(err)
+	}
+	framework.Eventually(t, 3*time.Minute, "shop at ZeroTrust once legacy is allowed", func() (bool, error) {
+		shop := framework.GetNamespace(t, c, "shop")
+		return shop.Labels[meshv1.LabelLevel] == string(meshv1.LevelZeroTrust) && stateOf(shop).Step == nil, nil
+	})
+	if got := traffic.Sim.Outcomes()[legacyToShop.Key()]; got.Denied != 0 || got.Refused != 0 {
+		t.Errorf("legacy → shop: %+v; want no call denied or refused on the way to ZeroTrust", got)
+	}
+
+	// Down again: the AuthorizationPolicies go, the allow-nothing one first.
+	shop := framework.GetNamespace(t, c, "shop")
+	patch := client.MergeFrom(shop.DeepCopy())
+	shop.Labels[meshv1.LabelTargetLevel] = string(meshv1.LevelMutualTLS)
+	if err := c.Patch(ctx, shop, patch); err != nil {
+		t.Fatal(err)
+	}
+	framework.Eventually(t, 2*time.Minute, "shop back at MutualTLS", func() (bool, error) {
+		shop := framework.GetNamespace(t, c, "shop")
+		return shop.Labels[meshv1.LabelLevel] == string(meshv1.LevelMutualTLS) && stateOf(shop).Step == nil, nil
+	})
+	if seen := denyAll(); len(seen) > 0 {
+		t.Errorf("a watcher saw shop deny every call (the allow-nothing policy enforced without the allow policy): %v", seen)
+	}
+}
+
+// watchDenyAll watches a namespace's AuthorizationPolicies, every change in order, and returns
+// what it saw of the operator's allow-nothing policy enforced while its allow policy was missing
+// or in dry-run: a moment when every call to the namespace is denied.
+func watchDenyAll(t *testing.T, cl *cluster.Cluster, namespace string) func() []string {
+	t.Helper()
+	wc, err := client.NewWithWatch(cl.RESTConfig(), client.Options{Scheme: framework.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var mu sync.Mutex
+	var seen []string
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		enforced := map[string]bool{} // policy name → exists without istio.io/dry-run
+		for ctx.Err() == nil {
+			list := &unstructured.UnstructuredList{}
+			list.SetGroupVersionKind(policy.AuthorizationPolicyGVK.GroupVersion().WithKind("AuthorizationPolicyList"))
+			w, err := wc.Watch(ctx, list, client.InNamespace(namespace))
+			if err != nil {
+				time.Sleep(200 * time.Millisecond) // Istio's CRDs are not installed yet
+				continue
+			}
+			for ev := range w.ResultChan() {
+				u, ok := ev.Object.(*unstructured.Unstructured)
+				if !ok {
+					continue
+				}
+				enforced[u.GetName()] = ev.Type != watch.Deleted && u.GetAnnotations()[policy.DryRunAnnotation] != "true"
+				if enforced[policy.AllowNothingName] && !enforced[policy.AllowName] {
+					mu.Lock()
+					seen = append(seen, fmt.Sprintf("%s %s at resourceVersion %s", ev.Type, u.GetName(), u.GetResourceVersion()))
+					mu.Unlock()
+				}
+			}
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return func() []string { mu.Lock(); defer mu.Unlock(); return slices.Clone(seen) }
+}

@@ -1,0 +1,121 @@
+// Package telemetry tests the operator's telemetry sources against the real parts they read: a
+// real Prometheus server (built by `make cluster-bins`) scraping Istio's standard metrics. The
+// series are served by the test itself, as a proxy's merged metrics would carry them after
+// Istio's standard scrape configuration (namespace and pod labels); no proxy runs here.
+package telemetry
+
+import (
+	"context"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/meshwright/meshwright/internal/telemetry"
+	"github.com/meshwright/meshwright/internal/traffic"
+	"github.com/meshwright/meshwright/test/cluster"
+	"github.com/meshwright/meshwright/test/framework"
+)
+
+// istioSeries serves, for Prometheus to scrape, what proxies in three namespaces report: shop
+// receives plaintext calls from legacy/client and from outside the mesh, and mTLS calls from
+// shop/web, some of which its dry-run policies would deny; quiet has a proxy that receives
+// nothing but whose dry-run policies (named as before Istio 1.23) would deny something;
+// unscraped has none.
+func istioSeries(t *testing.T) (addr string, tick func()) {
+	reg := prometheus.NewRegistry()
+	up := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "envoy_server_uptime", Help: "Envoy's uptime."}, []string{"namespace", "pod"})
+	requests := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_requests_total", Help: "Istio's requests."},
+		[]string{"namespace", "pod", "reporter", "source_workload_namespace", "source_workload", "destination_workload_namespace", "connection_security_policy"})
+	conns := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_tcp_connections_opened_total", Help: "Istio's TCP connections."},
+		[]string{"namespace", "pod", "reporter", "source_workload_namespace", "source_workload", "destination_workload_namespace", "connection_security_policy"})
+	// Envoy's RBAC stats as Istio 1.23 and later name them, and as earlier releases did.
+	rbac := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "envoy_http_rbac", Help: "Envoy's RBAC filter."},
+		[]string{"namespace", "pod", "http_conn_manager_prefix", "authz_dry_run_action", "authz_dry_run_result"})
+	rbacBefore123 := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "envoy_http_inbound_0_0_0_0_8080_rbac", Help: "Envoy's RBAC filter."},
+		[]string{"namespace", "pod", "authz_dry_run_action", "authz_dry_run_result"})
+	reg.MustRegister(up, requests, conns, rbac, rbacBefore123)
+	up.WithLabelValues("shop", "web-1").Set(100)
+	up.WithLabelValues("quiet", "idle-1").Set(100)
+	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://"), func() {
+		requests.WithLabelValues("shop", "web-1", "destination", "legacy", "client", "shop", "none").Add(3)
+		requests.WithLabelValues("shop", "web-1", "destination", "shop", "web", "shop", "mutual_tls").Add(10)
+		requests.WithLabelValues("legacy", "client-1", "source", "legacy", "client", "shop", "unknown").Add(3)
+		conns.WithLabelValues("shop", "web-1", "destination", "unknown", "unknown", "shop", "none").Add(1)
+		rbac.WithLabelValues("shop", "web-1", "inbound_0.0.0.0_8080", "allow", "denied").Add(2)
+		rbac.WithLabelValues("shop", "web-1", "inbound_0.0.0.0_8080", "allow", "allowed").Add(10)
+		rbacBefore123.WithLabelValues("quiet", "idle-1", "deny", "denied").Add(1)
+	}
+}
+
+// TestPrometheusSource: the source asks a real Prometheus, in one batch for every namespace,
+// which namespaces' proxies report and who called them in plaintext; it answers "unavailable"
+// for each while the server is down, and reads again once it is back.
+func TestPrometheusSource(t *testing.T) {
+	ctx := context.Background()
+	bin, err := cluster.DefaultBinDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, tick := istioSeries(t)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(200 * time.Millisecond):
+				tick()
+			}
+		}
+	}()
+	prom, err := cluster.StartPrometheus(ctx, bin, t.TempDir(), []cluster.ScrapeTarget{{Address: addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prom.Stop()
+	src, err := telemetry.NewPrometheus(telemetry.PrometheusConfig{URL: prom.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	namespaces := []string{"shop", "quiet", "unscraped"}
+	legacy, outside := traffic.Caller{Namespace: "legacy", Workload: "client"}, traffic.Caller{Namespace: traffic.Unknown, Workload: traffic.Unknown}
+	var got map[string]traffic.Reading
+	framework.Eventually(t, 60*time.Second, "Prometheus to show shop's plaintext callers", func() (bool, error) {
+		got = src.Read(ctx, namespaces, time.Minute)
+		return got["shop"].Reporting && got["quiet"].Reporting && got["shop"].Plaintext[legacy] > 0 && got["shop"].Plaintext[outside] > 0, nil
+	})
+	shop := got["shop"]
+	if !shop.Reporting || shop.Unavailable != "" || len(shop.Plaintext) != 2 || !strings.Contains(shop.Source, prom.URL) {
+		t.Errorf("shop: %+v, want reporting, legacy/client and the outside caller only in plaintext (mTLS and source-side series left out)", shop)
+	}
+	if web := (traffic.Caller{Namespace: "shop", Workload: "web"}); len(shop.Callers) != 3 || shop.Callers[web] == 0 || shop.ShadowDenied == 0 {
+		t.Errorf("shop: %+v, want three callers (shop/web in mTLS among them) and shadow denials", shop)
+	}
+	if q := got["quiet"]; !q.Reporting || len(q.Plaintext) != 0 || q.ShadowDenied == 0 {
+		t.Errorf("quiet: %+v, want reporting with no plaintext caller, and the shadow denials under the name before Istio 1.23", q)
+	}
+	if u := got["unscraped"]; u.Reporting || u.Unavailable != "" {
+		t.Errorf("unscraped: %+v, want answered but not reporting", u)
+	}
+
+	prom.Stop()
+	for ns, r := range src.Read(ctx, namespaces, time.Minute) {
+		if r.Unavailable == "" {
+			t.Errorf("%s with Prometheus stopped: %+v, want unavailable", ns, r)
+		}
+	}
+	if err := prom.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	framework.Eventually(t, 60*time.Second, "the source to read again once Prometheus is back", func() (bool, error) {
+		r := src.Read(ctx, namespaces, time.Minute)["shop"]
+		return r.Unavailable == "" && r.Plaintext[legacy] > 0, nil
+	})
+}
