@@ -36,11 +36,8 @@ var noPlaintextCallers = Gate{Name: "NoPlaintextCallers", Traffic: true, Check: 
 	if v := readable(r, c, c.Settings.ObserveTime, "STRICT mTLS would refuse no caller"); v != nil {
 		return v
 	}
-	if r.Covered < c.Settings.ObserveTime {
-		return &Verdict{
-			Waiting:      fmt.Sprintf("watching its inbound traffic: %s has seen %s of the %s window so far", r.Source, r.Covered.Round(time.Second), c.Settings.ObserveTime),
-			RecheckAfter: min(c.Settings.ObserveTime-r.Covered, TrafficPoll),
-		}
+	if v := partial(r, c.Settings.ObserveTime, "watching its inbound traffic", "window"); v != nil {
+		return v
 	}
 	if len(r.Plaintext) == 0 {
 		return nil
@@ -102,11 +99,8 @@ func wouldDeny(ns Namespace, s Settings, step Step, now time.Time) *Verdict {
 	if v := readable(r, c, window, "enforcing the AuthorizationPolicies would deny no caller"); v != nil {
 		return v
 	}
-	if r.Covered < window {
-		return &Verdict{
-			Waiting:      fmt.Sprintf("reading its traffic during the dry-run: %s has seen %s of the %s soak so far", r.Source, r.Covered.Round(time.Second), window),
-			RecheckAfter: min(window-r.Covered, TrafficPoll),
-		}
+	if v := partial(r, window, "reading its traffic during the dry-run", "soak"); v != nil {
+		return v
 	}
 	outside := map[traffic.Caller]float64{}
 	for caller, n := range r.Callers {
@@ -161,12 +155,9 @@ func leavingBreaksCalls(ns Namespace, s Settings, current Level) *Verdict {
 	if r == nil || r.Unavailable != "" || r.Unreachable != "" || !r.Reporting {
 		return nil
 	}
-	if r.Covered < s.ObserveTime {
-		// Its proxies answer: one window tells whom they call (at most observeTime).
-		return &Verdict{
-			Waiting:      fmt.Sprintf("reading whom it calls before it leaves the mesh: %s has seen %s of the %s window so far", r.Source, r.Covered.Round(time.Second), s.ObserveTime),
-			RecheckAfter: min(s.ObserveTime-r.Covered, TrafficPoll),
-		}
+	// Its proxies answer: one window tells whom they call (at most observeTime).
+	if v := partial(r, s.ObserveTime, "reading whom it calls before it leaves the mesh", "window"); v != nil {
+		return v
 	}
 	callees := map[traffic.Caller]float64{}
 	for dest, n := range r.CallsTo {
@@ -188,6 +179,19 @@ func plaintextAdvice(c traffic.Caller) string {
 		return "route it through an Istio gateway, or move it into the mesh"
 	}
 	return fmt.Sprintf("enrol namespace %s at Observe or higher so that its proxies send mTLS", c.Namespace)
+}
+
+// partial makes a gate wait while the source has seen less than the window it judges (an
+// embedded source that started reading the namespace recently); doing says what the gate does,
+// span names the window in the message.
+func partial(r *traffic.Reading, window time.Duration, doing, span string) *Verdict {
+	if r.Covered >= window {
+		return nil
+	}
+	return &Verdict{
+		Waiting:      fmt.Sprintf("%s: %s has seen %s of the %s %s so far", doing, r.Source, r.Covered.Round(time.Second), window, span),
+		RecheckAfter: min(window-r.Covered, TrafficPoll),
+	}
 }
 
 // readable holds a climb whose traffic was not read, or could not be, over window: nil when r
