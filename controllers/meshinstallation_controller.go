@@ -355,7 +355,7 @@ func NewStages(d StageDeps) []stages.Stage {
 			Charts: d.Charts, Workloads: workloads},
 		&injection.Stage{Client: d.Client},
 		&policy.Stage{Client: d.Client, Reader: d.APIReader, Applier: applier, Watch: d.Watch},
-		&adoption.Stage{Client: d.Client, Reader: workloads, Applier: applier, FieldManager: FieldManager, Recorder: d.Recorder, OperatorNamespace: d.OperatorNamespace,
+		&adoption.Stage{Client: d.Client, Reader: workloads, API: d.APIReader, Applier: applier, FieldManager: FieldManager, Recorder: d.Recorder, OperatorNamespace: d.OperatorNamespace,
 			Traffic: &telemetry.Sources{Secrets: d.APIReader, Embedded: &telemetry.Embedded{Pods: workloads, URLTemplate: d.ProxyStatsURL}}},
 	}
 }

@@ -173,6 +173,12 @@ const (
 	// namespaces that accept only mTLS: without its proxies those calls would be refused, so it
 	// stays in the mesh; the message names them.
 	ReasonCallsStrictNamespaces = "CallsStrictNamespaces"
+	// ReasonNonMeshCallers means the API shows callers outside the mesh reaching the namespace's
+	// Services (an admission, conversion or APIService webhook, a LoadBalancer or NodePort, an
+	// Ingress, a ServiceMonitor or PodMonitor): STRICT mTLS would refuse them, so the namespace
+	// does not go STRICT until their ports are exempted (spec.namespaces[].plaintextPorts) or the
+	// objects change; the message names each.
+	ReasonNonMeshCallers = "NonMeshCallers"
 )
 
 // Labels and annotations of the adoption ladder, on Namespaces.

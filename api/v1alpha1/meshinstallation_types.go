@@ -376,6 +376,29 @@ type NamespaceRule struct {
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=64
 	AllowFrom []AllowSource `json:"allowFrom,omitempty"`
+
+	// PlaintextPorts are Service ports of these namespaces that keep accepting callers outside
+	// the mesh once the namespaces reach MutualTLS and ZeroTrust: the kube-apiserver calling an
+	// admission or conversion webhook, a load balancer, a Prometheus that is not in the mesh.
+	// For each, the operator writes a PeerAuthentication that leaves the Service's target port
+	// PERMISSIVE on the Service's pods and, at ZeroTrust, an AuthorizationPolicy that admits any
+	// caller on it. Without an entry, such a caller holds the step to MutualTLS
+	// (reason NonMeshCallers). A Service a namespace does not have is ignored there.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=32
+	PlaintextPorts []ServicePortRef `json:"plaintextPorts,omitempty"`
+}
+
+// ServicePortRef names one port of a Service in the namespace.
+type ServicePortRef struct {
+	// Service is the Service's name.
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="plaintextPorts.service must be a Service name: at most 63 lower-case letters, digits and '-', starting with a letter and ending with a letter or digit"
+	Service string `json:"service"`
+	// Port is the Service's port (spec.ports[].port), not its targetPort.
+	// +kubebuilder:validation:XValidation:rule="self >= 1 && self <= 65535",message="plaintextPorts.port must be the Service's port number, 1 to 65535 (its spec.ports[].port, not the targetPort)"
+	Port int32 `json:"port"`
 }
 
 // NamespaceSelector is a label selector with the semantics of metav1.LabelSelector, bounded in

@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/exposure"
 	"github.com/meshwright/meshwright/internal/installed"
 	"github.com/meshwright/meshwright/internal/ladder"
 	"github.com/meshwright/meshwright/internal/meshspec"
@@ -40,6 +41,11 @@ type NamespacePlan struct {
 	PolicyConflict string
 	// Traffic is what telemetry showed of its inbound traffic; nil when it was not read.
 	Traffic *traffic.Reading
+	// NonMeshCallers are the callers outside the mesh the API shows; nil when not looked for.
+	NonMeshCallers []ladder.NonMeshCaller
+	// Exemptions are its plaintextPorts, resolved; ExemptionProblems say which could not be.
+	Exemptions        []policy.Exemption
+	ExemptionProblems []string
 	// Decision is what the ladder does next.
 	Decision ladder.Decision
 
@@ -58,6 +64,10 @@ type Planner struct {
 	// Traffic reads the traffic of the namespaces about to take an enforcing step; nil reads
 	// none (their gates then wait for a reading).
 	Traffic TrafficReader
+	// API reads from the API server what no cache holds: Services, webhook configurations,
+	// APIServices, Ingresses and monitors, for the callers outside the mesh (see
+	// internal/exposure). Nil reads them from Workloads.
+	API client.Reader
 }
 
 // TrafficReader reads namespaces' inbound traffic over a window (telemetry.Sources). A source
@@ -100,6 +110,9 @@ func (p Planner) Plan(ctx context.Context, mesh *meshv1.MeshInstallation, now ti
 			return nil, Target{}, err
 		}
 	}
+	if err := p.lookUpCallers(ctx, mesh, plans, target); err != nil {
+		return nil, Target{}, err
+	}
 	p.readTraffic(ctx, mesh, plans, target)
 	DecideAll(plans, mesh, target, now)
 	return plans, target, nil
@@ -133,7 +146,44 @@ func (p Planner) readTraffic(ctx context.Context, mesh *meshv1.MeshInstallation,
 func (c *NamespacePlan) ladderNamespace(settings ladder.Settings) ladder.Namespace {
 	return ladder.Namespace{Name: c.Namespace.Name, Current: c.Current, State: c.State, Target: c.Enrollment.Target,
 		Pods: c.Pods, Workloads: c.Workloads, InjectionConflict: injectionConflict(c.Namespace, ourRevisions(c.Current, c.State, settings)...),
-		PolicyConflict: c.PolicyConflict, Traffic: c.Traffic, AllowFrom: c.Enrollment.AllowFrom}
+		PolicyConflict: c.PolicyConflict, Traffic: c.Traffic, AllowFrom: c.Enrollment.AllowFrom,
+		NonMeshCallers: c.NonMeshCallers, PlaintextPorts: c.Enrollment.PlaintextPorts, ExemptionProblems: c.ExemptionProblems}
+}
+
+// lookUpCallers finds the callers outside the mesh of the namespaces whose next climb a gate
+// judges them for, and resolves the plaintextPorts of every namespace that asks for some and is,
+// or is going, STRICT (their exemptions must stay rendered while they stand there).
+func (p Planner) lookUpCallers(ctx context.Context, mesh *meshv1.MeshInstallation, plans []NamespacePlan, target Target) error {
+	settings := settingsFor(mesh, target, plans)
+	var lookFor []string
+	exempt := map[string][]meshv1.ServicePortRef{}
+	for i := range plans {
+		c := &plans[i]
+		ns := c.ladderNamespace(settings)
+		if ladder.ChecksCallers(ns, settings) {
+			lookFor = append(lookFor, ns.Name)
+		}
+		if len(c.Enrollment.PlaintextPorts) > 0 && (ladder.EffectsOf(c.Current, c.State.Step).Strict || ladder.ChecksCallers(ns, settings)) {
+			exempt[ns.Name] = c.Enrollment.PlaintextPorts
+		}
+	}
+	if len(lookFor) == 0 && len(exempt) == 0 {
+		return nil
+	}
+	api := p.API
+	if api == nil {
+		api = p.Workloads
+	}
+	found, err := exposure.Find(ctx, exposure.Readers{API: api, CRDs: p.Policies}, lookFor, exempt)
+	if err != nil {
+		return err
+	}
+	for i := range plans {
+		if f, ok := found[plans[i].Namespace.Name]; ok {
+			plans[i].NonMeshCallers, plans[i].Exemptions, plans[i].ExemptionProblems = f.Callers, f.Exemptions, f.Problems
+		}
+	}
+	return nil
 }
 
 // settingsFor is SettingsOf with what the pass observed of all namespaces: which accept only

@@ -68,6 +68,8 @@ type Stage struct {
 	// Traffic reads the telemetry the traffic gates judge; nil reads none, so enforcing steps
 	// wait unless spec.rollout.trafficGates is Skip.
 	Traffic TrafficReader
+	// API reads what no cache holds, for the callers outside the mesh; nil reads from Reader.
+	API client.Reader
 }
 
 // Name implements stages.Stage.
@@ -140,7 +142,7 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 // planner reads what the ladder decides from: the stage's cache of the operator's policies, and
 // the ladder's cache of namespaces, pods and workloads.
 func (s *Stage) planner() Planner {
-	return Planner{Policies: s.Client, Workloads: s.Reader, OperatorNamespace: s.OperatorNamespace, Traffic: s.Traffic}
+	return Planner{Policies: s.Client, Workloads: s.Reader, OperatorNamespace: s.OperatorNamespace, Traffic: s.Traffic, API: s.API}
 }
 
 // injectionConflict says why the operator must not manage a namespace's injection label: it
@@ -187,7 +189,7 @@ func (s *Stage) carryOut(ctx context.Context, mesh *meshv1.MeshInstallation, c *
 			return err
 		}
 	}
-	if err := s.syncPolicies(ctx, mesh, c.Namespace.Name, c.Enrollment.AllowFrom, d.Effects); err != nil {
+	if err := s.syncPolicies(ctx, mesh, c, d.Effects); err != nil {
 		return err
 	}
 	if d.Event != nil {
@@ -278,10 +280,14 @@ func (s *Stage) restart(ctx context.Context, namespace, kindName string, uid typ
 }
 
 // syncPolicies applies the namespace's policies for its effects and deletes those it should no
-// longer carry.
-func (s *Stage) syncPolicies(ctx context.Context, mesh *meshv1.MeshInstallation, namespace string, allowFrom []string, e ladder.Effects) error {
+// longer carry. While some of its plaintextPorts cannot be resolved (a named target port with no
+// endpoints during a restart), the exemptions it carries are kept: removing one would make a
+// webhook's port STRICT.
+func (s *Stage) syncPolicies(ctx context.Context, mesh *meshv1.MeshInstallation, c *NamespacePlan, e ladder.Effects) error {
+	namespace := c.Namespace.Name
+	keepExemptions := len(c.ExemptionProblems) > 0 && e.Strict
 	want := map[string]bool{}
-	for _, p := range policy.ForNamespace(mesh.Name, namespace, allowFrom, e) {
+	for _, p := range policy.ForNamespace(mesh.Name, namespace, c.Enrollment.AllowFrom, c.Exemptions, e) {
 		want[p.GetKind()+"/"+p.GetName()] = true
 		if _, err := s.Applier.Apply(ctx, p); err != nil {
 			return err
@@ -296,6 +302,9 @@ func (s *Stage) syncPolicies(ctx context.Context, mesh *meshv1.MeshInstallation,
 		}
 		for i := range list.Items {
 			p := &list.Items[i]
+			if keepExemptions && strings.HasPrefix(p.GetName(), policy.PlaintextPrefix) {
+				continue
+			}
 			if !want[gvk.Kind+"/"+p.GetName()] && policy.PerNamespace(p.GetName()) && p.GetDeletionTimestamp().IsZero() {
 				stale = append(stale, p)
 			}

@@ -236,7 +236,7 @@ func TestOrphanedPoliciesAreRemoved(t *testing.T) {
 	}
 	mesh := meshFor("ladder-c")
 	applier := &apply.Applier{Client: k8s, FieldManager: "meshwright"}
-	objs := append(policy.ForNamespace(mesh.Name, "team-c", nil, ladder.Effects{Strict: true}), policy.MeshWide(mesh.Name, meshv1.DefaultControlPlaneNamespace))
+	objs := append(policy.ForNamespace(mesh.Name, "team-c", nil, nil, ladder.Effects{Strict: true}), policy.MeshWide(mesh.Name, meshv1.DefaultControlPlaneNamespace))
 	for _, o := range objs {
 		if _, err := applier.Apply(ctx, o); err != nil {
 			t.Fatal(err)

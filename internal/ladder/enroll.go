@@ -19,6 +19,8 @@ type Enrollment struct {
 	Target Level
 	// AllowFrom are the namespaces whose workloads may call this one at ZeroTrust.
 	AllowFrom []string
+	// PlaintextPorts are the Service ports exempted from STRICT.
+	PlaintextPorts []meshv1.ServicePortRef
 	// Invalid, when set, says why the namespace's override label was ignored.
 	Invalid string
 }
@@ -46,6 +48,7 @@ func Enroll(name string, nsLabels map[string]string, rules []meshv1.NamespaceRul
 		for _, a := range r.AllowFrom {
 			e.AllowFrom = append(e.AllowFrom, a.Namespace)
 		}
+		e.PlaintextPorts = r.PlaintextPorts
 		break
 	}
 	if !matched {

@@ -161,6 +161,28 @@ type Namespace struct {
 	Traffic *traffic.Reading
 	// AllowFrom are the other namespaces whose workloads may call it at ZeroTrust.
 	AllowFrom []string
+	// NonMeshCallers are the callers outside the mesh that the Kubernetes API shows reaching the
+	// namespace's Services; nil when they were not looked for (only namespaces whose next climb
+	// goes STRICT are).
+	NonMeshCallers []NonMeshCaller
+	// PlaintextPorts are the Service ports the spec exempts from STRICT
+	// (spec.namespaces[].plaintextPorts).
+	PlaintextPorts []meshv1.ServicePortRef
+	// ExemptionProblems say why some of PlaintextPorts cannot be rendered (a Service without a
+	// selector, a port it does not have): the namespace does not go STRICT without them.
+	ExemptionProblems []string
+}
+
+// NonMeshCaller is a caller that can never speak mTLS, found in the Kubernetes API: something
+// outside the mesh calls one of the namespace's Service ports, and STRICT would refuse it.
+type NonMeshCaller struct {
+	// Object names what makes the call: "ValidatingWebhookConfiguration/policy-hooks".
+	Object string
+	// Caller says who calls, and what breaks when it is refused.
+	Caller string
+	// Service and Port are the Service port it calls.
+	Service string
+	Port    int32
 }
 
 // Pods summarises a namespace's running pods (terminating and finished pods are left out).
@@ -467,6 +489,9 @@ func startStep(d *Decision, ns Namespace, s Settings, next Level, mayStart bool,
 		if s.TrafficGates {
 			d.RecheckAfter = min(d.RecheckAfter, TrafficPoll)
 		}
+	}
+	if rungOf(next).Carries.Strict && !rungOf(d.Level).Carries.Strict && len(ns.PlaintextPorts) > 0 {
+		d.Event.Message += fmt.Sprintf(" Service ports left accepting plaintext (spec.namespaces[].plaintextPorts): %s.", portList(ns.PlaintextPorts))
 	}
 	if rungOf(next).Carries.Authorization && len(ns.AllowFrom) == 0 {
 		// Often a namespace raised by its target-level label, which no rule's allowFrom covers.

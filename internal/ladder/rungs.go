@@ -34,8 +34,11 @@ type Gate struct {
 	// Check returns nil when the climb may go on, else what holds it.
 	Check func(Climb) *Verdict
 	// Traffic marks a gate that judges the namespace's traffic: the controller reads telemetry
-	// for a namespace whose next climb passes one (see WatchesTraffic).
+	// for a namespace whose next climb passes one (see TrafficWindow).
 	Traffic bool
+	// Callers marks a gate that judges the callers the Kubernetes API shows: the controller looks
+	// them up for a namespace whose next climb passes one (see ChecksCallers).
+	Callers bool
 }
 
 // Climb is what a gate judges: the namespace as observed, its recorded state, the rollout's
@@ -113,13 +116,13 @@ var Rungs = []Rung{
 	{
 		Level:   meshv1.LevelMutualTLS,
 		Carries: Effects{Inject: true, Strict: true},
-		Gates:   []Gate{injectionOwned, podsReady, podsInjected, peerAuthenticationOwned, noPlaintextCallers},
+		Gates:   []Gate{injectionOwned, podsReady, podsInjected, peerAuthenticationOwned, noNonMeshCallers, noPlaintextCallers},
 	},
 	{
 		Level:       meshv1.LevelZeroTrust,
 		Carries:     Effects{Inject: true, Strict: true, Authorization: true},
 		DryRunFirst: true,
-		Gates:       []Gate{injectionOwned, podsReady, podsInjected, peerAuthenticationOwned, soaked},
+		Gates:       []Gate{injectionOwned, podsReady, podsInjected, peerAuthenticationOwned, noNonMeshCallers, soaked},
 	},
 }
 

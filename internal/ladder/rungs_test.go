@@ -59,9 +59,9 @@ func TestRungs(t *testing.T) {
 	}{
 		meshv1.LevelOff:       {},
 		meshv1.LevelObserve:   {carries: Effects{Inject: true}, gates: []string{"InjectionLabelOwned", "PodsReady"}},
-		meshv1.LevelMutualTLS: {carries: Effects{Inject: true, Strict: true}, gates: []string{"InjectionLabelOwned", "PodsReady", "PodsInjected", "PeerAuthenticationOwned", "NoPlaintextCallers"}},
+		meshv1.LevelMutualTLS: {carries: Effects{Inject: true, Strict: true}, gates: []string{"InjectionLabelOwned", "PodsReady", "PodsInjected", "PeerAuthenticationOwned", "NoNonMeshCallers", "NoPlaintextCallers"}},
 		meshv1.LevelZeroTrust: {carries: Effects{Inject: true, Strict: true, Authorization: true}, dryRun: true,
-			gates: []string{"InjectionLabelOwned", "PodsReady", "PodsInjected", "PeerAuthenticationOwned", "SoakedBelow"}},
+			gates: []string{"InjectionLabelOwned", "PodsReady", "PodsInjected", "PeerAuthenticationOwned", "NoNonMeshCallers", "SoakedBelow"}},
 	}
 	if len(Rungs) != len(tests) {
 		t.Fatalf("%d rungs, %d in this table", len(Rungs), len(tests))

@@ -39,13 +39,14 @@ var noPlaintextCallers = Gate{Name: "NoPlaintextCallers", Traffic: true, Check: 
 	if v := partial(r, c.Settings.ObserveTime, "watching its inbound traffic", "window"); v != nil {
 		return v
 	}
-	if len(r.Plaintext) == 0 {
+	plaintext := judged(r.Plaintext, c.NS)
+	if len(plaintext) == 0 {
 		return nil
 	}
-	top := traffic.Top(r.Plaintext, maxCallers)
+	top := traffic.Top(plaintext, maxCallers)
 	return &Verdict{RecheckAfter: TrafficPoll, Blocked: Blocked{Reason: meshv1.ReasonPlaintextTraffic, Message: fmt.Sprintf(
 		"%d caller(s) reached the namespace in plaintext in the last %s (%s): %s. STRICT mTLS would refuse them, so the namespace stays at %s until none has called in plaintext for %s.",
-		len(r.Plaintext), c.Settings.ObserveTime, r.Source, traffic.Describe(top, plaintextAdvice), c.From, c.Settings.ObserveTime)}}
+		len(plaintext), c.Settings.ObserveTime, r.Source, traffic.Describe(top, plaintextAdvice), c.From, c.Settings.ObserveTime)}}
 }}
 
 // TrafficWindow says whether a namespace's traffic is judged in this pass, and over what window,
@@ -103,7 +104,7 @@ func wouldDeny(ns Namespace, s Settings, step Step, now time.Time) *Verdict {
 		return v
 	}
 	outside := map[traffic.Caller]float64{}
-	for caller, n := range r.Callers {
+	for caller, n := range judged(r.Callers, ns) {
 		if caller.Namespace != ns.Name && !slices.Contains(ns.AllowFrom, caller.Namespace) {
 			outside[caller] = n
 		}
@@ -213,4 +214,22 @@ func readable(r *traffic.Reading, c Climb, window time.Duration, question string
 			"%s has no series of the namespace's proxies in the last %s: no series is not the same as no traffic, so the step to %s waits. Scrape the proxies' merged metrics (port 15020, /stats/prometheus) with the pods' namespace and pod labels (see docs/adoption.md), or %s.", r.Source, window, c.To, skip)}}
 	}
 	return nil
+}
+
+// judged leaves out of callers those a gate cannot hold against the namespace: with Service ports
+// exempted (plaintextPorts), callers outside the mesh, since those ports admit them (a webhook's
+// kube-apiserver) and Istio's metrics do not say which port a call came to. The callers outside
+// the mesh that the API shows are judged by the NoNonMeshCallers gate, and at ZeroTrust the
+// dry-run policies, which admit only the exempted ports, by their shadow denials.
+func judged(callers map[traffic.Caller]float64, ns Namespace) map[traffic.Caller]float64 {
+	if len(ns.PlaintextPorts) == 0 {
+		return callers
+	}
+	out := make(map[traffic.Caller]float64, len(callers))
+	for c, n := range callers {
+		if !c.External() {
+			out[c] = n
+		}
+	}
+	return out
 }

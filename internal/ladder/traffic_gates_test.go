@@ -31,6 +31,7 @@ func TestNoPlaintextCallers(t *testing.T) {
 		traffic *traffic.Reading
 		skip    bool
 		noPods  bool
+		exempt  bool
 		// wantStep is the level a step starts to; else the namespace is held with wantReason
 		// (blocked) or waits with wantWaiting, and its message holds wantMessage.
 		wantStep    Level
@@ -47,6 +48,10 @@ func TestNoPlaintextCallers(t *testing.T) {
 			wantReason: meshv1.ReasonPlaintextTraffic, wantMessage: []string{"legacy/client (40 calls: enrol namespace legacy at Observe or higher", "stays at Observe"}},
 		"a caller outside the mesh is named as such": {current: meshv1.LevelObserve, since: observed, traffic: reading(func(r *traffic.Reading) { r.Plaintext[outside] = 3; r.Plaintext[legacy] = 1 }),
 			wantReason: meshv1.ReasonPlaintextTraffic, wantMessage: []string{"2 caller(s)", "a caller outside the mesh (3 calls: route it through an Istio gateway", "; legacy/client (1 calls"}},
+		"with exempted ports, a caller outside the mesh is left to them": {current: meshv1.LevelObserve, since: observed, exempt: true,
+			traffic: reading(func(r *traffic.Reading) { r.Plaintext[outside] = 3 }), wantStep: meshv1.LevelMutualTLS},
+		"with exempted ports, a plaintext caller in the cluster still holds it": {current: meshv1.LevelObserve, since: observed, exempt: true,
+			traffic: reading(func(r *traffic.Reading) { r.Plaintext[outside] = 3; r.Plaintext[legacy] = 1 }), wantReason: meshv1.ReasonPlaintextTraffic, wantMessage: []string{"1 caller(s)", "legacy/client"}},
 		"the source did not answer": {current: meshv1.LevelObserve, since: observed, traffic: reading(func(r *traffic.Reading) { r.Unavailable = "connection refused" }),
 			wantReason: meshv1.ReasonTelemetryUnavailable, wantMessage: []string{"Prometheus at http://prom did not answer (connection refused)", "trafficGates: Skip"}},
 		"no proxy of the namespace reports": {current: meshv1.LevelObserve, since: observed, traffic: reading(func(r *traffic.Reading) { r.Reporting = false }),
@@ -63,6 +68,9 @@ func TestNoPlaintextCallers(t *testing.T) {
 				Pods: Pods{Total: 2, Ready: 2}, Workloads: []Workload{{Kind: "Deployment", Name: "web", Pods: 2, Injected: tc.current != meshv1.LevelOff, Uninjected: tc.current == meshv1.LevelOff, RolledOut: true}}}
 			if tc.noPods {
 				ns.Pods, ns.Workloads = Pods{}, nil
+			}
+			if tc.exempt {
+				ns.PlaintextPorts = []meshv1.ServicePortRef{{Service: "hook", Port: 443}}
 			}
 			s := Settings{StepTimeout: 10 * time.Minute, SoakTime: time.Hour, ObserveTime: 10 * time.Minute, TrafficGates: !tc.skip}
 			d := Decide(ns, s, true, now)
@@ -146,6 +154,7 @@ func TestWouldDenyTraffic(t *testing.T) {
 	tests := map[string]struct {
 		traffic     *traffic.Reading
 		allowFrom   []string
+		exempt      []meshv1.ServicePortRef
 		skip        bool
 		wantReason  string
 		wantWaiting string
@@ -157,6 +166,10 @@ func TestWouldDenyTraffic(t *testing.T) {
 			wantMessage: []string{"1 caller(s) came from outside allowFrom: ingress/nginx (5 calls: add {namespace: ingress} to allowFrom)", "stay in dry-run"}},
 		"a caller outside the mesh": {traffic: reading(func(r *traffic.Reading) { r.Callers[outside] = 2 }), wantReason: meshv1.ReasonWouldDenyTraffic,
 			wantMessage: []string{"a caller outside the mesh (2 calls: it has no mesh identity"}},
+		"a caller outside the mesh, with exempted ports: judged by shadow denials": {traffic: reading(func(r *traffic.Reading) { r.Callers[outside] = 2 }),
+			exempt: []meshv1.ServicePortRef{{Service: "hook", Port: 443}}},
+		"a caller outside allowFrom, with exempted ports": {traffic: reading(func(r *traffic.Reading) { r.Callers[ingress] = 5 }), exempt: []meshv1.ServicePortRef{{Service: "hook", Port: 443}},
+			wantReason: meshv1.ReasonWouldDenyTraffic, wantMessage: []string{"ingress/nginx"}},
 		"shadow denials alone": {traffic: reading(func(r *traffic.Reading) { r.ShadowDenied = 7 }), allowFrom: []string{"ingress"}, wantReason: meshv1.ReasonWouldDenyTraffic,
 			wantMessage: []string{"would have denied 7 request(s)"}},
 		"the source saw part of the soak": {traffic: reading(func(r *traffic.Reading) { r.Covered = time.Minute }), wantWaiting: "has seen 1m0s of the 10m0s soak"},
@@ -166,7 +179,7 @@ func TestWouldDenyTraffic(t *testing.T) {
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			ns := Namespace{Name: "shop", Current: meshv1.LevelMutualTLS, Target: meshv1.LevelZeroTrust, State: State{Since: now.Add(-2 * time.Hour), Step: step},
-				Pods: Pods{Total: 2, Ready: 2}, Traffic: tc.traffic, AllowFrom: tc.allowFrom}
+				Pods: Pods{Total: 2, Ready: 2}, Traffic: tc.traffic, AllowFrom: tc.allowFrom, PlaintextPorts: tc.exempt}
 			d := Decide(ns, Settings{TrafficGates: !tc.skip, SoakTime: soak, StepTimeout: time.Minute, ObserveTime: time.Minute}, true, now)
 			enforced := d.State.Step != nil && d.State.Step.Enforced
 			if tc.wantReason == "" && tc.wantWaiting == "" {

@@ -6,6 +6,8 @@ package policy
 
 import (
 	"slices"
+	"strconv"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -34,21 +36,41 @@ const (
 	AllowName = "meshwright-allow"
 	// DryRunAnnotation is Istio's switch that makes an AuthorizationPolicy log instead of deny.
 	DryRunAnnotation = "istio.io/dry-run"
+	// PlaintextPrefix starts the names of the policies of an exemption: the PeerAuthentication
+	// and AuthorizationPolicy named PlaintextPrefix+service.
+	PlaintextPrefix = "meshwright-plaintext-"
 )
 
 // PerNamespace tells the ladder's per-namespace policies from the mesh-wide one, which the
 // ladder must never remove.
 func PerNamespace(name string) bool {
-	return name == StrictName || name == AllowNothingName || name == AllowName
+	return name == StrictName || name == AllowNothingName || name == AllowName || strings.HasPrefix(name, PlaintextPrefix)
+}
+
+// Exemption keeps ports of one Service's pods accepting callers outside the mesh
+// (spec.namespaces[].plaintextPorts): PERMISSIVE under STRICT, and open to any caller under
+// default-deny.
+type Exemption struct {
+	// Service names the Service; its policies are named after it.
+	Service string
+	// Selector is the Service's selector: the pods the policies apply to.
+	Selector map[string]string
+	// Ports are the pods' ports (the Service's target ports), as Istio's port-level settings
+	// want them, sorted.
+	Ports []int32
 }
 
 // RemovalOrder ranks a per-namespace policy for removal, lowest first: the allow-nothing policy
-// goes before the allow policy, so no moment has it without the allow policy beside it.
+// goes before the allow policies, so no moment has it without them beside it, and the STRICT
+// policy before the exemptions, so no moment has an exempted port STRICT.
 func RemovalOrder(name string) int {
-	if name == AllowNothingName {
+	switch name {
+	case AllowNothingName:
 		return 0
+	case StrictName:
+		return 1
 	}
-	return 1
+	return 2
 }
 
 // Kinds lists the policy kinds, for watches, pruning and clean-up.
@@ -66,12 +88,26 @@ func MeshWide(installation, rootNamespace string) *unstructured.Unstructured {
 
 // ForNamespace is the set of policies a namespace carries for its effects, in the order they
 // must be applied; a policy not in the set is removed (in RemovalOrder).
-func ForNamespace(installation, namespace string, allowFrom []string, e ladder.Effects) []*unstructured.Unstructured {
+func ForNamespace(installation, namespace string, allowFrom []string, exemptions []Exemption, e ladder.Effects) []*unstructured.Unstructured {
 	var out []*unstructured.Unstructured
 	if e.Strict {
+		// The exemptions first, so that no moment has the namespace STRICT on their ports.
+		for _, x := range exemptions {
+			out = append(out, exemptPeerAuthentication(installation, namespace, x))
+		}
 		u := object(PeerAuthenticationGVK, installation, namespace, StrictName)
 		u.Object["spec"] = map[string]any{"mtls": map[string]any{"mode": "STRICT"}}
 		out = append(out, u)
+	}
+	if e.Authorization {
+		// Before the allow-nothing policy, like the allow policy.
+		for _, x := range exemptions {
+			u := exemptAuthorizationPolicy(installation, namespace, x)
+			if e.DryRun {
+				u.SetAnnotations(map[string]string{DryRunAnnotation: "true"})
+			}
+			out = append(out, u)
+		}
 	}
 	if e.Authorization {
 		nothing := object(AuthorizationPolicyGVK, installation, namespace, AllowNothingName)
@@ -107,4 +143,45 @@ func object(gvk schema.GroupVersionKind, installation, namespace, name string) *
 	u.SetName(name)
 	u.SetLabels(map[string]string{meshv1.LabelManagedBy: meshv1.ManagedByValue, meshv1.LabelInstallation: installation})
 	return u
+}
+
+// exemptPeerAuthentication leaves an exemption's ports PERMISSIVE on its Service's pods. Istio
+// honours port-level settings only in a policy with a workload selector, keyed by the pods'
+// port (not the Service's); the rest of the pods' ports stay STRICT.
+func exemptPeerAuthentication(installation, namespace string, x Exemption) *unstructured.Unstructured {
+	u := object(PeerAuthenticationGVK, installation, namespace, PlaintextPrefix+x.Service)
+	ports := map[string]any{}
+	for _, p := range x.Ports {
+		ports[strconv.Itoa(int(p))] = map[string]any{"mode": "PERMISSIVE"}
+	}
+	u.Object["spec"] = map[string]any{
+		"selector":      map[string]any{"matchLabels": stringMap(x.Selector)},
+		"mtls":          map[string]any{"mode": "STRICT"},
+		"portLevelMtls": ports,
+	}
+	return u
+}
+
+// exemptAuthorizationPolicy admits any caller (one without a mesh identity too) on an
+// exemption's ports of its Service's pods.
+func exemptAuthorizationPolicy(installation, namespace string, x Exemption) *unstructured.Unstructured {
+	u := object(AuthorizationPolicyGVK, installation, namespace, PlaintextPrefix+x.Service)
+	ports := make([]any, len(x.Ports))
+	for i, p := range x.Ports {
+		ports[i] = strconv.Itoa(int(p))
+	}
+	u.Object["spec"] = map[string]any{
+		"selector": map[string]any{"matchLabels": stringMap(x.Selector)},
+		"action":   "ALLOW",
+		"rules":    []any{map[string]any{"to": []any{map[string]any{"operation": map[string]any{"ports": ports}}}}},
+	}
+	return u
+}
+
+func stringMap(m map[string]string) map[string]any {
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
 }

@@ -92,7 +92,7 @@ func TestMeshWidePolicy(t *testing.T) {
 				t.Errorf("second pass wrote %v", writes.Writes())
 			}
 			// Clean-up removes the operator's policies, mesh-wide and per namespace, and only those.
-			for _, p := range ForNamespace(m.Name, root, nil, ladder.Effects{Strict: true, Authorization: true, DryRun: true}) {
+			for _, p := range ForNamespace(m.Name, root, nil, nil, ladder.Effects{Strict: true, Authorization: true, DryRun: true}) {
 				if _, err := s.Applier.Apply(ctx, p); err != nil {
 					t.Fatal(err)
 				}
@@ -125,12 +125,19 @@ func TestMeshWidePolicy(t *testing.T) {
 // TestForNamespace: the policies of each level, in the order they are applied: the allow policy
 // before the allow-nothing one, so enforcing them one after the other never denies every call.
 func TestForNamespace(t *testing.T) {
+	hook := []Exemption{{Service: "hook", Selector: map[string]string{"app": "hook"}, Ports: []int32{8443, 9443}}}
 	tests := map[string]struct {
-		e     ladder.Effects
-		names string
-		dry   bool
+		e          ladder.Effects
+		exemptions []Exemption
+		names      string
+		dry        bool
 	}{
-		"observe: none":         {e: ladder.Effects{Inject: true}},
+		"observe: none":                       {e: ladder.Effects{Inject: true}},
+		"observe: no exemption before STRICT": {e: ladder.Effects{Inject: true}, exemptions: hook},
+		"mutual TLS: the exemption before STRICT": {e: ladder.Effects{Inject: true, Strict: true}, exemptions: hook,
+			names: PlaintextPrefix + "hook," + StrictName},
+		"zero trust: the exemption's allow before allow-nothing": {e: ladder.Effects{Inject: true, Strict: true, Authorization: true, DryRun: true}, exemptions: hook,
+			names: PlaintextPrefix + "hook," + StrictName + "," + PlaintextPrefix + "hook," + AllowName + "," + AllowNothingName, dry: true},
 		"mutual TLS: STRICT":    {e: ladder.Effects{Inject: true, Strict: true}, names: StrictName},
 		"zero trust in dry-run": {e: ladder.Effects{Inject: true, Strict: true, Authorization: true, DryRun: true}, names: StrictName + "," + AllowName + "," + AllowNothingName, dry: true},
 		"zero trust enforced":   {e: ladder.Effects{Inject: true, Strict: true, Authorization: true}, names: StrictName + "," + AllowName + "," + AllowNothingName},
@@ -138,10 +145,13 @@ func TestForNamespace(t *testing.T) {
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			var names []string
-			for _, p := range ForNamespace("m", "shop", []string{"gw", "shop", "gw"}, tc.e) {
+			for _, p := range ForNamespace("m", "shop", []string{"gw", "shop", "gw"}, tc.exemptions, tc.e) {
 				names = append(names, p.GetName())
 				if p.GetKind() == AuthorizationPolicyGVK.Kind && (p.GetAnnotations()[DryRunAnnotation] == "true") != tc.dry {
 					t.Errorf("%s dry-run annotation = %v, want %v", p.GetName(), p.GetAnnotations(), tc.dry)
+				}
+				if p.GetName() == PlaintextPrefix+"hook" {
+					checkExemption(t, p)
 				}
 				if p.GetName() == AllowName {
 					rules, _, _ := unstructured.NestedSlice(p.Object, "spec", "rules")
@@ -155,7 +165,36 @@ func TestForNamespace(t *testing.T) {
 			}
 		})
 	}
-	if RemovalOrder(AllowNothingName) >= RemovalOrder(AllowName) {
-		t.Error("the allow policy would be removed before the allow-nothing policy: a moment of deny-all")
+	if RemovalOrder(AllowNothingName) >= RemovalOrder(AllowName) || RemovalOrder(AllowNothingName) >= RemovalOrder(PlaintextPrefix+"hook") {
+		t.Error("an allow policy would be removed before the allow-nothing policy: a moment of deny-all")
+	}
+	if RemovalOrder(StrictName) >= RemovalOrder(PlaintextPrefix+"hook") {
+		t.Error("an exemption would be removed before the STRICT policy: a moment of STRICT on an exempted port")
+	}
+	if !PerNamespace(PlaintextPrefix+"hook") || PerNamespace(MeshWideName) {
+		t.Error("PerNamespace must cover the exemptions (so they are pruned) and never the mesh-wide policy")
+	}
+}
+
+// checkExemption pins an exemption's policies to Istio's documented shape: port-level mTLS only
+// with a workload selector, keyed by the pods' port; the ALLOW rule on those ports, any source.
+func checkExemption(t *testing.T, p *unstructured.Unstructured) {
+	t.Helper()
+	sel, _, _ := unstructured.NestedStringMap(p.Object, "spec", "selector", "matchLabels")
+	if sel["app"] != "hook" || len(sel) != 1 {
+		t.Errorf("%s %s selector = %v, want the Service's selector", p.GetKind(), p.GetName(), sel)
+	}
+	switch p.GetKind() {
+	case PeerAuthenticationGVK.Kind:
+		mode, _, _ := unstructured.NestedString(p.Object, "spec", "mtls", "mode")
+		ports, _, _ := unstructured.NestedMap(p.Object, "spec", "portLevelMtls")
+		if mode != "STRICT" || fmt.Sprint(ports) != "map[8443:map[mode:PERMISSIVE] 9443:map[mode:PERMISSIVE]]" {
+			t.Errorf("exemption PeerAuthentication = %v, want STRICT with 8443 and 9443 PERMISSIVE", p.Object["spec"])
+		}
+	case AuthorizationPolicyGVK.Kind:
+		rules, _, _ := unstructured.NestedSlice(p.Object, "spec", "rules")
+		if action, _, _ := unstructured.NestedString(p.Object, "spec", "action"); action != "ALLOW" || fmt.Sprint(rules) != "[map[to:[map[operation:map[ports:[8443 9443]]]]]]" {
+			t.Errorf("exemption AuthorizationPolicy = %v, want ALLOW to ports 8443 and 9443 from anyone", p.Object["spec"])
+		}
 	}
 }

@@ -121,7 +121,7 @@ func moveOf(mesh *meshv1.MeshInstallation, pl adoption.NamespacePlan) NamespaceM
 	default:
 		m.Action, m.Detail = ActionWait, d.Waiting
 	}
-	for _, p := range policy.ForNamespace(mesh.Name, pl.Namespace.Name, pl.Enrollment.AllowFrom, d.Effects) {
+	for _, p := range policy.ForNamespace(mesh.Name, pl.Namespace.Name, pl.Enrollment.AllowFrom, pl.Exemptions, d.Effects) {
 		m.Policies = append(m.Policies, policyLine(p.GetKind(), p.GetName(), d.Effects))
 	}
 	return m
@@ -161,6 +161,8 @@ func stepName(level ladder.Level, step *ladder.Step) string {
 
 func policyLine(kind, name string, e ladder.Effects) string {
 	switch {
+	case kind == "PeerAuthentication" && strings.HasPrefix(name, policy.PlaintextPrefix):
+		return kind + " " + name + " (STRICT, its Service's exempted ports PERMISSIVE)"
 	case kind == "PeerAuthentication":
 		return kind + " " + name + " (STRICT)"
 	case e.DryRun:

@@ -150,6 +150,8 @@ func Fix(reason, namespace string) string {
 		return fmt.Sprintf("Enrol the callers' namespaces at Observe or higher (kubectl label namespace <caller> %s=Observe), or route outside callers through a gateway; then %s goes STRICT after a whole observe window without plaintext", meshv1.LabelTargetLevel, namespace)
 	case meshv1.ReasonWouldDenyTraffic:
 		return fmt.Sprintf("Add the callers' namespaces to the allowFrom of the rule that enrols %s (kubectl edit meshinstallation), or lower its target", namespace)
+	case meshv1.ReasonNonMeshCallers:
+		return fmt.Sprintf("Exempt the named Service ports in the plaintextPorts of the rule that enrols %s (kubectl edit meshinstallation), or move the callers into the mesh", namespace)
 	case meshv1.ReasonInvalidTargetLevel:
 		return fmt.Sprintf("Set a level: kubectl label namespace %s %s=MutualTLS --overwrite (Off, Observe, MutualTLS or ZeroTrust)", namespace, meshv1.LabelTargetLevel)
 	}

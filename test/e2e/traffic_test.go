@@ -9,11 +9,14 @@ import (
 	"testing"
 	"time"
 
+	admissionv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
@@ -192,8 +195,11 @@ func TestTrafficGatePrometheusSourceWithSimulatedTraffic(t *testing.T) {
 	enrolLegacyAndWaitStrict(t, c, traffic)
 }
 
-// TestZeroTrustDryRunGateWithSimulatedTraffic: shop (target ZeroTrust, nobody in allowFrom) is
-// called by legacy (enrolled at Observe, so in mTLS). When the dry-run's soak ends, the traffic
+// TestZeroTrustDryRunGateWithSimulatedTraffic: shop (target ZeroTrust, nobody in allowFrom) serves
+// an admission webhook, and is called by legacy (enrolled at Observe, so in mTLS). The webhook
+// holds shop at Observe with NonMeshCallers before any STRICT policy exists; once its port is
+// exempted (plaintextPorts), shop climbs, and the simulated kube-apiserver's plaintext calls to the
+// webhook's pods are never refused or denied, at MutualTLS or ZeroTrust. When the dry-run's soak ends, the traffic
 // read from the simulator's proxies shows legacy/client outside allowFrom and the dry-run's
 // shadow denials: the policies stay in dry-run with WouldDenyTraffic naming legacy and the entry
 // that admits it. Once legacy is added to allowFrom, a whole soak without denials lets the step
@@ -207,7 +213,8 @@ func TestZeroTrustDryRunGateWithSimulatedTraffic(t *testing.T) {
 	framework.MakeNamespace(t, c, "legacy", map[string]string{"ladder": "observe"}, map[string]func(*appsv1.Deployment){"client": nil})
 	framework.WaitAvailable(t, c, "shop")
 	framework.WaitAvailable(t, c, "legacy")
-	traffic := framework.StartSimulatedTraffic(t, c, legacyToShop)
+	serveWebhook(t, c, "shop", "web", 8443)
+	traffic := framework.StartSimulatedTraffic(t, c, legacyToShop, apiServerToHook)
 	installCRD(t, cl)
 	runOperatorAs(t, cl.Kubeconfig, "default", "--proxy-stats-url="+traffic.ProxyStatsURL())
 	mesh := &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: meshv1.MeshInstallationSpec{
@@ -220,6 +227,18 @@ func TestZeroTrustDryRunGateWithSimulatedTraffic(t *testing.T) {
 	denyAll := watchDenyAll(t, cl, "shop")
 	createMesh(t, c, mesh)
 	useLocalIstiod(t, cl, c, "default")
+
+	waitBlocked(t, c, "shop", meshv1.ReasonNonMeshCallers, "ValidatingWebhookConfiguration/shop-hook makes the kube-apiserver", "Service hook port 443", "plaintextPorts")
+	if strict(t, c) {
+		t.Fatal("shop got STRICT while serving an admission webhook nobody exempted")
+	}
+	if err := c.Get(ctx, client.ObjectKey{Name: "default"}, mesh); err != nil {
+		t.Fatal(err)
+	}
+	mesh.Spec.Namespaces[0].PlaintextPorts = []meshv1.ServicePortRef{{Service: "hook", Port: 443}}
+	if err := c.Update(ctx, mesh); err != nil {
+		t.Fatal(err)
+	}
 
 	waitBlocked(t, c, "shop", meshv1.ReasonWouldDenyTraffic, "legacy/client", "add {namespace: legacy} to allowFrom", "would have denied")
 	if shop := framework.GetNamespace(t, c, "shop"); stateOf(shop).Step == nil || shop.Labels[meshv1.LabelLevel] != string(meshv1.LevelMutualTLS) {
@@ -243,6 +262,9 @@ func TestZeroTrustDryRunGateWithSimulatedTraffic(t *testing.T) {
 	if got := traffic.Sim.Outcomes()[legacyToShop.Key()]; got.Denied != 0 || got.Refused != 0 {
 		t.Errorf("legacy → shop: %+v; want no call denied or refused on the way to ZeroTrust", got)
 	}
+	if got := traffic.Sim.Outcomes()[apiServerToHook.Key()]; got.Denied != 0 || got.Refused != 0 || got.Succeeded == 0 {
+		t.Errorf("kube-apiserver → webhook: %+v; want calls, none refused or denied: the exempted port stays open at ZeroTrust", got)
+	}
 
 	// Down again: the AuthorizationPolicies go, the allow-nothing one first.
 	shop := framework.GetNamespace(t, c, "shop")
@@ -257,6 +279,30 @@ func TestZeroTrustDryRunGateWithSimulatedTraffic(t *testing.T) {
 	})
 	if seen := denyAll(); len(seen) > 0 {
 		t.Errorf("a watcher saw shop deny every call (the allow-nothing policy enforced without the allow policy): %v", seen)
+	}
+}
+
+// apiServerToHook is the kube-apiserver calling shop's admission webhook: from outside the mesh,
+// in plaintext, on the webhook pods' port.
+var apiServerToHook = trafficsim.Flow{External: true, To: trafficsim.Workload{Namespace: "shop", Name: "web"}, Port: 8443, Protocol: trafficsim.TCP, PerSecond: 2}
+
+// serveWebhook makes a workload of a namespace serve an admission webhook, as the API sees it: a
+// Service hook (port 443 to the pods' port) and a ValidatingWebhookConfiguration naming it, whose
+// rules match nothing, so that no write of the test calls it (kwok's pods serve nothing).
+func serveWebhook(t *testing.T, c client.Client, namespace, workload string, port int32) {
+	t.Helper()
+	ctx := context.Background()
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "hook"}, Spec: corev1.ServiceSpec{Selector: map[string]string{"app": workload},
+		Ports: []corev1.ServicePort{{Name: "https", Port: 443, TargetPort: intstr.FromInt32(port)}}}}
+	hook := &admissionv1.ValidatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: namespace + "-hook"}, Webhooks: []admissionv1.ValidatingWebhook{{
+		Name: "validate." + namespace + ".example.com", ClientConfig: admissionv1.WebhookClientConfig{Service: &admissionv1.ServiceReference{Namespace: namespace, Name: "hook"}},
+		SideEffects: ptr.To(admissionv1.SideEffectClassNone), AdmissionReviewVersions: []string{"v1"}, FailurePolicy: ptr.To(admissionv1.Ignore),
+		Rules: []admissionv1.RuleWithOperations{{Operations: []admissionv1.OperationType{admissionv1.Create},
+			Rule: admissionv1.Rule{APIGroups: []string{"example.com"}, APIVersions: []string{"v1"}, Resources: []string{"nothings"}}}}}}}
+	for _, o := range []client.Object{svc, hook} {
+		if err := c.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

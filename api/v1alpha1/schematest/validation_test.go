@@ -113,6 +113,14 @@ func TestInvalidSpecsAreRefused(t *testing.T) {
 			spec: "namespaces:\n- selector: {matchLabels: {team: a}}\n  level: ZeroTrust\n  allowFrom: [{namespace: Ingress_NS}]",
 			want: "allowFrom.namespace must be a namespace name",
 		},
+		"plaintextPorts service not a Service name": {
+			spec: "namespaces:\n- selector: {matchLabels: {team: a}}\n  level: MutualTLS\n  plaintextPorts: [{service: My_Webhook, port: 443}]",
+			want: "plaintextPorts.service must be a Service name",
+		},
+		"plaintextPorts port out of range": {
+			spec: "namespaces:\n- selector: {matchLabels: {team: a}}\n  level: MutualTLS\n  plaintextPorts: [{service: hook, port: 0}]",
+			want: "plaintextPorts.port must be the Service's port number, 1 to 65535",
+		},
 		"chart source not a URL": {
 			spec: "controlPlane: {chartSource: {repository: istio-release.storage.googleapis.com/charts}}",
 			want: "controlPlane.chartSource.repository must be the http(s) URL of a Helm chart repository",
@@ -304,6 +312,7 @@ namespaces:
 - selector: {matchLabels: {team: payments}}
   level: MutualTLS
   allowFrom: [{namespace: ingress}, {namespace: monitoring}]
+  plaintextPorts: [{service: payments-webhook, port: 443}]
 - selector: {matchExpressions: [{key: tier, operator: In, values: [web, api]}]}
   level: ZeroTrust
 - selector: {}
