@@ -129,7 +129,7 @@ func TestFindAgainstTheAPIServer(t *testing.T) {
 		newMonitor("ServiceMonitor", "monitoring", "web", map[string]any{"namespaceSelector": map[string]any{"matchNames": []any{"shop"}},
 			"selector": map[string]any{"matchLabels": map[string]any{"app": "web"}}, "endpoints": []any{map[string]any{"port": "http"}, map[string]any{"port": "merged"}}}),
 		newMonitor("ServiceMonitor", "monitoring", "hook-over-mtls", map[string]any{"namespaceSelector": map[string]any{"any": true},
-			"selector": map[string]any{"matchLabels": map[string]any{"app": "hook"}},
+			"selector":  map[string]any{"matchLabels": map[string]any{"app": "hook"}},
 			"endpoints": []any{map[string]any{"port": "https", "scheme": "https", "tlsConfig": map[string]any{"certFile": "/etc/prom-certs/cert-chain.pem"}}}}),
 		newMonitor("PodMonitor", "shop", "pods", map[string]any{"selector": map[string]any{"matchLabels": map[string]any{"app": "web"}},
 			"podMetricsEndpoints": []any{map[string]any{"port": "http"}}}),
@@ -194,7 +194,7 @@ func conversionCRD(ns, svc string) *apiextensionsv1.CustomResourceDefinition {
 	schema := &apiextensionsv1.CustomResourceValidation{OpenAPIV3Schema: &apiextensionsv1.JSONSchemaProps{Type: "object", XPreserveUnknownFields: ptr.To(true)}}
 	return &apiextensionsv1.CustomResourceDefinition{ObjectMeta: metav1.ObjectMeta{Name: "widgets.example.com"},
 		Spec: apiextensionsv1.CustomResourceDefinitionSpec{Group: "example.com", Scope: apiextensionsv1.NamespaceScoped,
-			Names: apiextensionsv1.CustomResourceDefinitionNames{Kind: "Widget", ListKind: "WidgetList", Plural: "widgets", Singular: "widget"},
+			Names:    apiextensionsv1.CustomResourceDefinitionNames{Kind: "Widget", ListKind: "WidgetList", Plural: "widgets", Singular: "widget"},
 			Versions: []apiextensionsv1.CustomResourceDefinitionVersion{{Name: "v1", Served: true, Storage: true, Schema: schema}, {Name: "v2", Served: true, Schema: schema}},
 			Conversion: &apiextensionsv1.CustomResourceConversion{Strategy: apiextensionsv1.WebhookConverter, Webhook: &apiextensionsv1.WebhookConversion{
 				ConversionReviewVersions: []string{"v1"}, ClientConfig: &apiextensionsv1.WebhookClientConfig{Service: &apiextensionsv1.ServiceReference{Namespace: ns, Name: svc}}}}}}
