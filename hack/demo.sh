@@ -116,7 +116,7 @@ FLOWS
   if ! grep -q '"prometheus"' "$DEMO_DIR/cluster.json" 2>/dev/null || [ ! -s "$DEMO_DIR/prometheus.url" ]; then
     "$BIN/localcluster" prometheus --dir "$DEMO_DIR" > "$DEMO_DIR/prometheus.url"
   fi
-  kubectl patch mesh default --type merge -p "{\"spec\":{\"telemetry\":{\"prometheus\":{\"url\":\"$(cat "$DEMO_DIR/prometheus.url")\"}},\"rollout\":{\"observeTime\":\"20s\"}}}" >/dev/null
+  kubectl patch mesh default --type merge -p "{\"spec\":{\"telemetry\":{\"prometheus\":{\"url\":\"$(cat "$DEMO_DIR/prometheus.url")\"}},\"rollout\":{\"observeTime\":\"20s\",\"bakeTime\":\"20s\"}}}" >/dev/null
 
   echo ">> waiting for the rollout: mesh CA, control plane, injection, policies, then the namespaces' ladder (payments and orders watch their traffic for 20s at Observe)"
   ready=true

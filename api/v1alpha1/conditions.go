@@ -173,6 +173,11 @@ const (
 	// namespaces that accept only mTLS: without its proxies those calls would be refused, so it
 	// stays in the mesh; the message names them.
 	ReasonCallsStrictNamespaces = "CallsStrictNamespaces"
+	// ReasonTrafficRegressed means a step's bake (spec.rollout.bakeTime) saw the namespace's traffic
+	// get worse than before the step (plaintext connections refused, more requests refused with
+	// 403, inbound calls halved): the step was rolled back and the namespace is held until the
+	// spec changes; the message holds the evidence.
+	ReasonTrafficRegressed = "TrafficRegressed"
 	// ReasonNonMeshCallers means the API shows callers outside the mesh reaching the namespace's
 	// Services (an admission, conversion or APIService webhook, a LoadBalancer or NodePort, an
 	// Ingress, a ServiceMonitor or PodMonitor): STRICT mTLS would refuse them, so the namespace

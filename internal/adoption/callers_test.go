@@ -29,8 +29,14 @@ func TestNonMeshCallersAgainstTheAPIServer(t *testing.T) {
 	ctx := context.Background()
 	now := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
 	observedNamespace(t, "hooked", meshv1.LevelMutualTLS, now.Add(-time.Hour))
+	// Its target-level label enrols it in any installation: gone (terminating) for the next tests.
+	t.Cleanup(func() {
+		_ = k8s.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "hooked"}})
+	})
 	ns := getNS(t, "hooked")
+	// Only this test's installation enrols it (other tests enrol ladder=on and gate=on).
 	delete(ns.Labels, "gate")
+	delete(ns.Labels, "ladder")
 	ns.Labels["callers"] = "on"
 	if err := k8s.Update(ctx, ns); err != nil {
 		t.Fatal(err)

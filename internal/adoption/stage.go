@@ -102,6 +102,10 @@ func SettingsOf(mesh *meshv1.MeshInstallation, target Target) ladder.Settings {
 		st.StepTimeout = r.StepTimeout.Duration
 	}
 	st.TrafficGates, st.ObserveTime = r.TrafficGates != meshv1.TrafficGatesSkip, 10*time.Minute
+	st.BakeTime = 5 * time.Minute
+	if r.BakeTime != nil {
+		st.BakeTime = r.BakeTime.Duration
+	}
 	if r.ObserveTime != nil {
 		st.ObserveTime = r.ObserveTime.Duration
 	}
@@ -194,7 +198,8 @@ func (s *Stage) carryOut(ctx context.Context, mesh *meshv1.MeshInstallation, c *
 	}
 	if d.Event != nil {
 		// A rollback's first Event comes with the reverting step; its last, once it is done.
-		metrics.LadderEvent(mesh.Name, d.Event.Reason, d.Event.Reason == meshv1.ReasonRolledBack && d.State.Step != nil)
+		rollback := d.Event.Reason == meshv1.ReasonRolledBack || d.Event.Reason == meshv1.ReasonTrafficRegressed
+		metrics.LadderEvent(mesh.Name, d.Event.Reason, rollback && d.State.Step != nil)
 	}
 	if d.Event != nil && s.Recorder != nil {
 		eventType := corev1.EventTypeNormal
@@ -347,10 +352,12 @@ func (s *Stage) now() time.Time { return stages.Now(s.Clock) }
 
 // summary gathers the pass's decisions into status and the stage's result.
 type summary struct {
-	status      meshv1.NamespacesStatus
-	blocked     []meshv1.BlockedNamespace
-	waiting     []string
-	rolledBack  []string
+	status     meshv1.NamespacesStatus
+	blocked    []meshv1.BlockedNamespace
+	waiting    []string
+	rolledBack []string
+	// regressed is true when a rollback among them was a bake's (TrafficRegressed).
+	regressed   bool
 	recheck     time.Duration
 	notAtTarget int
 }
@@ -375,8 +382,9 @@ func (m *summary) add(c *NamespacePlan) {
 	switch {
 	case d.Blocked.Reason != "":
 		m.blocked = append(m.blocked, meshv1.BlockedNamespace{Name: c.Namespace.Name, Reason: d.Blocked.Reason, Message: d.Blocked.Message})
-		if d.Blocked.Reason == meshv1.ReasonRolledBack {
+		if d.Blocked.Reason == meshv1.ReasonRolledBack || d.Blocked.Reason == meshv1.ReasonTrafficRegressed {
 			m.rolledBack = append(m.rolledBack, c.Namespace.Name)
+			m.regressed = m.regressed || d.Blocked.Reason == meshv1.ReasonTrafficRegressed
 		}
 	case c.Enrollment.Invalid != "":
 		m.blocked = append(m.blocked, meshv1.BlockedNamespace{Name: c.Namespace.Name, Reason: meshv1.ReasonInvalidTargetLevel, Message: c.Enrollment.Invalid})
@@ -405,6 +413,10 @@ func (m *summary) result(settings ladder.Settings) stages.Result {
 	switch {
 	case len(m.rolledBack) > 0:
 		res.State, res.Reason, res.Degraded = stages.NotReady, meshv1.ReasonRolledBack, true
+		if m.regressed {
+			// The more urgent of the two: traffic broke, not only pods.
+			res.Reason = meshv1.ReasonTrafficRegressed
+		}
 		res.Message = fmt.Sprintf("%s. Rolled back and held: %s (see status.namespaces.blocked).", levels, names.Few(m.rolledBack, 3, "; "))
 	case m.notAtTarget == 0:
 		res.State, res.Reason = stages.Ready, meshv1.ReasonNamespacesAtTarget

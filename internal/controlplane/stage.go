@@ -173,6 +173,7 @@ func (s *Stage) renderPhase(ctx context.Context, p *planePass) (stages.Result, b
 	}
 	in.Revision = p.found.Active(p.mesh)
 	in.ValidatorRevision = p.found.Validator(in.Revision)
+	in.ProxyStats = proxyStats(p.found, in.Revision)
 	if res, done := s.loadCharts(ctx, p.mesh, &in); done {
 		if res.Reason == meshv1.ReasonChartSourceUnavailable && slices.ContainsFunc(p.found.Installed, func(r revision.Installed) bool { return r.Name == in.Revision && r.Available }) {
 			// The revision is installed and serves (the charts were had before; an operator
@@ -201,6 +202,14 @@ func (s *Stage) renderPhase(ctx context.Context, p *planePass) (stages.Result, b
 		}
 	}
 	return stages.Result{}, false, nil
+}
+
+// proxyStats tells whether the revision is rendered with the stats the bake reads (see
+// render.Input.ProxyStats): yes for a revision not installed yet, and for one installed with
+// them; no for one an earlier operator installed.
+func proxyStats(found installed.Found, rev string) bool {
+	i := slices.IndexFunc(found.Installed, func(r revision.Installed) bool { return r.Name == rev })
+	return i < 0 || found.Installed[i].ProxyStats
 }
 
 // applyPhase applies what differs, CRDs first: objects that may be of the new kinds wait until

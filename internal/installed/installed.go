@@ -66,7 +66,7 @@ func Find(ctx context.Context, r client.Reader, mesh *meshv1.MeshInstallation) (
 		if slices.ContainsFunc(f.Installed, func(r revision.Installed) bool { return r.Name == name }) {
 			continue
 		}
-		f.Installed = append(f.Installed, revision.Installed{Name: name, Available: available(dep),
+		f.Installed = append(f.Installed, revision.Installed{Name: name, Available: available(dep), ProxyStats: dep.GetLabels()[render.LabelProxyStats] == "true",
 			Version: f.History.Version(name, dep.GetLabels()[meshv1.LabelIstioVersion], discoveryImage(dep))})
 	}
 	sort.Slice(f.Installed, func(i, j int) bool { return f.Installed[i].Name < f.Installed[j].Name })

@@ -88,6 +88,12 @@ type Step struct {
 	// started before a root rotation's switch, so that they get certificates of the new
 	// intermediate.
 	Refresh bool `json:"refresh,omitempty"`
+	// Baseline is the namespace's traffic before the step's change took effect, for the bake to
+	// compare with; nil when none was read (the bake then judges only what needs none).
+	Baseline *Baseline `json:"baseline,omitempty"`
+	// Baking is when the step's change was complete and settled: its traffic is watched from
+	// then on for the bake time before the step counts as done. Zero before.
+	Baking time.Time `json:"baking,omitzero"`
 }
 
 // moves reports whether the step moves the namespace to another revision at its level.
@@ -241,6 +247,9 @@ type Settings struct {
 	TrafficGates bool
 	// ObserveTime is how long a namespace holds Observe, its traffic watched, before STRICT.
 	ObserveTime time.Duration
+	// BakeTime is how long an enforcing step's traffic is compared with its baseline before the
+	// step counts as done (under the traffic gates).
+	BakeTime time.Duration
 	// Strict are the namespaces whose pods accept only mTLS in this pass (at MutualTLS or
 	// above, or stepping there): a namespace that leaves the mesh must not be calling them.
 	Strict map[string]bool
@@ -466,6 +475,9 @@ func resume(d *Decision, now time.Time) {
 	if st := d.State.Step; st != nil && !st.PausedAt.IsZero() {
 		resumed := *st
 		resumed.Started = resumed.Started.Add(now.Sub(resumed.PausedAt))
+		if !resumed.Baking.IsZero() {
+			resumed.Baking = resumed.Baking.Add(now.Sub(resumed.PausedAt))
+		}
 		resumed.PausedAt = time.Time{}
 		d.State.Step = &resumed
 	}
@@ -480,6 +492,10 @@ func startStep(d *Decision, ns Namespace, s Settings, next Level, mayStart bool,
 	d.State.Step = &Step{To: next, Started: now, ID: stepID(next, now)}
 	if !InMesh(d.Level) {
 		d.State.Step.Revision = RevisionName(s.Revision)
+	}
+	if s.TrafficGates && len(rungOf(next).Bake) > 0 {
+		// What the gate just judged is what the bake compares with.
+		d.State.Step.Baseline = baselineOf(ns.Traffic)
 	}
 	d.InProgress = true
 	d.Event = &Event{Reason: "StepStarted", Message: fmt.Sprintf("Stepping from %s to %s.", d.Level, next)}
@@ -598,7 +614,9 @@ func advance(d *Decision, ns Namespace, s Settings, now time.Time) {
 			d.RecheckAfter = Settle - now.Sub(step.Started)
 		}
 	case pending != "" && forward:
-		revert(d, ns, s, step, kind, pending, now)
+		timedOut(d, ns, s, step, kind, pending, now)
+	case pending == "" && bakes(ns, s, step, kind) && bake(d, ns, s, &step, kind, now):
+		// Baking: its traffic is compared with before the change (or it was rolled back).
 	default:
 		// The step is complete, or it walks down (or reverts) and ran out of time: going down
 		// is never held up for good; what is left over is said in the Event.
@@ -647,6 +665,10 @@ func dryRun(d *Decision, ns Namespace, s Settings, step *Step, now time.Time) bo
 	}
 	if len(ns.Pods.NotReady) == 0 {
 		step.Enforced, step.Started = true, now
+		if b := baselineOf(ns.Traffic); b != nil {
+			// The dry-run's traffic, with nothing enforced yet, is what enforcing is compared with.
+			step.Baseline = b
+		}
 		d.Event = &Event{Reason: "PoliciesEnforced", Message: "The dry-run soaked with every pod Ready: the AuthorizationPolicies are enforced now."}
 		d.RecheckAfter = Settle
 		return true
@@ -655,19 +677,28 @@ func dryRun(d *Decision, ns Namespace, s Settings, step *Step, now time.Time) bo
 	return false
 }
 
-// revert replaces a climb or a move that did not complete within the step timeout with its
-// rollback, which ends in a hold.
-func revert(d *Decision, ns Namespace, s Settings, step Step, kind StepKind, pending string, now time.Time) {
+// timedOut replaces a climb or a move that did not complete within the step timeout with its
+// rollback.
+func timedOut(d *Decision, ns Namespace, s Settings, step Step, kind StepKind, pending string, now time.Time) {
 	what := fmt.Sprintf("step from %s to %s", d.Level, step.To)
-	back := ""
 	if kind == KindMove {
-		what, back = fmt.Sprintf("move from revision %s to %s", step.From, step.Revision), step.From
+		what = fmt.Sprintf("move from revision %s to %s", step.From, step.Revision)
 	}
 	msg := fmt.Sprintf("The %s did not complete within %s (%s), so it was reverted. Fix the cause, then change the MeshInstallation's spec (or delete the namespace's %s annotation) to try again.",
 		what, s.StepTimeout, pending, meshv1.AnnotationLadder)
-	d.State.Step = &Step{To: d.Level, Started: now, ID: stepID(d.Level, now), Rollback: true, Reason: meshv1.ReasonRolledBack, Message: msg, Revision: back}
-	d.Event = &Event{Warning: true, Reason: meshv1.ReasonRolledBack, Message: msg}
-	d.Restart, d.Blocked = nil, Blocked{}
+	revert(d, ns, s, step, kind, meshv1.ReasonRolledBack, msg, now)
+}
+
+// revert replaces a climb or a move with its rollback, which ends in a hold with the reason and
+// message given.
+func revert(d *Decision, ns Namespace, s Settings, step Step, kind StepKind, reason, msg string, now time.Time) {
+	back := ""
+	if kind == KindMove {
+		back = step.From
+	}
+	d.State.Step = &Step{To: d.Level, Started: now, ID: stepID(d.Level, now), Rollback: true, Reason: reason, Message: msg, Revision: back}
+	d.Event = &Event{Warning: true, Reason: reason, Message: msg}
+	d.Restart, d.Blocked, d.Waiting = nil, Blocked{}, ""
 	planRestarts(d, ns, s)
 }
 

@@ -24,6 +24,11 @@ type Rung struct {
 	// Gates must pass, in order, before a climb onto the rung starts; the first that does not
 	// says why the namespace waits.
 	Gates []Gate
+	// Bake are the comparisons of the namespace's traffic with before the climb, made for
+	// spec.rollout.bakeTime once its change took effect (under the traffic gates); the first
+	// that sees a regression rolls the climb back. A rung without them completes once its pods
+	// are Ready.
+	Bake []BakeCheck
 }
 
 // Gate is one named check before a climb, as cert-manager's trigger policies are a chain of
@@ -117,12 +122,14 @@ var Rungs = []Rung{
 		Level:   meshv1.LevelMutualTLS,
 		Carries: Effects{Inject: true, Strict: true},
 		Gates:   []Gate{injectionOwned, podsReady, podsInjected, peerAuthenticationOwned, noNonMeshCallers, noPlaintextCallers},
+		Bake:    []BakeCheck{plaintextRefused, inboundFell},
 	},
 	{
 		Level:       meshv1.LevelZeroTrust,
 		Carries:     Effects{Inject: true, Strict: true, Authorization: true},
 		DryRunFirst: true,
 		Gates:       []Gate{injectionOwned, podsReady, podsInjected, peerAuthenticationOwned, noNonMeshCallers, soaked},
+		Bake:        []BakeCheck{requestsDenied, plaintextRefused, inboundFell},
 	},
 }
 

@@ -82,7 +82,21 @@ type Input struct {
 	// a root rotation needs; set from the first rotation on, so installations that never
 	// rotate keep istiod exactly as before.
 	MultiRoot bool `json:",omitempty"`
+	// ProxyStats adds Envoy's no_filter_chain_match (RefusedStat) to the stats the proxies
+	// export (meshConfig.defaultConfig.proxyStatsMatcher): the traffic gates' bake reads it to
+	// see plaintext refused under STRICT. Set for a revision this operator installs (its istiod
+	// Deployment then carries LabelProxyStats); a revision installed by an earlier operator
+	// keeps its config, so that upgrading the operator writes nothing to the control plane.
+	ProxyStats bool `json:",omitempty"`
 }
+
+// LabelProxyStats marks the istiod Deployment of a revision rendered with ProxyStats: the
+// revision's record of it, so that later passes render it the same (see render.Input.ProxyStats).
+const LabelProxyStats = "meshwright.io/proxy-stats"
+
+// RefusedStat is the suffix of Envoy's listener stat that counts the connections no filter
+// chain matched: on a sidecar's inbound listener under STRICT mTLS, plaintext refused.
+const RefusedStat = "no_filter_chain_match"
 
 // revisioned reports whether the input renders a named revision.
 func (in Input) revisioned() bool { return in.Revision != "" && in.Revision != "default" }
@@ -120,6 +134,9 @@ func DefaultValues(in Input) map[string]any {
 	}
 	if in.MultiRoot {
 		v["pilot"] = map[string]any{"env": map[string]any{"ISTIO_MULTIROOT_MESH": "true"}}
+	}
+	if in.ProxyStats {
+		v["meshConfig"] = map[string]any{"defaultConfig": map[string]any{"proxyStatsMatcher": map[string]any{"inclusionSuffixes": []any{RefusedStat}}}}
 	}
 	return v
 }
@@ -247,6 +264,9 @@ func renderComponent(c Component, in Input) ([]*unstructured.Unstructured, error
 			if in.revisioned() && c.Name == ComponentIstiod {
 				labels[meshv1.LabelRevision] = in.Revision
 				labels[meshv1.LabelIstioVersion] = in.Version
+			}
+			if in.ProxyStats && c.Name == ComponentIstiod && o.GetKind() == "Deployment" {
+				labels[LabelProxyStats] = "true"
 			}
 			o.SetLabels(labels)
 			out = append(out, o)

@@ -110,3 +110,25 @@ func BenchmarkRenderCold(b *testing.B) {
 		}
 	}
 }
+
+// TestProxyStats: a revision rendered with ProxyStats has its proxies export Envoy's
+// no_filter_chain_match (Istio's ProxyConfig proxyStatsMatcher.inclusionSuffixes, in the mesh
+// config's defaultConfig) and its istiod Deployment marked, so later passes render it the same;
+// one without has neither, as an earlier operator rendered it.
+func TestProxyStats(t *testing.T) {
+	for _, on := range []bool{true, false} {
+		in := input()
+		in.ProxyStats = on
+		objs, err := Render(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cm := find(objs, "ConfigMap", "istio")
+		mesh, _, _ := unstructured.NestedString(cm.Object, "data", "mesh")
+		has := strings.Contains(mesh, "proxyStatsMatcher:\n    inclusionSuffixes:\n    - no_filter_chain_match")
+		marked := find(objs, "Deployment", "istiod").GetLabels()[LabelProxyStats] == "true"
+		if has != on || marked != on {
+			t.Errorf("ProxyStats %v: mesh config has the stat %v, istiod marked %v:\n%s", on, has, marked, mesh)
+		}
+	}
+}

@@ -150,6 +150,8 @@ func Fix(reason, namespace string) string {
 		return fmt.Sprintf("Enrol the callers' namespaces at Observe or higher (kubectl label namespace <caller> %s=Observe), or route outside callers through a gateway; then %s goes STRICT after a whole observe window without plaintext", meshv1.LabelTargetLevel, namespace)
 	case meshv1.ReasonWouldDenyTraffic:
 		return fmt.Sprintf("Add the callers' namespaces to the allowFrom of the rule that enrols %s (kubectl edit meshinstallation), or lower its target", namespace)
+	case meshv1.ReasonTrafficRegressed:
+		return fmt.Sprintf("Find and fix the caller the message names (refused plaintext: the access log of %s's proxies, flag NR), then change the MeshInstallation's spec to release the hold: kubectl annotate namespace %s %s-", namespace, namespace, meshv1.AnnotationLadder)
 	case meshv1.ReasonNonMeshCallers:
 		return fmt.Sprintf("Exempt the named Service ports in the plaintextPorts of the rule that enrols %s (kubectl edit meshinstallation), or move the callers into the mesh", namespace)
 	case meshv1.ReasonInvalidTargetLevel:

@@ -42,6 +42,9 @@ type Installed struct {
 	Version string
 	// Available is true when its istiod Deployment serves.
 	Available bool
+	// ProxyStats is true when it was rendered with the stats the traffic gates' bake reads
+	// (render.Input.ProxyStats).
+	ProxyStats bool
 }
 
 // Active is the revision spec.version asks for, given the revisions installed and the one that

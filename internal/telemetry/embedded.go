@@ -195,6 +195,10 @@ func add(in *traffic.Inbound, growth map[counterKey]float64) {
 			in.ShadowDenied += n
 		case countCallsTo:
 			in.CallsTo[k.caller.Namespace] += n
+		case countDenied:
+			in.Denied[k.caller] += n
+		case countRefused:
+			in.Refused += n
 		}
 	}
 }

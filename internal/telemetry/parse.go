@@ -33,10 +33,15 @@ const (
 	countPlaintext
 	countShadowDenied
 	countCallsTo
+	countDenied
+	countRefused
 )
 
 // rbacMetric matches the names of Envoy's HTTP RBAC stats (see metricsRBAC).
 var rbacMetric = regexp.MustCompile(`^(` + metricsRBAC + `)$`)
+
+// inboundAddress matches the address of the sidecar's inbound listener.
+var inboundAddress = regexp.MustCompile(`^(` + inboundListener + `)$`)
 
 // parseStats reads the counters the gates follow from a proxy's merged metrics (Prometheus text
 // format, parsed by prometheus/common's parser): what it received as the destination, by caller
@@ -57,6 +62,12 @@ func parseStats(r io.Reader) (statsRead, error) {
 		switch {
 		case name == metricRequests || name == metricConnections:
 			addCalls(read.counters, f)
+		case name == metricNoFilterChain:
+			for _, m := range f.GetMetric() {
+				if inboundAddress.MatchString(labels(m)[labelListenerAddress]) {
+					read.counters[counterKey{kind: countRefused}] += value(m)
+				}
+			}
 		case rbacMetric.MatchString(name):
 			for _, m := range f.GetMetric() {
 				if labels(m)[labelDryRunResult] == dryRunDenied {
@@ -84,6 +95,9 @@ func addCalls(counters map[counterKey]float64, f *dto.MetricFamily) {
 		counters[counterKey{kind: countInbound, caller: c}] += value(m)
 		if l[labelSecurityPolicy] != policyMutualTLS {
 			counters[counterKey{kind: countPlaintext, caller: c}] += value(m)
+		}
+		if l[labelResponseCode] == codeForbidden {
+			counters[counterKey{kind: countDenied, caller: c}] += value(m)
 		}
 	}
 }

@@ -19,6 +19,7 @@ envoy_server_uptime 120
 istio_requests_total{reporter="destination",source_workload="client",source_workload_namespace="legacy",connection_security_policy="none",response_code="200"} 7
 istio_requests_total{reporter="destination",source_workload="client",source_workload_namespace="legacy",connection_security_policy="none",response_code="503"} 1
 istio_requests_total{reporter="destination",source_workload="web",source_workload_namespace="shop",connection_security_policy="mutual_tls",response_code="200"} 50
+istio_requests_total{reporter="destination",source_workload="nginx",source_workload_namespace="ingress",connection_security_policy="mutual_tls",response_code="403"} 6
 istio_requests_total{reporter="source",source_workload="web",source_workload_namespace="shop",destination_workload_namespace="orders",connection_security_policy="unknown",response_code="200"} 9
 # TYPE istio_tcp_connections_opened_total counter
 istio_tcp_connections_opened_total{reporter="destination",source_workload="unknown",source_workload_namespace="unknown",connection_security_policy="none"} 3
@@ -26,17 +27,24 @@ istio_tcp_connections_opened_total{reporter="destination",source_workload="unkno
 envoy_http_rbac{http_conn_manager_prefix="inbound_0.0.0.0_8080",authz_dry_run_action="allow",authz_dry_run_result="denied"} 4
 envoy_http_rbac{http_conn_manager_prefix="inbound_0.0.0.0_8080",authz_dry_run_action="allow",authz_dry_run_result="allowed"} 50
 envoy_http_rbac{http_conn_manager_prefix="inbound_0.0.0.0_8080",authz_enforce_result="denied"} 7
+# TYPE envoy_listener_no_filter_chain_match counter
+envoy_listener_no_filter_chain_match{listener_address="0.0.0.0_15006"} 11
+envoy_listener_no_filter_chain_match{listener_address="[__]_15006"} 1
+envoy_listener_no_filter_chain_match{listener_address="0.0.0.0_15001"} 40
 # TYPE envoy_http_inbound_0_0_0_0_9090_rbac counter
 envoy_http_inbound_0_0_0_0_9090_rbac{authz_dry_run_action="deny",authz_dry_run_result="denied"} 1
 `
 
 // TestParseStats: what the proxy received as the destination counts, per caller, summed over
-// response codes and over requests and connections, with the calls without mTLS apart; what it
+// response codes and over requests and connections, with the calls without mTLS and those
+// refused with 403 apart; the plaintext connections its inbound listener (IPv4 or IPv6) refused
+// count, its outbound listener's do not; what it
 // sent as the source counts by destination namespace; the
 // dry-run denials count under both RBAC stat names (Istio ≥1.23 and before), enforced ones do
 // not; an endpoint without Envoy's uptime is refused, so a wrong port is never a quiet proxy.
 func TestParseStats(t *testing.T) {
 	legacy, outside, web := traffic.Caller{Namespace: "legacy", Workload: "client"}, traffic.Caller{Namespace: "unknown", Workload: "unknown"}, traffic.Caller{Namespace: "shop", Workload: "web"}
+	nginx := traffic.Caller{Namespace: "ingress", Workload: "nginx"}
 	tests := map[string]struct {
 		text    string
 		want    map[counterKey]float64
@@ -45,8 +53,10 @@ func TestParseStats(t *testing.T) {
 		"callers, plaintext, shadow denials, and the proxy's own calls by destination": {text: stats, want: map[counterKey]float64{
 			{kind: countInbound, caller: legacy}: 8, {kind: countPlaintext, caller: legacy}: 8,
 			{kind: countInbound, caller: outside}: 3, {kind: countPlaintext, caller: outside}: 3,
-			{kind: countInbound, caller: web}:                                 50,
-			{kind: countShadowDenied}:                                         5,
+			{kind: countInbound, caller: web}:   50,
+			{kind: countInbound, caller: nginx}: 6, {kind: countDenied, caller: nginx}: 6,
+			{kind: countRefused}:      12,
+			{kind: countShadowDenied}: 5,
 			{kind: countCallsTo, caller: traffic.Caller{Namespace: "orders"}}: 9,
 		}},
 		"a quiet proxy":             {text: "# TYPE envoy_server_uptime gauge\nenvoy_server_uptime 5\n", want: map[counterKey]float64{}},
@@ -127,7 +137,7 @@ func TestGrowthOverReads(t *testing.T) {
 func TestQueriesAreBatched(t *testing.T) {
 	q := CallersQuery([]string{"shop", "pay-ments"}, 10*time.Minute)
 	for _, want := range []string{`istio_requests_total|istio_tcp_connections_opened_total`, `reporter="destination"`, `destination_workload_namespace=~"shop|pay-ments"`, `[10m]`, `offset 10m`,
-		`sum by (destination_workload_namespace, source_workload_namespace, source_workload, connection_security_policy)`} {
+		`sum by (destination_workload_namespace, source_workload_namespace, source_workload, connection_security_policy, response_code)`} {
 		if !strings.Contains(q, want) {
 			t.Errorf("%s\nlacks %s", q, want)
 		}
@@ -140,6 +150,9 @@ func TestQueriesAreBatched(t *testing.T) {
 	}
 	if q := ShadowDeniedQuery([]string{"shop"}, time.Minute); !strings.Contains(q, `{__name__=~"envoy_http_rbac|envoy_http_inbound_.+_rbac", authz_dry_run_result="denied", namespace=~"shop"}[1m]`) {
 		t.Errorf("shadow-denied query %s", q)
+	}
+	if q := RefusedQuery([]string{"shop"}, time.Minute); !strings.Contains(q, `envoy_listener_no_filter_chain_match{listener_address=~".*_15006", namespace=~"shop"}[1m]`) || !strings.Contains(q, `sum by (namespace)`) {
+		t.Errorf("refused query %s", q)
 	}
 }
 

@@ -60,9 +60,10 @@ func (p *Prometheus) closeIdle() { p.http.CloseIdleConnections() }
 // Name says where the readings come from, for messages.
 func (p *Prometheus) Name() string { return "Prometheus at " + p.url }
 
-// Read implements Source with four queries, each for every namespace at once: which have
-// proxies reporting, who called them (and whether in mTLS), what their dry-run policies would
-// have denied, and whom they called.
+// Read implements Source with five queries, each for every namespace at once: which have
+// proxies reporting, who called them (whether in mTLS, and refused with 403 or not), what their
+// dry-run policies would have denied, whom they called, and how many plaintext connections their
+// inbound listeners refused.
 func (p *Prometheus) Read(ctx context.Context, namespaces []string, window time.Duration) map[string]traffic.Reading {
 	out := make(map[string]traffic.Reading, len(namespaces))
 	if len(namespaces) == 0 {
@@ -71,9 +72,10 @@ func (p *Prometheus) Read(ctx context.Context, namespaces []string, window time.
 	for _, ns := range namespaces {
 		out[ns] = traffic.Reading{Source: p.Name(), Inbound: traffic.NewInbound(window)}
 	}
-	var answers [4]model.Vector
+	var answers [5]model.Vector
 	var err error
-	for i, q := range []string{ReportingQuery(namespaces, window), CallersQuery(namespaces, window), ShadowDeniedQuery(namespaces, window), CallsToQuery(namespaces, window)} {
+	for i, q := range []string{ReportingQuery(namespaces, window), CallersQuery(namespaces, window), ShadowDeniedQuery(namespaces, window), CallsToQuery(namespaces, window),
+		RefusedQuery(namespaces, window)} {
 		if answers[i], err = p.query(ctx, q); err != nil {
 			for ns, r := range out {
 				r.Unavailable = err.Error()
@@ -86,6 +88,12 @@ func (p *Prometheus) Read(ctx context.Context, namespaces []string, window time.
 	for _, s := range answers[3] {
 		if r, ok := out[string(s.Metric[labelSourceNS])]; ok {
 			r.CallsTo[string(s.Metric[labelDestinationNS])] += float64(s.Value)
+		}
+	}
+	for _, s := range answers[4] {
+		if r, ok := out[string(s.Metric[labelNamespace])]; ok {
+			r.Refused += float64(s.Value)
+			out[string(s.Metric[labelNamespace])] = r
 		}
 	}
 	return out
@@ -108,6 +116,9 @@ func fill(out map[string]traffic.Reading, reporting, callers, shadowDenied model
 		r.Callers[c] += float64(s.Value)
 		if s.Metric[labelSecurityPolicy] != policyMutualTLS {
 			r.Plaintext[c] += float64(s.Value)
+		}
+		if s.Metric[labelResponseCode] == codeForbidden {
+			r.Denied[c] += float64(s.Value)
 		}
 	}
 	for _, s := range shadowDenied {
@@ -150,11 +161,18 @@ func growthOver(selector string, window time.Duration) string {
 	return fmt.Sprintf(`(increase(%[1]s[%[2]s]) or (%[1]s unless %[1]s offset %[2]s))`, selector, w)
 }
 
-// CallersQuery sums, per destination namespace, caller and security policy, the requests and TCP
-// connections the namespaces' proxies received within the window.
+// CallersQuery sums, per destination namespace, caller, security policy and response code (none
+// for TCP), the requests and TCP connections the namespaces' proxies received within the window.
 func CallersQuery(namespaces []string, window time.Duration) string {
 	sel := fmt.Sprintf(`{__name__=~"%s|%s", %s=%q, %s=~%q}`, metricRequests, metricConnections, labelReporter, reporterDestination, labelDestinationNS, oneOf(namespaces))
-	return fmt.Sprintf(`sum by (%s, %s, %s, %s) (%s) > 0`, labelDestinationNS, labelSourceNS, labelSourceWorkload, labelSecurityPolicy, growthOver(sel, window))
+	return fmt.Sprintf(`sum by (%s, %s, %s, %s, %s) (%s) > 0`, labelDestinationNS, labelSourceNS, labelSourceWorkload, labelSecurityPolicy, labelResponseCode, growthOver(sel, window))
+}
+
+// RefusedQuery sums, per namespace, the connections its proxies' inbound listeners refused
+// within the window because no filter chain matched (plaintext under STRICT mTLS).
+func RefusedQuery(namespaces []string, window time.Duration) string {
+	sel := fmt.Sprintf(`%s{%s=~%q, %s=~%q}`, metricNoFilterChain, labelListenerAddress, inboundListener, labelNamespace, oneOf(namespaces))
+	return fmt.Sprintf(`sum by (%s) (%s) > 0`, labelNamespace, growthOver(sel, window))
 }
 
 // CallsToQuery sums, per calling namespace and destination namespace, the requests and TCP

@@ -33,6 +33,20 @@ const (
 	// envoy_http_rbac since Istio 1.23 (the inbound stat prefix became the label
 	// http_conn_manager_prefix), envoy_http_inbound_<address>_<port>_rbac before.
 	metricsRBAC = `envoy_http_rbac|envoy_http_inbound_.+_rbac`
+	// metricNoFilterChain is Envoy's listener stat no_filter_chain_match under Istio's tag
+	// extraction (listener.<address>.no_filter_chain_match, its address the label
+	// listener_address): a connection no filter chain matched, which on the inbound listener
+	// under STRICT mTLS is a plaintext caller refused. Istio exports it only when the proxies'
+	// stats matcher includes it, as the operator's mesh config does (proxyStatsMatcher).
+	metricNoFilterChain = "envoy_listener_no_filter_chain_match"
+	// labelListenerAddress tags a listener stat with the listener's address, "0.0.0.0_15006" for
+	// the sidecar's inbound listener.
+	labelListenerAddress = "listener_address"
+	// inboundListener matches the address of the sidecar's inbound listener (IPv4 or IPv6).
+	inboundListener = `.*_15006`
+	// labelResponseCode is the HTTP status the reporting proxy saw.
+	labelResponseCode = "response_code"
+	codeForbidden     = "403"
 	// labelDryRunResult tags an RBAC stat with what the dry-run policies would have done.
 	labelDryRunResult = "authz_dry_run_result"
 	dryRunDenied      = "denied"

@@ -54,11 +54,27 @@ type Inbound struct {
 	// CallsTo counts the requests and connections the namespace's own proxies made, as callers,
 	// by destination namespace: what leaving the mesh would turn into plaintext.
 	CallsTo map[string]float64
+	// Denied counts the requests the namespace's proxies answered with 403 (an enforced
+	// AuthorizationPolicy's denial among them), by caller.
+	Denied map[Caller]float64
+	// Refused counts the connections the namespace's proxies refused because no inbound filter
+	// chain matched them: plaintext under STRICT mTLS (Envoy's no_filter_chain_match). The callers
+	// of refused connections are not known: the proxy never learns who they are.
+	Refused float64
 }
 
 // NewInbound is an Inbound that saw nothing yet over a window.
 func NewInbound(covered time.Duration) Inbound {
-	return Inbound{Covered: covered, Plaintext: map[Caller]float64{}, Callers: map[Caller]float64{}, CallsTo: map[string]float64{}}
+	return Inbound{Covered: covered, Plaintext: map[Caller]float64{}, Callers: map[Caller]float64{}, CallsTo: map[string]float64{}, Denied: map[Caller]float64{}}
+}
+
+// Total sums counts by caller.
+func Total(counts map[Caller]float64) float64 {
+	var n float64
+	for _, v := range counts {
+		n += v
+	}
+	return n
 }
 
 // Reading is a namespace's traffic as one pass read it, or why it could not be.

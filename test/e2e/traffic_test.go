@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/ladder"
 	"github.com/meshwright/meshwright/internal/policy"
 	"github.com/meshwright/meshwright/test/cluster"
 	"github.com/meshwright/meshwright/test/framework"
@@ -35,6 +36,7 @@ var (
 	legacyToShop   = trafficsim.Flow{From: trafficsim.Workload{Namespace: "legacy", Name: "client"}, To: trafficsim.Workload{Namespace: "shop", Name: "web"}, Port: 8080, Protocol: trafficsim.HTTP, PerSecond: 4}
 	outsideToShop  = trafficsim.Flow{External: true, To: trafficsim.Workload{Namespace: "shop", Name: "web"}, Port: 8080, Protocol: trafficsim.TCP, PerSecond: 2}
 	observeWindow  = 15 * time.Second
+	bakeWindow     = 10 * time.Second
 	gatedSpecRules = []meshv1.NamespaceRule{
 		{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"ladder": "mtls"}}, Level: meshv1.LevelMutualTLS},
 		{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"ladder": "observe"}}, Level: meshv1.LevelObserve},
@@ -61,7 +63,8 @@ func trafficScenario(t *testing.T) (*cluster.Cluster, client.Client, *framework.
 func gatedMesh(t *testing.T, cl *cluster.Cluster, c client.Client, telemetry meshv1.TelemetrySpec) {
 	t.Helper()
 	createMesh(t, c, &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: meshv1.MeshInstallationSpec{
-		Rollout:   meshv1.RolloutSpec{ObserveTime: &metav1.Duration{Duration: observeWindow}, SoakTime: &metav1.Duration{Duration: time.Second}},
+		Rollout: meshv1.RolloutSpec{ObserveTime: &metav1.Duration{Duration: observeWindow}, SoakTime: &metav1.Duration{Duration: time.Second},
+			BakeTime: &metav1.Duration{Duration: bakeWindow}},
 		Telemetry: telemetry, Namespaces: gatedSpecRules,
 	}})
 	useLocalIstiod(t, cl, c, "default")
@@ -218,7 +221,8 @@ func TestZeroTrustDryRunGateWithSimulatedTraffic(t *testing.T) {
 	installCRD(t, cl)
 	runOperatorAs(t, cl.Kubeconfig, "default", "--proxy-stats-url="+traffic.ProxyStatsURL())
 	mesh := &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: meshv1.MeshInstallationSpec{
-		Rollout: meshv1.RolloutSpec{ObserveTime: &metav1.Duration{Duration: 10 * time.Second}, SoakTime: &metav1.Duration{Duration: 10 * time.Second}},
+		Rollout: meshv1.RolloutSpec{ObserveTime: &metav1.Duration{Duration: 10 * time.Second}, SoakTime: &metav1.Duration{Duration: 10 * time.Second},
+			BakeTime: &metav1.Duration{Duration: bakeWindow}},
 		Namespaces: []meshv1.NamespaceRule{
 			{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"ladder": "zt"}}, Level: meshv1.LevelZeroTrust},
 			{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"ladder": "observe"}}, Level: meshv1.LevelObserve},
@@ -280,6 +284,61 @@ func TestZeroTrustDryRunGateWithSimulatedTraffic(t *testing.T) {
 	if seen := denyAll(); len(seen) > 0 {
 		t.Errorf("a watcher saw shop deny every call (the allow-nothing policy enforced without the allow policy): %v", seen)
 	}
+}
+
+// TestBakeRollsBackAStepThatRefusesANewCaller: shop (target MutualTLS) has no caller while it is
+// watched at Observe, so its step to STRICT passes the gate. While the step bakes, legacy (not in
+// the mesh) starts calling it in plaintext, which STRICT refuses: the bake sees the refusals in
+// the proxies' stats (read by the embedded source from the simulator) and rolls the step back,
+// the namespace held at Observe with TrafficRegressed and the evidence, the installation Degraded,
+// and legacy's calls succeed again. The hold lasts until the spec changes; then the gate takes
+// over and holds shop at Observe for legacy's plaintext calls.
+func TestBakeRollsBackAStepThatRefusesANewCaller(t *testing.T) {
+	t.Parallel() // a cluster of its own: see main_test.go
+	ctx := context.Background()
+	cl, c := framework.StartCluster(t, cluster.Options{})
+	framework.MakeNamespace(t, c, "shop", map[string]string{"ladder": "mtls"}, map[string]func(*appsv1.Deployment){"web": nil})
+	framework.MakeNamespace(t, c, "legacy", nil, map[string]func(*appsv1.Deployment){"client": nil})
+	framework.WaitAvailable(t, c, "shop")
+	framework.WaitAvailable(t, c, "legacy")
+	traffic := framework.StartSimulatedTraffic(t, c)
+	installCRD(t, cl)
+	runOperatorAs(t, cl.Kubeconfig, "default", "--proxy-stats-url="+traffic.ProxyStatsURL())
+	mesh := &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: meshv1.MeshInstallationSpec{
+		Rollout:    meshv1.RolloutSpec{ObserveTime: &metav1.Duration{Duration: observeWindow}, BakeTime: &metav1.Duration{Duration: time.Minute}},
+		Namespaces: gatedSpecRules,
+	}}
+	createMesh(t, c, mesh)
+	useLocalIstiod(t, cl, c, "default")
+
+	framework.Eventually(t, 4*time.Minute, "shop's step to STRICT under way", func() (bool, error) { return strict(t, c), nil })
+	traffic.Sim.SetFlows([]trafficsim.Flow{legacyToShop})
+	waitBlocked(t, c, "shop", meshv1.ReasonTrafficRegressed, "refused", "plaintext connection(s)", "envoy_listener_no_filter_chain_match", "held at Observe")
+	if strict(t, c) || framework.GetNamespace(t, c, "shop").Labels[meshv1.LabelLevel] != string(meshv1.LevelObserve) {
+		t.Fatal("shop kept STRICT after its bake saw a caller refused")
+	}
+	framework.WaitCondition(t, c, "default", meshv1.ConditionDegraded, metav1.ConditionTrue, meshv1.ReasonTrafficRegressed, time.Minute)
+	refused := traffic.Sim.Outcomes()[legacyToShop.Key()]
+	if refused.Refused == 0 {
+		t.Fatalf("legacy → shop: %+v; want the calls STRICT refused", refused)
+	}
+	framework.Eventually(t, time.Minute, "legacy's calls to succeed again", func() (bool, error) {
+		return traffic.Sim.Outcomes()[legacyToShop.Key()].Succeeded > refused.Succeeded, nil
+	})
+
+	// Held: nothing moves until the spec changes (two passes' worth of traffic polls).
+	time.Sleep(2 * ladder.TrafficPoll)
+	if shop := framework.GetNamespace(t, c, "shop"); stateOf(shop).Step != nil || strict(t, c) {
+		t.Fatalf("shop moved while held: %+v", stateOf(shop))
+	}
+	if err := c.Get(ctx, client.ObjectKey{Name: "default"}, mesh); err != nil {
+		t.Fatal(err)
+	}
+	mesh.Spec.Rollout.BakeTime = &metav1.Duration{Duration: bakeWindow}
+	if err := c.Update(ctx, mesh); err != nil {
+		t.Fatal(err)
+	}
+	waitHeldAtObserve(t, c, meshv1.ReasonPlaintextTraffic, "legacy/client")
 }
 
 // apiServerToHook is the kube-apiserver calling shop's admission webhook: from outside the mesh,

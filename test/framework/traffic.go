@@ -28,7 +28,8 @@ type SimulatedTraffic struct {
 // StartSimulatedTraffic runs the simulator over c, stepping every 500 ms, until the test ends.
 func StartSimulatedTraffic(t testing.TB, c client.Reader, flows ...trafficsim.Flow) *SimulatedTraffic {
 	t.Helper()
-	sim := trafficsim.New(c, trafficsim.Options{Log: testr.NewWithInterface(t, testr.Options{})})
+	// RefusedStat: the operator installs its revisions with the stats matcher that exports it.
+	sim := trafficsim.New(c, trafficsim.Options{Log: testr.NewWithInterface(t, testr.Options{}), RefusedStat: true})
 	sim.SetFlows(flows)
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", sim.Handler())

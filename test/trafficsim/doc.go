@@ -75,6 +75,15 @@
 // as the filter does, as in Envoy. TCP RBAC stats are not emitted: their exported name under
 // Istio's tag regexes could not be confirmed.
 //
+// A plaintext connection a STRICT destination refuses leaves no standard metric (the caller has no
+// proxy, the destination's filter chains match only TLS: "strict mTLS filter chain will now not
+// match plaintext", https://github.com/istio/istio/pull/28083, logged as NR filter_chain_not_found).
+// Envoy counts it in the listener stat no_filter_chain_match
+// (https://www.envoyproxy.io/docs/envoy/latest/configuration/listeners/stats), exported as
+// envoy_listener_no_filter_chain_match{listener_address="0.0.0.0_15006"} under Istio's
+// listener_address tag, and only when the proxy's stats matcher includes it (ProxyConfig
+// proxyStatsMatcher.inclusionSuffixes): Options.RefusedStat.
+//
 // Exposition is client_golang's, always in the classic text format 0.0.4 (no "_total" is added
 // to envoy_* counters, as Envoy's own output has none). Handler serves every simulated pod with
 // namespace and pod labels, as Istio's kubernetes-pods scrape job adds them; ServePods serves each

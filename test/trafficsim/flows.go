@@ -97,11 +97,17 @@ func (c *Counts) add(v Verdict, n int64) {
 
 // record moves the series of n calls: the destination's RBAC filter stats (created at zero even
 // when n is 0), the caller's reporter="source" series when it has a proxy, and the destination's
-// reporter="destination" series unless the connection was refused.
+// reporter="destination" series unless the connection was refused; a refused one counts on the
+// destination's inbound listener as no_filter_chain_match (with Options.RefusedStat).
 func (s *Simulator) record(f Flow, c caller, destUID types.UID, dp Peer, v Verdict, n int64) {
 	dest := s.pods[destUID]
 	if dest != nil && f.Protocol == HTTP {
 		dest.metrics.rbac.recordFilters(f.Port, v.Authz.Filters, float64(n))
+	}
+	if v.Outcome == Refused && dest != nil && dest.metrics.noFilterChain != nil && n > 0 {
+		// STRICT's inbound filter chains match only TLS: a plaintext connection matches none,
+		// and Envoy counts it on the listener before closing it (istio/istio#28083).
+		dest.metrics.noFilterChain.WithLabelValues(inboundListener).Add(float64(n))
 	}
 	if n == 0 || v.Outcome == Refused {
 		return

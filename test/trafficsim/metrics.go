@@ -66,9 +66,16 @@ type podMetrics struct {
 	// uptime is Envoy's envoy_server_uptime, which every Istio sidecar reports (its "server"
 	// stats are always kept): the traffic gates read it as "this proxy is scraped".
 	uptime prometheus.Gauge
+	// noFilterChain is Envoy's listener stat no_filter_chain_match of the inbound listener, nil
+	// unless Options.RefusedStat says the proxies export it.
+	noFilterChain *prometheus.CounterVec
 }
 
-func newPodMetrics(namespace, pod string, legacyRBAC bool) *podMetrics {
+// inboundListener is the address of a sidecar's inbound listener, as Istio's listener_address
+// tag extracts it from listener.0.0.0.0_15006.<stat>.
+const inboundListener = "0.0.0.0_15006"
+
+func newPodMetrics(namespace, pod string, legacyRBAC, refusedStat bool) *podMetrics {
 	vec := func(name string, labels []string) *prometheus.CounterVec {
 		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: istioHelp}, labels)
 	}
@@ -84,6 +91,12 @@ func newPodMetrics(namespace, pod string, legacyRBAC bool) *podMetrics {
 		uptime:           prometheus.NewGauge(prometheus.GaugeOpts{Name: "envoy_server_uptime", Help: "Envoy's uptime in seconds (simulated)."}),
 	}
 	collectors := []prometheus.Collector{m.requests, m.tcpOpened, m.tcpClosed, m.tcpSentBytes, m.tcpReceivedBytes, m.rbac, m.uptime}
+	if refusedStat {
+		m.noFilterChain = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "envoy_listener_no_filter_chain_match", Help: "Envoy listener stat (simulated by trafficsim)"}, []string{"listener_address"})
+		// Envoy creates a listener's stats at zero with the listener.
+		m.noFilterChain.WithLabelValues(inboundListener)
+		collectors = append(collectors, m.noFilterChain)
+	}
 	m.own.MustRegister(collectors...)
 	prometheus.WrapRegistererWith(prometheus.Labels{"namespace": namespace, "pod": pod}, m.scraped).MustRegister(collectors...)
 	return m

@@ -73,7 +73,11 @@ type Options struct {
 	TrustDomain         string // default cluster.local
 	ClusterID           string // Istio's cluster ID in the *_cluster labels; default Kubernetes
 	LegacyRBACStatNames bool   // emit RBAC stats under Istio ≤1.22's names (see the package doc)
-	Log                 logr.Logger
+	// RefusedStat: the proxies export Envoy's no_filter_chain_match, as Istio's
+	// proxyStatsMatcher.inclusionSuffixes makes them (the operator's mesh config sets it for
+	// the revisions it installs); a plaintext call a STRICT destination refuses counts there.
+	RefusedStat bool
+	Log         logr.Logger
 }
 
 // Simulator produces the telemetry Envoy sidecars would under the cluster's current state; see
@@ -197,7 +201,7 @@ func (s *Simulator) syncPods(snap *snapshot) error {
 		if _, ok := s.pods[p.UID]; ok {
 			continue
 		}
-		sp := &simPod{info: p, metrics: newPodMetrics(p.Namespace, p.Name, s.opts.LegacyRBACStatNames)}
+		sp := &simPod{info: p, metrics: newPodMetrics(p.Namespace, p.Name, s.opts.LegacyRBACStatNames, s.opts.RefusedStat)}
 		s.pods[p.UID] = sp
 		if s.serveCtx != nil && s.serveCtx.Err() == nil {
 			errs = append(errs, sp.serve())

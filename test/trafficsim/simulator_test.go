@@ -154,7 +154,7 @@ func TestSimulatorEndToEnd(t *testing.T) {
 		pod("shop", "api-1", "api", "api", true), pod("shop", "api-2", "api", "api", true),
 		pod("web", "front-1", "front", "front", true), pod("legacy", "cron-1", "cron", "", false),
 		istioObject(t, paDoc), istioObject(t, allowNothingDoc), istioObject(t, allowWebDoc))
-	sim := New(c, Options{})
+	sim := New(c, Options{RefusedStat: true})
 	sim.SetFlows([]Flow{frontToAPI, cronToAPI, extToAPI})
 	if err := sim.Step(ctx, time.Second); err != nil {
 		t.Fatal(err)
@@ -313,6 +313,10 @@ func checkStrict(t *testing.T, ctx context.Context, c client.Client, sim *Simula
 	expect(t, mfs, "istio_requests_total", map[string]string{"pod": "front-1", "reporter": "source", "response_code": "403"}, 10)
 	expect(t, mfs, "envoy_http_rbac", api2("authz_enforce_result", "denied"), 5)
 	expect(t, mfs, "envoy_http_rbac", api2("authz_dry_run_action", "allow", "authz_dry_run_result", "allowed"), 15)
+	// The refused plaintext connections (cron's 4, the external caller's 2) count on the
+	// destinations' inbound listeners, and only there.
+	expect(t, mfs, "envoy_listener_no_filter_chain_match", map[string]string{"namespace": "shop", "listener_address": "0.0.0.0_15006"}, 6)
+	expect(t, mfs, "envoy_listener_no_filter_chain_match", map[string]string{"namespace": "web"}, 0)
 	got := sim.Outcomes()
 	if o := got[cronToAPI.Key()]; o.Refused != 4 {
 		t.Errorf("cron outcomes %+v, want 4 refused", o)
@@ -348,4 +352,24 @@ func TestSimulatorRunUnavailable(t *testing.T) {
 	mfs, _ := scrape(t, sim.Handler(), "")
 	expect(t, mfs, "istio_requests_total", map[string]string{"pod": "front-1", "reporter": "source",
 		"response_code": "503", "response_flags": "UH", "destination_service": "gone.shop.svc.cluster.local"}, float64(o.Unavailable))
+}
+
+// TestSimulatorRefusedStatNeedsTheStatsMatcher: without RefusedStat (Istio's default stats
+// matcher) a proxy exports no no_filter_chain_match at all, refused connections or not.
+func TestSimulatorRefusedStatNeedsTheStatsMatcher(t *testing.T) {
+	ctx := context.Background()
+	strict := istioObject(t, strings.Replace(paDoc, "PERMISSIVE", "STRICT", 1))
+	c := newFakeReader(t, pod("shop", "api-1", "api", "api", true), pod("legacy", "cron-1", "cron", "", false), strict)
+	sim := New(c, Options{})
+	sim.SetFlows([]Flow{cronToAPI})
+	if err := sim.Step(ctx, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	mfs, _ := scrape(t, sim.Handler(), "")
+	if _, found := value(mfs, "envoy_listener_no_filter_chain_match", nil); found {
+		t.Fatal("no_filter_chain_match exported without the stats matcher including it")
+	}
+	if o := sim.Outcomes()[cronToAPI.Key()]; o.Refused != 4 {
+		t.Fatalf("cron outcomes %+v, want 4 refused", o)
+	}
 }

@@ -197,6 +197,10 @@ func TestInvalidSpecsAreRefused(t *testing.T) {
 			spec: "namespaces:\n- selector: {matchExpressions: [{key: team, operator: In}]}\n  level: Observe",
 			want: "selector.matchExpressions[].values must be non-empty for In and NotIn",
 		},
+		"bake time too short to compare scrapes": {
+			spec: "rollout: {bakeTime: 3s}",
+			want: "rollout.bakeTime must be a duration of at least 10s, such as '5m'",
+		},
 		"observe time not a duration": {
 			spec: "rollout: {observeTime: a while}",
 			want: "rollout.observeTime must be a duration of at least 10s, such as '10m' or '24h'",
@@ -294,11 +298,11 @@ func TestValidSpecsRoundTrip(t *testing.T) {
 	}{
 		"an explicitly empty version": {
 			spec:     `version: ""`,
-			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, trafficGates: Enforce}\ncontrolPlane: {}",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ncontrolPlane: {}",
 		},
 		"empty spec gets the rollout defaults": {
 			spec:     "{}",
-			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, trafficGates: Enforce}\ncontrolPlane: {}",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ncontrolPlane: {}",
 		},
 		"the sample's shape": {
 			spec: `
@@ -307,7 +311,7 @@ certificates: {duration: 8760h, renewBefore: 720h, rootDuration: 87600h, private
 controlPlane:
   namespace: istio-system
   values: {global: {logging: {level: "default:debug"}}, pilot: {autoscaleEnabled: false, replicaCount: 2}}
-rollout: {paused: true, maxNamespacesInProgress: 5, maxUnavailablePerNamespace: 3, soakTime: 30m, stepTimeout: 5m, observeTime: 1h, trafficGates: Skip}
+rollout: {paused: true, maxNamespacesInProgress: 5, maxUnavailablePerNamespace: 3, soakTime: 30m, stepTimeout: 5m, observeTime: 1h, bakeTime: 15m, trafficGates: Skip}
 namespaces:
 - selector: {matchLabels: {team: payments}}
   level: MutualTLS
@@ -321,31 +325,31 @@ namespaces:
 		},
 		"traffic read from a Prometheus over TLS with a token": {
 			spec:     "telemetry: {prometheus: {url: 'https://thanos.monitoring:10902', bearerToken: {name: prom, key: token}, ca: {name: prom, key: ca.crt}}}",
-			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, trafficGates: Enforce}\ncontrolPlane: {}",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ncontrolPlane: {}",
 		},
 		"an upgrade from a chart repository": {
 			spec:     "version: 1.32.1\nupgrade: {strategy: RevisionBased}\ncontrolPlane: {chartSource: {repository: 'https://istio-release.storage.googleapis.com/charts'}}",
-			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, trafficGates: Enforce}",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}",
 		},
 		"plain http, allowed explicitly": {
 			spec:     "version: 1.32.1\ncontrolPlane: {chartSource: {repository: 'http://charts.internal/istio', insecureHTTP: true}}",
-			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, trafficGates: Enforce}",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}",
 		},
 		"an in-place upgrade from an OCI registry": {
 			spec:     "version: 1.32.1\nupgrade: {strategy: InPlace}\ncontrolPlane: {chartSource: {repository: 'oci://registry.example.com/istio'}}",
-			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, trafficGates: Enforce}",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}",
 		},
 		"the user's cluster issuer": {
 			spec:     "certificates:\n  issuerRef: {name: vault-issuer}\n  privateKey: {algorithm: RSA, size: 4096}",
-			defaults: "certificates: {issuerRef: {kind: ClusterIssuer}}\nrollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, trafficGates: Enforce}\ncontrolPlane: {}",
+			defaults: "certificates: {issuerRef: {kind: ClusterIssuer}}\nrollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ncontrolPlane: {}",
 		},
 		"a namespaced issuer and Ed25519": {
 			spec:     "certificates:\n  issuerRef: {kind: Issuer, name: corp.ca-1}\n  privateKey: {algorithm: Ed25519}",
-			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, trafficGates: Enforce}\ncontrolPlane: {}",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ncontrolPlane: {}",
 		},
 		"same selector, same level twice": {
 			spec:     "namespaces:\n- selector: {matchLabels: {team: a}}\n  level: Observe\n- selector: {matchLabels: {team: a}}\n  level: Observe",
-			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, trafficGates: Enforce}\ncontrolPlane: {}",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ncontrolPlane: {}",
 		},
 	}
 	ctx := context.Background()

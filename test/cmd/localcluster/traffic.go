@@ -89,7 +89,8 @@ func serveTraffic(abs, listen, flowsFile string) error {
 		}
 	}
 	log := funcr.New(func(prefix, args string) { fmt.Fprintln(os.Stderr, prefix, args) }, funcr.Options{})
-	sim := trafficsim.New(k8s, trafficsim.Options{Log: log})
+	// RefusedStat: the operator installs its revisions with the stats matcher that exports it.
+	sim := trafficsim.New(k8s, trafficsim.Options{Log: log, RefusedStat: true})
 	sim.SetFlows(flows)
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", sim.Handler())

@@ -1,0 +1,144 @@
+package ladder
+
+import (
+	"fmt"
+	"time"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/traffic"
+)
+
+// Baseline is a namespace's inbound traffic before a step's change, as rates per second, kept on
+// the step so that the bake can compare after the change with before it.
+type Baseline struct {
+	// Inbound is requests and connections received.
+	Inbound float64 `json:"inbound"`
+	// Denied is requests answered with 403.
+	Denied float64 `json:"denied"`
+	// Refused is plaintext connections refused (no inbound filter chain matched).
+	Refused float64 `json:"refused"`
+}
+
+// baselineOf is the baseline a reading gives, or nil when it cannot be one (not read, not
+// readable, or covering no time).
+func baselineOf(r *traffic.Reading) *Baseline {
+	if r == nil || r.Unavailable != "" || r.Unreachable != "" || !r.Reporting || r.Covered <= 0 {
+		return nil
+	}
+	secs := r.Covered.Seconds()
+	return &Baseline{Inbound: traffic.Total(r.Callers) / secs, Denied: traffic.Total(r.Denied) / secs, Refused: r.Refused / secs}
+}
+
+// Bake is what a bake check judges: the traffic read since (about) the step's change took effect,
+// the baseline from before it, how long ago the change took effect, and the rollout's settings.
+type Bake struct {
+	Reading  *traffic.Reading
+	Baseline *Baseline
+	Elapsed  time.Duration
+	Settings Settings
+}
+
+// BakeCheck is one comparison a rung's bake makes, as gates are the checks before a climb: a new
+// way to see a step break traffic is one entry in a rung's Bake.
+type BakeCheck struct {
+	// Name says what the check compares.
+	Name string
+	// Check returns the evidence of a regression, or "" when it sees none.
+	Check func(Bake) string
+}
+
+// expected is how many events a baseline rate gives over the time a reading covers.
+func expected(rate float64, r *traffic.Reading) float64 { return rate * r.Covered.Seconds() }
+
+// grew reports whether a count of bad events is a regression over what the baseline expects: at
+// least floor of them, and more than twice as many as expected.
+func grew(count, expect, floor float64) bool { return count >= floor && count > 2*expect }
+
+// The checks of a bake, each a small function; a rung lists those it needs.
+var (
+	// plaintextRefused: STRICT refuses a caller that speaks plaintext, and the destination's
+	// proxy counts the connection no inbound filter chain matched. The caller is not known (the
+	// proxy refuses it before it learns who it is); the observe window did not see it.
+	plaintextRefused = BakeCheck{Name: "PlaintextRefused", Check: func(b Bake) string {
+		r, before := b.Reading, 0.0
+		if b.Baseline != nil {
+			before = expected(b.Baseline.Refused, r)
+		}
+		if !grew(r.Refused, before, 1) {
+			return ""
+		}
+		return fmt.Sprintf("the proxies refused %.0f plaintext connection(s) (Envoy's envoy_listener_no_filter_chain_match on the inbound listener, %s; %.0f expected from before the step). A caller that speaks plaintext calls the namespace, and STRICT refuses it: one that did not call during the observe window, or started since. Find it (the refused connections' source addresses are in the proxies' access logs, response flag NR), enrol its namespace at Observe or route it through a gateway",
+			r.Refused, r.Source, before)
+	}}
+	// requestsDenied: enforced AuthorizationPolicies answer a caller they do not admit with 403.
+	requestsDenied = BakeCheck{Name: "RequestsDenied", Check: func(b Bake) string {
+		if b.Baseline == nil {
+			return "" // 403s of the application's own cannot be told apart without one
+		}
+		r := b.Reading
+		denied, before := traffic.Total(r.Denied), expected(b.Baseline.Denied, r)
+		if !grew(denied, before, 3) {
+			return ""
+		}
+		return fmt.Sprintf("%.0f request(s) were answered with 403 (istio_requests_total{reporter=\"destination\",response_code=\"403\"}, %s; about %.0f expected from before the step): %s",
+			denied, r.Source, before, traffic.Describe(traffic.Top(r.Denied, maxCallers), allowAdvice))
+	}}
+	// inboundFell: callers refused or denied outright show as calls that no longer arrive. It is
+	// judged once the whole bake is read, on a baseline with enough calls to compare.
+	inboundFell = BakeCheck{Name: "InboundFell", Check: func(b Bake) string {
+		r := b.Reading
+		if b.Baseline == nil || b.Elapsed < b.Settings.BakeTime || r.Covered < b.Settings.BakeTime || b.Baseline.Inbound*b.Settings.BakeTime.Seconds() < minInboundCompared {
+			return ""
+		}
+		now := traffic.Total(r.Callers) / r.Covered.Seconds()
+		if now >= b.Baseline.Inbound/2 {
+			return ""
+		}
+		return fmt.Sprintf("the calls it received fell from %.2f/s before the step to %.2f/s (istio_requests_total and istio_tcp_connections_opened_total, reporter=\"destination\", %s): callers that reached it before no longer do",
+			b.Baseline.Inbound, now, r.Source)
+	}}
+)
+
+// minInboundCompared is how many calls a bake window must have held before the step for a fall
+// in calls to be judged: fewer say more about chance than about the step.
+const minInboundCompared = 20
+
+// bakes reports whether a step bakes: a climb onto a rung with bake checks, under the traffic
+// gates, in a namespace with pods.
+func bakes(ns Namespace, s Settings, step Step, kind StepKind) bool {
+	return kind == KindClimb && s.TrafficGates && s.BakeTime > 0 && ns.Pods.Total > 0 && len(rungOf(step.To).Bake) > 0
+}
+
+// bake runs the bake of a step whose change is complete: it starts its clock, rolls the step back
+// when a check sees a regression, and waits out the bake time. It reports whether the pass ends
+// there; false once the bake has passed and the step may complete.
+func bake(d *Decision, ns Namespace, s Settings, step *Step, kind StepKind, now time.Time) bool {
+	if step.Baking.IsZero() {
+		step.Baking = now
+		d.Waiting = fmt.Sprintf("baking: comparing its traffic with before the step until %s (spec.rollout.bakeTime)", now.Add(s.BakeTime).UTC().Format(time.RFC3339))
+		d.RecheckAfter = min(s.BakeTime, TrafficPoll)
+		return true
+	}
+	elapsed := now.Sub(step.Baking)
+	r := ns.Traffic
+	c := Climb{NS: ns, Settings: s, From: d.Level, To: step.To, Now: now}
+	if v := readable(r, c, s.BakeTime, "the step left its traffic as it was"); v != nil {
+		// Nothing to judge: no rollback without evidence, and no completion without a reading.
+		d.apply(v)
+		return true
+	}
+	for _, check := range rungOf(step.To).Bake {
+		if evidence := check.Check(Bake{Reading: r, Baseline: step.Baseline, Elapsed: elapsed, Settings: s}); evidence != "" {
+			msg := fmt.Sprintf("In the bake after the step from %s to %s, %s. The step was rolled back; the namespace is held at %s until the spec changes (fix the cause, then change the MeshInstallation's spec, or delete the namespace's %s annotation).",
+				d.Level, step.To, evidence, d.Level, meshv1.AnnotationLadder)
+			revert(d, ns, s, *step, kind, meshv1.ReasonTrafficRegressed, msg, now)
+			return true
+		}
+	}
+	if elapsed < s.BakeTime {
+		d.Waiting = fmt.Sprintf("baking: comparing its traffic with before the step until %s (spec.rollout.bakeTime)", step.Baking.Add(s.BakeTime).UTC().Format(time.RFC3339))
+		d.RecheckAfter = min(s.BakeTime-elapsed, TrafficPoll)
+		return true
+	}
+	return false
+}
