@@ -70,9 +70,11 @@ func promisedEffects(level Level, step *Step) Effects {
 // rung from where the namespace stands (a rollback: back to it; a move or a refresh: at it), no
 // new step without a free slot or while paused, no climb past a gate that holds (unready pods,
 // someone else's label or policy, pods without the proxy before STRICT, the soak before
-// ZeroTrust, a plaintext caller or a reading that cannot be judged before STRICT, callers outside
-// allowFrom or shadow denials before ZeroTrust is enforced), restarts only for a step, the promised effects, and moves only to the active
-// revision.
+// ZeroTrust, callers outside the mesh on ports not exempted, a plaintext caller or a reading that
+// cannot be judged before STRICT, callers outside allowFrom or shadow denials before ZeroTrust is
+// enforced), an enforcing climb completed only after its bake on a judged reading with no
+// plaintext refused, restarts only for a step, the promised effects, and moves only to the
+// active revision.
 func FuzzDecide(f *testing.F) {
 	f.Add([]byte("seed"), true)
 	f.Add([]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}, false)
@@ -116,6 +118,10 @@ func FuzzDecide(f *testing.F) {
 		if was := ns.State.Step; was != nil && !was.Enforced && st != nil && st.Enforced && st.To == meshv1.LevelZeroTrust &&
 			s.TrafficGates && ns.Pods.Total > 0 {
 			checkEnforcedClean(t, ns, s)
+		}
+		if was := ns.State.Step; was != nil && !was.Rollback && was.To == d.Level && promisedOrder[was.To] > promisedOrder[ns.Current] &&
+			st == nil && promisedOrder[was.To] >= promisedOrder[meshv1.LevelMutualTLS] && s.TrafficGates && s.BakeTime > 0 && ns.Pods.Total > 0 {
+			checkBaked(t, ns, *was, s, now)
 		}
 		if len(d.Restart) > 0 && st == nil {
 			t.Fatalf("restarts %v outside a step", d.Restart)
@@ -182,17 +188,54 @@ func checkClimbGated(t *testing.T, ns Namespace, d Decision, s Settings, now tim
 		t.Fatalf("a climb to %q started over someone else's PeerAuthentication", to)
 	case to == meshv1.LevelZeroTrust && now.Sub(d.State.Since) < s.SoakTime:
 		t.Fatalf("a climb to ZeroTrust started %s after reaching MutualTLS, before the soak time %s", now.Sub(d.State.Since), s.SoakTime)
+	case promisedOrder[to] >= promisedOrder[meshv1.LevelMutualTLS] && (len(ns.ExemptionProblems) > 0 || unexempted(ns)):
+		t.Fatalf("a climb to %q started with callers outside the mesh the API shows, their ports not exempted: %+v (exempted %v, problems %v)", to, ns.NonMeshCallers, ns.PlaintextPorts, ns.ExemptionProblems)
 	case to == meshv1.LevelMutualTLS && s.TrafficGates && ns.Pods.Total > 0 && !sawNoPlaintext(ns, s, now):
 		t.Fatalf("a climb to MutualTLS started without a whole observe window (%s) read, showing no plaintext caller: since %s, traffic %+v", s.ObserveTime, ns.State.Since, ns.Traffic)
 	}
 }
 
 // sawNoPlaintext: the namespace held Observe for the observe time, and telemetry that was read,
-// saw the namespace's proxies over the whole window, and shows no plaintext caller.
+// saw the namespace's proxies over the whole window, and shows no plaintext caller (but callers
+// outside the mesh when the namespace exempts ports: those ports admit them).
 func sawNoPlaintext(ns Namespace, s Settings, now time.Time) bool {
 	r := ns.Traffic
-	return now.Sub(ns.State.Since) >= s.ObserveTime && r != nil && r.Unavailable == "" && r.Unreachable == "" && r.Reporting &&
-		r.Covered >= s.ObserveTime && len(r.Plaintext) == 0
+	if now.Sub(ns.State.Since) < s.ObserveTime || r == nil || r.Unavailable != "" || r.Unreachable != "" || !r.Reporting || r.Covered < s.ObserveTime {
+		return false
+	}
+	for c := range r.Plaintext {
+		if !(c.External() && len(ns.PlaintextPorts) > 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// unexempted: some caller outside the mesh the API shows calls a Service port the spec does not
+// exempt.
+func unexempted(ns Namespace) bool {
+	for _, c := range ns.NonMeshCallers {
+		if !slices.Contains(ns.PlaintextPorts, meshv1.ServicePortRef{Service: c.Service, Port: c.Port}) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkBaked: an enforcing climb under the traffic gates completed only after baking for the
+// bake time, on a reading that could be judged.
+func checkBaked(t *testing.T, ns Namespace, was Step, s Settings, now time.Time) {
+	t.Helper()
+	r := ns.Traffic
+	if was.Baking.IsZero() || now.Sub(was.Baking) < s.BakeTime {
+		t.Fatalf("a step to %q completed without baking for %s (baking since %v, now %v)", was.To, s.BakeTime, was.Baking, now)
+	}
+	if r == nil || r.Unavailable != "" || r.Unreachable != "" || !r.Reporting {
+		t.Fatalf("a step to %q completed its bake on a reading that cannot be judged: %+v", was.To, r)
+	}
+	if r.Refused > 0 && (was.Baseline == nil || r.Refused > 2*was.Baseline.Refused*r.Covered.Seconds()) {
+		t.Fatalf("a step to %q completed while its proxies refused %.0f plaintext connections", was.To, r.Refused)
+	}
 }
 
 // checkLeftCleanly: a namespace that leaves the mesh under the traffic gates was not seen
@@ -222,6 +265,9 @@ func checkEnforcedClean(t *testing.T, ns Namespace, s Settings) {
 		t.Fatalf("ZeroTrust enforced on a reading that cannot clear it: %+v", r)
 	}
 	for c := range r.Callers {
+		if c.External() && len(ns.PlaintextPorts) > 0 {
+			continue // its exempted ports admit callers outside the mesh; shadow denials judge them
+		}
 		if c.Namespace != ns.Name && !slices.Contains(ns.AllowFrom, c.Namespace) {
 			t.Fatalf("ZeroTrust enforced while %s, outside allowFrom %v, called", c, ns.AllowFrom)
 		}

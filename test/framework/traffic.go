@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/testr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -28,8 +29,16 @@ type SimulatedTraffic struct {
 // StartSimulatedTraffic runs the simulator over c, stepping every 500 ms, until the test ends.
 func StartSimulatedTraffic(t testing.TB, c client.Reader, flows ...trafficsim.Flow) *SimulatedTraffic {
 	t.Helper()
+	s, stop := RunSimulatedTraffic(c, testr.NewWithInterface(t, testr.Options{}), flows...)
+	t.Cleanup(stop)
+	return s
+}
+
+// RunSimulatedTraffic runs the simulator over c, stepping every 500 ms, serving it on a local
+// port, until stop is called (for programs with no test, such as the benchmarks).
+func RunSimulatedTraffic(c client.Reader, log logr.Logger, flows ...trafficsim.Flow) (s *SimulatedTraffic, stop func()) {
 	// RefusedStat: the operator installs its revisions with the stats matcher that exports it.
-	sim := trafficsim.New(c, trafficsim.Options{Log: testr.NewWithInterface(t, testr.Options{}), RefusedStat: true})
+	sim := trafficsim.New(c, trafficsim.Options{Log: log, RefusedStat: true})
 	sim.SetFlows(flows)
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", sim.Handler())
@@ -41,12 +50,11 @@ func StartSimulatedTraffic(t testing.TB, c client.Reader, flows ...trafficsim.Fl
 		defer close(done)
 		sim.Run(ctx, 500*time.Millisecond)
 	}()
-	t.Cleanup(func() {
+	return &SimulatedTraffic{Sim: sim, URL: srv.URL}, func() {
 		cancel()
 		<-done
 		srv.Close()
-	})
-	return &SimulatedTraffic{Sim: sim, URL: srv.URL}
+	}
 }
 
 // ProxyStatsURL is the operator's --proxy-stats-url that reads each pod's stats from the

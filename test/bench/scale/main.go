@@ -74,6 +74,12 @@ type result struct {
 	RestartResyncMs int64          `json:"restart_resync_ms"`
 	RestartWrites   int            `json:"restart_writes"`
 	RestartRequests map[string]int `json:"restart_requests_by_method"`
+	// TrafficGates is how traffic was read ("" when the gates were skipped), TrafficReads how
+	// many namespace readings the operator made, PromQueries how many queries Prometheus
+	// answered (its own prometheus_http_requests_total for /api/v1/query).
+	TrafficGates string `json:"traffic_gates,omitempty"`
+	TrafficReads int    `json:"traffic_reads,omitempty"`
+	PromQueries  int    `json:"prometheus_queries,omitempty"`
 }
 
 func main() {
@@ -84,6 +90,7 @@ func main() {
 	timeout := flag.Duration("timeout", time.Hour, "how long one size may take to converge")
 	profile := flag.String("profile", "", "write the operator's CPU profile of the first -profile-seconds of each rollout, and its heap profile once converged, to files starting with this path")
 	profileFor := flag.Duration("profile-seconds", time.Minute, "how much of the rollout the CPU profile covers")
+	gates := flag.String("traffic-gates", "", `"" skips the traffic gates (pods only); "embedded" or "prometheus" enforces them, reading the traffic simulator's series from its pods' stats or through a real Prometheus`)
 	out := flag.String("out", "", "append one JSON line per size to this file (default: bin/bench.jsonl of the repository)")
 	flag.Parse()
 	ctrllog.SetLogger(logr.Discard())
@@ -110,7 +117,7 @@ func main() {
 		if *profile != "" {
 			prof = profiling{prefix: fmt.Sprintf("%s-%d", *profile, n), cpuFor: *profileFor}
 		}
-		r, err := measure(manager, n, *pods, meshv1.AdoptionLevel(*level), *parallel, *timeout, prof)
+		r, err := measure(manager, n, *pods, meshv1.AdoptionLevel(*level), *parallel, *timeout, prof, *gates)
 		if err != nil {
 			record.Fail(fmt.Errorf("%d namespaces: %w", n, err))
 		}
@@ -129,9 +136,9 @@ type profiling struct {
 	cpuFor time.Duration
 }
 
-func measure(manager string, n, pods int, level meshv1.AdoptionLevel, parallel int, timeout time.Duration, prof profiling) (result, error) {
+func measure(manager string, n, pods int, level meshv1.AdoptionLevel, parallel int, timeout time.Duration, prof profiling, gates string) (result, error) {
 	ctx := context.Background()
-	r := result{Bench: "scale", Time: time.Now().UTC().Format(time.RFC3339), Namespaces: n, Pods: n * pods, Level: string(level), Parallel: parallel}
+	r := result{Bench: "scale", Time: time.Now().UTC().Format(time.RFC3339), Namespaces: n, Pods: n * pods, Level: string(level), Parallel: parallel, TrafficGates: gates}
 	// Room for every pod twice over (a restart runs old and new side by side). A kwok node has
 	// 64 CPUs and takes 2,000 pods, but Istio's sidecar requests 100m: 640 injected pods per
 	// node; with fewer nodes, steps time out on unschedulable pods and are rolled back.
@@ -156,7 +163,12 @@ func measure(manager string, n, pods int, level meshv1.AdoptionLevel, parallel i
 		return r, err
 	}
 
-	op, err := startManager(manager, cl.Kubeconfig, prof.prefix != "")
+	tr, err := startTraffic(ctx, c, gates, n)
+	if err != nil {
+		return r, err
+	}
+	defer tr.stop()
+	op, err := startManager(manager, cl.Kubeconfig, prof.prefix != "", tr.args...)
 	if err != nil {
 		return r, err
 	}
@@ -177,7 +189,12 @@ func measure(manager string, n, pods int, level meshv1.AdoptionLevel, parallel i
 		Rollout: meshv1.RolloutSpec{TrafficGates: meshv1.TrafficGatesSkip, MaxNamespacesInProgress: int32(parallel),
 			MaxUnavailablePerNamespace: ptr.To(intstr.FromString("100%")), SoakTime: &metav1.Duration{Duration: time.Second}},
 		Namespaces: []meshv1.NamespaceRule{{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"bench": "scale"}}, Level: level}},
+		Telemetry:  tr.telemetry,
 	}}
+	if gates != "" {
+		mesh.Spec.Rollout.TrafficGates = meshv1.TrafficGatesEnforce
+		mesh.Spec.Rollout.ObserveTime, mesh.Spec.Rollout.BakeTime = &metav1.Duration{Duration: 10 * time.Second}, &metav1.Duration{Duration: 10 * time.Second}
+	}
 	start := time.Now()
 	if err := c.Create(ctx, mesh); err != nil {
 		return r, err
@@ -200,6 +217,9 @@ func measure(manager string, n, pods int, level meshv1.AdoptionLevel, parallel i
 		return r, err
 	}
 	if r.Requests, err = op.requests(); err != nil {
+		return r, err
+	}
+	if err := tr.count(&r, op); err != nil {
 		return r, err
 	}
 	if prof.prefix != "" {
@@ -394,7 +414,7 @@ type process struct {
 	once    sync.Once
 }
 
-func startManager(bin, kubeconfig string, pprof bool) (*process, error) {
+func startManager(bin, kubeconfig string, pprof bool, extra ...string) (*process, error) {
 	port, err := cluster.FreePort()
 	if err != nil {
 		return nil, err
@@ -402,6 +422,7 @@ func startManager(bin, kubeconfig string, pprof bool) (*process, error) {
 	p := &process{metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", port), done: make(chan struct{})}
 	args := []string{"--kubeconfig=" + kubeconfig, fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", port),
 		"--metrics-secure=false", "--health-probe-bind-address=0", "--zap-log-level=error"}
+	args = append(args, extra...)
 	if pprof {
 		pport, err := cluster.FreePort()
 		if err != nil {
@@ -521,9 +542,12 @@ func (p *process) requests() (map[string]int, error) {
 	return out, nil
 }
 
-// scrape reads one metric's samples from the Prometheus text format, by label set.
-func (p *process) scrape(name string) (map[string]float64, error) {
-	resp, err := http.Get(p.metrics)
+// scrape reads one metric's samples from the operator's metrics, by label set.
+func (p *process) scrape(name string) (map[string]float64, error) { return scrapeURL(p.metrics, name) }
+
+// scrapeURL reads one metric's samples from a Prometheus text-format endpoint, by label set.
+func scrapeURL(url, name string) (map[string]float64, error) {
+	resp, err := http.Get(url)
 	if err != nil {
 		return nil, err
 	}
@@ -556,8 +580,8 @@ func percentile(ds []time.Duration, q float64) float64 {
 }
 
 func printTable(rs []result) {
-	fmt.Printf("\n%6s %6s %10s %8s %8s %8s %7s %9s %8s %9s %10s %9s  %s\n", "ns", "pods", "converge_s", "ns/min", "step_p50", "step_p95",
-		"cpu_s", "rss_mib", "req/s", "restart_ms", "restart_wr", "requests", "by method")
+	fmt.Printf("\n%6s %6s %10s %8s %8s %8s %7s %9s %8s %9s %10s %9s %10s %8s %8s  %s\n", "ns", "pods", "converge_s", "ns/min", "step_p50", "step_p95",
+		"cpu_s", "rss_mib", "req/s", "restart_ms", "restart_wr", "requests", "gates", "reads", "queries", "by method")
 	for _, r := range rs {
 		total := 0
 		var verbs []string
@@ -566,7 +590,12 @@ func printTable(rs []result) {
 			verbs = append(verbs, fmt.Sprintf("%s=%d", v, n))
 		}
 		sort.Strings(verbs)
-		fmt.Printf("%6d %6d %10.1f %8.1f %8.1f %8.1f %7.1f %9.1f %8.1f %9d %10d %9d  %s\n", r.Namespaces, r.Pods, r.ConvergeS, r.NamespacesPerM,
-			r.StepP50S, r.StepP95S, r.CPUSeconds, r.PeakRSSMiB, r.RequestsPerS, r.RestartResyncMs, r.RestartWrites, total, strings.Join(verbs, " "))
+		gates := r.TrafficGates
+		if gates == "" {
+			gates = "skipped"
+		}
+		fmt.Printf("%6d %6d %10.1f %8.1f %8.1f %8.1f %7.1f %9.1f %8.1f %9d %10d %9d %10s %8d %8d  %s\n", r.Namespaces, r.Pods, r.ConvergeS, r.NamespacesPerM,
+			r.StepP50S, r.StepP95S, r.CPUSeconds, r.PeakRSSMiB, r.RequestsPerS, r.RestartResyncMs, r.RestartWrites, total, gates, r.TrafficReads, r.PromQueries,
+			strings.Join(verbs, " "))
 	}
 }
