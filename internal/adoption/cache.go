@@ -1,14 +1,17 @@
 package adoption
 
 import (
+	admissionv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/exposure"
 	"github.com/meshwright/meshwright/internal/revision"
 )
 
@@ -31,8 +34,47 @@ func CacheOptions() cache.Options {
 			&appsv1.DaemonSet{}:             {Transform: slimWorkload},
 			&corev1.Namespace{}:             {Transform: cache.TransformStripManagedFields()},
 			&policyv1.PodDisruptionBudget{}: {Transform: cache.TransformStripManagedFields()},
+			// What the static checks before STRICT read (internal/exposure), informed on first
+			// use: Services, webhook configurations, Ingresses and APIServices, slimmed to the
+			// fields that say who calls what.
+			&corev1.Service{}: {Transform: slimService},
+			&admissionv1.ValidatingWebhookConfiguration{}: {Transform: slimWebhooks},
+			&admissionv1.MutatingWebhookConfiguration{}:   {Transform: slimWebhooks},
+			&networkingv1.Ingress{}:                       {Transform: cache.TransformStripManagedFields()},
+			&networkingv1.IngressClass{}:                  {Transform: cache.TransformStripManagedFields()},
+			exposure.APIServiceObject():                   {Transform: cache.TransformStripManagedFields()},
 		},
 	}
+}
+
+// slimService keeps of a Service what tells who can call it: its type, ports and selector.
+func slimService(obj any) (any, error) {
+	s, ok := obj.(*corev1.Service)
+	if !ok {
+		return obj, nil
+	}
+	slim := &corev1.Service{}
+	slim.Name, slim.Namespace, slim.UID, slim.ResourceVersion, slim.Labels = s.Name, s.Namespace, s.UID, s.ResourceVersion, s.Labels
+	slim.Spec.Type, slim.Spec.Ports, slim.Spec.Selector = s.Spec.Type, s.Spec.Ports, s.Spec.Selector
+	return slim, nil
+}
+
+// slimWebhooks keeps of a webhook configuration the Services its webhooks call (the CA bundles,
+// often kilobytes each, go).
+func slimWebhooks(obj any) (any, error) {
+	switch w := obj.(type) {
+	case *admissionv1.ValidatingWebhookConfiguration:
+		w.ManagedFields, w.Annotations = nil, nil
+		for i := range w.Webhooks {
+			w.Webhooks[i] = admissionv1.ValidatingWebhook{Name: w.Webhooks[i].Name, ClientConfig: admissionv1.WebhookClientConfig{Service: w.Webhooks[i].ClientConfig.Service}}
+		}
+	case *admissionv1.MutatingWebhookConfiguration:
+		w.ManagedFields, w.Annotations = nil, nil
+		for i := range w.Webhooks {
+			w.Webhooks[i] = admissionv1.MutatingWebhook{Name: w.Webhooks[i].Name, ClientConfig: admissionv1.WebhookClientConfig{Service: w.Webhooks[i].ClientConfig.Service}}
+		}
+	}
+	return obj, nil
 }
 
 // slimPod keeps a pod's labels, its creation time, its container names (to see the proxy), the

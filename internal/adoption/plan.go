@@ -64,9 +64,9 @@ type Planner struct {
 	// Traffic reads the traffic of the namespaces about to take an enforcing step; nil reads
 	// none (their gates then wait for a reading).
 	Traffic TrafficReader
-	// API reads from the API server what no cache holds: Services, webhook configurations,
-	// APIServices, Ingresses and monitors, for the callers outside the mesh (see
-	// internal/exposure). Nil reads them from Workloads.
+	// API reads from the API server what no cache holds, for the callers outside the mesh
+	// (monitors, EndpointSlices; see internal/exposure); the rest of what those checks read
+	// comes from Workloads. Nil reads everything from Workloads.
 	API client.Reader
 }
 
@@ -174,7 +174,7 @@ func (p Planner) lookUpCallers(ctx context.Context, mesh *meshv1.MeshInstallatio
 	if api == nil {
 		api = p.Workloads
 	}
-	found, err := exposure.Find(ctx, exposure.Readers{API: api, CRDs: p.Policies}, lookFor, exempt)
+	found, err := exposure.Find(ctx, exposure.Readers{Cached: p.Workloads, CRDs: p.Policies, API: api}, lookFor, exempt)
 	if err != nil {
 		return err
 	}

@@ -26,11 +26,11 @@ import (
 	"github.com/meshwright/meshwright/internal/policy"
 )
 
-// +kubebuilder:rbac:groups="",resources=services,verbs=get;list
+// +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch
 // +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=list
-// +kubebuilder:rbac:groups=networking.k8s.io,resources=ingresses;ingressclasses,verbs=list
-// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations;validatingwebhookconfigurations,verbs=list
-// +kubebuilder:rbac:groups=apiregistration.k8s.io,resources=apiservices,verbs=list
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=ingresses;ingressclasses,verbs=list;watch
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations;validatingwebhookconfigurations,verbs=list;watch
+// +kubebuilder:rbac:groups=apiregistration.k8s.io,resources=apiservices,verbs=list;watch
 // +kubebuilder:rbac:groups=monitoring.coreos.com,resources=servicemonitors;podmonitors,verbs=list
 
 // Kinds read as unstructured: their Go types live in modules the operator does not need.
@@ -54,11 +54,23 @@ type Finding struct {
 	Problems []string
 }
 
-// Readers are where the lookups read: API for what the operator does not cache, CRDs for the
-// CustomResourceDefinitions (the operator's cache holds them all already).
+// Readers are where the lookups read: Cached for Services, webhook configurations, APIServices,
+// Ingresses and IngressClasses (the ladder's cache, informed on first use, or the API server for
+// the kubectl plugin); CRDs for the CustomResourceDefinitions (the operator's cache holds them
+// all already); API for the rest, read only when a check needs them: ServiceMonitors and
+// PodMonitors, whose kinds may not exist, and the EndpointSlices of a named target port.
 type Readers struct {
-	API  client.Reader
-	CRDs client.Reader
+	Cached client.Reader
+	CRDs   client.Reader
+	API    client.Reader
+}
+
+// APIServiceObject is the kind of an APIService, for a cache's options: read as unstructured,
+// its Go type lives in a module the operator does not need.
+func APIServiceObject() client.Object {
+	u := &unstructured.Unstructured{}
+	u.SetGroupVersionKind(apiServiceList.GroupVersion().WithKind("APIService"))
+	return u
 }
 
 // Find looks up the callers outside the mesh of the namespaces in lookFor, and resolves the
@@ -72,7 +84,7 @@ func Find(ctx context.Context, r Readers, lookFor []string, exempt map[string][]
 			continue
 		}
 		var list corev1.ServiceList
-		if err := r.API.List(ctx, &list, client.InNamespace(ns)); err != nil {
+		if err := r.Cached.List(ctx, &list, client.InNamespace(ns)); err != nil {
 			return nil, fmt.Errorf("listing Services of %s: %w", ns, err)
 		}
 		services[ns] = list.Items
@@ -183,30 +195,31 @@ func webhookPort(p *int32) int32 {
 // admissionWebhooks: the kube-apiserver calls admission webhooks, with no mesh identity.
 func admissionWebhooks(ctx context.Context, r Readers, c *collector) error {
 	var v admissionv1.ValidatingWebhookConfigurationList
-	if err := r.API.List(ctx, &v); err != nil {
+	if err := r.Cached.List(ctx, &v); err != nil {
 		return fmt.Errorf("listing ValidatingWebhookConfigurations: %w", err)
 	}
 	for _, cfg := range v.Items {
 		for _, w := range cfg.Webhooks {
-			if s := w.ClientConfig.Service; s != nil {
-				c.add(s.Namespace, ladder.NonMeshCaller{Object: "ValidatingWebhookConfiguration/" + cfg.Name,
-					Caller: "the kube-apiserver (writes it checks would fail)", Service: s.Name, Port: webhookPort(s.Port)})
-			}
+			c.addWebhook("ValidatingWebhookConfiguration/"+cfg.Name, "the kube-apiserver (writes it checks would fail)", w.ClientConfig)
 		}
 	}
 	var m admissionv1.MutatingWebhookConfigurationList
-	if err := r.API.List(ctx, &m); err != nil {
+	if err := r.Cached.List(ctx, &m); err != nil {
 		return fmt.Errorf("listing MutatingWebhookConfigurations: %w", err)
 	}
 	for _, cfg := range m.Items {
 		for _, w := range cfg.Webhooks {
-			if s := w.ClientConfig.Service; s != nil {
-				c.add(s.Namespace, ladder.NonMeshCaller{Object: "MutatingWebhookConfiguration/" + cfg.Name,
-					Caller: "the kube-apiserver (writes it mutates would fail)", Service: s.Name, Port: webhookPort(s.Port)})
-			}
+			c.addWebhook("MutatingWebhookConfiguration/"+cfg.Name, "the kube-apiserver (writes it mutates would fail)", w.ClientConfig)
 		}
 	}
 	return nil
+}
+
+// addWebhook records the caller of a webhook served by a Service (not one called by URL).
+func (c *collector) addWebhook(object, caller string, cc admissionv1.WebhookClientConfig) {
+	if s := cc.Service; s != nil {
+		c.add(s.Namespace, ladder.NonMeshCaller{Object: object, Caller: caller, Service: s.Name, Port: webhookPort(s.Port)})
+	}
 }
 
 // serviceRef reads a {namespace, name, port} Service reference from an unstructured object.
@@ -228,7 +241,7 @@ func serviceRef(obj map[string]any, path ...string) (namespace, name string, por
 func aggregatedAPIs(ctx context.Context, r Readers, c *collector) error {
 	list := &unstructured.UnstructuredList{}
 	list.SetGroupVersionKind(apiServiceList)
-	if err := r.API.List(ctx, list); err != nil {
+	if err := r.Cached.List(ctx, list); err != nil {
 		return fmt.Errorf("listing APIServices: %w", err)
 	}
 	for _, a := range list.Items {
@@ -264,7 +277,7 @@ func conversionWebhooks(ctx context.Context, r Readers, c *collector) error {
 // plaintext; Istio's own ingress class calls them with mTLS.
 func ingresses(ctx context.Context, r Readers, c *collector) error {
 	var classes networkingv1.IngressClassList
-	if err := r.API.List(ctx, &classes); err != nil {
+	if err := r.Cached.List(ctx, &classes); err != nil {
 		return fmt.Errorf("listing IngressClasses: %w", err)
 	}
 	istioClass := map[string]bool{}
@@ -273,7 +286,7 @@ func ingresses(ctx context.Context, r Readers, c *collector) error {
 	}
 	for ns := range c.namespaces {
 		var list networkingv1.IngressList
-		if err := r.API.List(ctx, &list, client.InNamespace(ns)); err != nil {
+		if err := r.Cached.List(ctx, &list, client.InNamespace(ns)); err != nil {
 			return fmt.Errorf("listing Ingresses of %s: %w", ns, err)
 		}
 		for _, ing := range list.Items {

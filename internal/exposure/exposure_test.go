@@ -141,7 +141,7 @@ func TestFindAgainstTheAPIServer(t *testing.T) {
 	apiService.SetName("v1.metrics.example.com")
 	create(t, apiService, conversionCRD("shop", "hook"))
 
-	found, err := Find(ctx, Readers{API: k8s, CRDs: k8s}, []string{"shop"}, nil)
+	found, err := Find(ctx, Readers{Cached: k8s, CRDs: k8s, API: k8s}, []string{"shop"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +170,7 @@ func TestFindAgainstTheAPIServer(t *testing.T) {
 	// A namespace looked at where nothing calls from outside: found, and empty (not nil: nil
 	// means "not looked at" to the ladder).
 	create(t, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "quiet"}})
-	found, err = Find(ctx, Readers{API: k8s, CRDs: k8s}, []string{"quiet"}, nil)
+	found, err = Find(ctx, Readers{Cached: k8s, CRDs: k8s, API: k8s}, []string{"quiet"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +218,7 @@ func TestExemptionsAgainstTheAPIServer(t *testing.T) {
 	)
 	ports := []meshv1.ServicePortRef{{Service: "hook", Port: 443}, {Service: "hook", Port: 9000}, {Service: "hook", Port: 9443}, {Service: "hook", Port: 9444},
 		{Service: "hook", Port: 1}, {Service: "manual", Port: 80}, {Service: "absent", Port: 80}}
-	found, err := Find(ctx, Readers{API: k8s, CRDs: k8s}, nil, map[string][]meshv1.ServicePortRef{"exempt": ports})
+	found, err := Find(ctx, Readers{Cached: k8s, CRDs: k8s, API: k8s}, nil, map[string][]meshv1.ServicePortRef{"exempt": ports})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/meshwright/meshwright/internal/ladder"
@@ -65,16 +66,25 @@ func (m monitor) caller(s *corev1.Service, port int32) ladder.NonMeshCaller {
 		Caller: "Prometheus, scraping in plaintext", Service: s.Name, Port: port}
 }
 
-// serviceMonitors: a ServiceMonitor makes Prometheus scrape the Services it selects, on the
-// ports its endpoints name. A Prometheus outside the mesh scrapes in plaintext unless the
-// endpoint uses Istio's certificates or the proxy's own ports.
+// serviceMonitors: a ServiceMonitor makes Prometheus scrape the Services it selects (by the
+// Services' labels), on the ports its endpoints name. A Prometheus outside the mesh scrapes in
+// plaintext unless the endpoint uses Istio's certificates or the proxy's own ports.
 func serviceMonitors(ctx context.Context, r Readers, c *collector) error {
-	items, err := optionalList(ctx, r.API, serviceMonitorList)
+	return scanMonitors(ctx, r, c, serviceMonitorList, "endpoints", func(m monitor, s *corev1.Service) bool {
+		return m.selector.Matches(labels.Set(s.Labels))
+	}, scrapes)
+}
+
+// scanMonitors adds, for every monitor of a kind, the Service ports it scrapes in the
+// namespaces looked at: of the Services selects picks, the ports scrapesPort matches.
+func scanMonitors(ctx context.Context, r Readers, c *collector, kind schema.GroupVersionKind, endpointsField string,
+	selects func(monitor, *corev1.Service) bool, scrapesPort func(map[string]any, corev1.ServicePort) bool) error {
+	items, err := optionalList(ctx, r.API, kind)
 	if err != nil {
 		return err
 	}
 	for i := range items {
-		m, ok := readMonitor(&items[i], "endpoints")
+		m, ok := readMonitor(&items[i], endpointsField)
 		if !ok {
 			continue
 		}
@@ -84,12 +94,12 @@ func serviceMonitors(ctx context.Context, r Readers, c *collector) error {
 			}
 			for j := range list {
 				s := &list[j]
-				if !m.selector.Matches(labels.Set(s.Labels)) {
+				if !selects(m, s) {
 					continue
 				}
 				for _, e := range m.endpoints {
 					for _, sp := range s.Spec.Ports {
-						if scrapes(e, sp) {
+						if scrapesPort(e, sp) {
 							c.add(ns, m.caller(s, sp.Port))
 						}
 					}
@@ -130,35 +140,9 @@ func scrapes(e map[string]any, sp corev1.ServicePort) bool {
 // the Services that front them (a Service whose selector the PodMonitor's selector matches, and
 // whose target port the endpoint scrapes), since exemptions are given per Service port.
 func podMonitors(ctx context.Context, r Readers, c *collector) error {
-	items, err := optionalList(ctx, r.API, podMonitorList)
-	if err != nil {
-		return err
-	}
-	for i := range items {
-		m, ok := readMonitor(&items[i], "podMetricsEndpoints")
-		if !ok {
-			continue
-		}
-		for ns, list := range c.services {
-			if !m.looksIn(ns) {
-				continue
-			}
-			for j := range list {
-				s := &list[j]
-				if len(s.Spec.Selector) == 0 || !m.selector.Matches(labels.Set(s.Spec.Selector)) {
-					continue
-				}
-				for _, e := range m.endpoints {
-					for _, sp := range s.Spec.Ports {
-						if scrapesPod(e, sp) {
-							c.add(ns, m.caller(s, sp.Port))
-						}
-					}
-				}
-			}
-		}
-	}
-	return nil
+	return scanMonitors(ctx, r, c, podMonitorList, "podMetricsEndpoints", func(m monitor, s *corev1.Service) bool {
+		return len(s.Spec.Selector) > 0 && m.selector.Matches(labels.Set(s.Spec.Selector))
+	}, scrapesPod)
 }
 
 // scrapesPod is scrapes for a PodMonitor endpoint, whose "port" names the pod's port (the

@@ -15,7 +15,7 @@ import (
 // the traffic gates are skipped.
 var noNonMeshCallers = Gate{Name: "NoNonMeshCallers", Callers: true, Check: func(c Climb) *Verdict {
 	if len(c.NS.ExemptionProblems) > 0 {
-		return &Verdict{Blocked: Blocked{Reason: meshv1.ReasonNonMeshCallers, Message: fmt.Sprintf(
+		return &Verdict{RecheckAfter: TrafficPoll, Blocked: Blocked{Reason: meshv1.ReasonNonMeshCallers, Message: fmt.Sprintf(
 			"spec.namespaces[].plaintextPorts cannot be applied here: %s. The step to %s waits, since the ports the spec exempts would not be exempted.",
 			strings.Join(c.NS.ExemptionProblems, "; "), c.To)}}
 	}
@@ -35,7 +35,8 @@ var noNonMeshCallers = Gate{Name: "NoNonMeshCallers", Callers: true, Check: func
 	if len(open) > maxCallers {
 		parts = append(parts, fmt.Sprintf("and %d more", len(open)-maxCallers))
 	}
-	return &Verdict{Blocked: Blocked{Reason: meshv1.ReasonNonMeshCallers, Message: fmt.Sprintf(
+	// Looked at again: the objects that call it are not watched, and may go.
+	return &Verdict{RecheckAfter: TrafficPoll, Blocked: Blocked{Reason: meshv1.ReasonNonMeshCallers, Message: fmt.Sprintf(
 		"%d caller(s) outside the mesh reach the namespace's Services, and STRICT mTLS would refuse them: %s. Exempt those ports (spec.namespaces[].plaintextPorts: {service: %s, port: %d}) to keep them accepting plaintext, or move the callers into the mesh.",
 		len(open), strings.Join(parts, "; "), open[0].Service, open[0].Port)}}
 }}

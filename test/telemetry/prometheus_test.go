@@ -29,7 +29,11 @@ func istioSeries(t *testing.T) (addr string, tick func()) {
 	reg := prometheus.NewRegistry()
 	up := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "envoy_server_uptime", Help: "Envoy's uptime."}, []string{"namespace", "pod"})
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_requests_total", Help: "Istio's requests."},
-		[]string{"namespace", "pod", "reporter", "source_workload_namespace", "source_workload", "destination_workload_namespace", "connection_security_policy"})
+		[]string{"namespace", "pod", "reporter", "source_workload_namespace", "source_workload", "destination_workload_namespace", "connection_security_policy", "response_code"})
+	// Envoy's listener stat, as the operator's stats matcher exports it: the inbound listener's
+	// count is plaintext refused under STRICT, the outbound listener's is not.
+	noChain := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "envoy_listener_no_filter_chain_match", Help: "Envoy's listener stat."},
+		[]string{"namespace", "pod", "listener_address"})
 	conns := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_tcp_connections_opened_total", Help: "Istio's TCP connections."},
 		[]string{"namespace", "pod", "reporter", "source_workload_namespace", "source_workload", "destination_workload_namespace", "connection_security_policy"})
 	// Envoy's RBAC stats as Istio 1.23 and later name them, and as earlier releases did.
@@ -37,15 +41,18 @@ func istioSeries(t *testing.T) (addr string, tick func()) {
 		[]string{"namespace", "pod", "http_conn_manager_prefix", "authz_dry_run_action", "authz_dry_run_result"})
 	rbacBefore123 := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "envoy_http_inbound_0_0_0_0_8080_rbac", Help: "Envoy's RBAC filter."},
 		[]string{"namespace", "pod", "authz_dry_run_action", "authz_dry_run_result"})
-	reg.MustRegister(up, requests, conns, rbac, rbacBefore123)
+	reg.MustRegister(up, requests, conns, rbac, rbacBefore123, noChain)
 	up.WithLabelValues("shop", "web-1").Set(100)
 	up.WithLabelValues("quiet", "idle-1").Set(100)
 	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	t.Cleanup(srv.Close)
 	return strings.TrimPrefix(srv.URL, "http://"), func() {
-		requests.WithLabelValues("shop", "web-1", "destination", "legacy", "client", "shop", "none").Add(3)
-		requests.WithLabelValues("shop", "web-1", "destination", "shop", "web", "shop", "mutual_tls").Add(10)
-		requests.WithLabelValues("legacy", "client-1", "source", "legacy", "client", "shop", "unknown").Add(3)
+		requests.WithLabelValues("shop", "web-1", "destination", "legacy", "client", "shop", "none", "200").Add(3)
+		requests.WithLabelValues("shop", "web-1", "destination", "shop", "web", "shop", "mutual_tls", "200").Add(10)
+		requests.WithLabelValues("shop", "web-1", "destination", "shop", "web", "shop", "mutual_tls", "403").Add(2)
+		requests.WithLabelValues("legacy", "client-1", "source", "legacy", "client", "shop", "unknown", "200").Add(3)
+		noChain.WithLabelValues("shop", "web-1", "0.0.0.0_15006").Add(1)
+		noChain.WithLabelValues("shop", "web-1", "0.0.0.0_15001").Add(5)
 		conns.WithLabelValues("shop", "web-1", "destination", "unknown", "unknown", "shop", "none").Add(1)
 		rbac.WithLabelValues("shop", "web-1", "inbound_0.0.0.0_8080", "allow", "denied").Add(2)
 		rbac.WithLabelValues("shop", "web-1", "inbound_0.0.0.0_8080", "allow", "allowed").Add(10)
@@ -54,7 +61,8 @@ func istioSeries(t *testing.T) (addr string, tick func()) {
 }
 
 // TestPrometheusSource: the source asks a real Prometheus, in one batch for every namespace,
-// which namespaces' proxies report and who called them in plaintext; it answers "unavailable"
+// which namespaces' proxies report, who called them in plaintext, who was answered 403, and how
+// many plaintext connections their inbound listeners refused; it answers "unavailable"
 // for each while the server is down, and reads again once it is back.
 func TestPrometheusSource(t *testing.T) {
 	ctx := context.Background()
@@ -89,8 +97,12 @@ func TestPrometheusSource(t *testing.T) {
 	var got map[string]traffic.Reading
 	framework.Eventually(t, 60*time.Second, "Prometheus to show shop's plaintext callers", func() (bool, error) {
 		got = src.Read(ctx, namespaces, time.Minute)
-		return got["shop"].Reporting && got["quiet"].Reporting && got["shop"].Plaintext[legacy] > 0 && got["shop"].Plaintext[outside] > 0, nil
+		return got["shop"].Reporting && got["quiet"].Reporting && got["shop"].Plaintext[legacy] > 0 && got["shop"].Plaintext[outside] > 0 && got["shop"].Refused > 0, nil
 	})
+	// The inbound listener's refusals only: the outbound listener's grew five times as fast.
+	if inbound := got["shop"].Refused; inbound >= 5*got["shop"].Callers[legacy]/3 {
+		t.Errorf("shop refused %.0f, want the inbound listener's alone (about %.0f)", inbound, got["shop"].Callers[legacy]/3)
+	}
 	shop := got["shop"]
 	if !shop.Reporting || shop.Unavailable != "" || len(shop.Plaintext) != 2 || !strings.Contains(shop.Source, prom.URL) {
 		t.Errorf("shop: %+v, want reporting, legacy/client and the outside caller only in plaintext (mTLS and source-side series left out)", shop)
@@ -98,7 +110,13 @@ func TestPrometheusSource(t *testing.T) {
 	if web := (traffic.Caller{Namespace: "shop", Workload: "web"}); len(shop.Callers) != 3 || shop.Callers[web] == 0 || shop.ShadowDenied == 0 {
 		t.Errorf("shop: %+v, want three callers (shop/web in mTLS among them) and shadow denials", shop)
 	}
-	if q := got["quiet"]; !q.Reporting || len(q.Plaintext) != 0 || q.ShadowDenied == 0 {
+	if web := (traffic.Caller{Namespace: "shop", Workload: "web"}); len(shop.Denied) != 1 || shop.Denied[web] == 0 || shop.Denied[web] >= shop.Callers[web] {
+		t.Errorf("shop denied %v, want shop/web's 403s only, fewer than its calls", shop.Denied)
+	}
+	if shop.Refused == 0 {
+		t.Errorf("shop: no refused connection read, want the inbound listener's no_filter_chain_match")
+	}
+	if q := got["quiet"]; !q.Reporting || len(q.Plaintext) != 0 || q.ShadowDenied == 0 || q.Refused != 0 {
 		t.Errorf("quiet: %+v, want reporting with no plaintext caller, and the shadow denials under the name before Istio 1.23", q)
 	}
 	if u := got["unscraped"]; u.Reporting || u.Unavailable != "" {
