@@ -17,6 +17,8 @@ type Baseline struct {
 	Denied float64 `json:"denied"`
 	// Refused is plaintext connections refused (no inbound filter chain matched).
 	Refused float64 `json:"refused"`
+	// Failed is callers' requests to it that failed to connect.
+	Failed float64 `json:"failed,omitempty"`
 }
 
 // baselineOf is the baseline a reading gives, or nil when it cannot be one (not read, not
@@ -26,7 +28,7 @@ func baselineOf(r *traffic.Reading) *Baseline {
 		return nil
 	}
 	secs := r.Covered.Seconds()
-	return &Baseline{Inbound: traffic.Total(r.Callers) / secs, Denied: traffic.Total(r.Denied) / secs, Refused: r.Refused / secs}
+	return &Baseline{Inbound: traffic.Total(r.Callers) / secs, Denied: traffic.Total(r.Denied) / secs, Refused: r.Refused / secs, Failed: traffic.Total(r.Failed) / secs}
 }
 
 // Bake is what a bake check judges: the traffic read since (about) the step's change took effect,
@@ -82,6 +84,21 @@ var (
 		}
 		return fmt.Sprintf("%.0f request(s) were answered with 403 (istio_requests_total{reporter=\"destination\",response_code=\"403\"}, %s; about %.0f expected from before the step): %s",
 			denied, r.Source, before, traffic.Describe(traffic.Top(r.Denied, maxCallers), allowAdvice))
+	}}
+	// callersFailing: a caller in the mesh whose mTLS to the namespace fails (another trust
+	// domain, a DestinationRule that turns TLS off) gets 503s with an upstream-connection flag
+	// from its own proxy. Seen only through a source that reads the callers' proxies.
+	callersFailing = BakeCheck{Name: "CallersFailing", Check: func(b Bake) string {
+		r, before := b.Reading, 0.0
+		if b.Baseline != nil {
+			before = expected(b.Baseline.Failed, r)
+		}
+		failed := traffic.Total(r.Failed)
+		if !grew(failed, before, 3) {
+			return ""
+		}
+		return fmt.Sprintf("%.0f request(s) of callers in the mesh failed to connect (istio_requests_total{reporter=\"source\",response_code=\"503\",response_flags=~\"%s\"}, %s; about %.0f expected from before the step): %s",
+			failed, "UF|URX|UC", r.Source, before, traffic.Describe(traffic.Top(r.Failed, maxCallers), failedAdvice))
 	}}
 	// inboundFell: callers refused or denied outright show as calls that no longer arrive. It is
 	// judged once the whole bake is read, on a baseline with enough calls to compare.
@@ -141,4 +158,9 @@ func bake(d *Decision, ns Namespace, s Settings, step *Step, kind StepKind, now 
 		return true
 	}
 	return false
+}
+
+// failedAdvice says what to look at for a caller whose connections fail.
+func failedAdvice(c traffic.Caller) string {
+	return fmt.Sprintf("check that %s's proxies send Istio mTLS to it (no DestinationRule disabling TLS, the same trust domain)", c)
 }

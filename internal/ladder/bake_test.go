@@ -44,6 +44,10 @@ func TestBake(t *testing.T) {
 		"plaintext refused after STRICT": {to: meshv1.LevelMutualTLS, baking: time.Minute, baseline: steady, traffic: reading(func(r *traffic.Reading) { r.Refused = 4 }),
 			want: "rollback", wantMessage: []string{"the proxies refused 4 plaintext connection(s)", "envoy_listener_no_filter_chain_match", "held at Observe"}},
 		"plaintext refused, with no baseline read": {to: meshv1.LevelMutualTLS, baking: time.Minute, traffic: reading(func(r *traffic.Reading) { r.Refused = 1 }), want: "rollback"},
+		"callers in the mesh fail to connect": {to: meshv1.LevelMutualTLS, baking: time.Minute, baseline: steady, traffic: reading(func(r *traffic.Reading) { r.Failed[legacy] = 9 }),
+			want: "rollback", wantMessage: []string{"9 request(s) of callers in the mesh failed to connect", "legacy/client (9 calls: check that legacy/client's proxies send Istio mTLS"}},
+		"as many connection failures as before": {to: meshv1.LevelMutualTLS, baking: bakeTime, baseline: &Baseline{Inbound: 1, Failed: 0.1}, traffic: reading(func(r *traffic.Reading) { r.Failed[legacy] = 9 }),
+			want: "done"},
 		"the calls fell by more than half": {to: meshv1.LevelMutualTLS, baking: bakeTime, baseline: steady, traffic: reading(func(r *traffic.Reading) {
 			r.Callers[traffic.Caller{Namespace: "shop", Workload: "web"}] = 100
 		}), want: "rollback", wantMessage: []string{"fell from 1.00/s before the step to 0.33/s"}},

@@ -122,14 +122,14 @@ var Rungs = []Rung{
 		Level:   meshv1.LevelMutualTLS,
 		Carries: Effects{Inject: true, Strict: true},
 		Gates:   []Gate{injectionOwned, podsReady, podsInjected, peerAuthenticationOwned, noNonMeshCallers, noPlaintextCallers},
-		Bake:    []BakeCheck{plaintextRefused, inboundFell},
+		Bake:    []BakeCheck{plaintextRefused, callersFailing, inboundFell},
 	},
 	{
 		Level:       meshv1.LevelZeroTrust,
 		Carries:     Effects{Inject: true, Strict: true, Authorization: true},
 		DryRunFirst: true,
 		Gates:       []Gate{injectionOwned, podsReady, podsInjected, peerAuthenticationOwned, noNonMeshCallers, soaked},
-		Bake:        []BakeCheck{requestsDenied, plaintextRefused, inboundFell},
+		Bake:        []BakeCheck{requestsDenied, plaintextRefused, callersFailing, inboundFell},
 	},
 }
 

@@ -151,6 +151,10 @@ func TestQueriesAreBatched(t *testing.T) {
 	if q := ShadowDeniedQuery([]string{"shop"}, time.Minute); !strings.Contains(q, `{__name__=~"envoy_http_rbac|envoy_http_inbound_.+_rbac", authz_dry_run_result="denied", namespace=~"shop"}[1m]`) {
 		t.Errorf("shadow-denied query %s", q)
 	}
+	if q := FailedQuery([]string{"shop"}, time.Minute); !strings.Contains(q, `istio_requests_total{reporter="source", destination_workload_namespace=~"shop", response_code="503", response_flags=~"UF|URX|UC"}[1m]`) ||
+		!strings.Contains(q, `sum by (destination_workload_namespace, source_workload_namespace, source_workload)`) {
+		t.Errorf("failed query %s", q)
+	}
 	if q := RefusedQuery([]string{"shop"}, time.Minute); !strings.Contains(q, `envoy_listener_no_filter_chain_match{listener_address=~".*_15006", namespace=~"shop"}[1m]`) || !strings.Contains(q, `sum by (namespace)`) {
 		t.Errorf("refused query %s", q)
 	}

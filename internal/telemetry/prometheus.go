@@ -60,10 +60,10 @@ func (p *Prometheus) closeIdle() { p.http.CloseIdleConnections() }
 // Name says where the readings come from, for messages.
 func (p *Prometheus) Name() string { return "Prometheus at " + p.url }
 
-// Read implements Source with five queries, each for every namespace at once: which have
-// proxies reporting, who called them (whether in mTLS, and refused with 403 or not), what their
-// dry-run policies would have denied, whom they called, and how many plaintext connections their
-// inbound listeners refused.
+// Read implements Source with six queries, each for every namespace at once: which have proxies
+// reporting, who called them (whether in mTLS, and refused with 403 or not), what their dry-run
+// policies would have denied, whom they called, how many plaintext connections their inbound
+// listeners refused, and whose calls to them failed to connect.
 func (p *Prometheus) Read(ctx context.Context, namespaces []string, window time.Duration) map[string]traffic.Reading {
 	out := make(map[string]traffic.Reading, len(namespaces))
 	if len(namespaces) == 0 {
@@ -72,10 +72,10 @@ func (p *Prometheus) Read(ctx context.Context, namespaces []string, window time.
 	for _, ns := range namespaces {
 		out[ns] = traffic.Reading{Source: p.Name(), Inbound: traffic.NewInbound(window)}
 	}
-	var answers [5]model.Vector
+	var answers [6]model.Vector
 	var err error
 	for i, q := range []string{ReportingQuery(namespaces, window), CallersQuery(namespaces, window), ShadowDeniedQuery(namespaces, window), CallsToQuery(namespaces, window),
-		RefusedQuery(namespaces, window)} {
+		RefusedQuery(namespaces, window), FailedQuery(namespaces, window)} {
 		if answers[i], err = p.query(ctx, q); err != nil {
 			for ns, r := range out {
 				r.Unavailable = err.Error()
@@ -94,6 +94,11 @@ func (p *Prometheus) Read(ctx context.Context, namespaces []string, window time.
 		if r, ok := out[string(s.Metric[labelNamespace])]; ok {
 			r.Refused += float64(s.Value)
 			out[string(s.Metric[labelNamespace])] = r
+		}
+	}
+	for _, s := range answers[5] {
+		if r, ok := out[string(s.Metric[labelDestinationNS])]; ok {
+			r.Failed[traffic.Caller{Namespace: string(s.Metric[labelSourceNS]), Workload: string(s.Metric[labelSourceWorkload])}] += float64(s.Value)
 		}
 	}
 	return out
@@ -166,6 +171,15 @@ func growthOver(selector string, window time.Duration) string {
 func CallersQuery(namespaces []string, window time.Duration) string {
 	sel := fmt.Sprintf(`{__name__=~"%s|%s", %s=%q, %s=~%q}`, metricRequests, metricConnections, labelReporter, reporterDestination, labelDestinationNS, oneOf(namespaces))
 	return fmt.Sprintf(`sum by (%s, %s, %s, %s, %s) (%s) > 0`, labelDestinationNS, labelSourceNS, labelSourceWorkload, labelSecurityPolicy, labelResponseCode, growthOver(sel, window))
+}
+
+// FailedQuery sums, per destination namespace and caller, the requests the callers' proxies sent
+// to the namespaces that failed to connect (503 with an upstream-connection flag), as the callers
+// reported them.
+func FailedQuery(namespaces []string, window time.Duration) string {
+	sel := fmt.Sprintf(`%s{%s=%q, %s=~%q, %s=%q, %s=~%q}`, metricRequests, labelReporter, reporterSource, labelDestinationNS, oneOf(namespaces),
+		labelResponseCode, codeUnavailable, labelResponseFlags, connectFailed)
+	return fmt.Sprintf(`sum by (%s, %s, %s) (%s) > 0`, labelDestinationNS, labelSourceNS, labelSourceWorkload, growthOver(sel, window))
 }
 
 // RefusedQuery sums, per namespace, the connections its proxies' inbound listeners refused

@@ -47,6 +47,12 @@ const (
 	// labelResponseCode is the HTTP status the reporting proxy saw.
 	labelResponseCode = "response_code"
 	codeForbidden     = "403"
+	codeUnavailable   = "503"
+	// labelResponseFlags holds Envoy's response flags; connectFailed are those of a request
+	// that could not connect to the destination (connection failure, retries of it exhausted,
+	// connection terminated): a failed mTLS handshake shows as one of them.
+	labelResponseFlags = "response_flags"
+	connectFailed      = "UF|URX|UC"
 	// labelDryRunResult tags an RBAC stat with what the dry-run policies would have done.
 	labelDryRunResult = "authz_dry_run_result"
 	dryRunDenied      = "denied"

@@ -57,6 +57,12 @@ type Inbound struct {
 	// Denied counts the requests the namespace's proxies answered with 403 (an enforced
 	// AuthorizationPolicy's denial among them), by caller.
 	Denied map[Caller]float64
+	// Failed counts the requests callers' proxies sent to the namespace that failed to connect
+	// (503 with Envoy's upstream-connection flags UF, URX or UC: an mTLS handshake that fails
+	// among them), by caller, as the callers reported them. Only a source that reads the
+	// callers' proxies sees these (Prometheus; not the embedded source, which reads the
+	// namespace's own).
+	Failed map[Caller]float64
 	// Refused counts the connections the namespace's proxies refused because no inbound filter
 	// chain matched them: plaintext under STRICT mTLS (Envoy's no_filter_chain_match). The callers
 	// of refused connections are not known: the proxy never learns who they are.
@@ -65,7 +71,7 @@ type Inbound struct {
 
 // NewInbound is an Inbound that saw nothing yet over a window.
 func NewInbound(covered time.Duration) Inbound {
-	return Inbound{Covered: covered, Plaintext: map[Caller]float64{}, Callers: map[Caller]float64{}, CallsTo: map[string]float64{}, Denied: map[Caller]float64{}}
+	return Inbound{Covered: covered, Plaintext: map[Caller]float64{}, Callers: map[Caller]float64{}, CallsTo: map[string]float64{}, Denied: map[Caller]float64{}, Failed: map[Caller]float64{}}
 }
 
 // Total sums counts by caller.

@@ -29,7 +29,7 @@ func istioSeries(t *testing.T) (addr string, tick func()) {
 	reg := prometheus.NewRegistry()
 	up := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "envoy_server_uptime", Help: "Envoy's uptime."}, []string{"namespace", "pod"})
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_requests_total", Help: "Istio's requests."},
-		[]string{"namespace", "pod", "reporter", "source_workload_namespace", "source_workload", "destination_workload_namespace", "connection_security_policy", "response_code"})
+		[]string{"namespace", "pod", "reporter", "source_workload_namespace", "source_workload", "destination_workload_namespace", "connection_security_policy", "response_code", "response_flags"})
 	// Envoy's listener stat, as the operator's stats matcher exports it: the inbound listener's
 	// count is plaintext refused under STRICT, the outbound listener's is not.
 	noChain := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "envoy_listener_no_filter_chain_match", Help: "Envoy's listener stat."},
@@ -47,10 +47,14 @@ func istioSeries(t *testing.T) (addr string, tick func()) {
 	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	t.Cleanup(srv.Close)
 	return strings.TrimPrefix(srv.URL, "http://"), func() {
-		requests.WithLabelValues("shop", "web-1", "destination", "legacy", "client", "shop", "none", "200").Add(3)
-		requests.WithLabelValues("shop", "web-1", "destination", "shop", "web", "shop", "mutual_tls", "200").Add(10)
-		requests.WithLabelValues("shop", "web-1", "destination", "shop", "web", "shop", "mutual_tls", "403").Add(2)
-		requests.WithLabelValues("legacy", "client-1", "source", "legacy", "client", "shop", "unknown", "200").Add(3)
+		requests.WithLabelValues("shop", "web-1", "destination", "legacy", "client", "shop", "none", "200", "-").Add(3)
+		requests.WithLabelValues("shop", "web-1", "destination", "shop", "web", "shop", "mutual_tls", "200", "-").Add(10)
+		requests.WithLabelValues("shop", "web-1", "destination", "shop", "web", "shop", "mutual_tls", "403", "-").Add(2)
+		requests.WithLabelValues("legacy", "client-1", "source", "legacy", "client", "shop", "unknown", "200", "-").Add(3)
+		// A caller in the mesh failing to connect to shop (UF), and one finding no endpoint
+		// (UH), which is not a connection failure of the step's making.
+		requests.WithLabelValues("orders", "api-1", "source", "orders", "api", "shop", "unknown", "503", "UF").Add(1)
+		requests.WithLabelValues("orders", "api-1", "source", "orders", "api", "shop", "unknown", "503", "UH").Add(4)
 		noChain.WithLabelValues("shop", "web-1", "0.0.0.0_15006").Add(1)
 		noChain.WithLabelValues("shop", "web-1", "0.0.0.0_15001").Add(5)
 		conns.WithLabelValues("shop", "web-1", "destination", "unknown", "unknown", "shop", "none").Add(1)
@@ -61,8 +65,8 @@ func istioSeries(t *testing.T) (addr string, tick func()) {
 }
 
 // TestPrometheusSource: the source asks a real Prometheus, in one batch for every namespace,
-// which namespaces' proxies report, who called them in plaintext, who was answered 403, and how
-// many plaintext connections their inbound listeners refused; it answers "unavailable"
+// which namespaces' proxies report, who called them in plaintext, who was answered 403, how
+// many plaintext connections their inbound listeners refused, and whose calls failed to connect; it answers "unavailable"
 // for each while the server is down, and reads again once it is back.
 func TestPrometheusSource(t *testing.T) {
 	ctx := context.Background()
@@ -97,7 +101,7 @@ func TestPrometheusSource(t *testing.T) {
 	var got map[string]traffic.Reading
 	framework.Eventually(t, 60*time.Second, "Prometheus to show shop's plaintext callers", func() (bool, error) {
 		got = src.Read(ctx, namespaces, time.Minute)
-		return got["shop"].Reporting && got["quiet"].Reporting && got["shop"].Plaintext[legacy] > 0 && got["shop"].Plaintext[outside] > 0 && got["shop"].Refused > 0, nil
+		return got["shop"].Reporting && got["quiet"].Reporting && got["shop"].Plaintext[legacy] > 0 && got["shop"].Plaintext[outside] > 0 && got["shop"].Refused > 0 && len(got["shop"].Failed) > 0, nil
 	})
 	// The inbound listener's refusals only: the outbound listener's grew five times as fast.
 	if inbound := got["shop"].Refused; inbound >= 5*got["shop"].Callers[legacy]/3 {
@@ -112,6 +116,9 @@ func TestPrometheusSource(t *testing.T) {
 	}
 	if web := (traffic.Caller{Namespace: "shop", Workload: "web"}); len(shop.Denied) != 1 || shop.Denied[web] == 0 || shop.Denied[web] >= shop.Callers[web] {
 		t.Errorf("shop denied %v, want shop/web's 403s only, fewer than its calls", shop.Denied)
+	}
+	if orders := (traffic.Caller{Namespace: "orders", Workload: "api"}); len(shop.Failed) != 1 || shop.Failed[orders] == 0 || shop.Failed[orders] >= 4*shop.Callers[legacy]/3 {
+		t.Errorf("shop failed %v, want orders/api's UF requests only (about a third of legacy's calls)", shop.Failed)
 	}
 	if shop.Refused == 0 {
 		t.Errorf("shop: no refused connection read, want the inbound listener's no_filter_chain_match")
