@@ -94,6 +94,12 @@ func Find(ctx context.Context, r Readers, lookFor []string, exempt map[string][]
 		for _, ns := range lookFor {
 			found.namespaces[ns], found.services[ns] = true, services[ns]
 		}
+		crds := &unstructured.UnstructuredList{}
+		crds.SetGroupVersionKind(crdList)
+		if err := r.CRDs.List(ctx, crds); err != nil {
+			return nil, fmt.Errorf("listing CustomResourceDefinitions: %w", err)
+		}
+		found.crds = crds.Items
 		for _, look := range lookups {
 			if err := look(ctx, r, found); err != nil {
 				return nil, err
@@ -136,6 +142,14 @@ type collector struct {
 	namespaces map[string]bool
 	services   map[string][]corev1.Service
 	out        map[string][]ladder.NonMeshCaller
+	// crds are the cluster's CustomResourceDefinitions: for conversion webhooks, and to tell
+	// whether the monitors' kinds exist before asking the API server for them.
+	crds []unstructured.Unstructured
+}
+
+// hasCRD reports whether a CustomResourceDefinition of that name exists.
+func (c *collector) hasCRD(name string) bool {
+	return slices.ContainsFunc(c.crds, func(u unstructured.Unstructured) bool { return u.GetName() == name })
 }
 
 // add records a caller of a Service port, if the namespace is one looked at.
@@ -255,13 +269,8 @@ func aggregatedAPIs(ctx context.Context, r Readers, c *collector) error {
 
 // conversionWebhooks: the kube-apiserver calls a CRD's conversion webhook to read and write its
 // objects in any version but the stored one.
-func conversionWebhooks(ctx context.Context, r Readers, c *collector) error {
-	list := &unstructured.UnstructuredList{}
-	list.SetGroupVersionKind(crdList)
-	if err := r.CRDs.List(ctx, list); err != nil {
-		return fmt.Errorf("listing CustomResourceDefinitions: %w", err)
-	}
-	for _, crd := range list.Items {
+func conversionWebhooks(_ context.Context, _ Readers, c *collector) error {
+	for _, crd := range c.crds {
 		if strategy, _, _ := unstructured.NestedString(crd.Object, "spec", "conversion", "strategy"); strategy != "Webhook" {
 			continue
 		}
@@ -339,8 +348,13 @@ func servicePort(s *corev1.Service, p networkingv1.ServiceBackendPort) (int32, b
 	return 0, false
 }
 
-// optionalList lists a kind that may not be installed (the Prometheus Operator's): none then.
-func optionalList(ctx context.Context, r client.Reader, gvk schema.GroupVersionKind) ([]unstructured.Unstructured, error) {
+// optionalList lists a kind that may not be installed (the Prometheus Operator's): none then,
+// without a request when its CRD is not there (a kind the API server does not serve sends the
+// client to rediscover every API group, on every pass).
+func optionalList(ctx context.Context, r client.Reader, c *collector, crd string, gvk schema.GroupVersionKind) ([]unstructured.Unstructured, error) {
+	if !c.hasCRD(crd) {
+		return nil, nil
+	}
 	list := &unstructured.UnstructuredList{}
 	list.SetGroupVersionKind(gvk)
 	if err := r.List(ctx, list); err != nil {

@@ -70,16 +70,16 @@ func (m monitor) caller(s *corev1.Service, port int32) ladder.NonMeshCaller {
 // Services' labels), on the ports its endpoints name. A Prometheus outside the mesh scrapes in
 // plaintext unless the endpoint uses Istio's certificates or the proxy's own ports.
 func serviceMonitors(ctx context.Context, r Readers, c *collector) error {
-	return scanMonitors(ctx, r, c, serviceMonitorList, "endpoints", func(m monitor, s *corev1.Service) bool {
+	return scanMonitors(ctx, r, c, "servicemonitors.monitoring.coreos.com", serviceMonitorList, "endpoints", func(m monitor, s *corev1.Service) bool {
 		return m.selector.Matches(labels.Set(s.Labels))
 	}, scrapes)
 }
 
 // scanMonitors adds, for every monitor of a kind, the Service ports it scrapes in the
 // namespaces looked at: of the Services selects picks, the ports scrapesPort matches.
-func scanMonitors(ctx context.Context, r Readers, c *collector, kind schema.GroupVersionKind, endpointsField string,
+func scanMonitors(ctx context.Context, r Readers, c *collector, crd string, kind schema.GroupVersionKind, endpointsField string,
 	selects func(monitor, *corev1.Service) bool, scrapesPort func(map[string]any, corev1.ServicePort) bool) error {
-	items, err := optionalList(ctx, r.API, kind)
+	items, err := optionalList(ctx, r.API, c, crd, kind)
 	if err != nil {
 		return err
 	}
@@ -140,7 +140,7 @@ func scrapes(e map[string]any, sp corev1.ServicePort) bool {
 // the Services that front them (a Service whose selector the PodMonitor's selector matches, and
 // whose target port the endpoint scrapes), since exemptions are given per Service port.
 func podMonitors(ctx context.Context, r Readers, c *collector) error {
-	return scanMonitors(ctx, r, c, podMonitorList, "podMetricsEndpoints", func(m monitor, s *corev1.Service) bool {
+	return scanMonitors(ctx, r, c, "podmonitors.monitoring.coreos.com", podMonitorList, "podMetricsEndpoints", func(m monitor, s *corev1.Service) bool {
 		return len(s.Spec.Selector) > 0 && m.selector.Matches(labels.Set(s.Spec.Selector))
 	}, scrapesPod)
 }

@@ -4,14 +4,17 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"maps"
 	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/meshspec"
+	"github.com/meshwright/meshwright/internal/stages"
 	"github.com/meshwright/meshwright/internal/traffic"
 )
 
@@ -25,9 +28,72 @@ type Sources struct {
 	// Embedded is the source without a Prometheus.
 	Embedded *Embedded
 
+	// MinInterval is how long a namespace's reading over a window is reused: a pass runs on
+	// every pod event of a rollout, and the gates look again every ladder.TrafficPoll anyway.
+	// Zero is DefaultMinInterval.
+	MinInterval time.Duration
+	// Clock tells when a reading was taken; nil is the real clock.
+	Clock clock.PassiveClock
+
 	mu      sync.Mutex
 	prom    *Prometheus
 	promKey [sha256.Size]byte
+	recent  map[readKey]recentRead
+}
+
+// DefaultMinInterval is Sources.MinInterval's default.
+const DefaultMinInterval = 10 * time.Second
+
+// readKey names a reading: where from, of which namespace, over what window.
+type readKey struct {
+	source, namespace string
+	window            time.Duration
+}
+
+// recentRead is a reading and when it was taken.
+type recentRead struct {
+	reading traffic.Reading
+	at      time.Time
+}
+
+// reuse splits namespaces into those with a reading from source over window recent enough to
+// reuse (returned in out) and those to read now.
+func (s *Sources) reuse(source string, namespaces []string, window time.Duration, now time.Time) (out map[string]traffic.Reading, toRead []string) {
+	interval := s.MinInterval
+	if interval == 0 {
+		interval = DefaultMinInterval
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out = make(map[string]traffic.Reading, len(namespaces))
+	for k, r := range s.recent {
+		if now.Sub(r.at) >= interval {
+			delete(s.recent, k) // stale: forget it, so the map holds only the last interval's
+		}
+	}
+	for _, ns := range namespaces {
+		if r, ok := s.recent[readKey{source, ns, window}]; ok {
+			out[ns] = r.reading
+			continue
+		}
+		toRead = append(toRead, ns)
+	}
+	return out, toRead
+}
+
+// remember keeps readings for reuse, unless they say the source could not be read: a source
+// that failed is asked again on the next pass.
+func (s *Sources) remember(source string, readings map[string]traffic.Reading, window time.Duration, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.recent == nil {
+		s.recent = map[readKey]recentRead{}
+	}
+	for ns, r := range readings {
+		if r.Unavailable == "" && r.Unreachable == "" {
+			s.recent[readKey{source, ns, window}] = recentRead{reading: r, at: now}
+		}
+	}
 }
 
 // Read reads the namespaces' traffic over the window. The embedded source reads at most limit
@@ -37,19 +103,32 @@ func (s *Sources) Read(ctx context.Context, mesh *meshv1.MeshInstallation, names
 	if len(namespaces) == 0 {
 		return nil
 	}
+	now := stages.Now(s.Clock)
 	spec := mesh.Spec.Telemetry.Prometheus
 	if spec == nil {
-		return s.Embedded.Read(ctx, namespaces[:min(limit, len(namespaces))], window)
+		out, toRead := s.reuse("embedded", namespaces[:min(limit, len(namespaces))], window, now)
+		if len(toRead) > 0 {
+			read := s.Embedded.Read(ctx, toRead, window)
+			s.remember("embedded", read, window, now)
+			maps.Copy(out, read)
+		}
+		return out
+	}
+	out, toRead := s.reuse(spec.URL, namespaces, window, now)
+	if len(toRead) == 0 {
+		return out
 	}
 	src, err := s.prometheus(ctx, mesh, spec)
 	if err != nil {
-		out := make(map[string]traffic.Reading, len(namespaces))
-		for _, ns := range namespaces {
+		for _, ns := range toRead {
 			out[ns] = traffic.Reading{Source: "Prometheus at " + spec.URL, Unavailable: err.Error()}
 		}
 		return out
 	}
-	return src.Read(ctx, namespaces, window)
+	read := src.Read(ctx, toRead, window)
+	s.remember(spec.URL, read, window, now)
+	maps.Copy(out, read)
+	return out
 }
 
 // prometheus is the client for spec, built again when its settings or Secrets change.
