@@ -73,7 +73,7 @@ type Planner struct {
 // TrafficReader reads namespaces' inbound traffic over a window (telemetry.Sources). A source
 // that bounds its cost reads at most limit namespaces, the first ones.
 type TrafficReader interface {
-	Read(ctx context.Context, mesh *meshv1.MeshInstallation, namespaces []string, window time.Duration, limit int) map[string]traffic.Reading
+	Read(ctx context.Context, mesh *meshv1.MeshInstallation, namespaces []string, phases map[string]time.Time, window time.Duration, limit int) map[string]traffic.Reading
 }
 
 // Plan observes every namespace the ladder looks at and decides its next move, as of now. It
@@ -126,14 +126,16 @@ func (p Planner) readTraffic(ctx context.Context, mesh *meshv1.MeshInstallation,
 	}
 	settings := settingsFor(mesh, target, plans)
 	byWindow := map[time.Duration][]string{}
+	phases := map[string]time.Time{}
 	for i := range plans {
 		if window, ok := ladder.TrafficWindow(plans[i].ladderNamespace(settings), settings); ok {
 			byWindow[window] = append(byWindow[window], plans[i].Namespace.Name)
+			phases[plans[i].Namespace.Name] = plans[i].State.PhaseStart()
 		}
 	}
 	readings := map[string]traffic.Reading{}
 	for window, names := range byWindow {
-		maps.Copy(readings, p.Traffic.Read(ctx, mesh, names, window, maxInProgress(mesh)))
+		maps.Copy(readings, p.Traffic.Read(ctx, mesh, names, phases, window, maxInProgress(mesh)))
 	}
 	for i := range plans {
 		if r, ok := readings[plans[i].Namespace.Name]; ok {

@@ -29,7 +29,7 @@ type recordedReads struct {
 	limit  int
 }
 
-func (r *recordedReads) Read(_ context.Context, _ *meshv1.MeshInstallation, namespaces []string, window time.Duration, limit int) map[string]traffic.Reading {
+func (r *recordedReads) Read(_ context.Context, _ *meshv1.MeshInstallation, namespaces []string, _ map[string]time.Time, window time.Duration, limit int) map[string]traffic.Reading {
 	r.asked, r.window, r.limit = append(r.asked, namespaces), window, limit
 	return r.answer
 }

@@ -176,3 +176,25 @@ func TestBaselineAndBakeWindow(t *testing.T) {
 		t.Fatalf("bake start after a 10m pause = %v, want it moved on by 10m", got)
 	}
 }
+
+// TestPhaseStart: the phase a reading must lie in begins when the level was reached, the step
+// started, its dry-run was enforced (Started moves on), or its bake began.
+func TestPhaseStart(t *testing.T) {
+	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	tests := map[string]struct {
+		st   State
+		want time.Time
+	}{
+		"at its level": {st: State{Since: now}, want: now},
+		"stepping":     {st: State{Since: now, Step: &Step{ID: "s", Started: now.Add(time.Minute)}}, want: now.Add(time.Minute)},
+		"enforced":     {st: State{Since: now, Step: &Step{ID: "s", Started: now.Add(2 * time.Minute), Enforced: true}}, want: now.Add(2 * time.Minute)},
+		"baking":       {st: State{Since: now, Step: &Step{ID: "s", Started: now.Add(2 * time.Minute), Baking: now.Add(3 * time.Minute)}}, want: now.Add(3 * time.Minute)},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := tc.st.PhaseStart(); !got.Equal(tc.want) {
+				t.Fatalf("PhaseStart = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

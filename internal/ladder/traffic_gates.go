@@ -237,3 +237,19 @@ func judged(callers map[traffic.Caller]float64, ns Namespace) map[traffic.Caller
 	}
 	return out
 }
+
+// PhaseStart is when the namespace's current phase on the ladder began: the time it reached its
+// level, or its step started (or, for ZeroTrust, was enforced), or the step's bake began. A
+// reading of its traffic whose window began before then is no evidence of this phase (one taken
+// before a dry-run says nothing of what the dry-run denied).
+func (st State) PhaseStart() time.Time {
+	t := st.Since
+	if s := st.Step; s != nil {
+		for _, u := range []time.Time{s.Started, s.Baking} {
+			if u.After(t) {
+				t = u
+			}
+		}
+	}
+	return t
+}

@@ -58,7 +58,7 @@ type recentRead struct {
 
 // reuse splits namespaces into those with a reading from source over window recent enough to
 // reuse (returned in out) and those to read now.
-func (s *Sources) reuse(source string, namespaces []string, window time.Duration, now time.Time) (out map[string]traffic.Reading, toRead []string) {
+func (s *Sources) reuse(source string, namespaces []string, phases map[string]time.Time, window time.Duration, now time.Time) (out map[string]traffic.Reading, toRead []string) {
 	interval := s.MinInterval
 	if interval == 0 {
 		interval = DefaultMinInterval
@@ -72,13 +72,21 @@ func (s *Sources) reuse(source string, namespaces []string, window time.Duration
 		}
 	}
 	for _, ns := range namespaces {
-		if r, ok := s.recent[readKey{source, ns, window}]; ok {
+		if r, ok := s.recent[readKey{source, ns, window}]; ok && !judgedBefore(r.at, window, phases[ns], now) {
 			out[ns] = r.reading
 			continue
 		}
 		toRead = append(toRead, ns)
 	}
 	return out, toRead
+}
+
+// judgedBefore reports whether a reading taken at `at` would be judged as the phase's window when
+// it is not: once a phase of the ladder that began at phase is a whole window old (the gate
+// judges it: the observe window elapsed, the soak ended), a reading whose window began before
+// the phase (taken before a dry-run started, say) is no evidence of it.
+func judgedBefore(at time.Time, window time.Duration, phase, now time.Time) bool {
+	return !now.Before(phase.Add(window)) && at.Add(-window).Before(phase)
 }
 
 // remember keeps readings for reuse, unless they say the source could not be read: a source
@@ -96,17 +104,19 @@ func (s *Sources) remember(source string, readings map[string]traffic.Reading, w
 	}
 }
 
-// Read reads the namespaces' traffic over the window. The embedded source reads at most limit
+// Read reads the namespaces' traffic over the window. A reading is reused for MinInterval,
+// unless the namespace's phase on the ladder, which began at phases[ns] (ladder.State.PhaseStart),
+// is a window old and the reading's window began before it (see judgedBefore). The embedded source reads at most limit
 // namespaces (the first ones), so that its cost follows maxNamespacesInProgress; the others get
 // no reading and wait. Prometheus answers for all of them in the same queries.
-func (s *Sources) Read(ctx context.Context, mesh *meshv1.MeshInstallation, namespaces []string, window time.Duration, limit int) map[string]traffic.Reading {
+func (s *Sources) Read(ctx context.Context, mesh *meshv1.MeshInstallation, namespaces []string, phases map[string]time.Time, window time.Duration, limit int) map[string]traffic.Reading {
 	if len(namespaces) == 0 {
 		return nil
 	}
 	now := stages.Now(s.Clock)
 	spec := mesh.Spec.Telemetry.Prometheus
 	if spec == nil {
-		out, toRead := s.reuse("embedded", namespaces[:min(limit, len(namespaces))], window, now)
+		out, toRead := s.reuse("embedded", namespaces[:min(limit, len(namespaces))], phases, window, now)
 		if len(toRead) > 0 {
 			read := s.Embedded.Read(ctx, toRead, window)
 			s.remember("embedded", read, window, now)
@@ -114,7 +124,7 @@ func (s *Sources) Read(ctx context.Context, mesh *meshv1.MeshInstallation, names
 		}
 		return out
 	}
-	out, toRead := s.reuse(spec.URL, namespaces, window, now)
+	out, toRead := s.reuse(spec.URL, namespaces, phases, window, now)
 	if len(toRead) == 0 {
 		return out
 	}

@@ -15,8 +15,9 @@ import (
 )
 
 // TestSourcesReuseRecentReadings: a namespace's reading over a window is reused for MinInterval
-// (a rollout runs a pass on every pod event), read again after it, and a reading that failed is
-// not reused: the next pass asks again.
+// (a rollout runs a pass on every pod event), read again after it, or when the namespace's phase
+// of the ladder is judged and the reading's window began before the phase; a reading that failed
+// is not reused: the next pass asks again.
 func TestSourcesReuseRecentReadings(t *testing.T) {
 	var queries atomic.Int32
 	var down atomic.Bool
@@ -36,9 +37,10 @@ func TestSourcesReuseRecentReadings(t *testing.T) {
 	mesh := &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "m"}, Spec: meshv1.MeshInstallationSpec{
 		Telemetry: meshv1.TelemetrySpec{Prometheus: &meshv1.PrometheusSource{URL: api.URL}}}}
 	ctx := context.Background()
+	phases := map[string]time.Time{"shop": now.Add(-time.Hour), "orders": now.Add(-time.Hour), "new": now.Add(-time.Hour)}
 	read := func(namespaces ...string) int32 {
 		before := queries.Load()
-		if got := s.Read(ctx, mesh, namespaces, time.Minute, 2); len(got) != len(namespaces) {
+		if got := s.Read(ctx, mesh, namespaces, phases, time.Minute, 2); len(got) != len(namespaces) {
 			t.Fatalf("readings for %v: %v", namespaces, got)
 		}
 		return queries.Load() - before
@@ -54,6 +56,17 @@ func TestSourcesReuseRecentReadings(t *testing.T) {
 	if n := read("shop", "orders", "new"); n != first {
 		t.Errorf("a namespace not read yet took %d queries, want one batch (%d) for it alone", n, first)
 	}
+	// Five seconds on, a dry-run that began 56 s before the first read is judged over its last
+	// minute: that read's minute began before the dry-run, so it is no evidence of it, however
+	// recent.
+	clk.SetTime(now.Add(5 * time.Second))
+	phases["orders"] = now.Add(-56 * time.Second)
+	if n := read("orders"); n != first {
+		t.Errorf("a phase a window old, read before it began: %d queries, want a new read", n)
+	}
+	if n := read("orders"); n != 0 {
+		t.Errorf("a reading taken within the phase: %d queries, want it reused", n)
+	}
 	clk.SetTime(now.Add(10 * time.Second))
 	if n := read("shop"); n != first {
 		t.Errorf("after the interval: %d queries, want a new read", n)
@@ -61,11 +74,11 @@ func TestSourcesReuseRecentReadings(t *testing.T) {
 
 	down.Store(true)
 	clk.SetTime(now.Add(30 * time.Second))
-	if got := s.Read(ctx, mesh, []string{"shop"}, time.Minute, 2)["shop"]; got.Unavailable == "" {
+	if got := s.Read(ctx, mesh, []string{"shop"}, phases, time.Minute, 2)["shop"]; got.Unavailable == "" {
 		t.Fatalf("with the source down: %+v, want unavailable", got)
 	}
 	down.Store(false)
-	if got := s.Read(ctx, mesh, []string{"shop"}, time.Minute, 2)["shop"]; got.Unavailable != "" {
+	if got := s.Read(ctx, mesh, []string{"shop"}, phases, time.Minute, 2)["shop"]; got.Unavailable != "" {
 		t.Fatalf("a failed reading was reused: %+v", got)
 	}
 }
