@@ -293,12 +293,15 @@ type RolloutSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('10s')",message="rollout.observeTime must be a duration of at least 10s, such as '10m' or '24h': the traffic gates need a window of several scrapes"
 	ObserveTime *metav1.Duration `json:"observeTime,omitempty"`
 
-	// BakeTime is how long, after a step to MutualTLS or ZeroTrust has taken effect, the
-	// namespace's traffic is compared with what it was before the step: plaintext connections
-	// refused, requests refused with 403 growing, inbound calls falling by half. A regression
-	// rolls the step back and holds the namespace (reason TrafficRegressed, condition Degraded)
-	// until the spec changes. The step counts as done, and its slot of maxNamespacesInProgress
-	// is freed, only once the bake has passed. Not used with trafficGates: Skip.
+	// BakeTime is how long, after a step up has taken effect, the namespace's traffic is
+	// compared with what it was before the step: plaintext connections refused, requests
+	// refused with 403 growing, inbound calls falling by half, callers in the mesh failing to
+	// connect; after the step to Observe, calls its new proxies could not pass on to the
+	// application. A regression rolls the step back and holds the namespace (reason
+	// TrafficRegressed, condition Degraded) until the spec changes. The step counts as done, and
+	// its slot of maxNamespacesInProgress is freed, only once the bake has passed; a step to
+	// Observe whose traffic could not be read completes when the bake time is over, with a
+	// Warning event. Not used with trafficGates: Skip.
 	// +optional
 	// +kubebuilder:default="5m"
 	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('10s')",message="rollout.bakeTime must be a duration of at least 10s, such as '5m': the bake compares several scrapes"

@@ -110,21 +110,22 @@ func (p Planner) Plan(ctx context.Context, mesh *meshv1.MeshInstallation, now ti
 			return nil, Target{}, err
 		}
 	}
-	if err := p.lookUpCallers(ctx, mesh, plans, target); err != nil {
+	// Computed once: what a pass observed of every namespace does not change within it.
+	settings := settingsFor(mesh, target, plans)
+	if err := p.lookUpCallers(ctx, plans, settings); err != nil {
 		return nil, Target{}, err
 	}
-	p.readTraffic(ctx, mesh, plans, target)
-	DecideAll(plans, mesh, target, now)
+	p.readTraffic(ctx, mesh, plans, settings)
+	decideAll(plans, settings, maxInProgress(mesh), now)
 	return plans, target, nil
 }
 
 // readTraffic reads telemetry for the namespaces whose traffic a gate judges in this pass, once
 // per window (the observe time before STRICT, the soak time of a ZeroTrust dry-run).
-func (p Planner) readTraffic(ctx context.Context, mesh *meshv1.MeshInstallation, plans []NamespacePlan, target Target) {
+func (p Planner) readTraffic(ctx context.Context, mesh *meshv1.MeshInstallation, plans []NamespacePlan, settings ladder.Settings) {
 	if p.Traffic == nil {
 		return
 	}
-	settings := settingsFor(mesh, target, plans)
 	byWindow := map[time.Duration][]string{}
 	phases := map[string]time.Time{}
 	for i := range plans {
@@ -155,8 +156,7 @@ func (c *NamespacePlan) ladderNamespace(settings ladder.Settings) ladder.Namespa
 // lookUpCallers finds the callers outside the mesh of the namespaces whose next climb a gate
 // judges them for, and resolves the plaintextPorts of every namespace that asks for some and is,
 // or is going, STRICT (their exemptions must stay rendered while they stand there).
-func (p Planner) lookUpCallers(ctx context.Context, mesh *meshv1.MeshInstallation, plans []NamespacePlan, target Target) error {
-	settings := settingsFor(mesh, target, plans)
+func (p Planner) lookUpCallers(ctx context.Context, plans []NamespacePlan, settings ladder.Settings) error {
 	var lookFor []string
 	exempt := map[string][]meshv1.ServicePortRef{}
 	for i := range plans {
@@ -251,8 +251,11 @@ func Candidates(ctx context.Context, mesh *meshv1.MeshInstallation, namespaces [
 // PolicyConflict), in order, giving new steps the slots maxNamespacesInProgress leaves. Namespaces
 // in the mesh on another revision than the target's are moved to it.
 func DecideAll(plans []NamespacePlan, mesh *meshv1.MeshInstallation, target Target, now time.Time) {
-	settings := settingsFor(mesh, target, plans)
-	limit := maxInProgress(mesh)
+	decideAll(plans, settingsFor(mesh, target, plans), maxInProgress(mesh), now)
+}
+
+// decideAll is DecideAll with the pass's settings and maxNamespacesInProgress.
+func decideAll(plans []NamespacePlan, settings ladder.Settings, limit int, now time.Time) {
 	inProgress := 0
 	for i := range plans {
 		c := &plans[i]

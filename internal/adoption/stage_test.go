@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -28,6 +29,7 @@ import (
 	"github.com/meshwright/meshwright/internal/policy"
 	"github.com/meshwright/meshwright/internal/stages"
 	"github.com/meshwright/meshwright/internal/testenv"
+	"github.com/meshwright/meshwright/internal/traffic"
 	"github.com/meshwright/meshwright/internal/writecount"
 )
 
@@ -120,17 +122,28 @@ func getNS(t *testing.T, name string) *corev1.Namespace {
 }
 
 // TestObserveStepAgainstTheAPIServer walks one namespace from Off to Observe: label first, then
-// the restart; the step completes once the pods carry the proxy; a pass over the result writes
-// nothing; clean-up hands the namespace back with the user's labels intact.
+// the restart; once the pods carry the proxy the step bakes, its traffic read, and completes
+// when the bake time is over; a pass over the result writes nothing; clean-up hands the
+// namespace back with the user's labels intact.
 func TestObserveStepAgainstTheAPIServer(t *testing.T) {
 	ctx := context.Background()
 	teamNamespace(t, "team-a")
 	mesh := meshFor("ladder-a")
+	mesh.Spec.Rollout.BakeTime = &metav1.Duration{Duration: 30 * time.Second}
 	now := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
 	writes := &writecount.Counter{}
 	c := writes.Wrap(k8s, interceptor.Funcs{})
+	reads := &recordedReads{answer: map[string]traffic.Reading{"team-a": {Source: "Prometheus at http://prom", Inbound: traffic.NewInbound(30 * time.Second)}}}
+	stage := func(at time.Time) *Stage {
+		st := newStage(c, at)
+		st.Traffic = reads
+		return st
+	}
+	clean := reads.answer["team-a"]
+	clean.Reporting = true
+	reads.answer["team-a"] = clean
 
-	res, err := newStage(c, now).Reconcile(ctx, mesh)
+	res, err := stage(now).Reconcile(ctx, mesh)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,19 +177,26 @@ func TestObserveStepAgainstTheAPIServer(t *testing.T) {
 	runPod(t, "team-a", "web-2", true)
 	rolledOut(t, dep)
 
-	res, err = newStage(c, now.Add(time.Minute)).Reconcile(ctx, mesh)
+	res, err = stage(now.Add(time.Minute)).Reconcile(ctx, mesh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.State != stages.NotReady || res.Namespaces.InProgress != 1 || !strings.Contains(res.Message, "baking") || !slices.Contains(reads.asked[len(reads.asked)-1], "team-a") {
+		t.Fatalf("second pass: %+v %+v, want the step baking, its traffic read", res, res.Namespaces)
+	}
+	res, err = stage(now.Add(90*time.Second)).Reconcile(ctx, mesh)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if res.State != stages.Ready || res.Namespaces.Observe != 1 || res.Namespaces.InProgress != 0 {
-		t.Fatalf("second pass: %+v %+v", res, res.Namespaces)
+		t.Fatalf("after the bake: %+v %+v", res, res.Namespaces)
 	}
 	if ns := getNS(t, "team-a"); ns.Labels[meshv1.LabelLevel] != "Observe" {
 		t.Errorf("level = %q, want Observe", ns.Labels[meshv1.LabelLevel])
 	}
 
 	writes.Reset()
-	if _, err := newStage(c, now.Add(2*time.Minute)).Reconcile(ctx, mesh); err != nil {
+	if _, err := stage(now.Add(3*time.Minute)).Reconcile(ctx, mesh); err != nil {
 		t.Fatal(err)
 	}
 	if n := writes.Total(); n != 0 {

@@ -1,6 +1,7 @@
 package ladder
 
 import (
+	"cmp"
 	"fmt"
 	"time"
 
@@ -97,8 +98,24 @@ var (
 		if !grew(failed, before, 3) {
 			return ""
 		}
-		return fmt.Sprintf("%.0f request(s) of callers in the mesh failed to connect (istio_requests_total{reporter=\"source\",response_code=\"503\",response_flags=~\"%s\"}, %s; about %.0f expected from before the step): %s",
-			failed, "UF|URX|UC", r.Source, before, traffic.Describe(traffic.Top(r.Failed, maxCallers), failedAdvice))
+		return fmt.Sprintf("%.0f call(s) of callers in the mesh failed to connect (istio_requests_total and istio_tcp_connections_closed_total, reporter=\"source\", response_flags UF, URX or UC; %s; about %.0f expected from before the step): %s",
+			failed, r.Source, before, traffic.Describe(traffic.Top(r.Failed, maxCallers), failedAdvice))
+	}}
+	// applicationUnreached: once in the mesh, calls reach the application through its proxy,
+	// which may not reach it where callers did before: an application that listens on localhost
+	// only (since Istio 1.10 the sidecar forwards to the pod's IP), or on a port its Service does
+	// not target. The proxy then answers 503 (closes the connection) with an upstream-connection
+	// flag, on its own report. Before its first step the namespace has no proxy to report, so
+	// there is no baseline: a floor, and a share of the calls received, keep the failures an
+	// application has anyway (a pod restarting) from rolling the step back.
+	applicationUnreached = BakeCheck{Name: "ApplicationUnreached", Check: func(b Bake) string {
+		r := b.Reading
+		n, calls := traffic.Total(r.Unreached), traffic.Total(r.Callers)
+		if n < 3 || n < unreachedShare*calls {
+			return ""
+		}
+		return fmt.Sprintf("its proxies could not pass %.0f of the %.0f call(s) they received on to the application (istio_requests_total and istio_tcp_connections_closed_total, reporter=\"destination\", response_flags UF, URX or UC; %s): %s. An application behind Istio's sidecar must listen on the pod's IP (0.0.0.0), not on localhost only, and on the port its Service targets",
+			n, max(calls, n), r.Source, traffic.Describe(traffic.Top(r.Unreached, maxCallers), func(traffic.Caller) string { return "they reached the proxy, not the application" }))
 	}}
 	// inboundFell: callers refused or denied outright show as calls that no longer arrive. It is
 	// judged once the whole bake is read, on a baseline with enough calls to compare.
@@ -115,6 +132,11 @@ var (
 			b.Baseline.Inbound, now, r.Source)
 	}}
 )
+
+// unreachedShare is the share of the calls received that its proxies could not pass on to the
+// application for a step to Observe to be rolled back: a pod restarting fails a few calls
+// whatever the mesh does; an application the proxy cannot reach fails them all.
+const unreachedShare = 0.05
 
 // minInboundCompared is how many calls a bake window must have held before the step for a fall
 // in calls to be judged: fewer say more about chance than about the step.
@@ -140,7 +162,15 @@ func bake(d *Decision, ns Namespace, s Settings, step *Step, kind StepKind, now 
 	r := ns.Traffic
 	c := Climb{NS: ns, Settings: s, From: d.Level, To: step.To, Now: now}
 	if v := readable(r, c, s.BakeTime, "the step left its traffic as it was"); v != nil {
-		// Nothing to judge: no rollback without evidence, and no completion without a reading.
+		// Nothing to judge: no rollback without evidence, and no completion without a reading,
+		// unless the rung lets the bake time end the wait.
+		if rungOf(step.To).UnreadBakeCompletes {
+			if elapsed >= s.BakeTime {
+				step.Unbaked = cmp.Or(v.Blocked.Message, v.Waiting)
+				return false
+			}
+			v.RecheckAfter = min(cmp.Or(v.RecheckAfter, TrafficPoll), s.BakeTime-elapsed)
+		}
 		d.apply(v)
 		return true
 	}
@@ -155,6 +185,12 @@ func bake(d *Decision, ns Namespace, s Settings, step *Step, kind StepKind, now 
 	if elapsed < s.BakeTime {
 		d.Waiting = fmt.Sprintf("baking: comparing its traffic with before the step until %s (spec.rollout.bakeTime)", step.Baking.Add(s.BakeTime).UTC().Format(time.RFC3339))
 		d.RecheckAfter = min(s.BakeTime-elapsed, TrafficPoll)
+		return true
+	}
+	if v := partial(r, s.BakeTime, "baking", "bake"); v != nil {
+		// A source that began reading the namespace's proxies late in the bake (the embedded
+		// source, new pods) has not seen it whole: the step completes on a reading that has.
+		d.apply(v)
 		return true
 	}
 	return false

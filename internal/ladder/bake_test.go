@@ -9,10 +9,12 @@ import (
 	"github.com/meshwright/meshwright/internal/traffic"
 )
 
-// TestBake: a climb to MutualTLS or ZeroTrust whose change is complete bakes for the bake time
-// before it counts as done; its traffic compared with the baseline from before the change. A
-// regression (plaintext refused, 403s grown, calls halved) rolls it back with TrafficRegressed and
-// the evidence; a reading that cannot be judged neither rolls back nor completes; Skip does not bake.
+// TestBake: a climb whose change is complete bakes for the bake time before it counts as done;
+// its traffic compared with the baseline from before the change. A regression (plaintext
+// refused, 403s grown, calls halved; at Observe, calls the proxies could not pass on to the
+// application) rolls it back with TrafficRegressed and the evidence; a reading that cannot be
+// judged neither rolls back nor completes (at Observe, until the bake time is over, then it
+// completes with a warning); Skip does not bake.
 func TestBake(t *testing.T) {
 	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
 	bakeTime := 5 * time.Minute
@@ -37,7 +39,22 @@ func TestBake(t *testing.T) {
 		// TrafficRegressed), or a blocked reason (the step stays, baking, held by it).
 		want        string
 		wantMessage []string
+		wantEvent   string
 	}{
+		"Observe: the proxies cannot reach the application": {to: meshv1.LevelObserve, baking: time.Minute, traffic: reading(func(r *traffic.Reading) { r.Unreached[legacy] = 20; r.Callers[legacy] = 20 }),
+			want: "rollback", wantMessage: []string{"its proxies could not pass 20 of the 320 call(s) they received on to the application", "legacy/client (20 calls", "must listen on the pod's IP", "held at Off"}},
+		"Observe: a stray failure is not a regression": {to: meshv1.LevelObserve, baking: bakeTime, traffic: reading(func(r *traffic.Reading) { r.Unreached[legacy] = 2; r.Callers[legacy] = 2 }), want: "done"},
+		"Observe: a few failures among many calls are not a regression": {to: meshv1.LevelObserve, baking: bakeTime, traffic: reading(func(r *traffic.Reading) { r.Unreached[legacy] = 10; r.Callers[legacy] = 10 }),
+			want: "done"},
+		"Observe: callers in the mesh fail to connect": {to: meshv1.LevelObserve, baking: time.Minute, traffic: reading(func(r *traffic.Reading) { r.Failed[legacy] = 4 }),
+			want: "rollback", wantMessage: []string{"4 call(s) of callers in the mesh failed to connect"}},
+		"the bake time is over, but the source saw only part of it": {to: meshv1.LevelObserve, baking: bakeTime, traffic: reading(func(r *traffic.Reading) { r.Covered = 4 * time.Minute }),
+			want: "bake"},
+		"Observe: clean over the whole bake": {to: meshv1.LevelObserve, baking: bakeTime, traffic: reading(nil), want: "done", wantEvent: "LevelReached"},
+		"Observe: unread within the bake time waits": {to: meshv1.LevelObserve, baking: time.Minute, traffic: reading(func(r *traffic.Reading) { r.Reporting = false }),
+			want: meshv1.ReasonTelemetryMissing},
+		"Observe: unread once the bake time is over completes, with a warning": {to: meshv1.LevelObserve, baking: bakeTime, traffic: reading(func(r *traffic.Reading) { r.Reporting = false }),
+			want: "done", wantEvent: "LevelReachedUnbaked", wantMessage: []string{"Reached Observe without its bake", "has no series of the namespace's proxies"}},
 		"the change just completed: the bake starts": {to: meshv1.LevelMutualTLS, baseline: steady, traffic: reading(nil), want: "bake"},
 		"clean, within the bake time":                {to: meshv1.LevelMutualTLS, baking: time.Minute, baseline: steady, traffic: reading(nil), want: "bake"},
 		"clean over the whole bake: done":            {to: meshv1.LevelMutualTLS, baking: bakeTime, baseline: steady, traffic: reading(nil), want: "done"},
@@ -45,7 +62,7 @@ func TestBake(t *testing.T) {
 			want: "rollback", wantMessage: []string{"the proxies refused 4 plaintext connection(s)", "envoy_listener_no_filter_chain_match", "held at Observe"}},
 		"plaintext refused, with no baseline read": {to: meshv1.LevelMutualTLS, baking: time.Minute, traffic: reading(func(r *traffic.Reading) { r.Refused = 1 }), want: "rollback"},
 		"callers in the mesh fail to connect": {to: meshv1.LevelMutualTLS, baking: time.Minute, baseline: steady, traffic: reading(func(r *traffic.Reading) { r.Failed[legacy] = 9 }),
-			want: "rollback", wantMessage: []string{"9 request(s) of callers in the mesh failed to connect", "legacy/client (9 calls: check that legacy/client's proxies send Istio mTLS"}},
+			want: "rollback", wantMessage: []string{"9 call(s) of callers in the mesh failed to connect", "legacy/client (9 calls: check that legacy/client's proxies send Istio mTLS"}},
 		"as many connection failures as before": {to: meshv1.LevelMutualTLS, baking: bakeTime, baseline: &Baseline{Inbound: 1, Failed: 0.1}, traffic: reading(func(r *traffic.Reading) { r.Failed[legacy] = 9 }),
 			want: "done"},
 		"the calls fell by more than half": {to: meshv1.LevelMutualTLS, baking: bakeTime, baseline: steady, traffic: reading(func(r *traffic.Reading) {
@@ -90,6 +107,14 @@ func TestBake(t *testing.T) {
 				if st != nil || d.Level != tc.to {
 					t.Fatalf("want the step complete at %s; level %s, step %+v, blocked %+v, waiting %q", tc.to, d.Level, st, d.Blocked, d.Waiting)
 				}
+				if tc.wantEvent != "" && (d.Event == nil || d.Event.Reason != tc.wantEvent) {
+					t.Errorf("event %+v, want %s", d.Event, tc.wantEvent)
+				}
+				for _, m := range tc.wantMessage {
+					if d.Event == nil || !strings.Contains(d.Event.Message, m) {
+						t.Errorf("event %+v lacks %q", d.Event, m)
+					}
+				}
 			case "rollback":
 				if st == nil || !st.Rollback || st.To != from || st.Reason != meshv1.ReasonTrafficRegressed {
 					t.Fatalf("want a rollback to %s for TrafficRegressed; step %+v", from, st)
@@ -108,6 +133,9 @@ func TestBake(t *testing.T) {
 			default:
 				if st == nil || st.Rollback || d.Blocked.Reason != tc.want {
 					t.Fatalf("want the step kept, held by %s; step %+v, blocked %+v", tc.want, st, d.Blocked)
+				}
+				if d.RecheckAfter <= 0 || d.RecheckAfter > TrafficPoll {
+					t.Errorf("looked at again after %v, want within %v", d.RecheckAfter, TrafficPoll)
 				}
 			}
 		})

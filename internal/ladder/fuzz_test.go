@@ -72,8 +72,8 @@ func promisedEffects(level Level, step *Step) Effects {
 // someone else's label or policy, pods without the proxy before STRICT, the soak before
 // ZeroTrust, callers outside the mesh on ports not exempted, a plaintext caller or a reading that
 // cannot be judged before STRICT, callers outside allowFrom or shadow denials before ZeroTrust is
-// enforced), an enforcing climb completed only after its bake on a judged reading with no
-// plaintext refused, restarts only for a step, the promised effects, and moves only to the
+// enforced), a climb completed only after its bake (an enforcing one on a judged reading with
+// no plaintext refused), restarts only for a step, the promised effects, and moves only to the
 // active revision.
 func FuzzDecide(f *testing.F) {
 	f.Add([]byte("seed"), true)
@@ -120,7 +120,7 @@ func FuzzDecide(f *testing.F) {
 			checkEnforcedClean(t, ns, s)
 		}
 		if was := ns.State.Step; was != nil && !was.Rollback && was.To == d.Level && promisedOrder[was.To] > promisedOrder[ns.Current] &&
-			st == nil && promisedOrder[was.To] >= promisedOrder[meshv1.LevelMutualTLS] && s.TrafficGates && s.BakeTime > 0 && ns.Pods.Total > 0 {
+			st == nil && promisedOrder[was.To] >= promisedOrder[meshv1.LevelObserve] && s.TrafficGates && s.BakeTime > 0 && ns.Pods.Total > 0 {
 			checkBaked(t, ns, *was, s, now)
 		}
 		if len(d.Restart) > 0 && st == nil {
@@ -222,16 +222,28 @@ func unexempted(ns Namespace) bool {
 	return false
 }
 
-// checkBaked: an enforcing climb under the traffic gates completed only after baking for the
-// bake time, on a reading that could be judged.
+// checkBaked: a climb under the traffic gates completed only after baking for the bake time, on
+// a reading that covers the whole bake; an enforcing one only on a reading that could be judged
+// (Observe's completes unjudged, with a warning).
 func checkBaked(t *testing.T, ns Namespace, was Step, s Settings, now time.Time) {
 	t.Helper()
 	r := ns.Traffic
-	if was.Baking.IsZero() || now.Sub(was.Baking) < s.BakeTime {
+	baking := was.Baking
+	if !was.PausedAt.IsZero() && !baking.IsZero() {
+		baking = baking.Add(now.Sub(was.PausedAt)) // a pause does not count as baking
+	}
+	if baking.IsZero() || now.Sub(baking) < s.BakeTime {
 		t.Fatalf("a step to %q completed without baking for %s (baking since %v, now %v)", was.To, s.BakeTime, was.Baking, now)
 	}
-	if r == nil || r.Unavailable != "" || r.Unreachable != "" || !r.Reporting {
+	judged := r != nil && r.Unavailable == "" && r.Unreachable == "" && r.Reporting
+	if !judged && was.To == meshv1.LevelObserve {
+		return
+	}
+	if !judged {
 		t.Fatalf("a step to %q completed its bake on a reading that cannot be judged: %+v", was.To, r)
+	}
+	if r.Covered < s.BakeTime {
+		t.Fatalf("a step to %q completed its bake on a reading of %s of its %s", was.To, r.Covered, s.BakeTime)
 	}
 	if r.Refused > 0 && (was.Baseline == nil || r.Refused > 2*was.Baseline.Refused*r.Covered.Seconds()) {
 		t.Fatalf("a step to %q completed while its proxies refused %.0f plaintext connections", was.To, r.Refused)

@@ -94,6 +94,9 @@ type Step struct {
 	// Baking is when the step's change was complete and settled: its traffic is watched from
 	// then on for the bake time before the step counts as done. Zero before.
 	Baking time.Time `json:"baking,omitzero"`
+	// Unbaked, set in the pass a step completes with its bake time over but its traffic never
+	// read (its rung's UnreadBakeCompletes), says why; never recorded.
+	Unbaked string `json:"-"`
 }
 
 // moves reports whether the step moves the namespace to another revision at its level.
@@ -731,6 +734,9 @@ func complete(d *Decision, s Settings, step Step, kind StepKind, pending string,
 			"Not every workload restarted within %s (%s): the root rotation waits for them; restart them yourself once they can roll out.", s.StepTimeout, pending)}
 	case kind == KindRefresh:
 		d.Event = &Event{Reason: "CertificatesRefreshed", Message: "Every proxy of the namespace started after the root rotation's switch."}
+	case step.Unbaked != "":
+		d.Event = &Event{Warning: true, Reason: "LevelReachedUnbaked", Message: fmt.Sprintf(
+			"Reached %s without its bake: its traffic could not be read during the bake time, %s (%s), so nothing showed whether the step broke a caller.", d.Level, s.BakeTime, step.Unbaked)}
 	case pending != "":
 		d.Event = &Event{Warning: true, Reason: "LevelReachedIncomplete", Message: fmt.Sprintf(
 			"Reached %s after %s with work left over (%s): those pods change at their next restart.", d.Level, s.StepTimeout, pending)}

@@ -29,6 +29,12 @@ type Rung struct {
 	// that sees a regression rolls the climb back. A rung without them completes once its pods
 	// are Ready.
 	Bake []BakeCheck
+	// UnreadBakeCompletes lets a climb onto the rung complete, with a Warning event, when its
+	// bake time is over without a reading it could judge, instead of waiting for one. Only for
+	// a rung that enforces nothing (Observe): no gate before its step needed telemetry, so
+	// waiting for a reading would hold every namespace's entry into the mesh on the telemetry;
+	// the climbs that enforce were read before they started, and wait.
+	UnreadBakeCompletes bool
 }
 
 // Gate is one named check before a climb, as cert-manager's trigger policies are a chain of
@@ -114,9 +120,11 @@ var (
 var Rungs = []Rung{
 	{Level: meshv1.LevelOff},
 	{
-		Level:   meshv1.LevelObserve,
-		Carries: Effects{Inject: true},
-		Gates:   []Gate{injectionOwned, podsReady},
+		Level:               meshv1.LevelObserve,
+		Carries:             Effects{Inject: true},
+		Gates:               []Gate{injectionOwned, podsReady},
+		Bake:                []BakeCheck{applicationUnreached, callersFailing},
+		UnreadBakeCompletes: true,
 	},
 	{
 		Level:   meshv1.LevelMutualTLS,

@@ -51,8 +51,8 @@ var noPlaintextCallers = Gate{Name: "NoPlaintextCallers", Traffic: true, Check: 
 
 // TrafficWindow says whether a namespace's traffic is judged in this pass, and over what window,
 // so that the controller reads telemetry for it: its next climb passes a traffic gate (the
-// observe time), its ZeroTrust policies run, or are about to run, in dry-run (the soak time), a
-// climb's change is baking (the bake time),
+// observe time), its ZeroTrust policies run, or are about to run, in dry-run (the soak time), it
+// climbs onto a rung whose change bakes (the bake time),
 // or its next step down takes it out of the mesh (the observe time: whom it calls). Nothing is read when
 // the traffic gates are skipped, a namespace is held, or it stands at its target.
 func TrafficWindow(ns Namespace, s Settings) (time.Duration, bool) {
@@ -68,7 +68,10 @@ func TrafficWindow(ns Namespace, s Settings) (time.Duration, bool) {
 		switch {
 		case st.Kind(current) == KindClimb && rungOf(st.To).DryRunFirst && !st.Enforced:
 			return dryRunTime(s), true
-		case st.Kind(current) == KindClimb && !st.Baking.IsZero() && len(rungOf(st.To).Bake) > 0:
+		case st.Kind(current) == KindClimb && len(rungOf(st.To).Bake) > 0 && s.BakeTime > 0:
+			// Read from the change's first moments, not only once the bake began: the
+			// embedded source measures growth from its own reads, and a bake it first read at
+			// its end would see nothing of it.
 			return s.BakeTime, true
 		}
 		return 0, false

@@ -48,6 +48,8 @@ func TestNoPlaintextCallers(t *testing.T) {
 			wantReason: meshv1.ReasonPlaintextTraffic, wantMessage: []string{"legacy/client (40 calls: enrol namespace legacy at Observe or higher", "stays at Observe"}},
 		"a caller outside the mesh is named as such": {current: meshv1.LevelObserve, since: observed, traffic: reading(func(r *traffic.Reading) { r.Plaintext[outside] = 3; r.Plaintext[legacy] = 1 }),
 			wantReason: meshv1.ReasonPlaintextTraffic, wantMessage: []string{"2 caller(s)", "a caller outside the mesh (3 calls: route it through an Istio gateway", "; legacy/client (1 calls"}},
+		"a share of a call at the window's edge holds, named with one call": {current: meshv1.LevelObserve, since: observed, traffic: reading(func(r *traffic.Reading) { r.Plaintext[legacy] = 0.2 }),
+			wantReason: meshv1.ReasonPlaintextTraffic, wantMessage: []string{"legacy/client (1 calls"}},
 		"with exempted ports, a caller outside the mesh is left to them": {current: meshv1.LevelObserve, since: observed, exempt: true,
 			traffic: reading(func(r *traffic.Reading) { r.Plaintext[outside] = 3 }), wantStep: meshv1.LevelMutualTLS},
 		"with exempted ports, a plaintext caller in the cluster still holds it": {current: meshv1.LevelObserve, since: observed, exempt: true,
@@ -100,11 +102,12 @@ func TestNoPlaintextCallers(t *testing.T) {
 	})
 }
 
-// TestTrafficWindow: telemetry is read only for namespaces whose traffic a gate judges, over
-// the window that gate judges: the observe time before STRICT, the soak time of a ZeroTrust
-// dry-run. So its cost follows the namespaces about to enforce, not the cluster.
+// TestTrafficWindow: telemetry is read only for namespaces whose traffic a gate or a bake judges,
+// over the window it judges: the observe time before STRICT, the soak time of a ZeroTrust
+// dry-run, the bake time of a climb from its start. So its cost follows the namespaces about to
+// step or stepping, not the cluster.
 func TestTrafficWindow(t *testing.T) {
-	gates := Settings{TrafficGates: true, Generation: 3, ObserveTime: time.Minute, SoakTime: time.Hour}
+	gates := Settings{TrafficGates: true, Generation: 3, ObserveTime: time.Minute, SoakTime: time.Hour, BakeTime: 5 * time.Minute}
 	dryRun := &Step{To: meshv1.LevelZeroTrust, ID: "zerotrust-1"}
 	tests := map[string]struct {
 		ns       Namespace
@@ -114,10 +117,12 @@ func TestTrafficWindow(t *testing.T) {
 		"at Observe, target MutualTLS":           {ns: Namespace{Current: meshv1.LevelObserve, Target: meshv1.LevelMutualTLS}, settings: gates, want: time.Minute},
 		"at Observe, target ZeroTrust":           {ns: Namespace{Current: meshv1.LevelObserve, Target: meshv1.LevelZeroTrust}, settings: gates, want: time.Minute},
 		"a ZeroTrust dry-run":                    {ns: Namespace{Current: meshv1.LevelMutualTLS, Target: meshv1.LevelZeroTrust, State: State{Step: dryRun}}, settings: gates, want: time.Hour},
-		"ZeroTrust enforced, settling":           {ns: Namespace{Current: meshv1.LevelMutualTLS, Target: meshv1.LevelZeroTrust, State: State{Step: &Step{To: meshv1.LevelZeroTrust, ID: "z", Enforced: true}}}, settings: gates},
+		"ZeroTrust enforced, settling":           {ns: Namespace{Current: meshv1.LevelMutualTLS, Target: meshv1.LevelZeroTrust, State: State{Step: &Step{To: meshv1.LevelZeroTrust, ID: "z", Enforced: true}}}, settings: gates, want: 5 * time.Minute},
+		"a step to Observe running":              {ns: Namespace{Current: meshv1.LevelOff, Target: meshv1.LevelObserve, State: State{Step: &Step{To: meshv1.LevelObserve, ID: "o"}}}, settings: gates, want: 5 * time.Minute},
+		"a step without a bake time":             {ns: Namespace{Current: meshv1.LevelOff, Target: meshv1.LevelObserve, State: State{Step: &Step{To: meshv1.LevelObserve, ID: "o"}}}, settings: Settings{TrafficGates: true, ObserveTime: time.Minute}},
 		"off, climbing onto Observe":             {ns: Namespace{Current: meshv1.LevelOff, Target: meshv1.LevelMutualTLS}, settings: gates},
 		"at its target":                          {ns: Namespace{Current: meshv1.LevelObserve, Target: meshv1.LevelObserve}, settings: gates},
-		"a step to MutualTLS running":            {ns: Namespace{Current: meshv1.LevelObserve, Target: meshv1.LevelMutualTLS, State: State{Step: &Step{To: meshv1.LevelMutualTLS, ID: "m"}}}, settings: gates},
+		"a step to MutualTLS running":            {ns: Namespace{Current: meshv1.LevelObserve, Target: meshv1.LevelMutualTLS, State: State{Step: &Step{To: meshv1.LevelMutualTLS, ID: "m"}}}, settings: gates, want: 5 * time.Minute},
 		"held for this spec":                     {ns: Namespace{Current: meshv1.LevelObserve, Target: meshv1.LevelMutualTLS, State: State{Hold: &Hold{Generation: 3}}}, settings: gates},
 		"held for an earlier spec":               {ns: Namespace{Current: meshv1.LevelObserve, Target: meshv1.LevelMutualTLS, State: State{Hold: &Hold{Generation: 2}}}, settings: gates, want: time.Minute},
 		"traffic gates skipped":                  {ns: Namespace{Current: meshv1.LevelObserve, Target: meshv1.LevelMutualTLS}, settings: Settings{ObserveTime: time.Minute}},

@@ -199,6 +199,8 @@ func add(in *traffic.Inbound, growth map[counterKey]float64) {
 			in.Denied[k.caller] += n
 		case countRefused:
 			in.Refused += n
+		case countUnreached:
+			in.Unreached[k.caller] += n
 		}
 	}
 }
@@ -234,15 +236,20 @@ func keepFrom(reads []statsRead, from time.Time) []statsRead {
 	return reads[first:]
 }
 
-// growth is how much counters grew between the reads: from zero at the proxy's start when it
-// started within the window, and a counter that went down counting from zero again.
+// growth is how much counters grew within the window starting at from: from zero at the proxy's
+// start when it started within the window, and a counter that went down counting from zero again.
+// The reads are as far apart as the passes that made them, often more than a window: the growth
+// of the interval that straddles the window's start is counted in proportion to the part of it
+// inside the window (the rate taken as even over the interval, as Prometheus's increase()
+// extrapolates), so that the counts are the window's and a rate drawn from them is not inflated
+// by calls made before it. A caller seen only in that interval still counts above zero: a gate
+// that holds on any plaintext call holds on it.
 func growth(reads []statsRead, started, from time.Time) map[counterKey]float64 {
 	out := map[counterKey]float64{}
 	var prev *statsRead
 	if len(reads) > 0 && !started.After(from) {
 		// A proxy older than the window: the first read kept (the last before the window, or
-		// the first within it) is the baseline. What grew before it is not counted; what grew
-		// between it and the window's start is, which errs on the side of holding the step.
+		// the first within it) is the baseline.
 		prev = &reads[0]
 		reads = reads[1:]
 	}
@@ -251,16 +258,20 @@ func growth(reads []statsRead, started, from time.Time) map[counterKey]float64 {
 		// Envoy's uptime going down is a restarted proxy: every counter starts again from
 		// zero, even one that has grown back past its old value since.
 		restarted := prev == nil || r.uptime < prev.uptime
+		share := 1.0
+		if prev != nil {
+			share = shareWithin(prev, r, restarted, from)
+		}
 		for c, v := range r.counters {
 			base := 0.0
 			if !restarted {
 				base = prev.counters[c]
 			}
-			if d := v - base; d >= 0 {
-				out[c] += d
-			} else {
-				out[c] += v // a counter that went down with no uptime to tell: a restart too
+			d := v - base
+			if d < 0 {
+				d = v // a counter that went down with no uptime to tell: a restart too
 			}
+			out[c] += d * share
 		}
 		prev = r
 	}
@@ -270,6 +281,22 @@ func growth(reads []statsRead, started, from time.Time) map[counterKey]float64 {
 		}
 	}
 	return out
+}
+
+// shareWithin is the part of the interval a read's growth covers that lies after from: the
+// interval since the previous read, or since the proxy's restart when it restarted in between.
+func shareWithin(prev, r *statsRead, restarted bool, from time.Time) float64 {
+	start := prev.at
+	if restarted {
+		start = r.at.Add(-time.Duration(r.uptime * float64(time.Second)))
+	}
+	if !start.Before(from) || !r.at.After(start) {
+		return 1
+	}
+	if !r.at.After(from) {
+		return 0
+	}
+	return r.at.Sub(from).Seconds() / r.at.Sub(start).Seconds()
 }
 
 // coverage is how much of the window ending at now the reads see: all of it when the proxy

@@ -35,10 +35,14 @@ const (
 	countCallsTo
 	countDenied
 	countRefused
+	countUnreached
 )
 
 // rbacMetric matches the names of Envoy's HTTP RBAC stats (see metricsRBAC).
 var rbacMetric = regexp.MustCompile(`^(` + metricsRBAC + `)$`)
+
+// connectFailedFlags matches the response flags of an upstream connection that failed.
+var connectFailedFlags = regexp.MustCompile(`^(` + connectFailed + `)$`)
 
 // inboundAddress matches the address of the sidecar's inbound listener.
 var inboundAddress = regexp.MustCompile(`^(` + inboundListener + `)$`)
@@ -62,6 +66,11 @@ func parseStats(r io.Reader) (statsRead, error) {
 		switch {
 		case name == metricRequests || name == metricConnections:
 			addCalls(read.counters, f)
+			if name == metricRequests {
+				addUnreached(read.counters, f)
+			}
+		case name == metricConnectionsClosed:
+			addUnreached(read.counters, f)
 		case name == metricNoFilterChain:
 			for _, m := range f.GetMetric() {
 				if inboundAddress.MatchString(labels(m)[labelListenerAddress]) {
@@ -98,6 +107,17 @@ func addCalls(counters map[counterKey]float64, f *dto.MetricFamily) {
 		}
 		if l[labelResponseCode] == codeForbidden {
 			counters[counterKey{kind: countDenied, caller: c}] += value(m)
+		}
+	}
+}
+
+// addUnreached adds the calls the proxy accepted as the destination but could not pass on to its
+// application (an upstream-connection flag on its own report), by caller.
+func addUnreached(counters map[counterKey]float64, f *dto.MetricFamily) {
+	for _, m := range f.GetMetric() {
+		l := labels(m)
+		if l[labelReporter] == reporterDestination && connectFailedFlags.MatchString(l[labelResponseFlags]) {
+			counters[counterKey{kind: countUnreached, caller: traffic.Caller{Namespace: l[labelSourceNS], Workload: l[labelSourceWorkload]}}] += value(m)
 		}
 	}
 }

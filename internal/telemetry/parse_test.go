@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"maps"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -17,12 +18,16 @@ const stats = `# TYPE envoy_server_uptime gauge
 envoy_server_uptime 120
 # TYPE istio_requests_total counter
 istio_requests_total{reporter="destination",source_workload="client",source_workload_namespace="legacy",connection_security_policy="none",response_code="200"} 7
-istio_requests_total{reporter="destination",source_workload="client",source_workload_namespace="legacy",connection_security_policy="none",response_code="503"} 1
+istio_requests_total{reporter="destination",source_workload="client",source_workload_namespace="legacy",connection_security_policy="none",response_code="503",response_flags="UF,URX"} 1
 istio_requests_total{reporter="destination",source_workload="web",source_workload_namespace="shop",connection_security_policy="mutual_tls",response_code="200"} 50
 istio_requests_total{reporter="destination",source_workload="nginx",source_workload_namespace="ingress",connection_security_policy="mutual_tls",response_code="403"} 6
 istio_requests_total{reporter="source",source_workload="web",source_workload_namespace="shop",destination_workload_namespace="orders",connection_security_policy="unknown",response_code="200"} 9
+istio_requests_total{reporter="source",source_workload="web",source_workload_namespace="shop",destination_workload_namespace="orders",connection_security_policy="unknown",response_code="503",response_flags="UF"} 2
 # TYPE istio_tcp_connections_opened_total counter
 istio_tcp_connections_opened_total{reporter="destination",source_workload="unknown",source_workload_namespace="unknown",connection_security_policy="none"} 3
+# TYPE istio_tcp_connections_closed_total counter
+istio_tcp_connections_closed_total{reporter="destination",source_workload="unknown",source_workload_namespace="unknown",response_flags="UF"} 2
+istio_tcp_connections_closed_total{reporter="destination",source_workload="unknown",source_workload_namespace="unknown",response_flags="-"} 1
 # TYPE envoy_http_rbac counter
 envoy_http_rbac{http_conn_manager_prefix="inbound_0.0.0.0_8080",authz_dry_run_action="allow",authz_dry_run_result="denied"} 4
 envoy_http_rbac{http_conn_manager_prefix="inbound_0.0.0.0_8080",authz_dry_run_action="allow",authz_dry_run_result="allowed"} 50
@@ -39,7 +44,9 @@ envoy_http_inbound_0_0_0_0_9090_rbac{authz_dry_run_action="deny",authz_dry_run_r
 // response codes and over requests and connections, with the calls without mTLS and those
 // refused with 403 apart; the plaintext connections its inbound listener (IPv4 or IPv6) refused
 // count, its outbound listener's do not; what it
-// sent as the source counts by destination namespace; the
+// sent as the source counts by destination namespace; the calls it accepted but could not pass
+// on to its application (an upstream-connection flag, on a request or a closed connection)
+// count by caller; the
 // dry-run denials count under both RBAC stat names (Istio ≥1.23 and before), enforced ones do
 // not; an endpoint without Envoy's uptime is refused, so a wrong port is never a quiet proxy.
 func TestParseStats(t *testing.T) {
@@ -57,7 +64,8 @@ func TestParseStats(t *testing.T) {
 			{kind: countInbound, caller: nginx}: 6, {kind: countDenied, caller: nginx}: 6,
 			{kind: countRefused}:      12,
 			{kind: countShadowDenied}: 5,
-			{kind: countCallsTo, caller: traffic.Caller{Namespace: "orders"}}: 9,
+			{kind: countCallsTo, caller: traffic.Caller{Namespace: "orders"}}: 11,
+			{kind: countUnreached, caller: legacy}:                            1, {kind: countUnreached, caller: outside}: 2,
 		}},
 		"a quiet proxy":             {text: "# TYPE envoy_server_uptime gauge\nenvoy_server_uptime 5\n", want: map[counterKey]float64{}},
 		"untyped samples are read":  {text: "envoy_server_uptime 5\nistio_requests_total{reporter=\"destination\",source_workload=\"a\",source_workload_namespace=\"b\",connection_security_policy=\"none\"} 2\n", want: map[counterKey]float64{{kind: countInbound, caller: traffic.Caller{Namespace: "b", Workload: "a"}}: 2, {kind: countPlaintext, caller: traffic.Caller{Namespace: "b", Workload: "a"}}: 2}},
@@ -84,8 +92,9 @@ func TestParseStats(t *testing.T) {
 }
 
 // TestGrowthOverReads: a window is measured as the growth between reads, with the proxy's start
-// as a zero baseline when it started within the window, and a counter that went down (the proxy
-// restarted) counting again from zero.
+// as a zero baseline when it started within the window, a counter that went down (the proxy
+// restarted) counting again from zero, and the interval that straddles the window's start
+// counting in proportion to its part inside the window.
 func TestGrowthOverReads(t *testing.T) {
 	t0 := time.Date(2026, 12, 5, 10, 0, 0, 0, time.UTC)
 	a := counterKey{kind: countPlaintext, caller: traffic.Caller{Namespace: "legacy", Workload: "client"}}
@@ -96,6 +105,10 @@ func TestGrowthOverReads(t *testing.T) {
 	restartedAt := func(min int, v float64) statsRead {
 		r := at(min, v)
 		r.uptime = 30
+		return r
+	}
+	upFor := func(r statsRead, minutes float64) statsRead {
+		r.uptime = 60 * minutes
 		return r
 	}
 	tests := map[string]struct {
@@ -115,6 +128,16 @@ func TestGrowthOverReads(t *testing.T) {
 			reads: []statsRead{at(0, 100), at(5, 110), at(10, 2)}, started: t0.Add(-time.Hour), from: 0, now: 10, want: 12, wantCoverage: 10 * time.Minute},
 		"a proxy that restarted and grew back past its old value, told by its uptime": {
 			reads: []statsRead{at(0, 100), at(5, 110), restartedAt(10, 120)}, started: t0.Add(-time.Hour), from: 0, now: 10, want: 130, wantCoverage: 10 * time.Minute},
+		"the interval straddling the window's start counts its share": {
+			// 40 calls over the 4 minutes between the reads, 1 of them inside the window.
+			reads: []statsRead{at(0, 0), at(4, 40)}, started: t0.Add(-time.Hour), from: 3, now: 4, want: 10, wantCoverage: time.Minute},
+		"calls in the straddling interval still count above zero": {
+			reads: []statsRead{at(0, 0), at(10, 3), at(11, 3)}, started: t0.Add(-time.Hour), from: 9, now: 11, want: 0.3, wantCoverage: 2 * time.Minute},
+		"a restart within the window counts whole": {
+			reads: []statsRead{at(0, 100), restartedAt(10, 4)}, started: t0.Add(-time.Hour), from: 5, now: 10, want: 4, wantCoverage: 5 * time.Minute},
+		"a restart before the window's start counts its share": {
+			// restarted 5 minutes before the read at 10: 8 calls since, 3 of the 5 minutes inside.
+			reads: []statsRead{at(0, 100), upFor(at(10, 8), 5)}, started: t0.Add(-time.Hour), from: 7, now: 10, want: 4.8, wantCoverage: 3 * time.Minute},
 		"no growth is no caller": {
 			reads: []statsRead{at(0, 100), at(10, 100)}, started: t0.Add(-time.Hour), from: 0, now: 10, want: 0, wantCoverage: 10 * time.Minute},
 	}
@@ -122,7 +145,7 @@ func TestGrowthOverReads(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			from, now := t0.Add(time.Duration(tc.from)*time.Minute), t0.Add(time.Duration(tc.now)*time.Minute)
 			reads := keepFrom(tc.reads, from)
-			if got := growth(reads, tc.started, from)[a]; got != tc.want {
+			if got := growth(reads, tc.started, from)[a]; math.Abs(got-tc.want) > 1e-9 {
 				t.Errorf("growth %v, want %v", got, tc.want)
 			}
 			if got := coverage(reads, tc.started, from, now); got != tc.wantCoverage {
@@ -151,8 +174,8 @@ func TestQueriesAreBatched(t *testing.T) {
 	if q := ShadowDeniedQuery([]string{"shop"}, time.Minute); !strings.Contains(q, `{__name__=~"envoy_http_rbac|envoy_http_inbound_.+_rbac", authz_dry_run_result="denied", namespace=~"shop"}[1m]`) {
 		t.Errorf("shadow-denied query %s", q)
 	}
-	if q := FailedQuery([]string{"shop"}, time.Minute); !strings.Contains(q, `istio_requests_total{reporter="source", destination_workload_namespace=~"shop", response_code="503", response_flags=~"UF|URX|UC"}[1m]`) ||
-		!strings.Contains(q, `sum by (destination_workload_namespace, source_workload_namespace, source_workload)`) {
+	if q := FailedQuery([]string{"shop"}, time.Minute); !strings.Contains(q, `{__name__=~"istio_requests_total|istio_tcp_connections_closed_total", reporter=~"source|destination", destination_workload_namespace=~"shop", response_flags=~"(.*,)?(UF|URX|UC)(,.*)?"}[1m]`) ||
+		!strings.Contains(q, `sum by (destination_workload_namespace, source_workload_namespace, source_workload, reporter)`) {
 		t.Errorf("failed query %s", q)
 	}
 	if q := RefusedQuery([]string{"shop"}, time.Minute); !strings.Contains(q, `envoy_listener_no_filter_chain_match{listener_address=~".*_15006", namespace=~"shop"}[1m]`) || !strings.Contains(q, `sum by (namespace)`) {

@@ -63,7 +63,8 @@ func (p *Prometheus) Name() string { return "Prometheus at " + p.url }
 // Read implements Source with six queries, each for every namespace at once: which have proxies
 // reporting, who called them (whether in mTLS, and refused with 403 or not), what their dry-run
 // policies would have denied, whom they called, how many plaintext connections their inbound
-// listeners refused, and whose calls to them failed to connect.
+// listeners refused, and whose calls to them failed to connect (on the way to them, or from
+// their proxies to their application).
 func (p *Prometheus) Read(ctx context.Context, namespaces []string, window time.Duration) map[string]traffic.Reading {
 	out := make(map[string]traffic.Reading, len(namespaces))
 	if len(namespaces) == 0 {
@@ -98,7 +99,11 @@ func (p *Prometheus) Read(ctx context.Context, namespaces []string, window time.
 	}
 	for _, s := range answers[5] {
 		if r, ok := out[string(s.Metric[labelDestinationNS])]; ok {
-			r.Failed[traffic.Caller{Namespace: string(s.Metric[labelSourceNS]), Workload: string(s.Metric[labelSourceWorkload])}] += float64(s.Value)
+			failed := r.Failed
+			if s.Metric[labelReporter] == reporterDestination {
+				failed = r.Unreached
+			}
+			failed[traffic.Caller{Namespace: string(s.Metric[labelSourceNS]), Workload: string(s.Metric[labelSourceWorkload])}] += float64(s.Value)
 		}
 	}
 	return out
@@ -173,13 +178,14 @@ func CallersQuery(namespaces []string, window time.Duration) string {
 	return fmt.Sprintf(`sum by (%s, %s, %s, %s, %s) (%s) > 0`, labelDestinationNS, labelSourceNS, labelSourceWorkload, labelSecurityPolicy, labelResponseCode, growthOver(sel, window))
 }
 
-// FailedQuery sums, per destination namespace and caller, the requests the callers' proxies sent
-// to the namespaces that failed to connect (503 with an upstream-connection flag), as the callers
-// reported them.
+// FailedQuery sums, per destination namespace, caller and reporter, the requests and TCP
+// connections to the namespaces whose upstream connection failed: reported by the callers'
+// proxies, calls that did not reach the namespace's (a failed mTLS handshake); reported by the
+// namespace's own proxies, calls they could not pass on to their application.
 func FailedQuery(namespaces []string, window time.Duration) string {
-	sel := fmt.Sprintf(`%s{%s=%q, %s=~%q, %s=%q, %s=~%q}`, metricRequests, labelReporter, reporterSource, labelDestinationNS, oneOf(namespaces),
-		labelResponseCode, codeUnavailable, labelResponseFlags, connectFailed)
-	return fmt.Sprintf(`sum by (%s, %s, %s) (%s) > 0`, labelDestinationNS, labelSourceNS, labelSourceWorkload, growthOver(sel, window))
+	sel := fmt.Sprintf(`{__name__=~"%s|%s", %s=~"%s|%s", %s=~%q, %s=~%q}`, metricRequests, metricConnectionsClosed, labelReporter, reporterSource, reporterDestination,
+		labelDestinationNS, oneOf(namespaces), labelResponseFlags, connectFailed)
+	return fmt.Sprintf(`sum by (%s, %s, %s, %s) (%s) > 0`, labelDestinationNS, labelSourceNS, labelSourceWorkload, labelReporter, growthOver(sel, window))
 }
 
 // RefusedQuery sums, per namespace, the connections its proxies' inbound listeners refused

@@ -26,6 +26,8 @@ const (
 	metricRequests = "istio_requests_total"
 	// metricConnections counts TCP connections opened.
 	metricConnections = "istio_tcp_connections_opened_total"
+	// metricConnectionsClosed counts TCP connections closed, with the flags of how they ended.
+	metricConnectionsClosed = "istio_tcp_connections_closed_total"
 	// metricProxyUp is Envoy's uptime, which every Istio sidecar keeps (its "server" stats
 	// are always included): a proxy that reports it is scraped.
 	metricProxyUp = "envoy_server_uptime"
@@ -47,12 +49,13 @@ const (
 	// labelResponseCode is the HTTP status the reporting proxy saw.
 	labelResponseCode = "response_code"
 	codeForbidden     = "403"
-	codeUnavailable   = "503"
-	// labelResponseFlags holds Envoy's response flags; connectFailed are those of a request
-	// that could not connect to the destination (connection failure, retries of it exhausted,
-	// connection terminated): a failed mTLS handshake shows as one of them.
+	// labelResponseFlags holds Envoy's response flags, comma-separated; connectFailed matches
+	// those of a request or connection whose upstream connection failed (connection failure,
+	// retries of it exhausted, connection terminated), among others or alone: a failed mTLS
+	// handshake shows as one of them, and so does an application the destination's proxy could
+	// not reach.
 	labelResponseFlags = "response_flags"
-	connectFailed      = "UF|URX|UC"
+	connectFailed      = `(.*,)?(UF|URX|UC)(,.*)?`
 	// labelDryRunResult tags an RBAC stat with what the dry-run policies would have done.
 	labelDryRunResult = "authz_dry_run_result"
 	dryRunDenied      = "denied"

@@ -8,6 +8,7 @@ import (
 	"cmp"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -57,12 +58,16 @@ type Inbound struct {
 	// Denied counts the requests the namespace's proxies answered with 403 (an enforced
 	// AuthorizationPolicy's denial among them), by caller.
 	Denied map[Caller]float64
-	// Failed counts the requests callers' proxies sent to the namespace that failed to connect
-	// (503 with Envoy's upstream-connection flags UF, URX or UC: an mTLS handshake that fails
-	// among them), by caller, as the callers reported them. Only a source that reads the
+	// Failed counts the requests and TCP connections callers' proxies sent to the namespace that
+	// failed to connect (Envoy's upstream-connection flags UF, URX or UC: an mTLS handshake that
+	// fails among them), by caller, as the callers reported them. Only a source that reads the
 	// callers' proxies sees these (Prometheus; not the embedded source, which reads the
 	// namespace's own).
 	Failed map[Caller]float64
+	// Unreached counts the requests and TCP connections the namespace's proxies accepted but
+	// could not pass on to their application (the same flags, reported by the destination): an
+	// application that listens on localhost only, say, which the proxy does not reach. By caller.
+	Unreached map[Caller]float64
 	// Refused counts the connections the namespace's proxies refused because no inbound filter
 	// chain matched them: plaintext under STRICT mTLS (Envoy's no_filter_chain_match). The callers
 	// of refused connections are not known: the proxy never learns who they are.
@@ -71,7 +76,7 @@ type Inbound struct {
 
 // NewInbound is an Inbound that saw nothing yet over a window.
 func NewInbound(covered time.Duration) Inbound {
-	return Inbound{Covered: covered, Plaintext: map[Caller]float64{}, Callers: map[Caller]float64{}, CallsTo: map[string]float64{}, Denied: map[Caller]float64{}, Failed: map[Caller]float64{}}
+	return Inbound{Covered: covered, Plaintext: map[Caller]float64{}, Callers: map[Caller]float64{}, CallsTo: map[string]float64{}, Denied: map[Caller]float64{}, Failed: map[Caller]float64{}, Unreached: map[Caller]float64{}}
 }
 
 // Total sums counts by caller.
@@ -121,11 +126,13 @@ func Top(counts map[Caller]float64, n int) []Ranked {
 	return out
 }
 
-// Describe lists ranked callers with their counts and what to do about each, for a message.
+// Describe lists ranked callers with their counts and what to do about each, for a message. A
+// count is an estimate over the window (a source interpolates at its edges), rounded up: a
+// caller named never shows 0 calls.
 func Describe(ranked []Ranked, advice func(Caller) string) string {
 	parts := make([]string, 0, len(ranked))
 	for _, r := range ranked {
-		parts = append(parts, fmt.Sprintf("%s (%.0f calls: %s)", r.Caller, r.Count, advice(r.Caller)))
+		parts = append(parts, fmt.Sprintf("%s (%.0f calls: %s)", r.Caller, math.Ceil(r.Count), advice(r.Caller)))
 	}
 	return strings.Join(parts, "; ")
 }

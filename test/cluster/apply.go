@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"github.com/meshwright/meshwright/test/framework/manifest"
 	"os"
+	"slices"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -90,6 +91,9 @@ func apply(ctx context.Context, cfg *rest.Config, opts metav1.PatchOptions, objs
 			if err := waitEstablished(ctx, dyn, batch); err != nil {
 				return err
 			}
+			if err := waitDiscoverable(ctx, dc, batch); err != nil {
+				return err
+			}
 			mapper.Reset()
 		}
 	}
@@ -115,6 +119,38 @@ func waitEstablished(ctx context.Context, dyn dynamic.Interface, crds []*unstruc
 		})
 		if err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// waitDiscoverable waits until the API server's discovery serves every version of the CRDs'
+// resources: discovery catches up with Established a moment later, and a client that maps kinds
+// through it (controller-runtime's) refuses a kind it does not list yet ("no matches for kind").
+func waitDiscoverable(ctx context.Context, dc discovery.DiscoveryInterface, crds []*unstructured.Unstructured) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for _, crd := range crds {
+		group, _, _ := unstructured.NestedString(crd.Object, "spec", "group")
+		plural, _, _ := unstructured.NestedString(crd.Object, "spec", "names", "plural")
+		versions, _, _ := unstructured.NestedSlice(crd.Object, "spec", "versions")
+		for _, v := range versions {
+			vm, _ := v.(map[string]any)
+			name, _ := vm["name"].(string)
+			if served, _ := vm["served"].(bool); !served || name == "" {
+				continue
+			}
+			gv := group + "/" + name
+			err := poll(ctx, "discovery to serve "+plural+" of "+gv, 100*time.Millisecond, nil, func(ctx context.Context) (bool, error) {
+				list, err := dc.ServerResourcesForGroupVersion(gv)
+				if err != nil {
+					return false, err // not served yet (404), or a blip: asked again
+				}
+				return slices.ContainsFunc(list.APIResources, func(r metav1.APIResource) bool { return r.Name == plural }), nil
+			})
+			if err != nil {
+				return err
+			}
 		}
 	}
 	return nil

@@ -313,6 +313,9 @@ func TestWebhookSafetyWithIstiodDown(t *testing.T) {
 	framework.WaitAvailable(t, c, "enrolled")
 	runOperator(t, cl)
 	mesh := &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: meshv1.MeshInstallationSpec{
+		// kwok's pods serve no stats: the step to Observe bakes unread, and completes when its
+		// bake time is over.
+		Rollout:    meshv1.RolloutSpec{BakeTime: &metav1.Duration{Duration: 10 * time.Second}},
 		Namespaces: []meshv1.NamespaceRule{{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"team": "enrolled"}}, Level: meshv1.LevelObserve}},
 	}}
 	createMesh(t, c, mesh)

@@ -22,6 +22,7 @@ import (
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/ladder"
 	"github.com/meshwright/meshwright/internal/policy"
+	"github.com/meshwright/meshwright/internal/revision"
 	"github.com/meshwright/meshwright/test/cluster"
 	"github.com/meshwright/meshwright/test/framework"
 	"github.com/meshwright/meshwright/test/trafficsim"
@@ -35,6 +36,7 @@ import (
 var (
 	legacyToShop   = trafficsim.Flow{From: trafficsim.Workload{Namespace: "legacy", Name: "client"}, To: trafficsim.Workload{Namespace: "shop", Name: "web"}, Port: 8080, Protocol: trafficsim.HTTP, PerSecond: 4}
 	outsideToShop  = trafficsim.Flow{External: true, To: trafficsim.Workload{Namespace: "shop", Name: "web"}, Port: 8080, Protocol: trafficsim.TCP, PerSecond: 2}
+	legacyToCache  = trafficsim.Flow{From: trafficsim.Workload{Namespace: "legacy", Name: "client"}, To: trafficsim.Workload{Namespace: "cache", Name: "redis"}, Port: 6379, Protocol: trafficsim.TCP, PerSecond: 2}
 	observeWindow  = 15 * time.Second
 	bakeWindow     = 10 * time.Second
 	gatedSpecRules = []meshv1.NamespaceRule{
@@ -44,16 +46,20 @@ var (
 )
 
 // trafficScenario is a cluster with shop (target MutualTLS) called in plaintext by legacy (not
-// enrolled) and by a caller outside the mesh, the simulator generating that traffic, and the
+// enrolled) and by a caller outside the mesh; cache (not enrolled yet), whose application
+// listens on localhost only, called by legacy; the simulator generating that traffic, and the
 // operator reading each pod's stats from the simulator.
 func trafficScenario(t *testing.T) (*cluster.Cluster, client.Client, *framework.SimulatedTraffic) {
 	t.Helper()
 	cl, c := framework.StartCluster(t, cluster.Options{})
 	framework.MakeNamespace(t, c, "shop", map[string]string{"ladder": "mtls"}, map[string]func(*appsv1.Deployment){"web": nil})
 	framework.MakeNamespace(t, c, "legacy", nil, map[string]func(*appsv1.Deployment){"client": nil})
-	framework.WaitAvailable(t, c, "shop")
-	framework.WaitAvailable(t, c, "legacy")
-	traffic := framework.StartSimulatedTraffic(t, c, legacyToShop, outsideToShop)
+	framework.MakeNamespace(t, c, "cache", nil, map[string]func(*appsv1.Deployment){"redis": nil})
+	for _, ns := range []string{"shop", "legacy", "cache"} {
+		framework.WaitAvailable(t, c, ns)
+	}
+	traffic := framework.StartSimulatedTraffic(t, c, legacyToShop, outsideToShop, legacyToCache)
+	traffic.Sim.SetLocalhostOnly(legacyToCache.To)
 	installCRD(t, cl)
 	runOperatorAs(t, cl.Kubeconfig, "default", "--proxy-stats-url="+traffic.ProxyStatsURL())
 	return cl, c, traffic
@@ -90,18 +96,35 @@ func waitBlocked(t *testing.T, c client.Client, namespace, reason string, want .
 		if err := c.Get(context.Background(), client.ObjectKey{Name: "default"}, mesh); err != nil {
 			return false, err
 		}
+		got = meshv1.BlockedNamespace{}
 		if st := mesh.Status.Namespaces; st != nil {
 			if i := slices.IndexFunc(st.Blocked, func(b meshv1.BlockedNamespace) bool { return b.Name == namespace }); i >= 0 {
 				got = st.Blocked[i]
 			}
 		}
-		return got.Reason == reason, nil
+		return got.Reason == reason, fmt.Errorf("%s blocked with %q: %s", namespace, got.Reason, got.Message)
 	})
 	for _, w := range want {
 		if !strings.Contains(got.Message, w) {
 			t.Errorf("%s message %q lacks %q", reason, got.Message, w)
 		}
 	}
+}
+
+// standing describes where a namespace stands on the ladder, for the message of a wait that
+// timed out: its level, its ladder annotation (step, hold, bake), and why the installation says
+// it is blocked, if it does.
+func standing(c client.Client, ns *corev1.Namespace) error {
+	blocked := "not blocked"
+	mesh := &meshv1.MeshInstallation{}
+	if err := c.Get(context.Background(), client.ObjectKey{Name: "default"}, mesh); err == nil && mesh.Status.Namespaces != nil {
+		for _, b := range mesh.Status.Namespaces.Blocked {
+			if b.Name == ns.Name {
+				blocked = fmt.Sprintf("blocked with %s: %s", b.Reason, b.Message)
+			}
+		}
+	}
+	return fmt.Errorf("%s at %q, ladder %s, %s", ns.Name, ns.Labels[meshv1.LabelLevel], ns.Annotations[meshv1.AnnotationLadder], blocked)
 }
 
 // strict tells whether shop carries the ladder's STRICT PeerAuthentication.
@@ -112,12 +135,37 @@ func strict(t *testing.T, c client.Client) bool {
 	return c.Get(context.Background(), client.ObjectKey{Namespace: "shop", Name: policy.StrictName}, pa) == nil
 }
 
+// enrolCacheAndWaitRolledBack enrols cache at Observe: behind its new proxies its application,
+// which listens on localhost only, is out of reach, and the bake of the step sees the proxies
+// fail to pass legacy's calls on. The step is rolled back: cache is held at Off with
+// TrafficRegressed and the evidence, and legacy's calls reach it again.
+func enrolCacheAndWaitRolledBack(t *testing.T, c client.Client, traffic *framework.SimulatedTraffic) {
+	t.Helper()
+	ns := framework.GetNamespace(t, c, "cache")
+	patch := client.MergeFrom(ns.DeepCopy())
+	ns.Labels = map[string]string{"ladder": "observe"}
+	if err := c.Patch(context.Background(), ns, patch); err != nil {
+		t.Fatal(err)
+	}
+	waitBlocked(t, c, "cache", meshv1.ReasonTrafficRegressed, "could not pass", "on to the application", "legacy/client", "must listen on the pod's IP", "held at Off")
+	if cache := framework.GetNamespace(t, c, "cache"); cache.Labels[meshv1.LabelLevel] != string(meshv1.LevelOff) || cache.Labels[revision.Label] != "" {
+		t.Fatalf("cache %v: want it back at Off, out of the mesh", cache.Labels)
+	}
+	unreached := traffic.Sim.Outcomes()[legacyToCache.Key()]
+	if unreached.AppUnreachable == 0 {
+		t.Fatalf("legacy → cache: %+v; want the calls its proxies could not pass on", unreached)
+	}
+	framework.Eventually(t, time.Minute, "legacy's calls to reach cache again", func() (bool, error) {
+		return traffic.Sim.Outcomes()[legacyToCache.Key()].Succeeded > unreached.Succeeded, nil
+	})
+}
+
 // enrolLegacyAndWaitStrict stops the outside caller, enrols legacy at Observe (its proxies then
 // send mTLS), and waits for shop to reach MutualTLS; no call of legacy's was refused on the way.
 func enrolLegacyAndWaitStrict(t *testing.T, c client.Client, traffic *framework.SimulatedTraffic) {
 	t.Helper()
 	ctx := context.Background()
-	traffic.Sim.SetFlows([]trafficsim.Flow{legacyToShop})
+	traffic.Sim.SetFlows([]trafficsim.Flow{legacyToShop, legacyToCache})
 	ns := &corev1.Namespace{}
 	if err := c.Get(ctx, client.ObjectKey{Name: "legacy"}, ns); err != nil {
 		t.Fatal(err)
@@ -129,7 +177,7 @@ func enrolLegacyAndWaitStrict(t *testing.T, c client.Client, traffic *framework.
 	}
 	framework.Eventually(t, 4*time.Minute, "shop at MutualTLS once legacy speaks mTLS", func() (bool, error) {
 		shop := framework.GetNamespace(t, c, "shop")
-		return shop.Labels[meshv1.LabelLevel] == string(meshv1.LevelMutualTLS) && stateOf(shop).Step == nil, nil
+		return shop.Labels[meshv1.LabelLevel] == string(meshv1.LevelMutualTLS) && stateOf(shop).Step == nil, standing(c, shop)
 	})
 	if !strict(t, c) {
 		t.Fatal("shop at MutualTLS without its STRICT policy")
@@ -141,8 +189,9 @@ func enrolLegacyAndWaitStrict(t *testing.T, c client.Client, traffic *framework.
 
 // TestTrafficGateEmbeddedSourceWithSimulatedTraffic: with no Prometheus, the operator reads the
 // proxies' stats itself (here the simulator's, through --proxy-stats-url). shop holds at Observe
-// with PlaintextTraffic naming legacy/client and the caller outside the mesh; once the outside
-// caller stops and legacy is enrolled, shop goes STRICT without a call refused. Then legacy's
+// with PlaintextTraffic naming legacy/client and the caller outside the mesh. cache's step to
+// Observe is rolled back by its bake (see enrolCacheAndWaitRolledBack). Once the outside caller
+// stops and legacy is enrolled, shop goes STRICT without a call refused. Then legacy's
 // target is lowered to Off: it stays in the mesh with CallsStrictNamespaces naming shop, which
 // would refuse its calls without its proxies, and none of its calls is refused.
 func TestTrafficGateEmbeddedSourceWithSimulatedTraffic(t *testing.T) {
@@ -150,6 +199,7 @@ func TestTrafficGateEmbeddedSourceWithSimulatedTraffic(t *testing.T) {
 	cl, c, traffic := trafficScenario(t)
 	gatedMesh(t, cl, c, meshv1.TelemetrySpec{})
 	waitHeldAtObserve(t, c, meshv1.ReasonPlaintextTraffic, "legacy/client", "a caller outside the mesh", "enrol namespace legacy", "the proxies' stats endpoints")
+	enrolCacheAndWaitRolledBack(t, c, traffic)
 	enrolLegacyAndWaitStrict(t, c, traffic)
 
 	legacy := framework.GetNamespace(t, c, "legacy")
@@ -169,8 +219,9 @@ func TestTrafficGateEmbeddedSourceWithSimulatedTraffic(t *testing.T) {
 
 // TestTrafficGatePrometheusSourceWithSimulatedTraffic: the same scenario read through a real
 // Prometheus scraping the simulator. Prometheus stopped holds shop with TelemetryUnavailable;
-// started again, the gate reads it; scraping stopped holds shop with TelemetryMissing once the
-// window has no series; then legacy is enrolled and shop goes STRICT.
+// started again, the gate reads it, and cache's step to Observe is rolled back by its bake, read
+// through Prometheus; scraping stopped holds shop with TelemetryMissing once the window has no
+// series; then legacy is enrolled and shop goes STRICT.
 func TestTrafficGatePrometheusSourceWithSimulatedTraffic(t *testing.T) {
 	t.Parallel() // a cluster of its own: see main_test.go
 	cl, c, traffic := trafficScenario(t)
@@ -187,6 +238,7 @@ func TestTrafficGatePrometheusSourceWithSimulatedTraffic(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitHeldAtObserve(t, c, meshv1.ReasonPlaintextTraffic, "legacy/client", "a caller outside the mesh", "Prometheus at "+prom.URL)
+	enrolCacheAndWaitRolledBack(t, c, traffic)
 
 	if err := prom.SetTargets(nil); err != nil {
 		t.Fatal(err)
@@ -261,7 +313,7 @@ func TestZeroTrustDryRunGateWithSimulatedTraffic(t *testing.T) {
 	}
 	framework.Eventually(t, 3*time.Minute, "shop at ZeroTrust once legacy is allowed", func() (bool, error) {
 		shop := framework.GetNamespace(t, c, "shop")
-		return shop.Labels[meshv1.LabelLevel] == string(meshv1.LevelZeroTrust) && stateOf(shop).Step == nil, nil
+		return shop.Labels[meshv1.LabelLevel] == string(meshv1.LevelZeroTrust) && stateOf(shop).Step == nil, standing(c, shop)
 	})
 	if got := traffic.Sim.Outcomes()[legacyToShop.Key()]; got.Denied != 0 || got.Refused != 0 {
 		t.Errorf("legacy → shop: %+v; want no call denied or refused on the way to ZeroTrust", got)

@@ -36,12 +36,14 @@ func istioSeries(t *testing.T) (addr string, tick func()) {
 		[]string{"namespace", "pod", "listener_address"})
 	conns := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_tcp_connections_opened_total", Help: "Istio's TCP connections."},
 		[]string{"namespace", "pod", "reporter", "source_workload_namespace", "source_workload", "destination_workload_namespace", "connection_security_policy"})
+	closed := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_tcp_connections_closed_total", Help: "Istio's TCP connections."},
+		[]string{"namespace", "pod", "reporter", "source_workload_namespace", "source_workload", "destination_workload_namespace", "response_flags"})
 	// Envoy's RBAC stats as Istio 1.23 and later name them, and as earlier releases did.
 	rbac := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "envoy_http_rbac", Help: "Envoy's RBAC filter."},
 		[]string{"namespace", "pod", "http_conn_manager_prefix", "authz_dry_run_action", "authz_dry_run_result"})
 	rbacBefore123 := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "envoy_http_inbound_0_0_0_0_8080_rbac", Help: "Envoy's RBAC filter."},
 		[]string{"namespace", "pod", "authz_dry_run_action", "authz_dry_run_result"})
-	reg.MustRegister(up, requests, conns, rbac, rbacBefore123, noChain)
+	reg.MustRegister(up, requests, conns, closed, rbac, rbacBefore123, noChain)
 	up.WithLabelValues("shop", "web-1").Set(100)
 	up.WithLabelValues("quiet", "idle-1").Set(100)
 	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -55,6 +57,10 @@ func istioSeries(t *testing.T) (addr string, tick func()) {
 		// (UH), which is not a connection failure of the step's making.
 		requests.WithLabelValues("orders", "api-1", "source", "orders", "api", "shop", "unknown", "503", "UF").Add(1)
 		requests.WithLabelValues("orders", "api-1", "source", "orders", "api", "shop", "unknown", "503", "UH").Add(4)
+		// shop's proxy failing to reach its application, for a request and a connection.
+		requests.WithLabelValues("shop", "web-1", "destination", "legacy", "client", "shop", "none", "503", "UF,URX").Add(1)
+		closed.WithLabelValues("shop", "web-1", "destination", "unknown", "unknown", "shop", "UF").Add(1)
+		closed.WithLabelValues("shop", "web-1", "destination", "unknown", "unknown", "shop", "-").Add(1)
 		noChain.WithLabelValues("shop", "web-1", "0.0.0.0_15006").Add(1)
 		noChain.WithLabelValues("shop", "web-1", "0.0.0.0_15001").Add(5)
 		conns.WithLabelValues("shop", "web-1", "destination", "unknown", "unknown", "shop", "none").Add(1)
@@ -66,7 +72,8 @@ func istioSeries(t *testing.T) (addr string, tick func()) {
 
 // TestPrometheusSource: the source asks a real Prometheus, in one batch for every namespace,
 // which namespaces' proxies report, who called them in plaintext, who was answered 403, how
-// many plaintext connections their inbound listeners refused, and whose calls failed to connect; it answers "unavailable"
+// many plaintext connections their inbound listeners refused, whose calls failed to connect, and
+// which calls their proxies could not pass on to their application; it answers "unavailable"
 // for each while the server is down, and reads again once it is back.
 func TestPrometheusSource(t *testing.T) {
 	ctx := context.Background()
@@ -119,6 +126,9 @@ func TestPrometheusSource(t *testing.T) {
 	}
 	if orders := (traffic.Caller{Namespace: "orders", Workload: "api"}); len(shop.Failed) != 1 || shop.Failed[orders] == 0 || shop.Failed[orders] >= 4*shop.Callers[legacy]/3 {
 		t.Errorf("shop failed %v, want orders/api's UF requests only (about a third of legacy's calls)", shop.Failed)
+	}
+	if len(shop.Unreached) != 2 || shop.Unreached[legacy] == 0 || shop.Unreached[legacy] >= shop.Callers[legacy] || shop.Unreached[outside] == 0 {
+		t.Errorf("shop unreached %v, want legacy/client's UF,URX requests (a quarter of its calls) and the outside caller's UF connections", shop.Unreached)
 	}
 	if shop.Refused == 0 {
 		t.Errorf("shop: no refused connection read, want the inbound listener's no_filter_chain_match")

@@ -32,6 +32,12 @@
 //     source_principal is "unknown". A real mesh without metadata discovery reports such plaintext
 //     TCP callers as "unknown"; gates must not depend on the difference. External callers are
 //     "unknown" throughout.
+//   - Behind the proxy (https://istio.io/latest/blog/2021/upcoming-networking-changes/): since
+//     Istio 1.10 the sidecar forwards inbound traffic to the pod's IP, so an application that
+//     listens on localhost only (Simulator.SetLocalhostOnly: a fact of the application, not of
+//     the cluster's state) is out of its proxy's reach. A call the proxy accepted gets 503 with
+//     response_flags="UF" from it (a TCP connection is closed with UF); the caller's proxy reports
+//     the 503 with no flag. Without a proxy the application is reached on the pod's IP as before.
 //   - Authorization (https://istio.io/latest/docs/concepts/security/#authorization-policies and
 //     pilot/pkg/security/authz/builder): policies in the destination namespace and the root
 //     namespace whose selector matches the pod (policies with targetRef(s) never apply to

@@ -72,7 +72,7 @@ func (s *Simulator) simulateFlow(snap *snapshot, f Flow, seconds float64, used m
 		for _, d := range dests {
 			n := s.take(fmt.Sprintf("%v|%s|%s", key, c.uid, d.UID), share, used)
 			dp := s.peer(d, f.To)
-			v := Decide(snap.mesh, c.peer, dp, f.Port)
+			v := BehindProxy(Decide(snap.mesh, c.peer, dp, f.Port), dp, s.localhostOnly[f.To])
 			s.record(f, c, d.UID, dp, v, n)
 			counts.add(v, n)
 		}
@@ -89,6 +89,8 @@ func (c *Counts) add(v Verdict, n int64) {
 		c.Refused += n
 	case Denied:
 		c.Denied += n
+	case AppUnreachable:
+		c.AppUnreachable += n
 	}
 	if v.Authz.ShadowDenied {
 		c.DryRunDenied += n
@@ -143,13 +145,18 @@ func (s *Simulator) recordUnavailable(f Flow, c caller, n int64) {
 func count(m *podMetrics, proto Protocol, labels prometheus.Labels, o Outcome, securityPolicy string, n int64) {
 	labels["connection_security_policy"] = securityPolicy
 	labels["response_flags"] = "-"
-	if o == Unavailable {
+	switch {
+	case o == Unavailable:
 		labels["response_flags"] = "UH"
+	case o == AppUnreachable && labels["reporter"] == "destination":
+		// The destination's proxy failed to connect to its application; the caller's proxy got
+		// the 503 as an answer from upstream, with no flag of its own.
+		labels["response_flags"] = "UF"
 	}
 	if proto == HTTP {
 		labels["request_protocol"] = "http"
 		labels["grpc_response_status"] = ""
-		labels["response_code"] = map[Outcome]string{Succeeded: "200", Denied: "403", Unavailable: "503"}[o]
+		labels["response_code"] = map[Outcome]string{Succeeded: "200", Denied: "403", Unavailable: "503", AppUnreachable: "503"}[o]
 		m.requests.With(labels).Add(float64(n))
 		return
 	}

@@ -44,6 +44,9 @@ const (
 	Refused     Outcome = "Refused"     // plaintext refused by a STRICT destination
 	Denied      Outcome = "Denied"      // denied by an enforced authorization policy
 	Unavailable Outcome = "Unavailable" // the destination workload had no running pod
+	// AppUnreachable: the destination's proxy accepted the call but could not connect to its
+	// application (see BehindProxy).
+	AppUnreachable Outcome = "AppUnreachable"
 )
 
 // Peer is one end of a simulated call as the rules see it: a pod of a workload (or an external
@@ -429,6 +432,21 @@ func Decide(m Mesh, caller, dest Peer, port int) Verdict {
 	v.Source = ReportedSource(caller, v.MTLS, m.TrustDomain)
 	if v.Authz.Denied {
 		v.Outcome = Denied
+	}
+	return v
+}
+
+// BehindProxy applies what happens between a destination's proxy and its application to a call
+// the proxy accepted: an application that listens on localhost only is out of the proxy's
+// reach. Since Istio 1.10 the sidecar forwards inbound traffic to the pod's IP, not to localhost
+// ("Upcoming networking changes in Istio 1.10",
+// https://istio.io/latest/blog/2021/upcoming-networking-changes/), so such an application,
+// reachable before its pod was injected, is not behind its proxy: the proxy's upstream
+// connection fails, and it answers 503 with Envoy's flag UF (it closes a TCP connection with
+// UF). Without a proxy the caller reaches the application directly, on the pod's IP, as before.
+func BehindProxy(v Verdict, dest Peer, localhostOnly bool) Verdict {
+	if dest.HasProxy && localhostOnly && v.DestReports && v.Outcome == Succeeded {
+		v.Outcome = AppUnreachable
 	}
 	return v
 }

@@ -176,3 +176,32 @@ func denyFrom(name string, dryRun bool, rules ...Rule) AuthzPolicy {
 func fromNS(ns ...string) Rule    { return Rule{From: []Source{{Namespaces: ns}}} }
 func notFromNS(ns ...string) Rule { return Rule{From: []Source{{NotNamespaces: ns}}} }
 func fromP(p ...string) Rule      { return Rule{From: []Source{{Principals: p}}} }
+
+// TestSimulatorBehindProxy pins the localhost rule: since Istio 1.10 the sidecar forwards inbound
+// traffic to the pod's IP, so an application listening on localhost only is out of its proxy's
+// reach (https://istio.io/latest/blog/2021/upcoming-networking-changes/), and reached directly
+// without one.
+func TestSimulatorBehindProxy(t *testing.T) {
+	noProxyDest := appPod
+	noProxyDest.HasProxy = false
+	accepted := Verdict{Outcome: Succeeded, DestReports: true}
+	tests := map[string]struct {
+		v             Verdict
+		dest          Peer
+		localhostOnly bool
+		want          Outcome
+	}{
+		"a proxy cannot reach an application on localhost":     {accepted, appPod, true, AppUnreachable},
+		"an application on the pod's IP is reached":            {accepted, appPod, false, Succeeded},
+		"without a proxy the caller reaches it directly":       {Verdict{Outcome: Succeeded}, noProxyDest, true, Succeeded},
+		"a call refused before the application stays so":       {Verdict{Outcome: Refused}, appPod, true, Refused},
+		"a call denied by a policy never reaches the upstream": {Verdict{Outcome: Denied, DestReports: true}, appPod, true, Denied},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := BehindProxy(tc.v, tc.dest, tc.localhostOnly).Outcome; got != tc.want {
+				t.Errorf("BehindProxy = %s, want %s", got, tc.want)
+			}
+		})
+	}
+}

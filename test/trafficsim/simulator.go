@@ -65,6 +65,7 @@ func (f Flow) Key() FlowKey {
 type Counts struct {
 	Succeeded, Refused, Denied, Unavailable int64
 	DryRunDenied                            int64 // calls a reached dry-run filter would have denied
+	AppUnreachable                          int64 // calls the destination's proxy could not pass to its application
 }
 
 // Options configure the simulator like the mesh it imitates.
@@ -86,13 +87,15 @@ type Simulator struct {
 	reader client.Reader
 	opts   Options
 
-	mu       sync.Mutex
-	flows    []Flow
-	pods     map[types.UID]*simPod
-	carry    map[string]float64
-	outcomes map[FlowKey]Counts
-	warned   map[string]bool
-	serveCtx context.Context // set while ServePods runs
+	mu    sync.Mutex
+	flows []Flow
+	// localhostOnly are the workloads whose application listens on localhost only.
+	localhostOnly map[Workload]bool
+	pods          map[types.UID]*simPod
+	carry         map[string]float64
+	outcomes      map[FlowKey]Counts
+	warned        map[string]bool
+	serveCtx      context.Context // set while ServePods runs
 }
 
 // simPod is a running pod with a proxy and its simulated counters and endpoint.
@@ -125,6 +128,17 @@ func (s *Simulator) SetFlows(flows []Flow) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.flows = append([]Flow(nil), flows...)
+}
+
+// SetLocalhostOnly says which workloads' applications listen on localhost only (see
+// BehindProxy): a fact of the application, which the cluster's state does not show.
+func (s *Simulator) SetLocalhostOnly(workloads ...Workload) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.localhostOnly = map[Workload]bool{}
+	for _, w := range workloads {
+		s.localhostOnly[w] = true
+	}
 }
 
 // Outcomes returns, per flow, what became of its calls so far.

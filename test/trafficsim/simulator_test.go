@@ -169,16 +169,6 @@ func TestSimulatorEndToEnd(t *testing.T) {
 func checkObserveSeries(t *testing.T, sim *Simulator) {
 	mfs, _ := scrape(t, sim.Handler(), "")
 	api1 := map[string]string{"namespace": "shop", "pod": "api-1", "reporter": "destination"}
-	with := func(base map[string]string, kv ...string) map[string]string {
-		m := map[string]string{}
-		for k, v := range base {
-			m[k] = v
-		}
-		for i := 0; i < len(kv); i += 2 {
-			m[kv[i]] = kv[i+1]
-		}
-		return m
-	}
 	expect(t, mfs, "istio_requests_total", with(api1, "source_workload", "front", "source_workload_namespace", "web",
 		"source_principal", "spiffe://cluster.local/ns/web/sa/front", "destination_principal", "spiffe://cluster.local/ns/shop/sa/api",
 		"connection_security_policy", "mutual_tls", "response_code", "200", "destination_service", "api.shop.svc.cluster.local"), 5)
@@ -372,4 +362,38 @@ func TestSimulatorRefusedStatNeedsTheStatsMatcher(t *testing.T) {
 	if o := sim.Outcomes()[cronToAPI.Key()]; o.Refused != 4 {
 		t.Fatalf("cron outcomes %+v, want 4 refused", o)
 	}
+}
+
+// TestSimulatorLocalhostOnlyApplication: the proxy of a workload whose application listens on
+// localhost only answers 503 with flag UF as the destination, and closes TCP connections with
+// UF; the caller's proxy reports the 503 as the upstream's answer, with no flag of its own.
+func TestSimulatorLocalhostOnlyApplication(t *testing.T) {
+	ctx := context.Background()
+	c := newFakeReader(t, pod("shop", "api-1", "api", "api", true), pod("web", "front-1", "front", "front", true))
+	sim := New(c, Options{})
+	sim.SetFlows([]Flow{frontToAPI, extToAPI})
+	sim.SetLocalhostOnly(Workload{"shop", "api"})
+	if err := sim.Step(ctx, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	mfs, _ := scrape(t, sim.Handler(), "")
+	api1 := map[string]string{"namespace": "shop", "pod": "api-1", "reporter": "destination"}
+	expect(t, mfs, "istio_requests_total", with(api1, "source_workload", "front", "response_code", "503", "response_flags", "UF"), 10)
+	expect(t, mfs, "istio_requests_total", map[string]string{"pod": "front-1", "reporter": "source", "response_code": "503", "response_flags": "-"}, 10)
+	expect(t, mfs, "istio_tcp_connections_closed_total", with(api1, "source_workload", "unknown", "response_flags", "UF"), 2)
+	if o := sim.Outcomes()[frontToAPI.Key()]; o.AppUnreachable != 10 || o.Succeeded != 0 {
+		t.Errorf("front outcomes %+v, want 10 the application's proxy could not pass on", o)
+	}
+}
+
+// with is base with the given label pairs added or replaced.
+func with(base map[string]string, kv ...string) map[string]string {
+	m := map[string]string{}
+	for k, v := range base {
+		m[k] = v
+	}
+	for i := 0; i < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return m
 }
