@@ -20,7 +20,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
-	"github.com/meshwright/meshwright/internal/ladder"
 	"github.com/meshwright/meshwright/internal/policy"
 	"github.com/meshwright/meshwright/internal/revision"
 	"github.com/meshwright/meshwright/test/cluster"
@@ -86,8 +85,8 @@ func waitHeldAtObserve(t *testing.T, c client.Client, reason string, want ...str
 	}
 }
 
-// waitBlocked waits until the installation reports a namespace blocked with reason, its message
-// holding each of want.
+// waitBlocked waits until the installation reports a namespace blocked with reason, with a
+// message holding each of want.
 func waitBlocked(t *testing.T, c client.Client, namespace, reason string, want ...string) {
 	t.Helper()
 	var got meshv1.BlockedNamespace
@@ -102,13 +101,17 @@ func waitBlocked(t *testing.T, c client.Client, namespace, reason string, want .
 				got = st.Blocked[i]
 			}
 		}
-		return got.Reason == reason, fmt.Errorf("%s blocked with %q: %s", namespace, got.Reason, got.Message)
-	})
-	for _, w := range want {
-		if !strings.Contains(got.Message, w) {
-			t.Errorf("%s message %q lacks %q", reason, got.Message, w)
+		if got.Reason != reason {
+			return false, fmt.Errorf("%s blocked with %q: %s", namespace, got.Reason, got.Message)
 		}
-	}
+		for _, w := range want {
+			if !strings.Contains(got.Message, w) {
+				// The same reason from an earlier reading (another source) may stand for a while.
+				return false, fmt.Errorf("%s message %q lacks %q", reason, got.Message, w)
+			}
+		}
+		return true, nil
+	})
 }
 
 // standing describes where a namespace stands on the ladder, for the message of a wait that
@@ -258,8 +261,10 @@ func TestTrafficGatePrometheusSourceWithSimulatedTraffic(t *testing.T) {
 // read from the simulator's proxies shows legacy/client outside allowFrom and the dry-run's
 // shadow denials: the policies stay in dry-run with WouldDenyTraffic naming legacy and the entry
 // that admits it. Once legacy is added to allowFrom, a whole soak without denials lets the step
-// enforce, and no call of legacy's was ever denied. A watcher of the namespace's policies sees no
-// moment of deny-all (allow-nothing enforced without its allow policy), going up or back down.
+// enforce, and no call of legacy's was ever denied. Then the same through a real Prometheus: legacy
+// taken out of allowFrom and shop raised again, the dry-run read from Prometheus holds it with
+// WouldDenyTraffic until legacy is allowed. A watcher of the namespace's policies sees no moment
+// of deny-all (allow-nothing enforced without its allow policy), going up or back down.
 func TestZeroTrustDryRunGateWithSimulatedTraffic(t *testing.T) {
 	t.Parallel() // a cluster of its own: see main_test.go
 	ctx := context.Background()
@@ -333,6 +338,35 @@ func TestZeroTrustDryRunGateWithSimulatedTraffic(t *testing.T) {
 		shop := framework.GetNamespace(t, c, "shop")
 		return shop.Labels[meshv1.LabelLevel] == string(meshv1.LevelMutualTLS) && stateOf(shop).Step == nil, nil
 	})
+
+	// The same gate through a real Prometheus scraping the simulator: legacy is no longer in
+	// allowFrom, and shop is raised to ZeroTrust again.
+	prom, err := cluster.StartPrometheus(ctx, "", t.TempDir(), []cluster.ScrapeTarget{traffic.ScrapeTarget()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(prom.Stop)
+	updateMesh(t, c, func(m *meshv1.MeshInstallation) {
+		m.Spec.Telemetry.Prometheus = &meshv1.PrometheusSource{URL: prom.URL}
+		m.Spec.Namespaces[0].AllowFrom = nil
+	})
+	shop = framework.GetNamespace(t, c, "shop")
+	patch = client.MergeFrom(shop.DeepCopy())
+	delete(shop.Labels, meshv1.LabelTargetLevel)
+	if err := c.Patch(ctx, shop, patch); err != nil {
+		t.Fatal(err)
+	}
+	waitBlocked(t, c, "shop", meshv1.ReasonWouldDenyTraffic, "legacy/client", "add {namespace: legacy} to allowFrom", "would have denied", "Prometheus at "+prom.URL)
+	updateMesh(t, c, func(m *meshv1.MeshInstallation) {
+		m.Spec.Namespaces[0].AllowFrom = []meshv1.AllowSource{{Namespace: "legacy"}}
+	})
+	framework.Eventually(t, 3*time.Minute, "shop at ZeroTrust again once legacy is allowed", func() (bool, error) {
+		shop := framework.GetNamespace(t, c, "shop")
+		return shop.Labels[meshv1.LabelLevel] == string(meshv1.LevelZeroTrust) && stateOf(shop).Step == nil, standing(c, shop)
+	})
+	if got := traffic.Sim.Outcomes()[legacyToShop.Key()]; got.Denied != 0 || got.Refused != 0 {
+		t.Errorf("legacy → shop: %+v; want no call denied or refused on the way to ZeroTrust", got)
+	}
 	if seen := denyAll(); len(seen) > 0 {
 		t.Errorf("a watcher saw shop deny every call (the allow-nothing policy enforced without the allow policy): %v", seen)
 	}
@@ -344,7 +378,10 @@ func TestZeroTrustDryRunGateWithSimulatedTraffic(t *testing.T) {
 // the proxies' stats (read by the embedded source from the simulator) and rolls the step back,
 // the namespace held at Observe with TrafficRegressed and the evidence, the installation Degraded,
 // and legacy's calls succeed again. The hold lasts until the spec changes; then the gate takes
-// over and holds shop at Observe for legacy's plaintext calls.
+// over and holds shop at Observe for legacy's plaintext calls. Then the same through a real
+// Prometheus scraping the simulator: the spec now names it, legacy stops calling, shop goes
+// STRICT again, legacy calls again during the bake, and the bake, reading Prometheus, rolls the
+// step back.
 func TestBakeRollsBackAStepThatRefusesANewCaller(t *testing.T) {
 	t.Parallel() // a cluster of its own: see main_test.go
 	ctx := context.Background()
@@ -357,40 +394,76 @@ func TestBakeRollsBackAStepThatRefusesANewCaller(t *testing.T) {
 	installCRD(t, cl)
 	runOperatorAs(t, cl.Kubeconfig, "default", "--proxy-stats-url="+traffic.ProxyStatsURL())
 	mesh := &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: meshv1.MeshInstallationSpec{
-		Rollout:    meshv1.RolloutSpec{ObserveTime: &metav1.Duration{Duration: observeWindow}, BakeTime: &metav1.Duration{Duration: time.Minute}},
+		Rollout:    meshv1.RolloutSpec{ObserveTime: &metav1.Duration{Duration: observeWindow}, BakeTime: &metav1.Duration{Duration: strictBake}},
 		Namespaces: gatedSpecRules,
 	}}
 	createMesh(t, c, mesh)
 	useLocalIstiod(t, cl, c, "default")
 
-	framework.Eventually(t, 4*time.Minute, "shop's step to STRICT under way", func() (bool, error) { return strict(t, c), nil })
+	refused := callDuringTheBakeAndWaitRolledBack(t, c, traffic, "the proxies' stats endpoints")
+	framework.WaitCondition(t, c, "default", meshv1.ConditionDegraded, metav1.ConditionTrue, meshv1.ReasonTrafficRegressed, time.Minute)
+	framework.Eventually(t, time.Minute, "legacy's calls to succeed again", func() (bool, error) {
+		return traffic.Sim.Outcomes()[legacyToShop.Key()].Succeeded > refused.Succeeded, nil
+	})
+	// Held until the spec changes: the hold is recorded with the evidence (TestTrafficRegressedHolds
+	// shows it keeps the namespace where it is, pass after pass).
+	if hold := stateOf(framework.GetNamespace(t, c, "shop")).Hold; hold == nil || hold.Reason != meshv1.ReasonTrafficRegressed {
+		t.Fatalf("shop's hold %+v, want one for TrafficRegressed", hold)
+	}
+	updateMesh(t, c, func(m *meshv1.MeshInstallation) { m.Spec.Rollout.BakeTime = &metav1.Duration{Duration: bakeWindow} })
+	waitHeldAtObserve(t, c, meshv1.ReasonPlaintextTraffic, "legacy/client")
+
+	// The same through Prometheus.
+	prom, err := cluster.StartPrometheus(ctx, "", t.TempDir(), []cluster.ScrapeTarget{traffic.ScrapeTarget()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(prom.Stop)
+	updateMesh(t, c, func(m *meshv1.MeshInstallation) {
+		m.Spec.Telemetry.Prometheus = &meshv1.PrometheusSource{URL: prom.URL}
+		m.Spec.Rollout.BakeTime = &metav1.Duration{Duration: strictBake}
+	})
+	waitHeldAtObserve(t, c, meshv1.ReasonPlaintextTraffic, "legacy/client", "Prometheus at "+prom.URL)
+	traffic.Sim.SetFlows(nil)
+	callDuringTheBakeAndWaitRolledBack(t, c, traffic, "Prometheus at "+prom.URL)
+}
+
+// strictBake is the bake of TestBakeRollsBackAStepThatRefusesANewCaller: long enough for a
+// caller started once STRICT is in to be read within it.
+const strictBake = 30 * time.Second
+
+// callDuringTheBakeAndWaitRolledBack waits for shop's step to STRICT, has legacy call it in
+// plaintext from then on, and waits for the bake, reading source, to roll the step back. It
+// returns what had become of legacy's calls then.
+func callDuringTheBakeAndWaitRolledBack(t *testing.T, c client.Client, traffic *framework.SimulatedTraffic, source string) trafficsim.Counts {
+	t.Helper()
+	framework.Eventually(t, 4*time.Minute, "shop's step to STRICT under way", func() (bool, error) {
+		return strict(t, c), standing(c, framework.GetNamespace(t, c, "shop"))
+	})
 	traffic.Sim.SetFlows([]trafficsim.Flow{legacyToShop})
-	waitBlocked(t, c, "shop", meshv1.ReasonTrafficRegressed, "refused", "plaintext connection(s)", "envoy_listener_no_filter_chain_match", "held at Observe")
+	waitBlocked(t, c, "shop", meshv1.ReasonTrafficRegressed, "refused", "plaintext connection(s)", "envoy_listener_no_filter_chain_match", source, "held at Observe")
 	if strict(t, c) || framework.GetNamespace(t, c, "shop").Labels[meshv1.LabelLevel] != string(meshv1.LevelObserve) {
 		t.Fatal("shop kept STRICT after its bake saw a caller refused")
 	}
-	framework.WaitCondition(t, c, "default", meshv1.ConditionDegraded, metav1.ConditionTrue, meshv1.ReasonTrafficRegressed, time.Minute)
 	refused := traffic.Sim.Outcomes()[legacyToShop.Key()]
 	if refused.Refused == 0 {
 		t.Fatalf("legacy → shop: %+v; want the calls STRICT refused", refused)
 	}
-	framework.Eventually(t, time.Minute, "legacy's calls to succeed again", func() (bool, error) {
-		return traffic.Sim.Outcomes()[legacyToShop.Key()].Succeeded > refused.Succeeded, nil
-	})
+	return refused
+}
 
-	// Held: nothing moves until the spec changes (two passes' worth of traffic polls).
-	time.Sleep(2 * ladder.TrafficPoll)
-	if shop := framework.GetNamespace(t, c, "shop"); stateOf(shop).Step != nil || strict(t, c) {
-		t.Fatalf("shop moved while held: %+v", stateOf(shop))
-	}
-	if err := c.Get(ctx, client.ObjectKey{Name: "default"}, mesh); err != nil {
-		t.Fatal(err)
-	}
-	mesh.Spec.Rollout.BakeTime = &metav1.Duration{Duration: bakeWindow}
-	if err := c.Update(ctx, mesh); err != nil {
-		t.Fatal(err)
-	}
-	waitHeldAtObserve(t, c, meshv1.ReasonPlaintextTraffic, "legacy/client")
+// updateMesh changes the installation's spec, retrying on conflicts with the operator's writes.
+func updateMesh(t *testing.T, c client.Client, change func(*meshv1.MeshInstallation)) {
+	t.Helper()
+	framework.Eventually(t, 30*time.Second, "the MeshInstallation updated", func() (bool, error) {
+		mesh := &meshv1.MeshInstallation{}
+		if err := c.Get(context.Background(), client.ObjectKey{Name: "default"}, mesh); err != nil {
+			return false, err
+		}
+		change(mesh)
+		err := c.Update(context.Background(), mesh)
+		return err == nil, err
+	})
 }
 
 // apiServerToHook is the kube-apiserver calling shop's admission webhook: from outside the mesh,
