@@ -341,22 +341,14 @@ func TestZeroTrustDryRunGateWithSimulatedTraffic(t *testing.T) {
 
 	// The same gate through a real Prometheus scraping the simulator: legacy is no longer in
 	// allowFrom, and shop is raised to ZeroTrust again.
-	prom, err := cluster.StartPrometheus(ctx, "", t.TempDir(), []cluster.ScrapeTarget{traffic.ScrapeTarget()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(prom.Stop)
-	updateMesh(t, c, func(m *meshv1.MeshInstallation) {
-		m.Spec.Telemetry.Prometheus = &meshv1.PrometheusSource{URL: prom.URL}
-		m.Spec.Namespaces[0].AllowFrom = nil
-	})
+	promURL := readThroughPrometheus(t, c, traffic, func(m *meshv1.MeshInstallation) { m.Spec.Namespaces[0].AllowFrom = nil })
 	shop = framework.GetNamespace(t, c, "shop")
 	patch = client.MergeFrom(shop.DeepCopy())
 	delete(shop.Labels, meshv1.LabelTargetLevel)
 	if err := c.Patch(ctx, shop, patch); err != nil {
 		t.Fatal(err)
 	}
-	waitBlocked(t, c, "shop", meshv1.ReasonWouldDenyTraffic, "legacy/client", "add {namespace: legacy} to allowFrom", "would have denied", "Prometheus at "+prom.URL)
+	waitBlocked(t, c, "shop", meshv1.ReasonWouldDenyTraffic, "legacy/client", "add {namespace: legacy} to allowFrom", "would have denied", "Prometheus at "+promURL)
 	updateMesh(t, c, func(m *meshv1.MeshInstallation) {
 		m.Spec.Namespaces[0].AllowFrom = []meshv1.AllowSource{{Namespace: "legacy"}}
 	})
@@ -384,7 +376,6 @@ func TestZeroTrustDryRunGateWithSimulatedTraffic(t *testing.T) {
 // step back.
 func TestBakeRollsBackAStepThatRefusesANewCaller(t *testing.T) {
 	t.Parallel() // a cluster of its own: see main_test.go
-	ctx := context.Background()
 	cl, c := framework.StartCluster(t, cluster.Options{})
 	framework.MakeNamespace(t, c, "shop", map[string]string{"ladder": "mtls"}, map[string]func(*appsv1.Deployment){"web": nil})
 	framework.MakeNamespace(t, c, "legacy", nil, map[string]func(*appsv1.Deployment){"client": nil})
@@ -414,18 +405,12 @@ func TestBakeRollsBackAStepThatRefusesANewCaller(t *testing.T) {
 	waitHeldAtObserve(t, c, meshv1.ReasonPlaintextTraffic, "legacy/client")
 
 	// The same through Prometheus.
-	prom, err := cluster.StartPrometheus(ctx, "", t.TempDir(), []cluster.ScrapeTarget{traffic.ScrapeTarget()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(prom.Stop)
-	updateMesh(t, c, func(m *meshv1.MeshInstallation) {
-		m.Spec.Telemetry.Prometheus = &meshv1.PrometheusSource{URL: prom.URL}
+	promURL := readThroughPrometheus(t, c, traffic, func(m *meshv1.MeshInstallation) {
 		m.Spec.Rollout.BakeTime = &metav1.Duration{Duration: strictBake}
 	})
-	waitHeldAtObserve(t, c, meshv1.ReasonPlaintextTraffic, "legacy/client", "Prometheus at "+prom.URL)
+	waitHeldAtObserve(t, c, meshv1.ReasonPlaintextTraffic, "legacy/client", "Prometheus at "+promURL)
 	traffic.Sim.SetFlows(nil)
-	callDuringTheBakeAndWaitRolledBack(t, c, traffic, "Prometheus at "+prom.URL)
+	callDuringTheBakeAndWaitRolledBack(t, c, traffic, "Prometheus at "+promURL)
 }
 
 // strictBake is the bake of TestBakeRollsBackAStepThatRefusesANewCaller: long enough for a
@@ -450,6 +435,23 @@ func callDuringTheBakeAndWaitRolledBack(t *testing.T, c client.Client, traffic *
 		t.Fatalf("legacy → shop: %+v; want the calls STRICT refused", refused)
 	}
 	return refused
+}
+
+// readThroughPrometheus starts a real Prometheus scraping the simulator and points the
+// installation's telemetry at it, changing its spec further with change in the same update. It
+// returns Prometheus's URL.
+func readThroughPrometheus(t *testing.T, c client.Client, traffic *framework.SimulatedTraffic, change func(*meshv1.MeshInstallation)) string {
+	t.Helper()
+	prom, err := cluster.StartPrometheus(context.Background(), "", t.TempDir(), []cluster.ScrapeTarget{traffic.ScrapeTarget()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(prom.Stop)
+	updateMesh(t, c, func(m *meshv1.MeshInstallation) {
+		m.Spec.Telemetry.Prometheus = &meshv1.PrometheusSource{URL: prom.URL}
+		change(m)
+	})
+	return prom.URL
 }
 
 // updateMesh changes the installation's spec, retrying on conflicts with the operator's writes.
