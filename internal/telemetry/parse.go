@@ -66,9 +66,6 @@ func parseStats(r io.Reader) (statsRead, error) {
 		switch {
 		case name == metricRequests || name == metricConnections:
 			addCalls(read.counters, f)
-			if name == metricRequests {
-				addUnreached(read.counters, f)
-			}
 		case name == metricConnectionsClosed:
 			addUnreached(read.counters, f)
 		case name == metricNoFilterChain:
@@ -107,6 +104,10 @@ func addCalls(counters map[counterKey]float64, f *dto.MetricFamily) {
 		}
 		if l[labelResponseCode] == codeForbidden {
 			counters[counterKey{kind: countDenied, caller: c}] += value(m)
+		}
+		if f.GetName() == metricRequests && connectFailedFlags.MatchString(l[labelResponseFlags]) {
+			// Accepted, but not passed on to the application (addUnreached, for requests).
+			counters[counterKey{kind: countUnreached, caller: c}] += value(m)
 		}
 	}
 }
