@@ -123,10 +123,11 @@ SCALE_PODS ?= 3
 BENCH_SCALE_NAMESPACES ?= 100
 
 .PHONY: bench
-bench: cluster-bins ## Benchmarks (print figures, assert nothing): time to Ready against the floor, API requests, render cost, scale and restart cost.
+bench: cluster-bins ## Benchmarks (print figures, assert nothing): time to Ready against the floor, API requests, render cost, scale and restart cost, proxyless workloads' memory and start.
 	cd test && go run ./bench/ready -runs $(BENCH_RUNS)
 	go test ./internal/render -run '^$$' -bench . -benchmem
 	cd test && go run ./bench/scale -namespaces $(BENCH_SCALE_NAMESPACES) -pods $(SCALE_PODS)
+	cd test && go run ./bench/proxyless -pairs 3
 
 FUZZ_TIME ?= 30s
 
@@ -146,13 +147,14 @@ fuzz: ## Run every fuzzer for FUZZ_TIME each: the API's JSON round trip, the lad
 ##@ Local cluster
 
 .PHONY: cluster-bins
-cluster-bins: ## Build (or take from the per-user cache) etcd, Kubernetes, kwok, cert-manager, istiod and Prometheus.
+cluster-bins: ## Build (or take from the per-user cache) etcd, Kubernetes, kwok, cert-manager, istiod (with pilot-agent), Prometheus and the proxyless workloads' application.
 	@hack/build-component.sh etcd $(BIN) "-s -w"
 	@hack/build-component.sh kubernetes $(BIN) "$(KUBE_LDFLAGS)"
 	@hack/build-component.sh kwok $(BIN) "-s -w"
 	@hack/build-component.sh certmanager $(BIN) "-s -w"
 	@hack/build-component.sh istiod $(BIN) "-s -w"
 	@hack/build-component.sh prometheus $(BIN) "-s -w"
+	@hack/build-component.sh meshapp $(BIN) "-s -w"
 	@cd test && go build -o $(BIN)/localcluster ./cmd/localcluster
 
 .PHONY: olm-bins

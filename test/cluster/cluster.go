@@ -506,6 +506,8 @@ type NodeOptions struct {
 	CPU, Memory string
 	Labels      map[string]string
 	Taints      []corev1.Taint
+	// PodCIDR is the range kwok gives its pods' IPs from; empty takes kwok's default.
+	PodCIDR string
 }
 
 // AddNode registers one more kwok node, for tests that need a node of a given size or with
@@ -527,7 +529,7 @@ func (c *Cluster) AddNode(ctx context.Context, opts NodeOptions) error {
 	node := &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: opts.Name, Labels: labels,
 			Annotations: map[string]string{KwokNodeAnnotation: "fake", "node.alpha.kubernetes.io/ttl": "0"}},
-		Spec:   corev1.NodeSpec{Taints: opts.Taints},
+		Spec:   corev1.NodeSpec{Taints: opts.Taints, PodCIDR: opts.PodCIDR},
 		Status: corev1.NodeStatus{Capacity: capacity, Allocatable: capacity},
 	}
 	if _, err := kc.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{FieldManager: fieldManager}); err != nil {

@@ -26,6 +26,9 @@ type Istiod struct {
 	Port int
 	// Dir is its working directory (its plugged-in CA files, under cacerts/).
 	Dir string
+	// SecureXDS is its TLS xDS and CA address (istiod's port 15012 in a cluster): where
+	// pilot-agents get their certificates and configuration.
+	SecureXDS string
 
 	proc    *process
 	cluster *Cluster
@@ -205,7 +208,7 @@ func (c *Cluster) startIstiodOnce(ctx context.Context, opts IstiodOptions, bin, 
 	if err != nil {
 		return nil, err
 	}
-	ist := &Istiod{Port: opts.Port, Dir: dir, proc: proc, cluster: c}
+	ist := &Istiod{Port: opts.Port, Dir: dir, SecureXDS: loop(secureGRPCPort), proc: proc, cluster: c}
 	c.Processes = append(c.Processes, proc)
 	ready := "http://" + loop(httpPort) + "/ready"
 	if err := poll(ctx, "istiod to be ready", 250*time.Millisecond, []*process{proc}, func(ctx context.Context) (bool, error) {

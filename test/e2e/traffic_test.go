@@ -133,9 +133,7 @@ func standing(c client.Client, ns *corev1.Namespace) error {
 // strict tells whether shop carries the ladder's STRICT PeerAuthentication.
 func strict(t *testing.T, c client.Client) bool {
 	t.Helper()
-	pa := &unstructured.Unstructured{}
-	pa.SetGroupVersionKind(policy.PeerAuthenticationGVK)
-	return c.Get(context.Background(), client.ObjectKey{Namespace: "shop", Name: policy.StrictName}, pa) == nil
+	return strictIn(t, c, "shop")
 }
 
 // enrolCacheAndWaitRolledBack enrols cache at Observe: behind its new proxies its application,

@@ -65,12 +65,7 @@ func main() {
 	noops := flag.Int("noop-reconciles", 5, "reconciles to count requests over once the installation is Ready")
 	flag.Parse()
 	ctrllog.SetLogger(logr.Discard())
-	if *out == "" {
-		var err error
-		if *out, err = record.DefaultPath(); err != nil {
-			record.Fail(err)
-		}
-	}
+	*out = record.OutPath(*out)
 
 	var results []result
 	for i := 1; i <= *runs; i++ {

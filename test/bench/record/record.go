@@ -24,6 +24,19 @@ func DefaultPath() (string, error) {
 	return filepath.Join(bin, "bench.jsonl"), nil
 }
 
+// OutPath is the file a benchmark appends its JSON lines to: the -out flag's value, or
+// DefaultPath when it is empty. A benchmark that cannot tell where to write stops (Fail).
+func OutPath(flagValue string) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	path, err := DefaultPath()
+	if err != nil {
+		Fail(err)
+	}
+	return path
+}
+
 // RepoRoot is the repository the benchmarks build the operator from.
 func RepoRoot() (string, error) {
 	bin, err := cluster.DefaultBinDir()
@@ -66,17 +79,37 @@ func BuildManager() (string, error) {
 
 // PeakRSSMiB is a running process's peak resident set size (VmHWM in /proc/<pid>/status).
 func PeakRSSMiB(pid int) (float64, error) {
+	_, peak, err := MemoryMiB(pid)
+	return peak, err
+}
+
+// MemoryMiB is a running process's resident set size now (VmRSS) and at its peak (VmHWM).
+func MemoryMiB(pid int) (rss, peak float64, err error) {
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
+	found := 0
 	for _, line := range strings.Split(string(status), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
-			kb, err := strconv.ParseFloat(f[1], 64)
-			return kb / 1024, err
+		f := strings.Fields(line)
+		if len(f) < 2 || (f[0] != "VmRSS:" && f[0] != "VmHWM:") {
+			continue
 		}
+		kb, err := strconv.ParseFloat(f[1], 64)
+		if err != nil {
+			return 0, 0, err
+		}
+		if f[0] == "VmRSS:" {
+			rss = kb / 1024
+		} else {
+			peak = kb / 1024
+		}
+		found++
 	}
-	return 0, fmt.Errorf("no VmHWM in /proc/%d/status", pid)
+	if found < 2 {
+		return 0, 0, fmt.Errorf("no VmRSS and VmHWM in /proc/%d/status", pid)
+	}
+	return rss, peak, nil
 }
 
 // Fail prints the error and exits 1: a benchmark that cannot measure says why and stops.

@@ -80,6 +80,9 @@ type result struct {
 	TrafficGates string `json:"traffic_gates,omitempty"`
 	TrafficReads int    `json:"traffic_reads,omitempty"`
 	PromQueries  int    `json:"prometheus_queries,omitempty"`
+	// Passes is how many passes the operator ran over the rollout, by result
+	// (controller_runtime_reconcile_total): what drives every other cost.
+	Passes map[string]int `json:"passes_by_result,omitempty"`
 }
 
 func main() {
@@ -94,12 +97,7 @@ func main() {
 	out := flag.String("out", "", "append one JSON line per size to this file (default: bin/bench.jsonl of the repository)")
 	flag.Parse()
 	ctrllog.SetLogger(logr.Discard())
-	if *out == "" {
-		var err error
-		if *out, err = record.DefaultPath(); err != nil {
-			record.Fail(err)
-		}
-	}
+	*out = record.OutPath(*out)
 	manager, err := record.BuildManager()
 	if err != nil {
 		record.Fail(err)
@@ -220,6 +218,9 @@ func measure(manager string, n, pods int, level meshv1.AdoptionLevel, parallel i
 		return r, err
 	}
 	if err := tr.count(&r, op); err != nil {
+		return r, err
+	}
+	if r.Passes, err = op.passes(); err != nil {
 		return r, err
 	}
 	if prof.prefix != "" {
@@ -525,19 +526,28 @@ func (p *process) metric(name, match string) (float64, error) {
 
 // requests sums rest_client_requests_total by method: every request the operator's clients made.
 func (p *process) requests() (map[string]int, error) {
-	samples, err := p.scrape("rest_client_requests_total")
+	return p.byLabel("rest_client_requests_total", "", "method")
+}
+
+// passes sums controller_runtime_reconcile_total of the meshinstallation controller by result.
+func (p *process) passes() (map[string]int, error) {
+	return p.byLabel("controller_runtime_reconcile_total", `controller="meshinstallation"`, "result")
+}
+
+// byLabel sums the samples of a metric whose labels contain match, by one label's value.
+func (p *process) byLabel(name, match, label string) (map[string]int, error) {
+	samples, err := p.scrape(name)
 	if err != nil {
 		return nil, err
 	}
 	out := map[string]int{}
 	for labels, v := range samples {
-		i := strings.Index(labels, `method="`)
-		if i < 0 {
+		i := strings.Index(labels, label+`="`)
+		if i < 0 || !strings.Contains(labels, match) {
 			continue
 		}
-		method := labels[i+len(`method="`):]
-		method = method[:strings.IndexByte(method, '"')]
-		out[method] += int(v)
+		value := labels[i+len(label)+2:]
+		out[value[:strings.IndexByte(value, '"')]] += int(v)
 	}
 	return out, nil
 }
@@ -580,8 +590,8 @@ func percentile(ds []time.Duration, q float64) float64 {
 }
 
 func printTable(rs []result) {
-	fmt.Printf("\n%6s %6s %10s %8s %8s %8s %7s %9s %8s %9s %10s %9s %10s %8s %8s  %s\n", "ns", "pods", "converge_s", "ns/min", "step_p50", "step_p95",
-		"cpu_s", "rss_mib", "req/s", "restart_ms", "restart_wr", "requests", "gates", "reads", "queries", "by method")
+	fmt.Printf("\n%6s %6s %10s %8s %8s %8s %7s %9s %8s %9s %10s %9s %10s %8s %8s %7s  %s\n", "ns", "pods", "converge_s", "ns/min", "step_p50", "step_p95",
+		"cpu_s", "rss_mib", "req/s", "restart_ms", "restart_wr", "requests", "gates", "reads", "queries", "passes", "by method")
 	for _, r := range rs {
 		total := 0
 		var verbs []string
@@ -590,12 +600,16 @@ func printTable(rs []result) {
 			verbs = append(verbs, fmt.Sprintf("%s=%d", v, n))
 		}
 		sort.Strings(verbs)
+		passes := 0
+		for _, n := range r.Passes {
+			passes += n
+		}
 		gates := r.TrafficGates
 		if gates == "" {
 			gates = "skipped"
 		}
-		fmt.Printf("%6d %6d %10.1f %8.1f %8.1f %8.1f %7.1f %9.1f %8.1f %9d %10d %9d %10s %8d %8d  %s\n", r.Namespaces, r.Pods, r.ConvergeS, r.NamespacesPerM,
-			r.StepP50S, r.StepP95S, r.CPUSeconds, r.PeakRSSMiB, r.RequestsPerS, r.RestartResyncMs, r.RestartWrites, total, gates, r.TrafficReads, r.PromQueries,
+		fmt.Printf("%6d %6d %10.1f %8.1f %8.1f %8.1f %7.1f %9.1f %8.1f %9d %10d %9d %10s %8d %8d %7d  %s\n", r.Namespaces, r.Pods, r.ConvergeS, r.NamespacesPerM,
+			r.StepP50S, r.StepP95S, r.CPUSeconds, r.PeakRSSMiB, r.RequestsPerS, r.RestartResyncMs, r.RestartWrites, total, gates, r.TrafficReads, r.PromQueries, passes,
 			strings.Join(verbs, " "))
 	}
 }

@@ -1,0 +1,125 @@
+package proxyless
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/utils/ptr"
+
+	"github.com/meshwright/meshwright/test/cluster"
+)
+
+// The agent's default paths are relative to its working directory (a pod's root in a cluster):
+// the ServiceAccount token istiod's CA authenticates it with, the mesh's root certificate (the
+// istio-ca-root-cert ConfigMap, mounted), and the gRPC bootstrap it writes for the application.
+const (
+	tokenPath     = "var/run/secrets/tokens/istio-token"
+	rootCertPath  = "var/run/secrets/istio/root-cert.pem"
+	bootstrapPath = "etc/istio/proxy/grpc-bootstrap.json"
+	// CertsDir is where, under a pod's directory, the agent writes the workload's certificate
+	// (cert-chain.pem, key.pem, root-cert.pem), so tests can check what it chains to.
+	CertsDir = "certs"
+)
+
+// startAgent starts Istio's pilot-agent for a pod injected with the grpc-agent template, with
+// the environment that template gives it, and waits until it has written the application's
+// gRPC bootstrap (the agent has its certificate then).
+func (r *Runner) startAgent(ctx context.Context, p *corev1.Pod, dir string) (*proc, string, error) {
+	sa := p.Spec.ServiceAccountName
+	if sa == "" {
+		sa = "default"
+	}
+	tr, err := r.kc.CoreV1().ServiceAccounts(p.Namespace).CreateToken(ctx, sa, &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
+		Audiences: []string{"istio-ca"}, ExpirationSeconds: ptr.To[int64](24 * 3600),
+		BoundObjectRef: &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: p.Name, UID: p.UID},
+	}}, metav1.CreateOptions{})
+	if err != nil {
+		return nil, "", fmt.Errorf("requesting a token for ServiceAccount %s: %w", sa, err)
+	}
+	root, err := r.rootCert(ctx, p.Namespace)
+	if err != nil {
+		return nil, "", err
+	}
+	for path, data := range map[string]string{tokenPath: tr.Status.Token, rootCertPath: root} {
+		if err := writeFile(filepath.Join(dir, path), data); err != nil {
+			return nil, "", err
+		}
+	}
+	// In a pod, the template mounts an emptyDir there; the agent does not create it.
+	if err := os.MkdirAll(filepath.Join(dir, CertsDir), 0o700); err != nil {
+		return nil, "", err
+	}
+	statusPort, err := cluster.FreePort()
+	if err != nil {
+		return nil, "", err
+	}
+	proxyConfig, err := json.Marshal(map[string]any{"discoveryAddress": r.opts.Istiod.SecureXDS,
+		"configPath": filepath.Join(dir, "etc/istio/proxy"), "statusPort": statusPort})
+	if err != nil {
+		return nil, "", err
+	}
+	bootstrap := filepath.Join(dir, bootstrapPath)
+	env := []string{"POD_NAME=" + p.Name, "POD_NAMESPACE=" + p.Namespace, "INSTANCE_IP=" + p.Status.PodIP,
+		"SERVICE_ACCOUNT=" + sa, "HOST_IP=127.0.0.1", "ISTIO_META_GENERATOR=grpc", "ISTIO_META_CLUSTER_ID=Kubernetes",
+		"ISTIO_META_NODE_NAME=" + p.Spec.NodeName, "ISTIO_META_DNS_CAPTURE=false", "DISABLE_ENVOY=true",
+		"PILOT_CERT_PROVIDER=istiod", "CA_ADDR=" + r.opts.Istiod.SecureXDS, "OUTPUT_CERTS=" + filepath.Join(dir, CertsDir),
+		"GRPC_XDS_BOOTSTRAP=" + bootstrap, "PROXY_CONFIG=" + string(proxyConfig)}
+	agent, err := startProc(dir, "pilot-agent", filepath.Join(r.bin, "pilot-agent"),
+		[]string{"proxy", "sidecar", "--domain", p.Namespace + ".svc.cluster.local"}, env)
+	if err != nil {
+		return nil, "", err
+	}
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
+		if err := agent.exited(); err != nil {
+			return false, err
+		}
+		_, err := os.Stat(bootstrap)
+		return err == nil, nil
+	})
+	if err != nil {
+		agent.stop(2 * time.Second)
+		return nil, "", fmt.Errorf("pilot-agent wrote no gRPC bootstrap (log: %s): %w", agent.log, err)
+	}
+	return agent, bootstrap, nil
+}
+
+// rootCert reads the mesh's root certificate as istiod publishes it in every namespace.
+func (r *Runner) rootCert(ctx context.Context, namespace string) (string, error) {
+	var root string
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		cm, err := r.kc.CoreV1().ConfigMaps(namespace).Get(ctx, "istio-ca-root-cert", metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		root = cm.Data["root-cert.pem"]
+		return root != "", nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("reading ConfigMap %s/istio-ca-root-cert: %w", namespace, err)
+	}
+	return root, nil
+}
+
+// CertDir is where the agent of a pod writes its workload certificate.
+func (r *Runner) CertDir(namespace, pod string) string {
+	return filepath.Join(r.dir, namespace+"_"+pod, CertsDir)
+}
+
+func writeFile(path, data string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(path, []byte(data), 0o600)
+}
