@@ -4,8 +4,11 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -31,6 +34,23 @@ import (
 // realTrafficPort is where the proxyless servers listen.
 const realTrafficPort = 8080
 
+// realTrafficMesh is a cluster of the test's own with the operator, an installation enrolling
+// namespaces by rules, a local istiod and a runner playing the pods of its node as proxyless
+// workloads. Proxyless workloads report no istio_requests_total: the traffic gates have nothing
+// to read, so the steps are gated on pods only.
+func realTrafficMesh(t *testing.T, rules []meshv1.NamespaceRule) (*cluster.Cluster, client.Client, *proxyless.Runner) {
+	t.Helper()
+	cl, c := framework.StartCluster(t, cluster.Options{})
+	installCRD(t, cl)
+	runOperatorAs(t, cl.Kubeconfig, "default")
+	createMesh(t, c, &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: meshv1.MeshInstallationSpec{
+		Rollout:    meshv1.RolloutSpec{TrafficGates: meshv1.TrafficGatesSkip, SoakTime: &metav1.Duration{Duration: time.Second}},
+		Namespaces: rules,
+	}})
+	ist := useLocalIstiod(t, cl, c, "default")
+	return cl, c, startRunner(t, cl, ist)
+}
+
 // startRunner plays the pods of a node of its own as proxyless workloads until the test ends,
 // reporting what went wrong running them if the test failed.
 func startRunner(t *testing.T, cl *cluster.Cluster, ist *cluster.Istiod) *proxyless.Runner {
@@ -42,8 +62,9 @@ func startRunner(t *testing.T, cl *cluster.Cluster, ist *cluster.Istiod) *proxyl
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("proxyless workloads: problems %v", r.Problems())
-			for _, log := range r.Logs() {
-				t.Logf("%s:\n%s", log, tailFile(log, 25))
+			logs := r.Logs()
+			for _, name := range slices.Sorted(maps.Keys(logs)) {
+				t.Logf("%s (%s):\n%s", name, logs[name], tailFile(logs[name], 25))
 			}
 		}
 		r.Stop()
@@ -116,22 +137,12 @@ func plaintextCalls(t *testing.T, r *proxyless.Runner, namespace, service string
 // seen by the server with its SPIFFE identity, from a certificate chained to the operator's root.
 func TestRealTrafficMutualTLSRefusesPlaintext(t *testing.T) {
 	t.Parallel() // a cluster of its own: see main_test.go
-	cl, c := framework.StartCluster(t, cluster.Options{})
-	installCRD(t, cl)
-	runOperatorAs(t, cl.Kubeconfig, "default")
-	createMesh(t, c, &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: meshv1.MeshInstallationSpec{
-		// Proxyless workloads report no istio_requests_total: the traffic gates have nothing to
-		// read, so these steps are gated on pods only.
-		Rollout:    meshv1.RolloutSpec{TrafficGates: meshv1.TrafficGatesSkip, SoakTime: &metav1.Duration{Duration: time.Second}},
-		Namespaces: gatedSpecRules,
-	}})
-	ist := useLocalIstiod(t, cl, c, "default")
-	r := startRunner(t, cl, ist)
+	cl, c, r := realTrafficMesh(t, gatedSpecRules)
 
 	target := proxyless.Target("who", "server", realTrafficPort)
 	deployWorkloads(t, c, r.Node(), map[string]map[string]string{"who": {"ladder": "observe"}, "callers": {"ladder": "observe"}},
 		proxyless.Workload{Namespace: "who", Name: "server", Port: realTrafficPort},
-		proxyless.Workload{Namespace: "callers", Name: "caller", Calls: []string{target}})
+		proxyless.Workload{Namespace: "callers", Name: "caller", Call: target})
 	r.CallPlaintext("who", "server", realTrafficPort)
 	for _, ns := range []string{"who", "callers"} {
 		waitLevel(t, c, ns, meshv1.LevelObserve)
@@ -156,17 +167,7 @@ func TestRealTrafficMutualTLSRefusesPlaintext(t *testing.T) {
 
 	// Proxyless clients send mTLS only under an ISTIO_MUTUAL DestinationRule (Envoy's auto-mTLS
 	// does not apply to them); the operator does not write one yet, so the test does.
-	applyYAML(t, cl, `apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata:
-  name: server-mtls
-  namespace: who
-spec:
-  host: server.who.svc.cluster.local
-  trafficPolicy:
-    tls:
-      mode: ISTIO_MUTUAL
-`)
+	applyYAML(t, cl, istioMutual("who", "server"))
 	caller := "spiffe://cluster.local/ns/callers/sa/default"
 	got := callsTo(t, r, "callers", "caller", target, observed, "answered over mTLS and seen as "+caller, func(got proxyless.Counts) bool {
 		return got.Seen[caller] >= 5
@@ -246,5 +247,108 @@ func checkWorkloadCertChainsToRoot(t *testing.T, c client.Client, r *proxyless.R
 	}
 	if checked == 0 {
 		t.Fatalf("no running pod of %s/%s", namespace, app)
+	}
+}
+
+// istioMutual is the DestinationRule a proxyless client needs to send mTLS to a Service.
+func istioMutual(namespace, service string) string {
+	return fmt.Sprintf(`apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: %[2]s-mtls
+  namespace: %[1]s
+spec:
+  host: %[2]s.%[1]s.svc.cluster.local
+  trafficPolicy:
+    tls:
+      mode: ISTIO_MUTUAL
+`, namespace, service)
+}
+
+// admitted judges, by real calls, whether a caller is admitted by a server: its calls since
+// before are answered with its SPIFFE identity and none fails. It returns why not, nil when
+// admitted; it waits until the calls say so or 2 minutes pass.
+func admitted(r *proxyless.Runner, namespace, app, target string, before proxyless.Counts) error {
+	identity := "spiffe://cluster.local/ns/" + namespace + "/sa/default"
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		all, err := r.Calls(namespace, app)
+		if err != nil {
+			return err
+		}
+		got := all[target].Since(before)
+		switch {
+		case got.FailedTotal() > 0:
+			return fmt.Errorf("%s/%s → %s: %s", namespace, app, target, got)
+		case got.Seen[identity] >= 10:
+			return nil
+		case time.Now().After(deadline):
+			return fmt.Errorf("%s/%s → %s: %s; want 10 answered as %s", namespace, app, target, got, identity)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestRealTrafficZeroTrustAdmitsOnlyAllowFrom: a proxyless server in who is called by proxyless
+// callers in callers (listed in allowFrom) and in others (not listed); both caller namespaces
+// are at Observe. The server requires mTLS from the start (security.istio.io/tlsMode, with the
+// ISTIO_MUTUAL DestinationRule its callers need: Istio's way for proxyless mTLS), so the climb
+// changes nothing for its allowed callers. As the operator takes who up to ZeroTrust, no call
+// of callers fails, and once ZeroTrust is enforced the caller in others is refused with
+// PERMISSION_DENIED while callers' calls are answered with their SPIFFE identity. The same judge
+// (admitted) refuses a deliberately wrong policy: a hand-written ALLOW policy naming callers'
+// principal in another trust domain, in front of a second server.
+func TestRealTrafficZeroTrustAdmitsOnlyAllowFrom(t *testing.T) {
+	t.Parallel() // a cluster of its own: see main_test.go
+	cl, c, r := realTrafficMesh(t, []meshv1.NamespaceRule{
+		{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"ladder": "zt"}}, Level: meshv1.LevelZeroTrust,
+			AllowFrom: []meshv1.AllowSource{{Namespace: "callers"}}},
+		{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"ladder": "observe"}}, Level: meshv1.LevelObserve},
+	})
+
+	mtlsOnly := map[string]string{proxyless.TLSModeLabel: "istio"}
+	who, wrong := proxyless.Target("who", "server", realTrafficPort), proxyless.Target("wrong", "server", realTrafficPort)
+	observe := map[string]string{"ladder": "observe"}
+	deployWorkloads(t, c, r.Node(), map[string]map[string]string{"who": observe, "callers": observe, "others": observe, "wrong": observe},
+		proxyless.Workload{Namespace: "who", Name: "server", Port: realTrafficPort, PodLabels: mtlsOnly},
+		proxyless.Workload{Namespace: "wrong", Name: "server", Port: realTrafficPort, PodLabels: mtlsOnly},
+		proxyless.Workload{Namespace: "callers", Name: "caller", Call: who},
+		proxyless.Workload{Namespace: "callers", Name: "caller-of-wrong", Call: wrong},
+		proxyless.Workload{Namespace: "others", Name: "caller", Call: who})
+	applyYAML(t, cl, istioMutual("who", "server")+"---\n"+istioMutual("wrong", "server")+`---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: callers-in-another-trust-domain
+  namespace: wrong
+spec:
+  action: ALLOW
+  rules:
+  - from:
+    - source:
+        principals: ["other.example/ns/callers/sa/default"]
+`)
+	for _, ns := range []string{"who", "callers", "others", "wrong"} {
+		waitLevel(t, c, ns, meshv1.LevelObserve)
+	}
+	// A new caller's first calls may fail while its agent and istiod connect: judged from its
+	// first answers on.
+	climbing := callsTo(t, r, "callers", "caller", who, proxyless.Counts{}, "answered at Observe", func(got proxyless.Counts) bool { return got.OK >= 5 })
+	wrongBefore := callsTo(t, r, "callers", "caller-of-wrong", wrong, proxyless.Counts{}, "refused or answered", func(got proxyless.Counts) bool {
+		return got.OK+got.Failed["PermissionDenied"] > 0
+	})
+
+	setLabel(t, c, "who", "ladder", "zt")
+	waitLevel(t, c, "who", meshv1.LevelZeroTrust)
+	callsTo(t, r, "others", "caller", who, all(t, r, "others", "caller")[who], "refused with PERMISSION_DENIED at ZeroTrust",
+		func(got proxyless.Counts) bool { return got.Failed["PermissionDenied"] >= 5 && got.OK == 0 })
+	if err := admitted(r, "callers", "caller", who, climbing); err != nil {
+		t.Errorf("callers is in allowFrom, so no call of its may fail on who's way to ZeroTrust: %v", err)
+	}
+
+	// The judge is not blind: a policy that names callers in the wrong trust domain refuses it.
+	err := admitted(r, "callers", "caller-of-wrong", wrong, wrongBefore)
+	if err == nil || !strings.Contains(err.Error(), "PermissionDenied") {
+		t.Errorf("callers → wrong, behind an ALLOW policy for another trust domain: %v; want its calls refused with PermissionDenied", err)
 	}
 }

@@ -32,7 +32,8 @@ const (
 
 // startAgent starts Istio's pilot-agent for a pod injected with the grpc-agent template, with
 // the environment that template gives it, and waits until it has written the application's
-// gRPC bootstrap (the agent has its certificate then).
+// gRPC bootstrap and the workload's certificate files: gRPC's file_watcher reads them when it
+// first needs them and, if they are missing, not again before its refresh interval (15 min).
 func (r *Runner) startAgent(ctx context.Context, p *corev1.Pod, dir string) (*proc, string, error) {
 	sa := p.Spec.ServiceAccountName
 	if sa == "" {
@@ -82,12 +83,17 @@ func (r *Runner) startAgent(ctx context.Context, p *corev1.Pod, dir string) (*pr
 		if err := agent.exited(); err != nil {
 			return false, err
 		}
-		_, err := os.Stat(bootstrap)
-		return err == nil, nil
+		for _, f := range []string{bootstrap, filepath.Join(dir, CertsDir, "cert-chain.pem"), filepath.Join(dir, CertsDir, "key.pem"),
+			filepath.Join(dir, CertsDir, "root-cert.pem")} {
+			if _, err := os.Stat(f); err != nil {
+				return false, nil
+			}
+		}
+		return true, nil
 	})
 	if err != nil {
 		agent.stop(2 * time.Second)
-		return nil, "", fmt.Errorf("pilot-agent wrote no gRPC bootstrap (log: %s): %w", agent.log, err)
+		return agent, "", fmt.Errorf("pilot-agent wrote no gRPC bootstrap or certificate (log: %s): %w", agent.log, err)
 	}
 	return agent, bootstrap, nil
 }
@@ -112,9 +118,17 @@ func (r *Runner) rootCert(ctx context.Context, namespace string) (string, error)
 	return root, nil
 }
 
-// CertDir is where the agent of a pod writes its workload certificate.
+// CertDir is where the agent of a running pod writes its workload certificate; empty when the
+// runner does not play that pod.
 func (r *Runner) CertDir(namespace, pod string) string {
-	return filepath.Join(r.dir, namespace+"_"+pod, CertsDir)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, w := range r.pods {
+		if w.namespace == namespace && w.name == pod {
+			return filepath.Join(w.dir, CertsDir)
+		}
+	}
+	return ""
 }
 
 func writeFile(path, data string) error {

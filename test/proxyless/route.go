@@ -3,11 +3,45 @@ package proxyless
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
+
+// claimLocalRoute adds the local route of a /24 of 10.88.0.0/16 no one on this machine routes
+// yet, and returns it: runners in parallel tests, or in two test runs on one machine, each
+// need pod IPs of their own (a process binds its pod's IP:port; two on one address collide).
+// A route another process added first makes the kernel refuse ours, so the claim is exclusive.
+func claimLocalRoute() (string, error) {
+	lo, err := netlink.LinkByName("lo")
+	if err != nil {
+		return "", fmt.Errorf("finding the loopback interface: %w", err)
+	}
+	start := rand.IntN(256)
+	for i := range 256 {
+		cidr := fmt.Sprintf("10.88.%d.0/24", (start+i)%256)
+		_, dst, _ := net.ParseCIDR(cidr)
+		err := netlink.RouteAdd(localRoute(lo, dst))
+		switch {
+		case err == nil:
+			return cidr, nil
+		case errors.Is(err, unix.EEXIST):
+			continue
+		case errors.Is(err, unix.EPERM):
+			return "", routeDenied(cidr, err)
+		default:
+			return "", fmt.Errorf("adding the local route for %s: %w", cidr, err)
+		}
+	}
+	return "", errors.New("every /24 of 10.88.0.0/16 is routed locally already: stop the test runs that hold them")
+}
+
+// routeDenied says what to do when this process may not add the pod range's route.
+func routeDenied(cidr string, err error) error {
+	return fmt.Errorf("the proxyless workloads need their pod range routed to this machine (`ip route add local %s dev lo`), and this process may not add routes: run the tests as root or with CAP_NET_ADMIN: %w", cidr, err)
+}
 
 // ensureLocalRoute makes every address of cidr local to this machine (`ip route add local CIDR
 // dev lo`), so that a process can listen on a pod's IP and others reach it there. Loopback
@@ -33,7 +67,7 @@ func ensureLocalRoute(cidr string) (added bool, err error) {
 	}
 	if err := netlink.RouteAdd(route); err != nil {
 		if errors.Is(err, unix.EPERM) {
-			return false, fmt.Errorf("the proxyless workloads need the pod range %s routed to this machine (`ip route add local %s dev lo`), and this process may not add routes: run the tests as root or with CAP_NET_ADMIN, or add the route beforehand: %w", cidr, cidr, err)
+			return false, routeDenied(cidr, err)
 		}
 		return false, fmt.Errorf("adding the local route for %s: %w", cidr, err)
 	}

@@ -54,9 +54,6 @@ const (
 	// TemplateAnnotation picks Istio's injection template; GRPCAgentTemplate is the proxyless one.
 	TemplateAnnotation = "inject.istio.io/templates"
 	GRPCAgentTemplate  = "grpc-agent"
-	// DefaultPodCIDR is the pod range of the runner's node: not loopback (its addresses are
-	// left out of EndpointSlices) and not kwok's default range (the harness's services' range).
-	DefaultPodCIDR = "10.88.0.0/24"
 	// DefaultNode is the runner's kwok node.
 	DefaultNode = "proxyless"
 	// statusAnnotation is Istio's record of an injection, with the templates it applied.
@@ -70,7 +67,10 @@ type Options struct {
 	Istiod *cluster.Istiod
 	// Node is the kwok node the runner creates and plays the pods of; default DefaultNode.
 	Node string
-	// PodCIDR is that node's pod range, routed to this machine; default DefaultPodCIDR.
+	// PodCIDR is that node's pod range, routed to this machine. Empty claims a /24 of
+	// 10.88.0.0/16 that nothing on this machine routes yet: not loopback (its addresses are left
+	// out of EndpointSlices), not kwok's default range (the harness's services' range), and not
+	// another runner's.
 	PodCIDR string
 }
 
@@ -87,6 +87,7 @@ type Runner struct {
 	problems  []string
 	plain     map[string]*ledger // the plaintext driver's counts, by namespace/service
 	stopPlain []context.CancelFunc
+	logs      map[string]string // every process's log, by "namespace/pod process"
 
 	routeAdded bool
 	cancel     context.CancelFunc
@@ -97,6 +98,7 @@ type Runner struct {
 type workloadPod struct {
 	uid                  types.UID
 	namespace, name, app string
+	dir                  string
 	procs                []*proc
 	status               string // the application's counts URL
 	agentReady           time.Duration
@@ -137,7 +139,6 @@ func (r *Runner) Pods() []PodStats {
 // Start routes the pod range here, creates the node and plays its pods until Stop.
 func Start(ctx context.Context, opts Options) (*Runner, error) {
 	opts.Node = cmp.Or(opts.Node, DefaultNode)
-	opts.PodCIDR = cmp.Or(opts.PodCIDR, DefaultPodCIDR)
 	bin, err := cluster.DefaultBinDir()
 	if err != nil {
 		return nil, err
@@ -151,15 +152,24 @@ func Start(ctx context.Context, opts Options) (*Runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Runner{opts: opts, kc: kc, bin: bin, dir: filepath.Join(opts.Cluster.Dir, "proxyless-"+opts.Node),
-		pods: map[types.UID]*workloadPod{}, ended: map[string]map[string]Counts{}, plain: map[string]*ledger{}}
-	if err := os.MkdirAll(r.dir, 0o755); err != nil {
+	r := &Runner{opts: opts, kc: kc, bin: bin, pods: map[types.UID]*workloadPod{}, ended: map[string]map[string]Counts{},
+		plain: map[string]*ledger{}, logs: map[string]string{}}
+	// Short paths: the agent's Unix sockets live under a pod's directory, and a socket's path
+	// may not exceed 108 bytes.
+	if r.dir, err = os.MkdirTemp("", "proxyless-"); err != nil {
 		return nil, err
 	}
-	if r.routeAdded, err = ensureLocalRoute(opts.PodCIDR); err != nil {
+	if opts.PodCIDR == "" {
+		if r.opts.PodCIDR, err = claimLocalRoute(); err != nil {
+			_ = os.RemoveAll(r.dir)
+			return nil, err
+		}
+		r.routeAdded = true
+	} else if r.routeAdded, err = ensureLocalRoute(opts.PodCIDR); err != nil {
+		_ = os.RemoveAll(r.dir)
 		return nil, err
 	}
-	if err := opts.Cluster.AddNode(ctx, cluster.NodeOptions{Name: opts.Node, CPU: "16", Memory: "64Gi", PodCIDR: opts.PodCIDR}); err != nil {
+	if err := opts.Cluster.AddNode(ctx, cluster.NodeOptions{Name: opts.Node, CPU: "16", Memory: "64Gi", PodCIDR: r.opts.PodCIDR}); err != nil {
 		r.Stop()
 		return nil, fmt.Errorf("adding node %s: %w", opts.Node, err)
 	}
@@ -201,7 +211,7 @@ func (r *Runner) sync(ctx context.Context, o any) {
 	case gone && known:
 		delete(r.pods, p.UID)
 	case !gone && !known:
-		w = &workloadPod{uid: p.UID, namespace: p.Namespace, name: p.Name, app: p.Labels["app"]}
+		w = &workloadPod{uid: p.UID, namespace: p.Namespace, name: p.Name, app: p.Labels["app"], dir: filepath.Join(r.dir, string(p.UID)[:8])}
 		r.pods[p.UID] = w
 	default:
 		r.mu.Unlock()
@@ -224,7 +234,7 @@ func (r *Runner) sync(ctx context.Context, o any) {
 // startPod starts a pod's processes: pilot-agent then the application for an injected pod, the
 // application alone for one that was not.
 func (r *Runner) startPod(ctx context.Context, p *corev1.Pod, w *workloadPod) error {
-	dir := filepath.Join(r.dir, p.Namespace+"_"+p.Name)
+	dir := w.dir
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
@@ -241,6 +251,9 @@ func (r *Runner) startPod(ctx context.Context, p *corev1.Pod, w *workloadPod) er
 	case slices.Contains(templates, GRPCAgentTemplate):
 		started := time.Now()
 		agent, bootstrap, err := r.startAgent(ctx, p, dir)
+		if agent != nil {
+			r.logged(w, agent)
+		}
 		if err != nil {
 			return err
 		}
@@ -259,6 +272,7 @@ func (r *Runner) startPod(ctx context.Context, p *corev1.Pod, w *workloadPod) er
 	if err != nil {
 		return err
 	}
+	r.logged(w, app)
 	r.mu.Lock()
 	w.status, w.appStarted = "http://127.0.0.1:"+strconv.Itoa(statusPort)+"/calls", time.Now()
 	r.mu.Unlock()
@@ -345,18 +359,19 @@ func (r *Runner) Problems() []string {
 	return out
 }
 
-// Logs are the log files of the processes running now, for the tests' failure messages.
-func (r *Runner) Logs() []string {
+// Logs are the log files of every process started, by "namespace/pod process", for the tests'
+// failure messages.
+func (r *Runner) Logs() map[string]string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var out []string
-	for _, w := range r.pods {
-		for _, p := range w.procs {
-			out = append(out, p.log)
-		}
-	}
-	slices.Sort(out)
-	return out
+	return maps.Clone(r.logs)
+}
+
+// logged records the log of a pod's process.
+func (r *Runner) logged(w *workloadPod, p *proc) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.logs[w.namespace+"/"+w.name+" "+filepath.Base(p.cmd.Path)] = p.log
 }
 
 func (r *Runner) problem(msg string) {
@@ -386,6 +401,7 @@ func (r *Runner) Stop() {
 	if r.routeAdded {
 		_ = removeLocalRoute(r.opts.PodCIDR)
 	}
+	_ = os.RemoveAll(r.dir)
 }
 
 // injectedTemplates are the injection templates Istio applied to a pod: none when it was not

@@ -67,8 +67,9 @@ func TestWorkloadObjects(t *testing.T) {
 	if tpl.Spec.NodeName != "proxyless" || tpl.Annotations[TemplateAnnotation] != GRPCAgentTemplate || tpl.Annotations[AnnotationListen] != "8080" {
 		t.Fatalf("pod template %+v", tpl)
 	}
-	dep, svc = Workload{Namespace: "callers", Name: "caller", Calls: []string{target, "x"}}.Objects("n")
-	if svc != nil || dep.Spec.Template.Annotations[AnnotationCall] != target+",x" || *dep.Spec.Replicas != 1 {
+	dep, svc = Workload{Namespace: "callers", Name: "caller", Call: target, PodLabels: map[string]string{TLSModeLabel: "istio"}}.Objects("n")
+	if svc != nil || dep.Spec.Template.Annotations[AnnotationCall] != target || *dep.Spec.Replicas != 1 ||
+		dep.Spec.Template.Labels[TLSModeLabel] != "istio" || dep.Spec.Selector.MatchLabels[TLSModeLabel] != "" {
 		t.Fatalf("a calling workload: %+v, %+v", dep, svc)
 	}
 }

@@ -3,7 +3,6 @@ package proxyless
 import (
 	"fmt"
 	"strconv"
-	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -17,11 +16,21 @@ type Workload struct {
 	Namespace, Name string
 	// Port is where it serves (0: it only calls), behind a Service of its name.
 	Port int32
-	// Calls are the workloads it calls, as Targets.
-	Calls []string
+	// Call is the workload it calls, as a Target: one, and only when it does not serve
+	// (pilot-agent's xDS proxy serves a single xDS stream, and grpc-go opens one per channel
+	// target and one for a server).
+	Call string
 	// Replicas defaults to 1.
 	Replicas int32
+	// PodLabels are added to its pods' labels: security.istio.io/tlsMode=istio (TLSModeLabel)
+	// makes a proxyless server require mTLS even under PERMISSIVE, as Istio's grpc-agent
+	// template says a workload using its mTLS must.
+	PodLabels map[string]string
 }
+
+// TLSModeLabel is the pod label through which a proxyless server requires mTLS under PERMISSIVE
+// too (istiod's grpcgen: gRPC servers cannot serve both plaintext and mTLS on one port).
+const TLSModeLabel = "security.istio.io/tlsMode"
 
 // Target is the gRPC target of a workload's Service for a proxyless caller: resolved by istiod
 // (xDS), not by DNS.
@@ -33,9 +42,13 @@ func Target(namespace, name string, port int32) string {
 // their namespace is in the mesh) and, for a serving workload, the Service of a workload.
 func (w Workload) Objects(node string) (*appsv1.Deployment, *corev1.Service) {
 	sel := map[string]string{"app": w.Name}
+	labels := map[string]string{"app": w.Name}
+	for k, v := range w.PodLabels {
+		labels[k] = v
+	}
 	annotations := map[string]string{TemplateAnnotation: GRPCAgentTemplate}
-	if len(w.Calls) > 0 {
-		annotations[AnnotationCall] = strings.Join(w.Calls, ",")
+	if w.Call != "" {
+		annotations[AnnotationCall] = w.Call
 	}
 	container := corev1.Container{Name: "app", Image: "registry.example/meshapp:1"}
 	if w.Port != 0 {
@@ -48,7 +61,7 @@ func (w Workload) Objects(node string) (*appsv1.Deployment, *corev1.Service) {
 			Replicas: ptr.To(max(w.Replicas, 1)),
 			Selector: &metav1.LabelSelector{MatchLabels: sel},
 			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: sel, Annotations: annotations},
+				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: annotations},
 				Spec:       corev1.PodSpec{NodeName: node, Containers: []corev1.Container{container}},
 			},
 		},

@@ -108,7 +108,7 @@ func measure(pairs int, settle time.Duration) (result, error) {
 		callers = append(callers, caller)
 		for _, w := range []proxyless.Workload{
 			{Namespace: "bench", Name: server, Port: 8080},
-			{Namespace: "bench", Name: caller, Calls: []string{proxyless.Target("bench", server, 8080)}},
+			{Namespace: "bench", Name: caller, Call: proxyless.Target("bench", server, 8080)},
 		} {
 			dep, svc := w.Objects(runner.Node())
 			if svc != nil {

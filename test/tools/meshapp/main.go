@@ -16,11 +16,9 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
-	"fmt"
 	"log"
 	"net"
 	"net/http"
-	"os"
 	"os/signal"
 	"strings"
 	"sync"
@@ -48,11 +46,18 @@ func main() {
 	listen := flag.String("listen", "", "serve on this address (the pod's IP and port); empty serves nothing")
 	useXDS := flag.Bool("xds", false, "take configuration and certificates from istiod (GRPC_XDS_BOOTSTRAP): a proxyless gRPC workload")
 	name := flag.String("name", "", "this workload's name, sent with each call and in each answer")
-	calls := flag.String("call", "", "comma-separated targets to call (gRPC target URIs, e.g. xds:///svc.ns.svc.cluster.local:8080)")
+	calls := flag.String("call", "", "comma-separated targets to call (gRPC target URIs, e.g. xds:///svc.ns.svc.cluster.local:8080); with -xds, one only")
 	every := flag.Duration("every", 200*time.Millisecond, "the interval between two calls to one target")
 	statusAddr := flag.String("status", "", "serve the call counts as JSON on this address (GET /calls)")
 	flag.Parse()
 
+	targets := strings.FieldsFunc(*calls, func(r rune) bool { return r == ',' || r == ' ' })
+	if *useXDS && len(targets)+min(len(*listen), 1) > 1 {
+		// grpc-go opens one xDS stream per channel target and one for a server, and pilot-agent's
+		// xDS proxy serves one stream at a time ("registered overlapping stream; closing
+		// previous"): two would keep closing each other.
+		log.Fatalf("-xds: serve, or call one target, not both nor more (listen %q, call %q): pilot-agent serves one xDS stream per workload", *listen, *calls)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if *listen != "" {
@@ -68,10 +73,8 @@ func main() {
 		}
 		go func() { _ = http.Serve(l, book) }()
 	}
-	for _, target := range strings.Split(*calls, ",") {
-		if target = strings.TrimSpace(target); target != "" {
-			go callForever(ctx, book, target, *name, *useXDS, *every)
-		}
+	for _, target := range targets {
+		go callForever(ctx, book, target, *name, *useXDS, *every)
 	}
 	<-ctx.Done()
 }
@@ -85,12 +88,20 @@ func serve(ctx context.Context, addr, name string, useXDS bool) error {
 	desc := grpc.ServiceDesc{
 		ServiceName: "meshapp.Who",
 		HandlerType: (*any)(nil),
-		Methods: []grpc.MethodDesc{{MethodName: "Ask", Handler: func(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+		Methods: []grpc.MethodDesc{{MethodName: "Ask", Handler: func(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
 			in := &wrapperspb.StringValue{}
 			if err := dec(in); err != nil {
 				return nil, err
 			}
-			return wrapperspb.String(name + " " + callerIdentity(ctx)), nil
+			answer := func(ctx context.Context, _ any) (any, error) {
+				return wrapperspb.String(name + " " + callerIdentity(ctx)), nil
+			}
+			if interceptor == nil {
+				return answer(ctx, in)
+			}
+			// The xDS server enforces its HTTP filters (RBAC: the AuthorizationPolicies) in
+			// its interceptor: a handler that skipped it would admit every caller.
+			return interceptor(ctx, in, &grpc.UnaryServerInfo{Server: srv, FullMethod: method}, answer)
 		}}},
 	}
 	var srv interface {
@@ -213,7 +224,7 @@ func callForever(ctx context.Context, book *ledger, target, name string, useXDS 
 		}
 		book.record(target, seen, err)
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "call %s: %v\n", target, err)
+			log.Printf("call %s: %v", target, err)
 		}
 	}
 }
