@@ -128,6 +128,11 @@ const (
 	// sidecar.istio.io/inject=false, or not owned by a workload the operator can restart), so
 	// STRICT mTLS would cut them off. The message names the first few.
 	ReasonUninjectedPods = "UninjectedPods"
+	// ReasonProxylessPlaintext means a namespace has pods running Istio's proxyless gRPC (the
+	// grpc-agent injection template) without security.istio.io/tlsMode=istio: under PERMISSIVE
+	// they serve plaintext only, so STRICT would refuse every caller that does not switch to
+	// mTLS in the same instant. The message names the first few and what to do.
+	ReasonProxylessPlaintext = "ProxylessPlaintext"
 	// ReasonPodsNotReady means a namespace has pods that are not Ready, so its next step waits.
 	ReasonPodsNotReady = "PodsNotReady"
 	// ReasonDisruptionBudget means a PodDisruptionBudget allows no disruption of a workload the

@@ -92,8 +92,14 @@ func slimPod(obj any) (any, error) {
 	if ref := metav1.GetControllerOfNoCopy(p); ref != nil {
 		slim.OwnerReferences = []metav1.OwnerReference{{Kind: ref.Kind, Name: ref.Name, UID: ref.UID, Controller: ref.Controller}}
 	}
-	if rev, ok := p.Annotations[revision.PodAnnotation]; ok {
-		slim.Annotations = map[string]string{revision.PodAnnotation: rev}
+	// Its revision, and its injection templates (a proxyless gRPC pod is gated apart).
+	for _, k := range []string{revision.PodAnnotation, revision.TemplatesAnnotation} {
+		if v, ok := p.Annotations[k]; ok {
+			if slim.Annotations == nil {
+				slim.Annotations = map[string]string{}
+			}
+			slim.Annotations[k] = v
+		}
 	}
 	slim.Spec.HostNetwork = p.Spec.HostNetwork
 	for _, c := range p.Spec.Containers {

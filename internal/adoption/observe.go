@@ -109,6 +109,9 @@ func observeWorkloads(ctx context.Context, r client.Reader, namespace string) (l
 		if !injected {
 			sum.Uninjected = append(sum.Uninjected, p.Name)
 		}
+		if revision.Proxyless(p) && p.Labels[revision.TLSModeLabel] != "istio" {
+			sum.ProxylessPlaintext = append(sum.ProxylessPlaintext, p.Name)
+		}
 		for j, w := range ws {
 			if w.owns(p) {
 				out[j].Pods++
@@ -129,6 +132,7 @@ func observeWorkloads(ctx context.Context, r client.Reader, namespace string) (l
 	}
 	sort.Strings(sum.NotReady)
 	sort.Strings(sum.Uninjected)
+	sort.Strings(sum.ProxylessPlaintext)
 	return sum, out, uids, nil
 }
 

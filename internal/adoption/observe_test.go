@@ -1,14 +1,19 @@
 package adoption
 
 import (
+	"context"
+	"reflect"
 	"testing"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/ladder"
+	"github.com/meshwright/meshwright/internal/revision"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 )
 
 func TestOptedOut(t *testing.T) {
@@ -115,5 +120,37 @@ func TestOurRevisions(t *testing.T) {
 				t.Errorf("conflict = %q, want the label taken as ours: %v", got, tc.ours)
 			}
 		})
+	}
+}
+
+// TestObserveProxylessPlaintext: proxyless gRPC pods without security.istio.io/tlsMode=istio are
+// named, as the ladder's cache keeps them (slimPod keeps the templates annotation); a proxyless
+// pod with the label and an Envoy pod are not.
+func TestObserveProxylessPlaintext(t *testing.T) {
+	pod := func(name, templates string, labels map[string]string) client.Object {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "grpc", Labels: labels,
+			Annotations: map[string]string{"unrelated": "x"}},
+			Spec:   corev1.PodSpec{Containers: []corev1.Container{{Name: "app"}, {Name: revision.ProxyContainer}}},
+			Status: corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}}
+		if templates != "" {
+			p.Annotations[revision.TemplatesAnnotation] = templates
+		}
+		slim, err := slimPod(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return slim.(*corev1.Pod)
+	}
+	c := fake.NewClientBuilder().WithObjects(
+		pod("plain-grpc", revision.GRPCAgentTemplate, nil),
+		pod("mtls-grpc", revision.GRPCAgentTemplate, map[string]string{revision.TLSModeLabel: "istio"}),
+		pod("envoy", "", nil),
+	).Build()
+	sum, _, _, err := observeWorkloads(context.Background(), c, "grpc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(sum.ProxylessPlaintext, []string{"plain-grpc"}) || sum.Total != 3 || len(sum.Uninjected) != 0 {
+		t.Fatalf("observed %+v; want plain-grpc alone named as a proxyless pod serving plaintext, 3 pods, all injected", sum)
 	}
 }

@@ -202,6 +202,9 @@ type Pods struct {
 	Uninjected []string `json:"uninjected,omitempty"`
 	// NotReady names pods that are not Ready, sorted.
 	NotReady []string `json:"notReady,omitempty"`
+	// ProxylessPlaintext names pods running Istio's proxyless gRPC (the grpc-agent template)
+	// that serve plaintext under PERMISSIVE (no security.istio.io/tlsMode=istio), sorted.
+	ProxylessPlaintext []string `json:"proxylessPlaintext,omitempty"`
 }
 
 // Workload is a Deployment, StatefulSet or DaemonSet, as far as the ladder cares.

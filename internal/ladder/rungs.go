@@ -97,6 +97,22 @@ var (
 		}
 		return nil
 	}}
+	// proxylessMTLS holds STRICT from proxyless gRPC pods that serve plaintext: gRPC cannot
+	// serve plaintext and mTLS on one port, so under PERMISSIVE istiod gives them a plaintext
+	// listener, and STRICT would switch it to mTLS while their callers (proxyless ones send
+	// mTLS only under an ISTIO_MUTUAL DestinationRule; Envoy's auto-mTLS looks for the tlsMode
+	// label) still send plaintext. No order of changes keeps those calls working, so the owner
+	// prepares them first: with the label, the pod requires mTLS already and STRICT changes
+	// nothing for it.
+	proxylessMTLS = Gate{Name: "ProxylessMTLS", Check: func(c Climb) *Verdict {
+		plain := c.NS.Pods.ProxylessPlaintext
+		if len(plain) == 0 {
+			return nil
+		}
+		return &Verdict{Blocked: Blocked{Reason: meshv1.ReasonProxylessPlaintext, Message: fmt.Sprintf(
+			"%d pod(s) run Istio's proxyless gRPC (template grpc-agent) and serve plaintext under PERMISSIVE: %s. STRICT would refuse their callers until each sent mTLS, which no order of changes makes safe. Label their pod templates security.istio.io/tlsMode=istio and give their Services a DestinationRule with trafficPolicy.tls.mode ISTIO_MUTUAL (Istio's setup for proxyless mTLS; docs/adoption.md), then the step to %s goes on.",
+			len(plain), names.List(plain), c.To)}}
+	}}
 	peerAuthenticationOwned = Gate{Name: "PeerAuthenticationOwned", Check: func(c Climb) *Verdict {
 		if c.NS.PolicyConflict == "" {
 			return nil
@@ -129,14 +145,14 @@ var Rungs = []Rung{
 	{
 		Level:   meshv1.LevelMutualTLS,
 		Carries: Effects{Inject: true, Strict: true},
-		Gates:   []Gate{injectionOwned, podsReady, podsInjected, peerAuthenticationOwned, noNonMeshCallers, noPlaintextCallers},
+		Gates:   []Gate{injectionOwned, podsReady, podsInjected, proxylessMTLS, peerAuthenticationOwned, noNonMeshCallers, noPlaintextCallers},
 		Bake:    []BakeCheck{plaintextRefused, callersFailing, inboundFell},
 	},
 	{
 		Level:       meshv1.LevelZeroTrust,
 		Carries:     Effects{Inject: true, Strict: true, Authorization: true},
 		DryRunFirst: true,
-		Gates:       []Gate{injectionOwned, podsReady, podsInjected, peerAuthenticationOwned, noNonMeshCallers, soaked},
+		Gates:       []Gate{injectionOwned, podsReady, podsInjected, proxylessMTLS, peerAuthenticationOwned, noNonMeshCallers, soaked},
 		Bake:        []BakeCheck{requestsDenied, plaintextRefused, callersFailing, inboundFell},
 	},
 }

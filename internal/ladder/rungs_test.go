@@ -59,9 +59,9 @@ func TestRungs(t *testing.T) {
 	}{
 		meshv1.LevelOff:       {},
 		meshv1.LevelObserve:   {carries: Effects{Inject: true}, gates: []string{"InjectionLabelOwned", "PodsReady"}},
-		meshv1.LevelMutualTLS: {carries: Effects{Inject: true, Strict: true}, gates: []string{"InjectionLabelOwned", "PodsReady", "PodsInjected", "PeerAuthenticationOwned", "NoNonMeshCallers", "NoPlaintextCallers"}},
+		meshv1.LevelMutualTLS: {carries: Effects{Inject: true, Strict: true}, gates: []string{"InjectionLabelOwned", "PodsReady", "PodsInjected", "ProxylessMTLS", "PeerAuthenticationOwned", "NoNonMeshCallers", "NoPlaintextCallers"}},
 		meshv1.LevelZeroTrust: {carries: Effects{Inject: true, Strict: true, Authorization: true}, dryRun: true,
-			gates: []string{"InjectionLabelOwned", "PodsReady", "PodsInjected", "PeerAuthenticationOwned", "NoNonMeshCallers", "SoakedBelow"}},
+			gates: []string{"InjectionLabelOwned", "PodsReady", "PodsInjected", "ProxylessMTLS", "PeerAuthenticationOwned", "NoNonMeshCallers", "SoakedBelow"}},
 	}
 	if len(Rungs) != len(tests) {
 		t.Fatalf("%d rungs, %d in this table", len(Rungs), len(tests))
@@ -108,6 +108,9 @@ func TestGates(t *testing.T) {
 		"every pod injected": {gate: podsInjected, climb: Climb{NS: Namespace{Pods: readyPods(2)}}},
 		"a pod without the proxy": {gate: podsInjected, climb: Climb{NS: Namespace{Pods: Pods{Total: 1, Ready: 1, Uninjected: []string{"legacy-0"}}}},
 			wantReason: meshv1.ReasonUninjectedPods},
+		"no proxyless pod serving plaintext": {gate: proxylessMTLS, climb: Climb{NS: Namespace{Pods: readyPods(2)}}},
+		"a proxyless pod serving plaintext": {gate: proxylessMTLS, climb: Climb{NS: Namespace{Pods: Pods{Total: 1, Ready: 1, ProxylessPlaintext: []string{"grpc-0"}}}, To: meshv1.LevelMutualTLS},
+			wantReason: meshv1.ReasonProxylessPlaintext},
 		"no PeerAuthentication of someone else's": {gate: peerAuthenticationOwned, climb: Climb{}},
 		"someone else's PeerAuthentication": {gate: peerAuthenticationOwned, climb: Climb{NS: Namespace{PolicyConflict: "PeerAuthentication legacy/default is PERMISSIVE"}},
 			wantReason: meshv1.ReasonPeerAuthenticationConflict},

@@ -237,13 +237,44 @@ const ProxyContainer = "istio-proxy"
 // HasProxy reports whether a pod carries Istio's proxy, as a container or as a native sidecar
 // (an init container that keeps running).
 func HasProxy(pod *corev1.Pod) bool {
+	return hasContainer(pod, ProxyContainer)
+}
+
+const (
+	// TemplatesAnnotation names the injection templates a pod asks Istio for; the injector
+	// records no template in its status annotation, so this is how a pod's is known.
+	TemplatesAnnotation = "inject.istio.io/templates"
+	// GRPCAgentTemplate is the template of proxyless gRPC workloads: pilot-agent without Envoy,
+	// the application taking its configuration and certificates over xDS.
+	GRPCAgentTemplate = "grpc-agent"
+	// TLSModeLabel set to "istio" on a proxyless gRPC pod makes istiod configure its server for
+	// mTLS under PERMISSIVE too (gRPC cannot serve plaintext and mTLS on one port).
+	TLSModeLabel = "security.istio.io/tlsMode"
+)
+
+// Proxyless reports whether Istio injected a pod with the grpc-agent template: its
+// application, not an Envoy, enforces the mesh's mTLS and authorization.
+func Proxyless(pod *corev1.Pod) bool {
+	if !HasProxy(pod) {
+		return false
+	}
+	for _, t := range strings.Split(pod.Annotations[TemplatesAnnotation], ",") {
+		if strings.TrimSpace(t) == GRPCAgentTemplate {
+			return true
+		}
+	}
+	return false
+}
+
+// hasContainer reports whether a pod has a container or init container of that name.
+func hasContainer(pod *corev1.Pod, name string) bool {
 	for _, c := range pod.Spec.Containers {
-		if c.Name == ProxyContainer {
+		if c.Name == name {
 			return true
 		}
 	}
 	for _, c := range pod.Spec.InitContainers {
-		if c.Name == ProxyContainer {
+		if c.Name == name {
 			return true
 		}
 	}

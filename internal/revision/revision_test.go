@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	corev1 "k8s.io/api/core/v1"
 )
 
 func TestActive(t *testing.T) {
@@ -116,5 +117,31 @@ func TestNewer(t *testing.T) {
 	}
 	if got := Newer("gone", installed); got != nil {
 		t.Errorf("Newer of a revision not installed = %v, want none", got)
+	}
+}
+
+func TestProxyless(t *testing.T) {
+	proxy := []corev1.Container{{Name: "app"}, {Name: ProxyContainer}}
+	tests := map[string]struct {
+		containers []corev1.Container
+		templates  string
+		want       bool
+	}{
+		"Envoy's sidecar, the default template": {containers: proxy},
+		"Envoy's sidecar, named":                {containers: proxy, templates: "sidecar"},
+		"the grpc-agent template":               {containers: proxy, templates: GRPCAgentTemplate, want: true},
+		"grpc-agent among others, spaced":       {containers: proxy, templates: "sidecar, grpc-agent", want: true},
+		"asks for grpc-agent, not injected":     {containers: []corev1.Container{{Name: "app"}}, templates: GRPCAgentTemplate},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			p := &corev1.Pod{Spec: corev1.PodSpec{Containers: tc.containers}}
+			if tc.templates != "" {
+				p.Annotations = map[string]string{TemplatesAnnotation: tc.templates}
+			}
+			if got := Proxyless(p); got != tc.want {
+				t.Errorf("Proxyless = %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -129,13 +130,15 @@ func plaintextCalls(t *testing.T, r *proxyless.Runner, namespace, service string
 	return r.PlaintextCalls(namespace, service)
 }
 
-// TestRealTrafficMutualTLSRefusesPlaintext: server (namespace who) is called by a proxyless
-// caller (namespace callers) and by a plaintext caller outside the mesh. At Observe, both get
-// through, seen as plaintext (a proxyless server under PERMISSIVE serves plaintext only). Once
-// the operator moves who to MutualTLS, the plaintext caller is refused, and the proxyless caller,
-// given the ISTIO_MUTUAL DestinationRule proxyless clients need to send mTLS, is answered and
-// seen by the server with its SPIFFE identity, from a certificate chained to the operator's root.
-func TestRealTrafficMutualTLSRefusesPlaintext(t *testing.T) {
+// TestRealTrafficMutualTLS: a proxyless server (namespace who) is called by a proxyless caller
+// (namespace callers) and by a plaintext caller outside the mesh. At Observe both get through,
+// seen as plaintext: a proxyless server under PERMISSIVE serves plaintext only. Its step to
+// MutualTLS is held with ProxylessPlaintext (STRICT would refuse both callers at once, with no
+// safe order of changes) and nothing fails meanwhile. Once its owner does what the message says
+// (the tlsMode label on the pods, an ISTIO_MUTUAL DestinationRule for the callers), the step
+// goes on: at MutualTLS the plaintext caller is refused, and the proxyless caller is answered
+// and seen with its SPIFFE identity, from a certificate chained to the operator's root.
+func TestRealTrafficMutualTLS(t *testing.T) {
 	t.Parallel() // a cluster of its own: see main_test.go
 	cl, c, r := realTrafficMesh(t, gatedSpecRules)
 
@@ -147,36 +150,53 @@ func TestRealTrafficMutualTLSRefusesPlaintext(t *testing.T) {
 	for _, ns := range []string{"who", "callers"} {
 		waitLevel(t, c, ns, meshv1.LevelObserve)
 	}
-
 	observed := callsTo(t, r, "callers", "caller", target, proxyless.Counts{}, "answered in plaintext at Observe", func(got proxyless.Counts) bool {
 		return got.Seen["plaintext"] >= 5
 	})
 	plain := plaintextCalls(t, r, "who", "server", proxyless.Counts{}, "answered at Observe", func(got proxyless.Counts) bool { return got.OK >= 5 })
 
 	setLabel(t, c, "who", "ladder", "mtls")
+	waitBlocked(t, c, "who", meshv1.ReasonProxylessPlaintext, "grpc-agent", "server-", "security.istio.io/tlsMode=istio", "ISTIO_MUTUAL")
+	// Held, both callers keep being answered (several calls each, none failed, no STRICT).
+	callsTo(t, r, "callers", "caller", target, observed, "answered while who is held", func(got proxyless.Counts) bool {
+		return got.OK >= 10 && got.FailedTotal() == 0
+	})
+	plaintextCalls(t, r, "who", "server", plain, "answered while who is held", func(got proxyless.Counts) bool { return got.OK >= 10 && got.FailedTotal() == 0 })
+	if strictIn(t, c, "who") {
+		t.Fatal("who got STRICT while held with ProxylessPlaintext")
+	}
+
+	// What the message asks: the label on the server's pods (a rollout), and the DestinationRule
+	// that makes proxyless callers send mTLS.
+	applyYAML(t, cl, istioMutual("who", "server"))
+	dep := &appsv1.Deployment{}
+	if err := c.Get(context.Background(), client.ObjectKey{Namespace: "who", Name: "server"}, dep); err != nil {
+		t.Fatal(err)
+	}
+	patch := client.MergeFrom(dep.DeepCopy())
+	dep.Spec.Template.Labels[proxyless.TLSModeLabel] = "istio"
+	if err := c.Patch(context.Background(), dep, patch); err != nil {
+		t.Fatal(err)
+	}
 	waitLevel(t, c, "who", meshv1.LevelMutualTLS)
 	if !strictIn(t, c, "who") {
 		t.Fatal("who at MutualTLS without its STRICT PeerAuthentication")
 	}
-	// istiod pushes the policy within seconds: calls made meanwhile may still be answered.
+	// The new pod may come up after the level is reached: calls made meanwhile may be answered.
 	refused := plaintextCalls(t, r, "who", "server", plain, "refused at MutualTLS", func(got proxyless.Counts) bool {
 		return got.Failed["Unavailable"] >= 5
 	})
-	// STRICT is in force: from now on no call may be answered in plaintext.
+	// mTLS is in force: from now on no call may be answered in plaintext.
 	inForce := all(t, r, "callers", "caller")[target]
-
-	// Proxyless clients send mTLS only under an ISTIO_MUTUAL DestinationRule (Envoy's auto-mTLS
-	// does not apply to them); the operator does not write one yet, so the test does.
-	applyYAML(t, cl, istioMutual("who", "server"))
 	caller := "spiffe://cluster.local/ns/callers/sa/default"
-	got := callsTo(t, r, "callers", "caller", target, observed, "answered over mTLS and seen as "+caller, func(got proxyless.Counts) bool {
+	got := callsTo(t, r, "callers", "caller", target, inForce, "answered over mTLS and seen as "+caller, func(got proxyless.Counts) bool {
 		return got.Seen[caller] >= 5
 	})
 	if n := got.Since(inForce).Seen["plaintext"]; n != 0 {
-		t.Errorf("%d calls of callers/caller answered in plaintext under STRICT", n)
+		t.Errorf("%d calls of callers/caller answered in plaintext at MutualTLS", n)
 	}
 	if p := r.PlaintextCalls("who", "server").Since(refused); p.OK != 0 || p.FailedTotal() == 0 {
-		t.Errorf("plaintext calls under STRICT: %s; want every one refused", p)
+		t.Errorf("plaintext calls at MutualTLS: %s; want every one refused", p)
 	}
 	checkWorkloadCertChainsToRoot(t, c, r, "callers", "caller")
 }
