@@ -111,12 +111,16 @@ func callsTo(t *testing.T, r *proxyless.Runner, namespace, app, target string, b
 	return all(t, r, namespace, app)[target]
 }
 
+// all is what a workload's calls came to so far, by target; an application that has just
+// started may not serve its counts yet, so it is asked again for a while.
 func all(t *testing.T, r *proxyless.Runner, namespace, app string) map[string]proxyless.Counts {
 	t.Helper()
-	got, err := r.Calls(namespace, app)
-	if err != nil {
-		t.Fatal(err)
-	}
+	var got map[string]proxyless.Counts
+	framework.Eventually(t, 30*time.Second, "the calls of "+namespace+"/"+app, func() (bool, error) {
+		var err error
+		got, err = r.Calls(namespace, app)
+		return err == nil, err
+	})
 	return got
 }
 
