@@ -60,10 +60,13 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	drained := make(chan struct{})
 	if *listen != "" {
-		if err := serve(ctx, *listen, *name, *useXDS); err != nil {
+		if err := serve(ctx, *listen, *name, *useXDS, drained); err != nil {
 			log.Fatal(err)
 		}
+	} else {
+		close(drained)
 	}
 	book := &ledger{targets: map[string]*Counts{}}
 	if *statusAddr != "" {
@@ -77,10 +80,11 @@ func main() {
 		go callForever(ctx, book, target, *name, *useXDS, *every)
 	}
 	<-ctx.Done()
+	<-drained
 }
 
-// serve answers method on addr until ctx ends.
-func serve(ctx context.Context, addr, name string, useXDS bool) error {
+// serve answers method on addr until ctx ends, then drains and closes drained.
+func serve(ctx context.Context, addr, name string, useXDS bool, drained chan<- struct{}) error {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
@@ -107,7 +111,7 @@ func serve(ctx context.Context, addr, name string, useXDS bool) error {
 	var srv interface {
 		grpc.ServiceRegistrar
 		Serve(net.Listener) error
-		Stop()
+		GracefulStop()
 	}
 	if useXDS {
 		creds, err := xdscreds.NewServerCredentials(xdscreds.ServerOptions{FallbackCreds: insecure.NewCredentials()})
@@ -130,7 +134,9 @@ func serve(ctx context.Context, addr, name string, useXDS bool) error {
 			log.Printf("serving: %v", err)
 		}
 	}()
-	go func() { <-ctx.Done(); srv.Stop() }()
+	// On SIGTERM (the pod deleted) it drains as a gRPC server should: GOAWAY to its callers,
+	// which move to another endpoint, and the calls in flight finish.
+	go func() { <-ctx.Done(); srv.GracefulStop(); close(drained) }()
 	return nil
 }
 
