@@ -237,7 +237,17 @@ const ProxyContainer = "istio-proxy"
 // HasProxy reports whether a pod carries Istio's proxy, as a container or as a native sidecar
 // (an init container that keeps running).
 func HasProxy(pod *corev1.Pod) bool {
-	return hasContainer(pod, ProxyContainer)
+	for _, c := range pod.Spec.Containers {
+		if c.Name == ProxyContainer {
+			return true
+		}
+	}
+	for _, c := range pod.Spec.InitContainers {
+		if c.Name == ProxyContainer {
+			return true
+		}
+	}
+	return false
 }
 
 const (
@@ -260,21 +270,6 @@ func Proxyless(pod *corev1.Pod) bool {
 	}
 	for _, t := range strings.Split(pod.Annotations[TemplatesAnnotation], ",") {
 		if strings.TrimSpace(t) == GRPCAgentTemplate {
-			return true
-		}
-	}
-	return false
-}
-
-// hasContainer reports whether a pod has a container or init container of that name.
-func hasContainer(pod *corev1.Pod, name string) bool {
-	for _, c := range pod.Spec.Containers {
-		if c.Name == name {
-			return true
-		}
-	}
-	for _, c := range pod.Spec.InitContainers {
-		if c.Name == name {
 			return true
 		}
 	}

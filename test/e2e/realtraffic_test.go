@@ -20,6 +20,7 @@ import (
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/policy"
+	"github.com/meshwright/meshwright/internal/revision"
 	"github.com/meshwright/meshwright/test/cluster"
 	"github.com/meshwright/meshwright/test/framework"
 	"github.com/meshwright/meshwright/test/proxyless"
@@ -178,7 +179,7 @@ func TestRealTrafficMutualTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	patch := client.MergeFrom(dep.DeepCopy())
-	dep.Spec.Template.Labels[proxyless.TLSModeLabel] = "istio"
+	dep.Spec.Template.Labels[revision.TLSModeLabel] = "istio"
 	if err := c.Patch(context.Background(), dep, patch); err != nil {
 		t.Fatal(err)
 	}
@@ -330,7 +331,7 @@ func TestRealTrafficZeroTrustAdmitsOnlyAllowFrom(t *testing.T) {
 		{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"ladder": "observe"}}, Level: meshv1.LevelObserve},
 	})
 
-	mtlsOnly := map[string]string{proxyless.TLSModeLabel: "istio"}
+	mtlsOnly := map[string]string{revision.TLSModeLabel: "istio"}
 	who, wrong := proxyless.Target("who", "server", realTrafficPort), proxyless.Target("wrong", "server", realTrafficPort)
 	observe := map[string]string{"ladder": "observe"}
 	deployWorkloads(t, c, r.Node(), map[string]map[string]string{"who": observe, "callers": observe, "others": observe, "wrong": observe},

@@ -30,7 +30,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -42,6 +41,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/meshwright/meshwright/internal/revision"
 	"github.com/meshwright/meshwright/test/cluster"
 )
 
@@ -51,13 +51,8 @@ const (
 	// AnnotationCall lists, comma-separated, the gRPC targets a pod's application calls
 	// (xds:///NAME.NAMESPACE.svc.cluster.local:PORT for a proxyless caller).
 	AnnotationCall = "meshapp.meshwright.test/call"
-	// TemplateAnnotation picks Istio's injection template; GRPCAgentTemplate is the proxyless one.
-	TemplateAnnotation = "inject.istio.io/templates"
-	GRPCAgentTemplate  = "grpc-agent"
 	// DefaultNode is the runner's kwok node.
 	DefaultNode = "proxyless"
-	// statusAnnotation is Istio's record of an injection, with the templates it applied.
-	statusAnnotation = "sidecar.istio.io/status"
 )
 
 // Options say where the workloads run.
@@ -246,9 +241,12 @@ func (r *Runner) startPod(ctx context.Context, p *corev1.Pod, w *workloadPod) er
 	if port := p.Annotations[AnnotationListen]; port != "" {
 		args = append(args, "-listen="+p.Status.PodIP+":"+port)
 	}
+	proxied, err := proxylessRole(p)
+	if err != nil {
+		return err
+	}
 	var env []string
-	switch templates := injectedTemplates(p); {
-	case slices.Contains(templates, GRPCAgentTemplate):
+	if proxied {
 		started := time.Now()
 		agent, bootstrap, err := r.startAgent(ctx, p, dir)
 		if agent != nil {
@@ -265,8 +263,6 @@ func (r *Runner) startPod(ctx context.Context, p *corev1.Pod, w *workloadPod) er
 		}
 		env = append(env, "GRPC_XDS_BOOTSTRAP="+bootstrap)
 		args = append(args, "-xds", "-call="+p.Annotations[AnnotationCall])
-	case len(templates) > 0:
-		return fmt.Errorf("injected with templates %v: only the %s template can run here (the harness runs no Envoy)", templates, GRPCAgentTemplate)
 	}
 	app, err := startProc(dir, "meshapp", filepath.Join(r.bin, "meshapp"), args, env)
 	if err != nil {
@@ -404,23 +400,18 @@ func (r *Runner) Stop() {
 	_ = os.RemoveAll(r.dir)
 }
 
-// injectedTemplates are the injection templates Istio applied to a pod: none when it was not
-// injected (no sidecar.istio.io/status), else those its inject.istio.io/templates annotation
-// names, Istio's "sidecar" when it names none. (The status annotation does not record them.)
-func injectedTemplates(p *corev1.Pod) []string {
-	if _, ok := p.Annotations[statusAnnotation]; !ok {
-		return nil
+// proxylessRole says how a pod is played: as a proxyless workload when Istio injected it with
+// the grpc-agent template, in plaintext when it was not injected; a pod with Envoy's sidecar
+// cannot be played (the harness runs no Envoy).
+func proxylessRole(p *corev1.Pod) (bool, error) {
+	switch {
+	case revision.Proxyless(p):
+		return true, nil
+	case revision.HasProxy(p):
+		return false, fmt.Errorf("injected with Istio's proxy but not the %s template (%s=%q): the harness runs no Envoy",
+			revision.GRPCAgentTemplate, revision.TemplatesAnnotation, p.Annotations[revision.TemplatesAnnotation])
 	}
-	var out []string
-	for _, t := range strings.Split(p.Annotations[TemplateAnnotation], ",") {
-		if t = strings.TrimSpace(t); t != "" {
-			out = append(out, t)
-		}
-	}
-	if len(out) == 0 {
-		return []string{"sidecar"}
-	}
-	return out
+	return false, nil
 }
 
 func fetchCounts(url string) (map[string]Counts, error) {

@@ -6,26 +6,32 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/meshwright/meshwright/internal/revision"
 )
 
-func TestInjectedTemplates(t *testing.T) {
-	const status = `{"initContainers":null,"containers":["istio-proxy"],"volumes":["istio-xds"],"imagePullSecrets":null,"revision":"default"}`
+func TestProxylessRole(t *testing.T) {
+	app := corev1.Container{Name: "app"}
+	proxy := corev1.Container{Name: revision.ProxyContainer}
 	tests := map[string]struct {
+		containers  []corev1.Container
 		annotations map[string]string
-		want        []string
+		want        bool
+		wantErr     bool
 	}{
-		"not injected":            {nil, nil},
-		"not injected, asked for": {map[string]string{TemplateAnnotation: GRPCAgentTemplate}, nil},
-		"proxyless":               {map[string]string{statusAnnotation: status, TemplateAnnotation: GRPCAgentTemplate}, []string{GRPCAgentTemplate}},
-		"envoy, the default":      {map[string]string{statusAnnotation: status}, []string{"sidecar"}},
-		"two templates, spaced":   {map[string]string{statusAnnotation: status, TemplateAnnotation: "sidecar, extra"}, []string{"sidecar", "extra"}},
-		"an empty template list":  {map[string]string{statusAnnotation: status, TemplateAnnotation: " , "}, []string{"sidecar"}},
+		"not injected":            {containers: []corev1.Container{app}},
+		"not injected, asked for": {containers: []corev1.Container{app}, annotations: map[string]string{revision.TemplatesAnnotation: revision.GRPCAgentTemplate}},
+		"proxyless":               {containers: []corev1.Container{app, proxy}, annotations: map[string]string{revision.TemplatesAnnotation: revision.GRPCAgentTemplate}, want: true},
+		"envoy, the default":      {containers: []corev1.Container{app, proxy}, wantErr: true},
+		"two templates, no agent": {containers: []corev1.Container{app, proxy}, annotations: map[string]string{revision.TemplatesAnnotation: "sidecar, extra"}, wantErr: true},
+		"an empty template list":  {containers: []corev1.Container{app, proxy}, annotations: map[string]string{revision.TemplatesAnnotation: " , "}, wantErr: true},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Annotations: tc.annotations}}
-			if got := injectedTemplates(p); !reflect.DeepEqual(got, tc.want) {
-				t.Errorf("got %v, want %v", got, tc.want)
+			p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Annotations: tc.annotations}, Spec: corev1.PodSpec{Containers: tc.containers}}
+			got, err := proxylessRole(p)
+			if got != tc.want || (err != nil) != tc.wantErr {
+				t.Errorf("proxylessRole = %v, %v; want %v, an error: %v", got, err, tc.want, tc.wantErr)
 			}
 		})
 	}
@@ -64,12 +70,12 @@ func TestWorkloadObjects(t *testing.T) {
 		t.Fatalf("a serving workload's Service: %+v", svc)
 	}
 	tpl := dep.Spec.Template
-	if tpl.Spec.NodeName != "proxyless" || tpl.Annotations[TemplateAnnotation] != GRPCAgentTemplate || tpl.Annotations[AnnotationListen] != "8080" {
+	if tpl.Spec.NodeName != "proxyless" || tpl.Annotations[revision.TemplatesAnnotation] != revision.GRPCAgentTemplate || tpl.Annotations[AnnotationListen] != "8080" {
 		t.Fatalf("pod template %+v", tpl)
 	}
-	dep, svc = Workload{Namespace: "callers", Name: "caller", Call: target, PodLabels: map[string]string{TLSModeLabel: "istio"}}.Objects("n")
+	dep, svc = Workload{Namespace: "callers", Name: "caller", Call: target, PodLabels: map[string]string{revision.TLSModeLabel: "istio"}}.Objects("n")
 	if svc != nil || dep.Spec.Template.Annotations[AnnotationCall] != target || *dep.Spec.Replicas != 1 ||
-		dep.Spec.Template.Labels[TLSModeLabel] != "istio" || dep.Spec.Selector.MatchLabels[TLSModeLabel] != "" {
+		dep.Spec.Template.Labels[revision.TLSModeLabel] != "istio" || dep.Spec.Selector.MatchLabels[revision.TLSModeLabel] != "" {
 		t.Fatalf("a calling workload: %+v, %+v", dep, svc)
 	}
 }

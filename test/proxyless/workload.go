@@ -9,6 +9,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
+
+	"github.com/meshwright/meshwright/internal/revision"
 )
 
 // Workload describes one proxyless gRPC workload for Objects.
@@ -22,15 +24,11 @@ type Workload struct {
 	Call string
 	// Replicas defaults to 1.
 	Replicas int32
-	// PodLabels are added to its pods' labels: security.istio.io/tlsMode=istio (TLSModeLabel)
-	// makes a proxyless server require mTLS even under PERMISSIVE, as Istio's grpc-agent
-	// template says a workload using its mTLS must.
+	// PodLabels are added to its pods' labels: security.istio.io/tlsMode=istio
+	// (revision.TLSModeLabel) makes a proxyless server require mTLS even under PERMISSIVE, as
+	// Istio's grpc-agent template says a workload using its mTLS must.
 	PodLabels map[string]string
 }
-
-// TLSModeLabel is the pod label through which a proxyless server requires mTLS under PERMISSIVE
-// too (istiod's grpcgen: gRPC servers cannot serve both plaintext and mTLS on one port).
-const TLSModeLabel = "security.istio.io/tlsMode"
 
 // Target is the gRPC target of a workload's Service for a proxyless caller: resolved by istiod
 // (xDS), not by DNS.
@@ -46,7 +44,7 @@ func (w Workload) Objects(node string) (*appsv1.Deployment, *corev1.Service) {
 	for k, v := range w.PodLabels {
 		labels[k] = v
 	}
-	annotations := map[string]string{TemplateAnnotation: GRPCAgentTemplate}
+	annotations := map[string]string{revision.TemplatesAnnotation: revision.GRPCAgentTemplate}
 	if w.Call != "" {
 		annotations[AnnotationCall] = w.Call
 	}
