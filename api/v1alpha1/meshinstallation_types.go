@@ -575,13 +575,21 @@ type RootRotationStatus struct {
 	// Issuer is the issuer that signs the new intermediate, as Kind/name.
 	// +optional
 	Issuer string `json:"issuer,omitempty"`
+	// TrustedSince is, in the Trust phase, when istiod was seen publishing both roots: pods
+	// whose proxy keeps the roots it started with (proxyless gRPC, or a proxy without
+	// PROXY_CONFIG_XDS_AGENT=true) that started before then are restarted, so that they trust
+	// the new root before signing switches to it.
+	// +optional
+	TrustedSince *metav1.Time `json:"trustedSince,omitempty"`
 	// SigningSince is, in the Switch phase, when istiod was first seen signing with the new
 	// intermediate (its own serving certificate is from it): pods with the proxy started
 	// before then are restarted.
 	// +optional
 	SigningSince *metav1.Time `json:"signingSince,omitempty"`
-	// PendingPods is, in the Switch phase, the number of running pods with Istio's proxy that
-	// started before SigningSince and so may still hold a certificate of the old intermediate.
+	// PendingPods is the number of running pods with Istio's proxy the phase waits for: in the
+	// Trust phase those started before TrustedSince that cannot take the new root live, in the
+	// Switch phase those started before SigningSince, which may still hold a certificate of
+	// the old intermediate.
 	// +optional
 	PendingPods int32 `json:"pendingPods,omitempty"`
 }

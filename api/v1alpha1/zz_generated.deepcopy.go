@@ -466,6 +466,10 @@ func (in *RootRotationStatus) DeepCopyInto(out *RootRotationStatus) {
 		in, out := &in.Since, &out.Since
 		*out = (*in).DeepCopy()
 	}
+	if in.TrustedSince != nil {
+		in, out := &in.TrustedSince, &out.TrustedSince
+		*out = (*in).DeepCopy()
+	}
 	if in.SigningSince != nil {
 		in, out := &in.SigningSince, &out.SigningSince
 		*out = (*in).DeepCopy()

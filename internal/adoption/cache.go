@@ -102,12 +102,7 @@ func slimPod(obj any) (any, error) {
 		}
 	}
 	slim.Spec.HostNetwork = p.Spec.HostNetwork
-	for _, c := range p.Spec.Containers {
-		slim.Spec.Containers = append(slim.Spec.Containers, corev1.Container{Name: c.Name})
-	}
-	for _, c := range p.Spec.InitContainers {
-		slim.Spec.InitContainers = append(slim.Spec.InitContainers, corev1.Container{Name: c.Name})
-	}
+	slim.Spec.Containers, slim.Spec.InitContainers = slimContainers(p.Spec.Containers), slimContainers(p.Spec.InitContainers)
 	// Its IP: the traffic gates' embedded source reads its proxy's stats there.
 	slim.Status.Phase, slim.Status.PodIP = p.Status.Phase, p.Status.PodIP
 	for _, c := range p.Status.Conditions {
@@ -116,6 +111,24 @@ func slimPod(obj any) (any, error) {
 		}
 	}
 	return slim, nil
+}
+
+// slimContainers keeps the containers' names, and of the proxy's environment whether it takes
+// its trust bundle live (revision.LiveTrust: a root rotation restarts the proxies that do not).
+func slimContainers(cs []corev1.Container) []corev1.Container {
+	var out []corev1.Container
+	for _, c := range cs {
+		sc := corev1.Container{Name: c.Name}
+		if c.Name == revision.ProxyContainer {
+			for _, e := range c.Env {
+				if e.Name == revision.ProxyConfigXDSAgentEnv {
+					sc.Env = []corev1.EnvVar{{Name: e.Name, Value: e.Value}}
+				}
+			}
+		}
+		out = append(out, sc)
+	}
+	return out
 }
 
 // slimWorkload drops a workload's pod spec and its own annotations (kubectl's

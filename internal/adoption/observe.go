@@ -117,6 +117,7 @@ func observeWorkloads(ctx context.Context, r client.Reader, namespace string) (l
 				out[j].Pods++
 				if injected {
 					out[j].Injected = true
+					out[j].StaticTrust = out[j].StaticTrust || !revision.LiveTrust(p)
 					if t := p.CreationTimestamp.Time; out[j].Started.IsZero() || t.Before(out[j].Started) {
 						out[j].Started = t
 					}

@@ -8,6 +8,7 @@ import (
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/ladder"
 	"github.com/meshwright/meshwright/internal/revision"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -152,5 +153,50 @@ func TestObserveProxylessPlaintext(t *testing.T) {
 	}
 	if !reflect.DeepEqual(sum.ProxylessPlaintext, []string{"plain-grpc"}) || sum.Total != 3 || len(sum.Uninjected) != 0 {
 		t.Fatalf("observed %+v; want plain-grpc alone named as a proxyless pod serving plaintext, 3 pods, all injected", sum)
+	}
+}
+
+// TestObserveStaticTrust: a workload is marked StaticTrust when one of its pods' proxies keeps
+// the roots it started with (revision.LiveTrust false: no PROXY_CONFIG_XDS_AGENT=true, or
+// proxyless gRPC), read from pods as the ladder's cache keeps them (slimPod keeps that variable).
+func TestObserveStaticTrust(t *testing.T) {
+	live := []corev1.EnvVar{{Name: "UNRELATED", Value: "x"}, {Name: revision.ProxyConfigXDSAgentEnv, Value: "true"}}
+	pod := func(name, deployment, templates string, env []corev1.EnvVar) client.Object {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", Labels: map[string]string{"app": deployment},
+			OwnerReferences: []metav1.OwnerReference{{Kind: "ReplicaSet", Name: deployment + "-1", Controller: ptr.To(true)}}},
+			Spec:   corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Env: live}, {Name: revision.ProxyContainer, Env: env}}},
+			Status: corev1.PodStatus{Phase: corev1.PodRunning}}
+		if templates != "" {
+			p.Annotations = map[string]string{revision.TemplatesAnnotation: templates}
+		}
+		slim, err := slimPod(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return slim.(*corev1.Pod)
+	}
+	deployment := func(name string) client.Object {
+		sel := map[string]string{"app": name}
+		return &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns"}, Spec: appsv1.DeploymentSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: sel}, Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: sel}}}}
+	}
+	c := fake.NewClientBuilder().WithObjects(
+		deployment("live"), pod("live-a", "live", "", live), pod("live-b", "live", "", live),
+		deployment("mixed"), pod("mixed-a", "mixed", "", live), pod("mixed-b", "mixed", "", nil),
+		deployment("proxyless"), pod("proxyless-a", "proxyless", revision.GRPCAgentTemplate, live),
+	).Build()
+	_, ws, _, err := observeWorkloads(context.Background(), c, "ns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{"live": false, "mixed": true, "proxyless": true}
+	for _, w := range ws {
+		if got, ok := want[w.Name]; !ok || w.StaticTrust != got || !w.Injected {
+			t.Errorf("%s: StaticTrust %v (injected %v), want %v", w.Name, w.StaticTrust, w.Injected, got)
+		}
+		delete(want, w.Name)
+	}
+	if len(want) != 0 {
+		t.Errorf("workloads not observed: %v", want)
 	}
 }

@@ -91,7 +91,7 @@ func SettingsOf(mesh *meshv1.MeshInstallation, target Target) ladder.Settings {
 	r := mesh.Spec.Rollout
 	st := ladder.Settings{Generation: mesh.Generation, Paused: r.Paused, MaxUnavailable: intstr.FromString("25%"),
 		SoakTime: time.Hour, StepTimeout: 10 * time.Minute, Revision: target.Revision, Newer: target.Newer,
-		RefreshBefore: meshspec.RefreshBefore(mesh)}
+		RefreshBefore: meshspec.RefreshBefore(mesh), RefreshForTrust: meshspec.RefreshForTrust(mesh)}
 	if r.MaxUnavailablePerNamespace != nil {
 		st.MaxUnavailable = *r.MaxUnavailablePerNamespace
 	}

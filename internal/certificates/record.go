@@ -99,8 +99,9 @@ func describeIssuer(id string) string {
 	return id
 }
 
-// Mirror writes the record into status; pending is the Switch phase's count of pods to restart.
-// SigningSince appears once it has passed: the ladder restarts pods started before it.
+// Mirror writes the record into status; pending is the Trust or Switch phase's count of pods to
+// restart. TrustedSince and SigningSince appear once they have passed: the ladder restarts pods
+// started before them.
 func Mirror(st *meshv1.CertificatesStatus, rec Record, set Settings, pending int, now time.Time) {
 	st.Generation = int32(rec.Generation)
 	st.RotatedFor = rec.RotatedFor
@@ -112,9 +113,14 @@ func Mirror(st *meshv1.CertificatesStatus, rec Record, set Settings, pending int
 	since := metav1.NewTime(r.Since)
 	kind, name := set.WithIdentity(r.Issuer).Signer(rec.To())
 	st.Rotation = &meshv1.RootRotationStatus{Phase: r.Phase, Since: &since, Trigger: r.Trigger, Issuer: kind + "/" + name, PendingPods: int32(pending)}
-	if r.Phase == meshv1.RotationSwitch && !r.Observed.IsZero() && !r.Observed.After(now) {
-		signing := metav1.NewTime(r.Observed)
-		st.Rotation.SigningSince = &signing
+	if !r.Observed.IsZero() && !r.Observed.After(now) {
+		observed := metav1.NewTime(r.Observed)
+		switch r.Phase {
+		case meshv1.RotationTrust:
+			st.Rotation.TrustedSince = &observed
+		case meshv1.RotationSwitch:
+			st.Rotation.SigningSince = &observed
+		}
 	}
 }
 

@@ -38,7 +38,11 @@ import (
 //
 //	Prepare  cert-manager issues the new root and intermediate          → both Ready
 //	Trust    cacerts: old intermediate, old + new roots                  → istiod published both
-//	                                                                       everywhere, and
+//	                                                                       everywhere, no running
+//	                                                                       proxy that keeps its
+//	                                                                       roots started before
+//	                                                                       that (the ladder
+//	                                                                       restarts workloads), and
 //	                                                                       TrustPropagation passed
 //	Switch   cacerts: new intermediate, old + new roots                  → istiod seen signing with
 //	                                                                       it (its serving
@@ -361,9 +365,31 @@ func (p *rotationPass) trust() (stages.Result, error) {
 		return p.progress("waiting for istiod to publish both roots in %s (in %s).", RootCertConfigMap, missing), nil
 	}
 	if p.rot.Observed.IsZero() {
-		if err := p.record(func(r *Rotation) { r.Observed = p.now }, p.old); err != nil {
+		observed, err := p.freshFrom()
+		if err != nil {
 			return stages.Result{}, err
 		}
+		if err := p.record(func(r *Rotation) { r.Observed = observed }, p.old); err != nil {
+			return stages.Result{}, err
+		}
+	}
+	if wait := p.rot.Observed.Sub(p.now); wait > 0 {
+		res := p.progress("istiod publishes both roots everywhere; proxies that keep the roots they started with restart from %s.", p.rot.Observed.UTC().Format(time.RFC3339))
+		res.RequeueAfter = wait
+		return res, nil
+	}
+	// A proxy takes the new root live only if its agent takes its ProxyConfig over xDS;
+	// others hold the roots they got with their certificate, and once signing switches they
+	// would refuse every peer restarted onto the new intermediate (and be refused by it).
+	static, err := p.stalePods(p.ctx, p.rot.Observed, true)
+	if err != nil {
+		return stages.Result{}, err
+	}
+	*p.pending = static.total
+	if static.total > 0 {
+		return p.progress("istiod publishes both roots everywhere since %s; %d pod(s) with Istio's proxy started before and keep the roots they started with (proxyless gRPC, or a proxy without %s=true), so they do not trust the new root yet. "+
+			"The ladder restarts the workloads of the namespaces it manages, one slot at a time (%s); restart others yourself (kubectl rollout restart). Signing switches to the new intermediate once none is left.",
+			p.rot.Observed.UTC().Format(time.RFC3339), static.total, revision.ProxyConfigXDSAgentEnv, static.describe()), nil
 	}
 	if left := p.rot.Observed.Add(p.set.TrustPropagation).Sub(p.now); left > 0 {
 		res := p.progress("istiod publishes both roots everywhere; signing switches to the new intermediate at %s (spec.certificates.trustPropagation %s), once every proxy had time to receive them.",
@@ -393,7 +419,7 @@ func (p *rotationPass) switchSigning() (stages.Result, error) {
 		res.RequeueAfter = wait
 		return res, nil
 	}
-	stale, err := p.stalePods(p.ctx, p.rot.Observed)
+	stale, err := p.stalePods(p.ctx, p.rot.Observed, false)
 	if err != nil {
 		return stages.Result{}, err
 	}
@@ -418,22 +444,31 @@ func (p *rotationPass) observeSwitch() (res stages.Result, seen bool, err error)
 	if !signing {
 		return p.progress("%s", why), false, nil
 	}
-	// Pods carry their creation time in whole seconds: a pod created in the second istiod was
-	// seen to switch counts as started before it, and restarts wait for the next.
-	observed := p.now.Truncate(time.Second).Add(time.Second)
-	replicas, _, err := p.istiods(p.ctx, p.mesh.Name)
+	observed, err := p.freshFrom()
 	if err != nil {
 		return stages.Result{}, false, err
-	}
-	if replicas > 1 {
-		// The replica that answered may not be the last to reload cacerts: the others get
-		// trustPropagation to follow, as proxies got it for the roots.
-		observed = observed.Add(p.set.TrustPropagation)
 	}
 	if err := p.record(func(r *Rotation) { r.Observed = observed }, p.newContent(p.both)); err != nil {
 		return stages.Result{}, false, err
 	}
 	return stages.Result{}, true, nil
+}
+
+// freshFrom is, once istiod is seen on a phase's content, the time from which pods started
+// are sure to have got it with their certificate. Pods carry their creation time in whole
+// seconds: a pod created in this second counts as started before, and restarts wait for the
+// next. The replica that was seen may not be the last to reload cacerts: with several, the
+// others get trustPropagation to follow, as proxies got it for the roots.
+func (p *rotationPass) freshFrom() (time.Time, error) {
+	observed := p.now.Truncate(time.Second).Add(time.Second)
+	replicas, _, err := p.istiods(p.ctx, p.mesh.Name)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if replicas > 1 {
+		observed = observed.Add(p.set.TrustPropagation)
+	}
+	return observed, nil
 }
 
 // drop: once istiod publishes the new root alone, the old generation's objects go and the
@@ -516,7 +551,7 @@ func (s *Stage) unpublished(ctx context.Context, controlPlane string, want Bundl
 		return "", fmt.Errorf("listing %s ConfigMaps: %w", RootCertConfigMap, err)
 	}
 	need := map[string]bool{controlPlane: true}
-	stale, err := s.stalePods(ctx, time.Time{})
+	stale, err := s.stalePods(ctx, time.Time{}, false)
 	if err != nil {
 		return "", err
 	}
@@ -551,8 +586,9 @@ func (p pods) describe() string {
 }
 
 // stalePods finds the running pods with Istio's proxy created before a time (the zero time
-// counts none, and only fills in the namespaces with proxies).
-func (s *Stage) stalePods(ctx context.Context, before time.Time) (pods, error) {
+// counts none, and only fills in the namespaces with proxies); staticTrust counts only those
+// whose proxy keeps the roots it started with (revision.LiveTrust false).
+func (s *Stage) stalePods(ctx context.Context, before time.Time, staticTrust bool) (pods, error) {
 	out := pods{all: map[string]int{}, by: map[string]int{}}
 	if s.Pods == nil {
 		return out, nil
@@ -572,7 +608,7 @@ func (s *Stage) stalePods(ctx context.Context, before time.Time) (pods, error) {
 			continue
 		}
 		out.all[p.Namespace]++
-		if p.CreationTimestamp.Time.Before(before) {
+		if p.CreationTimestamp.Time.Before(before) && (!staticTrust || !revision.LiveTrust(p)) {
 			out.total++
 			out.by[p.Namespace]++
 		}

@@ -21,7 +21,8 @@ import (
 // when a step moves it: each phase is run while what its gate waits for is withheld (it must
 // stay in its phase and say what it waits for), then given (it must move on). The steps are in
 // rotationPhases' order: Prepare waits for the new intermediate; Trust for istiod to publish both
-// roots, then for trustPropagation; Switch for istiod to sign with the new intermediate, then for
+// roots, then for the proxies started before that cannot take them live, then for
+// trustPropagation; Switch for istiod to sign with the new intermediate, then for
 // the proxies started before it; Drop for istiod to publish the new root alone.
 func TestRotationPhaseGates(t *testing.T) {
 	ctx := context.Background()
@@ -46,8 +47,28 @@ func TestRotationPhaseGates(t *testing.T) {
 	if mesh.Status.Certificates.Generation != 0 || mesh.Status.Certificates.Rotation != nil {
 		t.Fatalf("generation 0 is not steady: %+v", mesh.Status.Certificates)
 	}
-	proxy := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: app, Name: "started-before"},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}, {Name: "istio-proxy", Image: "proxy"}}}}
+	withProxy := func(name string, env ...corev1.EnvVar) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: app, Name: name},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}, {Name: "istio-proxy", Image: "proxy", Env: env}}}}
+	}
+	proxy := withProxy("started-before")
+	// Started before the rotation: one keeps the roots it started with, one takes them live.
+	static := withProxy("static-trust")
+	live := withProxy("live-trust", corev1.EnvVar{Name: "PROXY_CONFIG_XDS_AGENT", Value: "true"})
+	create := func(pods ...*corev1.Pod) {
+		for _, p := range pods {
+			if err := k8s.Create(ctx, p); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	remove := func(pods ...*corev1.Pod) {
+		for _, p := range pods {
+			if err := k8s.Delete(ctx, p, client.GracePeriodSeconds(0)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	mesh.Annotations = map[string]string{meshv1.AnnotationRotateRoot: "gates"}
 
 	steps := []struct {
@@ -66,27 +87,28 @@ func TestRotationPhaseGates(t *testing.T) {
 			fakeCertManager(t, "istio-system", nil) // the intermediate it signs
 		},
 			phase: meshv1.RotationTrust, say: "cacerts now publishes both roots"},
-		{name: "Trust waits for istiod to publish both roots", act: func() {},
+		{name: "Trust waits for istiod to publish both roots", act: func() { create(static, live) },
 			phase: meshv1.RotationTrust, say: "waiting for istiod to publish both roots"},
-		{name: "Trust waits out trustPropagation", act: func() { ist.load(t) },
-			phase: meshv1.RotationTrust, say: "signing switches to the new intermediate at", waits: func(d time.Duration) bool { return d == propagation }},
+		{name: "Trust sees both roots published, and restarts wait for the next second", act: func() {
+			clk.SetTime(time.Now().Add(time.Second))
+			ist.load(t)
+		}, phase: meshv1.RotationTrust, say: "proxies that keep the roots they started with restart from", waits: func(d time.Duration) bool { return d > 0 && d <= time.Second }},
+		{name: "Trust waits for the proxies that keep their roots, not for those that take them live", act: func() { clk.SetTime(clk.Now().Add(2 * time.Second)) },
+			phase: meshv1.RotationTrust, say: "1 pod(s) with Istio's proxy started before and keep the roots they started with"},
+		{name: "Trust waits out trustPropagation once none is left", act: func() { remove(static) },
+			phase: meshv1.RotationTrust, say: "signing switches to the new intermediate at", waits: func(d time.Duration) bool { return d > propagation-5*time.Second && d <= propagation }},
 		{name: "Trust switches signing once it passed", act: func() { clk.SetTime(clk.Now().Add(propagation + time.Second)) },
 			phase: meshv1.RotationSwitch, say: "istiod signs with the new intermediate now"},
 		{name: "Switch waits to see istiod sign with the new intermediate", act: func() {},
 			phase: meshv1.RotationSwitch, say: "phase Switch"},
 		{name: "Switch sees istiod sign, and restarts wait for the next second", act: func() {
-			if err := k8s.Create(ctx, proxy); err != nil {
-				t.Fatal(err)
-			}
+			create(proxy)
 			ist.load(t)
 		}, phase: meshv1.RotationSwitch, say: "workloads restart from", waits: func(d time.Duration) bool { return d > 0 && d <= time.Second }},
-		{name: "Switch waits for the proxies started before", act: func() { clk.SetTime(clk.Now().Add(2 * time.Second)) },
-			phase: meshv1.RotationSwitch, say: "1 pod(s) with Istio's proxy started before"},
-		{name: "Switch drops the old root once none is left", act: func() {
-			if err := k8s.Delete(ctx, proxy, client.GracePeriodSeconds(0)); err != nil {
-				t.Fatal(err)
-			}
-		}, phase: meshv1.RotationDrop, say: "the old root leaves the bundle"},
+		{name: "Switch waits for every proxy started before, those that took the new root live too", act: func() { clk.SetTime(clk.Now().Add(2 * time.Second)) },
+			phase: meshv1.RotationSwitch, say: "2 pod(s) with Istio's proxy started before"},
+		{name: "Switch drops the old root once none is left", act: func() { remove(proxy, live) },
+			phase: meshv1.RotationDrop, say: "the old root leaves the bundle"},
 		{name: "Drop waits for istiod to publish the new root alone", act: func() {},
 			phase: meshv1.RotationDrop, say: "waiting for istiod to publish the new root alone"},
 		{name: "Drop ends the rotation", act: func() { ist.load(t) },

@@ -15,6 +15,7 @@ import (
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/names"
+	"github.com/meshwright/meshwright/internal/revision"
 	"github.com/meshwright/meshwright/internal/traffic"
 )
 
@@ -213,6 +214,10 @@ type Workload struct {
 	Kind, Name string
 	// RestartedFor is the step ID its pod template was last restarted for.
 	RestartedFor string
+	// StaticTrust: a proxy of its pods keeps the roots it started with until it restarts
+	// (revision.LiveTrust is false: no PROXY_CONFIG_XDS_AGENT, or proxyless gRPC), so a root
+	// rotation restarts it before signing switches to the new root.
+	StaticTrust bool
 	// OptedOut is true when its pod template asks not to be injected.
 	OptedOut bool
 	// Uninjected is true when some of its running pods lack the proxy; Injected when some
@@ -248,6 +253,10 @@ type Settings struct {
 	// before which started proxies may hold a certificate of the old one: their workloads are
 	// restarted. Zero when no rotation needs it.
 	RefreshBefore time.Time
+	// RefreshForTrust says the refresh is the rotation's Trust phase instead: proxies started
+	// before RefreshBefore may not trust the new root, and only the workloads whose proxies do
+	// not take it live (Workload.StaticTrust) restart.
+	RefreshForTrust bool
 	// TrafficGates holds enforcing steps until telemetry shows they refuse no caller; false
 	// (spec.rollout.trafficGates: Skip) gates them on pods only.
 	TrafficGates bool
@@ -564,12 +573,15 @@ func needsRefresh(level Level, ns Namespace, s Settings) bool {
 	if s.RefreshBefore.IsZero() || !InMesh(level) {
 		return false
 	}
-	return slices.ContainsFunc(ns.Workloads, func(w Workload) bool { return stale(w, s.RefreshBefore) })
+	return slices.ContainsFunc(ns.Workloads, func(w Workload) bool { return stale(w, s) })
 }
 
-// stale reports whether a workload runs proxies started before a time.
-func stale(w Workload, before time.Time) bool {
-	return !before.IsZero() && !w.OptedOut && w.Injected && !w.Started.IsZero() && w.Started.Before(before)
+// stale reports whether a workload runs proxies the rotation's refresh must restart: started
+// before s.RefreshBefore and, in the Trust phase, unable to take the new root live.
+func stale(w Workload, s Settings) bool {
+	before := s.RefreshBefore
+	return !before.IsZero() && !w.OptedOut && w.Injected && !w.Started.IsZero() && w.Started.Before(before) &&
+		(!s.RefreshForTrust || w.StaticTrust)
 }
 
 // startRefresh restarts, within the namespace's budget and one namespace per free slot, the
@@ -588,7 +600,12 @@ func startRefresh(d *Decision, ns Namespace, s Settings, mayStart bool, now time
 	}
 	d.State.Step = &Step{To: d.Level, Refresh: true, Started: now, ID: fmt.Sprintf("certificates-%d", now.UnixMilli())}
 	d.InProgress = true
-	d.Event = &Event{Reason: "CertificateRefreshStarted", Message: "Restarting the workloads whose proxies started before the root rotation's switch, so that they get certificates of the new intermediate."}
+	msg := "Restarting the workloads whose proxies started before the root rotation's switch, so that they get certificates of the new intermediate."
+	if s.RefreshForTrust {
+		msg = "Restarting the workloads whose proxies started before istiod published the new root and cannot receive it live (proxyless gRPC, or no " +
+			revision.ProxyConfigXDSAgentEnv + "), so that they trust it before signing switches to it."
+	}
+	d.Event = &Event{Reason: "CertificateRefreshStarted", Message: msg}
 	planRestarts(d, ns, s)
 }
 
@@ -607,7 +624,7 @@ func advance(d *Decision, ns Namespace, s Settings, now time.Time) {
 
 	planRestarts(d, ns, s)
 	forward := kind == KindClimb || kind == KindMove
-	pending := incomplete(ns, step, d.Level, forward, s.RefreshBefore)
+	pending := incomplete(ns, step, d.Level, forward, s)
 	if pending == "" && forward && now.Sub(step.Started) < Settle {
 		pending = "letting the change settle"
 	}
@@ -755,7 +772,7 @@ func complete(d *Decision, s Settings, step Step, kind StepKind, pending string,
 // incomplete says what a step still waits for, or "" when it is done. A step up waits for every
 // pod to be Ready as well; a step down or a rollback waits only for its own restarts, since the
 // pods' health is not what it can fix.
-func incomplete(ns Namespace, step Step, current Level, up bool, refreshBefore time.Time) string {
+func incomplete(ns Namespace, step Step, current Level, up bool, s Settings) string {
 	var pending []string
 	wantProxy := EffectsOf(current, &step).Inject
 	for _, w := range ns.Workloads {
@@ -769,7 +786,9 @@ func incomplete(ns Namespace, step Step, current Level, up bool, refreshBefore t
 			pending = append(pending, fmt.Sprintf("%s/%s has pods of another revision to restart", w.Kind, w.Name))
 		case w.RestartedFor == step.ID && !w.RolledOut:
 			pending = append(pending, fmt.Sprintf("%s/%s is rolling out", w.Kind, w.Name))
-		case wantProxy && step.Refresh && stale(w, refreshBefore):
+		case wantProxy && step.Refresh && stale(w, s) && s.RefreshForTrust:
+			pending = append(pending, fmt.Sprintf("%s/%s has proxies that do not trust the new root", w.Kind, w.Name))
+		case wantProxy && step.Refresh && stale(w, s):
 			pending = append(pending, fmt.Sprintf("%s/%s has proxies with certificates of the old intermediate", w.Kind, w.Name))
 		}
 	}
@@ -810,7 +829,7 @@ func planRestarts(d *Decision, ns Namespace, s Settings) {
 		if w.OptedOut || w.RestartedFor == step.ID {
 			continue
 		}
-		if (wantProxy && !w.Uninjected && !onOtherRevision(w, step.Revision) && !(step.Refresh && stale(w, s.RefreshBefore))) || (!wantProxy && !w.Injected) {
+		if (wantProxy && !w.Uninjected && !onOtherRevision(w, step.Revision) && !(step.Refresh && stale(w, s))) || (!wantProxy && !w.Injected) {
 			continue
 		}
 		cost := max(w.Pods, 1)

@@ -10,7 +10,8 @@ import (
 
 // TestCertificateRefresh: while a root rotation's Switch phase runs, a namespace in the mesh
 // whose proxies started before the switch restarts those workloads, at its level, within its
-// budget and slot, before it climbs further and even while it is held; nothing else moves.
+// budget and slot, before it climbs further and even while it is held; nothing else moves. In
+// the Trust phase, only the workloads whose proxies keep the roots they started with restart.
 func TestCertificateRefresh(t *testing.T) {
 	switched := t0.Add(-time.Minute)
 	rotating := func(s *Settings) { s.RefreshBefore = switched }
@@ -176,6 +177,39 @@ func TestCertificateRefresh(t *testing.T) {
 			s: rotating, mayStart: true, now: t0,
 			check: func(t *testing.T, d Decision) {
 				if d.State.Step != nil || d.Restart != nil || d.Blocked.Reason != meshv1.ReasonInjectionLabelConflict {
+					t.Errorf("decision = %+v", d)
+				}
+			},
+		},
+		"Trust phase: only the proxies that keep their roots restart, so that they trust the new one": {
+			ns: Namespace{Current: meshv1.LevelMutualTLS, Target: meshv1.LevelMutualTLS, Pods: readyPods(8),
+				Workloads: []Workload{deploy("live", old), deploy("static", func(w *Workload) { old(w); w.StaticTrust = true }),
+					deploy("static-fresh", func(w *Workload) { fresh(w); w.StaticTrust = true })}},
+			s: func(s *Settings) { rotating(s); s.RefreshForTrust = true }, mayStart: true, now: t0,
+			check: func(t *testing.T, d Decision) {
+				if st := d.State.Step; st == nil || !st.Refresh || strings.Join(d.Restart, ",") != "Deployment/static" {
+					t.Fatalf("step %+v, restart %v: want only the workload whose proxies started before and keep their roots", st, d.Restart)
+				}
+				if d.Event == nil || !strings.Contains(d.Event.Message, "trust it before signing switches") {
+					t.Errorf("event = %+v", d.Event)
+				}
+			},
+		},
+		"Trust phase: every proxy takes the new root live, nothing restarts": {
+			ns: Namespace{Current: meshv1.LevelMutualTLS, Target: meshv1.LevelMutualTLS, Pods: readyPods(2), Workloads: []Workload{deploy("live", old)}},
+			s:  func(s *Settings) { rotating(s); s.RefreshForTrust = true }, mayStart: true, now: t0,
+			check: func(t *testing.T, d Decision) {
+				if !d.AtTarget(meshv1.LevelMutualTLS) || d.State.Step != nil || d.Restart != nil {
+					t.Errorf("decision = %+v", d)
+				}
+			},
+		},
+		"Trust phase, running: waits for the proxies that do not trust the new root": {
+			ns: Namespace{Current: meshv1.LevelMutualTLS, Target: meshv1.LevelMutualTLS, Pods: readyPods(2), State: State{Step: refresh},
+				Workloads: []Workload{deploy("a", func(w *Workload) { old(w); w.StaticTrust, w.RestartedFor, w.RolledOut = true, "certificates-1", true })}},
+			s: func(s *Settings) { rotating(s); s.RefreshForTrust = true }, mayStart: true, now: t0.Add(time.Minute),
+			check: func(t *testing.T, d Decision) {
+				if d.State.Step == nil || !strings.Contains(d.Waiting, "do not trust the new root") {
 					t.Errorf("decision = %+v", d)
 				}
 			},

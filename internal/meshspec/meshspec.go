@@ -7,6 +7,8 @@ package meshspec
 import (
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/release"
 	"github.com/meshwright/meshwright/internal/revision"
@@ -28,14 +30,32 @@ func MultiRoot(mesh *meshv1.MeshInstallation) bool {
 	return st != nil && (st.Generation > 0 || st.Rotation != nil)
 }
 
-// RefreshBefore is, while a rotation's Switch phase runs, the time before which started pods
-// may hold a certificate of the old intermediate: the ladder restarts them. Zero otherwise.
+// RefreshBefore is the time before which started pods must restart for a root rotation: in its
+// Trust phase, those that may not trust the new root (RefreshForTrust); in its Switch phase,
+// those that may hold a certificate of the old intermediate. Zero otherwise.
 func RefreshBefore(mesh *meshv1.MeshInstallation) time.Time {
 	st := mesh.Status.Certificates
-	if st == nil || st.Rotation == nil || st.Rotation.Phase != meshv1.RotationSwitch || st.Rotation.SigningSince == nil {
+	if st == nil || st.Rotation == nil {
 		return time.Time{}
 	}
-	return st.Rotation.SigningSince.Time
+	var since *metav1.Time
+	switch st.Rotation.Phase {
+	case meshv1.RotationTrust:
+		since = st.Rotation.TrustedSince
+	case meshv1.RotationSwitch:
+		since = st.Rotation.SigningSince
+	}
+	if since == nil {
+		return time.Time{}
+	}
+	return since.Time
+}
+
+// RefreshForTrust says RefreshBefore is the Trust phase's: only proxies that cannot take the new
+// root live restart.
+func RefreshForTrust(mesh *meshv1.MeshInstallation) bool {
+	st := mesh.Status.Certificates
+	return st != nil && st.Rotation != nil && st.Rotation.Phase == meshv1.RotationTrust
 }
 
 // DesiredVersion is the Istio version the spec asks for.

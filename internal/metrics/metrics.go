@@ -85,7 +85,7 @@ var (
 	}, []string{installationLabel, "phase"})
 	rotationPending = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: RotationPendingName,
-		Help: "While a root rotation switches to the new intermediate: running pods with the proxy started before the switch, to be restarted before the old root is dropped.",
+		Help: "While a root rotation runs: the running pods with the proxy its phase waits for, to be restarted (in Trust, those that cannot take the new root live; in Switch, those started before signing switched).",
 	}, []string{installationLabel})
 	caExpiry = &expiryCollector{notAfter: map[string]time.Time{}, clock: clock.RealClock{}}
 )

@@ -30,6 +30,7 @@ import (
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/charts"
 	"github.com/meshwright/meshwright/internal/release"
+	"github.com/meshwright/meshwright/internal/revision"
 )
 
 // Hub is where the pinned Istio images come from. Istio's charts at an unreleased commit default
@@ -132,11 +133,19 @@ func DefaultValues(in Input) map[string]any {
 	if r := in.ValidatorRevision; r != "" && r != "default" {
 		v["defaultRevision"] = r
 	}
+	proxy := map[string]any{}
 	if in.MultiRoot {
 		v["pilot"] = map[string]any{"env": map[string]any{"ISTIO_MULTIROOT_MESH": "true"}}
+		// With it, istiod sends the trust bundle to the agents that ask over xDS: proxies
+		// injected from now on trust a new root while they run (revision.LiveTrust), so the
+		// next rotation need not restart them before signing switches.
+		proxy["proxyMetadata"] = map[string]any{revision.ProxyConfigXDSAgentEnv: "true"}
 	}
 	if in.ProxyStats {
-		v["meshConfig"] = map[string]any{"defaultConfig": map[string]any{"proxyStatsMatcher": map[string]any{"inclusionSuffixes": []any{RefusedStat}}}}
+		proxy["proxyStatsMatcher"] = map[string]any{"inclusionSuffixes": []any{RefusedStat}}
+	}
+	if len(proxy) > 0 {
+		v["meshConfig"] = map[string]any{"defaultConfig": proxy}
 	}
 	return v
 }

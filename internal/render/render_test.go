@@ -2,6 +2,7 @@ package render
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -129,6 +130,29 @@ func TestProxyStats(t *testing.T) {
 		marked := find(objs, "Deployment", "istiod").GetLabels()[LabelProxyStats] == "true"
 		if has != on || marked != on {
 			t.Errorf("ProxyStats %v: mesh config has the stat %v, istiod marked %v:\n%s", on, has, marked, mesh)
+		}
+	}
+}
+
+// TestMultiRoot: from the first rotation on, istiod takes several roots (ISTIO_MULTIROOT_MESH)
+// and proxies injected from then on take the trust bundle live (PROXY_CONFIG_XDS_AGENT in the
+// mesh config's proxyMetadata), beside ProxyStats' matcher; an installation that never
+// rotated has neither.
+func TestMultiRoot(t *testing.T) {
+	for _, on := range []bool{true, false} {
+		in := input()
+		in.MultiRoot, in.ProxyStats = on, true
+		objs, err := Render(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cm := find(objs, "ConfigMap", "istio")
+		mesh, _, _ := unstructured.NestedString(cm.Object, "data", "mesh")
+		live := strings.Contains(mesh, "proxyMetadata:\n    PROXY_CONFIG_XDS_AGENT: \"true\"")
+		stats := strings.Contains(mesh, "- no_filter_chain_match")
+		env := strings.Contains(fmt.Sprint(find(objs, "Deployment", "istiod").Object), "ISTIO_MULTIROOT_MESH")
+		if live != on || env != on || !stats {
+			t.Errorf("MultiRoot %v: proxyMetadata %v, istiod's variable %v, stats kept %v:\n%s", on, live, env, stats, mesh)
 		}
 	}
 }

@@ -250,6 +250,37 @@ func HasProxy(pod *corev1.Pod) bool {
 	return false
 }
 
+// ProxyConfigXDSAgentEnv is the proxy's environment variable (set through
+// meshConfig.defaultConfig.proxyMetadata) with which pilot-agent takes its ProxyConfig from
+// istiod over xDS: with istiod's ISTIO_MULTIROOT_MESH that includes the mesh's trust bundle, so
+// the proxy trusts a new root while it runs. Without it, a proxy keeps the roots it got with
+// its certificate until its next one (hours later) or a restart. Istio's own CA rotation test
+// sets both.
+const ProxyConfigXDSAgentEnv = "PROXY_CONFIG_XDS_AGENT"
+
+// LiveTrust reports whether a pod's proxy takes a new trust bundle while it runs: Envoy's
+// sidecar with ProxyConfigXDSAgentEnv set. A proxyless gRPC application never does in time:
+// pilot-agent rewrites its root file, but gRPC reads it again only every 15 minutes (the
+// file_watcher refresh pilot-agent's bootstrap sets).
+func LiveTrust(pod *corev1.Pod) bool {
+	if Proxyless(pod) {
+		return false
+	}
+	for _, cs := range [][]corev1.Container{pod.Spec.Containers, pod.Spec.InitContainers} {
+		for _, c := range cs {
+			if c.Name != ProxyContainer {
+				continue
+			}
+			for _, e := range c.Env {
+				if e.Name == ProxyConfigXDSAgentEnv && e.Value == "true" {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
 const (
 	// TemplatesAnnotation names the injection templates a pod asks Istio for; the injector
 	// records no template in its status annotation, so this is how a pod's is known.

@@ -145,3 +145,34 @@ func TestProxyless(t *testing.T) {
 		})
 	}
 }
+
+// TestLiveTrust: only Envoy's sidecar whose agent takes its ProxyConfig over xDS
+// (PROXY_CONFIG_XDS_AGENT=true, on the proxy container, as a container or a native sidecar)
+// trusts a new root while it runs.
+func TestLiveTrust(t *testing.T) {
+	on := []corev1.EnvVar{{Name: ProxyConfigXDSAgentEnv, Value: "true"}}
+	tests := map[string]struct {
+		containers, init []corev1.Container
+		templates        string
+		want             bool
+	}{
+		"sidecar with the variable":        {containers: []corev1.Container{{Name: "app"}, {Name: ProxyContainer, Env: on}}, want: true},
+		"native sidecar with the variable": {containers: []corev1.Container{{Name: "app"}}, init: []corev1.Container{{Name: ProxyContainer, Env: on}}, want: true},
+		"sidecar without it":               {containers: []corev1.Container{{Name: "app"}, {Name: ProxyContainer}}},
+		"sidecar with it false":            {containers: []corev1.Container{{Name: "app"}, {Name: ProxyContainer, Env: []corev1.EnvVar{{Name: ProxyConfigXDSAgentEnv, Value: "false"}}}}},
+		"on the application only":          {containers: []corev1.Container{{Name: "app", Env: on}, {Name: ProxyContainer}}},
+		"proxyless gRPC, even with it":     {containers: []corev1.Container{{Name: "app"}, {Name: ProxyContainer, Env: on}}, templates: GRPCAgentTemplate},
+		"no proxy":                         {containers: []corev1.Container{{Name: "app", Env: on}}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			p := &corev1.Pod{Spec: corev1.PodSpec{Containers: tc.containers, InitContainers: tc.init}}
+			if tc.templates != "" {
+				p.Annotations = map[string]string{TemplatesAnnotation: tc.templates}
+			}
+			if got := LiveTrust(p); got != tc.want {
+				t.Errorf("LiveTrust = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

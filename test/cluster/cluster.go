@@ -558,8 +558,17 @@ func client404(err error) error {
 	return err
 }
 
+// AnnotationReadyWhenServing on a pod leaves its readiness to whoever plays it (the proxyless
+// runner), as a kubelet's readiness probe would: kwok runs it (phase Running, an IP) but does
+// not mark it Ready. Without it kwok marks a pod Ready once scheduled, so a Deployment would
+// delete its old pods before the new ones serve.
+const AnnotationReadyWhenServing = "harness.meshwright.test/ready-when-serving"
+
 // kwokConfiguration makes kwok manage only the nodes the harness creates. The parallelism
-// settings must be explicit: kwok applies no defaults to a configuration file.
+// settings must be explicit: kwok applies no defaults to a configuration file. Its stage runs
+// the pods whose readiness is left to their player (AnnotationReadyWhenServing): as kwok's own
+// pod-ready stage, except Ready and the containers' readiness, which it leaves false. Its
+// weight makes kwok pick it over the stock stage that matches the same pods (weight 0).
 const kwokConfiguration = `apiVersion: config.kwok.x-k8s.io/v1alpha1
 kind: KwokConfiguration
 options:
@@ -569,6 +578,68 @@ options:
   nodePlayStageParallelism: 4
   podPlayStageParallelism: 8
   podsOnNodeSyncParallelism: 4
+---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: pod-running-until-served
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: Pod
+  weight: 1
+  selector:
+    matchExpressions:
+    - key: '.metadata.deletionTimestamp'
+      operator: 'DoesNotExist'
+    - key: '.metadata.annotations["` + AnnotationReadyWhenServing + `"]'
+      operator: 'In'
+      values: ['true']
+    - key: '.status.phase'
+      operator: 'In'
+      values: ['Pending']
+  next:
+    statusTemplate: |
+      {{ $now := Now }}
+      conditions:
+      - lastTransitionTime: {{ $now | Quote }}
+        status: "True"
+        type: Initialized
+      - lastTransitionTime: {{ $now | Quote }}
+        status: "False"
+        type: Ready
+      - lastTransitionTime: {{ $now | Quote }}
+        status: "False"
+        type: ContainersReady
+      containerStatuses:
+      {{ range .spec.containers }}
+      - image: {{ .image | Quote }}
+        name: {{ .name | Quote }}
+        ready: false
+        restartCount: 0
+        started: true
+        state:
+          running:
+            startedAt: {{ $now | Quote }}
+      {{ end }}
+      {{ $hostIPs := NodeIPsWith .spec.nodeName }}
+      {{ with $hostIPs }}
+      hostIP: {{ index . 0 | Quote }}
+      hostIPs:
+      {{ range . }}
+      - ip: {{ . | Quote }}
+      {{ end }}
+      {{ end }}
+      {{ $podIPs := PodIPsWith .spec.nodeName ( or .spec.hostNetwork false ) ( or .metadata.uid "" ) ( or .metadata.name "" ) ( or .metadata.namespace "" ) }}
+      {{ with $podIPs }}
+      podIP: {{ index . 0 | Quote }}
+      podIPs:
+      {{ range . }}
+      - ip: {{ . | Quote }}
+      {{ end }}
+      {{ end }}
+      phase: Running
+      startTime: {{ $now | Quote }}
 `
 
 // StartDetached starts a helper of the cluster (the traffic simulator) as a process that

@@ -75,6 +75,13 @@ func meshWithLocalIstiod(t *testing.T, cl *cluster.Cluster, c client.Client, spe
 // stopped at the end of the test, after the clean-ups registered before it.
 func useLocalIstiod(t *testing.T, cl *cluster.Cluster, c client.Client, meshName string) *cluster.Istiod {
 	t.Helper()
+	return useLocalIstiodWith(t, cl, c, meshName, cluster.IstiodOptions{})
+}
+
+// useLocalIstiodWith is useLocalIstiod with more of istiod's options (the port and CA sync are
+// set here).
+func useLocalIstiodWith(t *testing.T, cl *cluster.Cluster, c client.Client, meshName string, opts cluster.IstiodOptions) *cluster.Istiod {
+	t.Helper()
 	ctx := context.Background()
 	port, err := cluster.FreePort()
 	if err != nil {
@@ -86,7 +93,8 @@ func useLocalIstiod(t *testing.T, cl *cluster.Cluster, c client.Client, meshName
 		t.Fatal(err)
 	}
 	// Its CA files follow cacerts as a kubelet mount's would: a reissued intermediate reaches it.
-	return startIstiod(t, cl, cluster.IstiodOptions{Port: port, SyncCA: true})
+	opts.Port, opts.SyncCA = port, true
+	return startIstiod(t, cl, opts)
 }
 
 // startIstiod starts a local istiod, stopped at the end of the test (its log shown if the test

@@ -42,14 +42,23 @@ const realTrafficPort = 8080
 // to read, so the steps are gated on pods only.
 func realTrafficMesh(t *testing.T, rules []meshv1.NamespaceRule) (*cluster.Cluster, client.Client, *proxyless.Runner) {
 	t.Helper()
+	return realTrafficMeshWith(t, func(m *meshv1.MeshInstallation) { m.Spec.Namespaces = rules }, cluster.IstiodOptions{})
+}
+
+// realTrafficMeshWith is realTrafficMesh with an installation changed by change (from one with
+// traffic gates skipped and a soak of a second) and the local istiod started with opts (its
+// port and CA sync set here).
+func realTrafficMeshWith(t *testing.T, change func(*meshv1.MeshInstallation), opts cluster.IstiodOptions) (*cluster.Cluster, client.Client, *proxyless.Runner) {
+	t.Helper()
 	cl, c := framework.StartCluster(t, cluster.Options{})
 	installCRD(t, cl)
 	runOperatorAs(t, cl.Kubeconfig, "default")
-	createMesh(t, c, &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: meshv1.MeshInstallationSpec{
-		Rollout:    meshv1.RolloutSpec{TrafficGates: meshv1.TrafficGatesSkip, SoakTime: &metav1.Duration{Duration: time.Second}},
-		Namespaces: rules,
-	}})
-	ist := useLocalIstiod(t, cl, c, "default")
+	mesh := &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: meshv1.MeshInstallationSpec{
+		Rollout: meshv1.RolloutSpec{TrafficGates: meshv1.TrafficGatesSkip, SoakTime: &metav1.Duration{Duration: time.Second}},
+	}}
+	change(mesh)
+	createMesh(t, c, mesh)
+	ist := useLocalIstiodWith(t, cl, c, "default", opts)
 	return cl, c, startRunner(t, cl, ist)
 }
 

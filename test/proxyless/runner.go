@@ -34,9 +34,11 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -272,8 +274,53 @@ func (r *Runner) startPod(ctx context.Context, p *corev1.Pod, w *workloadPod) er
 	r.mu.Lock()
 	w.status, w.appStarted = "http://127.0.0.1:"+strconv.Itoa(statusPort)+"/calls", time.Now()
 	r.mu.Unlock()
-	r.keep(w, app)
-	return nil
+	if !r.keep(w, app) {
+		return nil
+	}
+	return r.reportReady(ctx, p, "http://127.0.0.1:"+strconv.Itoa(statusPort)+"/ready")
+}
+
+// reportReady marks a pod Ready once its application serves, as a kubelet does on a readiness
+// probe's first success, for a pod whose readiness kwok leaves to its player
+// (cluster.AnnotationReadyWhenServing): a Deployment then replaces its pods no faster than
+// the new ones serve, and EndpointSlices list a pod only once it does.
+func (r *Runner) reportReady(ctx context.Context, p *corev1.Pod, url string) error {
+	if p.Annotations[cluster.AnnotationReadyWhenServing] != "true" {
+		return nil
+	}
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return false, err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false, nil
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, nil
+	})
+	if err != nil {
+		return fmt.Errorf("its application did not serve within 2 minutes: %w", err)
+	}
+	now := metav1.Now()
+	conditions := []map[string]any{}
+	for _, t := range []corev1.PodConditionType{corev1.PodReady, corev1.ContainersReady} {
+		conditions = append(conditions, map[string]any{"type": t, "status": corev1.ConditionTrue, "lastTransitionTime": now})
+	}
+	containers := []map[string]any{}
+	for _, c := range p.Status.ContainerStatuses {
+		containers = append(containers, map[string]any{"name": c.Name, "ready": true})
+	}
+	patch, err := json.Marshal(map[string]any{"status": map[string]any{"conditions": conditions, "containerStatuses": containers}})
+	if err != nil {
+		return err
+	}
+	_, err = r.kc.CoreV1().Pods(p.Namespace).Patch(ctx, p.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status")
+	if apierrors.IsNotFound(err) || ctx.Err() != nil {
+		return nil
+	}
+	return err
 }
 
 // keep records a started process with its pod, or stops it when the pod went meanwhile.

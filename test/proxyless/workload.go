@@ -11,6 +11,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/meshwright/meshwright/internal/revision"
+	"github.com/meshwright/meshwright/test/cluster"
 )
 
 // Workload describes one proxyless gRPC workload for Objects.
@@ -44,7 +45,8 @@ func (w Workload) Objects(node string) (*appsv1.Deployment, *corev1.Service) {
 	for k, v := range w.PodLabels {
 		labels[k] = v
 	}
-	annotations := map[string]string{revision.TemplatesAnnotation: revision.GRPCAgentTemplate}
+	// Ready once its application serves, not once kwok runs it.
+	annotations := map[string]string{revision.TemplatesAnnotation: revision.GRPCAgentTemplate, cluster.AnnotationReadyWhenServing: "true"}
 	if w.Call != "" {
 		annotations[AnnotationCall] = w.Call
 	}

@@ -22,10 +22,12 @@ import (
 	"os/signal"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	xdscreds "google.golang.org/grpc/credentials/xds"
@@ -61,11 +63,13 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	drained := make(chan struct{})
+	var serving atomic.Bool
 	if *listen != "" {
-		if err := serve(ctx, *listen, *name, *useXDS, drained); err != nil {
+		if err := serve(ctx, *listen, *name, *useXDS, &serving, drained); err != nil {
 			log.Fatal(err)
 		}
 	} else {
+		serving.Store(true)
 		close(drained)
 	}
 	book := &ledger{targets: map[string]*Counts{}}
@@ -74,7 +78,16 @@ func main() {
 		if err != nil {
 			log.Fatal(err)
 		}
-		go func() { _ = http.Serve(l, book) }()
+		mux := http.NewServeMux()
+		mux.Handle("/calls", book)
+		// The readiness a pod's probe would read: 200 once the server serves (an xDS server
+		// once istiod gave it its listener), at once for a workload that only calls.
+		mux.HandleFunc("/ready", func(w http.ResponseWriter, _ *http.Request) {
+			if !serving.Load() {
+				http.Error(w, "not serving yet", http.StatusServiceUnavailable)
+			}
+		})
+		go func() { _ = http.Serve(l, mux) }()
 	}
 	for _, target := range targets {
 		go callForever(ctx, book, target, *name, *useXDS, *every)
@@ -83,8 +96,9 @@ func main() {
 	<-drained
 }
 
-// serve answers method on addr until ctx ends, then drains and closes drained.
-func serve(ctx context.Context, addr, name string, useXDS bool, drained chan<- struct{}) error {
+// serve answers method on addr until ctx ends, then drains and closes drained; serving says
+// whether it answers calls.
+func serve(ctx context.Context, addr, name string, useXDS bool, serving *atomic.Bool, drained chan<- struct{}) error {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
@@ -120,6 +134,7 @@ func serve(ctx context.Context, addr, name string, useXDS bool, drained chan<- s
 		}
 		x, err := xds.NewGRPCServer(grpc.Creds(creds), xds.ServingModeCallback(func(addr net.Addr, args xds.ServingModeChangeArgs) {
 			log.Printf("serving mode of %s: %s (%v)", addr, args.Mode, args.Err)
+			serving.Store(args.Mode == connectivity.ServingModeServing)
 		}))
 		if err != nil {
 			return err
@@ -127,6 +142,7 @@ func serve(ctx context.Context, addr, name string, useXDS bool, drained chan<- s
 		srv = x
 	} else {
 		srv = grpc.NewServer()
+		serving.Store(true)
 	}
 	srv.RegisterService(&desc, nil)
 	go func() {
@@ -136,7 +152,7 @@ func serve(ctx context.Context, addr, name string, useXDS bool, drained chan<- s
 	}()
 	// On SIGTERM (the pod deleted) it drains as a gRPC server should: GOAWAY to its callers,
 	// which move to another endpoint, and the calls in flight finish.
-	go func() { <-ctx.Done(); srv.GracefulStop(); close(drained) }()
+	go func() { <-ctx.Done(); serving.Store(false); srv.GracefulStop(); close(drained) }()
 	return nil
 }
 
