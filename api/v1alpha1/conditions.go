@@ -133,6 +133,11 @@ const (
 	// they serve plaintext only, so STRICT would refuse every caller that does not switch to
 	// mTLS in the same instant. The message names the first few and what to do.
 	ReasonProxylessPlaintext = "ProxylessPlaintext"
+	// ReasonProxylessNoDryRun means, under the traffic gates, that a namespace has pods running
+	// Istio's proxyless gRPC, which enforce AuthorizationPolicies at once (istio.io/dry-run is
+	// ignored) and report no telemetry: nothing could show that ZeroTrust denies no caller
+	// before it does. The message names the first few and what to do.
+	ReasonProxylessNoDryRun = "ProxylessNoDryRun"
 	// ReasonPodsNotReady means a namespace has pods that are not Ready, so its next step waits.
 	ReasonPodsNotReady = "PodsNotReady"
 	// ReasonDisruptionBudget means a PodDisruptionBudget allows no disruption of a workload the

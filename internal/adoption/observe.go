@@ -109,8 +109,11 @@ func observeWorkloads(ctx context.Context, r client.Reader, namespace string) (l
 		if !injected {
 			sum.Uninjected = append(sum.Uninjected, p.Name)
 		}
-		if revision.Proxyless(p) && p.Labels[revision.TLSModeLabel] != "istio" {
-			sum.ProxylessPlaintext = append(sum.ProxylessPlaintext, p.Name)
+		if revision.Proxyless(p) {
+			sum.Proxyless = append(sum.Proxyless, p.Name)
+			if p.Labels[revision.TLSModeLabel] != "istio" {
+				sum.ProxylessPlaintext = append(sum.ProxylessPlaintext, p.Name)
+			}
 		}
 		for j, w := range ws {
 			if w.owns(p) {
@@ -134,6 +137,7 @@ func observeWorkloads(ctx context.Context, r client.Reader, namespace string) (l
 	sort.Strings(sum.NotReady)
 	sort.Strings(sum.Uninjected)
 	sort.Strings(sum.ProxylessPlaintext)
+	sort.Strings(sum.Proxyless)
 	return sum, out, uids, nil
 }
 

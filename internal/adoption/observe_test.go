@@ -126,7 +126,7 @@ func TestOurRevisions(t *testing.T) {
 
 // TestObserveProxylessPlaintext: proxyless gRPC pods without security.istio.io/tlsMode=istio are
 // named, as the ladder's cache keeps them (slimPod keeps the templates annotation); a proxyless
-// pod with the label and an Envoy pod are not.
+// pod with the label and an Envoy pod are not. Every proxyless pod is named apart too.
 func TestObserveProxylessPlaintext(t *testing.T) {
 	pod := func(name, templates string, labels map[string]string) client.Object {
 		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "grpc", Labels: labels,
@@ -153,6 +153,9 @@ func TestObserveProxylessPlaintext(t *testing.T) {
 	}
 	if !reflect.DeepEqual(sum.ProxylessPlaintext, []string{"plain-grpc"}) || sum.Total != 3 || len(sum.Uninjected) != 0 {
 		t.Fatalf("observed %+v; want plain-grpc alone named as a proxyless pod serving plaintext, 3 pods, all injected", sum)
+	}
+	if !reflect.DeepEqual(sum.Proxyless, []string{"mtls-grpc", "plain-grpc"}) {
+		t.Errorf("proxyless pods %v, want both grpc ones (they report no telemetry)", sum.Proxyless)
 	}
 }
 

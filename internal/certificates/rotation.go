@@ -373,23 +373,13 @@ func (p *rotationPass) trust() (stages.Result, error) {
 			return stages.Result{}, err
 		}
 	}
-	if wait := p.rot.Observed.Sub(p.now); wait > 0 {
-		res := p.progress("istiod publishes both roots everywhere; proxies that keep the roots they started with restart from %s.", p.rot.Observed.UTC().Format(time.RFC3339))
-		res.RequeueAfter = wait
-		return res, nil
-	}
 	// A proxy takes the new root live only if its agent takes its ProxyConfig over xDS;
 	// others hold the roots they got with their certificate, and once signing switches they
 	// would refuse every peer restarted onto the new intermediate (and be refused by it).
-	static, err := p.stalePods(p.ctx, p.rot.Observed, true)
-	if err != nil {
-		return stages.Result{}, err
-	}
-	*p.pending = static.total
-	if static.total > 0 {
-		return p.progress("istiod publishes both roots everywhere since %s; %d pod(s) with Istio's proxy started before and keep the roots they started with (proxyless gRPC, or a proxy without %s=true), so they do not trust the new root yet. "+
-			"The ladder restarts the workloads of the namespaces it manages, one slot at a time (%s); restart others yourself (kubectl rollout restart). Signing switches to the new intermediate once none is left.",
-			p.rot.Observed.UTC().Format(time.RFC3339), static.total, revision.ProxyConfigXDSAgentEnv, static.describe()), nil
+	if res, done, err := p.awaitRestarts(true, "istiod publishes both roots everywhere; proxies that keep the roots they started with restart from %s.",
+		"istiod publishes both roots everywhere since %s; %d pod(s) with Istio's proxy started before and keep the roots they started with (proxyless gRPC, or a proxy without "+
+			revision.ProxyConfigXDSAgentEnv+"=true), so they do not trust the new root yet. The ladder restarts the workloads of the namespaces it manages, one slot at a time (%s); restart others yourself (kubectl rollout restart). Signing switches to the new intermediate once none is left."); !done || err != nil {
+		return res, err
 	}
 	if left := p.rot.Observed.Add(p.set.TrustPropagation).Sub(p.now); left > 0 {
 		res := p.progress("istiod publishes both roots everywhere; signing switches to the new intermediate at %s (spec.certificates.trustPropagation %s), once every proxy had time to receive them.",
@@ -414,19 +404,9 @@ func (p *rotationPass) switchSigning() (stages.Result, error) {
 			return res, err
 		}
 	}
-	if wait := p.rot.Observed.Sub(p.now); wait > 0 {
-		res := p.progress("istiod signs with the new intermediate; workloads restart from %s.", p.rot.Observed.UTC().Format(time.RFC3339))
-		res.RequeueAfter = wait
-		return res, nil
-	}
-	stale, err := p.stalePods(p.ctx, p.rot.Observed, false)
-	if err != nil {
-		return stages.Result{}, err
-	}
-	*p.pending = stale.total
-	if stale.total > 0 {
-		return p.progress("istiod signs with the new intermediate since %s; %d pod(s) with Istio's proxy started before and may hold a certificate of the old one. The ladder restarts the workloads of the namespaces it manages, one slot at a time (%s); restart others yourself (kubectl rollout restart). The old root is dropped once none is left.",
-			p.rot.Observed.UTC().Format(time.RFC3339), stale.total, stale.describe()), nil
+	if res, done, err := p.awaitRestarts(false, "istiod signs with the new intermediate; workloads restart from %s.",
+		"istiod signs with the new intermediate since %s; %d pod(s) with Istio's proxy started before and may hold a certificate of the old one. The ladder restarts the workloads of the namespaces it manages, one slot at a time (%s); restart others yourself (kubectl rollout restart). The old root is dropped once none is left."); !done || err != nil {
+		return res, err
 	}
 	if err := p.enter(meshv1.RotationDrop, p.newContent(p.newRoots)); err != nil {
 		return stages.Result{}, err
@@ -450,6 +430,29 @@ func (p *rotationPass) observeSwitch() (res stages.Result, seen bool, err error)
 	}
 	if err := p.record(func(r *Rotation) { r.Observed = observed }, p.newContent(p.both)); err != nil {
 		return stages.Result{}, false, err
+	}
+	return stages.Result{}, true, nil
+}
+
+// awaitRestarts waits for a phase's restarts: until its time has come (Observed: the ladder
+// restarts from then), then until no pod started before it is left (with staticTrust, only
+// those whose proxy keeps the roots it started with), reporting their count as pending. done
+// is false while the pass must stop with res. waiting formats the time; pending the time, the
+// count and the namespaces.
+func (p *rotationPass) awaitRestarts(staticTrust bool, waiting, pending string) (res stages.Result, done bool, err error) {
+	since := p.rot.Observed.UTC().Format(time.RFC3339)
+	if wait := p.rot.Observed.Sub(p.now); wait > 0 {
+		res := p.progress(waiting, since)
+		res.RequeueAfter = wait
+		return res, false, nil
+	}
+	stale, err := p.stalePods(p.ctx, p.rot.Observed, staticTrust)
+	if err != nil {
+		return stages.Result{}, false, err
+	}
+	*p.pending = stale.total
+	if stale.total > 0 {
+		return p.progress(pending, since, stale.total, stale.describe()), false, nil
 	}
 	return stages.Result{}, true, nil
 }

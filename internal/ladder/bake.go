@@ -158,12 +158,17 @@ func bake(d *Decision, ns Namespace, s Settings, step *Step, kind StepKind, now 
 		d.RecheckAfter = min(s.BakeTime, TrafficPoll)
 		return true
 	}
+	if unobservable(ns) {
+		// Nothing will ever be read to compare: the step completes, with a warning.
+		step.Unbaked = unobservedMessage(ns)
+		return false
+	}
 	elapsed := now.Sub(step.Baking)
 	r := ns.Traffic
 	c := Climb{NS: ns, Settings: s, From: d.Level, To: step.To, Now: now}
 	if v := readable(r, c, s.BakeTime, "the step left its traffic as it was"); v != nil {
 		// Nothing to judge: no rollback without evidence, and no completion without a reading,
-		// unless the rung lets the bake time end the wait.
+		// unless the rung lets the bake time end the wait, or nothing can ever be read.
 		if rungOf(step.To).UnreadBakeCompletes {
 			if elapsed >= s.BakeTime {
 				step.Unbaked = cmp.Or(v.Blocked.Message, v.Waiting)

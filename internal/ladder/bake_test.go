@@ -35,6 +35,8 @@ func TestBake(t *testing.T) {
 		baseline *Baseline
 		traffic  *traffic.Reading
 		skip     bool
+		// proxyless makes the namespace's one pod a proxyless gRPC one.
+		proxyless bool
 		// want is "bake" (still baking), "done" (completed), "rollback" (reverted with
 		// TrafficRegressed), or a blocked reason (the step stays, baking, held by it).
 		want        string
@@ -81,7 +83,9 @@ func TestBake(t *testing.T) {
 		"the source did not answer: no rollback, no completion": {to: meshv1.LevelMutualTLS, baking: bakeTime, baseline: steady, traffic: reading(func(r *traffic.Reading) { r.Unavailable = "timeout" }),
 			want: meshv1.ReasonTelemetryUnavailable},
 		"not read in this pass": {to: meshv1.LevelMutualTLS, baking: bakeTime, baseline: steady, want: "bake"},
-		"Skip does not bake":    {to: meshv1.LevelMutualTLS, baseline: steady, traffic: reading(func(r *traffic.Reading) { r.Refused = 4 }), skip: true, want: "done"},
+		"every proxy proxyless gRPC: nothing to read, done with a warning": {to: meshv1.LevelMutualTLS, baking: time.Minute, baseline: steady, proxyless: true,
+			want: "done", wantEvent: "LevelReachedUnbaked", wantMessage: []string{"runs proxyless gRPC (web-0), which reports no telemetry"}},
+		"Skip does not bake": {to: meshv1.LevelMutualTLS, baseline: steady, traffic: reading(func(r *traffic.Reading) { r.Refused = 4 }), skip: true, want: "done"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -92,6 +96,9 @@ func TestBake(t *testing.T) {
 			}
 			ns := Namespace{Name: "shop", Current: from, Target: tc.to, State: State{Since: now.Add(-2 * time.Hour), Step: step}, Traffic: tc.traffic,
 				AllowFrom: []string{"gw"}, Pods: Pods{Total: 1, Ready: 1}, Workloads: []Workload{{Kind: "Deployment", Name: "web", Pods: 1, Injected: true, RolledOut: true}}}
+			if tc.proxyless {
+				ns.Pods.Proxyless = []string{"web-0"}
+			}
 			s := Settings{Generation: 4, TrafficGates: !tc.skip, BakeTime: bakeTime, SoakTime: time.Minute, ObserveTime: time.Minute, StepTimeout: 10 * time.Minute}
 			d := Decide(ns, s, true, now)
 			st := d.State.Step

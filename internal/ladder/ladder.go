@@ -206,6 +206,9 @@ type Pods struct {
 	// ProxylessPlaintext names pods running Istio's proxyless gRPC (the grpc-agent template)
 	// that serve plaintext under PERMISSIVE (no security.istio.io/tlsMode=istio), sorted.
 	ProxylessPlaintext []string `json:"proxylessPlaintext,omitempty"`
+	// Proxyless names every pod running Istio's proxyless gRPC, sorted: no Envoy, so no
+	// telemetry, and AuthorizationPolicies enforced even in dry-run.
+	Proxyless []string `json:"proxyless,omitempty"`
 }
 
 // Workload is a Deployment, StatefulSet or DaemonSet, as far as the ladder cares.

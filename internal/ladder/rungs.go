@@ -113,6 +113,19 @@ var (
 			"%d pod(s) run Istio's proxyless gRPC (template grpc-agent) and serve plaintext under PERMISSIVE: %s. STRICT would refuse their callers until each sent mTLS, which no order of changes makes safe. Label their pod templates security.istio.io/tlsMode=istio and give their Services a DestinationRule with trafficPolicy.tls.mode ISTIO_MUTUAL (Istio's setup for proxyless mTLS; docs/adoption.md), then the step to %s goes on.",
 			len(plain), names.List(plain), c.To)}}
 	}}
+	// proxylessDryRun holds ZeroTrust, under the traffic gates, from namespaces with proxyless
+	// gRPC pods: gRPC's RBAC ignores istio.io/dry-run, so the step's dry-run policies would be
+	// enforced on them at once, and with no Envoy they report nothing for the dry-run check to
+	// read. The step would deny callers before anything could show it denies none.
+	proxylessDryRun = Gate{Name: "ProxylessDryRun", Check: func(c Climb) *Verdict {
+		pods := c.NS.Pods.Proxyless
+		if !c.Settings.TrafficGates || len(pods) == 0 {
+			return nil
+		}
+		return &Verdict{Blocked: Blocked{Reason: meshv1.ReasonProxylessNoDryRun, Message: fmt.Sprintf(
+			"%d pod(s) run Istio's proxyless gRPC (template grpc-agent): %s. gRPC enforces AuthorizationPolicies at once (it ignores istio.io/dry-run) and reports no telemetry, so the dry run that shows %s denies no caller cannot be made for them. Check that every caller of these pods is in the namespace or in allowFrom, then set spec.rollout.trafficGates: Skip to take the step on pods only (docs/adoption.md).",
+			len(pods), names.List(pods), c.To)}}
+	}}
 	peerAuthenticationOwned = Gate{Name: "PeerAuthenticationOwned", Check: func(c Climb) *Verdict {
 		if c.NS.PolicyConflict == "" {
 			return nil
@@ -152,7 +165,7 @@ var Rungs = []Rung{
 		Level:       meshv1.LevelZeroTrust,
 		Carries:     Effects{Inject: true, Strict: true, Authorization: true},
 		DryRunFirst: true,
-		Gates:       []Gate{injectionOwned, podsReady, podsInjected, proxylessMTLS, peerAuthenticationOwned, noNonMeshCallers, soaked},
+		Gates:       []Gate{injectionOwned, podsReady, podsInjected, proxylessMTLS, proxylessDryRun, peerAuthenticationOwned, noNonMeshCallers, soaked},
 		Bake:        []BakeCheck{requestsDenied, plaintextRefused, callersFailing, inboundFell},
 	},
 }

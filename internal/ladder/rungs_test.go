@@ -61,7 +61,7 @@ func TestRungs(t *testing.T) {
 		meshv1.LevelObserve:   {carries: Effects{Inject: true}, gates: []string{"InjectionLabelOwned", "PodsReady"}},
 		meshv1.LevelMutualTLS: {carries: Effects{Inject: true, Strict: true}, gates: []string{"InjectionLabelOwned", "PodsReady", "PodsInjected", "ProxylessMTLS", "PeerAuthenticationOwned", "NoNonMeshCallers", "NoPlaintextCallers"}},
 		meshv1.LevelZeroTrust: {carries: Effects{Inject: true, Strict: true, Authorization: true}, dryRun: true,
-			gates: []string{"InjectionLabelOwned", "PodsReady", "PodsInjected", "ProxylessMTLS", "PeerAuthenticationOwned", "NoNonMeshCallers", "SoakedBelow"}},
+			gates: []string{"InjectionLabelOwned", "PodsReady", "PodsInjected", "ProxylessMTLS", "ProxylessDryRun", "PeerAuthenticationOwned", "NoNonMeshCallers", "SoakedBelow"}},
 	}
 	if len(Rungs) != len(tests) {
 		t.Fatalf("%d rungs, %d in this table", len(Rungs), len(tests))
@@ -111,6 +111,10 @@ func TestGates(t *testing.T) {
 		"no proxyless pod serving plaintext": {gate: proxylessMTLS, climb: Climb{NS: Namespace{Pods: readyPods(2)}}},
 		"a proxyless pod serving plaintext": {gate: proxylessMTLS, climb: Climb{NS: Namespace{Pods: Pods{Total: 1, Ready: 1, ProxylessPlaintext: []string{"grpc-0"}}}, To: meshv1.LevelMutualTLS},
 			wantReason: meshv1.ReasonProxylessPlaintext},
+		"proxyless pods, traffic gates skipped":    {gate: proxylessDryRun, climb: Climb{NS: Namespace{Pods: Pods{Total: 1, Ready: 1, Proxyless: []string{"grpc-0"}}}, To: meshv1.LevelZeroTrust}},
+		"no proxyless pod under the traffic gates": {gate: proxylessDryRun, climb: Climb{NS: Namespace{Pods: readyPods(2)}, Settings: Settings{TrafficGates: true}, To: meshv1.LevelZeroTrust}},
+		"proxyless pods under the traffic gates: no dry run for them": {gate: proxylessDryRun, climb: Climb{NS: Namespace{Pods: Pods{Total: 2, Ready: 2, Proxyless: []string{"grpc-0"}}},
+			Settings: Settings{TrafficGates: true}, To: meshv1.LevelZeroTrust}, wantReason: meshv1.ReasonProxylessNoDryRun},
 		"no PeerAuthentication of someone else's": {gate: peerAuthenticationOwned, climb: Climb{}},
 		"someone else's PeerAuthentication": {gate: peerAuthenticationOwned, climb: Climb{NS: Namespace{PolicyConflict: "PeerAuthentication legacy/default is PERMISSIVE"}},
 			wantReason: meshv1.ReasonPeerAuthenticationConflict},

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/names"
 	"github.com/meshwright/meshwright/internal/traffic"
 )
 
@@ -23,6 +24,11 @@ const maxCallers = 5
 var noPlaintextCallers = Gate{Name: "NoPlaintextCallers", Traffic: true, Check: func(c Climb) *Verdict {
 	if !c.Settings.TrafficGates || c.NS.Pods.Total == 0 {
 		// Skipped, or no pod that STRICT could cut off from its callers.
+		return nil
+	}
+	if unobservable(c.NS) {
+		// Nothing to watch. Their plaintext callers are ProxylessMTLS's to hold: with
+		// tlsMode=istio the pods refuse plaintext already, and STRICT changes nothing for them.
 		return nil
 	}
 	held := c.Now.Sub(c.State.Since)
@@ -221,6 +227,19 @@ func readable(r *traffic.Reading, c Climb, window time.Duration, question string
 			"%s has no series of the namespace's proxies in the last %s: no series is not the same as no traffic, so the step to %s waits. Scrape the proxies' merged metrics (port 15020, /stats/prometheus) with the pods' namespace and pod labels (see docs/adoption.md), or %s.", r.Source, window, c.To, skip)}}
 	}
 	return nil
+}
+
+// unobservable reports whether no telemetry can come from the namespace: every pod with Istio's
+// proxy runs proxyless gRPC (no Envoy), and no source reports anything of it. What the traffic
+// gates ask of such pods, ProxylessMTLS and ProxylessDryRun ask of their spec instead.
+func unobservable(ns Namespace) bool {
+	p := ns.Pods
+	return len(p.Proxyless) > 0 && len(p.Proxyless) == p.Total-len(p.Uninjected) && (ns.Traffic == nil || !ns.Traffic.Reporting)
+}
+
+// unobservedMessage says why a namespace's step was not judged on its traffic.
+func unobservedMessage(ns Namespace) string {
+	return fmt.Sprintf("every pod with Istio's proxy runs proxyless gRPC (%s), which reports no telemetry: the step was judged on its pods only", names.List(ns.Pods.Proxyless))
 }
 
 // judged leaves out of callers those a gate cannot hold against the namespace: with Service ports

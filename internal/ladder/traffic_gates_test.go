@@ -32,6 +32,8 @@ func TestNoPlaintextCallers(t *testing.T) {
 		skip    bool
 		noPods  bool
 		exempt  bool
+		// proxyless names pods running proxyless gRPC, of the namespace's two.
+		proxyless []string
 		// wantStep is the level a step starts to; else the namespace is held with wantReason
 		// (blocked) or waits with wantWaiting, and its message holds wantMessage.
 		wantStep    Level
@@ -60,7 +62,12 @@ func TestNoPlaintextCallers(t *testing.T) {
 			wantReason: meshv1.ReasonTelemetryMissing, wantMessage: []string{"no series of the namespace's proxies", "port 15020"}},
 		"proxies that cannot be reached": {current: meshv1.LevelObserve, since: observed, traffic: reading(func(r *traffic.Reading) { r.Unreachable = "web-1 (no route)" }),
 			wantReason: meshv1.ReasonTrafficUnverified, wantMessage: []string{"web-1 (no route)", "spec.telemetry.prometheus"}},
-		"Skip gates on pods only":                       {current: meshv1.LevelObserve, since: now, skip: true, wantStep: meshv1.LevelMutualTLS},
+		"Skip gates on pods only": {current: meshv1.LevelObserve, since: now, skip: true, wantStep: meshv1.LevelMutualTLS},
+		"every proxy is proxyless gRPC: no telemetry to wait for, STRICT on its spec": {current: meshv1.LevelObserve, since: observed, proxyless: []string{"grpc-0", "grpc-1"},
+			traffic: reading(func(r *traffic.Reading) { r.Reporting = false }), wantStep: meshv1.LevelMutualTLS},
+		"every proxy is proxyless gRPC, traffic not read: STRICT on its spec, no observe time": {current: meshv1.LevelObserve, since: now.Add(-time.Minute), proxyless: []string{"grpc-0", "grpc-1"}, wantStep: meshv1.LevelMutualTLS},
+		"one proxyless pod beside an Envoy one: the Envoy one must report": {current: meshv1.LevelObserve, since: observed, proxyless: []string{"grpc-0"},
+			traffic: reading(func(r *traffic.Reading) { r.Reporting = false }), wantReason: meshv1.ReasonTelemetryMissing},
 		"no pod for STRICT to cut off":                  {current: meshv1.LevelObserve, since: now, noPods: true, wantStep: meshv1.LevelMutualTLS},
 		"a climb onto Observe is not judged on traffic": {current: meshv1.LevelOff, traffic: reading(func(r *traffic.Reading) { r.Plaintext[legacy] = 40 }), wantStep: meshv1.LevelObserve},
 	}
@@ -74,6 +81,7 @@ func TestNoPlaintextCallers(t *testing.T) {
 			if tc.exempt {
 				ns.PlaintextPorts = []meshv1.ServicePortRef{{Service: "hook", Port: 443}}
 			}
+			ns.Pods.Proxyless = tc.proxyless
 			s := Settings{StepTimeout: 10 * time.Minute, SoakTime: time.Hour, ObserveTime: 10 * time.Minute, TrafficGates: !tc.skip}
 			d := Decide(ns, s, true, now)
 			if tc.wantStep != "" {

@@ -104,7 +104,9 @@ func (e *Embedded) readNamespace(ctx context.Context, ns string, window time.Dur
 	var proxies []*corev1.Pod
 	for i := range pods.Items {
 		pod := &pods.Items[i]
-		if pod.DeletionTimestamp.IsZero() && pod.Status.Phase == corev1.PodRunning && revision.HasProxy(pod) {
+		// A proxyless gRPC pod runs no Envoy: its agent's stats hold none of Istio's standard
+		// metrics, and the gates judge such pods by their spec instead.
+		if pod.DeletionTimestamp.IsZero() && pod.Status.Phase == corev1.PodRunning && revision.HasProxy(pod) && !revision.Proxyless(pod) {
 			proxies = append(proxies, pod)
 		}
 	}

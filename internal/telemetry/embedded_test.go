@@ -16,6 +16,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/meshwright/meshwright/internal/revision"
 	"github.com/meshwright/meshwright/internal/testenv"
 	"github.com/meshwright/meshwright/internal/traffic"
 )
@@ -73,7 +74,7 @@ func runningPod(t *testing.T, ns, name string, withProxy bool) *corev1.Pod {
 // TestEmbeddedSourceReadsTheProxiesOfANamespace: the embedded source reads each injected,
 // running pod's stats (through the URL template), measures the plaintext calls over the window
 // from its own reads, reports how much of the window it has seen, and names the proxies it
-// could not read. A proxy that restarts (its counter drops) is counted from zero again; a pod
+// could not read; a proxyless gRPC pod is not read. A proxy that restarts (its counter drops) is counted from zero again; a pod
 // that goes keeps its calls within the window.
 func TestEmbeddedSourceReadsTheProxiesOfANamespace(t *testing.T) {
 	ctx := context.Background()
@@ -86,6 +87,13 @@ func TestEmbeddedSourceReadsTheProxiesOfANamespace(t *testing.T) {
 		runningPod(t, "shop", name, true)
 	}
 	runningPod(t, "shop", "batch-1", false) // no proxy: not read
+	// Proxyless gRPC: no Envoy, nothing of Istio's standard metrics, not read (its address is
+	// not routed: reading it would make it unreachable).
+	grpc := runningPod(t, "shop", "grpc-1", true)
+	grpc.Annotations = map[string]string{revision.TemplatesAnnotation: revision.GRPCAgentTemplate}
+	if err := k8s.Update(ctx, grpc); err != nil {
+		t.Fatal(err)
+	}
 	// An hour after the pods started: their proxies' counters hold calls from before any read.
 	clock := clocktesting.NewFakePassiveClock(time.Now().Add(time.Hour))
 	// The URL template reaches each pod through a router, as the e2e reaches the simulator.

@@ -29,6 +29,9 @@ type Istiod struct {
 	// SecureXDS is its TLS xDS and CA address (istiod's port 15012 in a cluster): where
 	// pilot-agents get their certificates and configuration.
 	SecureXDS string
+	// Service is the name of its revision's istiod Service (istiod, istiod-<revision>): the
+	// injection tells a pod's agent to reach that (CA_ADDR, discoveryAddress).
+	Service string
 
 	proc    *process
 	cluster *Cluster
@@ -208,7 +211,7 @@ func (c *Cluster) startIstiodOnce(ctx context.Context, opts IstiodOptions, bin, 
 	if err != nil {
 		return nil, err
 	}
-	ist := &Istiod{Port: opts.Port, Dir: dir, SecureXDS: loop(secureGRPCPort), proc: proc, cluster: c}
+	ist := &Istiod{Port: opts.Port, Dir: dir, SecureXDS: loop(secureGRPCPort), Service: "istiod" + opts.suffix(), proc: proc, cluster: c}
 	c.Processes = append(c.Processes, proc)
 	ready := "http://" + loop(httpPort) + "/ready"
 	if err := poll(ctx, "istiod to be ready", 250*time.Millisecond, []*process{proc}, func(ctx context.Context) (bool, error) {

@@ -16,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
@@ -151,10 +152,18 @@ func plaintextCalls(t *testing.T, r *proxyless.Runner, namespace, service string
 // safe order of changes) and nothing fails meanwhile. Once its owner does what the message says
 // (the tlsMode label on the pods, an ISTIO_MUTUAL DestinationRule for the callers), the step
 // goes on: at MutualTLS the plaintext caller is refused, and the proxyless caller is answered
-// and seen with its SPIFFE identity, from a certificate chained to the operator's root.
+// and seen with its SPIFFE identity, from a certificate chained to the operator's root. All of
+// it under the traffic gates (the default): proxyless pods report no telemetry, and the gates
+// judge them on their spec instead of waiting for series that never come. Asked for ZeroTrust
+// then, who waits with ProxylessNoDryRun (gRPC would enforce the dry-run policies at once), and
+// no AuthorizationPolicy is written.
 func TestRealTrafficMutualTLS(t *testing.T) {
 	t.Parallel() // a cluster of its own: see main_test.go
-	cl, c, r := realTrafficMesh(t, gatedSpecRules)
+	cl, c, r := realTrafficMeshWith(t, func(m *meshv1.MeshInstallation) {
+		m.Spec.Rollout.TrafficGates = meshv1.TrafficGatesEnforce
+		m.Spec.Namespaces = append(slices.Clone(gatedSpecRules), meshv1.NamespaceRule{
+			Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"ladder": "zt"}}, Level: meshv1.LevelZeroTrust})
+	}, cluster.IstiodOptions{})
 
 	target := proxyless.Target("who", "server", realTrafficPort)
 	deployWorkloads(t, c, r.Node(), map[string]map[string]string{"who": {"ladder": "observe"}, "callers": {"ladder": "observe"}},
@@ -213,6 +222,22 @@ func TestRealTrafficMutualTLS(t *testing.T) {
 		t.Errorf("plaintext calls at MutualTLS: %s; want every one refused", p)
 	}
 	checkWorkloadCertChainsToRoot(t, c, r, "callers", "caller")
+
+	// ZeroTrust under the traffic gates: no dry run can be made for a proxyless server.
+	atMutualTLS := all(t, r, "callers", "caller")[target]
+	setLabel(t, c, "who", "ladder", "zt")
+	waitBlocked(t, c, "who", meshv1.ReasonProxylessNoDryRun, "server-", "istio.io/dry-run", "trafficGates: Skip")
+	callsTo(t, r, "callers", "caller", target, atMutualTLS, "answered while who is held below ZeroTrust", func(got proxyless.Counts) bool {
+		return got.Seen[caller] >= 5 && got.FailedTotal() == 0
+	})
+	policies := &unstructured.UnstructuredList{}
+	policies.SetGroupVersionKind(schema.GroupVersionKind{Group: "security.istio.io", Version: "v1", Kind: "AuthorizationPolicyList"})
+	if err := c.List(context.Background(), policies, client.InNamespace("who")); err != nil {
+		t.Fatal(err)
+	}
+	if len(policies.Items) != 0 {
+		t.Errorf("who has %d AuthorizationPolicies while held with ProxylessNoDryRun, want none", len(policies.Items))
+	}
 }
 
 // waitLevel waits until a namespace stands at level with no step under way.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
@@ -15,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
 
+	"github.com/meshwright/meshwright/internal/revision"
 	"github.com/meshwright/meshwright/test/cluster"
 )
 
@@ -34,7 +36,8 @@ const (
 // the environment that template gives it, and waits until it has written the application's
 // gRPC bootstrap and the workload's certificate files: gRPC's file_watcher reads them when it
 // first needs them and, if they are missing, not again before its refresh interval (15 min).
-func (r *Runner) startAgent(ctx context.Context, p *corev1.Pod, dir string) (*proc, string, error) {
+func (r *Runner) startAgent(ctx context.Context, p *corev1.Pod, w *workloadPod) (*proc, string, error) {
+	dir := w.dir
 	sa := p.Spec.ServiceAccountName
 	if sa == "" {
 		sa = "default"
@@ -46,6 +49,13 @@ func (r *Runner) startAgent(ctx context.Context, p *corev1.Pod, dir string) (*pr
 	if err != nil {
 		return nil, "", fmt.Errorf("requesting a token for ServiceAccount %s: %w", sa, err)
 	}
+	ist, err := r.istiodOf(p)
+	if err != nil {
+		return nil, "", err
+	}
+	r.mu.Lock()
+	w.istiod = ist.Service
+	r.mu.Unlock()
 	root, err := r.rootCert(ctx, p.Namespace)
 	if err != nil {
 		return nil, "", err
@@ -63,7 +73,7 @@ func (r *Runner) startAgent(ctx context.Context, p *corev1.Pod, dir string) (*pr
 	if err != nil {
 		return nil, "", err
 	}
-	proxyConfig, err := json.Marshal(map[string]any{"discoveryAddress": r.opts.Istiod.SecureXDS,
+	proxyConfig, err := json.Marshal(map[string]any{"discoveryAddress": ist.SecureXDS,
 		"configPath": filepath.Join(dir, "etc/istio/proxy"), "statusPort": statusPort})
 	if err != nil {
 		return nil, "", err
@@ -72,7 +82,7 @@ func (r *Runner) startAgent(ctx context.Context, p *corev1.Pod, dir string) (*pr
 	env := []string{"POD_NAME=" + p.Name, "POD_NAMESPACE=" + p.Namespace, "INSTANCE_IP=" + p.Status.PodIP,
 		"SERVICE_ACCOUNT=" + sa, "HOST_IP=127.0.0.1", "ISTIO_META_GENERATOR=grpc", "ISTIO_META_CLUSTER_ID=Kubernetes",
 		"ISTIO_META_NODE_NAME=" + p.Spec.NodeName, "ISTIO_META_DNS_CAPTURE=false", "DISABLE_ENVOY=true",
-		"PILOT_CERT_PROVIDER=istiod", "CA_ADDR=" + r.opts.Istiod.SecureXDS, "OUTPUT_CERTS=" + filepath.Join(dir, CertsDir),
+		"PILOT_CERT_PROVIDER=istiod", "CA_ADDR=" + ist.SecureXDS, "OUTPUT_CERTS=" + filepath.Join(dir, CertsDir),
 		"GRPC_XDS_BOOTSTRAP=" + bootstrap, "PROXY_CONFIG=" + string(proxyConfig)}
 	agent, err := startProc(dir, "pilot-agent", filepath.Join(r.bin, "pilot-agent"),
 		[]string{"proxy", "sidecar", "--domain", p.Namespace + ".svc.cluster.local"}, env)
@@ -96,6 +106,39 @@ func (r *Runner) startAgent(ctx context.Context, p *corev1.Pod, dir string) (*pr
 		return agent, "", fmt.Errorf("pilot-agent wrote no gRPC bootstrap or certificate (log: %s): %w", agent.log, err)
 	}
 	return agent, bootstrap, nil
+}
+
+// istiodOf is the local istiod a pod's agent reaches: the one serving the Service its
+// injection named in CA_ADDR (istiod, or istiod-<revision> for a pod of a revision).
+func (r *Runner) istiodOf(p *corev1.Pod) (*cluster.Istiod, error) {
+	addr := ""
+	for _, cs := range [][]corev1.Container{p.Spec.Containers, p.Spec.InitContainers} {
+		for _, c := range cs {
+			if c.Name != revision.ProxyContainer {
+				continue
+			}
+			for _, e := range c.Env {
+				if e.Name == "CA_ADDR" {
+					addr = e.Value
+				}
+			}
+		}
+	}
+	service, _, _ := strings.Cut(addr, ".")
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if ist, ok := r.istiods[service]; ok {
+		return ist, nil
+	}
+	return nil, fmt.Errorf("its proxy was injected to reach istiod at %q, and the runner knows no istiod serving Service %q (Runner.AddIstiod)", addr, service)
+}
+
+// AddIstiod lets the runner's pods reach another istiod (a revision's): those injected to reach
+// its Service.
+func (r *Runner) AddIstiod(ist *cluster.Istiod) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.istiods[ist.Service] = ist
 }
 
 // rootCert reads the mesh's root certificate as istiod publishes it in every namespace.

@@ -60,7 +60,8 @@ const (
 // Options say where the workloads run.
 type Options struct {
 	Cluster *cluster.Cluster
-	// Istiod serves the workloads' certificates and xDS.
+	// Istiod serves the workloads' certificates and xDS; a revision's istiod is added with
+	// Runner.AddIstiod.
 	Istiod *cluster.Istiod
 	// Node is the kwok node the runner creates and plays the pods of; default DefaultNode.
 	Node string
@@ -84,7 +85,8 @@ type Runner struct {
 	problems  []string
 	plain     map[string]*ledger // the plaintext driver's counts, by namespace/service
 	stopPlain []context.CancelFunc
-	logs      map[string]string // every process's log, by "namespace/pod process"
+	logs      map[string]string          // every process's log, by "namespace/pod process"
+	istiods   map[string]*cluster.Istiod // by the name of the istiod Service it serves
 
 	routeAdded bool
 	cancel     context.CancelFunc
@@ -100,6 +102,7 @@ type workloadPod struct {
 	status               string // the application's counts URL
 	agentReady           time.Duration
 	appStarted           time.Time
+	istiod               string // the Service of the istiod its agent reaches
 }
 
 // PodStats is what playing one pod took, for the benchmark.
@@ -112,6 +115,9 @@ type PodStats struct {
 	AppStarted time.Time
 	// AgentPID and AppPID are the processes' IDs (0 when not running).
 	AgentPID, AppPID int
+	// Istiod is the Service of the istiod its agent reaches (istiod, istiod-<revision>), as its
+	// injection named it; empty for a plaintext workload.
+	Istiod string
 }
 
 // Pods reports the pods being played and their processes.
@@ -120,7 +126,7 @@ func (r *Runner) Pods() []PodStats {
 	defer r.mu.Unlock()
 	var out []PodStats
 	for _, w := range r.pods {
-		st := PodStats{Namespace: w.namespace, Name: w.name, AgentReady: w.agentReady, AppStarted: w.appStarted}
+		st := PodStats{Namespace: w.namespace, Name: w.name, AgentReady: w.agentReady, AppStarted: w.appStarted, Istiod: w.istiod}
 		for _, p := range w.procs {
 			if filepath.Base(p.cmd.Path) == "pilot-agent" {
 				st.AgentPID = p.cmd.Process.Pid
@@ -150,7 +156,7 @@ func Start(ctx context.Context, opts Options) (*Runner, error) {
 		return nil, err
 	}
 	r := &Runner{opts: opts, kc: kc, bin: bin, pods: map[types.UID]*workloadPod{}, ended: map[string]map[string]Counts{},
-		plain: map[string]*ledger{}, logs: map[string]string{}}
+		plain: map[string]*ledger{}, logs: map[string]string{}, istiods: map[string]*cluster.Istiod{opts.Istiod.Service: opts.Istiod}}
 	// Short paths: the agent's Unix sockets live under a pod's directory, and a socket's path
 	// may not exceed 108 bytes.
 	if r.dir, err = os.MkdirTemp("", "proxyless-"); err != nil {
@@ -250,7 +256,7 @@ func (r *Runner) startPod(ctx context.Context, p *corev1.Pod, w *workloadPod) er
 	var env []string
 	if proxied {
 		started := time.Now()
-		agent, bootstrap, err := r.startAgent(ctx, p, dir)
+		agent, bootstrap, err := r.startAgent(ctx, p, w)
 		if agent != nil {
 			r.logged(w, agent)
 		}
@@ -289,11 +295,7 @@ func (r *Runner) reportReady(ctx context.Context, p *corev1.Pod, url string) err
 		return nil
 	}
 	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return false, err
-		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := get(ctx, url)
 		if err != nil {
 			return false, nil
 		}
@@ -464,15 +466,20 @@ func proxylessRole(p *corev1.Pod) (bool, error) {
 func fetchCounts(url string) (map[string]Counts, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := get(ctx, url)
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
 	out := map[string]Counts{}
 	return out, json.NewDecoder(resp.Body).Decode(&out)
+}
+
+// get reads a local URL of a pod's application (its counts, its readiness).
+func get(ctx context.Context, url string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	return http.DefaultClient.Do(req)
 }
