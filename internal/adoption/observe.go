@@ -78,6 +78,7 @@ func observeWorkloads(ctx context.Context, r client.Reader, namespace string) (l
 	}
 
 	var sum ladder.Pods
+	var plaintext []*corev1.Pod
 	out := make([]ladder.Workload, len(ws))
 	uids := make(map[string]types.UID, len(ws))
 	for i, w := range ws {
@@ -112,7 +113,7 @@ func observeWorkloads(ctx context.Context, r client.Reader, namespace string) (l
 		if revision.Proxyless(p) {
 			sum.Proxyless = append(sum.Proxyless, p.Name)
 			if p.Labels[revision.TLSModeLabel] != "istio" {
-				sum.ProxylessPlaintext = append(sum.ProxylessPlaintext, p.Name)
+				plaintext = append(plaintext, p)
 			}
 		}
 		for j, w := range ws {
@@ -133,6 +134,9 @@ func observeWorkloads(ctx context.Context, r client.Reader, namespace string) (l
 				break
 			}
 		}
+	}
+	if sum.ProxylessPlaintext, err = served(ctx, r, namespace, plaintext); err != nil {
+		return ladder.Pods{}, nil, nil, err
 	}
 	sort.Strings(sum.NotReady)
 	sort.Strings(sum.Uninjected)
@@ -216,6 +220,28 @@ func blocks(pdb *policyv1.PodDisruptionBudget, podLabels map[string]string) bool
 		return false
 	}
 	return pdb.Status.ObservedGeneration >= pdb.Generation && pdb.Status.ExpectedPods > 0 && pdb.Status.DisruptionsAllowed < 1
+}
+
+// served names the pods a Service selects: a proxyless gRPC server is reached through its
+// Service (an xds:/// target), so a pod none selects only calls, and STRICT changes nothing it
+// serves. Services are listed only when there are pods to judge.
+func served(ctx context.Context, r client.Reader, namespace string, pods []*corev1.Pod) ([]string, error) {
+	if len(pods) == 0 {
+		return nil, nil
+	}
+	var svcs corev1.ServiceList
+	if err := r.List(ctx, &svcs, client.InNamespace(namespace), client.UnsafeDisableDeepCopy); err != nil {
+		return nil, fmt.Errorf("listing Services of %s: %w", namespace, err)
+	}
+	var out []string
+	for _, p := range pods {
+		if slices.ContainsFunc(svcs.Items, func(s corev1.Service) bool {
+			return len(s.Spec.Selector) > 0 && labels.SelectorFromSet(s.Spec.Selector).Matches(labels.Set(p.Labels))
+		}) {
+			out = append(out, p.Name)
+		}
+	}
+	return out, nil
 }
 
 // running leaves out pods that are going away or finished: they neither serve nor need a proxy.

@@ -142,20 +142,26 @@ func TestObserveProxylessPlaintext(t *testing.T) {
 		}
 		return slim.(*corev1.Pod)
 	}
+	service := func(name string, selector map[string]string) client.Object {
+		return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "grpc"}, Spec: corev1.ServiceSpec{Selector: selector}}
+	}
 	c := fake.NewClientBuilder().WithObjects(
-		pod("plain-grpc", revision.GRPCAgentTemplate, nil),
-		pod("mtls-grpc", revision.GRPCAgentTemplate, map[string]string{revision.TLSModeLabel: "istio"}),
-		pod("envoy", "", nil),
+		pod("plain-grpc", revision.GRPCAgentTemplate, map[string]string{"app": "server"}),
+		pod("mtls-grpc", revision.GRPCAgentTemplate, map[string]string{"app": "server", revision.TLSModeLabel: "istio"}),
+		pod("plain-caller", revision.GRPCAgentTemplate, map[string]string{"app": "caller"}),
+		pod("envoy", "", map[string]string{"app": "server"}),
+		service("server", map[string]string{"app": "server"}),
+		service("external", nil),
 	).Build()
 	sum, _, _, err := observeWorkloads(context.Background(), c, "grpc")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(sum.ProxylessPlaintext, []string{"plain-grpc"}) || sum.Total != 3 || len(sum.Uninjected) != 0 {
-		t.Fatalf("observed %+v; want plain-grpc alone named as a proxyless pod serving plaintext, 3 pods, all injected", sum)
+	if !reflect.DeepEqual(sum.ProxylessPlaintext, []string{"plain-grpc"}) || sum.Total != 4 || len(sum.Uninjected) != 0 {
+		t.Fatalf("observed %+v; want plain-grpc alone named as a proxyless pod serving plaintext (plain-caller no Service selects), 4 pods, all injected", sum)
 	}
-	if !reflect.DeepEqual(sum.Proxyless, []string{"mtls-grpc", "plain-grpc"}) {
-		t.Errorf("proxyless pods %v, want both grpc ones (they report no telemetry)", sum.Proxyless)
+	if !reflect.DeepEqual(sum.Proxyless, []string{"mtls-grpc", "plain-caller", "plain-grpc"}) {
+		t.Errorf("proxyless pods %v, want the three grpc ones (they report no telemetry)", sum.Proxyless)
 	}
 }
 

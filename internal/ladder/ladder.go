@@ -204,7 +204,8 @@ type Pods struct {
 	// NotReady names pods that are not Ready, sorted.
 	NotReady []string `json:"notReady,omitempty"`
 	// ProxylessPlaintext names pods running Istio's proxyless gRPC (the grpc-agent template)
-	// that serve plaintext under PERMISSIVE (no security.istio.io/tlsMode=istio), sorted.
+	// that a Service selects and that serve plaintext under PERMISSIVE (no
+	// security.istio.io/tlsMode=istio), sorted. A pod no Service selects only calls.
 	ProxylessPlaintext []string `json:"proxylessPlaintext,omitempty"`
 	// Proxyless names every pod running Istio's proxyless gRPC, sorted: no Envoy, so no
 	// telemetry, and AuthorizationPolicies enforced even in dry-run.

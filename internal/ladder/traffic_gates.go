@@ -60,14 +60,15 @@ var noPlaintextCallers = Gate{Name: "NoPlaintextCallers", Traffic: true, Check: 
 // observe time), its ZeroTrust policies run, or are about to run, in dry-run (the soak time), it
 // climbs onto a rung whose change bakes (the bake time),
 // or its next step down takes it out of the mesh (the observe time: whom it calls). Nothing is read when
-// the traffic gates are skipped, a namespace is held, or it stands at its target.
+// the traffic gates are skipped, a namespace is held, it stands at its target, or its proxies
+// are all proxyless gRPC (they report nothing: see unobservable).
 func TrafficWindow(ns Namespace, s Settings) (time.Duration, bool) {
 	current := ns.Current
 	if !Valid(current) {
 		current = meshv1.LevelOff
 	}
 	held := ns.State.Hold != nil && ns.State.Hold.Generation == s.Generation
-	if !s.TrafficGates || held || Rank(ns.Target) == Rank(current) {
+	if !s.TrafficGates || held || Rank(ns.Target) == Rank(current) || onlyProxyless(ns.Pods) {
 		return 0, false
 	}
 	if st := ns.State.Step; st != nil {
@@ -233,8 +234,13 @@ func readable(r *traffic.Reading, c Climb, window time.Duration, question string
 // proxy runs proxyless gRPC (no Envoy), and no source reports anything of it. What the traffic
 // gates ask of such pods, ProxylessMTLS and ProxylessDryRun ask of their spec instead.
 func unobservable(ns Namespace) bool {
-	p := ns.Pods
-	return len(p.Proxyless) > 0 && len(p.Proxyless) == p.Total-len(p.Uninjected) && (ns.Traffic == nil || !ns.Traffic.Reporting)
+	return onlyProxyless(ns.Pods) && (ns.Traffic == nil || !ns.Traffic.Reporting)
+}
+
+// onlyProxyless reports whether every pod with Istio's proxy runs proxyless gRPC: no Envoy in
+// the namespace, so no telemetry source has anything of it to read.
+func onlyProxyless(p Pods) bool {
+	return len(p.Proxyless) > 0 && len(p.Proxyless) == p.Total-len(p.Uninjected)
 }
 
 // unobservedMessage says why a namespace's step was not judged on its traffic.

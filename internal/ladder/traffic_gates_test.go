@@ -135,6 +135,8 @@ func TestTrafficWindow(t *testing.T) {
 		"held for an earlier spec":               {ns: Namespace{Current: meshv1.LevelObserve, Target: meshv1.LevelMutualTLS, State: State{Hold: &Hold{Generation: 2}}}, settings: gates, want: time.Minute},
 		"traffic gates skipped":                  {ns: Namespace{Current: meshv1.LevelObserve, Target: meshv1.LevelMutualTLS}, settings: Settings{ObserveTime: time.Minute}},
 		"at MutualTLS, soaking before ZeroTrust": {ns: Namespace{Current: meshv1.LevelMutualTLS, Target: meshv1.LevelZeroTrust}, settings: gates, want: time.Hour},
+		"every proxy proxyless gRPC":             {ns: Namespace{Current: meshv1.LevelObserve, Target: meshv1.LevelMutualTLS, Pods: Pods{Total: 3, Uninjected: []string{"job"}, Proxyless: []string{"a", "b"}}}, settings: gates},
+		"proxyless gRPC beside Envoy":            {ns: Namespace{Current: meshv1.LevelObserve, Target: meshv1.LevelMutualTLS, Pods: Pods{Total: 3, Proxyless: []string{"a", "b"}}}, settings: gates, want: time.Minute},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
