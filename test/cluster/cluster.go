@@ -71,7 +71,7 @@ type Cluster struct {
 	// Server is the apiserver's URL.
 	Server string `json:"server"`
 	// Processes are the running components, in start order.
-	Processes []*process `json:"processes"`
+	Processes []*Process `json:"processes"`
 
 	removeDir bool
 	restCfg   *rest.Config
@@ -123,7 +123,7 @@ func (c *Cluster) start(ctx context.Context, opts Options) (err error) {
 		return fmt.Errorf("generating PKI: %w", err)
 	}
 	bin := func(name string) string { return filepath.Join(opts.BinDir, name) }
-	start := func(name string, args ...string) (*process, error) {
+	start := func(name string, args ...string) (*Process, error) {
 		proc, err := startProcess(name, bin(name), args, nil, logDir, opts.Detached)
 		if err != nil {
 			return nil, err
@@ -158,7 +158,7 @@ func (c *Cluster) start(ctx context.Context, opts Options) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := poll(ctx, "etcd", 100*time.Millisecond, []*process{etcd}, func(ctx context.Context) (bool, error) {
+	if err := poll(ctx, "etcd", 100*time.Millisecond, []*Process{etcd}, func(ctx context.Context) (bool, error) {
 		return httpOK(ctx, http.DefaultClient, etcdURL+"/health")
 	}); err != nil {
 		return err
@@ -193,7 +193,7 @@ func (c *Cluster) start(ctx context.Context, opts Options) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := poll(ctx, "kube-apiserver", 200*time.Millisecond, []*process{etcd, apiserver}, func(ctx context.Context) (bool, error) {
+	if err := poll(ctx, "kube-apiserver", 200*time.Millisecond, []*Process{etcd, apiserver}, func(ctx context.Context) (bool, error) {
 		return httpOK(ctx, httpc, c.Server+"/readyz")
 	}); err != nil {
 		return err
@@ -229,7 +229,7 @@ func (c *Cluster) start(ctx context.Context, opts Options) (err error) {
 	if err != nil {
 		return err
 	}
-	watched := []*process{etcd, apiserver, kcm, sched, kwok}
+	watched := []*Process{etcd, apiserver, kcm, sched, kwok}
 
 	if !opts.WithoutCertManager {
 		cm, err := c.startCertManager(ctx, opts.BinDir, logDir, opts.Detached)
@@ -284,7 +284,7 @@ func (c *Cluster) StartCertManager(ctx context.Context) error {
 
 // startCertManager applies the CRDs first (the controller's informers need them), then starts
 // the controller.
-func (c *Cluster) startCertManager(ctx context.Context, binDir, logDir string, detached bool) (*process, error) {
+func (c *Cluster) startCertManager(ctx context.Context, binDir, logDir string, detached bool) (*Process, error) {
 	kc, err := kubernetes.NewForConfig(c.RESTConfig())
 	if err != nil {
 		return nil, err
@@ -651,7 +651,7 @@ func (c *Cluster) StartDetached(ctx context.Context, name, bin string, args []st
 	if err != nil {
 		return err
 	}
-	if err := poll(ctx, name+" to be ready", 200*time.Millisecond, []*process{proc}, ready); err != nil {
+	if err := poll(ctx, name+" to be ready", 200*time.Millisecond, []*Process{proc}, ready); err != nil {
 		proc.stop(5*time.Second, c.Dir)
 		return fmt.Errorf("%s (log: %s): %w", name, proc.Log, err)
 	}

@@ -33,7 +33,7 @@ type Istiod struct {
 	// injection tells a pod's agent to reach that (CA_ADDR, discoveryAddress).
 	Service string
 
-	proc    *process
+	proc    *Process
 	cluster *Cluster
 
 	// The CA sync (IstiodOptions.SyncCA).
@@ -214,7 +214,7 @@ func (c *Cluster) startIstiodOnce(ctx context.Context, opts IstiodOptions, bin, 
 	ist := &Istiod{Port: opts.Port, Dir: dir, SecureXDS: loop(secureGRPCPort), Service: "istiod" + opts.suffix(), proc: proc, cluster: c}
 	c.Processes = append(c.Processes, proc)
 	ready := "http://" + loop(httpPort) + "/ready"
-	if err := poll(ctx, "istiod to be ready", 250*time.Millisecond, []*process{proc}, func(ctx context.Context) (bool, error) {
+	if err := poll(ctx, "istiod to be ready", 250*time.Millisecond, []*Process{proc}, func(ctx context.Context) (bool, error) {
 		return httpOK(ctx, http.DefaultClient, ready)
 	}); err != nil {
 		ist.Stop()
@@ -304,7 +304,7 @@ func (i *Istiod) Stop() {
 		i.stop = nil
 	}
 	i.proc.stop(10*time.Second, i.cluster.Dir)
-	i.cluster.Processes = slices.DeleteFunc(i.cluster.Processes, func(p *process) bool { return p == i.proc })
+	i.cluster.Processes = slices.DeleteFunc(i.cluster.Processes, func(p *Process) bool { return p == i.proc })
 	_ = i.cluster.save()
 }
 

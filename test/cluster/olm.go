@@ -25,7 +25,7 @@ const olmHealthPort = 8080
 // OLM is Operator Lifecycle Manager (olm-operator and catalog-operator, built from OLM's Go
 // module like the other components) running against the cluster with its CRDs installed.
 type OLM struct {
-	procs       []*process
+	procs       []*Process
 	placeholder net.Listener
 }
 
@@ -111,7 +111,7 @@ func (o *OLM) LogPaths() []string {
 type Registry struct {
 	// Addr is host:port, for a CatalogSource's spec.address.
 	Addr string
-	proc *process
+	proc *Process
 }
 
 // StartRegistry serves the file-based catalog in dir and returns once it accepts connections.
@@ -134,7 +134,7 @@ func (c *Cluster) StartRegistry(ctx context.Context, dir string) (*Registry, err
 		if err != nil {
 			return nil, err
 		}
-		last = poll(ctx, "the catalog registry at "+addr, 100*time.Millisecond, []*process{proc}, func(context.Context) (bool, error) {
+		last = poll(ctx, "the catalog registry at "+addr, 100*time.Millisecond, []*Process{proc}, func(context.Context) (bool, error) {
 			conn, err := net.DialTimeout("tcp", addr, time.Second)
 			if err != nil {
 				return false, nil

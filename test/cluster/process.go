@@ -14,8 +14,9 @@ import (
 	"time"
 )
 
-// process is one component of the local cluster running as a child process.
-type process struct {
+// Process is one part of the local cluster running as a child process: a component, or a
+// workload's process the proxyless runner plays (StartChild).
+type Process struct {
 	Name string `json:"name"`
 	PID  int    `json:"pid"`
 	Log  string `json:"log"`
@@ -28,12 +29,12 @@ type process struct {
 // startProcess starts bin with args, its output going to logDir/name.log. A detached process
 // outlives this one (for `localcluster up`); an attached one is killed if this process dies, so
 // a crashed test run leaves nothing behind.
-func startProcess(name, bin string, args []string, env []string, logDir string, detached bool) (*process, error) {
+func startProcess(name, bin string, args []string, env []string, logDir string, detached bool) (*Process, error) {
 	return startProcessIn("", name, bin, args, env, logDir, detached)
 }
 
 // startProcessIn is startProcess with a working directory (empty: this process's).
-func startProcessIn(dir, name, bin string, args []string, env []string, logDir string, detached bool) (*process, error) {
+func startProcessIn(dir, name, bin string, args []string, env []string, logDir string, detached bool) (*Process, error) {
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("%s: binary %s not found (run `make cluster-bins`): %w", name, bin, err)
 	}
@@ -57,7 +58,7 @@ func startProcessIn(dir, name, bin string, args []string, env []string, logDir s
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
-	p := &process{Name: name, PID: cmd.Process.Pid, Log: logPath, cmd: cmd, exited: make(chan struct{})}
+	p := &Process{Name: name, PID: cmd.Process.Pid, Log: logPath, cmd: cmd, exited: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		close(p.exited)
@@ -65,8 +66,8 @@ func startProcessIn(dir, name, bin string, args []string, env []string, logDir s
 	return p, nil
 }
 
-// failed reports an error with the end of the process's log if it has exited.
-func (p *process) failed() error {
+// Failed reports an error with the end of the process's log if it has exited.
+func (p *Process) Failed() error {
 	if p.exited == nil {
 		return nil
 	}
@@ -78,9 +79,18 @@ func (p *process) failed() error {
 	}
 }
 
+// StartChild starts bin in dir, its output in dir/name.log, killed if this process dies (a
+// crashed test leaves nothing behind): a workload's process, played for a pod.
+func StartChild(dir, name, bin string, args, env []string) (*Process, error) {
+	return startProcessIn(dir, name, bin, args, env, dir, false)
+}
+
+// Stop ends a process StartChild started: SIGTERM, then SIGKILL after grace.
+func (p *Process) Stop(grace time.Duration) { p.stop(grace, "") }
+
 // stop sends SIGTERM, waits up to grace, then SIGKILLs. It works for processes started by this
 // run and, through the PID alone, for those a previous `up` left running.
-func (p *process) stop(grace time.Duration, clusterDir string) {
+func (p *Process) stop(grace time.Duration, clusterDir string) {
 	if p.PID <= 0 {
 		return
 	}
@@ -131,7 +141,7 @@ func componentEnviron() []string {
 // isOurs checks that the PID still runs a component of this cluster (PIDs are reused): every
 // component's command line names a file in the cluster's directory. So `down` never signals a
 // process this cluster did not start.
-func (p *process) isOurs(clusterDir string) bool {
+func (p *Process) isOurs(clusterDir string) bool {
 	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(p.PID) + "/cmdline")
 	if err != nil {
 		return false
@@ -164,11 +174,11 @@ func freePort() (int, error) {
 
 // poll runs check every interval until it returns true, the context ends, or one of the
 // watched processes exits (then the error says which, with its log).
-func poll(ctx context.Context, what string, interval time.Duration, procs []*process, check func(context.Context) (bool, error)) error {
+func poll(ctx context.Context, what string, interval time.Duration, procs []*Process, check func(context.Context) (bool, error)) error {
 	var last error
 	for {
 		for _, p := range procs {
-			if err := p.failed(); err != nil {
+			if err := p.Failed(); err != nil {
 				return fmt.Errorf("waiting for %s: %w", what, err)
 			}
 		}

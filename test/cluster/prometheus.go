@@ -30,7 +30,7 @@ type Prometheus struct {
 	detached bool
 
 	mu   sync.Mutex
-	proc *process
+	proc *Process
 }
 
 // ScrapeTarget is one endpoint Prometheus scrapes, as one entry of its file_sd file.
@@ -113,7 +113,7 @@ func startPrometheus(ctx context.Context, binDir, dir string, targets []ScrapeTa
 func (p *Prometheus) Start(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.proc != nil && p.proc.failed() == nil {
+	if p.proc != nil && p.proc.Failed() == nil {
 		return fmt.Errorf("prometheus: already running (pid %d)", p.proc.PID)
 	}
 	args := []string{
@@ -133,7 +133,7 @@ func (p *Prometheus) Start(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, prometheusReadyTimeout)
 	defer cancel()
 	ready := p.URL + "/-/ready"
-	if err := poll(ctx, "prometheus to be ready", 200*time.Millisecond, []*process{proc}, func(ctx context.Context) (bool, error) {
+	if err := poll(ctx, "prometheus to be ready", 200*time.Millisecond, []*Process{proc}, func(ctx context.Context) (bool, error) {
 		return httpOK(ctx, http.DefaultClient, ready)
 	}); err != nil {
 		proc.stop(5*time.Second, p.Dir)

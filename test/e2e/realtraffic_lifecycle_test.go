@@ -6,13 +6,16 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/charts/chartstest"
 	"github.com/meshwright/meshwright/internal/revision"
 	"github.com/meshwright/meshwright/test/cluster"
+	"github.com/meshwright/meshwright/test/framework"
 	"github.com/meshwright/meshwright/test/proxyless"
 )
 
@@ -71,6 +74,26 @@ func answeredOverMTLS(t *testing.T, r *proxyless.Runner, flows []meshCall) map[m
 	return out
 }
 
+// appRevision is the revision that injected the pods of an app ("mixed" when they differ), and
+// whether they are all Ready.
+func appRevision(t *testing.T, c client.Client, namespace, app string) (string, bool) {
+	t.Helper()
+	revs, ready := map[string]bool{}, true
+	for _, p := range framework.Pods(t, c, namespace) {
+		if p.Labels["app"] == app {
+			revs[p.Annotations["istio.io/rev"]] = true
+			ready = ready && podIsReady(&p)
+		}
+	}
+	if len(revs) != 1 {
+		return "mixed", ready
+	}
+	for rev := range revs {
+		return rev, ready
+	}
+	return "", ready
+}
+
 // checkCertsChainToRoot checks every workload of callingPairs against the root cacerts holds.
 func checkCertsChainToRoot(t *testing.T, c client.Client, r *proxyless.Runner, namespaces [2]string) {
 	t.Helper()
@@ -117,4 +140,87 @@ func TestRealTrafficRootRotation(t *testing.T) {
 	if roots := rootsIn(t, c, namespaces[0]); len(roots) != 1 {
 		t.Errorf("%s trusts %d roots after the rotation, want the new one alone", namespaces[0], len(roots))
 	}
+}
+
+// TestRealTrafficRevisionUpgrade upgrades the mesh from Istio 1.31.4 (the embedded charts,
+// revision "default") to 1.31.5 (charts served by a Helm repository the test runs, revision
+// 1-31-5) under real calls: two namespaces at MutualTLS, each with a proxyless server (two
+// replicas) called over mTLS by the other's proxyless caller, each revision served by its own
+// local istiod. The namespaces move one at a time; the rollout is paused once the first pod of
+// the new revision runs, and with both revisions serving, a caller of one calls a server of the
+// other. No call fails, before, during (paused or not) or after the moves; every pod ends
+// injected by the new revision, its agent connected to the new istiod and its certificate
+// chained to the mesh root; the old revision is removed.
+func TestRealTrafficRevisionUpgrade(t *testing.T) {
+	t.Parallel() // a cluster of its own: see main_test.go
+	namespaces := [2]string{"rev-a", "rev-b"}
+	cl, c := framework.StartCluster(t, cluster.Options{})
+	steps := watchSteps(t, cl)
+	repo := chartstest.Serve(t, chartstest.Options{Versions: []string{"1.31.5"}})
+	installCRD(t, cl)
+	runOperatorAs(t, cl.Kubeconfig, "default", "--chart-cache-dir="+t.TempDir())
+	createMesh(t, c, &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: meshv1.MeshInstallationSpec{
+		Rollout:    meshv1.RolloutSpec{TrafficGates: meshv1.TrafficGatesSkip, SoakTime: &metav1.Duration{Duration: time.Second}, MaxNamespacesInProgress: 1},
+		Namespaces: []meshv1.NamespaceRule{{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"ladder": "rev"}}, Level: meshv1.LevelMutualTLS}},
+	}})
+	ports := [2]int{}
+	for i := range ports {
+		var err error
+		if ports[i], err = cluster.FreePort(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	upgradeTo(t, c, "", repo.URL, ports[0])
+	r := startRunner(t, cl, startIstiod(t, cl, cluster.IstiodOptions{Port: ports[0], SyncCA: true}))
+	flows := callingPairs(t, cl, c, r, namespaces, map[string]string{"ladder": "rev"})
+	for _, ns := range namespaces {
+		waitLevel(t, c, ns, meshv1.LevelMutualTLS)
+	}
+	before := answeredOverMTLS(t, r, flows)
+
+	upgradeTo(t, c, "1.31.5", repo.URL, ports[1])
+	r.AddIstiod(startIstiod(t, cl, cluster.IstiodOptions{Port: ports[1], Revision: "1-31-5", SyncCA: true}))
+
+	// Paused once the first pod of the new revision runs: the moves freeze there, both
+	// revisions serve, and at least one flow crosses from one to the other.
+	framework.Eventually(t, 3*time.Minute, "a pod injected by revision 1-31-5", func() (bool, error) {
+		return revisionsOfPods(t, c, namespaces[0])["1-31-5"]+revisionsOfPods(t, c, namespaces[1])["1-31-5"] > 0, nil
+	})
+	setPaused(t, c, true)
+	var crossing string
+	framework.Eventually(t, 2*time.Minute, "a flow from one revision to the other, every pod Ready, the rollout paused", func() (bool, error) {
+		crossing = ""
+		for i, ns := range namespaces {
+			from, fromReady := appRevision(t, c, ns, "caller")
+			to, toReady := appRevision(t, c, namespaces[1-i], "server")
+			if !fromReady || !toReady {
+				return false, nil
+			}
+			if from != to {
+				crossing = fmt.Sprintf("%s/caller on %s calling %s/server on %s", ns, from, namespaces[1-i], to)
+			}
+		}
+		return crossing != "", nil
+	})
+	t.Logf("rollout paused mid-move: %s", crossing)
+	before = noFailedCalls(t, r, flows, before, 3, "up to the pause")
+	noFailedCalls(t, r, flows, before, 10, "with both revisions serving ("+crossing+")")
+	setPaused(t, c, false)
+	framework.Eventually(t, 4*time.Minute, "both namespaces on revision 1-31-5", func() (bool, error) {
+		return onRevision(t, c, namespaces[0], "1-31-5", 3) && onRevision(t, c, namespaces[1], "1-31-5", 3),
+			fmt.Errorf("pods by revision: %v, %v; runner problems: %v", revisionsOfPods(t, c, namespaces[0]), revisionsOfPods(t, c, namespaces[1]), r.Problems())
+	})
+	noFailedCalls(t, r, flows, before, 10, "across the upgrade")
+	checkCertsChainToRoot(t, c, r, namespaces)
+	for _, p := range r.Pods() {
+		if p.Istiod != "istiod-1-31-5" {
+			t.Errorf("%s/%s reaches %q, want the new revision's istiod-1-31-5", p.Namespace, p.Name, p.Istiod)
+		}
+	}
+	if steps.maxAtOnce != 1 {
+		t.Errorf("%d namespaces moved at once, want one at a time (maxNamespacesInProgress 1)", steps.maxAtOnce)
+	}
+	framework.Eventually(t, 2*time.Minute, "the old revision removed", func() (bool, error) {
+		return !framework.Exists(t, c, &appsv1.Deployment{}, "istio-system", "istiod"), nil
+	})
 }

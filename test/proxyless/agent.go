@@ -36,7 +36,7 @@ const (
 // the environment that template gives it, and waits until it has written the application's
 // gRPC bootstrap and the workload's certificate files: gRPC's file_watcher reads them when it
 // first needs them and, if they are missing, not again before its refresh interval (15 min).
-func (r *Runner) startAgent(ctx context.Context, p *corev1.Pod, w *workloadPod) (*proc, string, error) {
+func (r *Runner) startAgent(ctx context.Context, p *corev1.Pod, w *workloadPod) (*cluster.Process, string, error) {
 	dir := w.dir
 	sa := p.Spec.ServiceAccountName
 	if sa == "" {
@@ -84,13 +84,13 @@ func (r *Runner) startAgent(ctx context.Context, p *corev1.Pod, w *workloadPod) 
 		"ISTIO_META_NODE_NAME=" + p.Spec.NodeName, "ISTIO_META_DNS_CAPTURE=false", "DISABLE_ENVOY=true",
 		"PILOT_CERT_PROVIDER=istiod", "CA_ADDR=" + ist.SecureXDS, "OUTPUT_CERTS=" + filepath.Join(dir, CertsDir),
 		"GRPC_XDS_BOOTSTRAP=" + bootstrap, "PROXY_CONFIG=" + string(proxyConfig)}
-	agent, err := startProc(dir, "pilot-agent", filepath.Join(r.bin, "pilot-agent"),
+	agent, err := cluster.StartChild(dir, "pilot-agent", filepath.Join(r.bin, "pilot-agent"),
 		[]string{"proxy", "sidecar", "--domain", p.Namespace + ".svc.cluster.local"}, env)
 	if err != nil {
 		return nil, "", err
 	}
 	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
-		if err := agent.exited(); err != nil {
+		if err := agent.Failed(); err != nil {
 			return false, err
 		}
 		for _, f := range []string{bootstrap, filepath.Join(dir, CertsDir, "cert-chain.pem"), filepath.Join(dir, CertsDir, "key.pem"),
@@ -102,8 +102,8 @@ func (r *Runner) startAgent(ctx context.Context, p *corev1.Pod, w *workloadPod) 
 		return true, nil
 	})
 	if err != nil {
-		agent.stop(2 * time.Second)
-		return agent, "", fmt.Errorf("pilot-agent wrote no gRPC bootstrap or certificate (log: %s): %w", agent.log, err)
+		agent.Stop(2 * time.Second)
+		return agent, "", fmt.Errorf("pilot-agent wrote no gRPC bootstrap or certificate (log: %s): %w", agent.Log, err)
 	}
 	return agent, bootstrap, nil
 }

@@ -98,7 +98,7 @@ type workloadPod struct {
 	uid                  types.UID
 	namespace, name, app string
 	dir                  string
-	procs                []*proc
+	procs                []*cluster.Process
 	status               string // the application's counts URL
 	agentReady           time.Duration
 	appStarted           time.Time
@@ -128,10 +128,10 @@ func (r *Runner) Pods() []PodStats {
 	for _, w := range r.pods {
 		st := PodStats{Namespace: w.namespace, Name: w.name, AgentReady: w.agentReady, AppStarted: w.appStarted, Istiod: w.istiod}
 		for _, p := range w.procs {
-			if filepath.Base(p.cmd.Path) == "pilot-agent" {
-				st.AgentPID = p.cmd.Process.Pid
+			if p.Name == "pilot-agent" {
+				st.AgentPID = p.PID
 			} else {
-				st.AppPID = p.cmd.Process.Pid
+				st.AppPID = p.PID
 			}
 		}
 		out = append(out, st)
@@ -272,7 +272,7 @@ func (r *Runner) startPod(ctx context.Context, p *corev1.Pod, w *workloadPod) er
 		env = append(env, "GRPC_XDS_BOOTSTRAP="+bootstrap)
 		args = append(args, "-xds", "-call="+p.Annotations[AnnotationCall])
 	}
-	app, err := startProc(dir, "meshapp", filepath.Join(r.bin, "meshapp"), args, env)
+	app, err := cluster.StartChild(dir, "meshapp", filepath.Join(r.bin, "meshapp"), args, env)
 	if err != nil {
 		return err
 	}
@@ -326,11 +326,11 @@ func (r *Runner) reportReady(ctx context.Context, p *corev1.Pod, url string) err
 }
 
 // keep records a started process with its pod, or stops it when the pod went meanwhile.
-func (r *Runner) keep(w *workloadPod, p *proc) bool {
+func (r *Runner) keep(w *workloadPod, p *cluster.Process) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.pods[w.uid] != w {
-		go p.stop(2 * time.Second)
+		go p.Stop(2 * time.Second)
 		return false
 	}
 	w.procs = append(w.procs, p)
@@ -357,7 +357,7 @@ func (r *Runner) stopPod(w *workloadPod) {
 		}
 	}
 	for i := len(procs) - 1; i >= 0; i-- {
-		procs[i].stop(2 * time.Second)
+		procs[i].Stop(2 * time.Second)
 	}
 }
 
@@ -396,7 +396,7 @@ func (r *Runner) Problems() []string {
 	out := slices.Clone(r.problems)
 	for _, w := range r.pods {
 		for _, p := range w.procs {
-			if err := p.exited(); err != nil {
+			if err := p.Failed(); err != nil {
 				out = append(out, fmt.Sprintf("pod %s/%s: %v", w.namespace, w.name, err))
 			}
 		}
@@ -413,10 +413,10 @@ func (r *Runner) Logs() map[string]string {
 }
 
 // logged records the log of a pod's process.
-func (r *Runner) logged(w *workloadPod, p *proc) {
+func (r *Runner) logged(w *workloadPod, p *cluster.Process) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.logs[w.namespace+"/"+w.name+" "+filepath.Base(p.cmd.Path)] = p.log
+	r.logs[w.namespace+"/"+w.name+" "+p.Name] = p.Log
 }
 
 func (r *Runner) problem(msg string) {
