@@ -44,6 +44,9 @@ help: ## Show the targets.
 
 .PHONY: manifests
 manifests: $(CONTROLLER_GEN) ## Generate the CRD and RBAC manifests from the markers in the code.
+	@# What the roles of Istio's charts grant, which the operator must hold to create them (no escalate).
+	go run ./hack/chartrbac > internal/controlplane/zz_generated.chartrbac.go.tmp
+	@mv internal/controlplane/zz_generated.chartrbac.go.tmp internal/controlplane/zz_generated.chartrbac.go
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths="./api/...;./controllers/...;./internal/...;./cmd/..." \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
 	@# The Helm chart ships the same CRDs and the same manager rules.
@@ -57,7 +60,7 @@ manifests: $(CONTROLLER_GEN) ## Generate the CRD and RBAC manifests from the mar
 generate: $(CONTROLLER_GEN) ## Generate the DeepCopy methods of the API types.
 	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./api/..."
 
-GENERATED := api/v1alpha1/zz_generated.deepcopy.go config/crd/bases/*.yaml config/rbac/role.yaml charts/meshwright/crds/*.yaml charts/meshwright/files/manager-role.yaml \
+GENERATED := api/v1alpha1/zz_generated.deepcopy.go internal/controlplane/zz_generated.chartrbac.go config/crd/bases/*.yaml config/rbac/role.yaml charts/meshwright/crds/*.yaml charts/meshwright/files/manager-role.yaml \
 	charts/meshwright/files/prometheus-rules.yaml charts/meshwright/files/grafana-dashboard.json docs/api.md
 
 .PHONY: docs

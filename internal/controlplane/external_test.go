@@ -26,10 +26,14 @@ import (
 
 var k8s client.WithWatch
 
+// adminConfig is envtest's own (cluster-admin) client configuration.
+var adminConfig *rest.Config
+
 // The envtest here starts without Istio's CRDs: TestExternalCRDs installs them as another
 // installer would, part-way through.
 func TestMain(m *testing.M) {
 	testenv.Main(m, func(cfg *rest.Config) (err error) {
+		adminConfig = cfg
 		k8s, err = client.NewWithWatch(cfg, client.Options{Scheme: clientgoscheme.Scheme})
 		return err
 	})

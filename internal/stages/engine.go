@@ -162,12 +162,23 @@ func Run(ctx context.Context, stages []Stage, mesh *meshv1.MeshInstallation) Out
 	return out
 }
 
+// notHeld is how the API server refuses a Role or ClusterRole that grants permissions its
+// writer does not hold (Kubernetes' RBAC escalation check).
+const notHeld = "attempting to grant RBAC permissions not currently held"
+
 // forbidden is the result of a stage the API server refused a request. 403 is also what an
 // admission webhook, a quota or a terminating namespace answers; only an authorizer's refusal
 // ("cannot <verb> resource ...") is a missing permission.
 func forbidden(err error) Result {
 	msg := err.Error()
-	if strings.Contains(msg, " cannot ") && strings.Contains(msg, "resource") {
+	if strings.Contains(msg, notHeld) {
+		// A role rendered from the charts grants what the operator does not hold: it has no
+		// escalate, so it may grant only its own permissions (package chartrbac).
+		msg = fmt.Sprintf("The API server refused the operator a role Istio's charts render: %s. "+
+			"The operator holds what the charts' roles grant under their defaults, and no more (it has no escalate or bind: docs/security.md); "+
+			"spec.controlPlane.values that turn on more (a node taint controller, ClusterTrustBundles, Kubernetes-signed certificates) need a cluster admin to bind a ClusterRole with the rules above to the operator's ServiceAccount, or the values removed. The stage is retried every %s.",
+			strings.Join(strings.Fields(msg), " "), NotReadyRecheck)
+	} else if strings.Contains(msg, " cannot ") && strings.Contains(msg, "resource") {
 		msg = fmt.Sprintf("The API server refused the operator a request this stage needs: %s. "+
 			"Grant the operator's ServiceAccount that permission (the ClusterRole shipped with the Helm chart, config/default and the OLM bundle has every permission the operator uses); the stage is retried every %s.",
 			msg, NotReadyRecheck)

@@ -69,6 +69,13 @@ func TestRun(t *testing.T) {
 			wantCalls: []int{1, 1, 0}, wantCurrent: meshv1.StageControlPlane, wantRequeue: NotReadyRecheck,
 			wantReason: meshv1.ReasonForbidden, wantMessage: `cannot patch resource "horizontalpodautoscalers" in API group "autoscaling"`,
 		},
+		"a role granting more than the operator holds": {
+			results: []Result{ready, ready, ready},
+			errs: []error{nil, apierrors.NewForbidden(schema.GroupResource{Group: "rbac.authorization.k8s.io", Resource: "clusterroles"}, "istiod-clusterrole-istio-system",
+				errors.New("user \"system:serviceaccount:meshwright-system:meshwright\" (groups=[\"system:serviceaccounts\"]) is attempting to grant RBAC permissions not currently held:\n{APIGroups:[\"\"], Resources:[\"nodes\"], Verbs:[\"patch\"]}")), nil},
+			wantCalls: []int{1, 1, 0}, wantCurrent: meshv1.StageControlPlane, wantRequeue: NotReadyRecheck,
+			wantReason: meshv1.ReasonForbidden, wantMessage: `not currently held: {APIGroups:[""], Resources:["nodes"], Verbs:["patch"]}. The operator holds what the charts' roles grant`,
+		},
 		"a quota's refusal is not called a missing permission": {
 			results:   []Result{ready, ready, ready},
 			errs:      []error{nil, apierrors.NewForbidden(schema.GroupResource{Resource: "pods"}, "probe", errors.New("exceeded quota: compute, requested: cpu=100m")), nil},

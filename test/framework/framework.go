@@ -13,6 +13,9 @@ import (
 	"time"
 
 	rbacv1 "k8s.io/api/rbac/v1"
+
+	"github.com/meshwright/meshwright/internal/chartrbac"
+	"github.com/meshwright/meshwright/internal/release"
 )
 
 // Eventually polls cond until it holds, and fails the test when timeout passes first, with the
@@ -44,6 +47,22 @@ func MustRead(t testing.TB, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// ChartGranted is what the roles of Istio's embedded charts grant, as FlatRules: the operator
+// holds it to create those roles without escalate (package chartrbac), so it is the one place a
+// wildcard, or a write to Secrets, may come from in the operator's ClusterRole.
+func ChartGranted(t testing.TB) map[string]bool {
+	t.Helper()
+	rules, err := chartrbac.Rules(release.DefaultIstioVersion)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, r := range FlatRules(rules) {
+		out[r] = true
+	}
+	return out
 }
 
 // FlatRules lists every (group, resource, verb) and (URL, verb) a set of rules grants, sorted,
