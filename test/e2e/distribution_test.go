@@ -145,6 +145,17 @@ func TestChartAndKustomizeInstallTheSameOperator(t *testing.T) {
 		if pod.SecurityContext == nil || pod.SecurityContext.RunAsNonRoot == nil || !*pod.SecurityContext.RunAsNonRoot ||
 			pod.SecurityContext.SeccompProfile == nil || pod.SecurityContext.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
 			t.Errorf("%s: pod securityContext %+v is not restricted (runAsNonRoot, seccomp RuntimeDefault)", name, pod.SecurityContext)
+		} else if u, g := pod.SecurityContext.RunAsUser, pod.SecurityContext.RunAsGroup; u == nil || *u == 0 || g == nil || *g == 0 {
+			t.Errorf("%s: pod runs as user %v group %v, want both explicit and not root", name, u, g)
+		}
+		// Ingress to the metrics and probe ports only.
+		np := find(t, objs, "NetworkPolicy", "controller-manager")
+		ports, _, _ := unstructured.NestedSlice(np.Object, "spec", "ingress")
+		if got := fmt.Sprint(ports); got != "[map[ports:[map[port:metrics protocol:TCP] map[port:probes protocol:TCP]]]]" {
+			t.Errorf("%s: NetworkPolicy admits %s, want the metrics and probes ports alone", name, got)
+		}
+		if sel, _, _ := unstructured.NestedStringMap(np.Object, "spec", "podSelector", "matchLabels"); sel["control-plane"] != "controller-manager" {
+			t.Errorf("%s: NetworkPolicy selects %v, not the operator's pod", name, sel)
 		}
 		if sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
 			sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
@@ -564,6 +575,16 @@ func TestChartValues(t *testing.T) {
 				}
 				if got := crdVerbs(t, objs); !slices.Contains(got, "patch") || !slices.Contains(got, "delete") {
 					t.Errorf("the manager's verbs on CRDs are %v, want the writes as well", got)
+				}
+			},
+		},
+		"the NetworkPolicy can be turned off": {
+			values: map[string]any{"networkPolicy": map[string]any{"enabled": false}},
+			check: func(t *testing.T, objs []*unstructured.Unstructured) {
+				for _, o := range objs {
+					if o.GetKind() == "NetworkPolicy" {
+						t.Errorf("NetworkPolicy %s rendered with networkPolicy.enabled false", o.GetName())
+					}
 				}
 			},
 		},

@@ -106,7 +106,8 @@ func generate(root, version, image string) (map[string][]byte, error) {
 	}
 	// Where each kind goes; Roles and ClusterRoles by name. Namespaces and ServiceAccounts go
 	// nowhere: OLM installs into the namespace the user picks and creates the ServiceAccounts
-	// the install strategy names.
+	// the install strategy names. The NetworkPolicy goes nowhere either: OLM v0 installs only
+	// the kinds of its registry+v1 format, which has none (docs/security.md says how to add it).
 	lists := map[string]*[]*unstructured.Unstructured{"ClusterServiceVersion": &csvs, "CustomResourceDefinition": &crds,
 		"Deployment": &deployments, "RoleBinding": &roleBindings, "ClusterRoleBinding": &clusterRoleBindings, "Service": &extras}
 	named := map[string]map[string]*unstructured.Unstructured{"Role": roles, "ClusterRole": clusterRoles}
@@ -121,7 +122,7 @@ func generate(root, version, image string) (map[string][]byte, error) {
 			samples = append(samples, o)
 		case isNamed:
 			byName[o.GetName()] = o
-		case gvk.Kind == "Namespace", gvk.Kind == "ServiceAccount":
+		case gvk.Kind == "Namespace", gvk.Kind == "ServiceAccount", gvk.Kind == "NetworkPolicy":
 		default:
 			return nil, fmt.Errorf("config/manifests has a %s %s that the bundle has no place for: teach bundlegen about it", gvk.Kind, o.GetName())
 		}
