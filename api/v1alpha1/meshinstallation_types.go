@@ -694,7 +694,3 @@ type MeshInstallationList struct {
 	// Items are the MeshInstallations.
 	Items []MeshInstallation `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&MeshInstallation{}, &MeshInstallationList{})
-}

@@ -32,8 +32,8 @@ func CacheOptions() cache.Options {
 			&appsv1.Deployment{}:            {Transform: slimWorkload},
 			&appsv1.StatefulSet{}:           {Transform: slimWorkload},
 			&appsv1.DaemonSet{}:             {Transform: slimWorkload},
-			&corev1.Namespace{}:             {Transform: cache.TransformStripManagedFields()},
-			&policyv1.PodDisruptionBudget{}: {Transform: cache.TransformStripManagedFields()},
+			&corev1.Namespace{}:             {Transform: slimNamespace},
+			&policyv1.PodDisruptionBudget{}: {Transform: slimPDB},
 			// What the static checks before STRICT read (internal/exposure), informed on first
 			// use: Services, webhook configurations, Ingresses and APIServices, slimmed to the
 			// fields that say who calls what.

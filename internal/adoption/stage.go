@@ -402,7 +402,7 @@ func (m *summary) add(c *NamespacePlan) {
 
 func (m *summary) result(settings ladder.Settings) stages.Result {
 	sort.Slice(m.blocked, func(i, j int) bool { return m.blocked[i].Name < m.blocked[j].Name })
-	m.status.BlockedCount = int32(len(m.blocked))
+	m.status.BlockedCount = int32(len(m.blocked)) //nolint:gosec // a count of namespaces, far below 2^31
 	m.status.Blocked = m.blocked
 	if len(m.blocked) > meshv1.MaxBlockedListed {
 		m.status.Blocked = m.blocked[:meshv1.MaxBlockedListed]

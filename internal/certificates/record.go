@@ -103,7 +103,7 @@ func describeIssuer(id string) string {
 // restart. TrustedSince and SigningSince appear once they have passed: the ladder restarts pods
 // started before them.
 func Mirror(st *meshv1.CertificatesStatus, rec Record, set Settings, pending int, now time.Time) {
-	st.Generation = int32(rec.Generation)
+	st.Generation = int32(rec.Generation) //nolint:gosec // G115: the CA record's own generation counter, far below 2^31
 	st.RotatedFor = rec.RotatedFor
 	if rec.Rotation == nil {
 		st.Rotation = nil
@@ -112,7 +112,7 @@ func Mirror(st *meshv1.CertificatesStatus, rec Record, set Settings, pending int
 	r := rec.Rotation
 	since := metav1.NewTime(r.Since)
 	kind, name := set.WithIdentity(r.Issuer).Signer(rec.To())
-	st.Rotation = &meshv1.RootRotationStatus{Phase: r.Phase, Since: &since, Trigger: r.Trigger, Issuer: kind + "/" + name, PendingPods: int32(pending)}
+	st.Rotation = &meshv1.RootRotationStatus{Phase: r.Phase, Since: &since, Trigger: r.Trigger, Issuer: kind + "/" + name, PendingPods: int32(pending)} //nolint:gosec // G115: a count of pods or namespaces, far below 2^31
 	if !r.Observed.IsZero() && !r.Observed.After(now) {
 		observed := metav1.NewTime(r.Observed)
 		switch r.Phase {

@@ -173,7 +173,7 @@ func (s *Stage) istiodSigns(ctx context.Context, installation string, intermedia
 	for _, a := range addrs {
 		chain, err := chainOf(ctx, a[0], a[1])
 		if err != nil {
-			return false, fmt.Errorf("%w: %s: %v", errUnobservable, a[0], err)
+			return false, fmt.Errorf("%w: %s: %w", errUnobservable, a[0], err)
 		}
 		if len(chain) == 0 || chain[0] == nil {
 			return false, fmt.Errorf("%w: %s presented no certificate", errUnobservable, a[0])

@@ -154,7 +154,7 @@ func loadEmbedded(name string, h interface{ Write([]byte) (int, error) }) (*char
 		}
 		rel := strings.TrimPrefix(p, dir+"/")
 		fmt.Fprintf(h, "%s\x00%d\x00", rel, len(data))
-		h.Write(data)
+		_, _ = h.Write(data) // a hash.Hash's Write never returns an error
 		files = append(files, &loader.BufferedFile{Name: rel, Data: data})
 		return nil
 	})

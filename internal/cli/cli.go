@@ -193,7 +193,7 @@ func (o *options) watchStatus(ctx context.Context, c client.WithWatch, mesh *mes
 			&client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: seen, AllowWatchBookmarks: true}})
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil
+				return nil //nolint:nilerr // the user stopped watching (Ctrl-C): not a failure
 			}
 			return explain(err)
 		}
@@ -290,7 +290,7 @@ func (o *options) planCommand() *cobra.Command {
 // (a server-side dry run, so the plan is of exactly what would be stored), then the ladder
 // plans with it and the charts render it, compared with the current installation.
 func (o *options) planSpec(ctx context.Context, cfg *rest.Config, c client.Client, current *meshv1.MeshInstallation, file string) error {
-	raw, err := os.ReadFile(file)
+	raw, err := os.ReadFile(file) //nolint:gosec // the file the user named (kubectl meshwright plan -f)
 	if err != nil {
 		return err
 	}

@@ -59,7 +59,7 @@ func TestTargetChanges(t *testing.T) {
 // TestPluginDoesNotBuildTheController keeps the kubectl plugin free of the operator's
 // controller: it reads the API with the scheme in api/scheme and the pure packages it shares.
 func TestPluginDoesNotBuildTheController(t *testing.T) {
-	out, err := exec.Command("go", "list", "-deps", "github.com/meshwright/meshwright/cmd/kubectl-meshwright").CombinedOutput()
+	out, err := exec.CommandContext(t.Context(), "go", "list", "-deps", "github.com/meshwright/meshwright/cmd/kubectl-meshwright").CombinedOutput()
 	if err != nil {
 		t.Fatalf("go list: %v\n%s", err, out)
 	}

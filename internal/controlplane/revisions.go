@@ -129,7 +129,7 @@ func (s *Stage) retire(ctx context.Context, others map[string][]*unstructured.Un
 // A revision whose istiod is gone keeps the version its history recorded.
 func revisionStatuses(history revision.History, active, activeVersion string, installed []revision.Installed, others map[string][]*unstructured.Unstructured, usage map[string]revision.Usage) []meshv1.RevisionStatus {
 	out := []meshv1.RevisionStatus{{Name: active, Version: activeVersion, Active: true,
-		Namespaces: int32(usage[active].Namespaces), Pods: int32(usage[active].Pods)}}
+		Namespaces: int32(usage[active].Namespaces), Pods: int32(usage[active].Pods)}} //nolint:gosec // G115: a count of pods or namespaces, far below 2^31
 	names := slices.Sorted(maps.Keys(others))
 	for _, name := range names {
 		version := history.VersionOf(name)
@@ -139,7 +139,7 @@ func revisionStatuses(history revision.History, active, activeVersion string, in
 			}
 		}
 		out = append(out, meshv1.RevisionStatus{Name: name, Version: version,
-			Namespaces: int32(usage[name].Namespaces), Pods: int32(usage[name].Pods)})
+			Namespaces: int32(usage[name].Namespaces), Pods: int32(usage[name].Pods)}) //nolint:gosec // G115: a count of pods or namespaces, far below 2^31
 	}
 	if len(out) > 8 {
 		out = out[:8]

@@ -166,7 +166,7 @@ type planePass struct {
 func (s *Stage) renderPhase(ctx context.Context, p *planePass) (stages.Result, bool, error) {
 	in, err := Input(p.mesh, s.KubeVersion)
 	if err != nil {
-		return stages.Result{State: stages.Failed, Reason: meshv1.ReasonInvalidValues, Message: err.Error()}, true, nil
+		return stages.Result{State: stages.Failed, Reason: meshv1.ReasonInvalidValues, Message: err.Error()}, true, nil //nolint:nilerr // invalid input is the condition, not a retry
 	}
 	if p.found, err = installed.Find(ctx, s.Client, p.mesh); err != nil {
 		return stages.Result{}, true, err
@@ -189,7 +189,7 @@ func (s *Stage) renderPhase(ctx context.Context, p *planePass) (stages.Result, b
 		return stages.Result{State: stages.Failed, Reason: meshv1.ReasonUnsupportedVersion,
 			Message: uv.Error() + ". Set spec.version to a supported version or leave it empty, or name a chart repository that has it in spec.controlPlane.chartSource."}, true, nil
 	} else if err != nil {
-		return stages.Result{State: stages.Failed, Reason: meshv1.ReasonInvalidValues,
+		return stages.Result{State: stages.Failed, Reason: meshv1.ReasonInvalidValues, //nolint:nilerr // invalid input is the condition, not a retry
 			Message: "Istio's charts do not render with spec.controlPlane.values: " + err.Error()}, true, nil
 	}
 	for _, o := range p.objs {

@@ -245,8 +245,8 @@ func serviceRef(obj map[string]any, path ...string) (namespace, name string, por
 	namespace, _, _ = unstructured.NestedString(ref, "namespace")
 	name, _, _ = unstructured.NestedString(ref, "name")
 	port = 443
-	if p, found, _ := unstructured.NestedInt64(ref, "port"); found {
-		port = int32(p)
+	if p, found, _ := unstructured.NestedInt64(ref, "port"); found && p > 0 && p <= 65535 {
+		port = int32(p) // a port number: the check above bounds it
 	}
 	return namespace, name, port, namespace != "" && name != ""
 }

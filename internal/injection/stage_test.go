@@ -87,12 +87,12 @@ func webhookConfig(mesh, url string, caBundle []byte) *admissionregv1.MutatingWe
 }
 
 func TestInjectionProbe(t *testing.T) {
-	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	closed, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	closedURL := "https://" + closed.Addr().String() + "/inject"
-	closed.Close()
+	_ = closed.Close()
 
 	tests := map[string]struct {
 		// server answers the webhook; nil means none is set up.

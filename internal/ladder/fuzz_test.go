@@ -204,7 +204,7 @@ func sawNoPlaintext(ns Namespace, s Settings, now time.Time) bool {
 		return false
 	}
 	for c := range r.Plaintext {
-		if !(c.External() && len(ns.PlaintextPorts) > 0) {
+		if !c.External() || len(ns.PlaintextPorts) == 0 {
 			return false
 		}
 	}

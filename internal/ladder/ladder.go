@@ -833,7 +833,7 @@ func planRestarts(d *Decision, ns Namespace, s Settings) {
 		if w.OptedOut || w.RestartedFor == step.ID {
 			continue
 		}
-		if (wantProxy && !w.Uninjected && !onOtherRevision(w, step.Revision) && !(step.Refresh && stale(w, s))) || (!wantProxy && !w.Injected) {
+		if (wantProxy && !w.Uninjected && !onOtherRevision(w, step.Revision) && (!step.Refresh || !stale(w, s))) || (!wantProxy && !w.Injected) {
 			continue
 		}
 		cost := max(w.Pods, 1)

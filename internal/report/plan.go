@@ -140,7 +140,7 @@ func adoptReported(mesh *meshv1.MeshInstallation, plans []adoption.NamespacePlan
 			continue
 		}
 		for _, b := range mesh.Status.Namespaces.Blocked {
-			if b.Name == plans[i].Namespace.Name {
+			if b.Name == plans[i].Namespace.Name { //nolint:gosec // G602: i ranges over plans
 				d.Blocked = ladder.Blocked{Reason: b.Reason, Message: b.Message + " (as the operator last reported it)"}
 				d.Waiting = ""
 			}

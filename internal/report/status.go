@@ -123,7 +123,7 @@ func StatusOf(mesh *meshv1.MeshInstallation, now time.Time) Status {
 		for _, b := range ns.Blocked {
 			s.Blocked = append(s.Blocked, Blocked{Namespace: b.Name, Reason: b.Reason, Message: b.Message, Fix: Fix(b.Reason, b.Name)})
 		}
-		s.BlockedNotListed = ns.BlockedCount - int32(len(ns.Blocked))
+		s.BlockedNotListed = ns.BlockedCount - int32(len(ns.Blocked)) //nolint:gosec // G115: a count of pods or namespaces, far below 2^31
 	}
 	for _, r := range mesh.Status.Revisions {
 		s.Revisions = append(s.Revisions, Revision{Name: r.Name, Version: r.Version, Active: r.Active, Namespaces: r.Namespaces, Pods: r.Pods})

@@ -31,7 +31,7 @@ func Start() (*envtest.Environment, *rest.Config, error) {
 		return nil, nil, fmt.Errorf("KUBEBUILDER_ASSETS is not set: run the tests with `make test-unit`, which builds etcd and kube-apiserver into bin/ and points KUBEBUILDER_ASSETS there")
 	}
 	for _, b := range []string{"etcd", "kube-apiserver"} {
-		if _, err := os.Stat(filepath.Join(assets, b)); err != nil {
+		if _, err := os.Stat(filepath.Join(assets, b)); err != nil { //nolint:gosec // the test runner's own KUBEBUILDER_ASSETS
 			return nil, nil, fmt.Errorf("KUBEBUILDER_ASSETS=%s has no %s: run `make cluster-bins`", assets, b)
 		}
 	}
@@ -93,5 +93,5 @@ func InstallIstioCRDs(ctx context.Context, c client.Client) error {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	return fmt.Errorf("Istio's CRDs were not served within 30s: %w", last)
+	return fmt.Errorf("the CRDs of Istio were not served within 30s: %w", last)
 }
