@@ -85,8 +85,9 @@ verify-generated: $(CONTROLLER_GEN) ## Fail if generated files differ from what 
 		echo "generated files were out of date and have been regenerated: review and commit them" >&2; exit 1; fi
 
 .PHONY: lint
-lint: $(GOLANGCI_LINT) ## golangci-lint (.golangci.yml: the defaults, gosec, errorlint, nilerr, noctx, bodyclose) on the operator's module: zero findings.
+lint: $(GOLANGCI_LINT) ## golangci-lint (.golangci.yml: the defaults, gosec, errorlint, nilerr, noctx, bodyclose) on both modules: zero findings.
 	$(GOLANGCI_LINT) run ./...
+	cd test && $(GOLANGCI_LINT) run ./...
 
 .PHONY: verify-vulns
 verify-vulns: $(GOVULNCHECK) $(VULNDB) ## Fail on a known vulnerability reachable from the shipped binaries (offline database; allow-list in docs/security.md).

@@ -137,7 +137,7 @@ func (c *Cluster) StartRegistry(ctx context.Context, dir string) (*Registry, err
 		last = poll(ctx, "the catalog registry at "+addr, 100*time.Millisecond, []*Process{proc}, func(context.Context) (bool, error) {
 			conn, err := net.DialTimeout("tcp", addr, time.Second)
 			if err != nil {
-				return false, nil
+				return false, nil //nolint:nilerr // not listening yet: poll again
 			}
 			conn.Close()
 			return true, nil

@@ -73,7 +73,7 @@ func (p *Process) Failed() error {
 	}
 	select {
 	case <-p.exited:
-		return fmt.Errorf("%s exited (%v); last lines of %s:\n%s", p.Name, p.err, p.Log, tail(p.Log, 15))
+		return fmt.Errorf("%s exited (%v); last lines of %s:\n%s", p.Name, p.err, p.Log, tail(p.Log, 15)) //nolint:errorlint // a clean exit has no error to wrap
 	default:
 		return nil
 	}
@@ -192,7 +192,7 @@ func poll(ctx context.Context, what string, interval time.Duration, procs []*Pro
 		select {
 		case <-ctx.Done():
 			if last != nil {
-				return fmt.Errorf("waiting for %s: %w (last error: %v)", what, ctx.Err(), last)
+				return fmt.Errorf("waiting for %s: %w (last error: %w)", what, ctx.Err(), last)
 			}
 			return fmt.Errorf("waiting for %s: %w", what, ctx.Err())
 		case <-time.After(interval):

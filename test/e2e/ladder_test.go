@@ -632,7 +632,9 @@ func TestLadderSurvivesOperatorKills(t *testing.T) {
 	ctx := context.Background()
 	seed := time.Now().UnixNano()
 	if s := os.Getenv("E2E_SEED"); s != "" {
-		fmt.Sscan(s, &seed)
+		if _, err := fmt.Sscan(s, &seed); err != nil {
+			t.Fatalf("E2E_SEED=%q: %v", s, err)
+		}
 	}
 	rng := rand.New(rand.NewPCG(uint64(seed), 0))
 	t.Logf("seed %d (set E2E_SEED to replay the same kill times)", seed)

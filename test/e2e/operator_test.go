@@ -249,7 +249,7 @@ func (o *operator) stop(sig syscall.Signal, timeout time.Duration) error {
 	case err := <-o.exited:
 		o.done = true
 		if sig == syscall.SIGTERM && err != nil {
-			return fmt.Errorf("the operator exited with %v on SIGTERM", err)
+			return fmt.Errorf("the operator exited with %w on SIGTERM", err)
 		}
 		return nil
 	case <-time.After(timeout):

@@ -351,7 +351,7 @@ func TestRootRotation(t *testing.T) {
 		})
 		return m
 	}
-	m = done(1, "first")
+	done(1, "first")
 	if !multiRoot(t, c) {
 		t.Error("istiod's Deployment lacks ISTIO_MULTIROOT_MESH=true after a rotation")
 	}

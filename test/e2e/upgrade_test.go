@@ -219,7 +219,7 @@ func TestRevisionBasedUpgrade(t *testing.T) {
 	if framework.Exists(t, c, &admissionregistrationv1.MutatingWebhookConfiguration{}, "", "istio-sidecar-injector-1-31-5") {
 		t.Error("the injection webhook of the removed revision is still there")
 	}
-	mesh = settledRevisions(t, c, "default@1.31.4:2ns/4pods*")
+	settledRevisions(t, c, "default@1.31.4:2ns/4pods*")
 	istiodB.Stop()
 
 	// The upgrade again, with the operator killed at each phase: the new revision installed

@@ -24,7 +24,7 @@ import (
 // the ServiceAccount token istiod's CA authenticates it with, the mesh's root certificate (the
 // istio-ca-root-cert ConfigMap, mounted), and the gRPC bootstrap it writes for the application.
 const (
-	tokenPath     = "var/run/secrets/tokens/istio-token"
+	tokenPath     = "var/run/secrets/tokens/istio-token" //nolint:gosec // G101: a path, not a credential
 	rootCertPath  = "var/run/secrets/istio/root-cert.pem"
 	bootstrapPath = "etc/istio/proxy/grpc-bootstrap.json"
 	// CertsDir is where, under a pod's directory, the agent writes the workload's certificate
@@ -96,7 +96,7 @@ func (r *Runner) startAgent(ctx context.Context, p *corev1.Pod, w *workloadPod) 
 		for _, f := range []string{bootstrap, filepath.Join(dir, CertsDir, "cert-chain.pem"), filepath.Join(dir, CertsDir, "key.pem"),
 			filepath.Join(dir, CertsDir, "root-cert.pem")} {
 			if _, err := os.Stat(f); err != nil {
-				return false, nil
+				return false, nil //nolint:nilerr // not written yet: poll again
 			}
 		}
 		return true, nil

@@ -297,7 +297,7 @@ func (r *Runner) reportReady(ctx context.Context, p *corev1.Pod, url string) err
 	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
 		resp, err := get(ctx, url)
 		if err != nil {
-			return false, nil
+			return false, nil //nolint:nilerr // not serving yet: poll again
 		}
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK, nil
@@ -320,7 +320,7 @@ func (r *Runner) reportReady(ctx context.Context, p *corev1.Pod, url string) err
 	}
 	_, err = r.kc.CoreV1().Pods(p.Namespace).Patch(ctx, p.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status")
 	if apierrors.IsNotFound(err) || ctx.Err() != nil {
-		return nil
+		return nil //nolint:nilerr // the pod is gone, or the runner stopping: nothing to report
 	}
 	return err
 }

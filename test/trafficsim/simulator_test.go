@@ -292,7 +292,7 @@ func checkStrict(t *testing.T, ctx context.Context, c client.Client, sim *Simula
 	mfs, _ := scrape(t, sim.Handler(), "")
 	api2 := func(kv ...string) map[string]string {
 		m := map[string]string{"namespace": "shop", "pod": "api-2"}
-		for i := 0; i < len(kv); i += 2 {
+		for i := 0; i+1 < len(kv); i += 2 {
 			m[kv[i]] = kv[i+1]
 		}
 		return m
@@ -392,7 +392,7 @@ func with(base map[string]string, kv ...string) map[string]string {
 	for k, v := range base {
 		m[k] = v
 	}
-	for i := 0; i < len(kv); i += 2 {
+	for i := 0; i+1 < len(kv); i += 2 {
 		m[kv[i]] = kv[i+1]
 	}
 	return m

@@ -259,7 +259,7 @@ func measure(manager string, n, pods int, level meshv1.AdoptionLevel, parallel i
 			break
 		}
 		if time.Since(restart) > 10*time.Minute {
-			return r, fmt.Errorf("the restarted operator made no successful pass in 10 minutes (last error: %v)", err)
+			return r, fmt.Errorf("the restarted operator made no successful pass in 10 minutes (last error: %w)", err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

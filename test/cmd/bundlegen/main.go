@@ -172,7 +172,7 @@ func generate(root, version, image string) (map[string][]byte, error) {
 	clusterPermissions = withoutCRDWrites(clusterPermissions)
 	for _, n := range sortedKeys(roles) {
 		if !slices.Contains(boundRoles, n) {
-			return nil, fmt.Errorf("Role %s is bound to no ServiceAccount of the operator: the bundle has no place for it", n)
+			return nil, fmt.Errorf("the Role %s is bound to no ServiceAccount of the operator: the bundle has no place for it", n)
 		}
 	}
 	for _, n := range sortedKeys(clusterRoles) {
@@ -311,7 +311,7 @@ func ownedDescription(crd *unstructured.Unstructured) (operatorsv1alpha1.CRDDesc
 		}
 	}
 	if version == "" || description == "" {
-		return operatorsv1alpha1.CRDDescription{}, fmt.Errorf("Istio's CRD %s has no served version with a described spec", crd.GetName())
+		return operatorsv1alpha1.CRDDescription{}, fmt.Errorf("the Istio CRD %s has no served version with a described spec", crd.GetName())
 	}
 	return operatorsv1alpha1.CRDDescription{Name: crd.GetName(), Version: version, Kind: kind, DisplayName: words(kind),
 		Description: "Istio's " + kind + ": " + description}, nil

@@ -56,7 +56,7 @@ func startTraffic(abs, flowsFile string) error {
 	if err := c.StartDetached(ctx, "traffic-simulator", self, args, func(ctx context.Context) (bool, error) {
 		resp, err := http.Get("http://" + addr + "/metrics")
 		if err != nil {
-			return false, nil
+			return false, nil //nolint:nilerr // not serving yet: poll again
 		}
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK, nil

@@ -56,7 +56,7 @@ func KustomizeBuild(root, dir string) ([]*unstructured.Unstructured, error) {
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return nil, fmt.Errorf("kustomize build %s: %v: %s", dir, err, stderr.String())
+		return nil, fmt.Errorf("kustomize build %s: %w: %s", dir, err, stderr.String())
 	}
 	objs, err := DecodeAll(out)
 	if err != nil {
