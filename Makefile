@@ -240,8 +240,8 @@ build-installer: manifests $(KUSTOMIZE) ## Write dist/install.yaml: CRDs and the
 	$(KUSTOMIZE) build config/default > dist/install.yaml
 
 .PHONY: bundle
-bundle: manifests $(KUSTOMIZE) ## Regenerate bundle/ from config/manifests
-	cd test && go run ./cmd/bundlegen -root ..
+bundle: manifests $(KUSTOMIZE) ## Regenerate bundle/ from config/manifests (IMG_DIGEST=sha256:… names the operator image by digest).
+	cd test && go run ./cmd/bundlegen -root .. $(if $(IMG_DIGEST),-digest $(IMG_DIGEST))
 
 ##@ Tools
 

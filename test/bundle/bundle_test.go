@@ -275,3 +275,44 @@ func TestBundleInstallsTheSameOperator(t *testing.T) {
 		t.Errorf("relatedImages = %v, want %v", related, wantRelated)
 	}
 }
+
+// TestBundlePinsTheImageByDigest: with -digest (make bundle IMG_DIGEST=sha256:…), the bundle
+// names the operator image by digest everywhere OLM reads it (the install strategy, the
+// containerImage annotation, relatedImages), so what OLM runs is exactly what was released; a
+// value that is not a digest is refused with what to write.
+func TestBundlePinsTheImageByDigest(t *testing.T) {
+	const dgst = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	tests := map[string]struct {
+		args    []string
+		want    string // the image every place names; "" for a refusal
+		message string
+	}{
+		"the published repository": {args: []string{"-digest", dgst}, want: "ghcr.io/meshwright/meshwright@" + dgst},
+		"an image of the user's, its tag replaced": {args: []string{"-image", "registry.example:5000/mw/operator:1.2.3", "-digest", dgst},
+			want: "registry.example:5000/mw/operator@" + dgst},
+		"not a digest": {args: []string{"-digest", "latest"}, message: "is not an image digest (write sha256: and 64 hex digits"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			out := t.TempDir()
+			cmd := exec.CommandContext(t.Context(), "go", append([]string{"run", "../cmd/bundlegen", "-root", repoRoot, "-out", out}, tc.args...)...)
+			b, err := cmd.CombinedOutput()
+			if tc.want == "" {
+				if err == nil || !strings.Contains(string(b), tc.message) {
+					t.Fatalf("bundlegen %v: %v\n%s\nwant a refusal saying %q", tc.args, err, b, tc.message)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("bundlegen: %v\n%s", err, b)
+			}
+			csv := string(generatedFiles(t, out)["bundle/manifests/meshwright.clusterserviceversion.yaml"])
+			if n := strings.Count(csv, tc.want); n != 3 {
+				t.Errorf("the CSV names %s %d times, want 3 (install strategy, containerImage, relatedImages)", tc.want, n)
+			}
+			if strings.Contains(csv, "meshwright:0.1.0") {
+				t.Error("the CSV still names the operator image by tag")
+			}
+		})
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"strings"
 
 	"github.com/blang/semver/v4"
+	"github.com/opencontainers/go-digest"
 	operatorsv1alpha1 "github.com/operator-framework/api/pkg/operators/v1alpha1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -56,11 +57,15 @@ func main() {
 	root := flag.String("root", ".", "the repository root")
 	version := flag.String("version", "0.1.0", "the operator version (semver) the bundle is for")
 	image := flag.String("image", "", "the operator image (default "+imageRepository+":<version>)")
+	digest := flag.String("digest", "", "the operator image's digest (sha256:…): the bundle then names the image by digest, not tag, so what OLM runs is what was released")
 	out := flag.String("out", "", "where to write bundle/ and bundle.Dockerfile (default: -root)")
 	flag.Parse()
-	if *image == "" {
-		*image = imageRepository + ":" + *version
+	ref, err := imageRef(*image, *version, *digest)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bundlegen:", err)
+		os.Exit(2)
 	}
+	*image = ref
 	if *out == "" {
 		*out = *root
 	}
@@ -72,6 +77,28 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bundlegen:", err)
 		os.Exit(1)
 	}
+}
+
+// imageRef is the operator image the bundle names: image, else the published repository at the
+// version's tag; with a digest, by digest instead of tag (go-digest validates it).
+func imageRef(image, version, dgst string) (string, error) {
+	if image == "" {
+		image = imageRepository + ":" + version
+	}
+	if dgst == "" {
+		return image, nil
+	}
+	d, err := digest.Parse(dgst)
+	if err != nil {
+		return "", fmt.Errorf("-digest %q is not an image digest (write sha256: and 64 hex digits, as `crane digest` or `docker buildx imagetools inspect` print it): %w", dgst, err)
+	}
+	repo := image
+	if i := strings.LastIndex(image, "@"); i >= 0 {
+		repo = image[:i]
+	} else if i := strings.LastIndex(image, ":"); i > strings.LastIndex(image, "/") {
+		repo = image[:i]
+	}
+	return repo + "@" + d.String(), nil
 }
 
 // generate returns the bundle's files, by path relative to the repository root.
