@@ -94,6 +94,7 @@ func main() {
 	profile := flag.String("profile", "", "write the operator's CPU profile of the first -profile-seconds of each rollout, and its heap profile once converged, to files starting with this path")
 	profileFor := flag.Duration("profile-seconds", time.Minute, "how much of the rollout the CPU profile covers")
 	gates := flag.String("traffic-gates", "", `"" skips the traffic gates (pods only); "embedded" or "prometheus" enforces them, reading the traffic simulator's series from its pods' stats or through a real Prometheus`)
+	flag.IntVar(&annotationKiB, "namespace-annotation-kib", 0, "give every namespace a kubectl.kubernetes.io/last-applied-configuration annotation of this many KiB, as kubectl apply and GitOps tools leave one (what the ladder's cache keeps of a namespace)")
 	out := flag.String("out", "", "append one JSON line per size to this file (default: bin/bench.jsonl of the repository)")
 	flag.Parse()
 	ctrllog.SetLogger(logr.Discard())
@@ -278,6 +279,8 @@ func measure(manager string, n, pods int, level meshv1.AdoptionLevel, parallel i
 
 // makeNamespaces creates n namespaces labelled bench=scale, each with a Deployment of pods
 // replicas, and waits until every replica is available.
+//
+// annotationKiB sizes each namespace's last-applied annotation (-namespace-annotation-kib).
 func makeNamespaces(ctx context.Context, c client.Client, n, pods int) error {
 	work := make(chan int)
 	errs := make(chan error, 2*n) // each namespace makes two objects: room for every failure
@@ -290,7 +293,7 @@ func makeNamespaces(ctx context.Context, c client.Client, n, pods int) error {
 				name := fmt.Sprintf("scale-%04d", i)
 				sel := map[string]string{"app": "web"}
 				objs := []client.Object{
-					&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"bench": "scale"}}},
+					&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"bench": "scale"}, Annotations: lastApplied()}},
 					&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: name}, Spec: appsv1.DeploymentSpec{
 						Replicas: ptr.To(int32(pods)), Selector: &metav1.LabelSelector{MatchLabels: sel},
 						Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: sel},
@@ -612,4 +615,16 @@ func printTable(rs []result) {
 			r.StepP50S, r.StepP95S, r.CPUSeconds, r.PeakRSSMiB, r.RequestsPerS, r.RestartResyncMs, r.RestartWrites, total, gates, r.TrafficReads, r.PromQueries, passes,
 			strings.Join(verbs, " "))
 	}
+}
+
+// annotationKiB is -namespace-annotation-kib.
+var annotationKiB int
+
+// lastApplied is the annotation kubectl apply leaves on an object, of annotationKiB KiB; nil
+// for none.
+func lastApplied() map[string]string {
+	if annotationKiB <= 0 {
+		return nil
+	}
+	return map[string]string{"kubectl.kubernetes.io/last-applied-configuration": `{"apiVersion":"v1","kind":"Namespace","metadata":{"labels":{"team":"` + strings.Repeat("x", annotationKiB<<10) + `"}}}`}
 }
