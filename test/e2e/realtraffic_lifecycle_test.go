@@ -74,6 +74,18 @@ func answeredOverMTLS(t *testing.T, r *proxyless.Runner, flows []meshCall) map[m
 	return out
 }
 
+// upgradeToFreePort is upgradeTo with a webhook port chosen just before: a port chosen long
+// before its istiod starts may be taken meanwhile by another test's cluster.
+func upgradeToFreePort(t *testing.T, c client.Client, version, repository string) int {
+	t.Helper()
+	port, err := cluster.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	upgradeTo(t, c, version, repository, port)
+	return port
+}
+
 // appRevision is the revision that injected the pods of an app ("mixed" when they differ), and
 // whether they are all Ready.
 func appRevision(t *testing.T, c client.Client, namespace, app string) (string, bool) {
@@ -163,23 +175,14 @@ func TestRealTrafficRevisionUpgrade(t *testing.T) {
 		Rollout:    meshv1.RolloutSpec{TrafficGates: meshv1.TrafficGatesSkip, SoakTime: &metav1.Duration{Duration: time.Second}, MaxNamespacesInProgress: 1},
 		Namespaces: []meshv1.NamespaceRule{{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"ladder": "rev"}}, Level: meshv1.LevelMutualTLS}},
 	}})
-	ports := [2]int{}
-	for i := range ports {
-		var err error
-		if ports[i], err = cluster.FreePort(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	upgradeTo(t, c, "", repo.URL, ports[0])
-	r := startRunner(t, cl, startIstiod(t, cl, cluster.IstiodOptions{Port: ports[0], SyncCA: true}))
+	r := startRunner(t, cl, startIstiod(t, cl, cluster.IstiodOptions{Port: upgradeToFreePort(t, c, "", repo.URL), SyncCA: true}))
 	flows := callingPairs(t, cl, c, r, namespaces, map[string]string{"ladder": "rev"})
 	for _, ns := range namespaces {
 		waitLevel(t, c, ns, meshv1.LevelMutualTLS)
 	}
 	before := answeredOverMTLS(t, r, flows)
 
-	upgradeTo(t, c, "1.31.5", repo.URL, ports[1])
-	r.AddIstiod(startIstiod(t, cl, cluster.IstiodOptions{Port: ports[1], Revision: "1-31-5", SyncCA: true}))
+	r.AddIstiod(startIstiod(t, cl, cluster.IstiodOptions{Port: upgradeToFreePort(t, c, "1.31.5", repo.URL), Revision: "1-31-5", SyncCA: true}))
 
 	// Paused once the first pod of the new revision runs: the moves freeze there, both
 	// revisions serve, and at least one flow crosses from one to the other.
