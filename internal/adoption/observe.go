@@ -79,22 +79,7 @@ func observeWorkloads(ctx context.Context, r client.Reader, namespace string) (l
 
 	var sum ladder.Pods
 	var plaintext []*corev1.Pod
-	out := make([]ladder.Workload, len(ws))
-	uids := make(map[string]types.UID, len(ws))
-	for i, w := range ws {
-		uids[w.kind+"/"+w.name] = w.uid
-		out[i] = ladder.Workload{Kind: w.kind, Name: w.name, RolledOut: w.rolledOut,
-			RestartedFor: w.template.Annotations[restartedForKey],
-			// Istio never injects host-network pods: restarting them would not help.
-			OptedOut: optedOut(w.template) || w.hostNetwork,
-		}
-		for j := range pdbs.Items {
-			if blocks(&pdbs.Items[j], w.template.Labels) {
-				out[i].DisruptionBlocked = pdbs.Items[j].Name
-				break
-			}
-		}
-	}
+	out, uids := workloadsOf(ws, pdbs.Items)
 	for i := range pods.Items {
 		p := &pods.Items[i]
 		if !running(p) {
@@ -220,6 +205,28 @@ func blocks(pdb *policyv1.PodDisruptionBudget, podLabels map[string]string) bool
 		return false
 	}
 	return pdb.Status.ObservedGeneration >= pdb.Generation && pdb.Status.ExpectedPods > 0 && pdb.Status.DisruptionsAllowed < 1
+}
+
+// workloadsOf is the ladder's view of a namespace's workloads, before their pods are counted,
+// and their UIDs by kind/name.
+func workloadsOf(ws []workload, pdbs []policyv1.PodDisruptionBudget) ([]ladder.Workload, map[string]types.UID) {
+	out := make([]ladder.Workload, len(ws))
+	uids := make(map[string]types.UID, len(ws))
+	for i, w := range ws {
+		uids[w.kind+"/"+w.name] = w.uid
+		out[i] = ladder.Workload{Kind: w.kind, Name: w.name, RolledOut: w.rolledOut,
+			RestartedFor: w.template.Annotations[restartedForKey],
+			// Istio never injects host-network pods: restarting them would not help.
+			OptedOut: optedOut(w.template) || w.hostNetwork,
+		}
+		for j := range pdbs {
+			if blocks(&pdbs[j], w.template.Labels) {
+				out[i].DisruptionBlocked = pdbs[j].Name
+				break
+			}
+		}
+	}
+	return out, uids
 }
 
 // served names the pods a Service selects: a proxyless gRPC server is reached through its
