@@ -201,6 +201,11 @@ func startOperatorBin(t *testing.T, bin, kubeconfig, namespace string, leaderEle
 	if err != nil {
 		t.Fatal(err)
 	}
+	if bin == managerBin {
+		// This build runs with the permissions it ships, as in a real install. (A previous
+		// release's binary keeps the kubeconfig it is given: its role was its own.)
+		kubeconfig = asShippedRBAC(t, kubeconfig, namespace)
+	}
 	cmd := exec.Command(bin, "--kubeconfig="+kubeconfig,
 		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", metricsPort), "--metrics-secure=false",
 		"--health-probe-bind-address=127.0.0.1:0",
