@@ -33,6 +33,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/admission"
 	"github.com/meshwright/meshwright/internal/adoption"
 	"github.com/meshwright/meshwright/internal/apply"
 	"github.com/meshwright/meshwright/internal/arbiter"
@@ -356,7 +357,8 @@ func NewStages(d StageDeps) []stages.Stage {
 		&injection.Stage{Client: d.Client},
 		&policy.Stage{Client: d.Client, Reader: d.APIReader, Applier: applier, Watch: d.Watch},
 		&adoption.Stage{Client: d.Client, Reader: workloads, API: d.APIReader, Applier: applier, FieldManager: FieldManager, Recorder: d.Recorder, OperatorNamespace: d.OperatorNamespace,
-			Traffic: &telemetry.Sources{Secrets: d.APIReader, Embedded: &telemetry.Embedded{Pods: workloads, URLTemplate: d.ProxyStatsURL}}},
+			Traffic:   &telemetry.Sources{Secrets: d.APIReader, Embedded: &telemetry.Embedded{Pods: workloads, URLTemplate: d.ProxyStatsURL}},
+			Admission: &admission.Checker{Reader: d.APIReader, Writer: d.Client}},
 	}
 }
 

@@ -194,6 +194,12 @@ const (
 	// does not go STRICT until their ports are exempted (spec.namespaces[].plaintextPorts) or the
 	// objects change; the message names each.
 	ReasonNonMeshCallers = "NonMeshCallers"
+	// ReasonPodAdmissionRefused means the API server refused, with server-side dry run, the pod
+	// of a workload as the next step would restart it (injected by the step's revision): Pod
+	// Security refusing istio-init's capabilities, a ResourceQuota or LimitRange with no room
+	// for the proxy, a policy engine. Nothing was restarted; the message names the workload and
+	// quotes the API server.
+	ReasonPodAdmissionRefused = "PodAdmissionRefused"
 )
 
 // Labels and annotations of the adoption ladder, on Namespaces.

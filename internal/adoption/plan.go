@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/admission"
 	"github.com/meshwright/meshwright/internal/exposure"
 	"github.com/meshwright/meshwright/internal/installed"
 	"github.com/meshwright/meshwright/internal/ladder"
@@ -46,13 +47,17 @@ type NamespacePlan struct {
 	// Exemptions are its plaintextPorts, resolved; ExemptionProblems say which could not be.
 	Exemptions        []policy.Exemption
 	ExemptionProblems []string
+	// Admission is what the API server said of the pods its next climb would restart; zero
+	// when they were not created.
+	Admission ladder.Admission
 	// Decision is what the ladder does next.
 	Decision ladder.Decision
 
 	uids map[string]types.UID
 }
 
-// Planner reads what the ladder decides from. It only reads.
+// Planner reads what the ladder decides from. It writes nothing: its only requests beyond reads
+// are the Admission checker's dry-run creates, which store nothing.
 type Planner struct {
 	// Policies lists PeerAuthentications and AuthorizationPolicies (the operator's cache).
 	Policies client.Reader
@@ -64,10 +69,19 @@ type Planner struct {
 	// Traffic reads the traffic of the namespaces about to take an enforcing step; nil reads
 	// none (their gates then wait for a reading).
 	Traffic TrafficReader
+	// Admission creates, with server-side dry run, the pods of the namespaces about to take a
+	// step that restarts their workloads; nil creates none (their gates then wait).
+	Admission AdmissionChecker
 	// API reads from the API server what no cache holds, for the callers outside the mesh
 	// (monitors, EndpointSlices; see internal/exposure); the rest of what those checks read
 	// comes from Workloads. Nil reads everything from Workloads.
 	API client.Reader
+}
+
+// AdmissionChecker asks the API server whether a namespace's workloads' pods, as a step that
+// puts revision rev on it would restart them, will be admitted (admission.Checker).
+type AdmissionChecker interface {
+	Check(ctx context.Context, namespace string, nsLabels map[string]string, workloads []admission.Workload, rev string) (ladder.Admission, error)
 }
 
 // TrafficReader reads namespaces' inbound traffic over a window (telemetry.Sources). A source
@@ -116,6 +130,7 @@ func (p Planner) Plan(ctx context.Context, mesh *meshv1.MeshInstallation, now ti
 		return nil, Target{}, err
 	}
 	p.readTraffic(ctx, mesh, plans, settings)
+	p.checkAdmission(ctx, plans, settings)
 	decideAll(plans, settings, maxInProgress(mesh), now)
 	return plans, target, nil
 }
@@ -145,12 +160,42 @@ func (p Planner) readTraffic(ctx context.Context, mesh *meshv1.MeshInstallation,
 	}
 }
 
+// checkAdmission creates, with server-side dry run, the pods of the workloads each namespace's
+// next climb would restart (those running pods without the proxy, not opted out), where the
+// climb passes an admission gate. Without a checker (the kubectl plugin), they are unchecked.
+func (p Planner) checkAdmission(ctx context.Context, plans []NamespacePlan, settings ladder.Settings) {
+	rev := ladder.RevisionName(settings.Revision)
+	for i := range plans {
+		c := &plans[i]
+		if !ladder.ChecksAdmission(c.ladderNamespace(settings), settings) {
+			continue
+		}
+		if p.Admission == nil {
+			c.Admission = ladder.Admission{Unchecked: true}
+			continue
+		}
+		var restart []admission.Workload
+		for _, w := range c.Workloads {
+			if w.Uninjected && !w.OptedOut {
+				restart = append(restart, admission.Workload{Kind: w.Kind, Name: w.Name, UID: c.uids[w.Kind+"/"+w.Name]})
+			}
+		}
+		a, err := p.Admission.Check(ctx, c.Namespace.Name, c.Namespace.Labels, restart, rev)
+		if err != nil {
+			log.FromContext(ctx).Info("could not check the admission of a namespace's pods", "namespace", c.Namespace.Name, "error", err.Error())
+			a = ladder.Admission{Revision: rev, Problem: err.Error()}
+		}
+		c.Admission = a
+	}
+}
+
 // ladderNamespace is what the ladder decides a plan's namespace from.
 func (c *NamespacePlan) ladderNamespace(settings ladder.Settings) ladder.Namespace {
 	return ladder.Namespace{Name: c.Namespace.Name, Current: c.Current, State: c.State, Target: c.Enrollment.Target,
 		Pods: c.Pods, Workloads: c.Workloads, InjectionConflict: injectionConflict(c.Namespace, ourRevisions(c.Current, c.State, settings)...),
 		PolicyConflict: c.PolicyConflict, Traffic: c.Traffic, AllowFrom: c.Enrollment.AllowFrom,
-		NonMeshCallers: c.NonMeshCallers, PlaintextPorts: c.Enrollment.PlaintextPorts, ExemptionProblems: c.ExemptionProblems}
+		NonMeshCallers: c.NonMeshCallers, PlaintextPorts: c.Enrollment.PlaintextPorts, ExemptionProblems: c.ExemptionProblems,
+		Admission: c.Admission}
 }
 
 // lookUpCallers finds the callers outside the mesh of the namespaces whose next climb a gate

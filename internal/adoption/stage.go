@@ -70,6 +70,9 @@ type Stage struct {
 	Traffic TrafficReader
 	// API reads what no cache holds, for the callers outside the mesh; nil reads from Reader.
 	API client.Reader
+	// Admission creates, with server-side dry run, the pods a climb would restart before it
+	// starts (admission.Checker); nil creates none, so such climbs wait.
+	Admission AdmissionChecker
 }
 
 // Name implements stages.Stage.
@@ -146,7 +149,7 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 // planner reads what the ladder decides from: the stage's cache of the operator's policies, and
 // the ladder's cache of namespaces, pods and workloads.
 func (s *Stage) planner() Planner {
-	return Planner{Policies: s.Client, Workloads: s.Reader, OperatorNamespace: s.OperatorNamespace, Traffic: s.Traffic, API: s.API}
+	return Planner{Policies: s.Client, Workloads: s.Reader, OperatorNamespace: s.OperatorNamespace, Traffic: s.Traffic, API: s.API, Admission: s.Admission}
 }
 
 // injectionConflict says why the operator must not manage a namespace's injection label: it
@@ -291,14 +294,13 @@ func (s *Stage) restart(ctx context.Context, namespace, kindName string, uid typ
 func (s *Stage) syncPolicies(ctx context.Context, mesh *meshv1.MeshInstallation, c *NamespacePlan, e ladder.Effects) error {
 	namespace := c.Namespace.Name
 	keepExemptions := len(c.ExemptionProblems) > 0 && e.Strict
-	want := map[string]bool{}
-	for _, p := range policy.ForNamespace(mesh.Name, namespace, c.Enrollment.AllowFrom, c.Exemptions, e) {
-		want[p.GetKind()+"/"+p.GetName()] = true
+	desired := policy.ForNamespace(mesh.Name, namespace, c.Enrollment.AllowFrom, c.Exemptions, e)
+	for _, p := range desired {
 		if _, err := s.Applier.Apply(ctx, p); err != nil {
 			return err
 		}
 	}
-	var stale []*unstructured.Unstructured
+	var current []*unstructured.Unstructured
 	for _, gvk := range policy.Kinds() {
 		list := &unstructured.UnstructuredList{}
 		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
@@ -310,15 +312,12 @@ func (s *Stage) syncPolicies(ctx context.Context, mesh *meshv1.MeshInstallation,
 			if keepExemptions && strings.HasPrefix(p.GetName(), policy.PlaintextPrefix) {
 				continue
 			}
-			if !want[gvk.Kind+"/"+p.GetName()] && policy.PerNamespace(p.GetName()) && p.GetDeletionTimestamp().IsZero() {
-				stale = append(stale, p)
+			if p.GetDeletionTimestamp().IsZero() {
+				current = append(current, p)
 			}
 		}
 	}
-	slices.SortStableFunc(stale, func(a, b *unstructured.Unstructured) int {
-		return policy.RemovalOrder(a.GetName()) - policy.RemovalOrder(b.GetName())
-	})
-	for _, p := range stale {
+	for _, p := range policy.Stale(desired, current) {
 		if err := s.Client.Delete(ctx, p); err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("deleting %s %s/%s: %w", p.GetKind(), namespace, p.GetName(), err)
 		}

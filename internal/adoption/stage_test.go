@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/admission"
 	"github.com/meshwright/meshwright/internal/apply"
 	"github.com/meshwright/meshwright/internal/ladder"
 	"github.com/meshwright/meshwright/internal/policy"
@@ -52,7 +53,7 @@ func TestMain(m *testing.M) {
 // newStage builds the Adoption stage over c, reading straight from the API server.
 func newStage(c client.Client, now time.Time) *Stage {
 	return &Stage{Client: c, Reader: k8s, Applier: &apply.Applier{Client: c, FieldManager: "meshwright"}, FieldManager: "meshwright",
-		Clock: clocktesting.NewFakePassiveClock(now)}
+		Clock: clocktesting.NewFakePassiveClock(now), Admission: &admission.Checker{Reader: k8s, Writer: c}}
 }
 
 // teamNamespace creates a namespace with a Deployment and one Ready pod of it, without the proxy.

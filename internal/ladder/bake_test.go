@@ -104,7 +104,7 @@ func TestBake(t *testing.T) {
 			st := d.State.Step
 			switch tc.want {
 			case "bake":
-				if st == nil || st.Rollback || st.Baking.IsZero() || !strings.Contains(d.Waiting, "baking") && !d.TrafficUnread {
+				if st == nil || st.Rollback || st.Baking.IsZero() || !strings.Contains(d.Waiting, "baking") && !d.Unread {
 					t.Fatalf("want the step baking; step %+v, waiting %q, blocked %+v", st, d.Waiting, d.Blocked)
 				}
 				if d.RecheckAfter <= 0 || d.RecheckAfter > TrafficPoll {

@@ -50,6 +50,13 @@ func Exempted(ports []meshv1.ServicePortRef, service string, port int32) bool {
 // in this pass: its next climb passes a gate that judges them. Held namespaces, namespaces at
 // their target and namespaces with a step running are not looked at.
 func ChecksCallers(ns Namespace, s Settings) bool {
+	return nextClimbPasses(ns, s, func(g Gate) bool { return g.Callers })
+}
+
+// nextClimbPasses says whether the namespace's next climb, about to be decided in this pass,
+// passes a gate of the kind is tells: what such gates judge is gathered for it. Held namespaces,
+// namespaces at their target and namespaces with a step running are not climbing.
+func nextClimbPasses(ns Namespace, s Settings, is func(Gate) bool) bool {
 	current := ns.Current
 	if !Valid(current) {
 		current = meshv1.LevelOff
@@ -58,7 +65,7 @@ func ChecksCallers(ns Namespace, s Settings) bool {
 	if held || ns.State.Step != nil || Rank(ns.Target) <= Rank(current) {
 		return false
 	}
-	return slices.ContainsFunc(rungOf(levelAbove(current)).Gates, func(g Gate) bool { return g.Callers })
+	return slices.ContainsFunc(rungOf(levelAbove(current)).Gates, is)
 }
 
 // portList names Service ports for a message: "webhook:443, web:80".

@@ -181,6 +181,34 @@ type Namespace struct {
 	// ExemptionProblems say why some of PlaintextPorts cannot be rendered (a Service without a
 	// selector, a port it does not have): the namespace does not go STRICT without them.
 	ExemptionProblems []string
+	// Admission is what the API server said of the pods the next climb would restart, created
+	// as they will be with server-side dry run (only for namespaces whose next climb passes an
+	// admission gate).
+	Admission Admission
+}
+
+// Admission is the outcome of creating, with server-side dry run, the pod of each workload a
+// climb would restart, as the climb will have it (injected by the revision it puts on the
+// namespace).
+type Admission struct {
+	// Unchecked is set by a reader that creates no pods (the kubectl plugin): the gate then
+	// waits, and the plugin shows the operator's last verdict.
+	Unchecked bool
+	// Problem says why the pods could not be created (the API server or a webhook did not
+	// answer): the climb waits, since nothing shows its pods would be admitted.
+	Problem string
+	// Revision is the revision whose injector the pods went through.
+	Revision string
+	// Refused are the workloads whose pod the API server refused, by kind and name.
+	Refused []AdmissionRefusal
+}
+
+// AdmissionRefusal is one workload whose restarted pod the API server would refuse.
+type AdmissionRefusal struct {
+	// Workload is "Deployment/web".
+	Workload string
+	// Message is the API server's, as it said it.
+	Message string
 }
 
 // NonMeshCaller is a caller that can never speak mTLS, found in the Kubernetes API: something
@@ -344,9 +372,10 @@ type Decision struct {
 	// RefreshPending is true when the namespace runs proxies started before a root rotation's
 	// switch, with no step running: it is not at its target yet.
 	RefreshPending bool
-	// TrafficUnread is true when a traffic gate waits because the namespace's traffic was not
-	// read in this pass: the kubectl plugin then shows what the operator last reported.
-	TrafficUnread bool
+	// Unread is true when a gate waits because what it judges (the namespace's traffic, the
+	// admission of its restarted pods) was not read in this pass: the kubectl plugin then shows
+	// what the operator last reported.
+	Unread bool
 	// TrafficHeld is true when Blocked comes from a traffic gate (what the proxies reported, or
 	// could not): the controller announces it with an Event when it is new.
 	TrafficHeld bool

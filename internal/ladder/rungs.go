@@ -50,6 +50,10 @@ type Gate struct {
 	// Callers marks a gate that judges the callers the Kubernetes API shows: the controller looks
 	// them up for a namespace whose next climb passes one (see ChecksCallers).
 	Callers bool
+	// Admission marks a gate that judges the admission of the pods the climb restarts: the
+	// controller creates them with server-side dry run for a namespace whose next climb passes
+	// one (see ChecksAdmission).
+	Admission bool
 }
 
 // Climb is what a gate judges: the namespace as observed, its recorded state, the rollout's
@@ -69,9 +73,10 @@ type Verdict struct {
 	Blocked      Blocked
 	Waiting      string
 	RecheckAfter time.Duration
-	// TrafficUnread is set when a traffic gate waits only because the namespace's traffic was
-	// not read in this pass (a reader that cannot see it, such as the kubectl plugin).
-	TrafficUnread bool
+	// Unread is set when a gate waits only because what it judges was not read in this pass
+	// (by a reader that cannot, such as the kubectl plugin: it reads no telemetry and creates
+	// no dry-run pods).
+	Unread bool
 }
 
 // The gates a climb passes, each a small function; a rung lists those it needs.
@@ -151,7 +156,7 @@ var Rungs = []Rung{
 	{
 		Level:               meshv1.LevelObserve,
 		Carries:             Effects{Inject: true},
-		Gates:               []Gate{injectionOwned, podsReady},
+		Gates:               []Gate{injectionOwned, podsReady, podsAdmitted},
 		Bake:                []BakeCheck{applicationUnreached, callersFailing},
 		UnreadBakeCompletes: true,
 	},
@@ -207,7 +212,7 @@ func levelAbove(l Level) Level { return Rungs[min(Rank(l)+1, len(Rungs)-1)].Leve
 
 // apply records what holds the namespace.
 func (d *Decision) apply(v *Verdict) {
-	d.Blocked, d.Waiting, d.RecheckAfter, d.TrafficUnread = v.Blocked, v.Waiting, v.RecheckAfter, v.TrafficUnread
+	d.Blocked, d.Waiting, d.RecheckAfter, d.Unread = v.Blocked, v.Waiting, v.RecheckAfter, v.Unread
 }
 
 // gate runs the gates of the rung a namespace would climb to; it fills in Blocked or Waiting

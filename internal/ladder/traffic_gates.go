@@ -216,7 +216,7 @@ func readable(r *traffic.Reading, c Climb, window time.Duration, question string
 	switch {
 	case r == nil:
 		return &Verdict{Waiting: "waiting for its traffic to be read: the operator reads it for the namespaces about to step (without a Prometheus, spec.rollout.maxNamespacesInProgress at a time)",
-			RecheckAfter: TrafficPoll, TrafficUnread: true}
+			RecheckAfter: TrafficPoll, Unread: true}
 	case r.Unavailable != "":
 		return &Verdict{RecheckAfter: TrafficPoll, Blocked: Blocked{Reason: meshv1.ReasonTelemetryUnavailable, Message: fmt.Sprintf(
 			"%s did not answer (%s), so nothing shows that %s; the step to %s waits. Fix the source (spec.telemetry), or %s.", r.Source, r.Unavailable, question, c.To, skip)}}

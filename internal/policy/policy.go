@@ -61,16 +61,41 @@ type Exemption struct {
 }
 
 // RemovalOrder ranks a per-namespace policy for removal, lowest first: the allow-nothing policy
-// goes before the allow policies, so no moment has it without them beside it, and the STRICT
-// policy before the exemptions, so no moment has an exempted port STRICT.
+// goes before the allow policies, so no moment has it without them beside it; the namespace's
+// allow policy before the exemptions' (which carry its rules too, see ForNamespace), so no moment
+// has an exempted port's pods under the allow policy alone; and the STRICT policy before the
+// exemptions, so no moment has an exempted port STRICT.
 func RemovalOrder(name string) int {
 	switch name {
 	case AllowNothingName:
 		return 0
 	case StrictName:
 		return 1
+	case AllowName:
+		return 2
 	}
-	return 2
+	return 3
+}
+
+// Stale is what the ladder deletes after applying desired (ForNamespace's set, in its order):
+// the per-namespace policies of current that desired does not hold, in the order they must go
+// (RemovalOrder). Together the two make the whole write sequence of a namespace's move, which
+// must admit at every write each call that both its start and its end admit.
+func Stale(desired, current []*unstructured.Unstructured) []*unstructured.Unstructured {
+	want := map[string]bool{}
+	for _, p := range desired {
+		want[p.GetKind()+"/"+p.GetName()] = true
+	}
+	var out []*unstructured.Unstructured
+	for _, p := range current {
+		if !want[p.GetKind()+"/"+p.GetName()] && PerNamespace(p.GetName()) {
+			out = append(out, p)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b *unstructured.Unstructured) int {
+		return RemovalOrder(a.GetName()) - RemovalOrder(b.GetName())
+	})
+	return out
 }
 
 // Kinds lists the policy kinds, for watches, pruning and clean-up.
@@ -87,7 +112,15 @@ func MeshWide(installation, rootNamespace string) *unstructured.Unstructured {
 }
 
 // ForNamespace is the set of policies a namespace carries for its effects, in the order they
-// must be applied; a policy not in the set is removed (in RemovalOrder).
+// must be applied; a policy not in the set is removed (Stale, in RemovalOrder).
+//
+// Under Istio's semantics an enforced ALLOW policy denies, on the pods it selects, every call that
+// no enforced ALLOW policy there matches. So the order is chosen for the moments between writes:
+// an exemption's ALLOW carries the namespace's allow rules beside its ports (its pods are never
+// under one without the other), enforcement comes on most specific first (the exemptions', then
+// the namespace's allow, then allow-nothing) and, going back to a dry-run, comes off in the
+// reverse order. Applied this way, no write denies a call that both the start and the end of the
+// move admit (test/trafficsim's TestPolicyMovesNeverBreakACallBothEndsAdmit replays every move).
 func ForNamespace(installation, namespace string, allowFrom []string, exemptions []Exemption, e ladder.Effects) []*unstructured.Unstructured {
 	var out []*unstructured.Unstructured
 	if e.Strict {
@@ -99,41 +132,43 @@ func ForNamespace(installation, namespace string, allowFrom []string, exemptions
 		u.Object["spec"] = map[string]any{"mtls": map[string]any{"mode": "STRICT"}}
 		out = append(out, u)
 	}
-	if e.Authorization {
-		// Before the allow-nothing policy, like the allow policy.
-		for _, x := range exemptions {
-			u := exemptAuthorizationPolicy(installation, namespace, x)
-			if e.DryRun {
-				u.SetAnnotations(map[string]string{DryRunAnnotation: "true"})
-			}
-			out = append(out, u)
-		}
+	if !e.Authorization {
+		return out
 	}
-	if e.Authorization {
-		nothing := object(AuthorizationPolicyGVK, installation, namespace, AllowNothingName)
-		nothing.Object["spec"] = map[string]any{}
-		sources := []any{namespace}
-		for _, ns := range allowFrom {
-			if ns != namespace && !slices.Contains(sources, any(ns)) {
-				sources = append(sources, ns)
-			}
+	allowRule := func() map[string]any { // one per policy: no two objects share a map
+		return map[string]any{"from": []any{map[string]any{"source": map[string]any{"namespaces": allowSources(namespace, allowFrom)}}}}
+	}
+	var authz []*unstructured.Unstructured
+	for _, x := range exemptions {
+		authz = append(authz, exemptAuthorizationPolicy(installation, namespace, x, allowRule()))
+	}
+	allow := object(AuthorizationPolicyGVK, installation, namespace, AllowName)
+	allow.Object["spec"] = map[string]any{"action": "ALLOW", "rules": []any{allowRule()}}
+	nothing := object(AuthorizationPolicyGVK, installation, namespace, AllowNothingName)
+	nothing.Object["spec"] = map[string]any{}
+	authz = append(authz, allow, nothing)
+	if e.DryRun {
+		slices.Reverse(authz)
+	}
+	for _, u := range authz {
+		if e.DryRun {
+			u.SetAnnotations(map[string]string{DryRunAnnotation: "true"})
 		}
-		allow := object(AuthorizationPolicyGVK, installation, namespace, AllowName)
-		allow.Object["spec"] = map[string]any{
-			"action": "ALLOW",
-			"rules":  []any{map[string]any{"from": []any{map[string]any{"source": map[string]any{"namespaces": sources}}}}},
-		}
-		// The allow policy first: applied in this order, no moment has the allow-nothing
-		// policy enforced while the allow policy is not (which would deny every call). See
-		// RemovalOrder for the way down.
-		for _, u := range []*unstructured.Unstructured{allow, nothing} {
-			if e.DryRun {
-				u.SetAnnotations(map[string]string{DryRunAnnotation: "true"})
-			}
-			out = append(out, u)
-		}
+		out = append(out, u)
 	}
 	return out
+}
+
+// allowSources is the namespaces the allow rule admits: the namespace itself and allowFrom, once
+// each.
+func allowSources(namespace string, allowFrom []string) []any {
+	sources := []any{namespace}
+	for _, ns := range allowFrom {
+		if !slices.Contains(sources, any(ns)) {
+			sources = append(sources, ns)
+		}
+	}
+	return sources
 }
 
 func object(gvk schema.GroupVersionKind, installation, namespace, name string) *unstructured.Unstructured {
@@ -163,8 +198,10 @@ func exemptPeerAuthentication(installation, namespace string, x Exemption) *unst
 }
 
 // exemptAuthorizationPolicy admits any caller (one without a mesh identity too) on an
-// exemption's ports of its Service's pods.
-func exemptAuthorizationPolicy(installation, namespace string, x Exemption) *unstructured.Unstructured {
+// exemption's ports of its Service's pods, and what allowRule (the namespace's allow policy's
+// rule) admits on all their ports, so that the pods it selects are never, between two writes,
+// under it without the allow rule or under the allow policy without it.
+func exemptAuthorizationPolicy(installation, namespace string, x Exemption, allowRule map[string]any) *unstructured.Unstructured {
 	u := object(AuthorizationPolicyGVK, installation, namespace, PlaintextPrefix+x.Service)
 	ports := make([]any, len(x.Ports))
 	for i, p := range x.Ports {
@@ -173,7 +210,7 @@ func exemptAuthorizationPolicy(installation, namespace string, x Exemption) *uns
 	u.Object["spec"] = map[string]any{
 		"selector": map[string]any{"matchLabels": stringMap(x.Selector)},
 		"action":   "ALLOW",
-		"rules":    []any{map[string]any{"to": []any{map[string]any{"operation": map[string]any{"ports": ports}}}}},
+		"rules":    []any{map[string]any{"to": []any{map[string]any{"operation": map[string]any{"ports": ports}}}}, allowRule},
 	}
 	return u
 }

@@ -122,8 +122,9 @@ func TestMeshWidePolicy(t *testing.T) {
 	}
 }
 
-// TestForNamespace: the policies of each level, in the order they are applied: the allow policy
-// before the allow-nothing one, so enforcing them one after the other never denies every call.
+// TestForNamespace: the policies of each level, in the order they are applied: enforced, the
+// exemption's allow, then the allow policy, then the allow-nothing one; in a dry-run, the reverse
+// (test/trafficsim replays every move write by write against Istio's semantics).
 func TestForNamespace(t *testing.T) {
 	hook := []Exemption{{Service: "hook", Selector: map[string]string{"app": "hook"}, Ports: []int32{8443, 9443}}}
 	tests := map[string]struct {
@@ -136,10 +137,12 @@ func TestForNamespace(t *testing.T) {
 		"observe: no exemption before STRICT": {e: ladder.Effects{Inject: true}, exemptions: hook},
 		"mutual TLS: the exemption before STRICT": {e: ladder.Effects{Inject: true, Strict: true}, exemptions: hook,
 			names: PlaintextPrefix + "hook," + StrictName},
-		"zero trust: the exemption's allow before allow-nothing": {e: ladder.Effects{Inject: true, Strict: true, Authorization: true, DryRun: true}, exemptions: hook,
-			names: PlaintextPrefix + "hook," + StrictName + "," + PlaintextPrefix + "hook," + AllowName + "," + AllowNothingName, dry: true},
+		"zero trust enforced: the exemption's allow, then the allow policy, then allow-nothing": {e: ladder.Effects{Inject: true, Strict: true, Authorization: true}, exemptions: hook,
+			names: PlaintextPrefix + "hook," + StrictName + "," + PlaintextPrefix + "hook," + AllowName + "," + AllowNothingName},
+		"zero trust in dry-run: enforcement comes off in reverse": {e: ladder.Effects{Inject: true, Strict: true, Authorization: true, DryRun: true}, exemptions: hook,
+			names: PlaintextPrefix + "hook," + StrictName + "," + AllowNothingName + "," + AllowName + "," + PlaintextPrefix + "hook", dry: true},
 		"mutual TLS: STRICT":    {e: ladder.Effects{Inject: true, Strict: true}, names: StrictName},
-		"zero trust in dry-run": {e: ladder.Effects{Inject: true, Strict: true, Authorization: true, DryRun: true}, names: StrictName + "," + AllowName + "," + AllowNothingName, dry: true},
+		"zero trust in dry-run": {e: ladder.Effects{Inject: true, Strict: true, Authorization: true, DryRun: true}, names: StrictName + "," + AllowNothingName + "," + AllowName, dry: true},
 		"zero trust enforced":   {e: ladder.Effects{Inject: true, Strict: true, Authorization: true}, names: StrictName + "," + AllowName + "," + AllowNothingName},
 	}
 	for name, tc := range tests {
@@ -168,6 +171,9 @@ func TestForNamespace(t *testing.T) {
 	if RemovalOrder(AllowNothingName) >= RemovalOrder(AllowName) || RemovalOrder(AllowNothingName) >= RemovalOrder(PlaintextPrefix+"hook") {
 		t.Error("an allow policy would be removed before the allow-nothing policy: a moment of deny-all")
 	}
+	if RemovalOrder(AllowName) >= RemovalOrder(PlaintextPrefix+"hook") {
+		t.Error("an exemption's allow would be removed before the namespace's: a moment with its pods under the allow policy alone")
+	}
 	if RemovalOrder(StrictName) >= RemovalOrder(PlaintextPrefix+"hook") {
 		t.Error("an exemption would be removed before the STRICT policy: a moment of STRICT on an exempted port")
 	}
@@ -177,7 +183,8 @@ func TestForNamespace(t *testing.T) {
 }
 
 // checkExemption pins an exemption's policies to Istio's documented shape: port-level mTLS only
-// with a workload selector, keyed by the pods' port; the ALLOW rule on those ports, any source.
+// with a workload selector, keyed by the pods' port; the ALLOW rule on those ports, any source,
+// beside the namespace's allow rule.
 func checkExemption(t *testing.T, p *unstructured.Unstructured) {
 	t.Helper()
 	sel, _, _ := unstructured.NestedStringMap(p.Object, "spec", "selector", "matchLabels")
@@ -193,8 +200,8 @@ func checkExemption(t *testing.T, p *unstructured.Unstructured) {
 		}
 	case AuthorizationPolicyGVK.Kind:
 		rules, _, _ := unstructured.NestedSlice(p.Object, "spec", "rules")
-		if action, _, _ := unstructured.NestedString(p.Object, "spec", "action"); action != "ALLOW" || fmt.Sprint(rules) != "[map[to:[map[operation:map[ports:[8443 9443]]]]]]" {
-			t.Errorf("exemption AuthorizationPolicy = %v, want ALLOW to ports 8443 and 9443 from anyone", p.Object["spec"])
+		if action, _, _ := unstructured.NestedString(p.Object, "spec", "action"); action != "ALLOW" || fmt.Sprint(rules) != "[map[to:[map[operation:map[ports:[8443 9443]]]]] map[from:[map[source:map[namespaces:[shop gw]]]]]]" {
+			t.Errorf("exemption AuthorizationPolicy = %v, want ALLOW to ports 8443 and 9443 from anyone, and the allow policy's rule", p.Object["spec"])
 		}
 	}
 }

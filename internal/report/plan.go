@@ -136,7 +136,7 @@ func adoptReported(mesh *meshv1.MeshInstallation, plans []adoption.NamespacePlan
 	}
 	for i := range plans {
 		d := &plans[i].Decision
-		if !d.TrafficUnread {
+		if !d.Unread {
 			continue
 		}
 		for _, b := range mesh.Status.Namespaces.Blocked {

@@ -236,9 +236,14 @@ func TestAdoptionLadder(t *testing.T) {
 			d.Spec.Template.Annotations = map[string]string{"sidecar.istio.io/inject": "false"}
 		},
 	})
-	for _, ns := range []string{"shop-observe", "shop-mtls", "shop-zt", "shop-legacy"} {
+	// Two namespaces whose pods the API server would refuse once injected: one enforcing Pod
+	// Security restricted (istio-init needs NET_ADMIN and NET_RAW), one whose ResourceQuota has
+	// room for another pod but not for its proxy.
+	refused := admissionRefusedNamespaces(t, c)
+	for _, ns := range []string{"shop-observe", "shop-mtls", "shop-zt", "shop-legacy", "shop-guarded", "shop-tight"} {
 		framework.WaitAvailable(t, c, ns)
 	}
+	uids := map[string]map[string]string{"shop-guarded": podUIDs(t, c, "shop-guarded"), "shop-tight": podUIDs(t, c, "shop-tight")}
 	steps := watchSteps(t, cl)
 	dryRun := watchDryRun(t, c, "shop-zt")
 
@@ -354,6 +359,7 @@ func TestAdoptionLadder(t *testing.T) {
 	if legacy == nil || legacy.Reason != meshv1.ReasonUninjectedPods || !strings.Contains(legacy.Message, "mainframe-bridge") {
 		t.Errorf("status.namespaces.blocked = %+v, want shop-legacy with UninjectedPods naming the mainframe-bridge pods", mesh.Status.Namespaces.Blocked)
 	}
+	checkAdmissionRefused(t, c, mesh, refused, uids)
 	ns := mesh.Status.Namespaces
 	if ns.MutualTLS != 1 || ns.ZeroTrust != 1 || ns.Observe < 2 {
 		t.Errorf("status.namespaces = %+v, want 1 MutualTLS, 1 ZeroTrust and Observe for the rest", ns)

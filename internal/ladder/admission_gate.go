@@ -1,0 +1,59 @@
+package ladder
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+)
+
+// AdmissionRecheck is how soon a climb held by a refused pod is looked at again: what refused
+// it (a namespace's Pod Security label, a quota, a policy engine) is not watched.
+const AdmissionRecheck = 30 * time.Second
+
+// podsAdmitted holds a climb that restarts workloads while the API server would refuse one of
+// their pods as the climb will have them: the restart would leave the workload with fewer pods
+// (a Deployment's new ReplicaSet stuck at zero, a StatefulSet's replica gone and not replaced),
+// the very outage the ladder exists to avoid. The pods are created with server-side dry run
+// through the whole admission chain (the injector, Pod Security, quotas, policy engines), so
+// the verdict is the API server's own.
+var podsAdmitted = Gate{Name: "PodsAdmitted", Admission: true, Check: func(c Climb) *Verdict {
+	a := c.NS.Admission
+	if a.Unchecked {
+		return &Verdict{Waiting: fmt.Sprintf("the step to %s starts once the operator has seen the API server admit the pods it restarts (created with server-side dry run; this reader creates none)", c.To),
+			RecheckAfter: AdmissionRecheck, Unread: true}
+	}
+	if a.Problem != "" {
+		return &Verdict{Waiting: "the admission of the pods it restarts could not be checked: " + a.Problem, RecheckAfter: AdmissionRecheck}
+	}
+	if len(a.Refused) == 0 {
+		return nil
+	}
+	parts := make([]string, 0, min(len(a.Refused), maxNamed)+1)
+	for _, r := range a.Refused[:min(len(a.Refused), maxNamed)] {
+		parts = append(parts, fmt.Sprintf("%s: %s", r.Workload, r.Message))
+	}
+	if len(a.Refused) > maxNamed {
+		parts = append(parts, fmt.Sprintf("and %d more", len(a.Refused)-maxNamed))
+	}
+	return &Verdict{RecheckAfter: AdmissionRecheck, Blocked: Blocked{Reason: meshv1.ReasonPodAdmissionRefused, Message: fmt.Sprintf(
+		"The API server refuses the pods of %d workload(s) as the step to %s would restart them (injected by revision %s; created with server-side dry run, nothing was restarted): %s. %s",
+		len(a.Refused), c.To, a.Revision, strings.Join(parts, "; "), admissionWayOut(a.Refused))}}
+}}
+
+// admissionWayOut says what lets the pods in, for the refusals seen most.
+func admissionWayOut(refused []AdmissionRefusal) string {
+	for _, r := range refused {
+		if strings.Contains(r.Message, "PodSecurity") && (strings.Contains(r.Message, "NET_ADMIN") || strings.Contains(r.Message, "NET_RAW")) {
+			return "Pod Security refuses istio-init, which needs NET_ADMIN and NET_RAW: Istio CNI sets up the redirection instead (install Istio's cni chart and set spec.controlPlane.values.pilot.cni.enabled: true; docs/troubleshooting.md#podadmissionrefused). The step goes on once the pods are admitted."
+		}
+	}
+	return "Make room for the proxy (a ResourceQuota, a LimitRange) or let the pods in (Pod Security, a policy engine), then the step goes on."
+}
+
+// ChecksAdmission says whether the pods a namespace's next climb would restart are created
+// with server-side dry run in this pass: the climb passes an admission gate.
+func ChecksAdmission(ns Namespace, s Settings) bool {
+	return nextClimbPasses(ns, s, func(g Gate) bool { return g.Admission })
+}

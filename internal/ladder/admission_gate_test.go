@@ -1,0 +1,83 @@
+package ladder
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+)
+
+// TestPodsAdmitted: a climb onto Observe (it restarts every workload to inject it) starts only
+// when the API server admits the pods as the climb will have them; a refusal holds it with the
+// API server's words and the way out, a reader that creates no pods waits and says so, and
+// climbs that restart nothing are not judged.
+func TestPodsAdmitted(t *testing.T) {
+	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	psa := AdmissionRefusal{Workload: "Deployment/web", Message: `pods "web-x" is forbidden: violates PodSecurity "baseline:latest": non-default capabilities (container "istio-init" must not include "NET_ADMIN", "NET_RAW" in securityContext.capabilities.add)`}
+	quota := AdmissionRefusal{Workload: "StatefulSet/db", Message: `pods "db-x" is forbidden: exceeded quota: small, requested: requests.cpu=100m, used: requests.cpu=900m, limited: requests.cpu=1`}
+	tests := map[string]struct {
+		current, target Level
+		admission       Admission
+		wantStep        Level
+		wantReason      string
+		wantMessage     []string
+		wantUnread      bool
+	}{
+		"admitted: the climb starts": {current: meshv1.LevelOff, target: meshv1.LevelObserve, admission: Admission{Revision: "default"}, wantStep: meshv1.LevelObserve},
+		"Pod Security refuses istio-init": {current: meshv1.LevelOff, target: meshv1.LevelObserve, admission: Admission{Revision: "default", Refused: []AdmissionRefusal{psa}},
+			wantReason: meshv1.ReasonPodAdmissionRefused, wantMessage: []string{"1 workload(s)", "step to Observe", "revision default", "Deployment/web: pods \"web-x\" is forbidden: violates PodSecurity", "nothing was restarted", "Istio CNI", "pilot.cni.enabled"}},
+		"a quota has no room for the proxy": {current: meshv1.LevelOff, target: meshv1.LevelMutualTLS, admission: Admission{Revision: "1-31-5", Refused: []AdmissionRefusal{quota}},
+			wantReason: meshv1.ReasonPodAdmissionRefused, wantMessage: []string{"StatefulSet/db: pods \"db-x\" is forbidden: exceeded quota", "revision 1-31-5", "Make room for the proxy"}},
+		"both are named": {current: meshv1.LevelOff, target: meshv1.LevelObserve, admission: Admission{Revision: "default", Refused: []AdmissionRefusal{psa, quota}},
+			wantReason: meshv1.ReasonPodAdmissionRefused, wantMessage: []string{"2 workload(s)", "Deployment/web", "StatefulSet/db"}},
+		"a reader that creates no pods waits": {current: meshv1.LevelOff, target: meshv1.LevelObserve, admission: Admission{Unchecked: true},
+			wantMessage: []string{"the step to Observe starts once the operator has seen the API server admit the pods", "this reader creates none"}, wantUnread: true},
+		"a check that could not be made waits": {current: meshv1.LevelOff, target: meshv1.LevelObserve, admission: Admission{Problem: "failed calling webhook"},
+			wantMessage: []string{"could not be checked: failed calling webhook"}},
+		"a climb to MutualTLS restarts nothing and is not judged": {current: meshv1.LevelObserve, target: meshv1.LevelMutualTLS, admission: Admission{Refused: []AdmissionRefusal{psa}},
+			wantStep: meshv1.LevelMutualTLS},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			ns := Namespace{Name: "shop", Current: tc.current, State: State{Since: now.Add(-2 * time.Hour)}, Target: tc.target, Admission: tc.admission,
+				Pods: Pods{Total: 1, Ready: 1}, Workloads: []Workload{{Kind: "Deployment", Name: "web", Pods: 1, Injected: tc.current != meshv1.LevelOff, Uninjected: tc.current == meshv1.LevelOff, RolledOut: true}}}
+			s := Settings{StepTimeout: 10 * time.Minute, SoakTime: time.Minute, ObserveTime: time.Minute}
+			if got := ChecksAdmission(ns, s); got != (tc.current == meshv1.LevelOff) {
+				t.Errorf("ChecksAdmission = %v, want it for the climb onto Observe only", got)
+			}
+			d := Decide(ns, s, true, now)
+			if tc.wantStep != "" {
+				if d.State.Step == nil || d.State.Step.To != tc.wantStep {
+					t.Fatalf("want a step to %s, got %+v (blocked %+v, waiting %q)", tc.wantStep, d.State.Step, d.Blocked, d.Waiting)
+				}
+				return
+			}
+			if d.State.Step != nil || len(d.Restart) > 0 {
+				t.Fatalf("a step started: %+v, restarts %v", d.State.Step, d.Restart)
+			}
+			if d.Blocked.Reason != tc.wantReason || d.Unread != tc.wantUnread {
+				t.Fatalf("blocked %+v unread %v, want reason %q unread %v", d.Blocked, d.Unread, tc.wantReason, tc.wantUnread)
+			}
+			text := d.Blocked.Message + d.Waiting
+			for _, w := range tc.wantMessage {
+				if !strings.Contains(text, w) {
+					t.Errorf("%q lacks %q", text, w)
+				}
+			}
+			if d.RecheckAfter != AdmissionRecheck {
+				t.Errorf("recheck after %s, want %s: what refused the pods is not watched", d.RecheckAfter, AdmissionRecheck)
+			}
+		})
+	}
+	// Not climbing: at target, held, or mid-step, nothing is created.
+	for name, ns := range map[string]Namespace{
+		"at target": {Current: meshv1.LevelObserve, Target: meshv1.LevelObserve},
+		"mid-step":  {Current: meshv1.LevelOff, Target: meshv1.LevelObserve, State: State{Step: &Step{To: meshv1.LevelObserve, ID: "x"}}},
+		"held":      {Current: meshv1.LevelOff, Target: meshv1.LevelObserve, State: State{Hold: &Hold{Generation: 3}}},
+	} {
+		if ChecksAdmission(ns, Settings{Generation: 3}) {
+			t.Errorf("%s: ChecksAdmission = true, want false", name)
+		}
+	}
+}

@@ -1,0 +1,94 @@
+package e2e
+
+import (
+	"context"
+	"maps"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/test/framework"
+)
+
+// admissionRefusedNamespaces makes shop-guarded, enforcing Pod Security restricted with pods
+// that meet it (until Istio's injector adds istio-init), and shop-tight, whose ResourceQuota
+// has room for one more pod of its Deployment (100m CPU) but not for one with Istio's proxy
+// (its 100m request beside the app's). Both are enrolled (ladder: mtls). It returns what each
+// one's refusal must say, and waits for the quota's usage to be counted.
+func admissionRefusedNamespaces(t *testing.T, c client.Client) map[string][]string {
+	t.Helper()
+	ctx := context.Background()
+	cpu := func(v string) corev1.ResourceList {
+		return corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(v)}
+	}
+	framework.MakeNamespace(t, c, "shop-guarded", map[string]string{"ladder": "mtls", "pod-security.kubernetes.io/enforce": "restricted"}, map[string]func(*appsv1.Deployment){
+		"web": func(d *appsv1.Deployment) {
+			d.Spec.Template.Spec.SecurityContext = &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](1000),
+				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}}
+			d.Spec.Template.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{AllowPrivilegeEscalation: ptr.To(false),
+				Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}}
+		},
+	})
+	framework.MakeNamespace(t, c, "shop-tight", map[string]string{"ladder": "mtls"}, nil)
+	quota := &corev1.ResourceQuota{ObjectMeta: metav1.ObjectMeta{Name: "tight", Namespace: "shop-tight"}, Spec: corev1.ResourceQuotaSpec{Hard: cpu("350m")}}
+	if err := c.Create(ctx, quota); err != nil {
+		t.Fatal(err)
+	}
+	// The quota controller must have seen the quota before the Deployment's pods ask it.
+	framework.Eventually(t, time.Minute, "the quota's usage to be counted", func() (bool, error) {
+		err := c.Get(ctx, client.ObjectKeyFromObject(quota), quota)
+		return len(quota.Status.Hard) > 0, err
+	})
+	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop-tight"}, Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](2),
+		Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}}, Spec: corev1.PodSpec{Containers: []corev1.Container{{
+			Name: "app", Image: "registry.example/web:1", Resources: corev1.ResourceRequirements{Requests: cpu("100m"), Limits: cpu("100m")}}}}}}}
+	if err := c.Create(ctx, dep); err != nil {
+		t.Fatal(err)
+	}
+	framework.Eventually(t, time.Minute, "the quota to count shop-tight's two pods", func() (bool, error) {
+		err := c.Get(ctx, client.ObjectKeyFromObject(quota), quota)
+		used := quota.Status.Used[corev1.ResourceCPU]
+		return used.Cmp(resource.MustParse("200m")) == 0, err
+	})
+	return map[string][]string{
+		"shop-guarded": {"Deployment/web", `violates PodSecurity "restricted:latest"`, "istio-init", "NET_ADMIN", "Istio CNI"},
+		"shop-tight":   {"Deployment/web", "exceeded quota: tight", "Make room for the proxy"},
+	}
+}
+
+// checkAdmissionRefused: each namespace whose pods Istio's real injector would make
+// inadmissible is held at Off with PodAdmissionRefused, in the API server's words, with its
+// pods untouched (the same UIDs) and no injection label.
+func checkAdmissionRefused(t *testing.T, c client.Client, mesh *meshv1.MeshInstallation, refused map[string][]string, before map[string]map[string]string) {
+	t.Helper()
+	for name, want := range refused {
+		i := slices.IndexFunc(mesh.Status.Namespaces.Blocked, func(b meshv1.BlockedNamespace) bool { return b.Name == name })
+		if i < 0 || mesh.Status.Namespaces.Blocked[i].Reason != meshv1.ReasonPodAdmissionRefused {
+			t.Errorf("status.namespaces.blocked = %+v, want %s held with PodAdmissionRefused", mesh.Status.Namespaces.Blocked, name)
+			continue
+		}
+		t.Logf("%s: %s", name, mesh.Status.Namespaces.Blocked[i].Message)
+		for _, w := range want {
+			if msg := mesh.Status.Namespaces.Blocked[i].Message; !strings.Contains(msg, w) {
+				t.Errorf("%s: %q lacks %q", name, msg, w)
+			}
+		}
+		ns := framework.GetNamespace(t, c, name)
+		if ns.Labels["istio.io/rev"] != "" || (ns.Labels[meshv1.LabelLevel] != "" && ns.Labels[meshv1.LabelLevel] != string(meshv1.LevelOff)) {
+			t.Errorf("%s labels = %v: want it left at Off, not labelled for injection", name, ns.Labels)
+		}
+		if after := podUIDs(t, c, name); !maps.Equal(after, before[name]) || len(after) != 2 {
+			t.Errorf("%s's pods: before %v, after %v; want the same two, untouched", name, before[name], after)
+		}
+	}
+}
