@@ -14,6 +14,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -98,6 +99,10 @@ func (c *Checker) read(ctx context.Context, namespace string, w Workload) (clien
 		obj = &appsv1.StatefulSet{}
 	case "DaemonSet":
 		obj = &appsv1.DaemonSet{}
+	case "CronJob":
+		obj = &batchv1.CronJob{}
+	case "Job":
+		obj = &batchv1.Job{}
 	default:
 		return nil, fmt.Errorf("no pod template known for kind %s", w.Kind)
 	}
@@ -126,7 +131,8 @@ func (c *Checker) create(ctx context.Context, obj client.Object, rev string) (st
 	return "", err
 }
 
-// PodFor is the pod a workload's controller creates from its template, as a step that puts
+// PodFor is the pod a workload's controller creates from its template (a CronJob's through its
+// Jobs), as a step that puts
 // revision rev on its namespace restarts it: the template's labels, annotations and spec, the
 // revision's label (so that Istio's injector picks it up before the namespace carries the
 // label), volumes for a StatefulSet's claim templates, and a name of its own (a dry-run create
@@ -142,6 +148,10 @@ func PodFor(obj client.Object, rev string) (*corev1.Pod, error) {
 		tmpl = o.Spec.Template
 	case *appsv1.StatefulSet:
 		tmpl, claims = o.Spec.Template, o.Spec.VolumeClaimTemplates
+	case *batchv1.CronJob:
+		tmpl = o.Spec.JobTemplate.Spec.Template
+	case *batchv1.Job:
+		tmpl = o.Spec.Template
 	default:
 		return nil, fmt.Errorf("no pod template known for %T", obj)
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -54,6 +55,8 @@ func TestPodFor(t *testing.T) {
 		"Deployment":                         {obj: &appsv1.Deployment{ObjectMeta: meta, Spec: appsv1.DeploymentSpec{Template: template(sel)}}},
 		"DaemonSet":                          {obj: &appsv1.DaemonSet{ObjectMeta: meta, Spec: appsv1.DaemonSetSpec{Template: template(sel)}}},
 		"StatefulSet: its claims as volumes": {obj: &appsv1.StatefulSet{ObjectMeta: meta, Spec: appsv1.StatefulSetSpec{Template: template(sel), VolumeClaimTemplates: []corev1.PersistentVolumeClaim{claim}}}, volumes: []string{"data=data-web-0"}},
+		"CronJob: its Jobs' template":        {obj: &batchv1.CronJob{ObjectMeta: meta, Spec: batchv1.CronJobSpec{JobTemplate: batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: template(sel)}}}}},
+		"Job":                                {obj: &batchv1.Job{ObjectMeta: meta, Spec: batchv1.JobSpec{Template: template(sel)}}},
 		"another kind":                       {obj: &corev1.Pod{ObjectMeta: meta}, wantErr: true},
 	}
 	for name, tc := range tests {

@@ -3,6 +3,7 @@ package adoption
 import (
 	admissionv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -19,7 +20,8 @@ import (
 // own (see CacheOptions): the manager's cache holds only the operator's own Deployments and
 // PodDisruptionBudgets, while the ladder needs every team's.
 func WatchedObjects() []client.Object {
-	return []client.Object{&corev1.Namespace{}, &corev1.Pod{}, &appsv1.Deployment{}, &appsv1.StatefulSet{}, &appsv1.DaemonSet{}, &policyv1.PodDisruptionBudget{}}
+	return []client.Object{&corev1.Namespace{}, &corev1.Pod{}, &appsv1.Deployment{}, &appsv1.StatefulSet{}, &appsv1.DaemonSet{},
+		&batchv1.CronJob{}, &batchv1.Job{}, &policyv1.PodDisruptionBudget{}}
 }
 
 // CacheOptions keeps of each object only what the ladder reads, so the cache's memory grows
@@ -32,6 +34,8 @@ func CacheOptions() cache.Options {
 			&appsv1.Deployment{}:            {Transform: slimWorkload},
 			&appsv1.StatefulSet{}:           {Transform: slimWorkload},
 			&appsv1.DaemonSet{}:             {Transform: slimWorkload},
+			&batchv1.CronJob{}:              {Transform: slimWorkload},
+			&batchv1.Job{}:                  {Transform: slimWorkload},
 			&corev1.Namespace{}:             {Transform: slimNamespace},
 			&policyv1.PodDisruptionBudget{}: {Transform: slimPDB},
 			// What the static checks before STRICT read (internal/exposure), informed on first
@@ -133,7 +137,8 @@ func slimContainers(cs []corev1.Container) []corev1.Container {
 
 // slimWorkload drops a workload's pod spec and its own annotations (kubectl's
 // last-applied-configuration holds a whole copy of the spec): the ladder reads only its
-// selector, replicas, the template's labels and annotations, hostNetwork and the rollout status.
+// selector, replicas, the template's labels and annotations, hostNetwork and the rollout status
+// (a Job's conditions).
 func slimWorkload(obj any) (any, error) {
 	slimSpec := func(t *corev1.PodTemplateSpec) { t.Spec = corev1.PodSpec{HostNetwork: t.Spec.HostNetwork} }
 	switch w := obj.(type) {
@@ -144,6 +149,12 @@ func slimWorkload(obj any) (any, error) {
 		w.ManagedFields, w.Annotations, w.Spec.VolumeClaimTemplates = nil, nil, nil
 		slimSpec(&w.Spec.Template)
 	case *appsv1.DaemonSet:
+		w.ManagedFields, w.Annotations = nil, nil
+		slimSpec(&w.Spec.Template)
+	case *batchv1.CronJob:
+		w.ManagedFields, w.Annotations = nil, nil
+		slimSpec(&w.Spec.JobTemplate.Spec.Template)
+	case *batchv1.Job:
 		w.ManagedFields, w.Annotations = nil, nil
 		slimSpec(&w.Spec.Template)
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -22,14 +23,16 @@ import (
 // optOutKey is Istio's per-pod switch: "false" keeps the pod out of injection.
 const optOutKey = "sidecar.istio.io/inject"
 
-// workload is one Deployment, StatefulSet or DaemonSet as the ladder needs it.
+// workload is one Deployment, StatefulSet, DaemonSet, CronJob or Job as the ladder needs it.
 type workload struct {
 	kind, name  string
 	uid         types.UID
-	selector    labels.Selector
+	selector    labels.Selector // nil for a CronJob: its pods are its Jobs'
 	template    metav1.ObjectMeta
 	hostNetwork bool
 	rolledOut   bool
+	// runsToCompletion: a CronJob or a Job (never restarted).
+	runsToCompletion bool
 }
 
 // owns reports whether pod belongs to the workload: by its controller reference (for a
@@ -37,7 +40,7 @@ type workload struct {
 // mix up two workloads' pods.
 func (w workload) owns(pod *corev1.Pod) bool {
 	ref := metav1.GetControllerOfNoCopy(pod)
-	if ref == nil || !w.selector.Matches(labels.Set(pod.Labels)) {
+	if ref == nil || w.selector == nil || !w.selector.Matches(labels.Set(pod.Labels)) {
 		return false
 	}
 	if w.kind == "Deployment" {
@@ -164,6 +167,11 @@ func listWorkloads(ctx context.Context, r client.Reader, namespace string) ([]wo
 		d := &dss.Items[i]
 		add("DaemonSet", d, d.Spec.Selector, d.Spec.Template, daemonSetRolledOut(d))
 	}
+	jobs, err := listJobs(ctx, r, namespace)
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, jobs...)
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].kind != out[j].kind {
 			return out[i].kind < out[j].kind
@@ -171,6 +179,50 @@ func listWorkloads(ctx context.Context, r client.Reader, namespace string) ([]wo
 		return out[i].name < out[j].name
 	})
 	return out, nil
+}
+
+// listJobs lists the CronJobs and the Jobs that have not finished: their pods come and go, so
+// they are never restarted, but a template that opts out of injection must hold STRICT even
+// while nothing runs.
+func listJobs(ctx context.Context, r client.Reader, namespace string) ([]workload, error) {
+	var out []workload
+	var crons batchv1.CronJobList
+	if err := r.List(ctx, &crons, client.InNamespace(namespace), client.UnsafeDisableDeepCopy); err != nil {
+		return nil, fmt.Errorf("listing CronJobs of %s: %w", namespace, err)
+	}
+	for i := range crons.Items {
+		cj := &crons.Items[i]
+		if !cj.DeletionTimestamp.IsZero() {
+			continue // being deleted: it starts no more Jobs
+		}
+		tmpl := cj.Spec.JobTemplate.Spec.Template
+		out = append(out, workload{kind: "CronJob", name: cj.Name, uid: cj.UID, template: tmpl.ObjectMeta, hostNetwork: tmpl.Spec.HostNetwork,
+			rolledOut: true, runsToCompletion: true})
+	}
+	var jobs batchv1.JobList
+	if err := r.List(ctx, &jobs, client.InNamespace(namespace), client.UnsafeDisableDeepCopy); err != nil {
+		return nil, fmt.Errorf("listing Jobs of %s: %w", namespace, err)
+	}
+	for i := range jobs.Items {
+		j := &jobs.Items[i]
+		sel, err := metav1.LabelSelectorAsSelector(j.Spec.Selector)
+		if jobFinished(j) || !j.DeletionTimestamp.IsZero() || err != nil || sel.Empty() {
+			continue
+		}
+		out = append(out, workload{kind: "Job", name: j.Name, uid: j.UID, selector: sel, template: j.Spec.Template.ObjectMeta,
+			hostNetwork: j.Spec.Template.Spec.HostNetwork, rolledOut: true, runsToCompletion: true})
+	}
+	return out, nil
+}
+
+// jobFinished reports a Job whose Complete or Failed condition is true: it creates no more pods.
+func jobFinished(j *batchv1.Job) bool {
+	for _, c := range j.Status.Conditions {
+		if (c.Type == batchv1.JobComplete || c.Type == batchv1.JobFailed) && c.Status == corev1.ConditionTrue {
+			return true
+		}
+	}
+	return false
 }
 
 func replicas(p *int32) int32 {
@@ -214,7 +266,7 @@ func workloadsOf(ws []workload, pdbs []policyv1.PodDisruptionBudget) ([]ladder.W
 	uids := make(map[string]types.UID, len(ws))
 	for i, w := range ws {
 		uids[w.kind+"/"+w.name] = w.uid
-		out[i] = ladder.Workload{Kind: w.kind, Name: w.name, RolledOut: w.rolledOut,
+		out[i] = ladder.Workload{Kind: w.kind, Name: w.name, RolledOut: w.rolledOut, RunsToCompletion: w.runsToCompletion,
 			RestartedFor: w.template.Annotations[restartedForKey],
 			// Istio never injects host-network pods: restarting them would not help.
 			OptedOut: optedOut(w.template) || w.hostNetwork,

@@ -161,8 +161,9 @@ func (p Planner) readTraffic(ctx context.Context, mesh *meshv1.MeshInstallation,
 }
 
 // checkAdmission creates, with server-side dry run, the pods of the workloads each namespace's
-// next climb would restart (those running pods without the proxy, not opted out), where the
-// climb passes an admission gate. Without a checker (the kubectl plugin), they are unchecked.
+// next climb would restart (those running pods without the proxy, not opted out) and of its
+// CronJobs and Jobs (whose next pods the climb injects), where the climb passes an admission
+// gate. Without a checker (the kubectl plugin), they are unchecked.
 func (p Planner) checkAdmission(ctx context.Context, plans []NamespacePlan, settings ladder.Settings) {
 	rev := ladder.RevisionName(settings.Revision)
 	for i := range plans {
@@ -176,7 +177,7 @@ func (p Planner) checkAdmission(ctx context.Context, plans []NamespacePlan, sett
 		}
 		var restart []admission.Workload
 		for _, w := range c.Workloads {
-			if w.Uninjected && !w.OptedOut {
+			if !w.OptedOut && (w.Uninjected || w.RunsToCompletion) {
 				restart = append(restart, admission.Workload{Kind: w.Kind, Name: w.Name, UID: c.uids[w.Kind+"/"+w.Name]})
 			}
 		}

@@ -29,6 +29,7 @@ import (
 
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=create;patch
 
 // A root rotation, in the way of Istio's multi-root guidance (ISTIO_MULTIROOT_MESH): istiod
 // accepts a new root bundle that holds the old one or is held by it, so the bundle grows to

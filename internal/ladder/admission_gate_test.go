@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/intstr"
+
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 )
 
@@ -79,5 +81,57 @@ func TestPodsAdmitted(t *testing.T) {
 		if ChecksAdmission(ns, Settings{Generation: 3}) {
 			t.Errorf("%s: ChecksAdmission = true, want false", name)
 		}
+	}
+}
+
+// TestJobsOnTheLadder: CronJobs and Jobs are never restarted (their next pods are injected as
+// they are created) and a step does not wait for them; one whose template opts out holds STRICT
+// even while none of its pods runs.
+func TestJobsOnTheLadder(t *testing.T) {
+	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	web := Workload{Kind: "Deployment", Name: "web", Pods: 1, Uninjected: true, RolledOut: true}
+	nightly := Workload{Kind: "CronJob", Name: "nightly", RunsToCompletion: true, RolledOut: true}
+	running := Workload{Kind: "Job", Name: "migrate", RunsToCompletion: true, Pods: 1, Uninjected: true, RolledOut: true}
+	report := Workload{Kind: "CronJob", Name: "report", RunsToCompletion: true, OptedOut: true, RolledOut: true}
+	tests := map[string]struct {
+		current, target Level
+		workloads       []Workload
+		pods            Pods
+		wantStep        Level
+		wantRestart     string
+		wantBlocked     string
+	}{
+		"the step to Observe restarts the Deployment only": {current: meshv1.LevelOff, target: meshv1.LevelObserve, workloads: []Workload{nightly, running, web},
+			pods: Pods{Total: 2, Ready: 2, Uninjected: []string{"migrate-x", "web-1"}}, wantStep: meshv1.LevelObserve, wantRestart: "Deployment/web"},
+		"an opted-out CronJob holds STRICT with nothing running": {current: meshv1.LevelObserve, target: meshv1.LevelMutualTLS, workloads: []Workload{nightly, report},
+			pods: Pods{}, wantBlocked: "CronJob/report"},
+		"an injected CronJob does not": {current: meshv1.LevelObserve, target: meshv1.LevelMutualTLS, workloads: []Workload{nightly},
+			pods: Pods{}, wantStep: meshv1.LevelMutualTLS},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			ns := Namespace{Name: "batch", Current: tc.current, State: State{Since: now.Add(-2 * time.Hour)}, Target: tc.target, Pods: tc.pods, Workloads: tc.workloads}
+			d := Decide(ns, Settings{StepTimeout: 10 * time.Minute, SoakTime: time.Minute, MaxUnavailable: intstr.FromString("100%")}, true, now)
+			if tc.wantBlocked != "" {
+				if d.State.Step != nil || d.Blocked.Reason != meshv1.ReasonUninjectedPods || !strings.Contains(d.Blocked.Message, tc.wantBlocked) {
+					t.Fatalf("step %+v blocked %+v, want UninjectedPods naming %s", d.State.Step, d.Blocked, tc.wantBlocked)
+				}
+				return
+			}
+			if d.State.Step == nil || d.State.Step.To != tc.wantStep {
+				t.Fatalf("want a step to %s, got %+v (blocked %+v, waiting %q)", tc.wantStep, d.State.Step, d.Blocked, d.Waiting)
+			}
+			if got := strings.Join(d.Restart, ","); got != tc.wantRestart {
+				t.Errorf("restart %q, want %q", got, tc.wantRestart)
+			}
+			// Once the Deployment has its proxy, the step does not wait for the Job's pod.
+			if tc.wantRestart != "" {
+				st := *d.State.Step
+				ns.State.Step, ns.Workloads[2].Uninjected, ns.Workloads[2].Injected, ns.Workloads[2].RestartedFor = &st, false, true, st.ID
+				if pending := incomplete(ns, st, tc.current, true, Settings{}); pending != "" {
+					t.Errorf("the step waits for %q; want nothing left (the Job's next pods are injected as they come)", pending)
+				}
+			}
+		})
 	}
 }

@@ -158,7 +158,8 @@ type Namespace struct {
 	// Target is the level the spec (or the namespace's override label) asks for.
 	Target Level
 	Pods   Pods
-	// Workloads are the namespace's Deployments, StatefulSets and DaemonSets.
+	// Workloads are the namespace's Deployments, StatefulSets, DaemonSets, CronJobs and the
+	// Jobs that have not finished.
 	Workloads []Workload
 	// InjectionConflict, when set, says why the operator must not manage the namespace's
 	// injection label (someone else's istio-injection or istio.io/rev label): no step up starts.
@@ -240,10 +241,14 @@ type Pods struct {
 	Proxyless []string `json:"proxyless,omitempty"`
 }
 
-// Workload is a Deployment, StatefulSet or DaemonSet, as far as the ladder cares.
+// Workload is a Deployment, StatefulSet, DaemonSet, CronJob or Job, as far as the ladder cares.
 type Workload struct {
 	// Kind and Name identify it: "Deployment", "web".
 	Kind, Name string
+	// RunsToCompletion marks a CronJob or a Job: its pods finish, so it is never restarted (its
+	// next pods are injected, or not, as they are created), and a template that opts out of
+	// injection holds STRICT even while none of its pods runs.
+	RunsToCompletion bool
 	// RestartedFor is the step ID its pod template was last restarted for.
 	RestartedFor string
 	// StaticTrust: a proxy of its pods keeps the roots it started with until it restarts
@@ -613,7 +618,7 @@ func needsRefresh(level Level, ns Namespace, s Settings) bool {
 // before s.RefreshBefore and, in the Trust phase, unable to take the new root live.
 func stale(w Workload, s Settings) bool {
 	before := s.RefreshBefore
-	return !before.IsZero() && !w.OptedOut && w.Injected && !w.Started.IsZero() && w.Started.Before(before) &&
+	return !before.IsZero() && !w.OptedOut && !w.RunsToCompletion && w.Injected && !w.Started.IsZero() && w.Started.Before(before) &&
 		(!s.RefreshForTrust || w.StaticTrust)
 }
 
@@ -809,7 +814,7 @@ func incomplete(ns Namespace, step Step, current Level, up bool, s Settings) str
 	var pending []string
 	wantProxy := EffectsOf(current, &step).Inject
 	for _, w := range ns.Workloads {
-		if w.OptedOut {
+		if w.OptedOut || w.RunsToCompletion {
 			continue
 		}
 		switch {
@@ -859,7 +864,7 @@ func planRestarts(d *Decision, ns Namespace, s Settings) {
 	busy := max(len(ns.Pods.NotReady), rollingPods)
 	var waitingOnBudget []string
 	for _, w := range ns.Workloads {
-		if w.OptedOut || w.RestartedFor == step.ID {
+		if w.OptedOut || w.RunsToCompletion || w.RestartedFor == step.ID {
 			continue
 		}
 		if (wantProxy && !w.Uninjected && !onOtherRevision(w, step.Revision) && (!step.Refresh || !stale(w, s))) || (!wantProxy && !w.Injected) {

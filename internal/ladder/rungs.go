@@ -100,6 +100,19 @@ var (
 				"%d pod(s) run without Istio's proxy and would be cut off by STRICT mTLS: %s. Remove sidecar.istio.io/inject=false or move them out of the namespace, or lower its target to Observe.",
 				len(uninjected), names.List(uninjected))}}
 		}
+		// A CronJob or Job whose pods will never be injected: none may run now, but the next
+		// one would be cut off.
+		var never []string
+		for _, w := range c.NS.Workloads {
+			if w.RunsToCompletion && w.OptedOut {
+				never = append(never, w.Kind+"/"+w.Name)
+			}
+		}
+		if len(never) > 0 {
+			return &Verdict{Blocked: Blocked{Reason: meshv1.ReasonUninjectedPods, Message: fmt.Sprintf(
+				"%d CronJob(s) or Job(s) create pods without Istio's proxy (their template sets sidecar.istio.io/inject=false, or hostNetwork), which STRICT mTLS would cut off when they run, though none runs now: %s. Remove the opt-out from their pod template or move them out of the namespace, or lower its target to Observe.",
+				len(never), names.List(never))}}
+		}
 		return nil
 	}}
 	// proxylessMTLS holds STRICT from proxyless gRPC pods that serve plaintext: gRPC cannot

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -19,8 +20,9 @@ import (
 	"github.com/meshwright/meshwright/test/framework"
 )
 
-// admissionRefusedNamespaces makes shop-guarded, enforcing Pod Security restricted with pods
-// that meet it (until Istio's injector adds istio-init), and shop-tight, whose ResourceQuota
+// admissionRefusedNamespaces makes shop-guarded, enforcing Pod Security restricted with a
+// Deployment and a StatefulSet whose pods meet it (until Istio's injector adds istio-init), and
+// shop-tight, whose ResourceQuota
 // has room for one more pod of its Deployment (100m CPU) but not for one with Istio's proxy
 // (its 100m request beside the app's). Both are enrolled (ladder: mtls). It returns what each
 // one's refusal must say, and waits for the quota's usage to be counted.
@@ -30,13 +32,28 @@ func admissionRefusedNamespaces(t *testing.T, c client.Client) map[string][]stri
 	cpu := func(v string) corev1.ResourceList {
 		return corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(v)}
 	}
+	restricted := func(spec *corev1.PodSpec) {
+		spec.SecurityContext = &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](1000),
+			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}}
+		spec.Containers[0].SecurityContext = &corev1.SecurityContext{AllowPrivilegeEscalation: ptr.To(false),
+			Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}}
+	}
 	framework.MakeNamespace(t, c, "shop-guarded", map[string]string{"ladder": "mtls", "pod-security.kubernetes.io/enforce": "restricted"}, map[string]func(*appsv1.Deployment){
-		"web": func(d *appsv1.Deployment) {
-			d.Spec.Template.Spec.SecurityContext = &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](1000),
-				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}}
-			d.Spec.Template.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{AllowPrivilegeEscalation: ptr.To(false),
-				Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}}
-		},
+		"web": func(d *appsv1.Deployment) { restricted(&d.Spec.Template.Spec) },
+	})
+	// A StatefulSet too: its rolling update deletes a replica before creating its replacement,
+	// so a replacement the API server refuses would leave it a replica short.
+	db := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: "shop-guarded"}, Spec: appsv1.StatefulSetSpec{Replicas: ptr.To[int32](2),
+		Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}},
+		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "db"}}, Spec: corev1.PodSpec{Containers: []corev1.Container{{
+			Name: "db", Image: "registry.example/db:1"}}}}}}
+	restricted(&db.Spec.Template.Spec)
+	if err := c.Create(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	framework.Eventually(t, time.Minute, "shop-guarded's StatefulSet to be ready", func() (bool, error) {
+		err := c.Get(ctx, client.ObjectKeyFromObject(db), db)
+		return db.Status.ReadyReplicas == 2, err
 	})
 	framework.MakeNamespace(t, c, "shop-tight", map[string]string{"ladder": "mtls"}, nil)
 	quota := &corev1.ResourceQuota{ObjectMeta: metav1.ObjectMeta{Name: "tight", Namespace: "shop-tight"}, Spec: corev1.ResourceQuotaSpec{Hard: cpu("350m")}}
@@ -61,14 +78,14 @@ func admissionRefusedNamespaces(t *testing.T, c client.Client) map[string][]stri
 		return used.Cmp(resource.MustParse("200m")) == 0, err
 	})
 	return map[string][]string{
-		"shop-guarded": {"Deployment/web", `violates PodSecurity "restricted:latest"`, "istio-init", "NET_ADMIN", "Istio CNI"},
+		"shop-guarded": {"2 workload(s)", "Deployment/web", "StatefulSet/db", `violates PodSecurity "restricted:latest"`, "istio-init", "NET_ADMIN", "Istio CNI"},
 		"shop-tight":   {"Deployment/web", "exceeded quota: tight", "Make room for the proxy"},
 	}
 }
 
 // checkAdmissionRefused: each namespace whose pods Istio's real injector would make
 // inadmissible is held at Off with PodAdmissionRefused, in the API server's words, with its
-// pods untouched (the same UIDs) and no injection label.
+// pods untouched (the same UIDs: the StatefulSet never a replica short) and no injection label.
 func checkAdmissionRefused(t *testing.T, c client.Client, mesh *meshv1.MeshInstallation, refused map[string][]string, before map[string]map[string]string) {
 	t.Helper()
 	for name, want := range refused {
@@ -87,8 +104,24 @@ func checkAdmissionRefused(t *testing.T, c client.Client, mesh *meshv1.MeshInsta
 		if ns.Labels["istio.io/rev"] != "" || (ns.Labels[meshv1.LabelLevel] != "" && ns.Labels[meshv1.LabelLevel] != string(meshv1.LevelOff)) {
 			t.Errorf("%s labels = %v: want it left at Off, not labelled for injection", name, ns.Labels)
 		}
-		if after := podUIDs(t, c, name); !maps.Equal(after, before[name]) || len(after) != 2 {
-			t.Errorf("%s's pods: before %v, after %v; want the same two, untouched", name, before[name], after)
+		if after := podUIDs(t, c, name); !maps.Equal(after, before[name]) || len(after) < 2 {
+			t.Errorf("%s's pods: before %v, after %v; want the same, untouched", name, before[name], after)
 		}
+	}
+}
+
+// optedOutCronJob adds to shop-batch (enrolled to MutualTLS, a Deployment at work) a CronJob
+// whose pods opt out of injection and that never fires while the test runs: STRICT would cut
+// off its next Job, so the namespace must stay at Observe though none of its pods runs.
+func optedOutCronJob(t *testing.T, c client.Client) {
+	t.Helper()
+	framework.MakeNamespace(t, c, "shop-batch", map[string]string{"ladder": "mtls"}, map[string]func(*appsv1.Deployment){"api": nil})
+	cj := &batchv1.CronJob{ObjectMeta: metav1.ObjectMeta{Name: "report", Namespace: "shop-batch"}, Spec: batchv1.CronJobSpec{
+		Schedule: "0 0 31 2 *", // the 31st of February: never
+		JobTemplate: batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{
+			ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{"sidecar.istio.io/inject": "false"}},
+			Spec:       corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{{Name: "report", Image: "registry.example/report:1"}}}}}}}}
+	if err := c.Create(context.Background(), cj); err != nil {
+		t.Fatal(err)
 	}
 }

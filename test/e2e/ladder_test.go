@@ -15,6 +15,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -240,7 +241,8 @@ func TestAdoptionLadder(t *testing.T) {
 	// Security restricted (istio-init needs NET_ADMIN and NET_RAW), one whose ResourceQuota has
 	// room for another pod but not for its proxy.
 	refused := admissionRefusedNamespaces(t, c)
-	for _, ns := range []string{"shop-observe", "shop-mtls", "shop-zt", "shop-legacy", "shop-guarded", "shop-tight"} {
+	optedOutCronJob(t, c)
+	for _, ns := range []string{"shop-observe", "shop-mtls", "shop-zt", "shop-legacy", "shop-guarded", "shop-tight", "shop-batch"} {
 		framework.WaitAvailable(t, c, ns)
 	}
 	uids := map[string]map[string]string{"shop-guarded": podUIDs(t, c, "shop-guarded"), "shop-tight": podUIDs(t, c, "shop-tight")}
@@ -268,7 +270,7 @@ func TestAdoptionLadder(t *testing.T) {
 	during := watchMetrics(t, op, map[string]series{"in progress": {"meshwright_namespaces_in_progress", map[string]string{"installation": "default"}}})
 
 	want := map[string]meshv1.AdoptionLevel{"shop-observe": meshv1.LevelObserve, "shop-mtls": meshv1.LevelMutualTLS,
-		"shop-zt": meshv1.LevelZeroTrust, "shop-legacy": meshv1.LevelObserve}
+		"shop-zt": meshv1.LevelZeroTrust, "shop-legacy": meshv1.LevelObserve, "shop-batch": meshv1.LevelObserve}
 	mesh := &meshv1.MeshInstallation{}
 	framework.Eventually(t, 4*time.Minute, "every namespace at its level and shop-legacy blocked", func() (bool, error) {
 		for name, level := range want {
@@ -358,6 +360,14 @@ func TestAdoptionLadder(t *testing.T) {
 	}
 	if legacy == nil || legacy.Reason != meshv1.ReasonUninjectedPods || !strings.Contains(legacy.Message, "mainframe-bridge") {
 		t.Errorf("status.namespaces.blocked = %+v, want shop-legacy with UninjectedPods naming the mainframe-bridge pods", mesh.Status.Namespaces.Blocked)
+	}
+	// shop-batch is held at Observe by its opted-out CronJob, though none of its Jobs ran.
+	if i := slices.IndexFunc(mesh.Status.Namespaces.Blocked, func(b meshv1.BlockedNamespace) bool { return b.Name == "shop-batch" }); i < 0 ||
+		mesh.Status.Namespaces.Blocked[i].Reason != meshv1.ReasonUninjectedPods || !strings.Contains(mesh.Status.Namespaces.Blocked[i].Message, "CronJob/report") {
+		t.Errorf("status.namespaces.blocked = %+v, want shop-batch with UninjectedPods naming CronJob/report", mesh.Status.Namespaces.Blocked)
+	}
+	if jobs := (&batchv1.JobList{}); c.List(ctx, jobs, client.InNamespace("shop-batch")) != nil || len(jobs.Items) > 0 {
+		t.Errorf("shop-batch has Jobs (%d): the CronJob was to hold it with none running", len(jobs.Items))
 	}
 	checkAdmissionRefused(t, c, mesh, refused, uids)
 	ns := mesh.Status.Namespaces

@@ -86,6 +86,9 @@ func TestOperatorUpgradeFromPreviousRelease(t *testing.T) {
 	framework.WaitCondition(t, c, "default", meshv1.ConditionReady, metav1.ConditionTrue, meshv1.ReasonAllStagesReady, 3*time.Minute)
 	time.Sleep(5 * time.Second) // the old operator's last passes settle
 
+	// The new build runs as the shipped ServiceAccount (startOperator): its RBAC is installed
+	// now, so that it is part of what was there before the upgrade, not a write of the upgrade.
+	asShippedRBAC(t, cl.Kubeconfig, "default")
 	before := operatorFields(t, c)
 	delete(before, "MeshInstallation /default")
 	pods := podUIDs(t, c, "keep")
