@@ -200,6 +200,10 @@ const (
 	// for the proxy, a policy engine. Nothing was restarted; the message names the workload and
 	// quotes the API server.
 	ReasonPodAdmissionRefused = "PodAdmissionRefused"
+	// ReasonJobsNeedNativeSidecars means a namespace holds CronJobs or Jobs and Istio's injector
+	// gives its pods a classic sidecar, which keeps a Job's pod running after its work is done:
+	// the namespace stays out of the mesh; the message gives the ways out.
+	ReasonJobsNeedNativeSidecars = "JobsNeedNativeSidecars"
 )
 
 // Labels and annotations of the adoption ladder, on Namespaces.

@@ -48,6 +48,9 @@ type Checker struct {
 type verdict struct {
 	at      time.Time
 	refused string
+	// sidecars is the proxy's shape in the pod the API server gave back (ladder.Sidecars*),
+	// "" when it came back without one.
+	sidecars string
 }
 
 // Workload names one workload a step would restart.
@@ -74,12 +77,15 @@ func (c *Checker) Check(ctx context.Context, namespace string, nsLabels map[stri
 		key := fmt.Sprintf("%s/%s/%s@%s/%d rev=%s ns=%v", namespace, w.Kind, w.Name, obj.GetUID(), obj.GetGeneration(), rev, nsLabels)
 		v, ok := c.remembered(key, now)
 		if !ok {
-			refused, err := c.create(ctx, obj, rev)
-			if err != nil {
+			var err error
+			if v, err = c.create(ctx, obj, rev); err != nil {
 				return out, fmt.Errorf("creating the pod of %s/%s in %s with server-side dry run: %w", w.Kind, w.Name, namespace, err)
 			}
-			v = verdict{at: now, refused: refused}
+			v.at = now
 			c.remember(key, v, now)
+		}
+		if v.sidecars != "" && out.Sidecars != ladder.SidecarsClassic {
+			out.Sidecars = v.sidecars // one classic pod makes the namespace's shape classic
 		}
 		if v.refused != "" {
 			out.Refused = append(out.Refused, ladder.AdmissionRefusal{Workload: w.Kind + "/" + w.Name, Message: v.refused})
@@ -115,20 +121,32 @@ func (c *Checker) read(ctx context.Context, namespace string, w Workload) (clien
 	return obj, nil
 }
 
-// create makes the dry-run request; a refusal comes back as the API server's message.
-func (c *Checker) create(ctx context.Context, obj client.Object, rev string) (string, error) {
+// create makes the dry-run request; a refusal comes back as the API server's message, an
+// admitted pod with the shape the injector gave its proxy.
+func (c *Checker) create(ctx context.Context, obj client.Object, rev string) (verdict, error) {
 	pod, err := PodFor(obj, rev)
 	if err != nil {
-		return "", err
+		return verdict{}, err
 	}
 	err = c.Writer.Create(ctx, pod, client.DryRunAll)
 	switch {
 	case err == nil:
-		return "", nil
+		return verdict{sidecars: shape(pod)}, nil
 	case apierr.Refused(err):
-		return err.Error(), nil
+		return verdict{refused: err.Error()}, nil
 	}
-	return "", err
+	return verdict{}, err
+}
+
+// shape is the proxy's shape in a pod the API server gave back.
+func shape(pod *corev1.Pod) string {
+	switch {
+	case revision.NativeSidecar(pod):
+		return ladder.SidecarsNative
+	case revision.HasProxy(pod):
+		return ladder.SidecarsClassic
+	}
+	return ""
 }
 
 // PodFor is the pod a workload's controller creates from its template (a CronJob's through its

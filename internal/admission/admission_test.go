@@ -167,3 +167,53 @@ func TestCheckAgainstTheAPIServer(t *testing.T) {
 		t.Errorf("err = %v: want the API server's error wrapped", err)
 	}
 }
+
+// TestCheckReportsTheProxyShape: the shape of the proxy in the pods the API server gives back
+// is reported, one classic pod making the namespace's shape classic. envtest runs no injector:
+// the interceptor adds the proxy to the returned pod as Istio's would (its native or classic
+// shape); the e2e suite shows the real injector.
+func TestCheckReportsTheProxyShape(t *testing.T) {
+	ctx := context.Background()
+	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shapes"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"a", "b"} {
+		tmpl := corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": name}}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
+		if err := k8s.Create(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shapes"}, Spec: appsv1.DeploymentSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: tmpl.Labels}, Template: tmpl}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	always := corev1.ContainerRestartPolicyAlways
+	tests := map[string]struct {
+		native map[string]bool // by workload; absent: not injected
+		want   string
+	}{
+		"native":                {native: map[string]bool{"a": true, "b": true}, want: ladder.SidecarsNative},
+		"classic":               {native: map[string]bool{"a": false, "b": false}, want: ladder.SidecarsClassic},
+		"one classic is enough": {native: map[string]bool{"a": true, "b": false}, want: ladder.SidecarsClassic},
+		"not injected":          {native: map[string]bool{}, want: ""},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			writer := interceptor.NewClient(k8s, interceptor.Funcs{Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+				if err := c.Create(ctx, obj, opts...); err != nil {
+					return err
+				}
+				pod := obj.(*corev1.Pod)
+				native, injected := tc.native[pod.Labels["app"]]
+				switch {
+				case injected && native:
+					pod.Spec.InitContainers = append(pod.Spec.InitContainers, corev1.Container{Name: revision.ProxyContainer, RestartPolicy: &always})
+				case injected:
+					pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: revision.ProxyContainer})
+				}
+				return nil
+			}})
+			got, err := (&Checker{Reader: k8s, Writer: writer}).Check(ctx, "shapes", nil, []Workload{{Kind: "Deployment", Name: "a"}, {Kind: "Deployment", Name: "b"}}, "default")
+			if err != nil || got.Sidecars != tc.want {
+				t.Errorf("sidecars %q (%v), want %q", got.Sidecars, err, tc.want)
+			}
+		})
+	}
+}

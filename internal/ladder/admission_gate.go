@@ -6,6 +6,7 @@ import (
 	"time"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/names"
 )
 
 // AdmissionRecheck is how soon a climb held by a refused pod is looked at again: what refused
@@ -40,6 +41,29 @@ var podsAdmitted = Gate{Name: "PodsAdmitted", Admission: true, Check: func(c Cli
 	return &Verdict{RecheckAfter: AdmissionRecheck, Blocked: Blocked{Reason: meshv1.ReasonPodAdmissionRefused, Message: fmt.Sprintf(
 		"The API server refuses the pods of %d workload(s) as the step to %s would restart them (injected by revision %s; created with server-side dry run, nothing was restarted): %s. %s",
 		len(a.Refused), c.To, a.Revision, strings.Join(parts, "; "), admissionWayOut(a.Refused))}}
+}}
+
+// jobsNeedNativeSidecars holds the climb that injects a namespace with CronJobs or Jobs when
+// the injector gives its pods a classic sidecar: the proxy keeps running after the job's
+// container exits, so the Job's pod never completes. With native sidecars (an init container
+// with restartPolicy Always) the kubelet stops the proxy with the job. The shape is the one the
+// injector gave the climb's own dry-run pods, so it is what the Jobs would get.
+var jobsNeedNativeSidecars = Gate{Name: "JobsNeedNativeSidecars", Admission: true, Check: func(c Climb) *Verdict {
+	if c.NS.Admission.Sidecars != SidecarsClassic {
+		return nil
+	}
+	var jobs []string
+	for _, w := range c.NS.Workloads {
+		if w.RunsToCompletion && !w.OptedOut {
+			jobs = append(jobs, w.Kind+"/"+w.Name)
+		}
+	}
+	if len(jobs) == 0 {
+		return nil
+	}
+	return &Verdict{RecheckAfter: AdmissionRecheck, Blocked: Blocked{Reason: meshv1.ReasonJobsNeedNativeSidecars, Message: fmt.Sprintf(
+		"%d CronJob(s) or Job(s) would get a classic sidecar, which keeps running after the job's container exits, so their pods would never complete: %s. Istio's injector gives native sidecars (stopped with the job) only where every node's kubelet is 1.33 or later, unless istiod's ENABLE_NATIVE_SIDECARS says otherwise. Ways out: nodes on kubelet 1.33 or later; the job stopping its proxy when done (POST localhost:15020/quitquitquit); opting the Jobs out (sidecar.istio.io/inject: \"false\", which keeps the namespace below MutualTLS); moving them to another namespace. The step to %s waits.",
+		len(jobs), names.List(jobs), c.To)}}
 }}
 
 // admissionWayOut says what lets the pods in, for the refusals seen most.

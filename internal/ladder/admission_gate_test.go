@@ -97,10 +97,20 @@ func TestJobsOnTheLadder(t *testing.T) {
 		current, target Level
 		workloads       []Workload
 		pods            Pods
+		sidecars        string
 		wantStep        Level
 		wantRestart     string
 		wantBlocked     string
+		wantReason      string
 	}{
+		"classic sidecars hold a namespace with a CronJob out of the mesh": {current: meshv1.LevelOff, target: meshv1.LevelObserve, workloads: []Workload{nightly, web},
+			pods: Pods{Total: 1, Ready: 1, Uninjected: []string{"web-1"}}, sidecars: SidecarsClassic, wantBlocked: "CronJob/nightly", wantReason: meshv1.ReasonJobsNeedNativeSidecars},
+		"native sidecars let it in": {current: meshv1.LevelOff, target: meshv1.LevelObserve, workloads: []Workload{nightly, web},
+			pods: Pods{Total: 1, Ready: 1, Uninjected: []string{"web-1"}}, sidecars: SidecarsNative, wantStep: meshv1.LevelObserve, wantRestart: "Deployment/web"},
+		"classic sidecars and no Job: in": {current: meshv1.LevelOff, target: meshv1.LevelObserve, workloads: []Workload{web},
+			pods: Pods{Total: 1, Ready: 1, Uninjected: []string{"web-1"}}, sidecars: SidecarsClassic, wantStep: meshv1.LevelObserve, wantRestart: "Deployment/web"},
+		"classic sidecars and an opted-out CronJob: in (held later, below STRICT)": {current: meshv1.LevelOff, target: meshv1.LevelObserve, workloads: []Workload{report, web},
+			pods: Pods{Total: 1, Ready: 1, Uninjected: []string{"web-1"}}, sidecars: SidecarsClassic, wantStep: meshv1.LevelObserve, wantRestart: "Deployment/web"},
 		"the step to Observe restarts the Deployment only": {current: meshv1.LevelOff, target: meshv1.LevelObserve, workloads: []Workload{nightly, running, web},
 			pods: Pods{Total: 2, Ready: 2, Uninjected: []string{"migrate-x", "web-1"}}, wantStep: meshv1.LevelObserve, wantRestart: "Deployment/web"},
 		"an opted-out CronJob holds STRICT with nothing running": {current: meshv1.LevelObserve, target: meshv1.LevelMutualTLS, workloads: []Workload{nightly, report},
@@ -110,11 +120,16 @@ func TestJobsOnTheLadder(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			ns := Namespace{Name: "batch", Current: tc.current, State: State{Since: now.Add(-2 * time.Hour)}, Target: tc.target, Pods: tc.pods, Workloads: tc.workloads}
+			ns := Namespace{Name: "batch", Current: tc.current, State: State{Since: now.Add(-2 * time.Hour)}, Target: tc.target, Pods: tc.pods, Workloads: tc.workloads,
+				Admission: Admission{Revision: "default", Sidecars: tc.sidecars}}
 			d := Decide(ns, Settings{StepTimeout: 10 * time.Minute, SoakTime: time.Minute, MaxUnavailable: intstr.FromString("100%")}, true, now)
 			if tc.wantBlocked != "" {
-				if d.State.Step != nil || d.Blocked.Reason != meshv1.ReasonUninjectedPods || !strings.Contains(d.Blocked.Message, tc.wantBlocked) {
-					t.Fatalf("step %+v blocked %+v, want UninjectedPods naming %s", d.State.Step, d.Blocked, tc.wantBlocked)
+				reason := tc.wantReason
+				if reason == "" {
+					reason = meshv1.ReasonUninjectedPods
+				}
+				if d.State.Step != nil || d.Blocked.Reason != reason || !strings.Contains(d.Blocked.Message, tc.wantBlocked) {
+					t.Fatalf("step %+v blocked %+v, want %s naming %s", d.State.Step, d.Blocked, reason, tc.wantBlocked)
 				}
 				return
 			}
@@ -127,7 +142,8 @@ func TestJobsOnTheLadder(t *testing.T) {
 			// Once the Deployment has its proxy, the step does not wait for the Job's pod.
 			if tc.wantRestart != "" {
 				st := *d.State.Step
-				ns.State.Step, ns.Workloads[2].Uninjected, ns.Workloads[2].Injected, ns.Workloads[2].RestartedFor = &st, false, true, st.ID
+				last := len(ns.Workloads) - 1 // web
+				ns.State.Step, ns.Workloads[last].Uninjected, ns.Workloads[last].Injected, ns.Workloads[last].RestartedFor = &st, false, true, st.ID
 				if pending := incomplete(ns, st, tc.current, true, Settings{}); pending != "" {
 					t.Errorf("the step waits for %q; want nothing left (the Job's next pods are injected as they come)", pending)
 				}

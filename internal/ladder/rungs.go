@@ -169,7 +169,7 @@ var Rungs = []Rung{
 	{
 		Level:               meshv1.LevelObserve,
 		Carries:             Effects{Inject: true},
-		Gates:               []Gate{injectionOwned, podsReady, podsAdmitted},
+		Gates:               []Gate{injectionOwned, podsReady, podsAdmitted, jobsNeedNativeSidecars},
 		Bake:                []BakeCheck{applicationUnreached, callersFailing},
 		UnreadBakeCompletes: true,
 	},

@@ -58,7 +58,7 @@ func TestRungs(t *testing.T) {
 		dryRun  bool
 	}{
 		meshv1.LevelOff:       {},
-		meshv1.LevelObserve:   {carries: Effects{Inject: true}, gates: []string{"InjectionLabelOwned", "PodsReady", "PodsAdmitted"}},
+		meshv1.LevelObserve:   {carries: Effects{Inject: true}, gates: []string{"InjectionLabelOwned", "PodsReady", "PodsAdmitted", "JobsNeedNativeSidecars"}},
 		meshv1.LevelMutualTLS: {carries: Effects{Inject: true, Strict: true}, gates: []string{"InjectionLabelOwned", "PodsReady", "PodsInjected", "ProxylessMTLS", "PeerAuthenticationOwned", "NoNonMeshCallers", "NoPlaintextCallers"}},
 		meshv1.LevelZeroTrust: {carries: Effects{Inject: true, Strict: true, Authorization: true}, dryRun: true,
 			gates: []string{"InjectionLabelOwned", "PodsReady", "PodsInjected", "ProxylessMTLS", "ProxylessDryRun", "PeerAuthenticationOwned", "NoNonMeshCallers", "SoakedBelow"}},

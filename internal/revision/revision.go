@@ -250,6 +250,19 @@ func HasProxy(pod *corev1.Pod) bool {
 	return false
 }
 
+// NativeSidecar reports whether the pod's proxy is a Kubernetes native sidecar: an init
+// container with restartPolicy Always (Istio injects it so where every kubelet supports it,
+// 1.33 or later, unless ENABLE_NATIVE_SIDECARS says otherwise). Such a proxy starts before the
+// application and stops after it, so a Job's pod completes; a classic sidecar keeps it running.
+func NativeSidecar(pod *corev1.Pod) bool {
+	for _, c := range pod.Spec.InitContainers {
+		if c.Name == ProxyContainer && c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+			return true
+		}
+	}
+	return false
+}
+
 // ProxyConfigXDSAgentEnv is the proxy's environment variable (set through
 // meshConfig.defaultConfig.proxyMetadata) with which pilot-agent takes its ProxyConfig from
 // istiod over xDS: with istiod's ISTIO_MULTIROOT_MESH that includes the mesh's trust bundle, so

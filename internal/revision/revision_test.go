@@ -176,3 +176,29 @@ func TestLiveTrust(t *testing.T) {
 		})
 	}
 }
+
+// TestNativeSidecar: the proxy is native only as an init container with restartPolicy Always,
+// the shape Istio's injector gives it where native sidecars are on (its injection template's
+// initContainers entry for istio-proxy); a classic proxy, or an init container without the
+// policy (istio-init, istio-validation), is not.
+func TestNativeSidecar(t *testing.T) {
+	always := corev1.ContainerRestartPolicyAlways
+	tests := map[string]struct {
+		pod  corev1.PodSpec
+		want bool
+	}{
+		"native": {pod: corev1.PodSpec{InitContainers: []corev1.Container{{Name: "istio-validation"}, {Name: ProxyContainer, RestartPolicy: &always}}}, want: true},
+		"classic": {pod: corev1.PodSpec{InitContainers: []corev1.Container{{Name: "istio-init"}},
+			Containers: []corev1.Container{{Name: "app"}, {Name: ProxyContainer}}}},
+		"an init container named so, without the policy": {pod: corev1.PodSpec{InitContainers: []corev1.Container{{Name: ProxyContainer}}}},
+		"another sidecar": {pod: corev1.PodSpec{InitContainers: []corev1.Container{{Name: "log-shipper", RestartPolicy: &always}}}},
+		"none":            {pod: corev1.PodSpec{Containers: []corev1.Container{{Name: "app"}}}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := NativeSidecar(&corev1.Pod{Spec: tc.pod}); got != tc.want {
+				t.Errorf("NativeSidecar = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

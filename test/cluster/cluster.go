@@ -58,6 +58,10 @@ type Options struct {
 	WithoutCertManager bool
 	// Nodes is the number of kwok nodes; default 1.
 	Nodes int
+	// KubeletVersion is the kubelet version the nodes report (status.nodeInfo, which kwok keeps
+	// when set); default kwok's own version ("kwok-v0.8.0"), which is no Kubernetes version.
+	// Istio's injector reads it to choose native sidecars (every node 1.33 or later).
+	KubeletVersion string
 	// Timeout bounds the whole start; default 3 minutes.
 	Timeout time.Duration
 }
@@ -240,7 +244,7 @@ func (c *Cluster) start(ctx context.Context, opts Options) (err error) {
 	}
 
 	for i := range opts.Nodes {
-		if err := createKwokNode(ctx, kc, fmt.Sprintf("kwok-node-%d", i)); err != nil {
+		if err := createKwokNode(ctx, kc, fmt.Sprintf("kwok-node-%d", i), opts.KubeletVersion); err != nil {
 			return err
 		}
 	}
@@ -475,7 +479,7 @@ func ensureNamespace(ctx context.Context, kc kubernetes.Interface, name string) 
 
 // createKwokNode registers a node for kwok to simulate: large enough for any test's pods, and
 // untainted so that ordinary workloads schedule on it.
-func createKwokNode(ctx context.Context, kc kubernetes.Interface, name string) error {
+func createKwokNode(ctx context.Context, kc kubernetes.Interface, name, kubeletVersion string) error {
 	capacity := corev1.ResourceList{
 		corev1.ResourceCPU:    resource.MustParse("64"),
 		corev1.ResourceMemory: resource.MustParse("512Gi"),
@@ -490,7 +494,7 @@ func createKwokNode(ctx context.Context, kc kubernetes.Interface, name string) e
 				"type": "kwok",
 			},
 		},
-		Status: corev1.NodeStatus{Capacity: capacity, Allocatable: capacity},
+		Status: corev1.NodeStatus{Capacity: capacity, Allocatable: capacity, NodeInfo: corev1.NodeSystemInfo{KubeletVersion: kubeletVersion}},
 	}
 	_, err := kc.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{FieldManager: fieldManager})
 	if apierrors.IsAlreadyExists(err) {

@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/test/cluster"
 	"github.com/meshwright/meshwright/test/framework"
 )
 
@@ -89,9 +90,13 @@ func admissionRefusedNamespaces(t *testing.T, c client.Client) map[string][]stri
 func checkAdmissionRefused(t *testing.T, c client.Client, mesh *meshv1.MeshInstallation, refused map[string][]string, before map[string]map[string]string) {
 	t.Helper()
 	for name, want := range refused {
+		reason := meshv1.ReasonPodAdmissionRefused
+		if want[0] == meshv1.ReasonJobsNeedNativeSidecars {
+			reason, want = want[0], want[1:]
+		}
 		i := slices.IndexFunc(mesh.Status.Namespaces.Blocked, func(b meshv1.BlockedNamespace) bool { return b.Name == name })
-		if i < 0 || mesh.Status.Namespaces.Blocked[i].Reason != meshv1.ReasonPodAdmissionRefused {
-			t.Errorf("status.namespaces.blocked = %+v, want %s held with PodAdmissionRefused", mesh.Status.Namespaces.Blocked, name)
+		if i < 0 || mesh.Status.Namespaces.Blocked[i].Reason != reason {
+			t.Errorf("status.namespaces.blocked = %+v, want %s held with %s", mesh.Status.Namespaces.Blocked, name, reason)
 			continue
 		}
 		t.Logf("%s: %s", name, mesh.Status.Namespaces.Blocked[i].Message)
@@ -110,18 +115,78 @@ func checkAdmissionRefused(t *testing.T, c client.Client, mesh *meshv1.MeshInsta
 	}
 }
 
+// cronJob makes a CronJob in namespace that never fires while the test runs (the 31st of
+// February), its pods opting out of injection or not.
+func cronJob(t *testing.T, c client.Client, namespace string, optOut bool) {
+	t.Helper()
+	tmpl := corev1.PodTemplateSpec{Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{{Name: "report", Image: "registry.example/report:1"}}}}
+	if optOut {
+		tmpl.Annotations = map[string]string{"sidecar.istio.io/inject": "false"}
+	}
+	cj := &batchv1.CronJob{ObjectMeta: metav1.ObjectMeta{Name: "report", Namespace: namespace}, Spec: batchv1.CronJobSpec{
+		Schedule: "0 0 31 2 *", JobTemplate: batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: tmpl}}}}
+	if err := c.Create(context.Background(), cj); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // optedOutCronJob adds to shop-batch (enrolled to MutualTLS, a Deployment at work) a CronJob
 // whose pods opt out of injection and that never fires while the test runs: STRICT would cut
 // off its next Job, so the namespace must stay at Observe though none of its pods runs.
 func optedOutCronJob(t *testing.T, c client.Client) {
 	t.Helper()
 	framework.MakeNamespace(t, c, "shop-batch", map[string]string{"ladder": "mtls"}, map[string]func(*appsv1.Deployment){"api": nil})
-	cj := &batchv1.CronJob{ObjectMeta: metav1.ObjectMeta{Name: "report", Namespace: "shop-batch"}, Spec: batchv1.CronJobSpec{
-		Schedule: "0 0 31 2 *", // the 31st of February: never
-		JobTemplate: batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{
-			ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{"sidecar.istio.io/inject": "false"}},
-			Spec:       corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{{Name: "report", Image: "registry.example/report:1"}}}}}}}}
-	if err := c.Create(context.Background(), cj); err != nil {
+	cronJob(t, c, "shop-batch", true)
+}
+
+// TestNativeSidecarsLetJobsIn: on nodes that report kubelet 1.34, Istio's real injector gives
+// native sidecars (the proxy an init container with restartPolicy Always), which stop with a
+// Job's container: a namespace with an injected CronJob enters the mesh (where, on the default
+// nodes, TestAdoptionLadder's shop-cron is held with JobsNeedNativeSidecars), its Deployment
+// restarted with the native proxy and its CronJob left alone.
+func TestNativeSidecarsLetJobsIn(t *testing.T) {
+	t.Parallel() // a cluster of its own: see main_test.go
+	ctx := context.Background()
+	cl, c := framework.StartCluster(t, cluster.Options{KubeletVersion: "v1.34.2"})
+	framework.MakeNamespace(t, c, "jobs", map[string]string{"ladder": "observe"}, map[string]func(*appsv1.Deployment){"web": nil})
+	cronJob(t, c, "jobs", false)
+	framework.WaitAvailable(t, c, "jobs")
+	meshWithLocalIstiod(t, cl, c, meshv1.MeshInstallationSpec{
+		Rollout:    meshv1.RolloutSpec{TrafficGates: meshv1.TrafficGatesSkip, BakeTime: &metav1.Duration{Duration: 10 * time.Second}},
+		Namespaces: []meshv1.NamespaceRule{{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"ladder": "observe"}}, Level: meshv1.LevelObserve}},
+	})
+	framework.Eventually(t, 3*time.Minute, "jobs at Observe", func() (bool, error) {
+		ns := framework.GetNamespace(t, c, "jobs")
+		return ns.Labels[meshv1.LabelLevel] == string(meshv1.LevelObserve) && stateOf(ns).Step == nil, nil
+	})
+	pods := framework.Pods(t, c, "jobs")
+	if len(pods) == 0 {
+		t.Fatal("no pods in jobs")
+	}
+	for _, p := range pods {
+		if !p.DeletionTimestamp.IsZero() {
+			continue
+		}
+		native := slices.ContainsFunc(p.Spec.InitContainers, func(c corev1.Container) bool {
+			return c.Name == "istio-proxy" && c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways
+		})
+		if !native {
+			t.Errorf("pod %s: want Istio's proxy as a native sidecar, got init containers %v, containers %v", p.Name, containerNames(p.Spec.InitContainers), containerNames(p.Spec.Containers))
+		}
+	}
+	cj := &batchv1.CronJob{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "jobs", Name: "report"}, cj); err != nil {
 		t.Fatal(err)
 	}
+	if got := cj.Spec.JobTemplate.Spec.Template.Annotations[meshv1.AnnotationRestartedFor]; got != "" {
+		t.Errorf("the CronJob was restarted (%q)", got)
+	}
+}
+
+func containerNames(cs []corev1.Container) []string {
+	out := make([]string, len(cs))
+	for i, c := range cs {
+		out[i] = c.Name
+	}
+	return out
 }

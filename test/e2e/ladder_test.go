@@ -242,10 +242,16 @@ func TestAdoptionLadder(t *testing.T) {
 	// room for another pod but not for its proxy.
 	refused := admissionRefusedNamespaces(t, c)
 	optedOutCronJob(t, c)
-	for _, ns := range []string{"shop-observe", "shop-mtls", "shop-zt", "shop-legacy", "shop-guarded", "shop-tight", "shop-batch"} {
+	// shop-cron's CronJob is injected: the local cluster's kwok nodes report no kubelet version
+	// Istio can read as 1.33 or later, so its injector gives classic sidecars, with which the
+	// Jobs would never complete.
+	framework.MakeNamespace(t, c, "shop-cron", map[string]string{"ladder": "observe"}, map[string]func(*appsv1.Deployment){"web": nil})
+	cronJob(t, c, "shop-cron", false)
+	refused["shop-cron"] = []string{meshv1.ReasonJobsNeedNativeSidecars, "CronJob/report", "classic sidecar", "quitquitquit"}
+	for _, ns := range []string{"shop-observe", "shop-mtls", "shop-zt", "shop-legacy", "shop-guarded", "shop-tight", "shop-batch", "shop-cron"} {
 		framework.WaitAvailable(t, c, ns)
 	}
-	uids := map[string]map[string]string{"shop-guarded": podUIDs(t, c, "shop-guarded"), "shop-tight": podUIDs(t, c, "shop-tight")}
+	uids := map[string]map[string]string{"shop-guarded": podUIDs(t, c, "shop-guarded"), "shop-tight": podUIDs(t, c, "shop-tight"), "shop-cron": podUIDs(t, c, "shop-cron")}
 	steps := watchSteps(t, cl)
 	dryRun := watchDryRun(t, c, "shop-zt")
 
