@@ -54,7 +54,7 @@ func computeStatus(status *meshv1.MeshInstallationStatus, obs observation) {
 		}
 	case obs.conflicting():
 		status.Version, status.Stage, status.Certificates = "", "", nil
-		status.Namespaces, status.Revisions = nil, nil
+		status.Namespaces, status.Revisions, status.DataPlane = nil, nil, nil
 	}
 	// observedGeneration moves only when a pass of the active installation succeeded, so it
 	// tells users that what status says is about the spec they wrote.

@@ -501,6 +501,31 @@ type MeshInstallationStatus struct {
 	// +listMapKey=name
 	// +kubebuilder:validation:MaxItems=8
 	Revisions []RevisionStatus `json:"revisions,omitempty"`
+
+	// DataPlane reports the data plane the active revision's injector gives pods, as its
+	// dry-run probe pod came back.
+	// +optional
+	DataPlane *DataPlaneStatus `json:"dataPlane,omitempty"`
+}
+
+// The shapes of the injected proxy (status.dataPlane.sidecars).
+const (
+	// SidecarsNative: an init container with restartPolicy Always (Kubernetes native sidecars).
+	SidecarsNative = "Native"
+	// SidecarsClassic: a container beside the application's.
+	SidecarsClassic = "Classic"
+)
+
+// DataPlaneStatus is what the injector gives pods.
+type DataPlaneStatus struct {
+	// Sidecars is the shape of the injected proxy: Native (an init container with
+	// restartPolicy Always, which the kubelet starts before the application and stops after
+	// it, so a Job's pod completes) or Classic (a container beside the application's). Istio
+	// injects native sidecars where every node's kubelet is 1.33 or later, unless istiod's
+	// ENABLE_NATIVE_SIDECARS says otherwise.
+	// +optional
+	// +kubebuilder:validation:Enum=Native;Classic
+	Sidecars string `json:"sidecars,omitempty"`
 }
 
 // RevisionStatus is one control-plane revision (an istiod with its webhooks) and what it serves.

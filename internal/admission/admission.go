@@ -84,7 +84,7 @@ func (c *Checker) Check(ctx context.Context, namespace string, nsLabels map[stri
 			v.at = now
 			c.remember(key, v, now)
 		}
-		if v.sidecars != "" && out.Sidecars != ladder.SidecarsClassic {
+		if v.sidecars != "" && out.Sidecars != meshv1.SidecarsClassic {
 			out.Sidecars = v.sidecars // one classic pod makes the namespace's shape classic
 		}
 		if v.refused != "" {
@@ -131,22 +131,11 @@ func (c *Checker) create(ctx context.Context, obj client.Object, rev string) (ve
 	err = c.Writer.Create(ctx, pod, client.DryRunAll)
 	switch {
 	case err == nil:
-		return verdict{sidecars: shape(pod)}, nil
+		return verdict{sidecars: revision.SidecarShape(pod)}, nil
 	case apierr.Refused(err):
 		return verdict{refused: err.Error()}, nil
 	}
 	return verdict{}, err
-}
-
-// shape is the proxy's shape in a pod the API server gave back.
-func shape(pod *corev1.Pod) string {
-	switch {
-	case revision.NativeSidecar(pod):
-		return ladder.SidecarsNative
-	case revision.HasProxy(pod):
-		return ladder.SidecarsClassic
-	}
-	return ""
 }
 
 // PodFor is the pod a workload's controller creates from its template (a CronJob's through its

@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/ladder"
 	"github.com/meshwright/meshwright/internal/revision"
 	"github.com/meshwright/meshwright/internal/testenv"
@@ -189,9 +190,9 @@ func TestCheckReportsTheProxyShape(t *testing.T) {
 		native map[string]bool // by workload; absent: not injected
 		want   string
 	}{
-		"native":                {native: map[string]bool{"a": true, "b": true}, want: ladder.SidecarsNative},
-		"classic":               {native: map[string]bool{"a": false, "b": false}, want: ladder.SidecarsClassic},
-		"one classic is enough": {native: map[string]bool{"a": true, "b": false}, want: ladder.SidecarsClassic},
+		"native":                {native: map[string]bool{"a": true, "b": true}, want: meshv1.SidecarsNative},
+		"classic":               {native: map[string]bool{"a": false, "b": false}, want: meshv1.SidecarsClassic},
+		"one classic is enough": {native: map[string]bool{"a": true, "b": false}, want: meshv1.SidecarsClassic},
 		"not injected":          {native: map[string]bool{}, want: ""},
 	}
 	for name, tc := range tests {

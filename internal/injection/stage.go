@@ -6,6 +6,7 @@ package injection
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -91,7 +92,7 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 	if last.key == key {
 		age := now.Sub(last.at)
 		if last.result.State == stages.Ready && age < Recheck {
-			return ready(wh.GetName(), Recheck-age), nil
+			return ready(wh.GetName(), Recheck-age, last.result.DataPlane), nil
 		}
 		if last.result.State != stages.Ready && age < FailedRecheck {
 			res := last.result
@@ -105,7 +106,7 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 		return res, err
 	}
 	if res.State == stages.Ready {
-		res = ready(wh.GetName(), Recheck)
+		res = ready(wh.GetName(), Recheck, res.DataPlane)
 	}
 	s.mu.Lock()
 	s.last = probeOutcome{key: key, at: now, result: res}
@@ -120,9 +121,13 @@ type probeOutcome struct {
 	result stages.Result
 }
 
-func ready(name string, recheck time.Duration) stages.Result {
-	return stages.Result{State: stages.Ready, Reason: meshv1.ReasonWebhookServing, RequeueAfter: recheck,
-		Message: fmt.Sprintf("The API server calls %s and a dry-run pod comes back with Istio's proxy.", name)}
+func ready(name string, recheck time.Duration, dp *meshv1.DataPlaneStatus) stages.Result {
+	shape := ""
+	if dp != nil {
+		shape = fmt.Sprintf(" (%s sidecar)", strings.ToLower(dp.Sidecars))
+	}
+	return stages.Result{State: stages.Ready, Reason: meshv1.ReasonWebhookServing, RequeueAfter: recheck, DataPlane: dp,
+		Message: fmt.Sprintf("The API server calls %s and a dry-run pod comes back with Istio's proxy%s.", name, shape)}
 }
 
 // probe creates a pod in dry-run mode that asks for injection by revision label, so the API
@@ -157,7 +162,7 @@ func (s *Stage) probe(ctx context.Context, namespace, rev string) (stages.Result
 		return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonInjectionNotApplied, RequeueAfter: FailedRecheck,
 			Message: fmt.Sprintf("The injection webhook answered, but a pod labelled %s=%s came back without Istio's proxy: check the sidecarInjectorWebhook values.", revision.Label, rev)}, nil
 	}
-	return stages.Result{State: stages.Ready}, nil
+	return stages.Result{State: stages.Ready, DataPlane: &meshv1.DataPlaneStatus{Sidecars: revision.SidecarShape(pod)}}, nil
 }
 
 // withoutCABundle names the first webhook of the configuration with no caBundle.

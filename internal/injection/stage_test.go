@@ -49,6 +49,7 @@ func TestMain(m *testing.M) {
 // produced on demand; the e2e tests use Istio's real injector.
 type testInjector struct {
 	inject bool
+	native bool // the proxy as Istio injects a native sidecar: an init container, restartPolicy Always
 	calls  atomic.Int32
 }
 
@@ -61,8 +62,11 @@ func (ti *testInjector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	resp := &admissionv1.AdmissionResponse{UID: review.Request.UID, Allowed: true}
 	if ti.inject {
-		patch := `[{"op":"add","path":"/spec/containers/-","value":{"name":"istio-proxy","image":"proxy"}},` +
-			`{"op":"add","path":"/metadata/annotations","value":{"sidecar.istio.io/status":"{}"}}]`
+		proxy := `{"op":"add","path":"/spec/containers/-","value":{"name":"istio-proxy","image":"proxy"}},`
+		if ti.native {
+			proxy = `{"op":"add","path":"/spec/initContainers","value":[{"name":"istio-proxy","image":"proxy","restartPolicy":"Always"}]},`
+		}
+		patch := `[` + proxy + `{"op":"add","path":"/metadata/annotations","value":{"sidecar.istio.io/status":"{}"}}]`
 		resp.Patch, resp.PatchType = []byte(patch), ptr.To(admissionv1.PatchTypeJSONPatch)
 	}
 	review.Response, review.Request = resp, nil
@@ -100,15 +104,18 @@ func TestInjectionProbe(t *testing.T) {
 		url    string
 		noCA   bool
 		noHook bool
-		state  stages.State
-		reason string
-		msg    string
+		// sidecars is the shape status.dataPlane must report; "" means none.
+		sidecars string
+		state    stages.State
+		reason   string
+		msg      string
 	}{
 		"no webhook configuration":  {noHook: true, state: stages.NotReady, reason: meshv1.ReasonWebhookNotFound, msg: "MutatingWebhookConfiguration"},
 		"no caBundle yet":           {server: &testInjector{inject: true}, noCA: true, state: stages.NotReady, reason: meshv1.ReasonWebhookNotServing, msg: "no caBundle"},
 		"nothing listens":           {url: closedURL, state: stages.NotReady, reason: meshv1.ReasonWebhookNotServing, msg: "failed calling webhook"},
 		"answers without the proxy": {server: &testInjector{inject: false}, state: stages.NotReady, reason: meshv1.ReasonInjectionNotApplied, msg: "without Istio's proxy"},
-		"injects":                   {server: &testInjector{inject: true}, state: stages.Ready, reason: meshv1.ReasonWebhookServing, msg: "dry-run pod"},
+		"injects":                   {server: &testInjector{inject: true}, state: stages.Ready, reason: meshv1.ReasonWebhookServing, msg: "dry-run pod comes back with Istio's proxy (classic sidecar)", sidecars: "Classic"},
+		"injects native sidecars":   {server: &testInjector{inject: true, native: true}, state: stages.Ready, reason: meshv1.ReasonWebhookServing, msg: "(native sidecar)", sidecars: "Native"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -143,6 +150,14 @@ func TestInjectionProbe(t *testing.T) {
 			}
 			if res.State != tc.state || res.Reason != tc.reason || !strings.Contains(res.Message, tc.msg) {
 				t.Fatalf("result = %+v; want state %v, reason %s, a message with %q", res, tc.state, tc.reason, tc.msg)
+			}
+			if got := ""; res.DataPlane != nil || tc.sidecars != "" {
+				if res.DataPlane != nil {
+					got = res.DataPlane.Sidecars
+				}
+				if got != tc.sidecars {
+					t.Errorf("dataPlane.sidecars = %q, want %q", got, tc.sidecars)
+				}
 			}
 			if tc.server == nil || tc.noCA {
 				return

@@ -49,7 +49,7 @@ var podsAdmitted = Gate{Name: "PodsAdmitted", Admission: true, Check: func(c Cli
 // with restartPolicy Always) the kubelet stops the proxy with the job. The shape is the one the
 // injector gave the climb's own dry-run pods, so it is what the Jobs would get.
 var jobsNeedNativeSidecars = Gate{Name: "JobsNeedNativeSidecars", Admission: true, Check: func(c Climb) *Verdict {
-	if c.NS.Admission.Sidecars != SidecarsClassic {
+	if c.NS.Admission.Sidecars != meshv1.SidecarsClassic {
 		return nil
 	}
 	var jobs []string

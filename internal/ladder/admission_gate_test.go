@@ -104,13 +104,13 @@ func TestJobsOnTheLadder(t *testing.T) {
 		wantReason      string
 	}{
 		"classic sidecars hold a namespace with a CronJob out of the mesh": {current: meshv1.LevelOff, target: meshv1.LevelObserve, workloads: []Workload{nightly, web},
-			pods: Pods{Total: 1, Ready: 1, Uninjected: []string{"web-1"}}, sidecars: SidecarsClassic, wantBlocked: "CronJob/nightly", wantReason: meshv1.ReasonJobsNeedNativeSidecars},
+			pods: Pods{Total: 1, Ready: 1, Uninjected: []string{"web-1"}}, sidecars: meshv1.SidecarsClassic, wantBlocked: "CronJob/nightly", wantReason: meshv1.ReasonJobsNeedNativeSidecars},
 		"native sidecars let it in": {current: meshv1.LevelOff, target: meshv1.LevelObserve, workloads: []Workload{nightly, web},
-			pods: Pods{Total: 1, Ready: 1, Uninjected: []string{"web-1"}}, sidecars: SidecarsNative, wantStep: meshv1.LevelObserve, wantRestart: "Deployment/web"},
+			pods: Pods{Total: 1, Ready: 1, Uninjected: []string{"web-1"}}, sidecars: meshv1.SidecarsNative, wantStep: meshv1.LevelObserve, wantRestart: "Deployment/web"},
 		"classic sidecars and no Job: in": {current: meshv1.LevelOff, target: meshv1.LevelObserve, workloads: []Workload{web},
-			pods: Pods{Total: 1, Ready: 1, Uninjected: []string{"web-1"}}, sidecars: SidecarsClassic, wantStep: meshv1.LevelObserve, wantRestart: "Deployment/web"},
+			pods: Pods{Total: 1, Ready: 1, Uninjected: []string{"web-1"}}, sidecars: meshv1.SidecarsClassic, wantStep: meshv1.LevelObserve, wantRestart: "Deployment/web"},
 		"classic sidecars and an opted-out CronJob: in (held later, below STRICT)": {current: meshv1.LevelOff, target: meshv1.LevelObserve, workloads: []Workload{report, web},
-			pods: Pods{Total: 1, Ready: 1, Uninjected: []string{"web-1"}}, sidecars: SidecarsClassic, wantStep: meshv1.LevelObserve, wantRestart: "Deployment/web"},
+			pods: Pods{Total: 1, Ready: 1, Uninjected: []string{"web-1"}}, sidecars: meshv1.SidecarsClassic, wantStep: meshv1.LevelObserve, wantRestart: "Deployment/web"},
 		"the step to Observe restarts the Deployment only": {current: meshv1.LevelOff, target: meshv1.LevelObserve, workloads: []Workload{nightly, running, web},
 			pods: Pods{Total: 2, Ready: 2, Uninjected: []string{"migrate-x", "web-1"}}, wantStep: meshv1.LevelObserve, wantRestart: "Deployment/web"},
 		"an opted-out CronJob holds STRICT with nothing running": {current: meshv1.LevelObserve, target: meshv1.LevelMutualTLS, workloads: []Workload{nightly, report},

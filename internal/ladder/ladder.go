@@ -198,22 +198,14 @@ type Admission struct {
 	// Problem says why the pods could not be created (the API server or a webhook did not
 	// answer): the climb waits, since nothing shows its pods would be admitted.
 	Problem string
-	// Sidecars is the shape of the proxy in the pods the injector gave back: SidecarsNative,
-	// SidecarsClassic, or "" when no pod came back injected.
+	// Sidecars is the shape of the proxy in the pods the injector gave back: meshv1.SidecarsNative,
+	// meshv1.SidecarsClassic, or "" when no pod came back injected.
 	Sidecars string
 	// Revision is the revision whose injector the pods went through.
 	Revision string
 	// Refused are the workloads whose pod the API server refused, by kind and name.
 	Refused []AdmissionRefusal
 }
-
-// The shapes of Istio's proxy in an injected pod.
-const (
-	// SidecarsNative: an init container with restartPolicy Always (Kubernetes native sidecars).
-	SidecarsNative = "Native"
-	// SidecarsClassic: a container beside the application's.
-	SidecarsClassic = "Classic"
-)
 
 // AdmissionRefusal is one workload whose restarted pod the API server would refuse.
 type AdmissionRefusal struct {

@@ -83,10 +83,13 @@ type Status struct {
 	Stages []StageStatus `json:"stages"`
 	CA     *CA           `json:"ca,omitempty"`
 	// Rotation is the root rotation in progress, if any.
-	Rotation   *meshv1.RootRotationStatus `json:"rotation,omitempty"`
-	Revisions  []Revision                 `json:"revisions,omitempty"`
-	Namespaces Namespaces                 `json:"namespaces"`
-	Blocked    []Blocked                  `json:"blocked,omitempty"`
+	Rotation  *meshv1.RootRotationStatus `json:"rotation,omitempty"`
+	Revisions []Revision                 `json:"revisions,omitempty"`
+	// Sidecars is the shape of the proxy the active revision injects (status.dataPlane):
+	// Native or Classic; empty before the Injection stage probed it.
+	Sidecars   string     `json:"sidecars,omitempty"`
+	Namespaces Namespaces `json:"namespaces"`
+	Blocked    []Blocked  `json:"blocked,omitempty"`
 	// BlockedNotListed counts the blocked namespaces the status does not name (it lists ten).
 	BlockedNotListed int32 `json:"blockedNotListed,omitempty"`
 }
@@ -124,6 +127,9 @@ func StatusOf(mesh *meshv1.MeshInstallation, now time.Time) Status {
 			s.Blocked = append(s.Blocked, Blocked{Namespace: b.Name, Reason: b.Reason, Message: b.Message, Fix: Fix(b.Reason, b.Name)})
 		}
 		s.BlockedNotListed = ns.BlockedCount - int32(len(ns.Blocked)) //nolint:gosec // G115: a count of pods or namespaces, far below 2^31
+	}
+	if dp := mesh.Status.DataPlane; dp != nil {
+		s.Sidecars = dp.Sidecars
 	}
 	for _, r := range mesh.Status.Revisions {
 		s.Revisions = append(s.Revisions, Revision{Name: r.Name, Version: r.Version, Active: r.Active, Namespaces: r.Namespaces, Pods: r.Pods})
@@ -203,7 +209,7 @@ func (s Status) Text(w io.Writer, st Style) error {
 			shown = true
 		}
 	}
-	if len(s.Revisions) > 0 {
+	if len(s.Revisions) > 0 || s.Sidecars != "" {
 		p.line("")
 		p.line("Control plane")
 		if len(s.Revisions) > 1 {
@@ -216,6 +222,12 @@ func (s Status) Text(w io.Writer, st Style) error {
 			role = "active"
 		}
 		p.line("  %s Istio %s %s %d namespace(s), %d pod(s)", pad(r.Name, 10), pad(r.Version, 8), pad(role, 9), r.Namespaces, r.Pods)
+	}
+	switch s.Sidecars {
+	case meshv1.SidecarsNative:
+		p.wrapped(2, "sidecars: native (the proxy starts before the application and stops after it, so Jobs complete)")
+	case meshv1.SidecarsClassic:
+		p.wrapped(2, "sidecars: classic (a Job's proxy would keep its pod running: namespaces with Jobs stay out of the mesh, JobsNeedNativeSidecars)")
 	}
 	if len(s.Namespaces.Levels) > 0 {
 		n := s.Namespaces

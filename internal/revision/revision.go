@@ -250,6 +250,18 @@ func HasProxy(pod *corev1.Pod) bool {
 	return false
 }
 
+// SidecarShape is the shape of the pod's proxy, as status names it: meshv1.SidecarsNative,
+// meshv1.SidecarsClassic, or "" for a pod without one.
+func SidecarShape(pod *corev1.Pod) string {
+	switch {
+	case NativeSidecar(pod):
+		return meshv1.SidecarsNative
+	case HasProxy(pod):
+		return meshv1.SidecarsClassic
+	}
+	return ""
+}
+
 // NativeSidecar reports whether the pod's proxy is a Kubernetes native sidecar: an init
 // container with restartPolicy Always (Istio injects it so where every kubelet supports it,
 // 1.33 or later, unless ENABLE_NATIVE_SIDECARS says otherwise). Such a proxy starts before the

@@ -49,6 +49,8 @@ type Result struct {
 	Revisions []meshv1.RevisionStatus
 	// Certificates, when set, is the Certificates stage's report for status.certificates.
 	Certificates *meshv1.CertificatesStatus
+	// DataPlane, when set, is the Injection stage's report for status.dataPlane.
+	DataPlane *meshv1.DataPlaneStatus
 }
 
 // Report writes the parts of status a result reports. It is the one way a stage's observations
@@ -64,6 +66,9 @@ func (r Result) Report(status *meshv1.MeshInstallationStatus) {
 	}
 	if r.Certificates != nil {
 		status.Certificates = r.Certificates.DeepCopy()
+	}
+	if r.DataPlane != nil {
+		status.DataPlane = r.DataPlane.DeepCopy()
 	}
 }
 

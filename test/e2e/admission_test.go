@@ -143,7 +143,7 @@ func optedOutCronJob(t *testing.T, c client.Client) {
 // native sidecars (the proxy an init container with restartPolicy Always), which stop with a
 // Job's container: a namespace with an injected CronJob enters the mesh (where, on the default
 // nodes, TestAdoptionLadder's shop-cron is held with JobsNeedNativeSidecars), its Deployment
-// restarted with the native proxy and its CronJob left alone.
+// restarted with the native proxy and its CronJob left alone; status says sidecars are native.
 func TestNativeSidecarsLetJobsIn(t *testing.T) {
 	t.Parallel() // a cluster of its own: see main_test.go
 	ctx := context.Background()
@@ -159,6 +159,13 @@ func TestNativeSidecarsLetJobsIn(t *testing.T) {
 		ns := framework.GetNamespace(t, c, "jobs")
 		return ns.Labels[meshv1.LabelLevel] == string(meshv1.LevelObserve) && stateOf(ns).Step == nil, nil
 	})
+	mesh := &meshv1.MeshInstallation{}
+	if err := c.Get(ctx, client.ObjectKey{Name: "default"}, mesh); err != nil {
+		t.Fatal(err)
+	}
+	if mesh.Status.DataPlane == nil || mesh.Status.DataPlane.Sidecars != meshv1.SidecarsNative {
+		t.Errorf("status.dataPlane = %+v, want native sidecars, as the injector gave the probe", mesh.Status.DataPlane)
+	}
 	pods := framework.Pods(t, c, "jobs")
 	if len(pods) == 0 {
 		t.Fatal("no pods in jobs")

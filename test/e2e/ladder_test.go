@@ -376,6 +376,9 @@ func TestAdoptionLadder(t *testing.T) {
 		t.Errorf("shop-batch has Jobs (%d): the CronJob was to hold it with none running", len(jobs.Items))
 	}
 	checkAdmissionRefused(t, c, mesh, refused, uids)
+	if mesh.Status.DataPlane == nil || mesh.Status.DataPlane.Sidecars != meshv1.SidecarsClassic {
+		t.Errorf("status.dataPlane = %+v, want classic sidecars on nodes whose kubelet version Istio cannot read as 1.33+", mesh.Status.DataPlane)
+	}
 	ns := mesh.Status.Namespaces
 	if ns.MutualTLS != 1 || ns.ZeroTrust != 1 || ns.Observe < 2 {
 		t.Errorf("status.namespaces = %+v, want 1 MutualTLS, 1 ZeroTrust and Observe for the rest", ns)
