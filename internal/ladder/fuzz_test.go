@@ -131,6 +131,12 @@ func FuzzDecide(f *testing.F) {
 				t.Fatalf("restart of %s, which is not one of the namespace's workloads", r)
 			}
 		}
+		// Enforced AuthorizationPolicies never go back to a dry-run: policy.ForNamespace's order
+		// is safe for every move but that one (test/trafficsim).
+		if before := EffectsOf(ns.Current, ns.State.Step); Valid(ns.Current) && (ns.State.Step == nil || wellFormed(*ns.State.Step, ns.Current)) &&
+			before.Authorization && !before.DryRun && d.Effects.Authorization && d.Effects.DryRun {
+			t.Fatalf("enforced AuthorizationPolicies back to a dry-run: %+v → %+v (step %+v → %+v)", before, d.Effects, ns.State.Step, st)
+		}
 		got := d.Effects
 		got.Revision = ""
 		if want := promisedEffects(d.Level, st); got != want {
@@ -182,6 +188,8 @@ func checkClimbGated(t *testing.T, ns Namespace, d Decision, s Settings, now tim
 		t.Fatalf("a climb to %q started under someone else's injection label", to)
 	case len(ns.Pods.NotReady) > 0:
 		t.Fatalf("a climb to %q started with pods not Ready: %v", to, ns.Pods.NotReady)
+	case to == meshv1.LevelObserve && (ns.Admission.Unchecked || ns.Admission.Problem != "" || len(ns.Admission.Refused) > 0):
+		t.Fatalf("a climb onto Observe started without the API server admitting the pods it restarts: %+v", ns.Admission)
 	case promisedOrder[to] >= promisedOrder[meshv1.LevelMutualTLS] && len(ns.Pods.Uninjected) > 0:
 		t.Fatalf("a climb to %q started with pods without the proxy: %v", to, ns.Pods.Uninjected)
 	case promisedOrder[to] >= promisedOrder[meshv1.LevelMutualTLS] && ns.PolicyConflict != "":
@@ -227,6 +235,9 @@ func unexempted(ns Namespace) bool {
 // (Observe's completes unjudged, with a warning).
 func checkBaked(t *testing.T, ns Namespace, was Step, s Settings, now time.Time) {
 	t.Helper()
+	if unobservable(ns) {
+		return // nothing can ever be read (every proxy is proxyless gRPC): completes unbaked, with a Warning
+	}
 	r := ns.Traffic
 	baking := was.Baking
 	if !was.PausedAt.IsZero() && !baking.IsZero() {

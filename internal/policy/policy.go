@@ -117,10 +117,14 @@ func MeshWide(installation, rootNamespace string) *unstructured.Unstructured {
 // Under Istio's semantics an enforced ALLOW policy denies, on the pods it selects, every call that
 // no enforced ALLOW policy there matches. So the order is chosen for the moments between writes:
 // an exemption's ALLOW carries the namespace's allow rules beside its ports (its pods are never
-// under one without the other), enforcement comes on most specific first (the exemptions', then
-// the namespace's allow, then allow-nothing) and, going back to a dry-run, comes off in the
-// reverse order. Applied this way, no write denies a call that both the start and the end of the
-// move admit (test/trafficsim's TestPolicyMovesNeverBreakACallBothEndsAdmit replays every move).
+// under one without the other), and enforcement comes on most specific first (the exemptions',
+// then the namespace's allow, then allow-nothing). The dry-run policies are written in the same
+// order: proxyless gRPC ignores istio.io/dry-run and enforces them as they come. Applied this
+// way, no write denies a call that both the start and the end of the move admit
+// (test/trafficsim's TestPolicyMovesNeverBreakACallBothEndsAdmit replays the ladder's moves).
+// The ladder never takes enforced policies back to a dry-run (a ZeroTrust climb is rolled back
+// to MutualTLS, which removes them; see ladder.EffectsOf), the one move this order would not
+// make safe.
 func ForNamespace(installation, namespace string, allowFrom []string, exemptions []Exemption, e ladder.Effects) []*unstructured.Unstructured {
 	var out []*unstructured.Unstructured
 	if e.Strict {
@@ -147,9 +151,6 @@ func ForNamespace(installation, namespace string, allowFrom []string, exemptions
 	nothing := object(AuthorizationPolicyGVK, installation, namespace, AllowNothingName)
 	nothing.Object["spec"] = map[string]any{}
 	authz = append(authz, allow, nothing)
-	if e.DryRun {
-		slices.Reverse(authz)
-	}
 	for _, u := range authz {
 		if e.DryRun {
 			u.SetAnnotations(map[string]string{DryRunAnnotation: "true"})

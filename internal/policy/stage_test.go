@@ -123,7 +123,7 @@ func TestMeshWidePolicy(t *testing.T) {
 }
 
 // TestForNamespace: the policies of each level, in the order they are applied: enforced, the
-// exemption's allow, then the allow policy, then the allow-nothing one; in a dry-run, the reverse
+// exemption's allow, then the allow policy, then the allow-nothing one; the same in a dry-run
 // (test/trafficsim replays every move write by write against Istio's semantics).
 func TestForNamespace(t *testing.T) {
 	hook := []Exemption{{Service: "hook", Selector: map[string]string{"app": "hook"}, Ports: []int32{8443, 9443}}}
@@ -139,10 +139,10 @@ func TestForNamespace(t *testing.T) {
 			names: PlaintextPrefix + "hook," + StrictName},
 		"zero trust enforced: the exemption's allow, then the allow policy, then allow-nothing": {e: ladder.Effects{Inject: true, Strict: true, Authorization: true}, exemptions: hook,
 			names: PlaintextPrefix + "hook," + StrictName + "," + PlaintextPrefix + "hook," + AllowName + "," + AllowNothingName},
-		"zero trust in dry-run: enforcement comes off in reverse": {e: ladder.Effects{Inject: true, Strict: true, Authorization: true, DryRun: true}, exemptions: hook,
-			names: PlaintextPrefix + "hook," + StrictName + "," + AllowNothingName + "," + AllowName + "," + PlaintextPrefix + "hook", dry: true},
+		"zero trust in dry-run: the same order (proxyless gRPC enforces it)": {e: ladder.Effects{Inject: true, Strict: true, Authorization: true, DryRun: true}, exemptions: hook,
+			names: PlaintextPrefix + "hook," + StrictName + "," + PlaintextPrefix + "hook," + AllowName + "," + AllowNothingName, dry: true},
 		"mutual TLS: STRICT":    {e: ladder.Effects{Inject: true, Strict: true}, names: StrictName},
-		"zero trust in dry-run": {e: ladder.Effects{Inject: true, Strict: true, Authorization: true, DryRun: true}, names: StrictName + "," + AllowNothingName + "," + AllowName, dry: true},
+		"zero trust in dry-run": {e: ladder.Effects{Inject: true, Strict: true, Authorization: true, DryRun: true}, names: StrictName + "," + AllowName + "," + AllowNothingName, dry: true},
 		"zero trust enforced":   {e: ladder.Effects{Inject: true, Strict: true, Authorization: true}, names: StrictName + "," + AllowName + "," + AllowNothingName},
 	}
 	for name, tc := range tests {
