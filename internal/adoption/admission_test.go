@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 )
@@ -77,5 +78,49 @@ func TestAdmissionRefusalHoldsTheClimb(t *testing.T) {
 	}
 	if got := getNS(t, "guarded"); got.Labels[InjectionLabel] != "default" {
 		t.Errorf("labels %v: want the step to Observe started once the pods are admitted", got.Labels)
+	}
+}
+
+// TestAdmissionIsCheckedOnlyForAFreeSlot: with one slot (maxNamespacesInProgress: 1) and two
+// namespaces waiting to enter the mesh, a pass creates the dry-run pods of the first only; the
+// second waits for the slot, its pods not created.
+func TestAdmissionIsCheckedOnlyForAFreeSlot(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
+	for _, name := range []string{"slot-a", "slot-b"} {
+		teamNamespace(t, name)
+		ns := getNS(t, name)
+		delete(ns.Labels, "ladder")
+		ns.Labels["slots"] = "on"
+		if err := k8s.Update(ctx, ns); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = k8s.Delete(context.Background(), ns) })
+	}
+	var dryRuns []string
+	c := interceptor.NewClient(k8s, interceptor.Funcs{Create: func(ctx context.Context, cl client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+		if o := (&client.CreateOptions{}).ApplyOptions(opts); len(o.DryRun) > 0 {
+			dryRuns = append(dryRuns, obj.GetNamespace()+"/"+obj.GetName())
+		}
+		return cl.Create(ctx, obj, opts...)
+	}})
+	mesh := meshFor("slots")
+	mesh.Spec.Namespaces[0].Selector.MatchLabels = map[string]string{"slots": "on"}
+	mesh.Spec.Rollout.MaxNamespacesInProgress = 1
+	res, err := newStage(c, now).Reconcile(ctx, mesh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dryRuns) != 1 || !strings.HasPrefix(dryRuns[0], "slot-a/") {
+		t.Errorf("dry-run creates %v, want slot-a's pod only", dryRuns)
+	}
+	if got := getNS(t, "slot-a"); got.Labels[InjectionLabel] != "default" {
+		t.Errorf("slot-a labels %v: want its step to Observe started", got.Labels)
+	}
+	if got := getNS(t, "slot-b"); got.Labels[InjectionLabel] != "" {
+		t.Errorf("slot-b labels %v: want it waiting for the slot", got.Labels)
+	}
+	if !strings.Contains(res.Message, "slot-b: waiting for a free slot") {
+		t.Errorf("message %q: want slot-b waiting for a free slot", res.Message)
 	}
 }

@@ -130,8 +130,7 @@ func (p Planner) Plan(ctx context.Context, mesh *meshv1.MeshInstallation, now ti
 		return nil, Target{}, err
 	}
 	p.readTraffic(ctx, mesh, plans, settings)
-	p.checkAdmission(ctx, plans, settings)
-	decideAll(plans, settings, maxInProgress(mesh), now)
+	decideAll(plans, settings, maxInProgress(mesh), now, func(c *NamespacePlan, free bool) { p.checkAdmission(ctx, c, settings, free) })
 	return plans, target, nil
 }
 
@@ -160,34 +159,36 @@ func (p Planner) readTraffic(ctx context.Context, mesh *meshv1.MeshInstallation,
 	}
 }
 
-// checkAdmission creates, with server-side dry run, the pods of the workloads each namespace's
-// next climb would restart (those running pods without the proxy, not opted out) and of its
-// CronJobs and Jobs (whose next pods the climb injects), where the climb passes an admission
-// gate. Without a checker (the kubectl plugin), they are unchecked.
-func (p Planner) checkAdmission(ctx context.Context, plans []NamespacePlan, settings ladder.Settings) {
-	rev := ladder.RevisionName(settings.Revision)
-	for i := range plans {
-		c := &plans[i]
-		if !ladder.ChecksAdmission(c.ladderNamespace(settings), settings) {
-			continue
-		}
-		if p.Admission == nil {
-			c.Admission = ladder.Admission{Unchecked: true}
-			continue
-		}
-		var restart []admission.Workload
-		for _, w := range c.Workloads {
-			if !w.OptedOut && (w.Uninjected || w.RunsToCompletion) {
-				restart = append(restart, admission.Workload{Kind: w.Kind, Name: w.Name, UID: c.uids[w.Kind+"/"+w.Name]})
-			}
-		}
-		a, err := p.Admission.Check(ctx, c.Namespace.Name, c.Namespace.Labels, restart, rev)
-		if err != nil {
-			log.FromContext(ctx).Info("could not check the admission of a namespace's pods", "namespace", c.Namespace.Name, "error", err.Error())
-			a = ladder.Admission{Revision: rev, Problem: err.Error()}
-		}
-		c.Admission = a
+// checkAdmission creates, with server-side dry run, the pods of the workloads a namespace's next
+// climb would restart (those running pods without the proxy, not opted out) and of its CronJobs
+// and Jobs (whose next pods the climb injects), when the climb passes an admission gate. Only
+// while a slot is free (free): with a thousand namespaces waiting, a pass creates the pods of
+// those that can start, not of all. Without a checker (the kubectl plugin), they are unchecked.
+func (p Planner) checkAdmission(ctx context.Context, c *NamespacePlan, settings ladder.Settings, free bool) {
+	if !ladder.ChecksAdmission(c.ladderNamespace(settings), settings) {
+		return
 	}
+	switch {
+	case p.Admission == nil:
+		c.Admission = ladder.Admission{Unchecked: true}
+		return
+	case !free:
+		c.Admission = ladder.Admission{Deferred: true}
+		return
+	}
+	rev := ladder.RevisionName(settings.Revision)
+	var restart []admission.Workload
+	for _, w := range c.Workloads {
+		if !w.OptedOut && (w.Uninjected || w.RunsToCompletion) {
+			restart = append(restart, admission.Workload{Kind: w.Kind, Name: w.Name, UID: c.uids[w.Kind+"/"+w.Name]})
+		}
+	}
+	a, err := p.Admission.Check(ctx, c.Namespace.Name, c.Namespace.Labels, restart, rev)
+	if err != nil {
+		log.FromContext(ctx).Info("could not check the admission of a namespace's pods", "namespace", c.Namespace.Name, "error", err.Error())
+		a = ladder.Admission{Revision: rev, Problem: err.Error()}
+	}
+	c.Admission = a
 }
 
 // ladderNamespace is what the ladder decides a plan's namespace from.
@@ -297,14 +298,18 @@ func Candidates(ctx context.Context, mesh *meshv1.MeshInstallation, namespaces [
 // PolicyConflict), in order, giving new steps the slots maxNamespacesInProgress leaves. Namespaces
 // in the mesh on another revision than the target's are moved to it.
 func DecideAll(plans []NamespacePlan, mesh *meshv1.MeshInstallation, target Target, now time.Time) {
-	decideAll(plans, settingsFor(mesh, target, plans), maxInProgress(mesh), now)
+	decideAll(plans, settingsFor(mesh, target, plans), maxInProgress(mesh), now, nil)
 }
 
-// decideAll is DecideAll with the pass's settings and maxNamespacesInProgress.
-func decideAll(plans []NamespacePlan, settings ladder.Settings, limit int, now time.Time) {
+// decideAll is DecideAll with the pass's settings and maxNamespacesInProgress; admit, when set,
+// fills in a plan's Admission just before its decision, knowing whether a slot is free.
+func decideAll(plans []NamespacePlan, settings ladder.Settings, limit int, now time.Time, admit func(c *NamespacePlan, free bool)) {
 	inProgress := 0
 	for i := range plans {
 		c := &plans[i]
+		if admit != nil {
+			admit(c, inProgress < limit)
+		}
 		c.Decision = ladder.Decide(c.ladderNamespace(settings), settings, inProgress < limit, now)
 		if c.Decision.InProgress {
 			inProgress++

@@ -25,6 +25,9 @@ var podsAdmitted = Gate{Name: "PodsAdmitted", Admission: true, Check: func(c Cli
 		return &Verdict{Waiting: fmt.Sprintf("the step to %s starts once the operator has seen the API server admit the pods it restarts (created with server-side dry run; this reader creates none)", c.To),
 			RecheckAfter: AdmissionRecheck, Unread: true}
 	}
+	if a.Deferred {
+		return &Verdict{Waiting: fmt.Sprintf("waiting for a free slot to step to %s (spec.rollout.maxNamespacesInProgress); its pods' admission is checked then", c.To), RecheckAfter: AdmissionRecheck}
+	}
 	if a.Problem != "" {
 		return &Verdict{Waiting: "the admission of the pods it restarts could not be checked: " + a.Problem, RecheckAfter: AdmissionRecheck}
 	}

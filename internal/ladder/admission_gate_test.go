@@ -35,6 +35,8 @@ func TestPodsAdmitted(t *testing.T) {
 			wantReason: meshv1.ReasonPodAdmissionRefused, wantMessage: []string{"2 workload(s)", "Deployment/web", "StatefulSet/db"}},
 		"a reader that creates no pods waits": {current: meshv1.LevelOff, target: meshv1.LevelObserve, admission: Admission{Unchecked: true},
 			wantMessage: []string{"the step to Observe starts once the operator has seen the API server admit the pods", "this reader creates none"}, wantUnread: true},
+		"no free slot: not checked, waits": {current: meshv1.LevelOff, target: meshv1.LevelObserve, admission: Admission{Deferred: true},
+			wantMessage: []string{"waiting for a free slot to step to Observe"}},
 		"a check that could not be made waits": {current: meshv1.LevelOff, target: meshv1.LevelObserve, admission: Admission{Problem: "failed calling webhook"},
 			wantMessage: []string{"could not be checked: failed calling webhook"}},
 		"a climb to MutualTLS restarts nothing and is not judged": {current: meshv1.LevelObserve, target: meshv1.LevelMutualTLS, admission: Admission{Refused: []AdmissionRefusal{psa}},

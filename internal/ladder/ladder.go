@@ -195,6 +195,9 @@ type Admission struct {
 	// Unchecked is set by a reader that creates no pods (the kubectl plugin): the gate then
 	// waits, and the plugin shows the operator's last verdict.
 	Unchecked bool
+	// Deferred is set when no slot was free for the climb (spec.rollout.maxNamespacesInProgress):
+	// its pods are created once one is, so a pass creates only the pods of climbs that can start.
+	Deferred bool
 	// Problem says why the pods could not be created (the API server or a webhook did not
 	// answer): the climb waits, since nothing shows its pods would be admitted.
 	Problem string
