@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -428,6 +429,16 @@ type ladderPredicate struct{ predicate.Funcs }
 
 // Update implements predicate.Predicate.
 func (ladderPredicate) Update(e event.UpdateEvent) bool {
+	switch o := e.ObjectOld.(type) {
+	case *batchv1.Job:
+		// Its pods are watched themselves: what the ladder reads of a Job is its template (the
+		// generation), whether it finished and whether it is going.
+		n, ok := e.ObjectNew.(*batchv1.Job)
+		return !ok || o.Generation != n.Generation || adoption.JobFinished(o) != adoption.JobFinished(n) || !o.DeletionTimestamp.Equal(n.DeletionTimestamp)
+	case *batchv1.CronJob:
+		// Its status moves at every run; the ladder reads its template and whether it is going.
+		return o.Generation != e.ObjectNew.GetGeneration() || !o.DeletionTimestamp.Equal(e.ObjectNew.GetDeletionTimestamp())
+	}
 	oldPod, ok1 := e.ObjectOld.(*corev1.Pod)
 	newPod, ok2 := e.ObjectNew.(*corev1.Pod)
 	if !ok1 || !ok2 {

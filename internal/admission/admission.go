@@ -7,6 +7,7 @@
 package admission
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"sort"
@@ -39,10 +40,17 @@ type Checker struct {
 	Writer client.Writer
 	// Clock tells the memo's time; nil is the real clock.
 	Clock clock.PassiveClock
+	// Timeout bounds one namespace's check (a slow admission webhook is called once per pod);
+	// zero is DefaultTimeout. Running out is reported as an error: the climb waits.
+	Timeout time.Duration
 
 	mu   sync.Mutex
 	memo map[string]verdict
 }
+
+// DefaultTimeout bounds one namespace's check, so that an admission webhook that does not answer
+// holds that namespace, not the whole pass.
+const DefaultTimeout = 20 * time.Second
 
 // verdict is one workload's outcome, and when it was had.
 type verdict struct {
@@ -66,6 +74,8 @@ type Workload struct {
 func (c *Checker) Check(ctx context.Context, namespace string, nsLabels map[string]string, workloads []Workload, rev string) (ladder.Admission, error) {
 	out := ladder.Admission{Revision: rev}
 	now := c.now()
+	ctx, cancel := context.WithTimeout(ctx, cmp.Or(c.Timeout, DefaultTimeout))
+	defer cancel()
 	for _, w := range workloads {
 		obj, err := c.read(ctx, namespace, w)
 		if apierr.Absent(err) {
@@ -84,8 +94,10 @@ func (c *Checker) Check(ctx context.Context, namespace string, nsLabels map[stri
 			v.at = now
 			c.remember(key, v, now)
 		}
-		if v.sidecars != "" && out.Sidecars != meshv1.SidecarsClassic {
-			out.Sidecars = v.sidecars // one classic pod makes the namespace's shape classic
+		// The Jobs' own pods tell whether their proxy stops with them (a template may ask for
+		// native sidecars with sidecar.istio.io/nativeSidecar); one classic makes it classic.
+		if (w.Kind == "CronJob" || w.Kind == "Job") && v.sidecars != "" && out.Sidecars != meshv1.SidecarsClassic {
+			out.Sidecars = v.sidecars
 		}
 		if v.refused != "" {
 			out.Refused = append(out.Refused, ladder.AdmissionRefusal{Workload: w.Kind + "/" + w.Name, Message: v.refused})

@@ -169,8 +169,9 @@ func TestCheckAgainstTheAPIServer(t *testing.T) {
 	}
 }
 
-// TestCheckReportsTheProxyShape: the shape of the proxy in the pods the API server gives back
-// is reported, one classic pod making the namespace's shape classic. envtest runs no injector:
+// TestCheckReportsTheProxyShape: the shape of the proxy in the CronJobs' and Jobs' pods the API
+// server gives back is reported, one classic pod making it classic; a Deployment's pod does not
+// count (a Job's template may ask for native sidecars on its own). envtest runs no injector:
 // the interceptor adds the proxy to the returned pod as Istio's would (its native or classic
 // shape); the e2e suite shows the real injector.
 func TestCheckReportsTheProxyShape(t *testing.T) {
@@ -178,10 +179,17 @@ func TestCheckReportsTheProxyShape(t *testing.T) {
 	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shapes"}}); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"a", "b"} {
-		tmpl := corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": name}}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
-		if err := k8s.Create(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shapes"}, Spec: appsv1.DeploymentSpec{
-			Selector: &metav1.LabelSelector{MatchLabels: tmpl.Labels}, Template: tmpl}}); err != nil {
+	for _, name := range []string{"a", "b", "web"} {
+		tmpl := corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": name}}, Spec: corev1.PodSpec{
+			RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
+		var obj client.Object = &batchv1.CronJob{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shapes"}, Spec: batchv1.CronJobSpec{Schedule: "0 3 * * *",
+			JobTemplate: batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: tmpl}}}}
+		if name == "web" {
+			tmpl.Spec.RestartPolicy = corev1.RestartPolicyAlways
+			obj = &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shapes"}, Spec: appsv1.DeploymentSpec{
+				Selector: &metav1.LabelSelector{MatchLabels: tmpl.Labels}, Template: tmpl}}
+		}
+		if err := k8s.Create(ctx, obj); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -190,7 +198,7 @@ func TestCheckReportsTheProxyShape(t *testing.T) {
 		native map[string]bool // by workload; absent: not injected
 		want   string
 	}{
-		"native":                {native: map[string]bool{"a": true, "b": true}, want: meshv1.SidecarsNative},
+		"native (the Deployment's classic pod aside)": {native: map[string]bool{"a": true, "b": true, "web": false}, want: meshv1.SidecarsNative},
 		"classic":               {native: map[string]bool{"a": false, "b": false}, want: meshv1.SidecarsClassic},
 		"one classic is enough": {native: map[string]bool{"a": true, "b": false}, want: meshv1.SidecarsClassic},
 		"not injected":          {native: map[string]bool{}, want: ""},
@@ -211,10 +219,32 @@ func TestCheckReportsTheProxyShape(t *testing.T) {
 				}
 				return nil
 			}})
-			got, err := (&Checker{Reader: k8s, Writer: writer}).Check(ctx, "shapes", nil, []Workload{{Kind: "Deployment", Name: "a"}, {Kind: "Deployment", Name: "b"}}, "default")
+			got, err := (&Checker{Reader: k8s, Writer: writer}).Check(ctx, "shapes", nil, []Workload{{Kind: "CronJob", Name: "a"}, {Kind: "CronJob", Name: "b"}, {Kind: "Deployment", Name: "web"}}, "default")
 			if err != nil || got.Sidecars != tc.want {
 				t.Errorf("sidecars %q (%v), want %q", got.Sidecars, err, tc.want)
 			}
 		})
+	}
+}
+
+// TestCheckIsBounded: an admission webhook that does not answer holds the check no longer than
+// its timeout, reported as an error (the climb waits), not as a refusal.
+func TestCheckIsBounded(t *testing.T) {
+	ctx := context.Background()
+	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "slow"}}); err != nil {
+		t.Fatal(err)
+	}
+	tmpl := corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
+	if err := k8s.Create(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "slow"}, Spec: appsv1.DeploymentSpec{
+		Selector: &metav1.LabelSelector{MatchLabels: tmpl.Labels}, Template: tmpl}}); err != nil {
+		t.Fatal(err)
+	}
+	writer := interceptor.NewClient(k8s, interceptor.Funcs{Create: func(ctx context.Context, _ client.WithWatch, _ client.Object, _ ...client.CreateOption) error {
+		<-ctx.Done() // a webhook that never answers
+		return ctx.Err()
+	}})
+	_, err := (&Checker{Reader: k8s, Writer: writer, Timeout: 200 * time.Millisecond}).Check(ctx, "slow", nil, []Workload{{Kind: "Deployment", Name: "web"}}, "default")
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("err = %v, want the deadline exceeded", err)
 	}
 }

@@ -206,7 +206,7 @@ func listJobs(ctx context.Context, r client.Reader, namespace string) ([]workloa
 	for i := range jobs.Items {
 		j := &jobs.Items[i]
 		sel, err := metav1.LabelSelectorAsSelector(j.Spec.Selector)
-		if jobFinished(j) || !j.DeletionTimestamp.IsZero() || err != nil || sel.Empty() {
+		if JobFinished(j) || !j.DeletionTimestamp.IsZero() || err != nil || sel.Empty() {
 			continue
 		}
 		out = append(out, workload{kind: "Job", name: j.Name, uid: j.UID, selector: sel, template: j.Spec.Template.ObjectMeta,
@@ -215,8 +215,8 @@ func listJobs(ctx context.Context, r client.Reader, namespace string) ([]workloa
 	return out, nil
 }
 
-// jobFinished reports a Job whose Complete or Failed condition is true: it creates no more pods.
-func jobFinished(j *batchv1.Job) bool {
+// JobFinished reports a Job whose Complete or Failed condition is true: it creates no more pods.
+func JobFinished(j *batchv1.Job) bool {
 	for _, c := range j.Status.Conditions {
 		if (c.Type == batchv1.JobComplete || c.Type == batchv1.JobFailed) && c.Status == corev1.ConditionTrue {
 			return true

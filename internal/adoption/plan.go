@@ -130,7 +130,7 @@ func (p Planner) Plan(ctx context.Context, mesh *meshv1.MeshInstallation, now ti
 		return nil, Target{}, err
 	}
 	p.readTraffic(ctx, mesh, plans, settings)
-	decideAll(plans, settings, maxInProgress(mesh), now, func(c *NamespacePlan, free bool) { p.checkAdmission(ctx, c, settings, free) })
+	decideAll(plans, settings, maxInProgress(mesh), now, func(c *NamespacePlan, free bool) { p.checkAdmission(ctx, mesh, c, settings, free) })
 	return plans, target, nil
 }
 
@@ -164,13 +164,13 @@ func (p Planner) readTraffic(ctx context.Context, mesh *meshv1.MeshInstallation,
 // and Jobs (whose next pods the climb injects), when the climb passes an admission gate. Only
 // while a slot is free (free): with a thousand namespaces waiting, a pass creates the pods of
 // those that can start, not of all. Without a checker (the kubectl plugin), they are unchecked.
-func (p Planner) checkAdmission(ctx context.Context, c *NamespacePlan, settings ladder.Settings, free bool) {
+func (p Planner) checkAdmission(ctx context.Context, mesh *meshv1.MeshInstallation, c *NamespacePlan, settings ladder.Settings, free bool) {
 	if !ladder.ChecksAdmission(c.ladderNamespace(settings), settings) {
 		return
 	}
 	switch {
 	case p.Admission == nil:
-		c.Admission = ladder.Admission{Unchecked: true}
+		c.Admission = ReaderAdmission(mesh, c.Namespace.Name)
 		return
 	case !free:
 		c.Admission = ladder.Admission{Deferred: true}
@@ -189,6 +189,21 @@ func (p Planner) checkAdmission(ctx context.Context, c *NamespacePlan, settings 
 		a = ladder.Admission{Revision: rev, Problem: err.Error()}
 	}
 	c.Admission = a
+}
+
+// ReaderAdmission is the admission of a namespace's pods for a reader that creates none (the
+// kubectl plugin): unchecked, and held where the operator last reported the namespace held by an
+// admission gate (status.namespaces.blocked).
+func ReaderAdmission(mesh *meshv1.MeshInstallation, namespace string) ladder.Admission {
+	a := ladder.Admission{Unchecked: true}
+	if mesh.Status.Namespaces != nil {
+		for _, b := range mesh.Status.Namespaces.Blocked {
+			if b.Name == namespace && (b.Reason == meshv1.ReasonPodAdmissionRefused || b.Reason == meshv1.ReasonJobsNeedNativeSidecars) {
+				a.Reported = true
+			}
+		}
+	}
+	return a
 }
 
 // ladderNamespace is what the ladder decides a plan's namespace from.

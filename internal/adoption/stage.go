@@ -294,13 +294,6 @@ func (s *Stage) restart(ctx context.Context, namespace, kindName string, uid typ
 // webhook's port STRICT.
 func (s *Stage) syncPolicies(ctx context.Context, mesh *meshv1.MeshInstallation, c *NamespacePlan, e ladder.Effects) error {
 	namespace := c.Namespace.Name
-	keepExemptions := len(c.ExemptionProblems) > 0 && e.Strict
-	desired := policy.ForNamespace(mesh.Name, namespace, c.Enrollment.AllowFrom, c.Exemptions, e)
-	for _, p := range desired {
-		if _, err := s.Applier.Apply(ctx, p); err != nil {
-			return err
-		}
-	}
 	var current []*unstructured.Unstructured
 	for _, gvk := range policy.Kinds() {
 		list := &unstructured.UnstructuredList{}
@@ -309,13 +302,18 @@ func (s *Stage) syncPolicies(ctx context.Context, mesh *meshv1.MeshInstallation,
 			return fmt.Errorf("listing %s in %s: %w", gvk.Kind, namespace, err)
 		}
 		for i := range list.Items {
-			p := &list.Items[i]
-			if keepExemptions && strings.HasPrefix(p.GetName(), policy.PlaintextPrefix) {
-				continue
-			}
-			if p.GetDeletionTimestamp().IsZero() {
+			if p := &list.Items[i]; p.GetDeletionTimestamp().IsZero() {
 				current = append(current, p)
 			}
+		}
+	}
+	desired := policy.ForNamespace(mesh.Name, namespace, c.Enrollment.AllowFrom, c.Exemptions, e)
+	if len(c.ExemptionProblems) > 0 && e.Strict {
+		desired = append(policy.KeptExemptions(mesh.Name, namespace, c.Enrollment.AllowFrom, desired, current, e), desired...)
+	}
+	for _, p := range desired {
+		if _, err := s.Applier.Apply(ctx, p); err != nil {
+			return err
 		}
 	}
 	for _, p := range policy.Stale(desired, current) {

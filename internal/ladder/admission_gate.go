@@ -21,9 +21,12 @@ const AdmissionRecheck = 30 * time.Second
 // the verdict is the API server's own.
 var podsAdmitted = Gate{Name: "PodsAdmitted", Admission: true, Check: func(c Climb) *Verdict {
 	a := c.NS.Admission
+	if a.Unchecked && a.Reported {
+		// A reader that creates no pods (the kubectl plugin) shows the operator's verdict.
+		return &Verdict{Waiting: "held by the admission of its pods, as the operator last reported", RecheckAfter: AdmissionRecheck, Unread: true}
+	}
 	if a.Unchecked {
-		return &Verdict{Waiting: fmt.Sprintf("the step to %s starts once the operator has seen the API server admit the pods it restarts (created with server-side dry run; this reader creates none)", c.To),
-			RecheckAfter: AdmissionRecheck, Unread: true}
+		return nil // predicted: nothing the operator reported says otherwise
 	}
 	if a.Deferred {
 		return &Verdict{Waiting: fmt.Sprintf("waiting for a free slot to step to %s (spec.rollout.maxNamespacesInProgress); its pods' admission is checked then", c.To), RecheckAfter: AdmissionRecheck}

@@ -188,7 +188,7 @@ func checkClimbGated(t *testing.T, ns Namespace, d Decision, s Settings, now tim
 		t.Fatalf("a climb to %q started under someone else's injection label", to)
 	case len(ns.Pods.NotReady) > 0:
 		t.Fatalf("a climb to %q started with pods not Ready: %v", to, ns.Pods.NotReady)
-	case to == meshv1.LevelObserve && (ns.Admission.Unchecked || ns.Admission.Deferred || ns.Admission.Problem != "" || len(ns.Admission.Refused) > 0):
+	case to == meshv1.LevelObserve && (ns.Admission.Reported || ns.Admission.Deferred || ns.Admission.Problem != "" || len(ns.Admission.Refused) > 0):
 		t.Fatalf("a climb onto Observe started without the API server admitting the pods it restarts: %+v", ns.Admission)
 	case promisedOrder[to] >= promisedOrder[meshv1.LevelMutualTLS] && len(ns.Pods.Uninjected) > 0:
 		t.Fatalf("a climb to %q started with pods without the proxy: %v", to, ns.Pods.Uninjected)

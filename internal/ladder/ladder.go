@@ -192,17 +192,21 @@ type Namespace struct {
 // climb would restart, as the climb will have it (injected by the revision it puts on the
 // namespace).
 type Admission struct {
-	// Unchecked is set by a reader that creates no pods (the kubectl plugin): the gate then
-	// waits, and the plugin shows the operator's last verdict.
+	// Unchecked is set by a reader that creates no pods (the kubectl plugin): the gate lets the
+	// climb be predicted, unless Reported.
 	Unchecked bool
+	// Reported, with Unchecked, says the operator last reported the namespace held by an
+	// admission gate: the gate waits for this reader, which shows the operator's verdict.
+	Reported bool
 	// Deferred is set when no slot was free for the climb (spec.rollout.maxNamespacesInProgress):
 	// its pods are created once one is, so a pass creates only the pods of climbs that can start.
 	Deferred bool
 	// Problem says why the pods could not be created (the API server or a webhook did not
 	// answer): the climb waits, since nothing shows its pods would be admitted.
 	Problem string
-	// Sidecars is the shape of the proxy in the pods the injector gave back: meshv1.SidecarsNative,
-	// meshv1.SidecarsClassic, or "" when no pod came back injected.
+	// Sidecars is the shape of the proxy in the CronJobs' and Jobs' pods the injector gave back:
+	// meshv1.SidecarsNative, meshv1.SidecarsClassic (one classic is enough), or "" when none
+	// came back injected.
 	Sidecars string
 	// Revision is the revision whose injector the pods went through.
 	Revision string

@@ -160,6 +160,44 @@ func ForNamespace(installation, namespace string, allowFrom []string, exemptions
 	return out
 }
 
+// KeptExemptions are the exemptions of current (the namespace's policies as listed) that desired
+// does not hold, to be kept while some of the namespace's plaintextPorts cannot be resolved
+// (removing one would make a webhook's port STRICT): written before desired, the
+// PeerAuthentications as they are, the AuthorizationPolicies with their selector and ports but
+// the allow rule and dry-run of effects e (a kept one must not keep admitting a namespace taken
+// out of allowFrom, nor stay in a dry-run that was enforced), and none without authorization.
+func KeptExemptions(installation, namespace string, allowFrom []string, desired, current []*unstructured.Unstructured, e ladder.Effects) []*unstructured.Unstructured {
+	want := map[string]bool{}
+	for _, p := range desired {
+		want[p.GetKind()+"/"+p.GetName()] = true
+	}
+	var pas, aps []*unstructured.Unstructured
+	for _, cur := range current {
+		if !strings.HasPrefix(cur.GetName(), PlaintextPrefix) || want[cur.GetKind()+"/"+cur.GetName()] {
+			continue
+		}
+		spec, _, _ := unstructured.NestedMap(cur.Object, "spec")
+		u := object(cur.GroupVersionKind(), installation, namespace, cur.GetName())
+		switch cur.GetKind() {
+		case PeerAuthenticationGVK.Kind:
+			u.Object["spec"] = spec
+			pas = append(pas, u)
+		case AuthorizationPolicyGVK.Kind:
+			rules, _, _ := unstructured.NestedSlice(cur.Object, "spec", "rules")
+			if !e.Authorization || len(rules) == 0 {
+				continue
+			}
+			allowRule := map[string]any{"from": []any{map[string]any{"source": map[string]any{"namespaces": allowSources(namespace, allowFrom)}}}}
+			u.Object["spec"] = map[string]any{"selector": spec["selector"], "action": "ALLOW", "rules": []any{rules[0], allowRule}}
+			if e.DryRun {
+				u.SetAnnotations(map[string]string{DryRunAnnotation: "true"})
+			}
+			aps = append(aps, u)
+		}
+	}
+	return append(pas, aps...)
+}
+
 // allowSources is the namespaces the allow rule admits: the namespace itself and allowFrom, once
 // each.
 func allowSources(namespace string, allowFrom []string) []any {

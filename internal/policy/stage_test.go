@@ -205,3 +205,48 @@ func checkExemption(t *testing.T, p *unstructured.Unstructured) {
 		}
 	}
 }
+
+// TestKeptExemptions: while some plaintextPorts cannot be resolved, the exemptions a namespace
+// carries are kept, their PeerAuthentication as it is and their AuthorizationPolicy with its
+// selector and ports but today's allow rule and dry-run: a kept one must not keep admitting a
+// namespace taken out of allowFrom, nor stay in a dry-run once enforced; without authorization
+// it goes, and one desired anyway is not doubled.
+func TestKeptExemptions(t *testing.T) {
+	hook := Exemption{Service: "hook", Selector: map[string]string{"app": "hook"}, Ports: []int32{8443}}
+	zt := ladder.Effects{Inject: true, Strict: true, Authorization: true}
+	dry := zt
+	dry.DryRun = true
+	// What the namespace carries: hook's exemption written in a dry-run with legacy allowed.
+	current := ForNamespace("m", "shop", []string{"legacy"}, []Exemption{hook}, dry)
+	tests := map[string]struct {
+		e          ladder.Effects
+		exemptions []Exemption
+		want       []string
+	}{
+		"enforced, legacy gone from allowFrom": {e: zt, want: []string{
+			"PeerAuthentication/meshwright-plaintext-hook",
+			"AuthorizationPolicy/meshwright-plaintext-hook [map[to:[map[operation:map[ports:[8443]]]]] map[from:[map[source:map[namespaces:[shop]]]]]] dry-run=false"}},
+		"still in its dry-run": {e: dry, want: []string{
+			"PeerAuthentication/meshwright-plaintext-hook",
+			"AuthorizationPolicy/meshwright-plaintext-hook [map[to:[map[operation:map[ports:[8443]]]]] map[from:[map[source:map[namespaces:[shop]]]]]] dry-run=true"}},
+		"back at MutualTLS: the AuthorizationPolicy goes": {e: ladder.Effects{Inject: true, Strict: true}, want: []string{"PeerAuthentication/meshwright-plaintext-hook"}},
+		"resolved again: nothing to keep":                 {e: zt, exemptions: []Exemption{hook}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			desired := ForNamespace("m", "shop", nil, tc.exemptions, tc.e)
+			var got []string
+			for _, u := range KeptExemptions("m", "shop", nil, desired, current, tc.e) {
+				line := u.GetKind() + "/" + u.GetName()
+				if u.GetKind() == AuthorizationPolicyGVK.Kind {
+					rules, _, _ := unstructured.NestedSlice(u.Object, "spec", "rules")
+					line += fmt.Sprintf(" %v dry-run=%v", rules, u.GetAnnotations()[DryRunAnnotation] == "true")
+				}
+				got = append(got, line)
+			}
+			if strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
+				t.Errorf("kept:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
+			}
+		})
+	}
+}

@@ -127,9 +127,10 @@ func moveOf(mesh *meshv1.MeshInstallation, pl adoption.NamespacePlan) NamespaceM
 	return m
 }
 
-// adoptReported gives the decisions that wait only because this reader saw no traffic (the
-// plugin reads none: only the operator does) the verdict the operator last reported for their
-// namespace in status.namespaces.blocked, so that a plan shows why a namespace is held.
+// adoptReported gives the decisions that wait only because this reader could not see what a gate
+// judges (the plugin reads no telemetry and creates no dry-run pods: only the operator does) the
+// verdict the operator last reported for their namespace in status.namespaces.blocked, so that a
+// plan shows why a namespace is held.
 func adoptReported(mesh *meshv1.MeshInstallation, plans []adoption.NamespacePlan) {
 	if mesh.Status.Namespaces == nil {
 		return

@@ -110,6 +110,7 @@ func planOf(t *testing.T, name string) (*meshv1.MeshInstallation, []adoption.Nam
 	for i := range plans {
 		o := fx.Observed[plans[i].Namespace.Name]
 		plans[i].Pods, plans[i].Workloads, plans[i].PolicyConflict = o.Pods, o.Workloads, o.PolicyConflict
+		plans[i].Admission = adoption.ReaderAdmission(&fx.Mesh, plans[i].Namespace.Name) // as the plugin reads: it creates no dry-run pods
 	}
 	if fx.ActiveRevision == "" {
 		fx.ActiveRevision = "default"
