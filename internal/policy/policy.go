@@ -5,6 +5,7 @@
 package policy
 
 import (
+	"cmp"
 	"slices"
 	"strconv"
 	"strings"
@@ -167,13 +168,17 @@ func ForNamespace(installation, namespace string, allowFrom []string, exemptions
 // the allow rule and dry-run of effects e (a kept one must not keep admitting a namespace taken
 // out of allowFrom, nor stay in a dry-run that was enforced), and none without authorization.
 func KeptExemptions(installation, namespace string, allowFrom []string, desired, current []*unstructured.Unstructured, e ladder.Effects) []*unstructured.Unstructured {
-	want := map[string]bool{}
+	want := map[string]*unstructured.Unstructured{}
 	for _, p := range desired {
-		want[p.GetKind()+"/"+p.GetName()] = true
+		want[p.GetKind()+"/"+p.GetName()] = p
 	}
 	var pas, aps []*unstructured.Unstructured
 	for _, cur := range current {
-		if !strings.HasPrefix(cur.GetName(), PlaintextPrefix) || want[cur.GetKind()+"/"+cur.GetName()] {
+		if !strings.HasPrefix(cur.GetName(), PlaintextPrefix) {
+			continue
+		}
+		if d := want[cur.GetKind()+"/"+cur.GetName()]; d != nil {
+			keepPorts(d, cur) // a Service with a port resolved and one not: both stay exempted
 			continue
 		}
 		spec, _, _ := unstructured.NestedMap(cur.Object, "spec")
@@ -196,6 +201,55 @@ func KeptExemptions(installation, namespace string, allowFrom []string, desired,
 		}
 	}
 	return append(pas, aps...)
+}
+
+// keepPorts adds to a desired exemption the ports its current version exempts and it does not.
+func keepPorts(desired, current *unstructured.Unstructured) {
+	switch desired.GetKind() {
+	case PeerAuthenticationGVK.Kind:
+		had, _, _ := unstructured.NestedMap(current.Object, "spec", "portLevelMtls")
+		ports, _, _ := unstructured.NestedMap(desired.Object, "spec", "portLevelMtls")
+		for p, v := range had {
+			if _, ok := ports[p]; !ok && ports != nil {
+				ports[p] = v
+			}
+		}
+		_ = unstructured.SetNestedMap(desired.Object, ports, "spec", "portLevelMtls")
+	case AuthorizationPolicyGVK.Kind:
+		had := exemptedPorts(current)
+		rules, _, _ := unstructured.NestedSlice(desired.Object, "spec", "rules")
+		ports := exemptedPorts(desired)
+		for _, p := range had {
+			if !slices.Contains(ports, p) {
+				ports = append(ports, p)
+			}
+		}
+		if len(rules) == 0 {
+			return
+		}
+		slices.SortFunc(ports, func(a, b any) int { // numbers as strings: shorter is smaller
+			x, _ := a.(string)
+			y, _ := b.(string)
+			return cmp.Or(len(x)-len(y), strings.Compare(x, y))
+		})
+		rules[0] = map[string]any{"to": []any{map[string]any{"operation": map[string]any{"ports": ports}}}}
+		_ = unstructured.SetNestedSlice(desired.Object, rules, "spec", "rules")
+	}
+}
+
+// exemptedPorts are the ports of an exemption's AuthorizationPolicy (its first rule's).
+func exemptedPorts(u *unstructured.Unstructured) []any {
+	rules, _, _ := unstructured.NestedSlice(u.Object, "spec", "rules")
+	if len(rules) == 0 {
+		return nil
+	}
+	first, _ := rules[0].(map[string]any)
+	to, _ := first["to"].([]any)
+	if len(to) == 0 {
+		return nil
+	}
+	op, _, _ := unstructured.NestedSlice(map[string]any{"x": to[0]}, "x", "operation", "ports")
+	return op
 }
 
 // allowSources is the namespaces the allow rule admits: the namespace itself and allowFrom, once

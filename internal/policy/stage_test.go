@@ -250,3 +250,23 @@ func TestKeptExemptions(t *testing.T) {
 		})
 	}
 }
+
+// TestKeptExemptionsKeepUnresolvedPorts: a Service with one plaintext port resolved and one not
+// (a named target port during a restart) keeps both exempted: the desired exemption, built from
+// the resolved port only, takes the other from the one it replaces.
+func TestKeptExemptionsKeepUnresolvedPorts(t *testing.T) {
+	zt := ladder.Effects{Inject: true, Strict: true, Authorization: true}
+	both := Exemption{Service: "hook", Selector: map[string]string{"app": "hook"}, Ports: []int32{8443, 9443}}
+	current := ForNamespace("m", "shop", []string{"gw"}, []Exemption{both}, zt)
+	resolved := Exemption{Service: "hook", Selector: map[string]string{"app": "hook"}, Ports: []int32{9443}}
+	desired := ForNamespace("m", "shop", []string{"gw"}, []Exemption{resolved}, zt)
+	if kept := KeptExemptions("m", "shop", []string{"gw"}, desired, current, zt); len(kept) != 0 {
+		t.Errorf("kept %d policies, want none: both are desired", len(kept))
+	}
+	for _, u := range desired {
+		if u.GetName() != PlaintextPrefix+"hook" {
+			continue
+		}
+		checkExemption(t, u) // 8443 and 9443, in order
+	}
+}
