@@ -11,12 +11,14 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
@@ -144,6 +146,9 @@ func (c *Checker) create(ctx context.Context, obj client.Object, rev string) (ve
 	switch {
 	case err == nil:
 		return verdict{sidecars: revision.SidecarShape(pod)}, nil
+	case apierrors.IsForbidden(err) && strings.Contains(err.Error(), "cannot create resource"):
+		// The operator's own RBAC, not the pod's admission: nothing about the pod is known.
+		return verdict{}, err
 	case apierr.Refused(err):
 		return verdict{refused: err.Error()}, nil
 	}

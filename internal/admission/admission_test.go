@@ -159,6 +159,13 @@ func TestCheckAgainstTheAPIServer(t *testing.T) {
 		t.Errorf("a namespace whose labels changed: %d creates (%v), want a new request", creates.Load(), err)
 	}
 	clock.SetTime(clock.Now().Add(ladder.AdmissionRecheck))
+	// The operator's own RBAC refusing the create says nothing about the pod: an error, not a refusal.
+	rbac := &Checker{Reader: k8s, Clock: clock, Writer: interceptor.NewClient(k8s, interceptor.Funcs{Create: func(context.Context, client.WithWatch, client.Object, ...client.CreateOption) error {
+		return apierrors.NewForbidden(corev1.Resource("pods"), "", errors.New(`User "system:serviceaccount:x:y" cannot create resource "pods" in API group "" in the namespace "quota"`))
+	}})}
+	if got, err := rbac.Check(ctx, "quota", nil, workloads[:1], "default"); err == nil || len(got.Refused) > 0 {
+		t.Errorf("the operator forbidden: %+v, %v; want an error and no refusal", got, err)
+	}
 	fail.Store(true)
 	_, err = checker.Check(ctx, "quota", nil, workloads, "default")
 	if err == nil || !strings.Contains(err.Error(), "Deployment/small") || !strings.Contains(err.Error(), "failed calling webhook") {

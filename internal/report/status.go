@@ -166,10 +166,18 @@ func Fix(reason, namespace string) string {
 	return "See docs/troubleshooting.md#" + strings.ToLower(reason)
 }
 
-// Text writes the status for a terminal: the stages as a checklist, the namespaces per level as
-// bars, and each blocked namespace with what unblocks it.
+// Text writes the status for a terminal: the stages as a checklist, the control plane, the
+// namespaces per level as bars, and each blocked namespace with what unblocks it.
 func (s Status) Text(w io.Writer, st Style) error {
 	p := &printer{w: w}
+	for _, section := range []func(*printer, Style){s.headText, s.stagesText, s.controlPlaneText, s.namespacesText, s.blockedText} {
+		section(p, st)
+	}
+	return p.err
+}
+
+// headText is the installation, its version and whether it is Ready, stale or Degraded.
+func (s Status) headText(p *printer, st Style) {
 	ready := st.paint(green, "Ready")
 	if s.Ready.Status != "True" {
 		ready = st.paint(red, "Not Ready") + " (" + s.Ready.Reason + ")"
@@ -186,6 +194,10 @@ func (s Status) Text(w io.Writer, st Style) error {
 		p.line("%s %s", st.paint(red, "Degraded:"), s.Degraded.Reason)
 		p.wrapped(2, s.Degraded.Message)
 	}
+}
+
+// stagesText is the stages as a checklist, with what the rollout waits for.
+func (s Status) stagesText(p *printer, st Style) {
 	p.line("")
 	p.line("Stages")
 	shown := false
@@ -209,12 +221,17 @@ func (s Status) Text(w io.Writer, st Style) error {
 			shown = true
 		}
 	}
-	if len(s.Revisions) > 0 || s.Sidecars != "" {
-		p.line("")
-		p.line("Control plane")
-		if len(s.Revisions) > 1 {
-			p.line("  upgrading: namespaces move to the active revision; the others go once unused")
-		}
+}
+
+// controlPlaneText is the revisions and the shape of the sidecars they inject.
+func (s Status) controlPlaneText(p *printer, _ Style) {
+	if len(s.Revisions) == 0 && s.Sidecars == "" {
+		return
+	}
+	p.line("")
+	p.line("Control plane")
+	if len(s.Revisions) > 1 {
+		p.line("  upgrading: namespaces move to the active revision; the others go once unused")
 	}
 	for _, r := range s.Revisions {
 		role := "retiring"
@@ -229,27 +246,36 @@ func (s Status) Text(w io.Writer, st Style) error {
 	case meshv1.SidecarsClassic:
 		p.wrapped(2, "sidecars: classic (a Job's proxy would keep its pod running: namespaces with Jobs stay out of the mesh, JobsNeedNativeSidecars)")
 	}
-	if len(s.Namespaces.Levels) > 0 {
-		n := s.Namespaces
-		p.line("")
-		p.line("Namespaces: %d enrolled, %d in progress, %d blocked", n.Enrolled, n.InProgress, n.Blocked)
-		for _, l := range n.Levels {
-			p.line("  %s %s %d", pad(l.Level, 10), bar(l.Count, n.Enrolled, 40), l.Count)
-		}
+}
+
+// namespacesText is the namespaces per level, as bars.
+func (s Status) namespacesText(p *printer, _ Style) {
+	if len(s.Namespaces.Levels) == 0 {
+		return
 	}
-	if len(s.Blocked) > 0 {
-		p.line("")
-		p.line("Blocked")
-		for _, b := range s.Blocked {
-			p.line("  %s %s", st.paint(bold, b.Namespace), st.paint(red, b.Reason))
-			p.wrapped(4, b.Message)
-			p.wrapped(4, "→ "+b.Fix)
-		}
-		if s.BlockedNotListed > 0 {
-			p.line("  and %d more (status lists the first %d)", s.BlockedNotListed, meshv1.MaxBlockedListed)
-		}
+	n := s.Namespaces
+	p.line("")
+	p.line("Namespaces: %d enrolled, %d in progress, %d blocked", n.Enrolled, n.InProgress, n.Blocked)
+	for _, l := range n.Levels {
+		p.line("  %s %s %d", pad(l.Level, 10), bar(l.Count, n.Enrolled, 40), l.Count)
 	}
-	return p.err
+}
+
+// blockedText is each blocked namespace with what unblocks it.
+func (s Status) blockedText(p *printer, st Style) {
+	if len(s.Blocked) == 0 {
+		return
+	}
+	p.line("")
+	p.line("Blocked")
+	for _, b := range s.Blocked {
+		p.line("  %s %s", st.paint(bold, b.Namespace), st.paint(red, b.Reason))
+		p.wrapped(4, b.Message)
+		p.wrapped(4, "→ "+b.Fix)
+	}
+	if s.BlockedNotListed > 0 {
+		p.line("  and %d more (status lists the first %d)", s.BlockedNotListed, meshv1.MaxBlockedListed)
+	}
 }
 
 // rotationLine places a root rotation's phase among the phases.
