@@ -70,7 +70,8 @@ type Planner struct {
 	// none (their gates then wait for a reading).
 	Traffic TrafficReader
 	// Admission creates, with server-side dry run, the pods of the namespaces about to take a
-	// step that restarts their workloads; nil creates none (their gates then wait).
+	// step that restarts their workloads; nil creates none: a climb is
+	// then predicted unless the operator reported it held (ReaderAdmission, for the kubectl plugin).
 	Admission AdmissionChecker
 	// API reads from the API server what no cache holds, for the callers outside the mesh
 	// (monitors, EndpointSlices; see internal/exposure); the rest of what those checks read

@@ -72,7 +72,8 @@ type Stage struct {
 	// API reads what no cache holds, for the callers outside the mesh; nil reads from Reader.
 	API client.Reader
 	// Admission creates, with server-side dry run, the pods a climb would restart before it
-	// starts (admission.Checker); nil creates none, so such climbs wait.
+	// starts (admission.Checker); nil creates none and climbs
+	// go on unchecked (the operator always sets it; see controllers.NewStages).
 	Admission AdmissionChecker
 }
 
