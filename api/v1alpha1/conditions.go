@@ -91,6 +91,9 @@ const (
 	ReasonIstioCRDsMissing = "IstioCRDsMissing"
 	// ReasonWaitingForIstiod means istiod's Deployment is not Available at its desired replicas.
 	ReasonWaitingForIstiod = "WaitingForIstiod"
+	// ReasonWaitingForCNI means Istio CNI's DaemonSet is not Ready on every node yet: istiod is
+	// told to inject for it, and namespaces take steps, only once it is.
+	ReasonWaitingForCNI = "WaitingForCNI"
 	// ReasonControlPlaneReady means the CRDs, istiod and its webhooks are in place.
 	ReasonControlPlaneReady = "ControlPlaneReady"
 	// ReasonWaitingForPreviousStage means an earlier stage is not Ready yet, so this one has

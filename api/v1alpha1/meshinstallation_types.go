@@ -86,6 +86,12 @@ type MeshInstallationSpec struct {
 	// +optional
 	Telemetry TelemetrySpec `json:"telemetry,omitempty"`
 
+	// DataPlane sets what the injector gives pods and what runs on every node for them: Istio
+	// CNI, which Pod Security's baseline and restricted levels need, and native sidecars.
+	// +optional
+	// +kubebuilder:default={}
+	DataPlane DataPlaneSpec `json:"dataPlane,omitempty"`
+
 	// Namespaces maps namespaces to the adoption level they should reach. A namespace matched by
 	// no rule stays Off. kube-system, the control-plane namespace and the operator's own namespace
 	// are never enrolled, whatever the selectors say.
@@ -508,6 +514,46 @@ type MeshInstallationStatus struct {
 	DataPlane *DataPlaneStatus `json:"dataPlane,omitempty"`
 }
 
+// DataPlaneMode turns a data-plane feature on or off, or lets the operator decide from the
+// cluster (Auto).
+// +kubebuilder:validation:Enum=Auto;Enabled;Disabled
+type DataPlaneMode string
+
+// The values of a DataPlaneMode.
+const (
+	// ModeAuto lets the operator decide from what the cluster needs and supports.
+	ModeAuto DataPlaneMode = "Auto"
+	// ModeEnabled turns the feature on whatever the cluster says.
+	ModeEnabled DataPlaneMode = "Enabled"
+	// ModeDisabled turns it off.
+	ModeDisabled DataPlaneMode = "Disabled"
+)
+
+// DataPlaneSpec is what the injector gives pods and what runs on every node for them.
+type DataPlaneSpec struct {
+	// CNI installs Istio CNI (Istio's cni chart: a DaemonSet in the istio-cni namespace, the only
+	// namespace the operator lets run privileged pods) and tells istiod to inject for it: the
+	// pods' traffic is redirected by the node agent, so the injected pods need no istio-init
+	// container with NET_ADMIN and NET_RAW, which Pod Security's baseline and restricted levels
+	// refuse. Auto installs it once an enrolled namespace enforces baseline or restricted (its
+	// pod-security.kubernetes.io/enforce label) and keeps it from then on; Enabled installs it
+	// now; Disabled removes it (istiod first, then the DaemonSet). Where the cluster's default
+	// level is baseline or restricted (the API server's admission configuration, which the
+	// API does not serve), set Enabled.
+	// +optional
+	// +kubebuilder:default=Auto
+	CNI DataPlaneMode `json:"cni,omitempty"`
+
+	// NativeSidecars sets the proxy's shape, passed to istiod as ENABLE_NATIVE_SIDECARS: an init
+	// container with restartPolicy Always, which lets a Job's pod complete (Enabled), or a
+	// container beside the application's (Disabled). Auto leaves it to istiod, which injects
+	// native sidecars where every node's kubelet is 1.33 or later. status.dataPlane.sidecars
+	// says which is in effect.
+	// +optional
+	// +kubebuilder:default=Auto
+	NativeSidecars DataPlaneMode `json:"nativeSidecars,omitempty"`
+}
+
 // The shapes of the injected proxy (status.dataPlane.sidecars).
 const (
 	// SidecarsNative: an init container with restartPolicy Always (Kubernetes native sidecars).
@@ -526,7 +572,21 @@ type DataPlaneStatus struct {
 	// +optional
 	// +kubebuilder:validation:Enum=Native;Classic
 	Sidecars string `json:"sidecars,omitempty"`
+
+	// CNI says whether the injected pods rely on Istio CNI (Enabled: Istio's istio-validation
+	// init container instead of istio-init, no NET_ADMIN or NET_RAW) or not (Disabled).
+	// +optional
+	// +kubebuilder:validation:Enum=Enabled;Disabled
+	CNI string `json:"cni,omitempty"`
 }
+
+// The values of status.dataPlane.cni.
+const (
+	// CNIEnabled: the injected pods rely on Istio CNI.
+	CNIEnabled = "Enabled"
+	// CNIDisabled: the injected pods set up their own traffic redirection (istio-init).
+	CNIDisabled = "Disabled"
+)
 
 // RevisionStatus is one control-plane revision (an istiod with its webhooks) and what it serves.
 type RevisionStatus struct {

@@ -29,6 +29,8 @@ type Variant struct {
 	Name string
 	// Values are Helm values for the istiod chart.
 	Values map[string]any
+	// CNI renders Istio's cni chart too (spec.dataPlane.cni).
+	CNI bool
 }
 
 // Variants are the values whose extra grants the operator holds beforehand, so that choosing
@@ -42,6 +44,7 @@ type Variant struct {
 var Variants = []Variant{
 	{Name: "the charts' defaults"},
 	{Name: "istiod's analysis (global.istiod.enableAnalysis)", Values: map[string]any{"global": map[string]any{"istiod": map[string]any{"enableAnalysis": true}}}},
+	{Name: "Istio CNI (spec.dataPlane.cni)", CNI: true},
 }
 
 // Granted are the rules of the Roles and ClusterRoles among objs.
@@ -65,7 +68,7 @@ func Granted(objs []*unstructured.Unstructured) ([]rbacv1.PolicyRule, error) {
 func Rules(version string) ([]rbacv1.PolicyRule, error) {
 	var all []rbacv1.PolicyRule
 	for _, v := range Variants {
-		objs, err := render.Render(render.Input{Installation: "default", Version: version, Namespace: "istio-system", Values: v.Values})
+		objs, err := render.Render(render.Input{Installation: "default", Version: version, Namespace: "istio-system", Values: v.Values, CNI: v.CNI})
 		if err != nil {
 			return nil, fmt.Errorf("rendering the charts with %s: %w", v.Name, err)
 		}

@@ -16,7 +16,13 @@ import (
 // rulesWith are the rules the embedded charts' roles grant under values alone.
 func rulesWith(t *testing.T, values map[string]any) []rbacv1.PolicyRule {
 	t.Helper()
-	objs, err := render.Render(render.Input{Installation: "default", Version: release.DefaultIstioVersion, Namespace: "istio-system", Values: values})
+	return rulesOf(t, Variant{Values: values})
+}
+
+// rulesOf is what the charts' roles grant under a variant.
+func rulesOf(t *testing.T, v Variant) []rbacv1.PolicyRule {
+	t.Helper()
+	objs, err := render.Render(render.Input{Installation: "default", Version: release.DefaultIstioVersion, Namespace: "istio-system", Values: v.Values, CNI: v.CNI})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,11 +62,11 @@ func TestVariants(t *testing.T) {
 	}
 	defaults := rulesWith(t, nil)
 	for _, v := range Variants {
-		rules := rulesWith(t, v.Values)
+		rules := rulesOf(t, v)
 		if missing := Missing(all, rules); len(missing) > 0 {
 			t.Errorf("%s: Rules does not cover %s", v.Name, Describe(missing))
 		}
-		if v.Values != nil && len(Missing(defaults, rules)) == 0 {
+		if (v.Values != nil || v.CNI) && len(Missing(defaults, rules)) == 0 {
 			t.Errorf("%s grants nothing the defaults do not: its values do not reach the charts", v.Name)
 		}
 	}

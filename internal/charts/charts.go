@@ -28,6 +28,8 @@ const (
 	BaseChart = "base"
 	// IstiodChart holds the control plane itself.
 	IstiodChart = "istiod"
+	// CNIChart holds Istio CNI's node agent, installed where Pod Security forbids istio-init.
+	CNIChart = "cni"
 )
 
 // OriginEmbedded is Set.Origin for the charts compiled into the operator.
@@ -40,6 +42,9 @@ type Set struct {
 	Version string
 	// Base and Istiod are Istio's `base` and `istiod` charts of that version.
 	Base, Istiod *chart.Chart
+	// CNI is Istio's `cni` chart of that version; nil where it was not loaded (charts pulled
+	// from a repository carry base and istiod only).
+	CNI *chart.Chart
 	// Origin is OriginEmbedded or the repository URL the charts came from (credentials
 	// redacted), so that status and logs can say which charts are installed.
 	Origin string
@@ -103,6 +108,7 @@ func (e *UnavailableError) Unwrap() error { return e.Err }
 var embeddedDirs = map[string]string{
 	BaseChart:   "charts/base",
 	IstiodChart: "charts/istio-control/istio-discovery",
+	CNIChart:    "charts/istio-cni",
 }
 
 var (
@@ -123,14 +129,17 @@ func Embedded(v string) (*Set, error) {
 	}
 	embeddedOnce.Do(func() {
 		h := sha256.New()
-		var base, istiod *chart.Chart
+		var base, istiod, cni *chart.Chart
 		if base, embeddedErr = loadEmbedded(BaseChart, h); embeddedErr != nil {
 			return
 		}
 		if istiod, embeddedErr = loadEmbedded(IstiodChart, h); embeddedErr != nil {
 			return
 		}
-		embeddedSet = Set{Base: base, Istiod: istiod, Origin: OriginEmbedded, Digest: hex.EncodeToString(h.Sum(nil))}
+		if cni, embeddedErr = loadEmbedded(CNIChart, h); embeddedErr != nil {
+			return
+		}
+		embeddedSet = Set{Base: base, Istiod: istiod, CNI: cni, Origin: OriginEmbedded, Digest: hex.EncodeToString(h.Sum(nil))}
 	})
 	if embeddedErr != nil {
 		return nil, embeddedErr

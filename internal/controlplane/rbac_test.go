@@ -111,6 +111,10 @@ func TestChartRolesWithoutEscalate(t *testing.T) {
 	for _, v := range chartrbac.Variants {
 		t.Run(v.Name, func(t *testing.T) {
 			withValues(t, mesh, v.Values)
+			mesh.Spec.DataPlane.CNI = meshv1.ModeDisabled
+			if v.CNI {
+				mesh.Spec.DataPlane.CNI = meshv1.ModeEnabled
+			}
 			if err := untilIstiod(t, stage, mesh); err != nil {
 				t.Fatalf("with %s: %v", v.Name, err)
 			}
@@ -125,7 +129,12 @@ func TestChartRolesWithoutEscalate(t *testing.T) {
 		t.Errorf("Role istio-lp/istiod: %v", err)
 	}
 
+	if err := k8s.Get(ctx, client.ObjectKey{Name: "istio-cni-repair-role"}, &rbacv1.ClusterRole{}); err != nil {
+		t.Errorf("Istio CNI's ClusterRole: %v", err)
+	}
+
 	// More than the operator holds: refused as an escalation, naming what is missing.
+	mesh.Spec.DataPlane.CNI = meshv1.ModeDisabled
 	withValues(t, mesh, map[string]any{"taint": map[string]any{"enabled": true}})
 	_, err := stage.Reconcile(ctx, mesh)
 	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "not currently held") || !strings.Contains(err.Error(), `"nodes"`) {

@@ -28,6 +28,7 @@ import (
 	"github.com/meshwright/meshwright/internal/apierr"
 	"github.com/meshwright/meshwright/internal/apply"
 	"github.com/meshwright/meshwright/internal/charts"
+	"github.com/meshwright/meshwright/internal/cni"
 	"github.com/meshwright/meshwright/internal/installed"
 	"github.com/meshwright/meshwright/internal/meshspec"
 	"github.com/meshwright/meshwright/internal/names"
@@ -39,7 +40,7 @@ import (
 
 // +kubebuilder:rbac:groups=apiextensions.k8s.io,resources=customresourcedefinitions,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=serviceaccounts;services;configmaps,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=apps,resources=deployments;daemonsets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=autoscaling,resources=horizontalpodautoscalers,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=clusterroles;clusterrolebindings;roles;rolebindings,verbs=get;list;watch;create;update;patch;delete
@@ -141,6 +142,7 @@ var controlPlanePhases = []func(*Stage, context.Context, *planePass) (stages.Res
 	(*Stage).revisionsPhase,
 	(*Stage).recordPhase,
 	(*Stage).istiodPhase,
+	(*Stage).cniPhase,
 	(*Stage).retirePhase,
 }
 
@@ -159,6 +161,10 @@ type planePass struct {
 	usage     map[string]revision.Usage
 	known     bool
 	revisions []meshv1.RevisionStatus
+	// cni is what is rendered of Istio CNI, and cniNeeding the enrolled namespaces whose Pod
+	// Security level refuses istio-init.
+	cni        cni.Decision
+	cniNeeding []string
 }
 
 // renderPhase reads the spec and the installed revisions and renders the active revision's
@@ -174,6 +180,9 @@ func (s *Stage) renderPhase(ctx context.Context, p *planePass) (stages.Result, b
 	in.Revision = p.found.Active(p.mesh)
 	in.ValidatorRevision = p.found.Validator(in.Revision)
 	in.ProxyStats = proxyStats(p.found, in.Revision)
+	if err := s.dataPlaneInput(ctx, p, &in); err != nil {
+		return stages.Result{}, true, err
+	}
 	if res, done := s.loadCharts(ctx, p.mesh, &in); done {
 		if res.Reason == meshv1.ReasonChartSourceUnavailable && slices.ContainsFunc(p.found.Installed, func(r revision.Installed) bool { return r.Name == in.Revision && r.Available }) {
 			// The revision is installed and serves (the charts were had before; an operator
@@ -182,6 +191,11 @@ func (s *Stage) renderPhase(ctx context.Context, p *planePass) (stages.Result, b
 			res.Message += fmt.Sprintf(" Revision %s keeps serving as it is; changes to it wait for the charts.", in.Revision)
 		}
 		return res, true, nil
+	}
+	if in.CNI && in.Charts != nil && in.Charts.CNI == nil {
+		return stages.Result{State: stages.Failed, Reason: meshv1.ReasonUnsupportedVersion,
+			Message: fmt.Sprintf("Istio CNI is needed (%s), and this build of Meshwright installs it only from the charts it embeds (Istio %s); the charts of Istio %s come from %s. Set spec.version to %s, or set spec.dataPlane.cni to Disabled.",
+				cniWhy(p), release.DefaultIstioVersion, in.Version, in.Charts.Origin, release.DefaultIstioVersion)}, true, nil
 	}
 	p.in = in
 	p.objs, err = render.Render(in)
@@ -310,6 +324,7 @@ func (s *Stage) retirePhase(ctx context.Context, p *planePass) (stages.Result, b
 	if p.in.Revision != revision.Default {
 		msg = fmt.Sprintf("Istio %s (revision %s): %d objects applied, CRDs Established, %s Available, webhooks in place.", p.in.Version, p.in.Revision, len(p.objs), p.istiod)
 	}
+	msg += cniMessage(p)
 	revisions := revisionStatuses(p.found.History, p.in.Revision, p.in.Version, p.found.Installed, p.others, p.usage)
 	if len(serving) == 0 {
 		return stages.Result{State: stages.Ready, Reason: meshv1.ReasonControlPlaneReady, Revisions: revisions, Message: msg}, true, nil
@@ -602,8 +617,9 @@ func (s *Stage) Cleanup(ctx context.Context, mesh *meshv1.MeshInstallation) (boo
 	}
 	if remaining > 0 {
 		log.FromContext(ctx).Info("control-plane objects still going away", "remaining", remaining, "first", names.Few(left, 3, ", "))
+		return false, nil
 	}
-	return remaining == 0, nil
+	return true, s.releaseCNINamespace(ctx, mesh.Name)
 }
 
 // AnnotationRemovalNudge records when the operator last touched a CRD that the API server had
@@ -649,6 +665,7 @@ func OwnedKinds() []schema.GroupVersionKind {
 		{Group: "", Version: "v1", Kind: "ConfigMap"},
 		{Group: "", Version: "v1", Kind: "Service"},
 		{Group: "apps", Version: "v1", Kind: "Deployment"},
+		{Group: "apps", Version: "v1", Kind: "DaemonSet"},
 		{Group: "autoscaling", Version: "v2", Kind: "HorizontalPodAutoscaler"},
 		{Group: "rbac.authorization.k8s.io", Version: "v1", Kind: "ClusterRole"},
 		{Group: "rbac.authorization.k8s.io", Version: "v1", Kind: "ClusterRoleBinding"},
@@ -671,7 +688,8 @@ func owned(gvk schema.GroupVersionKind) bool {
 			return true
 		}
 	}
-	return gvk.Kind == "CustomResourceDefinition"
+	// A component's own namespace (Istio CNI's) is applied, never pruned: handed back instead.
+	return gvk.Kind == "CustomResourceDefinition" || gvk.Group == "" && gvk.Kind == "Namespace"
 }
 
 func (s *Stage) now() time.Time { return stages.Now(s.Clock) }

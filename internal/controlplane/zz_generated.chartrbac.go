@@ -8,6 +8,7 @@ package controlplane
 //
 // +kubebuilder:rbac:groups="",resources=serviceaccounts;services;services/status,verbs=create;delete;get;list;patch;update;watch
 // +kubebuilder:rbac:groups="",resources=configmaps;secrets,verbs=create;delete;get;list;update;watch
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=endpoints;namespaces;nodes;pods;replicationcontrollers,verbs=get;list;watch
 // +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations,verbs=get;list;patch;update;watch
 // +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingwebhookconfigurations,verbs=get;list;update;watch

@@ -162,7 +162,7 @@ func (s *Stage) probe(ctx context.Context, namespace, rev string) (stages.Result
 		return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonInjectionNotApplied, RequeueAfter: FailedRecheck,
 			Message: fmt.Sprintf("The injection webhook answered, but a pod labelled %s=%s came back without Istio's proxy: check the sidecarInjectorWebhook values.", revision.Label, rev)}, nil
 	}
-	return stages.Result{State: stages.Ready, DataPlane: &meshv1.DataPlaneStatus{Sidecars: revision.SidecarShape(pod)}}, nil
+	return stages.Result{State: stages.Ready, DataPlane: &meshv1.DataPlaneStatus{Sidecars: revision.SidecarShape(pod), CNI: revision.CNIMode(pod)}}, nil
 }
 
 // withoutCABundle names the first webhook of the configuration with no caBundle.

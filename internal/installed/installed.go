@@ -67,7 +67,8 @@ func Find(ctx context.Context, r client.Reader, mesh *meshv1.MeshInstallation) (
 			continue
 		}
 		f.Installed = append(f.Installed, revision.Installed{Name: name, Available: available(dep), ProxyStats: dep.GetLabels()[render.LabelProxyStats] == "true",
-			Version: f.History.Version(name, dep.GetLabels()[meshv1.LabelIstioVersion], discoveryImage(dep))})
+			HoldApplication: dep.GetLabels()[render.LabelHoldApplication] == "true",
+			Version:         f.History.Version(name, dep.GetLabels()[meshv1.LabelIstioVersion], discoveryImage(dep))})
 	}
 	sort.Slice(f.Installed, func(i, j int) bool { return f.Installed[i].Name < f.Installed[j].Name })
 	return f, nil
@@ -135,6 +136,23 @@ func ConditionTrue(u *unstructured.Unstructured, condType string) bool {
 		}
 	}
 	return false
+}
+
+// DaemonSetReady tells whether a DaemonSet runs its current spec, Ready, on every node it is
+// scheduled to, and if not, why.
+func DaemonSetReady(ds *unstructured.Unstructured) (bool, string) {
+	status := func(field string) int64 {
+		n, _, _ := unstructured.NestedInt64(ds.Object, "status", field)
+		return n
+	}
+	if status("observedGeneration") < ds.GetGeneration() {
+		return false, "the new spec is not rolled out yet"
+	}
+	want, updated, available := status("desiredNumberScheduled"), status("updatedNumberScheduled"), status("numberAvailable")
+	if updated < want || available < want {
+		return false, fmt.Sprintf("%d of %d nodes run the current spec, %d available", updated, want, available)
+	}
+	return true, ""
 }
 
 // DeploymentAvailable is true when the current generation is rolled out and every desired

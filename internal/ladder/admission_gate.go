@@ -76,7 +76,7 @@ var jobsNeedNativeSidecars = Gate{Name: "JobsNeedNativeSidecars", Admission: tru
 func admissionWayOut(refused []AdmissionRefusal) string {
 	for _, r := range refused {
 		if strings.Contains(r.Message, "PodSecurity") && (strings.Contains(r.Message, "NET_ADMIN") || strings.Contains(r.Message, "NET_RAW")) {
-			return "Pod Security refuses istio-init, which needs NET_ADMIN and NET_RAW: Istio CNI sets up the redirection instead (install Istio's cni chart and set spec.controlPlane.values.pilot.cni.enabled: true; docs/troubleshooting.md#podadmissionrefused). The step goes on once the pods are admitted."
+			return "Pod Security refuses istio-init, which needs NET_ADMIN and NET_RAW: Istio CNI sets up the redirection instead. spec.dataPlane.cni: Auto installs it for a namespace whose pod-security.kubernetes.io/enforce label says baseline or restricted; where the level is the cluster's default, set spec.dataPlane.cni: Enabled (docs/pod-security.md). The step goes on once the pods are admitted."
 		}
 	}
 	return "Make room for the proxy (a ResourceQuota, a LimitRange) or let the pods in (Pod Security, a policy engine), then the step goes on."

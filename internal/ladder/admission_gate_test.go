@@ -28,7 +28,7 @@ func TestPodsAdmitted(t *testing.T) {
 	}{
 		"admitted: the climb starts": {current: meshv1.LevelOff, target: meshv1.LevelObserve, admission: Admission{Revision: "default"}, wantStep: meshv1.LevelObserve},
 		"Pod Security refuses istio-init": {current: meshv1.LevelOff, target: meshv1.LevelObserve, admission: Admission{Revision: "default", Refused: []AdmissionRefusal{psa}},
-			wantReason: meshv1.ReasonPodAdmissionRefused, wantMessage: []string{"1 workload(s)", "step to Observe", "revision default", "Deployment/web: pods \"web-x\" is forbidden: violates PodSecurity", "nothing was restarted", "Istio CNI", "pilot.cni.enabled"}},
+			wantReason: meshv1.ReasonPodAdmissionRefused, wantMessage: []string{"1 workload(s)", "step to Observe", "revision default", "Deployment/web: pods \"web-x\" is forbidden: violates PodSecurity", "nothing was restarted", "Istio CNI", "spec.dataPlane.cni: Enabled"}},
 		"a quota has no room for the proxy": {current: meshv1.LevelOff, target: meshv1.LevelMutualTLS, admission: Admission{Revision: "1-31-5", Refused: []AdmissionRefusal{quota}},
 			wantReason: meshv1.ReasonPodAdmissionRefused, wantMessage: []string{"StatefulSet/db: pods \"db-x\" is forbidden: exceeded quota", "revision 1-31-5", "Make room for the proxy"}},
 		"both are named": {current: meshv1.LevelOff, target: meshv1.LevelObserve, admission: Admission{Revision: "default", Refused: []AdmissionRefusal{psa, quota}},

@@ -46,17 +46,44 @@ type Component struct {
 	Name string
 	// chart picks the component's chart from a version's set.
 	chart func(*charts.Set) *chart.Chart
+	// wanted tells whether an input renders the component; nil means always.
+	wanted func(Input) bool
+	// namespace is the component's release namespace; nil means the control plane's.
+	namespace func(Input) string
 }
 
 // Components are the charts of the control plane, in install order. The istiod chart's objects
-// belong to one revision; the base chart's are shared by all of them.
+// belong to one revision; the base chart's are shared by all of them; the cni chart's (a
+// DaemonSet on every node, and its namespace) are rendered only where Input.CNI asks.
 var Components = []Component{
 	{Name: "base", chart: func(s *charts.Set) *chart.Chart { return s.Base }},
 	{Name: ComponentIstiod, chart: func(s *charts.Set) *chart.Chart { return s.Istiod }},
+	{Name: ComponentCNI, chart: func(s *charts.Set) *chart.Chart { return s.CNI },
+		wanted: func(in Input) bool { return in.CNI }, namespace: func(Input) string { return CNINamespace }},
 }
 
 // ComponentIstiod is the component whose objects belong to a revision.
 const ComponentIstiod = "istiod"
+
+// ComponentCNI is Istio CNI's node agent.
+const ComponentCNI = "cni"
+
+// CNINamespace is where Istio CNI's DaemonSet runs: a namespace of its own, the only one the
+// operator lets run privileged pods (the node agent writes the nodes' CNI configuration and
+// enters pods' network namespaces), so that neither the control plane's namespace nor any
+// other is relaxed for it.
+const CNINamespace = "istio-cni"
+
+// CNIDaemonSet is the name the cni chart gives its DaemonSet.
+const CNIDaemonSet = "istio-cni-node"
+
+// LabelPodSecurityEnforce is Pod Security admission's label for the level a namespace enforces.
+const LabelPodSecurityEnforce = "pod-security.kubernetes.io/enforce"
+
+// RuntimeDefaultSeccomp is the seccomp profile given to the injected containers where istiod
+// injects for Istio CNI: Pod Security's restricted level requires one on every container whose
+// pod sets none.
+var RuntimeDefaultSeccomp = map[string]any{"type": "RuntimeDefault"}
 
 // Input is everything a render depends on.
 type Input struct {
@@ -89,7 +116,25 @@ type Input struct {
 	// Deployment then carries LabelProxyStats); a revision installed by an earlier operator
 	// keeps its config, so that upgrading the operator writes nothing to the control plane.
 	ProxyStats bool `json:",omitempty"`
+	// CNI renders Istio's cni chart, and its namespace allowed privileged pods.
+	CNI bool `json:",omitempty"`
+	// IstiodCNI tells istiod that Istio CNI redirects the pods' traffic (pilot.cni.enabled):
+	// it then injects Istio's istio-validation init container, which needs no capability,
+	// instead of istio-init, with the RuntimeDefault seccomp profile. Set only once the CNI
+	// DaemonSet is Ready: a pod injected for CNI on a node without it never starts.
+	IstiodCNI bool `json:",omitempty"`
+	// NativeSidecars is istiod's ENABLE_NATIVE_SIDECARS: "true", "false", or "" for istiod's own
+	// default (native where every node's kubelet is 1.33 or later).
+	NativeSidecars string `json:",omitempty"`
+	// HoldApplication sets Istio's holdApplicationUntilProxyStarts: with classic sidecars an
+	// application's containers start only once the proxy is ready (native sidecars are started
+	// first anyway, and the injector ignores it for them). Set for a revision this operator
+	// installs (its istiod Deployment then carries LabelHoldApplication), like ProxyStats.
+	HoldApplication bool `json:",omitempty"`
 }
+
+// LabelHoldApplication marks the istiod Deployment of a revision rendered with HoldApplication.
+const LabelHoldApplication = "meshwright.io/hold-application"
 
 // LabelProxyStats marks the istiod Deployment of a revision rendered with ProxyStats: the
 // revision's record of it, so that later passes render it the same (see render.Input.ProxyStats).
@@ -134,8 +179,9 @@ func DefaultValues(in Input) map[string]any {
 		v["defaultRevision"] = r
 	}
 	proxy := map[string]any{}
+	pilot, env := map[string]any{}, map[string]any{}
 	if in.MultiRoot {
-		v["pilot"] = map[string]any{"env": map[string]any{"ISTIO_MULTIROOT_MESH": "true"}}
+		env["ISTIO_MULTIROOT_MESH"] = "true"
 		// With it, istiod sends the trust bundle to the agents that ask over xDS: proxies
 		// injected from now on trust a new root while they run (revision.LiveTrust), so the
 		// next rotation need not restart them before signing switches.
@@ -146,6 +192,28 @@ func DefaultValues(in Input) map[string]any {
 	}
 	if len(proxy) > 0 {
 		v["meshConfig"] = map[string]any{"defaultConfig": proxy}
+	}
+	if in.NativeSidecars != "" {
+		env["ENABLE_NATIVE_SIDECARS"] = in.NativeSidecars
+	}
+	if len(env) > 0 {
+		pilot["env"] = env
+	}
+	global := v["global"].(map[string]any)
+	if in.IstiodCNI {
+		pilot["cni"] = map[string]any{"enabled": true}
+		global["proxy"] = map[string]any{"seccompProfile": RuntimeDefaultSeccomp}
+	}
+	if in.HoldApplication {
+		p, _ := global["proxy"].(map[string]any)
+		if p == nil {
+			p = map[string]any{}
+		}
+		p["holdApplicationUntilProxyStarts"] = true
+		global["proxy"] = p
+	}
+	if len(pilot) > 0 {
+		v["pilot"] = pilot
 	}
 	return v
 }
@@ -185,6 +253,9 @@ func Render(in Input) ([]*unstructured.Unstructured, error) {
 	}
 	var out []*unstructured.Unstructured
 	for _, c := range Components {
+		if c.wanted != nil && !c.wanted(in) {
+			continue
+		}
 		objs, err := renderComponent(c, in)
 		if err != nil {
 			return nil, fmt.Errorf("rendering Istio's %s chart: %w", c.Name, err)
@@ -234,9 +305,13 @@ func renderComponent(c Component, in Input) ([]*unstructured.Unstructured, error
 		}
 		caps.KubeVersion = *kv
 	}
+	namespace := in.Namespace
+	if c.namespace != nil {
+		namespace = c.namespace(in)
+	}
 	values := chartutil.CoalesceTables(deepCopy(in.Values), DefaultValues(in))
 	rv, err := chartutil.ToRenderValues(chrt, values, chartutil.ReleaseOptions{
-		Name: c.Name, Namespace: in.Namespace, Revision: 1, IsInstall: true,
+		Name: c.Name, Namespace: namespace, Revision: 1, IsInstall: true,
 	}, caps)
 	if err != nil {
 		return nil, err
@@ -251,6 +326,9 @@ func renderComponent(c Component, in Input) ([]*unstructured.Unstructured, error
 	}
 	sort.Strings(names)
 	var out []*unstructured.Unstructured
+	if c.namespace != nil {
+		out = append(out, componentNamespace(c, in, namespace))
+	}
 	for _, name := range names {
 		if !strings.HasSuffix(name, ".yaml") && !strings.HasSuffix(name, ".yml") {
 			continue // NOTES.txt and helpers
@@ -261,7 +339,7 @@ func renderComponent(c Component, in Input) ([]*unstructured.Unstructured, error
 		}
 		for _, o := range objs {
 			if o.GetNamespace() == "" && namespaced(o.GetKind()) {
-				o.SetNamespace(in.Namespace)
+				o.SetNamespace(namespace)
 			}
 			labels := o.GetLabels()
 			if labels == nil {
@@ -277,11 +355,29 @@ func renderComponent(c Component, in Input) ([]*unstructured.Unstructured, error
 			if in.ProxyStats && c.Name == ComponentIstiod && o.GetKind() == "Deployment" {
 				labels[LabelProxyStats] = "true"
 			}
+			if in.HoldApplication && c.Name == ComponentIstiod && o.GetKind() == "Deployment" {
+				labels[LabelHoldApplication] = "true"
+			}
 			o.SetLabels(labels)
 			out = append(out, o)
 		}
 	}
 	return out, nil
+}
+
+// componentNamespace is the namespace of a component that has one of its own (Istio CNI's): the
+// chart does not render it, Helm would be told --create-namespace. It is allowed privileged
+// pods, which the node agent is.
+func componentNamespace(c Component, in Input, name string) *unstructured.Unstructured {
+	u := &unstructured.Unstructured{}
+	u.SetAPIVersion("v1")
+	u.SetKind("Namespace")
+	u.SetName(name)
+	u.SetLabels(map[string]string{
+		meshv1.LabelManagedBy: meshv1.ManagedByValue, meshv1.LabelInstallation: in.Installation, LabelComponent: c.Name,
+		LabelPodSecurityEnforce: "privileged",
+	})
+	return u
 }
 
 // Decode reads a stream of YAML (or JSON) documents into objects, skipping empty ones, with

@@ -1,6 +1,7 @@
 package render
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -154,5 +155,92 @@ func TestMultiRoot(t *testing.T) {
 		if live != on || env != on || !stats {
 			t.Errorf("MultiRoot %v: proxyMetadata %v, istiod's variable %v, stats kept %v:\n%s", on, live, env, stats, mesh)
 		}
+	}
+}
+
+// TestDataPlaneValues: Istio CNI's chart is rendered only when asked, in a namespace of its own
+// allowed privileged pods; istiod is told to inject for it (and gives the proxy's containers
+// RuntimeDefault seccomp) only with IstiodCNI; ENABLE_NATIVE_SIDECARS and
+// holdApplicationUntilProxyStarts reach istiod and its injector, and none of them is set by
+// default.
+func TestDataPlaneValues(t *testing.T) {
+	tests := map[string]struct {
+		mutate                                 func(*Input)
+		daemonSet, cniOn, native, hold, marked bool
+		nativeValue                            string
+	}{
+		"defaults":              {mutate: func(*Input) {}},
+		"CNI installed only":    {mutate: func(in *Input) { in.CNI = true }, daemonSet: true},
+		"CNI and istiod for it": {mutate: func(in *Input) { in.CNI, in.IstiodCNI = true, true }, daemonSet: true, cniOn: true},
+		"native sidecars off":   {mutate: func(in *Input) { in.NativeSidecars = "false" }, native: true, nativeValue: "false"},
+		"hold the application":  {mutate: func(in *Input) { in.HoldApplication = true }, hold: true, marked: true},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			in := input()
+			tc.mutate(&in)
+			objs, err := Render(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ds := find(objs, "DaemonSet", CNIDaemonSet)
+			if (ds != nil) != tc.daemonSet {
+				t.Fatalf("CNI DaemonSet rendered %v, want %v", ds != nil, tc.daemonSet)
+			}
+			if ds != nil {
+				ns := find(objs, "Namespace", CNINamespace)
+				if ds.GetNamespace() != CNINamespace || ns == nil || ns.GetLabels()[LabelPodSecurityEnforce] != "privileged" || ns.GetLabels()[LabelComponent] != ComponentCNI {
+					t.Fatalf("CNI DaemonSet in %q, namespace %v: want it in %s, allowed privileged", ds.GetNamespace(), ns, CNINamespace)
+				}
+				if find(objs, "Namespace", "istio-system") != nil {
+					t.Fatal("the control plane's namespace was rendered")
+				}
+			}
+			values, _, _ := unstructured.NestedString(find(objs, "ConfigMap", "istio-sidecar-injector").Object, "data", "values")
+			if on := injects(t, values); on != tc.cniOn || strings.Contains(values, "RuntimeDefault") != tc.cniOn {
+				t.Errorf("injector for CNI %v (RuntimeDefault %v), want %v", on, strings.Contains(values, "RuntimeDefault"), tc.cniOn)
+			}
+			istiod := fmt.Sprint(find(objs, "Deployment", "istiod").Object)
+			if got := strings.Contains(istiod, "ENABLE_NATIVE_SIDECARS"); got != tc.native || tc.native && !strings.Contains(istiod, "value:"+tc.nativeValue) {
+				t.Errorf("ENABLE_NATIVE_SIDECARS set %v, want %v (%q)", got, tc.native, tc.nativeValue)
+			}
+			if got := strings.Contains(values, `"holdApplicationUntilProxyStarts": true`); got != tc.hold {
+				t.Errorf("holdApplicationUntilProxyStarts %v, want %v", got, tc.hold)
+			}
+			if got := find(objs, "Deployment", "istiod").GetLabels()[LabelHoldApplication] == "true"; got != tc.marked {
+				t.Errorf("istiod marked %v, want %v", got, tc.marked)
+			}
+		})
+	}
+}
+
+// injects reads pilot.cni.enabled from the injector's values.
+func injects(t *testing.T, values string) bool {
+	t.Helper()
+	var v struct {
+		Pilot struct {
+			CNI struct {
+				Enabled bool `json:"enabled"`
+			} `json:"cni"`
+		} `json:"pilot"`
+	}
+	if err := json.Unmarshal([]byte(values), &v); err != nil {
+		t.Fatalf("the injector's values: %v", err)
+	}
+	return v.Pilot.CNI.Enabled
+}
+
+// TestCNIChartTakesUserValues: spec.controlPlane.values reach Istio CNI's chart under `cni`, as
+// docs/pod-security.md says (nodes whose CNI directories are not the defaults).
+func TestCNIChartTakesUserValues(t *testing.T) {
+	in := input()
+	in.CNI = true
+	in.Values = map[string]any{"cni": map[string]any{"cniBinDir": "/home/kubernetes/bin"}}
+	objs, err := Render(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ds := fmt.Sprint(find(objs, "DaemonSet", CNIDaemonSet).Object); !strings.Contains(ds, "/home/kubernetes/bin") {
+		t.Fatalf("the DaemonSet does not mount the node's CNI directory from the values: %s", ds)
 	}
 }

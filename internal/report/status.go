@@ -87,7 +87,10 @@ type Status struct {
 	Revisions []Revision                 `json:"revisions,omitempty"`
 	// Sidecars is the shape of the proxy the active revision injects (status.dataPlane):
 	// Native or Classic; empty before the Injection stage probed it.
-	Sidecars   string     `json:"sidecars,omitempty"`
+	Sidecars string `json:"sidecars,omitempty"`
+	// CNI is whether the injected pods rely on Istio CNI (status.dataPlane.cni): Enabled or
+	// Disabled; empty before the Injection stage probed it.
+	CNI        string     `json:"cni,omitempty"`
 	Namespaces Namespaces `json:"namespaces"`
 	Blocked    []Blocked  `json:"blocked,omitempty"`
 	// BlockedNotListed counts the blocked namespaces the status does not name (it lists ten).
@@ -129,7 +132,7 @@ func StatusOf(mesh *meshv1.MeshInstallation, now time.Time) Status {
 		s.BlockedNotListed = ns.BlockedCount - int32(len(ns.Blocked)) //nolint:gosec // G115: a count of pods or namespaces, far below 2^31
 	}
 	if dp := mesh.Status.DataPlane; dp != nil {
-		s.Sidecars = dp.Sidecars
+		s.Sidecars, s.CNI = dp.Sidecars, dp.CNI
 	}
 	for _, r := range mesh.Status.Revisions {
 		s.Revisions = append(s.Revisions, Revision{Name: r.Name, Version: r.Version, Active: r.Active, Namespaces: r.Namespaces, Pods: r.Pods})
@@ -245,6 +248,12 @@ func (s Status) controlPlaneText(p *printer, _ Style) {
 		p.wrapped(2, "sidecars: native (the proxy starts before the application and stops after it, so Jobs complete)")
 	case meshv1.SidecarsClassic:
 		p.wrapped(2, "sidecars: classic (a Job's proxy would keep its pod running: namespaces with Jobs stay out of the mesh, JobsNeedNativeSidecars)")
+	}
+	switch s.CNI {
+	case meshv1.CNIEnabled:
+		p.wrapped(2, "cni: enabled (Istio CNI redirects the pods' traffic: no istio-init, no NET_ADMIN, admitted under Pod Security baseline and restricted)")
+	case meshv1.CNIDisabled:
+		p.wrapped(2, "cni: disabled (istio-init sets up each pod's redirection with NET_ADMIN and NET_RAW, which Pod Security baseline and restricted refuse)")
 	}
 }
 

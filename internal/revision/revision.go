@@ -45,6 +45,9 @@ type Installed struct {
 	// ProxyStats is true when it was rendered with the stats the traffic gates' bake reads
 	// (render.Input.ProxyStats).
 	ProxyStats bool
+	// HoldApplication is true when it was rendered with holdApplicationUntilProxyStarts
+	// (render.Input.HoldApplication).
+	HoldApplication bool
 }
 
 // Active is the revision spec.version asks for, given the revisions installed and the one that
@@ -260,6 +263,25 @@ func SidecarShape(pod *corev1.Pod) string {
 		return meshv1.SidecarsClassic
 	}
 	return ""
+}
+
+// CNIValidation is the init container Istio injects, where istiod injects for Istio CNI, in
+// place of istio-init: it checks that the node agent set up the pod's redirection, with no
+// capability.
+const CNIValidation = "istio-validation"
+
+// CNIMode is whether an injected pod relies on Istio CNI, as status names it: meshv1.CNIEnabled
+// (Istio's istio-validation init container), meshv1.CNIDisabled, or "" for a pod without a proxy.
+func CNIMode(pod *corev1.Pod) string {
+	if !HasProxy(pod) {
+		return ""
+	}
+	for _, c := range pod.Spec.InitContainers {
+		if c.Name == CNIValidation {
+			return meshv1.CNIEnabled
+		}
+	}
+	return meshv1.CNIDisabled
 }
 
 // NativeSidecar reports whether the pod's proxy is a Kubernetes native sidecar: an init

@@ -258,6 +258,9 @@ func TestAdoptionLadder(t *testing.T) {
 	op := meshWithLocalIstiod(t, cl, c, meshv1.MeshInstallationSpec{
 		Rollout: meshv1.RolloutSpec{TrafficGates: meshv1.TrafficGatesSkip, MaxNamespacesInProgress: 1, SoakTime: &metav1.Duration{Duration: 3 * time.Second},
 			StepTimeout: &metav1.Duration{Duration: 2 * time.Minute}},
+		// Without Istio CNI, shop-guarded's Pod Security refuses istio-init (TestDataPlaneLetsRestrictedAndJobsIn
+		// shows the same namespace let in with it).
+		DataPlane: meshv1.DataPlaneSpec{CNI: meshv1.ModeDisabled},
 		Namespaces: []meshv1.NamespaceRule{
 			{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"ladder": "observe"}}, Level: meshv1.LevelObserve},
 			{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"ladder": "mtls"}}, Level: meshv1.LevelMutualTLS},
@@ -376,9 +379,10 @@ func TestAdoptionLadder(t *testing.T) {
 		t.Errorf("shop-batch has Jobs (%d): the CronJob was to hold it with none running", len(jobs.Items))
 	}
 	checkAdmissionRefused(t, c, mesh, refused, uids)
-	if mesh.Status.DataPlane == nil || mesh.Status.DataPlane.Sidecars != meshv1.SidecarsClassic {
-		t.Errorf("status.dataPlane = %+v, want classic sidecars on nodes whose kubelet version Istio cannot read as 1.33+", mesh.Status.DataPlane)
+	if mesh.Status.DataPlane == nil || mesh.Status.DataPlane.Sidecars != meshv1.SidecarsClassic || mesh.Status.DataPlane.CNI != meshv1.CNIDisabled {
+		t.Errorf("status.dataPlane = %+v, want classic sidecars on nodes whose kubelet version Istio cannot read as 1.33+, without CNI", mesh.Status.DataPlane)
 	}
+	checkProxyStartsFirst(t, c, "shop-observe")
 	ns := mesh.Status.Namespaces
 	if ns.MutualTLS != 1 || ns.ZeroTrust != 1 || ns.Observe < 2 {
 		t.Errorf("status.namespaces = %+v, want 1 MutualTLS, 1 ZeroTrust and Observe for the rest", ns)

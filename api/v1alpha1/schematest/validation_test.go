@@ -133,6 +133,10 @@ func TestInvalidSpecsAreRefused(t *testing.T) {
 			spec: "controlPlane: {chartSource: {repository: 'https://user:secret@charts.example.com/istio'}}",
 			want: "without credentials in it",
 		},
+		"a CNI mode that is not one": {
+			spec: "dataPlane: {cni: true}",
+			want: `supported values: "Auto", "Enabled", "Disabled"`,
+		},
 		"unknown upgrade strategy": {
 			spec: "upgrade: {strategy: BlueGreen}",
 			want: `supported values: "RevisionBased", "InPlace"`,
@@ -298,11 +302,11 @@ func TestValidSpecsRoundTrip(t *testing.T) {
 	}{
 		"an explicitly empty version": {
 			spec:     `version: ""`,
-			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ncontrolPlane: {}",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ndataPlane: {cni: Auto, nativeSidecars: Auto}\ncontrolPlane: {}",
 		},
 		"empty spec gets the rollout defaults": {
 			spec:     "{}",
-			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ncontrolPlane: {}",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ndataPlane: {cni: Auto, nativeSidecars: Auto}\ncontrolPlane: {}",
 		},
 		"the sample's shape": {
 			spec: `
@@ -322,34 +326,39 @@ namespaces:
 - selector: {}
   level: Observe
 `,
+			defaults: "dataPlane: {cni: Auto, nativeSidecars: Auto}",
+		},
+		"Istio CNI on, classic sidecars": {
+			spec:     "dataPlane: {cni: Enabled, nativeSidecars: Disabled}",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ncontrolPlane: {}",
 		},
 		"traffic read from a Prometheus over TLS with a token": {
 			spec:     "telemetry: {prometheus: {url: 'https://thanos.monitoring:10902', bearerToken: {name: prom, key: token}, ca: {name: prom, key: ca.crt}}}",
-			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ncontrolPlane: {}",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ndataPlane: {cni: Auto, nativeSidecars: Auto}\ncontrolPlane: {}",
 		},
 		"an upgrade from a chart repository": {
 			spec:     "version: 1.32.1\nupgrade: {strategy: RevisionBased}\ncontrolPlane: {chartSource: {repository: 'https://istio-release.storage.googleapis.com/charts'}}",
-			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ndataPlane: {cni: Auto, nativeSidecars: Auto}",
 		},
 		"plain http, allowed explicitly": {
 			spec:     "version: 1.32.1\ncontrolPlane: {chartSource: {repository: 'http://charts.internal/istio', insecureHTTP: true}}",
-			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ndataPlane: {cni: Auto, nativeSidecars: Auto}",
 		},
 		"an in-place upgrade from an OCI registry": {
 			spec:     "version: 1.32.1\nupgrade: {strategy: InPlace}\ncontrolPlane: {chartSource: {repository: 'oci://registry.example.com/istio'}}",
-			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ndataPlane: {cni: Auto, nativeSidecars: Auto}",
 		},
 		"the user's cluster issuer": {
 			spec:     "certificates:\n  issuerRef: {name: vault-issuer}\n  privateKey: {algorithm: RSA, size: 4096}",
-			defaults: "certificates: {issuerRef: {kind: ClusterIssuer}}\nrollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ncontrolPlane: {}",
+			defaults: "certificates: {issuerRef: {kind: ClusterIssuer}}\nrollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ndataPlane: {cni: Auto, nativeSidecars: Auto}\ncontrolPlane: {}",
 		},
 		"a namespaced issuer and Ed25519": {
 			spec:     "certificates:\n  issuerRef: {kind: Issuer, name: corp.ca-1}\n  privateKey: {algorithm: Ed25519}",
-			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ncontrolPlane: {}",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ndataPlane: {cni: Auto, nativeSidecars: Auto}\ncontrolPlane: {}",
 		},
 		"same selector, same level twice": {
 			spec:     "namespaces:\n- selector: {matchLabels: {team: a}}\n  level: Observe\n- selector: {matchLabels: {team: a}}\n  level: Observe",
-			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ncontrolPlane: {}",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ndataPlane: {cni: Auto, nativeSidecars: Auto}\ncontrolPlane: {}",
 		},
 	}
 	ctx := context.Background()

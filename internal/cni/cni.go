@@ -1,0 +1,80 @@
+// Package cni decides whether Istio CNI is installed and whether istiod injects for it, from
+// spec.dataPlane.cni, the Pod Security level of the enrolled namespaces and what the cluster
+// runs now. Istio's documented order is kept: the node agent is installed and Ready before
+// istiod injects pods that rely on it (a pod injected for CNI on a node without the agent never
+// starts), and on removal istiod stops injecting for it before the agent goes.
+package cni
+
+import (
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/ladder"
+	"github.com/meshwright/meshwright/internal/render"
+)
+
+// refusingLevels are the Pod Security levels that refuse istio-init: it adds NET_ADMIN and
+// NET_RAW and runs as root, which baseline and restricted forbid.
+var refusingLevels = []string{"baseline", "restricted"}
+
+// Needing names the enrolled namespaces (a target level above Off) whose Pod Security level, as
+// their pod-security.kubernetes.io/enforce label says, refuses istio-init. The API server's
+// default level is not served by the API, so a namespace without the label is not named.
+func Needing(rules []meshv1.NamespaceRule, namespaces []corev1.Namespace, excluded []string) []string {
+	var out []string
+	for i := range namespaces {
+		ns := &namespaces[i]
+		if !slices.Contains(refusingLevels, ns.Labels[render.LabelPodSecurityEnforce]) || !ns.DeletionTimestamp.IsZero() {
+			continue
+		}
+		if ladder.Enroll(ns.Name, ns.Labels, rules, excluded).Target != meshv1.LevelOff {
+			out = append(out, ns.Name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Current is what the cluster runs of Istio CNI now.
+type Current struct {
+	// Installed: the operator's CNI DaemonSet exists.
+	Installed bool
+	// Ready: it runs its current spec, Ready, on every node; NotReady says why not.
+	Ready    bool
+	NotReady string
+	// IstiodInjects: the active revision's injector injects for CNI (pilot.cni.enabled in its
+	// ConfigMap's values).
+	IstiodInjects bool
+}
+
+// Decision is what to render.
+type Decision struct {
+	// Wanted: spec.dataPlane.cni and the namespaces ask for Istio CNI.
+	Wanted bool
+	// Install renders the cni chart: wanted, or istiod still injects for it (removed only once
+	// istiod no longer does).
+	Install bool
+	// Istiod tells istiod to inject for CNI: wanted, and the DaemonSet Ready (or istiod already
+	// injects for it: a node joining does not turn injection back).
+	Istiod bool
+}
+
+// Decide is the decision for a mode, the namespaces that need CNI and what runs. Auto keeps CNI
+// once it is installed: pods injected for it in a restricted namespace could not be replaced
+// without it, and a namespace's label can come and go.
+func Decide(mode meshv1.DataPlaneMode, needing []string, cur Current) Decision {
+	var d Decision
+	switch mode {
+	case meshv1.ModeEnabled:
+		d.Wanted = true
+	case meshv1.ModeDisabled:
+		d.Wanted = false
+	default:
+		d.Wanted = len(needing) > 0 || cur.Installed
+	}
+	d.Install = d.Wanted || cur.IstiodInjects
+	d.Istiod = d.Wanted && (cur.Ready || cur.IstiodInjects)
+	return d
+}

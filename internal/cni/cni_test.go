@@ -1,0 +1,60 @@
+package cni
+
+import (
+	"slices"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+)
+
+func TestDecide(t *testing.T) {
+	tests := map[string]struct {
+		mode    meshv1.DataPlaneMode
+		needing []string
+		cur     Current
+		want    Decision
+	}{
+		"Auto, nothing needs it":                   {mode: meshv1.ModeAuto},
+		"empty mode is Auto":                       {needing: []string{"shop"}, want: Decision{Wanted: true, Install: true}},
+		"Auto, a namespace needs it, not Ready":    {mode: meshv1.ModeAuto, needing: []string{"shop"}, cur: Current{Installed: true}, want: Decision{Wanted: true, Install: true}},
+		"Auto, a namespace needs it, Ready":        {mode: meshv1.ModeAuto, needing: []string{"shop"}, cur: Current{Installed: true, Ready: true}, want: Decision{Wanted: true, Install: true, Istiod: true}},
+		"Auto keeps what it installed":             {mode: meshv1.ModeAuto, cur: Current{Installed: true, Ready: true, IstiodInjects: true}, want: Decision{Wanted: true, Install: true, Istiod: true}},
+		"a node joining does not turn istiod back": {mode: meshv1.ModeEnabled, cur: Current{Installed: true, IstiodInjects: true}, want: Decision{Wanted: true, Install: true, Istiod: true}},
+		"Enabled, not installed yet":               {mode: meshv1.ModeEnabled, want: Decision{Wanted: true, Install: true}},
+		"Disabled: istiod first":                   {mode: meshv1.ModeDisabled, needing: []string{"shop"}, cur: Current{Installed: true, Ready: true, IstiodInjects: true}, want: Decision{Install: true}},
+		"Disabled: then the DaemonSet":             {mode: meshv1.ModeDisabled, cur: Current{Installed: true, Ready: true}, want: Decision{}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := Decide(tc.mode, tc.needing, tc.cur); got != tc.want {
+				t.Fatalf("Decide = %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestNeeding(t *testing.T) {
+	ns := func(name, level string, labels ...string) corev1.Namespace {
+		l := map[string]string{"pod-security.kubernetes.io/enforce": level}
+		for i := 0; i+1 < len(labels); i += 2 {
+			l[labels[i]] = labels[i+1]
+		}
+		return corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: l}}
+	}
+	deleting := ns("going", "restricted", "team", "shop")
+	now := metav1.Now()
+	deleting.DeletionTimestamp = &now
+	namespaces := []corev1.Namespace{
+		ns("shop", "restricted", "team", "shop"), ns("cart", "baseline", "team", "shop"), ns("web", "privileged", "team", "shop"),
+		ns("labs", "restricted"), ns("istio-system", "restricted", "team", "shop"), ns("pinned", "restricted", meshv1.LabelTargetLevel, "Observe"),
+		ns("unlabelled", "", "team", "shop"), deleting,
+	}
+	rules := []meshv1.NamespaceRule{{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"team": "shop"}}, Level: meshv1.LevelMutualTLS}}
+	got := Needing(rules, namespaces, []string{"istio-system"})
+	if want := []string{"cart", "pinned", "shop"}; !slices.Equal(got, want) {
+		t.Fatalf("Needing = %v, want %v (enrolled, enforcing baseline or restricted, not excluded, not going)", got, want)
+	}
+}

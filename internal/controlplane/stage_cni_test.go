@@ -1,0 +1,142 @@
+package controlplane
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/apply"
+	"github.com/meshwright/meshwright/internal/render"
+	"github.com/meshwright/meshwright/internal/stages"
+)
+
+// markDaemonSetReady plays the DaemonSet controller, which envtest does not run: the current
+// spec Ready on nodes nodes.
+func markDaemonSetReady(t *testing.T, nodes int32) {
+	t.Helper()
+	ctx := context.Background()
+	ds := &appsv1.DaemonSet{}
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: render.CNINamespace, Name: render.CNIDaemonSet}, ds); err != nil {
+		t.Fatal(err)
+	}
+	ds.Status = appsv1.DaemonSetStatus{ObservedGeneration: ds.Generation, DesiredNumberScheduled: nodes, CurrentNumberScheduled: nodes,
+		UpdatedNumberScheduled: nodes, NumberReady: nodes, NumberAvailable: nodes}
+	if err := k8s.Status().Update(ctx, ds); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// injectorValues reads the values istiod's injector reads (its ConfigMap in namespace ns).
+func injectorValues(t *testing.T, ns string) (cniOn bool, values string) {
+	t.Helper()
+	cm := &corev1.ConfigMap{}
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "istio-sidecar-injector"}, cm); err != nil {
+		t.Fatal(err)
+	}
+	u := &unstructured.Unstructured{Object: map[string]any{"data": map[string]any{"values": cm.Data["values"]}}}
+	return injectsForCNI(u), cm.Data["values"]
+}
+
+// untilSettled runs passes, playing the Deployment controller for istiod, until the stage
+// reports something other than waiting for istiod or CRDs.
+func untilSettled(t *testing.T, stage *Stage, mesh *meshv1.MeshInstallation, ns string) stages.Result {
+	t.Helper()
+	for range 20 {
+		res := pass(t, stage, mesh)
+		switch res.Reason {
+		case meshv1.ReasonWaitingForCRDs:
+			continue
+		case meshv1.ReasonWaitingForIstiod:
+			markAvailable(t, ns, "istiod")
+			continue
+		}
+		return res
+	}
+	t.Fatal("the stage kept waiting for istiod")
+	return stages.Result{}
+}
+
+// TestCNIInstallAndRemovalOrder: with spec.dataPlane.cni Enabled, Istio's cni chart is applied in
+// a namespace of its own allowed privileged pods, and istiod is told to inject for it only once
+// its DaemonSet is Ready (until then the stage waits, WaitingForCNI); with Disabled, istiod stops
+// injecting for it first and the chart's objects go in the next pass, the namespace handed back.
+// Auto installs it once an enrolled namespace enforces restricted, and keeps it.
+func TestCNIInstallAndRemovalOrder(t *testing.T) {
+	const ns = "istio-cni-order"
+	ctx := context.Background()
+	mesh := meshIn(t, "cni-order", ns)
+	mesh.Spec.DataPlane.CNI = meshv1.ModeEnabled
+	stage := &Stage{Client: k8s, Reader: k8s, Workloads: k8s, Applier: &apply.Applier{Client: k8s, FieldManager: "meshwright"}}
+	ds := func() bool { return exists(t, &appsv1.DaemonSet{}, render.CNINamespace, render.CNIDaemonSet) }
+
+	res := untilSettled(t, stage, mesh, ns)
+	if res.State != stages.NotReady || res.Reason != meshv1.ReasonWaitingForCNI || !strings.Contains(res.Message, "spec.dataPlane.cni is Enabled") {
+		t.Fatalf("before the DaemonSet is Ready: %+v, want WaitingForCNI", res)
+	}
+	if on, _ := injectorValues(t, ns); on || !ds() {
+		t.Fatalf("before the DaemonSet is Ready: istiod injects for CNI %v, DaemonSet exists %v; want the DaemonSet and istiod not told", on, ds())
+	}
+	cniNS := &corev1.Namespace{}
+	if err := k8s.Get(ctx, client.ObjectKey{Name: render.CNINamespace}, cniNS); err != nil || cniNS.Labels[render.LabelPodSecurityEnforce] != "privileged" {
+		t.Fatalf("namespace %s: %v, labels %v; want it allowed privileged pods", render.CNINamespace, err, cniNS.Labels)
+	}
+	ctrl := &corev1.Namespace{}
+	if err := k8s.Get(ctx, client.ObjectKey{Name: ns}, ctrl); err != nil || ctrl.Labels[render.LabelPodSecurityEnforce] != "" {
+		t.Fatalf("the control plane's namespace got a Pod Security level: %v", ctrl.Labels)
+	}
+
+	markDaemonSetReady(t, 3)
+	res = untilSettled(t, stage, mesh, ns)
+	if res.Reason == meshv1.ReasonWaitingForCNI && strings.Contains(res.Message, "told to inject for it next") {
+		res = untilSettled(t, stage, mesh, ns) // Ready between the render and the check
+	}
+	on, values := injectorValues(t, ns)
+	if res.State != stages.Ready || !strings.Contains(res.Message, "Istio CNI Ready") || !on || !strings.Contains(values, `"RuntimeDefault"`) {
+		t.Fatalf("with the DaemonSet Ready: %+v; istiod injects for CNI %v; values %s", res, on, values)
+	}
+
+	// Removal: istiod first, the DaemonSet in the pass after.
+	mesh.Spec.DataPlane.CNI = meshv1.ModeDisabled
+	untilSettled(t, stage, mesh, ns)
+	if on, _ := injectorValues(t, ns); on || !ds() {
+		t.Fatalf("first pass with Disabled: istiod injects for CNI %v, DaemonSet exists %v; want istiod told first, the DaemonSet kept", on, ds())
+	}
+	if res := untilSettled(t, stage, mesh, ns); res.State != stages.Ready || ds() {
+		t.Fatalf("second pass with Disabled: %+v, DaemonSet exists %v", res, ds())
+	}
+	if err := k8s.Get(ctx, client.ObjectKey{Name: render.CNINamespace}, cniNS); err != nil || cniNS.Labels[render.LabelPodSecurityEnforce] != "" || cniNS.Labels[meshv1.LabelInstallation] != "" {
+		t.Fatalf("namespace %s after removal: %v, labels %v; want it handed back", render.CNINamespace, err, cniNS.Labels)
+	}
+
+	// Auto: a restricted namespace enrolled brings it back; dropping the rule keeps it.
+	mesh.Spec.DataPlane.CNI = meshv1.ModeAuto
+	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop-restricted-cni",
+		Labels: map[string]string{render.LabelPodSecurityEnforce: "restricted", "team": "cni"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if res := untilSettled(t, stage, mesh, ns); res.State != stages.Ready || ds() {
+		t.Fatalf("Auto, the restricted namespace not enrolled: %+v, DaemonSet exists %v", res, ds())
+	}
+	mesh.Spec.Namespaces = []meshv1.NamespaceRule{{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"team": "cni"}}, Level: meshv1.LevelMutualTLS}}
+	if res := untilSettled(t, stage, mesh, ns); res.Reason != meshv1.ReasonWaitingForCNI || !strings.Contains(res.Message, "Pod Security refuses istio-init in shop-restricted-cni") || !ds() {
+		t.Fatalf("Auto, the restricted namespace enrolled: %+v, DaemonSet exists %v", res, ds())
+	}
+	mesh.Spec.Namespaces = nil
+	if res := untilSettled(t, stage, mesh, ns); res.Reason != meshv1.ReasonWaitingForCNI || !strings.Contains(res.Message, "installed before") || !ds() {
+		t.Fatalf("Auto, nothing needing it any more: %+v, DaemonSet exists %v; want it kept", res, ds())
+	}
+	if done, err := stage.Cleanup(ctx, mesh); err != nil {
+		t.Fatal(err)
+	} else if done {
+		if err := k8s.Get(ctx, client.ObjectKey{Name: render.CNINamespace}, cniNS); err != nil || cniNS.Labels[render.LabelPodSecurityEnforce] != "" {
+			t.Fatalf("namespace %s after the installation's removal: %v, labels %v", render.CNINamespace, err, cniNS.Labels)
+		}
+	}
+}
