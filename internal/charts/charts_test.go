@@ -68,10 +68,10 @@ func TestLoad(t *testing.T) {
 		wantInjection bool   // istiod renders the 1.31.5-only injectionURL
 	}{
 		"downloads from a Helm repository": {
-			version: "1.31.5", wantRequests: 3, wantInjection: true, // index.yaml and two archives
+			version: "1.31.5", wantRequests: 4, wantInjection: true, // index.yaml and three archives (base, istiod, cni)
 		},
 		"another version from the same repository": {
-			version: "1.31.4", wantRequests: 3,
+			version: "1.31.4", wantRequests: 4,
 		},
 		"second load is served from memory": {
 			version: "1.31.5", warm: "memory", between: func(_ *testing.T, r *chartstest.Repo, _ string) { r.Close() },
@@ -187,7 +187,7 @@ func TestLoad(t *testing.T) {
 				t.Fatalf("Load: %v", err)
 			}
 
-			if set.Version != tc.version || set.Digest == "" || set.Base == nil || set.Istiod == nil {
+			if set.Version != tc.version || set.Digest == "" || set.Base == nil || set.Istiod == nil || set.CNI == nil {
 				t.Fatalf("set = %+v", set)
 			}
 			if set.Base.Name() != charts.BaseChart || set.Istiod.Name() != charts.IstiodChart ||
@@ -272,8 +272,8 @@ func TestLoadConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if n := repo.Requests(); n != 3 {
-		t.Errorf("requests = %d, want 3 (index.yaml and two archives)", n)
+	if n := repo.Requests(); n != 4 {
+		t.Errorf("requests = %d, want 4 (index.yaml and three archives)", n)
 	}
 	for _, s := range sets[1:] {
 		if s != sets[0] {
@@ -322,5 +322,18 @@ func TestFailuresAreRememberedAndRedacted(t *testing.T) {
 	}
 	if _, err := (&charts.Source{}).Load(context.Background(), url, "1.31.4"); err != nil {
 		t.Errorf("another Source does not share the failure: %v", err)
+	}
+}
+
+// TestLoadWithoutCNI: a repository that has base and istiod but not cni (a mirror of what an
+// installation without Istio CNI needs) still loads; the set has no cni chart, and the stage
+// reports that it cannot install Istio CNI from it.
+func TestLoadWithoutCNI(t *testing.T) {
+	for _, oci := range []bool{false, true} {
+		repo := chartstest.Serve(t, chartstest.Options{Versions: []string{"1.31.5"}, OCI: oci, WithoutCNI: true})
+		set, err := (&charts.Source{CacheDir: t.TempDir(), HTTPClient: repo.Client()}).Load(context.Background(), repo.URL, "1.31.5")
+		if err != nil || set.Base == nil || set.Istiod == nil || set.CNI != nil {
+			t.Fatalf("OCI %v: set %+v, err %v; want base and istiod, no cni", oci, set, err)
+		}
 	}
 }

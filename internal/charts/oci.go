@@ -43,6 +43,9 @@ func (r *ociRepo) fetch(ctx context.Context, version string, charts []string) (m
 			if ctx.Err() != nil {
 				return nil, r.unavailable(ctx.Err())
 			}
+			if name == CNIChart {
+				continue // taken where the registry has it: not needed without Istio CNI
+			}
 			// Tell a missing version from an unreachable registry by the tags it has.
 			tags, terr := client.Tags(repo)
 			if terr == nil && !slices.ContainsFunc(tags, func(t string) bool { return sameVersion(t, version) }) {

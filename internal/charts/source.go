@@ -155,7 +155,9 @@ type archive struct {
 }
 
 func (s *Source) load(ctx context.Context, f fetcher, repoURL, version string) (*Set, error) {
-	names := []string{BaseChart, IstiodChart}
+	// The cni chart is taken where the repository has it (Istio publishes it beside the other
+	// two); a mirror without it serves installations that do not need Istio CNI.
+	names := []string{BaseChart, IstiodChart, CNIChart}
 	got := map[string]archive{}
 	var missing []string
 	for _, name := range names {
@@ -178,7 +180,10 @@ func (s *Source) load(ctx context.Context, f fetcher, repoURL, version string) (
 	loaded := map[string]*chart.Chart{}
 	h := sha256.New()
 	for _, name := range names {
-		a := got[name]
+		a, ok := got[name]
+		if !ok && name == CNIChart {
+			continue
+		}
 		c, err := loadArchive(a.data, name, version)
 		if err != nil {
 			s.removeCache(repoURL, name, version)
@@ -188,12 +193,15 @@ func (s *Source) load(ctx context.Context, f fetcher, repoURL, version string) (
 		h.Write([]byte(a.digest))
 	}
 	for _, name := range missing {
-		s.writeCache(repoURL, name, version, got[name])
+		if a, ok := got[name]; ok {
+			s.writeCache(repoURL, name, version, a)
+		}
 	}
 	return &Set{
 		Version: version,
 		Base:    loaded[BaseChart],
 		Istiod:  loaded[IstiodChart],
+		CNI:     loaded[CNIChart],
 		Origin:  f.repository(),
 		Digest:  hex.EncodeToString(h.Sum(nil)),
 	}, nil
@@ -325,13 +333,22 @@ func (r *helmRepo) fetch(ctx context.Context, version string, charts []string) (
 			}
 		}
 	}
-	if len(entries) < 2 {
+	if len(entries) < 2 { // base and istiod
 		return nil, &NotFoundError{Version: version, Repository: r.repository(), Available: r.available(idx)}
 	}
 
+	for _, e := range idx.Entries[CNIChart] {
+		if sameVersion(e.Version, version) && len(e.URLs) > 0 {
+			entries[CNIChart] = e
+			break
+		}
+	}
 	out := map[string]archive{}
 	for _, name := range charts {
-		e := entries[name]
+		e, ok := entries[name]
+		if !ok {
+			continue // the cni chart, which the repository does not have
+		}
 		u, err := resolveReference(r.u, e.URLs[0])
 		if err != nil {
 			return nil, r.unavailable(fmt.Errorf("index.yaml: chart %s %s: %w", name, version, err))

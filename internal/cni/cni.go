@@ -9,10 +9,12 @@ import (
 	"slices"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/version"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/ladder"
 	"github.com/meshwright/meshwright/internal/render"
+	"github.com/meshwright/meshwright/internal/revision"
 )
 
 // refusingLevels are the Pod Security levels that refuse istio-init: it adds NET_ADMIN and
@@ -47,6 +49,8 @@ type Current struct {
 	// IstiodInjects: the active revision's injector injects for CNI (pilot.cni.enabled in its
 	// ConfigMap's values).
 	IstiodInjects bool
+	// Version is the Istio version the DaemonSet runs ("" when not installed or not known).
+	Version string
 }
 
 // Decision is what to render.
@@ -77,4 +81,25 @@ func Decide(mode meshv1.DataPlaneMode, needing []string, cur Current) Decision {
 	d.Install = d.Wanted || cur.IstiodInjects
 	d.Istiod = d.Wanted && (cur.Ready || cur.IstiodInjects)
 	return d
+}
+
+// Version is the Istio version Istio CNI is rendered at. Istio documents that the CNI of a minor
+// works with the control planes of that minor and the next, and that it is upgraded after the
+// control plane. So the version running is kept until the active revision (activeRev, at
+// active) is the only one installed and runs its version, Available; a CNI installed while an
+// upgrade is under way takes the oldest installed revision's version.
+func Version(active, activeRev string, installed []revision.Installed, running string) string {
+	if len(installed) == 0 || len(installed) == 1 && installed[0].Name == activeRev && installed[0].Version == active && installed[0].Available {
+		return active
+	}
+	if running != "" {
+		return running
+	}
+	oldest, oldestV := active, version.MustParseGeneric("999.0.0")
+	for _, r := range installed {
+		if v, err := version.ParseGeneric(r.Version); err == nil && v.LessThan(oldestV) {
+			oldest, oldestV = r.Version, v
+		}
+	}
+	return oldest
 }

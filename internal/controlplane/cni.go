@@ -54,7 +54,35 @@ func (s *Stage) dataPlaneInput(ctx context.Context, p *planePass, in *render.Inp
 	}
 	p.cni, p.cniNeeding = cni.Decide(p.mesh.Spec.DataPlane.CNI, needing, cur), needing
 	in.CNI, in.IstiodCNI = p.cni.Install, p.cni.Istiod
+	if in.CNI {
+		in.CNIVersion = cni.Version(in.Version, in.Revision, p.found.Installed, cur.Version)
+	}
 	return nil
+}
+
+// loadCNICharts puts the charts of Istio CNI's version into in (none when it is the control
+// plane's, or embedded); done is true, with the result to report, when they cannot be had or
+// have no cni chart.
+func (s *Stage) loadCNICharts(ctx context.Context, p *planePass, in *render.Input) (stages.Result, bool) {
+	if !in.CNI {
+		return stages.Result{}, false
+	}
+	set, v := in.Charts, in.Version
+	if in.CNIVersion != "" && in.CNIVersion != in.Version {
+		var err error
+		v = in.CNIVersion
+		if set, err = ChartsFor(ctx, s.Charts, p.mesh, v); err != nil {
+			return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonChartSourceUnavailable, RequeueAfter: stages.NotReadyRecheck,
+				Message: fmt.Sprintf("Istio CNI stays at Istio %s until the control plane's upgrade is done (Istio's order), and the charts of %s could not be had: %v. Retrying every %s.", v, v, err, stages.NotReadyRecheck)}, true
+		}
+		in.CNICharts = set
+	}
+	if set != nil && set.CNI == nil {
+		return stages.Result{State: stages.Failed, Reason: meshv1.ReasonUnsupportedVersion,
+			Message: fmt.Sprintf("Istio CNI is needed (%s), and the charts of Istio %s from %s have no cni chart. Publish Istio's cni chart of that version there (Istio's own repositories have it), or set spec.dataPlane.cni to Disabled.",
+				cniWhy(p), v, set.Origin)}, true
+	}
+	return stages.Result{}, false
 }
 
 // holdApplication tells whether the revision is rendered with holdApplicationUntilProxyStarts
@@ -78,7 +106,7 @@ func (s *Stage) currentCNI(ctx context.Context, installation, namespace, rev str
 	}
 	var out cni.Current
 	if ds != nil && ds.GetLabels()[meshv1.LabelInstallation] == installation {
-		out.Installed = true
+		out.Installed, out.Version = true, ds.GetLabels()[meshv1.LabelIstioVersion]
 		out.Ready, out.NotReady = installed.DaemonSetReady(ds)
 	}
 	cm := &unstructured.Unstructured{}

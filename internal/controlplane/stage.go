@@ -192,10 +192,8 @@ func (s *Stage) renderPhase(ctx context.Context, p *planePass) (stages.Result, b
 		}
 		return res, true, nil
 	}
-	if in.CNI && in.Charts != nil && in.Charts.CNI == nil {
-		return stages.Result{State: stages.Failed, Reason: meshv1.ReasonUnsupportedVersion,
-			Message: fmt.Sprintf("Istio CNI is needed (%s), and this build of Meshwright installs it only from the charts it embeds (Istio %s); the charts of Istio %s come from %s. Set spec.version to %s, or set spec.dataPlane.cni to Disabled.",
-				cniWhy(p), release.DefaultIstioVersion, in.Version, in.Charts.Origin, release.DefaultIstioVersion)}, true, nil
+	if res, done := s.loadCNICharts(ctx, p, &in); done {
+		return res, true, nil
 	}
 	p.in = in
 	p.objs, err = render.Render(in)

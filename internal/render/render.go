@@ -118,6 +118,11 @@ type Input struct {
 	ProxyStats bool `json:",omitempty"`
 	// CNI renders Istio's cni chart, and its namespace allowed privileged pods.
 	CNI bool `json:",omitempty"`
+	// CNIVersion is the Istio version of the cni chart, "" for Version: Istio upgrades CNI
+	// after the control plane (cni.Version). CNICharts are that version's charts; nil means
+	// the charts this build embeds.
+	CNIVersion string      `json:",omitempty"`
+	CNICharts  *charts.Set `json:"-"`
 	// IstiodCNI tells istiod that Istio CNI redirects the pods' traffic (pilot.cni.enabled):
 	// it then injects Istio's istio-validation init container, which needs no capability,
 	// instead of istio-init, with the RuntimeDefault seccomp profile. Set only once the CNI
@@ -228,20 +233,21 @@ var (
 // last), each labelled with the operator's labels. The result is shared: callers must not
 // modify the objects (DeepCopy them first).
 func Render(in Input) ([]*unstructured.Unstructured, error) {
-	if in.Charts == nil {
-		if !slices.Contains(SupportedVersions(), in.Version) {
-			return nil, &UnsupportedVersionError{Version: in.Version}
-		}
-		set, err := charts.Embedded(in.Version)
-		if err != nil {
+	var err error
+	if in.Charts, err = chartsOf(in.Version, in.Charts); err != nil {
+		return nil, err
+	}
+	cniDigest := ""
+	if in.CNI && in.CNIVersion != "" && in.CNIVersion != in.Version {
+		if in.CNICharts, err = chartsOf(in.CNIVersion, in.CNICharts); err != nil {
 			return nil, err
 		}
-		in.Charts = set
+		cniDigest = in.CNICharts.Digest
 	}
 	keyJSON, err := json.Marshal(struct {
 		Input
-		Digest string
-	}{in, in.Charts.Digest})
+		Digest, CNIDigest string
+	}{in, in.Charts.Digest, cniDigest})
 	if err != nil {
 		return nil, err
 	}
@@ -256,7 +262,11 @@ func Render(in Input) ([]*unstructured.Unstructured, error) {
 		if c.wanted != nil && !c.wanted(in) {
 			continue
 		}
-		objs, err := renderComponent(c, in)
+		cin := in
+		if c.Name == ComponentCNI && cniDigest != "" {
+			cin.Version, cin.Charts = in.CNIVersion, in.CNICharts
+		}
+		objs, err := renderComponent(c, cin)
 		if err != nil {
 			return nil, fmt.Errorf("rendering Istio's %s chart: %w", c.Name, err)
 		}
@@ -265,6 +275,17 @@ func Render(in Input) ([]*unstructured.Unstructured, error) {
 	sortForApply(out)
 	memoKey, memoOut = key, out
 	return out, nil
+}
+
+// chartsOf is set, or the charts this build embeds for version when set is nil.
+func chartsOf(version string, set *charts.Set) (*charts.Set, error) {
+	if set != nil {
+		return set, nil
+	}
+	if !slices.Contains(SupportedVersions(), version) {
+		return nil, &UnsupportedVersionError{Version: version}
+	}
+	return charts.Embedded(version)
 }
 
 // CRDs are Istio's CRDs of a release as someone other than the operator installs them: the
@@ -354,6 +375,9 @@ func renderComponent(c Component, in Input) ([]*unstructured.Unstructured, error
 			}
 			if in.ProxyStats && c.Name == ComponentIstiod && o.GetKind() == "Deployment" {
 				labels[LabelProxyStats] = "true"
+			}
+			if c.Name == ComponentCNI {
+				labels[meshv1.LabelIstioVersion] = in.Version
 			}
 			if in.HoldApplication && c.Name == ComponentIstiod && o.GetKind() == "Deployment" {
 				labels[LabelHoldApplication] = "true"

@@ -40,6 +40,8 @@ type Options struct {
 	// OCI serves the charts from an OCI registry (HTTPS, read-only: /v2/, manifests, blobs and
 	// tags) instead of a Helm repository; URL is then oci://host:port/istio.
 	OCI bool
+	// WithoutCNI leaves out the `cni` chart, as a mirror of base and istiod only would.
+	WithoutCNI bool
 }
 
 // Repo is a running chart repository on 127.0.0.1. It stops when the test ends.
@@ -87,7 +89,11 @@ func Serve(t testing.TB, opts Options) *Repo {
 	entries := map[string][]indexEntry{}
 	tags := map[string][]string{}
 	for _, v := range opts.Versions {
-		for _, c := range []*chart.Chart{embedded.Base, embedded.Istiod} {
+		published := []*chart.Chart{embedded.Base, embedded.Istiod, embedded.CNI}
+		if opts.WithoutCNI {
+			published = published[:2]
+		}
+		for _, c := range published {
 			data, md, err := pack(c, v, opts.EditValues, dir)
 			if err != nil {
 				t.Fatalf("chartstest: packaging %s %s: %v", c.Name(), v, err)
