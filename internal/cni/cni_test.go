@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/revision"
 )
 
 func TestDecide(t *testing.T) {
@@ -56,5 +57,34 @@ func TestNeeding(t *testing.T) {
 	got := Needing(rules, namespaces, []string{"istio-system"})
 	if want := []string{"cart", "pinned", "shop"}; !slices.Equal(got, want) {
 		t.Fatalf("Needing = %v, want %v (enrolled, enforcing baseline or restricted, not excluded, not going)", got, want)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	rev := func(name, v string, available bool) revision.Installed {
+		return revision.Installed{Name: name, Version: v, Available: available}
+	}
+	tests := map[string]struct {
+		installed []revision.Installed
+		active    string
+		activeRev string
+		running   string
+		want      string
+	}{
+		"first installation":                 {active: "1.31.4", activeRev: "default", want: "1.31.4"},
+		"steady":                             {installed: []revision.Installed{rev("default", "1.31.4", true)}, active: "1.31.4", activeRev: "default", running: "1.31.4", want: "1.31.4"},
+		"revision upgrade under way":         {installed: []revision.Installed{rev("default", "1.31.4", true), rev("1-32-0", "1.32.0", true)}, active: "1.32.0", activeRev: "1-32-0", running: "1.31.4", want: "1.31.4"},
+		"installed during an upgrade":        {installed: []revision.Installed{rev("1-32-0", "1.32.0", true), rev("default", "1.31.4", true)}, active: "1.32.0", activeRev: "1-32-0", want: "1.31.4"},
+		"old revision gone, new one Ready":   {installed: []revision.Installed{rev("1-32-0", "1.32.0", true)}, active: "1.32.0", activeRev: "1-32-0", running: "1.31.4", want: "1.32.0"},
+		"in place, istiod still rolling out": {installed: []revision.Installed{rev("default", "1.32.0", false)}, active: "1.32.0", activeRev: "default", running: "1.31.4", want: "1.31.4"},
+		"in place, istiod not rendered yet":  {installed: []revision.Installed{rev("default", "1.31.4", true)}, active: "1.32.0", activeRev: "default", running: "1.31.4", want: "1.31.4"},
+		"set back to the old revision":       {installed: []revision.Installed{rev("default", "1.31.4", true), rev("1-32-0", "1.32.0", true)}, active: "1.31.4", activeRev: "default", running: "1.32.0", want: "1.32.0"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := Version(tc.active, tc.activeRev, tc.installed, tc.running); got != tc.want {
+				t.Fatalf("Version = %s, want %s", got, tc.want)
+			}
+		})
 	}
 }

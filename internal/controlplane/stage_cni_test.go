@@ -13,6 +13,8 @@ import (
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/apply"
+	"github.com/meshwright/meshwright/internal/charts"
+	"github.com/meshwright/meshwright/internal/charts/chartstest"
 	"github.com/meshwright/meshwright/internal/render"
 	"github.com/meshwright/meshwright/internal/stages"
 )
@@ -138,5 +140,65 @@ func TestCNIInstallAndRemovalOrder(t *testing.T) {
 		if err := k8s.Get(ctx, client.ObjectKey{Name: render.CNINamespace}, cniNS); err != nil || cniNS.Labels[render.LabelPodSecurityEnforce] != "" {
 			t.Fatalf("namespace %s after the installation's removal: %v, labels %v", render.CNINamespace, err, cniNS.Labels)
 		}
+	}
+}
+
+// cniVersion is the Istio version the CNI DaemonSet is rendered at (its label and image).
+func cniVersion(t *testing.T) string {
+	t.Helper()
+	ds := &appsv1.DaemonSet{}
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: render.CNINamespace, Name: render.CNIDaemonSet}, ds); err != nil {
+		t.Fatal(err)
+	}
+	v := ds.Labels[meshv1.LabelIstioVersion]
+	if image := ds.Spec.Template.Spec.Containers[0].Image; !strings.HasSuffix(image, ":"+v) {
+		t.Fatalf("the CNI DaemonSet is labelled %s and runs %s", v, image)
+	}
+	return v
+}
+
+// TestCNIUpgradedAfterTheControlPlane: in a revision-based upgrade Istio CNI keeps its version
+// while the old revision is installed (Istio's order: the control plane first; a CNI works with
+// its own minor's control plane and the next), and takes the new one once the new revision is
+// alone and Available, from the same chart repository as istiod.
+func TestCNIUpgradedAfterTheControlPlane(t *testing.T) {
+	const ns = "istio-cni-upgrade"
+	repo := chartstest.Serve(t, chartstest.Options{Versions: []string{"1.31.5"}})
+	mesh := meshIn(t, "cni-upgrade", ns)
+	mesh.Spec.DataPlane.CNI = meshv1.ModeEnabled
+	stage := &Stage{Client: k8s, Reader: k8s, Workloads: k8s, Applier: &apply.Applier{Client: k8s, FieldManager: "meshwright"},
+		Charts: &charts.Source{CacheDir: t.TempDir()}}
+	untilSettled(t, stage, mesh, ns)
+	markDaemonSetReady(t, 2)
+	for range 3 {
+		if res := untilSettled(t, stage, mesh, ns); res.State == stages.Ready {
+			break
+		}
+	}
+	if v := cniVersion(t); v != "1.31.4" {
+		t.Fatalf("CNI installed at %s, want 1.31.4", v)
+	}
+
+	mesh.Spec.Version = "1.31.5"
+	mesh.Spec.ControlPlane.ChartSource = &meshv1.ChartSource{Repository: repo.URL}
+	if res := pass(t, stage, mesh); res.Reason != meshv1.ReasonWaitingForIstiod {
+		t.Fatalf("upgrade pass: %+v", res)
+	}
+	if v := cniVersion(t); v != "1.31.4" {
+		t.Fatalf("CNI at %s while the new control plane is not Available, want it kept at 1.31.4", v)
+	}
+	markAvailable(t, ns, "istiod-1-31-5")
+	pass(t, stage, mesh) // the old revision, unused, retires
+	if v := cniVersion(t); v != "1.31.4" {
+		t.Fatalf("CNI at %s in the pass that retired the old revision, want it kept at 1.31.4", v)
+	}
+	if res := pass(t, stage, mesh); res.State != stages.Ready || exists(t, &appsv1.Deployment{}, ns, "istiod") {
+		t.Fatalf("after the old revision retired: %+v", res)
+	}
+	if v := cniVersion(t); v != "1.31.5" {
+		t.Fatalf("CNI at %s with the new revision alone and Available, want 1.31.5", v)
+	}
+	if _, err := stage.Cleanup(context.Background(), mesh); err != nil {
+		t.Fatal(err)
 	}
 }
