@@ -849,11 +849,20 @@ func incomplete(ns Namespace, step Step, current Level, up bool, s Settings) str
 	return strings.Join(pending, "; ")
 }
 
+// urgent tells a step whose restarts ignore the budget and PodDisruptionBudgets: the rollback of
+// a step whose traffic regressed.
+func urgent(step *Step) bool {
+	return step.Rollback && step.Reason == meshv1.ReasonTrafficRegressed
+}
+
 // planRestarts picks the workloads to restart now so that their pods get (or lose) the proxy.
 // Restarting workloads may hold at most maxUnavailablePerNamespace of the namespace's pods
 // (counting each workload's pods, and pods already unready); one workload at a time always
 // may, and its own update strategy bounds how many of its pods are down at once. A rollback
-// restarts everything it must at once: getting back to a working state comes first.
+// (a timed-out or cancelled step) is paced the same way: the namespace works as it stands, and
+// restarting all of it at once would take its capacity away. Only the rollback of a step whose
+// traffic regressed restarts everything it must at once: calls are failing now, and getting
+// back to a working state comes first.
 func planRestarts(d *Decision, ns Namespace, s Settings) {
 	step := d.State.Step
 	if step == nil {
@@ -872,6 +881,11 @@ func planRestarts(d *Decision, ns Namespace, s Settings) {
 		}
 	}
 	busy := max(len(ns.Pods.NotReady), rollingPods)
+	if step.Rollback {
+		// The pods the failed step left unready are what the rollback mends: only its own
+		// restarts in flight count.
+		busy = rollingPods
+	}
 	var waitingOnBudget []string
 	for _, w := range ns.Workloads {
 		if w.OptedOut || w.RunsToCompletion || w.RestartedFor == step.ID {
@@ -881,7 +895,7 @@ func planRestarts(d *Decision, ns Namespace, s Settings) {
 			continue
 		}
 		cost := max(w.Pods, 1)
-		if !step.Rollback {
+		if !urgent(step) {
 			if busy > 0 && busy+cost > budget {
 				break
 			}

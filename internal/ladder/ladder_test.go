@@ -1,6 +1,7 @@
 package ladder
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -425,5 +426,41 @@ func TestEnroll(t *testing.T) {
 	}
 	if e := Enroll("web", nil, nil, nil); e.Target != meshv1.LevelOff {
 		t.Errorf("no rules: %+v, want Off", e)
+	}
+}
+
+// TestRollbackRestartsArePaced: a rollback (a step timed out or cancelled) restarts within
+// maxUnavailablePerNamespace and waits for PodDisruptionBudgets like a forward step, counting
+// only its own restarts in flight (the pods the failed step left unready are what it mends); the
+// rollback of a step whose traffic regressed restarts everything at once.
+func TestRollbackRestartsArePaced(t *testing.T) {
+	injected := func(pods int, pdb string) func(*Workload) {
+		return func(w *Workload) { w.Injected, w.Pods, w.DisruptionBlocked = true, pods, pdb }
+	}
+	ws := []Workload{deploy("a", injected(2, "")), deploy("b", injected(2, "")), deploy("c", injected(2, "b-pdb")), deploy("d", injected(2, ""))}
+	tests := map[string]struct {
+		reason  string
+		rolling string // a workload the rollback restarted already, still rolling out
+		want    string
+	}{
+		"timed out: 25% of 8 pods is 2, one workload at a time": {reason: meshv1.ReasonRolledBack, want: "Deployment/a"},
+		"timed out, one rolling: the next waits":                {reason: meshv1.ReasonRolledBack, rolling: "a", want: ""},
+		"traffic regressed: everything at once, PDB or not":     {reason: meshv1.ReasonTrafficRegressed, want: "Deployment/a,Deployment/b,Deployment/c,Deployment/d"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			step := &Step{To: meshv1.LevelOff, ID: "rb", Rollback: true, Reason: tc.reason}
+			ns := Namespace{Current: meshv1.LevelObserve, Pods: Pods{Total: 8, Ready: 5, NotReady: []string{"a-1", "b-1", "d-1"}}, Workloads: slices.Clone(ws)}
+			for i := range ns.Workloads {
+				if ns.Workloads[i].Name == tc.rolling {
+					ns.Workloads[i].RestartedFor, ns.Workloads[i].RolledOut = "rb", false
+				}
+			}
+			d := Decision{Level: meshv1.LevelOff, State: State{Step: step}}
+			planRestarts(&d, ns, settings())
+			if got := strings.Join(d.Restart, ","); got != tc.want {
+				t.Fatalf("restart %q, want %q", got, tc.want)
+			}
+		})
 	}
 }
