@@ -44,9 +44,26 @@ func (w workload) owns(pod *corev1.Pod) bool {
 		return false
 	}
 	if w.kind == "Deployment" {
-		return ref.Kind == "ReplicaSet" && strings.HasPrefix(ref.Name, w.name+"-")
+		if ref.Kind != "ReplicaSet" {
+			return false
+		}
+		// The Deployment controller names a ReplicaSet <deployment>-<pod-template-hash> and
+		// labels its pods with the hash: exact, where a prefix would give Deployment web the
+		// pods of web-canary's ReplicaSets.
+		if hash := pod.Labels[appsv1.DefaultDeploymentUniqueLabelKey]; hash != "" {
+			return ref.Name == w.name+"-"+hash
+		}
+		return strings.HasPrefix(ref.Name, w.name+"-")
 	}
 	return ref.Kind == w.kind && ref.Name == w.name
+}
+
+// unmanaged names a pod no workload the ladder restarts owns, with its owner.
+func unmanaged(p *corev1.Pod) string {
+	if ref := metav1.GetControllerOfNoCopy(p); ref != nil {
+		return fmt.Sprintf("%s (%s %s)", p.Name, ref.Kind, ref.Name)
+	}
+	return p.Name + " (no controller)"
 }
 
 // optedOut tells, as Istio's injector does, whether a pod template asks not to be injected:
@@ -104,8 +121,10 @@ func observeWorkloads(ctx context.Context, r client.Reader, namespace string) (l
 				plaintext = append(plaintext, p)
 			}
 		}
+		owned := false
 		for j, w := range ws {
 			if w.owns(p) {
+				owned = true
 				out[j].Pods++
 				if injected {
 					out[j].Injected = true
@@ -122,7 +141,11 @@ func observeWorkloads(ctx context.Context, r client.Reader, namespace string) (l
 				break
 			}
 		}
+		if !injected && !owned && !optedOut(p.ObjectMeta) && !p.Spec.HostNetwork {
+			sum.Unmanaged = append(sum.Unmanaged, unmanaged(p))
+		}
 	}
+	sort.Strings(sum.Unmanaged)
 	if sum.ProxylessPlaintext, err = served(ctx, r, namespace, plaintext); err != nil {
 		return ladder.Pods{}, nil, nil, err
 	}

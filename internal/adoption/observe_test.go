@@ -48,6 +48,10 @@ func TestWorkloadOwnsPod(t *testing.T) {
 		}
 		return p
 	}
+	hashed := func(p *corev1.Pod, hash string) *corev1.Pod {
+		p.Labels["pod-template-hash"] = hash
+		return p
+	}
 	tests := map[string]struct {
 		w    workload
 		pod  *corev1.Pod
@@ -58,6 +62,9 @@ func TestWorkloadOwnsPod(t *testing.T) {
 		"a canary sharing the selector is not ours": {w: workload{kind: "Deployment", name: "web-canary", selector: web}, pod: pod("ReplicaSet", "web-7d9f"), want: false},
 		"StatefulSet by name":                       {w: workload{kind: "StatefulSet", name: "db", selector: web}, pod: pod("StatefulSet", "db"), want: true},
 		"a bare pod belongs to no workload":         {w: workload{kind: "Deployment", name: "web", selector: web}, pod: pod("", ""), want: false},
+		"by the pod-template-hash":                  {w: workload{kind: "Deployment", name: "web", selector: web}, pod: hashed(pod("ReplicaSet", "web-7d9f"), "7d9f"), want: true},
+		"web does not take web-canary's pods":       {w: workload{kind: "Deployment", name: "web", selector: web}, pod: hashed(pod("ReplicaSet", "web-canary-7d9f"), "7d9f"), want: false},
+		"web-canary takes its own":                  {w: workload{kind: "Deployment", name: "web-canary", selector: web}, pod: hashed(pod("ReplicaSet", "web-canary-7d9f"), "7d9f"), want: true},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -207,5 +214,42 @@ func TestObserveStaticTrust(t *testing.T) {
 	}
 	if len(want) != 0 {
 		t.Errorf("workloads not observed: %v", want)
+	}
+}
+
+// TestObserveUnmanagedPods: an uninjected pod no known workload owns (a bare pod, one of a
+// controller the ladder does not know) is named with its owner, since no step restarts it; an
+// opted-out or host-network one is not (the injector would not inject it anyway), nor an
+// injected one.
+func TestObserveUnmanagedPods(t *testing.T) {
+	pod := func(name, ownerKind, owner string, mod func(*corev1.Pod)) client.Object {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", Labels: map[string]string{"app": "web"}},
+			Spec:   corev1.PodSpec{Containers: []corev1.Container{{Name: "app"}}},
+			Status: corev1.PodStatus{Phase: corev1.PodRunning}}
+		if ownerKind != "" {
+			p.OwnerReferences = []metav1.OwnerReference{{Kind: ownerKind, Name: owner, Controller: ptr.To(true)}}
+		}
+		if mod != nil {
+			mod(p)
+		}
+		return p
+	}
+	sel := map[string]string{"app": "web"}
+	c := fake.NewClientBuilder().WithObjects(
+		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "ns"}, Spec: appsv1.DeploymentSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: sel}, Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: sel}}}},
+		pod("web-1", "ReplicaSet", "web-1", nil),
+		pod("debug", "", "", nil),
+		pod("shop-1", "Rollout", "shop", nil),
+		pod("legacy", "", "", func(p *corev1.Pod) { p.Annotations = map[string]string{"sidecar.istio.io/inject": "false"} }),
+		pod("node-agent", "", "", func(p *corev1.Pod) { p.Spec.HostNetwork = true }),
+		pod("injected", "", "", func(p *corev1.Pod) { p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: revision.ProxyContainer}) }),
+	).Build()
+	sum, _, _, err := observeWorkloads(context.Background(), c, "ns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"debug (no controller)", "shop-1 (Rollout shop)"}; !reflect.DeepEqual(sum.Unmanaged, want) {
+		t.Fatalf("unmanaged %v, want %v (uninjected %v)", sum.Unmanaged, want, sum.Uninjected)
 	}
 }

@@ -240,6 +240,10 @@ type Pods struct {
 	Ready int `json:"ready"`
 	// Uninjected names pods without Istio's proxy, sorted.
 	Uninjected []string `json:"uninjected,omitempty"`
+	// Unmanaged names the uninjected pods that no workload the ladder restarts owns (a bare pod,
+	// or one of a controller it does not know), each with its owner: a step restarts none of
+	// them, so someone else must, sorted.
+	Unmanaged []string `json:"unmanaged,omitempty"`
 	// NotReady names pods that are not Ready, sorted.
 	NotReady []string `json:"notReady,omitempty"`
 	// ProxylessPlaintext names pods running Istio's proxyless gRPC (the grpc-agent template)

@@ -96,9 +96,13 @@ var (
 	}}
 	podsInjected = Gate{Name: "PodsInjected", Check: func(c Climb) *Verdict {
 		if uninjected := c.NS.Pods.Uninjected; len(uninjected) > 0 {
-			return &Verdict{Blocked: Blocked{Reason: meshv1.ReasonUninjectedPods, Message: fmt.Sprintf(
-				"%d pod(s) run without Istio's proxy and would be cut off by STRICT mTLS: %s. Remove sidecar.istio.io/inject=false or move them out of the namespace, or lower its target to Observe.",
-				len(uninjected), names.List(uninjected))}}
+			msg := fmt.Sprintf("%d pod(s) run without Istio's proxy and would be cut off by STRICT mTLS: %s. Remove sidecar.istio.io/inject=false or move them out of the namespace, or lower its target to Observe.",
+				len(uninjected), names.List(uninjected))
+			if unmanaged := c.NS.Pods.Unmanaged; len(unmanaged) > 0 {
+				msg += fmt.Sprintf(" %d of them belong to no Deployment, StatefulSet, DaemonSet, CronJob or Job, so Meshwright cannot restart them: %s. Restart them through what created them (or delete a bare pod and create it again) and Istio's injector gives them the proxy.",
+					len(unmanaged), names.List(unmanaged))
+			}
+			return &Verdict{Blocked: Blocked{Reason: meshv1.ReasonUninjectedPods, Message: msg}}
 		}
 		// A CronJob or Job whose pods will never be injected: none may run now, but the next
 		// one would be cut off.

@@ -143,3 +143,13 @@ func TestGates(t *testing.T) {
 		})
 	}
 }
+
+// TestUninjectedPodsNoStepRestarts: the UninjectedPods message names the pods no step restarts,
+// with their owners, and says who must restart them.
+func TestUninjectedPodsNoStepRestarts(t *testing.T) {
+	v := podsInjected.Check(Climb{NS: Namespace{Pods: Pods{Total: 2, Ready: 2, Uninjected: []string{"debug", "web-1"}, Unmanaged: []string{"debug (no controller)"}}}, To: meshv1.LevelMutualTLS})
+	if v == nil || v.Blocked.Reason != meshv1.ReasonUninjectedPods || !strings.Contains(v.Blocked.Message, "1 of them belong to no Deployment") ||
+		!strings.Contains(v.Blocked.Message, "debug (no controller)") || !strings.Contains(v.Blocked.Message, "delete a bare pod") {
+		t.Fatalf("verdict %+v", v)
+	}
+}
