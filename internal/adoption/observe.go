@@ -33,6 +33,8 @@ type workload struct {
 	rolledOut   bool
 	// runsToCompletion: a CronJob or a Job (never restarted).
 	runsToCompletion bool
+	// manualRestart: why a template change does not restart its pods (ladder.Workload).
+	manualRestart string
 }
 
 // owns reports whether pod belongs to the workload: by its controller reference (for a
@@ -137,6 +139,9 @@ func observeWorkloads(ctx context.Context, r client.Reader, namespace string) (l
 					}
 				} else {
 					out[j].Uninjected = true
+					if w.manualRestart != "" && !out[j].OptedOut {
+						sum.Unmanaged = append(sum.Unmanaged, fmt.Sprintf("%s (%s %s: %s)", p.Name, w.kind, w.name, w.manualRestart))
+					}
 				}
 				break
 			}
@@ -158,13 +163,13 @@ func observeWorkloads(ctx context.Context, r client.Reader, namespace string) (l
 
 func listWorkloads(ctx context.Context, r client.Reader, namespace string) ([]workload, error) {
 	var out []workload
-	add := func(kind string, obj metav1.Object, sel *metav1.LabelSelector, tmpl corev1.PodTemplateSpec, rolledOut bool) {
+	add := func(kind string, obj metav1.Object, sel *metav1.LabelSelector, tmpl corev1.PodTemplateSpec, rolledOut bool, manual string) {
 		s, err := metav1.LabelSelectorAsSelector(sel)
 		if err != nil || s.Empty() {
 			return // a workload without a usable selector has no pods the ladder can attribute
 		}
 		out = append(out, workload{kind: kind, name: obj.GetName(), uid: obj.GetUID(), selector: s, template: tmpl.ObjectMeta,
-			hostNetwork: tmpl.Spec.HostNetwork, rolledOut: rolledOut})
+			hostNetwork: tmpl.Spec.HostNetwork, rolledOut: rolledOut, manualRestart: manual})
 	}
 	var deps appsv1.DeploymentList
 	if err := r.List(ctx, &deps, client.InNamespace(namespace), client.UnsafeDisableDeepCopy); err != nil {
@@ -172,7 +177,7 @@ func listWorkloads(ctx context.Context, r client.Reader, namespace string) ([]wo
 	}
 	for i := range deps.Items {
 		d := &deps.Items[i]
-		add("Deployment", d, d.Spec.Selector, d.Spec.Template, deploymentRolledOut(d))
+		add("Deployment", d, d.Spec.Selector, d.Spec.Template, deploymentRolledOut(d), deploymentManual(d))
 	}
 	var sts appsv1.StatefulSetList
 	if err := r.List(ctx, &sts, client.InNamespace(namespace), client.UnsafeDisableDeepCopy); err != nil {
@@ -180,7 +185,7 @@ func listWorkloads(ctx context.Context, r client.Reader, namespace string) ([]wo
 	}
 	for i := range sts.Items {
 		s := &sts.Items[i]
-		add("StatefulSet", s, s.Spec.Selector, s.Spec.Template, statefulSetRolledOut(s))
+		add("StatefulSet", s, s.Spec.Selector, s.Spec.Template, statefulSetRolledOut(s), statefulSetManual(s))
 	}
 	var dss appsv1.DaemonSetList
 	if err := r.List(ctx, &dss, client.InNamespace(namespace), client.UnsafeDisableDeepCopy); err != nil {
@@ -188,7 +193,7 @@ func listWorkloads(ctx context.Context, r client.Reader, namespace string) ([]wo
 	}
 	for i := range dss.Items {
 		d := &dss.Items[i]
-		add("DaemonSet", d, d.Spec.Selector, d.Spec.Template, daemonSetRolledOut(d))
+		add("DaemonSet", d, d.Spec.Selector, d.Spec.Template, daemonSetRolledOut(d), daemonSetManual(d))
 	}
 	jobs, err := listJobs(ctx, r, namespace)
 	if err != nil {
@@ -255,6 +260,33 @@ func replicas(p *int32) int32 {
 	return *p
 }
 
+// deploymentManual, statefulSetManual and daemonSetManual say why a change of the workload's pod
+// template would not restart its pods, or "".
+func deploymentManual(d *appsv1.Deployment) string {
+	if d.Spec.Paused {
+		return "paused"
+	}
+	return ""
+}
+
+func statefulSetManual(st *appsv1.StatefulSet) string {
+	u := st.Spec.UpdateStrategy
+	if u.Type == appsv1.OnDeleteStatefulSetStrategyType {
+		return "updateStrategy OnDelete"
+	}
+	if u.RollingUpdate != nil && u.RollingUpdate.Partition != nil && *u.RollingUpdate.Partition > 0 {
+		return fmt.Sprintf("rolling update partitioned at %d", *u.RollingUpdate.Partition)
+	}
+	return ""
+}
+
+func daemonSetManual(d *appsv1.DaemonSet) string {
+	if d.Spec.UpdateStrategy.Type == appsv1.OnDeleteDaemonSetStrategyType {
+		return "updateStrategy OnDelete"
+	}
+	return ""
+}
+
 func deploymentRolledOut(d *appsv1.Deployment) bool {
 	want := replicas(d.Spec.Replicas)
 	s := d.Status
@@ -289,7 +321,7 @@ func workloadsOf(ws []workload, pdbs []policyv1.PodDisruptionBudget) ([]ladder.W
 	uids := make(map[string]types.UID, len(ws))
 	for i, w := range ws {
 		uids[w.kind+"/"+w.name] = w.uid
-		out[i] = ladder.Workload{Kind: w.kind, Name: w.name, RolledOut: w.rolledOut, RunsToCompletion: w.runsToCompletion,
+		out[i] = ladder.Workload{Kind: w.kind, Name: w.name, RolledOut: w.rolledOut, RunsToCompletion: w.runsToCompletion, ManualRestart: w.manualRestart,
 			RestartedFor: w.template.Annotations[restartedForKey],
 			// Istio never injects host-network pods: restarting them would not help.
 			OptedOut: optedOut(w.template) || w.hostNetwork,

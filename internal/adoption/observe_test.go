@@ -217,8 +217,9 @@ func TestObserveStaticTrust(t *testing.T) {
 	}
 }
 
-// TestObserveUnmanagedPods: an uninjected pod no known workload owns (a bare pod, one of a
-// controller the ladder does not know) is named with its owner, since no step restarts it; an
+// TestObserveUnmanagedPods: an uninjected pod no step restarts (a bare pod, one of a controller
+// the ladder does not know, one of a StatefulSet whose update strategy is OnDelete) is named
+// with its owner; an
 // opted-out or host-network one is not (the injector would not inject it anyway), nor an
 // injected one.
 func TestObserveUnmanagedPods(t *testing.T) {
@@ -235,7 +236,12 @@ func TestObserveUnmanagedPods(t *testing.T) {
 		return p
 	}
 	sel := map[string]string{"app": "web"}
+	dbSel := map[string]string{"app": "db"}
 	c := fake.NewClientBuilder().WithObjects(
+		&appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: "ns"}, Spec: appsv1.StatefulSetSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: dbSel}, Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: dbSel}},
+			UpdateStrategy: appsv1.StatefulSetUpdateStrategy{Type: appsv1.OnDeleteStatefulSetStrategyType}}},
+		pod("db-0", "StatefulSet", "db", func(p *corev1.Pod) { p.Labels = dbSel }),
 		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "ns"}, Spec: appsv1.DeploymentSpec{
 			Selector: &metav1.LabelSelector{MatchLabels: sel}, Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: sel}}}},
 		pod("web-1", "ReplicaSet", "web-1", nil),
@@ -243,13 +249,42 @@ func TestObserveUnmanagedPods(t *testing.T) {
 		pod("shop-1", "Rollout", "shop", nil),
 		pod("legacy", "", "", func(p *corev1.Pod) { p.Annotations = map[string]string{"sidecar.istio.io/inject": "false"} }),
 		pod("node-agent", "", "", func(p *corev1.Pod) { p.Spec.HostNetwork = true }),
-		pod("injected", "", "", func(p *corev1.Pod) { p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: revision.ProxyContainer}) }),
+		pod("injected", "", "", func(p *corev1.Pod) {
+			p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: revision.ProxyContainer})
+		}),
 	).Build()
-	sum, _, _, err := observeWorkloads(context.Background(), c, "ns")
+	sum, ws, _, err := observeWorkloads(context.Background(), c, "ns")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []string{"debug (no controller)", "shop-1 (Rollout shop)"}; !reflect.DeepEqual(sum.Unmanaged, want) {
+	if want := []string{"db-0 (StatefulSet db: updateStrategy OnDelete)", "debug (no controller)", "shop-1 (Rollout shop)"}; !reflect.DeepEqual(sum.Unmanaged, want) {
 		t.Fatalf("unmanaged %v, want %v (uninjected %v)", sum.Unmanaged, want, sum.Uninjected)
+	}
+	for _, w := range ws {
+		if want := map[string]string{"db": "updateStrategy OnDelete"}[w.Name]; w.ManualRestart != want {
+			t.Errorf("%s %s: ManualRestart %q, want %q", w.Kind, w.Name, w.ManualRestart, want)
+		}
+	}
+}
+
+func TestManualRestart(t *testing.T) {
+	tests := map[string]struct {
+		got, want string
+	}{
+		"a Deployment":                    {got: deploymentManual(&appsv1.Deployment{})},
+		"a paused Deployment":             {got: deploymentManual(&appsv1.Deployment{Spec: appsv1.DeploymentSpec{Paused: true}}), want: "paused"},
+		"a rolling StatefulSet":           {got: statefulSetManual(&appsv1.StatefulSet{Spec: appsv1.StatefulSetSpec{UpdateStrategy: appsv1.StatefulSetUpdateStrategy{Type: appsv1.RollingUpdateStatefulSetStrategyType}}})},
+		"a StatefulSet at partition 0":    {got: statefulSetManual(&appsv1.StatefulSet{Spec: appsv1.StatefulSetSpec{UpdateStrategy: appsv1.StatefulSetUpdateStrategy{RollingUpdate: &appsv1.RollingUpdateStatefulSetStrategy{Partition: ptr.To[int32](0)}}}})},
+		"a partitioned StatefulSet":       {got: statefulSetManual(&appsv1.StatefulSet{Spec: appsv1.StatefulSetSpec{UpdateStrategy: appsv1.StatefulSetUpdateStrategy{RollingUpdate: &appsv1.RollingUpdateStatefulSetStrategy{Partition: ptr.To[int32](2)}}}}), want: "rolling update partitioned at 2"},
+		"an OnDelete StatefulSet":         {got: statefulSetManual(&appsv1.StatefulSet{Spec: appsv1.StatefulSetSpec{UpdateStrategy: appsv1.StatefulSetUpdateStrategy{Type: appsv1.OnDeleteStatefulSetStrategyType}}}), want: "updateStrategy OnDelete"},
+		"an OnDelete DaemonSet":           {got: daemonSetManual(&appsv1.DaemonSet{Spec: appsv1.DaemonSetSpec{UpdateStrategy: appsv1.DaemonSetUpdateStrategy{Type: appsv1.OnDeleteDaemonSetStrategyType}}}), want: "updateStrategy OnDelete"},
+		"a DaemonSet with rolling update": {got: daemonSetManual(&appsv1.DaemonSet{})},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if tc.got != tc.want {
+				t.Fatalf("got %q, want %q", tc.got, tc.want)
+			}
+		})
 	}
 }

@@ -263,6 +263,11 @@ type Workload struct {
 	// next pods are injected, or not, as they are created), and a template that opts out of
 	// injection holds STRICT even while none of its pods runs.
 	RunsToCompletion bool
+	// ManualRestart says why a template change does not restart its pods (an OnDelete update
+	// strategy, a partitioned rolling update, a paused Deployment), "" when it does: a step
+	// does not restart it, or wait for it, and its pods without the proxy hold STRICT
+	// (Pods.Unmanaged names them) until someone restarts them.
+	ManualRestart string
 	// RestartedFor is the step ID its pod template was last restarted for.
 	RestartedFor string
 	// StaticTrust: a proxy of its pods keeps the roots it started with until it restarts
@@ -828,7 +833,7 @@ func incomplete(ns Namespace, step Step, current Level, up bool, s Settings) str
 	var pending []string
 	wantProxy := EffectsOf(current, &step).Inject
 	for _, w := range ns.Workloads {
-		if w.OptedOut || w.RunsToCompletion {
+		if w.OptedOut || w.RunsToCompletion || w.ManualRestart != "" {
 			continue
 		}
 		switch {
@@ -892,7 +897,7 @@ func planRestarts(d *Decision, ns Namespace, s Settings) {
 	}
 	var waitingOnBudget []string
 	for _, w := range ns.Workloads {
-		if w.OptedOut || w.RunsToCompletion || w.RestartedFor == step.ID {
+		if w.OptedOut || w.RunsToCompletion || w.ManualRestart != "" || w.RestartedFor == step.ID {
 			continue
 		}
 		if (wantProxy && !w.Uninjected && !onOtherRevision(w, step.Revision) && (!step.Refresh || !stale(w, s))) || (!wantProxy && !w.Injected) {

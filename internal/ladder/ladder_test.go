@@ -125,6 +125,16 @@ func TestDecide(t *testing.T) {
 				}
 			},
 		},
+		"a workload a template change does not restart is neither restarted nor waited for": {
+			ns: Namespace{Current: meshv1.LevelOff, Target: meshv1.LevelObserve, State: State{Step: observeStep}, Pods: readyPods(3),
+				Workloads: []Workload{deploy("a", injected), {Kind: "StatefulSet", Name: "db", Uninjected: true, RolledOut: true, ManualRestart: "updateStrategy OnDelete"}}},
+			mayStart: false, now: t0.Add(time.Minute),
+			check: func(t *testing.T, d Decision) {
+				if d.Restart != nil || d.Level != meshv1.LevelObserve || d.State.Step != nil {
+					t.Errorf("restart %v, level %s, step %+v: want Observe reached without restarting db", d.Restart, d.Level, d.State.Step)
+				}
+			},
+		},
 		"mutual TLS is refused while pods are uninjected, naming them": {
 			ns: Namespace{Current: meshv1.LevelObserve, Target: meshv1.LevelMutualTLS,
 				Pods: Pods{Total: 7, Ready: 7, Uninjected: []string{"p1", "p2", "p3", "p4", "p5", "p6"}}},

@@ -99,7 +99,7 @@ var (
 			msg := fmt.Sprintf("%d pod(s) run without Istio's proxy and would be cut off by STRICT mTLS: %s. Remove sidecar.istio.io/inject=false or move them out of the namespace, or lower its target to Observe.",
 				len(uninjected), names.List(uninjected))
 			if unmanaged := c.NS.Pods.Unmanaged; len(unmanaged) > 0 {
-				msg += fmt.Sprintf(" %d of them belong to no Deployment, StatefulSet, DaemonSet, CronJob or Job, so Meshwright cannot restart them: %s. Restart them through what created them (or delete a bare pod and create it again) and Istio's injector gives them the proxy.",
+				msg += fmt.Sprintf(" %d of them no step restarts (a pod of no Deployment, StatefulSet, DaemonSet, CronJob or Job, or of one whose template change restarts nothing): %s. Restart them yourself (through what created them; delete a bare pod or an OnDelete workload's pods and they come back; resume a paused Deployment) and Istio's injector gives them the proxy.",
 					len(unmanaged), names.List(unmanaged))
 			}
 			return &Verdict{Blocked: Blocked{Reason: meshv1.ReasonUninjectedPods, Message: msg}}

@@ -148,7 +148,7 @@ func TestGates(t *testing.T) {
 // with their owners, and says who must restart them.
 func TestUninjectedPodsNoStepRestarts(t *testing.T) {
 	v := podsInjected.Check(Climb{NS: Namespace{Pods: Pods{Total: 2, Ready: 2, Uninjected: []string{"debug", "web-1"}, Unmanaged: []string{"debug (no controller)"}}}, To: meshv1.LevelMutualTLS})
-	if v == nil || v.Blocked.Reason != meshv1.ReasonUninjectedPods || !strings.Contains(v.Blocked.Message, "1 of them belong to no Deployment") ||
+	if v == nil || v.Blocked.Reason != meshv1.ReasonUninjectedPods || !strings.Contains(v.Blocked.Message, "1 of them no step restarts") ||
 		!strings.Contains(v.Blocked.Message, "debug (no controller)") || !strings.Contains(v.Blocked.Message, "delete a bare pod") {
 		t.Fatalf("verdict %+v", v)
 	}
