@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/meshwright/meshwright/internal/ladder"
@@ -35,6 +36,10 @@ type workload struct {
 	runsToCompletion bool
 	// manualRestart: why a template change does not restart its pods (ladder.Workload).
 	manualRestart string
+	// surgesFirst: its rollout starts each replacement before it takes an old pod down (a
+	// Deployment or DaemonSet whose maxUnavailable comes to 0), so a PodDisruptionBudget is
+	// never the worse for it.
+	surgesFirst bool
 }
 
 // owns reports whether pod belongs to the workload: by its controller reference (for a
@@ -163,13 +168,13 @@ func observeWorkloads(ctx context.Context, r client.Reader, namespace string) (l
 
 func listWorkloads(ctx context.Context, r client.Reader, namespace string) ([]workload, error) {
 	var out []workload
-	add := func(kind string, obj metav1.Object, sel *metav1.LabelSelector, tmpl corev1.PodTemplateSpec, rolledOut bool, manual string) {
+	add := func(kind string, obj metav1.Object, sel *metav1.LabelSelector, tmpl corev1.PodTemplateSpec, rolledOut bool, manual string, surges bool) {
 		s, err := metav1.LabelSelectorAsSelector(sel)
 		if err != nil || s.Empty() {
 			return // a workload without a usable selector has no pods the ladder can attribute
 		}
 		out = append(out, workload{kind: kind, name: obj.GetName(), uid: obj.GetUID(), selector: s, template: tmpl.ObjectMeta,
-			hostNetwork: tmpl.Spec.HostNetwork, rolledOut: rolledOut, manualRestart: manual})
+			hostNetwork: tmpl.Spec.HostNetwork, rolledOut: rolledOut, manualRestart: manual, surgesFirst: surges})
 	}
 	var deps appsv1.DeploymentList
 	if err := r.List(ctx, &deps, client.InNamespace(namespace), client.UnsafeDisableDeepCopy); err != nil {
@@ -177,7 +182,7 @@ func listWorkloads(ctx context.Context, r client.Reader, namespace string) ([]wo
 	}
 	for i := range deps.Items {
 		d := &deps.Items[i]
-		add("Deployment", d, d.Spec.Selector, d.Spec.Template, deploymentRolledOut(d), deploymentManual(d))
+		add("Deployment", d, d.Spec.Selector, d.Spec.Template, deploymentRolledOut(d), deploymentManual(d), deploymentSurgesFirst(d))
 	}
 	var sts appsv1.StatefulSetList
 	if err := r.List(ctx, &sts, client.InNamespace(namespace), client.UnsafeDisableDeepCopy); err != nil {
@@ -185,7 +190,7 @@ func listWorkloads(ctx context.Context, r client.Reader, namespace string) ([]wo
 	}
 	for i := range sts.Items {
 		s := &sts.Items[i]
-		add("StatefulSet", s, s.Spec.Selector, s.Spec.Template, statefulSetRolledOut(s), statefulSetManual(s))
+		add("StatefulSet", s, s.Spec.Selector, s.Spec.Template, statefulSetRolledOut(s), statefulSetManual(s), false)
 	}
 	var dss appsv1.DaemonSetList
 	if err := r.List(ctx, &dss, client.InNamespace(namespace), client.UnsafeDisableDeepCopy); err != nil {
@@ -193,7 +198,7 @@ func listWorkloads(ctx context.Context, r client.Reader, namespace string) ([]wo
 	}
 	for i := range dss.Items {
 		d := &dss.Items[i]
-		add("DaemonSet", d, d.Spec.Selector, d.Spec.Template, daemonSetRolledOut(d), daemonSetManual(d))
+		add("DaemonSet", d, d.Spec.Selector, d.Spec.Template, daemonSetRolledOut(d), daemonSetManual(d), daemonSetSurgesFirst(d))
 	}
 	jobs, err := listJobs(ctx, r, namespace)
 	if err != nil {
@@ -287,6 +292,29 @@ func daemonSetManual(d *appsv1.DaemonSet) string {
 	return ""
 }
 
+// deploymentSurgesFirst: a rolling update whose maxUnavailable comes to 0 pods at the
+// Deployment's replicas (the defaults, 25% rounded down, for up to 3 replicas) creates each new
+// pod before it deletes an old one.
+func deploymentSurgesFirst(d *appsv1.Deployment) bool {
+	ru := d.Spec.Strategy.RollingUpdate
+	if d.Spec.Strategy.Type == appsv1.RecreateDeploymentStrategyType || ru == nil || ru.MaxUnavailable == nil {
+		return false
+	}
+	n, err := intstr.GetScaledValueFromIntOrPercent(ru.MaxUnavailable, int(replicas(d.Spec.Replicas)), false)
+	return err == nil && n == 0
+}
+
+// daemonSetSurgesFirst: a rolling update with maxSurge and no maxUnavailable starts the new pod
+// on a node before it stops the old one.
+func daemonSetSurgesFirst(d *appsv1.DaemonSet) bool {
+	ru := d.Spec.UpdateStrategy.RollingUpdate
+	if d.Spec.UpdateStrategy.Type == appsv1.OnDeleteDaemonSetStrategyType || ru == nil || ru.MaxSurge == nil || ru.MaxUnavailable == nil {
+		return false
+	}
+	zero := intstr.FromInt32(0)
+	return *ru.MaxUnavailable == zero || ru.MaxUnavailable.String() == "0%"
+}
+
 func deploymentRolledOut(d *appsv1.Deployment) bool {
 	want := replicas(d.Spec.Replicas)
 	s := d.Status
@@ -327,7 +355,9 @@ func workloadsOf(ws []workload, pdbs []policyv1.PodDisruptionBudget) ([]ladder.W
 			OptedOut: optedOut(w.template) || w.hostNetwork,
 		}
 		for j := range pdbs {
-			if blocks(&pdbs[j], w.template.Labels) {
+			// A rollout that starts each replacement first never takes the budget's pods
+			// below what it allows: only the others wait for it.
+			if !w.surgesFirst && blocks(&pdbs[j], w.template.Labels) {
 				out[i].DisruptionBlocked = pdbs[j].Name
 				break
 			}

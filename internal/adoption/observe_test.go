@@ -10,8 +10,10 @@ import (
 	"github.com/meshwright/meshwright/internal/revision"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -286,5 +288,43 @@ func TestManualRestart(t *testing.T) {
 				t.Fatalf("got %q, want %q", tc.got, tc.want)
 			}
 		})
+	}
+}
+
+// TestDisruptionBudgetOnlyHoldsDownFirstRollouts: a PodDisruptionBudget that allows no disruption
+// holds the restart of a workload whose rollout takes a pod down before its replacement is
+// Ready (a Deployment whose maxUnavailable comes to a pod or more, a StatefulSet), not of one
+// that starts each replacement first (a single-replica Deployment with the default 25%, a
+// DaemonSet with maxSurge and no maxUnavailable): the budget is never the worse for those, and
+// waiting for it would time the step out.
+func TestDisruptionBudgetOnlyHoldsDownFirstRollouts(t *testing.T) {
+	pct := intstr.FromString("25%")
+	sel := func(app string) (*metav1.LabelSelector, corev1.PodTemplateSpec) {
+		return &metav1.LabelSelector{MatchLabels: map[string]string{"app": app}}, corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": app, "tier": "critical"}}}
+	}
+	deployment := func(name string, replicas int32) client.Object {
+		s, tmpl := sel(name)
+		return &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns"}, Spec: appsv1.DeploymentSpec{Replicas: ptr.To(replicas), Selector: s, Template: tmpl,
+			Strategy: appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType, RollingUpdate: &appsv1.RollingUpdateDeployment{MaxUnavailable: &pct, MaxSurge: &pct}}}}
+	}
+	s, tmpl := sel("db")
+	sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: "ns"}, Spec: appsv1.StatefulSetSpec{Selector: s, Template: tmpl}}
+	s, tmpl = sel("agent")
+	one, zero := intstr.FromInt32(1), intstr.FromInt32(0)
+	ds := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: "agent", Namespace: "ns"}, Spec: appsv1.DaemonSetSpec{Selector: s, Template: tmpl,
+		UpdateStrategy: appsv1.DaemonSetUpdateStrategy{Type: appsv1.RollingUpdateDaemonSetStrategyType, RollingUpdate: &appsv1.RollingUpdateDaemonSet{MaxSurge: &one, MaxUnavailable: &zero}}}}
+	pdb := &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: "critical", Namespace: "ns", Generation: 1},
+		Spec:   policyv1.PodDisruptionBudgetSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"tier": "critical"}}},
+		Status: policyv1.PodDisruptionBudgetStatus{ObservedGeneration: 1, ExpectedPods: 12, DisruptionsAllowed: 0}}
+	c := fake.NewClientBuilder().WithObjects(deployment("single", 1), deployment("wide", 8), sts, ds, pdb).Build()
+	_, ws, _, err := observeWorkloads(context.Background(), c, "ns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"single": "", "wide": "critical", "db": "critical", "agent": ""}
+	for _, w := range ws {
+		if w.DisruptionBlocked != want[w.Name] {
+			t.Errorf("%s %s: held by %q, want %q", w.Kind, w.Name, w.DisruptionBlocked, want[w.Name])
+		}
 	}
 }
