@@ -21,6 +21,7 @@ import (
 	"github.com/meshwright/meshwright/internal/apierr"
 	"github.com/meshwright/meshwright/internal/installed"
 	"github.com/meshwright/meshwright/internal/meshspec"
+	"github.com/meshwright/meshwright/internal/names"
 	"github.com/meshwright/meshwright/internal/revision"
 	"github.com/meshwright/meshwright/internal/stages"
 )
@@ -92,7 +93,7 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 	if last.key == key {
 		age := now.Sub(last.at)
 		if last.result.State == stages.Ready && age < Recheck {
-			return ready(wh.GetName(), Recheck-age, last.result.DataPlane), nil
+			return withAdmissionRefusals(ready(wh.GetName(), Recheck-age, last.result.DataPlane), mesh), nil
 		}
 		if last.result.State != stages.Ready && age < FailedRecheck {
 			res := last.result
@@ -111,7 +112,28 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 	s.mu.Lock()
 	s.last = probeOutcome{key: key, at: now, result: res}
 	s.mu.Unlock()
-	return res, nil
+	return withAdmissionRefusals(res, mesh), nil
+}
+
+// withAdmissionRefusals adds to a serving webhook's message the namespaces whose injected pods
+// the API server refuses, as the ladder's dry runs found them (PodAdmissionRefused): the probe
+// runs in the control-plane namespace, where the teams' Pod Security levels, quotas and policies
+// do not apply, so the Injection stage says what it cannot see for itself.
+func withAdmissionRefusals(res stages.Result, mesh *meshv1.MeshInstallation) stages.Result {
+	if res.State != stages.Ready || mesh.Status.Namespaces == nil {
+		return res
+	}
+	var refused []string
+	for _, b := range mesh.Status.Namespaces.Blocked {
+		if b.Reason == meshv1.ReasonPodAdmissionRefused {
+			refused = append(refused, b.Name)
+		}
+	}
+	if len(refused) > 0 {
+		res.Message += fmt.Sprintf(" In %d namespace(s) the API server refuses the pods as injected: %s (PodAdmissionRefused; status.namespaces.blocked quotes it).",
+			len(refused), names.Few(refused, 3, ", "))
+	}
+	return res
 }
 
 // probeOutcome is the last probe's result for one version of the webhook configuration.

@@ -182,3 +182,23 @@ func TestInjectionProbe(t *testing.T) {
 		})
 	}
 }
+
+// TestServingNamesAdmissionRefusals: a serving webhook's message names the namespaces whose
+// injected pods the API server refuses (the ladder's PodAdmissionRefused), which the probe in the
+// control-plane namespace cannot see; other holds are not named, and a failing probe keeps its
+// own message.
+func TestServingNamesAdmissionRefusals(t *testing.T) {
+	mesh := &meshv1.MeshInstallation{Status: meshv1.MeshInstallationStatus{Namespaces: &meshv1.NamespacesStatus{Blocked: []meshv1.BlockedNamespace{
+		{Name: "shop-guarded", Reason: meshv1.ReasonPodAdmissionRefused}, {Name: "shop-legacy", Reason: meshv1.ReasonUninjectedPods}}}}}
+	res := withAdmissionRefusals(ready("istio-sidecar-injector", Recheck, nil), mesh)
+	if !strings.Contains(res.Message, "1 namespace(s)") || !strings.Contains(res.Message, "shop-guarded") || strings.Contains(res.Message, "shop-legacy") {
+		t.Errorf("message %q", res.Message)
+	}
+	failing := stages.Result{State: stages.NotReady, Message: "probe failed"}
+	if got := withAdmissionRefusals(failing, mesh); got.Message != "probe failed" {
+		t.Errorf("a failing probe's message became %q", got.Message)
+	}
+	if got := withAdmissionRefusals(ready("x", Recheck, nil), &meshv1.MeshInstallation{}); strings.Contains(got.Message, "refuses") {
+		t.Errorf("no refusal, message %q", got.Message)
+	}
+}

@@ -383,6 +383,14 @@ func TestAdoptionLadder(t *testing.T) {
 		t.Errorf("status.dataPlane = %+v, want classic sidecars on nodes whose kubelet version Istio cannot read as 1.33+, without CNI", mesh.Status.DataPlane)
 	}
 	checkProxyStartsFirst(t, c, "shop-observe")
+	// The Injection stage's probe runs in the control-plane namespace; it names the namespaces
+	// whose injected pods the API server refuses, as the ladder found them.
+	framework.Eventually(t, time.Minute, "InjectionReady to name shop-guarded", func() (bool, error) {
+		m := &meshv1.MeshInstallation{}
+		err := c.Get(ctx, client.ObjectKey{Name: "default"}, m)
+		cond := meta.FindStatusCondition(m.Status.Conditions, meshv1.ConditionInjectionReady)
+		return cond != nil && strings.Contains(cond.Message, "shop-guarded") && strings.Contains(cond.Message, "PodAdmissionRefused"), err
+	})
 	ns := mesh.Status.Namespaces
 	if ns.MutualTLS != 1 || ns.ZeroTrust != 1 || ns.Observe < 2 {
 		t.Errorf("status.namespaces = %+v, want 1 MutualTLS, 1 ZeroTrust and Observe for the rest", ns)
