@@ -293,15 +293,21 @@ func daemonSetManual(d *appsv1.DaemonSet) string {
 }
 
 // deploymentSurgesFirst: a rolling update whose maxUnavailable comes to 0 pods at the
-// Deployment's replicas (the defaults, 25% rounded down, for up to 3 replicas) creates each new
-// pod before it deletes an old one.
+// Deployment's replicas (the defaults, 25% rounded down, for up to 3 replicas) and whose
+// maxSurge to at least one creates each new pod before it deletes an old one.
 func deploymentSurgesFirst(d *appsv1.Deployment) bool {
 	ru := d.Spec.Strategy.RollingUpdate
-	if d.Spec.Strategy.Type == appsv1.RecreateDeploymentStrategyType || ru == nil || ru.MaxUnavailable == nil {
+	if d.Spec.Strategy.Type == appsv1.RecreateDeploymentStrategyType || ru == nil || ru.MaxUnavailable == nil || ru.MaxSurge == nil {
 		return false
 	}
-	n, err := intstr.GetScaledValueFromIntOrPercent(ru.MaxUnavailable, int(replicas(d.Spec.Replicas)), false)
-	return err == nil && n == 0
+	n := int(replicas(d.Spec.Replicas))
+	unavailable, err := intstr.GetScaledValueFromIntOrPercent(ru.MaxUnavailable, n, false)
+	if err != nil {
+		return false
+	}
+	// With both at 0 the Deployment controller takes one pod down at a time.
+	surge, err := intstr.GetScaledValueFromIntOrPercent(ru.MaxSurge, n, true)
+	return err == nil && unavailable == 0 && surge > 0
 }
 
 // daemonSetSurgesFirst: a rolling update with maxSurge and no maxUnavailable starts the new pod

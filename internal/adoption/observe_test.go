@@ -316,12 +316,14 @@ func TestDisruptionBudgetOnlyHoldsDownFirstRollouts(t *testing.T) {
 	pdb := &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: "critical", Namespace: "ns", Generation: 1},
 		Spec:   policyv1.PodDisruptionBudgetSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"tier": "critical"}}},
 		Status: policyv1.PodDisruptionBudgetStatus{ObservedGeneration: 1, ExpectedPods: 12, DisruptionsAllowed: 0}}
-	c := fake.NewClientBuilder().WithObjects(deployment("single", 1), deployment("wide", 8), sts, ds, pdb).Build()
+	noSurge := deployment("no-surge", 1).(*appsv1.Deployment)
+	noSurge.Spec.Strategy.RollingUpdate.MaxSurge = &zero // with both 0 the controller takes a pod down
+	c := fake.NewClientBuilder().WithObjects(deployment("single", 1), deployment("wide", 8), noSurge, sts, ds, pdb).Build()
 	_, ws, _, err := observeWorkloads(context.Background(), c, "ns")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]string{"single": "", "wide": "critical", "db": "critical", "agent": ""}
+	want := map[string]string{"single": "", "wide": "critical", "no-surge": "critical", "db": "critical", "agent": ""}
 	for _, w := range ws {
 		if w.DisruptionBlocked != want[w.Name] {
 			t.Errorf("%s %s: held by %q, want %q", w.Kind, w.Name, w.DisruptionBlocked, want[w.Name])

@@ -403,6 +403,9 @@ type Decision struct {
 	// TrafficHeld is true when Blocked comes from a traffic gate (what the proxies reported, or
 	// could not): the controller announces it with an Event when it is new.
 	TrafficHeld bool
+	// rollbackLate: a rollback that reached the step timeout, which restarts what it still owes
+	// at once (planRestarts).
+	rollbackLate bool
 }
 
 // Blocked is why a namespace is held below its target.
@@ -666,6 +669,10 @@ func startRefresh(d *Decision, ns Namespace, s Settings, mayStart bool, now time
 	planRestarts(d, ns, s)
 }
 
+// lateRollbackRecheck is how soon a rollback that restarted what it owed past its timeout is
+// looked at again, to end.
+const lateRollbackRecheck = 10 * time.Second
+
 // advance moves a running step on: a cancel, the dry-run phase, waiting, completion or rollback.
 func advance(d *Decision, ns Namespace, s Settings, now time.Time) {
 	step := *d.State.Step
@@ -679,6 +686,7 @@ func advance(d *Decision, ns Namespace, s Settings, now time.Time) {
 		return
 	}
 
+	d.rollbackLate = step.Rollback && now.Sub(step.Started) >= s.StepTimeout
 	planRestarts(d, ns, s)
 	forward := kind == KindClimb || kind == KindMove
 	pending := incomplete(ns, step, d.Level, forward, s)
@@ -695,6 +703,11 @@ func advance(d *Decision, ns Namespace, s Settings, now time.Time) {
 		}
 	case pending != "" && forward:
 		timedOut(d, ns, s, step, kind, pending, now)
+	case len(d.Restart) > 0:
+		// A rollback past its timeout restarted what it still owed: it ends once those are
+		// under way, not with templates it never reverted.
+		d.Waiting = pending
+		d.RecheckAfter = lateRollbackRecheck
 	case pending == "" && bakes(ns, s, step, kind) && bake(d, ns, s, &step, kind, now):
 		// Baking: its traffic is compared with before the change (or it was rolled back).
 	default:
@@ -833,7 +846,16 @@ func incomplete(ns Namespace, step Step, current Level, up bool, s Settings) str
 	var pending []string
 	wantProxy := EffectsOf(current, &step).Inject
 	for _, w := range ns.Workloads {
-		if w.OptedOut || w.RunsToCompletion || w.ManualRestart != "" {
+		if w.OptedOut || w.RunsToCompletion {
+			continue
+		}
+		if w.ManualRestart != "" {
+			// Not restarted by a step: a climb or a move goes on without it (its pods hold
+			// STRICT or keep the old revision), but a refresh waits for its stale proxies, and
+			// gives up naming it, rather than let the rotation switch under them.
+			if wantProxy && step.Refresh && stale(w, s) {
+				pending = append(pending, fmt.Sprintf("%s/%s has proxies to restart by hand (%s)", w.Kind, w.Name, w.ManualRestart))
+			}
 			continue
 		}
 		switch {
@@ -858,8 +880,8 @@ func incomplete(ns Namespace, step Step, current Level, up bool, s Settings) str
 	return strings.Join(pending, "; ")
 }
 
-// urgent tells a step whose restarts ignore the budget and PodDisruptionBudgets: the rollback of
-// a step whose traffic regressed.
+// urgent tells a step whose restarts ignore the budget: the rollback of a step whose traffic
+// regressed.
 func urgent(step *Step) bool {
 	return step.Rollback && step.Reason == meshv1.ReasonTrafficRegressed
 }
@@ -868,10 +890,12 @@ func urgent(step *Step) bool {
 // Restarting workloads may hold at most maxUnavailablePerNamespace of the namespace's pods
 // (counting each workload's pods, and pods already unready); one workload at a time always
 // may, and its own update strategy bounds how many of its pods are down at once. A rollback
-// (a timed-out or cancelled step) is paced the same way: the namespace works as it stands, and
-// restarting all of it at once would take its capacity away. Only the rollback of a step whose
-// traffic regressed restarts everything it must at once: calls are failing now, and getting
-// back to a working state comes first.
+// (a timed-out or cancelled step) is paced by the same budget, counting only its own restarts in
+// flight, but does not wait for PodDisruptionBudgets: the disruptions they allow are used up by
+// the very pods the failed step left unready, which only the rollback mends. The rollback of a
+// step whose traffic regressed, and a rollback that reached the step timeout, restart everything
+// they still owe at once: calls are failing, or a rollback must not end with templates it never
+// reverted.
 func planRestarts(d *Decision, ns Namespace, s Settings) {
 	step := d.State.Step
 	if step == nil {
@@ -904,11 +928,11 @@ func planRestarts(d *Decision, ns Namespace, s Settings) {
 			continue
 		}
 		cost := max(w.Pods, 1)
-		if !urgent(step) {
+		if !urgent(step) && !d.rollbackLate {
 			if busy > 0 && busy+cost > budget {
 				break
 			}
-			if w.DisruptionBlocked != "" {
+			if w.DisruptionBlocked != "" && !step.Rollback {
 				waitingOnBudget = append(waitingOnBudget, fmt.Sprintf("%s/%s (PodDisruptionBudget %s)", w.Kind, w.Name, w.DisruptionBlocked))
 				continue
 			}

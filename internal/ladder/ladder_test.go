@@ -230,6 +230,18 @@ func TestDecide(t *testing.T) {
 				}
 			},
 		},
+		"a rollback that reached the timeout restarts what it still owes before it ends": {
+			ns: Namespace{Current: meshv1.LevelOff, Target: meshv1.LevelObserve, Pods: Pods{Total: 8, Ready: 8},
+				State: State{Step: &Step{To: meshv1.LevelOff, ID: "rb", Started: t0, Rollback: true, Reason: meshv1.ReasonRolledBack}},
+				Workloads: []Workload{deploy("a", func(w *Workload) { w.Injected, w.Pods, w.RestartedFor, w.RolledOut = true, 4, "rb", false }),
+					deploy("b", func(w *Workload) { w.Injected, w.Pods = true, 4 })}},
+			mayStart: false, now: t0.Add(11 * time.Minute),
+			check: func(t *testing.T, d Decision) {
+				if strings.Join(d.Restart, ",") != "Deployment/b" || d.State.Step == nil {
+					t.Errorf("restart = %v, step %+v: want b restarted although a still rolls (past the timeout), the rollback going on", d.Restart, d.State.Step)
+				}
+			},
+		},
 		"a finished rollback holds the namespace": {
 			ns: Namespace{Current: meshv1.LevelOff, Target: meshv1.LevelObserve, Pods: readyPods(2),
 				State:     State{Step: &Step{To: meshv1.LevelOff, Started: t0, ID: "off-1", Rollback: true, Reason: meshv1.ReasonRolledBack, Message: "why"}},
@@ -440,22 +452,25 @@ func TestEnroll(t *testing.T) {
 }
 
 // TestRollbackRestartsArePaced: a rollback (a step timed out or cancelled) restarts within
-// maxUnavailablePerNamespace and waits for PodDisruptionBudgets like a forward step, counting
-// only its own restarts in flight (the pods the failed step left unready are what it mends); the
-// rollback of a step whose traffic regressed restarts everything at once.
+// maxUnavailablePerNamespace like a forward step, counting only its own restarts in flight (the
+// pods the failed step left unready are what it mends), and does not wait for a
+// PodDisruptionBudget (those unready pods use up its disruptions); the rollback of a step whose
+// traffic regressed, and one that reached the step timeout, restart everything at once.
 func TestRollbackRestartsArePaced(t *testing.T) {
 	injected := func(pods int, pdb string) func(*Workload) {
 		return func(w *Workload) { w.Injected, w.Pods, w.DisruptionBlocked = true, pods, pdb }
 	}
-	ws := []Workload{deploy("a", injected(2, "")), deploy("b", injected(2, "")), deploy("c", injected(2, "b-pdb")), deploy("d", injected(2, ""))}
+	ws := []Workload{deploy("a", injected(2, "a-pdb")), deploy("b", injected(2, "")), deploy("c", injected(2, "")), deploy("d", injected(2, ""))}
 	tests := map[string]struct {
 		reason  string
 		rolling string // a workload the rollback restarted already, still rolling out
+		late    bool   // the rollback reached the step timeout
 		want    string
 	}{
-		"timed out: 25% of 8 pods is 2, one workload at a time": {reason: meshv1.ReasonRolledBack, want: "Deployment/a"},
-		"timed out, one rolling: the next waits":                {reason: meshv1.ReasonRolledBack, rolling: "a", want: ""},
-		"traffic regressed: everything at once, PDB or not":     {reason: meshv1.ReasonTrafficRegressed, want: "Deployment/a,Deployment/b,Deployment/c,Deployment/d"},
+		"timed out: 25% of 8 pods is 2, one workload at a time, PDB or not": {reason: meshv1.ReasonRolledBack, want: "Deployment/a"},
+		"timed out, one rolling: the next waits":                            {reason: meshv1.ReasonRolledBack, rolling: "a", want: ""},
+		"the rollback itself late: what it owes at once":                    {reason: meshv1.ReasonRolledBack, rolling: "a", late: true, want: "Deployment/b,Deployment/c,Deployment/d"},
+		"traffic regressed: everything at once":                             {reason: meshv1.ReasonTrafficRegressed, want: "Deployment/a,Deployment/b,Deployment/c,Deployment/d"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -466,7 +481,7 @@ func TestRollbackRestartsArePaced(t *testing.T) {
 					ns.Workloads[i].RestartedFor, ns.Workloads[i].RolledOut = "rb", false
 				}
 			}
-			d := Decision{Level: meshv1.LevelOff, State: State{Step: step}}
+			d := Decision{Level: meshv1.LevelOff, State: State{Step: step}, rollbackLate: tc.late}
 			planRestarts(&d, ns, settings())
 			if got := strings.Join(d.Restart, ","); got != tc.want {
 				t.Fatalf("restart %q, want %q", got, tc.want)

@@ -135,6 +135,16 @@ func TestCertificateRefresh(t *testing.T) {
 				}
 			},
 		},
+		"a workload restarted by hand only: the refresh waits for it, names it, and gives up at the timeout": {
+			ns: Namespace{Current: meshv1.LevelMutualTLS, Target: meshv1.LevelMutualTLS, Pods: readyPods(2), State: State{Step: refresh},
+				Workloads: []Workload{{Kind: "StatefulSet", Name: "db", RolledOut: true, ManualRestart: "updateStrategy OnDelete", Injected: true, Started: switched.Add(-time.Hour), Pods: 1}}},
+			s: rotating, mayStart: true, now: t0.Add(11 * time.Minute),
+			check: func(t *testing.T, d Decision) {
+				if d.Restart != nil || d.Event == nil || d.Event.Reason != "CertificateRefreshIncomplete" || !strings.Contains(d.Event.Message, "StatefulSet/db has proxies to restart by hand (updateStrategy OnDelete)") {
+					t.Errorf("restart %v, event %+v", d.Restart, d.Event)
+				}
+			},
+		},
 		"timed out: no rollback and no hold, a warning": {
 			ns: Namespace{Current: meshv1.LevelMutualTLS, Target: meshv1.LevelMutualTLS, Pods: readyPods(2), State: State{Step: refresh},
 				Workloads: []Workload{deploy("a", func(w *Workload) { old(w); w.RestartedFor, w.RolledOut = "certificates-1", false })}},
