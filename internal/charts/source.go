@@ -105,8 +105,10 @@ func (s *Source) Load(ctx context.Context, repoURL, version string) (*Set, error
 		s.memo = map[string]*loading{}
 	}
 	l, ok := s.memo[key]
-	if ok && l.err != nil && !time.Now().Before(l.retryAt) {
-		ok = false // a remembered failure that may be tried again
+	if ok && (l.err != nil || l.set != nil && l.set.CNI == nil) && !time.Now().Before(l.retryAt) {
+		// A remembered failure that may be tried again; or a set without the cni chart, which
+		// a passing error may have kept out (base and istiod come from the disk cache then).
+		ok = false
 	}
 	if !ok {
 		l = &loading{done: make(chan struct{})}
@@ -121,15 +123,20 @@ func (s *Source) Load(ctx context.Context, repoURL, version string) (*Set, error
 			return nil, &UnavailableError{Repository: safeURL(u), Err: ctx.Err()}
 		}
 	}
-	l.set, l.err = s.load(ctx, f, repoURL, version)
-	if l.err != nil {
-		l.retryAt = time.Now().Add(RetryFailedAfter)
-		if ctx.Err() != nil {
-			l.retryAt = time.Time{} // this caller gave up: the next one tries at once
-		}
+	set, err := s.load(ctx, f, repoURL, version)
+	var retryAt time.Time
+	switch {
+	case err != nil && ctx.Err() != nil:
+		// This caller gave up: the next one tries at once.
+	case err != nil, set.CNI == nil:
+		retryAt = time.Now().Add(RetryFailedAfter)
 	}
+	// Written under the lock: later callers read them there to decide whether to load again.
+	s.mu.Lock()
+	l.set, l.err, l.retryAt = set, err, retryAt
+	s.mu.Unlock()
 	close(l.done)
-	return l.set, l.err
+	return set, err
 }
 
 func (s *Source) client() *http.Client {

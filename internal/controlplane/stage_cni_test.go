@@ -134,13 +134,25 @@ func TestCNIInstallAndRemovalOrder(t *testing.T) {
 	if res := untilSettled(t, stage, mesh, ns); res.Reason != meshv1.ReasonWaitingForCNI || !strings.Contains(res.Message, "installed before") || !ds() {
 		t.Fatalf("Auto, nothing needing it any more: %+v, DaemonSet exists %v; want it kept", res, ds())
 	}
-	if done, err := stage.Cleanup(ctx, mesh); err != nil {
-		t.Fatal(err)
-	} else if done {
-		if err := k8s.Get(ctx, client.ObjectKey{Name: render.CNINamespace}, cniNS); err != nil || cniNS.Labels[render.LabelPodSecurityEnforce] != "" {
-			t.Fatalf("namespace %s after the installation's removal: %v, labels %v", render.CNINamespace, err, cniNS.Labels)
+	cleanUp(t, stage, mesh)
+	if err := k8s.Get(ctx, client.ObjectKey{Name: render.CNINamespace}, cniNS); err != nil || cniNS.Labels[render.LabelPodSecurityEnforce] != "" || ds() {
+		t.Fatalf("namespace %s after the installation's removal: %v, labels %v, DaemonSet left %v", render.CNINamespace, err, cniNS.Labels, ds())
+	}
+}
+
+// cleanUp runs the stage's Cleanup until it is done.
+func cleanUp(t *testing.T, stage *Stage, mesh *meshv1.MeshInstallation) {
+	t.Helper()
+	for range 20 {
+		done, err := stage.Cleanup(context.Background(), mesh)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if done {
+			return
 		}
 	}
+	t.Fatal("Cleanup never finished")
 }
 
 // cniVersion is the Istio version the CNI DaemonSet is rendered at (its label and image).
@@ -198,7 +210,5 @@ func TestCNIUpgradedAfterTheControlPlane(t *testing.T) {
 	if v := cniVersion(t); v != "1.31.5" {
 		t.Fatalf("CNI at %s with the new revision alone and Available, want 1.31.5", v)
 	}
-	if _, err := stage.Cleanup(context.Background(), mesh); err != nil {
-		t.Fatal(err)
-	}
+	cleanUp(t, stage, mesh)
 }
