@@ -46,19 +46,28 @@ type Current struct {
 	// Ready: it runs its current spec, Ready, on every node; NotReady says why not.
 	Ready    bool
 	NotReady string
-	// IstiodInjects: the active revision's injector injects for CNI (pilot.cni.enabled in its
-	// ConfigMap's values).
+	// IstiodInjects: an installed revision's injector injects for CNI (pilot.cni.enabled in its
+	// ConfigMap's values, as the operator wrote it).
 	IstiodInjects bool
 	// Version is the Istio version the DaemonSet runs ("" when not installed or not known).
 	Version string
+	// ReliantPods counts the running pods injected for CNI (Istio's istio-validation init
+	// container): a new sandbox of theirs, after a node restart say, needs the node agent.
+	// Counted only while a removal is in question.
+	ReliantPods int
+	// Foreign names an Istio CNI DaemonSet the operator did not install ("namespace/name"):
+	// someone else's, which the operator uses as it is and never takes over; ForeignReady
+	// says whether it is Ready on every node.
+	Foreign      string
+	ForeignReady bool
 }
 
 // Decision is what to render.
 type Decision struct {
 	// Wanted: spec.dataPlane.cni and the namespaces ask for Istio CNI.
 	Wanted bool
-	// Install renders the cni chart: wanted, or istiod still injects for it (removed only once
-	// istiod no longer does).
+	// Install renders the cni chart: wanted, or, for the one the operator installed, still
+	// needed: istiod injects for it, or running pods rely on it (removed only once neither).
 	Install bool
 	// Istiod tells istiod to inject for CNI: wanted, and the DaemonSet Ready (or istiod already
 	// injects for it: a node joining does not turn injection back).
@@ -67,7 +76,8 @@ type Decision struct {
 
 // Decide is the decision for a mode, the namespaces that need CNI and what runs. Auto keeps CNI
 // once it is installed: pods injected for it in a restricted namespace could not be replaced
-// without it, and a namespace's label can come and go.
+// without it, and a namespace's label can come and go. Someone else's Istio CNI is used, never
+// installed over.
 func Decide(mode meshv1.DataPlaneMode, needing []string, cur Current) Decision {
 	var d Decision
 	switch mode {
@@ -76,9 +86,13 @@ func Decide(mode meshv1.DataPlaneMode, needing []string, cur Current) Decision {
 	case meshv1.ModeDisabled:
 		d.Wanted = false
 	default:
-		d.Wanted = len(needing) > 0 || cur.Installed
+		d.Wanted = len(needing) > 0 || cur.Installed || cur.Foreign != ""
 	}
-	d.Install = d.Wanted || cur.IstiodInjects
+	if cur.Foreign != "" {
+		d.Istiod = d.Wanted && (cur.ForeignReady || cur.IstiodInjects)
+		return d
+	}
+	d.Install = d.Wanted || cur.Installed && (cur.IstiodInjects || cur.ReliantPods > 0)
 	d.Istiod = d.Wanted && (cur.Ready || cur.IstiodInjects)
 	return d
 }

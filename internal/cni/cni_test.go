@@ -27,6 +27,10 @@ func TestDecide(t *testing.T) {
 		"Enabled, not installed yet":               {mode: meshv1.ModeEnabled, want: Decision{Wanted: true, Install: true}},
 		"Disabled: istiod first":                   {mode: meshv1.ModeDisabled, needing: []string{"shop"}, cur: Current{Installed: true, Ready: true, IstiodInjects: true}, want: Decision{Install: true}},
 		"Disabled: then the DaemonSet":             {mode: meshv1.ModeDisabled, cur: Current{Installed: true, Ready: true}, want: Decision{}},
+		"Disabled: kept while pods rely on it":     {mode: meshv1.ModeDisabled, cur: Current{Installed: true, Ready: true, ReliantPods: 3}, want: Decision{Install: true}},
+		"someone else's CNI: used, not installed":  {mode: meshv1.ModeAuto, cur: Current{Foreign: "kube-system/istio-cni-node", ForeignReady: true}, want: Decision{Wanted: true, Istiod: true}},
+		"someone else's CNI not Ready":             {mode: meshv1.ModeEnabled, cur: Current{Foreign: "kube-system/istio-cni-node"}, want: Decision{Wanted: true}},
+		"istiod told by the user's values only":    {mode: meshv1.ModeAuto, cur: Current{IstiodInjects: true}, want: Decision{}},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -4,11 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -39,7 +42,7 @@ func (s *Stage) dataPlaneInput(ctx context.Context, p *planePass, in *render.Inp
 	case meshv1.ModeDisabled:
 		in.NativeSidecars = "false"
 	}
-	in.HoldApplication = holdApplication(p.found, in.Revision)
+	in.HoldApplication = holdApplication(p.found, in.Revision, in.Version)
 	var needing []string
 	if s.Workloads != nil && p.mesh.Spec.DataPlane.CNI != meshv1.ModeDisabled {
 		var list corev1.NamespaceList
@@ -48,11 +51,11 @@ func (s *Stage) dataPlaneInput(ctx context.Context, p *planePass, in *render.Inp
 		}
 		needing = cni.Needing(p.mesh.Spec.Namespaces, list.Items, []string{meshspec.ControlPlaneNamespace(p.mesh), render.CNINamespace})
 	}
-	cur, err := s.currentCNI(ctx, p.mesh.Name, in.Namespace, in.Revision)
+	cur, err := s.currentCNI(ctx, p.mesh, in.Namespace)
 	if err != nil {
 		return err
 	}
-	p.cni, p.cniNeeding = cni.Decide(p.mesh.Spec.DataPlane.CNI, needing, cur), needing
+	p.cni, p.cniNeeding, p.cniNow = cni.Decide(p.mesh.Spec.DataPlane.CNI, needing, cur), needing, cur
 	in.CNI, in.IstiodCNI = p.cni.Install, p.cni.Istiod
 	if in.CNI {
 		in.CNIVersion = cni.Version(in.Version, in.Revision, p.found.Installed, cur.Version)
@@ -61,19 +64,26 @@ func (s *Stage) dataPlaneInput(ctx context.Context, p *planePass, in *render.Inp
 }
 
 // loadCNICharts puts the charts of Istio CNI's version into in (none when it is the control
-// plane's, or embedded); done is true, with the result to report, when they cannot be had or
-// have no cni chart.
+// plane's, or embedded). Where the version the CNI keeps during an upgrade has no charts at hand
+// (a build that no longer embeds it, a chart source removed), the CNI is left as it runs, not
+// rendered and not pruned (p.cniFrozen), until it can follow the control plane. done is true,
+// with the result to report, when the charts have no cni chart.
 func (s *Stage) loadCNICharts(ctx context.Context, p *planePass, in *render.Input) (stages.Result, bool) {
 	if !in.CNI {
 		return stages.Result{}, false
 	}
 	set, v := in.Charts, in.Version
 	if in.CNIVersion != "" && in.CNIVersion != in.Version {
-		var err error
 		v = in.CNIVersion
-		if set, err = ChartsFor(ctx, s.Charts, p.mesh, v); err != nil {
-			return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonChartSourceUnavailable, RequeueAfter: stages.NotReadyRecheck,
-				Message: fmt.Sprintf("Istio CNI stays at Istio %s until the control plane's upgrade is done (Istio's order), and the charts of %s could not be had: %v. Retrying every %s.", v, v, err, stages.NotReadyRecheck)}, true
+		var err error
+		set, err = ChartsFor(ctx, s.Charts, p.mesh, v)
+		if err == nil && set == nil && !slices.Contains(render.SupportedVersions(), v) {
+			err = &render.UnsupportedVersionError{Version: v}
+		}
+		if err != nil {
+			p.cniFrozen = fmt.Sprintf("Istio CNI stays as it runs, at Istio %s, until the upgrade is done (Istio's order: the control plane first); its charts are not at hand (%v), so it is left untouched meanwhile.", v, err)
+			in.CNI, in.CNIVersion = false, ""
+			return stages.Result{}, false
 		}
 		in.CNICharts = set
 	}
@@ -86,38 +96,93 @@ func (s *Stage) loadCNICharts(ctx context.Context, p *planePass, in *render.Inpu
 }
 
 // holdApplication tells whether the revision is rendered with holdApplicationUntilProxyStarts
-// (see render.Input.HoldApplication): yes for a revision not installed yet, and for one installed
-// with it; no for one an earlier operator installed, so upgrading the operator writes nothing.
-func holdApplication(found installed.Found, rev string) bool {
+// (see render.Input.HoldApplication): yes for a revision not installed yet, for one installed
+// with it, and for one upgraded in place to another version (which rewrites istiod anyway); no
+// for one an earlier operator installed, so upgrading the operator writes nothing.
+func holdApplication(found installed.Found, rev, version string) bool {
 	for _, r := range found.Installed {
 		if r.Name == rev {
-			return r.HoldApplication
+			return r.HoldApplication || r.Version != version
 		}
 	}
 	return true
 }
 
-// currentCNI reads what the cluster runs of Istio CNI: the operator's DaemonSet and whether the
-// active revision's injector injects for it.
-func (s *Stage) currentCNI(ctx context.Context, installation, namespace, rev string) (cni.Current, error) {
+// currentCNI reads what the cluster runs of Istio CNI: the operator's DaemonSet (or someone
+// else's), whether any installed revision's injector injects for it, and, while its removal is
+// in question (removing, the spec not wanting it), the pods that rely on it.
+func (s *Stage) currentCNI(ctx context.Context, mesh *meshv1.MeshInstallation, namespace string) (cni.Current, error) {
 	ds, err := s.cniDaemonSet(ctx)
 	if err != nil {
 		return cni.Current{}, err
 	}
 	var out cni.Current
-	if ds != nil && ds.GetLabels()[meshv1.LabelInstallation] == installation {
+	if ds != nil && ds.GetLabels()[meshv1.LabelInstallation] == mesh.Name {
 		out.Installed, out.Version = true, ds.GetLabels()[meshv1.LabelIstioVersion]
 		out.Ready, out.NotReady = installed.DaemonSetReady(ds)
-	}
-	cm := &unstructured.Unstructured{}
-	cm.SetGroupVersionKind(schema.GroupVersionKind{Version: "v1", Kind: "ConfigMap"})
-	cm.SetNamespace(namespace)
-	cm.SetName(injectorConfigMap(rev))
-	if cm, err = getOrNil(ctx, s.Client, cm, client.UnsafeDisableDeepCopy); err != nil {
+	} else if out.Foreign, out.ForeignReady, err = s.foreignCNI(ctx); err != nil {
 		return cni.Current{}, err
 	}
-	out.IstiodInjects = cm != nil && injectsForCNI(cm)
+	cms := &unstructured.UnstructuredList{}
+	cms.SetGroupVersionKind(schema.GroupVersionKind{Version: "v1", Kind: "ConfigMapList"})
+	if err := s.Client.List(ctx, cms, client.InNamespace(namespace), client.MatchingLabels{meshv1.LabelInstallation: mesh.Name, render.LabelComponent: render.ComponentIstiod},
+		client.UnsafeDisableDeepCopy); err != nil {
+		return cni.Current{}, fmt.Errorf("listing istiod's ConfigMaps: %w", err)
+	}
+	for i := range cms.Items {
+		if strings.HasPrefix(cms.Items[i].GetName(), injectorConfigMap(revision.Default)) && injectsForCNI(&cms.Items[i]) {
+			out.IstiodInjects = true
+		}
+	}
+	if out.Installed && !cni.Decide(mesh.Spec.DataPlane.CNI, nil, out).Wanted {
+		if out.ReliantPods, err = s.podsInjectedForCNI(ctx); err != nil {
+			return cni.Current{}, err
+		}
+	}
 	return out, nil
+}
+
+// foreignCNI finds an Istio CNI DaemonSet the operator did not install (the cni chart labels its
+// pods k8s-app=istio-cni-node), in any namespace, from the ladder's cache.
+func (s *Stage) foreignCNI(ctx context.Context) (name string, ready bool, err error) {
+	if s.Workloads == nil {
+		return "", false, nil
+	}
+	var list appsv1.DaemonSetList
+	if err := s.Workloads.List(ctx, &list, client.MatchingLabels{"k8s-app": render.CNIDaemonSet}, client.UnsafeDisableDeepCopy); err != nil {
+		return "", false, fmt.Errorf("looking for an Istio CNI installed by someone else: %w", err)
+	}
+	for i := range list.Items {
+		ds := &list.Items[i]
+		if ds.Labels[meshv1.LabelManagedBy] == meshv1.ManagedByValue {
+			continue // the operator's own (another installation's: one per cluster)
+		}
+		u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(ds)
+		if err != nil {
+			return "", false, err
+		}
+		ready, _ := installed.DaemonSetReady(&unstructured.Unstructured{Object: u})
+		return ds.Namespace + "/" + ds.Name, ready, nil
+	}
+	return "", false, nil
+}
+
+// podsInjectedForCNI counts the pods, in every namespace, injected for Istio CNI.
+func (s *Stage) podsInjectedForCNI(ctx context.Context) (int, error) {
+	if s.Workloads == nil {
+		return 0, nil
+	}
+	var pods corev1.PodList
+	if err := s.Workloads.List(ctx, &pods, client.UnsafeDisableDeepCopy); err != nil {
+		return 0, fmt.Errorf("listing pods injected for Istio CNI: %w", err)
+	}
+	n := 0
+	for i := range pods.Items {
+		if pods.Items[i].DeletionTimestamp.IsZero() && revision.CNIMode(&pods.Items[i]) == meshv1.CNIEnabled {
+			n++
+		}
+	}
+	return n, nil
 }
 
 // injectorConfigMap is the name the istiod chart gives a revision's injector ConfigMap.
@@ -143,31 +208,33 @@ func injectsForCNI(cm *unstructured.Unstructured) bool {
 }
 
 // cniPhase waits for Istio CNI's DaemonSet to be Ready where it is wanted, and for istiod to be
-// told (the next render); where it is not, it hands its namespace back once the chart's objects
-// are pruned.
+// told (the next render); where it is not installed any more, it hands its namespace back.
 func (s *Stage) cniPhase(ctx context.Context, p *planePass) (stages.Result, bool, error) {
-	if !p.in.CNI {
+	switch {
+	case !p.cni.Install && p.cniNow.Foreign == "":
 		return stages.Result{}, false, s.releaseCNINamespace(ctx, p.mesh.Name)
+	case !p.cni.Wanted:
+		return stages.Result{}, false, nil // going: once istiod no longer injects for it and no pod relies on it
 	}
-	if !p.cni.Wanted {
-		return stages.Result{}, false, nil // going: istiod stops injecting for it first
-	}
-	cur, err := s.currentCNI(ctx, p.mesh.Name, p.in.Namespace, p.in.Revision)
+	ds, err := s.cniDaemonSet(ctx)
 	if err != nil {
 		return stages.Result{}, true, err
 	}
-	why := "it does not exist yet"
-	if cur.Installed {
-		why = cur.NotReady
+	ready, why := false, "it does not exist yet"
+	name := render.CNINamespace + "/" + render.CNIDaemonSet
+	if f := p.cniNow.Foreign; f != "" {
+		ready, why, name = p.cniNow.ForeignReady, "not every node runs it Ready", f
+	} else if ds != nil {
+		ready, why = installed.DaemonSetReady(ds)
 	}
 	switch {
-	case !cur.Ready && !cur.IstiodInjects:
+	case !ready && !p.cniNow.IstiodInjects:
 		return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonWaitingForCNI, Revisions: p.revisions,
-			Message: fmt.Sprintf("Istio CNI (%s) is installed in namespace %s; its DaemonSet %s is not Ready: %s. istiod injects for it, and namespaces take steps, once it is.",
-				cniWhy(p), render.CNINamespace, render.CNIDaemonSet, why)}, true, nil
-	case !p.in.IstiodCNI:
+			Message: fmt.Sprintf("Istio CNI (%s): its DaemonSet %s is not Ready: %s. istiod injects for it, and namespaces take steps, once it is.",
+				cniWhy(p), name, why)}, true, nil
+	case !p.in.IstiodCNI && !p.cniNow.IstiodInjects:
 		return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonWaitingForCNI, Revisions: p.revisions, RequeueAfter: cniSwitchRecheck,
-			Message: fmt.Sprintf("Istio CNI's DaemonSet %s/%s is Ready; istiod is told to inject for it next.", render.CNINamespace, render.CNIDaemonSet)}, true, nil
+			Message: fmt.Sprintf("Istio CNI's DaemonSet %s is Ready; istiod is told to inject for it next.", name)}, true, nil
 	}
 	return stages.Result{}, false, nil
 }
@@ -185,6 +252,8 @@ func (s *Stage) cniDaemonSet(ctx context.Context) (*unstructured.Unstructured, e
 // cniWhy says why Istio CNI is installed, for the stage's messages.
 func cniWhy(p *planePass) string {
 	switch {
+	case p.cniNow.Foreign != "":
+		return "installed by someone else as " + p.cniNow.Foreign + ", used as it is"
 	case p.mesh.Spec.DataPlane.CNI == meshv1.ModeEnabled:
 		return "spec.dataPlane.cni is Enabled"
 	case len(p.cniNeeding) > 0:
@@ -210,8 +279,17 @@ func (s *Stage) releaseCNINamespace(ctx context.Context, installation string) er
 
 // cniMessage is what the Ready message says of Istio CNI.
 func cniMessage(p *planePass) string {
-	if !p.in.IstiodCNI {
-		return ""
+	msg := ""
+	switch {
+	case p.in.IstiodCNI && p.cniNow.Foreign != "":
+		msg = fmt.Sprintf(" Istio CNI Ready (%s).", cniWhy(p))
+	case p.in.IstiodCNI:
+		msg = fmt.Sprintf(" Istio CNI Ready in namespace %s (%s).", render.CNINamespace, cniWhy(p))
+	case p.cni.Install && !p.cni.Wanted && p.cniNow.ReliantPods > 0:
+		msg = fmt.Sprintf(" Istio CNI is being removed; it stays while %d pod(s) injected for it run (a new sandbox of theirs needs it): restart them and it goes.", p.cniNow.ReliantPods)
 	}
-	return fmt.Sprintf(" Istio CNI Ready in namespace %s (%s).", render.CNINamespace, strings.TrimSuffix(cniWhy(p), "."))
+	if p.cniFrozen != "" {
+		msg += " " + p.cniFrozen
+	}
+	return msg
 }

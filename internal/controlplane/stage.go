@@ -165,6 +165,10 @@ type planePass struct {
 	// Security level refuses istio-init.
 	cni        cni.Decision
 	cniNeeding []string
+	// cniNow is what the cluster ran of Istio CNI when the pass began; cniFrozen, when set, says
+	// why the CNI is left as it runs in this pass (its objects neither rendered nor pruned).
+	cniNow    cni.Current
+	cniFrozen string
 }
 
 // renderPhase reads the spec and the installed revisions and renders the active revision's
@@ -280,7 +284,7 @@ func (s *Stage) applyPhase(ctx context.Context, p *planePass) (stages.Result, bo
 // revisions and what uses them.
 func (s *Stage) revisionsPhase(ctx context.Context, p *planePass) (stages.Result, bool, error) {
 	var err error
-	if p.others, err = s.prune(ctx, p.mesh.Name, p.in.Revision, p.objs); err != nil {
+	if p.others, err = s.prune(ctx, p.mesh.Name, p.in.Revision, p.objs, p.cniFrozen != ""); err != nil {
 		return stages.Result{}, true, err
 	}
 	if p.usage, p.known, err = s.usage(ctx, len(p.others) > 0); err != nil {
@@ -380,7 +384,7 @@ func (s *Stage) loadCharts(ctx context.Context, mesh *meshv1.MeshInstallation, i
 //
 // The istiod chart's objects of other revisions than active are not pruned: they are returned,
 // by revision, for retire, which removes a revision once nothing uses it.
-func (s *Stage) prune(ctx context.Context, installation, active string, desired []*unstructured.Unstructured) (map[string][]*unstructured.Unstructured, error) {
+func (s *Stage) prune(ctx context.Context, installation, active string, desired []*unstructured.Unstructured, keepCNI bool) (map[string][]*unstructured.Unstructured, error) {
 	want := make(map[string]bool, len(desired))
 	for _, o := range desired {
 		want[objectKey(o)] = true
@@ -396,7 +400,8 @@ func (s *Stage) prune(ctx context.Context, installation, active string, desired 
 			o := &list.Items[i]
 			o.SetGroupVersionKind(gvk)
 			// The revision history is the operator's own record, not rendered: never pruned.
-			if want[objectKey(o)] || o.GetDeletionTimestamp() != nil || o.GetLabels()[render.LabelComponent] == installed.RecordComponent {
+			if want[objectKey(o)] || o.GetDeletionTimestamp() != nil || o.GetLabels()[render.LabelComponent] == installed.RecordComponent ||
+				keepCNI && o.GetLabels()[render.LabelComponent] == render.ComponentCNI {
 				continue
 			}
 			if rev := installed.RevisionOf(o); o.GetLabels()[render.LabelComponent] == render.ComponentIstiod && rev != active {

@@ -104,14 +104,26 @@ func TestCNIInstallAndRemovalOrder(t *testing.T) {
 		t.Fatalf("with the DaemonSet Ready: %+v; istiod injects for CNI %v; values %s", res, on, values)
 	}
 
-	// Removal: istiod first, the DaemonSet in the pass after.
+	// Removal: istiod first; the DaemonSet once no pod injected for it runs.
+	reliant := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "injected-for-cni", Namespace: ns},
+		Spec: corev1.PodSpec{InitContainers: []corev1.Container{{Name: "istio-validation", Image: "proxy"}},
+			Containers: []corev1.Container{{Name: "app", Image: "app"}, {Name: "istio-proxy", Image: "proxy"}}}}
+	if err := k8s.Create(ctx, reliant); err != nil {
+		t.Fatal(err)
+	}
 	mesh.Spec.DataPlane.CNI = meshv1.ModeDisabled
 	untilSettled(t, stage, mesh, ns)
 	if on, _ := injectorValues(t, ns); on || !ds() {
 		t.Fatalf("first pass with Disabled: istiod injects for CNI %v, DaemonSet exists %v; want istiod told first, the DaemonSet kept", on, ds())
 	}
+	if res := untilSettled(t, stage, mesh, ns); res.State != stages.Ready || !ds() || !strings.Contains(res.Message, "stays while 1 pod(s) injected for it run") {
+		t.Fatalf("second pass with Disabled, a pod injected for CNI running: %+v, DaemonSet exists %v", res, ds())
+	}
+	if err := k8s.Delete(ctx, reliant, client.GracePeriodSeconds(0)); err != nil {
+		t.Fatal(err)
+	}
 	if res := untilSettled(t, stage, mesh, ns); res.State != stages.Ready || ds() {
-		t.Fatalf("second pass with Disabled: %+v, DaemonSet exists %v", res, ds())
+		t.Fatalf("with the pod gone: %+v, DaemonSet exists %v", res, ds())
 	}
 	if err := k8s.Get(ctx, client.ObjectKey{Name: render.CNINamespace}, cniNS); err != nil || cniNS.Labels[render.LabelPodSecurityEnforce] != "" || cniNS.Labels[meshv1.LabelInstallation] != "" {
 		t.Fatalf("namespace %s after removal: %v, labels %v; want it handed back", render.CNINamespace, err, cniNS.Labels)
@@ -209,6 +221,69 @@ func TestCNIUpgradedAfterTheControlPlane(t *testing.T) {
 	}
 	if v := cniVersion(t); v != "1.31.5" {
 		t.Fatalf("CNI at %s with the new revision alone and Available, want 1.31.5", v)
+	}
+
+	// Back to the embedded version with the chart source gone: the CNI's charts (1.31.5) are
+	// not at hand while the 1.31.5 revision is installed, so the CNI is left as it runs, and
+	// the upgrade goes on; once that revision retires, the CNI follows.
+	mesh.Spec.Version, mesh.Spec.ControlPlane.ChartSource = "", nil
+	res := pass(t, stage, mesh)
+	if res.State == stages.Failed || res.Reason != meshv1.ReasonWaitingForIstiod {
+		t.Fatalf("set back without the chart source: %+v", res)
+	}
+	if v := cniVersion(t); v != "1.31.5" {
+		t.Fatalf("CNI at %s while its charts are not at hand, want it left at 1.31.5", v)
+	}
+	markAvailable(t, ns, "istiod-1-31-4")
+	for range 3 {
+		res = pass(t, stage, mesh)
+	}
+	if v := cniVersion(t); res.State != stages.Ready || v != "1.31.4" || exists(t, &appsv1.Deployment{}, ns, "istiod-1-31-5") {
+		t.Fatalf("after the 1.31.5 revision retired: %+v, CNI at %s", res, v)
+	}
+	cleanUp(t, stage, mesh)
+}
+
+// TestCNIInstalledBySomeoneElseIsUsed: an Istio CNI DaemonSet the operator did not install (its
+// pods labelled k8s-app=istio-cni-node, here in kube-system) is used as it is: the operator
+// installs none beside it and takes none over, and tells istiod to inject for it once it is Ready.
+func TestCNIInstalledBySomeoneElseIsUsed(t *testing.T) {
+	const ns = "istio-cni-foreign"
+	ctx := context.Background()
+	labels := map[string]string{"k8s-app": render.CNIDaemonSet}
+	theirs := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: render.CNIDaemonSet, Namespace: "kube-system", Labels: labels},
+		Spec: appsv1.DaemonSetSpec{Selector: &metav1.LabelSelector{MatchLabels: labels}, Template: corev1.PodTemplateSpec{
+			ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "install-cni", Image: "istio/install-cni"}}}}}}
+	if err := k8s.Create(ctx, theirs); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(ctx, theirs) })
+	mesh := meshIn(t, "cni-foreign", ns)
+	mesh.Spec.DataPlane.CNI = meshv1.ModeEnabled
+	stage := &Stage{Client: k8s, Reader: k8s, Workloads: k8s, Applier: &apply.Applier{Client: k8s, FieldManager: "meshwright"}}
+	res := untilSettled(t, stage, mesh, ns)
+	if res.Reason != meshv1.ReasonWaitingForCNI || !strings.Contains(res.Message, "kube-system/istio-cni-node") {
+		t.Fatalf("their DaemonSet not Ready: %+v", res)
+	}
+	if exists(t, &appsv1.DaemonSet{}, render.CNINamespace, render.CNIDaemonSet) {
+		t.Fatal("the operator installed a second Istio CNI beside someone else's")
+	}
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(theirs), theirs); err != nil {
+		t.Fatal(err)
+	}
+	theirs.Status = appsv1.DaemonSetStatus{ObservedGeneration: theirs.Generation, DesiredNumberScheduled: 2, UpdatedNumberScheduled: 2, NumberReady: 2, NumberAvailable: 2}
+	if err := k8s.Status().Update(ctx, theirs); err != nil {
+		t.Fatal(err)
+	}
+	res = untilSettled(t, stage, mesh, ns)
+	if res.State != stages.Ready || !strings.Contains(res.Message, "installed by someone else as kube-system/istio-cni-node") {
+		t.Fatalf("their DaemonSet Ready: %+v", res)
+	}
+	if on, _ := injectorValues(t, ns); !on {
+		t.Fatal("istiod was not told to inject for their Istio CNI")
+	}
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(theirs), theirs); err != nil || theirs.Labels[meshv1.LabelManagedBy] != "" {
+		t.Fatalf("their DaemonSet was taken over: %v %v", err, theirs.Labels)
 	}
 	cleanUp(t, stage, mesh)
 }
