@@ -86,7 +86,8 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 	// outcome is kept: a pass for the same webhook configuration within Recheck (FailedRecheck
 	// after a failure) reuses it.
 	now := s.now()
-	key := wh.GetName() + "@" + wh.GetResourceVersion()
+	// The injector's ConfigMap too: what it injects (Istio CNI, the sidecar's shape) is in it.
+	key := wh.GetName() + "@" + wh.GetResourceVersion() + "/" + s.injectorVersion(ctx, meshspec.ControlPlaneNamespace(mesh), active)
 	s.mu.Lock()
 	last := s.last
 	s.mu.Unlock()
@@ -130,10 +131,26 @@ func withAdmissionRefusals(res stages.Result, mesh *meshv1.MeshInstallation) sta
 		}
 	}
 	if len(refused) > 0 {
-		res.Message += fmt.Sprintf(" In %d namespace(s) the API server refuses the pods as injected: %s (PodAdmissionRefused; status.namespaces.blocked quotes it).",
-			len(refused), names.Few(refused, 3, ", "))
+		res.Message += fmt.Sprintf(" The API server refuses the pods as injected in namespace(s) %s (PodAdmissionRefused; status.namespaces.blocked quotes it).",
+			names.Few(refused, 3, ", "))
 	}
 	return res
+}
+
+// injectorVersion is the resourceVersion of a revision's injector ConfigMap as the cache has it,
+// "" when it cannot be read (the probe then follows the webhook's alone).
+func (s *Stage) injectorVersion(ctx context.Context, namespace, rev string) string {
+	name := "istio-sidecar-injector"
+	if rev != "" && rev != revision.Default {
+		name += "-" + rev
+	}
+	cm := &unstructured.Unstructured{}
+	cm.SetAPIVersion("v1")
+	cm.SetKind("ConfigMap")
+	if err := s.Client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, cm); err != nil {
+		return ""
+	}
+	return cm.GetResourceVersion()
 }
 
 // probeOutcome is the last probe's result for one version of the webhook configuration.
