@@ -187,7 +187,8 @@ func cniVersion(t *testing.T) string {
 // alone and Available, from the same chart repository as istiod.
 func TestCNIUpgradedAfterTheControlPlane(t *testing.T) {
 	const ns = "istio-cni-upgrade"
-	repo := chartstest.Serve(t, chartstest.Options{Versions: []string{"1.31.5"}})
+	// 1.31.6, which no other test's namespaces use (revision 1-31-6 retires once unused).
+	repo := chartstest.Serve(t, chartstest.Options{Versions: []string{"1.31.6"}})
 	mesh := meshIn(t, "cni-upgrade", ns)
 	mesh.Spec.DataPlane.CNI = meshv1.ModeEnabled
 	stage := &Stage{Client: k8s, Reader: k8s, Workloads: k8s, Applier: &apply.Applier{Client: k8s, FieldManager: "meshwright"},
@@ -203,7 +204,7 @@ func TestCNIUpgradedAfterTheControlPlane(t *testing.T) {
 		t.Fatalf("CNI installed at %s, want 1.31.4", v)
 	}
 
-	mesh.Spec.Version = "1.31.5"
+	mesh.Spec.Version = "1.31.6"
 	mesh.Spec.ControlPlane.ChartSource = &meshv1.ChartSource{Repository: repo.URL}
 	if res := pass(t, stage, mesh); res.Reason != meshv1.ReasonWaitingForIstiod {
 		t.Fatalf("upgrade pass: %+v", res)
@@ -211,7 +212,7 @@ func TestCNIUpgradedAfterTheControlPlane(t *testing.T) {
 	if v := cniVersion(t); v != "1.31.4" {
 		t.Fatalf("CNI at %s while the new control plane is not Available, want it kept at 1.31.4", v)
 	}
-	markAvailable(t, ns, "istiod-1-31-5")
+	markAvailable(t, ns, "istiod-1-31-6")
 	pass(t, stage, mesh) // the old revision, unused, retires
 	if v := cniVersion(t); v != "1.31.4" {
 		t.Fatalf("CNI at %s in the pass that retired the old revision, want it kept at 1.31.4", v)
@@ -219,27 +220,27 @@ func TestCNIUpgradedAfterTheControlPlane(t *testing.T) {
 	if res := pass(t, stage, mesh); res.State != stages.Ready || exists(t, &appsv1.Deployment{}, ns, "istiod") {
 		t.Fatalf("after the old revision retired: %+v", res)
 	}
-	if v := cniVersion(t); v != "1.31.5" {
-		t.Fatalf("CNI at %s with the new revision alone and Available, want 1.31.5", v)
+	if v := cniVersion(t); v != "1.31.6" {
+		t.Fatalf("CNI at %s with the new revision alone and Available, want 1.31.6", v)
 	}
 
-	// Back to the embedded version with the chart source gone: the CNI's charts (1.31.5) are
-	// not at hand while the 1.31.5 revision is installed, so the CNI is left as it runs, and
+	// Back to the embedded version with the chart source gone: the CNI's charts (1.31.6) are
+	// not at hand while the 1.31.6 revision is installed, so the CNI is left as it runs, and
 	// the upgrade goes on; once that revision retires, the CNI follows.
 	mesh.Spec.Version, mesh.Spec.ControlPlane.ChartSource = "", nil
 	res := pass(t, stage, mesh)
 	if res.State == stages.Failed || res.Reason != meshv1.ReasonWaitingForIstiod {
 		t.Fatalf("set back without the chart source: %+v", res)
 	}
-	if v := cniVersion(t); v != "1.31.5" {
-		t.Fatalf("CNI at %s while its charts are not at hand, want it left at 1.31.5", v)
+	if v := cniVersion(t); v != "1.31.6" {
+		t.Fatalf("CNI at %s while its charts are not at hand, want it left at 1.31.6", v)
 	}
 	markAvailable(t, ns, "istiod-1-31-4")
 	for range 3 {
 		res = pass(t, stage, mesh)
 	}
-	if v := cniVersion(t); res.State != stages.Ready || v != "1.31.4" || exists(t, &appsv1.Deployment{}, ns, "istiod-1-31-5") {
-		t.Fatalf("after the 1.31.5 revision retired: %+v, CNI at %s", res, v)
+	if v := cniVersion(t); res.State != stages.Ready || v != "1.31.4" || exists(t, &appsv1.Deployment{}, ns, "istiod-1-31-6") {
+		t.Fatalf("after the 1.31.6 revision retired: %+v, CNI at %s", res, v)
 	}
 	cleanUp(t, stage, mesh)
 }
