@@ -537,9 +537,10 @@ type DataPlaneSpec struct {
 	// container with NET_ADMIN and NET_RAW, which Pod Security's baseline and restricted levels
 	// refuse. Auto installs it once an enrolled namespace enforces baseline or restricted (its
 	// pod-security.kubernetes.io/enforce label) and keeps it from then on; Enabled installs it
-	// now; Disabled removes it (istiod first, then the DaemonSet). Where the cluster's default
-	// level is baseline or restricted (the API server's admission configuration, which the
-	// API does not serve), set Enabled.
+	// now; Disabled removes it (istiod is told first; the DaemonSet goes once no running pod
+	// was injected for it). Where the cluster's default level is baseline or restricted (the
+	// API server's admission configuration, which the API does not serve), set Enabled. An
+	// Istio CNI someone else installed (pods labelled k8s-app=istio-cni-node) is used as it is.
 	// +optional
 	// +kubebuilder:default=Auto
 	CNI DataPlaneMode `json:"cni,omitempty"`
