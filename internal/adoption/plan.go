@@ -178,9 +178,19 @@ func (p Planner) checkAdmission(ctx context.Context, mesh *meshv1.MeshInstallati
 		return
 	}
 	rev := ladder.RevisionName(settings.Revision)
+	move := ladder.MovesNext(c.ladderNamespace(settings), settings)
+	if move {
+		// The namespace's label selects its current revision's webhook: that is what injects
+		// the dry-run pods (ladder.MovesNext).
+		rev = ladder.RevisionName(c.State.Revision)
+	}
 	var restart []admission.Workload
 	for _, w := range c.Workloads {
-		if !w.OptedOut && (w.Uninjected || w.RunsToCompletion) {
+		restarted := w.Uninjected || w.RunsToCompletion
+		if move {
+			restarted = w.Injected && !w.RunsToCompletion && w.ManualRestart == ""
+		}
+		if !w.OptedOut && restarted {
 			restart = append(restart, admission.Workload{Kind: w.Kind, Name: w.Name, UID: c.uids[w.Kind+"/"+w.Name]})
 		}
 	}

@@ -2,6 +2,7 @@ package ladder
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -20,19 +21,24 @@ const AdmissionRecheck = 30 * time.Second
 // through the whole admission chain (the injector, Pod Security, quotas, policy engines), so
 // the verdict is the API server's own.
 var podsAdmitted = Gate{Name: "PodsAdmitted", Admission: true, Check: func(c Climb) *Verdict {
-	a := c.NS.Admission
+	return admissionVerdict(c.NS.Admission, fmt.Sprintf("the step to %s", c.To))
+}}
+
+// admissionVerdict holds a step (what names it) that would restart workloads whose pods the API
+// server refuses, as the Admission of the pass found them.
+func admissionVerdict(a Admission, what string) *Verdict {
+	if a.Deferred {
+		return &Verdict{Waiting: fmt.Sprintf("waiting for a free slot for %s (spec.rollout.maxNamespacesInProgress); its pods' admission is checked then", what), RecheckAfter: AdmissionRecheck}
+	}
+	if a.Problem != "" {
+		return &Verdict{Waiting: "the admission of the pods it restarts could not be checked: " + a.Problem, RecheckAfter: AdmissionRecheck}
+	}
 	if a.Unchecked && a.Reported {
 		// A reader that creates no pods (the kubectl plugin) shows the operator's verdict.
 		return &Verdict{Waiting: "held by the admission of its pods, as the operator last reported", RecheckAfter: AdmissionRecheck, Unread: true}
 	}
 	if a.Unchecked {
 		return nil // predicted: nothing the operator reported says otherwise
-	}
-	if a.Deferred {
-		return &Verdict{Waiting: fmt.Sprintf("waiting for a free slot to step to %s (spec.rollout.maxNamespacesInProgress); its pods' admission is checked then", c.To), RecheckAfter: AdmissionRecheck}
-	}
-	if a.Problem != "" {
-		return &Verdict{Waiting: "the admission of the pods it restarts could not be checked: " + a.Problem, RecheckAfter: AdmissionRecheck}
 	}
 	if len(a.Refused) == 0 {
 		return nil
@@ -45,9 +51,23 @@ var podsAdmitted = Gate{Name: "PodsAdmitted", Admission: true, Check: func(c Cli
 		parts = append(parts, fmt.Sprintf("and %d more", len(a.Refused)-maxNamed))
 	}
 	return &Verdict{RecheckAfter: AdmissionRecheck, Blocked: Blocked{Reason: meshv1.ReasonPodAdmissionRefused, Message: fmt.Sprintf(
-		"The API server refuses the pods of %d workload(s) as the step to %s would restart them (injected by revision %s; created with server-side dry run, nothing was restarted): %s. %s",
-		len(a.Refused), c.To, a.Revision, strings.Join(parts, "; "), admissionWayOut(a.Refused))}}
-}}
+		"The API server refuses the pods of %d workload(s) as %s would restart them (injected by revision %s; created with server-side dry run, nothing was restarted): %s. %s",
+		len(a.Refused), what, a.Revision, strings.Join(parts, "; "), admissionWayOut(a.Refused))}}
+}
+
+// MovesNext says whether a namespace's next step is a move to the active revision (not a move
+// back: an upgrade set back is not held up). Its restarts are admission-checked like a climb's,
+// as the namespace's current revision injects the pods: Istio's webhooks inject a pod in a
+// namespace labelled for a revision with that revision, so the new one's injection cannot be
+// tried before the move; what the namespace admits (Pod Security, quotas, policies) is judged.
+func MovesNext(ns Namespace, s Settings) bool {
+	current := ns.Current
+	held := ns.State.Hold != nil && ns.State.Hold.Generation == s.Generation
+	if held || !Valid(current) || Rank(ns.Target) < Rank(current) {
+		return false
+	}
+	return behind(current, ns.State, s) && !slices.Contains(s.Newer, RevisionName(ns.State.Revision))
+}
 
 // jobsNeedNativeSidecars holds the climb that injects a namespace with CronJobs or Jobs when
 // the injector gives its pods a classic sidecar: the proxy keeps running after the job's
@@ -85,5 +105,5 @@ func admissionWayOut(refused []AdmissionRefusal) string {
 // ChecksAdmission says whether the pods a namespace's next climb would restart are created
 // with server-side dry run in this pass: the climb passes an admission gate.
 func ChecksAdmission(ns Namespace, s Settings) bool {
-	return nextClimbPasses(ns, s, func(g Gate) bool { return g.Admission })
+	return MovesNext(ns, s) || nextClimbPasses(ns, s, func(g Gate) bool { return g.Admission })
 }

@@ -37,7 +37,7 @@ func TestPodsAdmitted(t *testing.T) {
 		"… but not one the operator reported held": {current: meshv1.LevelOff, target: meshv1.LevelObserve, admission: Admission{Unchecked: true, Reported: true},
 			wantMessage: []string{"as the operator last reported"}, wantUnread: true},
 		"no free slot: not checked, waits": {current: meshv1.LevelOff, target: meshv1.LevelObserve, admission: Admission{Deferred: true},
-			wantMessage: []string{"waiting for a free slot to step to Observe"}},
+			wantMessage: []string{"waiting for a free slot for the step to Observe"}},
 		"a check that could not be made waits": {current: meshv1.LevelOff, target: meshv1.LevelObserve, admission: Admission{Problem: "failed calling webhook"},
 			wantMessage: []string{"could not be checked: failed calling webhook"}},
 		"a climb to MutualTLS restarts nothing and is not judged": {current: meshv1.LevelObserve, target: meshv1.LevelMutualTLS, admission: Admission{Refused: []AdmissionRefusal{psa}},
@@ -150,6 +150,60 @@ func TestJobsOnTheLadder(t *testing.T) {
 				if pending := incomplete(ns, st, tc.current, true, Settings{}); pending != "" {
 					t.Errorf("the step waits for %q; want nothing left (the Job's next pods are injected as they come)", pending)
 				}
+			}
+		})
+	}
+}
+
+// TestMoveAdmitted: a move to the active revision restarts every injected workload, so it is
+// held like a climb while the API server refuses their pods (as the current revision injects
+// them, the only injection a namespace labelled for it can be tried with); a move back (an
+// upgrade set back) is never held up; MovesNext says when the planner must check.
+func TestMoveAdmitted(t *testing.T) {
+	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	quota := AdmissionRefusal{Workload: "Deployment/web", Message: `pods "web-x" is forbidden: exceeded quota: small`}
+	s := Settings{StepTimeout: 10 * time.Minute, SoakTime: time.Minute, MaxUnavailable: intstr.FromString("100%"), Revision: "1-32-0"}
+	at := func(rev string, a Admission) Namespace {
+		return Namespace{Current: meshv1.LevelMutualTLS, Target: meshv1.LevelMutualTLS, State: State{Revision: rev}, Pods: readyPods(2), Admission: a,
+			Workloads: []Workload{deploy("web", func(w *Workload) { w.Injected, w.Revisions = true, []string{rev} })}}
+	}
+	refused := Admission{Revision: "default", Refused: []AdmissionRefusal{quota}}
+
+	d := Decide(at("default", refused), s, true, now)
+	if d.State.Step != nil || d.Blocked.Reason != meshv1.ReasonPodAdmissionRefused || !strings.Contains(d.Blocked.Message, "the move from revision default to 1-32-0") || d.Restart != nil {
+		t.Fatalf("refused: step %+v, blocked %+v, restart %v", d.State.Step, d.Blocked, d.Restart)
+	}
+	if d := Decide(at("default", Admission{Revision: "default"}), s, true, now); d.State.Step == nil || d.State.Step.Revision != "1-32-0" {
+		t.Fatalf("admitted: step %+v, blocked %+v", d.State.Step, d.Blocked)
+	}
+	back := s
+	back.Revision, back.Newer = "default", []string{"1-32-0"}
+	if d := Decide(at("1-32-0", refused), back, true, now); d.State.Step == nil || !d.State.Step.Rollback {
+		t.Fatalf("a move back was held: step %+v, blocked %+v", d.State.Step, d.Blocked)
+	}
+	tests := map[string]struct {
+		ns   Namespace
+		s    Settings
+		want bool
+	}{
+		"on the old revision":       {ns: at("default", Admission{}), s: s, want: true},
+		"on the active revision":    {ns: at("1-32-0", Admission{}), s: s},
+		"moving back":               {ns: at("1-32-0", Admission{}), s: back},
+		"out of the mesh":           {ns: Namespace{Current: meshv1.LevelOff, Target: meshv1.LevelOff}, s: s},
+		"leaving the mesh: no move": {ns: func() Namespace { n := at("default", Admission{}); n.Target = meshv1.LevelOff; return n }(), s: s},
+		"a step running": {ns: func() Namespace {
+			n := at("default", Admission{})
+			n.State.Step = &Step{To: meshv1.LevelMutualTLS}
+			return n
+		}(), s: s},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := MovesNext(tc.ns, tc.s); got != tc.want {
+				t.Fatalf("MovesNext = %v, want %v", got, tc.want)
+			}
+			if got := ChecksAdmission(tc.ns, tc.s); tc.want && !got {
+				t.Fatal("ChecksAdmission = false for a namespace about to move")
 			}
 		})
 	}

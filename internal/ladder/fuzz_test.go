@@ -112,6 +112,9 @@ func FuzzDecide(f *testing.F) {
 		if started && !st.Rollback && promisedOrder[st.To] > level {
 			checkClimbGated(t, ns, d, s, now)
 		}
+		if a := ns.Admission; started && st.From != "" && !st.Rollback && (a.Reported || a.Deferred || a.Problem != "" || len(a.Refused) > 0) {
+			t.Fatalf("a move to revision %q started without the API server admitting the pods it restarts: %+v", st.Revision, a)
+		}
 		if started && !st.Rollback && st.To == meshv1.LevelOff && ns.Current == meshv1.LevelObserve && s.TrafficGates && ns.Pods.Total > 0 {
 			checkLeftCleanly(t, ns, s)
 		}

@@ -611,10 +611,14 @@ func startMove(d *Decision, ns Namespace, s Settings, mayStart bool, now time.Ti
 		d.Waiting = fmt.Sprintf("waiting for a free slot to move to revision %s (spec.rollout.maxNamespacesInProgress)", to)
 		return
 	}
+	if v := admissionVerdict(ns.Admission, fmt.Sprintf("the move from revision %s to %s", from, to)); v != nil && !back {
+		d.apply(v)
+		return
+	}
 	if back {
 		// The upgrade was set back, often because the new revision misbehaves: the namespace
-		// goes back like a rollback, all its workloads at once, and is not held if its pods
-		// are slow to come back.
+		// goes back like a rollback (not waiting for unready pods or disruption budgets), and
+		// is not held if its pods are slow to come back.
 		d.State.Step = &Step{To: d.Level, Rollback: true, Cancelled: true, Revision: to, Started: now, ID: fmt.Sprintf("revision-%s-%d", to, now.UnixMilli())}
 		d.InProgress = true
 		d.Event = &Event{Reason: "RevisionMoveBack", Message: fmt.Sprintf("The upgrade was set back: moving from control-plane revision %s back to %s at %s.", from, to, d.Level)}
