@@ -178,8 +178,9 @@ func (p Planner) checkAdmission(ctx context.Context, mesh *meshv1.MeshInstallati
 		return
 	}
 	rev := ladder.RevisionName(settings.Revision)
-	move := ladder.MovesNext(c.ladderNamespace(settings), settings)
-	if move {
+	ns := c.ladderNamespace(settings)
+	move, refresh := ladder.MovesNext(ns, settings), ladder.RefreshesNext(ns, settings)
+	if move || refresh {
 		// The namespace's label selects its current revision's webhook: that is what injects
 		// the dry-run pods (ladder.MovesNext).
 		rev = ladder.RevisionName(c.State.Revision)
@@ -187,8 +188,11 @@ func (p Planner) checkAdmission(ctx context.Context, mesh *meshv1.MeshInstallati
 	var restart []admission.Workload
 	for _, w := range c.Workloads {
 		restarted := w.Uninjected || w.RunsToCompletion
-		if move {
+		switch {
+		case move:
 			restarted = w.Injected && !w.RunsToCompletion && w.ManualRestart == ""
+		case refresh:
+			restarted = ladder.Stale(w, settings) && w.ManualRestart == ""
 		}
 		if !w.OptedOut && restarted {
 			restart = append(restart, admission.Workload{Kind: w.Kind, Name: w.Name, UID: c.uids[w.Kind+"/"+w.Name]})

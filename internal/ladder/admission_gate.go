@@ -105,5 +105,15 @@ func admissionWayOut(refused []AdmissionRefusal) string {
 // ChecksAdmission says whether the pods a namespace's next climb would restart are created
 // with server-side dry run in this pass: the climb passes an admission gate.
 func ChecksAdmission(ns Namespace, s Settings) bool {
-	return MovesNext(ns, s) || nextClimbPasses(ns, s, func(g Gate) bool { return g.Admission })
+	return MovesNext(ns, s) || RefreshesNext(ns, s) || nextClimbPasses(ns, s, func(g Gate) bool { return g.Admission })
+}
+
+// RefreshesNext says whether a namespace's next step restarts workloads for a root rotation: they
+// are admission-checked first, as the namespace's revision injects them (exactly what the restart
+// gives them).
+func RefreshesNext(ns Namespace, s Settings) bool {
+	if !Valid(ns.Current) {
+		return false
+	}
+	return refreshDue(Decision{Level: ns.Current, State: ns.State}, ns, s)
 }

@@ -640,8 +640,10 @@ func needsRefresh(level Level, ns Namespace, s Settings) bool {
 	return slices.ContainsFunc(ns.Workloads, func(w Workload) bool { return stale(w, s) })
 }
 
-// stale reports whether a workload runs proxies the rotation's refresh must restart: started
+// Stale reports whether a workload runs proxies the rotation's refresh must restart: started
 // before s.RefreshBefore and, in the Trust phase, unable to take the new root live.
+func Stale(w Workload, s Settings) bool { return stale(w, s) }
+
 func stale(w Workload, s Settings) bool {
 	before := s.RefreshBefore
 	return !before.IsZero() && !w.OptedOut && !w.RunsToCompletion && w.Injected && !w.Started.IsZero() && w.Started.Before(before) &&
@@ -660,6 +662,10 @@ func startRefresh(d *Decision, ns Namespace, s Settings, mayStart bool, now time
 	}
 	if !mayStart {
 		d.Waiting = "waiting for a free slot to restart workloads for the root rotation (spec.rollout.maxNamespacesInProgress)"
+		return
+	}
+	if v := admissionVerdict(ns.Admission, "the root rotation's restarts"); v != nil {
+		d.apply(v)
 		return
 	}
 	d.State.Step = &Step{To: d.Level, Refresh: true, Started: now, ID: fmt.Sprintf("certificates-%d", now.UnixMilli())}

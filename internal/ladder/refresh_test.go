@@ -236,3 +236,26 @@ func TestCertificateRefresh(t *testing.T) {
 	}
 	runDecideCases(t, tests)
 }
+
+// TestRefreshAdmitted: a root rotation's restarts wait, named PodAdmissionRefused, while the API
+// server refuses the restarted pods (as the namespace's revision injects them: exactly what the
+// restart gives them); RefreshesNext tells the planner to check.
+func TestRefreshAdmitted(t *testing.T) {
+	switched := t0.Add(-time.Minute)
+	s := settings()
+	s.RefreshBefore = switched
+	ns := Namespace{Current: meshv1.LevelMutualTLS, Target: meshv1.LevelMutualTLS, Pods: readyPods(1),
+		Workloads: []Workload{deploy("a", func(w *Workload) { w.Injected, w.Started, w.Pods = true, switched.Add(-time.Hour), 1 })}}
+	if !RefreshesNext(ns, s) || !ChecksAdmission(ns, s) {
+		t.Fatal("a namespace with stale proxies is not checked before its refresh")
+	}
+	ns.Admission = Admission{Revision: "default", Refused: []AdmissionRefusal{{Workload: "Deployment/a", Message: "exceeded quota"}}}
+	d := Decide(ns, s, true, t0)
+	if d.State.Step != nil || d.Blocked.Reason != meshv1.ReasonPodAdmissionRefused || !strings.Contains(d.Blocked.Message, "the root rotation's restarts") {
+		t.Fatalf("refused: step %+v, blocked %+v", d.State.Step, d.Blocked)
+	}
+	ns.Admission = Admission{Revision: "default"}
+	if d := Decide(ns, s, true, t0); d.State.Step == nil || !d.State.Step.Refresh {
+		t.Fatalf("admitted: step %+v, blocked %+v", d.State.Step, d.Blocked)
+	}
+}
