@@ -46,12 +46,14 @@ import (
 // The catalog's name and namespace are those of an upstream OLM install from operatorhub.io, so
 // the README's commands run here unchanged.
 const (
-	catalogName      = "operatorhubio-catalog"
-	olmInstallNS     = "meshwright-system"
-	previousVersion  = "0.0.9"
-	certManagerCSV   = "cert-manager.v1.16.0"
-	olmWaitTimeout   = 3 * time.Minute
-	olmOperatorGroup = "operators.coreos.com"
+	catalogName     = "operatorhubio-catalog"
+	olmInstallNS    = "meshwright-system"
+	previousVersion = "0.0.9"
+	certManagerCSV  = "cert-manager.v1.16.0"
+	olmWaitTimeout  = 3 * time.Minute
+	// olmRemovalTimeout bounds what the garbage collector removes after OLM deletes a CSV.
+	olmRemovalTimeout = 6 * time.Minute
+	olmOperatorGroup  = "operators.coreos.com"
 )
 
 func olmGVK(version, kind string) schema.GroupVersionKind {
@@ -601,12 +603,23 @@ func TestOLMInstallFromReadme(t *testing.T) {
 
 	runReadmeBlock(t, e.cl, "olm-uninstall")
 	dep := csvDeployment(t, csv)
-	framework.Eventually(t, olmWaitTimeout, "the operator's Deployment, ServiceAccount and RBAC to be removed", func() (bool, error) {
-		if e.get(t, dep.GroupVersionKind(), olmInstallNS, dep.GetName()) != nil ||
-			e.get(t, schema.GroupVersionKind{Version: "v1", Kind: "ServiceAccount"}, olmInstallNS, sa) != nil {
-			return false, nil
+	// The cluster's garbage collector removes them through their owner references (OLM only
+	// deletes the CSV): on a machine running several clusters at once it can lag minutes.
+	framework.Eventually(t, olmRemovalTimeout, "the operator's Deployment, ServiceAccount and RBAC to be removed", func() (bool, error) {
+		var left []string
+		if e.get(t, dep.GroupVersionKind(), olmInstallNS, dep.GetName()) != nil {
+			left = append(left, "Deployment "+dep.GetName())
 		}
-		return len(e.grantedTo(t, sa, "ClusterRoleBinding")) == 0, nil
+		if e.get(t, schema.GroupVersionKind{Version: "v1", Kind: "ServiceAccount"}, olmInstallNS, sa) != nil {
+			left = append(left, "ServiceAccount "+sa)
+		}
+		if b := e.grantedTo(t, sa, "ClusterRoleBinding"); len(b) > 0 {
+			left = append(left, fmt.Sprintf("ClusterRoleBindings granting %d rule(s)", len(b)))
+		}
+		if len(left) > 0 {
+			return false, fmt.Errorf("still there: %s", strings.Join(left, ", "))
+		}
+		return true, nil
 	})
 	// What stays, as the README says.
 	crd := schema.GroupVersionKind{Group: "apiextensions.k8s.io", Version: "v1", Kind: "CustomResourceDefinition"}
