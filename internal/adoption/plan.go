@@ -187,14 +187,16 @@ func (p Planner) checkAdmission(ctx context.Context, mesh *meshv1.MeshInstallati
 	}
 	var restart []admission.Workload
 	for _, w := range c.Workloads {
-		restarted := w.Uninjected || w.RunsToCompletion
+		// A climb also dry-runs the CronJobs' and Jobs' templates (their next pods get the
+		// proxy); a move and a refresh restart what ladder.WillRestart says.
+		restarted := !w.OptedOut && (w.Uninjected || w.RunsToCompletion)
 		switch {
 		case move:
-			restarted = w.Injected && !w.RunsToCompletion && w.ManualRestart == ""
+			restarted = ladder.WillRestart(w, ladder.RevisionName(settings.Revision), false, settings)
 		case refresh:
-			restarted = ladder.Stale(w, settings) && w.ManualRestart == ""
+			restarted = ladder.WillRestart(w, "", true, settings) // a refresh's step names no revision
 		}
-		if !w.OptedOut && restarted {
+		if restarted {
 			restart = append(restart, admission.Workload{Kind: w.Kind, Name: w.Name, UID: c.uids[w.Kind+"/"+w.Name]})
 		}
 	}

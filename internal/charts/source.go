@@ -105,10 +105,11 @@ func (s *Source) Load(ctx context.Context, repoURL, version string) (*Set, error
 		s.memo = map[string]*loading{}
 	}
 	l, ok := s.memo[key]
+	var prev *Set
 	if ok && (l.err != nil || l.set != nil && l.set.CNI == nil) && !time.Now().Before(l.retryAt) {
 		// A remembered failure that may be tried again; or a set without the cni chart, which
 		// a passing error may have kept out (base and istiod come from the disk cache then).
-		ok = false
+		ok, prev = false, l.set
 	}
 	if !ok {
 		l = &loading{done: make(chan struct{})}
@@ -124,6 +125,9 @@ func (s *Source) Load(ctx context.Context, repoURL, version string) (*Set, error
 		}
 	}
 	set, err := s.load(ctx, f, repoURL, version)
+	if err != nil && prev != nil {
+		set, err = prev, nil // a set already had is not lost to a failed look for its cni chart
+	}
 	var retryAt time.Time
 	switch {
 	case err != nil && ctx.Err() != nil:

@@ -80,12 +80,18 @@ func (s *Stage) loadCNICharts(ctx context.Context, p *planePass, in *render.Inpu
 		if err == nil && set == nil && !slices.Contains(render.SupportedVersions(), v) {
 			err = &render.UnsupportedVersionError{Version: v}
 		}
+		if err != nil && !p.cniNow.Installed {
+			// Nothing runs yet: installed at the control plane's version, whose charts are here.
+			in.CNIVersion, set, v, err = in.Version, in.Charts, in.Version, nil
+		}
 		if err != nil {
 			p.cniFrozen = fmt.Sprintf("Istio CNI stays as it runs, at Istio %s, until the upgrade is done (Istio's order: the control plane first); its charts are not at hand (%v), so it is left untouched meanwhile.", v, err)
 			in.CNI, in.CNIVersion = false, ""
 			return stages.Result{}, false
 		}
-		in.CNICharts = set
+		if in.CNIVersion != in.Version {
+			in.CNICharts = set
+		}
 	}
 	if set != nil && set.CNI == nil {
 		return stages.Result{State: stages.Failed, Reason: meshv1.ReasonUnsupportedVersion,
@@ -152,6 +158,10 @@ func (s *Stage) foreignCNI(ctx context.Context) (name string, ready bool, err er
 	if err := s.Workloads.List(ctx, &list, client.MatchingLabels{"k8s-app": render.CNIDaemonSet}, client.UnsafeDisableDeepCopy); err != nil {
 		return "", false, fmt.Errorf("looking for an Istio CNI installed by someone else: %w", err)
 	}
+	// Of several, a Ready one, the first by namespace and name: the same answer every pass.
+	slices.SortFunc(list.Items, func(a, b appsv1.DaemonSet) int {
+		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
+	})
 	for i := range list.Items {
 		ds := &list.Items[i]
 		if ds.Labels[meshv1.LabelManagedBy] == meshv1.ManagedByValue {
@@ -161,10 +171,12 @@ func (s *Stage) foreignCNI(ctx context.Context) (name string, ready bool, err er
 		if err != nil {
 			return "", false, err
 		}
-		ready, _ := installed.DaemonSetReady(&unstructured.Unstructured{Object: u})
-		return ds.Namespace + "/" + ds.Name, ready, nil
+		r, _ := installed.DaemonSetReady(&unstructured.Unstructured{Object: u})
+		if name == "" || r && !ready {
+			name, ready = ds.Namespace+"/"+ds.Name, r
+		}
 	}
-	return "", false, nil
+	return name, ready, nil
 }
 
 // podsInjectedForCNI counts the pods, in every namespace, injected for Istio CNI.

@@ -61,6 +61,7 @@ func admissionVerdict(a Admission, what string) *Verdict {
 // namespace labelled for a revision with that revision, so the new one's injection cannot be
 // tried before the move; what the namespace admits (Pod Security, quotas, policies) is judged.
 func MovesNext(ns Namespace, s Settings) bool {
+	ns = normalized(ns, s)
 	current := ns.Current
 	held := ns.State.Hold != nil && ns.State.Hold.Generation == s.Generation
 	if held || !Valid(current) || Rank(ns.Target) < Rank(current) {
@@ -105,15 +106,33 @@ func admissionWayOut(refused []AdmissionRefusal) string {
 // ChecksAdmission says whether the pods a namespace's next climb would restart are created
 // with server-side dry run in this pass: the climb passes an admission gate.
 func ChecksAdmission(ns Namespace, s Settings) bool {
+	ns = normalized(ns, s)
 	return MovesNext(ns, s) || RefreshesNext(ns, s) || nextClimbPasses(ns, s, func(g Gate) bool { return g.Admission })
+}
+
+// normalized is ns as Decide sees it once normalize ran (an invalid level Off, a stale hold or a
+// malformed step dropped), so that what the planner checks is what Decide will start.
+func normalized(ns Namespace, s Settings) Namespace {
+	d := Decision{Level: ns.Current, State: ns.State}
+	normalize(&d, s, time.Time{})
+	ns.Current, ns.State = d.Level, d.State
+	return ns
+}
+
+// WillRestart says whether a step injecting the namespace for revision (a climb, a move, a
+// root rotation's refresh) restarts a workload: the one rule planRestarts follows, so that the
+// planner dry-runs the very workloads the step restarts.
+func WillRestart(w Workload, revision string, refresh bool, s Settings) bool {
+	if w.OptedOut || w.RunsToCompletion || w.ManualRestart != "" {
+		return false
+	}
+	return w.Uninjected || onOtherRevision(w, revision) || refresh && stale(w, s)
 }
 
 // RefreshesNext says whether a namespace's next step restarts workloads for a root rotation: they
 // are admission-checked first, as the namespace's revision injects them (exactly what the restart
 // gives them).
 func RefreshesNext(ns Namespace, s Settings) bool {
-	if !Valid(ns.Current) {
-		return false
-	}
+	ns = normalized(ns, s)
 	return refreshDue(Decision{Level: ns.Current, State: ns.State}, ns, s)
 }

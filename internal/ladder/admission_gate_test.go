@@ -193,9 +193,14 @@ func TestMoveAdmitted(t *testing.T) {
 		"leaving the mesh: no move": {ns: func() Namespace { n := at("default", Admission{}); n.Target = meshv1.LevelOff; return n }(), s: s},
 		"a step running": {ns: func() Namespace {
 			n := at("default", Admission{})
-			n.State.Step = &Step{To: meshv1.LevelMutualTLS}
+			n.State.Step = &Step{To: meshv1.LevelMutualTLS, ID: "revision-1-32-0-1", Started: now, Revision: "1-32-0", From: "default"}
 			return n
 		}(), s: s},
+		"a malformed step, which Decide drops: checked": {ns: func() Namespace {
+			n := at("default", Admission{})
+			n.State.Step = &Step{To: meshv1.LevelMutualTLS}
+			return n
+		}(), s: s, want: true},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -204,6 +209,41 @@ func TestMoveAdmitted(t *testing.T) {
 			}
 			if got := ChecksAdmission(tc.ns, tc.s); tc.want && !got {
 				t.Fatal("ChecksAdmission = false for a namespace about to move")
+			}
+		})
+	}
+}
+
+// TestWillRestartIsWhatStepsRestart: the workloads the planner dry-runs for a move or a refresh
+// (WillRestart) are exactly those planRestarts restarts for that step, budget aside.
+func TestWillRestartIsWhatStepsRestart(t *testing.T) {
+	switched := time.Date(2026, 12, 6, 11, 0, 0, 0, time.UTC)
+	s := Settings{MaxUnavailable: intstr.FromString("100%"), RefreshBefore: switched}
+	ws := []Workload{
+		deploy("uninjected", func(w *Workload) { w.Uninjected, w.Pods = true, 1 }),
+		deploy("old-rev", func(w *Workload) { w.Injected, w.Revisions, w.Pods = true, []string{"default"}, 1 }),
+		deploy("new-rev", func(w *Workload) { w.Injected, w.Revisions, w.Pods = true, []string{"1-32-0"}, 1 }),
+		deploy("stale", func(w *Workload) {
+			w.Injected, w.Revisions, w.Pods, w.Started = true, []string{"1-32-0"}, 1, switched.Add(-time.Hour)
+		}),
+		deploy("opted-out", func(w *Workload) { w.Uninjected, w.OptedOut, w.Pods = true, true, 1 }),
+		deploy("on-delete", func(w *Workload) { w.Uninjected, w.ManualRestart, w.Pods = true, "updateStrategy OnDelete", 1 }),
+	}
+	for name, step := range map[string]*Step{
+		"move":    {To: meshv1.LevelMutualTLS, ID: "m", Revision: "1-32-0", From: "default"},
+		"refresh": {To: meshv1.LevelMutualTLS, ID: "r", Refresh: true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			d := Decision{Level: meshv1.LevelMutualTLS, State: State{Step: step}}
+			planRestarts(&d, Namespace{Current: meshv1.LevelMutualTLS, Pods: readyPods(len(ws)), Workloads: ws}, s)
+			var want []string
+			for _, w := range ws {
+				if WillRestart(w, step.Revision, step.Refresh, s) {
+					want = append(want, w.Kind+"/"+w.Name)
+				}
+			}
+			if strings.Join(d.Restart, ",") != strings.Join(want, ",") || len(want) == 0 {
+				t.Fatalf("planRestarts restarts %v, WillRestart says %v", d.Restart, want)
 			}
 		})
 	}

@@ -112,6 +112,9 @@ func FuzzDecide(f *testing.F) {
 		if started && !st.Rollback && promisedOrder[st.To] > level {
 			checkClimbGated(t, ns, d, s, now)
 		}
+		if started && !st.Rollback && (promisedOrder[st.To] > level || st.From != "" || st.Refresh) && len(d.Restart) > 0 && !ChecksAdmission(ns, s) {
+			t.Fatalf("a step %+v restarting %v started where the planner would not have checked its pods' admission", *st, d.Restart)
+		}
 		if a := ns.Admission; started && st.From != "" && !st.Rollback && (a.Reported || a.Deferred || a.Problem != "" || len(a.Refused) > 0) {
 			t.Fatalf("a move to revision %q started without the API server admitting the pods it restarts: %+v", st.Revision, a)
 		}

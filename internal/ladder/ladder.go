@@ -69,6 +69,10 @@ type Step struct {
 	ID string `json:"id"`
 	// Rollback marks a step that reverts a failed one; the namespace is held when it completes.
 	Rollback bool `json:"rollback,omitempty"`
+	// LateSwept marks a rollback that reached the step timeout and restarted, once, everything it
+	// still owed: it ends at the next pass (a restart that does not stick, a template reverted
+	// by someone else, is not issued again and again).
+	LateSwept bool `json:"lateSwept,omitempty"`
 	// Reason and Message say why a rollback happens.
 	Reason  string `json:"reason,omitempty"`
 	Message string `json:"message,omitempty"`
@@ -640,10 +644,8 @@ func needsRefresh(level Level, ns Namespace, s Settings) bool {
 	return slices.ContainsFunc(ns.Workloads, func(w Workload) bool { return stale(w, s) })
 }
 
-// Stale reports whether a workload runs proxies the rotation's refresh must restart: started
+// stale reports whether a workload runs proxies the rotation's refresh must restart: started
 // before s.RefreshBefore and, in the Trust phase, unable to take the new root live.
-func Stale(w Workload, s Settings) bool { return stale(w, s) }
-
 func stale(w Workload, s Settings) bool {
 	before := s.RefreshBefore
 	return !before.IsZero() && !w.OptedOut && !w.RunsToCompletion && w.Injected && !w.Started.IsZero() && w.Started.Before(before) &&
@@ -696,7 +698,7 @@ func advance(d *Decision, ns Namespace, s Settings, now time.Time) {
 		return
 	}
 
-	d.rollbackLate = step.Rollback && now.Sub(step.Started) >= s.StepTimeout
+	d.rollbackLate = step.Rollback && !step.LateSwept && now.Sub(step.Started) >= s.StepTimeout
 	planRestarts(d, ns, s)
 	forward := kind == KindClimb || kind == KindMove
 	pending := incomplete(ns, step, d.Level, forward, s)
@@ -713,9 +715,10 @@ func advance(d *Decision, ns Namespace, s Settings, now time.Time) {
 		}
 	case pending != "" && forward:
 		timedOut(d, ns, s, step, kind, pending, now)
-	case len(d.Restart) > 0:
-		// A rollback past its timeout restarted what it still owed: it ends once those are
-		// under way, not with templates it never reverted.
+	case d.rollbackLate && len(d.Restart) > 0:
+		// A rollback past its timeout restarted what it still owed: it ends at the next pass,
+		// not with templates it never reverted.
+		d.State.Step.LateSwept = true
 		d.Waiting = pending
 		d.RecheckAfter = lateRollbackRecheck
 	case pending == "" && bakes(ns, s, step, kind) && bake(d, ns, s, &step, kind, now):

@@ -237,8 +237,16 @@ func TestDecide(t *testing.T) {
 					deploy("b", func(w *Workload) { w.Injected, w.Pods = true, 4 })}},
 			mayStart: false, now: t0.Add(11 * time.Minute),
 			check: func(t *testing.T, d Decision) {
-				if strings.Join(d.Restart, ",") != "Deployment/b" || d.State.Step == nil {
-					t.Errorf("restart = %v, step %+v: want b restarted although a still rolls (past the timeout), the rollback going on", d.Restart, d.State.Step)
+				if strings.Join(d.Restart, ",") != "Deployment/b" || d.State.Step == nil || !d.State.Step.LateSwept {
+					t.Fatalf("restart = %v, step %+v: want b restarted although a still rolls (past the timeout), the rollback going on", d.Restart, d.State.Step)
+				}
+				// b's restart did not stick (its template reverted by someone else): not issued
+				// again; the rollback ends.
+				ns := Namespace{Current: meshv1.LevelOff, Target: meshv1.LevelObserve, Pods: Pods{Total: 8, Ready: 8}, State: d.State,
+					Workloads: []Workload{deploy("a", func(w *Workload) { w.Injected, w.Pods, w.RestartedFor, w.RolledOut = true, 4, "rb", false }),
+						deploy("b", func(w *Workload) { w.Injected, w.Pods = true, 4 })}}
+				if next := Decide(ns, settings(), false, t0.Add(11*time.Minute+lateRollbackRecheck)); next.State.Step != nil || next.Restart != nil {
+					t.Errorf("after the late sweep: step %+v, restart %v; want the rollback ended", next.State.Step, next.Restart)
 				}
 			},
 		},
