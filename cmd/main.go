@@ -16,11 +16,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	meshscheme "github.com/meshwright/meshwright/api/scheme"
 	"github.com/meshwright/meshwright/controllers"
+	"github.com/meshwright/meshwright/internal/metricsauth"
 	"github.com/meshwright/meshwright/internal/telemetry"
 )
 
@@ -90,7 +90,9 @@ func main() {
 		TLSOpts: []func(*tls.Config){func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }},
 	}
 	if metricsSecure {
-		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
+		// TokenReview and SubjectAccessReview, as controller-runtime's filters do, without
+		// linking k8s.io/apiserver (internal/metricsauth).
+		metricsOpts.FilterProvider = metricsauth.FilterProvider
 	}
 
 	restCfg := ctrl.GetConfigOrDie()
