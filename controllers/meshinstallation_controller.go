@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -49,6 +50,10 @@ import (
 	"github.com/meshwright/meshwright/internal/telemetry"
 )
 
+// StatusCoalesceWindow is how often at most a status change that only reports progress (see
+// progressOnly) is written: a message or a count in status is at most this much behind.
+const StatusCoalesceWindow = 10 * time.Second
+
 // FieldManager is the one field manager the operator writes with, so server-side apply can tell
 // its fields from those of istiod, HPAs and users.
 const FieldManager = "meshwright"
@@ -71,6 +76,12 @@ type MeshInstallationReconciler struct {
 	ExternalIstioCRDs bool
 	// ChartCacheDir is where charts downloaded from spec.controlPlane.chartSource are kept.
 	ChartCacheDir string
+	// Clock times the coalescing of status writes (StatusCoalesceWindow); the real clock when nil.
+	Clock clock.PassiveClock
+
+	// lastStatusWrite is when each installation's status was last written by this process.
+	// Lost on restart, which only makes the first write after it immediate.
+	lastStatusWrite sync.Map
 
 	controller controller.Controller
 	cache      cache.Cache
@@ -113,12 +124,15 @@ func (r *MeshInstallationReconciler) Reconcile(ctx context.Context, req ctrl.Req
 	var passErr error
 	defer func() {
 		obs.err = passErr
-		if err := r.writeStatus(ctx, before, mesh, obs); err != nil {
-			if retErr != nil {
-				log.FromContext(ctx).Error(err, "writing status after a failed pass")
-				return
-			}
+		held, err := r.writeStatus(ctx, before, mesh, obs)
+		switch {
+		case err != nil && retErr != nil:
+			log.FromContext(ctx).Error(err, "writing status after a failed pass")
+		case err != nil:
 			res, retErr = handleError(ctx, fmt.Errorf("writing status: %w", err))
+		case held > 0 && retErr == nil && (res.RequeueAfter == 0 || res.RequeueAfter > held):
+			// Come back when the held progress report may be written.
+			res.RequeueAfter = held
 		}
 	}()
 
@@ -191,26 +205,43 @@ func (r *MeshInstallationReconciler) reconcileDelete(ctx context.Context, mesh *
 		return handleError(ctx, fmt.Errorf("removing finalizer: %w", err))
 	}
 	metrics.Forget(mesh.Name)
+	r.lastStatusWrite.Delete(mesh.Name)
 	return ctrl.Result{}, nil
 }
 
 // writeStatus computes the new status from what the pass observed and patches it only when it
-// differs from what was read, so a pass that changed nothing makes no write.
-func (r *MeshInstallationReconciler) writeStatus(ctx context.Context, before, mesh *meshv1.MeshInstallation, obs observation) error {
+// differs from what was read, so a pass that changed nothing makes no write. A change that only
+// reports progress is held back while the last write is younger than StatusCoalesceWindow;
+// held is then how long until it may be written.
+func (r *MeshInstallationReconciler) writeStatus(ctx context.Context, before, mesh *meshv1.MeshInstallation, obs observation) (held time.Duration, err error) {
 	computeStatus(&mesh.Status, obs)
 	metrics.RecordStatus(mesh.Name, &mesh.Status)
 	if equality.Semantic.DeepEqual(before.Status, mesh.Status) {
-		return nil
+		return 0, nil
+	}
+	now := r.clock().Now()
+	if last, ok := r.lastStatusWrite.Load(mesh.Name); ok && progressOnly(&before.Status, &mesh.Status) {
+		if wait := last.(time.Time).Add(StatusCoalesceWindow).Sub(now); wait > 0 {
+			return wait, nil
+		}
 	}
 	if err := r.Status().Patch(ctx, mesh, client.MergeFrom(before), client.FieldOwner(FieldManager)); err != nil {
 		if apierrors.IsNotFound(err) {
-			return nil
+			return 0, nil
 		}
-		return err
+		return 0, err
 	}
+	r.lastStatusWrite.Store(mesh.Name, now)
 	// Events only for transitions that were written, so a retried write does not repeat them.
 	r.recordTransitions(before, mesh)
-	return nil
+	return 0, nil
+}
+
+func (r *MeshInstallationReconciler) clock() clock.PassiveClock {
+	if r.Clock == nil {
+		return clock.RealClock{}
+	}
+	return r.Clock
 }
 
 // recordTransitions emits one Event per condition whose status or reason changed.

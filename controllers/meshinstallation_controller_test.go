@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -22,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/stages"
 	"github.com/meshwright/meshwright/internal/writecount"
 )
 
@@ -377,4 +379,65 @@ func containsString(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// scriptedStage reports whatever the test sets.
+type scriptedStage struct{ result stages.Result }
+
+func (s *scriptedStage) Name() meshv1.Stage    { return meshv1.StageControlPlane }
+func (s *scriptedStage) ConditionType() string { return meshv1.ConditionControlPlaneReady }
+func (s *scriptedStage) Reconcile(context.Context, *meshv1.MeshInstallation) (stages.Result, error) {
+	return s.result, nil
+}
+
+// TestProgressReportsAreCoalesced: during an install, a status change that only moves a message
+// waits for the coalescing window (no write, a requeue at its end); a change of reason is written
+// at once; once the window passed, the held message is written.
+func TestProgressReportsAreCoalesced(t *testing.T) {
+	newMesh(t, "coalesce")
+	w := &writecount.Counter{}
+	clk := clocktesting.NewFakePassiveClock(time.Now())
+	stage := &scriptedStage{result: stages.Result{State: stages.NotReady, Reason: "WaitingForCRDs", Message: "Waiting for 15 of Istio's CRDs"}}
+	r := &MeshInstallationReconciler{Client: countingClient(t, w, interceptor.Funcs{}), Stages: []stages.Stage{stage}, Clock: clk}
+	pass := func() (ctrl.Result, int) {
+		t.Helper()
+		w.Reset()
+		res, err := reconcileOnce(t, r, "coalesce")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res, w.Counts()["patch/status"]
+	}
+	message := func() string {
+		return meta.FindStatusCondition(getMesh(t, "coalesce").Status.Conditions, meshv1.ConditionControlPlaneReady).Message
+	}
+	if _, n := pass(); n != 1 {
+		t.Fatalf("first pass: %d status writes, want 1", n)
+	}
+
+	stage.result.Message = "Waiting for 3 of Istio's CRDs"
+	clk.SetTime(clk.Now().Add(2 * time.Second))
+	res, n := pass()
+	if n != 0 {
+		t.Fatalf("a message changed 2 s after the last write: %d status writes, want it held", n)
+	}
+	if want := StatusCoalesceWindow - 2*time.Second; res.RequeueAfter != want {
+		t.Errorf("requeue after %s, want %s (the end of the window)", res.RequeueAfter, want)
+	}
+	if m := message(); m != "Waiting for 15 of Istio's CRDs" {
+		t.Errorf("message %q: the held one was written", m)
+	}
+
+	clk.SetTime(clk.Now().Add(StatusCoalesceWindow))
+	if _, n := pass(); n != 1 {
+		t.Fatalf("after the window: %d status writes, want the held message written", n)
+	}
+	if m := message(); m != "Waiting for 3 of Istio's CRDs" {
+		t.Errorf("message %q after the window", m)
+	}
+
+	stage.result.Reason, stage.result.Message = "WaitingForIstiod", "istiod 0 of 1 available"
+	if _, n := pass(); n != 1 {
+		t.Fatalf("a new reason within the window: %d status writes, want 1 at once", n)
+	}
 }

@@ -3,6 +3,7 @@ package controllers
 import (
 	"fmt"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -158,4 +159,30 @@ func determineDegradedCondition(obs observation) metav1.Condition {
 		}
 	}
 	return metav1.Condition{Type: meshv1.ConditionDegraded, Status: metav1.ConditionFalse, Reason: meshv1.ReasonAsExpected, Message: "Nothing needs attention."}
+}
+
+// progressOnly reports whether two statuses differ only in what moves while work is under way:
+// the conditions' messages ("3 of 15 CRDs Established", "0 of 1 replicas available") and the
+// counts of namespaces and pods. Such a change is written at most once per
+// StatusCoalesceWindow, so an install or a rollout costs a status write per transition, not one
+// per message (#24). Everything else (a condition's status or reason, the stage, the observed
+// generation, the certificates' rotation record, which namespaces are blocked) is state that
+// users, Events and the next pass rely on, and is written at once.
+func progressOnly(a, b *meshv1.MeshInstallationStatus) bool {
+	return equality.Semantic.DeepEqual(withoutProgress(a), withoutProgress(b))
+}
+
+// withoutProgress is a copy of status with its progress reports (see progressOnly) blanked.
+func withoutProgress(status *meshv1.MeshInstallationStatus) *meshv1.MeshInstallationStatus {
+	s := status.DeepCopy()
+	for i := range s.Conditions {
+		s.Conditions[i].Message = ""
+	}
+	if n := s.Namespaces; n != nil {
+		s.Namespaces = &meshv1.NamespacesStatus{BlockedCount: n.BlockedCount, Blocked: n.Blocked}
+	}
+	for i := range s.Revisions {
+		s.Revisions[i].Namespaces, s.Revisions[i].Pods = 0, 0
+	}
+	return s
 }

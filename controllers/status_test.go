@@ -202,3 +202,46 @@ func TestStagesFollowTheAPIList(t *testing.T) {
 		t.Errorf("Ready message = %q, want %q", got, message)
 	}
 }
+
+func TestProgressOnly(t *testing.T) {
+	base := func() *meshv1.MeshInstallationStatus {
+		return &meshv1.MeshInstallationStatus{
+			ObservedGeneration: 2, Stage: meshv1.StageControlPlane,
+			Conditions: []metav1.Condition{{Type: meshv1.ConditionControlPlaneReady, Status: metav1.ConditionFalse, Reason: "WaitingForCRDs", Message: "Waiting for 15 of Istio's CRDs"}},
+			Namespaces: &meshv1.NamespacesStatus{Enrolled: 3, Observe: 1, BlockedCount: 1, Blocked: []meshv1.BlockedNamespace{{Name: "shop", Reason: "PodsNotReady"}}},
+			Revisions:  []meshv1.RevisionStatus{{Name: "default", Version: "1.31.4", Active: true, Namespaces: 1, Pods: 3}},
+		}
+	}
+	tests := map[string]struct {
+		change func(*meshv1.MeshInstallationStatus)
+		want   bool
+	}{
+		"a message":                  {func(s *meshv1.MeshInstallationStatus) { s.Conditions[0].Message = "Waiting for 3 of Istio's CRDs" }, true},
+		"namespace counts":           {func(s *meshv1.MeshInstallationStatus) { s.Namespaces.Observe, s.Namespaces.MutualTLS = 0, 1 }, true},
+		"a revision's pods":          {func(s *meshv1.MeshInstallationStatus) { s.Revisions[0].Pods = 6 }, true},
+		"a reason":                   {func(s *meshv1.MeshInstallationStatus) { s.Conditions[0].Reason = "WaitingForIstiod" }, false},
+		"a condition's status":       {func(s *meshv1.MeshInstallationStatus) { s.Conditions[0].Status = metav1.ConditionTrue }, false},
+		"the stage":                  {func(s *meshv1.MeshInstallationStatus) { s.Stage = meshv1.StageInjection }, false},
+		"the observed generation":    {func(s *meshv1.MeshInstallationStatus) { s.ObservedGeneration = 3 }, false},
+		"which namespace is blocked": {func(s *meshv1.MeshInstallationStatus) { s.Namespaces.Blocked[0].Name = "cart" }, false},
+		"a new revision": {func(s *meshv1.MeshInstallationStatus) {
+			s.Revisions = append(s.Revisions, meshv1.RevisionStatus{Name: "1-32-0"})
+		}, false},
+		"namespaces first reported": {func(s *meshv1.MeshInstallationStatus) { s.Namespaces = nil }, false},
+		"the certificates": {func(s *meshv1.MeshInstallationStatus) {
+			s.Certificates = &meshv1.CertificatesStatus{Issuer: "Issuer/meshwright-root-ca"}
+		}, false},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			a, b := base(), base()
+			tc.change(b)
+			if got := progressOnly(a, b); got != tc.want {
+				t.Errorf("progressOnly = %v, want %v", got, tc.want)
+			}
+			if got := progressOnly(b, a); got != tc.want {
+				t.Errorf("progressOnly, the other way = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

@@ -486,7 +486,8 @@ type MeshInstallationStatus struct {
 	Version string `json:"version,omitempty"`
 
 	// Conditions: CertificatesReady, ControlPlaneReady, InjectionReady, PoliciesReady, Ready,
-	// Progressing and Degraded.
+	// Progressing and Degraded. A change of a condition's status or reason is written at once;
+	// a change of only messages or of the namespace and pod counts (progress) at most every 10 s.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
