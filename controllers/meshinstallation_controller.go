@@ -373,7 +373,7 @@ type StageDeps struct {
 // NewStages is the rollout, in order: the mesh CA, Istio's control plane, the injection webhook
 // verified live, the mesh-wide policy, then the adoption ladder of every namespace.
 func NewStages(d StageDeps) []stages.Stage {
-	applier := &apply.Applier{Client: d.Client, FieldManager: FieldManager}
+	applier := &apply.Applier{Client: d.Client, FieldManager: FieldManager, Uncached: d.APIReader}
 	workloads := d.Workloads
 	if workloads == nil {
 		workloads = d.APIReader
@@ -450,6 +450,11 @@ func CacheOptions() cache.Options {
 		u.SetGroupVersionKind(gvk)
 		byObject[u] = ours
 	}
+	// Every CRD of the cluster is watched (cert-manager's and Istio's appearing start a pass):
+	// the cache keeps them without their schemas, which the Applier compares by digest.
+	crd := &unstructured.Unstructured{}
+	crd.SetGroupVersionKind(apiextensionsv1.SchemeGroupVersion.WithKind("CustomResourceDefinition"))
+	byObject[crd] = cache.ByObject{Transform: apply.SlimCRD}
 	return cache.Options{ByObject: byObject, DefaultTransform: cache.TransformStripManagedFields()}
 }
 

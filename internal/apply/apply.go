@@ -29,6 +29,9 @@ import (
 type Applier struct {
 	Client       client.Client
 	FieldManager string
+	// Uncached reads an object as the API server has it, for the rare comparison the cache's
+	// slimmed copy cannot settle (see SlimCRD); nil compares what the cache has.
+	Uncached client.Reader
 
 	mu sync.Mutex
 	// verified remembers, per object and desired hash, the resourceVersion at which the object
@@ -71,7 +74,10 @@ func (a *Applier) Apply(ctx context.Context, desired *unstructured.Unstructured)
 		if a.wasVerified(key, rv) {
 			return false, nil
 		}
-		diff := Difference(current.Object, desired.Object)
+		diff, err := a.difference(ctx, current, desired)
+		if err != nil {
+			return false, err
+		}
 		if diff == "" {
 			a.remember(key, rv)
 			return false, nil
@@ -85,6 +91,35 @@ func (a *Applier) Apply(ctx context.Context, desired *unstructured.Unstructured)
 		return false, fmt.Errorf("applying %s %s: %w", desired.GetKind(), desired.GetName(), err)
 	}
 	return true, nil
+}
+
+// difference is Difference of the object in the cache and desired. For a CRD the cache keeps
+// without its schemas (SlimCRD), the other fields are compared and the schemas by digest; when the
+// digests differ (the API server may have normalised a schema, or someone changed it), the CRD
+// is read whole through Uncached and compared field by field.
+func (a *Applier) difference(ctx context.Context, current, desired *unstructured.Unstructured) (string, error) {
+	digest, slim := slimmed(current)
+	if !slim {
+		return Difference(current.Object, desired.Object), nil
+	}
+	if diff := Difference(current.Object, withoutSchemas(desired)); diff != "" {
+		return diff, nil
+	}
+	if digest == schemaDigest(desired) {
+		return "", nil
+	}
+	if a.Uncached == nil {
+		return ".spec.versions[].schema", nil
+	}
+	whole := &unstructured.Unstructured{}
+	whole.SetGroupVersionKind(desired.GroupVersionKind())
+	if err := a.Uncached.Get(ctx, client.ObjectKeyFromObject(desired), whole); err != nil {
+		if apierrors.IsNotFound(err) {
+			return "(gone)", nil
+		}
+		return "", fmt.Errorf("reading %s %s: %w", desired.GetKind(), desired.GetName(), err)
+	}
+	return Difference(whole.Object, desired.Object), nil
 }
 
 func (a *Applier) wasVerified(key verifiedKey, resourceVersion string) bool {

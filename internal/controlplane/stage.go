@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -89,7 +90,13 @@ func (s *Stage) stamped(rendered []*unstructured.Unstructured) []*unstructured.U
 	}
 	out := make([]*unstructured.Unstructured, len(rendered))
 	for i, o := range rendered {
-		out[i] = o.DeepCopy()
+		// Only the metadata is the copy's own (the stamp goes there); the rest, Istio's CRD
+		// schemas above all, is shared with render's memo rather than held twice.
+		obj := maps.Clone(o.Object)
+		if m, ok := obj["metadata"].(map[string]any); ok {
+			obj["metadata"] = maps.Clone(m)
+		}
+		out[i] = &unstructured.Unstructured{Object: obj}
 		apply.StampHash(out[i])
 	}
 	s.memoRendered, s.memoStamped = rendered, out
