@@ -100,6 +100,9 @@ type MeshInstallationReconciler struct {
 func (r *MeshInstallationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, retErr error) {
 	mesh := &meshv1.MeshInstallation{}
 	if err := r.Get(ctx, req.NamespacedName, mesh); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.lastStatusWrite.Delete(req.Name)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 
@@ -220,7 +223,9 @@ func (r *MeshInstallationReconciler) writeStatus(ctx context.Context, before, me
 		return 0, nil
 	}
 	now := r.clock().Now()
-	if last, ok := r.lastStatusWrite.Load(mesh.Name); ok && progressOnly(&before.Status, &mesh.Status) {
+	// A failed pass's status is written at once: its error may be terminal (nothing requeues),
+	// and what failed is news, not progress.
+	if last, ok := r.lastStatusWrite.Load(mesh.Name); ok && obs.err == nil && progressOnly(&before.Status, &mesh.Status) {
 		if wait := last.(time.Time).Add(StatusCoalesceWindow).Sub(now); wait > 0 {
 			return wait, nil
 		}

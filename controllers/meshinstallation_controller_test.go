@@ -381,13 +381,16 @@ func containsString(list []string, s string) bool {
 	return false
 }
 
-// scriptedStage reports whatever the test sets.
-type scriptedStage struct{ result stages.Result }
+// scriptedStage reports whatever the test sets, or fails with err.
+type scriptedStage struct {
+	result stages.Result
+	err    error
+}
 
 func (s *scriptedStage) Name() meshv1.Stage    { return meshv1.StageControlPlane }
 func (s *scriptedStage) ConditionType() string { return meshv1.ConditionControlPlaneReady }
 func (s *scriptedStage) Reconcile(context.Context, *meshv1.MeshInstallation) (stages.Result, error) {
-	return s.result, nil
+	return s.result, s.err
 }
 
 // TestProgressReportsAreCoalesced: during an install, a status change that only moves a message
@@ -439,5 +442,20 @@ func TestProgressReportsAreCoalesced(t *testing.T) {
 	stage.result.Reason, stage.result.Message = "WaitingForIstiod", "istiod 0 of 1 available"
 	if _, n := pass(); n != 1 {
 		t.Fatalf("a new reason within the window: %d status writes, want 1 at once", n)
+	}
+
+	// A failed pass is written at once, even when only its message is new: its error may be
+	// terminal, and then nothing would come back to write it.
+	stage.err = apierrors.NewBadRequest("refused")
+	w.Reset()
+	if _, err := reconcileOnce(t, r, "coalesce"); err == nil {
+		t.Fatal("the failing stage's pass returned no error")
+	}
+	stage.err = apierrors.NewBadRequest("refused again")
+	clk.SetTime(clk.Now().Add(time.Second))
+	w.Reset()
+	_, _ = reconcileOnce(t, r, "coalesce")
+	if n := w.Counts()["patch/status"]; n != 1 {
+		t.Fatalf("a failed pass with a new message within the window: %d status writes, want 1", n)
 	}
 }

@@ -26,6 +26,9 @@ func SlimCRD(obj any) (any, error) {
 	if !ok || u.GetKind() != "CustomResourceDefinition" {
 		return obj, nil
 	}
+	if _, done := u.GetAnnotations()[SchemaDigestAnnotation]; done {
+		return u, nil // slimmed already: the digest is of the schemas, which are gone
+	}
 	u.SetManagedFields(nil)
 	ann := u.GetAnnotations()
 	delete(ann, lastApplied)
@@ -45,10 +48,20 @@ func SlimCRD(obj any) (any, error) {
 	return u, nil
 }
 
-// slimmed reports whether current is a cache copy SlimCRD made.
+// slimmed reports whether current is a cache copy SlimCRD made (a CRD that holds no schema).
 func slimmed(current *unstructured.Unstructured) (digest string, ok bool) {
 	digest, ok = current.GetAnnotations()[SchemaDigestAnnotation]
-	return digest, ok
+	if !ok || current.GetKind() != "CustomResourceDefinition" {
+		return "", false
+	}
+	versions, _, _ := unstructured.NestedFieldNoCopy(current.Object, "spec", "versions")
+	list, _ := versions.([]any)
+	for _, v := range list {
+		if m, _ := v.(map[string]any); m["schema"] != nil {
+			return "", false // a whole CRD, whatever its annotation says: compare it whole
+		}
+	}
+	return digest, true
 }
 
 // schemaDigest hashes a CRD's versions' schemas, in order (maps marshal with sorted keys).

@@ -194,3 +194,31 @@ func TestSlimCachedCRDs(t *testing.T) {
 		}
 	}
 }
+
+func TestSlimCRDIsIdempotent(t *testing.T) {
+	crd := widgetCRD("how big", false)
+	once, _ := SlimCRD(crd.DeepCopy())
+	twice, _ := SlimCRD(once.(*unstructured.Unstructured).DeepCopy())
+	a := once.(*unstructured.Unstructured).GetAnnotations()[SchemaDigestAnnotation]
+	if b := twice.(*unstructured.Unstructured).GetAnnotations()[SchemaDigestAnnotation]; a == "" || a != b {
+		t.Errorf("digest %q after one transform, %q after two", a, b)
+	}
+	if a != schemaDigest(crd) {
+		t.Error("the digest is not of the schemas")
+	}
+}
+
+// TestAWholeCRDIsComparedWhole: a CRD that still holds its schemas is compared field by field,
+// whatever digest annotation it carries (a client that is not the slim cache).
+func TestAWholeCRDIsComparedWhole(t *testing.T) {
+	have := widgetCRD("changed by hand", false)
+	want := widgetCRD("how big", false)
+	have.SetAnnotations(map[string]string{SchemaDigestAnnotation: schemaDigest(want)})
+	if _, ok := slimmed(have); ok {
+		t.Fatal("a CRD with its schemas was taken for a slim copy")
+	}
+	a := &Applier{}
+	if diff, err := a.difference(context.Background(), have, want); err != nil || diff == "" {
+		t.Errorf("difference = %q, %v; want the schema's description", diff, err)
+	}
+}

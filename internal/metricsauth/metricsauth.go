@@ -22,13 +22,14 @@ import (
 	"github.com/go-logr/logr"
 	authnv1 "k8s.io/api/authentication/v1"
 	authzv1 "k8s.io/api/authorization/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/cache"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
 	"k8s.io/apimachinery/pkg/util/wait"
 	authnclient "k8s.io/client-go/kubernetes/typed/authentication/v1"
 	authzclient "k8s.io/client-go/kubernetes/typed/authorization/v1"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/clock"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -44,8 +45,12 @@ const (
 	refusedTokenTTL = 10 * time.Second
 	allowTTL        = 5 * time.Minute
 	denyTTL         = 30 * time.Second
-	reviewTimeout   = 10 * time.Second
-	cacheSize       = 1024
+	// reviewTimeout bounds a review, retries included, as the API server's delegating
+	// authenticator does: a hung API server costs a scrape ten seconds, not a minute.
+	reviewTimeout = 10 * time.Second
+	// The caches' sizes: refused tokens are kept apart, so a flood of made-up tokens cannot
+	// push Prometheus's identity out.
+	userCacheSize, refusedCacheSize, decisionCacheSize = 4096, 1024, 8192
 )
 
 // backoff is the API server's for its authentication and authorization webhooks: five tries
@@ -57,7 +62,8 @@ var backoff = wait.Backoff{Duration: 500 * time.Millisecond, Factor: 1.5, Jitter
 type Reviewer struct {
 	tokens    authnclient.TokenReviewInterface
 	access    authzclient.SubjectAccessReviewInterface
-	users     *cache.LRUExpireCache // sha256 of the token → *authnv1.UserInfo (nil: refused)
+	users     *cache.LRUExpireCache // sha256 of the token → *authnv1.UserInfo
+	refused   *cache.LRUExpireCache // sha256 of a token the API server refused → true
 	decisions *cache.LRUExpireCache // the review's spec, as JSON → bool
 }
 
@@ -67,8 +73,9 @@ func NewReviewer(tokens authnclient.TokenReviewInterface, access authzclient.Sub
 	return &Reviewer{
 		tokens:    tokens,
 		access:    access,
-		users:     cache.NewLRUExpireCacheWithClock(cacheSize, clk),
-		decisions: cache.NewLRUExpireCacheWithClock(cacheSize, clk),
+		users:     cache.NewLRUExpireCacheWithClock(userCacheSize, clk),
+		refused:   cache.NewLRUExpireCacheWithClock(refusedCacheSize, clk),
+		decisions: cache.NewLRUExpireCacheWithClock(decisionCacheSize, clk),
 	}
 }
 
@@ -119,13 +126,14 @@ func (r *Reviewer) Filter(log logr.Logger, handler http.Handler) (http.Handler, 
 	}), nil
 }
 
-// bearerToken is the token of an `Authorization: Bearer …` header, or "" for none.
+// bearerToken is the token of an `Authorization: Bearer <token>` header, or "" for none. It
+// parses as the API server's bearer token authenticator does (one space, a non-empty token).
 func bearerToken(req *http.Request) string {
-	scheme, token, ok := strings.Cut(req.Header.Get("Authorization"), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
+	parts := strings.SplitN(req.Header.Get("Authorization"), " ", 3)
+	if len(parts) < 2 || !strings.EqualFold(parts[0], "Bearer") {
 		return ""
 	}
-	return strings.TrimSpace(token)
+	return parts[1]
 }
 
 // Authenticate returns the token's user, or nil when the API server does not vouch for it (or
@@ -139,21 +147,17 @@ func (r *Reviewer) Authenticate(ctx context.Context, token string) (*authnv1.Use
 	if v, ok := r.users.Get(key); ok {
 		return v.(*authnv1.UserInfo), nil
 	}
-	review := &authnv1.TokenReview{Spec: authnv1.TokenReviewSpec{Token: token}}
-	err := retry.OnError(backoff, retriable, func() error {
-		c, cancel := context.WithTimeout(ctx, reviewTimeout)
-		defer cancel()
-		got, err := r.tokens.Create(c, review, metav1.CreateOptions{})
-		if err == nil {
-			review = got
-		}
-		return err
+	if _, ok := r.refused.Get(key); ok {
+		return nil, nil
+	}
+	review, err := send(ctx, func(c context.Context) (*authnv1.TokenReview, error) {
+		return r.tokens.Create(c, &authnv1.TokenReview{Spec: authnv1.TokenReviewSpec{Token: token}}, metav1.CreateOptions{})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("reviewing a token: %w", err)
 	}
 	if !review.Status.Authenticated {
-		r.users.Add(key, (*authnv1.UserInfo)(nil), refusedTokenTTL)
+		r.refused.Add(key, true, refusedTokenTTL)
 		return nil, nil
 	}
 	user := review.Status.User
@@ -178,15 +182,8 @@ func (r *Reviewer) Authorize(ctx context.Context, user *authnv1.UserInfo, verb, 
 	if v, ok := r.decisions.Get(key); ok {
 		return v.(bool), nil
 	}
-	review := &authzv1.SubjectAccessReview{Spec: spec}
-	err = retry.OnError(backoff, retriable, func() error {
-		c, cancel := context.WithTimeout(ctx, reviewTimeout)
-		defer cancel()
-		got, err := r.access.Create(c, review, metav1.CreateOptions{})
-		if err == nil {
-			review = got
-		}
-		return err
+	review, err := send(ctx, func(c context.Context) (*authzv1.SubjectAccessReview, error) {
+		return r.access.Create(c, &authzv1.SubjectAccessReview{Spec: spec}, metav1.CreateOptions{})
 	})
 	if err != nil {
 		return false, fmt.Errorf("reviewing access to %s %s: %w", verb, path, err)
@@ -198,6 +195,33 @@ func (r *Reviewer) Authorize(ctx context.Context, user *authnv1.UserInfo, verb, 
 	}
 	r.decisions.Add(key, allowed, ttl)
 	return allowed, nil
+}
+
+// send creates a review with the API server's retry policy for its own webhooks (five tries,
+// 0.5 s apart and growing), all within reviewTimeout and the caller's request: a scraper that
+// goes away stops the tries.
+func send[T any](ctx context.Context, create func(context.Context) (T, error)) (T, error) {
+	ctx, cancel := context.WithTimeout(ctx, reviewTimeout)
+	defer cancel()
+	var out T
+	var last error
+	err := wait.ExponentialBackoffWithContext(ctx, backoff, func(ctx context.Context) (bool, error) {
+		got, err := create(ctx)
+		switch {
+		case err == nil:
+			out = got
+			return true, nil
+		case retriable(err) && ctx.Err() == nil:
+			last = err
+			return false, nil
+		default:
+			return false, err
+		}
+	})
+	if err != nil && last != nil && wait.Interrupted(err) {
+		err = fmt.Errorf("%w (last try: %w)", err, last)
+	}
+	return out, err
 }
 
 // extra converts a token's extra attributes to the access review's type (same shape).
@@ -212,8 +236,10 @@ func extra(in map[string]authnv1.ExtraValue) map[string]authzv1.ExtraValue {
 	return out
 }
 
-// retriable: a review the API server refused (no permission, invalid) fails at once; anything
-// else (unavailable, timed out, connection lost) is tried again.
+// retriable: what may pass when tried again, as the API server judges its webhooks' errors: the
+// server unavailable, overloaded or timed out, or the connection lost. A refusal (no
+// permission, an invalid review) fails at once.
 func retriable(err error) bool {
-	return !apierr.Refused(err)
+	return apierr.Unavailable(err) || apierrors.IsTooManyRequests(err) || apierrors.IsServiceUnavailable(err) ||
+		utilnet.IsConnectionReset(err) || utilnet.IsConnectionRefused(err) || utilnet.IsProbableEOF(err)
 }

@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -14,7 +17,9 @@ import (
 	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
@@ -192,11 +197,13 @@ func (f roundTripper) RoundTrip(req *http.Request) (*http.Response, error) { ret
 
 func TestBearerToken(t *testing.T) {
 	tests := map[string]struct{ header, want string }{
-		"none":         {"", ""},
-		"bearer":       {"Bearer abc", "abc"},
-		"lower case":   {"bearer abc", "abc"},
-		"basic":        {"Basic abc", ""},
-		"no separator": {"Bearerabc", ""},
+		"none":          {"", ""},
+		"bearer":        {"Bearer abc", "abc"},
+		"lower case":    {"bearer abc", "abc"},
+		"basic":         {"Basic abc", ""},
+		"no separator":  {"Bearerabc", ""},
+		"two spaces":    {"Bearer  abc", ""},
+		"trailing part": {"Bearer abc def", "abc"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -212,7 +219,47 @@ func TestBearerToken(t *testing.T) {
 }
 
 func TestRetriable(t *testing.T) {
-	if !retriable(errors.New("connection refused")) {
-		t.Error("a lost connection must be retried")
+	gr := schema.GroupResource{Group: "authentication.k8s.io", Resource: "tokenreviews"}
+	tests := map[string]struct {
+		err  error
+		want bool
+	}{
+		"connection refused": {&net.OpError{Op: "dial", Err: &os.SyscallError{Syscall: "connect", Err: syscall.ECONNREFUSED}}, true},
+		"internal error":     {apierrors.NewInternalError(errors.New("etcd")), true},
+		"too many requests":  {apierrors.NewTooManyRequests("slow down", 1), true},
+		"forbidden":          {apierrors.NewForbidden(gr, "", errors.New("no")), false},
+		"bad request":        {apierrors.NewBadRequest("no"), false},
+		"deadline":           {context.DeadlineExceeded, false},
+	}
+	for name, tc := range tests {
+		if got := retriable(tc.err); got != tc.want {
+			t.Errorf("%s: retriable = %v, want %v", name, got, tc.want)
+		}
+	}
+}
+
+// TestSendStopsWhenTheCallerGoes: the tries stop when the scrape's request ends, instead of
+// going on for the whole backoff.
+func TestSendStopsWhenTheCallerGoes(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	calls := 0
+	_, err := send(ctx, func(context.Context) (int, error) {
+		calls++
+		cancel() // the scraper hangs up during the first try
+		return 0, apierrors.NewInternalError(errors.New("etcd"))
+	})
+	if err == nil || calls != 1 {
+		t.Errorf("err %v after %d tries; want an error after 1", err, calls)
+	}
+	calls = 0
+	_, err = send(context.Background(), func(context.Context) (int, error) {
+		calls++
+		if calls < 3 {
+			return 0, apierrors.NewInternalError(errors.New("etcd"))
+		}
+		return 1, nil
+	})
+	if err != nil || calls != 3 {
+		t.Errorf("err %v after %d tries; want success on the third", err, calls)
 	}
 }
