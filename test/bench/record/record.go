@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -64,15 +65,29 @@ func AppendJSON(path string, v any) error {
 // BuildManager builds the operator binary of the repository into a temporary file, as it runs
 // in a cluster; the caller removes it.
 func BuildManager() (string, error) {
+	return buildCommand("./cmd", "meshwright-bench-manager")
+}
+
+// BuildMinimalManager builds hack/minimalmanager, a controller-runtime manager with one
+// controller that does nothing, into a temporary file; the caller removes it. It is built from
+// the operator's module, so it links the same client-go and controller-runtime: its resident
+// memory is the floor the operator's cannot go below.
+func BuildMinimalManager() (string, error) {
+	return buildCommand("./hack/minimalmanager", "meshwright-bench-minimal-manager")
+}
+
+// buildCommand builds the package pkg of the repository's root module into a temporary file
+// named after name and this process, so that concurrent benchmarks do not overwrite each other's.
+func buildCommand(pkg, name string) (string, error) {
 	root, err := RepoRoot()
 	if err != nil {
 		return "", err
 	}
-	bin := filepath.Join(os.TempDir(), fmt.Sprintf("meshwright-bench-manager-%d", os.Getpid()))
-	build := exec.Command("go", "build", "-o", bin, "./cmd")
+	bin := filepath.Join(os.TempDir(), fmt.Sprintf("%s-%d", name, os.Getpid()))
+	build := exec.Command("go", "build", "-o", bin, pkg)
 	build.Dir, build.Stderr = root, os.Stderr
 	if err := build.Run(); err != nil {
-		return "", fmt.Errorf("building the manager: %w", err)
+		return "", fmt.Errorf("building %s: %w", pkg, err)
 	}
 	return bin, nil
 }
@@ -85,31 +100,43 @@ func PeakRSSMiB(pid int) (float64, error) {
 
 // MemoryMiB is a running process's resident set size now (VmRSS) and at its peak (VmHWM).
 func MemoryMiB(pid int) (rss, peak float64, err error) {
+	m, err := statusMiB(pid, "VmRSS", "VmHWM")
+	return m["VmRSS"], m["VmHWM"], err
+}
+
+// RSSSplitMiB splits a running process's resident set size now into its anonymous pages
+// (RssAnon: the heap, stacks, what the program allocated) and its file-backed pages (RssFile:
+// mostly the binary's own text and data), so a figure can say how much is code and how much is
+// data.
+func RSSSplitMiB(pid int) (anon, file float64, err error) {
+	m, err := statusMiB(pid, "RssAnon", "RssFile")
+	return m["RssAnon"], m["RssFile"], err
+}
+
+// statusMiB reads the named fields (in kB, such as VmHWM) of /proc/<pid>/status in MiB. A field
+// missing is an error: a process that has exited (a zombie) has no memory fields, and a figure
+// of 0 would pass for a measurement.
+func statusMiB(pid int, fields ...string) (map[string]float64, error) {
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, 0, err
+		return nil, err
 	}
-	found := 0
+	out := map[string]float64{}
 	for _, line := range strings.Split(string(status), "\n") {
 		f := strings.Fields(line)
-		if len(f) < 2 || (f[0] != "VmRSS:" && f[0] != "VmHWM:") {
+		if len(f) < 2 || !slices.Contains(fields, strings.TrimSuffix(f[0], ":")) {
 			continue
 		}
 		kb, err := strconv.ParseFloat(f[1], 64)
 		if err != nil {
-			return 0, 0, err
+			return nil, err
 		}
-		if f[0] == "VmRSS:" {
-			rss = kb / 1024
-		} else {
-			peak = kb / 1024
-		}
-		found++
+		out[strings.TrimSuffix(f[0], ":")] = kb / 1024
 	}
-	if found < 2 {
-		return 0, 0, fmt.Errorf("no VmRSS and VmHWM in /proc/%d/status", pid)
+	if len(out) < len(fields) {
+		return nil, fmt.Errorf("not all of %s in /proc/%d/status", strings.Join(fields, ", "), pid)
 	}
-	return rss, peak, nil
+	return out, nil
 }
 
 // Fail prints the error and exits 1: a benchmark that cannot measure says why and stops.
