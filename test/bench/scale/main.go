@@ -615,6 +615,49 @@ func printTable(rs []result) {
 			r.StepP50S, r.StepP95S, r.CPUSeconds, r.PeakRSSMiB, r.RequestsPerS, r.RestartResyncMs, r.RestartWrites, total, gates, r.TrafficReads, r.PromQueries, passes,
 			strings.Join(verbs, " "))
 	}
+	printTargets(rs)
+}
+
+// Issue #24's targets for this benchmark. Peak RSS is judged at 10,000 pods; CPU per namespace
+// should stay flat as the count grows (judged against the smallest size of the run, within a
+// quarter, since one size alone says nothing about growth).
+const (
+	targetRSSMiB  = 150
+	targetRSSPods = 10000
+	flatCPUSpread = 1.25
+)
+
+// printTargets prints each figure the targets judge beside its target, "met" or "NOT met", so a
+// regression shows at a glance.
+func printTargets(rs []result) {
+	if len(rs) == 0 {
+		return
+	}
+	fmt.Printf("\ntargets:\n")
+	base := rs[0]
+	for _, r := range rs {
+		if r.Namespaces < base.Namespaces {
+			base = r
+		}
+	}
+	baseCPU := base.CPUSeconds / float64(max(base.Namespaces, 1))
+	for _, r := range rs {
+		perNS := r.CPUSeconds / float64(max(r.Namespaces, 1))
+		verdict := "met"
+		if perNS > baseCPU*flatCPUSpread {
+			verdict = "NOT met"
+		}
+		fmt.Printf("  %-8s CPU per namespace at %d namespaces: %.3f s (target: flat, within %.2fx of %.3f s at %d)\n",
+			verdict, r.Namespaces, perNS, flatCPUSpread, baseCPU, base.Namespaces)
+		rssVerdict := "met"
+		switch {
+		case r.Pods < targetRSSPods:
+			rssVerdict = "n/a"
+		case r.PeakRSSMiB > targetRSSMiB:
+			rssVerdict = "NOT met"
+		}
+		fmt.Printf("  %-8s peak RSS at %d pods: %.1f MiB (target <= %d MiB at %d pods)\n", rssVerdict, r.Pods, r.PeakRSSMiB, targetRSSMiB, targetRSSPods)
+	}
 }
 
 // annotationKiB is -namespace-annotation-kib.
