@@ -26,7 +26,7 @@ func SlimCRD(obj any) (any, error) {
 	if !ok || u.GetKind() != "CustomResourceDefinition" {
 		return obj, nil
 	}
-	if _, done := u.GetAnnotations()[SchemaDigestAnnotation]; done {
+	if _, done := slimmed(u); done {
 		return u, nil // slimmed already: the digest is of the schemas, which are gone
 	}
 	u.SetManagedFields(nil)

@@ -206,6 +206,13 @@ func TestSlimCRDIsIdempotent(t *testing.T) {
 	if a != schemaDigest(crd) {
 		t.Error("the digest is not of the schemas")
 	}
+	// Someone's CRD carrying the annotation is slimmed all the same.
+	forged := widgetCRD("how big", false)
+	forged.SetAnnotations(map[string]string{SchemaDigestAnnotation: "made up"})
+	out, _ := SlimCRD(forged)
+	if d := out.(*unstructured.Unstructured).GetAnnotations()[SchemaDigestAnnotation]; d != schemaDigest(crd) {
+		t.Errorf("a CRD with a made-up digest kept it (%q) or its schemas", d)
+	}
 }
 
 // TestAWholeCRDIsComparedWhole: a CRD that still holds its schemas is compared field by field,

@@ -249,7 +249,16 @@ func (s *Stage) applyPhase(ctx context.Context, p *planePass) (stages.Result, bo
 		n = len(objs)
 	}
 	crds := make([]applyOutcome, n)
-	workqueue.ParallelizeUntil(ctx, crdParallelism, n, func(i int) { crds[i] = s.applyObject(ctx, objs[i]) })
+	workqueue.ParallelizeUntil(ctx, crdParallelism, n, func(i int) {
+		// A panic in a worker would end the process (client-go re-raises it outside the
+		// reconcile's recovery): it becomes this CRD's error instead.
+		defer func() {
+			if r := recover(); r != nil {
+				crds[i] = applyOutcome{err: fmt.Errorf("applying %s: panic: %v", objs[i].GetName(), r)}
+			}
+		}()
+		crds[i] = s.applyObject(ctx, objs[i])
+	})
 	if err := ctx.Err(); err != nil {
 		return stages.Result{}, true, err // some CRDs were not looked at
 	}

@@ -240,6 +240,9 @@ func extra(in map[string]authnv1.ExtraValue) map[string]authzv1.ExtraValue {
 // server unavailable, overloaded or timed out, or the connection lost. A refusal (no
 // permission, an invalid review) fails at once.
 func retriable(err error) bool {
+	if _, delay := apierrors.SuggestsClientDelay(err); delay {
+		return true
+	}
 	return apierr.Unavailable(err) || apierrors.IsTooManyRequests(err) || apierrors.IsServiceUnavailable(err) ||
-		utilnet.IsConnectionReset(err) || utilnet.IsConnectionRefused(err) || utilnet.IsProbableEOF(err)
+		utilnet.IsConnectionReset(err) || utilnet.IsConnectionRefused(err) || utilnet.IsProbableEOF(err) || utilnet.IsHTTP2ConnectionLost(err)
 }

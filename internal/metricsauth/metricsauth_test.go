@@ -224,12 +224,13 @@ func TestRetriable(t *testing.T) {
 		err  error
 		want bool
 	}{
-		"connection refused": {&net.OpError{Op: "dial", Err: &os.SyscallError{Syscall: "connect", Err: syscall.ECONNREFUSED}}, true},
-		"internal error":     {apierrors.NewInternalError(errors.New("etcd")), true},
-		"too many requests":  {apierrors.NewTooManyRequests("slow down", 1), true},
-		"forbidden":          {apierrors.NewForbidden(gr, "", errors.New("no")), false},
-		"bad request":        {apierrors.NewBadRequest("no"), false},
-		"deadline":           {context.DeadlineExceeded, false},
+		"connection refused":    {&net.OpError{Op: "dial", Err: &os.SyscallError{Syscall: "connect", Err: syscall.ECONNREFUSED}}, true},
+		"internal error":        {apierrors.NewInternalError(errors.New("etcd")), true},
+		"too many requests":     {apierrors.NewTooManyRequests("slow down", 1), true},
+		"forbidden":             {apierrors.NewForbidden(gr, "", errors.New("no")), false},
+		"bad request":           {apierrors.NewBadRequest("no"), false},
+		"deadline":              {context.DeadlineExceeded, false},
+		"http2 connection lost": {errors.New("http2: client connection lost"), true},
 	}
 	for name, tc := range tests {
 		if got := retriable(tc.err); got != tc.want {

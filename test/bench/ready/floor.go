@@ -72,10 +72,12 @@ func measureFloor(parallel int) (time.Duration, error) {
 		return 0, err
 	}
 
-	start := time.Now()
+	// The namespace is there before the clock starts, as the operator's Certificates stage has
+	// made it before the control plane's first write.
 	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: in.Namespace}}); err != nil {
 		return 0, err
 	}
+	start := time.Now()
 	// The watch starts with the applies: it sees every change after crdsRV, so none is missed.
 	established := make(chan error, 1)
 	go func() { established <- waitEstablished(ctx, c, crdsRV, crds) }()

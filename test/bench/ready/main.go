@@ -19,6 +19,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"net/http"
@@ -140,7 +141,10 @@ type result struct {
 	// InstallObjectWrites, InstallFinalizerWrites and InstallStatusWrites split InstallWrites
 	// (splitInstallWrites): the writes of the objects the install makes (the chart's, the CA's,
 	// the mesh-wide policy), of the MeshInstallation itself (its finalizer) and of status.
-	InstallObjectWrites    int `json:"install_object_writes"`
+	InstallObjectWrites int `json:"install_object_writes"`
+	// InstallObjects is how many distinct objects those object writes wrote: the target is
+	// InstallObjects + 3, so an object written twice counts against it.
+	InstallObjects         int `json:"install_objects"`
 	InstallFinalizerWrites int `json:"install_finalizer_writes"`
 	InstallStatusWrites    int `json:"install_status_writes"`
 	// InstallWritesTarget is the target for InstallWrites: the objects written, plus 3.
@@ -217,9 +221,15 @@ func measureOperator(noops int) (result, error) {
 	// From the operator's first CRD write, as the floor starts with its first object: status is
 	// written once per pass, so CertificatesReady is seen only after the pass that turned it
 	// True has already applied the control plane's objects.
-	r.ControlPlaneMs = (times[meshv1.ConditionControlPlaneReady] - counter.firstWriteOf("customresourcedefinitions").Sub(start)).Milliseconds()
+	// Both sides leave the render out: the floor renders before its clock starts.
+	firstCRD := counter.firstWriteOf("customresourcedefinitions")
+	if firstCRD.IsZero() {
+		return r, errors.New("the operator wrote no CRD: nothing to time the control plane from")
+	}
+	r.ControlPlaneMs = (times[meshv1.ConditionControlPlaneReady] - firstCRD.Sub(start)).Milliseconds()
 	r.InstallRequests, r.InstallWrites = counter.snapshot()
 	r.InstallWritesByResource = counter.writesByResource()
+	r.InstallObjects = counter.distinctObjects()
 	r.splitInstallWrites()
 	in, _ := controlplane.Input(mesh, "v1.37.2")
 	if objs, err := render.Render(in); err == nil {
@@ -311,6 +321,9 @@ type requestCounter struct {
 	// firstWrite is when each resource was first written since the last reset: the control
 	// plane's measure starts at the operator's first CRD write.
 	firstWrite map[string]time.Time
+	// objects are the distinct objects written (resource, namespace, name), apart from the
+	// MeshInstallation and its status: the install's target counts each once.
+	objects map[string]bool
 }
 
 // isWrite tells the verbs that change stored state; dry runs and Events are counted apart.
@@ -326,11 +339,16 @@ var requestInfo = &request.RequestInfoFactory{APIPrefixes: sets.NewString("api",
 // list or patch, from the URL and method), dry runs and Events apart, and each write by resource.
 func (rc *requestCounter) wrap(rt http.RoundTripper) http.RoundTripper {
 	return roundTripper(func(req *http.Request) (*http.Response, error) {
-		verb, resource := strings.ToLower(req.Method), ""
+		verb, resource, object := strings.ToLower(req.Method), "", ""
 		if info, err := requestInfo.NewRequestInfo(req); err == nil && info.IsResourceRequest {
 			verb, resource = info.Verb, info.Resource
 			if info.Subresource != "" {
 				resource += "/" + info.Subresource
+			}
+			// A create names no object in its URL: each counts as one of its own.
+			object = resource + "/" + info.Namespace + "/" + info.Name
+			if info.Name == "" {
+				object += fmt.Sprintf("#%p", req)
 			}
 		}
 		switch {
@@ -341,13 +359,16 @@ func (rc *requestCounter) wrap(rt http.RoundTripper) http.RoundTripper {
 		}
 		rc.mu.Lock()
 		if rc.counts == nil {
-			rc.counts, rc.writes, rc.firstWrite = map[string]int{}, map[string]int{}, map[string]time.Time{}
+			rc.counts, rc.writes, rc.firstWrite, rc.objects = map[string]int{}, map[string]int{}, map[string]time.Time{}, map[string]bool{}
 		}
 		rc.counts[verb]++
 		if isWrite(verb) {
 			rc.writes[resource]++
 			if _, seen := rc.firstWrite[resource]; !seen {
 				rc.firstWrite[resource] = time.Now()
+			}
+			if resource != finalizerResource && !strings.HasSuffix(resource, "/status") {
+				rc.objects[object] = true
 			}
 		}
 		rc.mu.Unlock()
@@ -360,7 +381,14 @@ func (rc *requestCounter) wrap(rt http.RoundTripper) http.RoundTripper {
 func (rc *requestCounter) reset() {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
-	rc.counts, rc.writes, rc.firstWrite = map[string]int{}, map[string]int{}, map[string]time.Time{}
+	rc.counts, rc.writes, rc.firstWrite, rc.objects = map[string]int{}, map[string]int{}, map[string]time.Time{}, map[string]bool{}
+}
+
+// distinctObjects is how many distinct objects were written since the last reset.
+func (rc *requestCounter) distinctObjects() int {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return len(rc.objects)
 }
 
 // firstWriteOf is when resource was first written since the last reset (zero if never).

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -58,7 +59,7 @@ func measureProcess(r *result) error {
 		return err
 	}
 	defer op.stop()
-	ready, stopIstiod, err := installUntilReady(ctx, cl)
+	ready, stopIstiod, err := installUntilReady(ctx, cl, op)
 	if err != nil {
 		return err
 	}
@@ -87,7 +88,7 @@ func measureProcess(r *result) error {
 // installUntilReady creates the sample with its webhooks pointed at a local istiod, starts that
 // istiod, and polls until the installation is Ready; it returns the time from the creation and
 // how to stop the istiod.
-func installUntilReady(ctx context.Context, cl *cluster.Cluster) (time.Duration, func(), error) {
+func installUntilReady(ctx context.Context, cl *cluster.Cluster, op *process) (time.Duration, func(), error) {
 	c, err := client.New(cl.RESTConfig(), client.Options{Scheme: meshscheme.New()})
 	if err != nil {
 		return 0, nil, err
@@ -116,7 +117,12 @@ func installUntilReady(ctx context.Context, cl *cluster.Cluster) (time.Duration,
 			ist.Stop()
 			return 0, nil, fmt.Errorf("not Ready after 5 minutes")
 		}
-		time.Sleep(50 * time.Millisecond)
+		select {
+		case <-op.exited:
+			ist.Stop()
+			return 0, nil, op.failed(errors.New("the operator exited before Ready"))
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 }
 
@@ -125,18 +131,21 @@ type process struct {
 	cmd    *exec.Cmd
 	stderr *bytes.Buffer
 	once   sync.Once
+	// exited is closed when the process has ended, for whatever reason.
+	exited chan struct{}
 }
 
 // startProcess runs a manager binary against the cluster of kubeconfig with its metrics endpoint
 // off, in the operator's namespace, with its log kept to explain a failure.
 func startProcess(ctx context.Context, bin, kubeconfig string, args ...string) (*process, error) {
-	p := &process{stderr: &bytes.Buffer{}}
+	p := &process{stderr: &bytes.Buffer{}, exited: make(chan struct{})}
 	p.cmd = exec.CommandContext(ctx, bin, append([]string{"--kubeconfig=" + kubeconfig, "--metrics-bind-address=0"}, args...)...)
 	p.cmd.Env = append(os.Environ(), "POD_NAMESPACE=meshwright-system")
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {
 		return nil, err
 	}
+	go func() { _ = p.cmd.Wait(); close(p.exited) }()
 	return p, nil
 }
 
@@ -145,7 +154,7 @@ func (p *process) pid() int { return p.cmd.Process.Pid }
 
 // stop ends the process as a cluster does (SIGTERM) and waits for it; a second call does nothing.
 func (p *process) stop() {
-	p.once.Do(func() { _ = p.cmd.Process.Signal(syscall.SIGTERM); _ = p.cmd.Wait() })
+	p.once.Do(func() { _ = p.cmd.Process.Signal(syscall.SIGTERM); <-p.exited })
 }
 
 // failed adds the end of the process's log to err: a reading of /proc fails when the process
