@@ -644,7 +644,10 @@ func printTargets(rs []result) {
 	for _, r := range rs {
 		perNS := r.CPUSeconds / float64(max(r.Namespaces, 1))
 		verdict := "met"
-		if perNS > baseCPU*flatCPUSpread {
+		switch {
+		case len(rs) == 1 || r.Namespaces == base.Namespaces:
+			verdict = "n/a" // growth needs two sizes
+		case perNS > baseCPU*flatCPUSpread:
 			verdict = "NOT met"
 		}
 		fmt.Printf("  %-8s CPU per namespace at %d namespaces: %.3f s (target: flat, within %.2fx of %.3f s at %d)\n",
