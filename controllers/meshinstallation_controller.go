@@ -79,6 +79,10 @@ type MeshInstallationReconciler struct {
 	// Clock times the coalescing of status writes (StatusCoalesceWindow); the real clock when nil.
 	Clock clock.PassiveClock
 
+	// observations is the ladder's memo of what it observed of each namespace, told of every
+	// event of the objects it reads (see observationChanges).
+	observations *adoption.Observations
+
 	// lastStatusWrite is when each installation's status was last written by this process.
 	// Lost on restart, which only makes the first write after it immediate.
 	lastStatusWrite sync.Map
@@ -305,8 +309,9 @@ func (r *MeshInstallationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if err := mgr.Add(ladderCache); err != nil {
 		return err
 	}
+	r.observations = adoption.NewObservations()
 	if r.Stages == nil {
-		r.Stages = NewStages(StageDeps{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Mapper: mgr.GetRESTMapper(),
+		r.Stages = NewStages(StageDeps{Observations: r.observations, Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Mapper: mgr.GetRESTMapper(),
 			KubeVersion: r.KubeVersion, Watch: r.watchKinds, Workloads: ladderCache, Recorder: r.Recorder, OperatorNamespace: r.OperatorNamespace,
 			ExternalIstioCRDs: r.ExternalIstioCRDs, Charts: &charts.Source{CacheDir: r.ChartCacheDir}, ProxyStatsURL: r.ProxyStatsURL})
 	}
@@ -337,7 +342,9 @@ func (r *MeshInstallationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		b = b.Watches(u, handler.EnqueueRequestsFromMapFunc(byInstallationLabel))
 	}
 	for _, obj := range adoption.WatchedObjects() {
-		b = b.WatchesRawSource(source.Kind(ladderCache, obj, handler.EnqueueRequestsFromMapFunc(r.requeueMeshes), ladderPredicate{}))
+		// observationChanges first: it sees every event, before ladderPredicate drops any.
+		b = b.WatchesRawSource(source.Kind(ladderCache, obj, handler.EnqueueRequestsFromMapFunc(r.requeueMeshes),
+			observationChanges{r.observations}, ladderPredicate{}))
 	}
 	c, err := b.Build(r)
 	if err != nil {
@@ -368,6 +375,8 @@ type StageDeps struct {
 	OperatorNamespace string
 	// ExternalIstioCRDs leaves Istio's CRDs to someone else (see controlplane.Stage.ExternalCRDs).
 	ExternalIstioCRDs bool
+	// Observations is the ladder's memo of namespaces' observations; nil observes afresh.
+	Observations *adoption.Observations
 	// Charts pulls the charts of versions this build does not embed; nil uses no disk cache.
 	Charts *charts.Source
 	// ProxyStatsURL is where the embedded telemetry source reads a pod's merged metrics (see
@@ -393,7 +402,7 @@ func NewStages(d StageDeps) []stages.Stage {
 			Charts: d.Charts, Workloads: workloads},
 		&injection.Stage{Client: d.Client},
 		&policy.Stage{Client: d.Client, Reader: d.APIReader, Applier: applier, Watch: d.Watch},
-		&adoption.Stage{Client: d.Client, Reader: workloads, API: d.APIReader, Applier: applier, FieldManager: FieldManager, Recorder: d.Recorder, OperatorNamespace: d.OperatorNamespace,
+		&adoption.Stage{Client: d.Client, Reader: workloads, API: d.APIReader, Applier: applier, FieldManager: FieldManager, Recorder: d.Recorder, OperatorNamespace: d.OperatorNamespace, Observations: d.Observations,
 			Traffic:   &telemetry.Sources{Secrets: d.APIReader, Embedded: &telemetry.Embedded{Pods: workloads, URLTemplate: d.ProxyStatsURL}},
 			Admission: &admission.Checker{Reader: d.APIReader, Writer: d.Client}},
 	}
@@ -488,6 +497,40 @@ func (ladderPredicate) Update(e event.UpdateEvent) bool {
 	return !equality.Semantic.DeepEqual(oldPod.Status.Conditions, newPod.Status.Conditions) ||
 		oldPod.Status.Phase != newPod.Status.Phase || !oldPod.DeletionTimestamp.Equal(newPod.DeletionTimestamp) ||
 		!equality.Semantic.DeepEqual(oldPod.Labels, newPod.Labels)
+}
+
+// observationChanges tells the ladder's memo of observations (adoption.Observations) of every
+// event of an object it reads, before any predicate may drop the event and before the pass it
+// starts is queued, so no pass reuses an observation older than the event that started it. It
+// passes every event.
+type observationChanges struct{ obs *adoption.Observations }
+
+// Create implements predicate.Predicate.
+func (p observationChanges) Create(e event.CreateEvent) bool { return p.seen(e.Object, false) }
+
+// Update implements predicate.Predicate.
+func (p observationChanges) Update(e event.UpdateEvent) bool { return p.seen(e.ObjectNew, false) }
+
+// Delete implements predicate.Predicate.
+func (p observationChanges) Delete(e event.DeleteEvent) bool { return p.seen(e.Object, true) }
+
+// Generic implements predicate.Predicate.
+func (p observationChanges) Generic(e event.GenericEvent) bool { return p.seen(e.Object, false) }
+
+// seen records the event: a change of the namespace's objects, or a namespace gone. What the
+// ladder observes of a namespace does not read the Namespace object itself.
+func (p observationChanges) seen(o client.Object, deleted bool) bool {
+	if p.obs == nil || o == nil {
+		return true
+	}
+	if _, isNamespace := o.(*corev1.Namespace); isNamespace {
+		if deleted {
+			p.obs.Forget(o.GetName())
+		}
+		return true
+	}
+	p.obs.Changed(o.GetNamespace())
+	return true
 }
 
 // deletionStarted passes the update that sets deletionTimestamp, so clean-up starts at once.

@@ -77,6 +77,9 @@ type Planner struct {
 	// (monitors, EndpointSlices; see internal/exposure); the rest of what those checks read
 	// comes from Workloads. Nil reads everything from Workloads.
 	API client.Reader
+	// Observations reuses what earlier passes observed of namespaces no event touched since;
+	// nil observes every namespace afresh (the kubectl plugin, tests).
+	Observations *Observations
 }
 
 // AdmissionChecker asks the API server whether a namespace's workloads' pods, as a step that
@@ -118,7 +121,7 @@ func (p Planner) Plan(ctx context.Context, mesh *meshv1.MeshInstallation, now ti
 	plans := Candidates(ctx, mesh, nsList.Items, withPolicies, excluded)
 	for i := range plans {
 		c := &plans[i]
-		if c.Pods, c.Workloads, c.uids, err = observeWorkloads(ctx, p.Workloads, c.Namespace.Name); err != nil {
+		if c.Pods, c.Workloads, c.uids, err = p.Observations.observe(ctx, p.Workloads, c.Namespace.Name); err != nil {
 			return nil, Target{}, err
 		}
 		if c.PolicyConflict, err = p.policyConflict(ctx, mesh, c.Namespace.Name); err != nil {

@@ -75,6 +75,9 @@ type Stage struct {
 	// starts (admission.Checker); nil creates none and climbs
 	// go on unchecked (the operator always sets it; see controllers.NewStages).
 	Admission AdmissionChecker
+	// Observations remembers what passes observed of each namespace (see Observations); nil
+	// observes afresh each pass.
+	Observations *Observations
 }
 
 // Name implements stages.Stage.
@@ -151,7 +154,8 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 // planner reads what the ladder decides from: the stage's cache of the operator's policies, and
 // the ladder's cache of namespaces, pods and workloads.
 func (s *Stage) planner() Planner {
-	return Planner{Policies: s.Client, Workloads: s.Reader, OperatorNamespace: s.OperatorNamespace, Traffic: s.Traffic, API: s.API, Admission: s.Admission}
+	return Planner{Policies: s.Client, Workloads: s.Reader, OperatorNamespace: s.OperatorNamespace, Traffic: s.Traffic, API: s.API, Admission: s.Admission,
+		Observations: s.Observations}
 }
 
 // injectionConflict says why the operator must not manage a namespace's injection label: it

@@ -1,0 +1,220 @@
+package adoption
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"reflect"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// countingLists counts the lists a reader serves: what an observation costs.
+type countingLists struct {
+	client.Reader
+	lists atomic.Int32
+}
+
+func (c *countingLists) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
+	c.lists.Add(1)
+	return c.Reader.List(ctx, list, opts...)
+}
+
+// ladderCacheWithChanges starts the ladder's cache (CacheOptions) and tells obs of every event
+// of every kind it watches, as the controller's watches do.
+func ladderCacheWithChanges(t *testing.T, obs *Observations) cache.Cache {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	opts := CacheOptions()
+	opts.Scheme = clientgoscheme.Scheme
+	c, err := cache.New(cfg, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := func(o any) {
+		if d, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
+			o = d.Obj
+		}
+		if obj, ok := o.(client.Object); ok {
+			if _, isNS := obj.(*corev1.Namespace); !isNS {
+				obs.Changed(obj.GetNamespace())
+			}
+		}
+	}
+	for _, o := range WatchedObjects() {
+		inf, err := c.GetInformer(ctx, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{AddFunc: changed,
+			UpdateFunc: func(_, n any) { changed(n) }, DeleteFunc: changed}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	go func() { _ = c.Start(ctx) }()
+	if !c.WaitForCacheSync(ctx) {
+		t.Fatal("the ladder cache did not sync")
+	}
+	return c
+}
+
+// TestObservationsAreReusedUntilAChange: a namespace no event touched is not read again; a
+// change, or a namespace forgotten, is.
+func TestObservationsAreReusedUntilAChange(t *testing.T) {
+	ctx := context.Background()
+	obs := NewObservations()
+	r := &countingLists{Reader: k8s}
+	look := func() int32 {
+		t.Helper()
+		r.lists.Store(0)
+		if _, _, _, err := obs.observe(ctx, r, "default"); err != nil {
+			t.Fatal(err)
+		}
+		return r.lists.Load()
+	}
+	if look() == 0 {
+		t.Fatal("the first observation read nothing")
+	}
+	if n := look(); n != 0 {
+		t.Errorf("unchanged: %d lists, want the observation reused", n)
+	}
+	obs.Changed("default")
+	if look() == 0 {
+		t.Error("after a change: the observation was reused")
+	}
+	obs.Changed("elsewhere")
+	if n := look(); n != 0 {
+		t.Errorf("after another namespace's change: %d lists, want the observation reused", n)
+	}
+	obs.Forget("default")
+	if look() == 0 {
+		t.Error("after the namespace was forgotten: the observation was reused")
+	}
+	var none *Observations
+	if _, _, _, err := none.observe(ctx, r, "default"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestIncrementalObservationsMatchFullOnes drives random changes (pods with and without Istio's
+// proxy, their readiness, Deployments, PodDisruptionBudgets, deletions) through three namespaces
+// and checks after each that what the ladder decides from — each namespace's observation, as
+// the memo gives it — is what a full observation of the cache gives. OBSERVATIONS_SEED replays
+// the sequence of a seed the log names.
+func TestIncrementalObservationsMatchFullOnes(t *testing.T) {
+	ctx := context.Background()
+	seed := time.Now().UnixNano()
+	if s := os.Getenv("OBSERVATIONS_SEED"); s != "" {
+		if _, err := fmt.Sscan(s, &seed); err != nil {
+			t.Fatalf("OBSERVATIONS_SEED=%q: %v", s, err)
+		}
+	}
+	t.Logf("seed %d (OBSERVATIONS_SEED replays it)", seed)
+	rng := rand.New(rand.NewPCG(uint64(seed), 0)) //nolint:gosec // a replayable test sequence, not a secret
+	obs := NewObservations()
+	c := ladderCacheWithChanges(t, obs)
+	namespaces := []string{"obs-a", "obs-b", "obs-c"}
+	for _, ns := range namespaces {
+		if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reads := &countingLists{Reader: c}
+	for step := range 60 {
+		what := randomChange(ctx, t, rng, namespaces, step)
+		for _, ns := range namespaces {
+			agreed := false
+			var memo, full any
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && !agreed; time.Sleep(20 * time.Millisecond) {
+				p1, w1, u1, err := obs.observe(ctx, reads, ns)
+				if err != nil {
+					t.Fatal(err)
+				}
+				p2, w2, u2, err := observeWorkloads(ctx, c, ns)
+				if err != nil {
+					t.Fatal(err)
+				}
+				memo, full = []any{p1, w1, u1}, []any{p2, w2, u2}
+				agreed = reflect.DeepEqual(memo, full)
+			}
+			if !agreed {
+				t.Fatalf("step %d (%s), namespace %s: the memo's observation\n%+v\ndiffers from a full one\n%+v", step, what, ns, memo, full)
+			}
+		}
+	}
+	// Nothing changes any more: a pass over the three reads nothing.
+	reads.lists.Store(0)
+	for _, ns := range namespaces {
+		if _, _, _, err := obs.observe(ctx, reads, ns); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := reads.lists.Load(); n != 0 {
+		t.Errorf("a pass with nothing changed made %d lists", n)
+	}
+}
+
+// randomChange makes one random change in one of the namespaces and says what it was.
+func randomChange(ctx context.Context, t *testing.T, rng *rand.Rand, namespaces []string, step int) string {
+	t.Helper()
+	ns := namespaces[rng.IntN(len(namespaces))]
+	app := fmt.Sprintf("app%d", rng.IntN(3))
+	var err error
+	var what string
+	switch rng.IntN(6) {
+	case 0, 1:
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("p%d", step), Labels: map[string]string{"app": app}},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
+		if rng.IntN(2) == 0 {
+			pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: "istio-proxy", Image: "proxy"})
+		}
+		err, what = k8s.Create(ctx, pod), "pod created"
+	case 2:
+		var pods corev1.PodList
+		if err = k8s.List(ctx, &pods, client.InNamespace(ns)); err == nil && len(pods.Items) > 0 {
+			p := &pods.Items[rng.IntN(len(pods.Items))]
+			p.Status.Phase = corev1.PodRunning
+			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionStatus([]string{"True", "False"}[rng.IntN(2)])}}
+			err, what = k8s.Status().Update(ctx, p), "pod readiness"
+		}
+	case 3:
+		var pods corev1.PodList
+		if err = k8s.List(ctx, &pods, client.InNamespace(ns)); err == nil && len(pods.Items) > 0 {
+			err, what = k8s.Delete(ctx, &pods.Items[rng.IntN(len(pods.Items))], client.GracePeriodSeconds(0)), "pod deleted"
+		}
+	case 4:
+		dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: app},
+			Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](int32(rng.IntN(3) + 1)), Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": app}},
+				Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": app}},
+					Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}}}}
+		if err = k8s.Create(ctx, dep); err != nil && client.IgnoreAlreadyExists(err) == nil {
+			err = k8s.Delete(ctx, dep)
+		}
+		what = "deployment created or deleted"
+	default:
+		pdb := &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: app},
+			Spec: policyv1.PodDisruptionBudgetSpec{MinAvailable: ptr.To(intstr.FromInt32(1)), Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": app}}}}
+		if err = k8s.Create(ctx, pdb); err != nil && client.IgnoreAlreadyExists(err) == nil {
+			err = k8s.Delete(ctx, pdb)
+		}
+		what = "budget created or deleted"
+	}
+	if client.IgnoreNotFound(err) != nil {
+		t.Fatalf("step %d: %v", step, err)
+	}
+	return what + " in " + ns
+}
