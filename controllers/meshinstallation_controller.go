@@ -342,9 +342,7 @@ func (r *MeshInstallationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		b = b.Watches(u, handler.EnqueueRequestsFromMapFunc(byInstallationLabel))
 	}
 	for _, obj := range adoption.WatchedObjects() {
-		// observationChanges first: it sees every event, before ladderPredicate drops any.
-		b = b.WatchesRawSource(source.Kind(ladderCache, obj, handler.EnqueueRequestsFromMapFunc(r.requeueMeshes),
-			observationChanges{r.observations}, ladderPredicate{}))
+		b = b.WatchesRawSource(source.Kind(ladderCache, obj, handler.EnqueueRequestsFromMapFunc(r.requeueMeshes), ladderPredicates(r.observations)...))
 	}
 	c, err := b.Build(r)
 	if err != nil {
@@ -497,6 +495,12 @@ func (ladderPredicate) Update(e event.UpdateEvent) bool {
 	return !equality.Semantic.DeepEqual(oldPod.Status.Conditions, newPod.Status.Conditions) ||
 		oldPod.Status.Phase != newPod.Status.Phase || !oldPod.DeletionTimestamp.Equal(newPod.DeletionTimestamp) ||
 		!equality.Semantic.DeepEqual(oldPod.Labels, newPod.Labels)
+}
+
+// ladderPredicates are the ladder watches' predicates, in order: observationChanges first, so
+// it sees every event before ladderPredicate drops any, and before the pass is queued.
+func ladderPredicates(obs *adoption.Observations) []predicate.TypedPredicate[client.Object] {
+	return []predicate.TypedPredicate[client.Object]{observationChanges{obs}, ladderPredicate{}}
 }
 
 // observationChanges tells the ladder's memo of observations (adoption.Observations) of every

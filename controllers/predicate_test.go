@@ -8,6 +8,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+
+	"github.com/meshwright/meshwright/internal/adoption"
 )
 
 // TestLadderPredicateOnJobs: a Job's or CronJob's status moving (active pods, the last
@@ -47,4 +50,83 @@ func TestLadderPredicateOnJobs(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestLadderPredicatesTellObservations: every event of a kind the ladder observes is recorded
+// as a change of its namespace before any predicate may drop it (a pod's status churn starts no
+// pass, yet the memo must not keep what it saw before); a deleted Namespace is forgotten.
+func TestLadderPredicatesTellObservations(t *testing.T) {
+	pod := func(ip string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}, Status: corev1.PodStatus{PodIP: ip}}
+	}
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}
+	tests := map[string]struct {
+		run         func(p predicatesUnderTest) bool
+		wantPass    bool
+		wantChanged bool
+	}{
+		"a pod created": {run: func(p predicatesUnderTest) bool { return p.create(pod("")) }, wantPass: true, wantChanged: true},
+		"a pod's IP moved (no pass)": {run: func(p predicatesUnderTest) bool {
+			return p.update(pod("10.0.0.1"), pod("10.0.0.2"))
+		}, wantPass: false, wantChanged: true},
+		"a service deleted": {run: func(p predicatesUnderTest) bool { return p.delete(svc) }, wantPass: true, wantChanged: true},
+		"a namespace relabelled": {run: func(p predicatesUnderTest) bool {
+			return p.update(ns, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{"team": "x"}}})
+		}, wantPass: true, wantChanged: false},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			obs := adoption.NewObservations()
+			p := predicatesUnderTest{ladderPredicates(obs)}
+			if got := tc.run(p); got != tc.wantPass {
+				t.Errorf("the event starts a pass: %v, want %v", got, tc.wantPass)
+			}
+			if changed := obs.LastChange("shop") > 0; changed != tc.wantChanged {
+				t.Errorf("recorded as a change of namespace shop: %v, want %v", changed, tc.wantChanged)
+			}
+		})
+	}
+
+	// A deleted namespace's record goes.
+	obs := adoption.NewObservations()
+	p := predicatesUnderTest{ladderPredicates(obs)}
+	p.create(pod(""))
+	p.delete(ns)
+	if obs.LastChange("shop") != 0 {
+		t.Error("a deleted namespace is still counted")
+	}
+}
+
+// predicatesUnderTest evaluates predicates as controller-runtime's sources do: in order, the
+// first false one ends the evaluation.
+type predicatesUnderTest struct {
+	list []predicate.TypedPredicate[client.Object]
+}
+
+func (p predicatesUnderTest) create(o client.Object) bool {
+	for _, pr := range p.list {
+		if !pr.Create(event.CreateEvent{Object: o}) {
+			return false
+		}
+	}
+	return true
+}
+
+func (p predicatesUnderTest) update(old, updated client.Object) bool {
+	for _, pr := range p.list {
+		if !pr.Update(event.UpdateEvent{ObjectOld: old, ObjectNew: updated}) {
+			return false
+		}
+	}
+	return true
+}
+
+func (p predicatesUnderTest) delete(o client.Object) bool {
+	for _, pr := range p.list {
+		if !pr.Delete(event.DeleteEvent{Object: o}) {
+			return false
+		}
+	}
+	return true
 }

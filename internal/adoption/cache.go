@@ -18,10 +18,12 @@ import (
 
 // WatchedObjects are the kinds the ladder reads, cluster-wide. They live in a cache of their
 // own (see CacheOptions): the manager's cache holds only the operator's own Deployments and
-// PodDisruptionBudgets, while the ladder needs every team's.
+// PodDisruptionBudgets, while the ladder needs every team's. Every kind a namespace's
+// observation reads (observeWorkloads: Services too, for the proxyless pods they serve) is here,
+// so that its events reach Observations.
 func WatchedObjects() []client.Object {
 	return []client.Object{&corev1.Namespace{}, &corev1.Pod{}, &appsv1.Deployment{}, &appsv1.StatefulSet{}, &appsv1.DaemonSet{},
-		&batchv1.CronJob{}, &batchv1.Job{}, &policyv1.PodDisruptionBudget{}}
+		&batchv1.CronJob{}, &batchv1.Job{}, &policyv1.PodDisruptionBudget{}, &corev1.Service{}}
 }
 
 // CacheOptions keeps of each object only what the ladder reads, so the cache's memory grows

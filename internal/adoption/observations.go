@@ -52,6 +52,14 @@ func (o *Observations) Changed(namespace string) {
 	o.changes[namespace] = o.generation
 }
 
+// LastChange is the generation of the namespace's last recorded change, 0 for none: what its
+// observation is compared against (for tests of the code that reports changes).
+func (o *Observations) LastChange(namespace string) uint64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.changes[namespace]
+}
+
 // Forget drops a deleted namespace's entries, so the memo does not grow with namespaces that
 // come and go.
 func (o *Observations) Forget(namespace string) {
@@ -87,7 +95,31 @@ func (o *Observations) observe(ctx context.Context, r client.Reader, namespace s
 		return pods, workloads, uids, err
 	}
 	o.mu.Lock()
-	o.seen[namespace] = observed{at: at, pods: pods, workloads: workloads, uids: uids}
+	if _, live := o.changes[namespace]; live {
+		// Not when the namespace was forgotten meanwhile: its entry would outlive it.
+		o.seen[namespace] = observed{at: at, pods: pods, workloads: workloads, uids: uids}
+	}
 	o.mu.Unlock()
 	return pods, workloads, uids, nil
+}
+
+// Keep forgets every namespace not in live (a pass's list of namespaces): entries of namespaces
+// gone whose Forget was missed, or that a late event of another kind counted again.
+func (o *Observations) Keep(live map[string]bool) {
+	if o == nil {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for ns := range o.changes {
+		if !live[ns] {
+			delete(o.changes, ns)
+			delete(o.seen, ns)
+		}
+	}
+	for ns := range o.seen {
+		if !live[ns] {
+			delete(o.seen, ns)
+		}
+	}
 }

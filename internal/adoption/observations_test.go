@@ -20,6 +20,8 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/meshwright/meshwright/internal/revision"
 )
 
 // countingLists counts the lists a reader serves: what an observation costs.
@@ -134,7 +136,7 @@ func TestIncrementalObservationsMatchFullOnes(t *testing.T) {
 		}
 	}
 	reads := &countingLists{Reader: c}
-	for step := range 60 {
+	for step := range 120 {
 		what := randomChange(ctx, t, rng, namespaces, step)
 		for _, ns := range namespaces {
 			agreed := false
@@ -175,12 +177,23 @@ func randomChange(ctx context.Context, t *testing.T, rng *rand.Rand, namespaces 
 	app := fmt.Sprintf("app%d", rng.IntN(3))
 	var err error
 	var what string
-	switch rng.IntN(6) {
+	switch rng.IntN(7) {
+	case 6:
+		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: app},
+			Spec: corev1.ServiceSpec{Selector: map[string]string{"app": app}, Ports: []corev1.ServicePort{{Name: "grpc", Port: 8080}}}}
+		if err = k8s.Create(ctx, svc); err != nil && client.IgnoreAlreadyExists(err) == nil {
+			err = k8s.Delete(ctx, svc)
+		}
+		what = "service created or deleted"
 	case 0, 1:
 		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("p%d", step), Labels: map[string]string{"app": app}},
 			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
 		if rng.IntN(2) == 0 {
 			pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: "istio-proxy", Image: "proxy"})
+			if rng.IntN(2) == 0 {
+				// A proxyless gRPC pod serving plaintext: what a Service selecting it reports.
+				pod.Annotations = map[string]string{revision.TemplatesAnnotation: revision.GRPCAgentTemplate}
+			}
 		}
 		err, what = k8s.Create(ctx, pod), "pod created"
 	case 2:

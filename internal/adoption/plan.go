@@ -118,6 +118,11 @@ func (p Planner) Plan(ctx context.Context, mesh *meshv1.MeshInstallation, now ti
 	if err != nil {
 		return nil, Target{}, err
 	}
+	live := make(map[string]bool, len(nsList.Items))
+	for i := range nsList.Items {
+		live[nsList.Items[i].Name] = true
+	}
+	p.Observations.Keep(live)
 	plans := Candidates(ctx, mesh, nsList.Items, withPolicies, excluded)
 	for i := range plans {
 		c := &plans[i]
