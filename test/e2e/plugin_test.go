@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -71,17 +72,25 @@ func TestPluginMidRollout(t *testing.T) {
 		return true, nil
 	})
 
-	// status: the checklist and the ladder.
-	out, errOut, err := plugin(t, cl, "status")
-	if err != nil {
-		t.Fatalf("status: %v\n%s", err, errOut)
-	}
+	// status: the checklist and the ladder. The counts in status may be up to 10 s behind the
+	// namespaces (progress is written at most every StatusCoalesceWindow): wait for them.
+	var out string
+	framework.Eventually(t, 30*time.Second, "status to count both namespaces settled", func() (bool, error) {
+		o, errOut, err := plugin(t, cl, "status")
+		if err != nil {
+			return false, fmt.Errorf("status: %w\n%s", err, errOut)
+		}
+		out = o
+		return strings.Contains(out, "Namespaces: 2 enrolled, 0 in progress"), fmt.Errorf("status says:\n%s", out)
+	})
 	for _, want := range []string{"MeshInstallation default", "✓ Certificates", "✓ ControlPlane", "✓ Injection", "✓ Policies", "✗ Adoption",
 		"NamespacesProgressing", "Namespaces: 2 enrolled, 0 in progress", "CA expires in", "Control plane\n", "Istio 1.31.4   active"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)
 		}
 	}
+	var errOut string
+	var err error
 	if strings.Contains(out, "\x1b[") {
 		t.Errorf("status wrote colours to a pipe:\n%s", out)
 	}
