@@ -120,7 +120,7 @@ test: lint-fmt vet lint verify-generated verify-kustomize verify-vulns test-unit
 test-unit: cluster-bins ## Unit and integration tests (envtest on the locally built etcd and kube-apiserver).
 	KUBEBUILDER_ASSETS=$(BIN) go test ./... -count=1
 
-E2E_FILTER = grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)'
+E2E_FILTER = grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+\.go:[0-9]+:)'
 
 .PHONY: test-e2e
 test-e2e: cluster-bins olm-bins ## End-to-end tests on the local cluster, the OLM ones included.

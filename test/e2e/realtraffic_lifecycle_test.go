@@ -3,10 +3,12 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -106,6 +108,49 @@ func appRevision(t *testing.T, c client.Client, namespace, app string) (string, 
 	return "", ready
 }
 
+// lazyError is an error whose message is made when it is read: a wait's last error is read only
+// when the wait times out, so a costly report is not made on every poll.
+type lazyError func() string
+
+func (e lazyError) Error() string { return e() }
+
+// movesReport is revisionReport of both namespaces, made when read.
+func movesReport(c client.Client, namespaces [2]string) error {
+	return lazyError(func() string {
+		return revisionReport(c, namespaces[0]) + "; " + revisionReport(c, namespaces[1])
+	})
+}
+
+// revisionReport says where a namespace stands in a move between revisions, for a failure
+// message: its revision label and ladder record, each workload's last restart stamp, and each
+// pod's revision, readiness and age. It reads with c alone (no helper that may stop the test:
+// it runs while a wait formats its message), and says what it could not read.
+func revisionReport(c client.Client, namespace string) string {
+	ctx := context.Background()
+	var b strings.Builder
+	ns := &corev1.Namespace{}
+	if err := c.Get(ctx, client.ObjectKey{Name: namespace}, ns); err != nil {
+		return fmt.Sprintf("%s: %v", namespace, err)
+	}
+	fmt.Fprintf(&b, "%s (istio.io/rev=%q, record %s):", namespace, ns.Labels["istio.io/rev"], ns.Annotations[meshv1.AnnotationLadder])
+	deps := &appsv1.DeploymentList{}
+	if err := c.List(ctx, deps, client.InNamespace(namespace)); err != nil {
+		fmt.Fprintf(&b, " deployments: %v;", err)
+	}
+	for _, d := range deps.Items {
+		fmt.Fprintf(&b, " deployment %s restarted for %q (updated %d/%d);", d.Name, d.Spec.Template.Annotations[meshv1.AnnotationRestartedFor], d.Status.UpdatedReplicas, d.Status.Replicas)
+	}
+	pods := &corev1.PodList{}
+	if err := c.List(ctx, pods, client.InNamespace(namespace)); err != nil {
+		fmt.Fprintf(&b, " pods: %v;", err)
+	}
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		fmt.Fprintf(&b, " pod %s rev %q ready %v created %s;", p.Name, p.Annotations["istio.io/rev"], podIsReady(p), p.CreationTimestamp.UTC().Format(time.TimeOnly))
+	}
+	return b.String()
+}
+
 // checkCertsChainToRoot checks every workload of callingPairs against the root cacerts holds.
 func checkCertsChainToRoot(t *testing.T, c client.Client, r *proxyless.Runner, namespaces [2]string) {
 	t.Helper()
@@ -187,7 +232,8 @@ func TestRealTrafficRevisionUpgrade(t *testing.T) {
 	// Paused once the first pod of the new revision runs: the moves freeze there, both
 	// revisions serve, and at least one flow crosses from one to the other.
 	framework.Eventually(t, 3*time.Minute, "a pod injected by revision 1-31-5", func() (bool, error) {
-		return revisionsOfPods(t, c, namespaces[0])["1-31-5"]+revisionsOfPods(t, c, namespaces[1])["1-31-5"] > 0, nil
+		return revisionsOfPods(t, c, namespaces[0])["1-31-5"]+revisionsOfPods(t, c, namespaces[1])["1-31-5"] > 0,
+			movesReport(c, namespaces)
 	})
 	setPaused(t, c, true)
 	var crossing string
@@ -203,7 +249,7 @@ func TestRealTrafficRevisionUpgrade(t *testing.T) {
 				crossing = fmt.Sprintf("%s/caller on %s calling %s/server on %s", ns, from, namespaces[1-i], to)
 			}
 		}
-		return crossing != "", nil
+		return crossing != "", movesReport(c, namespaces)
 	})
 	t.Logf("rollout paused mid-move: %s", crossing)
 	before = noFailedCalls(t, r, flows, before, 3, "up to the pause")
@@ -211,7 +257,9 @@ func TestRealTrafficRevisionUpgrade(t *testing.T) {
 	setPaused(t, c, false)
 	framework.Eventually(t, 4*time.Minute, "both namespaces on revision 1-31-5", func() (bool, error) {
 		return onRevision(t, c, namespaces[0], "1-31-5", 3) && onRevision(t, c, namespaces[1], "1-31-5", 3),
-			fmt.Errorf("pods by revision: %v, %v; runner problems: %v", revisionsOfPods(t, c, namespaces[0]), revisionsOfPods(t, c, namespaces[1]), r.Problems())
+			lazyError(func() string {
+				return fmt.Sprintf("%s; %s; runner problems: %v", revisionReport(c, namespaces[0]), revisionReport(c, namespaces[1]), r.Problems())
+			})
 	})
 	noFailedCalls(t, r, flows, before, 10, "across the upgrade")
 	checkCertsChainToRoot(t, c, r, namespaces)

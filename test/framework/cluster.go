@@ -46,7 +46,10 @@ func StartCluster(t testing.TB, opts cluster.Options) (*cluster.Cluster, client.
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(cl.Stop)
+	t.Cleanup(func() {
+		cl.Stop()
+		RepeatTimeout(t)
+	})
 	return cl, NewClient(t, cl)
 }
 

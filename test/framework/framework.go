@@ -6,9 +6,11 @@
 package framework
 
 import (
+	"fmt"
 	"os"
 	"slices"
 	"sort"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +19,20 @@ import (
 	"github.com/meshwright/meshwright/internal/chartrbac"
 	"github.com/meshwright/meshwright/internal/release"
 )
+
+// timeouts holds, per test, the first wait of Eventually that timed out, for RepeatTimeout.
+var timeouts sync.Map
+
+// RepeatTimeout logs again, in a test that failed, the first wait that timed out. Registered as
+// the test's first clean-up (StartCluster does), it runs after the clean-ups that dump logs, so
+// the reason is the last line before the test's FAIL line, where a truncated CI view still
+// shows it.
+func RepeatTimeout(t testing.TB) {
+	msg, ok := timeouts.LoadAndDelete(t.Name())
+	if ok && t.Failed() {
+		t.Logf("a wait of this failed test timed out: %s", msg)
+	}
+}
 
 // Eventually polls cond until it holds, and fails the test when timeout passes first, with the
 // last error cond gave.
@@ -33,7 +49,9 @@ func Eventually(t testing.TB, timeout time.Duration, what string, cond func() (b
 			lastErr = err
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s (last error: %v)", timeout, what, lastErr)
+			msg := fmt.Sprintf("timed out after %s waiting for %s (last error: %v)", timeout, what, lastErr)
+			timeouts.LoadOrStore(t.Name(), msg)
+			t.Fatal(msg)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
