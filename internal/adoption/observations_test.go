@@ -24,20 +24,34 @@ import (
 	"github.com/meshwright/meshwright/internal/revision"
 )
 
-// countingLists counts the lists a reader serves: what an observation costs.
+// countingLists counts the lists a reader serves (those only selects, when set): what an
+// observation costs.
 type countingLists struct {
 	client.Reader
+	only  func(list client.ObjectList, opts *client.ListOptions) bool
 	lists atomic.Int32
 }
 
 func (c *countingLists) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
-	c.lists.Add(1)
+	if c.only == nil || c.only(list, (&client.ListOptions{}).ApplyOptions(opts)) {
+		c.lists.Add(1)
+	}
 	return c.Reader.List(ctx, list, opts...)
 }
 
+// listCountingClient is a client whose lists counter counts.
+type listCountingClient struct {
+	client.Client
+	counter *countingLists
+}
+
+func (c listCountingClient) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
+	return c.counter.List(ctx, list, opts...)
+}
+
 // ladderCacheWithChanges starts the ladder's cache (CacheOptions) and tells obs of every event
-// of every kind it watches, as the controller's watches do.
-func ladderCacheWithChanges(t *testing.T, obs *Observations) cache.Cache {
+// of every kind it watches, and of the extra kinds, as the controller's watches do.
+func ladderCacheWithChanges(t *testing.T, obs *Observations, extra ...client.Object) cache.Cache {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -57,7 +71,7 @@ func ladderCacheWithChanges(t *testing.T, obs *Observations) cache.Cache {
 			}
 		}
 	}
-	for _, o := range WatchedObjects() {
+	for _, o := range append(WatchedObjects(), extra...) {
 		inf, err := c.GetInformer(ctx, o)
 		if err != nil {
 			t.Fatal(err)
@@ -83,7 +97,7 @@ func TestObservationsAreReusedUntilAChange(t *testing.T) {
 	look := func() int32 {
 		t.Helper()
 		r.lists.Store(0)
-		if _, _, _, err := obs.observe(ctx, r, "default"); err != nil {
+		if _, _, _, _, err := obs.observe(ctx, r, "default"); err != nil {
 			t.Fatal(err)
 		}
 		return r.lists.Load()
@@ -108,9 +122,23 @@ func TestObservationsAreReusedUntilAChange(t *testing.T) {
 		}
 	}
 	var none *Observations
-	if _, _, _, err := none.observe(ctx, r, "default"); err != nil {
+	if _, _, _, _, err := none.observe(ctx, r, "default"); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// replayableRand is a random source seeded from the clock, or from OBSERVATIONS_SEED to replay
+// the sequence of a seed a test's log names; stream tells the tests' sequences apart.
+func replayableRand(t *testing.T, stream uint64) *rand.Rand {
+	t.Helper()
+	seed := time.Now().UnixNano()
+	if s := os.Getenv("OBSERVATIONS_SEED"); s != "" {
+		if _, err := fmt.Sscan(s, &seed); err != nil {
+			t.Fatalf("OBSERVATIONS_SEED=%q: %v", s, err)
+		}
+	}
+	t.Logf("seed %d (OBSERVATIONS_SEED replays it)", seed)
+	return rand.New(rand.NewPCG(uint64(seed), stream)) //nolint:gosec // a replayable test sequence, not a secret
 }
 
 // TestIncrementalObservationsMatchFullOnes drives random changes (pods with and without Istio's
@@ -120,14 +148,7 @@ func TestObservationsAreReusedUntilAChange(t *testing.T) {
 // the sequence of a seed the log names.
 func TestIncrementalObservationsMatchFullOnes(t *testing.T) {
 	ctx := context.Background()
-	seed := time.Now().UnixNano()
-	if s := os.Getenv("OBSERVATIONS_SEED"); s != "" {
-		if _, err := fmt.Sscan(s, &seed); err != nil {
-			t.Fatalf("OBSERVATIONS_SEED=%q: %v", s, err)
-		}
-	}
-	t.Logf("seed %d (OBSERVATIONS_SEED replays it)", seed)
-	rng := rand.New(rand.NewPCG(uint64(seed), 0)) //nolint:gosec // a replayable test sequence, not a secret
+	rng := replayableRand(t, 0)
 	obs := NewObservations()
 	c := ladderCacheWithChanges(t, obs)
 	namespaces := []string{"obs-a", "obs-b", "obs-c"}
@@ -143,7 +164,7 @@ func TestIncrementalObservationsMatchFullOnes(t *testing.T) {
 			agreed := false
 			var memo, full any
 			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && !agreed; time.Sleep(20 * time.Millisecond) {
-				p1, w1, u1, err := obs.observe(ctx, reads, ns)
+				p1, w1, u1, _, err := obs.observe(ctx, reads, ns)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -162,7 +183,7 @@ func TestIncrementalObservationsMatchFullOnes(t *testing.T) {
 	// Nothing changes any more: a pass over the three reads nothing.
 	reads.lists.Store(0)
 	for _, ns := range namespaces {
-		if _, _, _, err := obs.observe(ctx, reads, ns); err != nil {
+		if _, _, _, _, err := obs.observe(ctx, reads, ns); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"sort"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -54,6 +55,9 @@ type NamespacePlan struct {
 	Decision ladder.Decision
 
 	uids map[string]types.UID
+	// observedAt is the namespace's change count its observation is for (Observations); 0
+	// without a memo.
+	observedAt uint64
 }
 
 // Planner reads what the ladder decides from. It writes nothing: its only requests beyond reads
@@ -123,13 +127,16 @@ func (p Planner) Plan(ctx context.Context, mesh *meshv1.MeshInstallation, now ti
 		live[nsList.Items[i].Name] = true
 	}
 	p.Observations.Keep(live)
-	plans := Candidates(ctx, mesh, nsList.Items, withPolicies, excluded)
+	plans := candidates(ctx, mesh, nsList.Items, withPolicies, excluded, p.Observations)
 	for i := range plans {
 		c := &plans[i]
-		if c.Pods, c.Workloads, c.uids, err = p.Observations.observe(ctx, p.Workloads, c.Namespace.Name); err != nil {
+		if c.Pods, c.Workloads, c.uids, c.observedAt, err = p.Observations.observe(ctx, p.Workloads, c.Namespace.Name); err != nil {
 			return nil, Target{}, err
 		}
-		if c.PolicyConflict, err = p.policyConflict(ctx, mesh, c.Namespace.Name); err != nil {
+		c.PolicyConflict, err = p.Observations.policyConflict(c.Namespace.Name, mesh.Name, func() (string, error) {
+			return p.policyConflict(ctx, mesh, c.Namespace.Name)
+		})
+		if err != nil {
 			return nil, Target{}, err
 		}
 	}
@@ -302,27 +309,31 @@ func maxInProgress(mesh *meshv1.MeshInstallation) int {
 // nothing of the operator's (withPolicies) are left out, as are namespaces being deleted; one
 // whose meshwright.io/target-level label is not a level stays in, so that it is reported.
 func Candidates(ctx context.Context, mesh *meshv1.MeshInstallation, namespaces []corev1.Namespace, withPolicies map[string]bool, excluded []string) []NamespacePlan {
+	return candidates(ctx, mesh, namespaces, withPolicies, excluded, nil)
+}
+
+// candidates is Candidates reusing, through memo, the ladder records and enrollments of
+// namespaces whose object did not change since an earlier pass.
+func candidates(ctx context.Context, mesh *meshv1.MeshInstallation, namespaces []corev1.Namespace, withPolicies map[string]bool, excluded []string, memo *Observations) []NamespacePlan {
 	var running, others []NamespacePlan
+	key := recordKey{mesh: mesh.UID, generation: mesh.Generation, excluded: strings.Join(excluded, ",")}
 	for i := range namespaces {
 		ns := &namespaces[i]
-		c := NamespacePlan{Namespace: ns, Enrollment: ladder.Enroll(ns.Name, ns.Labels, mesh.Spec.Namespaces, excluded),
-			Current: ladder.Level(ns.Labels[meshv1.LabelLevel])}
-		if c.Current == "" {
-			c.Current = meshv1.LevelOff
-		}
-		_, ours := ns.Annotations[meshv1.AnnotationLadder]
-		if c.Enrollment.Target == meshv1.LevelOff && c.Current == meshv1.LevelOff && !ours && ns.Labels[meshv1.LabelLevel] == "" &&
-			!withPolicies[ns.Name] && c.Enrollment.Invalid == "" {
-			continue // never enrolled: nothing to look at (a mistyped target label is reported)
-		}
 		if !ns.DeletionTimestamp.IsZero() {
 			continue
 		}
-		if raw := ns.Annotations[meshv1.AnnotationLadder]; raw != "" {
-			if err := json.Unmarshal([]byte(raw), &c.State); err != nil {
-				log.FromContext(ctx).Info("ignoring an unreadable ladder annotation", "namespace", ns.Name, "error", err.Error())
-				c.State = ladder.State{}
-			}
+		_, ours := ns.Annotations[meshv1.AnnotationLadder]
+		c := NamespacePlan{Namespace: ns, Current: ladder.Level(ns.Labels[meshv1.LabelLevel])}
+		if c.Current == "" {
+			c.Current = meshv1.LevelOff
+		}
+		key.resourceVersion = ns.ResourceVersion
+		c.State, c.Enrollment = memo.ladderRecord(ns.Name, key, func() (ladder.State, ladder.Enrollment) {
+			return readRecord(ctx, ns), ladder.Enroll(ns.Name, ns.Labels, mesh.Spec.Namespaces, excluded)
+		})
+		if c.Enrollment.Target == meshv1.LevelOff && c.Current == meshv1.LevelOff && !ours && ns.Labels[meshv1.LabelLevel] == "" &&
+			!withPolicies[ns.Name] && c.Enrollment.Invalid == "" {
+			continue // never enrolled: nothing to look at (a mistyped target label is reported)
 		}
 		if c.State.Step != nil {
 			running = append(running, c)
@@ -332,6 +343,18 @@ func Candidates(ctx context.Context, mesh *meshv1.MeshInstallation, namespaces [
 	}
 	sort.Slice(others, func(i, j int) bool { return others[i].Namespace.Name < others[j].Namespace.Name })
 	return append(running, others...)
+}
+
+// readRecord decodes a namespace's ladder record; an unreadable one is logged and read as none.
+func readRecord(ctx context.Context, ns *corev1.Namespace) ladder.State {
+	var st ladder.State
+	if raw := ns.Annotations[meshv1.AnnotationLadder]; raw != "" {
+		if err := json.Unmarshal([]byte(raw), &st); err != nil {
+			log.FromContext(ctx).Info("ignoring an unreadable ladder annotation", "namespace", ns.Name, "error", err.Error())
+			return ladder.State{}
+		}
+	}
+	return st
 }
 
 // DecideAll sets each plan's Decision from what was observed of its namespace (Pods, Workloads,

@@ -299,6 +299,15 @@ func (s *Stage) restart(ctx context.Context, namespace, kindName string, uid typ
 // webhook's port STRICT.
 func (s *Stage) syncPolicies(ctx context.Context, mesh *meshv1.MeshInstallation, c *NamespacePlan, e ladder.Effects) error {
 	namespace := c.Namespace.Name
+	key, err := syncKey(mesh, c, e)
+	if err != nil {
+		return err
+	}
+	if s.Observations.policiesSynced(namespace, c.observedAt, key) {
+		// Synced for the same inputs, and no event of the namespace's objects (its policies
+		// among them) came since.
+		return nil
+	}
 	var current []*unstructured.Unstructured
 	for _, gvk := range policy.Kinds() {
 		list := &unstructured.UnstructuredList{}
@@ -326,7 +335,22 @@ func (s *Stage) syncPolicies(ctx context.Context, mesh *meshv1.MeshInstallation,
 			return fmt.Errorf("deleting %s %s/%s: %w", p.GetKind(), namespace, p.GetName(), err)
 		}
 	}
+	s.Observations.markPoliciesSynced(namespace, c.observedAt, key)
 	return nil
+}
+
+// syncKey is everything a namespace's policy sync reads besides the policies themselves (whose
+// events Observations counts): equal keys at the same change count sync to the same result.
+func syncKey(mesh *meshv1.MeshInstallation, c *NamespacePlan, e ladder.Effects) (string, error) {
+	b, err := json.Marshal(struct {
+		Mesh       string
+		UID        types.UID
+		AllowFrom  []string
+		Exemptions []policy.Exemption
+		Problems   bool
+		Effects    ladder.Effects
+	}{mesh.Name, mesh.UID, c.Enrollment.AllowFrom, c.Exemptions, len(c.ExemptionProblems) > 0, e})
+	return string(b), err
 }
 
 // Cleanup hands every namespace back: the operator's labels and annotation are removed (its

@@ -67,6 +67,9 @@ type Stage struct {
 	// Workloads reads namespaces and pods (the ladder's cache): what each revision serves, so a
 	// retiring revision is removed only once nothing uses it. Nil keeps every revision.
 	Workloads client.Reader
+	// Revisions reuses each namespace's pod revisions while no event touched its objects
+	// (adoption.Observations); nil lists every pod each pass.
+	Revisions RevisionMemo
 	// ExternalCRDs leaves Istio's CRDs to someone else (the OLM bundle ships them; a platform
 	// team may install them with Istio's base chart): the stage checks that the ones the release
 	// needs are Established and serve its versions, and never writes or deletes a CRD.

@@ -1,6 +1,7 @@
 package ladder
 
 import (
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -63,6 +64,33 @@ func promisedEffects(level Level, step *Step) Effects {
 	return e
 }
 
+// cloneState copies a record down to what its pointers point at.
+func cloneState(st State) State {
+	if st.Step != nil {
+		step := *st.Step
+		if step.Baseline != nil {
+			b := *step.Baseline
+			step.Baseline = &b
+		}
+		st.Step = &step
+	}
+	if st.Hold != nil {
+		h := *st.Hold
+		st.Hold = &h
+	}
+	return st
+}
+
+// checkRecordUnchanged fails when Decide changed the record it was given: the planner shares a
+// namespace's decoded record between passes (adoption.Observations), so Decide must copy a
+// step or hold before it changes one, never write through ns.State.
+func checkRecordUnchanged(t *testing.T, given, after State) {
+	t.Helper()
+	if !reflect.DeepEqual(given, after) {
+		t.Fatalf("Decide changed the record it was given:\n%+v\nbecame\n%+v", given, after)
+	}
+}
+
 // FuzzDecide feeds Decide arbitrary namespace states, settings and times, including states no
 // pass of the operator would write (a hand-edited annotation, a label with a foreign value),
 // and checks, against the promise stated above rather than the code's own helpers, what must
@@ -89,7 +117,9 @@ func FuzzDecide(f *testing.F) {
 		now := base
 		filler.Fill(&now)
 
+		given := cloneState(ns.State)
 		d := Decide(ns, s, mayStart, now)
+		checkRecordUnchanged(t, given, ns.State)
 
 		level, ok := promisedOrder[d.Level]
 		if !ok {

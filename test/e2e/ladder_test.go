@@ -359,6 +359,19 @@ func TestAdoptionLadder(t *testing.T) {
 	if mode, _, _ := unstructured.NestedString(meshWide.Object, "spec", "mtls", "mode"); !ok || mode != "PERMISSIVE" {
 		t.Errorf("mesh-wide PeerAuthentication: found %v, mode %q; want PERMISSIVE", ok, mode)
 	}
+	// A policy of the operator's that someone deletes is restored: its event counts as a change
+	// of the namespace, whose policies the ladder leaves alone while nothing of it changes.
+	if strictPA, ok := policyExists(t, c, peerAuthenticationGVK, "shop-mtls", "meshwright-strict"); !ok {
+		t.Error("shop-mtls has no STRICT PeerAuthentication to delete")
+	} else {
+		if err := c.Delete(ctx, strictPA); err != nil {
+			t.Fatal(err)
+		}
+		framework.Eventually(t, time.Minute, "shop-mtls's deleted STRICT PeerAuthentication restored", func() (bool, error) {
+			p, ok := policyExists(t, c, peerAuthenticationGVK, "shop-mtls", "meshwright-strict")
+			return ok && p.GetUID() != strictPA.GetUID(), nil
+		})
+	}
 
 	// shop-legacy is held at Observe because of the opted-out pods, which the status names.
 	var legacy *meshv1.BlockedNamespace
