@@ -5,6 +5,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -82,6 +83,8 @@ type MeshInstallationReconciler struct {
 	// observations is the ladder's memo of what it observed of each namespace, told of every
 	// event of the objects it reads (see observationChanges).
 	observations *adoption.Observations
+	// pacer spaces the passes teams' events start (see LadderPassShare).
+	pacer passPacer
 
 	// lastStatusWrite is when each installation's status was last written by this process.
 	// Lost on restart, which only makes the first write after it immediate.
@@ -124,6 +127,8 @@ func (r *MeshInstallationReconciler) Reconcile(ctx context.Context, req ctrl.Req
 		}
 	}
 
+	started := r.clock().Now()
+	defer func() { r.pacer.record(r.clock().Since(started)) }()
 	before := mesh.DeepCopy()
 	obs := observation{generation: mesh.Generation, now: metav1.Now(), stageTypes: stageTypes(r.Stages)}
 	// passErr is the raw error of the pass, whatever the error policy makes of it: a conflict
@@ -342,7 +347,7 @@ func (r *MeshInstallationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		b = b.Watches(u, handler.EnqueueRequestsFromMapFunc(byInstallationLabel))
 	}
 	for _, obj := range adoption.WatchedObjects() {
-		b = b.WatchesRawSource(source.Kind(ladderCache, obj, handler.EnqueueRequestsFromMapFunc(r.requeueMeshes), ladderPredicates(r.observations)...))
+		b = b.WatchesRawSource(source.Kind(ladderCache, obj, handler.EventHandler(batchedEvents{mapper: r.requeueMeshes, delay: r.pacer.delay}), ladderPredicates(r.observations)...))
 	}
 	c, err := b.Build(r)
 	if err != nil {
@@ -397,13 +402,21 @@ func NewStages(d StageDeps) []stages.Stage {
 	return []stages.Stage{
 		&certificates.Stage{Client: d.Client, Reader: d.APIReader, Pods: workloads, Mapper: d.Mapper, CertManagerFound: certManagerFound, Applier: applier},
 		&controlplane.Stage{Client: d.Client, Reader: d.APIReader, Applier: applier, KubeVersion: d.KubeVersion, ExternalCRDs: d.ExternalIstioCRDs,
-			Charts: d.Charts, Workloads: workloads},
+			Charts: d.Charts, Workloads: workloads, Revisions: revisionMemo(d.Observations)},
 		&injection.Stage{Client: d.Client},
 		&policy.Stage{Client: d.Client, Reader: d.APIReader, Applier: applier, Watch: d.Watch},
 		&adoption.Stage{Client: d.Client, Reader: workloads, API: d.APIReader, Applier: applier, FieldManager: FieldManager, Recorder: d.Recorder, OperatorNamespace: d.OperatorNamespace, Observations: d.Observations,
 			Traffic:   &telemetry.Sources{Secrets: d.APIReader, Embedded: &telemetry.Embedded{Pods: workloads, URLTemplate: d.ProxyStatsURL}},
 			Admission: &admission.Checker{Reader: d.APIReader, Writer: d.Client}},
 	}
+}
+
+// revisionMemo is the control plane's memo of pod revisions: the ladder's Observations, or none.
+func revisionMemo(obs *adoption.Observations) controlplane.RevisionMemo {
+	if obs == nil {
+		return nil // not a typed nil: the stage lists every pod
+	}
+	return obs
 }
 
 // watchKinds starts watching kinds once they are served. Watching them from the start would
@@ -423,7 +436,14 @@ func (r *MeshInstallationReconciler) watchKinds(gvks ...schema.GroupVersionKind)
 		}
 		u := &unstructured.Unstructured{}
 		u.SetGroupVersionKind(gvk)
-		if err := r.controller.Watch(source.Kind[client.Object](r.cache, u, handler.EnqueueRequestsFromMapFunc(byInstallationLabel))); err != nil {
+		src := source.Kind[client.Object](r.cache, u, handler.EnqueueRequestsFromMapFunc(byInstallationLabel))
+		if slices.Contains(policy.Kinds(), gvk) {
+			// Policies are the ladder's: each event counts as a change of its namespace (the
+			// ladder reuses what it read of a namespace's policies, its conflicts and last
+			// sync, until one changes), and joins the ladder's batched passes.
+			src = source.Kind[client.Object](r.cache, u, handler.EventHandler(batchedEvents{mapper: byInstallationLabel, delay: r.pacer.delay}), observationChanges{r.observations})
+		}
+		if err := r.controller.Watch(src); err != nil {
 			return fmt.Errorf("watching %s: %w", gvk.Kind, err)
 		}
 		r.watching[gvk] = true
