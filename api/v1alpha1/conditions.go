@@ -94,6 +94,9 @@ const (
 	// ReasonWaitingForCNI means Istio CNI's DaemonSet is not Ready on every node yet: istiod is
 	// told to inject for it, and namespaces take steps, only once it is.
 	ReasonWaitingForCNI = "WaitingForCNI"
+	// ReasonWaitingForZtunnel means spec.dataPlane.mode is Ambient and ztunnel's DaemonSet is
+	// not Ready on every node yet: no namespace takes a step until it is.
+	ReasonWaitingForZtunnel = "WaitingForZtunnel"
 	// ReasonControlPlaneReady means the CRDs, istiod and its webhooks are in place.
 	ReasonControlPlaneReady = "ControlPlaneReady"
 	// ReasonWaitingForPreviousStage means an earlier stage is not Ready yet, so this one has
@@ -207,6 +210,17 @@ const (
 	// gives its pods a classic sidecar, which keeps a Job's pod running after its work is done:
 	// the namespace stays out of the mesh; the message gives the ways out.
 	ReasonJobsNeedNativeSidecars = "JobsNeedNativeSidecars"
+	// ReasonPodsOutsideAmbient means a namespace in ambient mode runs pods ztunnel does not
+	// carry (labelled istio.io/dataplane-mode=none, or on the node's network), which STRICT
+	// mTLS would cut off: it does not go STRICT.
+	ReasonPodsOutsideAmbient = "PodsOutsideAmbient"
+	// ReasonAmbientTrafficUnread means a namespace in ambient mode would take an enforcing step
+	// under the traffic gates, which do not read ambient mode's telemetry yet: it is held.
+	ReasonAmbientTrafficUnread = "AmbientTrafficUnread"
+	// ReasonDataPlaneChangeUnsupported means a namespace is in the mesh on the other data plane
+	// than spec.dataPlane.mode asks for (sidecars or ambient mode): it is not moved between them
+	// in place, and stays as it is.
+	ReasonDataPlaneChangeUnsupported = "DataPlaneChangeUnsupported"
 )
 
 // Labels and annotations of the adoption ladder, on Namespaces.

@@ -530,8 +530,32 @@ const (
 	ModeDisabled DataPlaneMode = "Disabled"
 )
 
+// DataPlaneKind is how a namespace's pods join the mesh.
+// +kubebuilder:validation:Enum=Sidecar;Ambient
+type DataPlaneKind string
+
+// The values of a DataPlaneKind.
+const (
+	// DataPlaneSidecar: Istio's injector gives every pod an Envoy proxy of its own; entering
+	// the mesh restarts the pods.
+	DataPlaneSidecar DataPlaneKind = "Sidecar"
+	// DataPlaneAmbient: Istio's ambient mode. ztunnel, on every node, carries the pods'
+	// traffic with mTLS and enforces L4 policy; no sidecar, and no restart to enter the mesh.
+	DataPlaneAmbient DataPlaneKind = "Ambient"
+)
+
 // DataPlaneSpec is what the injector gives pods and what runs on every node for them.
+// +kubebuilder:validation:XValidation:rule="!has(self.mode) || self.mode != 'Ambient' || !has(self.cni) || self.cni != 'Disabled'",message="dataPlane.mode Ambient needs Istio CNI (its node agent hands the pods' traffic to ztunnel): set dataPlane.cni to Auto or Enabled, or dataPlane.mode to Sidecar"
 type DataPlaneSpec struct {
+	// Mode is the mesh's data plane. Sidecar (the default): a namespace enters the mesh at
+	// Observe by sidecar injection, which restarts its pods. Ambient: Istio's ambient mode;
+	// the operator installs Istio CNI in ambient mode and ztunnel (a DaemonSet in namespace
+	// istio-cni) beside an istiod with ambient enabled, and istiod keeps serving sidecars
+	// beside it.
+	// +optional
+	// +kubebuilder:default=Sidecar
+	Mode DataPlaneKind `json:"mode,omitempty"`
+
 	// CNI installs Istio CNI (Istio's cni chart: a DaemonSet in the istio-cni namespace, the only
 	// namespace the operator lets run privileged pods) and tells istiod to inject for it: the
 	// pods' traffic is redirected by the node agent, so the injected pods need no istio-init

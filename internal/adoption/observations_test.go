@@ -180,15 +180,24 @@ func TestIncrementalObservationsMatchFullOnes(t *testing.T) {
 			}
 		}
 	}
-	// Nothing changes any more: a pass over the three reads nothing.
-	reads.lists.Store(0)
-	for _, ns := range namespaces {
-		if _, _, _, _, err := obs.observe(ctx, reads, ns); err != nil {
-			t.Fatal(err)
+	// Nothing changes any more: once the cache has delivered the last changes' events (a change
+	// that left an observation as it was can have its event still on the way, and reading once
+	// more for it is right), a pass over the three reads nothing.
+	quiet := func() int32 {
+		reads.lists.Store(0)
+		for _, ns := range namespaces {
+			if _, _, _, _, err := obs.observe(ctx, reads, ns); err != nil {
+				t.Fatal(err)
+			}
 		}
+		return reads.lists.Load()
 	}
-	if n := reads.lists.Load(); n != 0 {
-		t.Errorf("a pass with nothing changed made %d lists", n)
+	n := quiet()
+	for deadline := time.Now().Add(10 * time.Second); n != 0 && time.Now().Before(deadline); n = quiet() {
+		time.Sleep(200 * time.Millisecond)
+	}
+	if n != 0 {
+		t.Errorf("passes with nothing changed for 10 s still made %d lists", n)
 	}
 }
 

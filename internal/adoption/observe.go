@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/meshwright/meshwright/internal/ambient"
 	"github.com/meshwright/meshwright/internal/ladder"
 	"github.com/meshwright/meshwright/internal/revision"
 )
@@ -121,6 +122,9 @@ func observeWorkloads(ctx context.Context, r client.Reader, namespace string) (l
 		injected := revision.HasProxy(p)
 		if !injected {
 			sum.Uninjected = append(sum.Uninjected, p.Name)
+			if p.Labels[ambient.Label] == ambient.Disabled || p.Spec.HostNetwork {
+				sum.Uncaptured = append(sum.Uncaptured, p.Name)
+			}
 		}
 		if revision.Proxyless(p) {
 			sum.Proxyless = append(sum.Proxyless, p.Name)
@@ -161,6 +165,7 @@ func observeWorkloads(ctx context.Context, r client.Reader, namespace string) (l
 	}
 	sort.Strings(sum.NotReady)
 	sort.Strings(sum.Uninjected)
+	sort.Strings(sum.Uncaptured)
 	sort.Strings(sum.ProxylessPlaintext)
 	sort.Strings(sum.Proxyless)
 	return sum, out, uids, nil

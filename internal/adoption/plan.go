@@ -241,6 +241,7 @@ func ReaderAdmission(mesh *meshv1.MeshInstallation, namespace string) ladder.Adm
 // ladderNamespace is what the ladder decides a plan's namespace from.
 func (c *NamespacePlan) ladderNamespace(settings ladder.Settings) ladder.Namespace {
 	return ladder.Namespace{Name: c.Namespace.Name, Current: c.Current, State: c.State, Target: c.Enrollment.Target,
+		Ambient: ladder.InAmbient(c.Current, c.State, c.Enrollment.Ambient), AmbientWanted: c.Enrollment.Ambient,
 		Pods: c.Pods, Workloads: c.Workloads, InjectionConflict: injectionConflict(c.Namespace, ourRevisions(c.Current, c.State, settings)...),
 		PolicyConflict: c.PolicyConflict, Traffic: c.Traffic, AllowFrom: c.Enrollment.AllowFrom,
 		NonMeshCallers: c.NonMeshCallers, PlaintextPorts: c.Enrollment.PlaintextPorts, ExemptionProblems: c.ExemptionProblems,
@@ -329,7 +330,9 @@ func candidates(ctx context.Context, mesh *meshv1.MeshInstallation, namespaces [
 		}
 		key.resourceVersion = ns.ResourceVersion
 		c.State, c.Enrollment = memo.ladderRecord(ns.Name, key, func() (ladder.State, ladder.Enrollment) {
-			return readRecord(ctx, ns), ladder.Enroll(ns.Name, ns.Labels, mesh.Spec.Namespaces, excluded)
+			e := ladder.Enroll(ns.Name, ns.Labels, mesh.Spec.Namespaces, excluded)
+			e.Ambient = meshspec.Ambient(mesh)
+			return readRecord(ctx, ns), e
 		})
 		if c.Enrollment.Target == meshv1.LevelOff && c.Current == meshv1.LevelOff && !ours && ns.Labels[meshv1.LabelLevel] == "" &&
 			!withPolicies[ns.Name] && c.Enrollment.Invalid == "" {

@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/ambient"
 	"github.com/meshwright/meshwright/internal/apierr"
 	"github.com/meshwright/meshwright/internal/apply"
 	"github.com/meshwright/meshwright/internal/ladder"
@@ -235,7 +236,10 @@ func (s *Stage) writeNamespace(ctx context.Context, c *NamespacePlan, d ladder.D
 	release := d.Level == meshv1.LevelOff && d.State.Step == nil && d.State.Hold == nil && c.Enrollment.Target == meshv1.LevelOff
 	if !release {
 		want[meshv1.LabelLevel] = string(d.Level)
-		if d.Effects.Inject {
+		switch {
+		case d.Effects.Inject && d.Effects.Ambient:
+			want[ambient.Label] = ambient.Enabled
+		case d.Effects.Inject:
 			want[InjectionLabel] = d.Effects.Revision
 		}
 		b, err := json.Marshal(d.State)
@@ -244,11 +248,12 @@ func (s *Stage) writeNamespace(ctx context.Context, c *NamespacePlan, d ladder.D
 		}
 		annotation = string(b)
 	}
-	// The injection label follows the recorded state: with the annotation and level unchanged,
-	// the last apply already put it on or took it off, and a label still there without the
-	// operator wanting it is someone else's to keep.
+	// The injection (or ambient) label follows the recorded state: with the annotation and level
+	// unchanged, the last apply already put it on or took it off, and a label still there
+	// without the operator wanting it is someone else's to keep.
 	same := c.Namespace.Annotations[meshv1.AnnotationLadder] == annotation && c.Namespace.Labels[meshv1.LabelLevel] == want[meshv1.LabelLevel] &&
-		(!d.Effects.Inject || c.Namespace.Labels[InjectionLabel] == d.Effects.Revision)
+		(!d.Effects.Inject || d.Effects.Ambient && c.Namespace.Labels[ambient.Label] == ambient.Enabled ||
+			!d.Effects.Ambient && c.Namespace.Labels[InjectionLabel] == d.Effects.Revision)
 	if same {
 		return nil
 	}

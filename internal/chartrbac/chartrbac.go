@@ -31,6 +31,9 @@ type Variant struct {
 	Values map[string]any
 	// CNI renders Istio's cni chart too (spec.dataPlane.cni).
 	CNI bool
+	// Ambient renders the ambient profile: the cni chart in ambient mode and ztunnel's
+	// (spec.dataPlane.mode).
+	Ambient bool
 }
 
 // Variants are the values whose extra grants the operator holds beforehand, so that choosing
@@ -45,6 +48,7 @@ var Variants = []Variant{
 	{Name: "the charts' defaults"},
 	{Name: "istiod's analysis (global.istiod.enableAnalysis)", Values: map[string]any{"global": map[string]any{"istiod": map[string]any{"enableAnalysis": true}}}},
 	{Name: "Istio CNI (spec.dataPlane.cni)", CNI: true},
+	{Name: "ambient mode (spec.dataPlane.mode)", CNI: true, Ambient: true},
 }
 
 // Granted are the rules of the Roles and ClusterRoles among objs.
@@ -68,7 +72,7 @@ func Granted(objs []*unstructured.Unstructured) ([]rbacv1.PolicyRule, error) {
 func Rules(version string) ([]rbacv1.PolicyRule, error) {
 	var all []rbacv1.PolicyRule
 	for _, v := range Variants {
-		objs, err := render.Render(render.Input{Installation: "default", Version: version, Namespace: "istio-system", Values: v.Values, CNI: v.CNI})
+		objs, err := render.Render(render.Input{Installation: "default", Version: version, Namespace: "istio-system", Values: v.Values, CNI: v.CNI, Ambient: v.Ambient, ZTunnel: v.Ambient})
 		if err != nil {
 			return nil, fmt.Errorf("rendering the charts with %s: %w", v.Name, err)
 		}

@@ -22,7 +22,7 @@ func rulesWith(t *testing.T, values map[string]any) []rbacv1.PolicyRule {
 // rulesOf is what the charts' roles grant under a variant.
 func rulesOf(t *testing.T, v Variant) []rbacv1.PolicyRule {
 	t.Helper()
-	objs, err := render.Render(render.Input{Installation: "default", Version: release.DefaultIstioVersion, Namespace: "istio-system", Values: v.Values, CNI: v.CNI})
+	objs, err := render.Render(render.Input{Installation: "default", Version: release.DefaultIstioVersion, Namespace: "istio-system", Values: v.Values, CNI: v.CNI, Ambient: v.Ambient, ZTunnel: v.Ambient})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,7 +30,16 @@ const (
 	IstiodChart = "istiod"
 	// CNIChart holds Istio CNI's node agent, installed where Pod Security forbids istio-init.
 	CNIChart = "cni"
+	// ZTunnelChart holds ztunnel, ambient mode's node proxy.
+	ZTunnelChart = "ztunnel"
 )
+
+// lacksOptional reports whether the set lacks one of the optional charts.
+func (s *Set) lacksOptional() bool { return s.CNI == nil || s.ZTunnel == nil }
+
+// optionalCharts are the charts a set may lack: a repository or mirror without them still
+// serves the installations that do not need them (no Istio CNI, no ambient mode).
+var optionalCharts = []string{CNIChart, ZTunnelChart}
 
 // OriginEmbedded is Set.Origin for the charts compiled into the operator.
 const OriginEmbedded = "embedded"
@@ -45,6 +54,9 @@ type Set struct {
 	// CNI is Istio's `cni` chart of that version; nil where it was not loaded (charts pulled
 	// from a repository carry base and istiod only).
 	CNI *chart.Chart
+	// ZTunnel is Istio's `ztunnel` chart of that version, ambient mode's node proxy; nil where
+	// it was not loaded.
+	ZTunnel *chart.Chart
 	// Origin is OriginEmbedded or the repository URL the charts came from (credentials
 	// redacted), so that status and logs can say which charts are installed.
 	Origin string
@@ -106,9 +118,10 @@ func (e *UnavailableError) Unwrap() error { return e.Err }
 
 // embeddedDirs are the embedded charts' directories in istio.io/istio/manifests.
 var embeddedDirs = map[string]string{
-	BaseChart:   "charts/base",
-	IstiodChart: "charts/istio-control/istio-discovery",
-	CNIChart:    "charts/istio-cni",
+	BaseChart:    "charts/base",
+	IstiodChart:  "charts/istio-control/istio-discovery",
+	CNIChart:     "charts/istio-cni",
+	ZTunnelChart: "charts/ztunnel",
 }
 
 var (
@@ -129,7 +142,7 @@ func Embedded(v string) (*Set, error) {
 	}
 	embeddedOnce.Do(func() {
 		h := sha256.New()
-		var base, istiod, cni *chart.Chart
+		var base, istiod, cni, ztunnel *chart.Chart
 		if base, embeddedErr = loadEmbedded(BaseChart, h); embeddedErr != nil {
 			return
 		}
@@ -139,7 +152,10 @@ func Embedded(v string) (*Set, error) {
 		if cni, embeddedErr = loadEmbedded(CNIChart, h); embeddedErr != nil {
 			return
 		}
-		embeddedSet = Set{Base: base, Istiod: istiod, CNI: cni, Origin: OriginEmbedded, Digest: hex.EncodeToString(h.Sum(nil))}
+		if ztunnel, embeddedErr = loadEmbedded(ZTunnelChart, h); embeddedErr != nil {
+			return
+		}
+		embeddedSet = Set{Base: base, Istiod: istiod, CNI: cni, ZTunnel: ztunnel, Origin: OriginEmbedded, Digest: hex.EncodeToString(h.Sum(nil))}
 	})
 	if embeddedErr != nil {
 		return nil, embeddedErr

@@ -68,10 +68,10 @@ func TestLoad(t *testing.T) {
 		wantInjection bool   // istiod renders the 1.31.5-only injectionURL
 	}{
 		"downloads from a Helm repository": {
-			version: "1.31.5", wantRequests: 4, wantInjection: true, // index.yaml and three archives (base, istiod, cni)
+			version: "1.31.5", wantRequests: 5, wantInjection: true, // index.yaml and four archives (base, istiod, cni, ztunnel)
 		},
 		"another version from the same repository": {
-			version: "1.31.4", wantRequests: 4,
+			version: "1.31.4", wantRequests: 5,
 		},
 		"second load is served from memory": {
 			version: "1.31.5", warm: "memory", between: func(_ *testing.T, r *chartstest.Repo, _ string) { r.Close() },
@@ -187,7 +187,7 @@ func TestLoad(t *testing.T) {
 				t.Fatalf("Load: %v", err)
 			}
 
-			if set.Version != tc.version || set.Digest == "" || set.Base == nil || set.Istiod == nil || set.CNI == nil {
+			if set.Version != tc.version || set.Digest == "" || set.Base == nil || set.Istiod == nil || set.CNI == nil || set.ZTunnel == nil {
 				t.Fatalf("set = %+v", set)
 			}
 			if set.Base.Name() != charts.BaseChart || set.Istiod.Name() != charts.IstiodChart ||
@@ -272,8 +272,8 @@ func TestLoadConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if n := repo.Requests(); n != 4 {
-		t.Errorf("requests = %d, want 4 (index.yaml and three archives)", n)
+	if n := repo.Requests(); n != 5 {
+		t.Errorf("requests = %d, want 5 (index.yaml and four archives)", n)
 	}
 	for _, s := range sets[1:] {
 		if s != sets[0] {

@@ -43,8 +43,8 @@ func (r *ociRepo) fetch(ctx context.Context, version string, charts []string) (m
 			if ctx.Err() != nil {
 				return nil, r.unavailable(ctx.Err())
 			}
-			if name == CNIChart {
-				continue // taken where the registry has it: not needed without Istio CNI
+			if slices.Contains(optionalCharts, name) {
+				continue // taken where the registry has it: not needed without Istio CNI or ambient mode
 			}
 			// Tell a missing version from an unreachable registry by the tags it has.
 			tags, terr := client.Tags(repo)

@@ -106,9 +106,9 @@ func (s *Source) Load(ctx context.Context, repoURL, version string) (*Set, error
 	}
 	l, ok := s.memo[key]
 	var prev *Set
-	if ok && (l.err != nil || l.set != nil && l.set.CNI == nil) && !time.Now().Before(l.retryAt) {
-		// A remembered failure that may be tried again; or a set without the cni chart, which
-		// a passing error may have kept out (base and istiod come from the disk cache then).
+	if ok && (l.err != nil || l.set != nil && l.set.lacksOptional()) && !time.Now().Before(l.retryAt) {
+		// A remembered failure that may be tried again; or a set without an optional chart,
+		// which a passing error may have kept out (base and istiod come from the disk cache then).
 		ok, prev = false, l.set
 	}
 	if !ok {
@@ -126,13 +126,13 @@ func (s *Source) Load(ctx context.Context, repoURL, version string) (*Set, error
 	}
 	set, err := s.load(ctx, f, repoURL, version)
 	if err != nil && prev != nil {
-		set, err = prev, nil // a set already had is not lost to a failed look for its cni chart
+		set, err = prev, nil // a set already had is not lost to a failed look for an optional chart
 	}
 	var retryAt time.Time
 	switch {
 	case err != nil && ctx.Err() != nil:
 		// This caller gave up: the next one tries at once.
-	case err != nil, set.CNI == nil:
+	case err != nil, set.lacksOptional():
 		retryAt = time.Now().Add(RetryFailedAfter)
 	}
 	// Written under the lock: later callers read them there to decide whether to load again.
@@ -166,9 +166,10 @@ type archive struct {
 }
 
 func (s *Source) load(ctx context.Context, f fetcher, repoURL, version string) (*Set, error) {
-	// The cni chart is taken where the repository has it (Istio publishes it beside the other
-	// two); a mirror without it serves installations that do not need Istio CNI.
-	names := []string{BaseChart, IstiodChart, CNIChart}
+	// The optional charts (cni, ztunnel) are taken where the repository has them (Istio
+	// publishes them beside the other two); a mirror without them serves installations that do
+	// not need them.
+	names := append([]string{BaseChart, IstiodChart}, optionalCharts...)
 	got := map[string]archive{}
 	var missing []string
 	for _, name := range names {
@@ -192,7 +193,7 @@ func (s *Source) load(ctx context.Context, f fetcher, repoURL, version string) (
 	h := sha256.New()
 	for _, name := range names {
 		a, ok := got[name]
-		if !ok && name == CNIChart {
+		if !ok && slices.Contains(optionalCharts, name) {
 			continue
 		}
 		c, err := loadArchive(a.data, name, version)
@@ -213,6 +214,7 @@ func (s *Source) load(ctx context.Context, f fetcher, repoURL, version string) (
 		Base:    loaded[BaseChart],
 		Istiod:  loaded[IstiodChart],
 		CNI:     loaded[CNIChart],
+		ZTunnel: loaded[ZTunnelChart],
 		Origin:  f.repository(),
 		Digest:  hex.EncodeToString(h.Sum(nil)),
 	}, nil
@@ -348,17 +350,19 @@ func (r *helmRepo) fetch(ctx context.Context, version string, charts []string) (
 		return nil, &NotFoundError{Version: version, Repository: r.repository(), Available: r.available(idx)}
 	}
 
-	for _, e := range idx.Entries[CNIChart] {
-		if sameVersion(e.Version, version) && len(e.URLs) > 0 {
-			entries[CNIChart] = e
-			break
+	for _, name := range optionalCharts {
+		for _, e := range idx.Entries[name] {
+			if sameVersion(e.Version, version) && len(e.URLs) > 0 {
+				entries[name] = e
+				break
+			}
 		}
 	}
 	out := map[string]archive{}
 	for _, name := range charts {
 		e, ok := entries[name]
 		if !ok {
-			continue // the cni chart, which the repository does not have
+			continue // an optional chart the repository does not have
 		}
 		u, err := resolveReference(r.u, e.URLs[0])
 		if err != nil {

@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/ambient"
 	"github.com/meshwright/meshwright/internal/apply"
 	"github.com/meshwright/meshwright/internal/cni"
 	"github.com/meshwright/meshwright/internal/installed"
@@ -43,24 +44,41 @@ func (s *Stage) dataPlaneInput(ctx context.Context, p *planePass, in *render.Inp
 		in.NativeSidecars = "false"
 	}
 	in.HoldApplication = holdApplication(p.found, in.Revision, in.Version)
-	var needing []string
-	if s.Workloads != nil && p.mesh.Spec.DataPlane.CNI != meshv1.ModeDisabled {
-		var list corev1.NamespaceList
+	var list corev1.NamespaceList
+	if s.Workloads != nil {
 		if err := s.Workloads.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
-			return fmt.Errorf("listing namespaces for their Pod Security levels: %w", err)
+			return fmt.Errorf("listing namespaces for their Pod Security levels and data planes: %w", err)
 		}
+	}
+	// Ambient mode stays installed while a namespace is still in it: its traffic needs ztunnel.
+	p.ambientLabelled = ambient.Labelled(list.Items)
+	in.Ambient = meshspec.Ambient(p.mesh) || len(p.ambientLabelled) > 0
+	in.ZTunnel = in.Ambient
+	mode := cniMode(p.mesh, in.Ambient)
+	var needing []string
+	if mode != meshv1.ModeDisabled {
 		needing = cni.Needing(p.mesh.Spec.Namespaces, list.Items, []string{meshspec.ControlPlaneNamespace(p.mesh), render.CNINamespace})
 	}
-	cur, err := s.currentCNI(ctx, p.mesh, in.Namespace)
+	cur, err := s.currentCNI(ctx, p.mesh.Name, mode, in.Namespace)
 	if err != nil {
 		return err
 	}
-	p.cni, p.cniNeeding, p.cniNow = cni.Decide(p.mesh.Spec.DataPlane.CNI, needing, cur), needing, cur
+	p.cni, p.cniNeeding, p.cniNow = cni.Decide(mode, needing, cur), needing, cur
 	in.CNI, in.IstiodCNI = p.cni.Install, p.cni.Istiod
-	if in.CNI {
+	if in.CNI || in.ZTunnel {
 		in.CNIVersion = cni.Version(in.Version, in.Revision, p.found.Installed, cur.Version)
 	}
 	return nil
+}
+
+// cniMode is spec.dataPlane.cni as it applies: ambient mode needs Istio CNI (its node agent
+// hands ambient pods' traffic to ztunnel), so while the mesh is in ambient mode it is Enabled
+// whatever the field says (the API refuses Ambient with Disabled).
+func cniMode(mesh *meshv1.MeshInstallation, ambientMode bool) meshv1.DataPlaneMode {
+	if ambientMode {
+		return meshv1.ModeEnabled
+	}
+	return mesh.Spec.DataPlane.CNI
 }
 
 // loadCNICharts puts the charts of Istio CNI's version into in (none when it is the control
@@ -69,7 +87,7 @@ func (s *Stage) dataPlaneInput(ctx context.Context, p *planePass, in *render.Inp
 // rendered and not pruned (p.cniFrozen), until it can follow the control plane. done is true,
 // with the result to report, when the charts have no cni chart.
 func (s *Stage) loadCNICharts(ctx context.Context, p *planePass, in *render.Input) (stages.Result, bool) {
-	if !in.CNI {
+	if !in.CNI && !in.ZTunnel {
 		return stages.Result{}, false
 	}
 	set, v := in.Charts, in.Version
@@ -86,17 +104,22 @@ func (s *Stage) loadCNICharts(ctx context.Context, p *planePass, in *render.Inpu
 		}
 		if err != nil {
 			p.cniFrozen = fmt.Sprintf("Istio CNI stays as it runs, at Istio %s, until the upgrade is done (Istio's order: the control plane first); its charts are not at hand (%v), so it is left untouched meanwhile.", v, err)
-			in.CNI, in.CNIVersion = false, ""
+			in.CNI, in.ZTunnel, in.CNIVersion = false, false, ""
 			return stages.Result{}, false
 		}
 		if in.CNIVersion != in.Version {
 			in.CNICharts = set
 		}
 	}
-	if set != nil && set.CNI == nil {
+	if set != nil && in.CNI && set.CNI == nil {
 		return stages.Result{State: stages.Failed, Reason: meshv1.ReasonUnsupportedVersion,
 			Message: fmt.Sprintf("Istio CNI is needed (%s), and the charts of Istio %s from %s have no cni chart. Publish Istio's cni chart of that version there (Istio's own repositories have it), or set spec.dataPlane.cni to Disabled.",
 				cniWhy(p), v, set.Origin)}, true
+	}
+	if set != nil && in.ZTunnel && set.ZTunnel == nil {
+		return stages.Result{State: stages.Failed, Reason: meshv1.ReasonUnsupportedVersion,
+			Message: fmt.Sprintf("ztunnel is needed (%s), and the charts of Istio %s from %s have no ztunnel chart. Publish Istio's ztunnel chart of that version there (Istio's own repositories have it), or set spec.dataPlane.mode to Sidecar.",
+				ambientWhy(p), v, set.Origin)}, true
 	}
 	return stages.Result{}, false
 }
@@ -117,13 +140,13 @@ func holdApplication(found installed.Found, rev, version string) bool {
 // currentCNI reads what the cluster runs of Istio CNI: the operator's DaemonSet (or someone
 // else's), whether any installed revision's injector injects for it, and, while its removal is
 // in question (removing, the spec not wanting it), the pods that rely on it.
-func (s *Stage) currentCNI(ctx context.Context, mesh *meshv1.MeshInstallation, namespace string) (cni.Current, error) {
+func (s *Stage) currentCNI(ctx context.Context, installation string, mode meshv1.DataPlaneMode, namespace string) (cni.Current, error) {
 	ds, err := s.cniDaemonSet(ctx)
 	if err != nil {
 		return cni.Current{}, err
 	}
 	var out cni.Current
-	if ds != nil && ds.GetLabels()[meshv1.LabelInstallation] == mesh.Name {
+	if ds != nil && ds.GetLabels()[meshv1.LabelInstallation] == installation {
 		out.Installed, out.Version = true, ds.GetLabels()[meshv1.LabelIstioVersion]
 		out.Ready, out.NotReady = installed.DaemonSetReady(ds)
 	} else if out.Foreign, out.ForeignReady, err = s.foreignCNI(ctx); err != nil {
@@ -131,7 +154,7 @@ func (s *Stage) currentCNI(ctx context.Context, mesh *meshv1.MeshInstallation, n
 	}
 	cms := &unstructured.UnstructuredList{}
 	cms.SetGroupVersionKind(schema.GroupVersionKind{Version: "v1", Kind: "ConfigMapList"})
-	if err := s.Client.List(ctx, cms, client.InNamespace(namespace), client.MatchingLabels{meshv1.LabelInstallation: mesh.Name, render.LabelComponent: render.ComponentIstiod},
+	if err := s.Client.List(ctx, cms, client.InNamespace(namespace), client.MatchingLabels{meshv1.LabelInstallation: installation, render.LabelComponent: render.ComponentIstiod},
 		client.UnsafeDisableDeepCopy); err != nil {
 		return cni.Current{}, fmt.Errorf("listing istiod's ConfigMaps: %w", err)
 	}
@@ -140,7 +163,7 @@ func (s *Stage) currentCNI(ctx context.Context, mesh *meshv1.MeshInstallation, n
 			out.IstiodInjects = true
 		}
 	}
-	if out.Installed && !cni.Decide(mesh.Spec.DataPlane.CNI, nil, out).Wanted {
+	if out.Installed && !cni.Decide(mode, nil, out).Wanted {
 		if out.ReliantPods, err = s.podsInjectedForCNI(ctx); err != nil {
 			return cni.Current{}, err
 		}
@@ -223,7 +246,7 @@ func injectsForCNI(cm *unstructured.Unstructured) bool {
 // told (the next render); where it is not installed any more, it hands its namespace back.
 func (s *Stage) cniPhase(ctx context.Context, p *planePass) (stages.Result, bool, error) {
 	switch {
-	case !p.cni.Install && p.cniNow.Foreign == "":
+	case !p.cni.Install && p.cniNow.Foreign == "" && !p.in.ZTunnel:
 		return stages.Result{}, false, s.releaseCNINamespace(ctx, p.mesh.Name)
 	case !p.cni.Wanted:
 		return stages.Result{}, false, nil // going: once istiod no longer injects for it and no pod relies on it
@@ -251,13 +274,18 @@ func (s *Stage) cniPhase(ctx context.Context, p *planePass) (stages.Result, bool
 	return stages.Result{}, false, nil
 }
 
-// cniDaemonSet is the CNI DaemonSet as the cache has it (nil when there is none). It is only
-// read: the cache's own copy.
+// cniDaemonSet is the CNI DaemonSet as the cache has it (nil when there is none).
 func (s *Stage) cniDaemonSet(ctx context.Context) (*unstructured.Unstructured, error) {
+	return s.daemonSet(ctx, render.CNIDaemonSet)
+}
+
+// daemonSet is a node agent's DaemonSet in the node agents' namespace as the cache has it (nil
+// when there is none). It is only read: the cache's own copy.
+func (s *Stage) daemonSet(ctx context.Context, name string) (*unstructured.Unstructured, error) {
 	ds := &unstructured.Unstructured{}
 	ds.SetGroupVersionKind(daemonSetGVK)
 	ds.SetNamespace(render.CNINamespace)
-	ds.SetName(render.CNIDaemonSet)
+	ds.SetName(name)
 	return getOrNil(ctx, s.Client, ds, client.UnsafeDisableDeepCopy)
 }
 
@@ -266,6 +294,10 @@ func cniWhy(p *planePass) string {
 	switch {
 	case p.cniNow.Foreign != "":
 		return "installed by someone else as " + p.cniNow.Foreign + ", used as it is"
+	case meshspec.Ambient(p.mesh):
+		return "ambient mode needs it"
+	case len(p.ambientLabelled) > 0:
+		return "ambient mode needs it while " + names.Few(p.ambientLabelled, 3, ", ") + " use it"
 	case p.mesh.Spec.DataPlane.CNI == meshv1.ModeEnabled:
 		return "spec.dataPlane.cni is Enabled"
 	case len(p.cniNeeding) > 0:
@@ -275,7 +307,7 @@ func cniWhy(p *planePass) string {
 	}
 }
 
-// releaseCNINamespace hands back the CNI namespace once Istio CNI is gone: the operator's labels
+// releaseCNINamespace hands back the node agents' namespace once Istio CNI and ztunnel are gone: the operator's labels
 // and the privileged Pod Security level it set are removed (the namespace may hold objects that
 // are not the operator's, so it is not deleted).
 func (s *Stage) releaseCNINamespace(ctx context.Context, installation string) error {
@@ -283,7 +315,7 @@ func (s *Stage) releaseCNINamespace(ctx context.Context, installation string) er
 	ns.SetGroupVersionKind(schema.GroupVersionKind{Version: "v1", Kind: "Namespace"})
 	ns.SetName(render.CNINamespace)
 	cur, err := getOrNil(ctx, s.Client, ns)
-	if err != nil || cur == nil || cur.GetLabels()[meshv1.LabelInstallation] != installation || cur.GetLabels()[render.LabelComponent] != render.ComponentCNI {
+	if err != nil || cur == nil || cur.GetLabels()[meshv1.LabelInstallation] != installation || !render.NodeAgent(cur.GetLabels()[render.LabelComponent]) {
 		return err
 	}
 	return apply.Release(ctx, s.Client, cur, meshv1.LabelManagedBy, meshv1.LabelInstallation, render.LabelComponent, render.LabelPodSecurityEnforce)
@@ -300,8 +332,42 @@ func cniMessage(p *planePass) string {
 	case p.cni.Install && !p.cni.Wanted && p.cniNow.ReliantPods > 0:
 		msg = fmt.Sprintf(" Istio CNI is being removed; it stays while %d pod(s) injected for it run (a new sandbox of theirs needs it): restart them and it goes.", p.cniNow.ReliantPods)
 	}
+	if p.in.ZTunnel {
+		msg += fmt.Sprintf(" Ambient mode: ztunnel Ready on every node (%s).", ambientWhy(p))
+	}
 	if p.cniFrozen != "" {
 		msg += " " + p.cniFrozen
 	}
 	return msg
+}
+
+// ztunnelPhase waits, in ambient mode, for ztunnel's DaemonSet to be Ready on every node (Istio
+// CNI's is waited for first, by cniPhase): a namespace labelled into ambient mode on a node
+// without ztunnel would have its traffic handled by neither a sidecar nor ztunnel.
+func (s *Stage) ztunnelPhase(ctx context.Context, p *planePass) (stages.Result, bool, error) {
+	if !p.in.ZTunnel {
+		return stages.Result{}, false, nil
+	}
+	ds, err := s.daemonSet(ctx, render.ZTunnelDaemonSet)
+	if err != nil {
+		return stages.Result{}, true, err
+	}
+	ready, why := false, "it does not exist yet"
+	if ds != nil {
+		ready, why = installed.DaemonSetReady(ds)
+	}
+	if !ready {
+		return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonWaitingForZtunnel, Revisions: p.revisions,
+			Message: fmt.Sprintf("ztunnel (%s): its DaemonSet %s/%s is not Ready: %s. Namespaces take steps once it is.",
+				ambientWhy(p), render.CNINamespace, render.ZTunnelDaemonSet, why)}, true, nil
+	}
+	return stages.Result{}, false, nil
+}
+
+// ambientWhy says why ambient mode is installed, for the stage's messages.
+func ambientWhy(p *planePass) string {
+	if meshspec.Ambient(p.mesh) {
+		return "spec.dataPlane.mode is Ambient"
+	}
+	return "spec.dataPlane.mode is Sidecar, and it stays while " + names.Few(p.ambientLabelled, 3, ", ") + " use it"
 }

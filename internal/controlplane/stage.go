@@ -154,6 +154,7 @@ var controlPlanePhases = []func(*Stage, context.Context, *planePass) (stages.Res
 	(*Stage).recordPhase,
 	(*Stage).istiodPhase,
 	(*Stage).cniPhase,
+	(*Stage).ztunnelPhase,
 	(*Stage).retirePhase,
 }
 
@@ -180,6 +181,9 @@ type planePass struct {
 	// why the CNI is left as it runs in this pass (its objects neither rendered nor pruned).
 	cniNow    cni.Current
 	cniFrozen string
+	// ambientLabelled are the namespaces labelled into ambient mode: while any is, ztunnel and
+	// the ambient profile stay installed.
+	ambientLabelled []string
 }
 
 // renderPhase reads the spec and the installed revisions and renders the active revision's
@@ -454,7 +458,7 @@ func (s *Stage) loadCharts(ctx context.Context, mesh *meshv1.MeshInstallation, i
 //
 // The istiod chart's objects of other revisions than active are not pruned: they are returned,
 // by revision, for retire, which removes a revision once nothing uses it.
-func (s *Stage) prune(ctx context.Context, installation, active string, desired []*unstructured.Unstructured, keepCNI bool) (map[string][]*unstructured.Unstructured, error) {
+func (s *Stage) prune(ctx context.Context, installation, active string, desired []*unstructured.Unstructured, keepNodeAgents bool) (map[string][]*unstructured.Unstructured, error) {
 	want := make(map[string]bool, len(desired))
 	for _, o := range desired {
 		want[objectKey(o)] = true
@@ -471,7 +475,7 @@ func (s *Stage) prune(ctx context.Context, installation, active string, desired 
 			o.SetGroupVersionKind(gvk)
 			// The revision history is the operator's own record, not rendered: never pruned.
 			if want[objectKey(o)] || o.GetDeletionTimestamp() != nil || o.GetLabels()[render.LabelComponent] == installed.RecordComponent ||
-				keepCNI && o.GetLabels()[render.LabelComponent] == render.ComponentCNI {
+				keepNodeAgents && render.NodeAgent(o.GetLabels()[render.LabelComponent]) {
 				continue
 			}
 			if rev := installed.RevisionOf(o); o.GetLabels()[render.LabelComponent] == render.ComponentIstiod && rev != active {

@@ -23,9 +23,16 @@ import (
 // spec Ready on nodes nodes.
 func markDaemonSetReady(t *testing.T, nodes int32) {
 	t.Helper()
+	markNodeAgentReady(t, render.CNIDaemonSet, nodes)
+}
+
+// markNodeAgentReady plays the DaemonSet controller for a node agent's DaemonSet (Istio CNI's or
+// ztunnel's) in the node agents' namespace.
+func markNodeAgentReady(t *testing.T, name string, nodes int32) {
+	t.Helper()
 	ctx := context.Background()
 	ds := &appsv1.DaemonSet{}
-	if err := k8s.Get(ctx, client.ObjectKey{Namespace: render.CNINamespace, Name: render.CNIDaemonSet}, ds); err != nil {
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: render.CNINamespace, Name: name}, ds); err != nil {
 		t.Fatal(err)
 	}
 	ds.Status = appsv1.DaemonSetStatus{ObservedGeneration: ds.Generation, DesiredNumberScheduled: nodes, CurrentNumberScheduled: nodes,

@@ -10,11 +10,13 @@ package controlplane
 // +kubebuilder:rbac:groups="",resources=configmaps;secrets,verbs=create;delete;get;list;update;watch
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=endpoints;namespaces;nodes;pods;replicationcontrollers,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=pods/status,verbs=patch;update
 // +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations,verbs=get;list;patch;update;watch
 // +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingwebhookconfigurations,verbs=get;list;update;watch
 // +kubebuilder:rbac:groups=apiextensions.k8s.io,resources=customresourcedefinitions,verbs=get;list;watch
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=create;delete;get;list;patch;update;watch
 // +kubebuilder:rbac:groups=apps,resources=replicasets,verbs=get;list;watch
+// +kubebuilder:rbac:groups=apps,resources=daemonsets,verbs=get,resourceNames=istio-cni-node
 // +kubebuilder:rbac:groups=authentication.istio.io,resources=*,verbs=get;list;watch
 // +kubebuilder:rbac:groups=authentication.istio.io,resources=authorizationpolicies/status;destinationrules/status;envoyfilters/status;gateways/status;peerauthentications/status;proxyconfigs/status;requestauthentications/status;serviceentries/status;sidecars/status;telemetries/status;virtualservices/status;wasmplugins/status;workloadentries/status;workloadgroups/status,verbs=patch;update
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create

@@ -145,7 +145,7 @@ const minInboundCompared = 20
 // bakes reports whether a step bakes: a climb onto a rung with bake checks, under the traffic
 // gates, in a namespace with pods.
 func bakes(ns Namespace, s Settings, step Step, kind StepKind) bool {
-	return kind == KindClimb && s.TrafficGates && s.BakeTime > 0 && ns.Pods.Total > 0 && len(rungOf(step.To).Bake) > 0
+	return kind == KindClimb && s.TrafficGates && s.BakeTime > 0 && ns.Pods.Total > 0 && len(rungFor(ns, step.To).Bake) > 0
 }
 
 // bake runs the bake of a step whose change is complete: it starts its clock, rolls the step back
@@ -169,7 +169,7 @@ func bake(d *Decision, ns Namespace, s Settings, step *Step, kind StepKind, now 
 	if v := readable(r, c, s.BakeTime, "the step left its traffic as it was"); v != nil {
 		// Nothing to judge: no rollback without evidence, and no completion without a reading,
 		// unless the rung lets the bake time end the wait, or nothing can ever be read.
-		if rungOf(step.To).UnreadBakeCompletes {
+		if rungFor(ns, step.To).UnreadBakeCompletes {
 			if elapsed >= s.BakeTime {
 				step.Unbaked = cmp.Or(v.Blocked.Message, v.Waiting)
 				return false
@@ -179,7 +179,7 @@ func bake(d *Decision, ns Namespace, s Settings, step *Step, kind StepKind, now 
 		d.apply(v)
 		return true
 	}
-	for _, check := range rungOf(step.To).Bake {
+	for _, check := range rungFor(ns, step.To).Bake {
 		if evidence := check.Check(Bake{Reading: r, Baseline: step.Baseline, Elapsed: elapsed, Settings: s}); evidence != "" {
 			msg := fmt.Sprintf("In the bake after the step from %s to %s, %s. The step was rolled back; the namespace is held at %s until the spec changes (fix the cause, then change the MeshInstallation's spec, or delete the namespace's %s annotation).",
 				d.Level, step.To, evidence, d.Level, meshv1.AnnotationLadder)

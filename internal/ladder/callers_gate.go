@@ -65,7 +65,7 @@ func nextClimbPasses(ns Namespace, s Settings, is func(Gate) bool) bool {
 	if held || ns.State.Step != nil || Rank(ns.Target) <= Rank(current) {
 		return false
 	}
-	return slices.ContainsFunc(rungOf(levelAbove(current)).Gates, is)
+	return slices.ContainsFunc(rungFor(ns, levelAbove(current)).Gates, is)
 }
 
 // portList names Service ports for a message: "webhook:443, web:80".

@@ -23,6 +23,9 @@ type Enrollment struct {
 	PlaintextPorts []meshv1.ServicePortRef
 	// Invalid, when set, says why the namespace's override label was ignored.
 	Invalid string
+	// Ambient is the data plane the spec asks for (spec.dataPlane.mode Ambient); the caller
+	// sets it (Namespace.AmbientWanted).
+	Ambient bool
 }
 
 // Enroll gives a namespace its target level: its meshwright.io/target-level label if it has a

@@ -174,7 +174,13 @@ func FuzzDecide(f *testing.F) {
 			t.Fatalf("enforced AuthorizationPolicies back to a dry-run: %+v → %+v (step %+v → %+v)", before, d.Effects, ns.State.Step, st)
 		}
 		got := d.Effects
-		got.Revision = ""
+		got.Revision, got.Ambient = "", false
+		if d.Effects.Ambient != (d.Effects.Inject && ns.Ambient) {
+			t.Fatalf("effects %+v for a namespace in ambient mode %v: the label in the mesh is the ambient one exactly then", d.Effects, ns.Ambient)
+		}
+		if ns.Ambient && len(d.Restart) > 0 {
+			t.Fatalf("restarts %v in ambient mode, where the label alone moves pods", d.Restart)
+		}
 		if want := promisedEffects(d.Level, st); got != want {
 			t.Fatalf("effects %+v at %q with step %+v; the ladder promises %+v", d.Effects, d.Level, st, want)
 		}
@@ -222,19 +228,25 @@ func checkClimbGated(t *testing.T, ns Namespace, d Decision, s Settings, now tim
 	switch {
 	case ns.InjectionConflict != "":
 		t.Fatalf("a climb to %q started under someone else's injection label", to)
+	case promisedOrder[ns.Current] >= promisedOrder[meshv1.LevelObserve] && ns.AmbientWanted != ns.Ambient:
+		t.Fatalf("a climb to %q started on another data plane than the spec asks (ambient %v, wanted %v)", to, ns.Ambient, ns.AmbientWanted)
 	case len(ns.Pods.NotReady) > 0:
 		t.Fatalf("a climb to %q started with pods not Ready: %v", to, ns.Pods.NotReady)
-	case to == meshv1.LevelObserve && (ns.Admission.Reported || ns.Admission.Deferred || ns.Admission.Problem != "" || len(ns.Admission.Refused) > 0):
+	case !ns.Ambient && to == meshv1.LevelObserve && (ns.Admission.Reported || ns.Admission.Deferred || ns.Admission.Problem != "" || len(ns.Admission.Refused) > 0):
 		t.Fatalf("a climb onto Observe started without the API server admitting the pods it restarts: %+v", ns.Admission)
-	case promisedOrder[to] >= promisedOrder[meshv1.LevelMutualTLS] && len(ns.Pods.Uninjected) > 0:
+	case !ns.Ambient && promisedOrder[to] >= promisedOrder[meshv1.LevelMutualTLS] && len(ns.Pods.Uninjected) > 0:
 		t.Fatalf("a climb to %q started with pods without the proxy: %v", to, ns.Pods.Uninjected)
+	case ns.Ambient && promisedOrder[to] >= promisedOrder[meshv1.LevelMutualTLS] && len(ns.Pods.Uncaptured) > 0:
+		t.Fatalf("a climb to %q in ambient mode started with pods ztunnel does not carry: %v", to, ns.Pods.Uncaptured)
+	case ns.Ambient && promisedOrder[to] >= promisedOrder[meshv1.LevelMutualTLS] && s.TrafficGates:
+		t.Fatalf("an enforcing climb to %q in ambient mode started under the traffic gates, which do not read it", to)
 	case promisedOrder[to] >= promisedOrder[meshv1.LevelMutualTLS] && ns.PolicyConflict != "":
 		t.Fatalf("a climb to %q started over someone else's PeerAuthentication", to)
 	case to == meshv1.LevelZeroTrust && now.Sub(d.State.Since) < s.SoakTime:
 		t.Fatalf("a climb to ZeroTrust started %s after reaching MutualTLS, before the soak time %s", now.Sub(d.State.Since), s.SoakTime)
 	case promisedOrder[to] >= promisedOrder[meshv1.LevelMutualTLS] && (len(ns.ExemptionProblems) > 0 || unexempted(ns)):
 		t.Fatalf("a climb to %q started with callers outside the mesh the API shows, their ports not exempted: %+v (exempted %v, problems %v)", to, ns.NonMeshCallers, ns.PlaintextPorts, ns.ExemptionProblems)
-	case to == meshv1.LevelMutualTLS && s.TrafficGates && ns.Pods.Total > 0 && !sawNoPlaintext(ns, s, now):
+	case !ns.Ambient && to == meshv1.LevelMutualTLS && s.TrafficGates && ns.Pods.Total > 0 && !sawNoPlaintext(ns, s, now):
 		t.Fatalf("a climb to MutualTLS started without a whole observe window (%s) read, showing no plaintext caller: since %s, traffic %+v", s.ObserveTime, ns.State.Since, ns.Traffic)
 	}
 }
@@ -273,6 +285,9 @@ func checkBaked(t *testing.T, ns Namespace, was Step, s Settings, now time.Time)
 	t.Helper()
 	if unobservable(ns) {
 		return // nothing can ever be read (every proxy is proxyless gRPC): completes unbaked, with a Warning
+	}
+	if ns.Ambient {
+		return // ambient mode's rungs bake nothing (its telemetry is not read); its enforcing climbs do not start under the gates
 	}
 	r := ns.Traffic
 	baking := was.Baking

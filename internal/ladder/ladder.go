@@ -34,6 +34,10 @@ type State struct {
 	// Revision is the control-plane revision that injects the namespace's pods; empty means
 	// the default revision (so namespaces recorded before revisions existed read the same).
 	Revision string `json:"revision,omitempty"`
+	// Ambient records that the namespace entered the mesh in Istio's ambient mode (its label
+	// the ambient one, not injection): the data plane it stays on until it leaves the mesh,
+	// whatever spec.dataPlane.mode says meanwhile.
+	Ambient bool `json:"ambient,omitempty"`
 	// RefreshGaveUp is the root rotation's switch time (Settings.RefreshBefore) for which a
 	// refresh timed out: the namespace is not restarted again for it, and reported blocked.
 	RefreshGaveUp time.Time `json:"refreshGaveUp,omitzero"`
@@ -161,7 +165,14 @@ type Namespace struct {
 	State   State
 	// Target is the level the spec (or the namespace's override label) asks for.
 	Target Level
-	Pods   Pods
+	// Ambient is set when the namespace's data plane is Istio's ambient mode (see InAmbient):
+	// in the mesh means the ambient label instead of the injection label, no step restarts its
+	// pods, and its climbs pass AmbientRungs' gates.
+	Ambient bool
+	// AmbientWanted is what spec.dataPlane.mode asks of the namespace. A namespace in the mesh
+	// on the other data plane is not moved between them (DataPlaneChangeUnsupported).
+	AmbientWanted bool
+	Pods          Pods
 	// Workloads are the namespace's Deployments, StatefulSets, DaemonSets, CronJobs and the
 	// Jobs that have not finished.
 	Workloads []Workload
@@ -257,6 +268,10 @@ type Pods struct {
 	// Proxyless names every pod running Istio's proxyless gRPC, sorted: no Envoy, so no
 	// telemetry, and AuthorizationPolicies enforced even in dry-run.
 	Proxyless []string `json:"proxyless,omitempty"`
+	// Uncaptured names the pods without a proxy that ambient mode leaves out (labelled
+	// istio.io/dataplane-mode=none, or on the node's network), sorted: ztunnel does not carry
+	// their traffic, so STRICT mTLS would cut them off.
+	Uncaptured []string `json:"uncaptured,omitempty"`
 }
 
 // Workload is a Deployment, StatefulSet, DaemonSet, CronJob or Job, as far as the ladder cares.
@@ -343,6 +358,9 @@ type Effects struct {
 	DryRun bool
 	// Revision is the revision the injection label names, when Inject.
 	Revision string
+	// Ambient: in the mesh (Inject) by the ambient label, istio.io/dataplane-mode=ambient,
+	// instead of the injection label.
+	Ambient bool
 }
 
 // EffectsOf is what a namespace at level current, taking step (nil for none), carries. Going
@@ -400,6 +418,9 @@ type Decision struct {
 	// RefreshPending is true when the namespace runs proxies started before a root rotation's
 	// switch, with no step running: it is not at its target yet.
 	RefreshPending bool
+	// DataPlaneBehind is true when the namespace stands in the mesh on another data plane than
+	// the spec asks for (DataPlaneChangeUnsupported): it is not at its target.
+	DataPlaneBehind bool
 	// Unread is true when a gate waits because what it judges (the namespace's traffic, the
 	// admission of its restarted pods) was not read in this pass: the kubectl plugin then shows
 	// what the operator last reported.
@@ -420,7 +441,33 @@ type Blocked struct {
 
 // AtTarget reports whether the namespace stands at its target with nothing in progress.
 func (d Decision) AtTarget(target Level) bool {
-	return d.State.Step == nil && d.Level == target && !d.RevisionBehind && !d.RefreshPending
+	return d.State.Step == nil && d.Level == target && !d.RevisionBehind && !d.RefreshPending && !d.DataPlaneBehind
+}
+
+// InAmbient is the data plane a namespace is on: once it is in the mesh, or stepping, the one
+// its record says it entered with; from Off, the one the spec asks for (wanted).
+func InAmbient(current Level, st State, wanted bool) bool {
+	if InMesh(current) || st.Step != nil {
+		return st.Ambient
+	}
+	return wanted
+}
+
+// otherDataPlane reports a namespace standing in the mesh, with no step, on another data plane
+// than the spec asks for: it is not moved between them in place.
+func otherDataPlane(d Decision, ns Namespace) bool {
+	return d.State.Step == nil && InMesh(d.Level) && ns.AmbientWanted != ns.Ambient
+}
+
+// dataPlaneUnchanged is the Blocked of a namespace on another data plane than the spec asks for.
+func dataPlaneUnchanged(ns Namespace) Blocked {
+	on, want, enter := "sidecars", "Ambient", "it enters ambient mode without a restart"
+	if ns.Ambient {
+		on, want, enter = "ambient mode", "Sidecar", "its pods restart with sidecars"
+	}
+	return Blocked{Reason: meshv1.ReasonDataPlaneChangeUnsupported, Message: fmt.Sprintf(
+		"The namespace is in the mesh with %s, and spec.dataPlane.mode asks for %s. This version of Meshwright does not move a namespace between data planes in place (Istio's migration order), so it stays as it is. To move it, lower its target to Off, then raise it again: %s.",
+		on, want, enter)}
 }
 
 // injectedBy is the revision a namespace's injection label names, for its state.
@@ -452,7 +499,7 @@ func Decide(ns Namespace, s Settings, mayStart bool, now time.Time) (d Decision)
 	defer finish(&d, ns, s)
 
 	refresh := refreshDue(d, ns, s)
-	if d.State.Step == nil && d.Level == ns.Target && !behind(d.Level, d.State, s) && !refresh {
+	if d.State.Step == nil && d.Level == ns.Target && !behind(d.Level, d.State, s) && !refresh && !otherDataPlane(d, ns) {
 		// At its target there is nothing to hold back: a hold only keeps a namespace from
 		// climbing again.
 		d.State.Hold = nil
@@ -483,6 +530,9 @@ func Decide(ns Namespace, s Settings, mayStart bool, now time.Time) (d Decision)
 		// In the mesh on a retiring revision: it moves to the active one before it climbs on.
 		d.State.Hold = nil
 		startMove(&d, ns, s, mayStart, now)
+	case otherDataPlane(d, ns):
+		d.State.Hold = nil
+		d.Blocked = dataPlaneUnchanged(ns)
 	default:
 		d.State.Hold = nil
 		if next := levelAbove(d.Level); gate(&d, ns, s, next, now) {
@@ -520,8 +570,10 @@ func finish(d *Decision, ns Namespace, s Settings) {
 	d.Effects = EffectsOf(d.Level, d.State.Step)
 	if d.Effects.Inject {
 		d.Effects.Revision = injectedBy(d.State)
+		d.Effects.Ambient = ns.Ambient
 	}
 	d.RevisionBehind = behind(d.Level, d.State, s)
+	d.DataPlaneBehind = otherDataPlane(*d, ns)
 	d.RefreshPending = d.State.Step == nil && needsRefresh(d.Level, ns, s)
 	if d.RefreshPending && d.Blocked.Reason == "" && d.State.RefreshGaveUp.Equal(s.RefreshBefore) {
 		d.Blocked = Blocked{Reason: meshv1.ReasonRefreshIncomplete, Message: fmt.Sprintf(
@@ -571,8 +623,9 @@ func startStep(d *Decision, ns Namespace, s Settings, next Level, mayStart bool,
 	d.State.Step = &Step{To: next, Started: now, ID: stepID(next, now)}
 	if !InMesh(d.Level) {
 		d.State.Step.Revision = RevisionName(s.Revision)
+		d.State.Ambient = ns.Ambient
 	}
-	if s.TrafficGates && len(rungOf(next).Bake) > 0 {
+	if s.TrafficGates && len(rungFor(ns, next).Bake) > 0 {
 		// What the gate just judged is what the bake compares with.
 		d.State.Step.Baseline = baselineOf(ns.Traffic)
 	}
@@ -822,7 +875,7 @@ func complete(d *Decision, s Settings, step Step, kind StepKind, pending string,
 		d.State.Revision = recorded(step.Revision)
 	}
 	if !InMesh(d.Level) {
-		d.State.Revision = ""
+		d.State.Revision, d.State.Ambient = "", false
 	}
 	d.InProgress = false
 	d.Restart, d.Blocked = nil, Blocked{}
@@ -858,7 +911,11 @@ func complete(d *Decision, s Settings, step Step, kind StepKind, pending string,
 func incomplete(ns Namespace, step Step, current Level, up bool, s Settings) string {
 	var pending []string
 	wantProxy := EffectsOf(current, &step).Inject
-	for _, w := range ns.Workloads {
+	workloads := ns.Workloads
+	if ns.Ambient {
+		workloads = nil // the label alone moves pods in and out of ambient mode: nothing restarts
+	}
+	for _, w := range workloads {
 		if w.OptedOut || w.RunsToCompletion {
 			continue
 		}
@@ -911,7 +968,9 @@ func urgent(step *Step) bool {
 // reverted.
 func planRestarts(d *Decision, ns Namespace, s Settings) {
 	step := d.State.Step
-	if step == nil {
+	if step == nil || ns.Ambient {
+		// In ambient mode nothing restarts: the namespace's label alone moves its pods in and
+		// out of the mesh (Istio CNI hands their traffic to ztunnel, or stops).
 		return
 	}
 	wantProxy := EffectsOf(d.Level, step).Inject

@@ -119,6 +119,29 @@ var (
 		}
 		return nil
 	}}
+	// podsCaptured holds STRICT in ambient mode from pods ztunnel does not carry: a pod that
+	// opts out (istio.io/dataplane-mode=none) or runs on the node's network keeps sending and
+	// receiving plaintext, which STRICT would refuse. Pods with a sidecar of their own are in
+	// the mesh all the same.
+	podsCaptured = Gate{Name: "PodsCaptured", Check: func(c Climb) *Verdict {
+		if out := c.NS.Pods.Uncaptured; len(out) > 0 {
+			return &Verdict{Blocked: Blocked{Reason: meshv1.ReasonPodsOutsideAmbient, Message: fmt.Sprintf(
+				"%d pod(s) are left out of ambient mode and would be cut off by STRICT mTLS: %s (labelled istio.io/dataplane-mode=none, or on the node's network). Remove the label, or move them out of the namespace, or lower its target to Observe.",
+				len(out), names.List(out))}}
+		}
+		return nil
+	}}
+	// ambientTrafficUnread holds an enforcing climb in ambient mode under the traffic gates:
+	// they judge what the proxies report, and this build reads Envoy's telemetry only, not
+	// ztunnel's, so nothing would show whether STRICT or default-deny refuses a caller.
+	ambientTrafficUnread = Gate{Name: "AmbientTrafficUnread", Check: func(c Climb) *Verdict {
+		if !c.Settings.TrafficGates {
+			return nil
+		}
+		return &Verdict{Blocked: Blocked{Reason: meshv1.ReasonAmbientTrafficUnread, Message: fmt.Sprintf(
+			"The namespace is in ambient mode, whose traffic (ztunnel's telemetry) the traffic gates do not read yet, so nothing would show whether the step to %s refuses a caller. It stays at %s. Set spec.rollout.trafficGates: Skip to take ambient namespaces up gated on their pods and the callers the Kubernetes API shows, or keep them at %s.",
+			c.To, c.From, c.From)}}
+	}}
 	// proxylessMTLS holds STRICT from proxyless gRPC pods that serve plaintext: gRPC cannot
 	// serve plaintext and mTLS on one port, so under PERMISSIVE istiod gives them a plaintext
 	// listener, and STRICT would switch it to mTLS while their callers (proxyless ones send
@@ -192,6 +215,44 @@ var Rungs = []Rung{
 	},
 }
 
+// AmbientRungs are the same levels for a namespace in Istio's ambient mode (Namespace.Ambient):
+// the same effects, with the ambient label for the injection label, and the gates that mean
+// something there. Entering the mesh restarts nothing, so no admission of restarted pods is
+// judged, and no sidecar shapes a Job; what STRICT would cut off is a pod ztunnel does not carry.
+// The traffic gates read Envoy's telemetry, which ambient mode does not have (ztunnel's is not
+// read yet): under them an enforcing climb is held (AmbientTrafficUnread) rather than taken
+// unseen. TestAmbientRungs keeps its levels, effects and dry-run in step with Rungs'.
+var AmbientRungs = []Rung{
+	{Level: meshv1.LevelOff},
+	{
+		Level:   meshv1.LevelObserve,
+		Carries: Effects{Inject: true},
+		Gates:   []Gate{injectionOwned, podsReady},
+	},
+	{
+		Level:   meshv1.LevelMutualTLS,
+		Carries: Effects{Inject: true, Strict: true},
+		Gates:   []Gate{injectionOwned, podsReady, podsCaptured, peerAuthenticationOwned, noNonMeshCallers, ambientTrafficUnread},
+	},
+	{
+		Level:       meshv1.LevelZeroTrust,
+		Carries:     Effects{Inject: true, Strict: true, Authorization: true},
+		DryRunFirst: true,
+		Gates:       []Gate{injectionOwned, podsReady, podsCaptured, peerAuthenticationOwned, noNonMeshCallers, ambientTrafficUnread, soaked},
+	},
+}
+
+// rungsOf is the table a namespace climbs by: AmbientRungs in ambient mode, else Rungs.
+func rungsOf(ns Namespace) []Rung {
+	if ns.Ambient {
+		return AmbientRungs
+	}
+	return Rungs
+}
+
+// rungFor is the rung of a level in the namespace's table; an unknown level reads as the lowest.
+func rungFor(ns Namespace, l Level) Rung { return rungsOf(ns)[Rank(l)] }
+
 // Levels are the names of Rungs, lowest first.
 func Levels() []Level {
 	out := make([]Level, len(Rungs))
@@ -236,7 +297,7 @@ func (d *Decision) apply(v *Verdict) {
 // from the first that holds the climb.
 func gate(d *Decision, ns Namespace, s Settings, next Level, now time.Time) bool {
 	c := Climb{NS: ns, State: d.State, Settings: s, From: d.Level, To: next, Now: now}
-	for _, g := range rungOf(next).Gates {
+	for _, g := range rungFor(ns, next).Gates {
 		if v := g.Check(c); v != nil {
 			d.apply(v)
 			d.TrafficHeld = g.Traffic && v.Blocked.Reason != ""

@@ -88,6 +88,41 @@ func TestRungs(t *testing.T) {
 	}
 }
 
+// TestAmbientRungs pins the gates of ambient mode's table, and keeps it in step with Rungs:
+// the same levels in the same order, the same effects and dry-run, since everything that
+// counts levels or derives effects reads Rungs.
+func TestAmbientRungs(t *testing.T) {
+	gates := map[Level][]string{
+		meshv1.LevelOff:       nil,
+		meshv1.LevelObserve:   {"InjectionLabelOwned", "PodsReady"},
+		meshv1.LevelMutualTLS: {"InjectionLabelOwned", "PodsReady", "PodsCaptured", "PeerAuthenticationOwned", "NoNonMeshCallers", "AmbientTrafficUnread"},
+		meshv1.LevelZeroTrust: {"InjectionLabelOwned", "PodsReady", "PodsCaptured", "PeerAuthenticationOwned", "NoNonMeshCallers", "AmbientTrafficUnread", "SoakedBelow"},
+	}
+	if len(AmbientRungs) != len(Rungs) {
+		t.Fatalf("%d ambient rungs, %d rungs", len(AmbientRungs), len(Rungs))
+	}
+	for i, r := range AmbientRungs {
+		sidecar := Rungs[i]
+		if r.Level != sidecar.Level || r.Carries != sidecar.Carries || r.DryRunFirst != sidecar.DryRunFirst {
+			t.Errorf("ambient rung %d is %s carrying %+v (dry-run %v), Rungs has %s carrying %+v (dry-run %v)",
+				i, r.Level, r.Carries, r.DryRunFirst, sidecar.Level, sidecar.Carries, sidecar.DryRunFirst)
+		}
+		var names []string
+		for _, g := range r.Gates {
+			names = append(names, g.Name)
+			if g.Traffic || g.Admission {
+				t.Errorf("ambient %s has gate %s, which reads what ambient mode does not have (telemetry of Envoy, or restarted pods)", r.Level, g.Name)
+			}
+		}
+		if !slices.Equal(names, gates[r.Level]) {
+			t.Errorf("ambient %s gates %v, want %v", r.Level, names, gates[r.Level])
+		}
+		if len(r.Bake) > 0 {
+			t.Errorf("ambient %s bakes on telemetry it cannot read", r.Level)
+		}
+	}
+}
+
 // TestGates runs each gate on its own: what lets a climb go on, and what holds it with which reason.
 func TestGates(t *testing.T) {
 	s := settings()
@@ -115,6 +150,12 @@ func TestGates(t *testing.T) {
 		"no proxyless pod under the traffic gates": {gate: proxylessDryRun, climb: Climb{NS: Namespace{Pods: readyPods(2)}, Settings: Settings{TrafficGates: true}, To: meshv1.LevelZeroTrust}},
 		"proxyless pods under the traffic gates: no dry run for them": {gate: proxylessDryRun, climb: Climb{NS: Namespace{Pods: Pods{Total: 2, Ready: 2, Proxyless: []string{"grpc-0"}}},
 			Settings: Settings{TrafficGates: true}, To: meshv1.LevelZeroTrust}, wantReason: meshv1.ReasonProxylessNoDryRun},
+		"every pod in ambient mode": {gate: podsCaptured, climb: Climb{NS: Namespace{Ambient: true, Pods: readyPods(2)}}},
+		"a pod left out of ambient mode": {gate: podsCaptured, climb: Climb{NS: Namespace{Ambient: true, Pods: Pods{Total: 2, Ready: 2, Uncaptured: []string{"node-agent-0"}}}, To: meshv1.LevelMutualTLS},
+			wantReason: meshv1.ReasonPodsOutsideAmbient},
+		"ambient, traffic gates skipped": {gate: ambientTrafficUnread, climb: Climb{NS: Namespace{Ambient: true}, To: meshv1.LevelMutualTLS}},
+		"ambient under the traffic gates": {gate: ambientTrafficUnread, climb: Climb{NS: Namespace{Ambient: true}, Settings: Settings{TrafficGates: true}, From: meshv1.LevelObserve, To: meshv1.LevelMutualTLS},
+			wantReason: meshv1.ReasonAmbientTrafficUnread},
 		"no PeerAuthentication of someone else's": {gate: peerAuthenticationOwned, climb: Climb{}},
 		"someone else's PeerAuthentication": {gate: peerAuthenticationOwned, climb: Climb{NS: Namespace{PolicyConflict: "PeerAuthentication legacy/default is PERMISSIVE"}},
 			wantReason: meshv1.ReasonPeerAuthenticationConflict},

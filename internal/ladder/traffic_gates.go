@@ -60,22 +60,23 @@ var noPlaintextCallers = Gate{Name: "NoPlaintextCallers", Traffic: true, Check: 
 // observe time), its ZeroTrust policies run, or are about to run, in dry-run (the soak time), it
 // climbs onto a rung whose change bakes (the bake time),
 // or its next step down takes it out of the mesh (the observe time: whom it calls). Nothing is read when
-// the traffic gates are skipped, a namespace is held, it stands at its target, or its proxies
-// are all proxyless gRPC (they report nothing: see unobservable).
+// the traffic gates are skipped, a namespace is held, it stands at its target, its proxies
+// are all proxyless gRPC (they report nothing: see unobservable), or it is in ambient mode
+// (ztunnel's telemetry is not read: see AmbientRungs).
 func TrafficWindow(ns Namespace, s Settings) (time.Duration, bool) {
 	current := ns.Current
 	if !Valid(current) {
 		current = meshv1.LevelOff
 	}
 	held := ns.State.Hold != nil && ns.State.Hold.Generation == s.Generation
-	if !s.TrafficGates || held || Rank(ns.Target) == Rank(current) || onlyProxyless(ns.Pods) {
+	if !s.TrafficGates || held || Rank(ns.Target) == Rank(current) || onlyProxyless(ns.Pods) || ns.Ambient {
 		return 0, false
 	}
 	if st := ns.State.Step; st != nil {
 		switch {
 		case st.Kind(current) == KindClimb && rungOf(st.To).DryRunFirst && !st.Enforced:
 			return dryRunTime(s), true
-		case st.Kind(current) == KindClimb && len(rungOf(st.To).Bake) > 0 && s.BakeTime > 0:
+		case st.Kind(current) == KindClimb && len(rungFor(ns, st.To).Bake) > 0 && s.BakeTime > 0:
 			// Read from the change's first moments, not only once the bake began: the
 			// embedded source measures growth from its own reads, and a bake it first read at
 			// its end would see nothing of it.
@@ -89,7 +90,7 @@ func TrafficWindow(ns Namespace, s Settings) (time.Duration, bool) {
 		}
 		return 0, false
 	}
-	next := rungOf(levelAbove(current))
+	next := rungFor(ns, levelAbove(current))
 	if slices.ContainsFunc(next.Gates, func(g Gate) bool { return g.Traffic }) {
 		return s.ObserveTime, true
 	}

@@ -1,6 +1,6 @@
 // Package meshspec derives from a MeshInstallation what several stages need to agree on: the
-// control plane's namespace, the Istio version asked for, the active revision, whether istiod
-// takes several roots, and when a root rotation's switch happened. Pure functions of the object,
+// control plane's namespace, the Istio version asked for, the active revision, the data plane,
+// whether istiod takes several roots, and when a root rotation's switch happened. Pure functions of the object,
 // in a package of their own so that stages do not import each other for them.
 package meshspec
 
@@ -20,6 +20,13 @@ func ControlPlaneNamespace(mesh *meshv1.MeshInstallation) string {
 		return ns
 	}
 	return meshv1.DefaultControlPlaneNamespace
+}
+
+// Ambient reports whether the mesh asks for Istio's ambient data plane (spec.dataPlane.mode),
+// which the control plane installs (ztunnel, Istio CNI in ambient mode, istiod with ambient on)
+// and the ladder's steps use.
+func Ambient(mesh *meshv1.MeshInstallation) bool {
+	return mesh.Spec.DataPlane.Mode == meshv1.DataPlaneAmbient
 }
 
 // MultiRoot reports whether istiod must accept a trust bundle of several roots: from the first

@@ -48,7 +48,8 @@ type Component struct {
 	chart func(*charts.Set) *chart.Chart
 	// wanted tells whether an input renders the component; nil means always.
 	wanted func(Input) bool
-	// namespace is the component's release namespace; nil means the control plane's.
+	// namespace is the component's release namespace, rendered with the first component in it
+	// (Helm's --create-namespace); nil means the control plane's, which is not rendered.
 	namespace func(Input) string
 }
 
@@ -60,6 +61,18 @@ var Components = []Component{
 	{Name: ComponentIstiod, chart: func(s *charts.Set) *chart.Chart { return s.Istiod }},
 	{Name: ComponentCNI, chart: func(s *charts.Set) *chart.Chart { return s.CNI },
 		wanted: func(in Input) bool { return in.CNI }, namespace: func(Input) string { return CNINamespace }},
+	{Name: ComponentZTunnel, chart: func(s *charts.Set) *chart.Chart { return s.ZTunnel },
+		wanted: func(in Input) bool { return in.ZTunnel }, namespace: func(Input) string { return CNINamespace }},
+}
+
+// nodeAgent reports whether the component runs on every node beside the pods (see NodeAgent).
+func (c Component) nodeAgent() bool { return NodeAgent(c.Name) }
+
+// NodeAgent reports whether a component runs on every node beside the pods (Istio CNI,
+// ztunnel): Istio upgrades those after the control plane, so they follow Input.CNIVersion, and
+// are left as they run while that version's charts are not at hand.
+func NodeAgent(component string) bool {
+	return component == ComponentCNI || component == ComponentZTunnel
 }
 
 // ComponentIstiod is the component whose objects belong to a revision.
@@ -68,11 +81,18 @@ const ComponentIstiod = "istiod"
 // ComponentCNI is Istio CNI's node agent.
 const ComponentCNI = "cni"
 
-// CNINamespace is where Istio CNI's DaemonSet runs: a namespace of its own, the only one the
-// operator lets run privileged pods (the node agent writes the nodes' CNI configuration and
-// enters pods' network namespaces), so that neither the control plane's namespace nor any
-// other is relaxed for it.
+// ComponentZTunnel is ztunnel, ambient mode's node proxy.
+const ComponentZTunnel = "ztunnel"
+
+// CNINamespace is where Istio CNI's DaemonSet runs, and ztunnel's in ambient mode: a namespace
+// of their own, the only one the operator lets run privileged pods (the node agents write the
+// nodes' CNI configuration, enter pods' network namespaces and need NET_ADMIN and SYS_ADMIN),
+// so that neither the control plane's namespace nor any other is relaxed for them. istiod is
+// told to trust ztunnel there (trustedZtunnelNamespace).
 const CNINamespace = "istio-cni"
+
+// ZTunnelDaemonSet is the name the ztunnel chart gives its DaemonSet.
+const ZTunnelDaemonSet = "ztunnel"
 
 // CNIDaemonSet is the name the cni chart gives its DaemonSet.
 const CNIDaemonSet = "istio-cni-node"
@@ -131,6 +151,14 @@ type Input struct {
 	// NativeSidecars is istiod's ENABLE_NATIVE_SIDECARS: "true", "false", or "" for istiod's own
 	// default (native where every node's kubelet is 1.33 or later).
 	NativeSidecars string `json:",omitempty"`
+	// Ambient renders Istio's ambient profile: istiod with ambient enabled
+	// (PILOT_ENABLE_AMBIENT, trusting ztunnel in CNINamespace), Istio CNI in ambient mode and
+	// the ztunnel chart. Sidecars keep working beside it: a namespace chooses its data plane by
+	// its labels. It needs CNI (Istio CNI redirects ambient pods' traffic to ztunnel).
+	Ambient bool `json:",omitempty"`
+	// ZTunnel renders the ztunnel chart (with Ambient), at CNIVersion like Istio CNI: both are
+	// node agents, upgraded after the control plane.
+	ZTunnel bool `json:",omitempty"`
 	// HoldApplication sets Istio's holdApplicationUntilProxyStarts: with classic sidecars an
 	// application's containers start only once the proxy is ready (native sidecars are started
 	// first anyway, and the injector ignores it for them). Set for a revision this operator
@@ -179,6 +207,10 @@ func DefaultValues(in Input) map[string]any {
 	}
 	if in.revisioned() {
 		v["revision"] = in.Revision
+	}
+	if in.Ambient {
+		v["profile"] = "ambient"
+		v["trustedZtunnelNamespace"] = CNINamespace
 	}
 	if r := in.ValidatorRevision; r != "" && r != "default" {
 		v["defaultRevision"] = r
@@ -238,7 +270,7 @@ func Render(in Input) ([]*unstructured.Unstructured, error) {
 		return nil, err
 	}
 	cniDigest := ""
-	if in.CNI && in.CNIVersion != "" && in.CNIVersion != in.Version {
+	if (in.CNI || in.ZTunnel) && in.CNIVersion != "" && in.CNIVersion != in.Version {
 		if in.CNICharts, err = chartsOf(in.CNIVersion, in.CNICharts); err != nil {
 			return nil, err
 		}
@@ -258,15 +290,16 @@ func Render(in Input) ([]*unstructured.Unstructured, error) {
 		return memoOut, nil
 	}
 	var out []*unstructured.Unstructured
+	namespaces := map[string]bool{}
 	for _, c := range Components {
 		if c.wanted != nil && !c.wanted(in) {
 			continue
 		}
 		cin := in
-		if c.Name == ComponentCNI && cniDigest != "" {
+		if c.nodeAgent() && cniDigest != "" {
 			cin.Version, cin.Charts = in.CNIVersion, in.CNICharts
 		}
-		objs, err := renderComponent(c, cin)
+		objs, err := renderComponent(c, cin, namespaces)
 		if err != nil {
 			return nil, fmt.Errorf("rendering Istio's %s chart: %w", c.Name, err)
 		}
@@ -313,7 +346,9 @@ func CRDs(version string) ([]*unstructured.Unstructured, error) {
 	return out, nil
 }
 
-func renderComponent(c Component, in Input) ([]*unstructured.Unstructured, error) {
+// renderComponent renders one chart; rendered are the namespaces already rendered with an
+// earlier component, to which the component's own is added.
+func renderComponent(c Component, in Input, rendered map[string]bool) ([]*unstructured.Unstructured, error) {
 	chrt := c.chart(in.Charts)
 	if chrt == nil {
 		return nil, fmt.Errorf("the charts of Istio %s have no %s chart", in.Version, c.Name)
@@ -347,7 +382,8 @@ func renderComponent(c Component, in Input) ([]*unstructured.Unstructured, error
 	}
 	sort.Strings(names)
 	var out []*unstructured.Unstructured
-	if c.namespace != nil {
+	if c.namespace != nil && !rendered[namespace] {
+		rendered[namespace] = true
 		out = append(out, componentNamespace(c, in, namespace))
 	}
 	for _, name := range names {
@@ -376,7 +412,7 @@ func renderComponent(c Component, in Input) ([]*unstructured.Unstructured, error
 			if in.ProxyStats && c.Name == ComponentIstiod && o.GetKind() == "Deployment" {
 				labels[LabelProxyStats] = "true"
 			}
-			if c.Name == ComponentCNI {
+			if c.nodeAgent() {
 				labels[meshv1.LabelIstioVersion] = in.Version
 			}
 			if in.HoldApplication && c.Name == ComponentIstiod && o.GetKind() == "Deployment" {
@@ -389,9 +425,9 @@ func renderComponent(c Component, in Input) ([]*unstructured.Unstructured, error
 	return out, nil
 }
 
-// componentNamespace is the namespace of a component that has one of its own (Istio CNI's): the
-// chart does not render it, Helm would be told --create-namespace. It is allowed privileged
-// pods, which the node agent is.
+// componentNamespace is the namespace of a component that has one of its own (the node agents'):
+// the chart does not render it, Helm would be told --create-namespace. It is allowed privileged
+// pods, which the node agents are.
 func componentNamespace(c Component, in Input, name string) *unstructured.Unstructured {
 	u := &unstructured.Unstructured{}
 	u.SetAPIVersion("v1")

@@ -244,3 +244,70 @@ func TestCNIChartTakesUserValues(t *testing.T) {
 		t.Fatalf("the DaemonSet does not mount the node's CNI directory from the values: %s", ds)
 	}
 }
+
+// TestAmbientProfile: ambient mode renders Istio's ambient profile into every chart, as
+// Istio's Helm install does with profile=ambient: istiod with PILOT_ENABLE_AMBIENT and trusting
+// ztunnel's ServiceAccount in the node agents' namespace (CA_TRUSTED_NODE_ACCOUNTS, which lets
+// ztunnel ask for its pods' certificates), Istio CNI with ambient enabled, and ztunnel's
+// DaemonSet in that namespace pointed at istiod. The namespace is rendered once, by the CNI.
+// Without Ambient none of it is there.
+func TestAmbientProfile(t *testing.T) {
+	tests := map[string]struct {
+		mutate  func(*Input)
+		ambient bool
+	}{
+		"sidecar":          {mutate: func(in *Input) { in.CNI = true }},
+		"ambient":          {mutate: func(in *Input) { in.CNI, in.Ambient, in.ZTunnel = true, true, true }, ambient: true},
+		"ambient revision": {mutate: func(in *Input) { in.CNI, in.Ambient, in.ZTunnel, in.Revision = true, true, true, "1-31-5" }, ambient: true},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			in := input()
+			tc.mutate(&in)
+			objs, err := Render(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			istiodName := "istiod"
+			if in.Revision != "" {
+				istiodName += "-" + in.Revision
+			}
+			istiod := fmt.Sprint(find(objs, "Deployment", istiodName).Object)
+			if got := strings.Contains(istiod, "name:PILOT_ENABLE_AMBIENT value:true"); got != tc.ambient {
+				t.Errorf("istiod PILOT_ENABLE_AMBIENT=true %v, want %v", got, tc.ambient)
+			}
+			if got := strings.Contains(istiod, CNINamespace+"/ztunnel"); got != tc.ambient {
+				t.Errorf("istiod trusts ztunnel in %s: %v, want %v", CNINamespace, got, tc.ambient)
+			}
+			cniConfig := fmt.Sprint(find(objs, "ConfigMap", "istio-cni-config").Object)
+			if got := strings.Contains(cniConfig, "AMBIENT_ENABLED:true"); got != tc.ambient {
+				t.Errorf("Istio CNI in ambient mode %v, want %v: %s", got, tc.ambient, cniConfig)
+			}
+			zt := find(objs, "DaemonSet", ZTunnelDaemonSet)
+			if (zt != nil) != tc.ambient {
+				t.Fatalf("ztunnel rendered %v, want %v", zt != nil, tc.ambient)
+			}
+			namespaces := 0
+			for _, o := range objs {
+				if o.GetKind() == "Namespace" {
+					namespaces++
+				}
+			}
+			if namespaces != 1 {
+				t.Errorf("%d Namespaces rendered, want 1 (%s, by the CNI)", namespaces, CNINamespace)
+			}
+			if zt == nil {
+				return
+			}
+			if zt.GetNamespace() != CNINamespace || zt.GetLabels()[LabelComponent] != ComponentZTunnel || zt.GetLabels()[meshv1.LabelIstioVersion] != in.Version {
+				t.Errorf("ztunnel in %q, labels %v", zt.GetNamespace(), zt.GetLabels())
+			}
+			if want := "value:" + istiodName + ".istio-system.svc:15012"; !strings.Contains(fmt.Sprint(zt.Object), want) {
+				t.Errorf("ztunnel does not reach istiod at %s: %v", want, zt.Object)
+			}
+			if !strings.Contains(fmt.Sprint(zt.Object), Hub+"/ztunnel:"+in.Version) {
+				t.Errorf("ztunnel's image is not the release's: %v", zt.Object)
+			}
+		})
+	}
+}

@@ -137,6 +137,14 @@ func TestInvalidSpecsAreRefused(t *testing.T) {
 			spec: "dataPlane: {cni: true}",
 			want: `supported values: "Auto", "Enabled", "Disabled"`,
 		},
+		"a data plane that is not one": {
+			spec: "dataPlane: {mode: Proxyless}",
+			want: `supported values: "Sidecar", "Ambient"`,
+		},
+		"ambient mode without Istio CNI": {
+			spec: "dataPlane: {mode: Ambient, cni: Disabled}",
+			want: "dataPlane.mode Ambient needs Istio CNI (its node agent hands the pods' traffic to ztunnel): set dataPlane.cni to Auto or Enabled, or dataPlane.mode to Sidecar",
+		},
 		"unknown upgrade strategy": {
 			spec: "upgrade: {strategy: BlueGreen}",
 			want: `supported values: "RevisionBased", "InPlace"`,
@@ -302,11 +310,11 @@ func TestValidSpecsRoundTrip(t *testing.T) {
 	}{
 		"an explicitly empty version": {
 			spec:     `version: ""`,
-			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ndataPlane: {cni: Auto, nativeSidecars: Auto}\ncontrolPlane: {}",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ndataPlane: {cni: Auto, nativeSidecars: Auto, mode: Sidecar}\ncontrolPlane: {}",
 		},
 		"empty spec gets the rollout defaults": {
 			spec:     "{}",
-			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ndataPlane: {cni: Auto, nativeSidecars: Auto}\ncontrolPlane: {}",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ndataPlane: {cni: Auto, nativeSidecars: Auto, mode: Sidecar}\ncontrolPlane: {}",
 		},
 		"the sample's shape": {
 			spec: `
@@ -326,39 +334,47 @@ namespaces:
 - selector: {}
   level: Observe
 `,
-			defaults: "dataPlane: {cni: Auto, nativeSidecars: Auto}",
+			defaults: "dataPlane: {cni: Auto, nativeSidecars: Auto, mode: Sidecar}",
 		},
 		"Istio CNI on, classic sidecars": {
 			spec:     "dataPlane: {cni: Enabled, nativeSidecars: Disabled}",
-			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ncontrolPlane: {}",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ndataPlane: {mode: Sidecar}\ncontrolPlane: {}",
+		},
+		"ambient mode": {
+			spec:     "dataPlane: {mode: Ambient}",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ndataPlane: {cni: Auto, nativeSidecars: Auto}\ncontrolPlane: {}",
+		},
+		"ambient mode with Istio CNI Enabled": {
+			spec:     "dataPlane: {mode: Ambient, cni: Enabled}",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ndataPlane: {nativeSidecars: Auto}\ncontrolPlane: {}",
 		},
 		"traffic read from a Prometheus over TLS with a token": {
 			spec:     "telemetry: {prometheus: {url: 'https://thanos.monitoring:10902', bearerToken: {name: prom, key: token}, ca: {name: prom, key: ca.crt}}}",
-			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ndataPlane: {cni: Auto, nativeSidecars: Auto}\ncontrolPlane: {}",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ndataPlane: {cni: Auto, nativeSidecars: Auto, mode: Sidecar}\ncontrolPlane: {}",
 		},
 		"an upgrade from a chart repository": {
 			spec:     "version: 1.32.1\nupgrade: {strategy: RevisionBased}\ncontrolPlane: {chartSource: {repository: 'https://istio-release.storage.googleapis.com/charts'}}",
-			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ndataPlane: {cni: Auto, nativeSidecars: Auto}",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ndataPlane: {cni: Auto, nativeSidecars: Auto, mode: Sidecar}",
 		},
 		"plain http, allowed explicitly": {
 			spec:     "version: 1.32.1\ncontrolPlane: {chartSource: {repository: 'http://charts.internal/istio', insecureHTTP: true}}",
-			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ndataPlane: {cni: Auto, nativeSidecars: Auto}",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ndataPlane: {cni: Auto, nativeSidecars: Auto, mode: Sidecar}",
 		},
 		"an in-place upgrade from an OCI registry": {
 			spec:     "version: 1.32.1\nupgrade: {strategy: InPlace}\ncontrolPlane: {chartSource: {repository: 'oci://registry.example.com/istio'}}",
-			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ndataPlane: {cni: Auto, nativeSidecars: Auto}",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ndataPlane: {cni: Auto, nativeSidecars: Auto, mode: Sidecar}",
 		},
 		"the user's cluster issuer": {
 			spec:     "certificates:\n  issuerRef: {name: vault-issuer}\n  privateKey: {algorithm: RSA, size: 4096}",
-			defaults: "certificates: {issuerRef: {kind: ClusterIssuer}}\nrollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ndataPlane: {cni: Auto, nativeSidecars: Auto}\ncontrolPlane: {}",
+			defaults: "certificates: {issuerRef: {kind: ClusterIssuer}}\nrollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ndataPlane: {cni: Auto, nativeSidecars: Auto, mode: Sidecar}\ncontrolPlane: {}",
 		},
 		"a namespaced issuer and Ed25519": {
 			spec:     "certificates:\n  issuerRef: {kind: Issuer, name: corp.ca-1}\n  privateKey: {algorithm: Ed25519}",
-			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ndataPlane: {cni: Auto, nativeSidecars: Auto}\ncontrolPlane: {}",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ndataPlane: {cni: Auto, nativeSidecars: Auto, mode: Sidecar}\ncontrolPlane: {}",
 		},
 		"same selector, same level twice": {
 			spec:     "namespaces:\n- selector: {matchLabels: {team: a}}\n  level: Observe\n- selector: {matchLabels: {team: a}}\n  level: Observe",
-			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ndataPlane: {cni: Auto, nativeSidecars: Auto}\ncontrolPlane: {}",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ndataPlane: {cni: Auto, nativeSidecars: Auto, mode: Sidecar}\ncontrolPlane: {}",
 		},
 	}
 	ctx := context.Background()

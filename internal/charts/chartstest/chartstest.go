@@ -40,7 +40,8 @@ type Options struct {
 	// OCI serves the charts from an OCI registry (HTTPS, read-only: /v2/, manifests, blobs and
 	// tags) instead of a Helm repository; URL is then oci://host:port/istio.
 	OCI bool
-	// WithoutCNI leaves out the `cni` chart, as a mirror of base and istiod only would.
+	// WithoutCNI leaves out the optional charts (`cni` and `ztunnel`), as a mirror of base and
+	// istiod only would.
 	WithoutCNI bool
 }
 
@@ -89,7 +90,7 @@ func Serve(t testing.TB, opts Options) *Repo {
 	entries := map[string][]indexEntry{}
 	tags := map[string][]string{}
 	for _, v := range opts.Versions {
-		published := []*chart.Chart{embedded.Base, embedded.Istiod, embedded.CNI}
+		published := []*chart.Chart{embedded.Base, embedded.Istiod, embedded.CNI, embedded.ZTunnel}
 		if opts.WithoutCNI {
 			published = published[:2]
 		}

@@ -1,0 +1,108 @@
+package adoption
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/ambient"
+	"github.com/meshwright/meshwright/internal/ladder"
+	"github.com/meshwright/meshwright/internal/stages"
+)
+
+// TestAmbientLadderAgainstTheAPIServer walks a namespace of an Ambient mesh from Off to
+// MutualTLS: it is labelled istio.io/dataplane-mode=ambient (never the injection label), its
+// Deployment is never restarted, its record says it is in ambient mode, STRICT is written once it
+// climbs; under the traffic gates the climb to MutualTLS is held (AmbientTrafficUnread) with no
+// STRICT written. Set back to Sidecar, it stays in ambient mode, reported, not moved in place.
+func TestAmbientLadderAgainstTheAPIServer(t *testing.T) {
+	ctx := context.Background()
+	const name = "team-ambient"
+	teamNamespace(t, name)
+	// Deleted at the end (envtest runs no namespace controller: it stays Terminating, which the
+	// ladder skips), so that the other tests' rules, which select ladder=on, do not meet it.
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), getNS(t, name)) })
+	mesh := meshFor("ladder-ambient")
+	mesh.Spec.DataPlane.Mode = meshv1.DataPlaneAmbient
+	mesh.Spec.Namespaces[0].Level = meshv1.LevelMutualTLS
+	mesh.Spec.Namespaces[0].Selector.MatchLabels = map[string]string{"ladder": "on", "owner": "team"}
+	now := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	pass := func(at time.Time) stages.Result {
+		t.Helper()
+		res, err := newStage(k8s, at).Reconcile(ctx, mesh)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	record := func() ladder.State {
+		t.Helper()
+		var st ladder.State
+		if err := json.Unmarshal([]byte(getNS(t, name).Annotations[meshv1.AnnotationLadder]), &st); err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	notRestarted := func() {
+		t.Helper()
+		dep := &appsv1.Deployment{}
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: name, Name: "web"}, dep); err != nil {
+			t.Fatal(err)
+		}
+		if got := dep.Spec.Template.Annotations[meshv1.AnnotationRestartedFor]; got != "" {
+			t.Fatalf("web was restarted (%s): ambient mode restarts nothing", got)
+		}
+	}
+
+	pass(now)
+	ns := getNS(t, name)
+	if ns.Labels[ambient.Label] != ambient.Enabled || ns.Labels[InjectionLabel] != "" {
+		t.Fatalf("labels after the first pass = %v, want the ambient label and no injection label", ns.Labels)
+	}
+	if st := record(); st.Step == nil || st.Step.To != meshv1.LevelObserve || !st.Ambient {
+		t.Fatalf("record = %+v, want a step to Observe in ambient mode", st)
+	}
+	notRestarted()
+	if res := pass(now.Add(ladder.Settle)); res.Namespaces.Observe != 1 {
+		t.Fatalf("after the settle time: %+v", res.Namespaces)
+	}
+
+	// Under the traffic gates (the default): held at Observe, nothing STRICT.
+	res := pass(now.Add(time.Hour))
+	if len(res.Namespaces.Blocked) != 1 || res.Namespaces.Blocked[0].Reason != meshv1.ReasonAmbientTrafficUnread || hasStrict(t, name) {
+		t.Fatalf("under the traffic gates: %+v, STRICT %v", res.Namespaces, hasStrict(t, name))
+	}
+	mesh.Spec.Rollout.TrafficGates = meshv1.TrafficGatesSkip
+	mesh.Generation++
+	pass(now.Add(time.Hour))
+	if !hasStrict(t, name) {
+		t.Fatal("gated on pods only, STRICT was not written")
+	}
+	if res := pass(now.Add(time.Hour + ladder.Settle)); res.State != stages.Ready || res.Namespaces.MutualTLS != 1 {
+		t.Fatalf("after STRICT settled: %+v %+v", res, res.Namespaces)
+	}
+	notRestarted()
+
+	mesh.Spec.DataPlane.Mode = meshv1.DataPlaneSidecar
+	mesh.Generation++
+	res = pass(now.Add(2 * time.Hour))
+	if res.State == stages.Ready || len(res.Namespaces.Blocked) != 1 || res.Namespaces.Blocked[0].Reason != meshv1.ReasonDataPlaneChangeUnsupported {
+		t.Fatalf("Sidecar asked of a namespace in ambient mode: %+v %+v", res, res.Namespaces)
+	}
+	if ns := getNS(t, name); ns.Labels[ambient.Label] != ambient.Enabled || ns.Labels[InjectionLabel] != "" {
+		t.Fatalf("labels = %v: the namespace must be left as it is", ns.Labels)
+	}
+	notRestarted()
+
+	if done, err := newStage(k8s, now).Cleanup(ctx, mesh); err != nil || !done {
+		t.Fatalf("Cleanup = %v, %v", done, err)
+	}
+	if ns := getNS(t, name); ns.Labels[ambient.Label] != "" {
+		t.Errorf("the ambient label is left after clean-up: %v", ns.Labels)
+	}
+}

@@ -1,0 +1,197 @@
+package ladder
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+)
+
+// TestDecideAmbient: a namespace in ambient mode climbs and walks down the same levels by its
+// label alone: no step restarts a workload or waits for one (its pods have no proxy to get),
+// a step waits only for its pods to be Ready and the settle time, and under the traffic gates
+// an enforcing climb is held since ambient mode's telemetry is not read.
+func TestDecideAmbient(t *testing.T) {
+	sidecarless := []Workload{deploy("web", uninjected), deploy("api", uninjected)}
+	observe := &Step{To: meshv1.LevelObserve, Started: t0, ID: "observe-1", Revision: DefaultRevision}
+	strict := &Step{To: meshv1.LevelMutualTLS, Started: t0, ID: "mutualtls-1"}
+	down := &Step{To: meshv1.LevelOff, Started: t0, ID: "off-1"}
+	noRestart := func(t *testing.T, d Decision) {
+		t.Helper()
+		if len(d.Restart) > 0 {
+			t.Errorf("restart = %v: ambient mode restarts nothing", d.Restart)
+		}
+	}
+	runDecideCases(t, map[string]decideCase{
+		"off to observe: the ambient label, no restart": {
+			ns:       Namespace{Ambient: true, AmbientWanted: true, Current: meshv1.LevelOff, Target: meshv1.LevelMutualTLS, Pods: readyPods(4), Workloads: sidecarless},
+			mayStart: true, now: t0,
+			check: func(t *testing.T, d Decision) {
+				noRestart(t, d)
+				if d.State.Step == nil || d.State.Step.To != meshv1.LevelObserve || !d.Effects.Inject || !d.Effects.Ambient {
+					t.Fatalf("decision = %+v, effects %+v; want a step to Observe carrying the ambient label", d.State.Step, d.Effects)
+				}
+				if !d.State.Ambient {
+					t.Error("the record does not say the namespace enters the mesh in ambient mode")
+				}
+			},
+		},
+		"observe waits only for the settle time, not for sidecars": {
+			ns:  Namespace{Ambient: true, AmbientWanted: true, Current: meshv1.LevelOff, Target: meshv1.LevelMutualTLS, State: State{Step: observe, Ambient: true}, Pods: readyPods(4), Workloads: sidecarless},
+			now: t0.Add(time.Second),
+			check: func(t *testing.T, d Decision) {
+				noRestart(t, d)
+				if d.Waiting != "letting the change settle" {
+					t.Errorf("waiting = %q, want the settle time only", d.Waiting)
+				}
+			},
+		},
+		"observe completes with every pod Ready and none injected": {
+			ns:  Namespace{Ambient: true, AmbientWanted: true, Current: meshv1.LevelOff, Target: meshv1.LevelMutualTLS, State: State{Step: observe, Ambient: true}, Pods: readyPods(4), Workloads: sidecarless},
+			now: t0.Add(Settle),
+			check: func(t *testing.T, d Decision) {
+				if d.Level != meshv1.LevelObserve || d.State.Step != nil || d.Event == nil || d.Event.Reason != "LevelReached" {
+					t.Errorf("decision = %+v, event %+v", d, d.Event)
+				}
+			},
+		},
+		"observe waits for a pod not Ready": {
+			ns:  Namespace{Ambient: true, AmbientWanted: true, Current: meshv1.LevelOff, Target: meshv1.LevelObserve, State: State{Step: observe, Ambient: true}, Pods: Pods{Total: 2, Ready: 1, NotReady: []string{"web-1"}}, Workloads: sidecarless},
+			now: t0.Add(time.Minute),
+			check: func(t *testing.T, d Decision) {
+				noRestart(t, d)
+				if !strings.Contains(d.Waiting, "pods not Ready: web-1") || strings.Contains(d.Waiting, "restart") {
+					t.Errorf("waiting = %q", d.Waiting)
+				}
+			},
+		},
+		"under the traffic gates STRICT is held: ambient traffic is not read": {
+			ns:       Namespace{Ambient: true, AmbientWanted: true, Current: meshv1.LevelObserve, Target: meshv1.LevelMutualTLS, State: State{Since: t0.Add(-time.Hour), Ambient: true}, Pods: readyPods(4), Workloads: sidecarless},
+			s:        func(s *Settings) { s.TrafficGates, s.ObserveTime = true, time.Minute },
+			mayStart: true, now: t0,
+			check: func(t *testing.T, d Decision) {
+				if d.State.Step != nil || d.Blocked.Reason != meshv1.ReasonAmbientTrafficUnread {
+					t.Errorf("step %+v, blocked %+v; want held with AmbientTrafficUnread", d.State.Step, d.Blocked)
+				}
+			},
+		},
+		"gated on pods only, STRICT starts with no restart": {
+			ns:       Namespace{Ambient: true, AmbientWanted: true, Current: meshv1.LevelObserve, Target: meshv1.LevelMutualTLS, State: State{Since: t0.Add(-time.Hour), Ambient: true}, Pods: readyPods(4), Workloads: sidecarless},
+			mayStart: true, now: t0,
+			check: func(t *testing.T, d Decision) {
+				noRestart(t, d)
+				if d.State.Step == nil || d.State.Step.To != meshv1.LevelMutualTLS || !d.Effects.Strict || !d.Effects.Ambient {
+					t.Errorf("step %+v, effects %+v", d.State.Step, d.Effects)
+				}
+			},
+		},
+		"STRICT completes without sidecars": {
+			ns:  Namespace{Ambient: true, AmbientWanted: true, Current: meshv1.LevelObserve, Target: meshv1.LevelMutualTLS, State: State{Step: strict, Ambient: true}, Pods: readyPods(4), Workloads: sidecarless},
+			now: t0.Add(Settle),
+			check: func(t *testing.T, d Decision) {
+				if d.Level != meshv1.LevelMutualTLS || d.State.Step != nil {
+					t.Errorf("decision = %+v", d)
+				}
+			},
+		},
+		"a pod left out of ambient mode holds STRICT": {
+			ns: Namespace{Ambient: true, AmbientWanted: true, Current: meshv1.LevelObserve, Target: meshv1.LevelMutualTLS, State: State{Since: t0.Add(-time.Hour), Ambient: true},
+				Pods: Pods{Total: 2, Ready: 2, Uncaptured: []string{"host-agent"}}, Workloads: sidecarless},
+			mayStart: true, now: t0,
+			check: func(t *testing.T, d Decision) {
+				if d.State.Step != nil || d.Blocked.Reason != meshv1.ReasonPodsOutsideAmbient {
+					t.Errorf("step %+v, blocked %+v", d.State.Step, d.Blocked)
+				}
+			},
+		},
+		"leaving the mesh takes the label off and restarts nothing": {
+			ns:  Namespace{Ambient: true, AmbientWanted: true, Current: meshv1.LevelObserve, Target: meshv1.LevelOff, State: State{Step: down, Ambient: true}, Pods: readyPods(4), Workloads: sidecarless},
+			now: t0.Add(time.Second),
+			check: func(t *testing.T, d Decision) {
+				noRestart(t, d)
+				if d.Level != meshv1.LevelOff || d.State.Step != nil || d.Effects.Inject || d.State.Ambient {
+					t.Errorf("decision = %+v, effects %+v: want Off at once, unlabelled, its record no longer ambient", d, d.Effects)
+				}
+			},
+		},
+		"in the mesh with sidecars, Ambient asked: held as it is, even at its target": {
+			ns:       Namespace{AmbientWanted: true, Current: meshv1.LevelMutualTLS, Target: meshv1.LevelMutualTLS, State: State{Since: t0.Add(-time.Hour)}, Pods: readyPods(2), Workloads: []Workload{deploy("web", injected)}},
+			mayStart: true, now: t0,
+			check: func(t *testing.T, d Decision) {
+				noRestart(t, d)
+				if d.State.Step != nil || d.Blocked.Reason != meshv1.ReasonDataPlaneChangeUnsupported {
+					t.Errorf("step %+v, blocked %+v", d.State.Step, d.Blocked)
+				}
+				if d.AtTarget(meshv1.LevelMutualTLS) {
+					t.Error("a namespace on another data plane than the spec asks reads as at its target")
+				}
+				if !d.Effects.Inject || d.Effects.Ambient || !d.Effects.Strict {
+					t.Errorf("effects %+v: want the sidecar namespace left exactly as it is", d.Effects)
+				}
+			},
+		},
+		"in ambient mode, Sidecar asked: held, and a climb does not start": {
+			ns: Namespace{Ambient: true, Current: meshv1.LevelObserve, Target: meshv1.LevelMutualTLS, State: State{Since: t0.Add(-time.Hour), Ambient: true},
+				Pods: readyPods(2), Workloads: sidecarless},
+			mayStart: true, now: t0,
+			check: func(t *testing.T, d Decision) {
+				if d.State.Step != nil || d.Blocked.Reason != meshv1.ReasonDataPlaneChangeUnsupported || !d.Effects.Ambient {
+					t.Errorf("step %+v, blocked %+v, effects %+v", d.State.Step, d.Blocked, d.Effects)
+				}
+			},
+		},
+		"on the other data plane, a lower target still walks it down": {
+			ns: Namespace{Ambient: true, Current: meshv1.LevelObserve, Target: meshv1.LevelOff, State: State{Since: t0.Add(-time.Hour), Ambient: true},
+				Pods: readyPods(2), Workloads: sidecarless},
+			mayStart: true, now: t0,
+			check: func(t *testing.T, d Decision) {
+				if d.State.Step == nil || d.State.Step.To != meshv1.LevelOff {
+					t.Errorf("step %+v, blocked %+v: want a step to Off", d.State.Step, d.Blocked)
+				}
+			},
+		},
+	})
+}
+
+// TestInAmbient: a namespace's data plane is its record's once it is in the mesh or stepping,
+// and the spec's from Off.
+func TestInAmbient(t *testing.T) {
+	step := &Step{To: meshv1.LevelObserve, ID: "observe-1"}
+	tests := map[string]struct {
+		current      Level
+		st           State
+		wanted, want bool
+	}{
+		"off, ambient wanted":          {current: meshv1.LevelOff, wanted: true, want: true},
+		"off, sidecars wanted":         {current: meshv1.LevelOff},
+		"entering in ambient mode":     {current: meshv1.LevelOff, st: State{Step: step, Ambient: true}, want: true},
+		"entering with sidecars":       {current: meshv1.LevelOff, st: State{Step: step}, wanted: true},
+		"in the mesh with sidecars":    {current: meshv1.LevelMutualTLS, wanted: true},
+		"in the mesh in ambient mode":  {current: meshv1.LevelMutualTLS, st: State{Ambient: true}, want: true},
+		"a record from before ambient": {current: meshv1.LevelObserve, st: State{Revision: "1-31-5"}, wanted: true},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := InAmbient(tc.current, tc.st, tc.wanted); got != tc.want {
+				t.Errorf("InAmbient = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestAmbientReadsNoTraffic: the controller reads no telemetry for a namespace in ambient mode
+// (none of its rungs judges what Envoy reports), where it would for the same namespace with
+// sidecars.
+func TestAmbientReadsNoTraffic(t *testing.T) {
+	s := settings()
+	s.TrafficGates, s.ObserveTime = true, time.Minute
+	ns := Namespace{Current: meshv1.LevelObserve, Target: meshv1.LevelMutualTLS, Pods: readyPods(2)}
+	if _, read := TrafficWindow(ns, s); !read {
+		t.Fatal("with sidecars, the climb to MutualTLS reads its traffic")
+	}
+	ns.Ambient = true
+	if w, read := TrafficWindow(ns, s); read {
+		t.Errorf("in ambient mode it reads %s of traffic", w)
+	}
+}
