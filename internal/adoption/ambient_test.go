@@ -3,10 +3,12 @@ package adoption
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
@@ -17,7 +19,7 @@ import (
 
 // TestAmbientLadderAgainstTheAPIServer walks a namespace of an Ambient mesh from Off to
 // MutualTLS: it is labelled istio.io/dataplane-mode=ambient (never the injection label), its
-// Deployment is never restarted, its record says it is in ambient mode, STRICT is written once it
+// Deployment is never restarted, the step waits for Istio CNI to redirect its pod, its record says it is in ambient mode, STRICT is written once it
 // climbs; under the traffic gates the climb to MutualTLS is held (AmbientTrafficUnread) with no
 // STRICT written. Set back to Sidecar, it stays in ambient mode, reported, not moved in place.
 func TestAmbientLadderAgainstTheAPIServer(t *testing.T) {
@@ -68,8 +70,20 @@ func TestAmbientLadderAgainstTheAPIServer(t *testing.T) {
 		t.Fatalf("record = %+v, want a step to Observe in ambient mode", st)
 	}
 	notRestarted()
+	if res := pass(now.Add(ladder.Settle)); res.Namespaces.Observe != 0 || !strings.Contains(res.Message, "pods Istio CNI has not redirected to ztunnel: web-1") {
+		t.Fatalf("before Istio CNI redirected the pod: %+v %+v; want the step waiting for it", res, res.Namespaces)
+	}
+	// Istio CNI's node agent's part (envtest runs none): the pod's traffic is handed to ztunnel.
+	pod := &corev1.Pod{}
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: name, Name: "web-1"}, pod); err != nil {
+		t.Fatal(err)
+	}
+	pod.Annotations = map[string]string{ambient.RedirectionAnnotation: ambient.RedirectionEnabled}
+	if err := k8s.Update(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
 	if res := pass(now.Add(ladder.Settle)); res.Namespaces.Observe != 1 {
-		t.Fatalf("after the settle time: %+v", res.Namespaces)
+		t.Fatalf("after the settle time, the pod redirected: %+v", res.Namespaces)
 	}
 
 	// Under the traffic gates (the default): held at Observe, nothing STRICT.

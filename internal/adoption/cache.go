@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/ambient"
 	"github.com/meshwright/meshwright/internal/exposure"
 	"github.com/meshwright/meshwright/internal/revision"
 )
@@ -84,7 +85,8 @@ func slimWebhooks(obj any) (any, error) {
 }
 
 // slimPod keeps a pod's labels, its creation time, its container names (to see the proxy), the
-// revision that injected it (Istio's istio.io/rev annotation), its phase, IP and Ready condition.
+// revision that injected it (Istio's istio.io/rev annotation), Istio CNI's ambient redirection
+// annotation, its phase, IP and Ready condition.
 func slimPod(obj any) (any, error) {
 	p, ok := obj.(*corev1.Pod)
 	if !ok {
@@ -98,8 +100,9 @@ func slimPod(obj any) (any, error) {
 	if ref := metav1.GetControllerOfNoCopy(p); ref != nil {
 		slim.OwnerReferences = []metav1.OwnerReference{{Kind: ref.Kind, Name: ref.Name, UID: ref.UID, Controller: ref.Controller}}
 	}
-	// Its revision, and its injection templates (a proxyless gRPC pod is gated apart).
-	for _, k := range []string{revision.PodAnnotation, revision.TemplatesAnnotation} {
+	// Its revision, its injection templates (a proxyless gRPC pod is gated apart), and whether
+	// Istio CNI redirected it to ztunnel (ambient mode's steps wait for that).
+	for _, k := range []string{revision.PodAnnotation, revision.TemplatesAnnotation, ambient.RedirectionAnnotation} {
 		if v, ok := p.Annotations[k]; ok {
 			if slim.Annotations == nil {
 				slim.Annotations = map[string]string{}

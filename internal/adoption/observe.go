@@ -122,7 +122,10 @@ func observeWorkloads(ctx context.Context, r client.Reader, namespace string) (l
 		injected := revision.HasProxy(p)
 		if !injected {
 			sum.Uninjected = append(sum.Uninjected, p.Name)
-			if p.Labels[ambient.Label] == ambient.Disabled || p.Spec.HostNetwork {
+			switch {
+			case p.Labels[ambient.Label] == ambient.Disabled || p.Spec.HostNetwork:
+				sum.OutsideAmbient = append(sum.OutsideAmbient, p.Name)
+			case !ambient.Redirected(p):
 				sum.Uncaptured = append(sum.Uncaptured, p.Name)
 			}
 		}
@@ -166,6 +169,7 @@ func observeWorkloads(ctx context.Context, r client.Reader, namespace string) (l
 	sort.Strings(sum.NotReady)
 	sort.Strings(sum.Uninjected)
 	sort.Strings(sum.Uncaptured)
+	sort.Strings(sum.OutsideAmbient)
 	sort.Strings(sum.ProxylessPlaintext)
 	sort.Strings(sum.Proxyless)
 	return sum, out, uids, nil

@@ -3,9 +3,11 @@ package adoption
 import (
 	"context"
 	"reflect"
+	"slices"
 	"testing"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/ambient"
 	"github.com/meshwright/meshwright/internal/ladder"
 	"github.com/meshwright/meshwright/internal/revision"
 	appsv1 "k8s.io/api/apps/v1"
@@ -328,5 +330,47 @@ func TestDisruptionBudgetOnlyHoldsDownFirstRollouts(t *testing.T) {
 		if w.DisruptionBlocked != want[w.Name] {
 			t.Errorf("%s %s: held by %q, want %q", w.Kind, w.Name, w.DisruptionBlocked, want[w.Name])
 		}
+	}
+}
+
+// TestObserveAmbientCapture: pods without a proxy are told apart as ambient mode sees them, read
+// as the ladder's cache keeps them (slimPod keeps Istio CNI's redirection annotation): redirected
+// to ztunnel, not yet (Uncaptured), or left out for good (OutsideAmbient: labelled
+// istio.io/dataplane-mode=none, or on the node's network).
+func TestObserveAmbientCapture(t *testing.T) {
+	pod := func(name string, mod func(*corev1.Pod)) client.Object {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", Labels: map[string]string{"app": "web"}},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app"}}}, Status: corev1.PodStatus{Phase: corev1.PodRunning}}
+		if mod != nil {
+			mod(p)
+		}
+		slim, err := slimPod(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return slim.(*corev1.Pod)
+	}
+	redirected := func(p *corev1.Pod) {
+		p.Annotations = map[string]string{ambient.RedirectionAnnotation: ambient.RedirectionEnabled, "unrelated": "dropped"}
+	}
+	c := fake.NewClientBuilder().WithObjects(
+		pod("captured", redirected),
+		pod("pending", func(p *corev1.Pod) { p.Annotations = map[string]string{ambient.RedirectionAnnotation: "pending"} }),
+		pod("new", nil),
+		pod("opted-out", func(p *corev1.Pod) { p.Labels[ambient.Label] = ambient.Disabled }),
+		pod("host", func(p *corev1.Pod) { p.Spec.HostNetwork = true }),
+		pod("sidecar", func(p *corev1.Pod) {
+			p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: revision.ProxyContainer})
+		}),
+	).Build()
+	pods, _, _, err := observeWorkloads(context.Background(), c, "ns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"new", "pending"}; !slices.Equal(pods.Uncaptured, want) {
+		t.Errorf("Uncaptured = %v, want %v", pods.Uncaptured, want)
+	}
+	if want := []string{"host", "opted-out"}; !slices.Equal(pods.OutsideAmbient, want) {
+		t.Errorf("OutsideAmbient = %v, want %v", pods.OutsideAmbient, want)
 	}
 }

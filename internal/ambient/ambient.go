@@ -22,6 +22,19 @@ const Enabled = "ambient"
 // Disabled is Label's value on a pod that keeps it out of ambient mode in an ambient namespace.
 const Disabled = "none"
 
+// RedirectionAnnotation is the annotation Istio CNI's node agent sets on a pod once it has
+// redirected the pod's traffic to the node's ztunnel (RedirectionEnabled): the pod is captured.
+// Istio documents that any other value, or none, means it is not (yet).
+const RedirectionAnnotation = "ambient.istio.io/redirection"
+
+// RedirectionEnabled is RedirectionAnnotation's value on a captured pod.
+const RedirectionEnabled = "enabled"
+
+// Redirected reports whether Istio CNI says it has handed the pod's traffic to ztunnel.
+func Redirected(pod *corev1.Pod) bool {
+	return pod.Annotations[RedirectionAnnotation] == RedirectionEnabled
+}
+
 // Labelled names the namespaces the ladder manages (they carry its record) whose label puts
 // them into ambient mode, sorted; namespaces being deleted count while their pods may run. A
 // namespace someone else labelled is not the operator's to keep ambient mode installed for.

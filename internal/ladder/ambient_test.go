@@ -56,6 +56,21 @@ func TestDecideAmbient(t *testing.T) {
 				}
 			},
 		},
+		"observe waits for Istio CNI to redirect every pod, and is rolled back when it does not": {
+			ns: Namespace{Ambient: true, AmbientWanted: true, Current: meshv1.LevelOff, Target: meshv1.LevelObserve, State: State{Step: observe, Ambient: true},
+				Pods: Pods{Total: 2, Ready: 2, Uncaptured: []string{"web-1"}}, Workloads: sidecarless},
+			now: t0.Add(time.Minute),
+			check: func(t *testing.T, d Decision) {
+				if !strings.Contains(d.Waiting, "pods Istio CNI has not redirected to ztunnel: web-1") {
+					t.Errorf("waiting = %q", d.Waiting)
+				}
+				timedOut := Decide(Namespace{Ambient: true, AmbientWanted: true, Current: meshv1.LevelOff, Target: meshv1.LevelObserve, State: State{Step: observe, Ambient: true},
+					Pods: Pods{Total: 2, Ready: 2, Uncaptured: []string{"web-1"}}, Workloads: sidecarless}, settings(), false, t0.Add(11*time.Minute))
+				if st := timedOut.State.Step; st == nil || !st.Rollback || timedOut.Effects.Inject || len(timedOut.Restart) > 0 {
+					t.Errorf("after the step timeout: step %+v, effects %+v, restart %v; want a rollback taking the label off, restarting nothing", st, timedOut.Effects, timedOut.Restart)
+				}
+			},
+		},
 		"observe waits for a pod not Ready": {
 			ns:  Namespace{Ambient: true, AmbientWanted: true, Current: meshv1.LevelOff, Target: meshv1.LevelObserve, State: State{Step: observe, Ambient: true}, Pods: Pods{Total: 2, Ready: 1, NotReady: []string{"web-1"}}, Workloads: sidecarless},
 			now: t0.Add(time.Minute),
@@ -97,7 +112,7 @@ func TestDecideAmbient(t *testing.T) {
 		},
 		"a pod left out of ambient mode holds STRICT": {
 			ns: Namespace{Ambient: true, AmbientWanted: true, Current: meshv1.LevelObserve, Target: meshv1.LevelMutualTLS, State: State{Since: t0.Add(-time.Hour), Ambient: true},
-				Pods: Pods{Total: 2, Ready: 2, Uncaptured: []string{"host-agent"}}, Workloads: sidecarless},
+				Pods: Pods{Total: 2, Ready: 2, OutsideAmbient: []string{"host-agent"}}, Workloads: sidecarless},
 			mayStart: true, now: t0,
 			check: func(t *testing.T, d Decision) {
 				if d.State.Step != nil || d.Blocked.Reason != meshv1.ReasonPodsOutsideAmbient {

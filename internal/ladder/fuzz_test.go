@@ -236,8 +236,8 @@ func checkClimbGated(t *testing.T, ns Namespace, d Decision, s Settings, now tim
 		t.Fatalf("a climb onto Observe started without the API server admitting the pods it restarts: %+v", ns.Admission)
 	case !ns.Ambient && promisedOrder[to] >= promisedOrder[meshv1.LevelMutualTLS] && len(ns.Pods.Uninjected) > 0:
 		t.Fatalf("a climb to %q started with pods without the proxy: %v", to, ns.Pods.Uninjected)
-	case ns.Ambient && promisedOrder[to] >= promisedOrder[meshv1.LevelMutualTLS] && len(ns.Pods.Uncaptured) > 0:
-		t.Fatalf("a climb to %q in ambient mode started with pods ztunnel does not carry: %v", to, ns.Pods.Uncaptured)
+	case ns.Ambient && promisedOrder[to] >= promisedOrder[meshv1.LevelMutualTLS] && len(ns.Pods.Uncaptured)+len(ns.Pods.OutsideAmbient) > 0:
+		t.Fatalf("a climb to %q in ambient mode started with pods ztunnel does not carry: %v %v", to, ns.Pods.Uncaptured, ns.Pods.OutsideAmbient)
 	case ns.Ambient && promisedOrder[to] >= promisedOrder[meshv1.LevelMutualTLS] && s.TrafficGates:
 		t.Fatalf("an enforcing climb to %q in ambient mode started under the traffic gates, which do not read it", to)
 	case promisedOrder[to] >= promisedOrder[meshv1.LevelMutualTLS] && ns.PolicyConflict != "":

@@ -268,10 +268,15 @@ type Pods struct {
 	// Proxyless names every pod running Istio's proxyless gRPC, sorted: no Envoy, so no
 	// telemetry, and AuthorizationPolicies enforced even in dry-run.
 	Proxyless []string `json:"proxyless,omitempty"`
-	// Uncaptured names the pods without a proxy that ambient mode leaves out (labelled
-	// istio.io/dataplane-mode=none, or on the node's network), sorted: ztunnel does not carry
-	// their traffic, so STRICT mTLS would cut them off.
+	// Uncaptured names the pods without a proxy that Istio CNI has not redirected to ztunnel
+	// (no ambient.istio.io/redirection=enabled, which the CNI's node agent sets once it has),
+	// leaving out those in OutsideAmbient, sorted. Only meaningful in ambient mode: a step into
+	// it waits for them, as a sidecar step waits for injected pods.
 	Uncaptured []string `json:"uncaptured,omitempty"`
+	// OutsideAmbient names the pods without a proxy that ambient mode leaves out for good
+	// (labelled istio.io/dataplane-mode=none, or on the node's network), sorted: ztunnel never
+	// carries their traffic, so STRICT mTLS would cut them off.
+	OutsideAmbient []string `json:"outsideAmbient,omitempty"`
 }
 
 // Workload is a Deployment, StatefulSet, DaemonSet, CronJob or Job, as far as the ladder cares.
@@ -943,6 +948,9 @@ func incomplete(ns Namespace, step Step, current Level, up bool, s Settings) str
 	}
 	if up && len(ns.Pods.NotReady) > 0 {
 		pending = append(pending, fmt.Sprintf("pods not Ready: %s", names.List(ns.Pods.NotReady)))
+	}
+	if up && ns.Ambient && wantProxy && len(ns.Pods.Uncaptured) > 0 {
+		pending = append(pending, fmt.Sprintf("pods Istio CNI has not redirected to ztunnel: %s", names.List(ns.Pods.Uncaptured)))
 	}
 	if len(pending) > maxNamed {
 		pending = append(pending[:maxNamed], fmt.Sprintf("and %d more", len(pending)-maxNamed))

@@ -121,13 +121,16 @@ var (
 	}}
 	// podsCaptured holds STRICT in ambient mode from pods ztunnel does not carry: a pod that
 	// opts out (istio.io/dataplane-mode=none) or runs on the node's network keeps sending and
-	// receiving plaintext, which STRICT would refuse. Pods with a sidecar of their own are in
-	// the mesh all the same.
+	// receiving plaintext, which STRICT would refuse; one Istio CNI has not redirected yet is
+	// waited for. Pods with a sidecar of their own are in the mesh all the same.
 	podsCaptured = Gate{Name: "PodsCaptured", Check: func(c Climb) *Verdict {
-		if out := c.NS.Pods.Uncaptured; len(out) > 0 {
+		if out := c.NS.Pods.OutsideAmbient; len(out) > 0 {
 			return &Verdict{Blocked: Blocked{Reason: meshv1.ReasonPodsOutsideAmbient, Message: fmt.Sprintf(
 				"%d pod(s) are left out of ambient mode and would be cut off by STRICT mTLS: %s (labelled istio.io/dataplane-mode=none, or on the node's network). Remove the label, or move them out of the namespace, or lower its target to Observe.",
 				len(out), names.List(out))}}
+		}
+		if pending := c.NS.Pods.Uncaptured; len(pending) > 0 {
+			return &Verdict{RecheckAfter: Settle, Waiting: fmt.Sprintf("waiting for Istio CNI to redirect %d pod(s) to ztunnel before %s: %s", len(pending), c.To, names.List(pending))}
 		}
 		return nil
 	}}

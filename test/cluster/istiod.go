@@ -32,6 +32,9 @@ type Istiod struct {
 	// Service is the name of its revision's istiod Service (istiod, istiod-<revision>): the
 	// injection tells a pod's agent to reach that (CA_ADDR, discoveryAddress).
 	Service string
+	// HTTP is its plain HTTP address (istiod's port 8080 in a cluster), which serves /ready and
+	// the debug endpoints (/debug/ambientz, ...).
+	HTTP string
 
 	proc    *Process
 	cluster *Cluster
@@ -71,6 +74,11 @@ type IstiodOptions struct {
 	// SyncCA keeps istiod's CA files in step with the cacerts Secret, as the kubelet does for a
 	// mounted Secret; istiod reloads them when they change.
 	SyncCA bool
+	// Ambient runs istiod with ambient mode on, as the operator's charts render it with
+	// spec.dataPlane.mode Ambient: PILOT_ENABLE_AMBIENT=true, trusting ztunnel's ServiceAccount
+	// in ZtunnelNamespace (CA_TRUSTED_NODE_ACCOUNTS).
+	Ambient          bool
+	ZtunnelNamespace string
 }
 
 // suffix is what a revision adds to the names of its charts' objects.
@@ -206,12 +214,15 @@ func (c *Cluster) startIstiodOnce(ctx context.Context, opts IstiodOptions, bin, 
 	if opts.MultiRoot {
 		env = append(env, "ISTIO_MULTIROOT_MESH=true")
 	}
+	if opts.Ambient {
+		env = append(env, "PILOT_ENABLE_AMBIENT=true", "CA_TRUSTED_NODE_ACCOUNTS="+opts.ZtunnelNamespace+"/ztunnel")
+	}
 	proc, err := startProcessIn(dir, fmt.Sprintf("istiod-%d", opts.Port), filepath.Join(bin, "pilot-discovery"), args, env,
 		filepath.Join(c.Dir, "logs"), opts.Detached)
 	if err != nil {
 		return nil, err
 	}
-	ist := &Istiod{Port: opts.Port, Dir: dir, SecureXDS: loop(secureGRPCPort), Service: "istiod" + opts.suffix(), proc: proc, cluster: c}
+	ist := &Istiod{Port: opts.Port, Dir: dir, SecureXDS: loop(secureGRPCPort), Service: "istiod" + opts.suffix(), HTTP: "http://" + loop(httpPort), proc: proc, cluster: c}
 	c.Processes = append(c.Processes, proc)
 	ready := "http://" + loop(httpPort) + "/ready"
 	if err := poll(ctx, "istiod to be ready", 250*time.Millisecond, []*Process{proc}, func(ctx context.Context) (bool, error) {

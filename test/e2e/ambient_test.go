@@ -1,0 +1,167 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/test/cluster"
+	"github.com/meshwright/meshwright/test/framework"
+)
+
+// ztunnelNamespace is where the operator runs ztunnel, beside Istio CNI (render.CNINamespace).
+const ztunnelNamespace = "istio-cni"
+
+// TestAmbientFreshInstall: a fresh install with spec.dataPlane.mode Ambient installs ztunnel and
+// Istio CNI in ambient mode, takes a namespace to ZeroTrust without restarting its pods (the same
+// UIDs), labelled istio.io/dataplane-mode=ambient and never for injection, with STRICT and
+// enforced AuthorizationPolicies; its step into the mesh waits until every pod is redirected to
+// ztunnel; and Istio's real istiod, with ambient on, lists its workloads with the HBONE tunnel.
+// kwok runs no node agent, so the redirection is written by the named simulator of Istio CNI's
+// node agent (test/ambientsim): what this shows is the orchestration and istiod's acceptance,
+// not that ztunnel carries a packet.
+func TestAmbientFreshInstall(t *testing.T) {
+	t.Parallel() // a cluster of its own: see main_test.go
+	ctx := context.Background()
+	cl, c := framework.StartCluster(t, cluster.Options{})
+	// istiod's ambient index lists only pods with an IP: a node from whose range kwok gives them one.
+	if err := cl.AddNode(ctx, cluster.NodeOptions{Name: "kwok-ambient", CPU: "32", Memory: "64Gi", PodCIDR: "10.244.1.0/24", Labels: map[string]string{"pool": "ambient"}}); err != nil {
+		t.Fatal(err)
+	}
+	onAmbientNode := func(d *appsv1.Deployment) { d.Spec.Template.Spec.NodeSelector = map[string]string{"pool": "ambient"} }
+	framework.MakeNamespace(t, c, "amb", map[string]string{"ladder": "zt"}, map[string]func(*appsv1.Deployment){"web": onAmbientNode, "api": onAmbientNode})
+	framework.WaitAvailable(t, c, "amb")
+	before := podUIDs(t, c, "amb")
+
+	runOperator(t, cl)
+	createMesh(t, c, &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: meshv1.MeshInstallationSpec{
+		DataPlane: meshv1.DataPlaneSpec{Mode: meshv1.DataPlaneAmbient},
+		Rollout: meshv1.RolloutSpec{TrafficGates: meshv1.TrafficGatesSkip, SoakTime: &metav1.Duration{Duration: 3 * time.Second},
+			StepTimeout: &metav1.Duration{Duration: 3 * time.Minute}},
+		Namespaces: []meshv1.NamespaceRule{{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"ladder": "zt"}}, Level: meshv1.LevelZeroTrust}},
+	}})
+	ist := useLocalIstiodWith(t, cl, c, "default", cluster.IstiodOptions{Ambient: true, ZtunnelNamespace: ztunnelNamespace})
+
+	// Into the mesh by its label; the step waits for the node agent to redirect its pods.
+	framework.Eventually(t, 3*time.Minute, "amb labelled into ambient mode, its step waiting for the pods' redirection", func() (bool, error) {
+		ns := framework.GetNamespace(t, c, "amb")
+		mesh := &meshv1.MeshInstallation{}
+		if err := c.Get(ctx, client.ObjectKey{Name: "default"}, mesh); err != nil {
+			return false, err
+		}
+		cond := meta.FindStatusCondition(mesh.Status.Conditions, meshv1.ConditionAdoptionReady)
+		return ns.Labels["istio.io/dataplane-mode"] == "ambient" && cond != nil && strings.Contains(cond.Message, "Istio CNI has not redirected"), nil
+	})
+	// Not redirected yet, istiod lists them without the HBONE tunnel.
+	checkListedAmbient(t, ist, "amb", len(before), 0)
+	framework.StartAmbientCapture(t, c, ztunnelNamespace)
+
+	framework.Eventually(t, 3*time.Minute, "amb at ZeroTrust", func() (bool, error) {
+		ns := framework.GetNamespace(t, c, "amb")
+		return ns.Labels[meshv1.LabelLevel] == string(meshv1.LevelZeroTrust) && stateOf(ns).Step == nil, nil
+	})
+	ns := framework.GetNamespace(t, c, "amb")
+	for _, k := range []string{"istio.io/rev", "istio-injection"} {
+		if v, ok := ns.Labels[k]; ok {
+			t.Errorf("amb carries %s=%s: ambient mode needs no injection label", k, v)
+		}
+	}
+	if after := podUIDs(t, c, "amb"); !maps.Equal(after, before) {
+		t.Errorf("pods before %v, after %v: ambient mode must restart none", before, after)
+	}
+	for _, p := range framework.Pods(t, c, "amb") {
+		if len(p.Spec.Containers) != 1 || len(p.Spec.InitContainers) != 0 {
+			t.Errorf("pod %s has containers %v, init containers %v: want the application's only", p.Name, containerNames(p.Spec.Containers), containerNames(p.Spec.InitContainers))
+		}
+	}
+	if _, ok := policyExists(t, c, peerAuthenticationGVK, "amb", "meshwright-strict"); !ok {
+		t.Error("amb has no STRICT PeerAuthentication")
+	}
+	for _, name := range []string{"meshwright-allow-nothing", "meshwright-allow"} {
+		p, ok := policyExists(t, c, authorizationPolicyGVK, "amb", name)
+		if !ok || p.GetAnnotations()["istio.io/dry-run"] != "" {
+			t.Errorf("AuthorizationPolicy amb/%s: present %v, annotations %v; want it enforced", name, ok, p)
+		}
+	}
+	mesh := &meshv1.MeshInstallation{}
+	if err := c.Get(ctx, client.ObjectKey{Name: "default"}, mesh); err != nil {
+		t.Fatal(err)
+	}
+	checkNodeAgentsReady(t, c, mesh)
+	checkListedAmbient(t, ist, "amb", len(before), len(before))
+}
+
+// checkNodeAgentsReady: ztunnel's and Istio CNI's DaemonSets are Ready beside each other, and
+// the ControlPlane stage says ambient mode is in place.
+func checkNodeAgentsReady(t *testing.T, c client.Client, mesh *meshv1.MeshInstallation) {
+	t.Helper()
+	for _, name := range []string{"ztunnel", "istio-cni-node"} {
+		ds := &appsv1.DaemonSet{}
+		if err := c.Get(context.Background(), client.ObjectKey{Namespace: ztunnelNamespace, Name: name}, ds); err != nil {
+			t.Errorf("DaemonSet %s/%s: %v", ztunnelNamespace, name, err)
+			continue
+		}
+		if ds.Status.DesiredNumberScheduled == 0 || ds.Status.NumberReady != ds.Status.DesiredNumberScheduled {
+			t.Errorf("DaemonSet %s: %d of %d nodes Ready", name, ds.Status.NumberReady, ds.Status.DesiredNumberScheduled)
+		}
+	}
+	cond := meta.FindStatusCondition(mesh.Status.Conditions, meshv1.ConditionControlPlaneReady)
+	if cond == nil || !strings.Contains(cond.Message, "ztunnel Ready on every node") {
+		t.Errorf("ControlPlaneReady = %+v, want it to say ztunnel is Ready", cond)
+	}
+}
+
+// checkListedAmbient reads istiod's ambient index (/debug/ambientz) until it lists want
+// workloads of the namespace, hbone of them with the HBONE tunnel: those istiod takes as in
+// ambient mode (redirected to ztunnel).
+func checkListedAmbient(t *testing.T, ist *cluster.Istiod, namespace string, want, hbone int) {
+	t.Helper()
+	last := "nothing"
+	framework.Eventually(t, time.Minute, fmt.Sprintf("istiod listing %d workloads of %s, %d with the HBONE tunnel", want, namespace, hbone), func() (bool, error) {
+		resp, err := http.Get(ist.HTTP + "/debug/ambientz")
+		if err != nil {
+			return false, nil //nolint:nilerr // istiod may be busy: asked again
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			return false, nil //nolint:nilerr // asked again
+		}
+		var index struct {
+			Workloads []map[string]any `json:"workloads"`
+		}
+		if err := json.Unmarshal(body, &index); err != nil {
+			return false, fmt.Errorf("istiod's /debug/ambientz: %w", err)
+		}
+		tunnelled, listed := 0, 0
+		var seen []string
+		for _, w := range index.Workloads {
+			if w["namespace"] != namespace {
+				continue
+			}
+			listed++
+			tunnel := fmt.Sprint(w["tunnelProtocol"], w["tunnel_protocol"])
+			seen = append(seen, fmt.Sprintf("%v:%s", w["name"], tunnel))
+			if strings.Contains(tunnel, "HBONE") {
+				tunnelled++
+			}
+		}
+		last = strings.Join(seen, ", ")
+		if len(seen) == 0 {
+			last = "none of it; its index: " + string(body[:min(len(body), 2000)])
+		}
+		return listed == want && tunnelled == hbone, lazyError(func() string { return "istiod lists " + last })
+	})
+}
