@@ -56,6 +56,7 @@ const (
 // MeshInstallationSpec is everything a platform team decides about its mesh: one document, from
 // which the operator derives every object it creates.
 // +kubebuilder:validation:XValidation:rule="!has(self.certificates) || !has(self.certificates.issuerRef) || !has(self.certificates.rootDuration)",message="certificates.rootDuration applies only to the self-signed root the operator manages; remove it when certificates.issuerRef names your own issuer"
+// +kubebuilder:validation:XValidation:rule="!has(self.namespaces) || !self.namespaces.exists(r, has(r.dataPlaneMode) && r.dataPlaneMode == 'Ambient') || !has(self.dataPlane) || !has(self.dataPlane.cni) || self.dataPlane.cni != 'Disabled'",message="a namespace rule with dataPlaneMode Ambient needs Istio CNI (its node agent hands the pods' traffic to ztunnel): set dataPlane.cni to Auto or Enabled"
 type MeshInstallationSpec struct {
 	// Version is the Istio release to install, as MAJOR.MINOR.PATCH (for example "1.31.4").
 	// Leave it empty to install the version this operator embeds.
@@ -408,6 +409,13 @@ type NamespaceRule struct {
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=32
 	PlaintextPorts []ServicePortRef `json:"plaintextPorts,omitempty"`
+
+	// DataPlaneMode is the data plane of these namespaces, over spec.dataPlane.mode: Sidecar or
+	// Ambient. Namespaces of both can be in the mesh at once; one rule in Ambient installs
+	// ambient mode's parts (ztunnel, Istio CNI in ambient mode) as spec.dataPlane.mode would.
+	// Empty takes spec.dataPlane.mode.
+	// +optional
+	DataPlaneMode DataPlaneKind `json:"dataPlaneMode,omitempty"`
 }
 
 // ServicePortRef names one port of a Service in the namespace.

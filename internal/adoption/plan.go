@@ -331,7 +331,7 @@ func candidates(ctx context.Context, mesh *meshv1.MeshInstallation, namespaces [
 		key.resourceVersion = ns.ResourceVersion
 		c.State, c.Enrollment = memo.ladderRecord(ns.Name, key, func() (ladder.State, ladder.Enrollment) {
 			e := ladder.Enroll(ns.Name, ns.Labels, mesh.Spec.Namespaces, excluded)
-			e.Ambient = meshspec.Ambient(mesh)
+			e.Ambient = meshspec.AmbientFor(mesh, e.DataPlane)
 			return readRecord(ctx, ns), e
 		})
 		if c.Enrollment.Target == meshv1.LevelOff && c.Current == meshv1.LevelOff && !ours && ns.Labels[meshv1.LabelLevel] == "" &&

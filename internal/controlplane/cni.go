@@ -52,7 +52,7 @@ func (s *Stage) dataPlaneInput(ctx context.Context, p *planePass, in *render.Inp
 	}
 	// Ambient mode stays installed while a namespace is still in it: its traffic needs ztunnel.
 	p.ambientLabelled = ambient.Labelled(list.Items)
-	in.Ambient = meshspec.Ambient(p.mesh) || len(p.ambientLabelled) > 0
+	in.Ambient = meshspec.AmbientWanted(p.mesh) || len(p.ambientLabelled) > 0
 	in.ZTunnel = in.Ambient
 	mode := cniMode(p.mesh, in.Ambient)
 	var needing []string
@@ -294,7 +294,7 @@ func cniWhy(p *planePass) string {
 	switch {
 	case p.cniNow.Foreign != "":
 		return "installed by someone else as " + p.cniNow.Foreign + ", used as it is"
-	case meshspec.Ambient(p.mesh):
+	case meshspec.AmbientWanted(p.mesh):
 		return "ambient mode needs it"
 	case len(p.ambientLabelled) > 0:
 		return "ambient mode needs it while " + names.Few(p.ambientLabelled, 3, ", ") + " use it"
@@ -369,5 +369,10 @@ func ambientWhy(p *planePass) string {
 	if meshspec.Ambient(p.mesh) {
 		return "spec.dataPlane.mode is Ambient"
 	}
-	return "spec.dataPlane.mode is Sidecar, and it stays while " + names.Few(p.ambientLabelled, 3, ", ") + " use it"
+	for i, r := range p.mesh.Spec.Namespaces {
+		if r.DataPlaneMode == meshv1.DataPlaneAmbient {
+			return fmt.Sprintf("spec.namespaces[%d].dataPlaneMode is Ambient", i)
+		}
+	}
+	return "no rule asks for ambient mode any more, and it stays while " + names.Few(p.ambientLabelled, 3, ", ") + " use it"
 }

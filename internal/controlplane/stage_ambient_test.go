@@ -90,8 +90,18 @@ func TestAmbientInstallAndRemovalOrder(t *testing.T) {
 		t.Fatal("Istio CNI was removed with ambient mode; spec.dataPlane.cni Auto keeps it once installed")
 	}
 
-	mesh.Spec.DataPlane.Mode = meshv1.DataPlaneAmbient
-	untilSettled(t, stage, mesh, ns)
+	// One rule in ambient mode is enough.
+	mesh.Spec.Namespaces = []meshv1.NamespaceRule{{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"team": "lite"}},
+		Level: meshv1.LevelObserve, DataPlaneMode: meshv1.DataPlaneAmbient}}
+	for range 3 {
+		if res = untilSettled(t, stage, mesh, ns); res.Reason != meshv1.ReasonWaitingForZtunnel {
+			break
+		}
+		markNodeAgentReady(t, render.ZTunnelDaemonSet, 2)
+	}
+	if !ztunnel() || !istiodAmbient(t, ns) || !strings.Contains(res.Message, "spec.namespaces[0].dataPlaneMode is Ambient") {
+		t.Fatalf("a rule in ambient mode: %+v, ztunnel %v, istiod ambient %v", res, ztunnel(), istiodAmbient(t, ns))
+	}
 	cleanUp(t, stage, mesh)
 	if ztunnel() {
 		t.Fatal("ztunnel left after the installation's removal")

@@ -23,8 +23,10 @@ type Enrollment struct {
 	PlaintextPorts []meshv1.ServicePortRef
 	// Invalid, when set, says why the namespace's override label was ignored.
 	Invalid string
-	// Ambient is the data plane the spec asks for (spec.dataPlane.mode Ambient); the caller
-	// sets it (Namespace.AmbientWanted).
+	// DataPlane is the matched rule's dataPlaneMode ("" when it says nothing, or no rule matched).
+	DataPlane meshv1.DataPlaneKind
+	// Ambient is the data plane the spec asks for the namespace (the rule's dataPlaneMode, else
+	// spec.dataPlane.mode); the caller sets it (Namespace.AmbientWanted).
 	Ambient bool
 }
 
@@ -51,7 +53,7 @@ func Enroll(name string, nsLabels map[string]string, rules []meshv1.NamespaceRul
 		for _, a := range r.AllowFrom {
 			e.AllowFrom = append(e.AllowFrom, a.Namespace)
 		}
-		e.PlaintextPorts = r.PlaintextPorts
+		e.PlaintextPorts, e.DataPlane = r.PlaintextPorts, r.DataPlaneMode
 		break
 	}
 	if !matched {

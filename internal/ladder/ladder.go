@@ -169,8 +169,9 @@ type Namespace struct {
 	// in the mesh means the ambient label instead of the injection label, no step restarts its
 	// pods, and its climbs pass AmbientRungs' gates.
 	Ambient bool
-	// AmbientWanted is what spec.dataPlane.mode asks of the namespace. A namespace in the mesh
-	// on the other data plane is not moved between them (DataPlaneChangeUnsupported).
+	// AmbientWanted is what the spec asks of the namespace (its rule's dataPlaneMode, else
+	// spec.dataPlane.mode). A namespace in the mesh on the other data plane is not moved between
+	// them (DataPlaneChangeUnsupported).
 	AmbientWanted bool
 	Pods          Pods
 	// Workloads are the namespace's Deployments, StatefulSets, DaemonSets, CronJobs and the
@@ -471,7 +472,7 @@ func dataPlaneUnchanged(ns Namespace) Blocked {
 		on, want, enter = "ambient mode", "Sidecar", "its pods restart with sidecars"
 	}
 	return Blocked{Reason: meshv1.ReasonDataPlaneChangeUnsupported, Message: fmt.Sprintf(
-		"The namespace is in the mesh with %s, and spec.dataPlane.mode asks for %s. This version of Meshwright does not move a namespace between data planes in place (Istio's migration order), so it stays as it is. To move it, lower its target to Off, then raise it again: %s.",
+		"The namespace is in the mesh with %s, and the spec asks for %s (its rule's dataPlaneMode, or else spec.dataPlane.mode). This version of Meshwright does not move a namespace between data planes in place (Istio's migration order), so it stays as it is. To move it, lower its target to Off, then raise it again: %s.",
 		on, want, enter)}
 }
 

@@ -428,15 +428,18 @@ func TestDecide(t *testing.T) {
 func TestEnroll(t *testing.T) {
 	rules := []meshv1.NamespaceRule{
 		{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"team": "pay"}}, Level: meshv1.LevelZeroTrust, AllowFrom: []meshv1.AllowSource{{Namespace: "gw"}}},
+		{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"team": "lite"}}, Level: meshv1.LevelMutualTLS, DataPlaneMode: meshv1.DataPlaneAmbient},
 		{Selector: meshv1.NamespaceSelector{}, Level: meshv1.LevelObserve},
 	}
 	tests := map[string]struct {
-		name   string
-		labels map[string]string
-		want   Level
-		allow  string
-		bad    bool
+		name      string
+		labels    map[string]string
+		want      Level
+		allow     string
+		bad       bool
+		dataPlane meshv1.DataPlaneKind
 	}{
+		"a rule's data plane comes with it":    {name: "lite", labels: map[string]string{"team": "lite"}, want: meshv1.LevelMutualTLS, dataPlane: meshv1.DataPlaneAmbient},
 		"first matching rule wins":             {name: "pay", labels: map[string]string{"team": "pay"}, want: meshv1.LevelZeroTrust, allow: "gw"},
 		"empty selector matches the rest":      {name: "web", want: meshv1.LevelObserve},
 		"kube-system is never enrolled":        {name: "kube-system", labels: map[string]string{"team": "pay"}, want: meshv1.LevelOff},
@@ -449,7 +452,7 @@ func TestEnroll(t *testing.T) {
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			e := Enroll(tc.name, tc.labels, rules, []string{"istio-system", "meshwright-system"})
-			if e.Target != tc.want || strings.Join(e.AllowFrom, ",") != tc.allow || (e.Invalid != "") != tc.bad {
+			if e.Target != tc.want || strings.Join(e.AllowFrom, ",") != tc.allow || (e.Invalid != "") != tc.bad || e.DataPlane != tc.dataPlane {
 				t.Errorf("Enroll = %+v, want %s allow %q invalid %v", e, tc.want, tc.allow, tc.bad)
 			}
 		})

@@ -22,11 +22,33 @@ func ControlPlaneNamespace(mesh *meshv1.MeshInstallation) string {
 	return meshv1.DefaultControlPlaneNamespace
 }
 
-// Ambient reports whether the mesh asks for Istio's ambient data plane (spec.dataPlane.mode),
-// which the control plane installs (ztunnel, Istio CNI in ambient mode, istiod with ambient on)
-// and the ladder's steps use.
+// Ambient reports whether the mesh's data plane is Istio's ambient mode (spec.dataPlane.mode):
+// the one a namespace gets unless its rule says otherwise (AmbientFor).
 func Ambient(mesh *meshv1.MeshInstallation) bool {
 	return mesh.Spec.DataPlane.Mode == meshv1.DataPlaneAmbient
+}
+
+// AmbientFor is the data plane a namespace's rule asks for (its dataPlaneMode, "" when the
+// namespace is enrolled by no rule or the rule says nothing): ambient or not.
+func AmbientFor(mesh *meshv1.MeshInstallation, ruleMode meshv1.DataPlaneKind) bool {
+	if ruleMode != "" {
+		return ruleMode == meshv1.DataPlaneAmbient
+	}
+	return Ambient(mesh)
+}
+
+// AmbientWanted reports whether some namespace may be in ambient mode: spec.dataPlane.mode or a
+// rule's dataPlaneMode asks for it. The control plane then installs ambient mode's parts.
+func AmbientWanted(mesh *meshv1.MeshInstallation) bool {
+	if Ambient(mesh) {
+		return true
+	}
+	for _, r := range mesh.Spec.Namespaces {
+		if r.DataPlaneMode == meshv1.DataPlaneAmbient {
+			return true
+		}
+	}
+	return false
 }
 
 // MultiRoot reports whether istiod must accept a trust bundle of several roots: from the first

@@ -7,11 +7,13 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -29,6 +31,8 @@ const ztunnelNamespace = "istio-cni"
 // UIDs), labelled istio.io/dataplane-mode=ambient and never for injection, with STRICT and
 // enforced AuthorizationPolicies; its step into the mesh waits until every pod is redirected to
 // ztunnel; and Istio's real istiod, with ambient on, lists its workloads with the HBONE tunnel.
+// Beside it, a namespace whose rule says Sidecar goes to MutualTLS the sidecar way at the same
+// time (its pods restarted with the proxy, which istiod lists as ending HBONE themselves).
 // kwok runs no node agent, so the redirection is written by the named simulator of Istio CNI's
 // node agent (test/ambientsim): what this shows is the orchestration and istiod's acceptance,
 // not that ztunnel carries a packet.
@@ -42,15 +46,21 @@ func TestAmbientFreshInstall(t *testing.T) {
 	}
 	onAmbientNode := func(d *appsv1.Deployment) { d.Spec.Template.Spec.NodeSelector = map[string]string{"pool": "ambient"} }
 	framework.MakeNamespace(t, c, "amb", map[string]string{"ladder": "zt"}, map[string]func(*appsv1.Deployment){"web": onAmbientNode, "api": onAmbientNode})
+	// Beside it, a namespace whose rule keeps sidecars.
+	framework.MakeNamespace(t, c, "side", map[string]string{"ladder": "mtls"}, map[string]func(*appsv1.Deployment){"shop": onAmbientNode})
 	framework.WaitAvailable(t, c, "amb")
-	before := podUIDs(t, c, "amb")
+	framework.WaitAvailable(t, c, "side")
+	before, sideBefore := podUIDs(t, c, "amb"), podUIDs(t, c, "side")
 
 	runOperator(t, cl)
 	createMesh(t, c, &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: meshv1.MeshInstallationSpec{
 		DataPlane: meshv1.DataPlaneSpec{Mode: meshv1.DataPlaneAmbient},
 		Rollout: meshv1.RolloutSpec{TrafficGates: meshv1.TrafficGatesSkip, SoakTime: &metav1.Duration{Duration: 3 * time.Second},
 			StepTimeout: &metav1.Duration{Duration: 3 * time.Minute}},
-		Namespaces: []meshv1.NamespaceRule{{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"ladder": "zt"}}, Level: meshv1.LevelZeroTrust}},
+		Namespaces: []meshv1.NamespaceRule{
+			{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"ladder": "zt"}}, Level: meshv1.LevelZeroTrust},
+			{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"ladder": "mtls"}}, Level: meshv1.LevelMutualTLS, DataPlaneMode: meshv1.DataPlaneSidecar},
+		},
 	}})
 	ist := useLocalIstiodWith(t, cl, c, "default", cluster.IstiodOptions{Ambient: true, ZtunnelNamespace: ztunnelNamespace})
 
@@ -65,13 +75,15 @@ func TestAmbientFreshInstall(t *testing.T) {
 		return ns.Labels["istio.io/dataplane-mode"] == "ambient" && cond != nil && strings.Contains(cond.Message, "Istio CNI has not redirected"), nil
 	})
 	// Not redirected yet, istiod lists them without the HBONE tunnel.
-	checkListedAmbient(t, ist, "amb", len(before), 0)
+	checkListedAmbient(t, ist, "amb", len(before), tunnelNone)
 	framework.StartAmbientCapture(t, c, ztunnelNamespace)
 
-	framework.Eventually(t, 3*time.Minute, "amb at ZeroTrust", func() (bool, error) {
-		ns := framework.GetNamespace(t, c, "amb")
-		return ns.Labels[meshv1.LabelLevel] == string(meshv1.LevelZeroTrust) && stateOf(ns).Step == nil, nil
+	framework.Eventually(t, 3*time.Minute, "amb at ZeroTrust and side at MutualTLS", func() (bool, error) {
+		amb, side := framework.GetNamespace(t, c, "amb"), framework.GetNamespace(t, c, "side")
+		return amb.Labels[meshv1.LabelLevel] == string(meshv1.LevelZeroTrust) && stateOf(amb).Step == nil &&
+			side.Labels[meshv1.LabelLevel] == string(meshv1.LevelMutualTLS) && stateOf(side).Step == nil, nil
 	})
+	checkSidecarsBeside(t, c, "side", sideBefore)
 	ns := framework.GetNamespace(t, c, "amb")
 	for _, k := range []string{"istio.io/rev", "istio-injection"} {
 		if v, ok := ns.Labels[k]; ok {
@@ -100,7 +112,31 @@ func TestAmbientFreshInstall(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkNodeAgentsReady(t, c, mesh)
-	checkListedAmbient(t, ist, "amb", len(before), len(before))
+	checkListedAmbient(t, ist, "amb", len(before), tunnelZtunnel)
+	checkListedAmbient(t, ist, "side", len(sideBefore), tunnelNative)
+}
+
+// checkSidecarsBeside: a namespace whose rule keeps sidecars, in an ambient mesh, is in the mesh
+// the sidecar way: its injection label, its pods restarted with Istio's proxy, STRICT, and no
+// ambient label.
+func checkSidecarsBeside(t *testing.T, c client.Client, namespace string, before map[string]string) {
+	t.Helper()
+	ns := framework.GetNamespace(t, c, namespace)
+	if ns.Labels["istio.io/rev"] != "default" || ns.Labels["istio.io/dataplane-mode"] != "" {
+		t.Errorf("namespace %s labels %v: want istio.io/rev=default and no ambient label", namespace, ns.Labels)
+	}
+	for _, p := range framework.Pods(t, c, namespace) {
+		if !p.DeletionTimestamp.IsZero() {
+			continue
+		}
+		if _, old := before[p.Name]; old || !slices.ContainsFunc(slices.Concat(p.Spec.InitContainers, p.Spec.Containers), func(ctr corev1.Container) bool { return ctr.Name == "istio-proxy" }) {
+			t.Errorf("pod %s/%s: restarted %v, containers %v; want it restarted with Istio's proxy", namespace, p.Name, !old,
+				containerNames(slices.Concat(p.Spec.InitContainers, p.Spec.Containers)))
+		}
+	}
+	if _, ok := policyExists(t, c, peerAuthenticationGVK, namespace, "meshwright-strict"); !ok {
+		t.Errorf("%s has no STRICT PeerAuthentication", namespace)
+	}
 }
 
 // checkNodeAgentsReady: ztunnel's and Istio CNI's DaemonSets are Ready beside each other, and
@@ -123,13 +159,23 @@ func checkNodeAgentsReady(t *testing.T, c client.Client, mesh *meshv1.MeshInstal
 	}
 }
 
+// How istiod's ambient index says a workload is reached.
+const (
+	// tunnelNone: no HBONE tunnel; ztunnel would send it plaintext.
+	tunnelNone = "none"
+	// tunnelZtunnel: HBONE through the node's ztunnel (the pod is redirected, in ambient mode).
+	tunnelZtunnel = "ztunnel"
+	// tunnelNative: HBONE terminated by the pod's own sidecar (nativeTunnel), which an istiod
+	// with ambient on gives injected pods so that they talk to ambient ones.
+	tunnelNative = "sidecar"
+)
+
 // checkListedAmbient reads istiod's ambient index (/debug/ambientz) until it lists want
-// workloads of the namespace, hbone of them with the HBONE tunnel: those istiod takes as in
-// ambient mode (redirected to ztunnel).
-func checkListedAmbient(t *testing.T, ist *cluster.Istiod, namespace string, want, hbone int) {
+// workloads of the namespace, every one reached as tunnel says.
+func checkListedAmbient(t *testing.T, ist *cluster.Istiod, namespace string, want int, tunnel string) {
 	t.Helper()
 	last := "nothing"
-	framework.Eventually(t, time.Minute, fmt.Sprintf("istiod listing %d workloads of %s, %d with the HBONE tunnel", want, namespace, hbone), func() (bool, error) {
+	framework.Eventually(t, time.Minute, fmt.Sprintf("istiod listing %d workloads of %s, reached by %s", want, namespace, tunnel), func() (bool, error) {
 		resp, err := http.Get(ist.HTTP + "/debug/ambientz")
 		if err != nil {
 			return false, nil //nolint:nilerr // istiod may be busy: asked again
@@ -145,23 +191,29 @@ func checkListedAmbient(t *testing.T, ist *cluster.Istiod, namespace string, wan
 		if err := json.Unmarshal(body, &index); err != nil {
 			return false, fmt.Errorf("istiod's /debug/ambientz: %w", err)
 		}
-		tunnelled, listed := 0, 0
+		matching, listed := 0, 0
 		var seen []string
 		for _, w := range index.Workloads {
 			if w["namespace"] != namespace {
 				continue
 			}
 			listed++
-			tunnel := fmt.Sprint(w["tunnelProtocol"], w["tunnel_protocol"])
-			seen = append(seen, fmt.Sprintf("%v:%s", w["name"], tunnel))
-			if strings.Contains(tunnel, "HBONE") {
-				tunnelled++
+			got := tunnelNone
+			if strings.Contains(fmt.Sprint(w["tunnelProtocol"], w["tunnel_protocol"]), "HBONE") {
+				got = tunnelZtunnel
+				if w["nativeTunnel"] == true || w["native_tunnel"] == true {
+					got = tunnelNative
+				}
+			}
+			seen = append(seen, fmt.Sprintf("%v: %s", w["name"], got))
+			if got == tunnel {
+				matching++
 			}
 		}
 		last = strings.Join(seen, ", ")
 		if len(seen) == 0 {
 			last = "none of it; its index: " + string(body[:min(len(body), 2000)])
 		}
-		return listed == want && tunnelled == hbone, lazyError(func() string { return "istiod lists " + last })
+		return listed == want && matching == want, lazyError(func() string { return "istiod lists " + last })
 	})
 }

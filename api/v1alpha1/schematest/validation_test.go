@@ -145,6 +145,14 @@ func TestInvalidSpecsAreRefused(t *testing.T) {
 			spec: "dataPlane: {mode: Ambient, cni: Disabled}",
 			want: "dataPlane.mode Ambient needs Istio CNI (its node agent hands the pods' traffic to ztunnel): set dataPlane.cni to Auto or Enabled, or dataPlane.mode to Sidecar",
 		},
+		"an ambient rule without Istio CNI": {
+			spec: "dataPlane: {cni: Disabled}\nnamespaces: [{selector: {matchLabels: {team: a}}, level: Observe, dataPlaneMode: Ambient}]",
+			want: "a namespace rule with dataPlaneMode Ambient needs Istio CNI (its node agent hands the pods' traffic to ztunnel): set dataPlane.cni to Auto or Enabled",
+		},
+		"a rule's data plane that is not one": {
+			spec: "namespaces: [{selector: {matchLabels: {team: a}}, level: Observe, dataPlaneMode: Envoy}]",
+			want: `supported values: "Sidecar", "Ambient"`,
+		},
 		"unknown upgrade strategy": {
 			spec: "upgrade: {strategy: BlueGreen}",
 			want: `supported values: "RevisionBased", "InPlace"`,
@@ -343,6 +351,10 @@ namespaces:
 		"ambient mode": {
 			spec:     "dataPlane: {mode: Ambient}",
 			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ndataPlane: {cni: Auto, nativeSidecars: Auto}\ncontrolPlane: {}",
+		},
+		"one rule in ambient mode": {
+			spec:     "namespaces: [{selector: {matchLabels: {team: a}}, level: MutualTLS, dataPlaneMode: Ambient}, {selector: {matchLabels: {team: b}}, level: MutualTLS, dataPlaneMode: Sidecar}]",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ndataPlane: {cni: Auto, nativeSidecars: Auto, mode: Sidecar}\ncontrolPlane: {}",
 		},
 		"ambient mode with Istio CNI Enabled": {
 			spec:     "dataPlane: {mode: Ambient, cni: Enabled}",
