@@ -729,6 +729,10 @@ type NamespacesStatus struct {
 	// InProgress is the number of namespaces taking a step right now.
 	// +optional
 	InProgress int32 `json:"inProgress,omitempty"`
+	// Ambient is the number of namespaces in the mesh (or entering it) in Istio's ambient mode,
+	// out of those at Observe and above and those stepping in: the others have sidecars.
+	// +optional
+	Ambient int32 `json:"ambient,omitempty"`
 	// BlockedCount is the number of namespaces held below their target level.
 	// +optional
 	BlockedCount int32 `json:"blockedCount,omitempty"`

@@ -97,7 +97,7 @@ func TestAmbientLadderAgainstTheAPIServer(t *testing.T) {
 	if !hasStrict(t, name) {
 		t.Fatal("gated on pods only, STRICT was not written")
 	}
-	if res := pass(now.Add(time.Hour + ladder.Settle)); res.State != stages.Ready || res.Namespaces.MutualTLS != 1 {
+	if res := pass(now.Add(time.Hour + ladder.Settle)); res.State != stages.Ready || res.Namespaces.MutualTLS != 1 || res.Namespaces.Ambient != 1 {
 		t.Fatalf("after STRICT settled: %+v %+v", res, res.Namespaces)
 	}
 	notRestarted()

@@ -408,6 +408,9 @@ func (m *summary) add(c *NamespacePlan) {
 	if d.InProgress {
 		m.status.InProgress++
 	}
+	if d.Effects.Inject && d.Effects.Ambient {
+		m.status.Ambient++
+	}
 	if !d.AtTarget(target) {
 		m.notAtTarget++
 	}

@@ -22,6 +22,7 @@ import (
 const (
 	NamespacesName         = "meshwright_namespaces"
 	InProgressName         = "meshwright_namespaces_in_progress"
+	AmbientName            = "meshwright_namespaces_ambient"
 	BlockedName            = "meshwright_namespaces_blocked"
 	ConditionName          = "meshwright_condition"
 	CAExpiryName           = "meshwright_ca_expiry_seconds"
@@ -45,6 +46,10 @@ var (
 	inProgress = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: InProgressName,
 		Help: "Namespaces taking a step up or down the ladder right now.",
+	}, []string{installationLabel})
+	ambientNamespaces = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: AmbientName,
+		Help: "Namespaces in the mesh (or entering it) in Istio's ambient mode; the others in the mesh have sidecars.",
 	}, []string{installationLabel})
 	blocked = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: BlockedName,
@@ -96,7 +101,7 @@ var registerOnce sync.Once
 // serves. It is safe to call more than once (every reconciler set-up does).
 func Register() {
 	registerOnce.Do(func() {
-		metrics.Registry.MustRegister(namespaces, inProgress, blocked, condition, stageDuration, ladderEvents, rollbacks, revisionNamespaces, revisionPods, rotationPhase, rotationPending, caExpiry, trafficReads)
+		metrics.Registry.MustRegister(namespaces, inProgress, ambientNamespaces, blocked, condition, stageDuration, ladderEvents, rollbacks, revisionNamespaces, revisionPods, rotationPhase, rotationPending, caExpiry, trafficReads)
 	})
 }
 
@@ -111,6 +116,7 @@ func RecordStatus(installation string, st *meshv1.MeshInstallationStatus) {
 		namespaces.WithLabelValues(installation, string(l)).Set(float64(ns.CountAt(l)))
 	}
 	inProgress.WithLabelValues(installation).Set(float64(ns.InProgress))
+	ambientNamespaces.WithLabelValues(installation).Set(float64(ns.Ambient))
 	blocked.WithLabelValues(installation).Set(float64(ns.BlockedCount))
 
 	// One series per condition type: the old status or reason's series goes.
@@ -153,7 +159,7 @@ func Forget(installation string) {
 	match := prometheus.Labels{installationLabel: installation}
 	for _, v := range []interface {
 		DeletePartialMatch(prometheus.Labels) int
-	}{namespaces, inProgress, blocked, condition, ladderEvents, rollbacks, revisionNamespaces, revisionPods, rotationPhase, rotationPending, trafficReads} {
+	}{namespaces, inProgress, ambientNamespaces, blocked, condition, ladderEvents, rollbacks, revisionNamespaces, revisionPods, rotationPhase, rotationPending, trafficReads} {
 		v.DeletePartialMatch(match)
 	}
 	caExpiry.forget(installation)
@@ -229,7 +235,7 @@ func (e *expiryCollector) Collect(ch chan<- prometheus.Metric) {
 // Names lists every metric this package exports, histogram series included, for the tests
 // that check alerts and dashboards against it.
 func Names() []string {
-	return []string{NamespacesName, InProgressName, BlockedName, ConditionName, CAExpiryName,
+	return []string{NamespacesName, InProgressName, AmbientName, BlockedName, ConditionName, CAExpiryName,
 		StageDurationName + "_bucket", StageDurationName + "_sum", StageDurationName + "_count",
 		LadderEventsName, RollbacksName, RevisionNamespacesName, RevisionPodsName, RotationPhaseName, RotationPendingName, TrafficReadsName}
 }

@@ -25,19 +25,20 @@ func TestRecordStatus(t *testing.T) {
 		status        meshv1.MeshInstallationStatus
 		wantLevels    map[meshv1.AdoptionLevel]float64
 		wantInProg    float64
+		wantAmbient   float64
 		wantBlocked   float64
 		wantCA        bool
 		wantCondition map[string]string // type → reason of its one series
 	}{
 		"mid-rollout": {
 			status: meshv1.MeshInstallationStatus{
-				Namespaces:   &meshv1.NamespacesStatus{Enrolled: 7, Pending: 3, Observe: 2, MutualTLS: 1, ZeroTrust: 1, InProgress: 2, BlockedCount: 1},
+				Namespaces:   &meshv1.NamespacesStatus{Enrolled: 7, Pending: 3, Observe: 2, MutualTLS: 1, ZeroTrust: 1, InProgress: 2, Ambient: 3, BlockedCount: 1},
 				Certificates: &meshv1.CertificatesStatus{NotAfter: &metav1.Time{Time: notAfter}},
 				Conditions: []metav1.Condition{{Type: meshv1.ConditionReady, Status: metav1.ConditionFalse, Reason: meshv1.ReasonNamespacesProgressing},
 					{Type: meshv1.ConditionDegraded, Status: metav1.ConditionFalse, Reason: meshv1.ReasonAsExpected}},
 			},
 			wantLevels: map[meshv1.AdoptionLevel]float64{meshv1.LevelOff: 3, meshv1.LevelObserve: 2, meshv1.LevelMutualTLS: 1, meshv1.LevelZeroTrust: 1},
-			wantInProg: 2, wantBlocked: 1, wantCA: true,
+			wantInProg: 2, wantAmbient: 3, wantBlocked: 1, wantCA: true,
 			wantCondition: map[string]string{meshv1.ConditionReady: meshv1.ReasonNamespacesProgressing, meshv1.ConditionDegraded: meshv1.ReasonAsExpected},
 		},
 		"the next pass replaces each condition's series": {
@@ -82,6 +83,9 @@ func TestRecordStatus(t *testing.T) {
 			if got := testutil.ToFloat64(inProgress.WithLabelValues(mesh)); got != tc.wantInProg {
 				t.Errorf("in progress = %v, want %v", got, tc.wantInProg)
 			}
+			if got := testutil.ToFloat64(ambientNamespaces.WithLabelValues(mesh)); got != tc.wantAmbient {
+				t.Errorf("in ambient mode = %v, want %v", got, tc.wantAmbient)
+			}
 			if got := testutil.ToFloat64(blocked.WithLabelValues(mesh)); got != tc.wantBlocked {
 				t.Errorf("blocked = %v, want %v", got, tc.wantBlocked)
 			}
@@ -124,7 +128,7 @@ func TestLadderEventsAndForget(t *testing.T) {
 	}
 	RecordStatus(mesh, &meshv1.MeshInstallationStatus{Certificates: &meshv1.CertificatesStatus{NotAfter: &metav1.Time{Time: time.Now()}}})
 	Forget(mesh)
-	for name, c := range map[string]prometheus.Collector{"ladder events": ladderEvents, "rollbacks": rollbacks, "namespaces": namespaces, "CA expiry": caExpiry} {
+	for name, c := range map[string]prometheus.Collector{"ladder events": ladderEvents, "rollbacks": rollbacks, "namespaces": namespaces, "in ambient mode": ambientNamespaces, "CA expiry": caExpiry} {
 		if n := testutil.CollectAndCount(c); n != 0 {
 			t.Errorf("%s: %d series left after Forget", name, n)
 		}

@@ -32,6 +32,8 @@ type NamespaceStatus struct {
 	Step  *ladder.Step `json:"step,omitempty"`
 	Hold  *ladder.Hold `json:"hold,omitempty"`
 	Pods  ladder.Pods  `json:"pods"`
+	// DataPlane is how the namespace is in the mesh: "Sidecar" or "Ambient" ("" when it is not).
+	DataPlane string `json:"dataPlane,omitempty"`
 	// Next is what the ladder will do next; empty when the namespace is neither enrolled nor
 	// holds anything of the operator's.
 	Next    *NamespaceMove `json:"next,omitempty"`
@@ -55,7 +57,7 @@ func NamespaceOf(mesh *meshv1.MeshInstallation, name string, pl *adoption.Namesp
 	plans := []adoption.NamespacePlan{*pl}
 	adoptReported(mesh, plans)
 	m := moveOf(mesh, plans[0])
-	out.Next = &m
+	out.Next, out.DataPlane = &m, m.DataPlane
 	return out
 }
 
@@ -73,6 +75,12 @@ func (n NamespaceStatus) Text(w io.Writer, st Style) error {
 		inj := "all injected"
 		if k := len(n.Pods.Uninjected); k > 0 {
 			inj = fmt.Sprintf("%d without the proxy", k)
+		}
+		if n.DataPlane == string(meshv1.DataPlaneAmbient) {
+			inj = "in ambient mode, all redirected to ztunnel"
+			if k := len(n.Pods.Uncaptured); k > 0 {
+				inj = fmt.Sprintf("in ambient mode, %d not redirected to ztunnel yet", k)
+			}
 		}
 		p.line("Pods: %d running, %d Ready, %s", n.Pods.Total, n.Pods.Ready, inj)
 		if s := n.Step; s != nil {

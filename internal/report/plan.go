@@ -36,10 +36,15 @@ type NamespaceMove struct {
 	// Reason and Detail say why a namespace waits or is blocked, or what a step does.
 	Reason string `json:"reason,omitempty"`
 	Detail string `json:"detail,omitempty"`
+	// DataPlane is how the namespace is (or enters) in the mesh: "Sidecar" or "Ambient"; empty
+	// while it is not in the mesh.
+	DataPlane string `json:"dataPlane,omitempty"`
 	// Restart are the workloads a step restarts now.
 	Restart []string `json:"restart,omitempty"`
-	// Uninjected are the running pods without Istio's proxy.
+	// Uninjected are the running pods without Istio's proxy (with sidecars).
 	Uninjected []string `json:"uninjected,omitempty"`
+	// Uncaptured are the running pods Istio CNI has not redirected to ztunnel (in ambient mode).
+	Uncaptured []string `json:"uncaptured,omitempty"`
 	// Policies are the policies the namespace carries once this pass is carried out.
 	Policies []string `json:"policies,omitempty"`
 	Fix      string   `json:"fix,omitempty"`
@@ -82,10 +87,24 @@ func PlanOf(mesh *meshv1.MeshInstallation, plans []adoption.NamespacePlan, targe
 	return out
 }
 
+// dataPlaneOf names how a namespace carrying these effects is in the mesh; "" when it is not.
+func dataPlaneOf(e ladder.Effects) string {
+	switch {
+	case e.Inject && e.Ambient:
+		return string(meshv1.DataPlaneAmbient)
+	case e.Inject:
+		return string(meshv1.DataPlaneSidecar)
+	}
+	return ""
+}
+
 func moveOf(mesh *meshv1.MeshInstallation, pl adoption.NamespacePlan) NamespaceMove {
 	d := pl.Decision
 	m := NamespaceMove{Namespace: pl.Namespace.Name, Current: string(pl.Current), Target: string(pl.Enrollment.Target),
-		Restart: d.Restart, Uninjected: pl.Pods.Uninjected}
+		Restart: d.Restart, Uninjected: pl.Pods.Uninjected, DataPlane: dataPlaneOf(d.Effects)}
+	if ladder.InAmbient(pl.Current, pl.State, pl.Enrollment.Ambient) {
+		m.Uninjected, m.Uncaptured = nil, pl.Pods.Uncaptured
+	}
 	if step := d.State.Step; step != nil && step.To == d.Level && step.Revision != "" {
 		m.Revision = step.Revision
 	}
@@ -229,8 +248,14 @@ func (p Plan) Text(w io.Writer, st Style) error {
 		if len(m.Restart) > 0 {
 			pr.wrapped(indent, "restarts "+strings.Join(m.Restart, ", "))
 		}
+		if m.DataPlane == string(meshv1.DataPlaneAmbient) {
+			pr.wrapped(indent, "in ambient mode")
+		}
 		if len(m.Uninjected) > 0 && m.Action != ActionAtTarget {
 			pr.wrapped(indent, "without the proxy: "+strings.Join(m.Uninjected, ", "))
+		}
+		if len(m.Uncaptured) > 0 && m.Action != ActionAtTarget {
+			pr.wrapped(indent, "not redirected to ztunnel: "+strings.Join(m.Uncaptured, ", "))
 		}
 		if len(m.Policies) > 0 && m.Action != ActionAtTarget {
 			pr.wrapped(indent, "policies: "+strings.Join(m.Policies, ", "))

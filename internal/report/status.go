@@ -42,10 +42,12 @@ type LevelCount struct {
 
 // Namespaces is the ladder's progress.
 type Namespaces struct {
-	Enrolled   int32        `json:"enrolled"`
-	InProgress int32        `json:"inProgress"`
-	Blocked    int32        `json:"blocked"`
-	Levels     []LevelCount `json:"levels"`
+	Enrolled   int32 `json:"enrolled"`
+	InProgress int32 `json:"inProgress"`
+	Blocked    int32 `json:"blocked"`
+	// Ambient counts the namespaces in the mesh in ambient mode (the others have sidecars).
+	Ambient int32        `json:"ambient,omitempty"`
+	Levels  []LevelCount `json:"levels"`
 }
 
 // Revision is a control-plane revision in use: the namespaces labelled for it are injected by
@@ -122,7 +124,7 @@ func StatusOf(mesh *meshv1.MeshInstallation, now time.Time) Status {
 		s.Rotation = c.Rotation
 	}
 	if ns := mesh.Status.Namespaces; ns != nil {
-		s.Namespaces = Namespaces{Enrolled: ns.Enrolled, InProgress: ns.InProgress, Blocked: ns.BlockedCount}
+		s.Namespaces = Namespaces{Enrolled: ns.Enrolled, InProgress: ns.InProgress, Blocked: ns.BlockedCount, Ambient: ns.Ambient}
 		for _, l := range ladder.Levels() {
 			s.Namespaces.Levels = append(s.Namespaces.Levels, LevelCount{string(l), ns.CountAt(l)})
 		}
@@ -163,6 +165,10 @@ func Fix(reason, namespace string) string {
 		return fmt.Sprintf("Find and fix the caller the message names (refused plaintext: the access log of %s's proxies, flag NR), then change the MeshInstallation's spec to release the hold: kubectl annotate namespace %s %s-", namespace, namespace, meshv1.AnnotationLadder)
 	case meshv1.ReasonNonMeshCallers:
 		return fmt.Sprintf("Exempt the named Service ports in the plaintextPorts of the rule that enrols %s (kubectl edit meshinstallation), or move the callers into the mesh", namespace)
+	case meshv1.ReasonAmbientTrafficUnread:
+		return "Keep it at Observe, or take ambient namespaces up gated on pods only: kubectl patch meshinstallation <name> --type merge -p '{\"spec\":{\"rollout\":{\"trafficGates\":\"Skip\"}}}'"
+	case meshv1.ReasonPodsOutsideAmbient:
+		return fmt.Sprintf("Bring those pods into ambient mode or move them out; list them: kubectl get pods -n %s -L istio.io/dataplane-mode", namespace)
 	case meshv1.ReasonInvalidTargetLevel:
 		return fmt.Sprintf("Set a level: kubectl label namespace %s %s=MutualTLS --overwrite (Off, Observe, MutualTLS or ZeroTrust)", namespace, meshv1.LabelTargetLevel)
 	}
@@ -264,7 +270,11 @@ func (s Status) namespacesText(p *printer, _ Style) {
 	}
 	n := s.Namespaces
 	p.line("")
-	p.line("Namespaces: %d enrolled, %d in progress, %d blocked", n.Enrolled, n.InProgress, n.Blocked)
+	head := fmt.Sprintf("Namespaces: %d enrolled, %d in progress, %d blocked", n.Enrolled, n.InProgress, n.Blocked)
+	if n.Ambient > 0 {
+		head += fmt.Sprintf("; %d in ambient mode", n.Ambient)
+	}
+	p.line("%s", head)
 	for _, l := range n.Levels {
 		p.line("  %s %s %d", pad(l.Level, 10), bar(l.Count, n.Enrolled, 40), l.Count)
 	}

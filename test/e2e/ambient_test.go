@@ -14,6 +14,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -32,7 +33,8 @@ const ztunnelNamespace = "istio-cni"
 // enforced AuthorizationPolicies; its step into the mesh waits until every pod is redirected to
 // ztunnel; and Istio's real istiod, with ambient on, lists its workloads with the HBONE tunnel.
 // Beside it, a namespace whose rule says Sidecar goes to MutualTLS the sidecar way at the same
-// time (its pods restarted with the proxy, which istiod lists as ending HBONE themselves).
+// time (its pods restarted with the proxy, which istiod lists as ending HBONE themselves). Deleting
+// the installation removes ztunnel and Istio CNI and hands both namespaces back.
 // kwok runs no node agent, so the redirection is written by the named simulator of Istio CNI's
 // node agent (test/ambientsim): what this shows is the orchestration and istiod's acceptance,
 // not that ztunnel carries a packet.
@@ -111,9 +113,41 @@ func TestAmbientFreshInstall(t *testing.T) {
 	if err := c.Get(ctx, client.ObjectKey{Name: "default"}, mesh); err != nil {
 		t.Fatal(err)
 	}
+	if ns := mesh.Status.Namespaces; ns == nil || ns.Ambient != 1 || ns.MutualTLS != 1 || ns.ZeroTrust != 1 {
+		t.Errorf("status.namespaces = %+v, want amb counted in ambient mode, side not", ns)
+	}
 	checkNodeAgentsReady(t, c, mesh)
 	checkListedAmbient(t, ist, "amb", len(before), tunnelZtunnel)
 	checkListedAmbient(t, ist, "side", len(sideBefore), tunnelNative)
+	checkUninstalled(t, c)
+}
+
+// checkUninstalled deletes the installation and checks that ztunnel and Istio CNI go with it and
+// that the namespaces are handed back without the operator's labels.
+func checkUninstalled(t *testing.T, c client.Client) {
+	t.Helper()
+	ctx := context.Background()
+	if err := c.Delete(ctx, &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}}); err != nil {
+		t.Fatal(err)
+	}
+	framework.Eventually(t, time.Minute, "the MeshInstallation to be deleted", func() (bool, error) {
+		err := c.Get(ctx, client.ObjectKey{Name: "default"}, &meshv1.MeshInstallation{})
+		return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
+	})
+	for _, name := range []string{"ztunnel", "istio-cni-node"} {
+		err := c.Get(ctx, client.ObjectKey{Namespace: ztunnelNamespace, Name: name}, &appsv1.DaemonSet{})
+		if !apierrors.IsNotFound(err) {
+			t.Errorf("DaemonSet %s/%s after the uninstall: %v, want it gone", ztunnelNamespace, name, err)
+		}
+	}
+	for _, name := range []string{"amb", "side"} {
+		ns := framework.GetNamespace(t, c, name)
+		for _, k := range []string{"istio.io/dataplane-mode", "istio.io/rev", meshv1.LabelLevel} {
+			if v, ok := ns.Labels[k]; ok {
+				t.Errorf("namespace %s keeps %s=%s after the uninstall", name, k, v)
+			}
+		}
+	}
 }
 
 // checkSidecarsBeside: a namespace whose rule keeps sidecars, in an ambient mesh, is in the mesh
