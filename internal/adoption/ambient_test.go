@@ -102,6 +102,19 @@ func TestAmbientLadderAgainstTheAPIServer(t *testing.T) {
 	}
 	notRestarted()
 
+	// The record deleted, as a hold is released by hand: its labels say it is in ambient mode.
+	ns = getNS(t, name)
+	delete(ns.Annotations, meshv1.AnnotationLadder)
+	if err := k8s.Update(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	if res := pass(now.Add(90 * time.Minute)); res.State != stages.Ready || res.Namespaces.Ambient != 1 {
+		t.Fatalf("its record deleted: %+v %+v", res, res.Namespaces)
+	}
+	if ns := getNS(t, name); ns.Labels[ambient.Label] != ambient.Enabled || ns.Labels[InjectionLabel] != "" || !record().Ambient {
+		t.Fatalf("its record deleted: labels %v, record %+v; want it kept in ambient mode, and recorded so", ns.Labels, record())
+	}
+
 	mesh.Spec.DataPlane.Mode = meshv1.DataPlaneSidecar
 	mesh.Generation++
 	res = pass(now.Add(2 * time.Hour))

@@ -17,6 +17,7 @@ import (
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/admission"
+	"github.com/meshwright/meshwright/internal/ambient"
 	"github.com/meshwright/meshwright/internal/exposure"
 	"github.com/meshwright/meshwright/internal/installed"
 	"github.com/meshwright/meshwright/internal/ladder"
@@ -238,10 +239,23 @@ func ReaderAdmission(mesh *meshv1.MeshInstallation, namespace string) ladder.Adm
 	return a
 }
 
+// InAmbient is the data plane the namespace is on (ladder.InAmbient). In the mesh with no record
+// at all (the annotation deleted, as a hold is released), its labels tell: the ambient label and
+// no injection label, as the ladder leaves a namespace in ambient mode.
+func (c *NamespacePlan) InAmbient() bool {
+	if ladder.InAmbient(c.Current, c.State, c.Enrollment.Ambient) {
+		return true
+	}
+	_, recorded := c.Namespace.Annotations[meshv1.AnnotationLadder]
+	_, legacy := c.Namespace.Labels[revision.LegacyInjectionLabel]
+	_, injection := c.Namespace.Labels[InjectionLabel]
+	return !recorded && ladder.InMesh(c.Current) && c.Namespace.Labels[ambient.Label] == ambient.Enabled && !legacy && !injection
+}
+
 // ladderNamespace is what the ladder decides a plan's namespace from.
 func (c *NamespacePlan) ladderNamespace(settings ladder.Settings) ladder.Namespace {
 	return ladder.Namespace{Name: c.Namespace.Name, Current: c.Current, State: c.State, Target: c.Enrollment.Target,
-		Ambient: ladder.InAmbient(c.Current, c.State, c.Enrollment.Ambient), AmbientWanted: c.Enrollment.Ambient,
+		Ambient: c.InAmbient(), AmbientWanted: c.Enrollment.Ambient,
 		Pods: c.Pods, Workloads: c.Workloads, InjectionConflict: injectionConflict(c.Namespace, ourRevisions(c.Current, c.State, settings)...),
 		PolicyConflict: c.PolicyConflict, Traffic: c.Traffic, AllowFrom: c.Enrollment.AllowFrom,
 		NonMeshCallers: c.NonMeshCallers, PlaintextPorts: c.Enrollment.PlaintextPorts, ExemptionProblems: c.ExemptionProblems,

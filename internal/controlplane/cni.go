@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/ambient"
@@ -50,9 +51,20 @@ func (s *Stage) dataPlaneInput(ctx context.Context, p *planePass, in *render.Inp
 			return fmt.Errorf("listing namespaces for their Pod Security levels and data planes: %w", err)
 		}
 	}
-	// Ambient mode stays installed while a namespace is still in it: its traffic needs ztunnel.
+	// Ambient mode stays installed while a namespace is still in it, and while Istio CNI has not
+	// released every pod it redirected to ztunnel: their traffic needs it.
 	p.ambientLabelled = ambient.Labelled(list.Items)
 	in.Ambient = meshspec.AmbientWanted(p.mesh) || len(p.ambientLabelled) > 0
+	if !in.Ambient {
+		if zt, err := s.daemonSet(ctx, render.ZTunnelDaemonSet); err != nil {
+			return err
+		} else if zt != nil {
+			if p.ambientRedirected, err = s.podsRedirected(ctx); err != nil {
+				return err
+			}
+			in.Ambient = p.ambientRedirected > 0
+		}
+	}
 	in.ZTunnel = in.Ambient
 	mode := cniMode(p.mesh, in.Ambient)
 	var needing []string
@@ -204,16 +216,27 @@ func (s *Stage) foreignCNI(ctx context.Context) (name string, ready bool, err er
 
 // podsInjectedForCNI counts the pods, in every namespace, injected for Istio CNI.
 func (s *Stage) podsInjectedForCNI(ctx context.Context) (int, error) {
+	return s.countPods(ctx, "injected for Istio CNI", func(p *corev1.Pod) bool { return revision.CNIMode(p) == meshv1.CNIEnabled })
+}
+
+// podsRedirected counts the pods, in every namespace, that Istio CNI has redirected to ztunnel
+// and not released yet: ztunnel and ambient mode must outlive them.
+func (s *Stage) podsRedirected(ctx context.Context) (int, error) {
+	return s.countPods(ctx, "redirected to ztunnel", ambient.Redirected)
+}
+
+// countPods counts the running pods, in every namespace, that match, from the ladder's cache.
+func (s *Stage) countPods(ctx context.Context, what string, match func(*corev1.Pod) bool) (int, error) {
 	if s.Workloads == nil {
 		return 0, nil
 	}
 	var pods corev1.PodList
 	if err := s.Workloads.List(ctx, &pods, client.UnsafeDisableDeepCopy); err != nil {
-		return 0, fmt.Errorf("listing pods injected for Istio CNI: %w", err)
+		return 0, fmt.Errorf("listing pods %s: %w", what, err)
 	}
 	n := 0
 	for i := range pods.Items {
-		if pods.Items[i].DeletionTimestamp.IsZero() && revision.CNIMode(&pods.Items[i]) == meshv1.CNIEnabled {
+		if pods.Items[i].DeletionTimestamp.IsZero() && match(&pods.Items[i]) {
 			n++
 		}
 	}
@@ -345,7 +368,9 @@ func cniMessage(p *planePass) string {
 // CNI's is waited for first, by cniPhase): a namespace labelled into ambient mode on a node
 // without ztunnel would have its traffic handled by neither a sidecar nor ztunnel.
 func (s *Stage) ztunnelPhase(ctx context.Context, p *planePass) (stages.Result, bool, error) {
-	if !p.in.ZTunnel {
+	if !p.in.Ambient {
+		// (While Istio CNI's version is frozen during an upgrade, ztunnel is neither rendered
+		// nor pruned, but it is still waited for.)
 		return stages.Result{}, false, nil
 	}
 	ds, err := s.daemonSet(ctx, render.ZTunnelDaemonSet)
@@ -357,9 +382,12 @@ func (s *Stage) ztunnelPhase(ctx context.Context, p *planePass) (stages.Result, 
 		ready, why = installed.DaemonSetReady(ds)
 	}
 	if !ready {
-		return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonWaitingForZtunnel, Revisions: p.revisions,
-			Message: fmt.Sprintf("ztunnel (%s): its DaemonSet %s/%s is not Ready: %s. Namespaces take steps once it is.",
-				ambientWhy(p), render.CNINamespace, render.ZTunnelDaemonSet, why)}, true, nil
+		msg := fmt.Sprintf("ztunnel (%s): its DaemonSet %s/%s is not Ready: %s. Namespaces take steps once it is.",
+			ambientWhy(p), render.CNINamespace, render.ZTunnelDaemonSet, why)
+		if p.cniFrozen != "" {
+			msg += " " + p.cniFrozen
+		}
+		return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonWaitingForZtunnel, Revisions: p.revisions, Message: msg}, true, nil
 	}
 	return stages.Result{}, false, nil
 }
@@ -374,5 +402,34 @@ func ambientWhy(p *planePass) string {
 			return fmt.Sprintf("spec.namespaces[%d].dataPlaneMode is Ambient", i)
 		}
 	}
-	return "no rule asks for ambient mode any more, and it stays while " + names.Few(p.ambientLabelled, 3, ", ") + " use it"
+	if len(p.ambientLabelled) > 0 {
+		return "no rule asks for ambient mode any more, and it stays while " + names.Few(p.ambientLabelled, 3, ", ") + " use it"
+	}
+	return fmt.Sprintf("no namespace is in ambient mode any more, and it stays until Istio CNI has released the %d pod(s) it redirected to ztunnel", p.ambientRedirected)
+}
+
+// ambientDrain bounds how long an uninstall waits for Istio CNI to release the pods it redirected
+// to ztunnel (the Adoption stage has taken the namespaces' labels off by then): a node agent
+// that is gone never will.
+const ambientDrain = 2 * time.Minute
+
+// drainAmbient tells an uninstall to wait while Istio CNI still has pods redirected to ztunnel,
+// at most ambientDrain from the installation's deletion: Istio's order removes ambient mode from
+// the namespaces before ztunnel and the node agent go, so that no pod's traffic is sent to a
+// ztunnel that no longer exists.
+func (s *Stage) drainAmbient(ctx context.Context, mesh *meshv1.MeshInstallation) (bool, error) {
+	zt, err := s.daemonSet(ctx, render.ZTunnelDaemonSet)
+	if err != nil || zt == nil || zt.GetLabels()[meshv1.LabelInstallation] != mesh.Name {
+		return false, err
+	}
+	n, err := s.podsRedirected(ctx)
+	if err != nil || n == 0 {
+		return false, err
+	}
+	if ts := mesh.GetDeletionTimestamp(); ts != nil && s.now().Sub(ts.Time) >= ambientDrain {
+		log.FromContext(ctx).Info("removing ztunnel and Istio CNI although pods are still redirected to ztunnel: Istio CNI did not release them in time", "pods", n, "waited", ambientDrain)
+		return false, nil
+	}
+	log.FromContext(ctx).Info("waiting for Istio CNI to release the pods it redirected to ztunnel before removing them", "pods", n)
+	return true, nil
 }

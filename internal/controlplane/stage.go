@@ -181,9 +181,11 @@ type planePass struct {
 	// why the CNI is left as it runs in this pass (its objects neither rendered nor pruned).
 	cniNow    cni.Current
 	cniFrozen string
-	// ambientLabelled are the namespaces labelled into ambient mode: while any is, ztunnel and
-	// the ambient profile stay installed.
-	ambientLabelled []string
+	// ambientLabelled are the namespaces labelled into ambient mode, ambientRedirected the pods
+	// Istio CNI has not released from ztunnel yet: while any is, ztunnel and the ambient profile
+	// stay installed.
+	ambientLabelled   []string
+	ambientRedirected int
 }
 
 // renderPhase reads the spec and the installed revisions and renders the active revision's
@@ -649,6 +651,9 @@ func established(crd *unstructured.Unstructured) bool {
 // set: deleting a CRD deletes every user's policy of that kind. With ExternalCRDs they are not
 // the operator's to touch at all.
 func (s *Stage) Cleanup(ctx context.Context, mesh *meshv1.MeshInstallation) (bool, error) {
+	if wait, err := s.drainAmbient(ctx, mesh); wait || err != nil {
+		return false, err
+	}
 	kinds := OwnedKinds()
 	// Webhooks first, so nothing calls into an istiod that is going away.
 	slices.Reverse(kinds)

@@ -36,7 +36,8 @@ func istiodAmbient(t *testing.T, ns string) bool {
 // (istiod with ambient on, Istio CNI, ztunnel in the node agents' namespace) and the stage is
 // Ready only once both node agents are, CNI first (Istio's order); set back to Sidecar,
 // ztunnel and the profile stay while a namespace the ladder put into ambient mode carries the
-// label (its traffic needs them), and go once none does; Cleanup removes ztunnel.
+// label, or Istio CNI has not released a pod it redirected (their traffic needs them), and go
+// once none does; Cleanup waits for the pods too, then removes ztunnel.
 func TestAmbientInstallAndRemovalOrder(t *testing.T) {
 	const ns = "istio-ambient-order"
 	ctx := context.Background()
@@ -78,8 +79,21 @@ func TestAmbientInstallAndRemovalOrder(t *testing.T) {
 	if res = untilSettled(t, stage, mesh, ns); res.State != stages.Ready || !ztunnel() || !istiodAmbient(t, ns) || !strings.Contains(res.Message, "stays while shop-ambient-order use it") {
 		t.Fatalf("Sidecar with a namespace in ambient mode: %+v, ztunnel %v, istiod ambient %v; want both kept", res, ztunnel(), istiodAmbient(t, ns))
 	}
+	// Its label off, a pod Istio CNI has not released yet keeps ztunnel.
+	redirected := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "still-redirected", Namespace: ns,
+		Annotations: map[string]string{ambient.RedirectionAnnotation: ambient.RedirectionEnabled}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
+	if err := k8s.Create(ctx, redirected); err != nil {
+		t.Fatal(err)
+	}
 	delete(inAmbient.Labels, ambient.Label)
 	if err := k8s.Update(ctx, inAmbient); err != nil {
+		t.Fatal(err)
+	}
+	if res = untilSettled(t, stage, mesh, ns); !ztunnel() || !strings.Contains(res.Message, "until Istio CNI has released the 1 pod(s) it redirected") {
+		t.Fatalf("no namespace in ambient mode, a pod still redirected: %+v, ztunnel %v; want ztunnel kept", res, ztunnel())
+	}
+	if err := k8s.Delete(ctx, redirected, client.GracePeriodSeconds(0)); err != nil {
 		t.Fatal(err)
 	}
 	res = untilSettled(t, stage, mesh, ns)
@@ -101,6 +115,17 @@ func TestAmbientInstallAndRemovalOrder(t *testing.T) {
 	}
 	if !ztunnel() || !istiodAmbient(t, ns) || !strings.Contains(res.Message, "spec.namespaces[0].dataPlaneMode is Ambient") {
 		t.Fatalf("a rule in ambient mode: %+v, ztunnel %v, istiod ambient %v", res, ztunnel(), istiodAmbient(t, ns))
+	}
+	// The uninstall waits for Istio CNI to release a pod it redirected before ztunnel goes.
+	redirected.ResourceVersion = ""
+	if err := k8s.Create(ctx, redirected); err != nil {
+		t.Fatal(err)
+	}
+	if done, err := stage.Cleanup(ctx, mesh); err != nil || done || !ztunnel() {
+		t.Fatalf("Cleanup with a pod still redirected: done %v, %v, ztunnel %v; want it waiting, ztunnel kept", done, err, ztunnel())
+	}
+	if err := k8s.Delete(ctx, redirected, client.GracePeriodSeconds(0)); err != nil {
+		t.Fatal(err)
 	}
 	cleanUp(t, stage, mesh)
 	if ztunnel() {

@@ -114,7 +114,7 @@ func ChecksAdmission(ns Namespace, s Settings) bool {
 // malformed step dropped), so that what the planner checks is what Decide will start.
 func normalized(ns Namespace, s Settings) Namespace {
 	d := Decision{Level: ns.Current, State: ns.State}
-	normalize(&d, s, time.Time{})
+	normalize(&d, ns, s, time.Time{})
 	ns.Current, ns.State = d.Level, d.State
 	return ns
 }

@@ -156,6 +156,26 @@ func TestDecideAmbient(t *testing.T) {
 				}
 			},
 		},
+		"an upgrade moves no namespace in ambient mode (it carries no revision label)": {
+			ns: Namespace{Ambient: true, AmbientWanted: true, Current: meshv1.LevelMutualTLS, Target: meshv1.LevelMutualTLS, State: State{Since: t0.Add(-time.Hour), Ambient: true},
+				Pods: readyPods(2), Workloads: sidecarless},
+			s:        func(s *Settings) { s.Revision = "1-31-5" },
+			mayStart: true, now: t0,
+			check: func(t *testing.T, d Decision) {
+				if d.State.Step != nil || d.RevisionBehind || !d.AtTarget(meshv1.LevelMutualTLS) || d.Event != nil {
+					t.Errorf("decision %+v: want it left at its target", d)
+				}
+			},
+		},
+		"in the mesh with its record lost, the planner's data plane is recorded": {
+			ns:       Namespace{Ambient: true, AmbientWanted: true, Current: meshv1.LevelObserve, Target: meshv1.LevelObserve, Pods: readyPods(2), Workloads: sidecarless},
+			mayStart: true, now: t0,
+			check: func(t *testing.T, d Decision) {
+				if !d.State.Ambient || !d.Effects.Ambient || len(d.Restart) > 0 {
+					t.Errorf("record %+v, effects %+v, restart %v", d.State, d.Effects, d.Restart)
+				}
+			},
+		},
 		"on the other data plane, a lower target still walks it down": {
 			ns: Namespace{Ambient: true, Current: meshv1.LevelObserve, Target: meshv1.LevelOff, State: State{Since: t0.Add(-time.Hour), Ambient: true},
 				Pods: readyPods(2), Workloads: sidecarless},

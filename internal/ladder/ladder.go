@@ -484,9 +484,12 @@ func injectedBy(st State) string {
 	return RevisionName(st.Revision)
 }
 
-// behind reports a namespace in the mesh, without a step, on another revision than the active one.
+// behind reports a namespace in the mesh with sidecars, without a step, on another revision than
+// the active one.
 func behind(level Level, st State, s Settings) bool {
-	return st.Step == nil && InMesh(level) && RevisionName(st.Revision) != RevisionName(s.Revision)
+	// A namespace in ambient mode carries no revision label: its pods are not the revision's
+	// (ztunnel serves them), so it has nothing to move.
+	return st.Step == nil && InMesh(level) && !st.Ambient && RevisionName(st.Revision) != RevisionName(s.Revision)
 }
 
 // maxNamed bounds the pod names a message lists.
@@ -501,7 +504,7 @@ const Settle = 5 * time.Second
 // continues. now is the time of the pass.
 func Decide(ns Namespace, s Settings, mayStart bool, now time.Time) (d Decision) {
 	d = Decision{Level: ns.Current, State: ns.State}
-	normalize(&d, s, now)
+	normalize(&d, ns, s, now)
 	defer finish(&d, ns, s)
 
 	refresh := refreshDue(d, ns, s)
@@ -553,7 +556,7 @@ func Decide(ns Namespace, s Settings, mayStart bool, now time.Time) (d Decision)
 // hold from an earlier spec is released, and a step no pass writes (an annotation edited by
 // hand, or a label changed under a running step) is forgotten, so the namespace goes on from its
 // label.
-func normalize(d *Decision, s Settings, now time.Time) {
+func normalize(d *Decision, ns Namespace, s Settings, now time.Time) {
 	if !Valid(d.Level) {
 		d.Level = meshv1.LevelOff
 	}
@@ -567,6 +570,11 @@ func normalize(d *Decision, s Settings, now time.Time) {
 	}
 	if st := d.State.Step; st != nil && !wellFormed(*st, d.Level) {
 		d.State.Step = nil
+	}
+	if InMesh(d.Level) || d.State.Step != nil {
+		// In the mesh, the data plane is the one the planner found it on (its record, or its
+		// label when the record was deleted): the record says so from now on.
+		d.State.Ambient = ns.Ambient
 	}
 }
 

@@ -102,7 +102,7 @@ func moveOf(mesh *meshv1.MeshInstallation, pl adoption.NamespacePlan) NamespaceM
 	d := pl.Decision
 	m := NamespaceMove{Namespace: pl.Namespace.Name, Current: string(pl.Current), Target: string(pl.Enrollment.Target),
 		Restart: d.Restart, Uninjected: pl.Pods.Uninjected, DataPlane: dataPlaneOf(d.Effects)}
-	if ladder.InAmbient(pl.Current, pl.State, pl.Enrollment.Ambient) {
+	if pl.InAmbient() {
 		m.Uninjected, m.Uncaptured = nil, pl.Pods.Uncaptured
 	}
 	if step := d.State.Step; step != nil && step.To == d.Level && step.Revision != "" {
