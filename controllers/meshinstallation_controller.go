@@ -38,6 +38,7 @@ import (
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/admission"
 	"github.com/meshwright/meshwright/internal/adoption"
+	"github.com/meshwright/meshwright/internal/ambient"
 	"github.com/meshwright/meshwright/internal/apply"
 	"github.com/meshwright/meshwright/internal/arbiter"
 	"github.com/meshwright/meshwright/internal/certificates"
@@ -492,7 +493,8 @@ func CacheOptions() cache.Options {
 
 // ladderPredicate lets through the changes of namespaces, pods and workloads that can move the
 // ladder, and drops the rest: a pod's status churns (IPs, container states) far more often than
-// its readiness does.
+// its readiness does. Istio CNI redirecting a pod to ztunnel (its annotation) moves a step into
+// ambient mode.
 type ladderPredicate struct{ predicate.Funcs }
 
 // Update implements predicate.Predicate.
@@ -514,7 +516,7 @@ func (ladderPredicate) Update(e event.UpdateEvent) bool {
 	}
 	return !equality.Semantic.DeepEqual(oldPod.Status.Conditions, newPod.Status.Conditions) ||
 		oldPod.Status.Phase != newPod.Status.Phase || !oldPod.DeletionTimestamp.Equal(newPod.DeletionTimestamp) ||
-		!equality.Semantic.DeepEqual(oldPod.Labels, newPod.Labels)
+		!equality.Semantic.DeepEqual(oldPod.Labels, newPod.Labels) || ambient.Redirected(oldPod) != ambient.Redirected(newPod)
 }
 
 // ladderPredicates are the ladder watches' predicates, in order: observationChanges first, so

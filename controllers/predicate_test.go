@@ -11,12 +11,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	"github.com/meshwright/meshwright/internal/adoption"
+	"github.com/meshwright/meshwright/internal/ambient"
 )
 
-// TestLadderPredicateOnJobs: a Job's or CronJob's status moving (active pods, the last
+// TestLadderPredicateOnJobsAndPods: a Job's or CronJob's status moving (active pods, the last
 // schedule) starts no pass; what the ladder reads of them (their template, a Job finishing,
-// deletion) does.
-func TestLadderPredicateOnJobs(t *testing.T) {
+// deletion) does. A pod's IP changing starts none; Istio CNI redirecting it to ztunnel does.
+func TestLadderPredicateOnJobsAndPods(t *testing.T) {
 	now := metav1.Now()
 	job := func(gen int64, active int32, done bool) *batchv1.Job {
 		j := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "migrate", Generation: gen}, Status: batchv1.JobStatus{Active: active}}
@@ -32,6 +33,7 @@ func TestLadderPredicateOnJobs(t *testing.T) {
 		}
 		return c
 	}
+	redirected := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{ambient.RedirectionAnnotation: ambient.RedirectionEnabled}}}
 	tests := map[string]struct {
 		old, new client.Object
 		want     bool
@@ -42,6 +44,8 @@ func TestLadderPredicateOnJobs(t *testing.T) {
 		"a CronJob runs":               {cron(1, nil, false), cron(1, &now, false), false},
 		"a CronJob's template changes": {cron(1, nil, false), cron(2, nil, false), true},
 		"a CronJob is being deleted":   {cron(1, nil, false), cron(1, nil, true), true},
+		"Istio CNI redirects a pod":    {&corev1.Pod{}, redirected, true},
+		"a pod's IP changes":           {&corev1.Pod{}, &corev1.Pod{Status: corev1.PodStatus{PodIP: "10.0.0.1"}}, false},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
