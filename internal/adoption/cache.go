@@ -122,11 +122,18 @@ func slimPod(obj any) (any, error) {
 	return slim, nil
 }
 
-// slimContainers keeps the containers' names, and of the proxy's environment whether it takes
-// its trust bundle live (revision.LiveTrust: a root rotation restarts the proxies that do not).
+// slimContainers keeps Istio's containers only (the proxy, which says a pod is injected, and
+// Istio CNI's validation, which says it relies on the CNI: what package revision reads of a
+// pod), by name, and of the proxy's environment whether it takes its trust bundle live
+// (revision.LiveTrust: a root rotation restarts the proxies that do not). A corev1.Container is
+// about 600 bytes even empty: keeping the application's containers cost 1.7 KB a pod, half of
+// what the cache held of a pod at 10,000 pods (docs/benchmarks.md).
 func slimContainers(cs []corev1.Container) []corev1.Container {
 	var out []corev1.Container
 	for _, c := range cs {
+		if c.Name != revision.ProxyContainer && c.Name != revision.CNIValidation {
+			continue
+		}
 		sc := corev1.Container{Name: c.Name}
 		if c.Name == revision.ProxyContainer {
 			for _, e := range c.Env {
