@@ -113,27 +113,9 @@ func observeWorkloads(ctx context.Context, r client.Reader, namespace string) (l
 		if !running(p) {
 			continue
 		}
-		sum.Total++
-		if podReady(p) {
-			sum.Ready++
-		} else {
-			sum.NotReady = append(sum.NotReady, p.Name)
-		}
-		injected := revision.HasProxy(p)
-		if !injected {
-			sum.Uninjected = append(sum.Uninjected, p.Name)
-			switch {
-			case p.Labels[ambient.Label] == ambient.Disabled || p.Spec.HostNetwork:
-				sum.OutsideAmbient = append(sum.OutsideAmbient, p.Name)
-			case !ambient.Redirected(p):
-				sum.Uncaptured = append(sum.Uncaptured, p.Name)
-			}
-		}
-		if revision.Proxyless(p) {
-			sum.Proxyless = append(sum.Proxyless, p.Name)
-			if p.Labels[revision.TLSModeLabel] != "istio" {
-				plaintext = append(plaintext, p)
-			}
+		injected := countPod(&sum, p)
+		if revision.Proxyless(p) && p.Labels[revision.TLSModeLabel] != "istio" {
+			plaintext = append(plaintext, p)
 		}
 		owned := false
 		for j, w := range ws {
@@ -173,6 +155,31 @@ func observeWorkloads(ctx context.Context, r client.Reader, namespace string) (l
 	sort.Strings(sum.ProxylessPlaintext)
 	sort.Strings(sum.Proxyless)
 	return sum, out, uids, nil
+}
+
+// countPod adds a running pod to the namespace's summary: its readiness, whether it has the
+// proxy (which it reports), whether ambient mode carries it, and whether it runs proxyless gRPC.
+func countPod(sum *ladder.Pods, p *corev1.Pod) (injected bool) {
+	sum.Total++
+	if podReady(p) {
+		sum.Ready++
+	} else {
+		sum.NotReady = append(sum.NotReady, p.Name)
+	}
+	injected = revision.HasProxy(p)
+	if !injected {
+		sum.Uninjected = append(sum.Uninjected, p.Name)
+		switch {
+		case p.Labels[ambient.Label] == ambient.Disabled || p.Spec.HostNetwork:
+			sum.OutsideAmbient = append(sum.OutsideAmbient, p.Name)
+		case !ambient.Redirected(p):
+			sum.Uncaptured = append(sum.Uncaptured, p.Name)
+		}
+	}
+	if revision.Proxyless(p) {
+		sum.Proxyless = append(sum.Proxyless, p.Name)
+	}
+	return injected
 }
 
 func listWorkloads(ctx context.Context, r client.Reader, namespace string) ([]workload, error) {
