@@ -243,7 +243,9 @@ func TestRealTrafficRevisionUpgrade(t *testing.T) {
 			from, fromReady := appRevision(t, c, ns, "caller")
 			to, toReady := appRevision(t, c, namespaces[1-i], "server")
 			if !fromReady || !toReady {
-				return false, nil
+				return false, lazyError(func() string {
+					return fmt.Sprintf("%s/caller or %s/server has a pod not Ready: %v; runner problems: %v", ns, namespaces[1-i], movesReport(c, namespaces), r.Problems())
+				})
 			}
 			if from != to {
 				crossing = fmt.Sprintf("%s/caller on %s calling %s/server on %s", ns, from, namespaces[1-i], to)

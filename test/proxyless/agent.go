@@ -49,7 +49,7 @@ func (r *Runner) startAgent(ctx context.Context, p *corev1.Pod, w *workloadPod) 
 	if err != nil {
 		return nil, "", fmt.Errorf("requesting a token for ServiceAccount %s: %w", sa, err)
 	}
-	ist, err := r.istiodOf(p)
+	ist, err := r.istiodOf(ctx, p)
 	if err != nil {
 		return nil, "", err
 	}
@@ -109,8 +109,11 @@ func (r *Runner) startAgent(ctx context.Context, p *corev1.Pod, w *workloadPod) 
 }
 
 // istiodOf is the local istiod a pod's agent reaches: the one serving the Service its
-// injection named in CA_ADDR (istiod, or istiod-<revision> for a pod of a revision).
-func (r *Runner) istiodOf(p *corev1.Pod) (*cluster.Istiod, error) {
+// injection named in CA_ADDR (istiod, or istiod-<revision> for a pod of a revision). A real
+// agent keeps dialing that address until an istiod answers, so this waits up to a minute for
+// the test to add it (Runner.AddIstiod): the operator may move a namespace to a new revision
+// as soon as that revision's webhook serves, before the test has registered its istiod.
+func (r *Runner) istiodOf(ctx context.Context, p *corev1.Pod) (*cluster.Istiod, error) {
 	addr := ""
 	for _, cs := range [][]corev1.Container{p.Spec.Containers, p.Spec.InitContainers} {
 		for _, c := range cs {
@@ -125,12 +128,17 @@ func (r *Runner) istiodOf(p *corev1.Pod) (*cluster.Istiod, error) {
 		}
 	}
 	service, _, _ := strings.Cut(addr, ".")
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if ist, ok := r.istiods[service]; ok {
-		return ist, nil
+	var ist *cluster.Istiod
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		ist = r.istiods[service]
+		return ist != nil, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("its proxy was injected to reach istiod at %q, and the runner knew no istiod serving Service %q within a minute (Runner.AddIstiod): %w", addr, service, err)
 	}
-	return nil, fmt.Errorf("its proxy was injected to reach istiod at %q, and the runner knows no istiod serving Service %q (Runner.AddIstiod)", addr, service)
+	return ist, nil
 }
 
 // AddIstiod lets the runner's pods reach another istiod (a revision's): those injected to reach

@@ -25,6 +25,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -228,10 +229,35 @@ func (r *Runner) sync(ctx context.Context, o any) {
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		if err := r.startPod(ctx, p.DeepCopy(), w); err != nil {
-			r.problem(fmt.Sprintf("pod %s/%s: %v", p.Namespace, p.Name, err))
-		}
+		r.play(ctx, p.DeepCopy(), w)
 	}()
+}
+
+// play starts a pod's processes and, when a start fails, stops what did start and tries again
+// after a back-off that doubles up to 30 seconds, as a kubelet restarts the failed containers
+// of a pod whose restartPolicy is Always; until the pod goes or the runner stops. Each failure
+// is kept as a problem, for the tests' failure messages.
+func (r *Runner) play(ctx context.Context, p *corev1.Pod, w *workloadPod) {
+	backoff := wait.Backoff{Duration: time.Second, Factor: 2, Cap: 30 * time.Second, Steps: math.MaxInt32}
+	for {
+		err := r.startPod(ctx, p, w)
+		if err == nil {
+			return
+		}
+		r.problem(fmt.Sprintf("pod %s/%s: %v", p.Namespace, p.Name, err))
+		r.stopPod(w)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff.Step()):
+		}
+		r.mu.Lock()
+		ours := r.pods[w.uid] == w
+		r.mu.Unlock()
+		if !ours {
+			return
+		}
+	}
 }
 
 // startPod starts a pod's processes: pilot-agent then the application for an injected pod, the
@@ -283,18 +309,23 @@ func (r *Runner) startPod(ctx context.Context, p *corev1.Pod, w *workloadPod) er
 	if !r.keep(w, app) {
 		return nil
 	}
-	return r.reportReady(ctx, p, "http://127.0.0.1:"+strconv.Itoa(statusPort)+"/ready")
+	return r.reportReady(ctx, p, app, "http://127.0.0.1:"+strconv.Itoa(statusPort)+"/ready")
 }
 
 // reportReady marks a pod Ready once its application serves, as a kubelet does on a readiness
 // probe's first success, for a pod whose readiness kwok leaves to its player
 // (cluster.AnnotationReadyWhenServing): a Deployment then replaces its pods no faster than
-// the new ones serve, and EndpointSlices list a pod only once it does.
-func (r *Runner) reportReady(ctx context.Context, p *corev1.Pod, url string) error {
+// the new ones serve, and EndpointSlices list a pod only once it does. An application that
+// exits meanwhile fails the start at once (play starts it again): kwok may give a new pod the IP
+// of one just deleted, whose application still holds the port for a moment.
+func (r *Runner) reportReady(ctx context.Context, p *corev1.Pod, app *cluster.Process, url string) error {
 	if p.Annotations[cluster.AnnotationReadyWhenServing] != "true" {
 		return nil
 	}
 	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		if err := app.Failed(); err != nil {
+			return false, err
+		}
 		resp, err := get(ctx, url)
 		if err != nil {
 			return false, nil //nolint:nilerr // not serving yet: poll again
@@ -303,7 +334,7 @@ func (r *Runner) reportReady(ctx context.Context, p *corev1.Pod, url string) err
 		return resp.StatusCode == http.StatusOK, nil
 	})
 	if err != nil {
-		return fmt.Errorf("its application did not serve within 2 minutes: %w", err)
+		return fmt.Errorf("its application did not serve (waiting up to 2 minutes): %w", err)
 	}
 	now := metav1.Now()
 	conditions := []map[string]any{}
@@ -341,7 +372,7 @@ func (r *Runner) keep(w *workloadPod, p *cluster.Process) bool {
 func (r *Runner) stopPod(w *workloadPod) {
 	r.mu.Lock()
 	procs, status := w.procs, w.status
-	w.procs = nil
+	w.procs, w.status = nil, ""
 	r.mu.Unlock()
 	if status != "" {
 		if counts, err := fetchCounts(status); err == nil {
