@@ -217,10 +217,14 @@ const (
 	// ReasonAmbientTrafficUnread means a namespace in ambient mode would take an enforcing step
 	// under the traffic gates, which do not read ambient mode's telemetry yet: it is held.
 	ReasonAmbientTrafficUnread = "AmbientTrafficUnread"
-	// ReasonDataPlaneChangeUnsupported means a namespace is in the mesh on the other data plane
-	// than spec.dataPlane.mode asks for (sidecars or ambient mode): it is not moved between them
-	// in place, and stays as it is.
+	// ReasonDataPlaneChangeUnsupported means a namespace is in the mesh in ambient mode and the
+	// spec asks for sidecars: it is not moved back in place, and stays as it is (the move from
+	// sidecars to ambient mode is a migration step).
 	ReasonDataPlaneChangeUnsupported = "DataPlaneChangeUnsupported"
+	// ReasonSidecarsRequested means a namespace with sidecars would migrate to ambient mode, and
+	// some of its workloads ask Istio's injector for the proxy in their pod template: restarted,
+	// their pods would keep it, so the migration waits.
+	ReasonSidecarsRequested = "SidecarsRequested"
 )
 
 // Labels and annotations of the adoption ladder, on Namespaces.

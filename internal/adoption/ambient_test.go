@@ -34,22 +34,8 @@ func TestAmbientLadderAgainstTheAPIServer(t *testing.T) {
 	mesh.Spec.Namespaces[0].Level = meshv1.LevelMutualTLS
 	mesh.Spec.Namespaces[0].Selector.MatchLabels = map[string]string{"ladder": "on", "owner": "team"}
 	now := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
-	pass := func(at time.Time) stages.Result {
-		t.Helper()
-		res, err := newStage(k8s, at).Reconcile(ctx, mesh)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return res
-	}
-	record := func() ladder.State {
-		t.Helper()
-		var st ladder.State
-		if err := json.Unmarshal([]byte(getNS(t, name).Annotations[meshv1.AnnotationLadder]), &st); err != nil {
-			t.Fatal(err)
-		}
-		return st
-	}
+	pass := func(at time.Time) stages.Result { t.Helper(); return reconcileAt(t, mesh, at) }
+	record := func() ladder.State { t.Helper(); return recordOf(t, name) }
 	notRestarted := func() {
 		t.Helper()
 		dep := &appsv1.Deployment{}
@@ -132,4 +118,24 @@ func TestAmbientLadderAgainstTheAPIServer(t *testing.T) {
 	if ns := getNS(t, name); ns.Labels[ambient.Label] != "" {
 		t.Errorf("the ambient label is left after clean-up: %v", ns.Labels)
 	}
+}
+
+// reconcileAt runs one pass of the stage for mesh at a time, or fails the test.
+func reconcileAt(t *testing.T, mesh *meshv1.MeshInstallation, at time.Time) stages.Result {
+	t.Helper()
+	res, err := newStage(k8s, at).Reconcile(context.Background(), mesh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// recordOf reads the ladder's record of a namespace, or fails the test.
+func recordOf(t *testing.T, name string) ladder.State {
+	t.Helper()
+	var st ladder.State
+	if err := json.Unmarshal([]byte(getNS(t, name).Annotations[meshv1.AnnotationLadder]), &st); err != nil {
+		t.Fatal(err)
+	}
+	return st
 }

@@ -88,6 +88,13 @@ func optedOut(meta metav1.ObjectMeta) bool {
 	return true
 }
 
+// sidecarRequested reports a pod template that asks Istio's injector for the proxy whatever its
+// namespace's labels say: the injector's webhooks select such pods by their labels
+// (sidecar.istio.io/inject=true, or istio.io/rev naming a revision).
+func sidecarRequested(meta metav1.ObjectMeta) bool {
+	return meta.Labels[optOutKey] == "true" || meta.Labels[revision.Label] != ""
+}
+
 // observeWorkloads reads a namespace's pods, workloads and disruption budgets from the cache and
 // summarises them for the ladder. It only reads them, so it reads the cache's own copies: a
 // pass looks at every pod of every enrolled namespace, and copying them was most of its cost.
@@ -374,7 +381,9 @@ func workloadsOf(ws []workload, pdbs []policyv1.PodDisruptionBudget) ([]ladder.W
 		out[i] = ladder.Workload{Kind: w.kind, Name: w.name, RolledOut: w.rolledOut, RunsToCompletion: w.runsToCompletion, ManualRestart: w.manualRestart,
 			RestartedFor: w.template.Annotations[restartedForKey],
 			// Istio never injects host-network pods: restarting them would not help.
-			OptedOut: optedOut(w.template) || w.hostNetwork,
+			OptedOut:         optedOut(w.template) || w.hostNetwork,
+			SidecarRequested: sidecarRequested(w.template),
+			AmbientExcluded:  w.template.Labels[ambient.Label] == ambient.Disabled,
 		}
 		for j := range pdbs {
 			// A rollout that starts each replacement first never takes the budget's pods

@@ -15,6 +15,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -236,10 +237,11 @@ func (s *Stage) writeNamespace(ctx context.Context, c *NamespacePlan, d ladder.D
 	release := d.Level == meshv1.LevelOff && d.State.Step == nil && d.State.Hold == nil && c.Enrollment.Target == meshv1.LevelOff
 	if !release {
 		want[meshv1.LabelLevel] = string(d.Level)
-		switch {
-		case d.Effects.Inject && d.Effects.Ambient:
+		// A migration between data planes carries both labels for a while (ladder.Effects).
+		if d.Effects.Inject && d.Effects.Ambient {
 			want[ambient.Label] = ambient.Enabled
-		case d.Effects.Inject:
+		}
+		if d.Effects.Inject && d.Effects.Sidecars {
 			want[InjectionLabel] = d.Effects.Revision
 		}
 		b, err := json.Marshal(d.State)
@@ -251,9 +253,11 @@ func (s *Stage) writeNamespace(ctx context.Context, c *NamespacePlan, d ladder.D
 	// The injection (or ambient) label follows the recorded state: with the annotation and level
 	// unchanged, the last apply already put it on or took it off, and a label still there
 	// without the operator wanting it is someone else's to keep.
+	_, injectionLabel := c.Namespace.Labels[InjectionLabel]
+	drop := injectionLabel && migratingToAmbient(d)
 	same := c.Namespace.Annotations[meshv1.AnnotationLadder] == annotation && c.Namespace.Labels[meshv1.LabelLevel] == want[meshv1.LabelLevel] &&
-		(!d.Effects.Inject || d.Effects.Ambient && c.Namespace.Labels[ambient.Label] == ambient.Enabled ||
-			!d.Effects.Ambient && c.Namespace.Labels[InjectionLabel] == d.Effects.Revision)
+		(!d.Effects.Inject || (!d.Effects.Ambient || c.Namespace.Labels[ambient.Label] == ambient.Enabled) &&
+			(!d.Effects.Sidecars || c.Namespace.Labels[InjectionLabel] == d.Effects.Revision)) && !drop
 	if same {
 		return nil
 	}
@@ -267,7 +271,24 @@ func (s *Stage) writeNamespace(ctx context.Context, c *NamespacePlan, d ladder.D
 	if err := s.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(NamespaceFieldManager), client.ForceOwnership); err != nil {
 		return fmt.Errorf("writing the ladder state of namespace %s: %w", c.Namespace.Name, err)
 	}
+	if drop {
+		// The apply drops the injection label only where the ladder set it; one set by someone
+		// else (kubectl label, before the namespace was enrolled) would give the restarted pods
+		// the proxy again, and the migration would never end. Istio's migration removes it, so
+		// the ladder does, whoever set it.
+		patch := []byte(`{"metadata":{"labels":{"` + InjectionLabel + `":null}}}`)
+		if err := s.Client.Patch(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: c.Namespace.Name}}, client.RawPatch(types.MergePatchType, patch), client.FieldOwner(NamespaceFieldManager)); err != nil {
+			return fmt.Errorf("taking the injection label off namespace %s for its migration to ambient mode: %w", c.Namespace.Name, err)
+		}
+	}
 	return nil
+}
+
+// migratingToAmbient reports a decision that moves a namespace's pods onto ambient mode: its
+// namespace must not keep the injection label, whoever set it.
+func migratingToAmbient(d ladder.Decision) bool {
+	st := d.State.Step
+	return st != nil && !st.Rollback && st.DataPlane == meshv1.DataPlaneAmbient
 }
 
 // namespaceApply is an apply of ns with nothing in it but its identity and preconditions.
@@ -408,7 +429,7 @@ func (m *summary) add(c *NamespacePlan) {
 	if d.InProgress {
 		m.status.InProgress++
 	}
-	if d.Effects.Inject && d.Effects.Ambient {
+	if d.Effects.Inject && d.Effects.Ambient && !d.Effects.Sidecars {
 		m.status.Ambient++
 	}
 	if !d.AtTarget(target) {

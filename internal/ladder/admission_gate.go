@@ -37,10 +37,8 @@ func admissionVerdict(a Admission, what string) *Verdict {
 		// A reader that creates no pods (the kubectl plugin) shows the operator's verdict.
 		return &Verdict{Waiting: "held by the admission of its pods, as the operator last reported", RecheckAfter: AdmissionRecheck, Unread: true}
 	}
-	if a.Unchecked {
-		return nil // predicted: nothing the operator reported says otherwise
-	}
 	if len(a.Refused) == 0 {
+		// Admitted, or (Unchecked) predicted: nothing the operator reported says otherwise.
 		return nil
 	}
 	parts := make([]string, 0, min(len(a.Refused), maxNamed)+1)

@@ -130,22 +130,6 @@ func TestDecideAmbient(t *testing.T) {
 				}
 			},
 		},
-		"in the mesh with sidecars, Ambient asked: held as it is, even at its target": {
-			ns:       Namespace{AmbientWanted: true, Current: meshv1.LevelMutualTLS, Target: meshv1.LevelMutualTLS, State: State{Since: t0.Add(-time.Hour)}, Pods: readyPods(2), Workloads: []Workload{deploy("web", injected)}},
-			mayStart: true, now: t0,
-			check: func(t *testing.T, d Decision) {
-				noRestart(t, d)
-				if d.State.Step != nil || d.Blocked.Reason != meshv1.ReasonDataPlaneChangeUnsupported {
-					t.Errorf("step %+v, blocked %+v", d.State.Step, d.Blocked)
-				}
-				if d.AtTarget(meshv1.LevelMutualTLS) {
-					t.Error("a namespace on another data plane than the spec asks reads as at its target")
-				}
-				if !d.Effects.Inject || d.Effects.Ambient || !d.Effects.Strict {
-					t.Errorf("effects %+v: want the sidecar namespace left exactly as it is", d.Effects)
-				}
-			},
-		},
 		"in ambient mode, Sidecar asked: held, and a climb does not start": {
 			ns: Namespace{Ambient: true, Current: meshv1.LevelObserve, Target: meshv1.LevelMutualTLS, State: State{Since: t0.Add(-time.Hour), Ambient: true},
 				Pods: readyPods(2), Workloads: sidecarless},

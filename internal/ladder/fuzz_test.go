@@ -174,9 +174,10 @@ func FuzzDecide(f *testing.F) {
 			t.Fatalf("enforced AuthorizationPolicies back to a dry-run: %+v → %+v (step %+v → %+v)", before, d.Effects, ns.State.Step, st)
 		}
 		got := d.Effects
-		got.Revision, got.Ambient = "", false
-		if d.Effects.Ambient != (d.Effects.Inject && ns.Ambient) {
-			t.Fatalf("effects %+v for a namespace in ambient mode %v: the label in the mesh is the ambient one exactly then", d.Effects, ns.Ambient)
+		got.Revision, got.Ambient, got.Sidecars = "", false, false
+		checkDataPlaneLabels(t, ns, d)
+		if started && st.DataPlane != "" {
+			checkMigrationGated(t, ns, d, *st)
 		}
 		if ns.Ambient && len(d.Restart) > 0 {
 			t.Fatalf("restarts %v in ambient mode, where the label alone moves pods", d.Restart)
@@ -195,7 +196,7 @@ func FuzzDecide(f *testing.F) {
 
 // checkStepShape: a step has an ID and a valid target; a rollback goes back to where the
 // namespace stands, a refresh stays at a level in the mesh, a move stays at it from a named
-// revision, and any other step is one rung up or down.
+// revision, a migration stays at it onto ambient mode, and any other step is one rung up or down.
 func checkStepShape(t *testing.T, st Step, level Level) {
 	t.Helper()
 	to, ok := promisedOrder[st.To]
@@ -213,6 +214,10 @@ func checkStepShape(t *testing.T, st Step, level Level) {
 	case st.Revision != "" && st.To == level:
 		if st.From == "" || level == meshv1.LevelOff {
 			t.Fatalf("a move at %q from revision %q", level, st.From)
+		}
+	case st.DataPlane != "":
+		if st.To != level || level == meshv1.LevelOff || st.DataPlane != meshv1.DataPlaneAmbient {
+			t.Fatalf("a migration to %q at %q onto %q", st.To, level, st.DataPlane)
 		}
 	default:
 		if d := to - promisedOrder[level]; d != 1 && d != -1 {
@@ -371,4 +376,45 @@ func FuzzEnroll(f *testing.F) {
 			t.Fatalf("Enroll changed the caller's excluded list: %v", excluded)
 		}
 	})
+}
+
+// checkDataPlaneLabels: in the mesh by one data plane's label at least, out of it by none; the
+// ambient label alone only for a namespace in ambient mode or migrating to it, the injection
+// label alone never for one in ambient mode; a namespace in ambient mode never loses the ambient
+// label while in the mesh (nothing migrates it back).
+func checkDataPlaneLabels(t *testing.T, ns Namespace, d Decision) {
+	t.Helper()
+	e, st := d.Effects, d.State.Step
+	toAmbient := st != nil && st.DataPlane == meshv1.DataPlaneAmbient
+	switch {
+	case e.Inject != (e.Ambient || e.Sidecars):
+		t.Fatalf("effects %+v: in the mesh exactly when labelled for a data plane", e)
+	case e.Ambient && !e.Sidecars && !d.State.Ambient && !toAmbient:
+		t.Fatalf("effects %+v: the ambient label alone on a namespace with sidecars, step %+v", e, st)
+	case e.Sidecars && !e.Ambient && d.State.Ambient:
+		t.Fatalf("effects %+v: the injection label alone on a namespace in ambient mode", e)
+	case ns.Ambient && e.Inject && !e.Ambient:
+		t.Fatalf("effects %+v: a namespace in ambient mode lost the ambient label in the mesh", e)
+	}
+}
+
+// checkMigrationGated: a migration to ambient mode starts only for a namespace in the mesh with
+// sidecars whose spec asks for ambient mode, every pod Ready, the injection label its own, no
+// workload asking for the proxy, and, with STRICT, none opting out of ambient mode.
+func checkMigrationGated(t *testing.T, ns Namespace, d Decision, st Step) {
+	t.Helper()
+	if st.Rollback {
+		t.Fatalf("a rollback %+v started from no step", st)
+	}
+	if st.DataPlane != meshv1.DataPlaneAmbient || ns.Ambient || !ns.AmbientWanted || !promisedCarries[d.Level].Inject || st.To != d.Level {
+		t.Fatalf("a migration %+v started for a namespace at %q, ambient %v, ambient asked %v", st, d.Level, ns.Ambient, ns.AmbientWanted)
+	}
+	if len(ns.Pods.NotReady) > 0 || ns.InjectionConflict != "" {
+		t.Fatalf("a migration started with pods not Ready %v or an injection label conflict %q", ns.Pods.NotReady, ns.InjectionConflict)
+	}
+	for _, w := range ns.Workloads {
+		if w.SidecarRequested || w.AmbientExcluded && promisedCarries[d.Level].Strict {
+			t.Fatalf("a migration started at %q with workload %+v", d.Level, w)
+		}
+	}
 }

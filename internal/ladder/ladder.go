@@ -93,6 +93,10 @@ type Step struct {
 	Revision string `json:"revision,omitempty"`
 	// From is the revision a move between revisions leaves, to return to on rollback.
 	From string `json:"from,omitempty"`
+	// DataPlane marks a migration between data planes at the level: the one the step moves the
+	// namespace's pods onto (Ambient), or, on the migration's rollback, the one it takes them
+	// back to (Sidecar). Empty for every other step.
+	DataPlane meshv1.DataPlaneKind `json:"dataPlane,omitempty"`
 	// Refresh marks a step that stays at the level and restarts the workloads whose proxies
 	// started before a root rotation's switch, so that they get certificates of the new
 	// intermediate.
@@ -130,6 +134,8 @@ const (
 	// KindRefresh restarts, at the level, the workloads whose proxies predate a root
 	// rotation's switch.
 	KindRefresh StepKind = "Refresh"
+	// KindMigrate moves the namespace's pods from sidecars to ambient mode at its level.
+	KindMigrate StepKind = "Migrate"
 )
 
 // Kind is what the step does to a namespace standing at current.
@@ -139,6 +145,8 @@ func (st Step) Kind(current Level) StepKind {
 		return KindRollback
 	case st.Refresh:
 		return KindRefresh
+	case st.DataPlane != "" && st.To == current:
+		return KindMigrate
 	case st.moves(current):
 		return KindMove
 	case Rank(st.To) > Rank(current):
@@ -301,6 +309,13 @@ type Workload struct {
 	StaticTrust bool
 	// OptedOut is true when its pod template asks not to be injected.
 	OptedOut bool
+	// SidecarRequested is true when its pod template asks Istio's injector for the proxy itself
+	// (sidecar.istio.io/inject=true, or an istio.io/rev label): its pods get one whatever the
+	// namespace's labels say.
+	SidecarRequested bool
+	// AmbientExcluded is true when its pod template opts out of ambient mode
+	// (istio.io/dataplane-mode=none).
+	AmbientExcluded bool
 	// Uninjected is true when some of its running pods lack the proxy; Injected when some
 	// carry it.
 	Uninjected, Injected bool
@@ -364,9 +379,12 @@ type Effects struct {
 	DryRun bool
 	// Revision is the revision the injection label names, when Inject.
 	Revision string
-	// Ambient: in the mesh (Inject) by the ambient label, istio.io/dataplane-mode=ambient,
-	// instead of the injection label.
+	// Ambient: in the mesh (Inject) by the ambient label, istio.io/dataplane-mode=ambient.
 	Ambient bool
+	// Sidecars: in the mesh (Inject) by the injection label, which gives pods Istio's proxy. A
+	// namespace carries one of Ambient and Sidecars, or both while a migration moves its pods
+	// from one data plane to the other (see dataPlaneEffects).
+	Sidecars bool
 }
 
 // EffectsOf is what a namespace at level current, taking step (nil for none), carries. Going
@@ -388,6 +406,7 @@ func EffectsOf(current Level, step *Step) Effects {
 		// exactly what its recorded level carries.
 		e = EffectsOf(current, nil)
 	}
+	e.Sidecars = e.Inject
 	return e
 }
 
@@ -462,18 +481,12 @@ func InAmbient(current Level, st State, wanted bool) bool {
 // otherDataPlane reports a namespace standing in the mesh, with no step, on another data plane
 // than the spec asks for: it is not moved between them in place.
 func otherDataPlane(d Decision, ns Namespace) bool {
-	return d.State.Step == nil && InMesh(d.Level) && ns.AmbientWanted != ns.Ambient
+	return d.State.Step == nil && InMesh(d.Level) && ns.AmbientWanted != d.State.Ambient
 }
 
 // dataPlaneUnchanged is the Blocked of a namespace on another data plane than the spec asks for.
-func dataPlaneUnchanged(ns Namespace) Blocked {
-	on, want, enter := "sidecars", "Ambient", "it enters ambient mode without a restart"
-	if ns.Ambient {
-		on, want, enter = "ambient mode", "Sidecar", "its pods restart with sidecars"
-	}
-	return Blocked{Reason: meshv1.ReasonDataPlaneChangeUnsupported, Message: fmt.Sprintf(
-		"The namespace is in the mesh with %s, and the spec asks for %s (its rule's dataPlaneMode, or else spec.dataPlane.mode). This version of Meshwright does not move a namespace between data planes in place (Istio's migration order), so it stays as it is. To move it, lower its target to Off, then raise it again: %s.",
-		on, want, enter)}
+func dataPlaneUnchanged() Blocked {
+	return Blocked{Reason: meshv1.ReasonDataPlaneChangeUnsupported, Message: "The namespace is in the mesh in ambient mode, and the spec asks for Sidecar (its rule's dataPlaneMode, or else spec.dataPlane.mode). This version of Meshwright migrates a namespace from sidecars to ambient mode in place, not back, so it stays in ambient mode. To move it, lower its target to Off, then raise it again: its pods restart with sidecars."}
 }
 
 // injectedBy is the revision a namespace's injection label names, for its state.
@@ -535,13 +548,18 @@ func Decide(ns Namespace, s Settings, mayStart bool, now time.Time) (d Decision)
 			return d
 		}
 		startStep(&d, ns, s, levelBelow(d.Level), mayStart, now)
+	case otherDataPlane(d, ns) && ns.AmbientWanted:
+		// Sidecars, and the spec asks for ambient mode: the namespace migrates at its level
+		// (before any move between revisions, which would restart its pods for nothing).
+		d.State.Hold = nil
+		startMigration(&d, ns, s, mayStart, now)
 	case behind(d.Level, d.State, s):
 		// In the mesh on a retiring revision: it moves to the active one before it climbs on.
 		d.State.Hold = nil
 		startMove(&d, ns, s, mayStart, now)
 	case otherDataPlane(d, ns):
 		d.State.Hold = nil
-		d.Blocked = dataPlaneUnchanged(ns)
+		d.Blocked = dataPlaneUnchanged()
 	default:
 		d.State.Hold = nil
 		if next := levelAbove(d.Level); gate(&d, ns, s, next, now) {
@@ -581,10 +599,9 @@ func normalize(d *Decision, ns Namespace, s Settings, now time.Time) {
 // finish derives what follows from where the pass left the namespace: its effects, whether it
 // is behind the active revision or runs proxies a root rotation must restart.
 func finish(d *Decision, ns Namespace, s Settings) {
-	d.Effects = EffectsOf(d.Level, d.State.Step)
+	d.Effects = dataPlaneEffects(EffectsOf(d.Level, d.State.Step), d.State.Ambient, d.State.Step)
 	if d.Effects.Inject {
 		d.Effects.Revision = injectedBy(d.State)
-		d.Effects.Ambient = ns.Ambient
 	}
 	d.RevisionBehind = behind(d.Level, d.State, s)
 	d.DataPlaneBehind = otherDataPlane(*d, ns)
@@ -767,7 +784,7 @@ func advance(d *Decision, ns Namespace, s Settings, now time.Time) {
 
 	d.rollbackLate = step.Rollback && !step.LateSwept && now.Sub(step.Started) >= s.StepTimeout
 	planRestarts(d, ns, s)
-	forward := kind == KindClimb || kind == KindMove
+	forward := kind == KindClimb || kind == KindMove || kind == KindMigrate
 	pending := incomplete(ns, step, d.Level, forward, s)
 	if pending == "" && forward && now.Sub(step.Started) < Settle {
 		pending = "letting the change settle"
@@ -805,6 +822,9 @@ func cancel(d *Decision, ns Namespace, s Settings, step Step, kind StepKind, now
 	case kind == KindMove && (RevisionName(s.Revision) != step.Revision || Rank(ns.Target) < Rank(d.Level)):
 		d.State.Step = &Step{To: d.Level, Started: now, ID: stepID(d.Level, now), Rollback: true, Cancelled: true, Revision: step.From}
 		d.Event = &Event{Reason: "RevisionMoveCancelled", Message: fmt.Sprintf("The move to revision %s is undone: the namespace returns to revision %s.", step.Revision, step.From)}
+	case kind == KindMigrate && (!ns.AmbientWanted || Rank(ns.Target) < Rank(d.Level)):
+		d.State.Step = &Step{To: d.Level, Started: now, ID: stepID(d.Level, now), Rollback: true, Cancelled: true, DataPlane: meshv1.DataPlaneSidecar}
+		d.Event = &Event{Reason: "DataPlaneMigrationCancelled", Message: "The spec no longer asks for ambient mode here (or lowers the target): the namespace's pods go back to sidecars."}
 	case kind == KindClimb && Rank(ns.Target) < Rank(step.To):
 		d.State.Step = &Step{To: d.Level, Started: now, ID: stepID(d.Level, now), Rollback: true, Cancelled: true}
 		d.Event = &Event{Reason: "StepCancelled", Message: fmt.Sprintf("The target was lowered to %s: the step to %s is undone.", ns.Target, step.To)}
@@ -854,8 +874,11 @@ func dryRun(d *Decision, ns Namespace, s Settings, step *Step, now time.Time) bo
 // rollback.
 func timedOut(d *Decision, ns Namespace, s Settings, step Step, kind StepKind, pending string, now time.Time) {
 	what := fmt.Sprintf("step from %s to %s", d.Level, step.To)
-	if kind == KindMove {
+	switch kind {
+	case KindMove:
 		what = fmt.Sprintf("move from revision %s to %s", step.From, step.Revision)
+	case KindMigrate:
+		what = fmt.Sprintf("migration from sidecars to ambient mode at %s", d.Level)
 	}
 	msg := fmt.Sprintf("The %s did not complete within %s (%s), so it was reverted. Fix the cause, then change the MeshInstallation's spec (or delete the namespace's %s annotation) to try again.",
 		what, s.StepTimeout, pending, meshv1.AnnotationLadder)
@@ -865,11 +888,14 @@ func timedOut(d *Decision, ns Namespace, s Settings, step Step, kind StepKind, p
 // revert replaces a climb or a move with its rollback, which ends in a hold with the reason and
 // message given.
 func revert(d *Decision, ns Namespace, s Settings, step Step, kind StepKind, reason, msg string, now time.Time) {
-	back := ""
-	if kind == KindMove {
+	back, plane := "", meshv1.DataPlaneKind("")
+	switch kind {
+	case KindMove:
 		back = step.From
+	case KindMigrate:
+		plane = meshv1.DataPlaneSidecar
 	}
-	d.State.Step = &Step{To: d.Level, Started: now, ID: stepID(d.Level, now), Rollback: true, Reason: reason, Message: msg, Revision: back}
+	d.State.Step = &Step{To: d.Level, Started: now, ID: stepID(d.Level, now), Rollback: true, Reason: reason, Message: msg, Revision: back, DataPlane: plane}
 	d.Event = &Event{Warning: true, Reason: reason, Message: msg}
 	d.Restart, d.Blocked, d.Waiting = nil, Blocked{}, ""
 	planRestarts(d, ns, s)
@@ -880,13 +906,17 @@ func revert(d *Decision, ns Namespace, s Settings, step Step, kind StepKind, rea
 func complete(d *Decision, s Settings, step Step, kind StepKind, pending string, now time.Time) {
 	d.Level = step.To
 	d.State.Step = nil
-	if kind != KindMove && kind != KindRefresh {
-		// A move between revisions, or a refresh, keeps the time the level was reached (the
-		// soak counts on).
+	if kind != KindMove && kind != KindRefresh && kind != KindMigrate {
+		// A move between revisions, a refresh or a migration keeps the time the level was
+		// reached (the soak counts on).
 		d.State.Since = now
 	}
 	if step.Revision != "" {
 		d.State.Revision = recorded(step.Revision)
+	}
+	if kind == KindMigrate && pending == "" {
+		// Its pods are ztunnel's now: no revision injects them.
+		d.State.Ambient, d.State.Revision = true, ""
 	}
 	if !InMesh(d.Level) {
 		d.State.Revision, d.State.Ambient = "", false
@@ -912,6 +942,10 @@ func complete(d *Decision, s Settings, step Step, kind StepKind, pending string,
 			"Reached %s after %s with work left over (%s): those pods change at their next restart.", d.Level, s.StepTimeout, pending)}
 	case kind == KindMove:
 		d.Event = &Event{Reason: "RevisionMoved", Message: fmt.Sprintf("Moved from control-plane revision %s to %s.", step.From, step.Revision)}
+	case kind == KindMigrate:
+		d.Event = &Event{Reason: "DataPlaneMigrated", Message: fmt.Sprintf("Moved from sidecars to ambient mode at %s: no pod runs Istio's proxy, and Istio CNI has handed every pod's traffic to ztunnel.", d.Level)}
+	case kind == KindRollback && step.DataPlane != "":
+		d.Event = &Event{Reason: "DataPlaneMigrationUndone", Message: fmt.Sprintf("Back on sidecars at %s.", d.Level)}
 	case kind == KindRollback && step.Revision != "":
 		d.Event = &Event{Reason: "RevisionMoveUndone", Message: fmt.Sprintf("Back on control-plane revision %s.", step.Revision)}
 	default:
@@ -924,7 +958,8 @@ func complete(d *Decision, s Settings, step Step, kind StepKind, pending string,
 // pods' health is not what it can fix.
 func incomplete(ns Namespace, step Step, current Level, up bool, s Settings) string {
 	var pending []string
-	wantProxy := EffectsOf(current, &step).Inject
+	e := dataPlaneEffects(EffectsOf(current, &step), ns.Ambient, &step)
+	wantProxy := e.Sidecars
 	workloads := ns.Workloads
 	if ns.Ambient {
 		workloads = nil // the label alone moves pods in and out of ambient mode: nothing restarts
@@ -937,7 +972,7 @@ func incomplete(ns Namespace, step Step, current Level, up bool, s Settings) str
 			// Not restarted by a step: a climb or a move goes on without it (its pods hold
 			// STRICT or keep the old revision), but a refresh waits for its stale proxies, and
 			// gives up naming it, rather than let the rotation switch under them.
-			if wantProxy && step.Refresh && stale(w, s) {
+			if wantProxy && step.Refresh && stale(w, s) || up && !wantProxy && w.Injected {
 				pending = append(pending, fmt.Sprintf("%s/%s has proxies to restart by hand (%s)", w.Kind, w.Name, w.ManualRestart))
 			}
 			continue
@@ -958,8 +993,12 @@ func incomplete(ns Namespace, step Step, current Level, up bool, s Settings) str
 	if up && len(ns.Pods.NotReady) > 0 {
 		pending = append(pending, fmt.Sprintf("pods not Ready: %s", names.List(ns.Pods.NotReady)))
 	}
-	if up && ns.Ambient && wantProxy && len(ns.Pods.Uncaptured) > 0 {
+	if up && e.Inject && e.Ambient && !e.Sidecars && len(ns.Pods.Uncaptured) > 0 {
 		pending = append(pending, fmt.Sprintf("pods Istio CNI has not redirected to ztunnel: %s", names.List(ns.Pods.Uncaptured)))
+	}
+	if sidecars := ns.Pods.Total - len(ns.Pods.Uninjected); up && step.DataPlane == meshv1.DataPlaneAmbient && sidecars > 0 {
+		// A migration ends with no pod on Istio's proxy, those of no workload it restarts too.
+		pending = append(pending, fmt.Sprintf("%d pod(s) still run Istio's proxy", sidecars))
 	}
 	if len(pending) > maxNamed {
 		pending = append(pending[:maxNamed], fmt.Sprintf("and %d more", len(pending)-maxNamed))
@@ -990,7 +1029,7 @@ func planRestarts(d *Decision, ns Namespace, s Settings) {
 		// out of the mesh (Istio CNI hands their traffic to ztunnel, or stops).
 		return
 	}
-	wantProxy := EffectsOf(d.Level, step).Inject
+	wantProxy := dataPlaneEffects(EffectsOf(d.Level, step), ns.Ambient, step).Sidecars
 	budget := 1
 	if v, err := intstr.GetScaledValueFromIntOrPercent(&s.MaxUnavailable, ns.Pods.Total, false); err == nil && v > budget {
 		budget = v
@@ -1061,9 +1100,16 @@ func wellFormed(st Step, current Level) bool {
 	if !Valid(st.To) || st.ID == "" {
 		return false
 	}
-	switch st.Kind(current) {
+	kind := st.Kind(current)
+	if st.DataPlane != "" && kind != KindMigrate && kind != KindRollback {
+		// Only a migration, or its rollback, changes the data plane.
+		return false
+	}
+	switch kind {
 	case KindRollback:
-		return st.To == current && !st.Refresh
+		return st.To == current && !st.Refresh && (st.DataPlane == "" || st.DataPlane == meshv1.DataPlaneSidecar && InMesh(current))
+	case KindMigrate:
+		return st.DataPlane == meshv1.DataPlaneAmbient && InMesh(current) && st.Revision == ""
 	case KindRefresh:
 		// A refresh keeps the namespace's revision; one that names another is no record of ours.
 		return st.To == current && InMesh(current) && st.Revision == ""

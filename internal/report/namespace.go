@@ -32,7 +32,8 @@ type NamespaceStatus struct {
 	Step  *ladder.Step `json:"step,omitempty"`
 	Hold  *ladder.Hold `json:"hold,omitempty"`
 	Pods  ladder.Pods  `json:"pods"`
-	// DataPlane is how the namespace is in the mesh: "Sidecar" or "Ambient" ("" when it is not).
+	// DataPlane is how the namespace is in the mesh: "Sidecar" or "Ambient" ("" when it is
+	// not), or both, in the order of the move, while a migration moves its pods.
 	DataPlane string `json:"dataPlane,omitempty"`
 	// Next is what the ladder will do next; empty when the namespace is neither enrolled nor
 	// holds anything of the operator's.

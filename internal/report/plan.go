@@ -36,7 +36,8 @@ type NamespaceMove struct {
 	// Reason and Detail say why a namespace waits or is blocked, or what a step does.
 	Reason string `json:"reason,omitempty"`
 	Detail string `json:"detail,omitempty"`
-	// DataPlane is how the namespace is (or enters) in the mesh: "Sidecar" or "Ambient"; empty
+	// DataPlane is how the namespace is (or enters) in the mesh: "Sidecar" or "Ambient", or
+	// "Sidecar → Ambient" while a migration moves its pods (the reverse on its rollback); empty
 	// while it is not in the mesh.
 	DataPlane string `json:"dataPlane,omitempty"`
 	// Restart are the workloads a step restarts now.
@@ -87,21 +88,27 @@ func PlanOf(mesh *meshv1.MeshInstallation, plans []adoption.NamespacePlan, targe
 	return out
 }
 
-// dataPlaneOf names how a namespace carrying these effects is in the mesh; "" when it is not.
-func dataPlaneOf(e ladder.Effects) string {
+// dataPlaneOf names how a namespace carrying these effects is in the mesh, "" when it is not:
+// both data planes, in the order of the step's move, while a migration (or its rollback) moves
+// its pods from one to the other.
+func dataPlaneOf(e ladder.Effects, step *ladder.Step) string {
 	switch {
-	case e.Inject && e.Ambient:
+	case !e.Inject:
+		return ""
+	case e.Ambient && e.Sidecars && step != nil && step.DataPlane == meshv1.DataPlaneSidecar:
+		return string(meshv1.DataPlaneAmbient) + " → " + string(meshv1.DataPlaneSidecar)
+	case e.Ambient && (e.Sidecars || step != nil && step.DataPlane == meshv1.DataPlaneAmbient):
+		return string(meshv1.DataPlaneSidecar) + " → " + string(meshv1.DataPlaneAmbient)
+	case e.Ambient:
 		return string(meshv1.DataPlaneAmbient)
-	case e.Inject:
-		return string(meshv1.DataPlaneSidecar)
 	}
-	return ""
+	return string(meshv1.DataPlaneSidecar)
 }
 
 func moveOf(mesh *meshv1.MeshInstallation, pl adoption.NamespacePlan) NamespaceMove {
 	d := pl.Decision
 	m := NamespaceMove{Namespace: pl.Namespace.Name, Current: string(pl.Current), Target: string(pl.Enrollment.Target),
-		Restart: d.Restart, Uninjected: pl.Pods.Uninjected, DataPlane: dataPlaneOf(d.Effects)}
+		Restart: d.Restart, Uninjected: pl.Pods.Uninjected, DataPlane: dataPlaneOf(d.Effects, d.State.Step)}
 	if pl.InAmbient() {
 		m.Uninjected, m.Uncaptured = nil, pl.Pods.Uncaptured
 	}
@@ -111,8 +118,12 @@ func moveOf(mesh *meshv1.MeshInstallation, pl adoption.NamespacePlan) NamespaceM
 	switch step := d.State.Step; {
 	case step != nil && step.Rollback:
 		m.Action, m.To, m.Reason, m.Detail = ActionRollback, string(step.To), step.Reason, step.Message
-		if m.Detail == "" && step.Revision != "" {
+		switch {
+		case m.Detail != "":
+		case step.Revision != "":
 			m.Detail = fmt.Sprintf("Goes back to control-plane revision %s.", step.Revision)
+		case step.DataPlane == meshv1.DataPlaneSidecar:
+			m.Detail = "Goes back to sidecars: the injection label returns, the workloads restart with Istio's proxy, then the ambient label goes."
 		}
 	case step != nil && pl.State.Step == nil:
 		m.Action, m.To = ActionStep, string(step.To)
@@ -168,13 +179,17 @@ func adoptReported(mesh *meshv1.MeshInstallation, plans []adoption.NamespacePlan
 	}
 }
 
-// stepName names a step for a sentence: a rung of the ladder, or a move between revisions.
+// stepName names a step for a sentence: a rung of the ladder, a move between revisions, or a
+// migration between data planes.
 func stepName(level ladder.Level, step *ladder.Step) string {
 	if step.Refresh {
 		return "restart of the workloads whose proxies started before the root rotation's switch"
 	}
 	if step.To == level && step.Revision != "" && step.From != "" {
 		return fmt.Sprintf("move from control-plane revision %s to %s", step.From, step.Revision)
+	}
+	if step.To == level && step.DataPlane == meshv1.DataPlaneAmbient {
+		return fmt.Sprintf("migration from sidecars to ambient mode at %s", level)
 	}
 	return fmt.Sprintf("step from %s to %s", level, step.To)
 }
@@ -230,9 +245,12 @@ func (p Plan) Text(w io.Writer, st Style) error {
 		next := m.Action
 		switch m.Action {
 		case ActionStep, ActionStepping, ActionRollback:
-			if m.Revision != "" {
+			switch {
+			case m.Revision != "":
 				next += " to revision " + m.Revision
-			} else {
+			case strings.Contains(m.DataPlane, "→"):
+				next += " to " + m.DataPlane[strings.LastIndex(m.DataPlane, " ")+1:] + " at " + m.To
+			default:
 				next += " to " + m.To
 			}
 		case ActionBlocked:
@@ -248,8 +266,11 @@ func (p Plan) Text(w io.Writer, st Style) error {
 		if len(m.Restart) > 0 {
 			pr.wrapped(indent, "restarts "+strings.Join(m.Restart, ", "))
 		}
-		if m.DataPlane == string(meshv1.DataPlaneAmbient) {
+		switch {
+		case m.DataPlane == string(meshv1.DataPlaneAmbient):
 			pr.wrapped(indent, "in ambient mode")
+		case strings.Contains(m.DataPlane, "→"):
+			pr.wrapped(indent, "data plane "+m.DataPlane)
 		}
 		if len(m.Uninjected) > 0 && m.Action != ActionAtTarget {
 			pr.wrapped(indent, "without the proxy: "+strings.Join(m.Uninjected, ", "))

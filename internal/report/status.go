@@ -169,6 +169,8 @@ func Fix(reason, namespace string) string {
 		return "Keep it at Observe, or take ambient namespaces up gated on pods only: kubectl patch meshinstallation <name> --type merge -p '{\"spec\":{\"rollout\":{\"trafficGates\":\"Skip\"}}}'"
 	case meshv1.ReasonPodsOutsideAmbient:
 		return fmt.Sprintf("Bring those pods into ambient mode or move them out; list them: kubectl get pods -n %s -L istio.io/dataplane-mode", namespace)
+	case meshv1.ReasonSidecarsRequested:
+		return fmt.Sprintf("Drop sidecar.istio.io/inject=true and istio.io/rev from the named workloads' pod templates, or keep %s on sidecars (dataPlaneMode: Sidecar in its rule)", namespace)
 	case meshv1.ReasonInvalidTargetLevel:
 		return fmt.Sprintf("Set a level: kubectl label namespace %s %s=MutualTLS --overwrite (Off, Observe, MutualTLS or ZeroTrust)", namespace, meshv1.LabelTargetLevel)
 	}

@@ -119,12 +119,13 @@ func TestAmbientFreshInstall(t *testing.T) {
 	checkNodeAgentsReady(t, c, mesh)
 	checkListedAmbient(t, ist, "amb", len(before), tunnelZtunnel)
 	checkListedAmbient(t, ist, "side", len(sideBefore), tunnelNative)
-	checkUninstalled(t, c)
+	checkUninstalled(t, c, "amb", "side")
 }
 
 // checkUninstalled deletes the installation and checks that ztunnel and Istio CNI go with it and
-// that the namespaces are handed back without the operator's labels.
-func checkUninstalled(t *testing.T, c client.Client) {
+// that the namespaces are handed back without the operator's labels. The ambient capture
+// simulator must still run: the uninstall waits for Istio CNI to release the pods it redirected.
+func checkUninstalled(t *testing.T, c client.Client, namespaces ...string) {
 	t.Helper()
 	ctx := context.Background()
 	if err := c.Delete(ctx, &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}}); err != nil {
@@ -140,7 +141,7 @@ func checkUninstalled(t *testing.T, c client.Client) {
 			t.Errorf("DaemonSet %s/%s after the uninstall: %v, want it gone", ztunnelNamespace, name, err)
 		}
 	}
-	for _, name := range []string{"amb", "side"} {
+	for _, name := range namespaces {
 		ns := framework.GetNamespace(t, c, name)
 		for _, k := range []string{"istio.io/dataplane-mode", "istio.io/rev", meshv1.LabelLevel} {
 			if v, ok := ns.Labels[k]; ok {

@@ -49,6 +49,7 @@ type ladderState struct {
 		Refresh  bool   `json:"refresh"`
 	} `json:"step"`
 	Revision string `json:"revision"`
+	Ambient  bool   `json:"ambient"`
 	Hold     *struct {
 		Reason string `json:"reason"`
 	} `json:"hold"`

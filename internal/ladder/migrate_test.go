@@ -1,0 +1,284 @@
+package ladder
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+)
+
+// TestMigrateToAmbient: a namespace in the mesh with sidecars whose spec asks for ambient mode
+// migrates at its level, in Istio's order: the ambient label on and the injection label off in
+// one write, then its workloads restart within the budget without the proxy; it completes once
+// no pod runs the proxy and Istio CNI redirected every one, keeps its level's time, and is
+// rolled back to sidecars (both labels until the rollback's restarts are done) when it times
+// out or the spec changes back.
+func TestMigrateToAmbient(t *testing.T) {
+	since := t0.Add(-time.Hour)
+	sidecars := []Workload{deploy("web", injected), deploy("api", injected)}
+	migrating := &Step{To: meshv1.LevelMutualTLS, DataPlane: meshv1.DataPlaneAmbient, Started: t0, ID: "ambient-1"}
+	restarted := func(w *Workload) { w.Uninjected, w.RestartedFor = true, "ambient-1" }
+	back := &Step{To: meshv1.LevelMutualTLS, DataPlane: meshv1.DataPlaneSidecar, Rollback: true, Started: t0, ID: "mutualtls-2", Reason: meshv1.ReasonRolledBack}
+	at := func(mod func(*Namespace)) Namespace {
+		ns := Namespace{AmbientWanted: true, Current: meshv1.LevelMutualTLS, Target: meshv1.LevelMutualTLS, State: State{Since: since, Revision: "1-31-5"},
+			Pods: readyPods(4), Workloads: sidecars}
+		if mod != nil {
+			mod(&ns)
+		}
+		return ns
+	}
+	bothLabels := func(t *testing.T, e Effects) {
+		t.Helper()
+		if !e.Inject || !e.Ambient || !e.Sidecars || e.Revision != "1-31-5" {
+			t.Errorf("effects %+v: want both labels, the injection one for revision 1-31-5", e)
+		}
+	}
+	runDecideCases(t, map[string]decideCase{
+		"starts at its level: ambient label on, injection label off, restarts within the budget": {
+			ns: at(nil), mayStart: true, now: t0,
+			check: func(t *testing.T, d Decision) {
+				st := d.State.Step
+				if st == nil || st.DataPlane != meshv1.DataPlaneAmbient || st.To != meshv1.LevelMutualTLS || st.Kind(d.Level) != KindMigrate {
+					t.Fatalf("step %+v, blocked %+v: want a migration at MutualTLS", st, d.Blocked)
+				}
+				if e := d.Effects; !e.Inject || !e.Ambient || e.Sidecars || !e.Strict {
+					t.Errorf("effects %+v: want the ambient label alone, STRICT kept", e)
+				}
+				if len(d.Restart) != 1 || d.Event == nil || d.Event.Reason != "DataPlaneMigrationStarted" {
+					t.Errorf("restart %v, event %+v: want one workload (25%% of 4 pods, one at a time) and the start told", d.Restart, d.Event)
+				}
+				if d.AtTarget(meshv1.LevelMutualTLS) || !d.InProgress {
+					t.Error("a migrating namespace reads as at its target, or not in progress")
+				}
+			},
+		},
+		"waits for a free slot": {
+			ns: at(nil), now: t0,
+			check: func(t *testing.T, d Decision) {
+				if d.State.Step != nil || !strings.Contains(d.Waiting, "free slot") || d.Effects.Ambient {
+					t.Errorf("step %+v, waiting %q, effects %+v", d.State.Step, d.Waiting, d.Effects)
+				}
+			},
+		},
+		"held by unready pods": {
+			ns: at(func(ns *Namespace) { ns.Pods = Pods{Total: 2, Ready: 1, NotReady: []string{"web-1"}} }), mayStart: true, now: t0,
+			check: func(t *testing.T, d Decision) {
+				if d.State.Step != nil || d.Blocked.Reason != meshv1.ReasonPodsNotReady {
+					t.Errorf("step %+v, blocked %+v", d.State.Step, d.Blocked)
+				}
+			},
+		},
+		"held by a workload asking for the proxy": {
+			ns: at(func(ns *Namespace) {
+				ns.Workloads = []Workload{deploy("web", injected), deploy("pinned", func(w *Workload) { w.Injected, w.SidecarRequested = true, true })}
+			}), mayStart: true, now: t0,
+			check: func(t *testing.T, d Decision) {
+				if d.State.Step != nil || d.Blocked.Reason != meshv1.ReasonSidecarsRequested || !strings.Contains(d.Blocked.Message, "Deployment/pinned") {
+					t.Errorf("step %+v, blocked %+v", d.State.Step, d.Blocked)
+				}
+			},
+		},
+		"held at MutualTLS by a workload opting out of ambient mode": {
+			ns: at(func(ns *Namespace) {
+				ns.Workloads = []Workload{deploy("web", func(w *Workload) { w.Injected, w.AmbientExcluded = true, true })}
+			}), mayStart: true, now: t0,
+			check: func(t *testing.T, d Decision) {
+				if d.State.Step != nil || d.Blocked.Reason != meshv1.ReasonPodsOutsideAmbient {
+					t.Errorf("step %+v, blocked %+v", d.State.Step, d.Blocked)
+				}
+			},
+		},
+		"not held at Observe by a workload opting out of ambient mode": {
+			ns: at(func(ns *Namespace) {
+				ns.Current, ns.Target = meshv1.LevelObserve, meshv1.LevelObserve
+				ns.Workloads = []Workload{deploy("web", func(w *Workload) { w.Injected, w.AmbientExcluded = true, true })}
+			}), mayStart: true, now: t0,
+			check: func(t *testing.T, d Decision) {
+				if d.State.Step == nil || d.State.Step.DataPlane != meshv1.DataPlaneAmbient {
+					t.Errorf("step %+v, blocked %+v: want the migration", d.State.Step, d.Blocked)
+				}
+			},
+		},
+		"before a move between revisions": {
+			ns: at(nil), mayStart: true, now: t0, s: func(s *Settings) { s.Revision = "1-32-0" },
+			check: func(t *testing.T, d Decision) {
+				if st := d.State.Step; st == nil || st.DataPlane != meshv1.DataPlaneAmbient || st.Revision != "" {
+					t.Errorf("step %+v: want the migration, not a move", st)
+				}
+			},
+		},
+		"a held namespace stays held": {
+			ns: at(func(ns *Namespace) {
+				ns.State.Hold = &Hold{Generation: 3, Reason: meshv1.ReasonRolledBack, Message: "reverted"}
+			}), mayStart: true, now: t0,
+			check: func(t *testing.T, d Decision) {
+				if d.State.Step != nil || d.Blocked.Reason != meshv1.ReasonRolledBack {
+					t.Errorf("step %+v, blocked %+v", d.State.Step, d.Blocked)
+				}
+			},
+		},
+		"waits for the pods with the proxy to restart": {
+			ns: at(func(ns *Namespace) {
+				ns.State.Step = migrating
+				ns.Workloads = []Workload{deploy("web", restarted), deploy("api", injected)}
+				ns.Pods = Pods{Total: 4, Ready: 4, Uninjected: []string{"web-1", "web-2"}}
+			}), mayStart: true, now: t0.Add(time.Minute),
+			check: func(t *testing.T, d Decision) {
+				if d.State.Step == nil || !strings.Contains(d.Waiting, "Deployment/api has pods to restart") || !strings.Contains(d.Waiting, "2 pod(s) still run Istio's proxy") {
+					t.Errorf("step %+v, waiting %q", d.State.Step, d.Waiting)
+				}
+				if len(d.Restart) != 1 || d.Restart[0] != "Deployment/api" {
+					t.Errorf("restart %v, want Deployment/api", d.Restart)
+				}
+			},
+		},
+		"waits for Istio CNI to redirect the restarted pods": {
+			ns: at(func(ns *Namespace) {
+				ns.State.Step = migrating
+				ns.Workloads = []Workload{deploy("web", restarted), deploy("api", restarted)}
+				ns.Pods = Pods{Total: 2, Ready: 2, Uninjected: []string{"api-1", "web-1"}, Uncaptured: []string{"web-1"}}
+			}), now: t0.Add(time.Minute),
+			check: func(t *testing.T, d Decision) {
+				if d.State.Step == nil || !strings.Contains(d.Waiting, "not redirected to ztunnel: web-1") {
+					t.Errorf("step %+v, waiting %q", d.State.Step, d.Waiting)
+				}
+			},
+		},
+		"waits for a workload restarted only by hand": {
+			ns: at(func(ns *Namespace) {
+				ns.State.Step = migrating
+				ns.Workloads = []Workload{deploy("web", func(w *Workload) { w.Injected, w.ManualRestart = true, "paused" })}
+			}), now: t0.Add(time.Minute),
+			check: func(t *testing.T, d Decision) {
+				if len(d.Restart) > 0 || !strings.Contains(d.Waiting, "Deployment/web has proxies to restart by hand (paused)") {
+					t.Errorf("restart %v, waiting %q", d.Restart, d.Waiting)
+				}
+			},
+		},
+		"completes in ambient mode, keeping the level's time": {
+			ns: at(func(ns *Namespace) {
+				ns.State.Step = migrating
+				ns.Workloads = []Workload{deploy("web", restarted), deploy("api", restarted)}
+				ns.Pods = Pods{Total: 2, Ready: 2, Uninjected: []string{"api-1", "web-1"}}
+			}), now: t0.Add(time.Minute),
+			check: func(t *testing.T, d Decision) {
+				if d.State.Step != nil || !d.State.Ambient || d.State.Revision != "" || !d.State.Since.Equal(since) || d.Level != meshv1.LevelMutualTLS {
+					t.Errorf("state %+v, level %s: want ambient mode at MutualTLS since before", d.State, d.Level)
+				}
+				if e := d.Effects; !e.Ambient || e.Sidecars || !e.Strict {
+					t.Errorf("effects %+v: want the ambient label alone", e)
+				}
+				if d.Event == nil || d.Event.Reason != "DataPlaneMigrated" || !d.AtTarget(meshv1.LevelMutualTLS) {
+					t.Errorf("event %+v, at target %v", d.Event, d.AtTarget(meshv1.LevelMutualTLS))
+				}
+			},
+		},
+		"times out into a rollback that keeps both labels and restarts the pods without the proxy": {
+			ns: at(func(ns *Namespace) {
+				ns.State.Step = migrating
+				ns.Workloads = []Workload{deploy("web", restarted), deploy("api", restarted)}
+				ns.Pods = Pods{Total: 2, Ready: 1, NotReady: []string{"web-1"}, Uninjected: []string{"api-1", "web-1"}}
+			}), now: t0.Add(10 * time.Minute),
+			check: func(t *testing.T, d Decision) {
+				st := d.State.Step
+				if st == nil || !st.Rollback || st.DataPlane != meshv1.DataPlaneSidecar || d.Event == nil || d.Event.Reason != meshv1.ReasonRolledBack {
+					t.Fatalf("step %+v, event %+v: want the rollback to sidecars", st, d.Event)
+				}
+				if !strings.Contains(st.Message, "migration from sidecars to ambient mode") {
+					t.Errorf("message %q", st.Message)
+				}
+				bothLabels(t, d.Effects)
+				if len(d.Restart) == 0 {
+					t.Error("the rollback restarts nothing")
+				}
+			},
+		},
+		"the rollback ends on sidecars, held, once its restarts are done": {
+			ns: at(func(ns *Namespace) {
+				ns.State.Step = back
+				ns.Workloads = []Workload{deploy("web", injected), deploy("api", injected)}
+			}), now: t0.Add(time.Minute),
+			check: func(t *testing.T, d Decision) {
+				if d.State.Step != nil || d.State.Ambient || d.State.Hold == nil || d.State.Revision != "1-31-5" {
+					t.Errorf("state %+v: want sidecars on revision 1-31-5, held", d.State)
+				}
+				if e := d.Effects; e.Ambient || !e.Sidecars {
+					t.Errorf("effects %+v: want the injection label alone", e)
+				}
+			},
+		},
+		"the rollback waits for its restarts with both labels": {
+			ns: at(func(ns *Namespace) {
+				ns.State.Step = back
+				ns.Workloads = []Workload{deploy("web", func(w *Workload) { w.Uninjected, w.Injected = true, true })}
+			}), now: t0.Add(time.Minute),
+			check: func(t *testing.T, d Decision) {
+				if d.State.Step == nil || d.Waiting == "" {
+					t.Errorf("step %+v, waiting %q", d.State.Step, d.Waiting)
+				}
+				bothLabels(t, d.Effects)
+			},
+		},
+		"cancelled when the spec asks for sidecars again": {
+			ns: at(func(ns *Namespace) {
+				ns.AmbientWanted = false
+				ns.State.Step = migrating
+			}), now: t0.Add(time.Minute),
+			check: func(t *testing.T, d Decision) {
+				st := d.State.Step
+				if st == nil || !st.Rollback || !st.Cancelled || st.DataPlane != meshv1.DataPlaneSidecar || d.Event.Reason != "DataPlaneMigrationCancelled" {
+					t.Fatalf("step %+v, event %+v", st, d.Event)
+				}
+				bothLabels(t, d.Effects)
+			},
+		},
+		"paused: both labels stay as they are": {
+			ns: at(func(ns *Namespace) { ns.State.Step = migrating }), now: t0.Add(time.Minute),
+			s: func(s *Settings) { s.Paused = true },
+			check: func(t *testing.T, d Decision) {
+				if d.State.Step == nil || d.State.Step.PausedAt.IsZero() || !d.Effects.Ambient || d.Effects.Sidecars || len(d.Restart) > 0 {
+					t.Errorf("step %+v, effects %+v, restart %v", d.State.Step, d.Effects, d.Restart)
+				}
+			},
+		},
+		"in ambient mode, Sidecar asked: not migrated back": {
+			ns:       Namespace{Ambient: true, Current: meshv1.LevelMutualTLS, Target: meshv1.LevelMutualTLS, State: State{Since: since, Ambient: true}, Pods: readyPods(2)},
+			mayStart: true, now: t0,
+			check: func(t *testing.T, d Decision) {
+				if d.State.Step != nil || d.Blocked.Reason != meshv1.ReasonDataPlaneChangeUnsupported || !d.Effects.Ambient || d.Effects.Sidecars {
+					t.Errorf("step %+v, blocked %+v, effects %+v", d.State.Step, d.Blocked, d.Effects)
+				}
+			},
+		},
+	})
+}
+
+// TestMigrationRecords: a record of a migration, or of its rollback, is the operator's only in
+// the shape it writes; anything else is forgotten, and the namespace goes on from its label.
+func TestMigrationRecords(t *testing.T) {
+	tests := map[string]struct {
+		step Step
+		want bool
+	}{
+		"a migration to ambient mode":       {Step{To: meshv1.LevelObserve, DataPlane: meshv1.DataPlaneAmbient, ID: "a"}, true},
+		"its rollback":                      {Step{To: meshv1.LevelObserve, DataPlane: meshv1.DataPlaneSidecar, Rollback: true, ID: "a"}, true},
+		"a migration to sidecars":           {Step{To: meshv1.LevelObserve, DataPlane: meshv1.DataPlaneSidecar, ID: "a"}, false},
+		"a migration naming a revision":     {Step{To: meshv1.LevelObserve, DataPlane: meshv1.DataPlaneAmbient, Revision: "x", ID: "a"}, false},
+		"a climb with a data plane":         {Step{To: meshv1.LevelMutualTLS, DataPlane: meshv1.DataPlaneAmbient, ID: "a"}, false},
+		"a rollback to ambient mode":        {Step{To: meshv1.LevelObserve, DataPlane: meshv1.DataPlaneAmbient, Rollback: true, ID: "a"}, false},
+		"a data plane no one knows":         {Step{To: meshv1.LevelObserve, DataPlane: "Proxyless", ID: "a"}, false},
+		"a migration of a namespace at Off": {Step{To: meshv1.LevelOff, DataPlane: meshv1.DataPlaneAmbient, ID: "a"}, false},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			current := tc.step.To
+			if current == meshv1.LevelMutualTLS {
+				current = meshv1.LevelObserve
+			}
+			if got := wellFormed(tc.step, current); got != tc.want {
+				t.Errorf("wellFormed = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
