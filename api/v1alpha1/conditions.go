@@ -225,6 +225,14 @@ const (
 	// some of its workloads ask Istio's injector for the proxy in their pod template: restarted,
 	// their pods would keep it, so the migration waits.
 	ReasonSidecarsRequested = "SidecarsRequested"
+	// ReasonPodsNotMigratable means a namespace with sidecars would migrate to ambient mode, and
+	// runs pods the migration could not move: pods with the proxy that no step restarts, or
+	// proxyless gRPC pods. The migration waits.
+	ReasonPodsNotMigratable = "PodsNotMigratable"
+	// ReasonAmbientRollbackIncomplete means the rollback of a migration to ambient mode ran out
+	// of time with pods still without the proxy: the namespace keeps the ambient label, so that
+	// ztunnel carries them, until they have it again.
+	ReasonAmbientRollbackIncomplete = "AmbientRollbackIncomplete"
 )
 
 // Labels and annotations of the adoption ladder, on Namespaces.

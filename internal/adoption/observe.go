@@ -140,18 +140,27 @@ func observeWorkloads(ctx context.Context, r client.Reader, namespace string) (l
 					}
 				} else {
 					out[j].Uninjected = true
-					if w.manualRestart != "" && !out[j].OptedOut {
-						sum.Unmanaged = append(sum.Unmanaged, fmt.Sprintf("%s (%s %s: %s)", p.Name, w.kind, w.name, w.manualRestart))
+				}
+				if w.manualRestart != "" && (injected || !out[j].OptedOut) {
+					stuck := fmt.Sprintf("%s (%s %s: %s)", p.Name, w.kind, w.name, w.manualRestart)
+					if injected {
+						sum.StuckSidecars = append(sum.StuckSidecars, stuck)
+					} else {
+						sum.Unmanaged = append(sum.Unmanaged, stuck)
 					}
 				}
 				break
 			}
 		}
-		if !injected && !owned && !optedOut(p.ObjectMeta) && !p.Spec.HostNetwork {
+		switch {
+		case injected && !owned:
+			sum.StuckSidecars = append(sum.StuckSidecars, unmanaged(p))
+		case !injected && !owned && !optedOut(p.ObjectMeta) && !p.Spec.HostNetwork:
 			sum.Unmanaged = append(sum.Unmanaged, unmanaged(p))
 		}
 	}
 	sort.Strings(sum.Unmanaged)
+	sort.Strings(sum.StuckSidecars)
 	if sum.ProxylessPlaintext, err = served(ctx, r, namespace, plaintext); err != nil {
 		return ladder.Pods{}, nil, nil, err
 	}
@@ -159,6 +168,7 @@ func observeWorkloads(ctx context.Context, r client.Reader, namespace string) (l
 	sort.Strings(sum.Uninjected)
 	sort.Strings(sum.Uncaptured)
 	sort.Strings(sum.OutsideAmbient)
+	sort.Strings(sum.Unproxied)
 	sort.Strings(sum.ProxylessPlaintext)
 	sort.Strings(sum.Proxyless)
 	return sum, out, uids, nil
@@ -176,6 +186,9 @@ func countPod(sum *ladder.Pods, p *corev1.Pod) (injected bool) {
 	injected = revision.HasProxy(p)
 	if !injected {
 		sum.Uninjected = append(sum.Uninjected, p.Name)
+		if !optedOut(p.ObjectMeta) && !p.Spec.HostNetwork {
+			sum.Unproxied = append(sum.Unproxied, p.Name)
+		}
 		switch {
 		case p.Labels[ambient.Label] == ambient.Disabled || p.Spec.HostNetwork:
 			sum.OutsideAmbient = append(sum.OutsideAmbient, p.Name)

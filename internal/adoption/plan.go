@@ -255,7 +255,7 @@ func (c *NamespacePlan) InAmbient() bool {
 // ladderNamespace is what the ladder decides a plan's namespace from.
 func (c *NamespacePlan) ladderNamespace(settings ladder.Settings) ladder.Namespace {
 	return ladder.Namespace{Name: c.Namespace.Name, Current: c.Current, State: c.State, Target: c.Enrollment.Target,
-		Ambient: c.InAmbient(), AmbientWanted: c.Enrollment.Ambient,
+		Ambient: c.InAmbient(), AmbientWanted: c.Enrollment.Ambient, AmbientLabelled: c.Namespace.Labels[ambient.Label] == ambient.Enabled,
 		Pods: c.Pods, Workloads: c.Workloads, InjectionConflict: injectionConflict(c.Namespace, ourRevisions(c.Current, c.State, settings)...),
 		PolicyConflict: c.PolicyConflict, Traffic: c.Traffic, AllowFrom: c.Enrollment.AllowFrom,
 		NonMeshCallers: c.NonMeshCallers, PlaintextPorts: c.Enrollment.PlaintextPorts, ExemptionProblems: c.ExemptionProblems,

@@ -106,8 +106,8 @@ func listPodRevisions(ctx context.Context, r client.Reader, opts ...client.ListO
 	return podRevs, nil
 }
 
-// ladderRevisions reads the revisions a namespace's ladder record names: the one it is on, and
-// those a running step moves it between.
+// ladderRevisions reads the revisions a namespace's ladder record names: those a running step
+// moves it between, and the one a migration to ambient mode would return it to.
 func ladderRevisions(raw string) []string {
 	if raw == "" {
 		return nil
@@ -125,6 +125,11 @@ func ladderRevisions(raw string) []string {
 	if st.Step != nil {
 		add(st.Step.Revision)
 		add(st.Step.From)
+		if st.Step.DataPlane != "" {
+			// A migration to ambient mode took the injection label off, and its rollback puts
+			// it back for the revision the namespace was on: that revision stays installed.
+			add(ladder.RevisionName(st.Revision))
+		}
 	}
 	return out
 }

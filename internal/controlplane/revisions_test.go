@@ -287,3 +287,29 @@ func TestChartSourceFailures(t *testing.T) {
 		t.Errorf("wrote without the charts: %v", got)
 	}
 }
+
+// TestLadderRevisions: the revisions a namespace's record keeps installed are those a running
+// move goes between and, during a migration to ambient mode (whose namespace no longer carries
+// the injection label) or its rollback, the revision the namespace was on: the rollback puts
+// its label back, and its injector must still be there.
+func TestLadderRevisions(t *testing.T) {
+	tests := map[string]struct {
+		record string
+		want   []string
+	}{
+		"no record":                   {"", nil},
+		"not a record":                {"{", nil},
+		"no step":                     {`{"revision":"1-31-4"}`, nil},
+		"a move":                      {`{"step":{"to":"MutualTLS","id":"r","revision":"1-31-5","from":"default"}}`, []string{"1-31-5", "default"}},
+		"a migration":                 {`{"revision":"1-31-4","step":{"to":"MutualTLS","id":"a","dataPlane":"Ambient"}}`, []string{"1-31-4"}},
+		"a migration, default":        {`{"step":{"to":"Observe","id":"a","dataPlane":"Ambient"}}`, []string{"default"}},
+		"the rollback of a migration": {`{"revision":"1-31-4","step":{"to":"MutualTLS","id":"b","rollback":true,"dataPlane":"Sidecar"}}`, []string{"1-31-4"}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := ladderRevisions(tc.record); !slices.Equal(got, tc.want) {
+				t.Errorf("ladderRevisions = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

@@ -133,6 +133,13 @@ func FuzzDecide(f *testing.F) {
 			checkStepShape(t, *st, d.Level)
 		}
 		started := ns.State.Step == nil && st != nil
+		if started && st.Rollback && st.Cancelled && st.DataPlane == meshv1.DataPlaneSidecar {
+			// Not a new step but a repair, whatever the slots: a migration whose record was lost.
+			if !ns.AmbientLabelled || ns.Ambient || len(ns.Pods.Unproxied) == 0 {
+				t.Fatalf("a migration's rollback %+v started from no record, with the ambient label %v, ambient %v, pods without the proxy %v", *st, ns.AmbientLabelled, ns.Ambient, ns.Pods.Unproxied)
+			}
+			started = false
+		}
 		if started && !mayStart {
 			t.Fatalf("a new step to %q started without a free slot", st.To)
 		}
@@ -176,6 +183,7 @@ func FuzzDecide(f *testing.F) {
 		got := d.Effects
 		got.Revision, got.Ambient, got.Sidecars = "", false, false
 		checkDataPlaneLabels(t, ns, d)
+		checkAmbientLabelKept(t, ns, d)
 		if started && st.DataPlane != "" {
 			checkMigrationGated(t, ns, d, *st)
 		}
@@ -416,5 +424,23 @@ func checkMigrationGated(t *testing.T, ns Namespace, d Decision, st Step) {
 		if w.SidecarRequested || w.AmbientExcluded && promisedCarries[d.Level].Strict {
 			t.Fatalf("a migration started at %q with workload %+v", d.Level, w)
 		}
+	}
+}
+
+// checkAmbientLabelKept: a namespace that stays in the mesh never loses the ambient label (its
+// own, or one it was found with) while pods the injector would give the proxy run without it:
+// ztunnel is all that carries them.
+func checkAmbientLabelKept(t *testing.T, ns Namespace, d Decision) {
+	t.Helper()
+	if !Valid(ns.Current) || len(ns.Pods.Unproxied) == 0 || !d.Effects.Inject || d.Effects.Ambient {
+		return
+	}
+	// The label as the ladder carried it before the pass (its record's step, if one it wrote),
+	// or as it was found with no record of the ladder's to explain it.
+	before := ns.State.Step
+	known := before == nil || wellFormed(*before, ns.Current)
+	ours := known && dataPlaneEffects(EffectsOf(ns.Current, before), ns.Ambient, before).Ambient
+	if ours || ns.AmbientLabelled && !known || ns.AmbientLabelled && before == nil {
+		t.Fatalf("the ambient label taken off, in the mesh, while %v run without the proxy (step %+v → %+v)", ns.Pods.Unproxied, ns.State.Step, d.State.Step)
 	}
 }

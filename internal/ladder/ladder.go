@@ -178,10 +178,14 @@ type Namespace struct {
 	// pods, and its climbs pass AmbientRungs' gates.
 	Ambient bool
 	// AmbientWanted is what the spec asks of the namespace (its rule's dataPlaneMode, else
-	// spec.dataPlane.mode). A namespace in the mesh on the other data plane is not moved between
-	// them (DataPlaneChangeUnsupported).
+	// spec.dataPlane.mode): a namespace in the mesh with sidecars migrates to ambient mode; one
+	// in ambient mode is not moved back (DataPlaneChangeUnsupported).
 	AmbientWanted bool
-	Pods          Pods
+	// AmbientLabelled is true when the namespace carries the ambient label now. With sidecars
+	// recorded and no step, it is a migration (or its rollback) whose record was lost: its pods
+	// may be on either data plane, so it is rolled back to sidecars (see normalize).
+	AmbientLabelled bool
+	Pods            Pods
 	// Workloads are the namespace's Deployments, StatefulSets, DaemonSets, CronJobs and the
 	// Jobs that have not finished.
 	Workloads []Workload
@@ -286,6 +290,14 @@ type Pods struct {
 	// (labelled istio.io/dataplane-mode=none, or on the node's network), sorted: ztunnel never
 	// carries their traffic, so STRICT mTLS would cut them off.
 	OutsideAmbient []string `json:"outsideAmbient,omitempty"`
+	// Unproxied names the pods without a proxy that Istio's injector would give one if they
+	// were created again (they do not opt out of injection and are not on the node's network),
+	// sorted: the rollback of a migration to ambient mode keeps the ambient label while any runs.
+	Unproxied []string `json:"unproxied,omitempty"`
+	// StuckSidecars names the pods with the proxy that no step restarts (a bare pod, one of a
+	// controller the ladder does not know, or of a workload restarted only by hand), each with
+	// its owner, sorted: a migration to ambient mode could not take their proxy away.
+	StuckSidecars []string `json:"stuckSidecars,omitempty"`
 }
 
 // Workload is a Deployment, StatefulSet, DaemonSet, CronJob or Job, as far as the ladder cares.
@@ -594,6 +606,20 @@ func normalize(d *Decision, ns Namespace, s Settings, now time.Time) {
 		// label when the record was deleted): the record says so from now on.
 		d.State.Ambient = ns.Ambient
 	}
+	if lostMigration(*d, ns) {
+		// A migration to ambient mode, or its rollback, whose record was lost (the annotation
+		// deleted, or the level label changed under it): the injection label may be off, and
+		// pods run without the proxy that only the ambient label keeps in the mesh. It is undone
+		// as a cancelled migration is, both labels on until every pod has the proxy again; the
+		// migration starts over from there if the spec still asks for it.
+		d.State.Step = &Step{To: d.Level, Rollback: true, Cancelled: true, DataPlane: meshv1.DataPlaneSidecar, Started: now, ID: stepID(d.Level, now)}
+	}
+}
+
+// lostMigration reports a namespace recorded with sidecars, in the mesh with no step, that carries
+// the ambient label while pods the injector would give the proxy run without it.
+func lostMigration(d Decision, ns Namespace) bool {
+	return d.State.Step == nil && InMesh(d.Level) && !d.State.Ambient && ns.AmbientLabelled && len(ns.Pods.Unproxied) > 0
 }
 
 // finish derives what follows from where the pass left the namespace: its effects, whether it
@@ -799,6 +825,14 @@ func advance(d *Decision, ns Namespace, s Settings, now time.Time) {
 		}
 	case pending != "" && forward:
 		timedOut(d, ns, s, step, kind, pending, now)
+	case pending != "" && step.Rollback && step.DataPlane == meshv1.DataPlaneSidecar && len(ns.Pods.Unproxied) > 0:
+		// Past its timeout, with pods that still lack the proxy: the ambient label is all that
+		// keeps them in the mesh, so the rollback does not end (and take it off) until they have
+		// it. Said as a block, with what to restart.
+		d.Blocked = Blocked{Reason: meshv1.ReasonAmbientRollbackIncomplete, Message: fmt.Sprintf(
+			"The migration to ambient mode was rolled back, and %s. The namespace keeps the ambient label, so that ztunnel carries them, until every pod has the proxy again: restart them (kubectl rollout restart; delete a bare pod or an OnDelete workload's pods; resume a paused Deployment), or let the migration run again by changing the MeshInstallation's spec.",
+			unproxiedPending(ns.Pods))}
+		d.RecheckAfter = lateRollbackRecheck
 	case d.rollbackLate && len(d.Restart) > 0:
 		// A rollback past its timeout restarted what it still owed: it ends at the next pass,
 		// not with templates it never reverted.
@@ -996,9 +1030,12 @@ func incomplete(ns Namespace, step Step, current Level, up bool, s Settings) str
 	if up && e.Inject && e.Ambient && !e.Sidecars && len(ns.Pods.Uncaptured) > 0 {
 		pending = append(pending, fmt.Sprintf("pods Istio CNI has not redirected to ztunnel: %s", names.List(ns.Pods.Uncaptured)))
 	}
-	if sidecars := ns.Pods.Total - len(ns.Pods.Uninjected); up && step.DataPlane == meshv1.DataPlaneAmbient && sidecars > 0 {
-		// A migration ends with no pod on Istio's proxy, those of no workload it restarts too.
+	if sidecars := sidecarsLeft(ns); up && step.DataPlane == meshv1.DataPlaneAmbient && sidecars > 0 {
+		// A migration ends with no pod on Istio's proxy (a Job's pods finish with theirs).
 		pending = append(pending, fmt.Sprintf("%d pod(s) still run Istio's proxy", sidecars))
+	}
+	if step.Rollback && step.DataPlane == meshv1.DataPlaneSidecar && len(ns.Pods.Unproxied) > 0 {
+		pending = append(pending, unproxiedPending(ns.Pods))
 	}
 	if len(pending) > maxNamed {
 		pending = append(pending[:maxNamed], fmt.Sprintf("and %d more", len(pending)-maxNamed))

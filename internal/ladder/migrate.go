@@ -2,6 +2,7 @@ package ladder
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
@@ -13,7 +14,7 @@ import (
 // that mean something for a change that keeps the level: the injection label is the operator's
 // to take off, every pod is Ready so that the migration can be judged, and every workload's pods
 // will be ztunnel's once restarted without the proxy. A new check is one entry here.
-var AmbientMigrationGates = []Gate{injectionOwned, podsReady, sidecarsNotRequested, workloadsStayInAmbient}
+var AmbientMigrationGates = []Gate{injectionOwned, podsReady, sidecarsNotRequested, podsMigratable, workloadsStayInAmbient}
 
 var (
 	// sidecarsNotRequested holds a migration while a workload's pod template asks Istio's
@@ -27,6 +28,25 @@ var (
 		return &Verdict{Blocked: Blocked{Reason: meshv1.ReasonSidecarsRequested, Message: fmt.Sprintf(
 			"%d workload(s) ask Istio's injector for the proxy in their pod template (the label sidecar.istio.io/inject=true, or istio.io/rev): %s. Restarted for ambient mode, their pods would come back with it, so the migration from sidecars waits. Remove the label from their pod templates, or keep the namespace on sidecars (dataPlaneMode: Sidecar in its rule).",
 			len(asking), names.List(asking))}}
+	}}
+	// podsMigratable holds a migration that could not take every pod off the proxy, or would
+	// break the pods it restarts: pods with the proxy that no step restarts (a bare pod, a
+	// workload restarted only by hand), which would keep it and time the migration out into a
+	// rollback after restarting everything else twice; and proxyless gRPC pods, whose
+	// application takes its configuration from the agent the injector gives them, and would
+	// come back without it.
+	podsMigratable = Gate{Name: "PodsMigratable", Check: func(c Climb) *Verdict {
+		var parts []string
+		if stuck := c.NS.Pods.StuckSidecars; len(stuck) > 0 {
+			parts = append(parts, fmt.Sprintf("%d pod(s) run Istio's proxy and no step restarts them: %s. Resume a paused Deployment, or switch an OnDelete or partitioned workload to a rolling update, for the migration; recreate a bare pod after it", len(stuck), names.List(stuck)))
+		}
+		if grpc := c.NS.Pods.Proxyless; len(grpc) > 0 {
+			parts = append(parts, fmt.Sprintf("%d pod(s) run Istio's proxyless gRPC (template grpc-agent): %s. Their application reads its xDS bootstrap from the agent, which ambient mode does not give them; keep the namespace on sidecars (dataPlaneMode: Sidecar in its rule)", len(grpc), names.List(grpc)))
+		}
+		if len(parts) == 0 {
+			return nil
+		}
+		return &Verdict{Blocked: Blocked{Reason: meshv1.ReasonPodsNotMigratable, Message: "The migration from sidecars to ambient mode waits: " + strings.Join(parts, "; ") + "."}}
 	}}
 	// workloadsStayInAmbient holds, at a level with STRICT mTLS, a migration that would restart
 	// pods out of the mesh: a template labelled istio.io/dataplane-mode=none keeps its pods out
@@ -100,4 +120,23 @@ func dataPlaneEffects(e Effects, ambient bool, step *Step) Effects {
 		e.Ambient, e.Sidecars = ambient, !ambient
 	}
 	return e
+}
+
+// sidecarsLeft counts the running pods with Istio's proxy that a migration to ambient mode still
+// waits for: all of them but those of CronJobs and Jobs, which finish with theirs (their next
+// pods come without it).
+func sidecarsLeft(ns Namespace) int {
+	n := ns.Pods.Total - len(ns.Pods.Uninjected)
+	for _, w := range ns.Workloads {
+		if w.RunsToCompletion && w.Injected {
+			n -= w.Pods
+		}
+	}
+	return max(n, 0)
+}
+
+// unproxiedPending says which pods a migration's rollback waits for: those still without the
+// proxy that the injector would give one.
+func unproxiedPending(p Pods) string {
+	return fmt.Sprintf("%d pod(s) still run without Istio's proxy: %s", len(p.Unproxied), names.List(p.Unproxied))
 }

@@ -220,6 +220,73 @@ func TestMigrateToAmbient(t *testing.T) {
 				bothLabels(t, d.Effects)
 			},
 		},
+		"the rollback does not end, past its timeout, while pods lack the proxy": {
+			ns: at(func(ns *Namespace) {
+				ns.State.Step = back
+				ns.Workloads = []Workload{deploy("web", injected), deploy("db", func(w *Workload) { w.Uninjected, w.ManualRestart = true, "updateStrategy OnDelete" })}
+				ns.Pods = Pods{Total: 3, Ready: 3, Uninjected: []string{"db-0"}, Unproxied: []string{"db-0"}, Unmanaged: []string{"db-0 (StatefulSet db: updateStrategy OnDelete)"}}
+			}), now: t0.Add(time.Hour),
+			check: func(t *testing.T, d Decision) {
+				if d.State.Step == nil || d.Blocked.Reason != meshv1.ReasonAmbientRollbackIncomplete || !strings.Contains(d.Blocked.Message, "db-0") {
+					t.Fatalf("step %+v, blocked %+v: want the rollback held, naming db-0", d.State.Step, d.Blocked)
+				}
+				bothLabels(t, d.Effects)
+			},
+		},
+		"a lost record with the ambient label and pods without the proxy: rolled back to sidecars": {
+			ns: at(func(ns *Namespace) {
+				ns.AmbientLabelled = true
+				ns.Workloads = []Workload{deploy("web", func(w *Workload) { w.Uninjected = true })}
+				ns.Pods = Pods{Total: 2, Ready: 1, NotReady: []string{"web-2"}, Uninjected: []string{"web-1", "web-2"}, Unproxied: []string{"web-1", "web-2"}}
+			}), now: t0,
+			check: func(t *testing.T, d Decision) {
+				st := d.State.Step
+				if st == nil || !st.Rollback || !st.Cancelled || st.DataPlane != meshv1.DataPlaneSidecar {
+					t.Fatalf("step %+v, blocked %+v: want a cancelled migration rollback, with no free slot even", st, d.Blocked)
+				}
+				bothLabels(t, d.Effects)
+				if len(d.Restart) != 1 {
+					t.Errorf("restart %v, want web", d.Restart)
+				}
+			},
+		},
+		"the ambient label on a namespace whose pods all have the proxy: left to whoever set it": {
+			ns: at(func(ns *Namespace) { ns.AmbientLabelled, ns.AmbientWanted = true, false }), mayStart: true, now: t0,
+			s: func(s *Settings) { s.Revision = "1-31-5" },
+			check: func(t *testing.T, d Decision) {
+				if d.State.Step != nil || d.Effects.Ambient || !d.Effects.Sidecars {
+					t.Errorf("step %+v, effects %+v", d.State.Step, d.Effects)
+				}
+			},
+		},
+		"held by pods with the proxy that no step restarts": {
+			ns: at(func(ns *Namespace) { ns.Pods.StuckSidecars = []string{"debug (no controller)"} }), mayStart: true, now: t0,
+			check: func(t *testing.T, d Decision) {
+				if d.State.Step != nil || d.Blocked.Reason != meshv1.ReasonPodsNotMigratable || !strings.Contains(d.Blocked.Message, "debug (no controller)") {
+					t.Errorf("step %+v, blocked %+v", d.State.Step, d.Blocked)
+				}
+			},
+		},
+		"held by proxyless gRPC pods": {
+			ns: at(func(ns *Namespace) { ns.Pods.Proxyless = []string{"grpc-1"} }), mayStart: true, now: t0,
+			check: func(t *testing.T, d Decision) {
+				if d.State.Step != nil || d.Blocked.Reason != meshv1.ReasonPodsNotMigratable || !strings.Contains(d.Blocked.Message, "proxyless gRPC") {
+					t.Errorf("step %+v, blocked %+v", d.State.Step, d.Blocked)
+				}
+			},
+		},
+		"a Job's pods finish with their proxy: not waited for": {
+			ns: at(func(ns *Namespace) {
+				ns.State.Step = migrating
+				ns.Workloads = []Workload{deploy("web", restarted), {Kind: "Job", Name: "report", RunsToCompletion: true, Injected: true, Pods: 1}}
+				ns.Pods = Pods{Total: 3, Ready: 3, Uninjected: []string{"web-1", "web-2"}}
+			}), now: t0.Add(time.Minute),
+			check: func(t *testing.T, d Decision) {
+				if d.State.Step != nil || d.Event == nil || d.Event.Reason != "DataPlaneMigrated" {
+					t.Errorf("step %+v, waiting %q, event %+v", d.State.Step, d.Waiting, d.Event)
+				}
+			},
+		},
 		"cancelled when the spec asks for sidecars again": {
 			ns: at(func(ns *Namespace) {
 				ns.AmbientWanted = false

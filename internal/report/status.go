@@ -171,6 +171,10 @@ func Fix(reason, namespace string) string {
 		return fmt.Sprintf("Bring those pods into ambient mode or move them out; list them: kubectl get pods -n %s -L istio.io/dataplane-mode", namespace)
 	case meshv1.ReasonSidecarsRequested:
 		return fmt.Sprintf("Drop sidecar.istio.io/inject=true and istio.io/rev from the named workloads' pod templates, or keep %s on sidecars (dataPlaneMode: Sidecar in its rule)", namespace)
+	case meshv1.ReasonPodsNotMigratable:
+		return fmt.Sprintf("Let the named pods be restarted (resume, or switch to a rolling update), recreate bare pods after the migration, or keep %s on sidecars (dataPlaneMode: Sidecar)", namespace)
+	case meshv1.ReasonAmbientRollbackIncomplete:
+		return fmt.Sprintf("Restart the named pods so that they get the proxy: kubectl rollout restart deployment,statefulset,daemonset -n %s", namespace)
 	case meshv1.ReasonInvalidTargetLevel:
 		return fmt.Sprintf("Set a level: kubectl label namespace %s %s=MutualTLS --overwrite (Off, Observe, MutualTLS or ZeroTrust)", namespace, meshv1.LabelTargetLevel)
 	}
