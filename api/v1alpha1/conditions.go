@@ -215,7 +215,8 @@ const (
 	// mTLS would cut off: it does not go STRICT.
 	ReasonPodsOutsideAmbient = "PodsOutsideAmbient"
 	// ReasonAmbientTrafficUnread means a namespace in ambient mode would take an enforcing step
-	// under the traffic gates, which do not read ambient mode's telemetry yet: it is held.
+	// under the traffic gates, and the telemetry source in use (the embedded one) does not read
+	// ztunnel, which reports its traffic: it is held.
 	ReasonAmbientTrafficUnread = "AmbientTrafficUnread"
 	// ReasonDataPlaneChangeUnsupported means a namespace is in the mesh in ambient mode and the
 	// spec asks for sidecars: it is not moved back in place, and stays as it is (the move from

@@ -15,13 +15,15 @@ import (
 	"github.com/meshwright/meshwright/internal/ambient"
 	"github.com/meshwright/meshwright/internal/ladder"
 	"github.com/meshwright/meshwright/internal/stages"
+	"github.com/meshwright/meshwright/internal/traffic"
 )
 
 // TestAmbientLadderAgainstTheAPIServer walks a namespace of an Ambient mesh from Off to
 // MutualTLS: it is labelled istio.io/dataplane-mode=ambient (never the injection label), its
 // Deployment is never restarted, the step waits for Istio CNI to redirect its pod, its record says it is in ambient mode, STRICT is written once it
-// climbs; under the traffic gates the climb to MutualTLS is held (AmbientTrafficUnread) with no
-// STRICT written. Set back to Sidecar, it stays in ambient mode, reported, not moved in place.
+// climbs; under the traffic gates the climb to MutualTLS is judged on ztunnel's traffic: held
+// with no STRICT written when the source does not read ztunnel (AmbientTrafficUnread) or shows a
+// plaintext caller, taken when it is clean. Set back to Sidecar, it stays in ambient mode, reported, not moved in place.
 func TestAmbientLadderAgainstTheAPIServer(t *testing.T) {
 	ctx := context.Background()
 	const name = "team-ambient"
@@ -72,16 +74,36 @@ func TestAmbientLadderAgainstTheAPIServer(t *testing.T) {
 		t.Fatalf("after the settle time, the pod redirected: %+v", res.Namespaces)
 	}
 
-	// Under the traffic gates (the default): held at Observe, nothing STRICT.
-	res := pass(now.Add(time.Hour))
-	if len(res.Namespaces.Blocked) != 1 || res.Namespaces.Blocked[0].Reason != meshv1.ReasonAmbientTrafficUnread || hasStrict(t, name) {
-		t.Fatalf("under the traffic gates: %+v, STRICT %v", res.Namespaces, hasStrict(t, name))
+	// Under the traffic gates (the default), its traffic is ztunnel's. Read by a source that does
+	// not read ztunnel (the embedded one), or showing a plaintext caller: held at Observe, nothing
+	// STRICT. Read through a Prometheus that scrapes ztunnel and clean: STRICT.
+	readAs := func(at time.Time, r traffic.Reading) stages.Result {
+		t.Helper()
+		st := newStage(k8s, at)
+		st.Traffic = &recordedReads{answer: map[string]traffic.Reading{name: r}}
+		res, err := st.Reconcile(ctx, mesh)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
 	}
-	mesh.Spec.Rollout.TrafficGates = meshv1.TrafficGatesSkip
-	mesh.Generation++
-	pass(now.Add(time.Hour))
+	blockedBy := func(res stages.Result, reason string) {
+		t.Helper()
+		if len(res.Namespaces.Blocked) != 1 || res.Namespaces.Blocked[0].Reason != reason || hasStrict(t, name) {
+			t.Fatalf("under the traffic gates: %+v, STRICT %v; want held by %s", res.Namespaces, hasStrict(t, name), reason)
+		}
+	}
+	window := 20 * time.Minute // the default observe time, or more
+	blockedBy(readAs(now.Add(time.Hour), traffic.Reading{Source: "the proxies' stats endpoints", ZtunnelUnread: true, Inbound: traffic.NewInbound(window)}), meshv1.ReasonAmbientTrafficUnread)
+	plaintext := traffic.Reading{Source: "Prometheus", Inbound: traffic.NewInbound(window)}
+	plaintext.ZtunnelReporting = true
+	plaintext.Plaintext[traffic.Caller{Namespace: "legacy", Workload: "client"}] = 4
+	blockedBy(readAs(now.Add(time.Hour), plaintext), meshv1.ReasonPlaintextTraffic)
+	clean := traffic.Reading{Source: "Prometheus", Inbound: traffic.NewInbound(window)}
+	clean.ZtunnelReporting = true
+	readAs(now.Add(time.Hour), clean)
 	if !hasStrict(t, name) {
-		t.Fatal("gated on pods only, STRICT was not written")
+		t.Fatal("with ztunnel's traffic clean, STRICT was not written")
 	}
 	if res := pass(now.Add(time.Hour + ladder.Settle)); res.State != stages.Ready || res.Namespaces.MutualTLS != 1 || res.Namespaces.Ambient != 1 {
 		t.Fatalf("after STRICT settled: %+v %+v", res, res.Namespaces)
@@ -103,7 +125,7 @@ func TestAmbientLadderAgainstTheAPIServer(t *testing.T) {
 
 	mesh.Spec.DataPlane.Mode = meshv1.DataPlaneSidecar
 	mesh.Generation++
-	res = pass(now.Add(2 * time.Hour))
+	res := pass(now.Add(2 * time.Hour))
 	if res.State == stages.Ready || len(res.Namespaces.Blocked) != 1 || res.Namespaces.Blocked[0].Reason != meshv1.ReasonDataPlaneChangeUnsupported {
 		t.Fatalf("Sidecar asked of a namespace in ambient mode: %+v %+v", res, res.Namespaces)
 	}

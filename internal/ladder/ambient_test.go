@@ -6,6 +6,7 @@ import (
 	"time"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/traffic"
 )
 
 // TestDecideAmbient: a namespace in ambient mode climbs and walks down the same levels by its
@@ -81,13 +82,41 @@ func TestDecideAmbient(t *testing.T) {
 				}
 			},
 		},
-		"under the traffic gates STRICT is held: ambient traffic is not read": {
-			ns:       Namespace{Ambient: true, AmbientWanted: true, Current: meshv1.LevelObserve, Target: meshv1.LevelMutualTLS, State: State{Since: t0.Add(-time.Hour), Ambient: true}, Pods: readyPods(4), Workloads: sidecarless},
+		"under the traffic gates, read by the embedded source: STRICT is held, ztunnel unread": {
+			ns: Namespace{Ambient: true, AmbientWanted: true, Current: meshv1.LevelObserve, Target: meshv1.LevelMutualTLS, State: State{Since: t0.Add(-time.Hour), Ambient: true}, Pods: readyPods(4), Workloads: sidecarless,
+				Traffic: &traffic.Reading{Source: "the proxies' stats endpoints", ZtunnelUnread: true, Inbound: traffic.NewInbound(time.Minute)}},
 			s:        func(s *Settings) { s.TrafficGates, s.ObserveTime = true, time.Minute },
 			mayStart: true, now: t0,
 			check: func(t *testing.T, d Decision) {
 				if d.State.Step != nil || d.Blocked.Reason != meshv1.ReasonAmbientTrafficUnread {
 					t.Errorf("step %+v, blocked %+v; want held with AmbientTrafficUnread", d.State.Step, d.Blocked)
+				}
+			},
+		},
+		"under the traffic gates, ztunnel read through Prometheus and clean: STRICT starts": {
+			ns: Namespace{Ambient: true, AmbientWanted: true, Current: meshv1.LevelObserve, Target: meshv1.LevelMutualTLS, State: State{Since: t0.Add(-time.Hour), Ambient: true}, Pods: readyPods(4), Workloads: sidecarless,
+				Traffic: &traffic.Reading{Source: "Prometheus", Inbound: traffic.Inbound{ZtunnelReporting: true, Covered: time.Minute, Callers: map[traffic.Caller]float64{{Namespace: "shop", Workload: "web"}: 5}}}},
+			s:        func(s *Settings) { s.TrafficGates, s.ObserveTime = true, time.Minute },
+			mayStart: true, now: t0,
+			check: func(t *testing.T, d Decision) {
+				if d.State.Step == nil || d.State.Step.To != meshv1.LevelMutualTLS || len(d.Restart) > 0 {
+					t.Errorf("step %+v, blocked %+v, restart %v; want STRICT started, nothing restarted", d.State.Step, d.Blocked, d.Restart)
+				}
+			},
+		},
+		"at ZeroTrust's dry-run end, a caller from outside allowFrom seen by ztunnel holds enforcement": {
+			ns: Namespace{Ambient: true, AmbientWanted: true, Current: meshv1.LevelMutualTLS, Target: meshv1.LevelZeroTrust, Pods: readyPods(2), Workloads: sidecarless, AllowFrom: []string{"shop"},
+				State: State{Since: t0.Add(-2 * time.Hour), Ambient: true, Step: &Step{To: meshv1.LevelZeroTrust, Started: t0.Add(-time.Hour), ID: "zerotrust-1"}},
+				Traffic: &traffic.Reading{Source: "Prometheus", Inbound: traffic.Inbound{ZtunnelReporting: true, Covered: time.Hour,
+					Callers: map[traffic.Caller]float64{{Namespace: "shop", Workload: "web"}: 5, {Namespace: "batch", Workload: "report"}: 2}}}},
+			s:   func(s *Settings) { s.TrafficGates, s.ObserveTime = true, time.Minute },
+			now: t0,
+			check: func(t *testing.T, d Decision) {
+				if st := d.State.Step; st == nil || st.Enforced || d.Blocked.Reason != meshv1.ReasonWouldDenyTraffic || !strings.Contains(d.Blocked.Message, "batch/report") {
+					t.Errorf("step %+v, blocked %+v; want the dry-run held, naming batch/report", st, d.Blocked)
+				}
+				if !d.Effects.DryRun || !d.Effects.Ambient {
+					t.Errorf("effects %+v: want the policies in dry-run, in ambient mode", d.Effects)
 				}
 			},
 		},
@@ -199,18 +228,15 @@ func TestInAmbient(t *testing.T) {
 	}
 }
 
-// TestAmbientReadsNoTraffic: the controller reads no telemetry for a namespace in ambient mode
-// (none of its rungs judges what Envoy reports), where it would for the same namespace with
-// sidecars.
-func TestAmbientReadsNoTraffic(t *testing.T) {
+// TestAmbientReadsTraffic: the controller reads the traffic of a namespace in ambient mode about
+// to go STRICT, over the observe time, as it does with sidecars (ztunnel's series judge it).
+func TestAmbientReadsTraffic(t *testing.T) {
 	s := settings()
 	s.TrafficGates, s.ObserveTime = true, time.Minute
-	ns := Namespace{Current: meshv1.LevelObserve, Target: meshv1.LevelMutualTLS, Pods: readyPods(2)}
-	if _, read := TrafficWindow(ns, s); !read {
-		t.Fatal("with sidecars, the climb to MutualTLS reads its traffic")
-	}
-	ns.Ambient = true
-	if w, read := TrafficWindow(ns, s); read {
-		t.Errorf("in ambient mode it reads %s of traffic", w)
+	for _, ambient := range []bool{false, true} {
+		ns := Namespace{Ambient: ambient, Current: meshv1.LevelObserve, Target: meshv1.LevelMutualTLS, Pods: readyPods(2)}
+		if w, read := TrafficWindow(ns, s); !read || w != time.Minute {
+			t.Errorf("ambient %v: the climb to MutualTLS reads %s (%v), want the observe time", ambient, w, read)
+		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"sigs.k8s.io/randfill"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/traffic"
 )
 
 // fuzzLevels are the levels a namespace can carry, with the empty and a foreign value that a
@@ -251,15 +252,13 @@ func checkClimbGated(t *testing.T, ns Namespace, d Decision, s Settings, now tim
 		t.Fatalf("a climb to %q started with pods without the proxy: %v", to, ns.Pods.Uninjected)
 	case ns.Ambient && promisedOrder[to] >= promisedOrder[meshv1.LevelMutualTLS] && len(ns.Pods.Uncaptured)+len(ns.Pods.OutsideAmbient) > 0:
 		t.Fatalf("a climb to %q in ambient mode started with pods ztunnel does not carry: %v %v", to, ns.Pods.Uncaptured, ns.Pods.OutsideAmbient)
-	case ns.Ambient && promisedOrder[to] >= promisedOrder[meshv1.LevelMutualTLS] && s.TrafficGates:
-		t.Fatalf("an enforcing climb to %q in ambient mode started under the traffic gates, which do not read it", to)
 	case promisedOrder[to] >= promisedOrder[meshv1.LevelMutualTLS] && ns.PolicyConflict != "":
 		t.Fatalf("a climb to %q started over someone else's PeerAuthentication", to)
 	case to == meshv1.LevelZeroTrust && now.Sub(d.State.Since) < s.SoakTime:
 		t.Fatalf("a climb to ZeroTrust started %s after reaching MutualTLS, before the soak time %s", now.Sub(d.State.Since), s.SoakTime)
 	case promisedOrder[to] >= promisedOrder[meshv1.LevelMutualTLS] && (len(ns.ExemptionProblems) > 0 || unexempted(ns)):
 		t.Fatalf("a climb to %q started with callers outside the mesh the API shows, their ports not exempted: %+v (exempted %v, problems %v)", to, ns.NonMeshCallers, ns.PlaintextPorts, ns.ExemptionProblems)
-	case !ns.Ambient && to == meshv1.LevelMutualTLS && s.TrafficGates && ns.Pods.Total > 0 && !sawNoPlaintext(ns, s, now):
+	case to == meshv1.LevelMutualTLS && s.TrafficGates && ns.Pods.Total > 0 && !sawNoPlaintext(ns, s, now):
 		t.Fatalf("a climb to MutualTLS started without a whole observe window (%s) read, showing no plaintext caller: since %s, traffic %+v", s.ObserveTime, ns.State.Since, ns.Traffic)
 	}
 }
@@ -269,7 +268,7 @@ func checkClimbGated(t *testing.T, ns Namespace, d Decision, s Settings, now tim
 // outside the mesh when the namespace exempts ports: those ports admit them).
 func sawNoPlaintext(ns Namespace, s Settings, now time.Time) bool {
 	r := ns.Traffic
-	if now.Sub(ns.State.Since) < s.ObserveTime || r == nil || r.Unavailable != "" || r.Unreachable != "" || !r.Reporting || r.Covered < s.ObserveTime {
+	if now.Sub(ns.State.Since) < s.ObserveTime || r == nil || r.Unavailable != "" || r.Unreachable != "" || !vouches(ns, r) || r.Covered < s.ObserveTime {
 		return false
 	}
 	for c := range r.Plaintext {
@@ -300,7 +299,7 @@ func checkBaked(t *testing.T, ns Namespace, was Step, s Settings, now time.Time)
 		return // nothing can ever be read (every proxy is proxyless gRPC): completes unbaked, with a Warning
 	}
 	if ns.Ambient {
-		return // ambient mode's rungs bake nothing (its telemetry is not read); its enforcing climbs do not start under the gates
+		return // ambient mode's rungs bake nothing: ztunnel reports no refusal in a form the bake reads
 	}
 	r := ns.Traffic
 	baking := was.Baking
@@ -330,7 +329,7 @@ func checkBaked(t *testing.T, ns Namespace, was Step, s Settings, now time.Time)
 func checkLeftCleanly(t *testing.T, ns Namespace, s Settings) {
 	t.Helper()
 	r := ns.Traffic
-	if r == nil || r.Unavailable != "" || r.Unreachable != "" || !r.Reporting {
+	if r == nil || r.Unavailable != "" || r.Unreachable != "" || !vouches(ns, r) {
 		return
 	}
 	if r.Covered < s.ObserveTime {
@@ -348,7 +347,7 @@ func checkLeftCleanly(t *testing.T, ns Namespace, s Settings) {
 func checkEnforcedClean(t *testing.T, ns Namespace, s Settings) {
 	t.Helper()
 	r := ns.Traffic
-	if r == nil || r.Unavailable != "" || r.Unreachable != "" || !r.Reporting || r.Covered < s.SoakTime || r.ShadowDenied > 0 {
+	if r == nil || r.Unavailable != "" || r.Unreachable != "" || !vouches(ns, r) || r.Covered < s.SoakTime || r.ShadowDenied > 0 {
 		t.Fatalf("ZeroTrust enforced on a reading that cannot clear it: %+v", r)
 	}
 	for c := range r.Callers {
@@ -443,4 +442,13 @@ func checkAmbientLabelKept(t *testing.T, ns Namespace, d Decision) {
 	if ours || ns.AmbientLabelled && !known || ns.AmbientLabelled && before == nil {
 		t.Fatalf("the ambient label taken off, in the mesh, while %v run without the proxy (step %+v → %+v)", ns.Pods.Unproxied, ns.State.Step, d.State.Step)
 	}
+}
+
+// vouches: the reading saw what reports the namespace's traffic: its sidecars or, in ambient mode,
+// ztunnel, read by a source that reads ztunnel.
+func vouches(ns Namespace, r *traffic.Reading) bool {
+	if ns.Ambient {
+		return r.ZtunnelReporting && !r.ZtunnelUnread
+	}
+	return r.Reporting
 }

@@ -134,17 +134,6 @@ var (
 		}
 		return nil
 	}}
-	// ambientTrafficUnread holds an enforcing climb in ambient mode under the traffic gates:
-	// they judge what the proxies report, and this build reads Envoy's telemetry only, not
-	// ztunnel's, so nothing would show whether STRICT or default-deny refuses a caller.
-	ambientTrafficUnread = Gate{Name: "AmbientTrafficUnread", Check: func(c Climb) *Verdict {
-		if !c.Settings.TrafficGates {
-			return nil
-		}
-		return &Verdict{Blocked: Blocked{Reason: meshv1.ReasonAmbientTrafficUnread, Message: fmt.Sprintf(
-			"The namespace is in ambient mode, whose traffic (ztunnel's telemetry) the traffic gates do not read yet, so nothing would show whether the step to %s refuses a caller. It stays at %s. Set spec.rollout.trafficGates: Skip to take ambient namespaces up gated on their pods and the callers the Kubernetes API shows, or keep them at %s.",
-			c.To, c.From, c.From)}}
-	}}
 	// proxylessMTLS holds STRICT from proxyless gRPC pods that serve plaintext: gRPC cannot
 	// serve plaintext and mTLS on one port, so under PERMISSIVE istiod gives them a plaintext
 	// listener, and STRICT would switch it to mTLS while their callers (proxyless ones send
@@ -222,9 +211,13 @@ var Rungs = []Rung{
 // the same effects, with the ambient label for the injection label, and the gates that mean
 // something there. Entering the mesh restarts nothing, so no admission of restarted pods is
 // judged, and no sidecar shapes a Job; what STRICT would cut off is a pod ztunnel does not carry.
-// The traffic gates read Envoy's telemetry, which ambient mode does not have (ztunnel's is not
-// read yet): under them an enforcing climb is held (AmbientTrafficUnread) rather than taken
-// unseen. TestAmbientRungs keeps its levels, effects and dry-run in step with Rungs'.
+// The traffic gates judge what ztunnel reports of the namespace's inbound traffic (the same
+// metric names and labels as a sidecar's, read through Prometheus; see reporting): plaintext
+// callers before STRICT, and during ZeroTrust's dry-run the callers from outside allowFrom
+// (istiod gives ztunnel no dry-run policy, so nothing is enforced while it runs, and there are
+// no shadow denials to count). Nothing is baked: ztunnel reports no refused or failed connection
+// in a form the bake reads yet. TestAmbientRungs keeps its levels, effects and dry-run in step
+// with Rungs'.
 var AmbientRungs = []Rung{
 	{Level: meshv1.LevelOff},
 	{
@@ -235,13 +228,13 @@ var AmbientRungs = []Rung{
 	{
 		Level:   meshv1.LevelMutualTLS,
 		Carries: Effects{Inject: true, Strict: true},
-		Gates:   []Gate{injectionOwned, podsReady, podsCaptured, peerAuthenticationOwned, noNonMeshCallers, ambientTrafficUnread},
+		Gates:   []Gate{injectionOwned, podsReady, podsCaptured, peerAuthenticationOwned, noNonMeshCallers, noPlaintextCallers},
 	},
 	{
 		Level:       meshv1.LevelZeroTrust,
 		Carries:     Effects{Inject: true, Strict: true, Authorization: true},
 		DryRunFirst: true,
-		Gates:       []Gate{injectionOwned, podsReady, podsCaptured, peerAuthenticationOwned, noNonMeshCallers, ambientTrafficUnread, soaked},
+		Gates:       []Gate{injectionOwned, podsReady, podsCaptured, peerAuthenticationOwned, noNonMeshCallers, soaked},
 	},
 }
 

@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/traffic"
 )
 
 // TestEveryRungIsCounted fails when a level is added to Rungs and forgotten in the places that
@@ -95,8 +96,8 @@ func TestAmbientRungs(t *testing.T) {
 	gates := map[Level][]string{
 		meshv1.LevelOff:       nil,
 		meshv1.LevelObserve:   {"InjectionLabelOwned", "PodsReady"},
-		meshv1.LevelMutualTLS: {"InjectionLabelOwned", "PodsReady", "PodsCaptured", "PeerAuthenticationOwned", "NoNonMeshCallers", "AmbientTrafficUnread"},
-		meshv1.LevelZeroTrust: {"InjectionLabelOwned", "PodsReady", "PodsCaptured", "PeerAuthenticationOwned", "NoNonMeshCallers", "AmbientTrafficUnread", "SoakedBelow"},
+		meshv1.LevelMutualTLS: {"InjectionLabelOwned", "PodsReady", "PodsCaptured", "PeerAuthenticationOwned", "NoNonMeshCallers", "NoPlaintextCallers"},
+		meshv1.LevelZeroTrust: {"InjectionLabelOwned", "PodsReady", "PodsCaptured", "PeerAuthenticationOwned", "NoNonMeshCallers", "SoakedBelow"},
 	}
 	if len(AmbientRungs) != len(Rungs) {
 		t.Fatalf("%d ambient rungs, %d rungs", len(AmbientRungs), len(Rungs))
@@ -110,15 +111,15 @@ func TestAmbientRungs(t *testing.T) {
 		var names []string
 		for _, g := range r.Gates {
 			names = append(names, g.Name)
-			if g.Traffic || g.Admission {
-				t.Errorf("ambient %s has gate %s, which reads what ambient mode does not have (telemetry of Envoy, or restarted pods)", r.Level, g.Name)
+			if g.Admission {
+				t.Errorf("ambient %s has gate %s, which judges restarted pods: ambient mode restarts none", r.Level, g.Name)
 			}
 		}
 		if !slices.Equal(names, gates[r.Level]) {
 			t.Errorf("ambient %s gates %v, want %v", r.Level, names, gates[r.Level])
 		}
 		if len(r.Bake) > 0 {
-			t.Errorf("ambient %s bakes on telemetry it cannot read", r.Level)
+			t.Errorf("ambient %s bakes on what ztunnel does not report in a form the bake reads", r.Level)
 		}
 	}
 }
@@ -155,9 +156,14 @@ func TestGates(t *testing.T) {
 			wantReason: meshv1.ReasonPodsOutsideAmbient},
 		"a pod not redirected yet": {gate: podsCaptured, climb: Climb{NS: Namespace{Ambient: true, Pods: Pods{Total: 2, Ready: 2, Uncaptured: []string{"web-2"}}}, To: meshv1.LevelMutualTLS},
 			wantWaiting: "waiting for Istio CNI to redirect 1 pod(s) to ztunnel before MutualTLS: web-2", wantRecheck: Settle},
-		"ambient, traffic gates skipped": {gate: ambientTrafficUnread, climb: Climb{NS: Namespace{Ambient: true}, To: meshv1.LevelMutualTLS}},
-		"ambient under the traffic gates": {gate: ambientTrafficUnread, climb: Climb{NS: Namespace{Ambient: true}, Settings: Settings{TrafficGates: true}, From: meshv1.LevelObserve, To: meshv1.LevelMutualTLS},
-			wantReason: meshv1.ReasonAmbientTrafficUnread},
+		"ambient, read by a source that does not read ztunnel": {gate: noPlaintextCallers, climb: ambientClimb(&traffic.Reading{Source: "the proxies", ZtunnelUnread: true, Inbound: traffic.NewInbound(time.Hour)}),
+			wantReason: meshv1.ReasonAmbientTrafficUnread, wantRecheck: TrafficPoll},
+		"ambient, ztunnel not scraped": {gate: noPlaintextCallers, climb: ambientClimb(&traffic.Reading{Source: "Prometheus", Inbound: traffic.Inbound{Reporting: true, Covered: time.Hour}}),
+			wantReason: meshv1.ReasonTelemetryMissing, wantRecheck: TrafficPoll},
+		"ambient, ztunnel saw a plaintext caller": {gate: noPlaintextCallers, climb: ambientClimb(&traffic.Reading{Source: "Prometheus", Inbound: traffic.Inbound{ZtunnelReporting: true, Covered: time.Hour,
+			Plaintext: map[traffic.Caller]float64{{Namespace: "legacy", Workload: "client"}: 3}}}), wantReason: meshv1.ReasonPlaintextTraffic, wantRecheck: TrafficPoll},
+		"ambient, ztunnel saw only mTLS": {gate: noPlaintextCallers, climb: ambientClimb(&traffic.Reading{Source: "Prometheus", Inbound: traffic.Inbound{ZtunnelReporting: true, Covered: time.Hour,
+			Callers: map[traffic.Caller]float64{{Namespace: "shop", Workload: "web"}: 3}}})},
 		"no PeerAuthentication of someone else's": {gate: peerAuthenticationOwned, climb: Climb{}},
 		"someone else's PeerAuthentication": {gate: peerAuthenticationOwned, climb: Climb{NS: Namespace{PolicyConflict: "PeerAuthentication legacy/default is PERMISSIVE"}},
 			wantReason: meshv1.ReasonPeerAuthenticationConflict},
@@ -195,4 +201,11 @@ func TestUninjectedPodsNoStepRestarts(t *testing.T) {
 		!strings.Contains(v.Blocked.Message, "debug (no controller)") || !strings.Contains(v.Blocked.Message, "delete a bare pod") {
 		t.Fatalf("verdict %+v", v)
 	}
+}
+
+// ambientClimb is a namespace in ambient mode at Observe for an hour, under the traffic gates with
+// a ten-minute observe time, about to go STRICT, with its traffic as read.
+func ambientClimb(r *traffic.Reading) Climb {
+	return Climb{NS: Namespace{Ambient: true, Pods: readyPods(2), Traffic: r}, State: State{Since: t0.Add(-time.Hour)},
+		Settings: Settings{TrafficGates: true, ObserveTime: 10 * time.Minute}, From: meshv1.LevelObserve, To: meshv1.LevelMutualTLS, Now: t0}
 }

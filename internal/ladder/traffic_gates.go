@@ -61,15 +61,14 @@ var noPlaintextCallers = Gate{Name: "NoPlaintextCallers", Traffic: true, Check: 
 // climbs onto a rung whose change bakes (the bake time),
 // or its next step down takes it out of the mesh (the observe time: whom it calls). Nothing is read when
 // the traffic gates are skipped, a namespace is held, it stands at its target, its proxies
-// are all proxyless gRPC (they report nothing: see unobservable), or it is in ambient mode
-// (ztunnel's telemetry is not read: see AmbientRungs).
+// are all proxyless gRPC (they report nothing: see unobservable).
 func TrafficWindow(ns Namespace, s Settings) (time.Duration, bool) {
 	current := ns.Current
 	if !Valid(current) {
 		current = meshv1.LevelOff
 	}
 	held := ns.State.Hold != nil && ns.State.Hold.Generation == s.Generation
-	if !s.TrafficGates || held || Rank(ns.Target) == Rank(current) || onlyProxyless(ns.Pods) || ns.Ambient {
+	if !s.TrafficGates || held || Rank(ns.Target) == Rank(current) || onlyProxyless(ns.Pods) {
 		return 0, false
 	}
 	if st := ns.State.Step; st != nil {
@@ -168,7 +167,7 @@ func leavingBreaksCalls(ns Namespace, s Settings, current Level) *Verdict {
 		return nil
 	}
 	r := ns.Traffic
-	if r == nil || r.Unavailable != "" || r.Unreachable != "" || !r.Reporting {
+	if r == nil || r.Unavailable != "" || r.Unreachable != "" || !reporting(r, ns) {
 		return nil
 	}
 	// Its proxies answer: one window tells whom they call (at most observeTime).
@@ -224,11 +223,26 @@ func readable(r *traffic.Reading, c Climb, window time.Duration, question string
 	case r.Unreachable != "":
 		return &Verdict{RecheckAfter: TrafficPoll, Blocked: Blocked{Reason: meshv1.ReasonTrafficUnverified, Message: fmt.Sprintf(
 			"No source can see the namespace's traffic: %s. The step to %s waits. Let the operator reach the proxies' port 15020, or configure spec.telemetry.prometheus, or %s.", r.Unreachable, c.To, skip)}}
-	case !r.Reporting:
+	case c.NS.Ambient && r.ZtunnelUnread:
+		return &Verdict{RecheckAfter: TrafficPoll, Blocked: Blocked{Reason: meshv1.ReasonAmbientTrafficUnread, Message: fmt.Sprintf(
+			"The namespace is in ambient mode, whose traffic ztunnel reports, and the telemetry source (%s) reads the namespace's own proxies only, so nothing shows that %s; the step to %s waits. Configure spec.telemetry.prometheus with a Prometheus that scrapes ztunnel (port 15020, /stats/prometheus; docs/ambient.md), or %s.", r.Source, question, c.To, skip)}}
+	case c.NS.Ambient && !r.ZtunnelReporting:
+		return &Verdict{RecheckAfter: TrafficPoll, Blocked: Blocked{Reason: meshv1.ReasonTelemetryMissing, Message: fmt.Sprintf(
+			"The namespace is in ambient mode, and %s has no series of ztunnel in the last %s: no series is not the same as no traffic, so the step to %s waits. Scrape ztunnel's metrics (port 15020, /stats/prometheus; docs/ambient.md), or %s.", r.Source, window, c.To, skip)}}
+	case !c.NS.Ambient && !r.Reporting:
 		return &Verdict{RecheckAfter: TrafficPoll, Blocked: Blocked{Reason: meshv1.ReasonTelemetryMissing, Message: fmt.Sprintf(
 			"%s has no series of the namespace's proxies in the last %s: no series is not the same as no traffic, so the step to %s waits. Scrape the proxies' merged metrics (port 15020, /stats/prometheus) with the pods' namespace and pod labels (see docs/adoption.md), or %s.", r.Source, window, c.To, skip)}}
 	}
 	return nil
+}
+
+// reporting reports whether a reading vouches for the namespace's traffic: its proxies have
+// series or, in ambient mode, ztunnel has, and the source reads it.
+func reporting(r *traffic.Reading, ns Namespace) bool {
+	if ns.Ambient {
+		return !r.ZtunnelUnread && r.ZtunnelReporting
+	}
+	return r.Reporting
 }
 
 // unobservable reports whether no telemetry can come from the namespace: every pod with Istio's

@@ -166,7 +166,7 @@ func Fix(reason, namespace string) string {
 	case meshv1.ReasonNonMeshCallers:
 		return fmt.Sprintf("Exempt the named Service ports in the plaintextPorts of the rule that enrols %s (kubectl edit meshinstallation), or move the callers into the mesh", namespace)
 	case meshv1.ReasonAmbientTrafficUnread:
-		return "Keep it at Observe, or take ambient namespaces up gated on pods only: kubectl patch meshinstallation <name> --type merge -p '{\"spec\":{\"rollout\":{\"trafficGates\":\"Skip\"}}}'"
+		return "Configure spec.telemetry.prometheus with a Prometheus that scrapes ztunnel, keep it at Observe, or take ambient namespaces up gated on pods only: kubectl patch meshinstallation <name> --type merge -p '{\"spec\":{\"rollout\":{\"trafficGates\":\"Skip\"}}}'"
 	case meshv1.ReasonPodsOutsideAmbient:
 		return fmt.Sprintf("Bring those pods into ambient mode or move them out; list them: kubectl get pods -n %s -L istio.io/dataplane-mode", namespace)
 	case meshv1.ReasonSidecarsRequested:

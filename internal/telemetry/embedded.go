@@ -95,7 +95,8 @@ const scrapeTimeout = 3 * time.Second
 
 // readNamespace reads one namespace's proxies and measures its window.
 func (e *Embedded) readNamespace(ctx context.Context, ns string, window time.Duration, now time.Time) traffic.Reading {
-	r := traffic.Reading{Source: e.Name(), Inbound: traffic.NewInbound(window)}
+	// It reads the namespace's own proxies, never ztunnel: a namespace in ambient mode has none.
+	r := traffic.Reading{Source: e.Name(), Inbound: traffic.NewInbound(window), ZtunnelUnread: true}
 	var pods corev1.PodList
 	if err := e.Pods.List(ctx, &pods, client.InNamespace(ns)); err != nil {
 		r.Unavailable = fmt.Sprintf("listing the pods of %s: %v", ns, err)

@@ -117,6 +117,9 @@ func TestEmbeddedSourceReadsTheProxiesOfANamespace(t *testing.T) {
 	if !r.Reporting || r.Unreachable != "" || r.Unavailable != "" || len(r.Plaintext) != 0 || r.Covered != 0 {
 		t.Fatalf("first read: %+v, want reporting, nothing measured yet, nothing covered", r)
 	}
+	if !r.ZtunnelUnread || r.ZtunnelReporting {
+		t.Errorf("first read: %+v, want it to say it reads no ztunnel (a namespace in ambient mode is not judged on it)", r)
+	}
 
 	clock.SetTime(clock.Now().Add(4 * time.Minute))
 	web.plaintext.Store(106)

@@ -60,11 +60,12 @@ func (p *Prometheus) closeIdle() { p.http.CloseIdleConnections() }
 // Name says where the readings come from, for messages.
 func (p *Prometheus) Name() string { return "Prometheus at " + p.url }
 
-// Read implements Source with six queries, each for every namespace at once: which have proxies
+// Read implements Source with seven queries, each for every namespace at once: which have proxies
 // reporting, who called them (whether in mTLS, and refused with 403 or not), what their dry-run
 // policies would have denied, whom they called, how many plaintext connections their inbound
-// listeners refused, and whose calls to them failed to connect (on the way to them, or from
-// their proxies to their application).
+// listeners refused, whose calls to them failed to connect (on the way to them, or from
+// their proxies to their application), and whether ztunnel reports (for namespaces in ambient
+// mode, whose inbound traffic ztunnel reports under the same names and labels).
 func (p *Prometheus) Read(ctx context.Context, namespaces []string, window time.Duration) map[string]traffic.Reading {
 	out := make(map[string]traffic.Reading, len(namespaces))
 	if len(namespaces) == 0 {
@@ -73,10 +74,10 @@ func (p *Prometheus) Read(ctx context.Context, namespaces []string, window time.
 	for _, ns := range namespaces {
 		out[ns] = traffic.Reading{Source: p.Name(), Inbound: traffic.NewInbound(window)}
 	}
-	var answers [6]model.Vector
+	var answers [7]model.Vector
 	var err error
 	for i, q := range []string{ReportingQuery(namespaces, window), CallersQuery(namespaces, window), ShadowDeniedQuery(namespaces, window), CallsToQuery(namespaces, window),
-		RefusedQuery(namespaces, window), FailedQuery(namespaces, window)} {
+		RefusedQuery(namespaces, window), FailedQuery(namespaces, window), ZtunnelQuery(window)} {
 		if answers[i], err = p.query(ctx, q); err != nil {
 			for ns, r := range out {
 				r.Unavailable = err.Error()
@@ -86,6 +87,12 @@ func (p *Prometheus) Read(ctx context.Context, namespaces []string, window time.
 		}
 	}
 	fill(out, answers[0], answers[1], answers[2])
+	if len(answers[6]) > 0 && answers[6][0].Value > 0 {
+		for ns, r := range out {
+			r.ZtunnelReporting = true
+			out[ns] = r
+		}
+	}
 	for _, s := range answers[3] {
 		if r, ok := out[string(s.Metric[labelSourceNS])]; ok {
 			r.CallsTo[string(s.Metric[labelDestinationNS])] += float64(s.Value)
@@ -161,6 +168,13 @@ func (p *Prometheus) query(ctx context.Context, q string) (model.Vector, error) 
 func ReportingQuery(namespaces []string, window time.Duration) string {
 	return fmt.Sprintf(`count by (%s) (count_over_time(%s{%s=~%q}[%s]) >= 2)`,
 		labelNamespace, metricProxyUp, labelNamespace, oneOf(namespaces), model.Duration(window))
+}
+
+// ZtunnelQuery counts the ztunnel instances with at least two samples of their build gauge within
+// the window, as ReportingQuery does for sidecars: one that answers vouches that no series of a
+// namespace in ambient mode means no traffic to it.
+func ZtunnelQuery(window time.Duration) string {
+	return fmt.Sprintf(`count(count_over_time(%s{%s=%q}[%s]) >= 2)`, metricBuild, labelComponent, componentZtunnel, model.Duration(window))
 }
 
 // growthOver is how much the series of selector grew within the window: increase() for the

@@ -28,6 +28,11 @@ const (
 	metricConnections = "istio_tcp_connections_opened_total"
 	// metricConnectionsClosed counts TCP connections closed, with the flags of how they ended.
 	metricConnectionsClosed = "istio_tcp_connections_closed_total"
+	// metricBuild is the build gauge Istio's components export; ztunnel's carries
+	// component="ztunnel" and is always there (ztunnel's src/metrics/meta.rs).
+	metricBuild      = "istio_build"
+	labelComponent   = "component"
+	componentZtunnel = "ztunnel"
 	// metricProxyUp is Envoy's uptime, which every Istio sidecar keeps (its "server" stats
 	// are always included): a proxy that reports it is scraped.
 	metricProxyUp = "envoy_server_uptime"

@@ -42,6 +42,11 @@ type Inbound struct {
 	// Reporting is true when some proxy of the namespace has series in the window. Without
 	// one, nothing can be concluded: no series is not the same as no traffic.
 	Reporting bool
+	// ZtunnelReporting is true when ztunnel has series in the window (its istio_build gauge,
+	// which it always exports): for a namespace in ambient mode, whose pods' inbound traffic
+	// ztunnel reports under the same metric names and labels as a sidecar, it stands for
+	// Reporting. The same for every namespace of a reading.
+	ZtunnelReporting bool
 	// Covered is how far back the source's view reaches, up to the window asked for: the
 	// embedded source sees only from its first read of a proxy.
 	Covered time.Duration
@@ -99,6 +104,9 @@ type Reading struct {
 	// Unreachable, when set, says which proxies could not be read (the embedded source): no
 	// source can see the namespace.
 	Unreachable string
+	// ZtunnelUnread is set by a source that does not read ztunnel at all (the embedded source
+	// reads the namespace's own proxies): it can say nothing of a namespace in ambient mode.
+	ZtunnelUnread bool
 }
 
 // Ranked is a caller with its count, for messages.

@@ -8,6 +8,7 @@ import (
 	"context"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,8 +25,10 @@ import (
 // receives plaintext calls from legacy/client and from outside the mesh, and mTLS calls from
 // shop/web, some of which its dry-run policies would deny; quiet has a proxy that receives
 // nothing but whose dry-run policies (named as before Istio 1.23) would deny something;
-// unscraped has none.
-func istioSeries(t *testing.T) (addr string, tick func()) {
+// unscraped has none. Once ztunnel starts (startZtunnel), a ztunnel in istio-cni reports its build
+// gauge and what amb's pods, in ambient mode, receive: mTLS from shop/web, plaintext from outside
+// the mesh (its connection_security_policy "unknown", as ztunnel writes it).
+func istioSeries(t *testing.T) (addr string, tick, startZtunnel func()) {
 	reg := prometheus.NewRegistry()
 	up := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "envoy_server_uptime", Help: "Envoy's uptime."}, []string{"namespace", "pod"})
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_requests_total", Help: "Istio's requests."},
@@ -43,12 +46,22 @@ func istioSeries(t *testing.T) (addr string, tick func()) {
 		[]string{"namespace", "pod", "http_conn_manager_prefix", "authz_dry_run_action", "authz_dry_run_result"})
 	rbacBefore123 := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "envoy_http_inbound_0_0_0_0_8080_rbac", Help: "Envoy's RBAC filter."},
 		[]string{"namespace", "pod", "authz_dry_run_action", "authz_dry_run_result"})
-	reg.MustRegister(up, requests, conns, closed, rbac, rbacBefore123, noChain)
+	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "istio_build", Help: "Istio component build info."}, []string{"namespace", "pod", "component", "tag"})
+	var ztunnel atomic.Bool
+	reg.MustRegister(up, requests, conns, closed, rbac, rbacBefore123, noChain, build)
 	up.WithLabelValues("shop", "web-1").Set(100)
 	up.WithLabelValues("quiet", "idle-1").Set(100)
 	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	t.Cleanup(srv.Close)
+	startZtunnel = func() {
+		build.WithLabelValues("istio-cni", "ztunnel-x7k2p", "ztunnel", "1.31.4").Set(1)
+		ztunnel.Store(true)
+	}
 	return strings.TrimPrefix(srv.URL, "http://"), func() {
+		if ztunnel.Load() {
+			conns.WithLabelValues("istio-cni", "ztunnel-x7k2p", "destination", "shop", "web", "amb", "mutual_tls").Add(2)
+			conns.WithLabelValues("istio-cni", "ztunnel-x7k2p", "destination", "unknown", "unknown", "amb", "unknown").Add(1)
+		}
 		requests.WithLabelValues("shop", "web-1", "destination", "legacy", "client", "shop", "none", "200", "-").Add(3)
 		requests.WithLabelValues("shop", "web-1", "destination", "shop", "web", "shop", "mutual_tls", "200", "-").Add(10)
 		requests.WithLabelValues("shop", "web-1", "destination", "shop", "web", "shop", "mutual_tls", "403", "-").Add(2)
@@ -67,7 +80,7 @@ func istioSeries(t *testing.T) (addr string, tick func()) {
 		rbac.WithLabelValues("shop", "web-1", "inbound_0.0.0.0_8080", "allow", "denied").Add(2)
 		rbac.WithLabelValues("shop", "web-1", "inbound_0.0.0.0_8080", "allow", "allowed").Add(10)
 		rbacBefore123.WithLabelValues("quiet", "idle-1", "deny", "denied").Add(1)
-	}
+	}, startZtunnel
 }
 
 // TestPrometheusSource: the source asks a real Prometheus, in one batch for every namespace,
@@ -81,7 +94,7 @@ func TestPrometheusSource(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr, tick := istioSeries(t)
+	addr, tick, startZtunnel := istioSeries(t)
 	stop := make(chan struct{})
 	defer close(stop)
 	go func() {
@@ -103,7 +116,7 @@ func TestPrometheusSource(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	namespaces := []string{"shop", "quiet", "unscraped"}
+	namespaces := []string{"shop", "quiet", "unscraped", "amb"}
 	legacy, outside := traffic.Caller{Namespace: "legacy", Workload: "client"}, traffic.Caller{Namespace: traffic.Unknown, Workload: traffic.Unknown}
 	var got map[string]traffic.Reading
 	framework.Eventually(t, 60*time.Second, "Prometheus to show shop's plaintext callers", func() (bool, error) {
@@ -138,6 +151,22 @@ func TestPrometheusSource(t *testing.T) {
 	}
 	if u := got["unscraped"]; u.Reporting || u.Unavailable != "" {
 		t.Errorf("unscraped: %+v, want answered but not reporting", u)
+	}
+	for ns, r := range got {
+		if r.ZtunnelReporting || r.ZtunnelUnread {
+			t.Errorf("%s before ztunnel runs: %+v, want ztunnel neither reporting nor unread", ns, r)
+		}
+	}
+
+	// ztunnel starts: every reading says it reports, and amb's inbound is what it saw.
+	startZtunnel()
+	web := traffic.Caller{Namespace: "shop", Workload: "web"}
+	framework.Eventually(t, 60*time.Second, "Prometheus to show ztunnel reporting amb's callers", func() (bool, error) {
+		got = src.Read(ctx, namespaces, time.Minute)
+		return got["amb"].ZtunnelReporting && got["amb"].Plaintext[outside] > 0 && got["amb"].Callers[web] > 0, nil
+	})
+	if amb := got["amb"]; amb.Reporting || len(amb.Plaintext) != 1 || len(amb.Callers) != 2 || !got["shop"].ZtunnelReporting {
+		t.Errorf("amb: %+v, shop ztunnel reporting %v; want no sidecar reporting, the outside caller alone in plaintext, shop/web in mTLS, and ztunnel reporting for every namespace", amb, got["shop"].ZtunnelReporting)
 	}
 
 	prom.Stop()
