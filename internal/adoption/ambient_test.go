@@ -95,6 +95,8 @@ func TestAmbientLadderAgainstTheAPIServer(t *testing.T) {
 	}
 	window := 20 * time.Minute // the default observe time, or more
 	blockedBy(readAs(now.Add(time.Hour), traffic.Reading{Source: "the proxies' stats endpoints", ZtunnelUnread: true, Inbound: traffic.NewInbound(window)}), meshv1.ReasonAmbientTrafficUnread)
+	// With a Prometheus (the readings are the test's), ztunnel's telemetry is read.
+	mesh.Spec.Telemetry.Prometheus = &meshv1.PrometheusSource{URL: "http://prometheus.monitoring:9090"}
 	plaintext := traffic.Reading{Source: "Prometheus", Inbound: traffic.NewInbound(window)}
 	plaintext.ZtunnelReporting = true
 	plaintext.Plaintext[traffic.Caller{Namespace: "legacy", Workload: "client"}] = 4

@@ -112,6 +112,7 @@ func SettingsOf(mesh *meshv1.MeshInstallation, target Target) ladder.Settings {
 		st.StepTimeout = r.StepTimeout.Duration
 	}
 	st.TrafficGates, st.ObserveTime = r.TrafficGates != meshv1.TrafficGatesSkip, 10*time.Minute
+	st.ZtunnelRead = mesh.Spec.Telemetry.Prometheus != nil
 	st.BakeTime = 5 * time.Minute
 	if r.BakeTime != nil {
 		st.BakeTime = r.BakeTime.Duration
@@ -134,7 +135,7 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 	}
 	for i := range plans {
 		if plans[i].Traffic != nil {
-			metrics.TrafficRead(mesh.Name, source, *plans[i].Traffic)
+			metrics.TrafficRead(mesh.Name, source, *plans[i].Traffic, plans[i].InAmbient())
 		}
 		announceTrafficHold(mesh, &plans[i])
 	}

@@ -96,7 +96,7 @@ func TestDecideAmbient(t *testing.T) {
 		"under the traffic gates, ztunnel read through Prometheus and clean: STRICT starts": {
 			ns: Namespace{Ambient: true, AmbientWanted: true, Current: meshv1.LevelObserve, Target: meshv1.LevelMutualTLS, State: State{Since: t0.Add(-time.Hour), Ambient: true}, Pods: readyPods(4), Workloads: sidecarless,
 				Traffic: &traffic.Reading{Source: "Prometheus", Inbound: traffic.Inbound{ZtunnelReporting: true, Covered: time.Minute, Callers: map[traffic.Caller]float64{{Namespace: "shop", Workload: "web"}: 5}}}},
-			s:        func(s *Settings) { s.TrafficGates, s.ObserveTime = true, time.Minute },
+			s:        func(s *Settings) { s.TrafficGates, s.ZtunnelRead, s.ObserveTime = true, true, time.Minute },
 			mayStart: true, now: t0,
 			check: func(t *testing.T, d Decision) {
 				if d.State.Step == nil || d.State.Step.To != meshv1.LevelMutualTLS || len(d.Restart) > 0 {
@@ -109,7 +109,7 @@ func TestDecideAmbient(t *testing.T) {
 				State: State{Since: t0.Add(-2 * time.Hour), Ambient: true, Step: &Step{To: meshv1.LevelZeroTrust, Started: t0.Add(-time.Hour), ID: "zerotrust-1"}},
 				Traffic: &traffic.Reading{Source: "Prometheus", Inbound: traffic.Inbound{ZtunnelReporting: true, Covered: time.Hour,
 					Callers: map[traffic.Caller]float64{{Namespace: "shop", Workload: "web"}: 5, {Namespace: "batch", Workload: "report"}: 2}}}},
-			s:   func(s *Settings) { s.TrafficGates, s.ObserveTime = true, time.Minute },
+			s:   func(s *Settings) { s.TrafficGates, s.ZtunnelRead, s.ObserveTime = true, true, time.Minute },
 			now: t0,
 			check: func(t *testing.T, d Decision) {
 				if st := d.State.Step; st == nil || st.Enforced || d.Blocked.Reason != meshv1.ReasonWouldDenyTraffic || !strings.Contains(d.Blocked.Message, "batch/report") {
@@ -235,8 +235,15 @@ func TestAmbientReadsTraffic(t *testing.T) {
 	s.TrafficGates, s.ObserveTime = true, time.Minute
 	for _, ambient := range []bool{false, true} {
 		ns := Namespace{Ambient: ambient, Current: meshv1.LevelObserve, Target: meshv1.LevelMutualTLS, Pods: readyPods(2)}
+		s.ZtunnelRead = true
 		if w, read := TrafficWindow(ns, s); !read || w != time.Minute {
 			t.Errorf("ambient %v: the climb to MutualTLS reads %s (%v), want the observe time", ambient, w, read)
+		}
+		// The embedded source reads no ztunnel: a namespace in ambient mode takes no read of its
+		// budget (maxNamespacesInProgress), which would hold the namespaces it can read.
+		s.ZtunnelRead = false
+		if w, read := TrafficWindow(ns, s); read == ambient {
+			t.Errorf("ambient %v, ztunnel not read: reads %s (%v)", ambient, w, read)
 		}
 	}
 }

@@ -258,6 +258,8 @@ func checkClimbGated(t *testing.T, ns Namespace, d Decision, s Settings, now tim
 		t.Fatalf("a climb to ZeroTrust started %s after reaching MutualTLS, before the soak time %s", now.Sub(d.State.Since), s.SoakTime)
 	case promisedOrder[to] >= promisedOrder[meshv1.LevelMutualTLS] && (len(ns.ExemptionProblems) > 0 || unexempted(ns)):
 		t.Fatalf("a climb to %q started with callers outside the mesh the API shows, their ports not exempted: %+v (exempted %v, problems %v)", to, ns.NonMeshCallers, ns.PlaintextPorts, ns.ExemptionProblems)
+	case ns.Ambient && to == meshv1.LevelZeroTrust && s.TrafficGates && ns.Pods.Total > 0 && !sawOnlyAllowed(ns, s):
+		t.Fatalf("a climb to ZeroTrust in ambient mode started without a reading of ztunnel showing no mTLS caller from outside allowFrom %v: %+v", ns.AllowFrom, ns.Traffic)
 	case to == meshv1.LevelMutualTLS && s.TrafficGates && ns.Pods.Total > 0 && !sawNoPlaintext(ns, s, now):
 		t.Fatalf("a climb to MutualTLS started without a whole observe window (%s) read, showing no plaintext caller: since %s, traffic %+v", s.ObserveTime, ns.State.Since, ns.Traffic)
 	}
@@ -268,7 +270,7 @@ func checkClimbGated(t *testing.T, ns Namespace, d Decision, s Settings, now tim
 // outside the mesh when the namespace exempts ports: those ports admit them).
 func sawNoPlaintext(ns Namespace, s Settings, now time.Time) bool {
 	r := ns.Traffic
-	if now.Sub(ns.State.Since) < s.ObserveTime || r == nil || r.Unavailable != "" || r.Unreachable != "" || !vouches(ns, r) || r.Covered < s.ObserveTime {
+	if now.Sub(ns.State.Since) < s.ObserveTime || r == nil || r.Unavailable != "" || r.Unreachable != "" || !vouches(ns, s, r) || r.Covered < s.ObserveTime {
 		return false
 	}
 	for c := range r.Plaintext {
@@ -329,7 +331,7 @@ func checkBaked(t *testing.T, ns Namespace, was Step, s Settings, now time.Time)
 func checkLeftCleanly(t *testing.T, ns Namespace, s Settings) {
 	t.Helper()
 	r := ns.Traffic
-	if r == nil || r.Unavailable != "" || r.Unreachable != "" || !vouches(ns, r) {
+	if r == nil || r.Unavailable != "" || r.Unreachable != "" || !vouches(ns, s, r) {
 		return
 	}
 	if r.Covered < s.ObserveTime {
@@ -347,12 +349,15 @@ func checkLeftCleanly(t *testing.T, ns Namespace, s Settings) {
 func checkEnforcedClean(t *testing.T, ns Namespace, s Settings) {
 	t.Helper()
 	r := ns.Traffic
-	if r == nil || r.Unavailable != "" || r.Unreachable != "" || !vouches(ns, r) || r.Covered < s.SoakTime || r.ShadowDenied > 0 {
+	if r == nil || r.Unavailable != "" || r.Unreachable != "" || !vouches(ns, s, r) || r.Covered < s.SoakTime || r.ShadowDenied > 0 {
 		t.Fatalf("ZeroTrust enforced on a reading that cannot clear it: %+v", r)
 	}
-	for c := range r.Callers {
+	for c, n := range r.Callers {
 		if c.External() && len(ns.PlaintextPorts) > 0 {
 			continue // its exempted ports admit callers outside the mesh; shadow denials judge them
+		}
+		if ns.Ambient && n-r.Plaintext[c] <= 0 {
+			continue // ztunnel counts plaintext before STRICT, in place since MutualTLS, refuses it
 		}
 		if c.Namespace != ns.Name && !slices.Contains(ns.AllowFrom, c.Namespace) {
 			t.Fatalf("ZeroTrust enforced while %s, outside allowFrom %v, called", c, ns.AllowFrom)
@@ -446,9 +451,28 @@ func checkAmbientLabelKept(t *testing.T, ns Namespace, d Decision) {
 
 // vouches: the reading saw what reports the namespace's traffic: its sidecars or, in ambient mode,
 // ztunnel, read by a source that reads ztunnel.
-func vouches(ns Namespace, r *traffic.Reading) bool {
+func vouches(ns Namespace, s Settings, r *traffic.Reading) bool {
 	if ns.Ambient {
-		return r.ZtunnelReporting && !r.ZtunnelUnread
+		return s.ZtunnelRead && r.ZtunnelReporting && !r.ZtunnelUnread
 	}
 	return r.Reporting
+}
+
+// sawOnlyAllowed: a reading of ztunnel over the observe time shows no caller in mTLS from outside
+// the namespace and its allowFrom (plaintext ones STRICT refuses already; callers outside the
+// mesh are admitted by exempted ports, when there are some).
+func sawOnlyAllowed(ns Namespace, s Settings) bool {
+	r := ns.Traffic
+	if r == nil || r.Unavailable != "" || r.Unreachable != "" || !vouches(ns, s, r) || r.Covered < s.ObserveTime {
+		return false
+	}
+	for c, n := range r.Callers {
+		if n-r.Plaintext[c] <= 0 || c.External() && len(ns.PlaintextPorts) > 0 {
+			continue
+		}
+		if c.Namespace != ns.Name && !slices.Contains(ns.AllowFrom, c.Namespace) {
+			return false
+		}
+	}
+	return true
 }

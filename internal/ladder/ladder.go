@@ -368,6 +368,10 @@ type Settings struct {
 	// TrafficGates holds enforcing steps until telemetry shows they refuse no caller; false
 	// (spec.rollout.trafficGates: Skip) gates them on pods only.
 	TrafficGates bool
+	// ZtunnelRead says the telemetry source reads ztunnel (Prometheus does; the embedded source
+	// reads the namespace's own proxies only): without it, the traffic of a namespace in ambient
+	// mode is not read at all, and its enforcing climbs are held (AmbientTrafficUnread).
+	ZtunnelRead bool
 	// ObserveTime is how long a namespace holds Observe, its traffic watched, before STRICT.
 	ObserveTime time.Duration
 	// BakeTime is how long an enforcing step's traffic is compared with its baseline before the

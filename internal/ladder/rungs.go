@@ -213,9 +213,9 @@ var Rungs = []Rung{
 // judged, and no sidecar shapes a Job; what STRICT would cut off is a pod ztunnel does not carry.
 // The traffic gates judge what ztunnel reports of the namespace's inbound traffic (the same
 // metric names and labels as a sidecar's, read through Prometheus; see reporting): plaintext
-// callers before STRICT, and during ZeroTrust's dry-run the callers from outside allowFrom
-// (istiod gives ztunnel no dry-run policy, so nothing is enforced while it runs, and there are
-// no shadow denials to count). Nothing is baked: ztunnel reports no refused or failed connection
+// callers before STRICT, and callers from outside allowFrom before ZeroTrust starts and again
+// during its dry-run (istiod gives ztunnel no dry-run policy, so nothing is enforced while it
+// runs, and there are no shadow denials to count; see noCallersOutsideAllowFrom). Nothing is baked: ztunnel reports no refused or failed connection
 // in a form the bake reads yet. TestAmbientRungs keeps its levels, effects and dry-run in step
 // with Rungs'.
 var AmbientRungs = []Rung{
@@ -234,7 +234,7 @@ var AmbientRungs = []Rung{
 		Level:       meshv1.LevelZeroTrust,
 		Carries:     Effects{Inject: true, Strict: true, Authorization: true},
 		DryRunFirst: true,
-		Gates:       []Gate{injectionOwned, podsReady, podsCaptured, peerAuthenticationOwned, noNonMeshCallers, soaked},
+		Gates:       []Gate{injectionOwned, podsReady, podsCaptured, peerAuthenticationOwned, noNonMeshCallers, soaked, noCallersOutsideAllowFrom},
 	},
 }
 

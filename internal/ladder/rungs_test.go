@@ -97,7 +97,7 @@ func TestAmbientRungs(t *testing.T) {
 		meshv1.LevelOff:       nil,
 		meshv1.LevelObserve:   {"InjectionLabelOwned", "PodsReady"},
 		meshv1.LevelMutualTLS: {"InjectionLabelOwned", "PodsReady", "PodsCaptured", "PeerAuthenticationOwned", "NoNonMeshCallers", "NoPlaintextCallers"},
-		meshv1.LevelZeroTrust: {"InjectionLabelOwned", "PodsReady", "PodsCaptured", "PeerAuthenticationOwned", "NoNonMeshCallers", "SoakedBelow"},
+		meshv1.LevelZeroTrust: {"InjectionLabelOwned", "PodsReady", "PodsCaptured", "PeerAuthenticationOwned", "NoNonMeshCallers", "SoakedBelow", "NoCallersOutsideAllowFrom"},
 	}
 	if len(AmbientRungs) != len(Rungs) {
 		t.Fatalf("%d ambient rungs, %d rungs", len(AmbientRungs), len(Rungs))
@@ -164,6 +164,14 @@ func TestGates(t *testing.T) {
 			Plaintext: map[traffic.Caller]float64{{Namespace: "legacy", Workload: "client"}: 3}}}), wantReason: meshv1.ReasonPlaintextTraffic, wantRecheck: TrafficPoll},
 		"ambient, ztunnel saw only mTLS": {gate: noPlaintextCallers, climb: ambientClimb(&traffic.Reading{Source: "Prometheus", Inbound: traffic.Inbound{ZtunnelReporting: true, Covered: time.Hour,
 			Callers: map[traffic.Caller]float64{{Namespace: "shop", Workload: "web"}: 3}}})},
+		"ambient ZeroTrust, read by the embedded source": {gate: noCallersOutsideAllowFrom, climb: toZeroTrust(nil, Settings{TrafficGates: true, ObserveTime: 10 * time.Minute}),
+			wantReason: meshv1.ReasonAmbientTrafficUnread, wantRecheck: TrafficPoll},
+		"ambient ZeroTrust, a caller from outside allowFrom in mTLS": {gate: noCallersOutsideAllowFrom, climb: toZeroTrust(&traffic.Reading{Source: "Prometheus", Inbound: traffic.Inbound{ZtunnelReporting: true, Covered: time.Hour,
+			Callers: map[traffic.Caller]float64{{Namespace: "shop", Workload: "web"}: 3, {Namespace: "batch", Workload: "report"}: 1}}}, Settings{TrafficGates: true, ZtunnelRead: true, ObserveTime: 10 * time.Minute}),
+			wantReason: meshv1.ReasonWouldDenyTraffic, wantRecheck: TrafficPoll},
+		"ambient ZeroTrust, plaintext STRICT refuses already is not counted": {gate: noCallersOutsideAllowFrom, climb: toZeroTrust(&traffic.Reading{Source: "Prometheus", Inbound: traffic.Inbound{ZtunnelReporting: true, Covered: time.Hour,
+			Callers:   map[traffic.Caller]float64{{Namespace: "shop", Workload: "web"}: 3, {Namespace: traffic.Unknown, Workload: traffic.Unknown}: 4},
+			Plaintext: map[traffic.Caller]float64{{Namespace: traffic.Unknown, Workload: traffic.Unknown}: 4}}}, Settings{TrafficGates: true, ZtunnelRead: true, ObserveTime: 10 * time.Minute})},
 		"no PeerAuthentication of someone else's": {gate: peerAuthenticationOwned, climb: Climb{}},
 		"someone else's PeerAuthentication": {gate: peerAuthenticationOwned, climb: Climb{NS: Namespace{PolicyConflict: "PeerAuthentication legacy/default is PERMISSIVE"}},
 			wantReason: meshv1.ReasonPeerAuthenticationConflict},
@@ -207,5 +215,12 @@ func TestUninjectedPodsNoStepRestarts(t *testing.T) {
 // a ten-minute observe time, about to go STRICT, with its traffic as read.
 func ambientClimb(r *traffic.Reading) Climb {
 	return Climb{NS: Namespace{Ambient: true, Pods: readyPods(2), Traffic: r}, State: State{Since: t0.Add(-time.Hour)},
-		Settings: Settings{TrafficGates: true, ObserveTime: 10 * time.Minute}, From: meshv1.LevelObserve, To: meshv1.LevelMutualTLS, Now: t0}
+		Settings: Settings{TrafficGates: true, ZtunnelRead: !r.ZtunnelUnread, ObserveTime: 10 * time.Minute}, From: meshv1.LevelObserve, To: meshv1.LevelMutualTLS, Now: t0}
+}
+
+// toZeroTrust is a namespace in ambient mode at MutualTLS, allowing shop, about to climb to
+// ZeroTrust with its traffic as read.
+func toZeroTrust(r *traffic.Reading, s Settings) Climb {
+	return Climb{NS: Namespace{Name: "pay", Ambient: true, AllowFrom: []string{"shop"}, Pods: readyPods(2), Traffic: r}, State: State{Since: t0.Add(-time.Hour)},
+		Settings: s, From: meshv1.LevelMutualTLS, To: meshv1.LevelZeroTrust, Now: t0}
 }

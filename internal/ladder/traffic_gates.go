@@ -68,7 +68,7 @@ func TrafficWindow(ns Namespace, s Settings) (time.Duration, bool) {
 		current = meshv1.LevelOff
 	}
 	held := ns.State.Hold != nil && ns.State.Hold.Generation == s.Generation
-	if !s.TrafficGates || held || Rank(ns.Target) == Rank(current) || onlyProxyless(ns.Pods) {
+	if !s.TrafficGates || held || Rank(ns.Target) == Rank(current) || onlyProxyless(ns.Pods) || ns.Ambient && !s.ZtunnelRead {
 		return 0, false
 	}
 	if st := ns.State.Step; st != nil {
@@ -117,12 +117,7 @@ func wouldDeny(ns Namespace, s Settings, step Step, now time.Time) *Verdict {
 	if v := partial(r, window, "reading its traffic during the dry-run", "soak"); v != nil {
 		return v
 	}
-	outside := map[traffic.Caller]float64{}
-	for caller, n := range judged(r.Callers, ns) {
-		if caller.Namespace != ns.Name && !slices.Contains(ns.AllowFrom, caller.Namespace) {
-			outside[caller] = n
-		}
-	}
+	outside := outsideAllowFrom(r, ns)
 	if len(outside) == 0 && r.ShadowDenied == 0 {
 		return nil
 	}
@@ -136,6 +131,47 @@ func wouldDeny(ns Namespace, s Settings, step Step, now time.Time) *Verdict {
 	msg += ". Enforcing would refuse them, so the AuthorizationPolicies stay in dry-run: admit the callers (spec.namespaces[].allowFrom), or lower the target."
 	return &Verdict{RecheckAfter: TrafficPoll, Blocked: Blocked{Reason: meshv1.ReasonWouldDenyTraffic, Message: msg}}
 }
+
+// outsideAllowFrom are the callers a reading saw come from outside the namespace and its
+// allowFrom, which ZeroTrust's policies would refuse. In ambient mode only their calls in mTLS
+// count: ztunnel counts a plaintext connection before STRICT refuses it, and STRICT, in place
+// since MutualTLS, refuses those already.
+func outsideAllowFrom(r *traffic.Reading, ns Namespace) map[traffic.Caller]float64 {
+	outside := map[traffic.Caller]float64{}
+	for caller, n := range judged(r.Callers, ns) {
+		if ns.Ambient {
+			n -= r.Plaintext[caller]
+		}
+		if n > 0 && caller.Namespace != ns.Name && !slices.Contains(ns.AllowFrom, caller.Namespace) {
+			outside[caller] = n
+		}
+	}
+	return outside
+}
+
+// noCallersOutsideAllowFrom holds, in ambient mode, a climb to ZeroTrust before it starts while
+// ztunnel saw callers from outside the namespace and its allowFrom over the observe time. The
+// dry-run that follows is no safeguard there: istiod gives ztunnel no dry-run policy (so it only
+// reads callers again), and before Istio 1.25 it gave them, and ztunnel enforced them.
+var noCallersOutsideAllowFrom = Gate{Name: "NoCallersOutsideAllowFrom", Traffic: true, Check: func(c Climb) *Verdict {
+	if !c.Settings.TrafficGates || c.NS.Pods.Total == 0 {
+		return nil
+	}
+	r := c.NS.Traffic
+	if v := readable(r, c, c.Settings.ObserveTime, "ZeroTrust's policies would refuse no caller"); v != nil {
+		return v
+	}
+	if v := partial(r, c.Settings.ObserveTime, "watching its callers", "window"); v != nil {
+		return v
+	}
+	outside := outsideAllowFrom(r, c.NS)
+	if len(outside) == 0 {
+		return nil
+	}
+	return &Verdict{RecheckAfter: TrafficPoll, Blocked: Blocked{Reason: meshv1.ReasonWouldDenyTraffic, Message: fmt.Sprintf(
+		"In the last %s (%s), %d caller(s) came from outside the namespace and its allowFrom: %s. ZeroTrust's policies would refuse them, so the step to %s does not start: admit the callers (spec.namespaces[].allowFrom), or lower the target.",
+		c.Settings.ObserveTime, r.Source, len(outside), traffic.Describe(traffic.Top(outside, maxCallers), allowAdvice), c.To)}}
+}}
 
 // allowAdvice says what admits a caller at ZeroTrust.
 func allowAdvice(c traffic.Caller) string {
@@ -214,6 +250,9 @@ func partial(r *traffic.Reading, window time.Duration, doing, span string) *Verd
 func readable(r *traffic.Reading, c Climb, window time.Duration, question string) *Verdict {
 	skip := "set spec.rollout.trafficGates: Skip to gate on pods only, giving up this check"
 	switch {
+	case c.NS.Ambient && (!c.Settings.ZtunnelRead || r != nil && r.ZtunnelUnread):
+		return &Verdict{RecheckAfter: TrafficPoll, Blocked: Blocked{Reason: meshv1.ReasonAmbientTrafficUnread, Message: fmt.Sprintf(
+			"The namespace is in ambient mode, whose traffic ztunnel reports, and the embedded telemetry source reads the namespace's own proxies only, so nothing shows that %s; the step to %s waits. Configure spec.telemetry.prometheus with a Prometheus that scrapes ztunnel (port 15020, /stats/prometheus; docs/ambient.md), or %s.", question, c.To, skip)}}
 	case r == nil:
 		return &Verdict{Waiting: "waiting for its traffic to be read: the operator reads it for the namespaces about to step (without a Prometheus, spec.rollout.maxNamespacesInProgress at a time)",
 			RecheckAfter: TrafficPoll, Unread: true}
@@ -223,9 +262,6 @@ func readable(r *traffic.Reading, c Climb, window time.Duration, question string
 	case r.Unreachable != "":
 		return &Verdict{RecheckAfter: TrafficPoll, Blocked: Blocked{Reason: meshv1.ReasonTrafficUnverified, Message: fmt.Sprintf(
 			"No source can see the namespace's traffic: %s. The step to %s waits. Let the operator reach the proxies' port 15020, or configure spec.telemetry.prometheus, or %s.", r.Unreachable, c.To, skip)}}
-	case c.NS.Ambient && r.ZtunnelUnread:
-		return &Verdict{RecheckAfter: TrafficPoll, Blocked: Blocked{Reason: meshv1.ReasonAmbientTrafficUnread, Message: fmt.Sprintf(
-			"The namespace is in ambient mode, whose traffic ztunnel reports, and the telemetry source (%s) reads the namespace's own proxies only, so nothing shows that %s; the step to %s waits. Configure spec.telemetry.prometheus with a Prometheus that scrapes ztunnel (port 15020, /stats/prometheus; docs/ambient.md), or %s.", r.Source, question, c.To, skip)}}
 	case c.NS.Ambient && !r.ZtunnelReporting:
 		return &Verdict{RecheckAfter: TrafficPoll, Blocked: Blocked{Reason: meshv1.ReasonTelemetryMissing, Message: fmt.Sprintf(
 			"The namespace is in ambient mode, and %s has no series of ztunnel in the last %s: no series is not the same as no traffic, so the step to %s waits. Scrape ztunnel's metrics (port 15020, /stats/prometheus; docs/ambient.md), or %s.", r.Source, window, c.To, skip)}}

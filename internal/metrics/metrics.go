@@ -180,15 +180,16 @@ func LadderEvent(installation, reason string, rollbackStarted bool) {
 }
 
 // TrafficRead counts one read of a namespace's traffic by its result, so that an alert can
-// tell a source the gates cannot read from traffic they are right to hold for.
-func TrafficRead(installation, source string, r traffic.Reading) {
+// tell a source the gates cannot read from traffic they are right to hold for. A namespace in
+// ambient mode is read when ztunnel reports, one with sidecars when they do.
+func TrafficRead(installation, source string, r traffic.Reading, ambient bool) {
 	result := "read"
 	switch {
 	case r.Unavailable != "":
 		result = "unavailable"
 	case r.Unreachable != "":
 		result = "unreachable"
-	case !r.Reporting:
+	case ambient && (r.ZtunnelUnread || !r.ZtunnelReporting), !ambient && !r.Reporting:
 		result = "no_series"
 	}
 	trafficReads.WithLabelValues(installation, source, result).Inc()

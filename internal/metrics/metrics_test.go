@@ -141,17 +141,22 @@ func TestTrafficReads(t *testing.T) {
 	const mesh = "reads"
 	tests := map[string]struct {
 		reading traffic.Reading
+		ambient bool
 		result  string
 	}{
 		"read":                  {reading: traffic.Reading{Inbound: traffic.Inbound{Reporting: true}}, result: "read"},
 		"source did not answer": {reading: traffic.Reading{Unavailable: "timeout"}, result: "unavailable"},
 		"proxies unreachable":   {reading: traffic.Reading{Unreachable: "web-1", Inbound: traffic.Inbound{Reporting: true}}, result: "unreachable"},
 		"no series":             {reading: traffic.Reading{}, result: "no_series"},
+		// A namespace in ambient mode: no sidecar reports, ztunnel does.
+		"read from ztunnel":                          {reading: traffic.Reading{Inbound: traffic.Inbound{ZtunnelReporting: true}}, ambient: true, result: "read"},
+		"sidecars without series, ztunnel reporting": {reading: traffic.Reading{Inbound: traffic.Inbound{ZtunnelReporting: true}}, result: "no_series"},
+		"ambient, ztunnel silent":                    {reading: traffic.Reading{Inbound: traffic.Inbound{Reporting: true}}, ambient: true, result: "no_series"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			before := testutil.ToFloat64(trafficReads.WithLabelValues(mesh, "embedded", tc.result))
-			TrafficRead(mesh, "embedded", tc.reading)
+			TrafficRead(mesh, "embedded", tc.reading, tc.ambient)
 			if got := testutil.ToFloat64(trafficReads.WithLabelValues(mesh, "embedded", tc.result)); got != before+1 {
 				t.Errorf("%s reads = %v, want %v", tc.result, got, before+1)
 			}

@@ -170,11 +170,13 @@ func ReportingQuery(namespaces []string, window time.Duration) string {
 		labelNamespace, metricProxyUp, labelNamespace, oneOf(namespaces), model.Duration(window))
 }
 
-// ZtunnelQuery counts the ztunnel instances with at least two samples of their build gauge within
-// the window, as ReportingQuery does for sidecars: one that answers vouches that no series of a
-// namespace in ambient mode means no traffic to it.
+// ZtunnelQuery counts the ztunnel instances whose build gauge was scraped both at the window's
+// start and now: one scraped over the whole window vouches that no series of a namespace in
+// ambient mode means no traffic to it. (Two samples anywhere in the window would let a scrape
+// begun a moment ago vouch for a window it never saw.)
 func ZtunnelQuery(window time.Duration) string {
-	return fmt.Sprintf(`count(count_over_time(%s{%s=%q}[%s]) >= 2)`, metricBuild, labelComponent, componentZtunnel, model.Duration(window))
+	sel := fmt.Sprintf(`%s{%s=%q}`, metricBuild, labelComponent, componentZtunnel)
+	return fmt.Sprintf(`count(%s and %s offset %s)`, sel, sel, model.Duration(window))
 }
 
 // growthOver is how much the series of selector grew within the window: increase() for the

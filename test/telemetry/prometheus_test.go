@@ -158,15 +158,23 @@ func TestPrometheusSource(t *testing.T) {
 		}
 	}
 
-	// ztunnel starts: every reading says it reports, and amb's inbound is what it saw.
+	// ztunnel starts: once scraped over a whole (short) window, every reading says it reports,
+	// and amb's inbound is what it saw.
 	startZtunnel()
+	started := time.Now()
 	web := traffic.Caller{Namespace: "shop", Workload: "web"}
+	const short = 3 * time.Second
 	framework.Eventually(t, 60*time.Second, "Prometheus to show ztunnel reporting amb's callers", func() (bool, error) {
-		got = src.Read(ctx, namespaces, time.Minute)
+		got = src.Read(ctx, namespaces, short)
 		return got["amb"].ZtunnelReporting && got["amb"].Plaintext[outside] > 0 && got["amb"].Callers[web] > 0, nil
 	})
 	if amb := got["amb"]; amb.Reporting || len(amb.Plaintext) != 1 || len(amb.Callers) != 2 || !got["shop"].ZtunnelReporting {
 		t.Errorf("amb: %+v, shop ztunnel reporting %v; want no sidecar reporting, the outside caller alone in plaintext, shop/web in mTLS, and ztunnel reporting for every namespace", amb, got["shop"].ZtunnelReporting)
+	}
+	// Over a window longer than ztunnel has been scraped, it vouches for nothing: its series
+	// began within it.
+	if long := src.Read(ctx, namespaces, 5*time.Minute)["amb"]; long.ZtunnelReporting && time.Since(started) < 4*time.Minute {
+		t.Errorf("amb over 5 minutes, ztunnel scraped for %s: %+v, want ztunnel not vouching for the whole window", time.Since(started).Round(time.Second), long)
 	}
 
 	prom.Stop()
