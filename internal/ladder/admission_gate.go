@@ -65,7 +65,8 @@ func MovesNext(ns Namespace, s Settings) bool {
 	if held || !Valid(current) || Rank(ns.Target) < Rank(current) {
 		return false
 	}
-	return behind(current, ns.State, s) && !slices.Contains(s.Newer, RevisionName(ns.State.Revision))
+	d := Decision{Level: current, State: ns.State}
+	return behind(current, ns.State, s) && !slices.Contains(s.Newer, RevisionName(ns.State.Revision)) && !migratesNext(d, ns, s, time.Time{})
 }
 
 // jobsNeedNativeSidecars holds the climb that injects a namespace with CronJobs or Jobs when

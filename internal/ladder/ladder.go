@@ -564,9 +564,10 @@ func Decide(ns Namespace, s Settings, mayStart bool, now time.Time) (d Decision)
 			return d
 		}
 		startStep(&d, ns, s, levelBelow(d.Level), mayStart, now)
-	case otherDataPlane(d, ns) && ns.AmbientWanted:
+	case migratesNext(d, ns, s, now):
 		// Sidecars, and the spec asks for ambient mode: the namespace migrates at its level
-		// (before any move between revisions, which would restart its pods for nothing).
+		// (before any move between revisions, which would restart its pods for nothing, unless
+		// the migration is held: see migratesNext).
 		d.State.Hold = nil
 		startMigration(&d, ns, s, mayStart, now)
 	case behind(d.Level, d.State, s):

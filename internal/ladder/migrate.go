@@ -85,12 +85,9 @@ func workloadsWhere(ns Namespace, is func(Workload) bool) []string {
 // migration completes once no pod runs the proxy and every pod is Ready and redirected; one
 // that times out is rolled back to sidecars.
 func startMigration(d *Decision, ns Namespace, s Settings, mayStart bool, now time.Time) {
-	c := Climb{NS: ns, State: d.State, Settings: s, From: d.Level, To: d.Level, Now: now}
-	for _, g := range AmbientMigrationGates {
-		if v := g.Check(c); v != nil {
-			d.apply(v)
-			return
-		}
+	if v := migrationHeld(d.Level, d.State, ns, s, now); v != nil {
+		d.apply(v)
+		return
 	}
 	if !mayStart {
 		d.Waiting = "waiting for a free slot to move from sidecars to ambient mode (spec.rollout.maxNamespacesInProgress)"
@@ -102,6 +99,25 @@ func startMigration(d *Decision, ns Namespace, s Settings, mayStart bool, now ti
 		"Moving from sidecars to ambient mode at %s: the namespace is labelled %s=%s and loses its injection label, then its workloads restart without Istio's proxy.",
 		d.Level, "istio.io/dataplane-mode", "ambient")}
 	planRestarts(d, ns, s)
+}
+
+// migrationHeld runs AmbientMigrationGates for a namespace at level: the first verdict that holds
+// the migration, or nil.
+func migrationHeld(level Level, st State, ns Namespace, s Settings, now time.Time) *Verdict {
+	c := Climb{NS: ns, State: st, Settings: s, From: level, To: level, Now: now}
+	for _, g := range AmbientMigrationGates {
+		if v := g.Check(c); v != nil {
+			return v
+		}
+	}
+	return nil
+}
+
+// migratesNext reports a namespace with sidecars, in the mesh with no step, whose spec asks for
+// ambient mode and whose migration passes its gates: it migrates before anything else. One whose
+// migration is held moves between revisions meanwhile, so that an upgrade is not held by it.
+func migratesNext(d Decision, ns Namespace, s Settings, now time.Time) bool {
+	return otherDataPlane(d, ns) && ns.AmbientWanted && (!behind(d.Level, d.State, s) || migrationHeld(d.Level, d.State, ns, s, now) == nil)
 }
 
 // dataPlaneEffects says which of the data planes' labels a namespace in the mesh carries: the

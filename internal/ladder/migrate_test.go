@@ -21,7 +21,7 @@ func TestMigrateToAmbient(t *testing.T) {
 	restarted := func(w *Workload) { w.Uninjected, w.RestartedFor = true, "ambient-1" }
 	back := &Step{To: meshv1.LevelMutualTLS, DataPlane: meshv1.DataPlaneSidecar, Rollback: true, Started: t0, ID: "mutualtls-2", Reason: meshv1.ReasonRolledBack}
 	at := func(mod func(*Namespace)) Namespace {
-		ns := Namespace{AmbientWanted: true, Current: meshv1.LevelMutualTLS, Target: meshv1.LevelMutualTLS, State: State{Since: since, Revision: "1-31-5"},
+		ns := Namespace{AmbientWanted: true, Current: meshv1.LevelMutualTLS, Target: meshv1.LevelMutualTLS, State: State{Since: since},
 			Pods: readyPods(4), Workloads: sidecars}
 		if mod != nil {
 			mod(&ns)
@@ -30,8 +30,8 @@ func TestMigrateToAmbient(t *testing.T) {
 	}
 	bothLabels := func(t *testing.T, e Effects) {
 		t.Helper()
-		if !e.Inject || !e.Ambient || !e.Sidecars || e.Revision != "1-31-5" {
-			t.Errorf("effects %+v: want both labels, the injection one for revision 1-31-5", e)
+		if !e.Inject || !e.Ambient || !e.Sidecars || e.Revision != DefaultRevision {
+			t.Errorf("effects %+v: want both labels, the injection one for the default revision", e)
 		}
 	}
 	runDecideCases(t, map[string]decideCase{
@@ -105,6 +105,22 @@ func TestMigrateToAmbient(t *testing.T) {
 			check: func(t *testing.T, d Decision) {
 				if st := d.State.Step; st == nil || st.DataPlane != meshv1.DataPlaneAmbient || st.Revision != "" {
 					t.Errorf("step %+v: want the migration, not a move", st)
+				}
+			},
+		},
+		"held, and behind the active revision: moves between revisions meanwhile": {
+			ns: at(func(ns *Namespace) { ns.Pods.Proxyless = []string{"grpc-1"} }), mayStart: true, now: t0,
+			s: func(s *Settings) { s.Revision = "1-32-0" },
+			check: func(t *testing.T, d Decision) {
+				if st := d.State.Step; st == nil || st.Kind(d.Level) != KindMove || st.Revision != "1-32-0" {
+					t.Errorf("step %+v, blocked %+v: want the move to 1-32-0, the migration held", st, d.Blocked)
+				}
+				ns := at(func(ns *Namespace) { ns.Pods.Proxyless = []string{"grpc-1"} })
+				if s := (Settings{Revision: "1-32-0", Generation: 3}); !MovesNext(ns, s) {
+					t.Error("MovesNext does not predict the move: its pods' admission would not be checked")
+				}
+				if s := (Settings{Revision: "1-32-0", Generation: 3}); MovesNext(at(nil), s) {
+					t.Error("MovesNext predicts a move for a namespace that migrates first")
 				}
 			},
 		},
@@ -200,8 +216,8 @@ func TestMigrateToAmbient(t *testing.T) {
 				ns.Workloads = []Workload{deploy("web", injected), deploy("api", injected)}
 			}), now: t0.Add(time.Minute),
 			check: func(t *testing.T, d Decision) {
-				if d.State.Step != nil || d.State.Ambient || d.State.Hold == nil || d.State.Revision != "1-31-5" {
-					t.Errorf("state %+v: want sidecars on revision 1-31-5, held", d.State)
+				if d.State.Step != nil || d.State.Ambient || d.State.Hold == nil || d.State.Revision != "" {
+					t.Errorf("state %+v: want sidecars on the default revision, held", d.State)
 				}
 				if e := d.Effects; e.Ambient || !e.Sidecars {
 					t.Errorf("effects %+v: want the injection label alone", e)
@@ -252,7 +268,6 @@ func TestMigrateToAmbient(t *testing.T) {
 		},
 		"the ambient label on a namespace whose pods all have the proxy: left to whoever set it": {
 			ns: at(func(ns *Namespace) { ns.AmbientLabelled, ns.AmbientWanted = true, false }), mayStart: true, now: t0,
-			s: func(s *Settings) { s.Revision = "1-31-5" },
 			check: func(t *testing.T, d Decision) {
 				if d.State.Step != nil || d.Effects.Ambient || !d.Effects.Sidecars {
 					t.Errorf("step %+v, effects %+v", d.State.Step, d.Effects)
