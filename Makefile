@@ -56,6 +56,9 @@ manifests: $(CONTROLLER_GEN) ## Generate the CRD and RBAC manifests from the mar
 	@# What the roles of Istio's charts grant, which the operator must hold to create them (no escalate).
 	go run ./hack/chartrbac > internal/controlplane/zz_generated.chartrbac.go.tmp
 	@mv internal/controlplane/zz_generated.chartrbac.go.tmp internal/controlplane/zz_generated.chartrbac.go
+	@# The Gateway API's standard-channel CRDs, from the module go.mod requires, for ambient mode.
+	go run ./hack/gatewayapicrds > internal/gatewayapi/zz_generated.crds.yaml.tmp
+	@mv internal/gatewayapi/zz_generated.crds.yaml.tmp internal/gatewayapi/zz_generated.crds.yaml
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths="./api/...;./controllers/...;./internal/...;./cmd/..." \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
 	@# The Helm chart ships the same CRDs and the same manager rules.
@@ -69,7 +72,7 @@ manifests: $(CONTROLLER_GEN) ## Generate the CRD and RBAC manifests from the mar
 generate: $(CONTROLLER_GEN) ## Generate the DeepCopy methods of the API types.
 	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./api/..."
 
-GENERATED := api/v1alpha1/zz_generated.deepcopy.go internal/controlplane/zz_generated.chartrbac.go config/crd/bases/*.yaml config/rbac/role.yaml charts/meshwright/crds/*.yaml charts/meshwright/files/manager-role.yaml \
+GENERATED := api/v1alpha1/zz_generated.deepcopy.go internal/controlplane/zz_generated.chartrbac.go internal/gatewayapi/zz_generated.crds.yaml config/crd/bases/*.yaml config/rbac/role.yaml charts/meshwright/crds/*.yaml charts/meshwright/files/manager-role.yaml \
 	charts/meshwright/files/prometheus-rules.yaml charts/meshwright/files/grafana-dashboard.json docs/api.md
 
 .PHONY: docs
@@ -121,14 +124,20 @@ test-unit: cluster-bins ## Unit and integration tests (envtest on the locally bu
 	KUBEBUILDER_ASSETS=$(BIN) go test ./... -count=1
 
 E2E_FILTER = grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+\.go:[0-9]+:)'
+# gotestsum (a tool of the test module) runs go test and, at the end, prints the whole output of
+# every test that failed, the continuation lines of its logs (the operator's, istiod's) included,
+# which E2E_FILTER keeps out of the stream; E2E_FAILED shows that summary from the log $(1) on
+# failure (its tail when there is none: a build that failed).
+GOTESTSUM = go tool gotestsum --format standard-verbose --hide-summary skipped
+E2E_FAILED = { grep -qE '^=== (Failed|Errors)$$' $(1) && sed -n -E '/^=== (Failed|Errors)$$/,$$p' $(1) || tail -n 80 $(1); }
 
 .PHONY: test-e2e
 test-e2e: cluster-bins olm-bins ## End-to-end tests on the local cluster, the OLM ones included.
-	cd test && go test ./... -p 1 -count=1 -timeout $(E2E_TIMEOUT) -v 2>&1 | tee $(BIN)/e2e.log | $(E2E_FILTER) || { tail -n 80 $(BIN)/e2e.log; exit 1; }
+	cd test && $(GOTESTSUM) -- ./... -p 1 -count=1 -timeout $(E2E_TIMEOUT) 2>&1 | tee $(BIN)/e2e.log | $(E2E_FILTER) || { $(call E2E_FAILED,$(BIN)/e2e.log); exit 1; }
 
 .PHONY: test-olm
 test-olm: cluster-bins olm-bins ## Only the OLM tests: install from the README, upgrade, uninstall, what is missing.
-	cd test && go test ./e2e -run '^TestOLM' -count=1 -timeout $(E2E_TIMEOUT) -v 2>&1 | tee $(BIN)/e2e-olm.log | $(E2E_FILTER) || { tail -n 80 $(BIN)/e2e-olm.log; exit 1; }
+	cd test && $(GOTESTSUM) -- ./e2e -run '^TestOLM' -count=1 -timeout $(E2E_TIMEOUT) 2>&1 | tee $(BIN)/e2e-olm.log | $(E2E_FILTER) || { $(call E2E_FAILED,$(BIN)/e2e-olm.log); exit 1; }
 
 CHAOS_TRIALS ?= 20
 

@@ -186,6 +186,8 @@ type planePass struct {
 	// stay installed.
 	ambientLabelled   []string
 	ambientRedirected int
+	// gatewayAPIForeign names the releases of Gateway API CRDs someone else installed.
+	gatewayAPIForeign string
 }
 
 // renderPhase reads the spec and the installed revisions and renders the active revision's
@@ -202,6 +204,9 @@ func (s *Stage) renderPhase(ctx context.Context, p *planePass) (stages.Result, b
 	in.ValidatorRevision = p.found.Validator(in.Revision)
 	in.ProxyStats = proxyStats(p.found, in.Revision)
 	if err := s.dataPlaneInput(ctx, p, &in); err != nil {
+		return stages.Result{}, true, err
+	}
+	if err := s.gatewayAPIInput(ctx, p, &in); err != nil {
 		return stages.Result{}, true, err
 	}
 	if res, done := s.loadCharts(ctx, p.mesh, &in); done {
@@ -301,7 +306,7 @@ func (s *Stage) applyPhase(ctx context.Context, p *planePass) (stages.Result, bo
 	}
 	if len(waitingCRDs) > 0 {
 		return stages.Result{State: stages.NotReady, Reason: meshv1.ReasonWaitingForCRDs,
-			Message: fmt.Sprintf("Waiting for %d of Istio's CRDs to be Established (%s).", len(waitingCRDs), names.Few(waitingCRDs, 3, ", "))}, true, nil
+			Message: fmt.Sprintf("Waiting for %d CRDs to be Established (%s).", len(waitingCRDs), names.Few(waitingCRDs, 3, ", "))}, true, nil
 	}
 	return stages.Result{}, false, nil
 }
@@ -402,7 +407,7 @@ func (s *Stage) retirePhase(ctx context.Context, p *planePass) (stages.Result, b
 	if p.in.Revision != revision.Default {
 		msg = fmt.Sprintf("Istio %s (revision %s): %d objects applied, CRDs Established, %s Available, webhooks in place.", p.in.Version, p.in.Revision, len(p.objs), p.istiod)
 	}
-	msg += cniMessage(p)
+	msg += cniMessage(p) + gatewayAPIMessage(p)
 	revisions := revisionStatuses(p.found.History, p.in.Revision, p.in.Version, p.found.Installed, p.others, p.usage)
 	if len(serving) == 0 {
 		return stages.Result{State: stages.Ready, Reason: meshv1.ReasonControlPlaneReady, Revisions: revisions, Message: msg}, true, nil

@@ -29,6 +29,7 @@ import (
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/charts"
+	"github.com/meshwright/meshwright/internal/gatewayapi"
 	"github.com/meshwright/meshwright/internal/release"
 	"github.com/meshwright/meshwright/internal/revision"
 )
@@ -159,6 +160,9 @@ type Input struct {
 	// ZTunnel renders the ztunnel chart (with Ambient), at CNIVersion like Istio CNI: both are
 	// node agents, upgraded after the control plane.
 	ZTunnel bool `json:",omitempty"`
+	// GatewayAPI renders the Gateway API's standard-channel CRDs (package gatewayapi), which
+	// waypoints need: set in ambient mode when no one else installed the Gateway API.
+	GatewayAPI bool `json:",omitempty"`
 	// HoldApplication sets Istio's holdApplicationUntilProxyStarts: with classic sidecars an
 	// application's containers start only once the proxy is ready (native sidecars are started
 	// first anyway, and the injector ignores it for them). Set for a revision this operator
@@ -305,8 +309,42 @@ func Render(in Input) ([]*unstructured.Unstructured, error) {
 		}
 		out = append(out, objs...)
 	}
+	if in.GatewayAPI {
+		crds, err := gatewayAPICRDs(in.Installation)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, crds...)
+	}
 	sortForApply(out)
 	memoKey, memoOut = key, out
+	return out, nil
+}
+
+// decodedGatewayAPI is the Gateway API's CRDs, decoded once: a megabyte of YAML.
+var decodedGatewayAPI = sync.OnceValues(func() ([]*unstructured.Unstructured, error) {
+	return Decode(gatewayapi.StandardCRDs)
+})
+
+// gatewayAPICRDs are copies of the Gateway API's CRDs with the operator's labels: what an
+// installation applies, keeps and removes (on uninstall, with removeCRDsOnDelete) like Istio's.
+func gatewayAPICRDs(installation string) ([]*unstructured.Unstructured, error) {
+	crds, err := decodedGatewayAPI()
+	if err != nil {
+		return nil, fmt.Errorf("decoding the Gateway API's CRDs: %w", err)
+	}
+	out := make([]*unstructured.Unstructured, len(crds))
+	for i, crd := range crds {
+		out[i] = crd.DeepCopy()
+		labels := out[i].GetLabels()
+		if labels == nil {
+			labels = map[string]string{}
+		}
+		labels[meshv1.LabelManagedBy] = meshv1.ManagedByValue
+		labels[meshv1.LabelInstallation] = installation
+		labels[LabelComponent] = gatewayapi.Component
+		out[i].SetLabels(labels)
+	}
 	return out, nil
 }
 

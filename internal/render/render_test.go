@@ -4,12 +4,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/gatewayapi"
 	"github.com/meshwright/meshwright/internal/release"
 )
 
@@ -307,6 +309,59 @@ func TestAmbientProfile(t *testing.T) {
 			}
 			if !strings.Contains(fmt.Sprint(zt.Object), Hub+"/ztunnel:"+in.Version) {
 				t.Errorf("ztunnel's image is not the release's: %v", zt.Object)
+			}
+		})
+	}
+}
+
+// TestGatewayAPICRDs: with GatewayAPI the Gateway API's standard CRDs are rendered among the
+// CRDs (applied first), labelled as the installation's; the render's own copies, not the
+// decoded stream's, so that two installations' renders do not share their labels.
+func TestGatewayAPICRDs(t *testing.T) {
+	tests := map[string]struct {
+		gatewayAPI bool
+		want       int
+	}{
+		"without": {},
+		"with":    {gatewayAPI: true, want: 10},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			in := input()
+			in.CNI, in.Ambient, in.ZTunnel, in.GatewayAPI = true, true, true, tc.gatewayAPI
+			objs, err := Render(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, lastCRD := 0, -1
+			for i, o := range objs {
+				if o.GetKind() == "CustomResourceDefinition" {
+					lastCRD = i
+				}
+				if !gatewayapi.IsCRD(o.GetName()) {
+					continue
+				}
+				got++
+				if o.GetKind() != "CustomResourceDefinition" || o.GetLabels()[LabelComponent] != gatewayapi.Component || o.GetLabels()[meshv1.LabelInstallation] != in.Installation {
+					t.Errorf("%s %s labelled %v", o.GetKind(), o.GetName(), o.GetLabels())
+				}
+			}
+			if got != tc.want {
+				t.Errorf("%d Gateway API CRDs rendered, want %d", got, tc.want)
+			}
+			if i := slices.IndexFunc(objs, func(o *unstructured.Unstructured) bool { return o.GetKind() != "CustomResourceDefinition" }); i <= lastCRD {
+				t.Errorf("a %s is rendered before the last CRD", objs[i].GetKind())
+			}
+			other := in
+			other.Installation = "other"
+			again, err := Render(other)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, o := range objs {
+				if gatewayapi.IsCRD(o.GetName()) && o.GetLabels()[meshv1.LabelInstallation] != in.Installation {
+					t.Fatalf("rendering for another installation relabelled %s: %v (%d objects)", o.GetName(), o.GetLabels(), len(again))
+				}
 			}
 		})
 	}

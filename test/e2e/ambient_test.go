@@ -14,6 +14,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -122,12 +123,17 @@ func TestAmbientFreshInstall(t *testing.T) {
 	checkUninstalled(t, c, "amb", "side")
 }
 
-// checkUninstalled deletes the installation and checks that ztunnel and Istio CNI go with it and
-// that the namespaces are handed back without the operator's labels. The ambient capture
+// checkUninstalled deletes the installation and checks that ztunnel and Istio CNI go with it, the
+// Gateway API's CRDs it installed stay, and that the namespaces are handed back without the
+// operator's labels. The ambient capture
 // simulator must still run: the uninstall waits for Istio CNI to release the pods it redirected.
 func checkUninstalled(t *testing.T, c client.Client, namespaces ...string) {
 	t.Helper()
 	ctx := context.Background()
+	crd := &apiextensionsv1.CustomResourceDefinition{}
+	if err := c.Get(ctx, client.ObjectKey{Name: "gateways.gateway.networking.k8s.io"}, crd); err != nil || crd.Labels[meshv1.LabelInstallation] != "default" {
+		t.Errorf("the Gateway CRD before the uninstall: %v, labels %v; want it installed by the operator", err, crd.Labels)
+	}
 	if err := c.Delete(ctx, &meshv1.MeshInstallation{ObjectMeta: metav1.ObjectMeta{Name: "default"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -140,6 +146,13 @@ func checkUninstalled(t *testing.T, c client.Client, namespaces ...string) {
 		if !apierrors.IsNotFound(err) {
 			t.Errorf("DaemonSet %s/%s after the uninstall: %v, want it gone", ztunnelNamespace, name, err)
 		}
+	}
+	// The Gateway API's CRDs the operator installed are kept (no removeCRDsOnDelete), released.
+	crd = &apiextensionsv1.CustomResourceDefinition{}
+	if err := c.Get(ctx, client.ObjectKey{Name: "gateways.gateway.networking.k8s.io"}, crd); err != nil {
+		t.Errorf("the Gateway CRD after the uninstall: %v, want it kept", err)
+	} else if v, ok := crd.Labels[meshv1.LabelInstallation]; ok {
+		t.Errorf("the Gateway CRD kept with the installation's label %s=%s", meshv1.LabelInstallation, v)
 	}
 	for _, name := range namespaces {
 		ns := framework.GetNamespace(t, c, name)

@@ -115,19 +115,29 @@ func waitBlocked(t *testing.T, c client.Client, namespace, reason string, want .
 }
 
 // standing describes where a namespace stands on the ladder, for the message of a wait that
-// timed out: its level, its ladder annotation (step, hold, bake), and why the installation says
-// it is blocked, if it does.
+// timed out: its level, its ladder annotation (step, hold, bake), why the installation says it
+// is blocked, if it does, and the installation's conditions that are not True (a stage that
+// never became ready holds every namespace).
 func standing(c client.Client, ns *corev1.Namespace) error {
-	blocked := "not blocked"
+	blocked, unready := "not blocked", []string{}
 	mesh := &meshv1.MeshInstallation{}
-	if err := c.Get(context.Background(), client.ObjectKey{Name: "default"}, mesh); err == nil && mesh.Status.Namespaces != nil {
+	if err := c.Get(context.Background(), client.ObjectKey{Name: "default"}, mesh); err != nil {
+		unready = append(unready, "reading the installation: "+err.Error())
+	}
+	if mesh.Status.Namespaces != nil {
 		for _, b := range mesh.Status.Namespaces.Blocked {
 			if b.Name == ns.Name {
 				blocked = fmt.Sprintf("blocked with %s: %s", b.Reason, b.Message)
 			}
 		}
 	}
-	return fmt.Errorf("%s at %q, ladder %s, %s", ns.Name, ns.Labels[meshv1.LabelLevel], ns.Annotations[meshv1.AnnotationLadder], blocked)
+	for _, cond := range mesh.Status.Conditions {
+		if cond.Status != metav1.ConditionTrue {
+			unready = append(unready, fmt.Sprintf("%s=%s %s: %s", cond.Type, cond.Status, cond.Reason, cond.Message))
+		}
+	}
+	return fmt.Errorf("%s at %q, ladder %s, %s; installation conditions not True: %v", ns.Name, ns.Labels[meshv1.LabelLevel],
+		ns.Annotations[meshv1.AnnotationLadder], blocked, unready)
 }
 
 // strict tells whether shop carries the ladder's STRICT PeerAuthentication.

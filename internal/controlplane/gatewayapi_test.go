@@ -1,0 +1,146 @@
+package controlplane
+
+import (
+	"context"
+	"maps"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/apply"
+	"github.com/meshwright/meshwright/internal/gatewayapi"
+	"github.com/meshwright/meshwright/internal/installed"
+	"github.com/meshwright/meshwright/internal/render"
+	"github.com/meshwright/meshwright/internal/stages"
+)
+
+// gatewayAPICRDsIn are the Gateway API's CRDs in the API server, by name.
+func gatewayAPICRDsIn(t *testing.T) map[string]*unstructured.Unstructured {
+	t.Helper()
+	list := &unstructured.UnstructuredList{}
+	list.SetGroupVersionKind(crdGVK.GroupVersion().WithKind(crdGVK.Kind + "List"))
+	if err := k8s.List(context.Background(), list); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]*unstructured.Unstructured{}
+	for i := range list.Items {
+		if gatewayapi.IsCRD(list.Items[i].GetName()) {
+			out[list.Items[i].GetName()] = &list.Items[i]
+		}
+	}
+	return out
+}
+
+// removeGatewayAPI deletes the Gateway API's CRDs and waits until they are gone.
+func removeGatewayAPI(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	for _, crd := range gatewayAPICRDsIn(t) {
+		if err := k8s.Delete(ctx, crd); err != nil && !apierrors.IsNotFound(err) {
+			t.Fatal(err)
+		}
+	}
+	if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
+		return len(gatewayAPICRDsIn(t)) == 0, nil
+	}); err != nil {
+		t.Fatalf("the Gateway API's CRDs were not removed: %v", err)
+	}
+}
+
+// ambientReady runs the stage until it is Ready, playing the node agents' DaemonSets Ready.
+func ambientReady(t *testing.T, stage *Stage, mesh *meshv1.MeshInstallation, ns string) stages.Result {
+	t.Helper()
+	for range 10 {
+		res := untilSettled(t, stage, mesh, ns)
+		switch res.Reason {
+		case meshv1.ReasonWaitingForCNI:
+			markDaemonSetReady(t, 1)
+		case meshv1.ReasonWaitingForZtunnel:
+			markNodeAgentReady(t, render.ZTunnelDaemonSet, 1)
+		default:
+			if res.State != stages.Ready {
+				t.Fatalf("ambient mode: %+v, want Ready", res)
+			}
+			return res
+		}
+	}
+	t.Fatal("the stage never became Ready in ambient mode")
+	return stages.Result{}
+}
+
+// TestGatewayAPICRDs: in ambient mode the stage installs the Gateway API's standard-channel
+// CRDs when the cluster has none, as the installation's, and is Ready once they are Established;
+// removing the installation keeps them, released, unless removeCRDsOnDelete. CRDs someone else
+// installed are left as they are: not written, and not deleted even with removeCRDsOnDelete.
+func TestGatewayAPICRDs(t *testing.T) {
+	const ns = "istio-gateway-api"
+	removeGatewayAPI(t) // another test of the package may have left them, released
+	want, err := render.Decode(gatewayapi.StandardCRDs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stage := &Stage{Client: k8s, Reader: k8s, Workloads: k8s, Applier: &apply.Applier{Client: k8s, FieldManager: "meshwright"}}
+	ambientMesh := func(name string, removeCRDs bool) *meshv1.MeshInstallation {
+		mesh := meshIn(t, name, ns)
+		mesh.Spec.DataPlane.Mode = meshv1.DataPlaneAmbient
+		mesh.Spec.ControlPlane.RemoveCRDsOnDelete = removeCRDs
+		return mesh
+	}
+
+	mesh := ambientMesh("gateway-api", false)
+	res := ambientReady(t, stage, mesh, ns)
+	crds := gatewayAPICRDsIn(t)
+	if len(crds) != len(want) || !strings.Contains(res.Message, "Gateway API CRDs v1.6.3 (standard channel) installed for waypoints") {
+		t.Fatalf("ambient mode installed %d Gateway API CRDs (%v), want %d; message %q", len(crds), slices.Sorted(maps.Keys(crds)), len(want), res.Message)
+	}
+	for name, crd := range crds {
+		if crd.GetLabels()[meshv1.LabelInstallation] != mesh.Name || !installed.ConditionTrue(crd, "Established") {
+			t.Errorf("%s: labels %v, Established %v; want the installation's, Established", name, crd.GetLabels(), installed.ConditionTrue(crd, "Established"))
+		}
+	}
+	cleanUp(t, stage, mesh)
+	if crds = gatewayAPICRDsIn(t); len(crds) != len(want) {
+		t.Fatalf("%d Gateway API CRDs after the installation's removal, want all %d kept", len(crds), len(want))
+	}
+	versions := map[string]string{}
+	for name, crd := range crds {
+		if _, ok := crd.GetLabels()[meshv1.LabelInstallation]; ok {
+			t.Errorf("%s kept with the installation's label: %v", name, crd.GetLabels())
+		}
+		versions[name] = crd.GetResourceVersion()
+	}
+
+	// Now they are someone else's: another installation leaves them as they are.
+	mesh = ambientMesh("gateway-api-2", true)
+	res = ambientReady(t, stage, mesh, ns)
+	if !strings.Contains(res.Message, "The Gateway API CRDs in the cluster were installed by someone else (release v1.6.3) and are left as they are") {
+		t.Errorf("with someone else's Gateway API: message %q", res.Message)
+	}
+	cleanUp(t, stage, mesh)
+	for name, crd := range gatewayAPICRDsIn(t) {
+		if crd.GetResourceVersion() != versions[name] {
+			t.Errorf("%s, someone else's, was written (resourceVersion %s, was %s)", name, crd.GetResourceVersion(), versions[name])
+		}
+	}
+
+	// The operator's again, removed with the installation under removeCRDsOnDelete.
+	removeGatewayAPI(t)
+	mesh = ambientMesh("gateway-api-3", true)
+	ambientReady(t, stage, mesh, ns)
+	if n := len(gatewayAPICRDsIn(t)); n != len(want) {
+		t.Fatalf("%d Gateway API CRDs installed, want %d", n, len(want))
+	}
+	// The API server takes a while to remove a CRD: Cleanup waits for it.
+	if err := wait.PollUntilContextTimeout(context.Background(), 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		done, err := stage.Cleanup(ctx, mesh)
+		return done && len(gatewayAPICRDsIn(t)) == 0, err
+	}); err != nil {
+		t.Fatalf("removeCRDsOnDelete: the operator's Gateway API CRDs were not removed: %v", slices.Sorted(maps.Keys(gatewayAPICRDsIn(t))))
+	}
+}
