@@ -14,7 +14,7 @@ import (
 )
 
 // gatewayAPIInput decides, in ambient mode, whether the Gateway API's CRDs are rendered: when
-// the cluster has none, or only the operator's (gatewayapi.Ours). With ExternalCRDs they are
+// the cluster has none, or only the operator's as it left them (gatewayapi.Ours). With ExternalCRDs they are
 // not the operator's to write either. p.gatewayAPIForeign keeps the release of someone else's
 // for the stage's message.
 func (s *Stage) gatewayAPIInput(ctx context.Context, p *planePass, in *render.Input) error {
@@ -26,15 +26,19 @@ func (s *Stage) gatewayAPIInput(ctx context.Context, p *planePass, in *render.In
 	if err := s.Client.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
 		return fmt.Errorf("listing CustomResourceDefinitions for the Gateway API's: %w", err)
 	}
+	release, err := render.GatewayAPIRelease()
+	if err != nil {
+		return err
+	}
 	var present []gatewayapi.CRD
 	for _, crd := range list.Items {
 		if gatewayapi.IsCRD(crd.GetName()) {
 			present = append(present, gatewayapi.CRD{Name: crd.GetName(), Ours: crd.GetLabels()[meshv1.LabelInstallation] == p.mesh.Name,
-				BundleVersion: crd.GetAnnotations()[gatewayapi.BundleVersionAnnotation]})
+				BundleVersion: crd.GetAnnotations()[gatewayapi.BundleVersionAnnotation], Channel: crd.GetAnnotations()[gatewayapi.ChannelAnnotation]})
 		}
 	}
-	in.GatewayAPI = gatewayapi.Ours(present)
-	p.gatewayAPIForeign = gatewayapi.Foreign(present)
+	in.GatewayAPI = gatewayapi.Ours(present, release)
+	p.gatewayAPIForeign = gatewayapi.Foreign(present, release)
 	return nil
 }
 
@@ -42,13 +46,7 @@ func (s *Stage) gatewayAPIInput(ctx context.Context, p *planePass, in *render.In
 func gatewayAPIMessage(p *planePass) string {
 	switch {
 	case p.in.GatewayAPI:
-		release := "(of no stated release)"
-		for _, o := range p.objs {
-			if o.GetLabels()[render.LabelComponent] == gatewayapi.Component {
-				release = o.GetAnnotations()[gatewayapi.BundleVersionAnnotation]
-				break
-			}
-		}
+		release, _ := render.GatewayAPIRelease() // decoded already, for the render
 		return fmt.Sprintf(" Gateway API CRDs %s (standard channel) installed for waypoints.", release)
 	case p.gatewayAPIForeign != "":
 		return fmt.Sprintf(" The Gateway API CRDs in the cluster were installed by someone else (release %s) and are left as they are.", p.gatewayAPIForeign)

@@ -10,7 +10,9 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/apply"
@@ -104,6 +106,21 @@ func TestGatewayAPICRDs(t *testing.T) {
 			t.Errorf("%s: labels %v, Established %v; want the installation's, Established", name, crd.GetLabels(), installed.ConditionTrue(crd, "Established"))
 		}
 	}
+	// Overwritten with a newer release (kubectl apply keeps the operator's labels): left alone.
+	setRelease := func(release string) {
+		t.Helper()
+		patch := []byte(`{"metadata":{"annotations":{"` + gatewayapi.BundleVersionAnnotation + `":"` + release + `"}}}`)
+		if err := k8s.Patch(context.Background(), crds["httproutes."+gatewayapi.Group], client.RawPatch(types.MergePatchType, patch)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setRelease("v1.99.0")
+	res = ambientReady(t, stage, mesh, ns)
+	if got := gatewayAPICRDsIn(t)["httproutes."+gatewayapi.Group].GetAnnotations()[gatewayapi.BundleVersionAnnotation]; got != "v1.99.0" ||
+		!strings.Contains(res.Message, "installed by someone else (release v1.99.0)") {
+		t.Fatalf("a newer release over the operator's: release now %q, message %q; want it left alone", got, res.Message)
+	}
+	setRelease("v1.6.3")
 	cleanUp(t, stage, mesh)
 	if crds = gatewayAPICRDsIn(t); len(crds) != len(want) {
 		t.Fatalf("%d Gateway API CRDs after the installation's removal, want all %d kept", len(crds), len(want))

@@ -10,6 +10,8 @@ import (
 	_ "embed" // the CRDs
 	"slices"
 	"strings"
+
+	"github.com/Masterminds/semver/v3"
 )
 
 // StandardCRDs is the YAML stream of the standard channel's CRDs.
@@ -30,37 +32,64 @@ const BundleVersionAnnotation = Group + "/bundle-version"
 // IsCRD tells a CRD of the Gateway API by its name.
 func IsCRD(name string) bool { return strings.HasSuffix(name, "."+Group) }
 
+// ChannelAnnotation is the annotation by which the Gateway API's CRDs say which channel they
+// are of; the operator installs the standard one.
+const ChannelAnnotation = Group + "/channel"
+
 // CRD is what the control plane reads of a Gateway API CRD in the cluster.
 type CRD struct {
 	// Name is the CRD's name; Ours whether it carries this installation's label (the operator
-	// installed it); BundleVersion its release.
+	// installed it); BundleVersion and Channel its release and channel (its annotations).
 	Name          string
 	Ours          bool
 	BundleVersion string
+	Channel       string
 }
 
-// Ours tells whether the operator is to install and keep the Gateway API's CRDs, given those in
-// the cluster: yes when every one there is the operator's (or there are none), no when any is
-// someone else's. A cluster whose Gateway API came from elsewhere (a cloud's managed add-on, an
-// ingress controller's install, a newer or experimental channel) keeps it as it is: applying the
-// operator's copy over it could take away fields its objects use.
-func Ours(present []CRD) bool {
-	return !slices.ContainsFunc(present, func(c CRD) bool { return !c.Ours })
+// keptAt tells whether the operator may go on writing c, its own CRDs being of release
+// release: it installed c (its label), and nobody replaced it since with another channel or a
+// newer release (kubectl apply keeps the operator's labels on a CRD it overwrites).
+func (c CRD) keptAt(release string) bool {
+	return c.Ours && c.Channel == "standard" && !newer(c.BundleVersion, release)
 }
 
-// Foreign names the releases of the Gateway API CRDs someone else installed, for the control
-// plane's message ("unknown" for a CRD that states none); "" when there are none.
-func Foreign(present []CRD) string {
-	var versions []string
+// newer tells whether release a is newer than b; a release that does not parse is taken as newer
+// (someone else's, to be left alone).
+func newer(a, b string) bool {
+	va, err := semver.NewVersion(a)
+	if err != nil {
+		return true
+	}
+	vb, err := semver.NewVersion(b)
+	return err == nil && va.GreaterThan(vb)
+}
+
+// Ours tells whether the operator, whose CRDs are of release release, is to install and keep
+// the Gateway API's CRDs, given those in the cluster: yes when there are none, or all are its own
+// as it left them; no when any is someone else's. A cluster whose Gateway API came from
+// elsewhere (a cloud's managed add-on, an ingress controller's install, the experimental channel,
+// a newer release) keeps it as it is: applying the operator's copy over it could take away fields
+// and versions its objects use.
+func Ours(present []CRD, release string) bool {
+	return !slices.ContainsFunc(present, func(c CRD) bool { return !c.keptAt(release) })
+}
+
+// Foreign names the releases and channels of the Gateway API CRDs the operator leaves alone, for
+// the control plane's message ("unknown" for a CRD that states no release); "" when there are none.
+func Foreign(present []CRD, release string) string {
+	var found []string
 	for _, c := range present {
 		v := c.BundleVersion
 		if v == "" {
 			v = "unknown"
 		}
-		if !c.Ours && !slices.Contains(versions, v) {
-			versions = append(versions, v)
+		if c.Channel != "" && c.Channel != "standard" {
+			v += " " + c.Channel
+		}
+		if !c.keptAt(release) && !slices.Contains(found, v) {
+			found = append(found, v)
 		}
 	}
-	slices.Sort(versions)
-	return strings.Join(versions, ", ")
+	slices.Sort(found)
+	return strings.Join(found, ", ")
 }

@@ -35,28 +35,41 @@ func TestStandardCRDs(t *testing.T) {
 	}
 }
 
+// TestOursAndForeign: the operator keeps writing the Gateway API's CRDs only while every one in
+// the cluster is its own as it left them: its label, the standard channel, a release no newer
+// than its own. Any other is someone else's, and all are left alone.
 func TestOursAndForeign(t *testing.T) {
+	const release = "v1.6.3"
+	own := func(name, version string) gatewayapi.CRD {
+		return gatewayapi.CRD{Name: name, Ours: true, BundleVersion: version, Channel: "standard"}
+	}
 	tests := map[string]struct {
 		present     []gatewayapi.CRD
 		ours        bool
 		foreignText string
 	}{
-		"none in the cluster": {ours: true},
-		"all the operator's":  {present: []gatewayapi.CRD{{Name: "gateways.gateway.networking.k8s.io", Ours: true, BundleVersion: "v1.6.3"}}, ours: true},
+		"none in the cluster":              {ours: true},
+		"all the operator's":               {present: []gatewayapi.CRD{own("gateways", release), own("httproutes", release)}, ours: true},
+		"the operator's, an older release": {present: []gatewayapi.CRD{own("gateways", "v1.5.0")}, ours: true},
 		"one of someone else's among the operator's": {
-			present: []gatewayapi.CRD{{Name: "gateways.gateway.networking.k8s.io", Ours: true, BundleVersion: "v1.6.3"},
-				{Name: "tlsroutes.gateway.networking.k8s.io", BundleVersion: "v1.7.0"}},
-			foreignText: "v1.7.0"},
+			present:     []gatewayapi.CRD{own("gateways", release), {Name: "tlsroutes", BundleVersion: "v1.6.3", Channel: "standard"}},
+			foreignText: "v1.6.3"},
+		"the operator's label, overwritten by a newer release": {
+			present: []gatewayapi.CRD{own("gateways", release), own("httproutes", "v1.7.0")}, foreignText: "v1.7.0"},
+		"the operator's label, overwritten by the experimental channel": {
+			present: []gatewayapi.CRD{{Name: "gateways", Ours: true, BundleVersion: release, Channel: "experimental"}}, foreignText: "v1.6.3 experimental"},
+		"the operator's label, no release stated": {
+			present: []gatewayapi.CRD{{Name: "gateways", Ours: true, Channel: "standard"}}, foreignText: "unknown"},
 		"someone else's of two releases and of none": {
 			present:     []gatewayapi.CRD{{Name: "a", BundleVersion: "v1.2.0"}, {Name: "b", BundleVersion: "v1.1.0"}, {Name: "c"}, {Name: "d", BundleVersion: "v1.2.0"}},
 			foreignText: "unknown, v1.1.0, v1.2.0"},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
-			if got := gatewayapi.Ours(tt.present); got != tt.ours {
+			if got := gatewayapi.Ours(tt.present, release); got != tt.ours {
 				t.Errorf("Ours = %v, want %v", got, tt.ours)
 			}
-			if got := gatewayapi.Foreign(tt.present); got != tt.foreignText {
+			if got := gatewayapi.Foreign(tt.present, release); got != tt.foreignText {
 				t.Errorf("Foreign = %q, want %q", got, tt.foreignText)
 			}
 		})
