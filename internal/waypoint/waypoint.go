@@ -1,0 +1,78 @@
+// Package waypoint is the desired state of a namespace's waypoint in ambient mode: the L7 proxy
+// that ztunnel sends the namespace's inbound traffic through once the namespace carries
+// istio.io/use-waypoint, so that L7 policy (paths, methods, headers) can be enforced. A
+// waypoint is a Gateway API Gateway of class istio-waypoint, which istiod turns into a
+// Deployment and a Service; the Gateway's Programmed condition says it serves. Istio's order is
+// the waypoint first, the label after; removing it, the label first.
+package waypoint
+
+import (
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/render"
+)
+
+const (
+	// Name is the name of the Gateway the operator creates in a namespace (istioctl's default).
+	Name = "waypoint"
+	// ClassName is Istio's GatewayClass for waypoints, which istiod creates.
+	ClassName = "istio-waypoint"
+	// UseLabel on a namespace sends its inbound traffic through the named waypoint.
+	UseLabel = "istio.io/use-waypoint"
+	// ForLabel on a waypoint says what traffic it takes: "service", Istio's default, for the
+	// traffic addressed to the namespace's Services.
+	ForLabel = "istio.io/waypoint-for"
+	// Port is HBONE's port, on which ztunnel reaches the waypoint.
+	Port = 15008
+	// Component is the operator's component label on the Gateways it creates.
+	Component = "waypoint"
+)
+
+// GVK is the Gateway's kind.
+var GVK = gatewayv1.SchemeGroupVersion.WithKind("Gateway")
+
+// Gateway is the waypoint the operator wants in a namespace of an installation: one listener,
+// HBONE on port 15008, as `istioctl waypoint generate` writes it, and the operator's labels.
+func Gateway(installation, namespace string) (*unstructured.Unstructured, error) {
+	same := gatewayv1.NamespacesFromSame
+	gw := &gatewayv1.Gateway{
+		TypeMeta: metav1.TypeMeta{APIVersion: GVK.GroupVersion().String(), Kind: GVK.Kind},
+		ObjectMeta: metav1.ObjectMeta{Name: Name, Namespace: namespace, Labels: map[string]string{
+			ForLabel: "service", meshv1.LabelManagedBy: meshv1.ManagedByValue, meshv1.LabelInstallation: installation,
+			render.LabelComponent: Component,
+		}},
+		Spec: gatewayv1.GatewaySpec{
+			GatewayClassName: ClassName,
+			Listeners: []gatewayv1.Listener{{Name: "mesh", Port: Port, Protocol: "HBONE",
+				AllowedRoutes: &gatewayv1.AllowedRoutes{Namespaces: &gatewayv1.RouteNamespaces{From: &same}}}},
+		},
+	}
+	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(gw)
+	if err != nil {
+		return nil, err
+	}
+	u := &unstructured.Unstructured{Object: obj}
+	unstructured.RemoveNestedField(u.Object, "status")
+	unstructured.RemoveNestedField(u.Object, "metadata", "creationTimestamp")
+	return u, nil
+}
+
+// Programmed tells whether a waypoint serves: its Programmed condition is True for its current
+// generation (istiod sets it once the waypoint's Deployment and Service are in place).
+func Programmed(gw *unstructured.Unstructured) bool {
+	if gw == nil || gw.GetDeletionTimestamp() != nil {
+		return false
+	}
+	var status gatewayv1.GatewayStatus
+	raw, found, err := unstructured.NestedMap(gw.Object, "status")
+	if err != nil || !found || runtime.DefaultUnstructuredConverter.FromUnstructured(raw, &status) != nil {
+		return false
+	}
+	c := meta.FindStatusCondition(status.Conditions, string(gatewayv1.GatewayConditionProgrammed))
+	return c != nil && c.Status == metav1.ConditionTrue && c.ObservedGeneration == gw.GetGeneration()
+}
