@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
@@ -34,7 +35,7 @@ const (
 )
 
 // GVK is the Gateway's kind.
-var GVK = gatewayv1.SchemeGroupVersion.WithKind("Gateway")
+var GVK = schema.GroupVersionKind{Group: gatewayv1.GroupName, Version: "v1", Kind: "Gateway"}
 
 // Gateway is the waypoint the operator wants in a namespace of an installation: one listener,
 // HBONE on port 15008, as `istioctl waypoint generate` writes it, and the operator's labels.
