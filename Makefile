@@ -128,7 +128,7 @@ E2E_FILTER = grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+\.go:[0-9]+:)'
 # every test that failed, the continuation lines of its logs (the operator's, istiod's) included,
 # which E2E_FILTER keeps out of the stream; E2E_FAILED shows that summary from the log $(1) on
 # failure (its tail when there is none: a build that failed).
-GOTESTSUM = go tool gotestsum --format standard-verbose --hide-summary skipped
+GOTESTSUM = go tool gotestsum --format standard-verbose --hide-summary skipped --no-color
 E2E_FAILED = { grep -qE '^=== (Failed|Errors)$$' $(1) && sed -n -E '/^=== (Failed|Errors)$$/,$$p' $(1) || tail -n 80 $(1); }
 
 .PHONY: test-e2e

@@ -62,7 +62,8 @@ func main() {
 		"The operator's own namespace, which is never enrolled in the mesh (default: $POD_NAMESPACE).")
 	flag.StringVar(&istioCRDs, "istio-crds", istioCRDsManaged,
 		"Who installs Istio's CRDs: \""+istioCRDsManaged+"\" (the operator applies the release's CRDs) or \""+istioCRDsExternal+
-			"\" (someone else does, as the OLM bundle ships them; the operator only checks them and needs no write access to CRDs).")
+			"\" (someone else does, as the OLM bundle ships them; the operator only checks them and needs no write access to CRDs). "+
+			"The Gateway API's CRDs, which ambient mode installs when absent, follow the same choice.")
 	flag.StringVar(&chartCacheDir, "chart-cache-dir", filepath.Join(os.TempDir(), "meshwright-charts"),
 		"Where charts downloaded from spec.controlPlane.chartSource are cached (the manifests mount an emptyDir there).")
 	flag.StringVar(&pprofAddr, "pprof-bind-address", "",

@@ -44,6 +44,7 @@ import (
 	"github.com/meshwright/meshwright/internal/certificates"
 	"github.com/meshwright/meshwright/internal/charts"
 	"github.com/meshwright/meshwright/internal/controlplane"
+	"github.com/meshwright/meshwright/internal/gatewayapi"
 	"github.com/meshwright/meshwright/internal/injection"
 	"github.com/meshwright/meshwright/internal/meshspec"
 	"github.com/meshwright/meshwright/internal/metrics"
@@ -334,11 +335,12 @@ func (r *MeshInstallationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(byInstallationLabel)).
 		// cert-manager may be installed after the operator: its CRDs appearing restarts the
 		// rollout. Istio's CRDs report their Established condition the same way, whether the
-		// operator installed them (labelled) or someone else did (--istio-crds=external).
+		// operator installed them (labelled) or someone else did (--istio-crds=external). The
+		// Gateway API's, whoever installed them, decide whether ambient mode installs its own.
 		Watches(crd, handler.EnqueueRequestsFromMapFunc(r.crdToMeshes),
 			builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
 				return strings.HasSuffix(o.GetName(), ".cert-manager.io") || strings.HasSuffix(o.GetName(), ".istio.io") ||
-					o.GetLabels()[meshv1.LabelInstallation] != ""
+					gatewayapi.IsCRD(o.GetName()) || o.GetLabels()[meshv1.LabelInstallation] != ""
 			})))
 	// Every kind the control-plane charts render is watched (by label, see CacheOptions), so an
 	// edited or deleted object is restored.

@@ -83,7 +83,8 @@ const (
 	// ReasonCASecretExists means a cacerts Secret the operator did not create is in the way: a
 	// plug-in CA made by hand. The operator will not overwrite it.
 	ReasonCASecretExists = "CASecretExists"
-	// ReasonWaitingForCRDs means Istio's CRDs are applied but not Established yet.
+	// ReasonWaitingForCRDs means Istio's CRDs (in ambient mode, the Gateway API's too) are
+	// applied but not Established yet.
 	ReasonWaitingForCRDs = "WaitingForCRDs"
 	// ReasonIstioCRDsMissing means the operator runs with --istio-crds=external (as the OLM
 	// bundle installs it, which ships Istio's CRDs itself) and a CRD this Istio release needs is

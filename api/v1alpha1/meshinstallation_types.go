@@ -207,8 +207,10 @@ type ControlPlaneSpec struct {
 	// +optional
 	ChartSource *ChartSource `json:"chartSource,omitempty"`
 
-	// RemoveCRDsOnDelete also deletes Istio's CRDs when this MeshInstallation is deleted. Off by
-	// default: deleting a CRD deletes every object of its kind, such as the teams' policies.
+	// RemoveCRDsOnDelete also deletes Istio's CRDs when this MeshInstallation is deleted, and the
+	// Gateway API's CRDs that ambient mode installed (only if all of those in the cluster are
+	// still the operator's, as it installed them). Off by default: deleting a CRD deletes every
+	// object of its kind, such as the teams' policies, and every Gateway and route, whoever's.
 	// +optional
 	RemoveCRDsOnDelete bool `json:"removeCRDsOnDelete,omitempty"`
 }

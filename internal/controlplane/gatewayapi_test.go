@@ -78,8 +78,9 @@ func ambientReady(t *testing.T, stage *Stage, mesh *meshv1.MeshInstallation, ns 
 
 // TestGatewayAPICRDs: in ambient mode the stage installs the Gateway API's standard-channel
 // CRDs when the cluster has none, as the installation's, and is Ready once they are Established;
-// removing the installation keeps them, released, unless removeCRDsOnDelete. CRDs someone else
-// installed are left as they are: not written, and not deleted even with removeCRDsOnDelete.
+// removing the installation keeps them, released, unless removeCRDsOnDelete (and then only if
+// all are still its own). CRDs someone else installed, or replaced with a newer release, are
+// left as they are: not written, and not deleted even with removeCRDsOnDelete.
 func TestGatewayAPICRDs(t *testing.T) {
 	const ns = "istio-gateway-api"
 	removeGatewayAPI(t) // another test of the package may have left them, released
@@ -146,17 +147,39 @@ func TestGatewayAPICRDs(t *testing.T) {
 		}
 	}
 
-	// The operator's again, removed with the installation under removeCRDsOnDelete.
+	// The operator's again; one handed over to someone else (the label taken off): under
+	// removeCRDsOnDelete the installation's removal releases them all rather than deleting any.
 	removeGatewayAPI(t)
 	mesh = ambientMesh("gateway-api-3", true)
+	ambientReady(t, stage, mesh, ns)
+	if crds = gatewayAPICRDsIn(t); len(crds) != len(want) {
+		t.Fatalf("%d Gateway API CRDs installed, want %d", len(crds), len(want))
+	}
+	handOver := []byte(`{"metadata":{"labels":{"` + meshv1.LabelInstallation + `":null}}}`)
+	if err := k8s.Patch(context.Background(), crds["grpcroutes."+gatewayapi.Group], client.RawPatch(types.MergePatchType, handOver)); err != nil {
+		t.Fatal(err)
+	}
+	cleanUp(t, stage, mesh)
+	for name, crd := range gatewayAPICRDsIn(t) {
+		if _, ok := crd.GetLabels()[meshv1.LabelInstallation]; ok || crd.GetDeletionTimestamp() != nil {
+			t.Errorf("%s after removing an installation whose Gateway API was partly someone else's: labels %v, deleted %v; want it kept, released",
+				name, crd.GetLabels(), crd.GetDeletionTimestamp())
+		}
+	}
+	if n := len(gatewayAPICRDsIn(t)); n != len(want) {
+		t.Fatalf("%d Gateway API CRDs left, want all %d", n, len(want))
+	}
+
+	// All the operator's: removed with the installation under removeCRDsOnDelete.
+	removeGatewayAPI(t)
+	mesh = ambientMesh("gateway-api-4", true)
 	ambientReady(t, stage, mesh, ns)
 	if n := len(gatewayAPICRDsIn(t)); n != len(want) {
 		t.Fatalf("%d Gateway API CRDs installed, want %d", n, len(want))
 	}
-	// The API server takes a while to remove a CRD: Cleanup waits for it.
-	if err := wait.PollUntilContextTimeout(context.Background(), 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-		done, err := stage.Cleanup(ctx, mesh)
-		return done && len(gatewayAPICRDsIn(t)) == 0, err
+	cleanUp(t, stage, mesh)
+	if err := wait.PollUntilContextTimeout(context.Background(), 200*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
+		return len(gatewayAPICRDsIn(t)) == 0, nil
 	}); err != nil {
 		t.Fatalf("removeCRDsOnDelete: the operator's Gateway API CRDs were not removed: %v", slices.Sorted(maps.Keys(gatewayAPICRDsIn(t))))
 	}

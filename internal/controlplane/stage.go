@@ -31,6 +31,7 @@ import (
 	"github.com/meshwright/meshwright/internal/apply"
 	"github.com/meshwright/meshwright/internal/charts"
 	"github.com/meshwright/meshwright/internal/cni"
+	"github.com/meshwright/meshwright/internal/gatewayapi"
 	"github.com/meshwright/meshwright/internal/installed"
 	"github.com/meshwright/meshwright/internal/meshspec"
 	"github.com/meshwright/meshwright/internal/names"
@@ -342,6 +343,9 @@ func (s *Stage) applyObject(ctx context.Context, shared *unstructured.Unstructur
 		return applyOutcome{}
 	}
 	obj := prepare(shared, current)
+	if isCRD && current == nil && obj.GetLabels()[render.LabelComponent] == gatewayapi.Component {
+		return s.createGatewayAPICRD(ctx, obj)
+	}
 	if sharesFields(obj) && (current == nil || apply.Difference(current.Object, obj.Object) != "") {
 		err = s.applyKeepingIstiod(ctx, shared, obj)
 	} else {
@@ -669,6 +673,13 @@ func (s *Stage) Cleanup(ctx context.Context, mesh *meshv1.MeshInstallation) (boo
 	} else {
 		kinds = append(kinds, apiextensionsv1.SchemeGroupVersion.WithKind("CustomResourceDefinition"))
 	}
+	deleteGatewayAPI := false
+	if mesh.Spec.ControlPlane.RemoveCRDsOnDelete && !s.ExternalCRDs {
+		var err error
+		if deleteGatewayAPI, err = s.keepsGatewayAPI(ctx, mesh.Name); err != nil {
+			return false, err
+		}
+	}
 	remaining := 0
 	var left []string
 	for _, gvk := range kinds {
@@ -680,7 +691,8 @@ func (s *Stage) Cleanup(ctx context.Context, mesh *meshv1.MeshInstallation) (boo
 		for i := range list.Items {
 			cur := &list.Items[i]
 			cur.SetGroupVersionKind(gvk)
-			if gvk.Kind == "CustomResourceDefinition" && !mesh.Spec.ControlPlane.RemoveCRDsOnDelete {
+			gatewayAPI := cur.GetLabels()[render.LabelComponent] == gatewayapi.Component
+			if gvk.Kind == "CustomResourceDefinition" && (!mesh.Spec.ControlPlane.RemoveCRDsOnDelete || gatewayAPI && !deleteGatewayAPI) {
 				// Kept, and handed over: without the operator's labels nothing marks it as ours.
 				if err := apply.Release(ctx, s.Client, cur, meshv1.LabelManagedBy, meshv1.LabelInstallation, render.LabelComponent); err != nil {
 					return false, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -57,18 +58,23 @@ func injectorValues(t *testing.T, ns string) (cniOn bool, values string) {
 // reports something other than waiting for istiod or CRDs.
 func untilSettled(t *testing.T, stage *Stage, mesh *meshv1.MeshInstallation, ns string) stages.Result {
 	t.Helper()
-	for range 20 {
+	istiodWaits := 0
+	for crdWaits := 0; crdWaits < 300 && istiodWaits < 20; {
 		res := pass(t, stage, mesh)
 		switch res.Reason {
 		case meshv1.ReasonWaitingForCRDs:
+			// New CRDs (the Gateway API's are large) take the API server a moment: a minute at most.
+			crdWaits++
+			time.Sleep(200 * time.Millisecond)
 			continue
 		case meshv1.ReasonWaitingForIstiod:
+			istiodWaits++
 			markAvailable(t, ns, "istiod")
 			continue
 		}
 		return res
 	}
-	t.Fatal("the stage kept waiting for istiod")
+	t.Fatalf("the stage kept waiting for CRDs or istiod (%d passes waiting for istiod)", istiodWaits)
 	return stages.Result{}
 }
 
@@ -162,7 +168,8 @@ func TestCNIInstallAndRemovalOrder(t *testing.T) {
 // cleanUp runs the stage's Cleanup until it is done.
 func cleanUp(t *testing.T, stage *Stage, mesh *meshv1.MeshInstallation) {
 	t.Helper()
-	for range 20 {
+	// Under removeCRDsOnDelete the API server takes a while to remove each CRD: a minute at most.
+	for range 300 {
 		done, err := stage.Cleanup(context.Background(), mesh)
 		if err != nil {
 			t.Fatal(err)
@@ -170,6 +177,7 @@ func cleanUp(t *testing.T, stage *Stage, mesh *meshv1.MeshInstallation) {
 		if done {
 			return
 		}
+		time.Sleep(200 * time.Millisecond)
 	}
 	t.Fatal("Cleanup never finished")
 }
