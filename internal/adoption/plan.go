@@ -52,10 +52,6 @@ type NamespacePlan struct {
 	// Admission is what the API server said of the pods its next climb would restart; zero
 	// when they were not created.
 	Admission ladder.Admission
-	// Waypoint is what its rule asks and the cluster holds of its waypoint; gateway is the
-	// operator's waypoint Gateway in it, nil when there is none.
-	Waypoint ladder.Waypoint
-	gateway  *unstructured.Unstructured
 	// Decision is what the ladder does next.
 	Decision ladder.Decision
 
@@ -132,15 +128,9 @@ func (p Planner) Plan(ctx context.Context, mesh *meshv1.MeshInstallation, now ti
 		live[nsList.Items[i].Name] = true
 	}
 	p.Observations.Keep(live)
-	gateways, noGatewayAPI, err := p.waypoints(ctx, mesh)
-	if err != nil {
-		return nil, Target{}, err
-	}
 	plans := candidates(ctx, mesh, nsList.Items, withPolicies, excluded, p.Observations)
 	for i := range plans {
 		c := &plans[i]
-		c.gateway = gateways[c.Namespace.Name]
-		c.Waypoint = waypointOf(c, c.gateway, noGatewayAPI)
 		if c.Pods, c.Workloads, c.uids, c.observedAt, err = p.Observations.observe(ctx, p.Workloads, c.Namespace.Name); err != nil {
 			return nil, Target{}, err
 		}
@@ -269,7 +259,7 @@ func (c *NamespacePlan) ladderNamespace(settings ladder.Settings) ladder.Namespa
 		Pods: c.Pods, Workloads: c.Workloads, InjectionConflict: injectionConflict(c.Namespace, ourRevisions(c.Current, c.State, settings)...),
 		PolicyConflict: c.PolicyConflict, Traffic: c.Traffic, AllowFrom: c.Enrollment.AllowFrom,
 		NonMeshCallers: c.NonMeshCallers, PlaintextPorts: c.Enrollment.PlaintextPorts, ExemptionProblems: c.ExemptionProblems,
-		Admission: c.Admission, Waypoint: c.Waypoint}
+		Admission: c.Admission}
 }
 
 // lookUpCallers finds the callers outside the mesh of the namespaces whose next climb a gate

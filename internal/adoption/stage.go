@@ -8,7 +8,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -18,7 +17,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/clock"
@@ -37,7 +35,6 @@ import (
 	"github.com/meshwright/meshwright/internal/policy"
 	"github.com/meshwright/meshwright/internal/revision"
 	"github.com/meshwright/meshwright/internal/stages"
-	"github.com/meshwright/meshwright/internal/waypoint"
 )
 
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch;patch
@@ -83,10 +80,6 @@ type Stage struct {
 	// Observations remembers what passes observed of each namespace (see Observations); nil
 	// observes afresh each pass.
 	Observations *Observations
-	// Watch starts watching a kind once it is served (the waypoints' Gateways, once the
-	// Gateway API's CRDs are installed), so that a Gateway's status starts a pass; nil in tests
-	// that run passes by hand.
-	Watch func(gvks ...schema.GroupVersionKind) error
 }
 
 // Name implements stages.Stage.
@@ -135,11 +128,6 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 	plans, target, err := s.planner().Plan(ctx, mesh, s.now())
 	if err != nil {
 		return stages.Result{}, err
-	}
-	if s.Watch != nil && slices.ContainsFunc(plans, func(c NamespacePlan) bool { return c.Waypoint.Unavailable == "" }) {
-		if err := s.Watch(waypoint.GVK); err != nil {
-			return stages.Result{}, err
-		}
 	}
 	source := "embedded"
 	if mesh.Spec.Telemetry.Prometheus != nil {
@@ -209,13 +197,7 @@ func announceTrafficHold(mesh *meshv1.MeshInstallation, c *NamespacePlan) {
 // before pods restart), then restarts, then policies; the Event last, once it is true.
 func (s *Stage) carryOut(ctx context.Context, mesh *meshv1.MeshInstallation, c *NamespacePlan) error {
 	d := c.Decision
-	if err := s.applyWaypoint(ctx, mesh, c, d.Effects); err != nil {
-		return err
-	}
 	if err := s.writeNamespace(ctx, c, d); err != nil {
-		return err
-	}
-	if err := s.removeWaypoint(ctx, c, d.Effects); err != nil {
 		return err
 	}
 	for _, w := range d.Restart {
@@ -263,9 +245,6 @@ func (s *Stage) writeNamespace(ctx context.Context, c *NamespacePlan, d ladder.D
 		if d.Effects.Inject && d.Effects.Sidecars {
 			want[InjectionLabel] = d.Effects.Revision
 		}
-		if d.Effects.UseWaypoint {
-			want[waypoint.UseLabel] = waypoint.Name
-		}
 		b, err := json.Marshal(d.State)
 		if err != nil {
 			return err
@@ -277,13 +256,9 @@ func (s *Stage) writeNamespace(ctx context.Context, c *NamespacePlan, d ladder.D
 	// without the operator wanting it is someone else's to keep.
 	_, injectionLabel := c.Namespace.Labels[InjectionLabel]
 	drop := injectionLabel && migratingToAmbient(d)
-	// The waypoint label goes before the waypoint, whoever put it on: it names the operator's
-	// Gateway (Waypoint.Labelled), and traffic sent to a deleted waypoint is lost.
-	dropWaypoint := c.Waypoint.Labelled && !d.Effects.UseWaypoint
 	same := c.Namespace.Annotations[meshv1.AnnotationLadder] == annotation && c.Namespace.Labels[meshv1.LabelLevel] == want[meshv1.LabelLevel] &&
 		(!d.Effects.Inject || (!d.Effects.Ambient || c.Namespace.Labels[ambient.Label] == ambient.Enabled) &&
-			(!d.Effects.Sidecars || c.Namespace.Labels[InjectionLabel] == d.Effects.Revision)) && !drop && !dropWaypoint &&
-		(!d.Effects.UseWaypoint || c.Namespace.Labels[waypoint.UseLabel] == waypoint.Name)
+			(!d.Effects.Sidecars || c.Namespace.Labels[InjectionLabel] == d.Effects.Revision)) && !drop
 	if same {
 		return nil
 	}
@@ -297,31 +272,15 @@ func (s *Stage) writeNamespace(ctx context.Context, c *NamespacePlan, d ladder.D
 	if err := s.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(NamespaceFieldManager), client.ForceOwnership); err != nil {
 		return fmt.Errorf("writing the ladder state of namespace %s: %w", c.Namespace.Name, err)
 	}
-	// The apply drops the injection label only where the ladder set it; one set by someone
-	// else (kubectl label, before the namespace was enrolled) would give the restarted pods
-	// the proxy again, and the migration would never end. Istio's migration removes it, so
-	// the ladder does, whoever set it.
-	return dropLabels(ctx, s.Client, c.Namespace.Name, map[string]bool{InjectionLabel: drop, waypoint.UseLabel: dropWaypoint})
-}
-
-// dropLabels takes labels off a namespace whoever set them (a merge patch; an apply removes only
-// the operator's own).
-func dropLabels(ctx context.Context, c client.Client, namespace string, drop map[string]bool) error {
-	labels := map[string]any{}
-	for k, ok := range drop {
-		if ok {
-			labels[k] = nil
+	if drop {
+		// The apply drops the injection label only where the ladder set it; one set by someone
+		// else (kubectl label, before the namespace was enrolled) would give the restarted pods
+		// the proxy again, and the migration would never end. Istio's migration removes it, so
+		// the ladder does, whoever set it.
+		patch := []byte(`{"metadata":{"labels":{"` + InjectionLabel + `":null}}}`)
+		if err := s.Client.Patch(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: c.Namespace.Name}}, client.RawPatch(types.MergePatchType, patch), client.FieldOwner(NamespaceFieldManager)); err != nil {
+			return fmt.Errorf("taking the injection label off namespace %s for its migration to ambient mode: %w", c.Namespace.Name, err)
 		}
-	}
-	if len(labels) == 0 {
-		return nil
-	}
-	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": labels}})
-	if err != nil {
-		return err
-	}
-	if err := c.Patch(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}, client.RawPatch(types.MergePatchType, patch), client.FieldOwner(NamespaceFieldManager)); err != nil {
-		return fmt.Errorf("taking labels %v off namespace %s: %w", slices.Sorted(maps.Keys(labels)), namespace, err)
 	}
 	return nil
 }
@@ -440,7 +399,7 @@ func (s *Stage) Cleanup(ctx context.Context, mesh *meshv1.MeshInstallation) (boo
 			return false, fmt.Errorf("releasing namespace %s: %w", ns.Name, err)
 		}
 	}
-	return true, s.removeWaypoints(ctx, mesh)
+	return true, nil
 }
 
 func (s *Stage) now() time.Time { return stages.Now(s.Clock) }

@@ -214,23 +214,6 @@ type Namespace struct {
 	// as they will be with server-side dry run (only for namespaces whose next climb passes an
 	// admission gate).
 	Admission Admission
-	// Waypoint is what the spec asks and the cluster holds of the namespace's waypoint.
-	Waypoint Waypoint
-}
-
-// Waypoint is a namespace's waypoint in ambient mode (package waypoint): the Gateway the
-// operator creates for it and the istio.io/use-waypoint label that sends its traffic there.
-type Waypoint struct {
-	// Wanted: the namespace's rule asks for one (waypoint: true), it is enrolled and the spec
-	// puts it in ambient mode.
-	Wanted bool
-	// Programmed: the operator's Gateway serves (istiod deployed it).
-	Programmed bool
-	// Labelled: the namespace carries the operator's istio.io/use-waypoint label.
-	Labelled bool
-	// Unavailable, when set, says why no Gateway can be created (the Gateway API's CRDs are not
-	// installed).
-	Unavailable string
 }
 
 // Admission is the outcome of creating, with server-side dry run, the pod of each workload a
@@ -418,9 +401,6 @@ type Effects struct {
 	// namespace carries one of Ambient and Sidecars, or both while a migration moves its pods
 	// from one data plane to the other (see dataPlaneEffects).
 	Sidecars bool
-	// Waypoint: the namespace's waypoint Gateway exists; UseWaypoint: the namespace carries
-	// istio.io/use-waypoint (see waypointEffects).
-	Waypoint, UseWaypoint bool
 }
 
 // EffectsOf is what a namespace at level current, taking step (nil for none), carries. Going
@@ -650,7 +630,7 @@ func lostMigration(d Decision, ns Namespace) bool {
 // finish derives what follows from where the pass left the namespace: its effects, whether it
 // is behind the active revision or runs proxies a root rotation must restart.
 func finish(d *Decision, ns Namespace, s Settings) {
-	d.Effects = waypointEffects(dataPlaneEffects(EffectsOf(d.Level, d.State.Step), d.State.Ambient, d.State.Step), ns.Waypoint)
+	d.Effects = dataPlaneEffects(EffectsOf(d.Level, d.State.Step), d.State.Ambient, d.State.Step)
 	if d.Effects.Inject {
 		d.Effects.Revision = injectedBy(d.State)
 	}
