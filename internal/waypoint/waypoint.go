@@ -32,6 +32,8 @@ const (
 	Port = 15008
 	// Component is the operator's component label on the Gateways it creates.
 	Component = "waypoint"
+	// LabelWaypointOf names, on what istiod deploys for a waypoint, the installation whose it is.
+	LabelWaypointOf = "meshwright.io/waypoint-of"
 )
 
 // GVK is the Gateway's kind.
@@ -49,6 +51,11 @@ func Gateway(installation, namespace string) (*unstructured.Unstructured, error)
 		}},
 		Spec: gatewayv1.GatewaySpec{
 			GatewayClassName: ClassName,
+			// What istiod copies onto the Deployment, Service and ServiceAccount it makes: without
+			// it, the Gateway's own labels, and the operator's label would make those objects look
+			// like its control plane's (which it prunes).
+			Infrastructure: &gatewayv1.GatewayInfrastructure{Labels: map[gatewayv1.LabelKey]gatewayv1.LabelValue{
+				LabelWaypointOf: gatewayv1.LabelValue(installation)}},
 			Listeners: []gatewayv1.Listener{{Name: "mesh", Port: Port, Protocol: "HBONE",
 				AllowedRoutes: &gatewayv1.AllowedRoutes{Namespaces: &gatewayv1.RouteNamespaces{From: &same}}}},
 		},

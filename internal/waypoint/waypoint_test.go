@@ -31,6 +31,10 @@ func TestGateway(t *testing.T) {
 	if l["name"] != "mesh" || l["protocol"] != "HBONE" || l["port"] != int64(Port) {
 		t.Errorf("listener %v, want mesh, HBONE, %d", l, Port)
 	}
+	infra, _, _ := unstructured.NestedStringMap(gw.Object, "spec", "infrastructure", "labels")
+	if len(infra) != 1 || infra[LabelWaypointOf] != "default" {
+		t.Errorf("infrastructure labels %v: want only %s, so that istiod copies none of the operator's labels onto the waypoint's Deployment", infra, LabelWaypointOf)
+	}
 	if _, found := gw.Object["status"]; found {
 		t.Error("the desired Gateway carries a status")
 	}
