@@ -384,6 +384,10 @@ func blocks(pdb *policyv1.PodDisruptionBudget, podLabels map[string]string) bool
 	return pdb.Status.ObservedGeneration >= pdb.Generation && pdb.Status.ExpectedPods > 0 && pdb.Status.DisruptionsAllowed < 1
 }
 
+// GatewayNameLabel is on the pods istiod deploys for a Gateway API Gateway (Istio's gateways and
+// waypoints), naming it.
+const GatewayNameLabel = "gateway.networking.k8s.io/gateway-name"
+
 // workloadsOf is the ladder's view of a namespace's workloads, before their pods are counted,
 // and their UIDs by kind/name.
 func workloadsOf(ws []workload, pdbs []policyv1.PodDisruptionBudget) ([]ladder.Workload, map[string]types.UID) {
@@ -397,6 +401,7 @@ func workloadsOf(ws []workload, pdbs []policyv1.PodDisruptionBudget) ([]ladder.W
 			OptedOut:         optedOut(w.template) || w.hostNetwork,
 			SidecarRequested: sidecarRequested(w.template),
 			AmbientExcluded:  w.template.Labels[ambient.Label] == ambient.Disabled,
+			Gateway:          w.template.Labels[GatewayNameLabel] != "",
 		}
 		for j := range pdbs {
 			// A rollout that starts each replacement first never takes the budget's pods

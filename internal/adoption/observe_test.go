@@ -374,3 +374,26 @@ func TestObserveAmbientCapture(t *testing.T) {
 		t.Errorf("OutsideAmbient = %v, want %v", pods.OutsideAmbient, want)
 	}
 }
+
+// TestObserveIstioGateway: what istiod deploys for a Gateway API Gateway (its pod template names
+// the Gateway) is told apart from the namespace's own workloads.
+func TestObserveIstioGateway(t *testing.T) {
+	dep := func(name string, labels map[string]string) client.Object {
+		labels["app"] = name
+		return &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns"}, Spec: appsv1.DeploymentSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}}, Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}}}}
+	}
+	c := fake.NewClientBuilder().WithObjects(dep("web", map[string]string{}), dep("waypoint", map[string]string{GatewayNameLabel: "waypoint"})).Build()
+	_, ws, _, err := observeWorkloads(context.Background(), c, "ns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range ws {
+		if w.Gateway != (w.Name == "waypoint") {
+			t.Errorf("%s: Gateway %v", w.Name, w.Gateway)
+		}
+	}
+	if len(ws) != 2 {
+		t.Fatalf("%d workloads, want 2", len(ws))
+	}
+}

@@ -328,6 +328,10 @@ type Workload struct {
 	// AmbientExcluded is true when its pod template opts out of ambient mode
 	// (istio.io/dataplane-mode=none).
 	AmbientExcluded bool
+	// Gateway is true for what istiod deploys for a Gateway API Gateway (an ingress gateway, a
+	// waypoint; its pod template names the Gateway): an Envoy of Istio's whatever the
+	// namespace's data plane, which a migration to ambient mode neither waits for nor judges.
+	Gateway bool
 	// Uninjected is true when some of its running pods lack the proxy; Injected when some
 	// carry it.
 	Uninjected, Injected bool
@@ -1004,7 +1008,7 @@ func incomplete(ns Namespace, step Step, current Level, up bool, s Settings) str
 		workloads = nil // the label alone moves pods in and out of ambient mode: nothing restarts
 	}
 	for _, w := range workloads {
-		if w.OptedOut || w.RunsToCompletion {
+		if w.OptedOut || w.RunsToCompletion || skipsGateway(w, wantProxy, &step) {
 			continue
 		}
 		if w.ManualRestart != "" {
@@ -1091,7 +1095,7 @@ func planRestarts(d *Decision, ns Namespace, s Settings) {
 	}
 	var waitingOnBudget []string
 	for _, w := range ns.Workloads {
-		if w.OptedOut || w.RunsToCompletion || w.ManualRestart != "" || w.RestartedFor == step.ID {
+		if w.OptedOut || w.RunsToCompletion || w.ManualRestart != "" || w.RestartedFor == step.ID || skipsGateway(w, wantProxy, step) {
 			continue
 		}
 		if (wantProxy && !w.Uninjected && !onOtherRevision(w, step.Revision) && (!step.Refresh || !stale(w, s))) || (!wantProxy && !w.Injected) {
@@ -1114,6 +1118,14 @@ func planRestarts(d *Decision, ns Namespace, s Settings) {
 		d.Blocked = Blocked{Reason: meshv1.ReasonDisruptionBudget, Message: fmt.Sprintf(
 			"Waiting to restart %s: the budget allows no disruption now.", strings.Join(waitingOnBudget, ", "))}
 	}
+}
+
+// skipsGateway tells a step that neither restarts nor waits for an Istio gateway or waypoint
+// (Workload.Gateway): istiod gives its pods Istio's proxy whatever the namespace's labels, of the
+// revision its Gateway names, so no restart takes it off the proxy or onto the step's revision.
+// Only a root rotation's refresh restarts it, for the certificates and roots of its proxy.
+func skipsGateway(w Workload, wantProxy bool, step *Step) bool {
+	return w.Gateway && !(wantProxy && step.Refresh)
 }
 
 // onOtherRevision reports whether some of a workload's pods were injected by another revision

@@ -21,7 +21,7 @@ var (
 	// injector for the proxy itself (sidecar.istio.io/inject=true, or an istio.io/rev label):
 	// its pods would come back with one, and the migration would never end.
 	sidecarsNotRequested = Gate{Name: "SidecarsNotRequested", Check: func(c Climb) *Verdict {
-		asking := workloadsWhere(c.NS, func(w Workload) bool { return w.SidecarRequested })
+		asking := workloadsWhere(c.NS, func(w Workload) bool { return w.SidecarRequested && !w.Gateway })
 		if len(asking) == 0 {
 			return nil
 		}
@@ -55,7 +55,7 @@ var (
 		if !rungOf(c.From).Carries.Strict {
 			return nil
 		}
-		out := workloadsWhere(c.NS, func(w Workload) bool { return w.AmbientExcluded })
+		out := workloadsWhere(c.NS, func(w Workload) bool { return w.AmbientExcluded && !w.Gateway })
 		if len(out) == 0 {
 			return nil
 		}
@@ -140,11 +140,11 @@ func dataPlaneEffects(e Effects, ambient bool, step *Step) Effects {
 
 // sidecarsLeft counts the running pods with Istio's proxy that a migration to ambient mode still
 // waits for: all of them but those of CronJobs and Jobs, which finish with theirs (their next
-// pods come without it).
+// pods come without it), and those of Istio's gateways and waypoints, which keep theirs.
 func sidecarsLeft(ns Namespace) int {
 	n := ns.Pods.Total - len(ns.Pods.Uninjected)
 	for _, w := range ns.Workloads {
-		if w.RunsToCompletion && w.Injected {
+		if (w.RunsToCompletion || w.Gateway) && w.Injected {
 			n -= w.Pods
 		}
 	}

@@ -190,6 +190,31 @@ func TestMigrateToAmbient(t *testing.T) {
 				}
 			},
 		},
+		"starts beside an Istio gateway (its pods ask for the proxy, opt out of ambient mode), not restarting it": {
+			ns: at(func(ns *Namespace) {
+				ns.Workloads = []Workload{deploy("web", injected), deploy("waypoint", istioGateway)}
+			}), mayStart: true, now: t0,
+			check: func(t *testing.T, d Decision) {
+				if st := d.State.Step; st == nil || st.DataPlane != meshv1.DataPlaneAmbient {
+					t.Fatalf("step %+v, blocked %+v: want the migration started", st, d.Blocked)
+				}
+				if len(d.Restart) != 1 || d.Restart[0] != "Deployment/web" {
+					t.Errorf("restart %v, want web alone: istiod gives the gateway's pods the proxy whatever the labels", d.Restart)
+				}
+			},
+		},
+		"completes with an Istio gateway's pod still on Istio's proxy": {
+			ns: at(func(ns *Namespace) {
+				ns.State.Step = migrating
+				ns.Workloads = []Workload{deploy("web", restarted), deploy("waypoint", istioGateway)}
+				ns.Pods = Pods{Total: 2, Ready: 2, Uninjected: []string{"web-1"}}
+			}), now: t0.Add(time.Minute),
+			check: func(t *testing.T, d Decision) {
+				if d.State.Step != nil || !d.State.Ambient || d.Event == nil || d.Event.Reason != "DataPlaneMigrated" {
+					t.Errorf("state %+v, event %+v, waiting %q: want the migration done", d.State, d.Event, d.Waiting)
+				}
+			},
+		},
 		"times out into a rollback that keeps both labels and restarts the pods without the proxy": {
 			ns: at(func(ns *Namespace) {
 				ns.State.Step = migrating
@@ -362,5 +387,34 @@ func TestMigrationRecords(t *testing.T) {
 				t.Errorf("wellFormed = %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// istioGateway is what istiod deploys for a Gateway API Gateway (a waypoint, an ingress
+// gateway): its pods carry Istio's proxy, ask the injector for it, and opt out of ambient mode.
+func istioGateway(w *Workload) {
+	w.Gateway, w.Injected, w.SidecarRequested, w.AmbientExcluded, w.Pods = true, true, true, true, 1
+}
+
+// TestIstioGatewayNotRestarted: a step that takes a sidecar namespace's pods off the proxy (out
+// of the mesh) neither restarts nor waits for an Istio gateway in it, whose pods keep the proxy;
+// a root rotation's refresh does restart it.
+func TestIstioGatewayNotRestarted(t *testing.T) {
+	down := &Step{To: meshv1.LevelOff, Started: t0, ID: "off-1"}
+	runDecideCases(t, map[string]decideCase{
+		"leaving the mesh: done once the application's pods are off the proxy": {
+			ns: Namespace{Current: meshv1.LevelObserve, Target: meshv1.LevelOff, State: State{Since: t0.Add(-time.Hour), Step: down},
+				Pods:      Pods{Total: 2, Ready: 2, Uninjected: []string{"web-1"}},
+				Workloads: []Workload{deploy("web", func(w *Workload) { w.Uninjected, w.RestartedFor, w.Pods = true, "off-1", 1 }), deploy("gateway", istioGateway)}},
+			now: t0.Add(time.Minute),
+			check: func(t *testing.T, d Decision) {
+				if d.State.Step != nil || d.Level != meshv1.LevelOff || len(d.Restart) != 0 {
+					t.Errorf("step %+v, level %s, restart %v, waiting %q: want Off, the gateway left as it is", d.State.Step, d.Level, d.Restart, d.Waiting)
+				}
+			},
+		},
+	})
+	if !skipsGateway(deploy("gateway", istioGateway), false, down) || skipsGateway(deploy("gateway", istioGateway), true, &Step{To: meshv1.LevelObserve, Refresh: true}) {
+		t.Error("a gateway must be skipped by a step off the proxy and restarted by a refresh")
 	}
 }
