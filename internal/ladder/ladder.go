@@ -1125,7 +1125,7 @@ func planRestarts(d *Decision, ns Namespace, s Settings) {
 // revision its Gateway names, so no restart takes it off the proxy or onto the step's revision.
 // Only a root rotation's refresh restarts it, for the certificates and roots of its proxy.
 func skipsGateway(w Workload, wantProxy bool, step *Step) bool {
-	return w.Gateway && !(wantProxy && step.Refresh)
+	return w.Gateway && (!wantProxy || !step.Refresh)
 }
 
 // onOtherRevision reports whether some of a workload's pods were injected by another revision
