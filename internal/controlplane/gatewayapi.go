@@ -22,26 +22,22 @@ func (s *Stage) gatewayAPIInput(ctx context.Context, p *planePass, in *render.In
 	if !in.Ambient || s.ExternalCRDs {
 		return nil
 	}
-	present, release, err := s.gatewayAPIPresent(ctx, p.mesh.Name)
+	present, err := s.gatewayAPIPresent(ctx, p.mesh.Name)
 	if err != nil {
 		return err
 	}
-	in.GatewayAPI = gatewayapi.Ours(present, release)
-	p.gatewayAPIForeign = gatewayapi.Foreign(present, release)
+	in.GatewayAPI = gatewayapi.Ours(present, gatewayapi.Release)
+	p.gatewayAPIForeign = gatewayapi.Foreign(present, gatewayapi.Release)
 	return nil
 }
 
 // gatewayAPIPresent reads the Gateway API CRDs in the cluster (from the cache, which holds every
-// CRD), and the release of those this build installs.
-func (s *Stage) gatewayAPIPresent(ctx context.Context, installation string) ([]gatewayapi.CRD, string, error) {
-	release, err := render.GatewayAPIRelease()
-	if err != nil {
-		return nil, "", err
-	}
+// CRD).
+func (s *Stage) gatewayAPIPresent(ctx context.Context, installation string) ([]gatewayapi.CRD, error) {
 	list := &unstructured.UnstructuredList{}
 	list.SetGroupVersionKind(apiextensionsv1.SchemeGroupVersion.WithKind("CustomResourceDefinitionList"))
 	if err := s.Client.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
-		return nil, "", fmt.Errorf("listing CustomResourceDefinitions for the Gateway API's: %w", err)
+		return nil, fmt.Errorf("listing CustomResourceDefinitions for the Gateway API's: %w", err)
 	}
 	var present []gatewayapi.CRD
 	for _, crd := range list.Items {
@@ -50,7 +46,7 @@ func (s *Stage) gatewayAPIPresent(ctx context.Context, installation string) ([]g
 				BundleVersion: crd.GetAnnotations()[gatewayapi.BundleVersionAnnotation], Channel: crd.GetAnnotations()[gatewayapi.ChannelAnnotation]})
 		}
 	}
-	return present, release, nil
+	return present, nil
 }
 
 // createGatewayAPICRD creates a Gateway API CRD the cache does not hold, rather than applying
@@ -69,19 +65,18 @@ func (s *Stage) createGatewayAPICRD(ctx context.Context, crd *unstructured.Unstr
 // (gatewayapi.Ours); otherwise they are released. Deleting one deletes every Gateway and route
 // of its kind, an ingress controller's too.
 func (s *Stage) keepsGatewayAPI(ctx context.Context, installation string) (bool, error) {
-	present, release, err := s.gatewayAPIPresent(ctx, installation)
+	present, err := s.gatewayAPIPresent(ctx, installation)
 	if err != nil {
 		return false, err
 	}
-	return gatewayapi.Ours(present, release), nil
+	return gatewayapi.Ours(present, gatewayapi.Release), nil
 }
 
 // gatewayAPIMessage is what the stage's message says of the Gateway API in ambient mode.
 func gatewayAPIMessage(p *planePass) string {
 	switch {
 	case p.in.GatewayAPI:
-		release, _ := render.GatewayAPIRelease() // decoded already, for the render
-		return fmt.Sprintf(" Gateway API CRDs %s (standard channel) installed for waypoints.", release)
+		return fmt.Sprintf(" Gateway API CRDs %s (standard channel) installed for waypoints.", gatewayapi.Release)
 	case p.gatewayAPIForeign != "":
 		return fmt.Sprintf(" The Gateway API CRDs in the cluster were installed by someone else (release %s) and are left as they are.", p.gatewayAPIForeign)
 	}

@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"github.com/Masterminds/semver/v3"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	"sigs.k8s.io/gateway-api/pkg/consts"
 )
 
 // StandardCRDs is the YAML stream of the standard channel's CRDs.
@@ -20,21 +22,25 @@ import (
 var StandardCRDs []byte
 
 // Group is the Gateway API's API group; its CRDs are named <plural>.<Group>.
-const Group = "gateway.networking.k8s.io"
+const Group = gatewayv1.GroupName
+
+// Release is the release of StandardCRDs: hack/gatewayapicrds copies them from the same module
+// version, so its own constant names it (TestStandardCRDs checks each CRD says so).
+const Release = consts.BundleVersion
 
 // Component is the value of the operator's component label on the CRDs it installs.
 const Component = "gateway-api"
 
 // BundleVersionAnnotation is the annotation by which the Gateway API's CRDs say which release
 // they are of.
-const BundleVersionAnnotation = Group + "/bundle-version"
+const BundleVersionAnnotation = consts.BundleVersionAnnotation
 
 // IsCRD tells a CRD of the Gateway API by its name.
 func IsCRD(name string) bool { return strings.HasSuffix(name, "."+Group) }
 
 // ChannelAnnotation is the annotation by which the Gateway API's CRDs say which channel they
 // are of; the operator installs the standard one.
-const ChannelAnnotation = Group + "/channel"
+const ChannelAnnotation = consts.ChannelAnnotation
 
 // CRD is what the control plane reads of a Gateway API CRD in the cluster.
 type CRD struct {

@@ -24,8 +24,8 @@ func TestStandardCRDs(t *testing.T) {
 		if ch := o.GetAnnotations()[gatewayapi.Group+"/channel"]; ch != "standard" {
 			t.Errorf("%s of channel %q, want standard", o.GetName(), ch)
 		}
-		if o.GetAnnotations()[gatewayapi.BundleVersionAnnotation] == "" {
-			t.Errorf("%s states no release", o.GetName())
+		if got := o.GetAnnotations()[gatewayapi.BundleVersionAnnotation]; got != gatewayapi.Release {
+			t.Errorf("%s is of release %q, want %s (the module's: run make manifests)", o.GetName(), got, gatewayapi.Release)
 		}
 	}
 	for _, want := range []string{"gatewayclasses", "gateways", "httproutes", "grpcroutes", "referencegrants"} {

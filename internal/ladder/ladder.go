@@ -330,7 +330,8 @@ type Workload struct {
 	AmbientExcluded bool
 	// Gateway is true for what istiod deploys for a Gateway API Gateway (an ingress gateway, a
 	// waypoint; its pod template names the Gateway): an Envoy of Istio's whatever the
-	// namespace's data plane, which a migration to ambient mode neither waits for nor judges.
+	// namespace's data plane, which steps neither restart nor wait for but a root rotation's
+	// refresh (skipsGateway), and which a migration to ambient mode does not judge.
 	Gateway bool
 	// Uninjected is true when some of its running pods lack the proxy; Injected when some
 	// carry it.

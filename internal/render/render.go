@@ -326,16 +326,6 @@ var decodedGatewayAPI = sync.OnceValues(func() ([]*unstructured.Unstructured, er
 	return Decode(gatewayapi.StandardCRDs)
 })
 
-// GatewayAPIRelease is the release of the Gateway API CRDs this build installs (their
-// bundle-version annotation): the control plane never writes over a newer one.
-func GatewayAPIRelease() (string, error) {
-	crds, err := decodedGatewayAPI()
-	if err != nil || len(crds) == 0 {
-		return "", fmt.Errorf("decoding the Gateway API's CRDs: %w (%d CRDs)", err, len(crds))
-	}
-	return crds[0].GetAnnotations()[gatewayapi.BundleVersionAnnotation], nil
-}
-
 // gatewayAPICRDs are copies of the Gateway API's CRDs with the operator's labels: what an
 // installation applies, keeps and removes (on uninstall, with removeCRDsOnDelete) like Istio's.
 func gatewayAPICRDs(installation string) ([]*unstructured.Unstructured, error) {
