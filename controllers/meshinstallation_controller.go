@@ -410,7 +410,7 @@ func NewStages(d StageDeps) []stages.Stage {
 		&policy.Stage{Client: d.Client, Reader: d.APIReader, Applier: applier, Watch: d.Watch},
 		&adoption.Stage{Client: d.Client, Reader: workloads, API: d.APIReader, Applier: applier, FieldManager: FieldManager, Recorder: d.Recorder, OperatorNamespace: d.OperatorNamespace, Observations: d.Observations,
 			Traffic:   &telemetry.Sources{Secrets: d.APIReader, Embedded: &telemetry.Embedded{Pods: workloads, URLTemplate: d.ProxyStatsURL}},
-			Admission: &admission.Checker{Reader: d.APIReader, Writer: d.Client}},
+			Admission: &admission.Checker{Reader: d.APIReader, Writer: d.Client}, Watch: d.Watch},
 	}
 }
 

@@ -86,6 +86,13 @@ const (
 	// ReasonWaitingForCRDs means Istio's CRDs (in ambient mode, the Gateway API's too) are
 	// applied but not Established yet.
 	ReasonWaitingForCRDs = "WaitingForCRDs"
+	// ReasonWaitingForWaypoint means a namespace whose rule asks for a waypoint waits for it to
+	// be Programmed before it steps into ambient mode (Istio's order: the waypoint first).
+	ReasonWaitingForWaypoint = "WaitingForWaypoint"
+	// ReasonWaypointConflict means a namespace whose rule asks for a waypoint holds a Gateway
+	// named waypoint that is not the operator's (made with istioctl, say): the operator neither
+	// writes nor deletes it, and holds the namespace.
+	ReasonWaypointConflict = "WaypointConflict"
 	// ReasonIstioCRDsMissing means the operator runs with --istio-crds=external (as the OLM
 	// bundle installs it, which ships Istio's CRDs itself) and a CRD this Istio release needs is
 	// not installed, not Established, or does not serve a version the release uses.

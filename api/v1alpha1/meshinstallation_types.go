@@ -56,6 +56,7 @@ const (
 // MeshInstallationSpec is everything a platform team decides about its mesh: one document, from
 // which the operator derives every object it creates.
 // +kubebuilder:validation:XValidation:rule="!has(self.certificates) || !has(self.certificates.issuerRef) || !has(self.certificates.rootDuration)",message="certificates.rootDuration applies only to the self-signed root the operator manages; remove it when certificates.issuerRef names your own issuer"
+// +kubebuilder:validation:XValidation:rule="!has(self.namespaces) || self.namespaces.all(r, !has(r.waypoint) || !r.waypoint || (has(r.dataPlaneMode) ? r.dataPlaneMode == 'Ambient' : has(self.dataPlane) && has(self.dataPlane.mode) && self.dataPlane.mode == 'Ambient'))",message="a namespace rule with waypoint: true needs ambient mode (a waypoint carries the traffic ztunnel hands it): set the rule's dataPlaneMode, or spec.dataPlane.mode, to Ambient, or remove waypoint"
 // +kubebuilder:validation:XValidation:rule="!has(self.namespaces) || !self.namespaces.exists(r, has(r.dataPlaneMode) && r.dataPlaneMode == 'Ambient') || !has(self.dataPlane) || !has(self.dataPlane.cni) || self.dataPlane.cni != 'Disabled'",message="a namespace rule with dataPlaneMode Ambient needs Istio CNI (its node agent hands the pods' traffic to ztunnel): set dataPlane.cni to Auto or Enabled"
 type MeshInstallationSpec struct {
 	// Version is the Istio release to install, as MAJOR.MINOR.PATCH (for example "1.31.4").
@@ -418,6 +419,18 @@ type NamespaceRule struct {
 	// Empty takes spec.dataPlane.mode.
 	// +optional
 	DataPlaneMode DataPlaneKind `json:"dataPlaneMode,omitempty"`
+
+	// Waypoint gives each of these namespaces, in ambient mode, a waypoint: the Envoy proxy that
+	// enforces L7 policy (AuthorizationPolicies on paths, methods and headers, HTTP routing) for
+	// the traffic to the namespace's Services, which ztunnel alone cannot. The operator creates a
+	// Gateway named waypoint of class istio-waypoint (istiod deploys it), and labels the
+	// namespace istio.io/use-waypoint=waypoint once it is Programmed; a step into ambient mode
+	// waits for it. Needs the Gateway API v1.2 or newer (WaitingForWaypoint); a Gateway named
+	// waypoint that is not the operator's is left alone (WaypointConflict). At ZeroTrust, the
+	// namespace's allow policies are attached to the waypoint too. Set back to false, the label
+	// goes first, then the Gateway. Only for namespaces in ambient mode.
+	// +optional
+	Waypoint bool `json:"waypoint,omitempty"`
 }
 
 // ServicePortRef names one port of a Service in the namespace.

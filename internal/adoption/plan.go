@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -52,6 +53,10 @@ type NamespacePlan struct {
 	// Admission is what the API server said of the pods its next climb would restart; zero
 	// when they were not created.
 	Admission ladder.Admission
+	// Waypoint is what its rule asks and the cluster holds of its waypoint; gateway is the
+	// operator's waypoint Gateway in it, nil when there is none.
+	Waypoint ladder.Waypoint
+	gateway  *unstructured.Unstructured
 	// Decision is what the ladder does next.
 	Decision ladder.Decision
 
@@ -85,6 +90,11 @@ type Planner struct {
 	// Observations reuses what earlier passes observed of namespaces no event touched since;
 	// nil observes every namespace afresh (the kubectl plugin, tests).
 	Observations *Observations
+	// AsUser is set for a reader with a user's credentials (the kubectl plugin): what they may
+	// not read of the waypoints (the Gateway CRD, Gateways) is shown as unread rather than
+	// failing the whole plan. The operator's own reads are granted by its role, and a refusal
+	// there is an error (the Forbidden reason).
+	AsUser bool
 }
 
 // AdmissionChecker asks the API server whether a namespace's workloads' pods, as a step that
@@ -129,8 +139,15 @@ func (p Planner) Plan(ctx context.Context, mesh *meshv1.MeshInstallation, now ti
 	}
 	p.Observations.Keep(live)
 	plans := candidates(ctx, mesh, nsList.Items, withPolicies, excluded, p.Observations)
+	var gateways waypointGateways
+	if slices.ContainsFunc(plans, needsWaypoints) {
+		if gateways, err = p.waypoints(ctx); err != nil {
+			return nil, Target{}, err
+		}
+	}
 	for i := range plans {
 		c := &plans[i]
+		setWaypoint(c, mesh, gateways)
 		if c.Pods, c.Workloads, c.uids, c.observedAt, err = p.Observations.observe(ctx, p.Workloads, c.Namespace.Name); err != nil {
 			return nil, Target{}, err
 		}
@@ -259,7 +276,7 @@ func (c *NamespacePlan) ladderNamespace(settings ladder.Settings) ladder.Namespa
 		Pods: c.Pods, Workloads: c.Workloads, InjectionConflict: injectionConflict(c.Namespace, ourRevisions(c.Current, c.State, settings)...),
 		PolicyConflict: c.PolicyConflict, Traffic: c.Traffic, AllowFrom: c.Enrollment.AllowFrom,
 		NonMeshCallers: c.NonMeshCallers, PlaintextPorts: c.Enrollment.PlaintextPorts, ExemptionProblems: c.ExemptionProblems,
-		Admission: c.Admission}
+		Admission: c.Admission, Waypoint: c.Waypoint}
 }
 
 // lookUpCallers finds the callers outside the mesh of the namespaces whose next climb a gate

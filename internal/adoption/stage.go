@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/clock"
@@ -35,6 +37,7 @@ import (
 	"github.com/meshwright/meshwright/internal/policy"
 	"github.com/meshwright/meshwright/internal/revision"
 	"github.com/meshwright/meshwright/internal/stages"
+	"github.com/meshwright/meshwright/internal/waypoint"
 )
 
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch;patch
@@ -71,7 +74,8 @@ type Stage struct {
 	// Traffic reads the telemetry the traffic gates judge; nil reads none, so enforcing steps
 	// wait unless spec.rollout.trafficGates is Skip.
 	Traffic TrafficReader
-	// API reads what no cache holds, for the callers outside the mesh; nil reads from Reader.
+	// API reads what no cache holds, for the callers outside the mesh, and a namespace afresh
+	// before its waypoint is deleted; nil reads from Reader.
 	API client.Reader
 	// Admission creates, with server-side dry run, the pods a climb would restart before it
 	// starts (admission.Checker); nil creates none and climbs
@@ -80,6 +84,10 @@ type Stage struct {
 	// Observations remembers what passes observed of each namespace (see Observations); nil
 	// observes afresh each pass.
 	Observations *Observations
+	// Watch starts watching a kind once it is served (the waypoints' Gateways, once the
+	// Gateway API's CRDs are installed), so that a Gateway's status starts a pass; nil in tests
+	// that run passes by hand.
+	Watch func(gvks ...schema.GroupVersionKind) error
 }
 
 // Name implements stages.Stage.
@@ -128,6 +136,11 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 	plans, target, err := s.planner().Plan(ctx, mesh, s.now())
 	if err != nil {
 		return stages.Result{}, err
+	}
+	if s.Watch != nil && slices.ContainsFunc(plans, func(c NamespacePlan) bool { return needsWaypoints(c) && c.Waypoint.Unavailable == "" }) {
+		if err := s.Watch(waypoint.GVK); err != nil {
+			return stages.Result{}, err
+		}
 	}
 	source := "embedded"
 	if mesh.Spec.Telemetry.Prometheus != nil {
@@ -197,7 +210,13 @@ func announceTrafficHold(mesh *meshv1.MeshInstallation, c *NamespacePlan) {
 // before pods restart), then restarts, then policies; the Event last, once it is true.
 func (s *Stage) carryOut(ctx context.Context, mesh *meshv1.MeshInstallation, c *NamespacePlan) error {
 	d := c.Decision
+	if err := s.applyWaypoint(ctx, mesh, c, d.Effects); err != nil {
+		return err
+	}
 	if err := s.writeNamespace(ctx, c, d); err != nil {
+		return err
+	}
+	if err := s.removeWaypoint(ctx, c, d.Effects); err != nil {
 		return err
 	}
 	for _, w := range d.Restart {
@@ -245,6 +264,9 @@ func (s *Stage) writeNamespace(ctx context.Context, c *NamespacePlan, d ladder.D
 		if d.Effects.Inject && d.Effects.Sidecars {
 			want[InjectionLabel] = d.Effects.Revision
 		}
+		if d.Effects.UseWaypoint {
+			want[waypoint.UseLabel] = waypoint.Name
+		}
 		b, err := json.Marshal(d.State)
 		if err != nil {
 			return err
@@ -256,9 +278,13 @@ func (s *Stage) writeNamespace(ctx context.Context, c *NamespacePlan, d ladder.D
 	// without the operator wanting it is someone else's to keep.
 	_, injectionLabel := c.Namespace.Labels[InjectionLabel]
 	drop := injectionLabel && migratingToAmbient(d)
+	// The waypoint label goes before the waypoint, whoever put it on: it names the operator's
+	// Gateway (Waypoint.Labelled), and traffic sent to a deleted waypoint is lost.
+	dropWaypoint := c.Waypoint.Labelled && !d.Effects.UseWaypoint
 	same := c.Namespace.Annotations[meshv1.AnnotationLadder] == annotation && c.Namespace.Labels[meshv1.LabelLevel] == want[meshv1.LabelLevel] &&
 		(!d.Effects.Inject || (!d.Effects.Ambient || c.Namespace.Labels[ambient.Label] == ambient.Enabled) &&
-			(!d.Effects.Sidecars || c.Namespace.Labels[InjectionLabel] == d.Effects.Revision)) && !drop
+			(!d.Effects.Sidecars || c.Namespace.Labels[InjectionLabel] == d.Effects.Revision)) && !drop && !dropWaypoint &&
+		(!d.Effects.UseWaypoint || c.Namespace.Labels[waypoint.UseLabel] == waypoint.Name)
 	if same {
 		return nil
 	}
@@ -272,15 +298,31 @@ func (s *Stage) writeNamespace(ctx context.Context, c *NamespacePlan, d ladder.D
 	if err := s.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(NamespaceFieldManager), client.ForceOwnership); err != nil {
 		return fmt.Errorf("writing the ladder state of namespace %s: %w", c.Namespace.Name, err)
 	}
-	if drop {
-		// The apply drops the injection label only where the ladder set it; one set by someone
-		// else (kubectl label, before the namespace was enrolled) would give the restarted pods
-		// the proxy again, and the migration would never end. Istio's migration removes it, so
-		// the ladder does, whoever set it.
-		patch := []byte(`{"metadata":{"labels":{"` + InjectionLabel + `":null}}}`)
-		if err := s.Client.Patch(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: c.Namespace.Name}}, client.RawPatch(types.MergePatchType, patch), client.FieldOwner(NamespaceFieldManager)); err != nil {
-			return fmt.Errorf("taking the injection label off namespace %s for its migration to ambient mode: %w", c.Namespace.Name, err)
+	// The apply drops the injection label only where the ladder set it; one set by someone
+	// else (kubectl label, before the namespace was enrolled) would give the restarted pods
+	// the proxy again, and the migration would never end. Istio's migration removes it, so
+	// the ladder does, whoever set it.
+	return dropLabels(ctx, s.Client, c.Namespace.Name, map[string]bool{InjectionLabel: drop, waypoint.UseLabel: dropWaypoint})
+}
+
+// dropLabels takes labels off a namespace whoever set them (a merge patch; an apply removes only
+// the operator's own).
+func dropLabels(ctx context.Context, c client.Client, namespace string, drop map[string]bool) error {
+	labels := map[string]any{}
+	for k, ok := range drop {
+		if ok {
+			labels[k] = nil
 		}
+	}
+	if len(labels) == 0 {
+		return nil
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": labels}})
+	if err != nil {
+		return err
+	}
+	if err := c.Patch(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}, client.RawPatch(types.MergePatchType, patch), client.FieldOwner(NamespaceFieldManager)); err != nil {
+		return fmt.Errorf("taking labels %v off namespace %s: %w", slices.Sorted(maps.Keys(labels)), namespace, err)
 	}
 	return nil
 }
@@ -399,7 +441,7 @@ func (s *Stage) Cleanup(ctx context.Context, mesh *meshv1.MeshInstallation) (boo
 			return false, fmt.Errorf("releasing namespace %s: %w", ns.Name, err)
 		}
 	}
-	return true, nil
+	return true, s.removeWaypoints(ctx, mesh, nsList.Items)
 }
 
 func (s *Stage) now() time.Time { return stages.Now(s.Clock) }

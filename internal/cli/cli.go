@@ -237,7 +237,7 @@ func (o *options) watchStatus(ctx context.Context, c client.WithWatch, mesh *mes
 }
 
 func (o *options) planner(c client.Reader) adoption.Planner {
-	return adoption.Planner{Policies: optionalKinds{c}, Workloads: c, OperatorNamespace: o.operatorNamespace}
+	return adoption.Planner{Policies: optionalKinds{c}, Workloads: c, OperatorNamespace: o.operatorNamespace, AsUser: true}
 }
 
 // optionalKinds reads Istio's policies as empty while Istio's CRDs are not installed yet.

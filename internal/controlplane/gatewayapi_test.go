@@ -9,6 +9,7 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -191,5 +192,29 @@ func TestGatewayAPICRDs(t *testing.T) {
 		return len(gatewayAPICRDsIn(t)) == 0, err
 	}); err != nil {
 		t.Fatalf("removeCRDsOnDelete: the operator's Gateway API CRDs were not removed: %v", slices.Sorted(maps.Keys(gatewayAPICRDsIn(t))))
+	}
+}
+
+// TestOfGateway: what istiod made for a Gateway (owned by it) is never the chart's to prune, even
+// with the operator's labels on it; objects owned by other kinds or groups are.
+func TestOfGateway(t *testing.T) {
+	tests := map[string]struct {
+		owners []metav1.OwnerReference
+		want   bool
+	}{
+		"no owner":            {},
+		"a waypoint's":        {owners: []metav1.OwnerReference{{APIVersion: "gateway.networking.k8s.io/v1", Kind: "Gateway", Name: "waypoint"}}, want: true},
+		"a v1beta1 Gateway's": {owners: []metav1.OwnerReference{{APIVersion: "gateway.networking.k8s.io/v1beta1", Kind: "Gateway", Name: "waypoint"}}, want: true},
+		"another group's":     {owners: []metav1.OwnerReference{{APIVersion: "networking.istio.io/v1", Kind: "Gateway", Name: "ingress"}}},
+		"a ReplicaSet's":      {owners: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "istiod-5c"}}},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			o := &unstructured.Unstructured{Object: map[string]any{}}
+			o.SetOwnerReferences(tt.owners)
+			if got := ofGateway(o); got != tt.want {
+				t.Errorf("ofGateway = %v, want %v", got, tt.want)
+			}
+		})
 	}
 }

@@ -18,6 +18,7 @@ import (
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
@@ -486,7 +487,7 @@ func (s *Stage) prune(ctx context.Context, installation, active string, desired 
 			o.SetGroupVersionKind(gvk)
 			// The revision history is the operator's own record, not rendered: never pruned.
 			if want[objectKey(o)] || o.GetDeletionTimestamp() != nil || o.GetLabels()[render.LabelComponent] == installed.RecordComponent ||
-				keepNodeAgents && render.NodeAgent(o.GetLabels()[render.LabelComponent]) {
+				keepNodeAgents && render.NodeAgent(o.GetLabels()[render.LabelComponent]) || ofGateway(o) {
 				continue
 			}
 			if rev := installed.RevisionOf(o); o.GetLabels()[render.LabelComponent] == render.ComponentIstiod && rev != active {
@@ -499,6 +500,15 @@ func (s *Stage) prune(ctx context.Context, installation, active string, desired 
 		}
 	}
 	return others, nil
+}
+
+// ofGateway tells what istiod made for a Gateway (a waypoint's Deployment and Service): owned by
+// the Gateway, it may carry the Gateway's labels, the operator's among them, but it is istiod's,
+// never the chart's to prune.
+func ofGateway(o *unstructured.Unstructured) bool {
+	return slices.ContainsFunc(o.GetOwnerReferences(), func(r metav1.OwnerReference) bool {
+		return r.Kind == "Gateway" && strings.HasPrefix(r.APIVersion, gatewayapi.Group+"/")
+	})
 }
 
 func objectKey(o *unstructured.Unstructured) string {

@@ -9,6 +9,7 @@ package gatewayapi
 import (
 	_ "embed" // the CRDs
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/Masterminds/semver/v3"
@@ -98,4 +99,26 @@ func Foreign(present []CRD, release string) string {
 	}
 	slices.Sort(found)
 	return strings.Join(found, ", ")
+}
+
+// WaypointsRelease is the oldest Gateway API release whose Gateway serves waypoints as the
+// operator writes them: v1 is served from v1.0, and spec.infrastructure (the labels istiod gives
+// the waypoint's Deployment instead of the Gateway's own) is kept from v1.2; an older API server
+// schema prunes it silently.
+const WaypointsRelease = "v1.2.0"
+
+// WaypointsUnsupported says why the cluster's Gateway CRD (gateways.<Group>) cannot hold the
+// operator's waypoints: not Established yet, no v1 served, or a release older than
+// WaypointsRelease; "" when it can. established is the CRD's Established condition.
+func WaypointsUnsupported(name string, established bool, served []string, bundleVersion string) string {
+	switch {
+	case !established:
+		return "the CRD " + name + " is not Established yet"
+	case !slices.Contains(served, gatewayv1.GroupVersion.Version):
+		return "the CRD " + name + " does not serve " + gatewayv1.GroupVersion.String()
+	}
+	if v, err := semver.NewVersion(bundleVersion); err != nil || v.LessThan(semver.MustParse(WaypointsRelease)) {
+		return "the CRD " + name + " is of release " + strconv.Quote(bundleVersion) + " (" + BundleVersionAnnotation + "), not " + WaypointsRelease + " or newer (older ones drop spec.infrastructure)"
+	}
+	return ""
 }

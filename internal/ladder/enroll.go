@@ -28,6 +28,8 @@ type Enrollment struct {
 	// Ambient is the data plane the spec asks for the namespace (the rule's dataPlaneMode, else
 	// spec.dataPlane.mode); the caller sets it (Namespace.AmbientWanted).
 	Ambient bool
+	// Waypoint is the matched rule's waypoint: the namespace is to have one in ambient mode.
+	Waypoint bool
 }
 
 // Enroll gives a namespace its target level: its meshwright.io/target-level label if it has a
@@ -53,7 +55,7 @@ func Enroll(name string, nsLabels map[string]string, rules []meshv1.NamespaceRul
 		for _, a := range r.AllowFrom {
 			e.AllowFrom = append(e.AllowFrom, a.Namespace)
 		}
-		e.PlaintextPorts, e.DataPlane = r.PlaintextPorts, r.DataPlaneMode
+		e.PlaintextPorts, e.DataPlane, e.Waypoint = r.PlaintextPorts, r.DataPlaneMode, r.Waypoint
 		break
 	}
 	if !matched {

@@ -182,8 +182,9 @@ func FuzzDecide(f *testing.F) {
 			t.Fatalf("enforced AuthorizationPolicies back to a dry-run: %+v → %+v (step %+v → %+v)", before, d.Effects, ns.State.Step, st)
 		}
 		got := d.Effects
-		got.Revision, got.Ambient, got.Sidecars = "", false, false
+		got.Revision, got.Ambient, got.Sidecars, got.Waypoint, got.UseWaypoint = "", false, false, false, false
 		checkDataPlaneLabels(t, ns, d)
+		checkWaypointOrder(t, ns, d)
 		checkAmbientLabelKept(t, ns, d)
 		if started && st.DataPlane != "" {
 			checkMigrationGated(t, ns, d, *st)
@@ -475,4 +476,30 @@ func sawOnlyAllowed(ns Namespace, s Settings) bool {
 		}
 	}
 	return true
+}
+
+// checkWaypointOrder: a namespace is sent through its waypoint only in ambient mode, only while
+// the operator's Gateway exists, and first only once it is Programmed; the Gateway goes only once
+// the label has (Istio's order both ways).
+func checkWaypointOrder(t *testing.T, ns Namespace, d Decision) {
+	t.Helper()
+	e, w := d.Effects, ns.Waypoint
+	if w.Conflict != "" {
+		if e.Waypoint || e.UseWaypoint != w.Labelled {
+			t.Fatalf("someone else's Gateway by the waypoint's name: the operator neither writes it nor changes the label, got %+v for %+v", e, w)
+		}
+		return
+	}
+	if st := d.State.Step; st != nil && (ns.State.Step == nil || ns.State.Step.ID != st.ID) && !st.Rollback && w.Wanted && !w.Programmed &&
+		(st.DataPlane == meshv1.DataPlaneAmbient || ns.Current == meshv1.LevelOff && d.State.Ambient) {
+		t.Fatalf("a step %+v into ambient mode started before the waypoint its rule asks for is Programmed: %+v", *st, w)
+	}
+	switch {
+	case e.UseWaypoint && (!e.Ambient || !e.Waypoint):
+		t.Fatalf("istio.io/use-waypoint with effects %+v: only in ambient mode, with the Gateway", e)
+	case e.UseWaypoint && !w.Labelled && !w.Programmed:
+		t.Fatalf("istio.io/use-waypoint put on before the waypoint is Programmed: %+v, %+v", e, w)
+	case !e.Waypoint && w.Labelled:
+		t.Fatalf("the waypoint removed while the namespace still carries istio.io/use-waypoint: %+v, %+v", e, w)
+	}
 }

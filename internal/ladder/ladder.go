@@ -214,6 +214,25 @@ type Namespace struct {
 	// as they will be with server-side dry run (only for namespaces whose next climb passes an
 	// admission gate).
 	Admission Admission
+	// Waypoint is what the spec asks and the cluster holds of the namespace's waypoint.
+	Waypoint Waypoint
+}
+
+// Waypoint is a namespace's waypoint in ambient mode (package waypoint): the Gateway the
+// operator creates for it and the istio.io/use-waypoint label that sends its traffic there.
+type Waypoint struct {
+	// Wanted: the namespace's rule asks for one (waypoint: true), and it is enrolled with the
+	// spec putting it in ambient mode, or still carries the ambient label.
+	Wanted bool
+	// Programmed: the operator's Gateway serves (istiod deployed it).
+	Programmed bool
+	// Labelled: the namespace carries istio.io/use-waypoint naming the waypoint's Gateway.
+	Labelled bool
+	// Unavailable, when set, says why no Gateway can be created (the Gateway API's CRDs are not
+	// installed, or too old).
+	Unavailable string
+	// Conflict, when set, says that a Gateway by the waypoint's name is someone else's.
+	Conflict string
 }
 
 // Admission is the outcome of creating, with server-side dry run, the pod of each workload a
@@ -406,6 +425,9 @@ type Effects struct {
 	// namespace carries one of Ambient and Sidecars, or both while a migration moves its pods
 	// from one data plane to the other (see dataPlaneEffects).
 	Sidecars bool
+	// Waypoint: the namespace's waypoint Gateway exists; UseWaypoint: the namespace carries
+	// istio.io/use-waypoint (see waypointEffects).
+	Waypoint, UseWaypoint bool
 }
 
 // EffectsOf is what a namespace at level current, taking step (nil for none), carries. Going
@@ -467,6 +489,10 @@ type Decision struct {
 	// DataPlaneBehind is true when the namespace stands in the mesh on another data plane than
 	// the spec asks for (DataPlaneChangeUnsupported): it is not at its target.
 	DataPlaneBehind bool
+	// WaypointPending is true when the namespace, in ambient mode with no step running, does
+	// not send its traffic through the serving waypoint its rule asks for: it is not at its
+	// target.
+	WaypointPending bool
 	// Unread is true when a gate waits because what it judges (the namespace's traffic, the
 	// admission of its restarted pods) was not read in this pass: the kubectl plugin then shows
 	// what the operator last reported.
@@ -487,7 +513,7 @@ type Blocked struct {
 
 // AtTarget reports whether the namespace stands at its target with nothing in progress.
 func (d Decision) AtTarget(target Level) bool {
-	return d.State.Step == nil && d.Level == target && !d.RevisionBehind && !d.RefreshPending && !d.DataPlaneBehind
+	return d.State.Step == nil && d.Level == target && !d.RevisionBehind && !d.RefreshPending && !d.DataPlaneBehind && !d.WaypointPending
 }
 
 // InAmbient is the data plane a namespace is on: once it is in the mesh, or stepping, the one
@@ -635,12 +661,13 @@ func lostMigration(d Decision, ns Namespace) bool {
 // finish derives what follows from where the pass left the namespace: its effects, whether it
 // is behind the active revision or runs proxies a root rotation must restart.
 func finish(d *Decision, ns Namespace, s Settings) {
-	d.Effects = dataPlaneEffects(EffectsOf(d.Level, d.State.Step), d.State.Ambient, d.State.Step)
+	d.Effects = waypointEffects(dataPlaneEffects(EffectsOf(d.Level, d.State.Step), d.State.Ambient, d.State.Step), ns.Waypoint)
 	if d.Effects.Inject {
 		d.Effects.Revision = injectedBy(d.State)
 	}
 	d.RevisionBehind = behind(d.Level, d.State, s)
 	d.DataPlaneBehind = otherDataPlane(*d, ns)
+	d.WaypointPending = waypointPending(d, ns)
 	d.RefreshPending = d.State.Step == nil && needsRefresh(d.Level, ns, s)
 	if d.RefreshPending && d.Blocked.Reason == "" && d.State.RefreshGaveUp.Equal(s.RefreshBefore) {
 		d.Blocked = Blocked{Reason: meshv1.ReasonRefreshIncomplete, Message: fmt.Sprintf(

@@ -14,7 +14,7 @@ import (
 // that mean something for a change that keeps the level: the injection label is the operator's
 // to take off, every pod is Ready so that the migration can be judged, and every workload's pods
 // will be ztunnel's once restarted without the proxy. A new check is one entry here.
-var AmbientMigrationGates = []Gate{injectionOwned, podsReady, sidecarsNotRequested, podsMigratable, workloadsStayInAmbient}
+var AmbientMigrationGates = []Gate{injectionOwned, podsReady, sidecarsNotRequested, podsMigratable, workloadsStayInAmbient, waypointReady}
 
 var (
 	// sidecarsNotRequested holds a migration while a workload's pod template asks Istio's

@@ -223,7 +223,7 @@ var AmbientRungs = []Rung{
 	{
 		Level:   meshv1.LevelObserve,
 		Carries: Effects{Inject: true},
-		Gates:   []Gate{injectionOwned, podsReady},
+		Gates:   []Gate{injectionOwned, podsReady, waypointReady},
 	},
 	{
 		Level:   meshv1.LevelMutualTLS,

@@ -95,7 +95,7 @@ func TestRungs(t *testing.T) {
 func TestAmbientRungs(t *testing.T) {
 	gates := map[Level][]string{
 		meshv1.LevelOff:       nil,
-		meshv1.LevelObserve:   {"InjectionLabelOwned", "PodsReady"},
+		meshv1.LevelObserve:   {"InjectionLabelOwned", "PodsReady", "WaypointReady"},
 		meshv1.LevelMutualTLS: {"InjectionLabelOwned", "PodsReady", "PodsCaptured", "PeerAuthenticationOwned", "NoNonMeshCallers", "NoPlaintextCallers"},
 		meshv1.LevelZeroTrust: {"InjectionLabelOwned", "PodsReady", "PodsCaptured", "PeerAuthenticationOwned", "NoNonMeshCallers", "SoakedBelow", "NoCallersOutsideAllowFrom"},
 	}

@@ -15,6 +15,7 @@ import (
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/ladder"
+	"github.com/meshwright/meshwright/internal/waypoint"
 )
 
 // Kinds of Istio's security API the operator writes.
@@ -35,6 +36,12 @@ const (
 	AllowNothingName = "meshwright-allow-nothing"
 	// AllowName permits calls from the namespace itself and from spec allowFrom.
 	AllowName = "meshwright-allow"
+	// WaypointAllowName and WaypointAllowNothingName are AllowName and AllowNothingName attached
+	// to the namespace's waypoint (targetRefs): traffic through a waypoint reaches the
+	// destination's ztunnel with the waypoint's identity, from the namespace itself, so only the
+	// waypoint sees the caller's own.
+	WaypointAllowName        = "meshwright-waypoint-allow"
+	WaypointAllowNothingName = "meshwright-waypoint-allow-nothing"
 	// DryRunAnnotation is Istio's switch that makes an AuthorizationPolicy log instead of deny.
 	DryRunAnnotation = "istio.io/dry-run"
 	// PlaintextPrefix starts the names of the policies of an exemption: the PeerAuthentication
@@ -45,7 +52,8 @@ const (
 // PerNamespace tells the ladder's per-namespace policies from the mesh-wide one, which the
 // ladder must never remove.
 func PerNamespace(name string) bool {
-	return name == StrictName || name == AllowNothingName || name == AllowName || strings.HasPrefix(name, PlaintextPrefix)
+	return name == StrictName || name == AllowNothingName || name == AllowName || name == WaypointAllowName || name == WaypointAllowNothingName ||
+		strings.HasPrefix(name, PlaintextPrefix)
 }
 
 // Exemption keeps ports of one Service's pods accepting callers outside the mesh
@@ -68,11 +76,11 @@ type Exemption struct {
 // exemptions, so no moment has an exempted port STRICT.
 func RemovalOrder(name string) int {
 	switch name {
-	case AllowNothingName:
+	case AllowNothingName, WaypointAllowNothingName:
 		return 0
 	case StrictName:
 		return 1
-	case AllowName:
+	case AllowName, WaypointAllowName:
 		return 2
 	}
 	return 3
@@ -152,6 +160,9 @@ func ForNamespace(installation, namespace string, allowFrom []string, exemptions
 	nothing := object(AuthorizationPolicyGVK, installation, namespace, AllowNothingName)
 	nothing.Object["spec"] = map[string]any{}
 	authz = append(authz, allow, nothing)
+	if e.Waypoint || e.UseWaypoint {
+		authz = append(authz, atWaypoint(installation, namespace, WaypointAllowName, allowRule()), atWaypoint(installation, namespace, WaypointAllowNothingName, nil))
+	}
 	for _, u := range authz {
 		if e.DryRun {
 			u.SetAnnotations(map[string]string{DryRunAnnotation: "true"})
@@ -270,6 +281,21 @@ func object(gvk schema.GroupVersionKind, installation, namespace, name string) *
 	u.SetNamespace(namespace)
 	u.SetName(name)
 	u.SetLabels(map[string]string{meshv1.LabelManagedBy: meshv1.ManagedByValue, meshv1.LabelInstallation: installation})
+	return u
+}
+
+// atWaypoint is an AuthorizationPolicy the namespace's waypoint enforces (attached to its
+// Gateway): ALLOW with rule, or allow-nothing without. Written while the waypoint exists, before
+// the namespace's traffic is sent through it. A plaintextPorts exemption has no counterpart here:
+// callers outside the mesh do not go through a waypoint, and mesh callers that do are judged as
+// on any other port.
+func atWaypoint(installation, namespace, name string, rule map[string]any) *unstructured.Unstructured {
+	u := object(AuthorizationPolicyGVK, installation, namespace, name)
+	spec := map[string]any{"targetRefs": []any{map[string]any{"group": waypoint.GVK.Group, "kind": waypoint.GVK.Kind, "name": waypoint.Name}}}
+	if rule != nil {
+		spec["action"], spec["rules"] = "ALLOW", []any{rule}
+	}
+	u.Object["spec"] = spec
 	return u
 }
 

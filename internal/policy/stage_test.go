@@ -141,9 +141,14 @@ func TestForNamespace(t *testing.T) {
 			names: PlaintextPrefix + "hook," + StrictName + "," + PlaintextPrefix + "hook," + AllowName + "," + AllowNothingName},
 		"zero trust in dry-run: the same order (proxyless gRPC enforces it)": {e: ladder.Effects{Inject: true, Strict: true, Authorization: true, DryRun: true}, exemptions: hook,
 			names: PlaintextPrefix + "hook," + StrictName + "," + PlaintextPrefix + "hook," + AllowName + "," + AllowNothingName, dry: true},
-		"mutual TLS: STRICT":    {e: ladder.Effects{Inject: true, Strict: true}, names: StrictName},
-		"zero trust in dry-run": {e: ladder.Effects{Inject: true, Strict: true, Authorization: true, DryRun: true}, names: StrictName + "," + AllowName + "," + AllowNothingName, dry: true},
-		"zero trust enforced":   {e: ladder.Effects{Inject: true, Strict: true, Authorization: true}, names: StrictName + "," + AllowName + "," + AllowNothingName},
+		"mutual TLS: STRICT":                                  {e: ladder.Effects{Inject: true, Strict: true}, names: StrictName},
+		"zero trust in dry-run":                               {e: ladder.Effects{Inject: true, Strict: true, Authorization: true, DryRun: true}, names: StrictName + "," + AllowName + "," + AllowNothingName, dry: true},
+		"zero trust enforced":                                 {e: ladder.Effects{Inject: true, Strict: true, Authorization: true}, names: StrictName + "," + AllowName + "," + AllowNothingName},
+		"mutual TLS with a waypoint: nothing at the waypoint": {e: ladder.Effects{Inject: true, Ambient: true, Strict: true, Waypoint: true, UseWaypoint: true}, names: StrictName},
+		"zero trust with a waypoint: the same at the waypoint, allow first": {e: ladder.Effects{Inject: true, Ambient: true, Strict: true, Authorization: true, Waypoint: true, UseWaypoint: true},
+			names: StrictName + "," + AllowName + "," + AllowNothingName + "," + WaypointAllowName + "," + WaypointAllowNothingName},
+		"zero trust, the waypoint made but not used yet: its policies before its label": {e: ladder.Effects{Inject: true, Ambient: true, Strict: true, Authorization: true, DryRun: true, Waypoint: true},
+			names: StrictName + "," + AllowName + "," + AllowNothingName + "," + WaypointAllowName + "," + WaypointAllowNothingName, dry: true},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -156,7 +161,16 @@ func TestForNamespace(t *testing.T) {
 				if p.GetName() == PlaintextPrefix+"hook" {
 					checkExemption(t, p)
 				}
-				if p.GetName() == AllowName {
+				if n := p.GetName(); n == WaypointAllowName || n == WaypointAllowNothingName {
+					refs, _, _ := unstructured.NestedSlice(p.Object, "spec", "targetRefs")
+					if got := fmt.Sprint(refs); got != "[map[group:gateway.networking.k8s.io kind:Gateway name:waypoint]]" {
+						t.Errorf("%s targetRefs = %s, want the waypoint's Gateway", n, got)
+					}
+					if _, sel := p.Object["spec"].(map[string]any)["selector"]; sel {
+						t.Errorf("%s has a selector: Istio ignores targetRefs beside one", n)
+					}
+				}
+				if p.GetName() == AllowName || p.GetName() == WaypointAllowName {
 					rules, _, _ := unstructured.NestedSlice(p.Object, "spec", "rules")
 					if got := fmt.Sprint(rules); got != "[map[from:[map[source:map[namespaces:[shop gw]]]]]]" {
 						t.Errorf("allow rules = %s, want the namespace itself and gw, once each", got)
@@ -167,6 +181,9 @@ func TestForNamespace(t *testing.T) {
 				t.Errorf("policies = %v, want %q", names, tc.names)
 			}
 		})
+	}
+	if RemovalOrder(WaypointAllowNothingName) >= RemovalOrder(WaypointAllowName) {
+		t.Error("the waypoint's allow policy would be removed before its allow-nothing policy: a moment of deny-all at the waypoint")
 	}
 	if RemovalOrder(AllowNothingName) >= RemovalOrder(AllowName) || RemovalOrder(AllowNothingName) >= RemovalOrder(PlaintextPrefix+"hook") {
 		t.Error("an allow policy would be removed before the allow-nothing policy: a moment of deny-all")

@@ -188,9 +188,12 @@ func growthOver(selector string, window time.Duration) string {
 }
 
 // CallersQuery sums, per destination namespace, caller, security policy and response code (none
-// for TCP), the requests and TCP connections the namespaces' proxies received within the window.
+// for TCP), the requests and TCP connections the namespaces' proxies received within the window,
+// and those their waypoints passed on: behind a waypoint, the destination sees only the
+// waypoint as its caller (of its own namespace, which ZeroTrust admits), so the callers a
+// default-deny would judge are the ones the waypoint reports.
 func CallersQuery(namespaces []string, window time.Duration) string {
-	sel := fmt.Sprintf(`{__name__=~"%s|%s", %s=%q, %s=~%q}`, metricRequests, metricConnections, labelReporter, reporterDestination, labelDestinationNS, oneOf(namespaces))
+	sel := fmt.Sprintf(`{__name__=~"%s|%s", %s=~"%s|%s", %s=~%q}`, metricRequests, metricConnections, labelReporter, reporterDestination, reporterWaypoint, labelDestinationNS, oneOf(namespaces))
 	return fmt.Sprintf(`sum by (%s, %s, %s, %s, %s) (%s) > 0`, labelDestinationNS, labelSourceNS, labelSourceWorkload, labelSecurityPolicy, labelResponseCode, growthOver(sel, window))
 }
 

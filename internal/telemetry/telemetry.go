@@ -76,5 +76,8 @@ const (
 
 	reporterDestination = "destination"
 	reporterSource      = "source"
-	policyMutualTLS     = "mutual_tls"
+	// reporterWaypoint is what a waypoint reports as (Istio's proxy testdata for waypoints):
+	// the caller's own identity, where the destination's ztunnel, behind it, sees the waypoint's.
+	reporterWaypoint = "waypoint"
+	policyMutualTLS  = "mutual_tls"
 )

@@ -3,8 +3,8 @@
 // istio.io/use-waypoint, so that L7 policy (paths, methods, headers) can be enforced. A
 // waypoint is a Gateway API Gateway of class istio-waypoint, which istiod turns into a
 // Deployment and a Service; the Gateway's Programmed condition says it serves. Istio's order is
-// the waypoint first, the label after; removing it, the label first. Not wired into the ladder
-// yet (docs/ambient.md, "Not built yet").
+// the waypoint first, the label after; removing it, the label first (the ladder's
+// waypointEffects, the adoption stage's applyWaypoint and removeWaypoint).
 package waypoint
 
 import (

@@ -18,9 +18,12 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/policy"
+	"github.com/meshwright/meshwright/internal/waypoint"
 	"github.com/meshwright/meshwright/test/cluster"
 	"github.com/meshwright/meshwright/test/framework"
 )
@@ -48,6 +51,21 @@ func TestAmbientFreshInstall(t *testing.T) {
 		t.Fatal(err)
 	}
 	onAmbientNode := func(d *appsv1.Deployment) { d.Spec.Template.Spec.NodeSelector = map[string]string{"pool": "ambient"} }
+	// The waypoint's pod, which istiod deploys, needs an IP too (istiod programs a waypoint once
+	// its Service has an endpoint): the other nodes are cordoned, so it lands there.
+	var nodes corev1.NodeList
+	if err := c.List(ctx, &nodes); err != nil {
+		t.Fatal(err)
+	}
+	for i := range nodes.Items {
+		if n := &nodes.Items[i]; n.Name != "kwok-ambient" {
+			patch := client.MergeFrom(n.DeepCopy())
+			n.Spec.Unschedulable = true
+			if err := c.Patch(ctx, n, patch); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	framework.MakeNamespace(t, c, "amb", map[string]string{"ladder": "zt"}, map[string]func(*appsv1.Deployment){"web": onAmbientNode, "api": onAmbientNode})
 	// Beside it, a namespace whose rule keeps sidecars.
 	framework.MakeNamespace(t, c, "side", map[string]string{"ladder": "mtls"}, map[string]func(*appsv1.Deployment){"shop": onAmbientNode})
@@ -61,7 +79,7 @@ func TestAmbientFreshInstall(t *testing.T) {
 		Rollout: meshv1.RolloutSpec{TrafficGates: meshv1.TrafficGatesSkip, SoakTime: &metav1.Duration{Duration: 3 * time.Second},
 			StepTimeout: &metav1.Duration{Duration: 3 * time.Minute}},
 		Namespaces: []meshv1.NamespaceRule{
-			{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"ladder": "zt"}}, Level: meshv1.LevelZeroTrust},
+			{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"ladder": "zt"}}, Level: meshv1.LevelZeroTrust, Waypoint: true},
 			{Selector: meshv1.NamespaceSelector{MatchLabels: map[string]string{"ladder": "mtls"}}, Level: meshv1.LevelMutualTLS, DataPlaneMode: meshv1.DataPlaneSidecar},
 		},
 	}})
@@ -97,6 +115,9 @@ func TestAmbientFreshInstall(t *testing.T) {
 		t.Errorf("pods before %v, after %v: ambient mode must restart none", before, after)
 	}
 	for _, p := range framework.Pods(t, c, "amb") {
+		if isWaypointPod(&p) {
+			continue
+		}
 		if len(p.Spec.Containers) != 1 || len(p.Spec.InitContainers) != 0 {
 			t.Errorf("pod %s has containers %v, init containers %v: want the application's only", p.Name, containerNames(p.Spec.Containers), containerNames(p.Spec.InitContainers))
 		}
@@ -118,6 +139,7 @@ func TestAmbientFreshInstall(t *testing.T) {
 		t.Errorf("status.namespaces = %+v, want amb counted in ambient mode, side not", ns)
 	}
 	checkNodeAgentsReady(t, c, mesh)
+	checkWaypoint(t, c, "amb")
 	checkListedAmbient(t, ist, "amb", len(before), tunnelZtunnel)
 	checkListedAmbient(t, ist, "side", len(sideBefore), tunnelNative)
 	checkUninstalled(t, c, "amb", "side")
@@ -145,6 +167,13 @@ func checkUninstalled(t *testing.T, c client.Client, namespaces ...string) {
 		err := c.Get(ctx, client.ObjectKey{Namespace: ztunnelNamespace, Name: name}, &appsv1.DaemonSet{})
 		if !apierrors.IsNotFound(err) {
 			t.Errorf("DaemonSet %s/%s after the uninstall: %v, want it gone", ztunnelNamespace, name, err)
+		}
+	}
+	if len(namespaces) > 0 {
+		gw := &unstructured.Unstructured{}
+		gw.SetGroupVersionKind(waypoint.GVK)
+		if err := c.Get(ctx, client.ObjectKey{Namespace: namespaces[0], Name: waypoint.Name}, gw); !apierrors.IsNotFound(err) {
+			t.Errorf("the waypoint of %s after the uninstall: %v, want it gone", namespaces[0], err)
 		}
 	}
 	// The Gateway API's CRDs the operator installed are kept (no removeCRDsOnDelete), released.
@@ -242,8 +271,8 @@ func checkListedAmbient(t *testing.T, ist *cluster.Istiod, namespace string, wan
 		matching, listed := 0, 0
 		var seen []string
 		for _, w := range index.Workloads {
-			if w["namespace"] != namespace {
-				continue
+			if w["namespace"] != namespace || strings.HasPrefix(fmt.Sprint(w["name"]), waypoint.Name+"-") {
+				continue // the waypoint's own pod is not one of the namespace's workloads
 			}
 			listed++
 			got := tunnelNone
@@ -264,4 +293,43 @@ func checkListedAmbient(t *testing.T, ist *cluster.Istiod, namespace string, wan
 		}
 		return listed == want && matching == want, lazyError(func() string { return "istiod lists " + last })
 	})
+}
+
+// checkWaypoint: the namespace's waypoint, which its rule asks for, is the operator's Gateway of
+// class istio-waypoint, Programmed by the real istiod, which deployed it (its Deployment, whose
+// pod kwok plays), and the namespace sends its traffic there (istio.io/use-waypoint).
+func checkWaypoint(t *testing.T, c client.Client, namespace string) {
+	t.Helper()
+	gw := &unstructured.Unstructured{}
+	gw.SetGroupVersionKind(waypoint.GVK)
+	if err := c.Get(context.Background(), client.ObjectKey{Namespace: namespace, Name: waypoint.Name}, gw); err != nil {
+		t.Fatalf("the waypoint of %s: %v", namespace, err)
+	}
+	if !waypoint.Programmed(gw) || gw.GetLabels()[meshv1.LabelInstallation] != "default" {
+		t.Errorf("the waypoint of %s: Programmed %v, labels %v, status %v", namespace, waypoint.Programmed(gw), gw.GetLabels(), gw.Object["status"])
+	}
+	if !framework.Exists(t, c, &appsv1.Deployment{}, namespace, waypoint.Name) {
+		t.Errorf("istiod deployed no waypoint Deployment in %s", namespace)
+	}
+	if v := framework.GetNamespace(t, c, namespace).Labels[waypoint.UseLabel]; v != waypoint.Name {
+		t.Errorf("%s labelled %s=%q, want %q", namespace, waypoint.UseLabel, v, waypoint.Name)
+	}
+	// ZeroTrust's policies, attached to the waypoint too (istiod's validating webhook let them in):
+	// behind the waypoint, the destination's ztunnel sees only the waypoint's identity.
+	for _, name := range []string{policy.WaypointAllowName, policy.WaypointAllowNothingName} {
+		ap := &unstructured.Unstructured{}
+		ap.SetGroupVersionKind(policy.AuthorizationPolicyGVK)
+		if err := c.Get(context.Background(), client.ObjectKey{Namespace: namespace, Name: name}, ap); err != nil {
+			t.Errorf("AuthorizationPolicy %s/%s at the waypoint: %v", namespace, name, err)
+			continue
+		}
+		if refs, _, _ := unstructured.NestedSlice(ap.Object, "spec", "targetRefs"); len(refs) != 1 {
+			t.Errorf("AuthorizationPolicy %s/%s: targetRefs %v, want the waypoint's Gateway", namespace, name, refs)
+		}
+	}
+}
+
+// isWaypointPod tells a waypoint's pod, which istiod deploys (labelled with its Gateway's name).
+func isWaypointPod(p *corev1.Pod) bool {
+	return p.Labels["gateway.networking.k8s.io/gateway-name"] != ""
 }

@@ -53,6 +53,9 @@ func podUIDs(t *testing.T, c client.Client, namespace string) map[string]string 
 	t.Helper()
 	out := map[string]string{}
 	for _, p := range framework.Pods(t, c, namespace) {
+		if isWaypointPod(&p) {
+			continue // istiod's, not the namespace's workloads
+		}
 		out[p.Name] = string(p.UID)
 	}
 	return out

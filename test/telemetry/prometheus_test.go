@@ -61,6 +61,11 @@ func istioSeries(t *testing.T) (addr string, tick, startZtunnel func()) {
 		if ztunnel.Load() {
 			conns.WithLabelValues("istio-cni", "ztunnel-x7k2p", "destination", "shop", "web", "amb", "mutual_tls").Add(2)
 			conns.WithLabelValues("istio-cni", "ztunnel-x7k2p", "destination", "unknown", "unknown", "amb", "unknown").Add(1)
+			// amb's waypoint: ztunnel sees it as the caller; the waypoint reports the callers
+			// behind it, one of them refused by its policy.
+			conns.WithLabelValues("istio-cni", "ztunnel-x7k2p", "destination", "amb", "waypoint", "amb", "mutual_tls").Add(3)
+			requests.WithLabelValues("amb", "waypoint-5d9f", "waypoint", "orders", "api", "amb", "mutual_tls", "200", "-").Add(2)
+			requests.WithLabelValues("amb", "waypoint-5d9f", "waypoint", "rogue", "x", "amb", "mutual_tls", "403", "-").Add(1)
 		}
 		requests.WithLabelValues("shop", "web-1", "destination", "legacy", "client", "shop", "none", "200", "-").Add(3)
 		requests.WithLabelValues("shop", "web-1", "destination", "shop", "web", "shop", "mutual_tls", "200", "-").Add(10)
@@ -166,10 +171,11 @@ func TestPrometheusSource(t *testing.T) {
 	const short = 3 * time.Second
 	framework.Eventually(t, 60*time.Second, "Prometheus to show ztunnel reporting amb's callers", func() (bool, error) {
 		got = src.Read(ctx, namespaces, short)
-		return got["amb"].ZtunnelReporting && got["amb"].Plaintext[outside] > 0 && got["amb"].Callers[web] > 0, nil
+		return got["amb"].ZtunnelReporting && got["amb"].Plaintext[outside] > 0 && got["amb"].Callers[web] > 0 && len(got["amb"].Denied) > 0, nil
 	})
-	if amb := got["amb"]; amb.Reporting || len(amb.Plaintext) != 1 || len(amb.Callers) != 2 || !got["shop"].ZtunnelReporting {
-		t.Errorf("amb: %+v, shop ztunnel reporting %v; want no sidecar reporting, the outside caller alone in plaintext, shop/web in mTLS, and ztunnel reporting for every namespace", amb, got["shop"].ZtunnelReporting)
+	api, rogue := traffic.Caller{Namespace: "orders", Workload: "api"}, traffic.Caller{Namespace: "rogue", Workload: "x"}
+	if amb := got["amb"]; amb.Reporting || len(amb.Plaintext) != 1 || len(amb.Callers) != 5 || amb.Callers[api] == 0 || len(amb.Denied) != 1 || amb.Denied[rogue] == 0 || !got["shop"].ZtunnelReporting {
+		t.Errorf("amb: %+v, shop ztunnel reporting %v; want no sidecar reporting, the outside caller alone in plaintext, shop/web in mTLS, the callers behind its waypoint (rogue/x refused by it), and ztunnel reporting for every namespace", amb, got["shop"].ZtunnelReporting)
 	}
 	// Over a window longer than ztunnel has been scraped, it vouches for nothing: its series
 	// began within it.

@@ -149,6 +149,14 @@ func TestInvalidSpecsAreRefused(t *testing.T) {
 			spec: "dataPlane: {cni: Disabled}\nnamespaces: [{selector: {matchLabels: {team: a}}, level: Observe, dataPlaneMode: Ambient}]",
 			want: "a namespace rule with dataPlaneMode Ambient needs Istio CNI (its node agent hands the pods' traffic to ztunnel): set dataPlane.cni to Auto or Enabled",
 		},
+		"a waypoint for sidecars (the mesh's default)": {
+			spec: "namespaces: [{selector: {matchLabels: {team: a}}, level: Observe, waypoint: true}]",
+			want: "a namespace rule with waypoint: true needs ambient mode (a waypoint carries the traffic ztunnel hands it): set the rule's dataPlaneMode, or spec.dataPlane.mode, to Ambient, or remove waypoint",
+		},
+		"a waypoint for a rule that keeps sidecars in an ambient mesh": {
+			spec: "dataPlane: {mode: Ambient}\nnamespaces: [{selector: {matchLabels: {team: a}}, level: Observe, dataPlaneMode: Sidecar, waypoint: true}]",
+			want: "a namespace rule with waypoint: true needs ambient mode",
+		},
 		"a rule's data plane that is not one": {
 			spec: "namespaces: [{selector: {matchLabels: {team: a}}, level: Observe, dataPlaneMode: Envoy}]",
 			want: `supported values: "Sidecar", "Ambient"`,
@@ -318,6 +326,14 @@ func TestValidSpecsRoundTrip(t *testing.T) {
 	}{
 		"an explicitly empty version": {
 			spec:     `version: ""`,
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ndataPlane: {cni: Auto, nativeSidecars: Auto, mode: Sidecar}\ncontrolPlane: {}",
+		},
+		"waypoints in ambient mode, mesh-wide or by the rule": {
+			spec:     "dataPlane: {mode: Ambient}\nnamespaces: [{selector: {matchLabels: {team: a}}, level: ZeroTrust, waypoint: true}]",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ndataPlane: {cni: Auto, nativeSidecars: Auto}\ncontrolPlane: {}",
+		},
+		"a waypoint by an ambient rule of a sidecar mesh": {
+			spec:     "namespaces: [{selector: {matchLabels: {team: a}}, level: Observe, dataPlaneMode: Ambient, waypoint: true}]",
 			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ndataPlane: {cni: Auto, nativeSidecars: Auto, mode: Sidecar}\ncontrolPlane: {}",
 		},
 		"empty spec gets the rollout defaults": {

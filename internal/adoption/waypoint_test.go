@@ -1,0 +1,277 @@
+package adoption
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/ambient"
+	"github.com/meshwright/meshwright/internal/gatewayapi"
+	"github.com/meshwright/meshwright/internal/installed"
+	"github.com/meshwright/meshwright/internal/render"
+	"github.com/meshwright/meshwright/internal/stages"
+	"github.com/meshwright/meshwright/internal/waypoint"
+)
+
+// installGatewayCRD installs the Gateway API's Gateway CRD, as ambient mode's control plane
+// does, and waits for it to be Established.
+func installGatewayCRD(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	crds, err := render.Decode(gatewayapi.StandardCRDs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, crd := range crds {
+		if crd.GetName() == gatewayCRD {
+			if err := k8s.Create(ctx, crd); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		crd := &unstructured.Unstructured{}
+		crd.SetAPIVersion("apiextensions.k8s.io/v1")
+		crd.SetKind("CustomResourceDefinition")
+		err := k8s.Get(ctx, client.ObjectKey{Name: gatewayCRD}, crd)
+		return err == nil && installed.ConditionTrue(crd, "Established"), nil
+	}); err != nil {
+		t.Fatalf("the Gateway CRD was not Established: %v", err)
+	}
+}
+
+// gatewayIn reads the operator's waypoint in a namespace; nil when there is none.
+func gatewayIn(t *testing.T, namespace string) *unstructured.Unstructured {
+	t.Helper()
+	gw := &unstructured.Unstructured{}
+	gw.SetGroupVersionKind(waypoint.GVK)
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: namespace, Name: waypoint.Name}, gw); err != nil {
+		if client.IgnoreNotFound(err) != nil {
+			t.Fatal(err)
+		}
+		return nil
+	}
+	return gw
+}
+
+// programWaypoint plays istiod: the Gateway is Programmed for its generation.
+func programWaypoint(t *testing.T, namespace string) {
+	t.Helper()
+	gw := gatewayIn(t, namespace)
+	gw.Object["status"] = map[string]any{"conditions": []any{map[string]any{"type": "Programmed", "status": "True", "reason": "Programmed",
+		"message": "deployed", "observedGeneration": gw.GetGeneration(), "lastTransitionTime": "2026-12-07T10:00:00Z"}}}
+	if err := k8s.Status().Update(context.Background(), gw); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// setBundleVersion sets the release the Gateway CRD says it is of.
+func setBundleVersion(t *testing.T, release string) {
+	t.Helper()
+	crd := &unstructured.Unstructured{}
+	crd.SetAPIVersion("apiextensions.k8s.io/v1")
+	crd.SetKind("CustomResourceDefinition")
+	if err := k8s.Get(context.Background(), client.ObjectKey{Name: gatewayCRD}, crd); err != nil {
+		t.Fatal(err)
+	}
+	a := crd.GetAnnotations()
+	a[gatewayapi.BundleVersionAnnotation] = release
+	crd.SetAnnotations(a)
+	if err := k8s.Update(context.Background(), crd); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitGone waits until the namespace's Gateway named waypoint is gone.
+func waitGone(t *testing.T, namespace string) {
+	t.Helper()
+	if err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		return gatewayIn(t, namespace) == nil, nil
+	}); err != nil {
+		t.Fatalf("the Gateway in %s was not deleted: %v", namespace, err)
+	}
+}
+
+// TestWaypointAgainstTheAPIServer: a namespace whose rule asks for a waypoint, in ambient mode,
+// gets the Gateway first and steps into ambient mode only once it is Programmed, with
+// istio.io/use-waypoint; held with WaitingForWaypoint meanwhile, and while the Gateway API is not
+// installed. Asked no longer, the label goes first and the Gateway a pass later; the
+// installation's removal deletes the Gateway.
+func TestWaypointAgainstTheAPIServer(t *testing.T) {
+	ctx := context.Background()
+	const name = "team-waypoint"
+	teamNamespace(t, name)
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), getNS(t, name)) })
+	// A label of its own: the other tests' namespaces stay (Terminating) with theirs.
+	ns := getNS(t, name)
+	ns.Labels["waypoint-test"] = "on"
+	if err := k8s.Update(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	mesh := meshFor("ladder-waypoint")
+	mesh.Spec.DataPlane.Mode = meshv1.DataPlaneAmbient
+	mesh.Spec.Namespaces[0].Selector.MatchLabels = map[string]string{"waypoint-test": "on"}
+	mesh.Spec.Rollout.MaxNamespacesInProgress = 100 // the other tests' namespaces may hold steps
+	mesh.Spec.Namespaces[0].Waypoint = true
+	now := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	held := func(res stages.Result, reason, want string) {
+		t.Helper()
+		if reason == "" && (len(res.Namespaces.Blocked) != 0 || !strings.Contains(res.Message, want)) ||
+			reason != "" && (len(res.Namespaces.Blocked) != 1 || res.Namespaces.Blocked[0].Reason != reason || !strings.Contains(res.Namespaces.Blocked[0].Message, want)) {
+			t.Fatalf("%s %+v: want held (%q), saying %q", res.Message, res.Namespaces, reason, want)
+		}
+		if ns := getNS(t, name); ns.Labels[ambient.Label] != "" || ns.Labels[waypoint.UseLabel] != "" {
+			t.Fatalf("labels %v while the waypoint does not serve: want neither the ambient label nor %s", ns.Labels, waypoint.UseLabel)
+		}
+	}
+	labels := func() map[string]string { t.Helper(); return getNS(t, name).Labels }
+
+	held(reconcileAt(t, mesh, now), meshv1.ReasonWaitingForWaypoint, "the Gateway API's CRDs are not installed")
+	installGatewayCRD(t)
+	// A release too old to keep spec.infrastructure: no Gateway is written.
+	setBundleVersion(t, "v1.1.0")
+	held(reconcileAt(t, mesh, now), meshv1.ReasonWaitingForWaypoint, `is of release "v1.1.0"`)
+	if gatewayIn(t, name) != nil {
+		t.Fatal("a waypoint written through a Gateway API older than v1.2")
+	}
+	setBundleVersion(t, gatewayapi.Release)
+
+	// Someone else's Gateway by the waypoint's name: held, neither written nor deleted.
+	theirs := &unstructured.Unstructured{Object: map[string]any{"spec": map[string]any{"gatewayClassName": waypoint.ClassName,
+		"listeners": []any{map[string]any{"name": "mesh", "port": int64(waypoint.Port), "protocol": "HBONE"}}}}}
+	theirs.SetGroupVersionKind(waypoint.GVK)
+	theirs.SetNamespace(name)
+	theirs.SetName(waypoint.Name)
+	if err := k8s.Create(ctx, theirs); err != nil {
+		t.Fatal(err)
+	}
+	held(reconcileAt(t, mesh, now), meshv1.ReasonWaypointConflict, "is not the operator's")
+	if gw := gatewayIn(t, name); gw == nil || gw.GetResourceVersion() != theirs.GetResourceVersion() {
+		t.Fatal("someone else's waypoint Gateway was written or deleted")
+	}
+	if err := k8s.Delete(ctx, theirs); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, name)
+
+	held(reconcileAt(t, mesh, now), "", "to be Programmed")
+	if gw := gatewayIn(t, name); gw == nil || gw.GetLabels()[meshv1.LabelInstallation] != mesh.Name {
+		t.Fatalf("the waypoint Gateway: %v; want it created, the installation's", gw)
+	}
+
+	programWaypoint(t, name)
+	reconcileAt(t, mesh, now)
+	if l := labels(); l[ambient.Label] != ambient.Enabled || l[waypoint.UseLabel] != waypoint.Name {
+		t.Fatalf("labels %v once the waypoint serves: want the ambient label and %s=%s", l, waypoint.UseLabel, waypoint.Name)
+	}
+
+	// No longer asked for: the label goes first, the Gateway in the next pass.
+	mesh.Spec.Namespaces[0].Waypoint = false
+	reconcileAt(t, mesh, now.Add(time.Minute))
+	if l := labels(); l[waypoint.UseLabel] != "" || gatewayIn(t, name) == nil {
+		t.Fatalf("waypoint set back to false: labels %v, Gateway %v; want the label off and the Gateway kept for now", l, gatewayIn(t, name) != nil)
+	}
+	reconcileAt(t, mesh, now.Add(2*time.Minute))
+	if gatewayIn(t, name) != nil {
+		t.Fatal("the waypoint was not removed once the label was off")
+	}
+
+	// Asked for again by a namespace already in ambient mode: the label once it serves; not
+	// Ready meanwhile.
+	mesh.Spec.Namespaces[0].Waypoint = true
+	res := reconcileAt(t, mesh, now.Add(3*time.Minute))
+	if l := labels(); l[waypoint.UseLabel] != "" || gatewayIn(t, name) == nil || res.State == stages.Ready {
+		t.Fatalf("asked for again: labels %v, Gateway %v, %v %q; want the Gateway, no label until it is Programmed, and the stage not Ready", l, gatewayIn(t, name) != nil, res.State, res.Message)
+	}
+	programWaypoint(t, name)
+	reconcileAt(t, mesh, now.Add(4*time.Minute))
+	if l := labels(); l[waypoint.UseLabel] != waypoint.Name || l[ambient.Label] != ambient.Enabled {
+		t.Fatalf("asked for again, Programmed: labels %v", l)
+	}
+
+	// The Gateway deleted by hand while the rule no longer asks for it: the label, which would
+	// send the namespace's traffic to nothing, goes too.
+	mesh.Spec.Namespaces[0].Waypoint = false
+	if err := k8s.Delete(ctx, gatewayIn(t, name)); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, name)
+	reconcileAt(t, mesh, now.Add(5*time.Minute))
+	if l := labels(); l[waypoint.UseLabel] != "" {
+		t.Fatalf("labels %v: want %s off once its Gateway is gone and unwanted", l, waypoint.UseLabel)
+	}
+	mesh.Spec.Namespaces[0].Waypoint = true
+	reconcileAt(t, mesh, now.Add(6*time.Minute))
+	programWaypoint(t, name)
+	reconcileAt(t, mesh, now.Add(7*time.Minute))
+	if l := labels(); l[waypoint.UseLabel] != waypoint.Name {
+		t.Fatalf("labels %v: want the waypoint back in use", l)
+	}
+
+	if done, err := newStage(k8s, now).Cleanup(ctx, mesh); err != nil || !done {
+		t.Fatalf("Cleanup = %v, %v", done, err)
+	}
+	if l := labels(); l[waypoint.UseLabel] != "" || gatewayIn(t, name) != nil {
+		t.Fatalf("after the installation's removal: labels %v, Gateway %v; want both gone", l, gatewayIn(t, name) != nil)
+	}
+}
+
+// TestWaypointsForbidden: a user's credentials (the kubectl plugin) that may not read the
+// Gateway CRD or list Gateways show the waypoint as unread; the operator's refused read is an
+// error, never taken for "no Gateway API" (which would take the label off).
+func TestWaypointsForbidden(t *testing.T) {
+	forbidden := apierrors.NewForbidden(schema.GroupResource{Resource: "gateways"}, "", errors.New("RBAC"))
+	crd := &apiextensionsv1.CustomResourceDefinition{ObjectMeta: metav1.ObjectMeta{Name: gatewayCRD, Annotations: map[string]string{gatewayapi.BundleVersionAnnotation: gatewayapi.Release}},
+		Spec:   apiextensionsv1.CustomResourceDefinitionSpec{Versions: []apiextensionsv1.CustomResourceDefinitionVersion{{Name: "v1", Served: true}}},
+		Status: apiextensionsv1.CustomResourceDefinitionStatus{Conditions: []apiextensionsv1.CustomResourceDefinitionCondition{{Type: apiextensionsv1.Established, Status: apiextensionsv1.ConditionTrue}}}}
+	scheme := runtime.NewScheme()
+	if err := apiextensionsv1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	tests := map[string]struct {
+		funcs   interceptor.Funcs
+		asUser  bool
+		wantErr bool
+		want    string
+	}{
+		"the CRD, as the plugin": {funcs: interceptor.Funcs{Get: func(context.Context, client.WithWatch, client.ObjectKey, client.Object, ...client.GetOption) error {
+			return forbidden
+		}},
+			asUser: true, want: "may not read the CRD"},
+		"Gateways, as the plugin": {funcs: interceptor.Funcs{List: func(context.Context, client.WithWatch, client.ObjectList, ...client.ListOption) error {
+			return forbidden
+		}},
+			asUser: true, want: "may not list Gateways"},
+		"the CRD, as the operator": {funcs: interceptor.Funcs{Get: func(context.Context, client.WithWatch, client.ObjectKey, client.Object, ...client.GetOption) error {
+			return forbidden
+		}},
+			wantErr: true},
+		"Gateways, as the operator": {funcs: interceptor.Funcs{List: func(context.Context, client.WithWatch, client.ObjectList, ...client.ListOption) error {
+			return forbidden
+		}},
+			wantErr: true},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(crd.DeepCopy()).WithInterceptorFuncs(tt.funcs).Build()
+			got, err := Planner{Policies: c, AsUser: tt.asUser}.waypoints(context.Background())
+			if (err != nil) != tt.wantErr || !strings.Contains(got.unavailable, tt.want) || tt.want == "" && got.unavailable != "" {
+				t.Fatalf("waypoints = %+v, %v; want error %v, unavailable saying %q", got, err, tt.wantErr, tt.want)
+			}
+		})
+	}
+}
