@@ -51,6 +51,7 @@ import (
 	"github.com/meshwright/meshwright/internal/policy"
 	"github.com/meshwright/meshwright/internal/stages"
 	"github.com/meshwright/meshwright/internal/telemetry"
+	"github.com/meshwright/meshwright/internal/waypoint"
 )
 
 // StatusCoalesceWindow is how often at most a status change that only reports progress (see
@@ -440,6 +441,9 @@ func (r *MeshInstallationReconciler) watchKinds(gvks ...schema.GroupVersionKind)
 		u := &unstructured.Unstructured{}
 		u.SetGroupVersionKind(gvk)
 		src := source.Kind[client.Object](r.cache, u, handler.EnqueueRequestsFromMapFunc(byInstallationLabel))
+		if gvk == waypoint.GVK {
+			src = source.Kind[client.Object](r.cache, u, handler.EnqueueRequestsFromMapFunc(r.gatewayToMeshes))
+		}
 		if slices.Contains(policy.Kinds(), gvk) {
 			// Policies are the ladder's: each event counts as a change of its namespace (the
 			// ladder reuses what it read of a namespace's policies, its conflicts and last
@@ -457,6 +461,16 @@ func (r *MeshInstallationReconciler) watchKinds(gvks ...schema.GroupVersionKind)
 // crdToMeshes maps an Istio CRD to its installation and a cert-manager CRD to every installation.
 func (r *MeshInstallationReconciler) crdToMeshes(ctx context.Context, o client.Object) []reconcile.Request {
 	if reqs := byInstallationLabel(ctx, o); len(reqs) > 0 {
+		return reqs
+	}
+	return r.requeueMeshes(ctx, o)
+}
+
+// gatewayToMeshes maps the operator's waypoint to its installation, and someone else's Gateway
+// named waypoint to every installation: one appearing or going holds or frees a namespace
+// (WaypointConflict).
+func (r *MeshInstallationReconciler) gatewayToMeshes(ctx context.Context, o client.Object) []reconcile.Request {
+	if reqs := byInstallationLabel(ctx, o); len(reqs) > 0 || o.GetName() != waypoint.Name {
 		return reqs
 	}
 	return r.requeueMeshes(ctx, o)

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
-	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -57,6 +56,8 @@ type NamespacePlan struct {
 	// operator's waypoint Gateway in it, nil when there is none.
 	Waypoint ladder.Waypoint
 	gateway  *unstructured.Unstructured
+	// gatewaysRead: the pass read the cluster's Gateways (the Gateway API serves them).
+	gatewaysRead bool
 	// Decision is what the ladder does next.
 	Decision ladder.Decision
 
@@ -127,8 +128,8 @@ func (p Planner) Plan(ctx context.Context, mesh *meshv1.MeshInstallation, now ti
 	if err := p.Workloads.List(ctx, &nsList, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, Target{}, fmt.Errorf("listing namespaces: %w", err)
 	}
-	// Namespaces that hold the installation's policies are looked at even when someone removed
-	// the ladder's label and annotation, so the policies do not outlive the ladder's record.
+	// Namespaces that hold the installation's policies (or waypoint) are looked at even when
+	// someone removed the ladder's label and annotation, so they do not outlive its record.
 	withPolicies, err := p.namespacesWithPolicies(ctx, mesh)
 	if err != nil {
 		return nil, Target{}, err
@@ -138,13 +139,11 @@ func (p Planner) Plan(ctx context.Context, mesh *meshv1.MeshInstallation, now ti
 		live[nsList.Items[i].Name] = true
 	}
 	p.Observations.Keep(live)
-	plans := candidates(ctx, mesh, nsList.Items, withPolicies, excluded, p.Observations)
-	var gateways waypointGateways
-	if slices.ContainsFunc(plans, needsWaypoints) {
-		if gateways, err = p.waypoints(ctx); err != nil {
-			return nil, Target{}, err
-		}
+	gateways, err := p.readWaypoints(ctx, mesh, nsList.Items, withPolicies)
+	if err != nil {
+		return nil, Target{}, err
 	}
+	plans := candidates(ctx, mesh, nsList.Items, withPolicies, excluded, p.Observations)
 	for i := range plans {
 		c := &plans[i]
 		setWaypoint(c, mesh, gateways)

@@ -137,7 +137,7 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 	if err != nil {
 		return stages.Result{}, err
 	}
-	if s.Watch != nil && slices.ContainsFunc(plans, func(c NamespacePlan) bool { return needsWaypoints(c) && c.Waypoint.Unavailable == "" }) {
+	if s.Watch != nil && slices.ContainsFunc(plans, func(c NamespacePlan) bool { return c.gatewaysRead }) {
 		if err := s.Watch(waypoint.GVK); err != nil {
 			return stages.Result{}, err
 		}
@@ -206,18 +206,30 @@ func announceTrafficHold(mesh *meshv1.MeshInstallation, c *NamespacePlan) {
 	d.Event = &ladder.Event{Warning: true, Reason: d.Blocked.Reason, Message: d.Blocked.Message}
 }
 
-// carryOut makes the cluster match a decision: namespace first (its injection label must be on
-// before pods restart), then restarts, then policies; the Event last, once it is true.
+// carryOut makes the cluster match a decision: the waypoint first, namespace then (its
+// injection label must be on before pods restart), then restarts, then policies; the Event last,
+// once it is true.
 func (s *Stage) carryOut(ctx context.Context, mesh *meshv1.MeshInstallation, c *NamespacePlan) error {
 	d := c.Decision
 	if err := s.applyWaypoint(ctx, mesh, c, d.Effects); err != nil {
 		return err
 	}
+	if d.Effects.UseWaypoint && !c.Waypoint.Labelled && d.Effects.Authorization {
+		// The policies attached to the waypoint before the label that sends traffic through
+		// it: behind the waypoint, the namespace's own policies see only the waypoint.
+		if err := s.syncPolicies(ctx, mesh, c, d.Effects); err != nil {
+			return err
+		}
+	}
 	if err := s.writeNamespace(ctx, c, d); err != nil {
 		return err
 	}
-	if err := s.removeWaypoint(ctx, c, d.Effects); err != nil {
+	recheck, err := s.removeWaypoint(ctx, c, d.Effects)
+	if err != nil {
 		return err
+	}
+	if recheck > 0 && (c.Decision.RecheckAfter == 0 || recheck < c.Decision.RecheckAfter) {
+		c.Decision.RecheckAfter = recheck
 	}
 	for _, w := range d.Restart {
 		if err := s.restart(ctx, c.Namespace.Name, w, c.uids[w], d.State.Step.ID); err != nil {
@@ -278,9 +290,12 @@ func (s *Stage) writeNamespace(ctx context.Context, c *NamespacePlan, d ladder.D
 	// without the operator wanting it is someone else's to keep.
 	_, injectionLabel := c.Namespace.Labels[InjectionLabel]
 	drop := injectionLabel && migratingToAmbient(d)
-	// The waypoint label goes before the waypoint, whoever put it on: it names the operator's
-	// Gateway (Waypoint.Labelled), and traffic sent to a deleted waypoint is lost.
-	dropWaypoint := c.Waypoint.Labelled && !d.Effects.UseWaypoint
+	// The waypoint label goes before the waypoint, whoever put it on when it names the
+	// operator's Gateway: traffic sent to a deleted waypoint is lost.
+	dropWaypoint, err := s.dropsWaypointLabel(ctx, c, d.Effects)
+	if err != nil {
+		return err
+	}
 	same := c.Namespace.Annotations[meshv1.AnnotationLadder] == annotation && c.Namespace.Labels[meshv1.LabelLevel] == want[meshv1.LabelLevel] &&
 		(!d.Effects.Inject || (!d.Effects.Ambient || c.Namespace.Labels[ambient.Label] == ambient.Enabled) &&
 			(!d.Effects.Sidecars || c.Namespace.Labels[InjectionLabel] == d.Effects.Revision)) && !drop && !dropWaypoint &&

@@ -3,10 +3,12 @@ package adoption
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -22,6 +24,8 @@ import (
 	"github.com/meshwright/meshwright/internal/ambient"
 	"github.com/meshwright/meshwright/internal/gatewayapi"
 	"github.com/meshwright/meshwright/internal/installed"
+	"github.com/meshwright/meshwright/internal/ladder"
+	"github.com/meshwright/meshwright/internal/policy"
 	"github.com/meshwright/meshwright/internal/render"
 	"github.com/meshwright/meshwright/internal/stages"
 	"github.com/meshwright/meshwright/internal/waypoint"
@@ -38,7 +42,7 @@ func installGatewayCRD(t *testing.T) {
 	}
 	for _, crd := range crds {
 		if crd.GetName() == gatewayCRD {
-			if err := k8s.Create(ctx, crd); err != nil {
+			if err := k8s.Create(ctx, crd); err != nil && !apierrors.IsAlreadyExists(err) {
 				t.Fatal(err)
 			}
 		}
@@ -88,10 +92,11 @@ func setBundleVersion(t *testing.T, release string) {
 	if err := k8s.Get(context.Background(), client.ObjectKey{Name: gatewayCRD}, crd); err != nil {
 		t.Fatal(err)
 	}
+	patch := client.MergeFrom(crd.DeepCopy())
 	a := crd.GetAnnotations()
 	a[gatewayapi.BundleVersionAnnotation] = release
 	crd.SetAnnotations(a)
-	if err := k8s.Update(context.Background(), crd); err != nil {
+	if err := k8s.Patch(context.Background(), crd, patch); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -185,9 +190,14 @@ func TestWaypointAgainstTheAPIServer(t *testing.T) {
 	if l := labels(); l[waypoint.UseLabel] != "" || gatewayIn(t, name) == nil {
 		t.Fatalf("waypoint set back to false: labels %v, Gateway %v; want the label off and the Gateway kept for now", l, gatewayIn(t, name) != nil)
 	}
+	// The label off: the Gateway stays for waypointGrace, then goes.
 	reconcileAt(t, mesh, now.Add(2*time.Minute))
+	if gw := gatewayIn(t, name); gw == nil || gw.GetAnnotations()[AnnotationUnusedSince] == "" {
+		t.Fatalf("the waypoint right after its label went: %v; want it kept, marked unused", gw)
+	}
+	reconcileAt(t, mesh, now.Add(2*time.Minute+waypointGrace))
 	if gatewayIn(t, name) != nil {
-		t.Fatal("the waypoint was not removed once the label was off")
+		t.Fatal("the waypoint was not removed once the label had been off for waypointGrace")
 	}
 
 	// Asked for again by a namespace already in ambient mode: the label once it serves; not
@@ -214,6 +224,20 @@ func TestWaypointAgainstTheAPIServer(t *testing.T) {
 	if l := labels(); l[waypoint.UseLabel] != "" {
 		t.Fatalf("labels %v: want %s off once its Gateway is gone and unwanted", l, waypoint.UseLabel)
 	}
+	// A label someone else set, naming no Gateway of the operator's, is theirs.
+	ns = getNS(t, name)
+	ns.Labels[waypoint.UseLabel] = waypoint.Name
+	if err := k8s.Update(ctx, ns, client.FieldOwner("istioctl")); err != nil {
+		t.Fatal(err)
+	}
+	reconcileAt(t, mesh, now.Add(5*time.Minute+time.Second))
+	if l := labels(); l[waypoint.UseLabel] != waypoint.Name {
+		t.Fatalf("labels %v: want someone else's %s kept", l, waypoint.UseLabel)
+	}
+	if gatewayIn(t, name) != nil {
+		t.Fatal("a waypoint created for someone else's label, with the rule not asking for one")
+	}
+
 	mesh.Spec.Namespaces[0].Waypoint = true
 	reconcileAt(t, mesh, now.Add(6*time.Minute))
 	programWaypoint(t, name)
@@ -231,8 +255,8 @@ func TestWaypointAgainstTheAPIServer(t *testing.T) {
 }
 
 // TestWaypointsForbidden: a user's credentials (the kubectl plugin) that may not read the
-// Gateway CRD or list Gateways show the waypoint as unread; the operator's refused read is an
-// error, never taken for "no Gateway API" (which would take the label off).
+// Gateway CRD or list Gateways show the waypoint as unread (the ladder then takes the labels as
+// they are); the operator's refused read is an error, never taken for "no Gateway API".
 func TestWaypointsForbidden(t *testing.T) {
 	forbidden := apierrors.NewForbidden(schema.GroupResource{Resource: "gateways"}, "", errors.New("RBAC"))
 	crd := &apiextensionsv1.CustomResourceDefinition{ObjectMeta: metav1.ObjectMeta{Name: gatewayCRD, Annotations: map[string]string{gatewayapi.BundleVersionAnnotation: gatewayapi.Release}},
@@ -269,9 +293,56 @@ func TestWaypointsForbidden(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(crd.DeepCopy()).WithInterceptorFuncs(tt.funcs).Build()
 			got, err := Planner{Policies: c, AsUser: tt.asUser}.waypoints(context.Background())
-			if (err != nil) != tt.wantErr || !strings.Contains(got.unavailable, tt.want) || tt.want == "" && got.unavailable != "" {
-				t.Fatalf("waypoints = %+v, %v; want error %v, unavailable saying %q", got, err, tt.wantErr, tt.want)
+			if (err != nil) != tt.wantErr || !strings.Contains(got.unread, tt.want) || got.unavailable != "" {
+				t.Fatalf("waypoints = %+v, %v; want error %v, unread saying %q, never unavailable", got, err, tt.wantErr, tt.want)
 			}
 		})
+	}
+}
+
+// TestWaypointPoliciesBeforeItsLabel: at ZeroTrust, the policies attached to the waypoint are
+// written before the label that sends the namespace's traffic through it, even when no earlier
+// pass wrote them: behind the waypoint, the namespace's own policies see only the waypoint.
+func TestWaypointPoliciesBeforeItsLabel(t *testing.T) {
+	ctx := context.Background()
+	const name = "team-waypoint-order"
+	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{ambient.Label: ambient.Enabled}}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), getNS(t, name)) })
+	var writes []string
+	c := interceptor.NewClient(k8s, interceptor.Funcs{
+		Apply: func(ctx context.Context, c client.WithWatch, obj runtime.ApplyConfiguration, opts ...client.ApplyOption) error {
+			if u, ok := obj.(interface{ GetKind() *string }); ok && u.GetKind() != nil {
+				writes = append(writes, *u.GetKind())
+			} else if u, ok := obj.(interface{ GetKind() string }); ok {
+				writes = append(writes, u.GetKind())
+			}
+			return c.Apply(ctx, obj, opts...)
+		},
+	})
+	mesh := meshFor("ladder-waypoint-order")
+	mesh.Spec.DataPlane.Mode = meshv1.DataPlaneAmbient
+	plan := &NamespacePlan{Namespace: getNS(t, name), Enrollment: ladder.Enrollment{Target: meshv1.LevelZeroTrust, Ambient: true, Waypoint: true},
+		Waypoint: ladder.Waypoint{Wanted: true, Programmed: true},
+		Decision: ladder.Decision{Level: meshv1.LevelZeroTrust, Effects: ladder.Effects{Inject: true, Ambient: true, Strict: true, Authorization: true, Waypoint: true, UseWaypoint: true}}}
+	plan.gateway, _ = waypoint.Gateway(mesh.Name, name) // as if it were Programmed already
+	installGatewayCRD(t)
+	if err := newStage(c, time.Now()).carryOut(ctx, mesh, plan); err != nil {
+		t.Fatal(err)
+	}
+	first := slices.Index(writes, "Namespace")
+	if first < 0 || !slices.Contains(writes[:first], policy.AuthorizationPolicyGVK.Kind) {
+		t.Fatalf("writes %v: want the AuthorizationPolicies before the namespace's label", writes)
+	}
+	for _, n := range []string{policy.WaypointAllowName, policy.WaypointAllowNothingName} {
+		ap := &unstructured.Unstructured{}
+		ap.SetGroupVersionKind(policy.AuthorizationPolicyGVK)
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: name, Name: n}, ap); err != nil {
+			t.Errorf("%s: %v", n, err)
+		}
+	}
+	if getNS(t, name).Labels[waypoint.UseLabel] != waypoint.Name {
+		t.Error("the namespace was not labelled to use its waypoint")
 	}
 }

@@ -31,6 +31,17 @@ func fuzzFiller(data []byte, base time.Time) *randfill.Filler {
 		},
 		func(d *time.Duration, c randfill.Continue) { *d = time.Duration(c.Int63n(int64(time.Hour))) },
 		func(n *int, c randfill.Continue) { *n = c.Intn(20) },
+		func(w *Waypoint, c randfill.Continue) {
+			// Mostly a waypoint that can be made and is the operator's: the cases that order
+			// the label and the Gateway.
+			reason := func() string {
+				if c.Intn(5) == 0 {
+					return "why"
+				}
+				return ""
+			}
+			*w = Waypoint{Wanted: c.Bool(), Programmed: c.Bool(), Updating: c.Intn(4) == 0, Labelled: c.Bool(), Unavailable: reason(), Conflict: reason(), Unread: reason()}
+		},
 		func(v *intstr.IntOrString, c randfill.Continue) {
 			if c.Bool() {
 				*v = intstr.FromInt32(int32(c.Intn(5)))
@@ -484,8 +495,8 @@ func sawOnlyAllowed(ns Namespace, s Settings) bool {
 func checkWaypointOrder(t *testing.T, ns Namespace, d Decision) {
 	t.Helper()
 	e, w := d.Effects, ns.Waypoint
-	if w.Conflict != "" {
-		if e.Waypoint || e.UseWaypoint != w.Labelled {
+	if w.Conflict != "" || w.Unread != "" {
+		if e.Waypoint && w.Conflict != "" || e.UseWaypoint != w.Labelled {
 			t.Fatalf("someone else's Gateway by the waypoint's name: the operator neither writes it nor changes the label, got %+v for %+v", e, w)
 		}
 		return
@@ -495,6 +506,8 @@ func checkWaypointOrder(t *testing.T, ns Namespace, d Decision) {
 		t.Fatalf("a step %+v into ambient mode started before the waypoint its rule asks for is Programmed: %+v", *st, w)
 	}
 	switch {
+	case w.Labelled && w.Wanted && e.Ambient && !e.UseWaypoint:
+		t.Fatalf("istio.io/use-waypoint taken off while the rule asks for the waypoint (its traffic would skip the L7 policy): %+v, %+v", e, w)
 	case e.UseWaypoint && (!e.Ambient || !e.Waypoint):
 		t.Fatalf("istio.io/use-waypoint with effects %+v: only in ambient mode, with the Gateway", e)
 	case e.UseWaypoint && !w.Labelled && !w.Programmed:

@@ -224,8 +224,9 @@ type Waypoint struct {
 	// Wanted: the namespace's rule asks for one (waypoint: true), and it is enrolled with the
 	// spec putting it in ambient mode, or still carries the ambient label.
 	Wanted bool
-	// Programmed: the operator's Gateway serves (istiod deployed it).
-	Programmed bool
+	// Programmed: the operator's Gateway serves (istiod deployed it). Updating: it was
+	// Programmed for an earlier generation, and istiod has not caught up with the latest yet.
+	Programmed, Updating bool
 	// Labelled: the namespace carries istio.io/use-waypoint naming the waypoint's Gateway.
 	Labelled bool
 	// Unavailable, when set, says why no Gateway can be created (the Gateway API's CRDs are not
@@ -233,6 +234,9 @@ type Waypoint struct {
 	Unavailable string
 	// Conflict, when set, says that a Gateway by the waypoint's name is someone else's.
 	Conflict string
+	// Unread, when set, says why the waypoint could not be read (the kubectl plugin, with a
+	// user's credentials): shown as unread, the namespace's labels taken as they are.
+	Unread string
 }
 
 // Admission is the outcome of creating, with server-side dry run, the pod of each workload a

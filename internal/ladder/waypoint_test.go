@@ -16,18 +16,21 @@ func TestWaypointEffects(t *testing.T) {
 		w                    Waypoint
 		gateway, useWaypoint bool
 	}{
-		"not wanted":                           {e: ambient},
-		"wanted, not in the mesh yet":          {e: Effects{}, w: Waypoint{Wanted: true}, gateway: true},
-		"wanted, with sidecars":                {e: Effects{Inject: true, Sidecars: true}, w: Waypoint{Wanted: true, Programmed: true}, gateway: true},
-		"wanted, in ambient mode, not serving": {e: ambient, w: Waypoint{Wanted: true}, gateway: true},
-		"wanted, in ambient mode, Programmed":  {e: ambient, w: Waypoint{Wanted: true, Programmed: true}, gateway: true, useWaypoint: true},
-		"labelled, no longer Programmed":       {e: ambient, w: Waypoint{Wanted: true, Labelled: true}, gateway: true, useWaypoint: true},
-		"no longer wanted, still labelled":     {e: ambient, w: Waypoint{Labelled: true, Programmed: true}, gateway: true},
-		"no longer wanted, label off":          {e: ambient, w: Waypoint{Programmed: true}},
-		"wanted, no Gateway API":               {e: ambient, w: Waypoint{Wanted: true, Unavailable: "no CRD"}},
-		"labelled, not wanted, no Gateway API": {e: ambient, w: Waypoint{Labelled: true, Unavailable: "no CRD"}, gateway: true},
-		"someone else's Gateway, labelled":     {e: ambient, w: Waypoint{Wanted: true, Labelled: true, Conflict: "theirs"}, useWaypoint: true},
-		"someone else's Gateway, not labelled": {e: ambient, w: Waypoint{Wanted: true, Programmed: true, Conflict: "theirs"}},
+		"not wanted":                             {e: ambient},
+		"wanted, not in the mesh yet":            {e: Effects{}, w: Waypoint{Wanted: true}, gateway: true},
+		"wanted, with sidecars":                  {e: Effects{Inject: true, Sidecars: true}, w: Waypoint{Wanted: true, Programmed: true}, gateway: true},
+		"wanted, in ambient mode, not serving":   {e: ambient, w: Waypoint{Wanted: true}, gateway: true},
+		"wanted, in ambient mode, Programmed":    {e: ambient, w: Waypoint{Wanted: true, Programmed: true}, gateway: true, useWaypoint: true},
+		"labelled, no longer Programmed":         {e: ambient, w: Waypoint{Wanted: true, Labelled: true}, gateway: true, useWaypoint: true},
+		"no longer wanted, still labelled":       {e: ambient, w: Waypoint{Labelled: true, Programmed: true}, gateway: true},
+		"no longer wanted, label off":            {e: ambient, w: Waypoint{Programmed: true}},
+		"wanted, no Gateway API":                 {e: ambient, w: Waypoint{Wanted: true, Unavailable: "no CRD"}},
+		"labelled, wanted, no Gateway API: kept": {e: ambient, w: Waypoint{Wanted: true, Labelled: true, Unavailable: "no CRD"}, gateway: true, useWaypoint: true},
+		"not read: as it is":                     {e: ambient, w: Waypoint{Wanted: true, Labelled: true, Unread: "forbidden"}, gateway: true, useWaypoint: true},
+		"not read, not labelled: as it is":       {e: ambient, w: Waypoint{Wanted: true, Programmed: true, Unread: "forbidden"}},
+		"labelled, not wanted, no Gateway API":   {e: ambient, w: Waypoint{Labelled: true, Unavailable: "no CRD"}, gateway: true},
+		"someone else's Gateway, labelled":       {e: ambient, w: Waypoint{Wanted: true, Labelled: true, Conflict: "theirs"}, useWaypoint: true},
+		"someone else's Gateway, not labelled":   {e: ambient, w: Waypoint{Wanted: true, Programmed: true, Conflict: "theirs"}},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -50,6 +53,7 @@ func TestWaypointReady(t *testing.T) {
 		"wanted, not Programmed: waiting": {w: Waypoint{Wanted: true}, waiting: true},
 		"wanted, no Gateway API":          {w: Waypoint{Wanted: true, Unavailable: "no CRD"}, reason: meshv1.ReasonWaitingForWaypoint},
 		"wanted, someone else's Gateway":  {w: Waypoint{Wanted: true, Programmed: true, Conflict: "theirs"}, reason: meshv1.ReasonWaypointConflict},
+		"wanted, not read: waiting":       {w: Waypoint{Wanted: true, Unread: "forbidden"}, waiting: true},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -81,6 +85,8 @@ func TestWaypointPending(t *testing.T) {
 		"Programmed, labelled this pass":         {level: meshv1.LevelMutualTLS, e: Effects{Inject: true, Ambient: true, Waypoint: true, UseWaypoint: true}, w: Waypoint{Wanted: true, Programmed: true}},
 		"made, not Programmed yet":               {level: meshv1.LevelMutualTLS, e: Effects{Inject: true, Ambient: true, Waypoint: true}, w: Waypoint{Wanted: true}, pending: true},
 		"labelled, stopped serving":              {level: meshv1.LevelMutualTLS, e: Effects{Inject: true, Ambient: true, Waypoint: true, UseWaypoint: true}, w: Waypoint{Wanted: true, Labelled: true}, pending: true, reason: meshv1.ReasonWaitingForWaypoint},
+		"labelled, istiod catching up":           {level: meshv1.LevelMutualTLS, e: Effects{Inject: true, Ambient: true, Waypoint: true, UseWaypoint: true}, w: Waypoint{Wanted: true, Labelled: true, Updating: true}, pending: true},
+		"not read (the plugin)":                  {level: meshv1.LevelMutualTLS, e: Effects{Inject: true, Ambient: true, Waypoint: true, UseWaypoint: true}, w: Waypoint{Wanted: true, Labelled: true, Unread: "forbidden"}, pending: true},
 		"someone else's Gateway":                 {level: meshv1.LevelZeroTrust, e: ambient, w: Waypoint{Wanted: true, Conflict: "theirs"}, pending: true, reason: meshv1.ReasonWaypointConflict},
 		"with sidecars: waits for the migration": {level: meshv1.LevelMutualTLS, e: Effects{Inject: true, Sidecars: true, Waypoint: true}, w: Waypoint{Wanted: true}},
 		"off":                                    {level: meshv1.LevelOff, e: Effects{Waypoint: true}, w: Waypoint{Wanted: true}},

@@ -160,7 +160,7 @@ func ForNamespace(installation, namespace string, allowFrom []string, exemptions
 	nothing := object(AuthorizationPolicyGVK, installation, namespace, AllowNothingName)
 	nothing.Object["spec"] = map[string]any{}
 	authz = append(authz, allow, nothing)
-	if e.Waypoint || e.UseWaypoint {
+	if e.Waypoint { // the operator's waypoint only: never attached to someone else's Gateway
 		authz = append(authz, atWaypoint(installation, namespace, WaypointAllowName, allowRule()), atWaypoint(installation, namespace, WaypointAllowNothingName, nil))
 	}
 	for _, u := range authz {

@@ -147,6 +147,8 @@ func TestForNamespace(t *testing.T) {
 		"mutual TLS with a waypoint: nothing at the waypoint": {e: ladder.Effects{Inject: true, Ambient: true, Strict: true, Waypoint: true, UseWaypoint: true}, names: StrictName},
 		"zero trust with a waypoint: the same at the waypoint, allow first": {e: ladder.Effects{Inject: true, Ambient: true, Strict: true, Authorization: true, Waypoint: true, UseWaypoint: true},
 			names: StrictName + "," + AllowName + "," + AllowNothingName + "," + WaypointAllowName + "," + WaypointAllowNothingName},
+		"zero trust, someone else's waypoint in use: nothing attached to it": {e: ladder.Effects{Inject: true, Ambient: true, Strict: true, Authorization: true, UseWaypoint: true},
+			names: StrictName + "," + AllowName + "," + AllowNothingName},
 		"zero trust, the waypoint made but not used yet: its policies before its label": {e: ladder.Effects{Inject: true, Ambient: true, Strict: true, Authorization: true, DryRun: true, Waypoint: true},
 			names: StrictName + "," + AllowName + "," + AllowNothingName + "," + WaypointAllowName + "," + WaypointAllowNothingName, dry: true},
 	}

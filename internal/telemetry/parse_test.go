@@ -160,7 +160,7 @@ func TestGrowthOverReads(t *testing.T) {
 func TestQueriesAreBatched(t *testing.T) {
 	q := CallersQuery([]string{"shop", "pay-ments"}, 10*time.Minute)
 	for _, want := range []string{`istio_requests_total|istio_tcp_connections_opened_total`, `reporter=~"destination|waypoint"`, `destination_workload_namespace=~"shop|pay-ments"`, `[10m]`, `offset 10m`,
-		`sum by (destination_workload_namespace, source_workload_namespace, source_workload, connection_security_policy, response_code)`} {
+		`sum by (destination_workload_namespace, source_workload_namespace, source_workload, connection_security_policy, response_code, reporter)`} {
 		if !strings.Contains(q, want) {
 			t.Errorf("%s\nlacks %s", q, want)
 		}

@@ -131,7 +131,9 @@ func fill(out map[string]traffic.Reading, reporting, callers, shadowDenied model
 		}
 		c := traffic.Caller{Namespace: string(s.Metric[labelSourceNS]), Workload: string(s.Metric[labelSourceWorkload])}
 		r.Callers[c] += float64(s.Value)
-		if s.Metric[labelSecurityPolicy] != policyMutualTLS {
+		// A call through a waypoint came over ztunnel's mTLS tunnel, whatever the waypoint
+		// writes of its connection: plaintext callers never reach one.
+		if s.Metric[labelSecurityPolicy] != policyMutualTLS && s.Metric[labelReporter] != reporterWaypoint {
 			r.Plaintext[c] += float64(s.Value)
 		}
 		if s.Metric[labelResponseCode] == codeForbidden {
@@ -187,14 +189,14 @@ func growthOver(selector string, window time.Duration) string {
 	return fmt.Sprintf(`(increase(%[1]s[%[2]s]) or (%[1]s unless %[1]s offset %[2]s))`, selector, w)
 }
 
-// CallersQuery sums, per destination namespace, caller, security policy and response code (none
-// for TCP), the requests and TCP connections the namespaces' proxies received within the window,
+// CallersQuery sums, per destination namespace, caller, security policy, response code (none
+// for TCP) and reporter, the requests and TCP connections the namespaces' proxies received within the window,
 // and those their waypoints passed on: behind a waypoint, the destination sees only the
 // waypoint as its caller (of its own namespace, which ZeroTrust admits), so the callers a
 // default-deny would judge are the ones the waypoint reports.
 func CallersQuery(namespaces []string, window time.Duration) string {
 	sel := fmt.Sprintf(`{__name__=~"%s|%s", %s=~"%s|%s", %s=~%q}`, metricRequests, metricConnections, labelReporter, reporterDestination, reporterWaypoint, labelDestinationNS, oneOf(namespaces))
-	return fmt.Sprintf(`sum by (%s, %s, %s, %s, %s) (%s) > 0`, labelDestinationNS, labelSourceNS, labelSourceWorkload, labelSecurityPolicy, labelResponseCode, growthOver(sel, window))
+	return fmt.Sprintf(`sum by (%s, %s, %s, %s, %s, %s) (%s) > 0`, labelDestinationNS, labelSourceNS, labelSourceWorkload, labelSecurityPolicy, labelResponseCode, labelReporter, growthOver(sel, window))
 }
 
 // FailedQuery sums, per destination namespace, caller and reporter, the requests and TCP

@@ -26,6 +26,9 @@ const (
 	ClassName = "istio-waypoint"
 	// UseLabel on a namespace sends its inbound traffic through the named waypoint.
 	UseLabel = "istio.io/use-waypoint"
+	// NamespaceLabel, beside UseLabel, names the namespace of the waypoint when it is another
+	// one (a shared waypoint).
+	NamespaceLabel = "istio.io/use-waypoint-namespace"
 	// ForLabel on a waypoint says what traffic it takes: "service", Istio's default, for the
 	// traffic addressed to the namespace's Services.
 	ForLabel = "istio.io/waypoint-for"
@@ -74,14 +77,26 @@ func Gateway(installation, namespace string) (*unstructured.Unstructured, error)
 // Programmed tells whether a waypoint serves: its Programmed condition is True for its current
 // generation (istiod sets it once the waypoint's Deployment and Service are in place).
 func Programmed(gw *unstructured.Unstructured) bool {
+	c := programmed(gw)
+	return c != nil && c.Status == metav1.ConditionTrue && c.ObservedGeneration == gw.GetGeneration()
+}
+
+// Updating tells a waypoint that was Programmed for an earlier generation and whose latest one
+// istiod has not judged yet (after the operator changed the Gateway): it most likely still serves.
+func Updating(gw *unstructured.Unstructured) bool {
+	c := programmed(gw)
+	return c != nil && c.Status == metav1.ConditionTrue && c.ObservedGeneration < gw.GetGeneration()
+}
+
+// programmed is the Gateway's Programmed condition; nil when it has none or is being deleted.
+func programmed(gw *unstructured.Unstructured) *metav1.Condition {
 	if gw == nil || gw.GetDeletionTimestamp() != nil {
-		return false
+		return nil
 	}
 	var status gatewayv1.GatewayStatus
 	raw, found, err := unstructured.NestedMap(gw.Object, "status")
 	if err != nil || !found || runtime.DefaultUnstructuredConverter.FromUnstructured(raw, &status) != nil {
-		return false
+		return nil
 	}
-	c := meta.FindStatusCondition(status.Conditions, string(gatewayv1.GatewayConditionProgrammed))
-	return c != nil && c.Status == metav1.ConditionTrue && c.ObservedGeneration == gw.GetGeneration()
+	return meta.FindStatusCondition(status.Conditions, string(gatewayv1.GatewayConditionProgrammed))
 }

@@ -54,20 +54,21 @@ func TestProgrammed(t *testing.T) {
 	now := metav1.Now()
 	deleted.SetDeletionTimestamp(&now)
 	tests := map[string]struct {
-		gw   *unstructured.Unstructured
-		want bool
+		gw                 *unstructured.Unstructured
+		want, wantUpdating bool
 	}{
-		"none":                         {},
-		"no status yet":                {gw: withStatus(1, "", 0)},
-		"programmed":                   {gw: withStatus(2, "True", 2), want: true},
-		"not programmed":               {gw: withStatus(2, "False", 2)},
-		"programmed, an older version": {gw: withStatus(3, "True", 2)},
-		"being deleted":                {gw: deleted},
+		"none":                             {},
+		"no status yet":                    {gw: withStatus(1, "", 0)},
+		"programmed":                       {gw: withStatus(2, "True", 2), want: true},
+		"not programmed":                   {gw: withStatus(2, "False", 2)},
+		"programmed, an older version":     {gw: withStatus(3, "True", 2), wantUpdating: true},
+		"not programmed, an older version": {gw: withStatus(3, "False", 2)},
+		"being deleted":                    {gw: deleted},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
-			if got := Programmed(tt.gw); got != tt.want {
-				t.Errorf("Programmed = %v, want %v", got, tt.want)
+			if got, updating := Programmed(tt.gw), Updating(tt.gw); got != tt.want || updating != tt.wantUpdating {
+				t.Errorf("Programmed, Updating = %v, %v; want %v, %v", got, updating, tt.want, tt.wantUpdating)
 			}
 		})
 	}

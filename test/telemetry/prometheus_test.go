@@ -62,9 +62,10 @@ func istioSeries(t *testing.T) (addr string, tick, startZtunnel func()) {
 			conns.WithLabelValues("istio-cni", "ztunnel-x7k2p", "destination", "shop", "web", "amb", "mutual_tls").Add(2)
 			conns.WithLabelValues("istio-cni", "ztunnel-x7k2p", "destination", "unknown", "unknown", "amb", "unknown").Add(1)
 			// amb's waypoint: ztunnel sees it as the caller; the waypoint reports the callers
-			// behind it, one of them refused by its policy.
+			// behind it, one of them refused by its policy (and, whatever it writes of the
+			// connection's security, none in plaintext: they came through ztunnel's tunnel).
 			conns.WithLabelValues("istio-cni", "ztunnel-x7k2p", "destination", "amb", "waypoint", "amb", "mutual_tls").Add(3)
-			requests.WithLabelValues("amb", "waypoint-5d9f", "waypoint", "orders", "api", "amb", "mutual_tls", "200", "-").Add(2)
+			requests.WithLabelValues("amb", "waypoint-5d9f", "waypoint", "orders", "api", "amb", "unknown", "200", "-").Add(2)
 			requests.WithLabelValues("amb", "waypoint-5d9f", "waypoint", "rogue", "x", "amb", "mutual_tls", "403", "-").Add(1)
 		}
 		requests.WithLabelValues("shop", "web-1", "destination", "legacy", "client", "shop", "none", "200", "-").Add(3)
