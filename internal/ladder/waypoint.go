@@ -17,7 +17,7 @@ import (
 func waypointEffects(e Effects, w Waypoint) Effects {
 	if w.Conflict != "" || w.Unread != "" {
 		e.UseWaypoint = w.Labelled
-		e.Waypoint = w.Unread != "" && w.Labelled
+		e.Waypoint = w.Unread != "" && w.Conflict == "" && w.Labelled
 		return e
 	}
 	want := w.Wanted && w.Unavailable == ""
