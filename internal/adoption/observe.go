@@ -388,6 +388,15 @@ func blocks(pdb *policyv1.PodDisruptionBudget, podLabels map[string]string) bool
 // waypoints), naming it.
 const GatewayNameLabel = "gateway.networking.k8s.io/gateway-name"
 
+// InjectTemplatesAnnotation names the injection templates a pod asks Istio's injector for;
+// Istio's gateway chart asks for "gateway".
+const InjectTemplatesAnnotation = "inject.istio.io/templates"
+
+// gatewayTemplate tells a pod template injected as a gateway (Workload.GatewayTemplate).
+func gatewayTemplate(t metav1.ObjectMeta) bool {
+	return slices.Contains(strings.Split(t.Annotations[InjectTemplatesAnnotation], ","), "gateway")
+}
+
 // workloadsOf is the ladder's view of a namespace's workloads, before their pods are counted,
 // and their UIDs by kind/name.
 func workloadsOf(ws []workload, pdbs []policyv1.PodDisruptionBudget) ([]ladder.Workload, map[string]types.UID) {
@@ -402,6 +411,7 @@ func workloadsOf(ws []workload, pdbs []policyv1.PodDisruptionBudget) ([]ladder.W
 			SidecarRequested: sidecarRequested(w.template),
 			AmbientExcluded:  w.template.Labels[ambient.Label] == ambient.Disabled,
 			Gateway:          w.template.Labels[GatewayNameLabel] != "",
+			GatewayTemplate:  gatewayTemplate(w.template),
 		}
 		for j := range pdbs {
 			// A rollout that starts each replacement first never takes the budget's pods

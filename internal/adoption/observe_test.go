@@ -376,24 +376,27 @@ func TestObserveAmbientCapture(t *testing.T) {
 }
 
 // TestObserveIstioGateway: what istiod deploys for a Gateway API Gateway (its pod template names
-// the Gateway) is told apart from the namespace's own workloads.
+// the Gateway), and a gateway of Istio's gateway chart (injected with the gateway template), are
+// told apart from the namespace's own workloads.
 func TestObserveIstioGateway(t *testing.T) {
 	dep := func(name string, labels map[string]string) client.Object {
 		labels["app"] = name
 		return &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns"}, Spec: appsv1.DeploymentSpec{
 			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}}, Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}}}}
 	}
-	c := fake.NewClientBuilder().WithObjects(dep("web", map[string]string{}), dep("waypoint", map[string]string{GatewayNameLabel: "waypoint"})).Build()
+	chart := dep("ingress", map[string]string{"sidecar.istio.io/inject": "true"}).(*appsv1.Deployment)
+	chart.Spec.Template.Annotations = map[string]string{InjectTemplatesAnnotation: "gateway"}
+	c := fake.NewClientBuilder().WithObjects(dep("web", map[string]string{}), dep("waypoint", map[string]string{GatewayNameLabel: "waypoint"}), chart).Build()
 	_, ws, _, err := observeWorkloads(context.Background(), c, "ns")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, w := range ws {
-		if w.Gateway != (w.Name == "waypoint") {
-			t.Errorf("%s: Gateway %v", w.Name, w.Gateway)
+		if w.Gateway != (w.Name == "waypoint") || w.GatewayTemplate != (w.Name == "ingress") {
+			t.Errorf("%s: Gateway %v, GatewayTemplate %v", w.Name, w.Gateway, w.GatewayTemplate)
 		}
 	}
-	if len(ws) != 2 {
-		t.Fatalf("%d workloads, want 2", len(ws))
+	if len(ws) != 3 {
+		t.Fatalf("%d workloads, want 3", len(ws))
 	}
 }

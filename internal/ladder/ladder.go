@@ -356,6 +356,12 @@ type Workload struct {
 	// namespace's data plane, which steps neither restart nor wait for but a root rotation's
 	// refresh (skipsGateway), and which a migration to ambient mode does not judge.
 	Gateway bool
+	// GatewayTemplate is true when its pod template asks Istio's injector for the gateway
+	// template (inject.istio.io/templates: gateway, as Istio's gateway Helm chart writes it): its
+	// pods are an Envoy of their own, a gateway, which keeps its proxy in ambient mode. Steps off
+	// the proxy neither restart nor wait for it, and a migration to ambient mode does not judge
+	// it; unlike Gateway, it follows the namespace's revision (moves restart it).
+	GatewayTemplate bool
 	// Uninjected is true when some of its running pods lack the proxy; Injected when some
 	// carry it.
 	Uninjected, Injected bool
@@ -1155,9 +1161,11 @@ func planRestarts(d *Decision, ns Namespace, s Settings) {
 // skipsGateway tells a step that neither restarts nor waits for an Istio gateway or waypoint
 // (Workload.Gateway): istiod gives its pods Istio's proxy whatever the namespace's labels, of the
 // revision its Gateway names, so no restart takes it off the proxy or onto the step's revision.
-// Only a root rotation's refresh restarts it, for the certificates and roots of its proxy.
+// Only a root rotation's refresh restarts it, for the certificates and roots of its proxy. A
+// gateway of Istio's gateway chart (Workload.GatewayTemplate) is skipped only by steps off the
+// proxy: it keeps its own, but takes the namespace's revision when restarted.
 func skipsGateway(w Workload, wantProxy bool, step *Step) bool {
-	return w.Gateway && (!wantProxy || !step.Refresh)
+	return w.Gateway && (!wantProxy || !step.Refresh) || w.GatewayTemplate && !wantProxy
 }
 
 // onOtherRevision reports whether some of a workload's pods were injected by another revision

@@ -21,7 +21,7 @@ var (
 	// injector for the proxy itself (sidecar.istio.io/inject=true, or an istio.io/rev label):
 	// its pods would come back with one, and the migration would never end.
 	sidecarsNotRequested = Gate{Name: "SidecarsNotRequested", Check: func(c Climb) *Verdict {
-		asking := workloadsWhere(c.NS, func(w Workload) bool { return w.SidecarRequested && !w.Gateway })
+		asking := workloadsWhere(c.NS, func(w Workload) bool { return w.SidecarRequested && !isGateway(w) })
 		if len(asking) == 0 {
 			return nil
 		}
@@ -55,7 +55,7 @@ var (
 		if !rungOf(c.From).Carries.Strict {
 			return nil
 		}
-		out := workloadsWhere(c.NS, func(w Workload) bool { return w.AmbientExcluded && !w.Gateway })
+		out := workloadsWhere(c.NS, func(w Workload) bool { return w.AmbientExcluded && !isGateway(w) })
 		if len(out) == 0 {
 			return nil
 		}
@@ -64,6 +64,10 @@ var (
 			len(out), names.List(out))}}
 	}}
 )
+
+// isGateway tells a gateway of Istio's, whether istiod deployed it for a Gateway API Gateway or
+// Istio's gateway chart did: an Envoy of its own, which keeps it in ambient mode.
+func isGateway(w Workload) bool { return w.Gateway || w.GatewayTemplate }
 
 // workloadsWhere names the workloads ("Kind/name") for which is holds.
 func workloadsWhere(ns Namespace, is func(Workload) bool) []string {
@@ -144,7 +148,7 @@ func dataPlaneEffects(e Effects, ambient bool, step *Step) Effects {
 func sidecarsLeft(ns Namespace) int {
 	n := ns.Pods.Total - len(ns.Pods.Uninjected)
 	for _, w := range ns.Workloads {
-		if (w.RunsToCompletion || w.Gateway) && w.Injected {
+		if (w.RunsToCompletion || isGateway(w)) && w.Injected {
 			n -= w.Pods
 		}
 	}

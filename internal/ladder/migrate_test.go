@@ -203,6 +203,31 @@ func TestMigrateToAmbient(t *testing.T) {
 				}
 			},
 		},
+		"starts beside a gateway of Istio's gateway chart (its pods ask for the proxy and the gateway template), not restarting it": {
+			ns: at(func(ns *Namespace) {
+				ns.Workloads = []Workload{deploy("web", injected), deploy("ingress", chartGateway)}
+			}), mayStart: true, now: t0,
+			check: func(t *testing.T, d Decision) {
+				if st := d.State.Step; st == nil || st.DataPlane != meshv1.DataPlaneAmbient {
+					t.Fatalf("step %+v, blocked %+v: want the migration started", st, d.Blocked)
+				}
+				if len(d.Restart) != 1 || d.Restart[0] != "Deployment/web" {
+					t.Errorf("restart %v, want web alone: the gateway keeps its proxy in ambient mode", d.Restart)
+				}
+			},
+		},
+		"completes with a gateway of Istio's gateway chart still on its proxy": {
+			ns: at(func(ns *Namespace) {
+				ns.State.Step = migrating
+				ns.Workloads = []Workload{deploy("web", restarted), deploy("ingress", chartGateway)}
+				ns.Pods = Pods{Total: 2, Ready: 2, Uninjected: []string{"web-1"}}
+			}), now: t0.Add(time.Minute),
+			check: func(t *testing.T, d Decision) {
+				if d.State.Step != nil || !d.State.Ambient || d.Event == nil || d.Event.Reason != "DataPlaneMigrated" {
+					t.Errorf("state %+v, event %+v, waiting %q: want the migration done", d.State, d.Event, d.Waiting)
+				}
+			},
+		},
 		"completes with an Istio gateway's pod still on Istio's proxy": {
 			ns: at(func(ns *Namespace) {
 				ns.State.Step = migrating
@@ -394,6 +419,24 @@ func TestMigrationRecords(t *testing.T) {
 // gateway): its pods carry Istio's proxy, ask the injector for it, and opt out of ambient mode.
 func istioGateway(w *Workload) {
 	w.Gateway, w.Injected, w.SidecarRequested, w.AmbientExcluded, w.Pods = true, true, true, true, 1
+}
+
+// chartGateway is a gateway of Istio's gateway Helm chart: its pod template asks for the proxy
+// (sidecar.istio.io/inject=true) with the gateway template.
+func chartGateway(w *Workload) {
+	w.GatewayTemplate, w.Injected, w.SidecarRequested, w.Pods = true, true, true, 1
+}
+
+// TestChartGatewayFollowsRevisions: a gateway of Istio's gateway chart is restarted by a move
+// between revisions (its injection follows the namespace's revision), not by a step off the proxy.
+func TestChartGatewayFollowsRevisions(t *testing.T) {
+	gw := deploy("ingress", chartGateway)
+	if !skipsGateway(gw, false, &Step{To: meshv1.LevelOff}) {
+		t.Error("a step off the proxy restarts or waits for a gateway of Istio's gateway chart, which keeps its proxy")
+	}
+	if skipsGateway(gw, true, &Step{To: meshv1.LevelMutualTLS, From: "rev-a", Revision: "rev-b"}) {
+		t.Error("a move between revisions skips a gateway of Istio's gateway chart, which would stay on the old revision")
+	}
 }
 
 // TestIstioGatewayNotRestarted: a step that takes a sidecar namespace's pods off the proxy (out
