@@ -441,9 +441,6 @@ func (r *MeshInstallationReconciler) watchKinds(gvks ...schema.GroupVersionKind)
 		u := &unstructured.Unstructured{}
 		u.SetGroupVersionKind(gvk)
 		src := source.Kind[client.Object](r.cache, u, handler.EnqueueRequestsFromMapFunc(byInstallationLabel))
-		if gvk == waypoint.GVK {
-			src = source.Kind[client.Object](r.cache, u, handler.EnqueueRequestsFromMapFunc(r.gatewayToMeshes))
-		}
 		if slices.Contains(policy.Kinds(), gvk) {
 			// Policies are the ladder's: each event counts as a change of its namespace (the
 			// ladder reuses what it read of a namespace's policies, its conflicts and last
@@ -466,16 +463,6 @@ func (r *MeshInstallationReconciler) crdToMeshes(ctx context.Context, o client.O
 	return r.requeueMeshes(ctx, o)
 }
 
-// gatewayToMeshes maps the operator's waypoint to its installation, and someone else's Gateway
-// named waypoint to every installation: one appearing or going holds or frees a namespace
-// (WaypointConflict).
-func (r *MeshInstallationReconciler) gatewayToMeshes(ctx context.Context, o client.Object) []reconcile.Request {
-	if reqs := byInstallationLabel(ctx, o); len(reqs) > 0 || o.GetName() != waypoint.Name {
-		return reqs
-	}
-	return r.requeueMeshes(ctx, o)
-}
-
 // byInstallationLabel maps an object the operator created to its MeshInstallation.
 func byInstallationLabel(_ context.Context, o client.Object) []reconcile.Request {
 	if name := o.GetLabels()[meshv1.LabelInstallation]; name != "" {
@@ -488,7 +475,7 @@ func byInstallationLabel(_ context.Context, o client.Object) []reconcile.Request
 const conflictRetry = 200 * time.Millisecond
 
 // CacheOptions limits what the manager caches to what the operator needs: of the kinds it
-// creates (Secrets, Deployments, ConfigMaps, RBAC, webhooks…), only the objects it created (they
+// creates (Secrets, Deployments, ConfigMaps, RBAC, webhooks, Gateways…), only the objects it created (they
 // carry its managed-by label), so memory does not grow with the cluster. Managed fields are
 // dropped from every cached object.
 func CacheOptions() cache.Options {
@@ -499,6 +486,11 @@ func CacheOptions() cache.Options {
 		u.SetGroupVersionKind(gvk)
 		byObject[u] = ours
 	}
+	// The waypoints' Gateways: only the operator's (a cluster's own Gateways are read, one at a
+	// time, only where a waypoint is wanted; see adoption's setWaypoint).
+	gateway := &unstructured.Unstructured{}
+	gateway.SetGroupVersionKind(waypoint.GVK)
+	byObject[gateway] = ours
 	// Every CRD of the cluster is watched (cert-manager's and Istio's appearing start a pass):
 	// the cache keeps them without their schemas, which the Applier compares by digest.
 	crd := &unstructured.Unstructured{}

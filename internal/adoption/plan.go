@@ -58,6 +58,9 @@ type NamespacePlan struct {
 	gateway  *unstructured.Unstructured
 	// gatewaysRead: the pass read the cluster's Gateways (the Gateway API serves them).
 	gatewaysRead bool
+	// patchedAt is the namespace's resourceVersion after this pass's own label patch (the
+	// waypoint's label), which the namespace's apply is then written over.
+	patchedAt string
 	// Decision is what the ladder does next.
 	Decision ladder.Decision
 
@@ -139,14 +142,16 @@ func (p Planner) Plan(ctx context.Context, mesh *meshv1.MeshInstallation, now ti
 		live[nsList.Items[i].Name] = true
 	}
 	p.Observations.Keep(live)
-	gateways, err := p.readWaypoints(ctx, mesh, nsList.Items, withPolicies)
+	gateways, err := p.readWaypoints(ctx, mesh, withPolicies)
 	if err != nil {
 		return nil, Target{}, err
 	}
 	plans := candidates(ctx, mesh, nsList.Items, withPolicies, excluded, p.Observations)
 	for i := range plans {
 		c := &plans[i]
-		setWaypoint(c, mesh, gateways)
+		if err := p.setWaypoint(ctx, c, mesh, gateways); err != nil {
+			return nil, Target{}, err
+		}
 		if c.Pods, c.Workloads, c.uids, c.observedAt, err = p.Observations.observe(ctx, p.Workloads, c.Namespace.Name); err != nil {
 			return nil, Target{}, err
 		}

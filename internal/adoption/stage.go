@@ -214,17 +214,16 @@ func (s *Stage) carryOut(ctx context.Context, mesh *meshv1.MeshInstallation, c *
 	if err := s.applyWaypoint(ctx, mesh, c, d.Effects); err != nil {
 		return err
 	}
-	if d.Effects.UseWaypoint && !c.Waypoint.Labelled && d.Effects.Authorization {
-		// The policies attached to the waypoint before the label that sends traffic through
-		// it: behind the waypoint, the namespace's own policies see only the waypoint.
-		if err := s.syncPolicies(ctx, mesh, c, d.Effects); err != nil {
-			return err
-		}
+	if err := s.putWaypointLabel(ctx, mesh, c, d.Effects); err != nil {
+		return err
 	}
 	if err := s.writeNamespace(ctx, c, d); err != nil {
 		return err
 	}
-	recheck, err := s.removeWaypoint(ctx, c, d.Effects)
+	if err := s.takeWaypointLabel(ctx, c, d.Effects); err != nil {
+		return err
+	}
+	recheck, err := s.retireWaypoint(ctx, c, d.Effects)
 	if err != nil {
 		return err
 	}
@@ -276,9 +275,6 @@ func (s *Stage) writeNamespace(ctx context.Context, c *NamespacePlan, d ladder.D
 		if d.Effects.Inject && d.Effects.Sidecars {
 			want[InjectionLabel] = d.Effects.Revision
 		}
-		if d.Effects.UseWaypoint {
-			want[waypoint.UseLabel] = waypoint.Name
-		}
 		b, err := json.Marshal(d.State)
 		if err != nil {
 			return err
@@ -290,20 +286,16 @@ func (s *Stage) writeNamespace(ctx context.Context, c *NamespacePlan, d ladder.D
 	// without the operator wanting it is someone else's to keep.
 	_, injectionLabel := c.Namespace.Labels[InjectionLabel]
 	drop := injectionLabel && migratingToAmbient(d)
-	// The waypoint label goes before the waypoint, whoever put it on when it names the
-	// operator's Gateway: traffic sent to a deleted waypoint is lost.
-	dropWaypoint, err := s.dropsWaypointLabel(ctx, c, d.Effects)
-	if err != nil {
-		return err
-	}
 	same := c.Namespace.Annotations[meshv1.AnnotationLadder] == annotation && c.Namespace.Labels[meshv1.LabelLevel] == want[meshv1.LabelLevel] &&
 		(!d.Effects.Inject || (!d.Effects.Ambient || c.Namespace.Labels[ambient.Label] == ambient.Enabled) &&
-			(!d.Effects.Sidecars || c.Namespace.Labels[InjectionLabel] == d.Effects.Revision)) && !drop && !dropWaypoint &&
-		(!d.Effects.UseWaypoint || c.Namespace.Labels[waypoint.UseLabel] == waypoint.Name)
+			(!d.Effects.Sidecars || c.Namespace.Labels[InjectionLabel] == d.Effects.Revision)) && !drop
 	if same {
 		return nil
 	}
 	u := namespaceApply(c.Namespace)
+	if c.patchedAt != "" {
+		u.SetResourceVersion(c.patchedAt) // the ladder's own label patch of this pass came between
+	}
 	if len(want) > 0 {
 		u.SetLabels(want)
 	}
@@ -317,29 +309,26 @@ func (s *Stage) writeNamespace(ctx context.Context, c *NamespacePlan, d ladder.D
 	// else (kubectl label, before the namespace was enrolled) would give the restarted pods
 	// the proxy again, and the migration would never end. Istio's migration removes it, so
 	// the ladder does, whoever set it.
-	return dropLabels(ctx, s.Client, c.Namespace.Name, map[string]bool{InjectionLabel: drop, waypoint.UseLabel: dropWaypoint})
-}
-
-// dropLabels takes labels off a namespace whoever set them (a merge patch; an apply removes only
-// the operator's own).
-func dropLabels(ctx context.Context, c client.Client, namespace string, drop map[string]bool) error {
-	labels := map[string]any{}
-	for k, ok := range drop {
-		if ok {
-			labels[k] = nil
-		}
-	}
-	if len(labels) == 0 {
+	if !drop {
 		return nil
 	}
+	_, err := patchLabels(ctx, s.Client, c.Namespace.Name, map[string]any{InjectionLabel: nil})
+	return err
+}
+
+// patchLabels sets labels on a namespace, or takes them off (nil), whoever set them: a merge
+// patch, by the ladder's field manager (an apply removes only the fields it applied).
+// It returns the namespace's resourceVersion after the patch.
+func patchLabels(ctx context.Context, c client.Client, namespace string, labels map[string]any) (string, error) {
 	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": labels}})
 	if err != nil {
-		return err
+		return "", err
 	}
-	if err := c.Patch(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}, client.RawPatch(types.MergePatchType, patch), client.FieldOwner(NamespaceFieldManager)); err != nil {
-		return fmt.Errorf("taking labels %v off namespace %s: %w", slices.Sorted(maps.Keys(labels)), namespace, err)
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}
+	if err := c.Patch(ctx, ns, client.RawPatch(types.MergePatchType, patch), client.FieldOwner(NamespaceFieldManager)); err != nil {
+		return "", fmt.Errorf("writing labels %v of namespace %s: %w", slices.Sorted(maps.Keys(labels)), namespace, err)
 	}
-	return nil
+	return ns.ResourceVersion, nil
 }
 
 // migratingToAmbient reports a decision that moves a namespace's pods onto ambient mode: its
@@ -456,7 +445,7 @@ func (s *Stage) Cleanup(ctx context.Context, mesh *meshv1.MeshInstallation) (boo
 			return false, fmt.Errorf("releasing namespace %s: %w", ns.Name, err)
 		}
 	}
-	return true, s.removeWaypoints(ctx, mesh, nsList.Items)
+	return true, s.removeWaypoints(ctx, mesh)
 }
 
 func (s *Stage) now() time.Time { return stages.Now(s.Clock) }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -21,7 +20,7 @@ import (
 	"github.com/meshwright/meshwright/internal/gatewayapi"
 	"github.com/meshwright/meshwright/internal/installed"
 	"github.com/meshwright/meshwright/internal/ladder"
-	"github.com/meshwright/meshwright/internal/meshspec"
+	"github.com/meshwright/meshwright/internal/policy"
 	"github.com/meshwright/meshwright/internal/waypoint"
 )
 
@@ -49,22 +48,10 @@ type waypointGateways struct {
 	unavailable, unread string
 }
 
-// readsWaypoints tells whether a pass reads Gateways: the spec puts namespaces in ambient mode
-// (a waypoint, or one no longer asked for, may be there), or a namespace still is in it or sends
-// its traffic to a waypoint. A mesh of sidecars keeps no cache of the cluster's Gateways.
-func readsWaypoints(mesh *meshv1.MeshInstallation, namespaces []corev1.Namespace) bool {
-	return meshspec.AmbientWanted(mesh) || slices.ContainsFunc(namespaces, func(ns corev1.Namespace) bool {
-		return ns.Labels[waypoint.UseLabel] == waypoint.Name || ns.Labels[ambient.Label] == ambient.Enabled
-	})
-}
-
-// readWaypoints reads the Gateways named waypoint when the pass needs them, and adds the
-// namespaces holding the operator's to withObjects: they are looked at (and their waypoint
-// removed) even once nothing else makes them candidates.
-func (p Planner) readWaypoints(ctx context.Context, mesh *meshv1.MeshInstallation, namespaces []corev1.Namespace, withObjects map[string]bool) (waypointGateways, error) {
-	if !readsWaypoints(mesh, namespaces) {
-		return waypointGateways{}, nil
-	}
+// readWaypoints reads the operator's Gateways named waypoint (the operator's cache holds only
+// its own), and adds the namespaces holding them to withObjects: they are looked at, and their
+// waypoint removed, even once nothing else makes them candidates.
+func (p Planner) readWaypoints(ctx context.Context, mesh *meshv1.MeshInstallation, withObjects map[string]bool) (waypointGateways, error) {
 	read, err := p.waypoints(ctx)
 	for ns, gw := range read.byNamespace {
 		if ours(gw, mesh) {
@@ -133,22 +120,53 @@ func usesWaypoint(labels map[string]string, namespace string) bool {
 // setWaypoint gives a namespace's plan what the ladder reads of its waypoint: wanted when its
 // rule asks for one and the namespace, enrolled, is to be in ambient mode or still carries the
 // ambient label; labelled when its traffic goes to the Gateway named waypoint in it. A Gateway by
-// that name that is not the operator's is a conflict, and never the plan's gateway.
-func setWaypoint(c *NamespacePlan, mesh *meshv1.MeshInstallation, read waypointGateways) {
-	e, l := c.Enrollment, c.Namespace.Labels
+// that name that is not the operator's, or a label sending the traffic to another waypoint, is a
+// conflict. The operator's cache holds only its own Gateways: where one is wanted and none of
+// its own is there, the API server is asked whether someone else's is.
+func (p Planner) setWaypoint(ctx context.Context, c *NamespacePlan, mesh *meshv1.MeshInstallation, read waypointGateways) error {
+	e, l, name := c.Enrollment, c.Namespace.Labels, c.Namespace.Name
 	c.gateway, c.gatewaysRead = nil, read.byNamespace != nil
 	c.Waypoint = ladder.Waypoint{
 		Wanted:      e.Waypoint && (e.Ambient && e.Target != meshv1.LevelOff || l[ambient.Label] == ambient.Enabled),
-		Labelled:    usesWaypoint(l, c.Namespace.Name),
+		Labelled:    usesWaypoint(l, name),
 		Unavailable: read.unavailable,
 		Unread:      read.unread,
 	}
-	if gw := read.byNamespace[c.Namespace.Name]; gw != nil && ours(gw, mesh) {
+	gw := read.byNamespace[name]
+	if gw == nil && c.Waypoint.Wanted && c.gatewaysRead {
+		var err error
+		if gw, err = p.gatewayNamed(ctx, name); err != nil {
+			return err
+		}
+	}
+	switch {
+	case gw != nil && ours(gw, mesh):
 		c.gateway = gw
 		c.Waypoint.Programmed, c.Waypoint.Updating = waypoint.Programmed(gw), waypoint.Updating(gw)
-	} else if gw != nil {
+	case gw != nil:
 		c.Waypoint.Conflict = fmt.Sprintf("Gateway %s/%s is not the operator's (it lacks %s=%s)", gw.GetNamespace(), gw.GetName(), meshv1.LabelInstallation, mesh.Name)
 	}
+	if to := l[waypoint.UseLabel]; c.Waypoint.Wanted && to != "" && !c.Waypoint.Labelled {
+		c.Waypoint.Conflict = fmt.Sprintf("its label %s=%s (%s=%q) sends its traffic to another waypoint", waypoint.UseLabel, to, waypoint.NamespaceLabel, l[waypoint.NamespaceLabel])
+	}
+	return nil
+}
+
+// gatewayNamed reads the namespace's Gateway named waypoint from the API server, whoever's it
+// is; nil when there is none.
+func (p Planner) gatewayNamed(ctx context.Context, namespace string) (*unstructured.Unstructured, error) {
+	api := p.API
+	if api == nil {
+		api = p.Policies
+	}
+	gw := &unstructured.Unstructured{}
+	gw.SetGroupVersionKind(waypoint.GVK)
+	if err := api.Get(ctx, client.ObjectKey{Namespace: namespace, Name: waypoint.Name}, gw); apierrors.IsNotFound(err) {
+		return nil, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("reading Gateway %s/%s: %w", namespace, waypoint.Name, err)
+	}
+	return gw, nil
 }
 
 // applyWaypoint makes the namespace's waypoint Gateway what the operator wants, before the
@@ -173,32 +191,66 @@ func (s *Stage) applyWaypoint(ctx context.Context, mesh *meshv1.MeshInstallation
 	if _, err := s.Applier.Apply(ctx, gw); err != nil {
 		return fmt.Errorf("applying the waypoint of namespace %s: %w", c.Namespace.Name, err)
 	}
-	if _, retiring := c.gateway.GetAnnotations()[AnnotationUnusedSince]; retiring {
-		return s.annotateWaypoint(ctx, c.gateway, nil)
-	}
 	return nil
 }
 
-// removeWaypoint deletes a waypoint no longer wanted, after the namespace is written: only once
+// putWaypointLabel sends the namespace's traffic through the operator's waypoint, before the
+// namespace's other labels are written (istio.io/use-waypoint does nothing until the ambient
+// label is on: the namespace's traffic meets the waypoint from its first moment in ambient
+// mode), and ZeroTrust's policies attached to the waypoint before it. The label is written by
+// merge patch, never by the namespace's apply: a label someone else set is then never owned by
+// the operator, so never taken off by it (takeWaypointLabel).
+func (s *Stage) putWaypointLabel(ctx context.Context, mesh *meshv1.MeshInstallation, c *NamespacePlan, e ladder.Effects) error {
+	if !e.UseWaypoint || c.Waypoint.Labelled || c.gateway == nil {
+		return nil
+	}
+	for _, p := range policy.AtWaypoint(mesh.Name, c.Namespace.Name, c.Enrollment.AllowFrom, e) {
+		if _, err := s.Applier.Apply(ctx, p); err != nil {
+			return fmt.Errorf("applying %s/%s before the namespace's traffic goes through its waypoint: %w", c.Namespace.Name, p.GetName(), err)
+		}
+	}
+	rv, err := patchLabels(ctx, s.Client, c.Namespace.Name, map[string]any{waypoint.UseLabel: waypoint.Name})
+	c.patchedAt = rv
+	return err
+}
+
+// takeWaypointLabel takes istio.io/use-waypoint off once the effects no longer want it, when it
+// is the operator's to take (dropsWaypointLabel): before the waypoint goes, since traffic sent to
+// a deleted waypoint is lost.
+func (s *Stage) takeWaypointLabel(ctx context.Context, c *NamespacePlan, e ladder.Effects) error {
+	drop, err := s.dropsWaypointLabel(ctx, c, e)
+	if err != nil || !drop {
+		return err
+	}
+	_, err = patchLabels(ctx, s.Client, c.Namespace.Name, map[string]any{waypoint.UseLabel: nil})
+	return err
+}
+
+// retireWaypoint deletes a waypoint no longer wanted, after the namespace is written: only once
 // the API server (not the cache, which may be behind) shows that the namespace's label no longer
-// sends traffic to it, and waypointGrace after that was first seen (AnnotationUnusedSince). It
-// returns how long until it looks again.
-func (s *Stage) removeWaypoint(ctx context.Context, c *NamespacePlan, e ladder.Effects) (time.Duration, error) {
-	if e.Waypoint || c.gateway == nil || c.gateway.GetDeletionTimestamp() != nil {
+// sends traffic to it, and waypointGrace after that was first seen (AnnotationUnusedSince; taken
+// off again whenever the waypoint is kept or its label seen). It returns how long until it looks
+// again.
+func (s *Stage) retireWaypoint(ctx context.Context, c *NamespacePlan, e ladder.Effects) (time.Duration, error) {
+	if c.gateway == nil || c.gateway.GetDeletionTimestamp() != nil {
 		return 0, nil
+	}
+	since, marked := c.gateway.GetAnnotations()[AnnotationUnusedSince]
+	if e.Waypoint {
+		return 0, s.unmark(ctx, c.gateway, marked)
 	}
 	var ns corev1.Namespace
 	if err := s.api().Get(ctx, client.ObjectKey{Name: c.Namespace.Name}, &ns); err != nil {
 		return 0, fmt.Errorf("reading namespace %s before deleting its waypoint: %w", c.Namespace.Name, err)
 	}
 	if usesWaypoint(ns.Labels, ns.Name) {
-		return 0, nil
+		return 0, s.unmark(ctx, c.gateway, marked)
 	}
-	since, err := time.Parse(time.RFC3339, c.gateway.GetAnnotations()[AnnotationUnusedSince])
+	at, err := time.Parse(time.RFC3339, since)
 	if err != nil {
 		return waypointGrace, s.annotateWaypoint(ctx, c.gateway, s.now().UTC().Format(time.RFC3339))
 	}
-	if left := since.Add(waypointGrace).Sub(s.now()); left > 0 {
+	if left := at.Add(waypointGrace).Sub(s.now()); left > 0 {
 		return left, nil
 	}
 	uid := c.gateway.GetUID()
@@ -206,6 +258,14 @@ func (s *Stage) removeWaypoint(ctx context.Context, c *NamespacePlan, e ladder.E
 		return 0, fmt.Errorf("deleting the waypoint of namespace %s: %w", c.Namespace.Name, err)
 	}
 	return 0, nil
+}
+
+// unmark takes AnnotationUnusedSince off a waypoint in use again, when it carries it.
+func (s *Stage) unmark(ctx context.Context, gw *unstructured.Unstructured, marked bool) error {
+	if !marked {
+		return nil
+	}
+	return s.annotateWaypoint(ctx, gw, nil)
 }
 
 // annotateWaypoint sets AnnotationUnusedSince on the operator's waypoint, or takes it off (nil).
@@ -265,25 +325,29 @@ func (s *Stage) api() client.Reader {
 	return s.Reader
 }
 
-// removeWaypoints takes the installation's waypoints away on its removal: the label that sends a
-// namespace's traffic to one first (whoever set it), then the Gateways.
-func (s *Stage) removeWaypoints(ctx context.Context, mesh *meshv1.MeshInstallation, namespaces []corev1.Namespace) error {
+// removeWaypoints takes the installation's waypoints away on its removal, at once (the mesh is
+// going): the label that sends a namespace's traffic to one first (whoever set it, as the API
+// server shows it), then the Gateways.
+func (s *Stage) removeWaypoints(ctx context.Context, mesh *meshv1.MeshInstallation) error {
 	read, err := s.planner().waypoints(ctx)
 	if err != nil || read.unavailable != "" {
 		return err
 	}
-	for ns, gw := range read.byNamespace {
+	for name, gw := range read.byNamespace {
 		if !ours(gw, mesh) {
 			continue
 		}
-		i := slices.IndexFunc(namespaces, func(n corev1.Namespace) bool { return n.Name == ns })
-		if i >= 0 && usesWaypoint(namespaces[i].Labels, ns) {
-			if err := dropLabels(ctx, s.Client, ns, map[string]bool{waypoint.UseLabel: true}); err != nil && !apierrors.IsNotFound(err) {
+		var ns corev1.Namespace
+		if err := s.api().Get(ctx, client.ObjectKey{Name: name}, &ns); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("reading namespace %s before deleting its waypoint: %w", name, err)
+		}
+		if usesWaypoint(ns.Labels, name) {
+			if _, err := patchLabels(ctx, s.Client, name, map[string]any{waypoint.UseLabel: nil}); err != nil && !apierrors.IsNotFound(err) {
 				return err
 			}
 		}
 		if err := s.Client.Delete(ctx, gw); err != nil && !apierrors.IsNotFound(err) {
-			return fmt.Errorf("deleting the waypoint of namespace %s: %w", ns, err)
+			return fmt.Errorf("deleting the waypoint of namespace %s: %w", name, err)
 		}
 	}
 	return nil

@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+	"sigs.k8s.io/structured-merge-diff/v6/fieldpath"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/ambient"
@@ -133,11 +134,31 @@ func TestWaypointAgainstTheAPIServer(t *testing.T) {
 	mesh.Spec.Rollout.MaxNamespacesInProgress = 100 // the other tests' namespaces may hold steps
 	mesh.Spec.Namespaces[0].Waypoint = true
 	now := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
-	held := func(_ stages.Result, reason, want string) {
+	// As the operator's cache, which holds only the operator's own Gateways.
+	cached := interceptor.NewClient(k8s, interceptor.Funcs{List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+		if err := c.List(ctx, list, opts...); err != nil {
+			return err
+		}
+		if u, ok := list.(*unstructured.UnstructuredList); ok && u.GetKind() == waypoint.GVK.Kind+"List" {
+			u.Items = slices.DeleteFunc(u.Items, func(gw unstructured.Unstructured) bool {
+				return gw.GetLabels()[meshv1.LabelManagedBy] != meshv1.ManagedByValue
+			})
+		}
+		return nil
+	}})
+	pass := func(at time.Time) stages.Result {
+		t.Helper()
+		res, err := newStage(cached, at).Reconcile(ctx, mesh)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	decision := func() ladder.Decision {
 		t.Helper()
 		// The namespace's own decision, as the pass after this one sees it (the status's
 		// message names only a few namespaces; other tests' may be enrolled too).
-		plans, _, err := newStage(k8s, now).planner().Plan(ctx, mesh, now)
+		plans, _, err := newStage(cached, now).planner().Plan(ctx, mesh, now)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -145,7 +166,11 @@ func TestWaypointAgainstTheAPIServer(t *testing.T) {
 		if i < 0 {
 			t.Fatalf("%s is not planned", name)
 		}
-		d := plans[i].Decision
+		return plans[i].Decision
+	}
+	held := func(_ stages.Result, reason, want string) {
+		t.Helper()
+		d := decision()
 		if got := d.Blocked.Message + d.Waiting; d.Blocked.Reason != reason || !strings.Contains(got, want) {
 			t.Fatalf("blocked %+v, waiting %q: want held (%q), saying %q", d.Blocked, d.Waiting, reason, want)
 		}
@@ -155,11 +180,11 @@ func TestWaypointAgainstTheAPIServer(t *testing.T) {
 	}
 	labels := func() map[string]string { t.Helper(); return getNS(t, name).Labels }
 
-	held(reconcileAt(t, mesh, now), meshv1.ReasonWaitingForWaypoint, "the Gateway API's CRDs are not installed")
+	held(pass(now), meshv1.ReasonWaitingForWaypoint, "the Gateway API's CRDs are not installed")
 	installGatewayCRD(t)
 	// A release too old to keep spec.infrastructure: no Gateway is written.
 	setBundleVersion(t, "v1.1.0")
-	held(reconcileAt(t, mesh, now), meshv1.ReasonWaitingForWaypoint, `is of release "v1.1.0"`)
+	held(pass(now), meshv1.ReasonWaitingForWaypoint, `is of release "v1.1.0"`)
 	if gatewayIn(t, name) != nil {
 		t.Fatal("a waypoint written through a Gateway API older than v1.2")
 	}
@@ -174,7 +199,7 @@ func TestWaypointAgainstTheAPIServer(t *testing.T) {
 	if err := k8s.Create(ctx, theirs); err != nil {
 		t.Fatal(err)
 	}
-	held(reconcileAt(t, mesh, now), meshv1.ReasonWaypointConflict, "is not the operator's")
+	held(pass(now), meshv1.ReasonWaypointConflict, "is not the operator's")
 	if gw := gatewayIn(t, name); gw == nil || gw.GetResourceVersion() != theirs.GetResourceVersion() {
 		t.Fatal("someone else's waypoint Gateway was written or deleted")
 	}
@@ -183,29 +208,52 @@ func TestWaypointAgainstTheAPIServer(t *testing.T) {
 	}
 	waitGone(t, name)
 
-	held(reconcileAt(t, mesh, now), "", "to be Programmed")
+	// A label sending the namespace's traffic to another waypoint (a shared one): held too,
+	// the label left as it is.
+	ns = getNS(t, name)
+	ns.Labels[waypoint.UseLabel], ns.Labels[waypoint.NamespaceLabel] = "shared", "gateways"
+	if err := k8s.Update(ctx, ns, client.FieldOwner("istioctl")); err != nil {
+		t.Fatal(err)
+	}
+	pass(now)
+	if d := decision(); d.Blocked.Reason != meshv1.ReasonWaypointConflict || !strings.Contains(d.Blocked.Message, "another waypoint") ||
+		labels()[waypoint.UseLabel] != "shared" || labels()[ambient.Label] != "" {
+		t.Fatalf("a label naming another waypoint: blocked %+v, labels %v; want WaypointConflict, the label kept, no step", d.Blocked, labels())
+	}
+	ns = getNS(t, name)
+	delete(ns.Labels, waypoint.UseLabel)
+	delete(ns.Labels, waypoint.NamespaceLabel)
+	if err := k8s.Update(ctx, ns, client.FieldOwner("istioctl")); err != nil {
+		t.Fatal(err)
+	}
+
+	held(pass(now), "", "to be Programmed")
 	if gw := gatewayIn(t, name); gw == nil || gw.GetLabels()[meshv1.LabelInstallation] != mesh.Name {
 		t.Fatalf("the waypoint Gateway: %v; want it created, the installation's", gw)
 	}
 
 	programWaypoint(t, name)
-	reconcileAt(t, mesh, now)
+	pass(now)
 	if l := labels(); l[ambient.Label] != ambient.Enabled || l[waypoint.UseLabel] != waypoint.Name {
 		t.Fatalf("labels %v once the waypoint serves: want the ambient label and %s=%s", l, waypoint.UseLabel, waypoint.Name)
 	}
 
 	// No longer asked for: the label goes first, the Gateway in the next pass.
 	mesh.Spec.Namespaces[0].Waypoint = false
-	reconcileAt(t, mesh, now.Add(time.Minute))
+	pass(now.Add(time.Minute))
 	if l := labels(); l[waypoint.UseLabel] != "" || gatewayIn(t, name) == nil {
 		t.Fatalf("waypoint set back to false: labels %v, Gateway %v; want the label off and the Gateway kept for now", l, gatewayIn(t, name) != nil)
 	}
 	// The label off: the Gateway stays for waypointGrace, then goes.
-	reconcileAt(t, mesh, now.Add(2*time.Minute))
+	pass(now.Add(2 * time.Minute))
 	if gw := gatewayIn(t, name); gw == nil || gw.GetAnnotations()[AnnotationUnusedSince] == "" {
 		t.Fatalf("the waypoint right after its label went: %v; want it kept, marked unused", gw)
 	}
-	reconcileAt(t, mesh, now.Add(2*time.Minute+waypointGrace))
+	pass(now.Add(2*time.Minute + waypointGrace - time.Second))
+	if gatewayIn(t, name) == nil {
+		t.Fatal("the waypoint was removed within waypointGrace of its label going")
+	}
+	pass(now.Add(2*time.Minute + waypointGrace))
 	if gatewayIn(t, name) != nil {
 		t.Fatal("the waypoint was not removed once the label had been off for waypointGrace")
 	}
@@ -213,12 +261,12 @@ func TestWaypointAgainstTheAPIServer(t *testing.T) {
 	// Asked for again by a namespace already in ambient mode: the Gateway, the label once it
 	// serves.
 	mesh.Spec.Namespaces[0].Waypoint = true
-	reconcileAt(t, mesh, now.Add(3*time.Minute))
+	pass(now.Add(3 * time.Minute))
 	if l := labels(); l[waypoint.UseLabel] != "" || gatewayIn(t, name) == nil {
 		t.Fatalf("asked for again: labels %v, Gateway %v; want the Gateway, no label until it is Programmed", l, gatewayIn(t, name) != nil)
 	}
 	programWaypoint(t, name)
-	reconcileAt(t, mesh, now.Add(4*time.Minute))
+	pass(now.Add(4 * time.Minute))
 	if l := labels(); l[waypoint.UseLabel] != waypoint.Name || l[ambient.Label] != ambient.Enabled {
 		t.Fatalf("asked for again, Programmed: labels %v", l)
 	}
@@ -230,7 +278,7 @@ func TestWaypointAgainstTheAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitGone(t, name)
-	reconcileAt(t, mesh, now.Add(5*time.Minute))
+	pass(now.Add(5 * time.Minute))
 	if l := labels(); l[waypoint.UseLabel] != "" {
 		t.Fatalf("labels %v: want %s off once its Gateway is gone and unwanted", l, waypoint.UseLabel)
 	}
@@ -240,7 +288,7 @@ func TestWaypointAgainstTheAPIServer(t *testing.T) {
 	if err := k8s.Update(ctx, ns, client.FieldOwner("istioctl")); err != nil {
 		t.Fatal(err)
 	}
-	reconcileAt(t, mesh, now.Add(5*time.Minute+time.Second))
+	pass(now.Add(5*time.Minute + time.Second))
 	if l := labels(); l[waypoint.UseLabel] != waypoint.Name {
 		t.Fatalf("labels %v: want someone else's %s kept", l, waypoint.UseLabel)
 	}
@@ -249,11 +297,14 @@ func TestWaypointAgainstTheAPIServer(t *testing.T) {
 	}
 
 	mesh.Spec.Namespaces[0].Waypoint = true
-	reconcileAt(t, mesh, now.Add(6*time.Minute))
+	pass(now.Add(6 * time.Minute))
 	programWaypoint(t, name)
-	reconcileAt(t, mesh, now.Add(7*time.Minute))
+	pass(now.Add(7 * time.Minute))
 	if l := labels(); l[waypoint.UseLabel] != waypoint.Name {
 		t.Fatalf("labels %v: want the waypoint back in use", l)
+	}
+	if ns := getNS(t, name); ownsField(ns.ManagedFields, NamespaceFieldManager, fieldpath.MakePathOrDie("metadata", "labels", waypoint.UseLabel)) {
+		t.Fatalf("the operator co-owns someone else's %s label: %+v", waypoint.UseLabel, ns.ManagedFields)
 	}
 
 	if done, err := newStage(k8s, now).Cleanup(ctx, mesh); err != nil || !done {
@@ -330,6 +381,12 @@ func TestWaypointPoliciesBeforeItsLabel(t *testing.T) {
 			}
 			return c.Apply(ctx, obj, opts...)
 		},
+		Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+			if _, ok := obj.(*corev1.Namespace); ok {
+				writes = append(writes, "Namespace")
+			}
+			return c.Patch(ctx, obj, patch, opts...)
+		},
 	})
 	mesh := meshFor("ladder-waypoint-order")
 	mesh.Spec.DataPlane.Mode = meshv1.DataPlaneAmbient
@@ -354,5 +411,40 @@ func TestWaypointPoliciesBeforeItsLabel(t *testing.T) {
 	}
 	if getNS(t, name).Labels[waypoint.UseLabel] != waypoint.Name {
 		t.Error("the namespace was not labelled to use its waypoint")
+	}
+}
+
+// TestLeftWaypointRemoved: the operator's waypoint in a namespace nothing else makes a candidate
+// any more (released from every rule, in a mesh of sidecars) is still found and removed, after
+// waypointGrace, and the namespace is not written.
+func TestLeftWaypointRemoved(t *testing.T) {
+	ctx := context.Background()
+	const name = "team-waypoint-left"
+	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), getNS(t, name)) })
+	installGatewayCRD(t)
+	mesh := meshFor("ladder-waypoint-left")
+	mesh.Spec.Namespaces[0].Selector.MatchLabels = map[string]string{"waypoint-left": "never"}
+	gw, err := waypoint.Gateway(mesh.Name, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := k8s.Create(ctx, gw); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	before := getNS(t, name).ResourceVersion
+	reconcileAt(t, mesh, now)
+	if gw := gatewayIn(t, name); gw == nil || gw.GetAnnotations()[AnnotationUnusedSince] == "" {
+		t.Fatalf("the left waypoint: %v; want it kept for now, marked unused", gw)
+	}
+	reconcileAt(t, mesh, now.Add(waypointGrace))
+	if gatewayIn(t, name) != nil {
+		t.Fatal("the waypoint of a namespace no rule enrolls was not removed")
+	}
+	if ns := getNS(t, name); ns.ResourceVersion != before {
+		t.Fatalf("namespace written (%v, %v): it is enrolled by no rule", ns.Labels, ns.Annotations)
 	}
 }

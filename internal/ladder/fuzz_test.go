@@ -508,6 +508,10 @@ func checkWaypointOrder(t *testing.T, ns Namespace, d Decision) {
 	switch {
 	case w.Labelled && w.Wanted && e.Ambient && !e.UseWaypoint:
 		t.Fatalf("istio.io/use-waypoint taken off while the rule asks for the waypoint (its traffic would skip the L7 policy): %+v, %+v", e, w)
+	case w.Unavailable != "" && e.Waypoint:
+		t.Fatalf("a Gateway kept (its policies attached) without a Gateway API to read it by: %+v, %+v", e, w)
+	case w.Unavailable != "":
+		return // nothing to create or delete; the label as the cases above say
 	case e.UseWaypoint && (!e.Ambient || !e.Waypoint):
 		t.Fatalf("istio.io/use-waypoint with effects %+v: only in ambient mode, with the Gateway", e)
 	case e.UseWaypoint && !w.Labelled && !w.Programmed:

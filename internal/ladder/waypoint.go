@@ -2,6 +2,7 @@ package ladder
 
 import (
 	"fmt"
+	"time"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 )
@@ -22,9 +23,15 @@ func waypointEffects(e Effects, w Waypoint) Effects {
 	}
 	want := w.Wanted && w.Unavailable == ""
 	e.UseWaypoint = w.Wanted && e.Ambient && (w.Labelled || want && w.Programmed)
-	e.Waypoint = want || w.Labelled
+	// Without a Gateway API to read, no Gateway can be the operator's: none is kept (nor has
+	// policies attached), and none is deleted either.
+	e.Waypoint = w.Unavailable == "" && (want || w.Labelled)
 	return e
 }
+
+// ConflictRecheck is how often a namespace held by someone else's waypoint is looked at again:
+// the operator watches only its own Gateways.
+const ConflictRecheck = time.Minute
 
 // waypointReady holds a step into ambient mode (a climb from Off, or a migration from sidecars)
 // while the namespace's waypoint, which its rule asks for, does not serve yet: Istio's order is
@@ -34,7 +41,7 @@ var waypointReady = Gate{Name: "WaypointReady", Check: func(c Climb) *Verdict {
 	h := waypointHold(c.NS)
 	switch {
 	case h.blocked.Reason != "":
-		return &Verdict{Blocked: h.blocked}
+		return &Verdict{Blocked: h.blocked, RecheckAfter: h.recheck}
 	case h.waiting != "":
 		return &Verdict{Waiting: h.waiting + "; the step into ambient mode waits for it (Istio's order: the waypoint first)", Unread: h.unread}
 	}
@@ -46,6 +53,7 @@ type hold struct {
 	blocked Blocked
 	waiting string
 	unread  bool
+	recheck time.Duration
 }
 
 // waypointHold says what keeps a namespace's wanted waypoint from serving: blocked when it cannot
@@ -57,8 +65,8 @@ func waypointHold(ns Namespace) hold {
 	case !w.Wanted:
 		return hold{}
 	case w.Conflict != "":
-		return hold{blocked: Blocked{Reason: meshv1.ReasonWaypointConflict, Message: fmt.Sprintf(
-			"The namespace's rule asks for a waypoint, and %s. The operator does not write or delete it: delete it to let the operator make its own, or remove waypoint from the rule to keep yours.", w.Conflict)}}
+		return hold{recheck: ConflictRecheck, blocked: Blocked{Reason: meshv1.ReasonWaypointConflict, Message: fmt.Sprintf(
+			"The namespace's rule asks for a waypoint, and %s. The operator writes and deletes neither: remove yours to let the operator make its own, or remove waypoint from the rule to keep yours.", w.Conflict)}}
 	case w.Unread != "":
 		return hold{waiting: "its waypoint was not read: " + w.Unread, unread: true}
 	case w.Unavailable != "":
@@ -81,6 +89,9 @@ func waypointPending(d *Decision, ns Namespace) bool {
 	h := waypointHold(ns)
 	if d.Blocked.Reason == "" {
 		d.Blocked = h.blocked
+	}
+	if h.recheck > 0 && (d.RecheckAfter == 0 || h.recheck < d.RecheckAfter) {
+		d.RecheckAfter = h.recheck
 	}
 	if w := ns.Waypoint; h.waiting != "" && w.Labelled && !w.Updating && !h.unread && d.Blocked.Reason == "" {
 		d.Blocked = Blocked{Reason: meshv1.ReasonWaitingForWaypoint, Message: "The namespace's traffic goes through its waypoint, which does not serve: " + h.waiting + "."}

@@ -16,21 +16,21 @@ func TestWaypointEffects(t *testing.T) {
 		w                    Waypoint
 		gateway, useWaypoint bool
 	}{
-		"not wanted":                             {e: ambient},
-		"wanted, not in the mesh yet":            {e: Effects{}, w: Waypoint{Wanted: true}, gateway: true},
-		"wanted, with sidecars":                  {e: Effects{Inject: true, Sidecars: true}, w: Waypoint{Wanted: true, Programmed: true}, gateway: true},
-		"wanted, in ambient mode, not serving":   {e: ambient, w: Waypoint{Wanted: true}, gateway: true},
-		"wanted, in ambient mode, Programmed":    {e: ambient, w: Waypoint{Wanted: true, Programmed: true}, gateway: true, useWaypoint: true},
-		"labelled, no longer Programmed":         {e: ambient, w: Waypoint{Wanted: true, Labelled: true}, gateway: true, useWaypoint: true},
-		"no longer wanted, still labelled":       {e: ambient, w: Waypoint{Labelled: true, Programmed: true}, gateway: true},
-		"no longer wanted, label off":            {e: ambient, w: Waypoint{Programmed: true}},
-		"wanted, no Gateway API":                 {e: ambient, w: Waypoint{Wanted: true, Unavailable: "no CRD"}},
-		"labelled, wanted, no Gateway API: kept": {e: ambient, w: Waypoint{Wanted: true, Labelled: true, Unavailable: "no CRD"}, gateway: true, useWaypoint: true},
-		"not read: as it is":                     {e: ambient, w: Waypoint{Wanted: true, Labelled: true, Unread: "forbidden"}, gateway: true, useWaypoint: true},
-		"not read, not labelled: as it is":       {e: ambient, w: Waypoint{Wanted: true, Programmed: true, Unread: "forbidden"}},
-		"labelled, not wanted, no Gateway API":   {e: ambient, w: Waypoint{Labelled: true, Unavailable: "no CRD"}, gateway: true},
-		"someone else's Gateway, labelled":       {e: ambient, w: Waypoint{Wanted: true, Labelled: true, Conflict: "theirs"}, useWaypoint: true},
-		"someone else's Gateway, not labelled":   {e: ambient, w: Waypoint{Wanted: true, Programmed: true, Conflict: "theirs"}},
+		"not wanted":                                       {e: ambient},
+		"wanted, not in the mesh yet":                      {e: Effects{}, w: Waypoint{Wanted: true}, gateway: true},
+		"wanted, with sidecars":                            {e: Effects{Inject: true, Sidecars: true}, w: Waypoint{Wanted: true, Programmed: true}, gateway: true},
+		"wanted, in ambient mode, not serving":             {e: ambient, w: Waypoint{Wanted: true}, gateway: true},
+		"wanted, in ambient mode, Programmed":              {e: ambient, w: Waypoint{Wanted: true, Programmed: true}, gateway: true, useWaypoint: true},
+		"labelled, no longer Programmed":                   {e: ambient, w: Waypoint{Wanted: true, Labelled: true}, gateway: true, useWaypoint: true},
+		"no longer wanted, still labelled":                 {e: ambient, w: Waypoint{Labelled: true, Programmed: true}, gateway: true},
+		"no longer wanted, label off":                      {e: ambient, w: Waypoint{Programmed: true}},
+		"wanted, no Gateway API":                           {e: ambient, w: Waypoint{Wanted: true, Unavailable: "no CRD"}},
+		"labelled, wanted, no Gateway API: the label kept": {e: ambient, w: Waypoint{Wanted: true, Labelled: true, Unavailable: "no CRD"}, useWaypoint: true},
+		"not read: as it is":                               {e: ambient, w: Waypoint{Wanted: true, Labelled: true, Unread: "forbidden"}, gateway: true, useWaypoint: true},
+		"not read, not labelled: as it is":                 {e: ambient, w: Waypoint{Wanted: true, Programmed: true, Unread: "forbidden"}},
+		"labelled, not wanted, no Gateway API":             {e: ambient, w: Waypoint{Labelled: true, Unavailable: "no CRD"}},
+		"someone else's Gateway, labelled":                 {e: ambient, w: Waypoint{Wanted: true, Labelled: true, Conflict: "theirs"}, useWaypoint: true},
+		"someone else's Gateway, not labelled":             {e: ambient, w: Waypoint{Wanted: true, Programmed: true, Conflict: "theirs"}},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -61,8 +61,9 @@ func TestWaypointReady(t *testing.T) {
 			if v == nil {
 				v = &Verdict{}
 			}
-			if v.Blocked.Reason != tt.reason || (v.Waiting != "") != tt.waiting || v.RecheckAfter != 0 {
-				t.Errorf("verdict %+v, want blocked by %q, waiting %v, no recheck (the Gateway is watched)", v, tt.reason, tt.waiting)
+			// No recheck (the operator's Gateway is watched), but for someone else's, which is not.
+			if v.Blocked.Reason != tt.reason || (v.Waiting != "") != tt.waiting || (v.RecheckAfter != 0) != (tt.reason == meshv1.ReasonWaypointConflict) {
+				t.Errorf("verdict %+v, want blocked by %q, waiting %v, a recheck only for someone else's Gateway", v, tt.reason, tt.waiting)
 			}
 		})
 	}

@@ -148,26 +148,44 @@ func ForNamespace(installation, namespace string, allowFrom []string, exemptions
 	if !e.Authorization {
 		return out
 	}
-	allowRule := func() map[string]any { // one per policy: no two objects share a map
-		return map[string]any{"from": []any{map[string]any{"source": map[string]any{"namespaces": allowSources(namespace, allowFrom)}}}}
-	}
 	var authz []*unstructured.Unstructured
 	for _, x := range exemptions {
-		authz = append(authz, exemptAuthorizationPolicy(installation, namespace, x, allowRule()))
+		authz = append(authz, exemptAuthorizationPolicy(installation, namespace, x, allowRule(namespace, allowFrom)))
 	}
 	allow := object(AuthorizationPolicyGVK, installation, namespace, AllowName)
-	allow.Object["spec"] = map[string]any{"action": "ALLOW", "rules": []any{allowRule()}}
+	allow.Object["spec"] = map[string]any{"action": "ALLOW", "rules": []any{allowRule(namespace, allowFrom)}}
 	nothing := object(AuthorizationPolicyGVK, installation, namespace, AllowNothingName)
 	nothing.Object["spec"] = map[string]any{}
 	authz = append(authz, allow, nothing)
-	if e.Waypoint { // the operator's waypoint only: never attached to someone else's Gateway
-		authz = append(authz, atWaypoint(installation, namespace, WaypointAllowName, allowRule()), atWaypoint(installation, namespace, WaypointAllowNothingName, nil))
-	}
 	for _, u := range authz {
 		if e.DryRun {
 			u.SetAnnotations(map[string]string{DryRunAnnotation: "true"})
 		}
 		out = append(out, u)
+	}
+	return append(out, AtWaypoint(installation, namespace, allowFrom, e)...)
+}
+
+// allowRule is the allow policy's rule: calls from the namespace itself and allowFrom. A new map
+// each time: no two objects share one.
+func allowRule(namespace string, allowFrom []string) map[string]any {
+	return map[string]any{"from": []any{map[string]any{"source": map[string]any{"namespaces": allowSources(namespace, allowFrom)}}}}
+}
+
+// AtWaypoint is ZeroTrust's allow and allow-nothing policies attached to the namespace's
+// waypoint, in that order, while the operator's waypoint is kept (Effects.Waypoint: never someone
+// else's Gateway), in dry-run with the others. The adoption stage writes them before the label
+// that sends traffic through the waypoint, too.
+func AtWaypoint(installation, namespace string, allowFrom []string, e ladder.Effects) []*unstructured.Unstructured {
+	if !e.Authorization || !e.Waypoint {
+		return nil
+	}
+	out := []*unstructured.Unstructured{atWaypoint(installation, namespace, WaypointAllowName, allowRule(namespace, allowFrom)),
+		atWaypoint(installation, namespace, WaypointAllowNothingName, nil)}
+	for _, u := range out {
+		if e.DryRun {
+			u.SetAnnotations(map[string]string{DryRunAnnotation: "true"})
+		}
 	}
 	return out
 }
