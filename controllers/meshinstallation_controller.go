@@ -95,8 +95,10 @@ type MeshInstallationReconciler struct {
 
 	controller controller.Controller
 	cache      cache.Cache
-	watchMu    sync.Mutex
-	watching   map[schema.GroupVersionKind]bool
+	// gatewayCache holds the operator's own Gateways (GatewayCacheOptions).
+	gatewayCache cache.Cache
+	watchMu      sync.Mutex
+	watching     map[schema.GroupVersionKind]bool
 }
 
 // +kubebuilder:rbac:groups=meshwright.io,resources=meshinstallations,verbs=get;list;watch;update;patch
@@ -317,9 +319,21 @@ func (r *MeshInstallationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if err := mgr.Add(ladderCache); err != nil {
 		return err
 	}
+	// The waypoints' Gateways: a cache of the operator's own only (its label, server-side),
+	// whose informer starts when the adoption stage first reads them, once the Gateway API is
+	// served. A label selector for the whole cache needs no mapping of the kind at start-up, as
+	// a per-kind one would (the manager would not start without the Gateway API).
+	gatewayCache, err := cache.New(mgr.GetConfig(), GatewayCacheOptions(mgr))
+	if err != nil {
+		return fmt.Errorf("creating the Gateways' cache: %w", err)
+	}
+	if err := mgr.Add(gatewayCache); err != nil {
+		return err
+	}
+	r.gatewayCache = gatewayCache
 	r.observations = adoption.NewObservations()
 	if r.Stages == nil {
-		r.Stages = NewStages(StageDeps{Observations: r.observations, Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Mapper: mgr.GetRESTMapper(),
+		r.Stages = NewStages(StageDeps{Observations: r.observations, Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Mapper: mgr.GetRESTMapper(), Gateways: gatewayCache,
 			KubeVersion: r.KubeVersion, Watch: r.watchKinds, Workloads: ladderCache, Recorder: r.Recorder, OperatorNamespace: r.OperatorNamespace,
 			ExternalIstioCRDs: r.ExternalIstioCRDs, Charts: &charts.Source{CacheDir: r.ChartCacheDir}, ProxyStatsURL: r.ProxyStatsURL})
 	}
@@ -389,6 +403,9 @@ type StageDeps struct {
 	// ProxyStatsURL is where the embedded telemetry source reads a pod's merged metrics (see
 	// telemetry.Embedded.URLTemplate); empty is Istio's port 15020 on the pod's IP.
 	ProxyStatsURL string
+	// Gateways reads the operator's own waypoint Gateways (a cache of them alone); Client when
+	// nil.
+	Gateways client.Reader
 }
 
 // NewStages is the rollout, in order: the mesh CA, Istio's control plane, the injection webhook
@@ -411,7 +428,7 @@ func NewStages(d StageDeps) []stages.Stage {
 		&policy.Stage{Client: d.Client, Reader: d.APIReader, Applier: applier, Watch: d.Watch},
 		&adoption.Stage{Client: d.Client, Reader: workloads, API: d.APIReader, Applier: applier, FieldManager: FieldManager, Recorder: d.Recorder, OperatorNamespace: d.OperatorNamespace, Observations: d.Observations,
 			Traffic:   &telemetry.Sources{Secrets: d.APIReader, Embedded: &telemetry.Embedded{Pods: workloads, URLTemplate: d.ProxyStatsURL}},
-			Admission: &admission.Checker{Reader: d.APIReader, Writer: d.Client}, Watch: d.Watch},
+			Admission: &admission.Checker{Reader: d.APIReader, Writer: d.Client}, Watch: d.Watch, Gateways: d.Gateways},
 	}
 }
 
@@ -441,6 +458,9 @@ func (r *MeshInstallationReconciler) watchKinds(gvks ...schema.GroupVersionKind)
 		u := &unstructured.Unstructured{}
 		u.SetGroupVersionKind(gvk)
 		src := source.Kind[client.Object](r.cache, u, handler.EnqueueRequestsFromMapFunc(byInstallationLabel))
+		if gvk == waypoint.GVK && r.gatewayCache != nil {
+			src = source.Kind[client.Object](r.gatewayCache, u, handler.EnqueueRequestsFromMapFunc(byInstallationLabel))
+		}
 		if slices.Contains(policy.Kinds(), gvk) {
 			// Policies are the ladder's: each event counts as a change of its namespace (the
 			// ladder reuses what it read of a namespace's policies, its conflicts and last
@@ -474,8 +494,16 @@ func byInstallationLabel(_ context.Context, o client.Object) []reconcile.Request
 // conflictRetry is how soon a pass that hit an optimistic-lock conflict runs again.
 const conflictRetry = 200 * time.Millisecond
 
+// GatewayCacheOptions is the Gateways' cache (see SetupWithManager): the operator's objects only,
+// without managed fields.
+func GatewayCacheOptions(mgr ctrl.Manager) cache.Options {
+	return cache.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper(), HTTPClient: mgr.GetHTTPClient(),
+		DefaultLabelSelector: labels.SelectorFromSet(labels.Set{meshv1.LabelManagedBy: meshv1.ManagedByValue}),
+		DefaultTransform:     cache.TransformStripManagedFields()}
+}
+
 // CacheOptions limits what the manager caches to what the operator needs: of the kinds it
-// creates (Secrets, Deployments, ConfigMaps, RBAC, webhooks, Gateways…), only the objects it created (they
+// creates (Secrets, Deployments, ConfigMaps, RBAC, webhooks…), only the objects it created (they
 // carry its managed-by label), so memory does not grow with the cluster. Managed fields are
 // dropped from every cached object.
 func CacheOptions() cache.Options {
@@ -486,11 +514,6 @@ func CacheOptions() cache.Options {
 		u.SetGroupVersionKind(gvk)
 		byObject[u] = ours
 	}
-	// The waypoints' Gateways: only the operator's (a cluster's own Gateways are read, one at a
-	// time, only where a waypoint is wanted; see adoption's setWaypoint).
-	gateway := &unstructured.Unstructured{}
-	gateway.SetGroupVersionKind(waypoint.GVK)
-	byObject[gateway] = ours
 	// Every CRD of the cluster is watched (cert-manager's and Istio's appearing start a pass):
 	// the cache keeps them without their schemas, which the Applier compares by digest.
 	crd := &unstructured.Unstructured{}

@@ -94,6 +94,10 @@ type Planner struct {
 	// Observations reuses what earlier passes observed of namespaces no event touched since;
 	// nil observes every namespace afresh (the kubectl plugin, tests).
 	Observations *Observations
+	// Gateways lists the operator's waypoint Gateways (the operator's cache of them alone, so
+	// that the cluster's other Gateways cost nothing); Policies when nil (the plugin, tests),
+	// which may list the others too.
+	Gateways client.Reader
 	// AsUser is set for a reader with a user's credentials (the kubectl plugin): what they may
 	// not read of the waypoints (the Gateway CRD, Gateways) is shown as unread rather than
 	// failing the whole plan. The operator's own reads are granted by its role, and a refusal

@@ -88,6 +88,9 @@ type Stage struct {
 	// Gateway API's CRDs are installed), so that a Gateway's status starts a pass; nil in tests
 	// that run passes by hand.
 	Watch func(gvks ...schema.GroupVersionKind) error
+	// Gateways reads the operator's own waypoint Gateways (a cache of them alone); Client when
+	// nil.
+	Gateways client.Reader
 }
 
 // Name implements stages.Stage.
@@ -171,7 +174,7 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 // the ladder's cache of namespaces, pods and workloads.
 func (s *Stage) planner() Planner {
 	return Planner{Policies: s.Client, Workloads: s.Reader, OperatorNamespace: s.OperatorNamespace, Traffic: s.Traffic, API: s.API, Admission: s.Admission,
-		Observations: s.Observations}
+		Observations: s.Observations, Gateways: s.Gateways}
 }
 
 // injectionConflict says why the operator must not manage a namespace's injection label: it
@@ -312,15 +315,20 @@ func (s *Stage) writeNamespace(ctx context.Context, c *NamespacePlan, d ladder.D
 	if !drop {
 		return nil
 	}
-	_, err := patchLabels(ctx, s.Client, c.Namespace.Name, map[string]any{InjectionLabel: nil})
+	_, err := patchLabels(ctx, s.Client, c.Namespace.Name, "", map[string]any{InjectionLabel: nil})
 	return err
 }
 
 // patchLabels sets labels on a namespace, or takes them off (nil), whoever set them: a merge
 // patch, by the ladder's field manager (an apply removes only the fields it applied).
-// It returns the namespace's resourceVersion after the patch.
-func patchLabels(ctx context.Context, c client.Client, namespace string, labels map[string]any) (string, error) {
-	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": labels}})
+// A resourceVersion, when given, makes it a write over that version only (a conflict
+// otherwise). It returns the namespace's resourceVersion after the patch.
+func patchLabels(ctx context.Context, c client.Client, namespace, over string, labels map[string]any) (string, error) {
+	meta := map[string]any{"labels": labels}
+	if over != "" {
+		meta["resourceVersion"] = over
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": meta})
 	if err != nil {
 		return "", err
 	}

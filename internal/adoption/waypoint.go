@@ -48,8 +48,7 @@ type waypointGateways struct {
 	unavailable, unread string
 }
 
-// readWaypoints reads the operator's Gateways named waypoint (the operator's cache holds only
-// its own), and adds the namespaces holding them to withObjects: they are looked at, and their
+// readWaypoints reads the operator's Gateways named waypoint (Planner.Gateways), and adds the namespaces holding them to withObjects: they are looked at, and their
 // waypoint removed, even once nothing else makes them candidates.
 func (p Planner) readWaypoints(ctx context.Context, mesh *meshv1.MeshInstallation, withObjects map[string]bool) (waypointGateways, error) {
 	read, err := p.waypoints(ctx)
@@ -89,7 +88,11 @@ func (p Planner) waypoints(ctx context.Context) (waypointGateways, error) {
 	}
 	list := &unstructured.UnstructuredList{}
 	list.SetGroupVersionKind(waypoint.GVK.GroupVersion().WithKind(waypoint.GVK.Kind + "List"))
-	if err := p.Policies.List(ctx, list); p.AsUser && apierrors.IsForbidden(err) {
+	gateways := p.Gateways
+	if gateways == nil {
+		gateways = p.Policies
+	}
+	if err := gateways.List(ctx, list, client.MatchingLabels{meshv1.LabelManagedBy: meshv1.ManagedByValue}); p.AsUser && apierrors.IsForbidden(err) {
 		return waypointGateways{unread: "your credentials may not list Gateways (the operator's may)"}, nil
 	} else if err != nil {
 		return waypointGateways{}, fmt.Errorf("listing Gateways: %w", err)
@@ -121,8 +124,8 @@ func usesWaypoint(labels map[string]string, namespace string) bool {
 // rule asks for one and the namespace, enrolled, is to be in ambient mode or still carries the
 // ambient label; labelled when its traffic goes to the Gateway named waypoint in it. A Gateway by
 // that name that is not the operator's, or a label sending the traffic to another waypoint, is a
-// conflict. The operator's cache holds only its own Gateways: where one is wanted and none of
-// its own is there, the API server is asked whether someone else's is.
+// conflict. Only the operator's own Gateways are listed: where one is wanted, or the label names
+// one, and none of the operator's is there, the API server is asked whether someone else's is.
 func (p Planner) setWaypoint(ctx context.Context, c *NamespacePlan, mesh *meshv1.MeshInstallation, read waypointGateways) error {
 	e, l, name := c.Enrollment, c.Namespace.Labels, c.Namespace.Name
 	c.gateway, c.gatewaysRead = nil, read.byNamespace != nil
@@ -133,7 +136,7 @@ func (p Planner) setWaypoint(ctx context.Context, c *NamespacePlan, mesh *meshv1
 		Unread:      read.unread,
 	}
 	gw := read.byNamespace[name]
-	if gw == nil && c.Waypoint.Wanted && c.gatewaysRead {
+	if gw == nil && (c.Waypoint.Wanted || c.Waypoint.Labelled) && c.gatewaysRead {
 		var err error
 		if gw, err = p.gatewayNamed(ctx, name); err != nil {
 			return err
@@ -209,7 +212,8 @@ func (s *Stage) putWaypointLabel(ctx context.Context, mesh *meshv1.MeshInstallat
 			return fmt.Errorf("applying %s/%s before the namespace's traffic goes through its waypoint: %w", c.Namespace.Name, p.GetName(), err)
 		}
 	}
-	rv, err := patchLabels(ctx, s.Client, c.Namespace.Name, map[string]any{waypoint.UseLabel: waypoint.Name})
+	// Over the version the decision was taken on: a stale cache is a conflict, taken again.
+	rv, err := patchLabels(ctx, s.Client, c.Namespace.Name, c.Namespace.ResourceVersion, map[string]any{waypoint.UseLabel: waypoint.Name})
 	c.patchedAt = rv
 	return err
 }
@@ -222,7 +226,7 @@ func (s *Stage) takeWaypointLabel(ctx context.Context, c *NamespacePlan, e ladde
 	if err != nil || !drop {
 		return err
 	}
-	_, err = patchLabels(ctx, s.Client, c.Namespace.Name, map[string]any{waypoint.UseLabel: nil})
+	_, err = patchLabels(ctx, s.Client, c.Namespace.Name, "", map[string]any{waypoint.UseLabel: nil})
 	return err
 }
 
@@ -342,7 +346,7 @@ func (s *Stage) removeWaypoints(ctx context.Context, mesh *meshv1.MeshInstallati
 			return fmt.Errorf("reading namespace %s before deleting its waypoint: %w", name, err)
 		}
 		if usesWaypoint(ns.Labels, name) {
-			if _, err := patchLabels(ctx, s.Client, name, map[string]any{waypoint.UseLabel: nil}); err != nil && !apierrors.IsNotFound(err) {
+			if _, err := patchLabels(ctx, s.Client, name, "", map[string]any{waypoint.UseLabel: nil}); err != nil && !apierrors.IsNotFound(err) {
 				return err
 			}
 		}

@@ -395,6 +395,16 @@ func TestWaypointPoliciesBeforeItsLabel(t *testing.T) {
 		Decision: ladder.Decision{Level: meshv1.LevelZeroTrust, Effects: ladder.Effects{Inject: true, Ambient: true, Strict: true, Authorization: true, Waypoint: true, UseWaypoint: true}}}
 	plan.gateway, _ = waypoint.Gateway(mesh.Name, name) // as if it were Programmed already
 	installGatewayCRD(t)
+	// A decision taken on a stale copy of the namespace puts no label: a conflict, taken again.
+	fresh := getNS(t, name)
+	fresh.Labels["touched"] = "yes"
+	if err := k8s.Update(ctx, fresh); err != nil {
+		t.Fatal(err)
+	}
+	if err := newStage(c, time.Now()).carryOut(ctx, mesh, plan); !apierrors.IsConflict(err) || getNS(t, name).Labels[waypoint.UseLabel] != "" {
+		t.Fatalf("carryOut on a stale namespace = %v, labels %v; want a conflict and no label", err, getNS(t, name).Labels)
+	}
+	plan.Namespace = getNS(t, name)
 	if err := newStage(c, time.Now()).carryOut(ctx, mesh, plan); err != nil {
 		t.Fatal(err)
 	}
