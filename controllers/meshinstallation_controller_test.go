@@ -301,12 +301,15 @@ func TestDeletionRemovesLabelledObjectsEvenIfNoPassSucceeded(t *testing.T) {
 }
 
 // TestSecondInstallationIsConflictUntilTheFirstGoes runs the controller in a manager, so the
-// watches are part of what is tested: the second installation takes over without a restart.
+// watches are part of what is tested: the second installation takes over without a restart. The
+// manager has the operator's cache options and caches, and starts in a cluster without the
+// Gateway API (or cert-manager's or Istio's kinds).
 func TestSecondInstallationIsConflictUntilTheFirstGoes(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:     scheme,
+		Cache:      CacheOptions(),
 		Metrics:    metricsserver.Options{BindAddress: "0"},
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 	})
