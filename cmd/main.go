@@ -13,7 +13,6 @@ import (
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -116,9 +115,7 @@ func main() {
 		GracefulShutdownTimeout:       &shutdownTimeout,
 		PprofBindAddress:              pprofAddr,
 		Cache:                         controllers.CacheOptions(),
-		// cert-manager objects are read as unstructured (the operator does not link their Go
-		// types); reading them from the cache keeps an unchanged pass free of API requests.
-		Client: client.Options{Cache: &client.CacheOptions{Unstructured: true}},
+		Client:                        controllers.ClientOptions(),
 	})
 	if err != nil {
 		log.Error(err, "unable to create the manager")

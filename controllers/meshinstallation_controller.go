@@ -494,6 +494,13 @@ func byInstallationLabel(_ context.Context, o client.Object) []reconcile.Request
 // conflictRetry is how soon a pass that hit an optimistic-lock conflict runs again.
 const conflictRetry = 200 * time.Millisecond
 
+// ClientOptions is the manager's client: cert-manager's objects are read as unstructured (the
+// operator does not link their Go types), and reading them from the cache keeps an unchanged
+// pass free of API requests.
+func ClientOptions() client.Options {
+	return client.Options{Cache: &client.CacheOptions{Unstructured: true}}
+}
+
 // GatewayCacheOptions is the Gateways' cache (see SetupWithManager): the operator's objects only,
 // without managed fields.
 func GatewayCacheOptions(mgr ctrl.Manager) cache.Options {

@@ -310,6 +310,7 @@ func TestSecondInstallationIsConflictUntilTheFirstGoes(t *testing.T) {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:     scheme,
 		Cache:      CacheOptions(),
+		Client:     ClientOptions(),
 		Metrics:    metricsserver.Options{BindAddress: "0"},
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 	})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -17,6 +18,7 @@ import (
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/ambient"
+	"github.com/meshwright/meshwright/internal/apply"
 	"github.com/meshwright/meshwright/internal/gatewayapi"
 	"github.com/meshwright/meshwright/internal/installed"
 	"github.com/meshwright/meshwright/internal/ladder"
@@ -92,7 +94,11 @@ func (p Planner) waypoints(ctx context.Context) (waypointGateways, error) {
 	if gateways == nil {
 		gateways = p.Policies
 	}
-	if err := gateways.List(ctx, list, client.MatchingLabels{meshv1.LabelManagedBy: meshv1.ManagedByValue}); p.AsUser && apierrors.IsForbidden(err) {
+	// The first List of a cache waits for its informer to sync: bounded, so that a list or
+	// watch that keeps failing (a role without them) fails the pass rather than hangs it.
+	listCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := gateways.List(listCtx, list, client.MatchingLabels{meshv1.LabelManagedBy: meshv1.ManagedByValue}); p.AsUser && apierrors.IsForbidden(err) {
 		return waypointGateways{unread: "your credentials may not list Gateways (the operator's may)"}, nil
 	} else if err != nil {
 		return waypointGateways{}, fmt.Errorf("listing Gateways: %w", err)
@@ -191,7 +197,13 @@ func (s *Stage) applyWaypoint(ctx context.Context, mesh *meshv1.MeshInstallation
 		}
 		return nil
 	}
-	if _, err := s.Applier.Apply(ctx, gw); err != nil {
+	// Compared with the pass's copy (from the Gateways' cache): the Applier would read it
+	// through the manager's cache, which would then hold every Gateway of the cluster.
+	apply.StampHash(gw)
+	if apply.Difference(c.gateway.Object, gw.Object) == "" {
+		return nil
+	}
+	if err := s.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(gw), client.FieldOwner(s.FieldManager), client.ForceOwnership); err != nil {
 		return fmt.Errorf("applying the waypoint of namespace %s: %w", c.Namespace.Name, err)
 	}
 	return nil
@@ -226,8 +238,27 @@ func (s *Stage) takeWaypointLabel(ctx context.Context, c *NamespacePlan, e ladde
 	if err != nil || !drop {
 		return err
 	}
-	_, err = patchLabels(ctx, s.Client, c.Namespace.Name, "", map[string]any{waypoint.UseLabel: nil})
-	return err
+	return unlabelWaypoint(ctx, s.Client, c.Namespace.Name)
+}
+
+// unlabelWaypoint takes istio.io/use-waypoint off a namespace only while it still names the
+// waypoint in it (a JSON patch that tests the value first): one set meanwhile to another
+// waypoint is someone else's, and stays. The resourceVersion cannot guard it: the namespace's
+// apply of the same pass has just changed it.
+func unlabelWaypoint(ctx context.Context, c client.Client, namespace string) error {
+	path := "/metadata/labels/" + strings.ReplaceAll(waypoint.UseLabel, "/", "~1")
+	patch, err := json.Marshal([]map[string]any{{"op": "test", "path": path, "value": waypoint.Name}, {"op": "remove", "path": path}})
+	if err != nil {
+		return err
+	}
+	err = c.Patch(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}, client.RawPatch(types.JSONPatchType, patch), client.FieldOwner(NamespaceFieldManager))
+	switch {
+	case apierrors.IsInvalid(err), apierrors.IsNotFound(err):
+		return nil // the label no longer names the waypoint, or the namespace is gone
+	case err != nil:
+		return fmt.Errorf("taking %s off namespace %s: %w", waypoint.UseLabel, namespace, err)
+	}
+	return nil
 }
 
 // retireWaypoint deletes a waypoint no longer wanted, after the namespace is written: only once
@@ -346,7 +377,7 @@ func (s *Stage) removeWaypoints(ctx context.Context, mesh *meshv1.MeshInstallati
 			return fmt.Errorf("reading namespace %s before deleting its waypoint: %w", name, err)
 		}
 		if usesWaypoint(ns.Labels, name) {
-			if _, err := patchLabels(ctx, s.Client, name, "", map[string]any{waypoint.UseLabel: nil}); err != nil && !apierrors.IsNotFound(err) {
+			if err := unlabelWaypoint(ctx, s.Client, name); err != nil {
 				return err
 			}
 		}

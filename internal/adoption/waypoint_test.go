@@ -458,3 +458,32 @@ func TestLeftWaypointRemoved(t *testing.T) {
 		t.Fatalf("namespace written (%v, %v): it is enrolled by no rule", ns.Labels, ns.Annotations)
 	}
 }
+
+// TestUnlabelWaypoint: the label comes off only while it still names the namespace's waypoint;
+// one pointed meanwhile at another waypoint stays.
+func TestUnlabelWaypoint(t *testing.T) {
+	ctx := context.Background()
+	tests := map[string]struct{ label, want string }{
+		"names the waypoint":     {label: waypoint.Name},
+		"names another waypoint": {label: "shared", want: "shared"},
+		"none":                   {},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "team-unlabel-", Labels: map[string]string{}}}
+			if tt.label != "" {
+				ns.Labels[waypoint.UseLabel] = tt.label
+			}
+			if err := k8s.Create(ctx, ns); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = k8s.Delete(context.Background(), ns) })
+			if err := unlabelWaypoint(ctx, k8s, ns.Name); err != nil {
+				t.Fatal(err)
+			}
+			if got := getNS(t, ns.Name).Labels[waypoint.UseLabel]; got != tt.want {
+				t.Errorf("label %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
