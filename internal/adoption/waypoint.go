@@ -126,17 +126,16 @@ func usesWaypoint(labels map[string]string, namespace string) bool {
 	return labels[waypoint.UseLabel] == waypoint.Name && (in == "" || in == namespace)
 }
 
-// setWaypoint gives a namespace's plan what the ladder reads of its waypoint: wanted when its
-// rule asks for one and the namespace, enrolled, is to be in ambient mode or still carries the
-// ambient label; labelled when its traffic goes to the Gateway named waypoint in it. A Gateway by
+// setWaypoint gives a namespace's plan what the ladder reads of its waypoint: wanted as
+// wantsWaypoint says; labelled when its traffic goes to the Gateway named waypoint in it. A Gateway by
 // that name that is not the operator's, or a label sending the traffic to another waypoint, is a
 // conflict. Only the operator's own Gateways are listed: where one is wanted, or the label names
 // one, and none of the operator's is there, the API server is asked whether someone else's is.
 func (p Planner) setWaypoint(ctx context.Context, c *NamespacePlan, mesh *meshv1.MeshInstallation, read waypointGateways) error {
-	e, l, name := c.Enrollment, c.Namespace.Labels, c.Namespace.Name
+	l, name := c.Namespace.Labels, c.Namespace.Name
 	c.gateway, c.gatewaysRead = nil, read.byNamespace != nil
 	c.Waypoint = ladder.Waypoint{
-		Wanted:      e.Waypoint && (e.Ambient && e.Target != meshv1.LevelOff || l[ambient.Label] == ambient.Enabled),
+		Wanted:      wantsWaypoint(c),
 		Labelled:    usesWaypoint(l, name),
 		Unavailable: read.unavailable,
 		Unread:      read.unread,
@@ -159,6 +158,16 @@ func (p Planner) setWaypoint(ctx context.Context, c *NamespacePlan, mesh *meshv1
 		c.Waypoint.Conflict = fmt.Sprintf("its label %s=%s (%s=%q) sends its traffic to another waypoint", waypoint.UseLabel, to, waypoint.NamespaceLabel, l[waypoint.NamespaceLabel])
 	}
 	return nil
+}
+
+// wantsWaypoint tells whether a namespace is to have its waypoint: its rule asks for one and it
+// is enrolled to be in ambient mode, or, on its way out, the ladder still has it in ambient mode
+// (in the mesh or stepping, the ambient label on). An ambient label someone else put on a
+// namespace the ladder has at Off asks for nothing.
+func wantsWaypoint(c *NamespacePlan) bool {
+	e := c.Enrollment
+	leaving := c.Namespace.Labels[ambient.Label] == ambient.Enabled && (ladder.InMesh(c.Current) || c.State.Step != nil)
+	return e.Waypoint && (e.Ambient && e.Target != meshv1.LevelOff || leaving)
 }
 
 // gatewayNamed reads the namespace's Gateway named waypoint from the API server, whoever's it
