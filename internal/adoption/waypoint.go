@@ -50,8 +50,9 @@ type waypointGateways struct {
 	unavailable, unread string
 }
 
-// readWaypoints reads the operator's Gateways named waypoint (Planner.Gateways), and adds the namespaces holding them to withObjects: they are looked at, and their
-// waypoint removed, even once nothing else makes them candidates.
+// readWaypoints reads the operator's Gateways named waypoint (Planner.Gateways), and adds the
+// namespaces holding them to withObjects: they are looked at, and their waypoint removed, even
+// once nothing else makes them candidates.
 func (p Planner) readWaypoints(ctx context.Context, mesh *meshv1.MeshInstallation, withObjects map[string]bool) (waypointGateways, error) {
 	read, err := p.waypoints(ctx)
 	for ns, gw := range read.byNamespace {
@@ -78,14 +79,7 @@ func (p Planner) waypoints(ctx context.Context) (waypointGateways, error) {
 	case err != nil:
 		return waypointGateways{}, fmt.Errorf("reading the CRD %s: %w", gatewayCRD, err)
 	}
-	var served []string
-	versions, _, _ := unstructured.NestedSlice(u.Object, "spec", "versions")
-	for _, v := range versions {
-		if m, ok := v.(map[string]any); ok && m["served"] == true {
-			served = append(served, fmt.Sprint(m["name"]))
-		}
-	}
-	if why := gatewayapi.WaypointsUnsupported(gatewayCRD, installed.ConditionTrue(u, "Established"), served, u.GetAnnotations()[gatewayapi.BundleVersionAnnotation]); why != "" {
+	if why := gatewayapi.WaypointsUnsupported(gatewayCRD, installed.ConditionTrue(u, "Established"), installed.ServedVersions(u), u.GetAnnotations()[gatewayapi.BundleVersionAnnotation]); why != "" {
 		return waypointGateways{unavailable: why}, nil
 	}
 	list := &unstructured.UnstructuredList{}
@@ -127,9 +121,9 @@ func usesWaypoint(labels map[string]string, namespace string) bool {
 }
 
 // setWaypoint gives a namespace's plan what the ladder reads of its waypoint: wanted as
-// wantsWaypoint says; labelled when its traffic goes to the Gateway named waypoint in it. A Gateway by
-// that name that is not the operator's, or a label sending the traffic to another waypoint, is a
-// conflict. Only the operator's own Gateways are listed: where one is wanted, or the label names
+// wantsWaypoint says; labelled when its traffic goes to the Gateway named waypoint in it. A
+// Gateway by that name that is not the operator's, or a label sending the traffic to another
+// waypoint, is a conflict. Only the operator's own Gateways are listed: where one is wanted, or the label names
 // one, and none of the operator's is there, the API server is asked whether someone else's is.
 func (p Planner) setWaypoint(ctx context.Context, c *NamespacePlan, mesh *meshv1.MeshInstallation, read waypointGateways) error {
 	l, name := c.Namespace.Labels, c.Namespace.Name
@@ -200,6 +194,8 @@ func (s *Stage) applyWaypoint(ctx context.Context, mesh *meshv1.MeshInstallation
 	if err != nil {
 		return err
 	}
+	// Stamped as the Applier does, also when created: the next pass then finds nothing to write.
+	apply.StampHash(gw)
 	if c.gateway == nil {
 		if err := s.Client.Create(ctx, gw, client.FieldOwner(s.FieldManager)); err != nil && !apierrors.IsAlreadyExists(err) {
 			return fmt.Errorf("creating the waypoint of namespace %s: %w", c.Namespace.Name, err)
@@ -208,7 +204,6 @@ func (s *Stage) applyWaypoint(ctx context.Context, mesh *meshv1.MeshInstallation
 	}
 	// Compared with the pass's copy (from the Gateways' cache): the Applier would read it
 	// through the manager's cache, which would then hold every Gateway of the cluster.
-	apply.StampHash(gw)
 	if apply.Difference(c.gateway.Object, gw.Object) == "" {
 		return nil
 	}

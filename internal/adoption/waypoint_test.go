@@ -231,6 +231,11 @@ func TestWaypointAgainstTheAPIServer(t *testing.T) {
 	if gw := gatewayIn(t, name); gw == nil || gw.GetLabels()[meshv1.LabelInstallation] != mesh.Name {
 		t.Fatalf("the waypoint Gateway: %v; want it created, the installation's", gw)
 	}
+	created := gatewayIn(t, name).GetResourceVersion()
+	pass(now)
+	if rv := gatewayIn(t, name).GetResourceVersion(); rv != created {
+		t.Fatalf("the waypoint was written again by a pass with nothing to change (resourceVersion %s → %s)", created, rv)
+	}
 
 	programWaypoint(t, name)
 	pass(now)

@@ -633,20 +633,9 @@ func externalCRDProblem(want, current *unstructured.Unstructured) string {
 	if !established(current) {
 		return "not Established"
 	}
-	served := func(crd *unstructured.Unstructured) []string {
-		var out []string
-		versions, _, _ := unstructured.NestedSlice(crd.Object, "spec", "versions")
-		for _, v := range versions {
-			m, _ := v.(map[string]any)
-			if name, _ := m["name"].(string); name != "" && m["served"] == true {
-				out = append(out, name)
-			}
-		}
-		return out
-	}
-	have := served(current)
+	have := installed.ServedVersions(current)
 	var lacking []string
-	for _, v := range served(want) {
+	for _, v := range installed.ServedVersions(want) {
 		if !slices.Contains(have, v) {
 			lacking = append(lacking, v)
 		}

@@ -126,6 +126,19 @@ func discoveryImage(dep *unstructured.Unstructured) string {
 	return ""
 }
 
+// ServedVersions lists the versions a CRD serves (spec.versions[].served).
+func ServedVersions(crd *unstructured.Unstructured) []string {
+	var out []string
+	versions, _, _ := unstructured.NestedSlice(crd.Object, "spec", "versions")
+	for _, v := range versions {
+		m, _ := v.(map[string]any)
+		if name, _ := m["name"].(string); name != "" && m["served"] == true {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
 // ConditionTrue reports whether an object's status holds a condition of that type that is True.
 func ConditionTrue(u *unstructured.Unstructured, condType string) bool {
 	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
