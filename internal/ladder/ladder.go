@@ -222,7 +222,7 @@ type Namespace struct {
 // operator creates for it and the istio.io/use-waypoint label that sends its traffic there.
 type Waypoint struct {
 	// Wanted: the namespace's rule asks for one (waypoint: true), and it is enrolled with the
-	// spec putting it in ambient mode, or still carries the ambient label.
+	// spec putting it in ambient mode, or the ladder still has it in ambient mode on its way out.
 	Wanted bool
 	// Programmed: the operator's Gateway serves (istiod deployed it). Updating: it was
 	// Programmed for an earlier generation, and istiod has not caught up with the latest yet.
@@ -232,7 +232,8 @@ type Waypoint struct {
 	// Unavailable, when set, says why no Gateway can be created (the Gateway API's CRDs are not
 	// installed, or too old).
 	Unavailable string
-	// Conflict, when set, says that a Gateway by the waypoint's name is someone else's.
+	// Conflict, when set, says that a Gateway by the waypoint's name is someone else's, or that
+	// the namespace's label sends its traffic to another waypoint.
 	Conflict string
 	// Unread, when set, says why the waypoint could not be read (the kubectl plugin, with a
 	// user's credentials): shown as unread, the namespace's labels taken as they are.
@@ -435,8 +436,8 @@ type Effects struct {
 	// namespace carries one of Ambient and Sidecars, or both while a migration moves its pods
 	// from one data plane to the other (see dataPlaneEffects).
 	Sidecars bool
-	// Waypoint: the namespace's waypoint Gateway exists; UseWaypoint: the namespace carries
-	// istio.io/use-waypoint (see waypointEffects).
+	// Waypoint: the operator's waypoint Gateway is kept (and ZeroTrust's policies attached to
+	// it); UseWaypoint: the namespace carries istio.io/use-waypoint (see waypointEffects).
 	Waypoint, UseWaypoint bool
 }
 
