@@ -92,6 +92,10 @@ type MeshInstallationReconciler struct {
 	// lastStatusWrite is when each installation's status was last written by this process.
 	// Lost on restart, which only makes the first write after it immediate.
 	lastStatusWrite sync.Map
+	// toldConditions is each installation's conditions as its Events last told them (see
+	// recordTransitions). Lost on restart, which only compares the first pass after it with
+	// the status read.
+	toldConditions sync.Map
 
 	controller controller.Controller
 	cache      cache.Cache
@@ -114,6 +118,7 @@ func (r *MeshInstallationReconciler) Reconcile(ctx context.Context, req ctrl.Req
 	if err := r.Get(ctx, req.NamespacedName, mesh); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.lastStatusWrite.Delete(req.Name)
+			r.toldConditions.Delete(req.Name)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -223,17 +228,20 @@ func (r *MeshInstallationReconciler) reconcileDelete(ctx context.Context, mesh *
 	}
 	metrics.Forget(mesh.Name)
 	r.lastStatusWrite.Delete(mesh.Name)
+	r.toldConditions.Delete(mesh.Name)
 	return ctrl.Result{}, nil
 }
 
 // writeStatus computes the new status from what the pass observed and patches it only when it
 // differs from what was read, so a pass that changed nothing makes no write. A change that only
 // reports progress is held back while the last write is younger than StatusCoalesceWindow;
-// held is then how long until it may be written.
+// held is then how long until it may be written. Events tell every transition as it is seen,
+// written or held.
 func (r *MeshInstallationReconciler) writeStatus(ctx context.Context, before, mesh *meshv1.MeshInstallation, obs observation) (held time.Duration, err error) {
 	computeStatus(&mesh.Status, obs)
 	metrics.RecordStatus(mesh.Name, &mesh.Status)
 	if equality.Semantic.DeepEqual(before.Status, mesh.Status) {
+		r.recordTransitions(before, mesh)
 		return 0, nil
 	}
 	now := r.clock().Now()
@@ -241,6 +249,7 @@ func (r *MeshInstallationReconciler) writeStatus(ctx context.Context, before, me
 	// and what failed is news, not progress.
 	if last, ok := r.lastStatusWrite.Load(mesh.Name); ok && obs.err == nil && progressOnly(&before.Status, &mesh.Status) {
 		if wait := last.(time.Time).Add(StatusCoalesceWindow).Sub(now); wait > 0 {
+			r.recordTransitions(before, mesh)
 			return wait, nil
 		}
 	}
@@ -251,7 +260,6 @@ func (r *MeshInstallationReconciler) writeStatus(ctx context.Context, before, me
 		return 0, err
 	}
 	r.lastStatusWrite.Store(mesh.Name, now)
-	// Events only for transitions that were written, so a retried write does not repeat them.
 	r.recordTransitions(before, mesh)
 	return 0, nil
 }
@@ -263,13 +271,21 @@ func (r *MeshInstallationReconciler) clock() clock.PassiveClock {
 	return r.Clock
 }
 
-// recordTransitions emits one Event per condition whose status or reason changed.
+// recordTransitions emits one Event per condition whose status or reason changed since the
+// last one told (or, first after a start, since the status read), so a held status write (see
+// progressOnly) still shows every step in `kubectl describe` as it happens, and a retried pass
+// does not repeat them.
 func (r *MeshInstallationReconciler) recordTransitions(before, after *meshv1.MeshInstallation) {
+	told := before.Status.Conditions
+	if last, ok := r.toldConditions.Load(after.Name); ok {
+		told = last.([]metav1.Condition)
+	}
+	r.toldConditions.Store(after.Name, slices.Clone(after.Status.Conditions))
 	if r.Recorder == nil {
 		return
 	}
 	for _, c := range after.Status.Conditions {
-		old := meta.FindStatusCondition(before.Status.Conditions, c.Type)
+		old := meta.FindStatusCondition(told, c.Type)
 		if old != nil && old.Status == c.Status && old.Reason == c.Reason {
 			continue
 		}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	clientevents "k8s.io/client-go/tools/events"
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -398,14 +401,16 @@ func (s *scriptedStage) Reconcile(context.Context, *meshv1.MeshInstallation) (st
 }
 
 // TestProgressReportsAreCoalesced: during an install, a status change that only moves a message
-// waits for the coalescing window (no write, a requeue at its end); a change of reason is written
-// at once; once the window passed, the held message is written.
+// or a step (a new reason while the stage is still in progress) waits for the coalescing window
+// (no write, a requeue at its end), while its Event is emitted at once; once the window passed,
+// the held status is written; a stage that stops or finishes is written at once.
 func TestProgressReportsAreCoalesced(t *testing.T) {
 	newMesh(t, "coalesce")
 	w := &writecount.Counter{}
 	clk := clocktesting.NewFakePassiveClock(time.Now())
 	stage := &scriptedStage{result: stages.Result{State: stages.NotReady, Reason: "WaitingForCRDs", Message: "Waiting for 15 of Istio's CRDs"}}
-	r := &MeshInstallationReconciler{Client: countingClient(t, w, interceptor.Funcs{}), Stages: []stages.Stage{stage}, Clock: clk}
+	events := clientevents.NewFakeRecorder(100)
+	r := &MeshInstallationReconciler{Client: countingClient(t, w, interceptor.Funcs{}), Stages: []stages.Stage{stage}, Clock: clk, Recorder: events}
 	pass := func() (ctrl.Result, int) {
 		t.Helper()
 		w.Reset()
@@ -444,8 +449,34 @@ func TestProgressReportsAreCoalesced(t *testing.T) {
 	}
 
 	stage.result.Reason, stage.result.Message = "WaitingForIstiod", "istiod 0 of 1 available"
+	drain(events)
+	if _, n := pass(); n != 0 {
+		t.Fatalf("a new reason while the stage is in progress, within the window: %d status writes, want it held", n)
+	}
+	if got := drain(events); !slices.ContainsFunc(got, func(e string) bool { return strings.Contains(e, "WaitingForIstiod") }) {
+		t.Errorf("the held step was told by no Event: %q", got)
+	}
+	if _, n := pass(); n != 0 {
+		t.Fatalf("the held step again: %d status writes, want 0", n)
+	}
+	if got := drain(events); len(got) != 0 {
+		t.Errorf("the held step was told again: %q", got)
+	}
+
+	stage.result = stages.Result{State: stages.Failed, Reason: "ApplyRejected", Message: "refused"}
 	if _, n := pass(); n != 1 {
-		t.Fatalf("a new reason within the window: %d status writes, want 1 at once", n)
+		t.Fatalf("a stage that stopped, within the window: %d status writes, want 1 at once", n)
+	}
+	stage.result = stages.Result{State: stages.NotReady, Reason: "WaitingForIstiod", Message: "istiod 0 of 1 available"}
+	if _, n := pass(); n != 1 {
+		t.Fatalf("progressing again, within the window: %d status writes, want 1 at once", n)
+	}
+	stage.result = stages.Result{State: stages.Ready, Reason: "ControlPlaneReady", Message: "ready"}
+	if _, n := pass(); n != 1 {
+		t.Fatalf("Ready within the window: %d status writes, want 1 at once", n)
+	}
+	if c := meta.FindStatusCondition(getMesh(t, "coalesce").Status.Conditions, meshv1.ConditionReady); c == nil || c.Status != metav1.ConditionTrue {
+		t.Fatalf("Ready = %+v, want True", c)
 	}
 
 	// A failed pass is written at once, even when only its message is new: its error may be
@@ -461,5 +492,18 @@ func TestProgressReportsAreCoalesced(t *testing.T) {
 	_, _ = reconcileOnce(t, r, "coalesce")
 	if n := w.Counts()["patch/status"]; n != 1 {
 		t.Fatalf("a failed pass with a new message within the window: %d status writes, want 1", n)
+	}
+}
+
+// drain returns the Events recorded so far.
+func drain(events *clientevents.FakeRecorder) []string {
+	var out []string
+	for {
+		select {
+		case e := <-events.Events:
+			out = append(out, e)
+		default:
+			return out
+		}
 	}
 }

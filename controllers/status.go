@@ -161,22 +161,63 @@ func determineDegradedCondition(obs observation) metav1.Condition {
 	return metav1.Condition{Type: meshv1.ConditionDegraded, Status: metav1.ConditionFalse, Reason: meshv1.ReasonAsExpected, Message: "Nothing needs attention."}
 }
 
-// progressOnly reports whether two statuses differ only in what moves while work is under way:
-// the conditions' messages ("3 of 15 CRDs Established", "0 of 1 replicas available") and the
-// counts of namespaces and pods. Such a change is written at most once per
-// StatusCoalesceWindow, so an install or a rollout costs a status write per transition, not one
-// per message (#24). Everything else (a condition's status or reason, the stage, the observed
-// generation, the certificates' rotation record, which namespaces are blocked) is state that
-// users, Events and the next pass rely on, and is written at once.
+// progressOnly reports whether two statuses differ only in what moves while work is under way,
+// which is written at most once per StatusCoalesceWindow (#24): an install or a rollout costs a
+// status write when it starts, one when it ends or stops, and one per window in between, not one
+// per message or step.
+//
+// Always progress: the conditions' messages ("3 of 15 CRDs Established", "0 of 1 replicas
+// available"), the counts of namespaces and pods, the intermediate certificate's issuer and
+// expiry. While a rollout is under way in both (Progressing True with StageInProgress, so no
+// stage failed) and Ready has not changed, its steps are progress too: the stage, the revisions,
+// and the stage conditions' status and reason (CertificatesReady turning True,
+// ControlPlaneReady going from WaitingForCRDs to WaitingForIstiod); each condition's step is
+// still told at once by an Event (recordTransitions).
+//
+// News, written at once: the rollout starting, finishing or stopping (Progressing, Ready),
+// Degraded, the observed generation, the root rotation's record, which namespaces are blocked,
+// and, when no rollout is under way, the revisions: state that users, scripts and the next pass
+// rely on.
 func progressOnly(a, b *meshv1.MeshInstallationStatus) bool {
-	return equality.Semantic.DeepEqual(withoutProgress(a), withoutProgress(b))
+	steps := underWay(a) && underWay(b) && conditionStatus(a, meshv1.ConditionReady) == conditionStatus(b, meshv1.ConditionReady)
+	return equality.Semantic.DeepEqual(withoutProgress(a, steps), withoutProgress(b, steps))
 }
 
-// withoutProgress is a copy of status with its progress reports (see progressOnly) blanked.
-func withoutProgress(status *meshv1.MeshInstallationStatus) *meshv1.MeshInstallationStatus {
+// underWay reports whether status says a stage is working towards its goal.
+func underWay(status *meshv1.MeshInstallationStatus) bool {
+	c := meta.FindStatusCondition(status.Conditions, meshv1.ConditionProgressing)
+	return c != nil && c.Status == metav1.ConditionTrue && c.Reason == meshv1.ReasonStageInProgress
+}
+
+func conditionStatus(status *meshv1.MeshInstallationStatus, conditionType string) metav1.ConditionStatus {
+	if c := meta.FindStatusCondition(status.Conditions, conditionType); c != nil {
+		return c.Status
+	}
+	return ""
+}
+
+// withoutProgress is a copy of status with its progress reports (see progressOnly) blanked, and
+// with steps its rollout's steps too.
+func withoutProgress(status *meshv1.MeshInstallationStatus, steps bool) *meshv1.MeshInstallationStatus {
 	s := status.DeepCopy()
 	for i := range s.Conditions {
-		s.Conditions[i].Message = ""
+		c := &s.Conditions[i]
+		c.Message = ""
+		if steps && c.Type != meshv1.ConditionDegraded {
+			// Ready's and Progressing's status are equal in both (see progressOnly); their
+			// reasons follow the current stage's.
+			c.Status, c.Reason, c.LastTransitionTime = "", "", metav1.Time{}
+		}
+	}
+	if steps {
+		s.Stage, s.Revisions = "", nil
+	}
+	if c := s.Certificates; c != nil {
+		// What the certificates are: told, not relied on (the rotation's record is).
+		c.NotAfter, c.Issuer = nil, ""
+		if *c == (meshv1.CertificatesStatus{}) {
+			s.Certificates = nil
+		}
 	}
 	if n := s.Namespaces; n != nil {
 		s.Namespaces = &meshv1.NamespacesStatus{BlockedCount: n.BlockedCount, Blocked: n.Blocked}

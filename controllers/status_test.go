@@ -204,37 +204,93 @@ func TestStagesFollowTheAPIList(t *testing.T) {
 }
 
 func TestProgressOnly(t *testing.T) {
-	base := func() *meshv1.MeshInstallationStatus {
-		return &meshv1.MeshInstallationStatus{
+	base := func(underWay bool) *meshv1.MeshInstallationStatus {
+		s := &meshv1.MeshInstallationStatus{
 			ObservedGeneration: 2, Stage: meshv1.StageControlPlane,
-			Conditions: []metav1.Condition{{Type: meshv1.ConditionControlPlaneReady, Status: metav1.ConditionFalse, Reason: "WaitingForCRDs", Message: "Waiting for 15 of Istio's CRDs"}},
+			Conditions: []metav1.Condition{
+				{Type: meshv1.ConditionCertificatesReady, Status: metav1.ConditionTrue, Reason: "CAReady", Message: "The CA is ready."},
+				{Type: meshv1.ConditionControlPlaneReady, Status: metav1.ConditionFalse, Reason: "WaitingForCRDs", Message: "Waiting for 15 of Istio's CRDs"},
+				{Type: meshv1.ConditionInjectionReady, Status: metav1.ConditionUnknown, Reason: "WaitingForPreviousStage"},
+				{Type: meshv1.ConditionReady, Status: metav1.ConditionFalse, Reason: "WaitingForCRDs"},
+				{Type: meshv1.ConditionDegraded, Status: metav1.ConditionFalse, Reason: "AsExpected"},
+			},
 			Namespaces: &meshv1.NamespacesStatus{Enrolled: 3, Observe: 1, BlockedCount: 1, Blocked: []meshv1.BlockedNamespace{{Name: "shop", Reason: "PodsNotReady"}}},
 			Revisions:  []meshv1.RevisionStatus{{Name: "default", Version: "1.31.4", Active: true, Namespaces: 1, Pods: 3}},
 		}
+		if underWay {
+			s.Conditions = append(s.Conditions, metav1.Condition{Type: meshv1.ConditionProgressing, Status: metav1.ConditionTrue, Reason: meshv1.ReasonStageInProgress})
+		}
+		return s
+	}
+	set := func(s *meshv1.MeshInstallationStatus, conditionType string, status metav1.ConditionStatus, reason string) {
+		meta.SetStatusCondition(&s.Conditions, metav1.Condition{Type: conditionType, Status: status, Reason: reason, LastTransitionTime: metav1.Now()})
+	}
+	nextStage := func(s *meshv1.MeshInstallationStatus) {
+		s.Stage = meshv1.StageInjection
+		set(s, meshv1.ConditionControlPlaneReady, metav1.ConditionTrue, "ControlPlaneReady")
+		set(s, meshv1.ConditionInjectionReady, metav1.ConditionFalse, "WebhookNotServing")
+		set(s, meshv1.ConditionReady, metav1.ConditionFalse, "WebhookNotServing")
 	}
 	tests := map[string]struct {
-		change func(*meshv1.MeshInstallationStatus)
-		want   bool
+		underWay bool
+		change   func(*meshv1.MeshInstallationStatus)
+		want     bool
 	}{
-		"a message":                  {func(s *meshv1.MeshInstallationStatus) { s.Conditions[0].Message = "Waiting for 3 of Istio's CRDs" }, true},
-		"namespace counts":           {func(s *meshv1.MeshInstallationStatus) { s.Namespaces.Observe, s.Namespaces.MutualTLS = 0, 1 }, true},
-		"a revision's pods":          {func(s *meshv1.MeshInstallationStatus) { s.Revisions[0].Pods = 6 }, true},
-		"a reason":                   {func(s *meshv1.MeshInstallationStatus) { s.Conditions[0].Reason = "WaitingForIstiod" }, false},
-		"a condition's status":       {func(s *meshv1.MeshInstallationStatus) { s.Conditions[0].Status = metav1.ConditionTrue }, false},
-		"the stage":                  {func(s *meshv1.MeshInstallationStatus) { s.Stage = meshv1.StageInjection }, false},
-		"the observed generation":    {func(s *meshv1.MeshInstallationStatus) { s.ObservedGeneration = 3 }, false},
-		"which namespace is blocked": {func(s *meshv1.MeshInstallationStatus) { s.Namespaces.Blocked[0].Name = "cart" }, false},
-		"a new revision": {func(s *meshv1.MeshInstallationStatus) {
+		"a message":                  {change: func(s *meshv1.MeshInstallationStatus) { s.Conditions[1].Message = "Waiting for 3 of Istio's CRDs" }, want: true},
+		"namespace counts":           {change: func(s *meshv1.MeshInstallationStatus) { s.Namespaces.Observe, s.Namespaces.MutualTLS = 0, 1 }, want: true},
+		"a revision's pods":          {change: func(s *meshv1.MeshInstallationStatus) { s.Revisions[0].Pods = 6 }, want: true},
+		"a reason":                   {change: func(s *meshv1.MeshInstallationStatus) { s.Conditions[1].Reason = "WaitingForIstiod" }},
+		"a condition's status":       {change: func(s *meshv1.MeshInstallationStatus) { s.Conditions[1].Status = metav1.ConditionTrue }},
+		"the stage":                  {change: func(s *meshv1.MeshInstallationStatus) { s.Stage = meshv1.StageInjection }},
+		"the observed generation":    {change: func(s *meshv1.MeshInstallationStatus) { s.ObservedGeneration = 3 }},
+		"which namespace is blocked": {change: func(s *meshv1.MeshInstallationStatus) { s.Namespaces.Blocked[0].Name = "cart" }},
+		"a new revision": {change: func(s *meshv1.MeshInstallationStatus) {
 			s.Revisions = append(s.Revisions, meshv1.RevisionStatus{Name: "1-32-0"})
-		}, false},
-		"namespaces first reported": {func(s *meshv1.MeshInstallationStatus) { s.Namespaces = nil }, false},
-		"the certificates": {func(s *meshv1.MeshInstallationStatus) {
-			s.Certificates = &meshv1.CertificatesStatus{Issuer: "Issuer/meshwright-root-ca"}
-		}, false},
+		}},
+		"namespaces first reported": {change: func(s *meshv1.MeshInstallationStatus) { s.Namespaces = nil }},
+		"the intermediate's issuer and expiry": {want: true, change: func(s *meshv1.MeshInstallationStatus) {
+			s.Certificates = &meshv1.CertificatesStatus{Issuer: "Issuer/meshwright-root-ca", NotAfter: &metav1.Time{Time: time.Now()}}
+		}},
+		"the root rotation's record": {change: func(s *meshv1.MeshInstallationStatus) {
+			s.Certificates = &meshv1.CertificatesStatus{Generation: 1, RotatedFor: "now"}
+		}},
+		"under way: a reason": {underWay: true, want: true, change: func(s *meshv1.MeshInstallationStatus) {
+			set(s, meshv1.ConditionControlPlaneReady, metav1.ConditionFalse, "WaitingForIstiod")
+			set(s, meshv1.ConditionReady, metav1.ConditionFalse, "WaitingForIstiod")
+		}},
+		"under way: the next stage": {underWay: true, want: true, change: nextStage},
+		"under way: Ready": {underWay: true, change: func(s *meshv1.MeshInstallationStatus) {
+			nextStage(s)
+			s.Stage = meshv1.StageComplete
+			set(s, meshv1.ConditionReady, metav1.ConditionTrue, "AllStagesReady")
+			set(s, meshv1.ConditionProgressing, metav1.ConditionFalse, "AsExpected")
+		}},
+		"under way: a stage stops": {underWay: true, change: func(s *meshv1.MeshInstallationStatus) {
+			set(s, meshv1.ConditionControlPlaneReady, metav1.ConditionFalse, "ApplyRejected")
+			set(s, meshv1.ConditionProgressing, metav1.ConditionFalse, "ApplyRejected")
+		}},
+		"under way: a pass fails": {underWay: true, change: func(s *meshv1.MeshInstallationStatus) {
+			set(s, meshv1.ConditionReady, metav1.ConditionUnknown, "ReconcileError")
+			set(s, meshv1.ConditionProgressing, metav1.ConditionTrue, "ReconcileError")
+		}},
+		"under way: Degraded": {underWay: true, change: func(s *meshv1.MeshInstallationStatus) {
+			set(s, meshv1.ConditionDegraded, metav1.ConditionTrue, "IstiodUnavailable")
+		}},
+		"under way: the observed generation": {underWay: true, change: func(s *meshv1.MeshInstallationStatus) { s.ObservedGeneration = 3 }},
+		"under way: which namespace is blocked": {underWay: true, change: func(s *meshv1.MeshInstallationStatus) {
+			s.Namespaces.Blocked = append(s.Namespaces.Blocked, meshv1.BlockedNamespace{Name: "cart", Reason: "TrafficDenied"})
+			s.Namespaces.BlockedCount = 2
+		}},
+		"under way: the root rotation's record": {underWay: true, change: func(s *meshv1.MeshInstallationStatus) {
+			s.Certificates = &meshv1.CertificatesStatus{Rotation: &meshv1.RootRotationStatus{Phase: meshv1.RotationTrust}}
+		}},
+		"under way: a new revision": {underWay: true, want: true, change: func(s *meshv1.MeshInstallationStatus) {
+			s.Revisions = append(s.Revisions, meshv1.RevisionStatus{Name: "1-32-0"})
+		}},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			a, b := base(), base()
+			a, b := base(tc.underWay), base(tc.underWay)
 			tc.change(b)
 			if got := progressOnly(a, b); got != tc.want {
 				t.Errorf("progressOnly = %v, want %v", got, tc.want)

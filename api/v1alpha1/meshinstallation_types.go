@@ -509,8 +509,10 @@ type MeshInstallationStatus struct {
 	Version string `json:"version,omitempty"`
 
 	// Conditions: CertificatesReady, ControlPlaneReady, InjectionReady, PoliciesReady, Ready,
-	// Progressing and Degraded. A change of a condition's status or reason is written at once;
-	// a change of only messages or of the namespace and pod counts (progress) at most every 10 s.
+	// Progressing and Degraded. A rollout starting, finishing or stopping (Ready, Progressing),
+	// Degraded and blocked namespaces are written at once; progress (messages, counts, and
+	// while a rollout goes on its steps: the stage, a stage condition's status or reason) at
+	// most every 10 s, each step told at once by an Event.
 	// +optional
 	// +listType=map
 	// +listMapKey=type

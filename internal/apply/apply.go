@@ -39,6 +39,10 @@ type Applier struct {
 	// a pass over unchanged objects skips comparing them field by field (Istio's CRDs alone are
 	// megabytes of schema).
 	verified map[verifiedKey]string
+	// written remembers the objects this Applier wrote that its cache has not shown since: the
+	// pass a watch event starts can run before the cache holds an object written a moment ago
+	// (the CRDs an install applies at once), and would write it again.
+	written map[verifiedKey]bool
 }
 
 // verifiedKey names an object and the hash of what the operator wants of it.
@@ -64,12 +68,18 @@ func (a *Applier) Apply(ctx context.Context, desired *unstructured.Unstructured)
 	}
 	current := &unstructured.Unstructured{}
 	current.SetGroupVersionKind(desired.GroupVersionKind())
+	key := verifiedKey{gvk: desired.GroupVersionKind().String(), namespace: desired.GetNamespace(), name: desired.GetName(),
+		hash: desired.GetAnnotations()[HashAnnotation]}
 	// current is only read: the cache's own copy does.
 	err := a.Client.Get(ctx, client.ObjectKeyFromObject(desired), current, client.UnsafeDisableDeepCopy)
 	switch {
+	case apierrors.IsNotFound(err) && a.wasWritten(key):
+		held, err := a.heldLive(ctx, desired)
+		if err != nil || held {
+			return false, err
+		}
 	case err == nil:
-		key := verifiedKey{gvk: desired.GroupVersionKind().String(), namespace: desired.GetNamespace(), name: desired.GetName(),
-			hash: desired.GetAnnotations()[HashAnnotation]}
+		a.setWritten(key, false)
 		rv := current.GetResourceVersion()
 		if a.wasVerified(key, rv) {
 			return false, nil
@@ -90,7 +100,26 @@ func (a *Applier) Apply(ctx context.Context, desired *unstructured.Unstructured)
 		client.FieldOwner(a.FieldManager), client.ForceOwnership); err != nil {
 		return false, fmt.Errorf("applying %s %s: %w", desired.GetKind(), desired.GetName(), err)
 	}
+	a.setWritten(key, true)
 	return true, nil
+}
+
+// heldLive reports whether the API server already holds desired, for an object this Applier
+// wrote and its cache does not show yet. It costs a read, not a write; without Uncached it says
+// no.
+func (a *Applier) heldLive(ctx context.Context, desired *unstructured.Unstructured) (bool, error) {
+	if a.Uncached == nil {
+		return false, nil
+	}
+	live := &unstructured.Unstructured{}
+	live.SetGroupVersionKind(desired.GroupVersionKind())
+	switch err := a.Uncached.Get(ctx, client.ObjectKeyFromObject(desired), live); {
+	case apierrors.IsNotFound(err):
+		return false, nil // deleted since: written again
+	case err != nil:
+		return false, fmt.Errorf("reading %s %s: %w", desired.GetKind(), desired.GetName(), err)
+	}
+	return Difference(live.Object, desired.Object) == "", nil
 }
 
 // difference is Difference of the object in the cache and desired. For a CRD the cache keeps
@@ -141,6 +170,26 @@ func (a *Applier) remember(key verifiedKey, resourceVersion string) {
 		a.verified = make(map[verifiedKey]string)
 	}
 	a.verified[key] = resourceVersion
+}
+
+func (a *Applier) wasWritten(key verifiedKey) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.written[key]
+}
+
+// setWritten records that the object was written (true) or that the cache shows it (false).
+func (a *Applier) setWritten(key verifiedKey, written bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	switch {
+	case !written:
+		delete(a.written, key)
+	case a.written == nil || len(a.written) >= maxVerified:
+		a.written = map[verifiedKey]bool{key: true}
+	default:
+		a.written[key] = true
+	}
 }
 
 // StampHash puts the hash of the object, without the annotation itself, on the object. Apply

@@ -123,7 +123,7 @@ type result struct {
 	// it applied at a time: floors measured otherwise are not comparable.
 	FloorMethod   string `json:"floor_method"`
 	FloorParallel int    `json:"floor_parallel"`
-	// ControlPlaneMs: from the operator's first CRD write to ControlPlaneReady seen True.
+	// ControlPlaneMs: from the operator's first CRD write to its ControlPlaneReady=True Event.
 	ControlPlaneMs int64   `json:"controlplane_ms"`
 	Ratio          float64 `json:"controlplane_over_floor"`
 	// ReadyMs: from creating the MeshInstallation to Ready (CA issued by cert-manager, control
@@ -184,7 +184,8 @@ func measureOperator(noops int) (result, error) {
 		return r, err
 	}
 	counter := &requestCounter{}
-	rec, err := startOperator(ctx, cl.RESTConfig(), counter)
+	told := &toldTimes{}
+	rec, err := startOperator(ctx, cl.RESTConfig(), counter, told)
 	if err != nil {
 		return r, err
 	}
@@ -220,13 +221,19 @@ func measureOperator(noops int) (result, error) {
 	r.ReadyMs = times[meshv1.ConditionReady].Milliseconds()
 	// From the operator's first CRD write, as the floor starts with its first object: status is
 	// written once per pass, so CertificatesReady is seen only after the pass that turned it
-	// True has already applied the control plane's objects.
+	// True has already applied the control plane's objects. To when the operator told
+	// ControlPlaneReady True (its Event, emitted by the pass that saw it): while the install goes
+	// on, the status write that shows it may be held (controllers.StatusCoalesceWindow).
 	// Both sides leave the render out: the floor renders before its clock starts.
 	firstCRD := counter.firstWriteOf("customresourcedefinitions")
 	if firstCRD.IsZero() {
 		return r, errors.New("the operator wrote no CRD: nothing to time the control plane from")
 	}
-	r.ControlPlaneMs = (times[meshv1.ConditionControlPlaneReady] - firstCRD.Sub(start)).Milliseconds()
+	controlPlaneReady := told.at(meshv1.ConditionControlPlaneReady)
+	if controlPlaneReady.IsZero() {
+		return r, errors.New("the operator told no ControlPlaneReady=True Event")
+	}
+	r.ControlPlaneMs = controlPlaneReady.Sub(firstCRD).Milliseconds()
 	r.InstallRequests, r.InstallWrites = counter.snapshot()
 	r.InstallWritesByResource = counter.writesByResource()
 	r.InstallObjects = counter.distinctObjects()
@@ -244,7 +251,7 @@ func measureOperator(noops int) (result, error) {
 
 // startOperator starts the operator's manager in this process, every request it makes counted
 // by counter, and returns its reconciler, so that reconciles can be run by hand.
-func startOperator(ctx context.Context, restCfg *rest.Config, counter *requestCounter) (*controllers.MeshInstallationReconciler, error) {
+func startOperator(ctx context.Context, restCfg *rest.Config, counter *requestCounter, told *toldTimes) (*controllers.MeshInstallationReconciler, error) {
 	cfg := rest.CopyConfig(restCfg)
 	cfg.WrapTransport = counter.wrap
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
@@ -259,7 +266,7 @@ func startOperator(ctx context.Context, restCfg *rest.Config, counter *requestCo
 	if err != nil {
 		return nil, err
 	}
-	rec := &controllers.MeshInstallationReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("meshwright"),
+	rec := &controllers.MeshInstallationReconciler{Client: mgr.GetClient(), Recorder: told.wrap(mgr.GetEventRecorder("meshwright")),
 		KubeVersion: "v1.37.2", OperatorNamespace: "meshwright-system"}
 	if err := rec.SetupWithManager(mgr); err != nil {
 		return nil, err
