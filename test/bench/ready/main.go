@@ -77,6 +77,7 @@ func main() {
 	// 8: on 2 cores, 1, 2, 4 and 8 at a time gave medians of 1.55, 1.30, 1.34 and 1.27 s over
 	// five floors each; the API server's work on the CRDs, not the round trips, bounds it.
 	floorParallel := flag.Int("floor-parallel", 8, "how many of the floor's objects are applied at a time")
+	profile := flag.String("profile", "", "save the operator process's heap profile at Ready (its memory in use then, and everything it allocated since it started) to <this path>-<run>-heap.pprof")
 	flag.Parse()
 	ctrllog.SetLogger(logr.Discard())
 	*out = record.OutPath(*out)
@@ -94,7 +95,11 @@ func main() {
 			record.Fail(fmt.Errorf("operator: %w", err))
 		}
 		fmt.Fprintf(os.Stderr, "run %d/%d: operator process and minimal manager (memory)\n", i, *runs)
-		if err := measureProcess(&r); err != nil {
+		heapProfile := ""
+		if *profile != "" {
+			heapProfile = fmt.Sprintf("%s-%d-heap.pprof", *profile, i)
+		}
+		if err := measureProcess(&r, heapProfile); err != nil {
 			record.Fail(fmt.Errorf("operator process: %w", err))
 		}
 		r.Run, r.FloorMs = i, floor.Milliseconds()

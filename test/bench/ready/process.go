@@ -32,8 +32,9 @@ const libraryFloorMinRun = 10 * time.Second
 // resident memory is anonymous (heap) and how much file-backed (the binary's pages). Then it
 // stops it and runs the minimal manager (hack/minimalmanager) against the same cluster, now
 // holding the whole installation, for as long as the operator took (at least
-// libraryFloorMinRun), and reads its peak: the memory floor of the libraries.
-func measureProcess(r *result) error {
+// libraryFloorMinRun), and reads its peak: the memory floor of the libraries. With heapProfile,
+// the operator runs with its profiler on and its heap profile is saved there at Ready.
+func measureProcess(r *result, heapProfile string) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	bin, err := record.BuildManager()
@@ -54,7 +55,16 @@ func measureProcess(r *result) error {
 	if err := cluster.ApplyFiles(ctx, cl.RESTConfig(), filepath.Join(repoRoot(), "config", "crd", "bases", "meshwright.io_meshinstallations.yaml")); err != nil {
 		return err
 	}
-	op, err := startProcess(ctx, bin, cl.Kubeconfig, "--health-probe-bind-address=0")
+	args, pprof := []string{"--health-probe-bind-address=0"}, ""
+	if heapProfile != "" {
+		port, err := cluster.FreePort()
+		if err != nil {
+			return err
+		}
+		pprof = fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/", port)
+		args = append(args, fmt.Sprintf("--pprof-bind-address=127.0.0.1:%d", port))
+	}
+	op, err := startProcess(ctx, bin, cl.Kubeconfig, args...)
 	if err != nil {
 		return err
 	}
@@ -70,6 +80,12 @@ func measureProcess(r *result) error {
 	}
 	if r.PeakRSSMiB, err = record.PeakRSSMiB(op.pid()); err != nil {
 		return op.failed(err)
+	}
+	if pprof != "" {
+		if err := record.SaveProfile(pprof, "heap", heapProfile); err != nil {
+			return op.failed(err)
+		}
+		fmt.Fprintf(os.Stderr, "heap profile at Ready: %s (go tool pprof -sample_index=inuse_space -top %s)\n", heapProfile, heapProfile)
 	}
 	op.stop()
 

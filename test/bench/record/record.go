@@ -6,12 +6,15 @@ package record
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/meshwright/meshwright/test/cluster"
 )
@@ -143,4 +146,34 @@ func statusMiB(pid int, fields ...string) (map[string]float64, error) {
 func Fail(err error) {
 	fmt.Fprintln(os.Stderr, "bench:", err)
 	os.Exit(1)
+}
+
+// SaveProfile saves one endpoint of a manager's profiler (say "heap", or "profile?seconds=60")
+// under base (its /debug/pprof/ URL) to file. The profiler starts with the manager: the first
+// attempts may find it not listening yet.
+func SaveProfile(base, endpoint, file string) error {
+	var resp *http.Response
+	var err error
+	for range 50 {
+		if resp, err = http.Get(base + endpoint); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		return fmt.Errorf("profiling the operator: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("profiling the operator: %s from %s", resp.Status, endpoint)
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

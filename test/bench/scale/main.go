@@ -25,7 +25,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -447,32 +446,8 @@ func startManager(bin, kubeconfig string, pprof bool, extra ...string) (*process
 }
 
 // profile saves one of the profiler's endpoints (say "heap", or "profile?seconds=60") to file.
-// The profiler starts with the manager: the first attempts may find it not listening yet.
 func (p *process) profile(endpoint, file string) error {
-	var resp *http.Response
-	var err error
-	for range 50 {
-		if resp, err = http.Get(p.pprof + endpoint); err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
-		return fmt.Errorf("profiling the operator: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("profiling the operator: %s from %s", resp.Status, endpoint)
-	}
-	f, err := os.Create(file)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, resp.Body); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return record.SaveProfile(p.pprof, endpoint, file)
 }
 
 func (p *process) exited() error {
