@@ -55,7 +55,8 @@ import (
 )
 
 // StatusCoalesceWindow is how often at most a status change that only reports progress (see
-// progressOnly) is written: a message or a count in status is at most this much behind.
+// progressOnly) is written: a message, a count, or a step of a rollout under way is at most this
+// much behind in status (an Event tells a condition's step at once).
 const StatusCoalesceWindow = 10 * time.Second
 
 // FieldManager is the one field manager the operator writes with, so server-side apply can tell
@@ -96,6 +97,9 @@ type MeshInstallationReconciler struct {
 	// recordTransitions). Lost on restart, which only compares the first pass after it with
 	// the status read.
 	toldConditions sync.Map
+	// heldStatus is each installation's status computed by a pass and not written yet (see
+	// writeStatus), a heldReport.
+	heldStatus sync.Map
 
 	controller controller.Controller
 	cache      cache.Cache
@@ -119,6 +123,7 @@ func (r *MeshInstallationReconciler) Reconcile(ctx context.Context, req ctrl.Req
 		if apierrors.IsNotFound(err) {
 			r.lastStatusWrite.Delete(req.Name)
 			r.toldConditions.Delete(req.Name)
+			r.heldStatus.Delete(req.Name)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -229,6 +234,7 @@ func (r *MeshInstallationReconciler) reconcileDelete(ctx context.Context, mesh *
 	metrics.Forget(mesh.Name)
 	r.lastStatusWrite.Delete(mesh.Name)
 	r.toldConditions.Delete(mesh.Name)
+	r.heldStatus.Delete(mesh.Name)
 	return ctrl.Result{}, nil
 }
 
@@ -238,6 +244,7 @@ func (r *MeshInstallationReconciler) reconcileDelete(ctx context.Context, mesh *
 // held is then how long until it may be written. Events tell every transition as it is seen,
 // written or held.
 func (r *MeshInstallationReconciler) writeStatus(ctx context.Context, before, mesh *meshv1.MeshInstallation, obs observation) (held time.Duration, err error) {
+	r.resumeHeld(before, mesh)
 	computeStatus(&mesh.Status, obs)
 	metrics.RecordStatus(mesh.Name, &mesh.Status)
 	if equality.Semantic.DeepEqual(before.Status, mesh.Status) {
@@ -249,6 +256,7 @@ func (r *MeshInstallationReconciler) writeStatus(ctx context.Context, before, me
 	// and what failed is news, not progress.
 	if last, ok := r.lastStatusWrite.Load(mesh.Name); ok && obs.err == nil && progressOnly(&before.Status, &mesh.Status) {
 		if wait := last.(time.Time).Add(StatusCoalesceWindow).Sub(now); wait > 0 {
+			r.hold(before, mesh)
 			r.recordTransitions(before, mesh)
 			return wait, nil
 		}
@@ -257,11 +265,38 @@ func (r *MeshInstallationReconciler) writeStatus(ctx context.Context, before, me
 		if apierrors.IsNotFound(err) {
 			return 0, nil
 		}
+		r.hold(before, mesh) // the retry starts from it
 		return 0, err
 	}
 	r.lastStatusWrite.Store(mesh.Name, now)
 	r.recordTransitions(before, mesh)
 	return 0, nil
+}
+
+// heldReport is a status a pass computed and did not write, with the resourceVersion of the
+// installation it was computed on.
+type heldReport struct {
+	resourceVersion string
+	status          *meshv1.MeshInstallationStatus
+}
+
+// hold keeps mesh's status, computed on before, for the next pass (resumeHeld).
+func (r *MeshInstallationReconciler) hold(before, mesh *meshv1.MeshInstallation) {
+	r.heldStatus.Store(mesh.Name, heldReport{resourceVersion: before.ResourceVersion, status: mesh.Status.DeepCopy()})
+}
+
+// resumeHeld starts mesh's status from the one an earlier pass held back, when it was computed on
+// the installation as this pass read it (any write since, the spec's or someone's, drops it). So
+// the steps it holds stay: a failed pass keeps them for the stages it did not run instead of
+// going back to what was written, and a condition keeps the time it changed.
+func (r *MeshInstallationReconciler) resumeHeld(before, mesh *meshv1.MeshInstallation) {
+	h, ok := r.heldStatus.LoadAndDelete(mesh.Name)
+	if !ok {
+		return
+	}
+	if held := h.(heldReport); held.resourceVersion == before.ResourceVersion {
+		mesh.Status = *held.status.DeepCopy()
+	}
 }
 
 func (r *MeshInstallationReconciler) clock() clock.PassiveClock {

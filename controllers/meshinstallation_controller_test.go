@@ -388,14 +388,27 @@ func containsString(list []string, s string) bool {
 	return false
 }
 
-// scriptedStage reports whatever the test sets, or fails with err.
+// scriptedStage reports whatever the test sets, or fails with err; it is the ControlPlane stage
+// unless certificates is set.
 type scriptedStage struct {
-	result stages.Result
-	err    error
+	result       stages.Result
+	err          error
+	certificates bool
 }
 
-func (s *scriptedStage) Name() meshv1.Stage    { return meshv1.StageControlPlane }
-func (s *scriptedStage) ConditionType() string { return meshv1.ConditionControlPlaneReady }
+func (s *scriptedStage) Name() meshv1.Stage {
+	if s.certificates {
+		return meshv1.StageCertificates
+	}
+	return meshv1.StageControlPlane
+}
+
+func (s *scriptedStage) ConditionType() string {
+	if s.certificates {
+		return meshv1.ConditionCertificatesReady
+	}
+	return meshv1.ConditionControlPlaneReady
+}
 func (s *scriptedStage) Reconcile(context.Context, *meshv1.MeshInstallation) (stages.Result, error) {
 	return s.result, s.err
 }
@@ -450,8 +463,10 @@ func TestProgressReportsAreCoalesced(t *testing.T) {
 
 	stage.result.Reason, stage.result.Message = "WaitingForIstiod", "istiod 0 of 1 available"
 	drain(events)
-	if _, n := pass(); n != 0 {
+	if res, n := pass(); n != 0 {
 		t.Fatalf("a new reason while the stage is in progress, within the window: %d status writes, want it held", n)
+	} else if res.RequeueAfter != StatusCoalesceWindow {
+		t.Errorf("the held step: requeue after %s, want %s (the end of the window)", res.RequeueAfter, StatusCoalesceWindow)
 	}
 	if got := drain(events); !slices.ContainsFunc(got, func(e string) bool { return strings.Contains(e, "WaitingForIstiod") }) {
 		t.Errorf("the held step was told by no Event: %q", got)
@@ -461,6 +476,13 @@ func TestProgressReportsAreCoalesced(t *testing.T) {
 	}
 	if got := drain(events); len(got) != 0 {
 		t.Errorf("the held step was told again: %q", got)
+	}
+	clk.SetTime(clk.Now().Add(StatusCoalesceWindow))
+	if _, n := pass(); n != 1 {
+		t.Fatalf("the held step at the end of the window: %d status writes, want 1", n)
+	}
+	if c := meta.FindStatusCondition(getMesh(t, "coalesce").Status.Conditions, meshv1.ConditionControlPlaneReady); c.Reason != "WaitingForIstiod" {
+		t.Errorf("after the window ControlPlaneReady's reason is %s, want the held WaitingForIstiod", c.Reason)
 	}
 
 	stage.result = stages.Result{State: stages.Failed, Reason: "ApplyRejected", Message: "refused"}
@@ -505,5 +527,53 @@ func drain(events *clientevents.FakeRecorder) []string {
 		default:
 			return out
 		}
+	}
+}
+
+// TestHeldStepsStay: a step held back from status is the base of the next pass. A failed pass
+// keeps it for the stage it did not run (written at once, with no Event telling a step back),
+// and the condition keeps the time it changed, not the time it was written.
+func TestHeldStepsStay(t *testing.T) {
+	newMesh(t, "held-steps")
+	w := &writecount.Counter{}
+	clk := clocktesting.NewFakePassiveClock(time.Now())
+	events := clientevents.NewFakeRecorder(100)
+	certs := &scriptedStage{certificates: true, result: stages.Result{State: stages.NotReady, Reason: "Issuing", Message: "issuing"}}
+	plane := &scriptedStage{result: stages.Result{State: stages.NotReady, Reason: "WaitingForCRDs", Message: "waiting"}}
+	r := &MeshInstallationReconciler{Client: countingClient(t, w, interceptor.Funcs{}), Stages: []stages.Stage{certs, plane}, Clock: clk, Recorder: events}
+	pass := func() int {
+		t.Helper()
+		w.Reset()
+		_, _ = reconcileOnce(t, r, "held-steps")
+		return w.Counts()["patch/status"]
+	}
+	if n := pass(); n != 1 {
+		t.Fatalf("first pass: %d status writes, want 1", n)
+	}
+
+	certs.result = stages.Result{State: stages.Ready, Reason: "CAReady", Message: "ready"}
+	clk.SetTime(clk.Now().Add(time.Second))
+	heldAt := time.Now()
+	if n := pass(); n != 0 {
+		t.Fatalf("CertificatesReady turning True while the control plane is applied: %d status writes, want it held", n)
+	}
+	drain(events)
+	time.Sleep(1100 * time.Millisecond) // conditions' times have a second's resolution
+
+	certs.err = apierrors.NewServiceUnavailable("etcd is slow")
+	clk.SetTime(clk.Now().Add(time.Second))
+	failedAt := time.Now()
+	if n := pass(); n != 1 {
+		t.Fatalf("a failed pass: %d status writes, want 1 at once", n)
+	}
+	c := meta.FindStatusCondition(getMesh(t, "held-steps").Status.Conditions, meshv1.ConditionCertificatesReady)
+	if c.Status != metav1.ConditionTrue || c.Reason != "CAReady" {
+		t.Errorf("after a failed pass CertificatesReady is %s/%s, want the held True/CAReady", c.Status, c.Reason)
+	}
+	if lt := c.LastTransitionTime.Time; lt.Before(heldAt.Truncate(time.Second)) || !lt.Before(failedAt.Truncate(time.Second)) {
+		t.Errorf("CertificatesReady changed at %s, written at %s: want the time of the pass that saw it, %s", lt, failedAt, heldAt)
+	}
+	if got := drain(events); slices.ContainsFunc(got, func(e string) bool { return strings.Contains(e, "CertificatesReady is False") }) {
+		t.Errorf("the failed pass told a step back: %q", got)
 	}
 }

@@ -168,19 +168,33 @@ func determineDegradedCondition(obs observation) metav1.Condition {
 //
 // Always progress: the conditions' messages ("3 of 15 CRDs Established", "0 of 1 replicas
 // available"), the counts of namespaces and pods, the intermediate certificate's issuer and
-// expiry. While a rollout is under way in both (Progressing True with StageInProgress, so no
-// stage failed) and Ready has not changed, its steps are progress too: the stage, the revisions,
-// and the stage conditions' status and reason (CertificatesReady turning True,
-// ControlPlaneReady going from WaitingForCRDs to WaitingForIstiod); each condition's step is
-// still told at once by an Event (recordTransitions).
+// expiry (a renewal by cert-manager included). While a rollout is under way in both (Progressing
+// True with StageInProgress, so no stage failed) and Ready has not changed, its forward steps are
+// progress too: the stage, the revisions (which one is active included), and the stage
+// conditions' status and reason (CertificatesReady turning True, ControlPlaneReady going from
+// WaitingForCRDs to WaitingForIstiod); a condition's step is still told at once by an Event
+// (recordTransitions).
 //
-// News, written at once: the rollout starting, finishing or stopping (Progressing, Ready),
-// Degraded, the observed generation, the root rotation's record, which namespaces are blocked,
-// and, when no rollout is under way, the revisions: state that users, scripts and the next pass
-// rely on.
+// News, written at once: the rollout starting, finishing or stopping (Progressing, Ready), a
+// condition that was True and is not any more, Degraded, the observed generation, the root
+// rotation's record, which namespaces are blocked, and, when no rollout is under way, the
+// revisions: state that users, scripts and the next pass rely on.
 func progressOnly(a, b *meshv1.MeshInstallationStatus) bool {
-	steps := underWay(a) && underWay(b) && conditionStatus(a, meshv1.ConditionReady) == conditionStatus(b, meshv1.ConditionReady)
+	steps := underWay(a) && underWay(b) && conditionStatus(a, meshv1.ConditionReady) == conditionStatus(b, meshv1.ConditionReady) &&
+		!wentBack(a, b)
 	return equality.Semantic.DeepEqual(withoutProgress(a, steps), withoutProgress(b, steps))
+}
+
+// wentBack reports whether a condition True in a is not in b: a stage that was done is not any
+// more (the CA became invalid while the control plane was being applied), news however the
+// rollout goes on.
+func wentBack(a, b *meshv1.MeshInstallationStatus) bool {
+	for _, c := range a.Conditions {
+		if c.Status == metav1.ConditionTrue && conditionStatus(b, c.Type) != metav1.ConditionTrue {
+			return true
+		}
+	}
+	return false
 }
 
 // underWay reports whether status says a stage is working towards its goal.

@@ -235,6 +235,9 @@ func TestProgressOnly(t *testing.T) {
 		underWay bool
 		change   func(*meshv1.MeshInstallationStatus)
 		want     bool
+		// oneWay: the change the other way round gives the other answer (a condition that was
+		// True and is not any more is news; one that turns True is a step).
+		oneWay bool
 	}{
 		"a message":                  {change: func(s *meshv1.MeshInstallationStatus) { s.Conditions[1].Message = "Waiting for 3 of Istio's CRDs" }, want: true},
 		"namespace counts":           {change: func(s *meshv1.MeshInstallationStatus) { s.Namespaces.Observe, s.Namespaces.MutualTLS = 0, 1 }, want: true},
@@ -258,7 +261,16 @@ func TestProgressOnly(t *testing.T) {
 			set(s, meshv1.ConditionControlPlaneReady, metav1.ConditionFalse, "WaitingForIstiod")
 			set(s, meshv1.ConditionReady, metav1.ConditionFalse, "WaitingForIstiod")
 		}},
-		"under way: the next stage": {underWay: true, want: true, change: nextStage},
+		"under way: the next stage": {underWay: true, want: true, oneWay: true, change: nextStage},
+		"under way: an earlier stage is not Ready any more": {underWay: true, oneWay: true, change: func(s *meshv1.MeshInstallationStatus) {
+			set(s, meshv1.ConditionCertificatesReady, metav1.ConditionFalse, "InvalidCA")
+			set(s, meshv1.ConditionReady, metav1.ConditionFalse, "InvalidCA")
+			s.Stage = meshv1.StageCertificates
+		}},
+		"a rollout starts": {change: func(s *meshv1.MeshInstallationStatus) {
+			set(s, meshv1.ConditionProgressing, metav1.ConditionTrue, meshv1.ReasonStageInProgress)
+			set(s, meshv1.ConditionControlPlaneReady, metav1.ConditionFalse, "WaitingForIstiod")
+		}},
 		"under way: Ready": {underWay: true, change: func(s *meshv1.MeshInstallationStatus) {
 			nextStage(s)
 			s.Stage = meshv1.StageComplete
@@ -295,8 +307,8 @@ func TestProgressOnly(t *testing.T) {
 			if got := progressOnly(a, b); got != tc.want {
 				t.Errorf("progressOnly = %v, want %v", got, tc.want)
 			}
-			if got := progressOnly(b, a); got != tc.want {
-				t.Errorf("progressOnly, the other way = %v, want %v", got, tc.want)
+			if got, want := progressOnly(b, a), tc.want != tc.oneWay; got != want {
+				t.Errorf("progressOnly, the other way = %v, want %v", got, want)
 			}
 		})
 	}

@@ -510,9 +510,10 @@ type MeshInstallationStatus struct {
 
 	// Conditions: CertificatesReady, ControlPlaneReady, InjectionReady, PoliciesReady, Ready,
 	// Progressing and Degraded. A rollout starting, finishing or stopping (Ready, Progressing),
-	// Degraded and blocked namespaces are written at once; progress (messages, counts, and
-	// while a rollout goes on its steps: the stage, a stage condition's status or reason) at
-	// most every 10 s, each step told at once by an Event.
+	// a condition that stops being True, Degraded and blocked namespaces are written at once;
+	// progress at most every 10 s: messages, counts, the intermediate's issuer and expiry, and
+	// while a rollout goes on its forward steps (the stage, status.revisions, a stage condition
+	// turning True or changing its reason), each condition's step told at once by an Event.
 	// +optional
 	// +listType=map
 	// +listMapKey=type

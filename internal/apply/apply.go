@@ -106,7 +106,10 @@ func (a *Applier) Apply(ctx context.Context, desired *unstructured.Unstructured)
 
 // heldLive reports whether the API server already holds desired, for an object this Applier
 // wrote and its cache does not show yet. It costs a read, not a write; without Uncached it says
-// no.
+// no. The live object is compared whole: where the API server normalised what was written (a
+// CRD's schema can be), it says no and the object is written again, as it was before this
+// check. The written entries of a desired form that changed while the cache lagged stay until
+// maxVerified starts the memo afresh.
 func (a *Applier) heldLive(ctx context.Context, desired *unstructured.Unstructured) (bool, error) {
 	if a.Uncached == nil {
 		return false, nil

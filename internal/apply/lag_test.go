@@ -68,4 +68,9 @@ func TestCacheLagCostsNoWrite(t *testing.T) {
 	step("the cache caught up", "b", false, 0)
 	lagging.Store(true) // the cache now says it is gone: believed
 	step("gone from a cache that had shown it", "b", true, 0)
+
+	// Without a reader past the cache, an object the cache does not show is written.
+	a = &Applier{Client: cached, FieldManager: "meshwright-test"}
+	step("no reader past the cache", "c", true, 0)
+	step("no reader past the cache, again", "c", true, 0)
 }
