@@ -145,7 +145,7 @@ func (r *MeshInstallationReconciler) Reconcile(ctx context.Context, req ctrl.Req
 	started := r.clock().Now()
 	defer func() { r.pacer.record(r.clock().Since(started)) }()
 	before := mesh.DeepCopy()
-	obs := observation{generation: mesh.Generation, now: metav1.Now(), stageTypes: stageTypes(r.Stages)}
+	obs := observation{generation: mesh.Generation, now: metav1.NewTime(started), stageTypes: stageTypes(r.Stages)}
 	// passErr is the raw error of the pass, whatever the error policy makes of it: a conflict
 	// that is requeued quietly is still a pass that did not succeed.
 	var passErr error
@@ -246,6 +246,7 @@ func (r *MeshInstallationReconciler) reconcileDelete(ctx context.Context, mesh *
 func (r *MeshInstallationReconciler) writeStatus(ctx context.Context, before, mesh *meshv1.MeshInstallation, obs observation) (held time.Duration, err error) {
 	r.resumeHeld(before, mesh)
 	computeStatus(&mesh.Status, obs)
+	keepTransitionTimes(&before.Status, &mesh.Status)
 	metrics.RecordStatus(mesh.Name, &mesh.Status)
 	if equality.Semantic.DeepEqual(before.Status, mesh.Status) {
 		r.recordTransitions(before, mesh)
@@ -265,7 +266,12 @@ func (r *MeshInstallationReconciler) writeStatus(ctx context.Context, before, me
 		if apierrors.IsNotFound(err) {
 			return 0, nil
 		}
-		r.hold(before, mesh) // the retry starts from it
+		if obs.err == nil && !apierrors.IsInvalid(err) {
+			// The retry starts from it. Not after a failed pass: what it computed (Ready
+			// Unknown) was never told, and would give Ready a new time once the API is back.
+			// Not for a status the API server refused: it would be sent again and again.
+			r.hold(before, mesh)
+		}
 		return 0, err
 	}
 	r.lastStatusWrite.Store(mesh.Name, now)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -540,7 +541,14 @@ func TestHeldStepsStay(t *testing.T) {
 	events := clientevents.NewFakeRecorder(100)
 	certs := &scriptedStage{certificates: true, result: stages.Result{State: stages.NotReady, Reason: "Issuing", Message: "issuing"}}
 	plane := &scriptedStage{result: stages.Result{State: stages.NotReady, Reason: "WaitingForCRDs", Message: "waiting"}}
-	r := &MeshInstallationReconciler{Client: countingClient(t, w, interceptor.Funcs{}), Stages: []stages.Stage{certs, plane}, Clock: clk, Recorder: events}
+	var refuseStatus atomic.Bool
+	faults := interceptor.Funcs{SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+		if refuseStatus.Load() {
+			return apierrors.NewInternalError(errors.New("etcd timed out"))
+		}
+		return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
+	}}
+	r := &MeshInstallationReconciler{Client: countingClient(t, w, faults), Stages: []stages.Stage{certs, plane}, Clock: clk, Recorder: events}
 	pass := func() int {
 		t.Helper()
 		w.Reset()
@@ -553,16 +561,15 @@ func TestHeldStepsStay(t *testing.T) {
 
 	certs.result = stages.Result{State: stages.Ready, Reason: "CAReady", Message: "ready"}
 	clk.SetTime(clk.Now().Add(time.Second))
-	heldAt := time.Now()
+	heldAt := clk.Now()
 	if n := pass(); n != 0 {
 		t.Fatalf("CertificatesReady turning True while the control plane is applied: %d status writes, want it held", n)
 	}
 	drain(events)
-	time.Sleep(1100 * time.Millisecond) // conditions' times have a second's resolution
 
 	certs.err = apierrors.NewServiceUnavailable("etcd is slow")
-	clk.SetTime(clk.Now().Add(time.Second))
-	failedAt := time.Now()
+	clk.SetTime(clk.Now().Add(time.Second)) // conditions' times have a second's resolution
+	failedAt := clk.Now()
 	if n := pass(); n != 1 {
 		t.Fatalf("a failed pass: %d status writes, want 1 at once", n)
 	}
@@ -575,5 +582,26 @@ func TestHeldStepsStay(t *testing.T) {
 	}
 	if got := drain(events); slices.ContainsFunc(got, func(e string) bool { return strings.Contains(e, "CertificatesReady is False") }) {
 		t.Errorf("the failed pass told a step back: %q", got)
+	}
+
+	// A status write the API server fails: the next pass starts from what was computed, so Ready
+	// keeps the time it turned True.
+	certs.err, plane.result = nil, stages.Result{State: stages.Ready, Reason: "ControlPlaneReady", Message: "ready"}
+	refuseStatus.Store(true)
+	clk.SetTime(clk.Now().Add(time.Second))
+	readyAt := clk.Now()
+	_ = pass()
+	refuseStatus.Store(false)
+	clk.SetTime(clk.Now().Add(time.Second))
+	retriedAt := clk.Now()
+	if n := pass(); n != 1 {
+		t.Fatalf("the retry: %d status writes, want 1", n)
+	}
+	ready := meta.FindStatusCondition(getMesh(t, "held-steps").Status.Conditions, meshv1.ConditionReady)
+	if ready.Status != metav1.ConditionTrue {
+		t.Fatalf("Ready = %s, want True", ready.Status)
+	}
+	if lt := ready.LastTransitionTime.Time; lt.Before(readyAt.Truncate(time.Second)) || !lt.Before(retriedAt.Truncate(time.Second)) {
+		t.Errorf("Ready turned True at %s, want the time of the pass that saw it, %s, not of the retry, %s", lt, readyAt, retriedAt)
 	}
 }

@@ -64,6 +64,18 @@ func computeStatus(status *meshv1.MeshInstallationStatus, obs observation) {
 	}
 }
 
+// keepTransitionTimes gives each condition of status whose status is the one written (written)
+// the time written with it: a pass computed on top of a held status (resumeHeld) must not date a
+// condition that is back where it was written.
+func keepTransitionTimes(written, status *meshv1.MeshInstallationStatus) {
+	for i := range status.Conditions {
+		c := &status.Conditions[i]
+		if w := meta.FindStatusCondition(written.Conditions, c.Type); w != nil && w.Status == c.Status {
+			c.LastTransitionTime = w.LastTransitionTime
+		}
+	}
+}
+
 func setCondition(status *meshv1.MeshInstallationStatus, obs observation, c metav1.Condition) {
 	c.ObservedGeneration = obs.generation
 	c.LastTransitionTime = obs.now
@@ -187,10 +199,10 @@ func progressOnly(a, b *meshv1.MeshInstallationStatus) bool {
 
 // wentBack reports whether a condition True in a is not in b: a stage that was done is not any
 // more (the CA became invalid while the control plane was being applied), news however the
-// rollout goes on.
+// rollout goes on. Not Degraded, whose True is the bad news (always news, see withoutProgress).
 func wentBack(a, b *meshv1.MeshInstallationStatus) bool {
 	for _, c := range a.Conditions {
-		if c.Status == metav1.ConditionTrue && conditionStatus(b, c.Type) != metav1.ConditionTrue {
+		if c.Type != meshv1.ConditionDegraded && c.Status == metav1.ConditionTrue && conditionStatus(b, c.Type) != metav1.ConditionTrue {
 			return true
 		}
 	}

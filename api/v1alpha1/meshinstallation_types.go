@@ -512,8 +512,8 @@ type MeshInstallationStatus struct {
 	// Progressing and Degraded. A rollout starting, finishing or stopping (Ready, Progressing),
 	// a condition that stops being True, Degraded and blocked namespaces are written at once;
 	// progress at most every 10 s: messages, counts, the intermediate's issuer and expiry, and
-	// while a rollout goes on its forward steps (the stage, status.revisions, a stage condition
-	// turning True or changing its reason), each condition's step told at once by an Event.
+	// while a rollout goes on its forward steps (the stage, a stage condition turning True or
+	// changing its reason) and status.revisions, each condition's step told at once by an Event.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
