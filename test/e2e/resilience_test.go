@@ -99,11 +99,6 @@ func TestOwnedObjectsAreRestored(t *testing.T) {
 	}
 	for _, v := range victims {
 		t.Run("delete "+v.gvk.Kind, func(t *testing.T) {
-			// Each deletion starts from a Ready installation: after the CA's objects are deleted
-			// and the intermediate reissued, istiod serves its injection webhook with a
-			// certificate the API server refuses for a minute or two, and the stages after
-			// Injection (the policies among them) wait for it.
-			framework.WaitCondition(t, c, "default", meshv1.ConditionReady, metav1.ConditionTrue, meshv1.ReasonAllStagesReady, 4*time.Minute)
 			before := metadataOf(t, c, v)
 			if before == nil {
 				t.Fatalf("%s is gone already", v)
