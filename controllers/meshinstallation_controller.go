@@ -49,6 +49,7 @@ import (
 	"github.com/meshwright/meshwright/internal/meshspec"
 	"github.com/meshwright/meshwright/internal/metrics"
 	"github.com/meshwright/meshwright/internal/policy"
+	"github.com/meshwright/meshwright/internal/resilience"
 	"github.com/meshwright/meshwright/internal/stages"
 	"github.com/meshwright/meshwright/internal/telemetry"
 	"github.com/meshwright/meshwright/internal/waypoint"
@@ -523,6 +524,11 @@ func (r *MeshInstallationReconciler) watchKinds(gvks ...schema.GroupVersionKind)
 			// ladder reuses what it read of a namespace's policies, its conflicts and last
 			// sync, until one changes), and joins the ladder's batched passes.
 			src = source.Kind[client.Object](r.cache, u, handler.EventHandler(batchedEvents{mapper: byInstallationLabel, delay: r.pacer.delay}), observationChanges{r.observations})
+		}
+		if slices.Contains(resilience.Kinds(), gvk) || slices.Contains(resilience.RouteKinds, gvk) {
+			// Anyone's DestinationRule or VirtualService may change what the resilience
+			// defaults cover, in its namespace or in another: every installation looks again.
+			src = source.Kind[client.Object](r.cache, u, handler.EventHandler(batchedEvents{mapper: r.requeueMeshes, delay: r.pacer.delay}), observationChanges{r.observations})
 		}
 		if err := r.controller.Watch(src); err != nil {
 			return fmt.Errorf("watching %s: %w", gvk.Kind, err)

@@ -262,6 +262,11 @@ const (
 	AnnotationCA = "meshwright.io/ca"
 	// AnnotationRestartedFor on a workload's pod template names the step that restarted it.
 	AnnotationRestartedFor = "meshwright.io/restarted-for"
+	// AnnotationResilienceDeclined on a namespace lists, comma separated, the objects of the
+	// resilience defaults (Kind/name) a user deleted there: the operator does not create them
+	// again. Removing the annotation restores them
+	// (kubectl annotate namespace NS meshwright.io/resilience-declined-).
+	AnnotationResilienceDeclined = "meshwright.io/resilience-declined"
 )
 
 // Labels the operator puts on everything it creates, so it can find, watch and remove them.

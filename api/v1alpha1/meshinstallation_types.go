@@ -58,6 +58,7 @@ const (
 // +kubebuilder:validation:XValidation:rule="!has(self.certificates) || !has(self.certificates.issuerRef) || !has(self.certificates.rootDuration)",message="certificates.rootDuration applies only to the self-signed root the operator manages; remove it when certificates.issuerRef names your own issuer"
 // +kubebuilder:validation:XValidation:rule="!has(self.namespaces) || self.namespaces.all(r, !has(r.waypoint) || !r.waypoint || (has(r.dataPlaneMode) ? r.dataPlaneMode == 'Ambient' : has(self.dataPlane) && has(self.dataPlane.mode) && self.dataPlane.mode == 'Ambient'))",message="a namespace rule with waypoint: true needs ambient mode (a waypoint carries the traffic ztunnel hands it): set the rule's dataPlaneMode, or spec.dataPlane.mode, to Ambient, or remove waypoint"
 // +kubebuilder:validation:XValidation:rule="!has(self.namespaces) || !self.namespaces.exists(r, has(r.dataPlaneMode) && r.dataPlaneMode == 'Ambient') || !has(self.dataPlane) || !has(self.dataPlane.cni) || self.dataPlane.cni != 'Disabled'",message="a namespace rule with dataPlaneMode Ambient needs Istio CNI (its node agent hands the pods' traffic to ztunnel): set dataPlane.cni to Auto or Enabled"
+// +kubebuilder:validation:XValidation:rule="has(self.resilience) || !has(self.namespaces) || self.namespaces.all(r, !has(r.resilience) || (has(r.resilience.skip) && r.resilience.skip))",message="a namespace rule's resilience overrides spec.resilience, which is not set: set spec.resilience (resilience: {} takes every default), or remove the rule's resilience"
 type MeshInstallationSpec struct {
 	// Version is the Istio release to install, as MAJOR.MINOR.PATCH (for example "1.31.4").
 	// Leave it empty to install the version this operator embeds.
@@ -93,6 +94,12 @@ type MeshInstallationSpec struct {
 	// +optional
 	// +kubebuilder:default={}
 	DataPlane DataPlaneSpec `json:"dataPlane,omitempty"`
+
+	// Resilience is the timeouts, retries, connection limits and outlier detection the operator
+	// gives the Services of every namespace from an adoption level on (docs/resilience.md).
+	// Without it the operator writes none.
+	// +optional
+	Resilience *ResilienceSpec `json:"resilience,omitempty"`
 
 	// Namespaces maps namespaces to the adoption level they should reach. A namespace matched by
 	// no rule stays Off. kube-system, the control-plane namespace and the operator's own namespace
@@ -431,6 +438,12 @@ type NamespaceRule struct {
 	// goes first, then the Gateway. Only for namespaces in ambient mode.
 	// +optional
 	Waypoint bool `json:"waypoint,omitempty"`
+
+	// Resilience changes spec.resilience for these namespaces: skip: true opts them out (what
+	// the operator made there for them is removed), or values override the spec's field by
+	// field, such as a longer request timeout for a batch API.
+	// +optional
+	Resilience *NamespaceResilience `json:"resilience,omitempty"`
 }
 
 // ServicePortRef names one port of a Service in the namespace.
@@ -751,6 +764,15 @@ type NamespacesStatus struct {
 	// out of those at Observe and above and those stepping in: the others have sidecars.
 	// +optional
 	Ambient int32 `json:"ambient,omitempty"`
+	// ResilienceCovered is the number of namespaces whose Services all carry the resilience
+	// defaults (spec.resilience).
+	// +optional
+	ResilienceCovered int32 `json:"resilienceCovered,omitempty"`
+	// ResiliencePartial is the number of namespaces that carry the resilience defaults on some
+	// Services only: others are left to a team's own DestinationRule or VirtualService, or a
+	// user deleted the operator's object for them (kubectl meshwright plan names them).
+	// +optional
+	ResiliencePartial int32 `json:"resiliencePartial,omitempty"`
 	// BlockedCount is the number of namespaces held below their target level.
 	// +optional
 	BlockedCount int32 `json:"blockedCount,omitempty"`

@@ -23,6 +23,7 @@ import (
 	"github.com/meshwright/meshwright/internal/ladder"
 	"github.com/meshwright/meshwright/internal/meshspec"
 	"github.com/meshwright/meshwright/internal/policy"
+	"github.com/meshwright/meshwright/internal/resilience"
 	"github.com/meshwright/meshwright/internal/revision"
 	"github.com/meshwright/meshwright/internal/stages"
 	"github.com/meshwright/meshwright/internal/traffic"
@@ -61,6 +62,16 @@ type NamespacePlan struct {
 	// patchedAt is the namespace's resourceVersion after this pass's own label patch (the
 	// waypoint's label), which the namespace's apply is then written over.
 	patchedAt string
+	// Resilience is what the spec asks of its resilience defaults; Defaults the objects they
+	// are, and what they leave uncovered (for a namespace that carries them in this pass).
+	Resilience ladder.ResilienceWant
+	Defaults   resilience.Plan
+	// defaults: the pass planned its defaults (it carries them, or its record says it did), so
+	// the stage syncs their objects; declined is the record of those a user deleted.
+	defaults bool
+	declined []string
+	// routesRead: the pass read the Gateway API's routes for the defaults (it serves them).
+	routesRead bool
 	// Decision is what the ladder does next.
 	Decision ladder.Decision
 
@@ -173,6 +184,9 @@ func (p Planner) Plan(ctx context.Context, mesh *meshv1.MeshInstallation, now ti
 	}
 	p.readTraffic(ctx, mesh, plans, settings)
 	decideAll(plans, settings, maxInProgress(mesh), now, func(c *NamespacePlan, free bool) { p.checkAdmission(ctx, mesh, c, settings, free) })
+	if err := p.planDefaults(ctx, mesh, plans); err != nil {
+		return nil, Target{}, err
+	}
 	return plans, target, nil
 }
 
@@ -284,7 +298,7 @@ func (c *NamespacePlan) ladderNamespace(settings ladder.Settings) ladder.Namespa
 		Pods: c.Pods, Workloads: c.Workloads, InjectionConflict: injectionConflict(c.Namespace, ourRevisions(c.Current, c.State, settings)...),
 		PolicyConflict: c.PolicyConflict, Traffic: c.Traffic, AllowFrom: c.Enrollment.AllowFrom,
 		NonMeshCallers: c.NonMeshCallers, PlaintextPorts: c.Enrollment.PlaintextPorts, ExemptionProblems: c.ExemptionProblems,
-		Admission: c.Admission, Waypoint: c.Waypoint}
+		Admission: c.Admission, Waypoint: c.Waypoint, Resilience: c.Resilience}
 }
 
 // lookUpCallers finds the callers outside the mesh of the namespaces whose next climb a gate
@@ -377,6 +391,7 @@ func candidates(ctx context.Context, mesh *meshv1.MeshInstallation, namespaces [
 			!withPolicies[ns.Name] && c.Enrollment.Invalid == "" {
 			continue // never enrolled: nothing to look at (a mistyped target label is reported)
 		}
+		c.Resilience = resilienceWant(mesh, &c)
 		if c.State.Step != nil {
 			running = append(running, c)
 		} else {

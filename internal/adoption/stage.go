@@ -35,6 +35,7 @@ import (
 	"github.com/meshwright/meshwright/internal/metrics"
 	"github.com/meshwright/meshwright/internal/names"
 	"github.com/meshwright/meshwright/internal/policy"
+	"github.com/meshwright/meshwright/internal/resilience"
 	"github.com/meshwright/meshwright/internal/revision"
 	"github.com/meshwright/meshwright/internal/stages"
 	"github.com/meshwright/meshwright/internal/waypoint"
@@ -143,6 +144,17 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 	if s.Watch != nil && slices.ContainsFunc(plans, func(c NamespacePlan) bool { return c.gatewaysRead }) {
 		if err := s.Watch(waypoint.GVK); err != nil {
 			return stages.Result{}, err
+		}
+	}
+	if s.Watch != nil && slices.ContainsFunc(plans, func(c NamespacePlan) bool { return c.defaults }) {
+		// A team's DestinationRule or VirtualService changes what the defaults may cover.
+		if err := s.Watch(resilience.Kinds()...); err != nil {
+			return stages.Result{}, err
+		}
+		if slices.ContainsFunc(plans, func(c NamespacePlan) bool { return c.routesRead }) {
+			if err := s.Watch(resilience.RouteKinds...); err != nil {
+				return stages.Result{}, err
+			}
 		}
 	}
 	source := "embedded"
@@ -289,7 +301,12 @@ func (s *Stage) writeNamespace(ctx context.Context, c *NamespacePlan, d ladder.D
 	// without the operator wanting it is someone else's to keep.
 	_, injectionLabel := c.Namespace.Labels[InjectionLabel]
 	drop := injectionLabel && migratingToAmbient(d)
+	declined := ""
+	if !release {
+		declined = strings.Join(c.declined, ",")
+	}
 	same := c.Namespace.Annotations[meshv1.AnnotationLadder] == annotation && c.Namespace.Labels[meshv1.LabelLevel] == want[meshv1.LabelLevel] &&
+		c.Namespace.Annotations[meshv1.AnnotationResilienceDeclined] == declined &&
 		(!d.Effects.Inject || (!d.Effects.Ambient || c.Namespace.Labels[ambient.Label] == ambient.Enabled) &&
 			(!d.Effects.Sidecars || c.Namespace.Labels[InjectionLabel] == d.Effects.Revision)) && !drop
 	if same {
@@ -303,7 +320,11 @@ func (s *Stage) writeNamespace(ctx context.Context, c *NamespacePlan, d ladder.D
 		u.SetLabels(want)
 	}
 	if annotation != "" {
-		u.SetAnnotations(map[string]string{meshv1.AnnotationLadder: annotation})
+		annotations := map[string]string{meshv1.AnnotationLadder: annotation}
+		if declined != "" {
+			annotations[meshv1.AnnotationResilienceDeclined] = declined
+		}
+		u.SetAnnotations(annotations)
 	}
 	if err := s.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(NamespaceFieldManager), client.ForceOwnership); err != nil {
 		return fmt.Errorf("writing the ladder state of namespace %s: %w", c.Namespace.Name, err)
@@ -416,6 +437,11 @@ func (s *Stage) syncPolicies(ctx context.Context, mesh *meshv1.MeshInstallation,
 			return fmt.Errorf("deleting %s %s/%s: %w", p.GetKind(), namespace, p.GetName(), err)
 		}
 	}
+	if c.defaults {
+		if err := s.syncDefaults(ctx, c, e, mesh.Name); err != nil {
+			return err
+		}
+	}
 	s.Observations.markPoliciesSynced(namespace, c.observedAt, key)
 	return nil
 }
@@ -430,7 +456,8 @@ func syncKey(mesh *meshv1.MeshInstallation, c *NamespacePlan, e ladder.Effects) 
 		Exemptions []policy.Exemption
 		Problems   bool
 		Effects    ladder.Effects
-	}{mesh.Name, mesh.UID, c.Enrollment.AllowFrom, c.Exemptions, len(c.ExemptionProblems) > 0, e})
+		Defaults   []string
+	}{mesh.Name, mesh.UID, c.Enrollment.AllowFrom, c.Exemptions, len(c.ExemptionProblems) > 0, e, keysOf(c.Defaults.Objects)})
 	return string(b), err
 }
 
@@ -453,7 +480,29 @@ func (s *Stage) Cleanup(ctx context.Context, mesh *meshv1.MeshInstallation) (boo
 			return false, fmt.Errorf("releasing namespace %s: %w", ns.Name, err)
 		}
 	}
+	if err := s.removeDefaults(ctx, mesh); err != nil {
+		return false, err
+	}
 	return true, s.removeWaypoints(ctx, mesh)
+}
+
+// removeDefaults deletes every object of the installation's resilience defaults, found on the
+// API server (at clean-up the cache may not watch their kinds).
+func (s *Stage) removeDefaults(ctx context.Context, mesh *meshv1.MeshInstallation) error {
+	reader := s.API
+	if reader == nil {
+		reader = s.Client
+	}
+	objs, err := listDefaults(ctx, reader, mesh.Name, "")
+	if err != nil {
+		return err
+	}
+	for _, u := range objs {
+		if err := s.Client.Delete(ctx, u); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("deleting %s %s/%s: %w", u.GetKind(), u.GetNamespace(), u.GetName(), err)
+		}
+	}
+	return nil
 }
 
 func (s *Stage) now() time.Time { return stages.Now(s.Clock) }
@@ -486,6 +535,11 @@ func (m *summary) add(c *NamespacePlan) {
 	}
 	if d.Effects.Inject && d.Effects.Ambient && !d.Effects.Sidecars {
 		m.status.Ambient++
+	}
+	if d.Effects.Resilience != nil && c.Defaults.Partial() {
+		m.status.ResiliencePartial++
+	} else if d.Effects.Resilience != nil {
+		m.status.ResilienceCovered++
 	}
 	if !d.AtTarget(target) {
 		m.notAtTarget++

@@ -20,6 +20,10 @@ type Baseline struct {
 	Refused float64 `json:"refused"`
 	// Failed is callers' requests to it that failed to connect.
 	Failed float64 `json:"failed,omitempty"`
+	// Errors is callers' requests to it answered with 5xx; TimedOut those their proxies timed
+	// out.
+	Errors   float64 `json:"errors,omitempty"`
+	TimedOut float64 `json:"timedOut,omitempty"`
 }
 
 // baselineOf is the baseline a reading gives, or nil when it cannot be one (not read, not
@@ -29,7 +33,8 @@ func baselineOf(r *traffic.Reading) *Baseline {
 		return nil
 	}
 	secs := r.Covered.Seconds()
-	return &Baseline{Inbound: traffic.Total(r.Callers) / secs, Denied: traffic.Total(r.Denied) / secs, Refused: r.Refused / secs, Failed: traffic.Total(r.Failed) / secs}
+	return &Baseline{Inbound: traffic.Total(r.Callers) / secs, Denied: traffic.Total(r.Denied) / secs, Refused: r.Refused / secs, Failed: traffic.Total(r.Failed) / secs,
+		Errors: traffic.Total(r.Errors) / secs, TimedOut: traffic.Total(r.TimedOut) / secs}
 }
 
 // Bake is what a bake check judges: the traffic read since (about) the step's change took effect,
@@ -117,6 +122,27 @@ var (
 		return fmt.Sprintf("its proxies could not pass %.0f of the %.0f call(s) they received on to the application (istio_requests_total and istio_tcp_connections_closed_total, reporter=\"destination\", response_flags UF, URX or UC; %s): %s. An application behind Istio's sidecar must listen on the pod's IP (0.0.0.0), not on localhost only, and on the port its Service targets",
 			n, max(calls, n), r.Source, traffic.Describe(traffic.Top(r.Unreached, maxCallers), func(traffic.Caller) string { return "they reached the proxy, not the application" }))
 	}}
+	// callersErrors: resilience defaults that do not suit a Service show as its callers' errors:
+	// a request timeout shorter than it needs (their proxies answer 504, flag UT), connection
+	// limits too low (503, UO), an ejection too eager (503, UH), retries that add to an overload.
+	// Reported by the callers' proxies, so the embedded source sees only the namespace's calls to
+	// itself. Without a baseline, a floor and a share of the calls received keep an application's
+	// usual errors from rolling the defaults back.
+	callersErrors = BakeCheck{Name: "CallersErrors", Check: func(b Bake) string {
+		r := b.Reading
+		errs, timedOut := traffic.Total(r.Errors), traffic.Total(r.TimedOut)
+		var before, beforeTimedOut float64
+		if b.Baseline != nil {
+			before, beforeTimedOut = expected(b.Baseline.Errors, r), expected(b.Baseline.TimedOut, r)
+		} else if errs < unreachedShare*traffic.Total(r.Callers) {
+			return ""
+		}
+		if !grew(errs, before, 3) && !grew(timedOut, beforeTimedOut, 3) {
+			return ""
+		}
+		return fmt.Sprintf("its callers got %.0f answer(s) with 5xx, %.0f of them timeouts of their proxies (istio_requests_total{reporter=\"source\",response_code=~\"5..\"}, response flag UT for a timeout; %s; about %.0f and %.0f expected from before): %s",
+			errs, timedOut, r.Source, before, beforeTimedOut, traffic.Describe(traffic.Top(r.Errors, maxCallers), errorAdvice))
+	}}
 	// inboundFell: callers refused or denied outright show as calls that no longer arrive. It is
 	// judged once the whole bake is read, on a baseline with enough calls to compare.
 	inboundFell = BakeCheck{Name: "InboundFell", Check: func(b Bake) string {
@@ -142,10 +168,18 @@ const unreachedShare = 0.05
 // in calls to be judged: fewer say more about chance than about the step.
 const minInboundCompared = 20
 
-// bakes reports whether a step bakes: a climb onto a rung with bake checks, under the traffic
-// gates, in a namespace with pods.
+// bakes reports whether a step bakes: a climb onto a rung with bake checks, or a step that
+// applies resilience defaults, under the traffic gates, in a namespace with pods.
 func bakes(ns Namespace, s Settings, step Step, kind StepKind) bool {
-	return kind == KindClimb && s.TrafficGates && s.BakeTime > 0 && ns.Pods.Total > 0 && len(rungFor(ns, step.To).Bake) > 0
+	return (kind == KindClimb || kind == KindDefaults) && s.TrafficGates && s.BakeTime > 0 && ns.Pods.Total > 0 && len(bakeChecks(ns, step, kind)) > 0
+}
+
+// bakeChecks are the comparisons a step's bake makes: its rung's, or DefaultsBake.
+func bakeChecks(ns Namespace, step Step, kind StepKind) []BakeCheck {
+	if kind == KindDefaults {
+		return DefaultsBake
+	}
+	return rungFor(ns, step.To).Bake
 }
 
 // bake runs the bake of a step whose change is complete: it starts its clock, rolls the step back
@@ -169,7 +203,7 @@ func bake(d *Decision, ns Namespace, s Settings, step *Step, kind StepKind, now 
 	if v := readable(r, c, s.BakeTime, "the step left its traffic as it was"); v != nil {
 		// Nothing to judge: no rollback without evidence, and no completion without a reading,
 		// unless the rung lets the bake time end the wait, or nothing can ever be read.
-		if rungFor(ns, step.To).UnreadBakeCompletes {
+		if kind != KindDefaults && rungFor(ns, step.To).UnreadBakeCompletes {
 			if elapsed >= s.BakeTime {
 				step.Unbaked = cmp.Or(v.Blocked.Message, v.Waiting)
 				return false
@@ -179,10 +213,14 @@ func bake(d *Decision, ns Namespace, s Settings, step *Step, kind StepKind, now 
 		d.apply(v)
 		return true
 	}
-	for _, check := range rungFor(ns, step.To).Bake {
+	for _, check := range bakeChecks(ns, *step, kind) {
 		if evidence := check.Check(Bake{Reading: r, Baseline: step.Baseline, Elapsed: elapsed, Settings: s}); evidence != "" {
 			msg := fmt.Sprintf("In the bake after the step from %s to %s, %s. The step was rolled back; the namespace is held at %s until the spec changes (fix the cause, then change the MeshInstallation's spec, or delete the namespace's %s annotation).",
 				d.Level, step.To, evidence, d.Level, meshv1.AnnotationLadder)
+			if kind == KindDefaults {
+				msg = fmt.Sprintf("In the bake after the resilience defaults were applied at %s, %s. They were rolled back to what the namespace had before, and are held there until the spec changes (change spec.resilience, or the rule's resilience for the namespace, such as a longer timeouts.request; or delete the namespace's %s annotation).",
+					d.Level, evidence, meshv1.AnnotationLadder)
+			}
 			revert(d, ns, s, *step, kind, meshv1.ReasonTrafficRegressed, msg, now)
 			return true
 		}
@@ -199,6 +237,11 @@ func bake(d *Decision, ns Namespace, s Settings, step *Step, kind StepKind, now 
 		return true
 	}
 	return false
+}
+
+// errorAdvice says what to look at for a caller that gets errors after the defaults applied.
+func errorAdvice(c traffic.Caller) string {
+	return fmt.Sprintf("compare the time %s's requests take with resilience.timeouts.request, and its load with resilience.connectionPool", c)
 }
 
 // failedAdvice says what to look at for a caller whose connections fail.

@@ -30,6 +30,8 @@ type Enrollment struct {
 	Ambient bool
 	// Waypoint is the matched rule's waypoint: the namespace is to have one in ambient mode.
 	Waypoint bool
+	// Resilience is the matched rule's change to spec.resilience (nil: none).
+	Resilience *meshv1.NamespaceResilience
 }
 
 // Enroll gives a namespace its target level: its meshwright.io/target-level label if it has a
@@ -55,7 +57,7 @@ func Enroll(name string, nsLabels map[string]string, rules []meshv1.NamespaceRul
 		for _, a := range r.AllowFrom {
 			e.AllowFrom = append(e.AllowFrom, a.Namespace)
 		}
-		e.PlaintextPorts, e.DataPlane, e.Waypoint = r.PlaintextPorts, r.DataPlaneMode, r.Waypoint
+		e.PlaintextPorts, e.DataPlane, e.Waypoint, e.Resilience = r.PlaintextPorts, r.DataPlaneMode, r.Waypoint, r.Resilience
 		break
 	}
 	if !matched {

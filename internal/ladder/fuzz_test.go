@@ -90,7 +90,38 @@ func cloneState(st State) State {
 		h := *st.Hold
 		st.Hold = &h
 	}
+	if st.Resilience != nil {
+		v := *st.Resilience
+		st.Resilience = &v
+	}
 	return st
+}
+
+// checkResilience fails when a namespace carries resilience defaults the spec does not ask of
+// it (below their level, out of the mesh, opted out, or where its data plane cannot apply them),
+// or other values than its record's or those of a step applying them; and when such a step
+// starts with pods not Ready.
+func checkResilience(t *testing.T, ns Namespace, d Decision) {
+	t.Helper()
+	carried, st := d.Effects.Resilience, d.State.Step
+	if carried == nil {
+		return
+	}
+	level := d.Level
+	if st != nil && !st.Rollback && promisedOrder[st.To] < promisedOrder[level] {
+		level = st.To
+	}
+	want := ns.Resilience
+	if want.Values == nil || want.Unsupported != "" || promisedOrder[level] < promisedOrder[want.From] || level == meshv1.LevelOff {
+		t.Fatalf("carries resilience defaults at %s, with %+v asked", level, want)
+	}
+	applying := st != nil && st.Defaults && !st.Rollback
+	if !applying && carried != d.State.Resilience || applying && carried != st.Resilience {
+		t.Fatalf("carries defaults %+v, neither the record's %+v nor a step's applying them (step %+v)", carried, d.State.Resilience, st)
+	}
+	if applying && (ns.State.Step == nil || !ns.State.Step.Defaults) && len(ns.Pods.NotReady) > 0 {
+		t.Fatalf("a step applying resilience defaults started with pods not Ready: %v", ns.Pods.NotReady)
+	}
 }
 
 // checkRecordUnchanged fails when Decide changed the record it was given: the planner shares a
@@ -193,7 +224,8 @@ func FuzzDecide(f *testing.F) {
 			t.Fatalf("enforced AuthorizationPolicies back to a dry-run: %+v → %+v (step %+v → %+v)", before, d.Effects, ns.State.Step, st)
 		}
 		got := d.Effects
-		got.Revision, got.Ambient, got.Sidecars, got.Waypoint, got.UseWaypoint = "", false, false, false, false
+		got.Revision, got.Ambient, got.Sidecars, got.Waypoint, got.UseWaypoint, got.Resilience = "", false, false, false, false, nil
+		checkResilience(t, ns, d)
 		checkDataPlaneLabels(t, ns, d)
 		checkWaypointOrder(t, ns, d)
 		checkAmbientLabelKept(t, ns, d)
@@ -216,7 +248,7 @@ func FuzzDecide(f *testing.F) {
 }
 
 // checkStepShape: a step has an ID and a valid target; a rollback goes back to where the
-// namespace stands, a refresh stays at a level in the mesh, a move stays at it from a named
+// namespace stands, a refresh or a step applying resilience defaults stays at a level in the mesh, a move stays at it from a named
 // revision, a migration stays at it onto ambient mode, and any other step is one rung up or down.
 func checkStepShape(t *testing.T, st Step, level Level) {
 	t.Helper()
@@ -231,6 +263,10 @@ func checkStepShape(t *testing.T, st Step, level Level) {
 	case st.Refresh:
 		if st.To != level || level == meshv1.LevelOff {
 			t.Fatalf("a refresh to %q at %q", st.To, level)
+		}
+	case st.Defaults:
+		if st.To != level || level == meshv1.LevelOff || st.Resilience == nil || st.Revision != "" {
+			t.Fatalf("a step applying resilience defaults %+v at %q", st, level)
 		}
 	case st.Revision != "" && st.To == level:
 		if st.From == "" || level == meshv1.LevelOff {

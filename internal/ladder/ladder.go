@@ -15,6 +15,7 @@ import (
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
 	"github.com/meshwright/meshwright/internal/names"
+	"github.com/meshwright/meshwright/internal/resilience"
 	"github.com/meshwright/meshwright/internal/revision"
 	"github.com/meshwright/meshwright/internal/traffic"
 )
@@ -41,6 +42,15 @@ type State struct {
 	// RefreshGaveUp is the root rotation's switch time (Settings.RefreshBefore) for which a
 	// refresh timed out: the namespace is not restarted again for it, and reported blocked.
 	RefreshGaveUp time.Time `json:"refreshGaveUp,omitzero"`
+	// Resilience is the resilience defaults the namespace carries (spec.resilience), as the
+	// step that applied them recorded them: its objects follow this record, so a rollback
+	// restores exactly what was there. Nil is none.
+	Resilience *resilience.Values `json:"resilience,omitempty"`
+	// ResilienceSeen are the objects of the defaults (Kind/name) the operator has seen exist in
+	// the namespace: one of them gone while still wanted was deleted by a user, which the
+	// operator records instead of creating it again (resilience.Track). Kept by the adoption
+	// stage; Decide leaves it as it is.
+	ResilienceSeen []string `json:"resilienceSeen,omitempty"`
 }
 
 // DefaultRevision is the revision of a mesh's first installation.
@@ -101,6 +111,12 @@ type Step struct {
 	// started before a root rotation's switch, so that they get certificates of the new
 	// intermediate.
 	Refresh bool `json:"refresh,omitempty"`
+	// Defaults marks a step that stays at the level and changes the namespace's resilience
+	// defaults to Resilience (see startDefaults); on a rollback, one that goes back to the
+	// recorded ones.
+	Defaults bool `json:"defaults,omitempty"`
+	// Resilience is the defaults a Defaults step applies.
+	Resilience *resilience.Values `json:"resilience,omitempty"`
 	// Baseline is the namespace's traffic before the step's change took effect, for the bake to
 	// compare with; nil when none was read (the bake then judges only what needs none).
 	Baseline *Baseline `json:"baseline,omitempty"`
@@ -136,6 +152,8 @@ const (
 	KindRefresh StepKind = "Refresh"
 	// KindMigrate moves the namespace's pods from sidecars to ambient mode at its level.
 	KindMigrate StepKind = "Migrate"
+	// KindDefaults applies, at the level, the resilience defaults the spec asks for.
+	KindDefaults StepKind = "Defaults"
 )
 
 // Kind is what the step does to a namespace standing at current.
@@ -145,6 +163,8 @@ func (st Step) Kind(current Level) StepKind {
 		return KindRollback
 	case st.Refresh:
 		return KindRefresh
+	case st.Defaults && st.To == current:
+		return KindDefaults
 	case st.DataPlane != "" && st.To == current:
 		return KindMigrate
 	case st.moves(current):
@@ -216,6 +236,8 @@ type Namespace struct {
 	Admission Admission
 	// Waypoint is what the spec asks and the cluster holds of the namespace's waypoint.
 	Waypoint Waypoint
+	// Resilience is what the spec asks of the namespace's resilience defaults.
+	Resilience ResilienceWant
 }
 
 // Waypoint is a namespace's waypoint in ambient mode (package waypoint): the Gateway the
@@ -439,6 +461,9 @@ type Effects struct {
 	// Waypoint: the operator's waypoint Gateway is kept (and ZeroTrust's policies attached to
 	// it); UseWaypoint: the namespace carries istio.io/use-waypoint (see waypointEffects).
 	Waypoint, UseWaypoint bool
+	// Resilience: the resilience defaults' objects, with these values (nil: none; see
+	// resilienceEffects).
+	Resilience *resilience.Values
 }
 
 // EffectsOf is what a namespace at level current, taking step (nil for none), carries. Going
@@ -504,6 +529,9 @@ type Decision struct {
 	// not send its traffic through the serving waypoint its rule asks for: it is not at its
 	// target.
 	WaypointPending bool
+	// ResiliencePending is true when the namespace, with no step running, does not carry the
+	// resilience defaults its level asks for (a step will apply them): it is not at its target.
+	ResiliencePending bool
 	// Unread is true when a gate waits because what it judges (the namespace's traffic, the
 	// admission of its restarted pods) was not read in this pass: the kubectl plugin then shows
 	// what the operator last reported.
@@ -524,7 +552,7 @@ type Blocked struct {
 
 // AtTarget reports whether the namespace stands at its target with nothing in progress.
 func (d Decision) AtTarget(target Level) bool {
-	return d.State.Step == nil && d.Level == target && !d.RevisionBehind && !d.RefreshPending && !d.DataPlaneBehind && !d.WaypointPending
+	return d.State.Step == nil && d.Level == target && !d.RevisionBehind && !d.RefreshPending && !d.DataPlaneBehind && !d.WaypointPending && !d.ResiliencePending
 }
 
 // InAmbient is the data plane a namespace is on: once it is in the mesh, or stepping, the one
@@ -579,7 +607,7 @@ func Decide(ns Namespace, s Settings, mayStart bool, now time.Time) (d Decision)
 	defer finish(&d, ns, s)
 
 	refresh := refreshDue(d, ns, s)
-	if d.State.Step == nil && d.Level == ns.Target && !behind(d.Level, d.State, s) && !refresh && !otherDataPlane(d, ns) {
+	if d.State.Step == nil && d.Level == ns.Target && !behind(d.Level, d.State, s) && !refresh && !otherDataPlane(d, ns) && !resilienceDue(d, ns) {
 		// At its target there is nothing to hold back: a hold only keeps a namespace from
 		// climbing again.
 		d.State.Hold = nil
@@ -616,6 +644,10 @@ func Decide(ns Namespace, s Settings, mayStart bool, now time.Time) (d Decision)
 		// In the mesh on a retiring revision: it moves to the active one before it climbs on.
 		d.State.Hold = nil
 		startMove(&d, ns, s, mayStart, now)
+	case resilienceDue(d, ns):
+		// At its level, the defaults it should carry are applied before it climbs on.
+		d.State.Hold = nil
+		startDefaults(&d, ns, s, mayStart, now)
 	case otherDataPlane(d, ns):
 		d.State.Hold = nil
 		d.Blocked = dataPlaneUnchanged()
@@ -676,6 +708,8 @@ func finish(d *Decision, ns Namespace, s Settings) {
 	if d.Effects.Inject {
 		d.Effects.Revision = injectedBy(d.State)
 	}
+	d.Effects.Resilience = resilienceEffects(*d, ns)
+	d.ResiliencePending = resilienceDue(*d, ns) && resilienceWanted(ns, d.Level) != nil
 	d.RevisionBehind = behind(d.Level, d.State, s)
 	d.DataPlaneBehind = otherDataPlane(*d, ns)
 	d.WaypointPending = waypointPending(d, ns)
@@ -849,7 +883,7 @@ func advance(d *Decision, ns Namespace, s Settings, now time.Time) {
 	d.State.Step = &step
 	d.InProgress = true
 	kind := step.Kind(d.Level)
-	if cancel(d, ns, s, step, kind, now) {
+	if cancel(d, ns, s, step, kind, now) || kind == KindDefaults && cancelDefaults(d, ns, step, now) {
 		return
 	}
 	if kind == KindClimb && rungOf(step.To).DryRunFirst && !step.Enforced && dryRun(d, ns, s, &step, now) {
@@ -858,7 +892,7 @@ func advance(d *Decision, ns Namespace, s Settings, now time.Time) {
 
 	d.rollbackLate = step.Rollback && !step.LateSwept && now.Sub(step.Started) >= s.StepTimeout
 	planRestarts(d, ns, s)
-	forward := kind == KindClimb || kind == KindMove || kind == KindMigrate
+	forward := kind == KindClimb || kind == KindMove || kind == KindMigrate || kind == KindDefaults
 	pending := incomplete(ns, step, d.Level, forward, s)
 	if pending == "" && forward && now.Sub(step.Started) < Settle {
 		pending = "letting the change settle"
@@ -961,6 +995,8 @@ func timedOut(d *Decision, ns Namespace, s Settings, step Step, kind StepKind, p
 		what = fmt.Sprintf("move from revision %s to %s", step.From, step.Revision)
 	case KindMigrate:
 		what = fmt.Sprintf("migration from sidecars to ambient mode at %s", d.Level)
+	case KindDefaults:
+		what = fmt.Sprintf("application of the resilience defaults at %s", d.Level)
 	}
 	msg := fmt.Sprintf("The %s did not complete within %s (%s), so it was reverted. Fix the cause, then change the MeshInstallation's spec (or delete the namespace's %s annotation) to try again.",
 		what, s.StepTimeout, pending, meshv1.AnnotationLadder)
@@ -977,7 +1013,7 @@ func revert(d *Decision, ns Namespace, s Settings, step Step, kind StepKind, rea
 	case KindMigrate:
 		plane = meshv1.DataPlaneSidecar
 	}
-	d.State.Step = &Step{To: d.Level, Started: now, ID: stepID(d.Level, now), Rollback: true, Reason: reason, Message: msg, Revision: back, DataPlane: plane}
+	d.State.Step = &Step{To: d.Level, Started: now, ID: stepID(d.Level, now), Rollback: true, Reason: reason, Message: msg, Revision: back, DataPlane: plane, Defaults: kind == KindDefaults}
 	d.Event = &Event{Warning: true, Reason: reason, Message: msg}
 	d.Restart, d.Blocked, d.Waiting = nil, Blocked{}, ""
 	planRestarts(d, ns, s)
@@ -988,13 +1024,16 @@ func revert(d *Decision, ns Namespace, s Settings, step Step, kind StepKind, rea
 func complete(d *Decision, s Settings, step Step, kind StepKind, pending string, now time.Time) {
 	d.Level = step.To
 	d.State.Step = nil
-	if kind != KindMove && kind != KindRefresh && kind != KindMigrate {
+	if kind != KindMove && kind != KindRefresh && kind != KindMigrate && kind != KindDefaults && !step.Defaults {
 		// A move between revisions, a refresh or a migration keeps the time the level was
 		// reached (the soak counts on).
 		d.State.Since = now
 	}
 	if step.Revision != "" {
 		d.State.Revision = recorded(step.Revision)
+	}
+	if kind == KindDefaults {
+		d.State.Resilience = step.Resilience
 	}
 	if kind == KindMigrate && pending == "" {
 		// Its pods are ztunnel's now: no revision injects them.
@@ -1010,6 +1049,16 @@ func complete(d *Decision, s Settings, step Step, kind StepKind, pending string,
 		d.State.Hold = &Hold{Generation: s.Generation, Reason: step.Reason, Message: step.Message}
 		d.Blocked = Blocked{Reason: step.Reason, Message: step.Message}
 		d.Event = &Event{Warning: true, Reason: meshv1.ReasonRolledBack, Message: fmt.Sprintf("Reverted to %s; held there until the spec changes.", d.Level)}
+		if step.Defaults {
+			d.Event.Message = fmt.Sprintf("Reverted to the resilience defaults the namespace had before, at %s; held there until the spec changes.", d.Level)
+		}
+	case kind == KindDefaults && step.Unbaked != "":
+		d.Event = &Event{Warning: true, Reason: "ResilienceDefaultsUnbaked", Message: fmt.Sprintf(
+			"The resilience defaults apply at %s without a bake: its traffic could not be read during the bake time, %s (%s), so nothing showed whether they broke a caller.", d.Level, s.BakeTime, step.Unbaked)}
+	case kind == KindDefaults:
+		d.Event = &Event{Reason: "ResilienceDefaultsApplied", Message: fmt.Sprintf("The resilience defaults apply at %s: %s.", d.Level, Describe(*step.Resilience))}
+	case kind == KindRollback && step.Defaults:
+		d.Event = &Event{Reason: "ResilienceDefaultsUndone", Message: "Back on the resilience defaults the namespace had."}
 	case kind == KindRefresh && pending != "":
 		d.State.RefreshGaveUp = s.RefreshBefore
 		d.Event = &Event{Warning: true, Reason: "CertificateRefreshIncomplete", Message: fmt.Sprintf(
@@ -1043,7 +1092,8 @@ func incomplete(ns Namespace, step Step, current Level, up bool, s Settings) str
 	e := dataPlaneEffects(EffectsOf(current, &step), ns.Ambient, &step)
 	wantProxy := e.Sidecars
 	workloads := ns.Workloads
-	if ns.Ambient {
+	if ns.Ambient || step.Defaults {
+		// A defaults step restarts nothing: it waits only for the pods to be Ready.
 		workloads = nil // the label alone moves pods in and out of ambient mode: nothing restarts
 	}
 	for _, w := range workloads {
@@ -1109,7 +1159,8 @@ func urgent(step *Step) bool {
 // reverted.
 func planRestarts(d *Decision, ns Namespace, s Settings) {
 	step := d.State.Step
-	if step == nil || ns.Ambient {
+	if step == nil || ns.Ambient || step.Defaults {
+		// A defaults step restarts nothing (its objects are config for the callers' proxies).
 		// In ambient mode nothing restarts: the namespace's label alone moves its pods in and
 		// out of the mesh (Istio CNI hands their traffic to ztunnel, or stops).
 		return
@@ -1200,6 +1251,10 @@ func wellFormed(st Step, current Level) bool {
 		// Only a migration, or its rollback, changes the data plane.
 		return false
 	}
+	if st.Defaults && kind != KindDefaults && kind != KindRollback || st.Defaults && st.DataPlane != "" {
+		// Only a step applying resilience defaults, or its rollback, changes them.
+		return false
+	}
 	switch kind {
 	case KindRollback:
 		return st.To == current && !st.Refresh && (st.DataPlane == "" || st.DataPlane == meshv1.DataPlaneSidecar && InMesh(current))
@@ -1208,6 +1263,8 @@ func wellFormed(st Step, current Level) bool {
 	case KindRefresh:
 		// A refresh keeps the namespace's revision; one that names another is no record of ours.
 		return st.To == current && InMesh(current) && st.Revision == ""
+	case KindDefaults:
+		return InMesh(current) && st.Revision == "" && st.Resilience != nil
 	case KindMove:
 		return st.From != "" && InMesh(current)
 	default:

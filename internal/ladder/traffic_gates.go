@@ -68,7 +68,17 @@ func TrafficWindow(ns Namespace, s Settings) (time.Duration, bool) {
 		current = meshv1.LevelOff
 	}
 	held := ns.State.Hold != nil && ns.State.Hold.Generation == s.Generation
-	if !s.TrafficGates || held || Rank(ns.Target) == Rank(current) || onlyProxyless(ns.Pods) || ns.Ambient && !s.ZtunnelRead {
+	if !s.TrafficGates || held || onlyProxyless(ns.Pods) || ns.Ambient && !s.ZtunnelRead {
+		return 0, false
+	}
+	if want := resilienceWanted(ns, current); s.BakeTime > 0 && want != nil && Rank(ns.Target) >= Rank(current) {
+		// Applying resilience defaults: read for the baseline before, and through the bake.
+		st := ns.State.Step
+		if st == nil && !sameValues(ns.State.Resilience, want) || st != nil && st.Kind(current) == KindDefaults {
+			return s.BakeTime, true
+		}
+	}
+	if Rank(ns.Target) == Rank(current) {
 		return 0, false
 	}
 	if st := ns.State.Step; st != nil {

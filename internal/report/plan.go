@@ -36,6 +36,9 @@ type NamespaceMove struct {
 	// Reason and Detail say why a namespace waits or is blocked, or what a step does.
 	Reason string `json:"reason,omitempty"`
 	Detail string `json:"detail,omitempty"`
+	// Defaults is true for a step (or its rollback) that changes the resilience defaults at
+	// the level, To.
+	Defaults bool `json:"defaults,omitempty"`
 	// DataPlane is how the namespace is (or enters) in the mesh: "Sidecar" or "Ambient", or
 	// "Sidecar → Ambient" while a migration moves its pods (the reverse on its rollback); empty
 	// while it is not in the mesh.
@@ -48,7 +51,27 @@ type NamespaceMove struct {
 	Uncaptured []string `json:"uncaptured,omitempty"`
 	// Policies are the policies the namespace carries once this pass is carried out.
 	Policies []string `json:"policies,omitempty"`
-	Fix      string   `json:"fix,omitempty"`
+	// Resilience is the resilience defaults the namespace carries once this pass is carried
+	// out, and what they leave to others; nil when it carries none.
+	Resilience *ResilienceMove `json:"resilience,omitempty"`
+	Fix        string          `json:"fix,omitempty"`
+}
+
+// ResilienceMove is a namespace's resilience defaults in a plan.
+type ResilienceMove struct {
+	// Values says what the defaults are.
+	Values string `json:"values"`
+	// Objects are the operator's objects that carry them (Kind/name).
+	Objects []string `json:"objects,omitempty"`
+	// Hidden are the Services whose callers get a team's settings instead, and from what.
+	Hidden []string `json:"hidden,omitempty"`
+	// HeldBy names a team's object that keeps the namespace's DestinationRule from being
+	// written.
+	HeldBy string `json:"heldBy,omitempty"`
+	// Declined are the objects a user deleted, which are not written until restored.
+	Declined []string `json:"declined,omitempty"`
+	// Partial is true when some Service's callers do not get every default.
+	Partial bool `json:"partial,omitempty"`
 }
 
 // Plan is `kubectl meshwright plan`: what the operator does next, computed by the code the
@@ -115,6 +138,7 @@ func moveOf(mesh *meshv1.MeshInstallation, pl adoption.NamespacePlan) NamespaceM
 	if step := d.State.Step; step != nil && step.To == d.Level && step.Revision != "" {
 		m.Revision = step.Revision
 	}
+	m.Defaults = d.State.Step != nil && d.State.Step.Defaults
 	switch step := d.State.Step; {
 	case step != nil && step.Rollback:
 		m.Action, m.To, m.Reason, m.Detail = ActionRollback, string(step.To), step.Reason, step.Message
@@ -154,7 +178,25 @@ func moveOf(mesh *meshv1.MeshInstallation, pl adoption.NamespacePlan) NamespaceM
 	for _, p := range policy.ForNamespace(mesh.Name, pl.Namespace.Name, pl.Enrollment.AllowFrom, pl.Exemptions, d.Effects) {
 		m.Policies = append(m.Policies, policyLine(p.GetKind(), p.GetName(), d.Effects))
 	}
+	m.Resilience = resilienceOf(pl)
 	return m
+}
+
+// resilienceOf is the resilience defaults a plan's namespace carries, or nil.
+func resilienceOf(pl adoption.NamespacePlan) *ResilienceMove {
+	v := pl.Decision.Effects.Resilience
+	if v == nil {
+		return nil
+	}
+	d := pl.Defaults
+	r := &ResilienceMove{Values: ladder.Describe(*v), HeldBy: d.HeldBy, Declined: d.Declined, Partial: d.Partial()}
+	for _, u := range d.Objects {
+		r.Objects = append(r.Objects, u.GetKind()+"/"+u.GetName())
+	}
+	for _, h := range d.Hidden {
+		r.Hidden = append(r.Hidden, h.Service+" ("+strings.Join(h.By, ", ")+")")
+	}
+	return r
 }
 
 // adoptReported gives the decisions that wait only because this reader could not see what a gate
@@ -184,6 +226,9 @@ func adoptReported(mesh *meshv1.MeshInstallation, plans []adoption.NamespacePlan
 func stepName(level ladder.Level, step *ladder.Step) string {
 	if step.Refresh {
 		return "restart of the workloads whose proxies started before the root rotation's switch"
+	}
+	if step.Defaults {
+		return fmt.Sprintf("application of the resilience defaults at %s", level)
 	}
 	if step.To == level && step.Revision != "" && step.From != "" {
 		return fmt.Sprintf("move from control-plane revision %s to %s", step.From, step.Revision)
@@ -242,22 +287,7 @@ func (p Plan) Text(w io.Writer, st Style) error {
 	}
 	pr.line("%s %s %s %s", pad("NAMESPACE", 22), pad("NOW", 10), pad("TARGET", 10), "NEXT")
 	for _, m := range p.Namespaces {
-		next := m.Action
-		switch m.Action {
-		case ActionStep, ActionStepping, ActionRollback:
-			switch {
-			case m.Revision != "":
-				next += " to revision " + m.Revision
-			case strings.Contains(m.DataPlane, "→"):
-				next += " to " + m.DataPlane[strings.LastIndex(m.DataPlane, " ")+1:] + " at " + m.To
-			default:
-				next += " to " + m.To
-			}
-		case ActionBlocked:
-			next = st.paint(red, next+": "+m.Reason)
-		case ActionAtTarget:
-			next = st.paint(green, next)
-		}
+		next := m.next(st)
 		pr.line("%s %s %s %s", pad(m.Namespace, 22), pad(m.Current, 10), pad(m.Target, 10), next)
 		const indent = 4
 		if m.Detail != "" {
@@ -281,9 +311,53 @@ func (p Plan) Text(w io.Writer, st Style) error {
 		if len(m.Policies) > 0 && m.Action != ActionAtTarget {
 			pr.wrapped(indent, "policies: "+strings.Join(m.Policies, ", "))
 		}
+		m.Resilience.text(pr, indent, m.Namespace)
 		if m.Fix != "" {
 			pr.wrapped(indent, "→ "+m.Fix)
 		}
 	}
 	return pr.err
+}
+
+// text writes a namespace's resilience defaults: what they are and what they leave to others.
+func (r *ResilienceMove) text(pr *printer, indent int, namespace string) {
+	if r == nil {
+		return
+	}
+	pr.wrapped(indent, "resilience defaults: "+r.Values)
+	if len(r.Objects) > 0 {
+		pr.wrapped(indent+2, "written as "+strings.Join(r.Objects, ", "))
+	}
+	if r.HeldBy != "" {
+		pr.wrapped(indent+2, "no DestinationRule: "+r.HeldBy+" covers the namespace's hosts, and is left as it is")
+	}
+	if len(r.Hidden) > 0 {
+		pr.wrapped(indent+2, "left to a team's own objects: "+strings.Join(r.Hidden, "; "))
+	}
+	if len(r.Declined) > 0 {
+		pr.wrapped(indent+2, "deleted by a user, not written again: "+strings.Join(r.Declined, ", ")+" (restore: kubectl annotate namespace "+namespace+" "+meshv1.AnnotationResilienceDeclined+"-)")
+	}
+}
+
+// next says, for the plan's table, what a namespace does next.
+func (m NamespaceMove) next(st Style) string {
+	next := m.Action
+	switch m.Action {
+	case ActionStep, ActionStepping, ActionRollback:
+		switch {
+		case m.Revision != "":
+			next += " to revision " + m.Revision
+		case m.Defaults:
+			next += ": resilience defaults"
+		case strings.Contains(m.DataPlane, "→"):
+			next += " to " + m.DataPlane[strings.LastIndex(m.DataPlane, " ")+1:] + " at " + m.To
+		default:
+			next += " to " + m.To
+		}
+	case ActionBlocked:
+		next = st.paint(red, next+": "+m.Reason)
+	case ActionAtTarget:
+		next = st.paint(green, next)
+	}
+	return next
 }

@@ -204,6 +204,10 @@ func add(in *traffic.Inbound, growth map[counterKey]float64) {
 			in.Refused += n
 		case countUnreached:
 			in.Unreached[k.caller] += n
+		case countErrors:
+			in.Errors[k.caller] += n
+		case countTimedOut:
+			in.TimedOut[k.caller] += n
 		}
 	}
 }

@@ -36,6 +36,8 @@ const (
 	countDenied
 	countRefused
 	countUnreached
+	countErrors
+	countTimedOut
 )
 
 // rbacMetric matches the names of Envoy's HTTP RBAC stats (see metricsRBAC).
@@ -43,6 +45,13 @@ var rbacMetric = regexp.MustCompile(`^(` + metricsRBAC + `)$`)
 
 // connectFailedFlags matches the response flags of an upstream connection that failed.
 var connectFailedFlags = regexp.MustCompile(`^(` + connectFailed + `)$`)
+
+// serverErrorCodes matches a 5xx response code, and timedOutFlags the flags of a request the
+// reporting proxy timed out.
+var (
+	serverErrorCodes = regexp.MustCompile(`^(` + serverError + `)$`)
+	timedOutFlags    = regexp.MustCompile(`^(` + timedOut + `)$`)
+)
 
 // inboundAddress matches the address of the sidecar's inbound listener.
 var inboundAddress = regexp.MustCompile(`^(` + inboundListener + `)$`)
@@ -92,6 +101,7 @@ func addCalls(counters map[counterKey]float64, f *dto.MetricFamily) {
 		l := labels(m)
 		if l[labelReporter] == reporterSource {
 			counters[counterKey{kind: countCallsTo, caller: traffic.Caller{Namespace: l[labelDestinationNS]}}] += value(m)
+			addErrors(counters, f, l, value(m))
 			continue
 		}
 		if l[labelReporter] != reporterDestination {
@@ -109,6 +119,20 @@ func addCalls(counters map[counterKey]float64, f *dto.MetricFamily) {
 			// Accepted, but not passed on to the application (addUnreached, for requests).
 			counters[counterKey{kind: countUnreached, caller: c}] += value(m)
 		}
+	}
+}
+
+// addErrors adds a request the proxy made as a caller, to its own namespace, that was answered
+// with 5xx (and whether it timed out): the embedded source reads a namespace's own proxies, so
+// these are the only callers' errors it sees of the namespace.
+func addErrors(counters map[counterKey]float64, f *dto.MetricFamily, l map[string]string, n float64) {
+	if f.GetName() != metricRequests || l[labelDestinationNS] != l[labelSourceNS] || !serverErrorCodes.MatchString(l[labelResponseCode]) {
+		return
+	}
+	c := traffic.Caller{Namespace: l[labelSourceNS], Workload: l[labelSourceWorkload]}
+	counters[counterKey{kind: countErrors, caller: c}] += n
+	if timedOutFlags.MatchString(l[labelResponseFlags]) {
+		counters[counterKey{kind: countTimedOut, caller: c}] += n
 	}
 }
 

@@ -23,6 +23,9 @@ istio_requests_total{reporter="destination",source_workload="web",source_workloa
 istio_requests_total{reporter="destination",source_workload="nginx",source_workload_namespace="ingress",connection_security_policy="mutual_tls",response_code="403"} 6
 istio_requests_total{reporter="source",source_workload="web",source_workload_namespace="shop",destination_workload_namespace="orders",connection_security_policy="unknown",response_code="200"} 9
 istio_requests_total{reporter="source",source_workload="web",source_workload_namespace="shop",destination_workload_namespace="orders",connection_security_policy="unknown",response_code="503",response_flags="UF"} 2
+istio_requests_total{reporter="source",source_workload="web",source_workload_namespace="shop",destination_workload_namespace="shop",connection_security_policy="unknown",response_code="504",response_flags="UT"} 4
+istio_requests_total{reporter="source",source_workload="web",source_workload_namespace="shop",destination_workload_namespace="shop",connection_security_policy="unknown",response_code="503",response_flags="UO"} 2
+istio_requests_total{reporter="source",source_workload="web",source_workload_namespace="shop",destination_workload_namespace="shop",connection_security_policy="unknown",response_code="200"} 30
 # TYPE istio_tcp_connections_opened_total counter
 istio_tcp_connections_opened_total{reporter="destination",source_workload="unknown",source_workload_namespace="unknown",connection_security_policy="none"} 3
 # TYPE istio_tcp_connections_closed_total counter
@@ -46,7 +49,8 @@ envoy_http_inbound_0_0_0_0_9090_rbac{authz_dry_run_action="deny",authz_dry_run_r
 // count, its outbound listener's do not; what it
 // sent as the source counts by destination namespace; the calls it accepted but could not pass
 // on to its application (an upstream-connection flag, on a request or a closed connection)
-// count by caller; the
+// count by caller; its own calls to its namespace answered with 5xx count by caller, those it
+// timed out apart (a call to another namespace's errors is that namespace's callers' to see); the
 // dry-run denials count under both RBAC stat names (Istio ≥1.23 and before), enforced ones do
 // not; an endpoint without Envoy's uptime is refused, so a wrong port is never a quiet proxy.
 func TestParseStats(t *testing.T) {
@@ -64,8 +68,9 @@ func TestParseStats(t *testing.T) {
 			{kind: countInbound, caller: nginx}: 6, {kind: countDenied, caller: nginx}: 6,
 			{kind: countRefused}:      12,
 			{kind: countShadowDenied}: 5,
-			{kind: countCallsTo, caller: traffic.Caller{Namespace: "orders"}}: 11,
-			{kind: countUnreached, caller: legacy}:                            1, {kind: countUnreached, caller: outside}: 2,
+			{kind: countCallsTo, caller: traffic.Caller{Namespace: "orders"}}: 11, {kind: countCallsTo, caller: traffic.Caller{Namespace: "shop"}}: 36,
+			{kind: countErrors, caller: web}: 6, {kind: countTimedOut, caller: web}: 4,
+			{kind: countUnreached, caller: legacy}: 1, {kind: countUnreached, caller: outside}: 2,
 		}},
 		"a quiet proxy":             {text: "# TYPE envoy_server_uptime gauge\nenvoy_server_uptime 5\n", want: map[counterKey]float64{}},
 		"untyped samples are read":  {text: "envoy_server_uptime 5\nistio_requests_total{reporter=\"destination\",source_workload=\"a\",source_workload_namespace=\"b\",connection_security_policy=\"none\"} 2\n", want: map[counterKey]float64{{kind: countInbound, caller: traffic.Caller{Namespace: "b", Workload: "a"}}: 2, {kind: countPlaintext, caller: traffic.Caller{Namespace: "b", Workload: "a"}}: 2}},
@@ -177,6 +182,10 @@ func TestQueriesAreBatched(t *testing.T) {
 	if q := FailedQuery([]string{"shop"}, time.Minute); !strings.Contains(q, `{__name__=~"istio_requests_total|istio_tcp_connections_closed_total", reporter=~"source|destination", destination_workload_namespace=~"shop", response_flags=~"(.*,)?(UF|URX|UC)(,.*)?"}[1m]`) ||
 		!strings.Contains(q, `sum by (destination_workload_namespace, source_workload_namespace, source_workload, reporter)`) {
 		t.Errorf("failed query %s", q)
+	}
+	if q := ErrorsQuery([]string{"shop"}, time.Minute); !strings.Contains(q, `istio_requests_total{reporter="source", destination_workload_namespace=~"shop", response_code=~"5[0-9][0-9]"}[1m]`) ||
+		!strings.Contains(q, `sum by (destination_workload_namespace, source_workload_namespace, source_workload, response_flags)`) {
+		t.Errorf("errors query %s", q)
 	}
 	if q := RefusedQuery([]string{"shop"}, time.Minute); !strings.Contains(q, `envoy_listener_no_filter_chain_match{listener_address=~".*_15006", namespace=~"shop"}[1m]`) || !strings.Contains(q, `sum by (namespace)`) {
 		t.Errorf("refused query %s", q)

@@ -74,10 +74,10 @@ func (p *Prometheus) Read(ctx context.Context, namespaces []string, window time.
 	for _, ns := range namespaces {
 		out[ns] = traffic.Reading{Source: p.Name(), Inbound: traffic.NewInbound(window)}
 	}
-	var answers [7]model.Vector
+	var answers [8]model.Vector
 	var err error
 	for i, q := range []string{ReportingQuery(namespaces, window), CallersQuery(namespaces, window), ShadowDeniedQuery(namespaces, window), CallsToQuery(namespaces, window),
-		RefusedQuery(namespaces, window), FailedQuery(namespaces, window), ZtunnelQuery(window)} {
+		RefusedQuery(namespaces, window), FailedQuery(namespaces, window), ZtunnelQuery(window), ErrorsQuery(namespaces, window)} {
 		if answers[i], err = p.query(ctx, q); err != nil {
 			for ns, r := range out {
 				r.Unavailable = err.Error()
@@ -111,6 +111,15 @@ func (p *Prometheus) Read(ctx context.Context, namespaces []string, window time.
 				failed = r.Unreached
 			}
 			failed[traffic.Caller{Namespace: string(s.Metric[labelSourceNS]), Workload: string(s.Metric[labelSourceWorkload])}] += float64(s.Value)
+		}
+	}
+	for _, s := range answers[7] {
+		if r, ok := out[string(s.Metric[labelDestinationNS])]; ok {
+			c := traffic.Caller{Namespace: string(s.Metric[labelSourceNS]), Workload: string(s.Metric[labelSourceWorkload])}
+			r.Errors[c] += float64(s.Value)
+			if timedOutFlags.MatchString(string(s.Metric[labelResponseFlags])) {
+				r.TimedOut[c] += float64(s.Value)
+			}
 		}
 	}
 	return out
@@ -207,6 +216,15 @@ func FailedQuery(namespaces []string, window time.Duration) string {
 	sel := fmt.Sprintf(`{__name__=~"%s|%s", %s=~"%s|%s", %s=~%q, %s=~%q}`, metricRequests, metricConnectionsClosed, labelReporter, reporterSource, reporterDestination,
 		labelDestinationNS, oneOf(namespaces), labelResponseFlags, connectFailed)
 	return fmt.Sprintf(`sum by (%s, %s, %s, %s) (%s) > 0`, labelDestinationNS, labelSourceNS, labelSourceWorkload, labelReporter, growthOver(sel, window))
+}
+
+// ErrorsQuery sums, per destination namespace, caller and response flags, the requests to the
+// namespaces that the callers' proxies reported answered with 5xx: by the namespace, or by the
+// callers' proxies themselves (a timeout, flag UT; a circuit breaker, UO; no healthy endpoint,
+// UH).
+func ErrorsQuery(namespaces []string, window time.Duration) string {
+	sel := fmt.Sprintf(`%s{%s=%q, %s=~%q, %s=~%q}`, metricRequests, labelReporter, reporterSource, labelDestinationNS, oneOf(namespaces), labelResponseCode, serverError)
+	return fmt.Sprintf(`sum by (%s, %s, %s, %s) (%s) > 0`, labelDestinationNS, labelSourceNS, labelSourceWorkload, labelResponseFlags, growthOver(sel, window))
 }
 
 // RefusedQuery sums, per namespace, the connections its proxies' inbound listeners refused

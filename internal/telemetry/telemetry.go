@@ -61,6 +61,10 @@ const (
 	// not reach.
 	labelResponseFlags = "response_flags"
 	connectFailed      = `(.*,)?(UF|URX|UC)(,.*)?`
+	// serverError matches a 5xx response code; timedOut the response flags of a request the
+	// reporting proxy timed out (Envoy's UT: the route's timeout, or its per-try timeout).
+	serverError = `5[0-9][0-9]`
+	timedOut    = `(.*,)?UT(,.*)?`
 	// labelDryRunResult tags an RBAC stat with what the dry-run policies would have done.
 	labelDryRunResult = "authz_dry_run_result"
 	dryRunDenied      = "denied"

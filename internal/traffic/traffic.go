@@ -73,6 +73,15 @@ type Inbound struct {
 	// could not pass on to their application (the same flags, reported by the destination): an
 	// application that listens on localhost only, say, which the proxy does not reach. By caller.
 	Unreached map[Caller]float64
+	// Errors counts the requests callers' proxies sent to the namespace that were answered
+	// with 5xx, by the namespace or by the callers' proxies themselves (a timeout, a circuit
+	// breaker, no healthy endpoint), by caller, as the callers reported them: only a source
+	// that reads the callers' proxies sees those of other namespaces (the embedded source sees
+	// the namespace's calls to itself).
+	Errors map[Caller]float64
+	// TimedOut counts, of Errors, the requests the callers' proxies timed out (Envoy's response
+	// flag UT), by caller.
+	TimedOut map[Caller]float64
 	// Refused counts the connections the namespace's proxies refused because no inbound filter
 	// chain matched them: plaintext under STRICT mTLS (Envoy's no_filter_chain_match). The callers
 	// of refused connections are not known: the proxy never learns who they are.
@@ -81,7 +90,8 @@ type Inbound struct {
 
 // NewInbound is an Inbound that saw nothing yet over a window.
 func NewInbound(covered time.Duration) Inbound {
-	return Inbound{Covered: covered, Plaintext: map[Caller]float64{}, Callers: map[Caller]float64{}, CallsTo: map[string]float64{}, Denied: map[Caller]float64{}, Failed: map[Caller]float64{}, Unreached: map[Caller]float64{}}
+	return Inbound{Covered: covered, Plaintext: map[Caller]float64{}, Callers: map[Caller]float64{}, CallsTo: map[string]float64{}, Denied: map[Caller]float64{}, Failed: map[Caller]float64{}, Unreached: map[Caller]float64{},
+		Errors: map[Caller]float64{}, TimedOut: map[Caller]float64{}}
 }
 
 // Total sums counts by caller.

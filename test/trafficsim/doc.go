@@ -4,7 +4,8 @@
 // must be tested against the series real sidecars would export. The simulator is given flows
 // (caller workload → destination workload, port, protocol, rate), reads the cluster's real state
 // through a controller-runtime client.Reader on every Step (pods, their istio-proxy container,
-// PeerAuthentication and AuthorizationPolicy of security.istio.io/v1) and advances the counters
+// PeerAuthentication and AuthorizationPolicy of security.istio.io/v1, VirtualService of
+// networking.istio.io/v1) and advances the counters
 // Envoy sidecars would advance under that state. It is a simulator: nothing here proves that
 // Istio behaves this way; the rules below follow Istio's documented semantics and the sources of
 // the Istio version this project embeds, and each rule is pinned by a table test that cites it.
@@ -38,6 +39,14 @@
 //     the cluster's state) is out of its proxy's reach. A call the proxy accepted gets 503 with
 //     response_flags="UF" from it (a TCP connection is closed with UF); the caller's proxy reports
 //     the 503 with no flag. Without a proxy the application is reached on the pod's IP as before.
+//   - Route timeouts (https://istio.io/latest/docs/reference/config/networking/virtual-service/#HTTPRoute
+//     and Envoy's response flags, https://www.envoyproxy.io/docs/envoy/latest/configuration/observability/access_log/usage):
+//     the VirtualService that routes a workload's Service for sidecars (no gateways, or "mesh"; the
+//     oldest of several, as Istio keeps one per host) gives its first HTTP route's timeout to the
+//     callers' proxies. An HTTP flow whose Latency exceeds it times out: the caller's proxy answers
+//     504 with flag UT. ASSUMPTION: the destination's proxy, whose caller reset the stream, reports
+//     the request with response code 0 and flag DC. A first route with match conditions is not
+//     evaluated (logged unsupported); retries are not simulated.
 //   - Authorization (https://istio.io/latest/docs/concepts/security/#authorization-policies and
 //     pilot/pkg/security/authz/builder): policies in the destination namespace and the root
 //     namespace whose selector matches the pod (policies with targetRef(s) never apply to

@@ -73,6 +73,7 @@ func (s *Simulator) simulateFlow(snap *snapshot, f Flow, seconds float64, used m
 			n := s.take(fmt.Sprintf("%v|%s|%s", key, c.uid, d.UID), share, used)
 			dp := s.peer(d, f.To)
 			v := BehindProxy(Decide(snap.mesh, c.peer, dp, f.Port), dp, s.localhostOnly[f.To])
+			v = RouteTimeout(v, c.peer, f.Protocol, f.Latency, snap.timeouts[f.To])
 			s.record(f, c, d.UID, dp, v, n)
 			counts.add(v, n)
 		}
@@ -91,6 +92,8 @@ func (c *Counts) add(v Verdict, n int64) {
 		c.Denied += n
 	case AppUnreachable:
 		c.AppUnreachable += n
+	case TimedOut:
+		c.TimedOut += n
 	}
 	if v.Authz.ShadowDenied {
 		c.DryRunDenied += n
@@ -152,11 +155,21 @@ func count(m *podMetrics, proto Protocol, labels prometheus.Labels, o Outcome, s
 		// The destination's proxy failed to connect to its application; the caller's proxy got
 		// the 503 as an answer from upstream, with no flag of its own.
 		labels["response_flags"] = "UF"
+	case o == TimedOut && labels["reporter"] == "source":
+		labels["response_flags"] = "UT"
+	case o == TimedOut:
+		// ASSUMPTION: the destination's proxy sees its caller reset the stream before the
+		// answer, and reports no response code (0) with Envoy's flag DC, downstream connection
+		// termination.
+		labels["response_flags"] = "DC"
 	}
 	if proto == HTTP {
 		labels["request_protocol"] = "http"
 		labels["grpc_response_status"] = ""
-		labels["response_code"] = map[Outcome]string{Succeeded: "200", Denied: "403", Unavailable: "503", AppUnreachable: "503"}[o]
+		labels["response_code"] = map[Outcome]string{Succeeded: "200", Denied: "403", Unavailable: "503", AppUnreachable: "503", TimedOut: "504"}[o]
+		if o == TimedOut && labels["reporter"] == "destination" {
+			labels["response_code"] = "0"
+		}
 		m.requests.With(labels).Add(float64(n))
 		return
 	}

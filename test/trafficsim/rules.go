@@ -47,6 +47,9 @@ const (
 	// AppUnreachable: the destination's proxy accepted the call but could not connect to its
 	// application (see BehindProxy).
 	AppUnreachable Outcome = "AppUnreachable"
+	// TimedOut: the caller's proxy gave up on the request at its route's timeout (see
+	// RouteTimeout).
+	TimedOut Outcome = "TimedOut"
 )
 
 // Peer is one end of a simulated call as the rules see it: a pod of a workload (or an external
@@ -447,6 +450,20 @@ func Decide(m Mesh, caller, dest Peer, port int) Verdict {
 func BehindProxy(v Verdict, dest Peer, localhostOnly bool) Verdict {
 	if dest.HasProxy && localhostOnly && v.DestReports && v.Outcome == Succeeded {
 		v.Outcome = AppUnreachable
+	}
+	return v
+}
+
+// RouteTimeout applies the timeout of the route the caller's proxy takes to the destination
+// (VirtualService http[].timeout, https://istio.io/latest/docs/reference/config/networking/virtual-service/#HTTPRoute):
+// Envoy's router gives up on a request its upstream has not answered within it and answers the
+// caller 504, logging the response flag UT, "upstream request timeout in addition to 504
+// response code" (https://www.envoyproxy.io/docs/envoy/latest/configuration/observability/access_log/usage#config-access-log-format-response-flags).
+// Only a caller with a proxy has a route; an HTTP call the destination's application answers
+// after latency, where latency exceeds a timeout set (zero is none), times out.
+func RouteTimeout(v Verdict, caller Peer, proto Protocol, latency, timeout time.Duration) Verdict {
+	if v.Outcome == Succeeded && proto == HTTP && caller.HasProxy && !caller.External && timeout > 0 && latency > timeout {
+		v.Outcome = TimedOut
 	}
 	return v
 }

@@ -205,3 +205,36 @@ func TestSimulatorBehindProxy(t *testing.T) {
 		})
 	}
 }
+
+// TestSimulatorRouteTimeout pins RouteTimeout to Envoy's router: a request its upstream answers
+// after the route's timeout is answered 504 by the caller's proxy (flag UT); only a caller with a
+// proxy has a route, only HTTP has requests, and no timeout set is none.
+func TestSimulatorRouteTimeout(t *testing.T) {
+	caller := Peer{Namespace: "web", Workload: "front", HasProxy: true}
+	plain := caller
+	plain.HasProxy = false
+	ok := Verdict{Outcome: Succeeded, DestReports: true}
+	tests := map[string]struct {
+		v                Verdict
+		caller           Peer
+		proto            Protocol
+		latency, timeout time.Duration
+		want             Outcome
+	}{
+		"slower than the timeout":              {ok, caller, HTTP, 300 * time.Millisecond, 100 * time.Millisecond, TimedOut},
+		"within the timeout":                   {ok, caller, HTTP, 50 * time.Millisecond, 100 * time.Millisecond, Succeeded},
+		"no timeout set":                       {ok, caller, HTTP, time.Hour, 0, Succeeded},
+		"a caller without a proxy waits":       {ok, plain, HTTP, 300 * time.Millisecond, 100 * time.Millisecond, Succeeded},
+		"TCP has no request timeout":           {ok, caller, TCP, 300 * time.Millisecond, 100 * time.Millisecond, Succeeded},
+		"a denied request is answered 403":     {Verdict{Outcome: Denied, DestReports: true}, caller, HTTP, 300 * time.Millisecond, 100 * time.Millisecond, Denied},
+		"an external caller has no route":      {ok, Peer{External: true}, HTTP, 300 * time.Millisecond, 100 * time.Millisecond, Succeeded},
+		"exactly the timeout is still in time": {ok, caller, HTTP, 100 * time.Millisecond, 100 * time.Millisecond, Succeeded},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := RouteTimeout(tc.v, tc.caller, tc.proto, tc.latency, tc.timeout).Outcome; got != tc.want {
+				t.Errorf("RouteTimeout = %s, want %s", got, tc.want)
+			}
+		})
+	}
+}

@@ -41,6 +41,9 @@ type Flow struct {
 	Port      int      // destination (target) port
 	Protocol  Protocol // HTTP or TCP
 	PerSecond float64  // requests (HTTP) or connections (TCP) per second, spread over both sides' pods
+	// Latency is how long the destination's application takes to answer an HTTP request: a
+	// route timeout shorter than it times the request out (RouteTimeout).
+	Latency time.Duration
 }
 
 // FlowKey identifies a flow in Outcomes independently of its rate.
@@ -66,6 +69,7 @@ type Counts struct {
 	Succeeded, Refused, Denied, Unavailable int64
 	DryRunDenied                            int64 // calls a reached dry-run filter would have denied
 	AppUnreachable                          int64 // calls the destination's proxy could not pass to its application
+	TimedOut                                int64 // requests the caller's proxy timed out (its route's timeout)
 }
 
 // Options configure the simulator like the mesh it imitates.

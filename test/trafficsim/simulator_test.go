@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -48,10 +49,9 @@ func newFakeReader(t *testing.T, objs ...client.Object) client.WithWatch {
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		t.Fatal(err)
 	}
-	for _, gvk := range []struct{ kind string }{{"PeerAuthentication"}, {"AuthorizationPolicy"}} {
-		gv := PeerAuthenticationGVK.GroupVersion()
-		scheme.AddKnownTypeWithName(gv.WithKind(gvk.kind), &unstructured.Unstructured{})
-		scheme.AddKnownTypeWithName(gv.WithKind(gvk.kind+"List"), &unstructured.UnstructuredList{})
+	for _, gvk := range []schema.GroupVersionKind{PeerAuthenticationGVK, AuthorizationPolicyGVK, VirtualServiceGVK} {
+		scheme.AddKnownTypeWithName(gvk, &unstructured.Unstructured{})
+		scheme.AddKnownTypeWithName(gvk.GroupVersion().WithKind(gvk.Kind+"List"), &unstructured.UnstructuredList{})
 	}
 	return fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).Build()
 }
@@ -396,4 +396,69 @@ func with(base map[string]string, kv ...string) map[string]string {
 		m[kv[i]] = kv[i+1]
 	}
 	return m
+}
+
+// TestSimulatorRouteTimeouts: a VirtualService for a workload's Service (short name or full,
+// bound to sidecars; the oldest of several) times out the requests its application answers too
+// slowly: the caller's proxy reports them 504 with flag UT, the destination's with code 0 and
+// flag DC. A VirtualService bound only to a gateway, or with a first route that matches, times
+// out nothing.
+func TestSimulatorRouteTimeouts(t *testing.T) {
+	vs := func(doc string) *unstructured.Unstructured {
+		u := fromYAML(t, doc)
+		u.SetAPIVersion("networking.istio.io/v1")
+		return u
+	}
+	slow := frontToAPI
+	slow.Latency = 300 * time.Millisecond
+	tests := map[string]struct {
+		docs     []string
+		timedOut int64
+	}{
+		"a route timeout shorter than the application": {docs: []string{`
+kind: VirtualService
+metadata: {namespace: shop, name: api, creationTimestamp: "2026-01-01T00:00:00Z"}
+spec: {hosts: [api], http: [{route: [{destination: {host: api}}], timeout: 0.100s}]}`}, timedOut: 10},
+		"the full host name, a longer timeout": {docs: []string{`
+kind: VirtualService
+metadata: {namespace: other, name: api, creationTimestamp: "2026-01-01T00:00:00Z"}
+spec: {hosts: [api.shop.svc.cluster.local], http: [{route: [{destination: {host: api.shop.svc.cluster.local}}], timeout: 2s}]}`}},
+		"the oldest of two for the host wins": {docs: []string{`
+kind: VirtualService
+metadata: {namespace: shop, name: newer, creationTimestamp: "2026-02-01T00:00:00Z"}
+spec: {hosts: [api], http: [{route: [{destination: {host: api}}], timeout: 0.100s}]}`, `
+kind: VirtualService
+metadata: {namespace: shop, name: older, creationTimestamp: "2026-01-01T00:00:00Z"}
+spec: {hosts: [api], http: [{route: [{destination: {host: api}}]}]}`}},
+		"bound to a gateway only": {docs: []string{`
+kind: VirtualService
+metadata: {namespace: shop, name: api, creationTimestamp: "2026-01-01T00:00:00Z"}
+spec: {hosts: [api], gateways: [ingress/gw], http: [{route: [{destination: {host: api}}], timeout: 0.100s}]}`}},
+		"a first route with a match is not evaluated": {docs: []string{`
+kind: VirtualService
+metadata: {namespace: shop, name: api, creationTimestamp: "2026-01-01T00:00:00Z"}
+spec: {hosts: [api], http: [{match: [{uri: {prefix: /v2}}], route: [{destination: {host: api}}], timeout: 0.100s}]}`}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			objs := []client.Object{pod("shop", "api-1", "api", "api", true), pod("web", "front-1", "front", "front", true)}
+			for _, d := range tc.docs {
+				objs = append(objs, vs(d))
+			}
+			sim := New(newFakeReader(t, objs...), Options{})
+			sim.SetFlows([]Flow{slow})
+			if err := sim.Step(context.Background(), time.Second); err != nil {
+				t.Fatal(err)
+			}
+			if o := sim.Outcomes()[slow.Key()]; o.TimedOut != tc.timedOut || o.Succeeded != 10-tc.timedOut {
+				t.Fatalf("outcomes %+v, want %d timed out", o, tc.timedOut)
+			}
+			if tc.timedOut == 0 {
+				return
+			}
+			mfs, _ := scrape(t, sim.Handler(), "")
+			expect(t, mfs, "istio_requests_total", map[string]string{"pod": "front-1", "reporter": "source", "response_code": "504", "response_flags": "UT"}, 10)
+			expect(t, mfs, "istio_requests_total", map[string]string{"pod": "api-1", "reporter": "destination", "response_code": "0", "response_flags": "DC"}, 10)
+		})
+	}
 }

@@ -3,8 +3,11 @@ package trafficsim
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -20,6 +23,7 @@ import (
 var (
 	PeerAuthenticationGVK  = schema.GroupVersionKind{Group: "security.istio.io", Version: "v1", Kind: "PeerAuthentication"}
 	AuthorizationPolicyGVK = schema.GroupVersionKind{Group: "security.istio.io", Version: "v1", Kind: "AuthorizationPolicy"}
+	VirtualServiceGVK      = schema.GroupVersionKind{Group: "networking.istio.io", Version: "v1", Kind: "VirtualService"}
 )
 
 const (
@@ -44,6 +48,9 @@ type snapshot struct {
 	byWorkload  map[Workload][]podInfo
 	mesh        Mesh
 	unsupported []string
+	// timeouts are the request timeouts of the routes callers' proxies take to each workload
+	// (readTimeouts); none is no timeout.
+	timeouts map[Workload]time.Duration
 }
 
 func (s *Simulator) readState(ctx context.Context) (*snapshot, error) {
@@ -59,11 +66,16 @@ func (s *Simulator) readState(ctx context.Context) (*snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
+	timeouts, unrouted, err := readTimeouts(ctx, s.reader)
+	if err != nil {
+		return nil, err
+	}
 	snap := &snapshot{
 		pods:        pods,
 		byWorkload:  map[Workload][]podInfo{},
 		mesh:        Mesh{RootNamespace: s.opts.RootNamespace, TrustDomain: s.opts.TrustDomain, PeerAuthns: pas, AuthzPolicies: aps},
-		unsupported: unsupported,
+		unsupported: append(unsupported, unrouted...),
+		timeouts:    timeouts,
 	}
 	for _, p := range pods {
 		if app := p.Labels[workloadLabel]; app != "" {
@@ -124,6 +136,70 @@ func listIstio(ctx context.Context, r client.Reader, gvk schema.GroupVersionKind
 		return nil, fmt.Errorf("list %s: %w", gvk.Kind, err)
 	}
 	return list.Items, nil
+}
+
+// readTimeouts reads the request timeout of the route callers' proxies take to each workload:
+// the first HTTP route of the VirtualService that names its Service for sidecars (no gateways,
+// or Istio's reserved "mesh" among them; ASSUMPTION: every workload has a Service of its name,
+// see the package doc), its host short (resolved in the VirtualService's namespace) or the
+// Service's full name. Istio routes a host by one VirtualService for sidecars, the oldest
+// (pilot/pkg/model/virtualservice.go, sortMergedVirtualServicesByCreationTime). A first route
+// with match conditions is not evaluated: it is reported unsupported, and no timeout applies.
+func readTimeouts(ctx context.Context, r client.Reader) (map[Workload]time.Duration, []string, error) {
+	items, err := listIstio(ctx, r, VirtualServiceGVK)
+	if err != nil {
+		return nil, nil, err
+	}
+	sort.SliceStable(items, func(i, j int) bool {
+		return items[i].GetCreationTimestamp().Time.Before(items[j].GetCreationTimestamp().Time)
+	})
+	out, routed := map[Workload]time.Duration{}, map[Workload]bool{}
+	var unsupported []string
+	for i := range items {
+		vs := &items[i]
+		gateways, _, _ := unstructured.NestedStringSlice(vs.Object, "spec", "gateways")
+		if len(gateways) > 0 && !slices.Contains(gateways, "mesh") {
+			continue
+		}
+		hosts, _, _ := unstructured.NestedStringSlice(vs.Object, "spec", "hosts")
+		routes, _, _ := unstructured.NestedSlice(vs.Object, "spec", "http")
+		var timeout time.Duration
+		if len(routes) > 0 {
+			route, _ := routes[0].(map[string]any)
+			if _, matches := route["match"]; matches {
+				unsupported = append(unsupported, fmt.Sprintf("VirtualService %s/%s: a first route with match conditions", vs.GetNamespace(), vs.GetName()))
+				continue
+			}
+			if raw, _ := route["timeout"].(string); raw != "" {
+				if timeout, err = time.ParseDuration(raw); err != nil {
+					unsupported = append(unsupported, fmt.Sprintf("VirtualService %s/%s: timeout %q", vs.GetNamespace(), vs.GetName(), raw))
+					continue
+				}
+			}
+		}
+		for _, h := range hosts {
+			w, ok := workloadOfHost(h, vs.GetNamespace())
+			if !ok || routed[w] {
+				continue
+			}
+			routed[w] = true
+			if timeout > 0 {
+				out[w] = timeout
+			}
+		}
+	}
+	return out, unsupported, nil
+}
+
+// workloadOfHost is the workload whose Service a host names: NAME in the object's namespace, or
+// NAME.NAMESPACE.svc.cluster.local.
+func workloadOfHost(host, namespace string) (Workload, bool) {
+	if !strings.Contains(host, ".") {
+		return Workload{Namespace: namespace, Name: host}, host != "*"
+	}
+	name, rest, _ := strings.Cut(host, ".")
+	ns, suffix, _ := strings.Cut(rest, ".")
+	return Workload{Namespace: ns, Name: name}, suffix == "svc.cluster.local" && name != "*"
 }
 
 func readPeerAuthns(ctx context.Context, r client.Reader) ([]PeerAuthn, error) {

@@ -157,6 +157,58 @@ func TestInvalidSpecsAreRefused(t *testing.T) {
 			spec: "dataPlane: {mode: Ambient}\nnamespaces: [{selector: {matchLabels: {team: a}}, level: Observe, dataPlaneMode: Sidecar, waypoint: true}]",
 			want: "a namespace rule with waypoint: true needs ambient mode",
 		},
+		"a rule's resilience without spec.resilience": {
+			spec: "namespaces: [{selector: {matchLabels: {team: a}}, level: MutualTLS, resilience: {timeouts: {request: 1m}}}]",
+			want: "a namespace rule's resilience overrides spec.resilience, which is not set: set spec.resilience (resilience: {} takes every default), or remove the rule's resilience",
+		},
+		"a rule that skips and overrides": {
+			spec: "resilience: {}\nnamespaces: [{selector: {matchLabels: {team: a}}, level: MutualTLS, resilience: {skip: true, retries: {attempts: 3}}}]",
+			want: "resilience.skip opts these namespaces out of every default: remove skip to override single values, or remove the values",
+		},
+		"resilience from Off": {
+			spec: "resilience: {fromLevel: 'Off'}",
+			want: "resilience.fromLevel must be Observe, MutualTLS or ZeroTrust: at Off a namespace has no proxy to apply the defaults",
+		},
+		"a request timeout in days": {
+			spec: "resilience: {timeouts: {request: 1d}}",
+			want: "resilience.timeouts.request must be a duration in whole milliseconds (hours, minutes, seconds with up to 3 decimals, or ms) such as '15s' or '1m', or '0s' for none",
+		},
+		"an idle timeout of zero": {
+			spec: "resilience: {timeouts: {idle: 0s}}",
+			want: "resilience.timeouts.idle must be a duration of at least 1ms in whole milliseconds (hours, minutes, seconds with up to 3 decimals, or ms), such as '1h'",
+		},
+		"a timeout finer than a millisecond": {
+			spec: "resilience: {retries: {perTryTimeout: 1.0005s}}",
+			want: "resilience.retries.perTryTimeout must be a duration of at least 1ms in whole milliseconds (hours, minutes, seconds with up to 3 decimals, or ms), such as '2s'",
+		},
+		"too many retries": {
+			spec: "resilience: {retries: {attempts: 11}}",
+			want: "resilience.retries.attempts must be from 0 (no retries) to 10",
+		},
+		"no retries, with conditions": {
+			spec: "resilience: {retries: {attempts: 0, retryOn: 5xx}}",
+			want: "resilience.retries.attempts 0 turns retries off: remove perTryTimeout and retryOn, or set attempts to 1 or more",
+		},
+		"a retry condition with a space": {
+			spec: "resilience: {retries: {retryOn: '5xx, reset'}}",
+			want: "resilience.retries.retryOn must be retry conditions separated by commas, with no spaces",
+		},
+		"a retry condition Envoy does not know": {
+			spec: "resilience: {retries: {retryOn: 'connect-failure,timeout'}}",
+			want: "resilience.retries.retryOn must be retry conditions separated by commas",
+		},
+		"no connections at all": {
+			spec: "resilience: {connectionPool: {maxConnections: 0}}",
+			want: "resilience.connectionPool.maxConnections must be at least 1",
+		},
+		"ejecting more than all endpoints": {
+			spec: "resilience: {outlierDetection: {maxEjectionPercent: 150}}",
+			want: "resilience.outlierDetection.maxEjectionPercent must be a percentage from 0 to 100",
+		},
+		"a rule's override checked as the spec's": {
+			spec: "resilience: {}\nnamespaces: [{selector: {matchLabels: {team: a}}, level: MutualTLS, resilience: {retries: {perTryTimeout: soon}}}]",
+			want: "resilience.retries.perTryTimeout must be a duration of at least 1ms in whole milliseconds (hours, minutes, seconds with up to 3 decimals, or ms), such as '2s'",
+		},
 		"a rule's data plane that is not one": {
 			spec: "namespaces: [{selector: {matchLabels: {team: a}}, level: Observe, dataPlaneMode: Envoy}]",
 			want: `supported values: "Sidecar", "Ambient"`,
@@ -398,6 +450,32 @@ namespaces:
 		},
 		"a namespaced issuer and Ed25519": {
 			spec:     "certificates:\n  issuerRef: {kind: Issuer, name: corp.ca-1}\n  privateKey: {algorithm: Ed25519}",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ndataPlane: {cni: Auto, nativeSidecars: Auto, mode: Sidecar}\ncontrolPlane: {}",
+		},
+		"resilience with every default": {
+			spec:     "resilience: {}\nnamespaces: [{selector: {matchLabels: {team: a}}, level: MutualTLS}]",
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ndataPlane: {cni: Auto, nativeSidecars: Auto, mode: Sidecar}\ncontrolPlane: {}",
+		},
+		"resilience with every value, a rule's override and a rule's opt-out": {
+			spec: `
+resilience:
+  fromLevel: ZeroTrust
+  timeouts: {request: 30s, idle: 30m, connect: 2s}
+  retries: {attempts: 3, perTryTimeout: 5s, retryOn: 'connect-failure,refused-stream,unavailable,cancelled,503'}
+  connectionPool: {maxConnections: 100, maxPendingRequests: 50, maxRequests: 200}
+  outlierDetection: {consecutive5xxErrors: 7, interval: 5s, baseEjectionTime: 1m, maxEjectionPercent: 50}
+namespaces:
+- selector: {matchLabels: {team: batch}}
+  level: MutualTLS
+  resilience: {timeouts: {request: 0s}, retries: {attempts: 0}}
+- selector: {matchLabels: {team: legacy}}
+  level: MutualTLS
+  resilience: {skip: true}
+`,
+			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ndataPlane: {cni: Auto, nativeSidecars: Auto, mode: Sidecar}\ncontrolPlane: {}",
+		},
+		"a rule that opts out with no spec.resilience": {
+			spec:     "namespaces: [{selector: {matchLabels: {team: a}}, level: MutualTLS, resilience: {skip: true}}]",
 			defaults: "rollout: {maxNamespacesInProgress: 2, maxUnavailablePerNamespace: 25%, soakTime: 1h, stepTimeout: 10m, observeTime: 10m, bakeTime: 5m, trafficGates: Enforce}\ndataPlane: {cni: Auto, nativeSidecars: Auto, mode: Sidecar}\ncontrolPlane: {}",
 		},
 		"same selector, same level twice": {

@@ -1,0 +1,275 @@
+package adoption
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/apierr"
+	"github.com/meshwright/meshwright/internal/ladder"
+	"github.com/meshwright/meshwright/internal/meshspec"
+	"github.com/meshwright/meshwright/internal/resilience"
+)
+
+// +kubebuilder:rbac:groups=networking.istio.io,resources=destinationrules;virtualservices,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=httproutes;grpcroutes,verbs=get;list;watch
+
+// unsupportedInAmbient says why a namespace in ambient mode without a waypoint gets no defaults.
+const unsupportedInAmbient = "the namespace is in ambient mode without a waypoint, and ztunnel applies no timeout, retry or connection policy (a waypoint does: set waypoint: true on its rule)"
+
+// resilienceWant is what the spec asks of a plan's namespace's resilience defaults.
+func resilienceWant(mesh *meshv1.MeshInstallation, c *NamespacePlan) ladder.ResilienceWant {
+	w := ladder.ResilienceWant{Values: resilience.Resolve(mesh.Spec.Resilience, c.Enrollment.Resilience), From: resilience.FromLevel(mesh.Spec.Resilience)}
+	if w.Values != nil && c.InAmbient() && !c.Enrollment.Waypoint {
+		w.Unsupported = unsupportedInAmbient
+	}
+	return w
+}
+
+// planDefaults builds, for every namespace that carries the defaults (or carried them, by its
+// record), the objects its defaults are, against the objects of someone else's in the cluster;
+// and updates the record of what the operator has seen of them and what a user deleted.
+func (p Planner) planDefaults(ctx context.Context, mesh *meshv1.MeshInstallation, plans []NamespacePlan) error {
+	var others []resilience.Other
+	othersRead, routesServed := false, false
+	root := meshspec.ControlPlaneNamespace(mesh)
+	for i := range plans {
+		c := &plans[i]
+		c.declined = declinedOf(c.Namespace)
+		e := c.Decision.Effects.Resilience
+		if e == nil && len(c.Decision.State.ResilienceSeen) == 0 {
+			continue
+		}
+		c.defaults = true
+		var services []resilience.Service
+		var wanted []string
+		if e != nil {
+			var err error
+			if !othersRead {
+				if others, routesServed, err = p.othersOf(ctx); err != nil {
+					return err
+				}
+				othersRead = true
+			}
+			c.routesRead = routesServed
+			if services, err = p.servicesOf(ctx, c.Namespace.Name); err != nil {
+				return err
+			}
+			wanted = keysOf(resilience.Build(mesh.Name, c.Namespace.Name, root, *e, services, others, nil).Objects)
+		}
+		existing, err := listDefaults(ctx, p.Policies, mesh.Name, c.Namespace.Name)
+		if err != nil {
+			return err
+		}
+		present := map[string]bool{}
+		for _, u := range existing {
+			present[resilience.Key(u)] = true
+		}
+		c.Decision.State.ResilienceSeen, c.declined = resilience.Track(wanted, present, c.Decision.State.ResilienceSeen, c.declined)
+		if e != nil {
+			c.Defaults = resilience.Build(mesh.Name, c.Namespace.Name, root, *e, services, others, c.declined)
+		}
+	}
+	return nil
+}
+
+// declinedOf reads the record of the defaults a user deleted in a namespace.
+func declinedOf(ns *corev1.Namespace) []string {
+	raw := ns.Annotations[meshv1.AnnotationResilienceDeclined]
+	if raw == "" {
+		return nil
+	}
+	var out []string
+	for k := range strings.SplitSeq(raw, ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// keysOf names objects in resilience.Key form.
+func keysOf(objs []*unstructured.Unstructured) []string {
+	out := make([]string, 0, len(objs))
+	for _, u := range objs {
+		out = append(out, resilience.Key(u))
+	}
+	return out
+}
+
+// othersOf lists the DestinationRules and VirtualServices of the cluster that are not the
+// operator's (the operator's cache holds them all: there are few), and the Gateway API's routes
+// attached to Services, as the defaults weigh them; and whether the Gateway API serves routes.
+func (p Planner) othersOf(ctx context.Context) ([]resilience.Other, bool, error) {
+	routes, served, err := p.routesOf(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	out := routes
+	for _, gvk := range resilience.Kinds() {
+		list := &unstructured.UnstructuredList{}
+		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
+		if err := p.Policies.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
+			if apierr.Absent(err) {
+				continue
+			}
+			return nil, false, fmt.Errorf("listing %s: %w", gvk.Kind, err)
+		}
+		for i := range list.Items {
+			u := &list.Items[i]
+			if resilience.Ours(u) || !u.GetDeletionTimestamp().IsZero() {
+				continue
+			}
+			out = append(out, otherOf(u))
+		}
+	}
+	return out, served, nil
+}
+
+// routesOf lists the Gateway API's HTTPRoutes and GRPCRoutes attached to Services, each as an
+// Other naming the hosts of its Services. Without the Gateway API (or one too old for a kind)
+// there are none: served is false.
+func (p Planner) routesOf(ctx context.Context) (routes []resilience.Other, served bool, err error) {
+	served = true
+	for _, gvk := range resilience.RouteKinds {
+		list := &unstructured.UnstructuredList{}
+		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
+		if err := p.Policies.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
+			if apierr.Absent(err) || p.AsUser && apierrors.IsForbidden(err) {
+				served = false
+				continue
+			}
+			return nil, false, fmt.Errorf("listing %s: %w", gvk.Kind, err)
+		}
+		for i := range list.Items {
+			if o := routeOf(&list.Items[i]); len(o.Hosts) > 0 {
+				routes = append(routes, o)
+			}
+		}
+	}
+	return routes, served, nil
+}
+
+// routeOf reads the Services a route attaches to (parentRefs of kind Service, in the core
+// group, in the route's namespace unless one is named).
+func routeOf(u *unstructured.Unstructured) resilience.Other {
+	o := resilience.Other{Kind: u.GetKind(), Namespace: u.GetNamespace(), Name: u.GetName(), Sidecars: true}
+	refs, _, _ := unstructured.NestedSlice(u.Object, "spec", "parentRefs")
+	for _, r := range refs {
+		ref, ok := r.(map[string]any)
+		if !ok {
+			continue
+		}
+		kind, _ := ref["kind"].(string)
+		group, _ := ref["group"].(string)
+		name, _ := ref["name"].(string)
+		namespace, _ := ref["namespace"].(string)
+		if kind != "Service" || group != "" && group != "core" || name == "" {
+			continue
+		}
+		if namespace == "" {
+			namespace = u.GetNamespace()
+		}
+		o.Hosts = append(o.Hosts, resilience.Host(namespace, name))
+	}
+	return o
+}
+
+// otherOf reads the hosts of someone else's DestinationRule or VirtualService.
+func otherOf(u *unstructured.Unstructured) resilience.Other {
+	o := resilience.Other{Kind: u.GetKind(), Namespace: u.GetNamespace(), Name: u.GetName()}
+	if u.GetKind() == resilience.DestinationRuleGVK.Kind {
+		host, _, _ := unstructured.NestedString(u.Object, "spec", "host")
+		o.Hosts = []string{host}
+		return o
+	}
+	o.Hosts, _, _ = unstructured.NestedStringSlice(u.Object, "spec", "hosts")
+	gateways, _, _ := unstructured.NestedStringSlice(u.Object, "spec", "gateways")
+	// A VirtualService with no gateways routes the mesh's calls; with some, only if "mesh" is
+	// one of them (Istio's reserved name for every sidecar).
+	o.Sidecars = len(gateways) == 0 || slices.Contains(gateways, "mesh")
+	return o
+}
+
+// servicesOf lists a namespace's Services as the defaults cover them: every one but those of
+// type ExternalName (no endpoints of the mesh behind them).
+func (p Planner) servicesOf(ctx context.Context, namespace string) ([]resilience.Service, error) {
+	var list corev1.ServiceList
+	if err := p.Workloads.List(ctx, &list, client.InNamespace(namespace), client.UnsafeDisableDeepCopy); err != nil {
+		return nil, fmt.Errorf("listing Services in %s: %w", namespace, err)
+	}
+	var out []resilience.Service
+	for _, s := range list.Items {
+		if s.Spec.Type == corev1.ServiceTypeExternalName {
+			continue
+		}
+		out = append(out, resilience.Service{Name: s.Name, Headless: s.Spec.ClusterIP == corev1.ClusterIPNone})
+	}
+	slices.SortFunc(out, func(a, b resilience.Service) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+// listDefaults lists the installation's objects of the defaults in a namespace (all namespaces
+// for ""), those not being deleted. Without Istio's networking CRDs there are none.
+func listDefaults(ctx context.Context, r client.Reader, installation, namespace string) ([]*unstructured.Unstructured, error) {
+	var out []*unstructured.Unstructured
+	for _, gvk := range resilience.Kinds() {
+		list := &unstructured.UnstructuredList{}
+		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
+		opts := []client.ListOption{client.MatchingLabels{meshv1.LabelInstallation: installation}}
+		if namespace != "" {
+			opts = append(opts, client.InNamespace(namespace))
+		}
+		if err := r.List(ctx, list, opts...); err != nil {
+			if apierr.Absent(err) {
+				continue
+			}
+			return nil, fmt.Errorf("listing %s in %s: %w", gvk.Kind, namespace, err)
+		}
+		for i := range list.Items {
+			if u := &list.Items[i]; resilience.Ours(u) && u.GetDeletionTimestamp().IsZero() {
+				out = append(out, u)
+			}
+		}
+	}
+	return out, nil
+}
+
+// syncDefaults writes a namespace's defaults (Build's objects, for the values its effects carry)
+// and deletes the operator's objects of them it should not hold: all of them once the namespace
+// carries none.
+func (s *Stage) syncDefaults(ctx context.Context, c *NamespacePlan, e ladder.Effects, installation string) error {
+	current, err := listDefaults(ctx, s.Client, installation, c.Namespace.Name)
+	if err != nil {
+		return err
+	}
+	var desired []*unstructured.Unstructured
+	if e.Resilience != nil {
+		desired = c.Defaults.Objects
+	}
+	for _, u := range desired {
+		if _, err := s.Applier.Apply(ctx, u); err != nil {
+			return err
+		}
+	}
+	want := map[string]bool{}
+	for _, k := range keysOf(desired) {
+		want[k] = true
+	}
+	for _, u := range current {
+		if want[resilience.Key(u)] {
+			continue
+		}
+		if err := s.Client.Delete(ctx, u); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("deleting %s %s/%s: %w", u.GetKind(), u.GetNamespace(), u.GetName(), err)
+		}
+	}
+	return nil
+}
