@@ -97,20 +97,21 @@ type RetryValues struct {
 	RetryOn string `json:"retryOn,omitempty"`
 }
 
-// ConnectionPoolValues are Envoy's circuit breakers for each Service, per caller proxy.
+// ConnectionPoolValues are Envoy's circuit breakers for each Service, per caller proxy. Istio
+// sets none (no limit); a limit left out stays so.
 type ConnectionPoolValues struct {
 	// MaxConnections bounds the TCP connections a caller's proxy opens to the Service's
-	// endpoints (default 1024, Envoy's own).
+	// endpoints (default: no limit).
 	// +optional
 	// +kubebuilder:validation:XValidation:rule="self >= 1",message="resilience.connectionPool.maxConnections must be at least 1"
 	MaxConnections *int32 `json:"maxConnections,omitempty"`
 
-	// MaxPendingRequests bounds the HTTP requests waiting for a connection (default 1024).
+	// MaxPendingRequests bounds the HTTP requests waiting for a connection (default: no limit).
 	// +optional
 	// +kubebuilder:validation:XValidation:rule="self >= 1",message="resilience.connectionPool.maxPendingRequests must be at least 1"
 	MaxPendingRequests *int32 `json:"maxPendingRequests,omitempty"`
 
-	// MaxRequests bounds the requests in flight to the Service (default 1024).
+	// MaxRequests bounds the requests in flight to the Service (default: no limit).
 	// +optional
 	// +kubebuilder:validation:XValidation:rule="self >= 1",message="resilience.connectionPool.maxRequests must be at least 1"
 	MaxRequests *int32 `json:"maxRequests,omitempty"`

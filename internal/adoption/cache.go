@@ -54,7 +54,8 @@ func CacheOptions() cache.Options {
 	}
 }
 
-// slimService keeps of a Service what tells who can call it: its type, ports and selector.
+// slimService keeps of a Service what tells who can call it: its type, ports and selector; and
+// whether it is headless (its cluster IP), which the resilience defaults ask.
 func slimService(obj any) (any, error) {
 	s, ok := obj.(*corev1.Service)
 	if !ok {
@@ -62,7 +63,7 @@ func slimService(obj any) (any, error) {
 	}
 	slim := &corev1.Service{}
 	slim.Name, slim.Namespace, slim.UID, slim.ResourceVersion, slim.Labels = s.Name, s.Namespace, s.UID, s.ResourceVersion, s.Labels
-	slim.Spec.Type, slim.Spec.Ports, slim.Spec.Selector = s.Spec.Type, s.Spec.Ports, s.Spec.Selector
+	slim.Spec.Type, slim.Spec.Ports, slim.Spec.Selector, slim.Spec.ClusterIP = s.Spec.Type, s.Spec.Ports, s.Spec.Selector, s.Spec.ClusterIP
 	return slim, nil
 }
 
@@ -173,15 +174,21 @@ func slimWorkload(obj any) (any, error) {
 	return obj, nil
 }
 
-// slimNamespace keeps a namespace's labels and only the ladder's own annotation.
+// slimNamespace keeps a namespace's labels and only the ladder's own annotations: its record, and
+// the record of the resilience defaults a user deleted.
 func slimNamespace(obj any) (any, error) {
 	if ns, ok := obj.(*corev1.Namespace); ok {
 		ns.ManagedFields = nil
-		if v, ok := ns.Annotations[meshv1.AnnotationLadder]; ok {
-			ns.Annotations = map[string]string{meshv1.AnnotationLadder: v}
-		} else {
-			ns.Annotations = nil
+		var kept map[string]string
+		for _, k := range []string{meshv1.AnnotationLadder, meshv1.AnnotationResilienceDeclined} {
+			if v, ok := ns.Annotations[k]; ok {
+				if kept == nil {
+					kept = map[string]string{}
+				}
+				kept[k] = v
+			}
 		}
+		ns.Annotations = kept
 	}
 	return obj, nil
 }

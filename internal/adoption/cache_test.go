@@ -1,6 +1,7 @@
 package adoption
 
 import (
+	"maps"
 	"strings"
 	"testing"
 
@@ -56,5 +57,25 @@ func TestSlimPodKeepsIstiosContainers(t *testing.T) {
 	}
 	if !revision.HasProxy(sp) || !revision.LiveTrust(sp) || revision.CNIMode(sp) != meshv1.CNIEnabled {
 		t.Errorf("the slimmed pod reads differently: proxy %v, live trust %v, CNI %q", revision.HasProxy(sp), revision.LiveTrust(sp), revision.CNIMode(sp))
+	}
+}
+
+// TestSlimNamespaceKeepsTheLadderRecords: the ladder's cache keeps of a namespace's annotations
+// its two records (the ladder's, and the resilience defaults a user deleted), and no other.
+func TestSlimNamespaceKeepsTheLadderRecords(t *testing.T) {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{"team": "shop"}, Annotations: map[string]string{
+		meshv1.AnnotationLadder: `{"since":"2026-12-08T10:00:00Z"}`, meshv1.AnnotationResilienceDeclined: "VirtualService/meshwright-resilience-web",
+		"kubectl.kubernetes.io/last-applied-configuration": "{…}"}}}
+	got, err := slimNamespace(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{meshv1.AnnotationLadder: `{"since":"2026-12-08T10:00:00Z"}`, meshv1.AnnotationResilienceDeclined: "VirtualService/meshwright-resilience-web"}
+	if a := got.(*corev1.Namespace).Annotations; !maps.Equal(a, want) || got.(*corev1.Namespace).Labels["team"] != "shop" {
+		t.Fatalf("annotations %v, labels %v", a, got.(*corev1.Namespace).Labels)
+	}
+	bare, _ := slimNamespace(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "other", Annotations: map[string]string{"a": "b"}}})
+	if a := bare.(*corev1.Namespace).Annotations; a != nil {
+		t.Fatalf("a namespace without records kept %v", a)
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -70,8 +71,9 @@ type NamespacePlan struct {
 	// the stage syncs their objects; declined is the record of those a user deleted.
 	defaults bool
 	declined []string
-	// routesRead: the pass read the Gateway API's routes for the defaults (it serves them).
-	routesRead bool
+	// routesServed are the Gateway API's route kinds the pass read for the defaults (those the
+	// cluster serves), to be watched.
+	routesServed []schema.GroupVersionKind
 	// Decision is what the ladder does next.
 	Decision ladder.Decision
 
@@ -152,6 +154,13 @@ func (p Planner) Plan(ctx context.Context, mesh *meshv1.MeshInstallation, now ti
 	if err != nil {
 		return nil, Target{}, err
 	}
+	defaults, err := p.defaultsByNamespace(ctx, mesh)
+	if err != nil {
+		return nil, Target{}, err
+	}
+	for ns := range defaults {
+		withPolicies[ns] = true
+	}
 	live := make(map[string]bool, len(nsList.Items))
 	for i := range nsList.Items {
 		live[nsList.Items[i].Name] = true
@@ -184,7 +193,7 @@ func (p Planner) Plan(ctx context.Context, mesh *meshv1.MeshInstallation, now ti
 	}
 	p.readTraffic(ctx, mesh, plans, settings)
 	decideAll(plans, settings, maxInProgress(mesh), now, func(c *NamespacePlan, free bool) { p.checkAdmission(ctx, mesh, c, settings, free) })
-	if err := p.planDefaults(ctx, mesh, plans); err != nil {
+	if err := p.planDefaults(ctx, mesh, plans, defaults); err != nil {
 		return nil, Target{}, err
 	}
 	return plans, target, nil

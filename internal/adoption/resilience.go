@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
@@ -33,18 +34,20 @@ func resilienceWant(mesh *meshv1.MeshInstallation, c *NamespacePlan) ladder.Resi
 	return w
 }
 
-// planDefaults builds, for every namespace that carries the defaults (or carried them, by its
-// record), the objects its defaults are, against the objects of someone else's in the cluster;
-// and updates the record of what the operator has seen of them and what a user deleted.
-func (p Planner) planDefaults(ctx context.Context, mesh *meshv1.MeshInstallation, plans []NamespacePlan) error {
+// planDefaults builds, for every namespace that carries the defaults, or holds objects of them
+// (existing, by namespace), or a record of them, the objects its defaults are, against the objects
+// of someone else's in the cluster; and updates the record of what the operator has seen of them
+// and what a user deleted. A namespace whose objects must go is planned too, whatever its record
+// says (a record deleted by hand, a step cancelled before the cache showed what it wrote).
+func (p Planner) planDefaults(ctx context.Context, mesh *meshv1.MeshInstallation, plans []NamespacePlan, existing map[string][]*unstructured.Unstructured) error {
 	var others []resilience.Other
-	othersRead, routesServed := false, false
+	othersRead, routesServed := false, []schema.GroupVersionKind(nil)
 	root := meshspec.ControlPlaneNamespace(mesh)
 	for i := range plans {
 		c := &plans[i]
 		c.declined = declinedOf(c.Namespace)
 		e := c.Decision.Effects.Resilience
-		if e == nil && len(c.Decision.State.ResilienceSeen) == 0 {
+		if e == nil && len(c.Decision.State.ResilienceSeen) == 0 && len(existing[c.Namespace.Name]) == 0 {
 			continue
 		}
 		c.defaults = true
@@ -58,18 +61,14 @@ func (p Planner) planDefaults(ctx context.Context, mesh *meshv1.MeshInstallation
 				}
 				othersRead = true
 			}
-			c.routesRead = routesServed
+			c.routesServed = routesServed
 			if services, err = p.servicesOf(ctx, c.Namespace.Name); err != nil {
 				return err
 			}
 			wanted = keysOf(resilience.Build(mesh.Name, c.Namespace.Name, root, *e, services, others, nil).Objects)
 		}
-		existing, err := listDefaults(ctx, p.Policies, mesh.Name, c.Namespace.Name)
-		if err != nil {
-			return err
-		}
 		present := map[string]bool{}
-		for _, u := range existing {
+		for _, u := range existing[c.Namespace.Name] {
 			present[resilience.Key(u)] = true
 		}
 		c.Decision.State.ResilienceSeen, c.declined = resilience.Track(wanted, present, c.Decision.State.ResilienceSeen, c.declined)
@@ -78,6 +77,23 @@ func (p Planner) planDefaults(ctx context.Context, mesh *meshv1.MeshInstallation
 		}
 	}
 	return nil
+}
+
+// defaultsByNamespace lists the installation's objects of the defaults, by namespace. A user's
+// reader (the plugin) that may not list them reads none.
+func (p Planner) defaultsByNamespace(ctx context.Context, mesh *meshv1.MeshInstallation) (map[string][]*unstructured.Unstructured, error) {
+	objs, err := listDefaults(ctx, p.Policies, mesh.Name, "")
+	if err != nil {
+		if p.AsUser && apierrors.IsForbidden(err) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	out := map[string][]*unstructured.Unstructured{}
+	for _, u := range objs {
+		out[u.GetNamespace()] = append(out[u.GetNamespace()], u)
+	}
+	return out, nil
 }
 
 // declinedOf reads the record of the defaults a user deleted in a namespace.
@@ -107,10 +123,10 @@ func keysOf(objs []*unstructured.Unstructured) []string {
 // othersOf lists the DestinationRules and VirtualServices of the cluster that are not the
 // operator's (the operator's cache holds them all: there are few), and the Gateway API's routes
 // attached to Services, as the defaults weigh them; and whether the Gateway API serves routes.
-func (p Planner) othersOf(ctx context.Context) ([]resilience.Other, bool, error) {
+func (p Planner) othersOf(ctx context.Context) ([]resilience.Other, []schema.GroupVersionKind, error) {
 	routes, served, err := p.routesOf(ctx)
 	if err != nil {
-		return nil, false, err
+		return nil, nil, err
 	}
 	out := routes
 	for _, gvk := range resilience.Kinds() {
@@ -120,7 +136,7 @@ func (p Planner) othersOf(ctx context.Context) ([]resilience.Other, bool, error)
 			if apierr.Absent(err) {
 				continue
 			}
-			return nil, false, fmt.Errorf("listing %s: %w", gvk.Kind, err)
+			return nil, nil, fmt.Errorf("listing %s: %w", gvk.Kind, err)
 		}
 		for i := range list.Items {
 			u := &list.Items[i]
@@ -134,20 +150,19 @@ func (p Planner) othersOf(ctx context.Context) ([]resilience.Other, bool, error)
 }
 
 // routesOf lists the Gateway API's HTTPRoutes and GRPCRoutes attached to Services, each as an
-// Other naming the hosts of its Services. Without the Gateway API (or one too old for a kind)
-// there are none: served is false.
-func (p Planner) routesOf(ctx context.Context) (routes []resilience.Other, served bool, err error) {
-	served = true
+// Other naming the hosts of its Services, and the kinds it could list. Without the Gateway API
+// (or one too old for a kind) there are none of a kind.
+func (p Planner) routesOf(ctx context.Context) (routes []resilience.Other, served []schema.GroupVersionKind, err error) {
 	for _, gvk := range resilience.RouteKinds {
 		list := &unstructured.UnstructuredList{}
 		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
 		if err := p.Policies.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
 			if apierr.Absent(err) || p.AsUser && apierrors.IsForbidden(err) {
-				served = false
 				continue
 			}
-			return nil, false, fmt.Errorf("listing %s: %w", gvk.Kind, err)
+			return nil, nil, fmt.Errorf("listing %s: %w", gvk.Kind, err)
 		}
+		served = append(served, gvk)
 		for i := range list.Items {
 			if o := routeOf(&list.Items[i]); len(o.Hosts) > 0 {
 				routes = append(routes, o)
@@ -244,20 +259,37 @@ func listDefaults(ctx context.Context, r client.Reader, installation, namespace 
 
 // syncDefaults writes a namespace's defaults (Build's objects, for the values its effects carry)
 // and deletes the operator's objects of them it should not hold: all of them once the namespace
-// carries none.
-func (s *Stage) syncDefaults(ctx context.Context, c *NamespacePlan, e ladder.Effects, installation string) error {
+// carries none. An object it creates is noted as seen at once, in the record the pass writes
+// next, so that a user who deletes it a moment later is heard (resilience.Track). It runs every
+// pass for the namespaces that carry defaults: what it reads is the cache, and an unchanged
+// object costs no write.
+func (s *Stage) syncDefaults(ctx context.Context, c *NamespacePlan, installation string) error {
 	current, err := listDefaults(ctx, s.Client, installation, c.Namespace.Name)
 	if err != nil {
 		return err
 	}
 	var desired []*unstructured.Unstructured
-	if e.Resilience != nil {
+	if c.Decision.Effects.Resilience != nil {
 		desired = c.Defaults.Objects
 	}
+	seen := map[string]bool{}
+	for _, k := range c.Decision.State.ResilienceSeen {
+		seen[k] = true
+	}
 	for _, u := range desired {
+		key := resilience.Key(u)
+		if seen[key] {
+			// Seen to exist: updated, never created again. A user may have deleted it since
+			// this pass's plan read the cache; the next pass records that.
+			if _, err := s.Applier.Update(ctx, u); err != nil {
+				return err
+			}
+			continue
+		}
 		if _, err := s.Applier.Apply(ctx, u); err != nil {
 			return err
 		}
+		c.Decision.State.ResilienceSeen = append(c.Decision.State.ResilienceSeen, key)
 	}
 	want := map[string]bool{}
 	for _, k := range keysOf(desired) {

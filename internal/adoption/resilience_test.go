@@ -12,11 +12,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/apply"
 	"github.com/meshwright/meshwright/internal/ladder"
 	"github.com/meshwright/meshwright/internal/resilience"
 	"github.com/meshwright/meshwright/internal/stages"
+	"github.com/meshwright/meshwright/internal/writecount"
 )
 
 // atMutualTLS creates a namespace standing at MutualTLS for an hour, with a Ready pod that has
@@ -75,6 +78,11 @@ func defaultsOf(t *testing.T, namespace string) map[string]*unstructured.Unstruc
 func TestResilienceDefaultsAgainstTheAPIServer(t *testing.T) {
 	ctx := context.Background()
 	atMutualTLS(t, "team-r", "web", "api")
+	headless := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: "team-r"},
+		Spec: corev1.ServiceSpec{ClusterIP: corev1.ClusterIPNone, Selector: map[string]string{"app": "db"}, Ports: []corev1.ServicePort{{Name: "tcp", Port: 5432}}}}
+	if err := k8s.Create(ctx, headless); err != nil {
+		t.Fatal(err)
+	}
 	teamDR := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
 		"metadata": map[string]any{"name": "api-tls", "namespace": "team-r"},
 		"spec":     map[string]any{"host": "api", "trafficPolicy": map[string]any{"tls": map[string]any{"mode": "ISTIO_MUTUAL"}}}}}
@@ -108,7 +116,7 @@ func TestResilienceDefaultsAgainstTheAPIServer(t *testing.T) {
 	objs := defaultsOf(t, "team-r")
 	vs := objs["VirtualService/meshwright-resilience-web"]
 	if len(objs) != 3 || objs["DestinationRule/meshwright-resilience"] == nil || objs["VirtualService/meshwright-resilience-api"] == nil || vs == nil {
-		t.Fatalf("objects %v, want the DestinationRule and a VirtualService for each Service", keysOfMap(objs))
+		t.Fatalf("objects %v, want the DestinationRule and a VirtualService for each Service but the headless one", keysOfMap(objs))
 	}
 	if timeout, _, _ := unstructured.NestedString(vs.Object["spec"].(map[string]any)["http"].([]any)[0].(map[string]any), "timeout"); timeout != "30s" {
 		t.Errorf("web's timeout = %q, want 30s", timeout)
@@ -116,6 +124,13 @@ func TestResilienceDefaultsAgainstTheAPIServer(t *testing.T) {
 	res := pass(2 * time.Minute)
 	if res.State != stages.Ready || res.Namespaces.ResiliencePartial != 1 || res.Namespaces.ResilienceCovered != 0 {
 		t.Fatalf("once applied: %+v %+v", res, res.Namespaces)
+	}
+	writes := &writecount.Counter{}
+	if _, err := newStage(writes.Wrap(k8s, interceptor.Funcs{}), now.Add(150*time.Second)).Reconcile(ctx, mesh); err != nil {
+		t.Fatal(err)
+	}
+	if n := writes.Total(); n != 0 {
+		t.Fatalf("a pass over defaults in place made %d writes: %v", n, writes.Writes())
 	}
 	var st ladder.State
 	if err := json.Unmarshal([]byte(getNS(t, "team-r").Annotations[meshv1.AnnotationLadder]), &st); err != nil || st.Resilience == nil || len(st.ResilienceSeen) != 3 {
@@ -160,6 +175,17 @@ func TestResilienceDefaultsAgainstTheAPIServer(t *testing.T) {
 	}
 	if err := k8s.Get(ctx, client.ObjectKeyFromObject(teamDR), got); err != nil {
 		t.Fatalf("the team's DestinationRule is gone: %v", err)
+	}
+
+	// An object of the defaults no record speaks of (a step cancelled before the cache showed
+	// what it wrote, a record deleted by hand) is removed all the same.
+	leftover := resilience.Build(mesh.Name, "team-r", "istio-system", *resilience.Resolve(&meshv1.ResilienceSpec{}, nil), []resilience.Service{{Name: "web"}}, nil, nil).Objects[1]
+	if _, err := (&apply.Applier{Client: k8s, FieldManager: "meshwright"}).Apply(ctx, leftover); err != nil {
+		t.Fatal(err)
+	}
+	pass(7 * time.Minute)
+	if left := defaultsOf(t, "team-r"); len(left) != 0 {
+		t.Fatalf("left over: %v", keysOfMap(left))
 	}
 
 	done, err := newStage(k8s, now).Cleanup(ctx, mesh)

@@ -151,9 +151,12 @@ func (s *Stage) Reconcile(ctx context.Context, mesh *meshv1.MeshInstallation) (s
 		if err := s.Watch(resilience.Kinds()...); err != nil {
 			return stages.Result{}, err
 		}
-		if slices.ContainsFunc(plans, func(c NamespacePlan) bool { return c.routesRead }) {
-			if err := s.Watch(resilience.RouteKinds...); err != nil {
-				return stages.Result{}, err
+		for _, c := range plans {
+			if len(c.routesServed) > 0 {
+				if err := s.Watch(c.routesServed...); err != nil {
+					return stages.Result{}, err
+				}
+				break
 			}
 		}
 	}
@@ -221,10 +224,15 @@ func announceTrafficHold(mesh *meshv1.MeshInstallation, c *NamespacePlan) {
 	d.Event = &ladder.Event{Warning: true, Reason: d.Blocked.Reason, Message: d.Blocked.Message}
 }
 
-// carryOut makes the cluster match a decision: the waypoint first, namespace then (its
-// injection label must be on before pods restart), then restarts, then policies; the Event last,
-// once it is true.
+// carryOut makes the cluster match a decision: the resilience defaults' objects and the
+// waypoint first, namespace then (its record notes the objects written; its injection label must
+// be on before pods restart), then restarts, then policies; the Event last, once it is true.
 func (s *Stage) carryOut(ctx context.Context, mesh *meshv1.MeshInstallation, c *NamespacePlan) error {
+	if c.defaults {
+		if err := s.syncDefaults(ctx, c, mesh.Name); err != nil {
+			return err
+		}
+	}
 	d := c.Decision
 	if err := s.applyWaypoint(ctx, mesh, c, d.Effects); err != nil {
 		return err
@@ -437,11 +445,6 @@ func (s *Stage) syncPolicies(ctx context.Context, mesh *meshv1.MeshInstallation,
 			return fmt.Errorf("deleting %s %s/%s: %w", p.GetKind(), namespace, p.GetName(), err)
 		}
 	}
-	if c.defaults {
-		if err := s.syncDefaults(ctx, c, e, mesh.Name); err != nil {
-			return err
-		}
-	}
 	s.Observations.markPoliciesSynced(namespace, c.observedAt, key)
 	return nil
 }
@@ -456,8 +459,7 @@ func syncKey(mesh *meshv1.MeshInstallation, c *NamespacePlan, e ladder.Effects) 
 		Exemptions []policy.Exemption
 		Problems   bool
 		Effects    ladder.Effects
-		Defaults   []string
-	}{mesh.Name, mesh.UID, c.Enrollment.AllowFrom, c.Exemptions, len(c.ExemptionProblems) > 0, e, keysOf(c.Defaults.Objects)})
+	}{mesh.Name, mesh.UID, c.Enrollment.AllowFrom, c.Exemptions, len(c.ExemptionProblems) > 0, e})
 	return string(b), err
 }
 

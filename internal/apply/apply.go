@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"sort"
 	"strings"
 	"sync"
@@ -102,6 +103,55 @@ func (a *Applier) Apply(ctx context.Context, desired *unstructured.Unstructured)
 	}
 	a.setWritten(key, true)
 	return true, nil
+}
+
+// Update writes desired's content over the object the cache holds, never creating it: an object
+// that is not there (deleted since the caller decided to keep it) is left absent, and one deleted
+// or changed between the cache's read and the write is left as the API server has it (the write
+// is a merge patch under the read's resourceVersion: an apply would create it again). Desired's
+// top-level fields replace the object's; its labels and annotations are added. It reports
+// whether it wrote.
+func (a *Applier) Update(ctx context.Context, desired *unstructured.Unstructured) (bool, error) {
+	if _, stamped := desired.GetAnnotations()[HashAnnotation]; !stamped {
+		StampHash(desired)
+	}
+	current := &unstructured.Unstructured{}
+	current.SetGroupVersionKind(desired.GroupVersionKind())
+	switch err := a.Client.Get(ctx, client.ObjectKeyFromObject(desired), current, client.UnsafeDisableDeepCopy); {
+	case apierrors.IsNotFound(err):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("reading %s %s: %w", desired.GetKind(), desired.GetName(), err)
+	}
+	diff, err := a.difference(ctx, current, desired)
+	if err != nil || diff == "" {
+		return false, err
+	}
+	// A merge patch under the read's resourceVersion: unlike an apply, it never creates.
+	base := current.DeepCopy()
+	over := current.DeepCopy()
+	for k, v := range desired.Object {
+		if k != "metadata" && k != "apiVersion" && k != "kind" {
+			over.Object[k] = v
+		}
+	}
+	over.SetLabels(merged(current.GetLabels(), desired.GetLabels()))
+	over.SetAnnotations(merged(current.GetAnnotations(), desired.GetAnnotations()))
+	if err := a.Client.Patch(ctx, over, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}), client.FieldOwner(a.FieldManager)); err != nil {
+		if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("updating %s %s: %w", desired.GetKind(), desired.GetName(), err)
+	}
+	return true, nil
+}
+
+// merged is a copy of a with b's entries over it.
+func merged(a, b map[string]string) map[string]string {
+	out := make(map[string]string, len(a)+len(b))
+	maps.Copy(out, a)
+	maps.Copy(out, b)
+	return out
 }
 
 // heldLive reports whether the API server already holds desired, for an object this Applier

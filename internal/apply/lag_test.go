@@ -74,3 +74,58 @@ func TestCacheLagCostsNoWrite(t *testing.T) {
 	step("no reader past the cache", "c", true, 0)
 	step("no reader past the cache, again", "c", true, 0)
 }
+
+// TestUpdateNeverCreates: Update writes a changed object over the one the cache holds, never one
+// that is gone (the cache shows none: deleted since the caller planned), and not over one deleted
+// between the cache's read and the write (the cache lags: the resourceVersion it read refuses
+// the write), which an Apply would have created again.
+func TestUpdateNeverCreates(t *testing.T) {
+	ctx := context.Background()
+	direct, err := client.NewWithWatch(cfg, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stale atomic.Pointer[unstructured.Unstructured]
+	cached := interceptor.NewClient(direct, interceptor.Funcs{Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+		if s := stale.Load(); s != nil && key.Name == s.GetName() {
+			s.DeepCopyInto(obj.(*unstructured.Unstructured))
+			return nil
+		}
+		return c.Get(ctx, key, obj, opts...)
+	}})
+	a := &Applier{Client: cached, FieldManager: "meshwright-test"}
+	desired := func(name, value string) *unstructured.Unstructured {
+		return &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "ConfigMap",
+			"metadata": map[string]any{"name": name, "namespace": "default"}, "data": map[string]any{"key": value}}}
+	}
+	exists := func(name string) bool {
+		u := desired(name, "")
+		return !apierrors.IsNotFound(direct.Get(ctx, client.ObjectKeyFromObject(u), u))
+	}
+
+	if wrote, err := a.Update(ctx, desired("update-gone", "a")); err != nil || wrote || exists("update-gone") {
+		t.Fatalf("an absent object: wrote %v, err %v, exists %v; want nothing created", wrote, err, exists("update-gone"))
+	}
+	if _, err := a.Apply(ctx, desired("update-kept", "a")); err != nil {
+		t.Fatal(err)
+	}
+	if wrote, err := a.Update(ctx, desired("update-kept", "a")); err != nil || wrote {
+		t.Fatalf("unchanged: wrote %v, err %v", wrote, err)
+	}
+	if wrote, err := a.Update(ctx, desired("update-kept", "b")); err != nil || !wrote {
+		t.Fatalf("changed: wrote %v, err %v", wrote, err)
+	}
+
+	// Deleted on the API server while the cache still shows it.
+	held := desired("update-kept", "")
+	if err := direct.Get(ctx, client.ObjectKeyFromObject(held), held); err != nil {
+		t.Fatal(err)
+	}
+	stale.Store(held)
+	if err := direct.Delete(ctx, held); err != nil {
+		t.Fatal(err)
+	}
+	if wrote, err := a.Update(ctx, desired("update-kept", "c")); err != nil || wrote || exists("update-kept") {
+		t.Fatalf("deleted under a lagging cache: wrote %v, err %v, exists %v; want it left deleted", wrote, err, exists("update-kept"))
+	}
+}

@@ -140,7 +140,7 @@ var (
 		if !grew(errs, before, 3) && !grew(timedOut, beforeTimedOut, 3) {
 			return ""
 		}
-		return fmt.Sprintf("its callers got %.0f answer(s) with 5xx, %.0f of them timeouts of their proxies (istio_requests_total{reporter=\"source\",response_code=~\"5..\"}, response flag UT for a timeout; %s; about %.0f and %.0f expected from before): %s",
+		return fmt.Sprintf("its callers got %.0f failed answer(s), %.0f of them timeouts of their proxies (istio_requests_total{reporter=\"source\"}, response code 5xx or response flags UT, UO, UH; UT for a timeout; %s; about %.0f and %.0f expected from before): %s",
 			errs, timedOut, r.Source, before, beforeTimedOut, traffic.Describe(traffic.Top(r.Errors, maxCallers), errorAdvice))
 	}}
 	// inboundFell: callers refused or denied outright show as calls that no longer arrive. It is
@@ -176,6 +176,11 @@ func bakes(ns Namespace, s Settings, step Step, kind StepKind) bool {
 
 // bakeChecks are the comparisons a step's bake makes: its rung's, or DefaultsBake.
 func bakeChecks(ns Namespace, step Step, kind StepKind) []BakeCheck {
+	if kind == KindDefaults && ns.Ambient {
+		// What a waypoint reports of the calls it routes is not read yet (ambient mode bakes
+		// nothing; see AmbientRungs): the defaults apply on pods alone.
+		return nil
+	}
 	if kind == KindDefaults {
 		return DefaultsBake
 	}

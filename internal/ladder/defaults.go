@@ -2,6 +2,7 @@ package ladder
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
@@ -38,9 +39,24 @@ func sameValues(a, b *resilience.Values) bool {
 }
 
 // resilienceDue reports a namespace with no step whose recorded defaults are not the ones its
-// level carries now.
+// level carries now, and that may change them: removing them is always due; applying them is
+// not while a rolled-back application holds it (State.ResilienceHold).
 func resilienceDue(d Decision, ns Namespace) bool {
-	return d.State.Step == nil && !sameValues(d.State.Resilience, resilienceWanted(ns, d.Level))
+	want := resilienceWanted(ns, d.Level)
+	return d.State.Step == nil && !sameValues(d.State.Resilience, want) && (want == nil || d.State.ResilienceHold == nil)
+}
+
+// resiliencePending reports a namespace that does not carry the defaults its level asks for, with
+// no step running: it is not at its target. Held after a rollback, it says so.
+func resiliencePending(d *Decision, ns Namespace) bool {
+	want := resilienceWanted(ns, d.Level)
+	if d.State.Step != nil || want == nil || sameValues(d.State.Resilience, want) {
+		return false
+	}
+	if h := d.State.ResilienceHold; h != nil && d.Blocked.Reason == "" {
+		d.Blocked = Blocked{Reason: h.Reason, Message: h.Message}
+	}
+	return true
 }
 
 // resilienceEffects is the defaults a namespace carries in this pass: a defaults step's while it
@@ -76,6 +92,11 @@ func startDefaults(d *Decision, ns Namespace, s Settings, mayStart bool, now tim
 			"%d pod(s) are not Ready: %s. Applying the resilience defaults waits until every pod is Ready, so that what they change can be judged.", len(notReady), names.List(notReady))}
 		return
 	}
+	if v := defaultsBaseline(ns, s, d.Level); v != nil {
+		d.apply(v)
+		d.TrafficHeld = v.Blocked.Reason != ""
+		return
+	}
 	if !mayStart {
 		d.Waiting = "waiting for a free slot to apply the resilience defaults (spec.rollout.maxNamespacesInProgress)"
 		return
@@ -90,6 +111,21 @@ func startDefaults(d *Decision, ns Namespace, s Settings, mayStart bool, now tim
 		verb = "Changing"
 	}
 	d.Event = &Event{Reason: "ResilienceDefaultsStarted", Message: fmt.Sprintf("%s the resilience defaults at %s (%s).", verb, d.Level, Describe(*want))}
+}
+
+// defaultsBaseline holds the application of the defaults, under the traffic gates, until the
+// namespace's traffic was read over a whole bake time: the baseline its bake compares with
+// ("cannot see" is never "clean"). A namespace whose traffic no source can read (ambient mode,
+// only proxyless gRPC pods) is not baked, and needs none.
+func defaultsBaseline(ns Namespace, s Settings, level Level) *Verdict {
+	if !s.TrafficGates || s.BakeTime <= 0 || ns.Ambient || unobservable(ns) {
+		return nil
+	}
+	c := Climb{NS: ns, Settings: s, From: level, To: level}
+	if v := readable(ns.Traffic, c, s.BakeTime, "the resilience defaults would not break a caller"); v != nil {
+		return v
+	}
+	return partial(ns.Traffic, s.BakeTime, "reading its traffic before applying the resilience defaults", "bake time")
 }
 
 // whyNone says why a namespace at level carries no defaults.
@@ -120,7 +156,20 @@ func Describe(v resilience.Values) string {
 	if v.Consecutive5xxErrors > 0 {
 		ejection = fmt.Sprintf("ejection after %d consecutive 5xx", v.Consecutive5xxErrors)
 	}
-	return fmt.Sprintf("%s, %s, at most %d connections and %d requests, %s", timeout, retries, v.MaxConnections, v.MaxRequests, ejection)
+	var limits []string
+	for _, l := range []struct {
+		n    int32
+		what string
+	}{{v.MaxConnections, "connections"}, {v.MaxPendingRequests, "pending requests"}, {v.MaxRequests, "requests in flight"}} {
+		if l.n > 0 {
+			limits = append(limits, fmt.Sprintf("%d %s", l.n, l.what))
+		}
+	}
+	pool := "no connection limits"
+	if len(limits) > 0 {
+		pool = "at most " + strings.Join(limits, ", ")
+	}
+	return fmt.Sprintf("%s, %s, %s, %s", timeout, retries, pool, ejection)
 }
 
 // cancelDefaults undoes, with no hold, a defaults step whose values the spec no longer asks for

@@ -190,7 +190,7 @@ func TestResilienceDefaultsStep(t *testing.T) {
 				ns.State.Step = &Step{To: meshv1.LevelMutualTLS, Rollback: true, Defaults: true, Reason: meshv1.ReasonTrafficRegressed, Message: "timeouts", Started: t0.Add(-time.Minute), ID: "x"}
 			}), mayStart: true, now: t0,
 			check: func(t *testing.T, d Decision) {
-				if d.State.Step != nil || d.State.Hold == nil || d.State.Resilience != nil || d.Blocked.Reason != meshv1.ReasonTrafficRegressed ||
+				if d.State.Step != nil || d.State.ResilienceHold == nil || d.State.Hold != nil || d.State.Resilience != nil || d.Blocked.Reason != meshv1.ReasonTrafficRegressed ||
 					!strings.Contains(d.Event.Message, "resilience defaults the namespace had before") {
 					t.Fatalf("decision = %+v, event %+v", d, d.Event)
 				}
@@ -198,10 +198,72 @@ func TestResilienceDefaultsStep(t *testing.T) {
 		},
 		"held after a rollback: the defaults are not applied again until the spec changes": {
 			ns: defaultsNS(meshv1.LevelMutualTLS, func(ns *Namespace) {
-				ns.State.Hold = &Hold{Generation: 3, Reason: meshv1.ReasonTrafficRegressed, Message: "timeouts"}
+				ns.State.ResilienceHold = &Hold{Generation: 3, Reason: meshv1.ReasonTrafficRegressed, Message: "timeouts"}
 			}), mayStart: true, now: t0,
 			check: func(t *testing.T, d Decision) {
-				if d.State.Step != nil || d.Blocked.Reason != meshv1.ReasonTrafficRegressed || d.AtTarget(meshv1.LevelMutualTLS) {
+				if d.State.Step != nil || d.Blocked.Reason != meshv1.ReasonTrafficRegressed || d.AtTarget(meshv1.LevelMutualTLS) || d.State.ResilienceHold == nil {
+					t.Fatalf("decision = %+v", d)
+				}
+			},
+		},
+		"a spec change releases that hold": {
+			ns: defaultsNS(meshv1.LevelMutualTLS, func(ns *Namespace) {
+				ns.State.ResilienceHold = &Hold{Generation: 2, Reason: meshv1.ReasonTrafficRegressed, Message: "timeouts"}
+			}), mayStart: true, now: t0,
+			check: func(t *testing.T, d Decision) {
+				if d.State.Step == nil || !d.State.Step.Defaults || d.State.ResilienceHold != nil {
+					t.Fatalf("decision = %+v", d)
+				}
+			},
+		},
+		"that hold holds nothing else: the namespace climbs on": {
+			ns: defaultsNS(meshv1.LevelMutualTLS, func(ns *Namespace) {
+				ns.Target, ns.State.Since = meshv1.LevelZeroTrust, t0.Add(-2*time.Hour)
+				ns.State.ResilienceHold = &Hold{Generation: 3, Reason: meshv1.ReasonTrafficRegressed, Message: "timeouts"}
+			}), s: func(s *Settings) { s.SoakTime = time.Minute }, mayStart: true, now: t0,
+			check: func(t *testing.T, d Decision) {
+				if st := d.State.Step; st == nil || st.To != meshv1.LevelZeroTrust || d.State.ResilienceHold == nil {
+					t.Fatalf("step %+v, hold %+v: want the climb to ZeroTrust, the defaults still held", st, d.State.ResilienceHold)
+				}
+			},
+		},
+		"that hold holds no move to the active revision": {
+			ns: defaultsNS(meshv1.LevelMutualTLS, func(ns *Namespace) {
+				ns.State.ResilienceHold = &Hold{Generation: 3, Reason: meshv1.ReasonTrafficRegressed, Message: "timeouts"}
+				ns.Workloads = []Workload{deploy("web", injected)}
+			}), s: func(s *Settings) { s.Revision = "1-31-5" }, mayStart: true, now: t0,
+			check: func(t *testing.T, d Decision) {
+				if st := d.State.Step; st == nil || st.Revision != "1-31-5" {
+					t.Fatalf("step %+v: want the move to revision 1-31-5", st)
+				}
+			},
+		},
+		"under the traffic gates, unread: waits for the baseline": {
+			ns: defaultsNS(meshv1.LevelMutualTLS, nil),
+			s:  func(s *Settings) { s.TrafficGates, s.BakeTime = true, 5*time.Minute }, mayStart: true, now: t0,
+			check: func(t *testing.T, d Decision) {
+				if d.State.Step != nil || !d.Unread || !strings.Contains(d.Waiting, "traffic to be read") {
+					t.Fatalf("decision = %+v", d)
+				}
+			},
+		},
+		"under the traffic gates, read over part of the bake time: waits": {
+			ns: defaultsNS(meshv1.LevelMutualTLS, func(ns *Namespace) { ns.Traffic = cleanReading(time.Minute) }),
+			s:  func(s *Settings) { s.TrafficGates, s.BakeTime = true, 5*time.Minute }, mayStart: true, now: t0,
+			check: func(t *testing.T, d Decision) {
+				if d.State.Step != nil || !strings.Contains(d.Waiting, "before applying the resilience defaults") {
+					t.Fatalf("decision = %+v", d)
+				}
+			},
+		},
+		"in ambient mode with a waypoint: applied, and done without a bake": {
+			ns: defaultsNS(meshv1.LevelMutualTLS, func(ns *Namespace) {
+				ns.Ambient, ns.State.Ambient = true, true
+				ns.State.Step = applying(defaults, t0.Add(-time.Minute))
+			}),
+			s: func(s *Settings) { s.TrafficGates, s.BakeTime = true, 5*time.Minute }, mayStart: true, now: t0,
+			check: func(t *testing.T, d Decision) {
+				if d.State.Step != nil || !sameValues(d.State.Resilience, defaults) {
 					t.Fatalf("decision = %+v", d)
 				}
 			},
@@ -233,7 +295,7 @@ func TestResilienceDefaultsBake(t *testing.T) {
 		wantMessage []string
 	}{
 		"timeouts appear": {baseline: &Baseline{Inbound: 1}, traffic: reading(func(r *traffic.Reading) { r.Errors[web], r.TimedOut[web] = 40, 40 }), baking: time.Minute,
-			want: "rollback", wantMessage: []string{"its callers got 40 answer(s) with 5xx, 40 of them timeouts", "front/web", "resilience.timeouts.request", "rolled back to what the namespace had before"}},
+			want: "rollback", wantMessage: []string{"its callers got 40 failed answer(s), 40 of them timeouts", "front/web", "resilience.timeouts.request", "rolled back to what the namespace had before"}},
 		"errors as before":                               {baseline: &Baseline{Inbound: 1, Errors: 0.1}, traffic: reading(func(r *traffic.Reading) { r.Errors[web] = 30 }), baking: bakeTime, want: "done"},
 		"no baseline, a few errors among many calls":     {traffic: reading(func(r *traffic.Reading) { r.Errors[web] = 5 }), baking: bakeTime, want: "done"},
 		"no baseline, errors a large share of the calls": {traffic: reading(func(r *traffic.Reading) { r.Errors[web] = 60 }), baking: time.Minute, want: "rollback"},

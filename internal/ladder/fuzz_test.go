@@ -94,6 +94,10 @@ func cloneState(st State) State {
 		v := *st.Resilience
 		st.Resilience = &v
 	}
+	if st.ResilienceHold != nil {
+		h := *st.ResilienceHold
+		st.ResilienceHold = &h
+	}
 	return st
 }
 

@@ -51,6 +51,10 @@ type State struct {
 	// operator records instead of creating it again (resilience.Track). Kept by the adoption
 	// stage; Decide leaves it as it is.
 	ResilienceSeen []string `json:"resilienceSeen,omitempty"`
+	// ResilienceHold, set when applying resilience defaults was rolled back, keeps the
+	// namespace from applying them again until the spec changes; unlike Hold it holds nothing
+	// else (the namespace climbs, moves and refreshes as before).
+	ResilienceHold *Hold `json:"resilienceHold,omitempty"`
 }
 
 // DefaultRevision is the revision of a mesh's first installation.
@@ -677,6 +681,9 @@ func normalize(d *Decision, ns Namespace, s Settings, now time.Time) {
 	if d.State.Hold != nil && d.State.Hold.Generation != s.Generation {
 		d.State.Hold = nil
 	}
+	if h := d.State.ResilienceHold; h != nil && h.Generation != s.Generation {
+		d.State.ResilienceHold = nil
+	}
 	if st := d.State.Step; st != nil && !wellFormed(*st, d.Level) {
 		d.State.Step = nil
 	}
@@ -709,7 +716,7 @@ func finish(d *Decision, ns Namespace, s Settings) {
 		d.Effects.Revision = injectedBy(d.State)
 	}
 	d.Effects.Resilience = resilienceEffects(*d, ns)
-	d.ResiliencePending = resilienceDue(*d, ns) && resilienceWanted(ns, d.Level) != nil
+	d.ResiliencePending = resiliencePending(d, ns)
 	d.RevisionBehind = behind(d.Level, d.State, s)
 	d.DataPlaneBehind = otherDataPlane(*d, ns)
 	d.WaypointPending = waypointPending(d, ns)
@@ -1045,13 +1052,15 @@ func complete(d *Decision, s Settings, step Step, kind StepKind, pending string,
 	d.InProgress = false
 	d.Restart, d.Blocked = nil, Blocked{}
 	switch {
+	case kind == KindRollback && !step.Cancelled && step.Defaults:
+		d.State.ResilienceHold = &Hold{Generation: s.Generation, Reason: step.Reason, Message: step.Message}
+		d.Blocked = Blocked{Reason: step.Reason, Message: step.Message}
+		d.Event = &Event{Warning: true, Reason: meshv1.ReasonRolledBack, Message: fmt.Sprintf(
+			"Reverted to the resilience defaults the namespace had before, at %s; they are not applied again until the spec changes.", d.Level)}
 	case kind == KindRollback && !step.Cancelled:
 		d.State.Hold = &Hold{Generation: s.Generation, Reason: step.Reason, Message: step.Message}
 		d.Blocked = Blocked{Reason: step.Reason, Message: step.Message}
 		d.Event = &Event{Warning: true, Reason: meshv1.ReasonRolledBack, Message: fmt.Sprintf("Reverted to %s; held there until the spec changes.", d.Level)}
-		if step.Defaults {
-			d.Event.Message = fmt.Sprintf("Reverted to the resilience defaults the namespace had before, at %s; held there until the spec changes.", d.Level)
-		}
 	case kind == KindDefaults && step.Unbaked != "":
 		d.Event = &Event{Warning: true, Reason: "ResilienceDefaultsUnbaked", Message: fmt.Sprintf(
 			"The resilience defaults apply at %s without a bake: its traffic could not be read during the bake time, %s (%s), so nothing showed whether they broke a caller.", d.Level, s.BakeTime, step.Unbaked)}

@@ -13,7 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
-	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/apply"
 	"github.com/meshwright/meshwright/internal/ladder"
 	"github.com/meshwright/meshwright/internal/waypoint"
 )
@@ -115,7 +115,7 @@ func Kinds() []schema.GroupVersionKind {
 // MeshWide is the mesh-wide PeerAuthentication: PERMISSIVE, so that injected and uninjected
 // workloads keep talking while namespaces climb the ladder.
 func MeshWide(installation, rootNamespace string) *unstructured.Unstructured {
-	u := object(PeerAuthenticationGVK, installation, rootNamespace, MeshWideName)
+	u := apply.Owned(PeerAuthenticationGVK, installation, rootNamespace, MeshWideName)
 	u.Object["spec"] = map[string]any{"mtls": map[string]any{"mode": "PERMISSIVE"}}
 	return u
 }
@@ -141,7 +141,7 @@ func ForNamespace(installation, namespace string, allowFrom []string, exemptions
 		for _, x := range exemptions {
 			out = append(out, exemptPeerAuthentication(installation, namespace, x))
 		}
-		u := object(PeerAuthenticationGVK, installation, namespace, StrictName)
+		u := apply.Owned(PeerAuthenticationGVK, installation, namespace, StrictName)
 		u.Object["spec"] = map[string]any{"mtls": map[string]any{"mode": "STRICT"}}
 		out = append(out, u)
 	}
@@ -152,9 +152,9 @@ func ForNamespace(installation, namespace string, allowFrom []string, exemptions
 	for _, x := range exemptions {
 		authz = append(authz, exemptAuthorizationPolicy(installation, namespace, x, allowRule(namespace, allowFrom)))
 	}
-	allow := object(AuthorizationPolicyGVK, installation, namespace, AllowName)
+	allow := apply.Owned(AuthorizationPolicyGVK, installation, namespace, AllowName)
 	allow.Object["spec"] = map[string]any{"action": "ALLOW", "rules": []any{allowRule(namespace, allowFrom)}}
-	nothing := object(AuthorizationPolicyGVK, installation, namespace, AllowNothingName)
+	nothing := apply.Owned(AuthorizationPolicyGVK, installation, namespace, AllowNothingName)
 	nothing.Object["spec"] = map[string]any{}
 	authz = append(authz, allow, nothing)
 	for _, u := range authz {
@@ -211,7 +211,7 @@ func KeptExemptions(installation, namespace string, allowFrom []string, desired,
 			continue
 		}
 		spec, _, _ := unstructured.NestedMap(cur.Object, "spec")
-		u := object(cur.GroupVersionKind(), installation, namespace, cur.GetName())
+		u := apply.Owned(cur.GroupVersionKind(), installation, namespace, cur.GetName())
 		switch cur.GetKind() {
 		case PeerAuthenticationGVK.Kind:
 			u.Object["spec"] = spec
@@ -293,22 +293,13 @@ func allowSources(namespace string, allowFrom []string) []any {
 	return sources
 }
 
-func object(gvk schema.GroupVersionKind, installation, namespace, name string) *unstructured.Unstructured {
-	u := &unstructured.Unstructured{Object: map[string]any{}}
-	u.SetGroupVersionKind(gvk)
-	u.SetNamespace(namespace)
-	u.SetName(name)
-	u.SetLabels(map[string]string{meshv1.LabelManagedBy: meshv1.ManagedByValue, meshv1.LabelInstallation: installation})
-	return u
-}
-
 // atWaypoint is an AuthorizationPolicy the namespace's waypoint enforces (attached to its
 // Gateway): ALLOW with rule, or allow-nothing without. Written while the waypoint exists, before
 // the namespace's traffic is sent through it. A plaintextPorts exemption has no counterpart here:
 // callers outside the mesh do not go through a waypoint, and mesh callers that do are judged as
 // on any other port.
 func atWaypoint(installation, namespace, name string, rule map[string]any) *unstructured.Unstructured {
-	u := object(AuthorizationPolicyGVK, installation, namespace, name)
+	u := apply.Owned(AuthorizationPolicyGVK, installation, namespace, name)
 	spec := map[string]any{"targetRefs": []any{map[string]any{"group": waypoint.GVK.Group, "kind": waypoint.GVK.Kind, "name": waypoint.Name}}}
 	if rule != nil {
 		spec["action"], spec["rules"] = "ALLOW", []any{rule}
@@ -321,7 +312,7 @@ func atWaypoint(installation, namespace, name string, rule map[string]any) *unst
 // honours port-level settings only in a policy with a workload selector, keyed by the pods'
 // port (not the Service's); the rest of the pods' ports stay STRICT.
 func exemptPeerAuthentication(installation, namespace string, x Exemption) *unstructured.Unstructured {
-	u := object(PeerAuthenticationGVK, installation, namespace, PlaintextPrefix+x.Service)
+	u := apply.Owned(PeerAuthenticationGVK, installation, namespace, PlaintextPrefix+x.Service)
 	ports := map[string]any{}
 	for _, p := range x.Ports {
 		ports[strconv.Itoa(int(p))] = map[string]any{"mode": "PERMISSIVE"}
@@ -339,7 +330,7 @@ func exemptPeerAuthentication(installation, namespace string, x Exemption) *unst
 // rule) admits on all their ports, so that the pods it selects are never, between two writes,
 // under it without the allow rule or under the allow policy without it.
 func exemptAuthorizationPolicy(installation, namespace string, x Exemption, allowRule map[string]any) *unstructured.Unstructured {
-	u := object(AuthorizationPolicyGVK, installation, namespace, PlaintextPrefix+x.Service)
+	u := apply.Owned(AuthorizationPolicyGVK, installation, namespace, PlaintextPrefix+x.Service)
 	ports := make([]any, len(x.Ports))
 	for i, p := range x.Ports {
 		ports[i] = strconv.Itoa(int(p))

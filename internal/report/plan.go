@@ -72,6 +72,9 @@ type ResilienceMove struct {
 	Declined []string `json:"declined,omitempty"`
 	// Partial is true when some Service's callers do not get every default.
 	Partial bool `json:"partial,omitempty"`
+	// Pending is true for defaults the namespace is to carry, which a step has not applied
+	// yet (it waits for a slot, or what holds it says).
+	Pending bool `json:"pending,omitempty"`
 }
 
 // Plan is `kubectl meshwright plan`: what the operator does next, computed by the code the
@@ -185,6 +188,9 @@ func moveOf(mesh *meshv1.MeshInstallation, pl adoption.NamespacePlan) NamespaceM
 // resilienceOf is the resilience defaults a plan's namespace carries, or nil.
 func resilienceOf(pl adoption.NamespacePlan) *ResilienceMove {
 	v := pl.Decision.Effects.Resilience
+	if v == nil && pl.Decision.ResiliencePending {
+		return &ResilienceMove{Values: ladder.Describe(*pl.Resilience.Values), Pending: true}
+	}
 	if v == nil {
 		return nil
 	}
@@ -322,6 +328,10 @@ func (p Plan) Text(w io.Writer, st Style) error {
 // text writes a namespace's resilience defaults: what they are and what they leave to others.
 func (r *ResilienceMove) text(pr *printer, indent int, namespace string) {
 	if r == nil {
+		return
+	}
+	if r.Pending {
+		pr.wrapped(indent, "resilience defaults to apply: "+r.Values)
 		return
 	}
 	pr.wrapped(indent, "resilience defaults: "+r.Values)

@@ -2,6 +2,7 @@ package resilience
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	meshv1 "github.com/meshwright/meshwright/api/v1alpha1"
+	"github.com/meshwright/meshwright/internal/apply"
 )
 
 // Kinds of Istio's networking API the defaults are written in.
@@ -112,10 +114,8 @@ func Build(installation, namespace, rootNamespace string, v Values, services []S
 	p := Plan{Services: len(services)}
 	hidden, routed := map[string][]string{}, map[string]bool{}
 	for _, o := range others {
-		if o.Kind == DestinationRuleGVK.Kind && (o.Namespace == namespace || o.Namespace == rootNamespace) {
-			if w := namespaceWide(o, namespace); w != "" && p.HeldBy == "" {
-				p.HeldBy = fmt.Sprintf("%s (host %s)", o, w)
-			}
+		if w := holds(o, namespace, rootNamespace, services); w != "" && p.HeldBy == "" {
+			p.HeldBy = fmt.Sprintf("%s (host %s)", o, w)
 		}
 		for _, s := range services {
 			if by := hides(o, namespace, rootNamespace, s); by != "" {
@@ -154,11 +154,22 @@ func Build(installation, namespace, rootNamespace string, v Values, services []S
 	return p
 }
 
-// namespaceWide returns the host of a DestinationRule that covers every host of the namespace
-// with a wildcard ("*", "*.cluster.local", "*.NS.svc.cluster.local"…), or "".
-func namespaceWide(o Other, namespace string) string {
+// holds returns the host by which a DestinationRule keeps the namespace's from being written, or
+// "": one in the namespace itself that covers all of its hosts with a wildcard ("*",
+// "*.cluster.local", "*.NS.svc.cluster.local"…), which the operator's would merge with (Istio
+// keeps the older one's traffic policy); or one in the root namespace for any host of the
+// namespace, which Istio consults only when neither the caller's namespace nor the Service's has
+// one for the host, so the operator's would take its place.
+func holds(o Other, namespace, rootNamespace string, services []Service) string {
+	if o.Kind != DestinationRuleGVK.Kind {
+		return ""
+	}
 	for _, h := range o.Hosts {
-		if strings.HasPrefix(h, "*") && matches(resolve(h, o.Namespace), Host(namespace, "any")) {
+		host := resolve(h, o.Namespace)
+		switch {
+		case o.Namespace == namespace && strings.HasPrefix(h, "*") && matches(host, Host(namespace, "any")):
+			return h
+		case o.Namespace == rootNamespace && (matches(host, Host(namespace, "any")) || slices.ContainsFunc(services, func(s Service) bool { return matches(host, Host(namespace, s.Name)) })):
 			return h
 		}
 	}
@@ -166,10 +177,10 @@ func namespaceWide(o Other, namespace string) string {
 }
 
 // hides says how o keeps some callers of a Service from the defaults ("" when it does not):
-//   - a DestinationRule for the Service's host (or a wildcard) in the namespace itself or in
-//     the root namespace: Istio takes the most specific for the host, so a team's for the
-//     Service wins there, and a wildcard one keeps the operator's from being written (see
-//     Build); in any other namespace, it is the one that namespace's callers get.
+//   - a DestinationRule for the Service's host in the namespace itself: Istio takes the most
+//     specific for the host, so a team's for the Service wins there (a wildcard one, or one in
+//     the root namespace, keeps the operator's from being written: see holds); in any other
+//     namespace, it is the one that namespace's callers get.
 //   - a VirtualService bound to sidecars, or a route attached to the Service, naming the host:
 //     Istio routes a host by one VirtualService, so the operator writes none for it.
 func hides(o Other, namespace, rootNamespace string, s Service) string {
@@ -181,11 +192,11 @@ func hides(o Other, namespace, rootNamespace string, s Service) string {
 		switch {
 		case o.Kind != DestinationRuleGVK.Kind && o.Sidecars:
 			return o.String()
-		case o.Kind != DestinationRuleGVK.Kind:
-			return ""
-		case o.Namespace == namespace || o.Namespace == rootNamespace:
+		case o.Kind != DestinationRuleGVK.Kind || o.Namespace == rootNamespace:
+			return "" // a root namespace's is reported once, as what holds the DestinationRule
+		case o.Namespace == namespace:
 			if strings.HasPrefix(h, "*") {
-				return "" // reported once, as what holds the DestinationRule
+				return "" // likewise
 			}
 			return o.String()
 		default:
@@ -216,18 +227,27 @@ func matches(pattern, host string) bool {
 // destinationRule is the namespace's DestinationRule: connection pool, timeouts and outlier
 // detection for every host of its Services. No TLS setting: Istio's auto mTLS stays as it was.
 func destinationRule(installation, namespace string, v Values) *unstructured.Unstructured {
-	tcp := map[string]any{"maxConnections": int64(v.MaxConnections), "connectTimeout": protoDuration(v.ConnectTimeout.Duration)}
-	http := map[string]any{"http1MaxPendingRequests": int64(v.MaxPendingRequests), "http2MaxRequests": int64(v.MaxRequests),
-		"idleTimeout": protoDuration(v.IdleTimeout.Duration)}
+	tcp := map[string]any{"connectTimeout": protoDuration(v.ConnectTimeout.Duration)}
+	http := map[string]any{"idleTimeout": protoDuration(v.IdleTimeout.Duration)}
+	setLimit(tcp, "maxConnections", v.MaxConnections)
+	setLimit(http, "http1MaxPendingRequests", v.MaxPendingRequests)
+	setLimit(http, "http2MaxRequests", v.MaxRequests)
 	policy := map[string]any{"connectionPool": map[string]any{"tcp": tcp, "http": http}}
 	if v.Consecutive5xxErrors > 0 {
 		policy["outlierDetection"] = map[string]any{"consecutive5xxErrors": int64(v.Consecutive5xxErrors),
 			"interval": protoDuration(v.Interval.Duration), "baseEjectionTime": protoDuration(v.BaseEjectionTime.Duration),
 			"maxEjectionPercent": int64(v.MaxEjectionPercent)}
 	}
-	u := object(DestinationRuleGVK, installation, namespace, DestinationRuleName)
+	u := apply.Owned(DestinationRuleGVK, installation, namespace, DestinationRuleName)
 	u.Object["spec"] = map[string]any{"host": "*." + namespace + "." + DomainSuffix, "trafficPolicy": policy}
 	return u
+}
+
+// setLimit writes a circuit breaker's limit when one is set (zero is Istio's own: none).
+func setLimit(m map[string]any, field string, limit int32) {
+	if limit > 0 {
+		m[field] = int64(limit)
+	}
 }
 
 // virtualService is a Service's VirtualService: its own host, routed to itself, with the request
@@ -247,17 +267,8 @@ func virtualService(installation, namespace, service string, v Values) *unstruct
 	if v.RequestTimeout.Duration > 0 {
 		route["timeout"] = protoDuration(v.RequestTimeout.Duration)
 	}
-	u := object(VirtualServiceGVK, installation, namespace, VirtualServicePrefix+service)
+	u := apply.Owned(VirtualServiceGVK, installation, namespace, VirtualServicePrefix+service)
 	u.Object["spec"] = map[string]any{"hosts": []any{host}, "http": []any{route}}
-	return u
-}
-
-func object(gvk schema.GroupVersionKind, installation, namespace, name string) *unstructured.Unstructured {
-	u := &unstructured.Unstructured{Object: map[string]any{}}
-	u.SetGroupVersionKind(gvk)
-	u.SetNamespace(namespace)
-	u.SetName(name)
-	u.SetLabels(map[string]string{meshv1.LabelManagedBy: meshv1.ManagedByValue, meshv1.LabelInstallation: installation})
 	return u
 }
 

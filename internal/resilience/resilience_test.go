@@ -24,7 +24,6 @@ func TestResolve(t *testing.T) {
 	defaults := Values{
 		RequestTimeout: *d("15s"), IdleTimeout: *d("1h"), ConnectTimeout: *d("10s"),
 		Attempts: 2, RetryOn: "connect-failure,refused-stream,unavailable,cancelled,503",
-		MaxConnections: 1024, MaxPendingRequests: 1024, MaxRequests: 1024,
 		Consecutive5xxErrors: 5, Interval: *d("10s"), BaseEjectionTime: *d("30s"), MaxEjectionPercent: 10,
 	}
 	with := func(f func(*Values)) *Values {
@@ -100,6 +99,7 @@ func TestFromLevel(t *testing.T) {
 func TestObjects(t *testing.T) {
 	v := *Resolve(&meshv1.ResilienceSpec{ResilienceValues: meshv1.ResilienceValues{
 		Timeouts: &meshv1.TimeoutValues{Connect: d("1.5s")}, Retries: &meshv1.RetryValues{PerTryTimeout: d("2s")},
+		ConnectionPool: &meshv1.ConnectionPoolValues{MaxConnections: ptr.To[int32](100), MaxPendingRequests: ptr.To[int32](50), MaxRequests: ptr.To[int32](200)},
 	}}, nil)
 	p := Build("mesh", "shop", "istio-system", v, []Service{{Name: "web"}}, nil, nil)
 	if len(p.Objects) != 2 || p.Partial() {
@@ -108,8 +108,8 @@ func TestObjects(t *testing.T) {
 	dr, vs := p.Objects[0], p.Objects[1]
 	wantDR := map[string]any{"host": "*.shop.svc.cluster.local", "trafficPolicy": map[string]any{
 		"connectionPool": map[string]any{
-			"tcp":  map[string]any{"maxConnections": int64(1024), "connectTimeout": "1.500s"},
-			"http": map[string]any{"http1MaxPendingRequests": int64(1024), "http2MaxRequests": int64(1024), "idleTimeout": "3600s"},
+			"tcp":  map[string]any{"maxConnections": int64(100), "connectTimeout": "1.500s"},
+			"http": map[string]any{"http1MaxPendingRequests": int64(50), "http2MaxRequests": int64(200), "idleTimeout": "3600s"},
 		},
 		"outlierDetection": map[string]any{"consecutive5xxErrors": int64(5), "interval": "10s", "baseEjectionTime": "30s", "maxEjectionPercent": int64(10)},
 	}}
@@ -132,9 +132,15 @@ func TestObjects(t *testing.T) {
 
 	off := v
 	off.RequestTimeout, off.Attempts, off.RetryOn, off.PerTryTimeout, off.Consecutive5xxErrors = metav1.Duration{}, 0, "", metav1.Duration{}, 0
+	off.MaxConnections, off.MaxPendingRequests, off.MaxRequests = 0, 0, 0
 	p = Build("mesh", "shop", "istio-system", off, []Service{{Name: "web"}}, nil, nil)
-	if _, found := p.Objects[0].Object["spec"].(map[string]any)["trafficPolicy"].(map[string]any)["outlierDetection"]; found {
+	policy := p.Objects[0].Object["spec"].(map[string]any)["trafficPolicy"].(map[string]any)
+	if _, found := policy["outlierDetection"]; found {
 		t.Fatalf("no ejection wanted, but the DestinationRule has outlierDetection: %v", p.Objects[0].Object)
+	}
+	// No limit set: none written, Istio's own (no limit) stays.
+	if pool := policy["connectionPool"]; !reflect.DeepEqual(pool, map[string]any{"tcp": map[string]any{"connectTimeout": "1.500s"}, "http": map[string]any{"idleTimeout": "3600s"}}) {
+		t.Fatalf("connection pool %v, want only the timeouts", pool)
 	}
 	route := p.Objects[1].Object["spec"].(map[string]any)["http"].([]any)[0].(map[string]any)
 	if _, found := route["timeout"]; found || !reflect.DeepEqual(route["retries"], map[string]any{"attempts": int64(0)}) {
@@ -175,6 +181,15 @@ func TestBuildLeavesTeamsObjectsAlone(t *testing.T) {
 			others: []Other{dr("istio-system", "mesh", "*.local")},
 			want:   []string{"VirtualService/meshwright-resilience-web", "VirtualService/meshwright-resilience-api"},
 			held:   "DestinationRule istio-system/mesh (host *.local)",
+		},
+		"a root namespace's DestinationRule for one Service: Istio looks there last, so the operator's would win": {
+			others: []Other{dr("istio-system", "api-pool", "api.shop.svc.cluster.local")},
+			want:   []string{"VirtualService/meshwright-resilience-web", "VirtualService/meshwright-resilience-api"},
+			held:   "DestinationRule istio-system/api-pool (host api.shop.svc.cluster.local)",
+		},
+		"a root namespace's DestinationRule for another namespace's hosts": {
+			others: []Other{dr("istio-system", "other", "*.front.svc.cluster.local")},
+			want:   []string{"DestinationRule/meshwright-resilience", "VirtualService/meshwright-resilience-web", "VirtualService/meshwright-resilience-api"},
 		},
 		"a caller namespace's own DestinationRule: its callers get it": {
 			others: []Other{dr("front", "to-web", "web.shop.svc.cluster.local")},

@@ -22,7 +22,10 @@ import (
 )
 
 // The defaults of every value a spec leaves out. Where Istio or Envoy has a default of its own,
-// it is that one, so that a value left out changes nothing but what the operator states.
+// it is that one, so that a value left out changes nothing but what the operator states. The
+// connection pool has none: Istio sets Envoy's circuit breakers to no limit
+// (pilot/pkg/networking/core/cluster_traffic_policy.go, getDefaultCircuitBreakerThresholds), so a
+// limit is written only when the spec sets one.
 const (
 	DefaultFromLevel          = meshv1.LevelMutualTLS
 	DefaultRequestTimeout     = 15 * time.Second
@@ -30,9 +33,6 @@ const (
 	DefaultConnectTimeout     = 10 * time.Second
 	DefaultAttempts           = 2
 	DefaultRetryOn            = "connect-failure,refused-stream,unavailable,cancelled,503"
-	DefaultMaxConnections     = 1024
-	DefaultMaxPendingRequests = 1024
-	DefaultMaxRequests        = 1024
 	DefaultConsecutive5xx     = 5
 	DefaultInterval           = 10 * time.Second
 	DefaultBaseEjectionTime   = 30 * time.Second
@@ -50,11 +50,13 @@ type Values struct {
 	// Attempts is the retries of a failed request; zero is none.
 	Attempts int32 `json:"attempts"`
 	// PerTryTimeout bounds each attempt; zero is no bound of its own.
-	PerTryTimeout      metav1.Duration `json:"perTry,omitzero"`
-	RetryOn            string          `json:"retryOn,omitempty"`
-	MaxConnections     int32           `json:"maxConnections"`
-	MaxPendingRequests int32           `json:"maxPending"`
-	MaxRequests        int32           `json:"maxRequests"`
+	PerTryTimeout metav1.Duration `json:"perTry,omitzero"`
+	RetryOn       string          `json:"retryOn,omitempty"`
+	// MaxConnections, MaxPendingRequests and MaxRequests are Envoy's circuit breakers; zero is
+	// Istio's own, no limit.
+	MaxConnections     int32 `json:"maxConnections,omitempty"`
+	MaxPendingRequests int32 `json:"maxPending,omitempty"`
+	MaxRequests        int32 `json:"maxRequests,omitempty"`
 	// Consecutive5xxErrors ejects an endpoint after so many errors in a row; zero ejects none.
 	Consecutive5xxErrors int32           `json:"consecutive5xx"`
 	Interval             metav1.Duration `json:"interval"`
@@ -80,7 +82,6 @@ func Resolve(spec *meshv1.ResilienceSpec, rule *meshv1.NamespaceResilience) *Val
 	v := &Values{
 		RequestTimeout: dur(DefaultRequestTimeout), IdleTimeout: dur(DefaultIdleTimeout), ConnectTimeout: dur(DefaultConnectTimeout),
 		Attempts: DefaultAttempts, RetryOn: DefaultRetryOn,
-		MaxConnections: DefaultMaxConnections, MaxPendingRequests: DefaultMaxPendingRequests, MaxRequests: DefaultMaxRequests,
 		Consecutive5xxErrors: DefaultConsecutive5xx, Interval: dur(DefaultInterval), BaseEjectionTime: dur(DefaultBaseEjectionTime),
 		MaxEjectionPercent: DefaultMaxEjectionPercent,
 	}

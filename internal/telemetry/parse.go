@@ -51,6 +51,7 @@ var connectFailedFlags = regexp.MustCompile(`^(` + connectFailed + `)$`)
 var (
 	serverErrorCodes = regexp.MustCompile(`^(` + serverError + `)$`)
 	timedOutFlags    = regexp.MustCompile(`^(` + timedOut + `)$`)
+	proxyFailedFlags = regexp.MustCompile(`^(` + proxyFailed + `)$`)
 )
 
 // inboundAddress matches the address of the sidecar's inbound listener.
@@ -123,10 +124,11 @@ func addCalls(counters map[counterKey]float64, f *dto.MetricFamily) {
 }
 
 // addErrors adds a request the proxy made as a caller, to its own namespace, that was answered
-// with 5xx (and whether it timed out): the embedded source reads a namespace's own proxies, so
+// with 5xx or failed by the proxy itself (and whether it timed out): the embedded source reads a namespace's own proxies, so
 // these are the only callers' errors it sees of the namespace.
 func addErrors(counters map[counterKey]float64, f *dto.MetricFamily, l map[string]string, n float64) {
-	if f.GetName() != metricRequests || l[labelDestinationNS] != l[labelSourceNS] || !serverErrorCodes.MatchString(l[labelResponseCode]) {
+	if f.GetName() != metricRequests || l[labelDestinationNS] != l[labelSourceNS] ||
+		!serverErrorCodes.MatchString(l[labelResponseCode]) && !proxyFailedFlags.MatchString(l[labelResponseFlags]) {
 		return
 	}
 	c := traffic.Caller{Namespace: l[labelSourceNS], Workload: l[labelSourceWorkload]}

@@ -26,6 +26,7 @@ istio_requests_total{reporter="source",source_workload="web",source_workload_nam
 istio_requests_total{reporter="source",source_workload="web",source_workload_namespace="shop",destination_workload_namespace="shop",connection_security_policy="unknown",response_code="504",response_flags="UT"} 4
 istio_requests_total{reporter="source",source_workload="web",source_workload_namespace="shop",destination_workload_namespace="shop",connection_security_policy="unknown",response_code="503",response_flags="UO"} 2
 istio_requests_total{reporter="source",source_workload="web",source_workload_namespace="shop",destination_workload_namespace="shop",connection_security_policy="unknown",response_code="200"} 30
+istio_requests_total{reporter="source",source_workload="web",source_workload_namespace="shop",destination_workload_namespace="shop",connection_security_policy="unknown",response_code="200",grpc_response_status="4",response_flags="UT"} 3
 # TYPE istio_tcp_connections_opened_total counter
 istio_tcp_connections_opened_total{reporter="destination",source_workload="unknown",source_workload_namespace="unknown",connection_security_policy="none"} 3
 # TYPE istio_tcp_connections_closed_total counter
@@ -68,8 +69,8 @@ func TestParseStats(t *testing.T) {
 			{kind: countInbound, caller: nginx}: 6, {kind: countDenied, caller: nginx}: 6,
 			{kind: countRefused}:      12,
 			{kind: countShadowDenied}: 5,
-			{kind: countCallsTo, caller: traffic.Caller{Namespace: "orders"}}: 11, {kind: countCallsTo, caller: traffic.Caller{Namespace: "shop"}}: 36,
-			{kind: countErrors, caller: web}: 6, {kind: countTimedOut, caller: web}: 4,
+			{kind: countCallsTo, caller: traffic.Caller{Namespace: "orders"}}: 11, {kind: countCallsTo, caller: traffic.Caller{Namespace: "shop"}}: 39,
+			{kind: countErrors, caller: web}: 9, {kind: countTimedOut, caller: web}: 7,
 			{kind: countUnreached, caller: legacy}: 1, {kind: countUnreached, caller: outside}: 2,
 		}},
 		"a quiet proxy":             {text: "# TYPE envoy_server_uptime gauge\nenvoy_server_uptime 5\n", want: map[counterKey]float64{}},
@@ -186,6 +187,9 @@ func TestQueriesAreBatched(t *testing.T) {
 	if q := ErrorsQuery([]string{"shop"}, time.Minute); !strings.Contains(q, `istio_requests_total{reporter="source", destination_workload_namespace=~"shop", response_code=~"5[0-9][0-9]"}[1m]`) ||
 		!strings.Contains(q, `sum by (destination_workload_namespace, source_workload_namespace, source_workload, response_flags)`) {
 		t.Errorf("errors query %s", q)
+	}
+	if q := ProxyFailedQuery([]string{"shop"}, time.Minute); !strings.Contains(q, `istio_requests_total{reporter="source", destination_workload_namespace=~"shop", response_flags=~"(.*,)?(UT|UO|UH)(,.*)?", response_code!~"5[0-9][0-9]"}[1m]`) {
+		t.Errorf("proxy-failed query %s", q)
 	}
 	if q := RefusedQuery([]string{"shop"}, time.Minute); !strings.Contains(q, `envoy_listener_no_filter_chain_match{listener_address=~".*_15006", namespace=~"shop"}[1m]`) || !strings.Contains(q, `sum by (namespace)`) {
 		t.Errorf("refused query %s", q)

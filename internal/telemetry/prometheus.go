@@ -74,10 +74,11 @@ func (p *Prometheus) Read(ctx context.Context, namespaces []string, window time.
 	for _, ns := range namespaces {
 		out[ns] = traffic.Reading{Source: p.Name(), Inbound: traffic.NewInbound(window)}
 	}
-	var answers [8]model.Vector
+	var answers [9]model.Vector
 	var err error
 	for i, q := range []string{ReportingQuery(namespaces, window), CallersQuery(namespaces, window), ShadowDeniedQuery(namespaces, window), CallsToQuery(namespaces, window),
-		RefusedQuery(namespaces, window), FailedQuery(namespaces, window), ZtunnelQuery(window), ErrorsQuery(namespaces, window)} {
+		RefusedQuery(namespaces, window), FailedQuery(namespaces, window), ZtunnelQuery(window), ErrorsQuery(namespaces, window),
+		ProxyFailedQuery(namespaces, window)} {
 		if answers[i], err = p.query(ctx, q); err != nil {
 			for ns, r := range out {
 				r.Unavailable = err.Error()
@@ -113,7 +114,7 @@ func (p *Prometheus) Read(ctx context.Context, namespaces []string, window time.
 			failed[traffic.Caller{Namespace: string(s.Metric[labelSourceNS]), Workload: string(s.Metric[labelSourceWorkload])}] += float64(s.Value)
 		}
 	}
-	for _, s := range answers[7] {
+	for _, s := range append(answers[7], answers[8]...) {
 		if r, ok := out[string(s.Metric[labelDestinationNS])]; ok {
 			c := traffic.Caller{Namespace: string(s.Metric[labelSourceNS]), Workload: string(s.Metric[labelSourceWorkload])}
 			r.Errors[c] += float64(s.Value)
@@ -224,6 +225,16 @@ func FailedQuery(namespaces []string, window time.Duration) string {
 // UH).
 func ErrorsQuery(namespaces []string, window time.Duration) string {
 	sel := fmt.Sprintf(`%s{%s=%q, %s=~%q, %s=~%q}`, metricRequests, labelReporter, reporterSource, labelDestinationNS, oneOf(namespaces), labelResponseCode, serverError)
+	return fmt.Sprintf(`sum by (%s, %s, %s, %s) (%s) > 0`, labelDestinationNS, labelSourceNS, labelSourceWorkload, labelResponseFlags, growthOver(sel, window))
+}
+
+// ProxyFailedQuery sums, like ErrorsQuery, the requests to the namespaces that the callers'
+// proxies failed themselves with a code other than 5xx: a gRPC call, which fails with HTTP 200 and
+// a grpc-status, timed out (flag UT), refused by a circuit breaker (UO) or left without a healthy
+// endpoint (UH). The two select disjoint series: their sums add up.
+func ProxyFailedQuery(namespaces []string, window time.Duration) string {
+	sel := fmt.Sprintf(`%s{%s=%q, %s=~%q, %s=~%q, %s!~%q}`, metricRequests, labelReporter, reporterSource, labelDestinationNS, oneOf(namespaces),
+		labelResponseFlags, proxyFailed, labelResponseCode, serverError)
 	return fmt.Sprintf(`sum by (%s, %s, %s, %s) (%s) > 0`, labelDestinationNS, labelSourceNS, labelSourceWorkload, labelResponseFlags, growthOver(sel, window))
 }
 

@@ -62,9 +62,13 @@ const (
 	labelResponseFlags = "response_flags"
 	connectFailed      = `(.*,)?(UF|URX|UC)(,.*)?`
 	// serverError matches a 5xx response code; timedOut the response flags of a request the
-	// reporting proxy timed out (Envoy's UT: the route's timeout, or its per-try timeout).
+	// reporting proxy timed out (Envoy's UT: the route's timeout, or its per-try timeout);
+	// proxyFailed those of a request the caller's own proxy failed, whatever the code it
+	// carries (a gRPC call fails with HTTP 200 and a grpc-status): timed out, refused by a
+	// circuit breaker (UO), or with no healthy endpoint left (UH).
 	serverError = `5[0-9][0-9]`
 	timedOut    = `(.*,)?UT(,.*)?`
+	proxyFailed = `(.*,)?(UT|UO|UH)(,.*)?`
 	// labelDryRunResult tags an RBAC stat with what the dry-run policies would have done.
 	labelDryRunResult = "authz_dry_run_result"
 	dryRunDenied      = "denied"

@@ -73,11 +73,12 @@ type Inbound struct {
 	// could not pass on to their application (the same flags, reported by the destination): an
 	// application that listens on localhost only, say, which the proxy does not reach. By caller.
 	Unreached map[Caller]float64
-	// Errors counts the requests callers' proxies sent to the namespace that were answered
-	// with 5xx, by the namespace or by the callers' proxies themselves (a timeout, a circuit
-	// breaker, no healthy endpoint), by caller, as the callers reported them: only a source
-	// that reads the callers' proxies sees those of other namespaces (the embedded source sees
-	// the namespace's calls to itself).
+	// Errors counts the requests callers' proxies sent to the namespace that failed: answered
+	// with 5xx (by the namespace, or by the callers' proxies), or failed by the callers' proxies
+	// whatever the code (a timeout, a circuit breaker, no healthy endpoint: a gRPC call fails with
+	// HTTP 200), by caller, as the callers reported them. Only a source that reads the callers'
+	// proxies sees those of other namespaces (the embedded source sees the namespace's calls to
+	// itself).
 	Errors map[Caller]float64
 	// TimedOut counts, of Errors, the requests the callers' proxies timed out (Envoy's response
 	// flag UT), by caller.

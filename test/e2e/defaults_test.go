@@ -129,12 +129,18 @@ func TestResilienceDefaultsWithSimulatedTraffic(t *testing.T) {
 func deletedStaysDeleted(t *testing.T, c client.Client) {
 	t.Helper()
 	ctx := context.Background()
-	if err := c.Delete(ctx, defaultsIn(t, c)["VirtualService/meshwright-resilience-web"]); err != nil {
+	deleted := defaultsIn(t, c)["VirtualService/meshwright-resilience-web"]
+	if err := c.Delete(ctx, deleted); err != nil {
 		t.Fatal(err)
 	}
 	framework.Eventually(t, time.Minute, "the deletion recorded", func() (bool, error) {
-		got := framework.GetNamespace(t, c, "shop").Annotations[meshv1.AnnotationResilienceDeclined]
-		return got == "VirtualService/meshwright-resilience-web", fmt.Errorf("record %q", got)
+		ns := framework.GetNamespace(t, c, "shop")
+		got := ns.Annotations[meshv1.AnnotationResilienceDeclined]
+		again := "not written again"
+		if vs := defaultsIn(t, c)["VirtualService/meshwright-resilience-web"]; vs != nil {
+			again = fmt.Sprintf("written again (uid %s, was %s)", vs.GetUID(), deleted.GetUID())
+		}
+		return got == "VirtualService/meshwright-resilience-web", fmt.Errorf("record %q, the VirtualService %s, ladder %s", got, again, ns.Annotations[meshv1.AnnotationLadder])
 	})
 	time.Sleep(5 * time.Second) // passes come at least every 10 s while anything moves; a few do
 	if _, found := defaultsIn(t, c)["VirtualService/meshwright-resilience-web"]; found {
@@ -150,13 +156,14 @@ func deletedStaysDeleted(t *testing.T, c client.Client) {
 }
 
 // waitDefaults waits until shop holds the operator's objects, count of them, web's timeout as
-// given.
+// given, with no step running (the defaults' bake passed).
 func waitDefaults(t *testing.T, c client.Client, timeout string, count int) {
 	t.Helper()
 	framework.Eventually(t, 3*time.Minute, "shop's defaults with web's "+timeout+" timeout", func() (bool, error) {
 		objs := defaultsIn(t, c)
 		vs := objs["VirtualService/meshwright-resilience-web"]
-		return len(objs) == count && vs != nil && routeTimeout(vs) == timeout, standing(c, framework.GetNamespace(t, c, "shop"))
+		shop := framework.GetNamespace(t, c, "shop")
+		return len(objs) == count && vs != nil && routeTimeout(vs) == timeout && stateOf(shop).Step == nil, standing(c, shop)
 	})
 }
 
