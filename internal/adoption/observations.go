@@ -47,6 +47,41 @@ type Observations struct {
 	synced memo[string]
 	// records holds each namespace's ladder record and enrollment, by resourceVersion.
 	records map[string]record
+	// removed holds the objects of the resilience defaults (namespace/Kind/name) the operator
+	// deleted itself, which no pass has missed since: their absence is not a user's choice.
+	removed map[string]bool
+}
+
+// removedDefault notes that the operator deleted an object of a namespace's defaults.
+func (o *Observations) removedDefault(namespace, key string) {
+	if o == nil {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.removed == nil {
+		o.removed = map[string]bool{}
+	}
+	o.removed[namespace+"/"+key] = true
+}
+
+// unlessRemoved is seen without the objects the operator deleted itself since, which it forgets:
+// a pass that misses them takes them for gone by the operator's hand, not declined by a user.
+func (o *Observations) unlessRemoved(namespace string, seen []string) []string {
+	if o == nil {
+		return seen
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var out []string
+	for _, k := range seen {
+		if o.removed[namespace+"/"+k] {
+			delete(o.removed, namespace+"/"+k)
+			continue
+		}
+		out = append(out, k)
+	}
+	return out
 }
 
 // memo holds one kind of value derived from namespaces' objects.

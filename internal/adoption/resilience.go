@@ -71,9 +71,46 @@ func (p Planner) planDefaults(ctx context.Context, mesh *meshv1.MeshInstallation
 		for _, u := range existing[c.Namespace.Name] {
 			present[resilience.Key(u)] = true
 		}
-		c.Decision.State.ResilienceSeen, c.declined = resilience.Track(wanted, present, c.Decision.State.ResilienceSeen, c.declined)
+		seen := p.Observations.unlessRemoved(c.Namespace.Name, c.Decision.State.ResilienceSeen)
+		if err := p.confirmGone(ctx, c.Namespace.Name, wanted, seen, present); err != nil {
+			return err
+		}
+		c.Decision.State.ResilienceSeen, c.declined = resilience.Track(wanted, present, seen, c.declined)
 		if e != nil {
 			c.Defaults = resilience.Build(mesh.Name, c.Namespace.Name, root, *e, services, others, c.declined)
+		}
+	}
+	return nil
+}
+
+// confirmGone reads from the API server each object the cache misses that was seen and is
+// still wanted, before Track takes it for declined: the cache of these objects and the ladder's
+// record may lag each other (an object just created and recorded, not in the cache yet). One
+// found is present. Without a reader past the cache (the plugin), the cache is believed.
+func (p Planner) confirmGone(ctx context.Context, namespace string, wanted, seen []string, present map[string]bool) error {
+	if p.API == nil {
+		return nil
+	}
+	want := map[string]bool{}
+	for _, k := range wanted {
+		want[k] = true
+	}
+	for _, k := range seen {
+		if present[k] || !want[k] {
+			continue
+		}
+		kind, name, _ := strings.Cut(k, "/")
+		u := &unstructured.Unstructured{}
+		for _, gvk := range resilience.Kinds() {
+			if gvk.Kind == kind {
+				u.SetGroupVersionKind(gvk)
+			}
+		}
+		switch err := p.API.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, u); {
+		case err == nil:
+			present[k] = u.GetDeletionTimestamp().IsZero()
+		case !apierrors.IsNotFound(err):
+			return fmt.Errorf("reading %s in %s: %w", k, namespace, err)
 		}
 	}
 	return nil
@@ -276,8 +313,10 @@ func (s *Stage) syncDefaults(ctx context.Context, c *NamespacePlan, installation
 	for _, k := range c.Decision.State.ResilienceSeen {
 		seen[k] = true
 	}
+	var now []string
 	for _, u := range desired {
 		key := resilience.Key(u)
+		now = append(now, key) // in Build's order, as Track keeps it: no write for the order
 		if seen[key] {
 			// Seen to exist: updated, never created again. A user may have deleted it since
 			// this pass's plan read the cache; the next pass records that.
@@ -289,7 +328,9 @@ func (s *Stage) syncDefaults(ctx context.Context, c *NamespacePlan, installation
 		if _, err := s.Applier.Apply(ctx, u); err != nil {
 			return err
 		}
-		c.Decision.State.ResilienceSeen = append(c.Decision.State.ResilienceSeen, key)
+	}
+	if len(desired) > 0 {
+		c.Decision.State.ResilienceSeen = now
 	}
 	want := map[string]bool{}
 	for _, k := range keysOf(desired) {
@@ -302,6 +343,7 @@ func (s *Stage) syncDefaults(ctx context.Context, c *NamespacePlan, installation
 		if err := s.Client.Delete(ctx, u); err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("deleting %s %s/%s: %w", u.GetKind(), u.GetNamespace(), u.GetName(), err)
 		}
+		s.Observations.removedDefault(c.Namespace.Name, resilience.Key(u))
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -142,6 +143,26 @@ func TestResilienceDefaultsAgainstTheAPIServer(t *testing.T) {
 		t.Fatalf("the team's DestinationRule was changed: %v, resourceVersion %s → %s", err, teamDR.GetResourceVersion(), got.GetResourceVersion())
 	}
 
+	// A cache that misses web's VirtualService (it lags the record) makes no decline: the API
+	// server is asked first.
+	lagging := interceptor.NewClient(k8s, interceptor.Funcs{List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+		if err := c.List(ctx, list, opts...); err != nil {
+			return err
+		}
+		if u, ok := list.(*unstructured.UnstructuredList); ok {
+			u.Items = slices.DeleteFunc(u.Items, func(o unstructured.Unstructured) bool { return o.GetName() == "meshwright-resilience-web" })
+		}
+		return nil
+	}})
+	lag := newStage(lagging, now.Add(160*time.Second))
+	lag.API = k8s
+	if _, err := lag.Reconcile(ctx, mesh); err != nil {
+		t.Fatal(err)
+	}
+	if got := getNS(t, "team-r").Annotations[meshv1.AnnotationResilienceDeclined]; got != "" {
+		t.Fatalf("a lagging cache declined %q", got)
+	}
+
 	// A user deletes the VirtualService of web: it is recorded, not written again.
 	if err := k8s.Delete(ctx, vs); err != nil {
 		t.Fatal(err)
@@ -238,5 +259,26 @@ func TestOthersRead(t *testing.T) {
 				t.Fatalf("got %+v, want %+v", tc.got, tc.want)
 			}
 		})
+	}
+}
+
+// TestRemovedDefaultsAreNotDeclined: an object the operator deleted itself is left out of the
+// seen record the next pass judges (so its absence is no user's choice), once.
+func TestRemovedDefaultsAreNotDeclined(t *testing.T) {
+	o := NewObservations()
+	seen := []string{"DestinationRule/meshwright-resilience", "VirtualService/meshwright-resilience-web"}
+	o.removedDefault("shop", "VirtualService/meshwright-resilience-web")
+	if got := o.unlessRemoved("other", seen); !slices.Equal(got, seen) {
+		t.Fatalf("another namespace: %v", got)
+	}
+	if got := o.unlessRemoved("shop", seen); !slices.Equal(got, seen[:1]) {
+		t.Fatalf("got %v, want the removed object left out", got)
+	}
+	if got := o.unlessRemoved("shop", seen); !slices.Equal(got, seen) {
+		t.Fatalf("got %v, want it forgotten after one pass", got)
+	}
+	var none *Observations
+	if got := none.unlessRemoved("shop", seen); !slices.Equal(got, seen) {
+		t.Fatalf("no memo: %v", got)
 	}
 }

@@ -228,9 +228,14 @@ func announceTrafficHold(mesh *meshv1.MeshInstallation, c *NamespacePlan) {
 // waypoint first, namespace then (its record notes the objects written; its injection label must
 // be on before pods restart), then restarts, then policies; the Event last, once it is true.
 func (s *Stage) carryOut(ctx context.Context, mesh *meshv1.MeshInstallation, c *NamespacePlan) error {
+	// An object of the defaults the API server refuses (a quota, an admission policy) is
+	// reported once the rest of the namespace's move is carried out, not instead of it.
+	var refused error
 	if c.defaults {
-		if err := s.syncDefaults(ctx, c, mesh.Name); err != nil {
+		if err := s.syncDefaults(ctx, c, mesh.Name); err != nil && !apierr.Refused(err) {
 			return err
+		} else if err != nil {
+			refused = err
 		}
 	}
 	d := c.Decision
@@ -273,7 +278,7 @@ func (s *Stage) carryOut(ctx context.Context, mesh *meshv1.MeshInstallation, c *
 		}
 		s.Recorder.Eventf(c.Namespace, nil, eventType, d.Event.Reason, "Step", "%s", d.Event.Message)
 	}
-	return nil
+	return refused
 }
 
 // NamespaceFieldManager is the field manager of the ladder's writes to Namespaces: its own, so

@@ -223,7 +223,7 @@ func bake(d *Decision, ns Namespace, s Settings, step *Step, kind StepKind, now 
 			msg := fmt.Sprintf("In the bake after the step from %s to %s, %s. The step was rolled back; the namespace is held at %s until the spec changes (fix the cause, then change the MeshInstallation's spec, or delete the namespace's %s annotation).",
 				d.Level, step.To, evidence, d.Level, meshv1.AnnotationLadder)
 			if kind == KindDefaults {
-				msg = fmt.Sprintf("In the bake after the resilience defaults were applied at %s, %s. They were rolled back to what the namespace had before, and are held there until the spec changes (change spec.resilience, or the rule's resilience for the namespace, such as a longer timeouts.request; or delete the namespace's %s annotation).",
+				msg = fmt.Sprintf("In the bake after the resilience defaults were applied at %s, %s. They were rolled back to what the namespace had before; these values are not applied again while the spec asks for them (change spec.resilience, or the rule's resilience for the namespace, such as a longer timeouts.request; or delete the namespace's %s annotation).",
 					d.Level, evidence, meshv1.AnnotationLadder)
 			}
 			revert(d, ns, s, *step, kind, meshv1.ReasonTrafficRegressed, msg, now)

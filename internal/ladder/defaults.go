@@ -40,7 +40,7 @@ func sameValues(a, b *resilience.Values) bool {
 
 // resilienceDue reports a namespace with no step whose recorded defaults are not the ones its
 // level carries now, and that may change them: removing them is always due; applying them is
-// not while a rolled-back application holds it (State.ResilienceHold).
+// not while a rolled-back application of the same values holds it (State.ResilienceHold).
 func resilienceDue(d Decision, ns Namespace) bool {
 	want := resilienceWanted(ns, d.Level)
 	return d.State.Step == nil && !sameValues(d.State.Resilience, want) && (want == nil || d.State.ResilienceHold == nil)

@@ -187,10 +187,10 @@ func TestResilienceDefaultsStep(t *testing.T) {
 		},
 		"a rollback done: held, the recorded defaults kept": {
 			ns: defaultsNS(meshv1.LevelMutualTLS, func(ns *Namespace) {
-				ns.State.Step = &Step{To: meshv1.LevelMutualTLS, Rollback: true, Defaults: true, Reason: meshv1.ReasonTrafficRegressed, Message: "timeouts", Started: t0.Add(-time.Minute), ID: "x"}
+				ns.State.Step = &Step{To: meshv1.LevelMutualTLS, Rollback: true, Defaults: true, Resilience: defaults, Reason: meshv1.ReasonTrafficRegressed, Message: "timeouts", Started: t0.Add(-time.Minute), ID: "x"}
 			}), mayStart: true, now: t0,
 			check: func(t *testing.T, d Decision) {
-				if d.State.Step != nil || d.State.ResilienceHold == nil || d.State.Hold != nil || d.State.Resilience != nil || d.Blocked.Reason != meshv1.ReasonTrafficRegressed ||
+				if d.State.Step != nil || d.State.ResilienceHold == nil || !sameValues(d.State.ResilienceHold.Values, defaults) || d.State.Hold != nil || d.State.Resilience != nil || d.Blocked.Reason != meshv1.ReasonTrafficRegressed ||
 					!strings.Contains(d.Event.Message, "resilience defaults the namespace had before") {
 					t.Fatalf("decision = %+v, event %+v", d, d.Event)
 				}
@@ -198,7 +198,7 @@ func TestResilienceDefaultsStep(t *testing.T) {
 		},
 		"held after a rollback: the defaults are not applied again until the spec changes": {
 			ns: defaultsNS(meshv1.LevelMutualTLS, func(ns *Namespace) {
-				ns.State.ResilienceHold = &Hold{Generation: 3, Reason: meshv1.ReasonTrafficRegressed, Message: "timeouts"}
+				ns.State.ResilienceHold = &ResilienceHold{Values: defaults, Reason: meshv1.ReasonTrafficRegressed, Message: "timeouts"}
 			}), mayStart: true, now: t0,
 			check: func(t *testing.T, d Decision) {
 				if d.State.Step != nil || d.Blocked.Reason != meshv1.ReasonTrafficRegressed || d.AtTarget(meshv1.LevelMutualTLS) || d.State.ResilienceHold == nil {
@@ -206,9 +206,9 @@ func TestResilienceDefaultsStep(t *testing.T) {
 				}
 			},
 		},
-		"a spec change releases that hold": {
+		"other values asked for release that hold": {
 			ns: defaultsNS(meshv1.LevelMutualTLS, func(ns *Namespace) {
-				ns.State.ResilienceHold = &Hold{Generation: 2, Reason: meshv1.ReasonTrafficRegressed, Message: "timeouts"}
+				ns.State.ResilienceHold = &ResilienceHold{Values: shorter(), Reason: meshv1.ReasonTrafficRegressed, Message: "timeouts"}
 			}), mayStart: true, now: t0,
 			check: func(t *testing.T, d Decision) {
 				if d.State.Step == nil || !d.State.Step.Defaults || d.State.ResilienceHold != nil {
@@ -219,7 +219,7 @@ func TestResilienceDefaultsStep(t *testing.T) {
 		"that hold holds nothing else: the namespace climbs on": {
 			ns: defaultsNS(meshv1.LevelMutualTLS, func(ns *Namespace) {
 				ns.Target, ns.State.Since = meshv1.LevelZeroTrust, t0.Add(-2*time.Hour)
-				ns.State.ResilienceHold = &Hold{Generation: 3, Reason: meshv1.ReasonTrafficRegressed, Message: "timeouts"}
+				ns.State.ResilienceHold = &ResilienceHold{Values: defaults, Reason: meshv1.ReasonTrafficRegressed, Message: "timeouts"}
 			}), s: func(s *Settings) { s.SoakTime = time.Minute }, mayStart: true, now: t0,
 			check: func(t *testing.T, d Decision) {
 				if st := d.State.Step; st == nil || st.To != meshv1.LevelZeroTrust || d.State.ResilienceHold == nil {
@@ -229,7 +229,7 @@ func TestResilienceDefaultsStep(t *testing.T) {
 		},
 		"that hold holds no move to the active revision": {
 			ns: defaultsNS(meshv1.LevelMutualTLS, func(ns *Namespace) {
-				ns.State.ResilienceHold = &Hold{Generation: 3, Reason: meshv1.ReasonTrafficRegressed, Message: "timeouts"}
+				ns.State.ResilienceHold = &ResilienceHold{Values: defaults, Reason: meshv1.ReasonTrafficRegressed, Message: "timeouts"}
 				ns.Workloads = []Workload{deploy("web", injected)}
 			}), s: func(s *Settings) { s.Revision = "1-31-5" }, mayStart: true, now: t0,
 			check: func(t *testing.T, d Decision) {
@@ -326,7 +326,7 @@ func TestResilienceDefaultsBake(t *testing.T) {
 					t.Errorf("event %+v lacks %q", d.Event, m)
 				}
 			}
-			if got == "rollback" && (d.Event.Reason != meshv1.ReasonTrafficRegressed || d.Effects.Resilience != nil) {
+			if got == "rollback" && (d.Event.Reason != meshv1.ReasonTrafficRegressed || d.Effects.Resilience != nil || !sameValues(d.State.Step.Resilience, defaults)) {
 				t.Errorf("event %+v, effects %+v", d.Event, d.Effects)
 			}
 		})

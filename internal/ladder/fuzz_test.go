@@ -96,6 +96,10 @@ func cloneState(st State) State {
 	}
 	if st.ResilienceHold != nil {
 		h := *st.ResilienceHold
+		if h.Values != nil {
+			v := *h.Values
+			h.Values = &v
+		}
 		st.ResilienceHold = &h
 	}
 	return st

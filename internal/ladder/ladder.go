@@ -52,9 +52,9 @@ type State struct {
 	// stage; Decide leaves it as it is.
 	ResilienceSeen []string `json:"resilienceSeen,omitempty"`
 	// ResilienceHold, set when applying resilience defaults was rolled back, keeps the
-	// namespace from applying them again until the spec changes; unlike Hold it holds nothing
-	// else (the namespace climbs, moves and refreshes as before).
-	ResilienceHold *Hold `json:"resilienceHold,omitempty"`
+	// namespace from applying those values again, while the spec asks for them; unlike Hold it
+	// holds nothing else (the namespace climbs, moves and refreshes as before).
+	ResilienceHold *ResilienceHold `json:"resilienceHold,omitempty"`
 }
 
 // DefaultRevision is the revision of a mesh's first installation.
@@ -187,6 +187,15 @@ type Hold struct {
 	Generation int64  `json:"generation"`
 	Reason     string `json:"reason"`
 	Message    string `json:"message"`
+}
+
+// ResilienceHold is a rolled-back application of resilience defaults: the values that broke
+// traffic, and why. Other values (the spec changed them, or the namespace moved to another rule)
+// are applied; these are not again.
+type ResilienceHold struct {
+	Values  *resilience.Values `json:"values"`
+	Reason  string             `json:"reason"`
+	Message string             `json:"message"`
 }
 
 // Namespace is what the controller observed of one enrolled (or formerly enrolled) namespace.
@@ -681,8 +690,8 @@ func normalize(d *Decision, ns Namespace, s Settings, now time.Time) {
 	if d.State.Hold != nil && d.State.Hold.Generation != s.Generation {
 		d.State.Hold = nil
 	}
-	if h := d.State.ResilienceHold; h != nil && h.Generation != s.Generation {
-		d.State.ResilienceHold = nil
+	if h := d.State.ResilienceHold; h != nil && !sameValues(h.Values, ns.Resilience.Values) {
+		d.State.ResilienceHold = nil // the spec asks for other values (or none): they may apply
 	}
 	if st := d.State.Step; st != nil && !wellFormed(*st, d.Level) {
 		d.State.Step = nil
@@ -1021,6 +1030,10 @@ func revert(d *Decision, ns Namespace, s Settings, step Step, kind StepKind, rea
 		plane = meshv1.DataPlaneSidecar
 	}
 	d.State.Step = &Step{To: d.Level, Started: now, ID: stepID(d.Level, now), Rollback: true, Reason: reason, Message: msg, Revision: back, DataPlane: plane, Defaults: kind == KindDefaults}
+	if kind == KindDefaults {
+		// The values that failed, for the hold that follows.
+		d.State.Step.Resilience = step.Resilience
+	}
 	d.Event = &Event{Warning: true, Reason: reason, Message: msg}
 	d.Restart, d.Blocked, d.Waiting = nil, Blocked{}, ""
 	planRestarts(d, ns, s)
@@ -1053,7 +1066,7 @@ func complete(d *Decision, s Settings, step Step, kind StepKind, pending string,
 	d.Restart, d.Blocked = nil, Blocked{}
 	switch {
 	case kind == KindRollback && !step.Cancelled && step.Defaults:
-		d.State.ResilienceHold = &Hold{Generation: s.Generation, Reason: step.Reason, Message: step.Message}
+		d.State.ResilienceHold = &ResilienceHold{Values: step.Resilience, Reason: step.Reason, Message: step.Message}
 		d.Blocked = Blocked{Reason: step.Reason, Message: step.Message}
 		d.Event = &Event{Warning: true, Reason: meshv1.ReasonRolledBack, Message: fmt.Sprintf(
 			"Reverted to the resilience defaults the namespace had before, at %s; they are not applied again until the spec changes.", d.Level)}
